@@ -1,0 +1,406 @@
+"""IO-cost estimator: FLOPs, HBM bytes and a roofline time for a compiled layout.
+
+The model (written out with formulas in ``docs/estimator.md``) counts, for three ways of
+computing the same attention:
+
+* **sparseflash** -- our block-sparse FlashAttention kernel, walking the layout's tables;
+* **dense FlashAttention** -- the same kernel design over every block of the grid (with the
+  causal triangle skipped when the layout is causal, as FlashAttention does);
+* **standard attention** -- matmul, softmax, matmul, materialising the N x N scores in HBM.
+
+Each is a list of kernels. A kernel's time is its own roofline,
+``max(flops / (peak * efficiency), bytes / (bandwidth * bandwidth_efficiency))``, plus a
+launch overhead; a method's time is the sum over its kernels.
+
+Symbols, per (batch, head): ``N = seq_len``, ``Nk = kv_len``, ``d = head_dim``,
+``b = block_size``, ``e`` = bytes per element of ``dtype``, ``nnz`` = computed block pairs
+(``BlockLayout.nnz`` already sums over heads).
+
+Device profiles live in one table, :data:`DEVICES`; add one with :func:`register_device` or
+pass a :class:`DeviceProfile` as ``device``. Their ``attn_*_efficiency`` fields are the
+calibration knobs that the performance issue fits on a real H100.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+import torch
+
+from .layout import BlockLayout
+
+__all__ = [
+    "DeviceProfile", "DEVICES", "register_device", "get_device",
+    "KernelCost", "MethodCost", "CostEstimate", "estimate",
+]
+
+_LSE_BYTES = 4     # LSE and delta are float32, one per query row
+_INDEX_BYTES = 4   # table entries are int32
+_MASK_BYTES = 1    # a bool N x N mask, read by standard attention's masking pass
+
+
+# ----------------------------------------------------------------------------- devices
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Peak figures of one GPU plus the calibration factors of the roofline.
+
+    Peak figures are vendor data sheet numbers (dense, no 2:4 sparsity).
+    The ``*_efficiency`` fields are the fraction of the peak a kernel class achieves;
+    they are what calibration on real hardware adjusts.
+    """
+
+    name: str
+    peak_bf16_tflops: float      # dense bf16/fp16 tensor-core matmul, TFLOP/s
+    peak_tf32_tflops: float      # dense tf32 tensor-core matmul (fp32 inputs in Triton's tl.dot)
+    peak_fp32_tflops: float      # CUDA-core fp32 (eager torch fp32 matmul, tf32 off by default)
+    hbm_gbps: float              # HBM bandwidth, GB/s (1e9 bytes)
+    sram_kib_per_sm: int         # shared memory per SM: the FlashAttention "M"
+    num_sms: int
+    # -- calibration: fraction of peak matmul throughput achieved ---------------------------
+    attn_fwd_efficiency: float = 0.50   # our attention forward kernel
+    attn_bwd_efficiency: float = 0.44   # our attention backward kernels (dK/dV and dQ)
+    matmul_efficiency: float = 0.80     # cuBLAS matmuls of standard attention
+    bandwidth_efficiency: float = 0.90  # fraction of hbm_gbps a streaming kernel reaches
+    launch_overhead_us: float = 4.0     # fixed cost per kernel launch
+    calibrated: str = "not calibrated"  # where the efficiency numbers come from
+
+    def matmul_tflops(self, dtype: torch.dtype, *, tf32: bool) -> float:
+        """Peak matmul throughput for ``dtype`` (fp32 uses tf32 when ``tf32`` is set)."""
+        if dtype in (torch.bfloat16, torch.float16):
+            return self.peak_bf16_tflops
+        if dtype == torch.float32:
+            return self.peak_tf32_tflops if tf32 else self.peak_fp32_tflops
+        raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or torch.float32, got {dtype}")
+
+    def replace(self, **changes) -> "DeviceProfile":
+        """A copy with some fields changed, e.g. ``DEVICES['h100'].replace(attn_fwd_efficiency=0.6)``."""
+        return dataclasses.replace(self, **changes)
+
+
+# Provisional efficiencies: FlexAttention on H100 (ANCHORS.md), d=128, N=16K, non-causal,
+# 495 TFLOP/s forward and 432 TFLOP/s backward-only out of 989; matmul 795/989; copy 3.0/3.35 TB/s.
+# The A100 and H200 entries reuse them until measured.
+DEVICES: Dict[str, DeviceProfile] = {
+    "h100": DeviceProfile(
+        name="NVIDIA H100 SXM5 80GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
+        peak_fp32_tflops=66.9, hbm_gbps=3350.0, sram_kib_per_sm=228, num_sms=132,
+        calibrated="provisional: FlexAttention/cuBLAS/copy anchors on H100 (ANCHORS.md)"),
+    "h200": DeviceProfile(
+        name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
+        peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
+        calibrated="not calibrated: H100 efficiencies reused"),
+    "a100": DeviceProfile(
+        name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
+        peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,
+        calibrated="not calibrated: H100 efficiencies reused"),
+}
+
+
+def register_device(key: str, profile: DeviceProfile) -> None:
+    """Add or replace a named profile, usable as ``estimate(..., device=key)``."""
+    if not isinstance(profile, DeviceProfile):
+        raise TypeError(f"profile must be a DeviceProfile, got {type(profile).__name__}")
+    DEVICES[key.lower()] = profile
+
+
+def get_device(device: Union[str, DeviceProfile]) -> DeviceProfile:
+    """Look up a profile by key (case-insensitive), or pass a DeviceProfile through."""
+    if isinstance(device, DeviceProfile):
+        return device
+    if isinstance(device, str) and device.lower() in DEVICES:
+        return DEVICES[device.lower()]
+    raise ValueError(f"device must be a DeviceProfile or one of {sorted(DEVICES)}, got {device!r}")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class KernelCost:
+    """One kernel launch of a method: its work, its traffic and its roofline time."""
+
+    name: str
+    flops: float
+    hbm_bytes: float
+    ms: float
+    bound: str  # "compute" or "memory"
+
+
+@dataclass(frozen=True)
+class MethodCost:
+    """A way of computing the attention (ours, dense FlashAttention, standard)."""
+
+    name: str
+    kernels: Tuple[KernelCost, ...]
+    workspace_bytes: float  # HBM held beyond q, k, v, o and their gradients
+
+    @property
+    def flops(self) -> float:
+        return float(sum(k.flops for k in self.kernels))
+
+    @property
+    def hbm_bytes(self) -> float:
+        return float(sum(k.hbm_bytes for k in self.kernels))
+
+    @property
+    def predicted_ms(self) -> float:
+        return float(sum(k.ms for k in self.kernels))
+
+    @property
+    def bound(self) -> str:
+        """The bound of the kernels that take most of the time."""
+        compute = sum(k.ms for k in self.kernels if k.bound == "compute")
+        return "compute" if compute >= self.predicted_ms / 2 else "memory"
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Result of :func:`estimate`. ``str()`` gives a table of the three methods.
+
+    Top-level ``flops``, ``hbm_bytes`` and ``predicted_ms`` are those of our kernel;
+    ``dense`` and ``standard`` hold the two baselines, with every kernel broken out.
+    """
+
+    sparse: MethodCost
+    dense: MethodCost
+    standard: MethodCost
+    nnz: int
+    dense_nnz: int          # block pairs dense FlashAttention computes (causal triangle skipped)
+    density: float
+    head_dim: int
+    batch: int
+    dtype: torch.dtype
+    device: DeviceProfile
+    backward: bool
+    layout_summary: str = field(repr=False)
+
+    @property
+    def flops(self) -> float:
+        return self.sparse.flops
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.sparse.hbm_bytes
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.sparse.predicted_ms
+
+    @property
+    def dense_flops(self) -> float:
+        return self.dense.flops
+
+    @property
+    def dense_hbm_bytes(self) -> float:
+        return self.dense.hbm_bytes
+
+    @property
+    def standard_flops(self) -> float:
+        return self.standard.flops
+
+    @property
+    def standard_hbm_bytes(self) -> float:
+        return self.standard.hbm_bytes
+
+    @property
+    def speedup_vs_dense(self) -> float:
+        return self.dense.predicted_ms / self.sparse.predicted_ms
+
+    @property
+    def speedup_vs_standard(self) -> float:
+        return self.standard.predicted_ms / self.sparse.predicted_ms
+
+    def to_string(self) -> str:
+        pass_name = "forward + backward" if self.backward else "forward"
+        dtype_name = str(self.dtype).replace("torch.", "")
+        lines = [
+            f"estimate ({pass_name}, {dtype_name}, batch {self.batch}, head_dim {self.head_dim}) "
+            f"on {self.device.name}",
+            f"  {self.layout_summary}",
+            f"  computed blocks {self.nnz:,} of {self.dense_nnz:,} dense"
+            f" (density {self.density:.2%}); roofline efficiencies {self.device.calibrated}",
+        ]
+        header = (f"  {'method':<22}{'FLOPs':>10}{'HBM bytes':>11}{'FLOP/B':>8}"
+                  f"{'workspace':>11}{'bound':>9}{'pred. ms':>11}{'ours faster':>13}")
+        lines += [header, "  " + "-" * (len(header) - 2)]
+        for method in (self.sparse, self.dense, self.standard):
+            intensity = method.flops / method.hbm_bytes if method.hbm_bytes else float("inf")
+            speedup = method.predicted_ms / self.sparse.predicted_ms
+            lines.append(
+                f"  {method.name:<22}{_si(method.flops):>10}{_si(method.hbm_bytes, 'B'):>11}"
+                f"{intensity:>8.0f}{_si(method.workspace_bytes, 'B'):>11}{method.bound:>9}"
+                f"{method.predicted_ms:>11.3f}{speedup:>12.2f}x")
+        return "\n".join(lines)
+
+    __str__ = to_string
+
+
+def _si(x: float, unit: str = "") -> str:
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f} {prefix}{unit}"
+    return f"{x:.0f} {unit}".rstrip()
+
+
+# ----------------------------------------------------------------------------- model
+class _Roofline:
+    """Turns (flops, bytes) of one kernel into a KernelCost on a device."""
+
+    def __init__(self, profile: DeviceProfile):
+        self.profile = profile
+        self.bytes_per_ms = profile.hbm_gbps * 1e9 * profile.bandwidth_efficiency / 1e3
+
+    def kernel(self, name: str, flops: float, hbm_bytes: float, tflops: float,
+               efficiency: float) -> KernelCost:
+        compute_ms = flops / (tflops * 1e12 * efficiency / 1e3) if flops else 0.0
+        memory_ms = hbm_bytes / self.bytes_per_ms
+        ms = max(compute_ms, memory_ms) + self.profile.launch_overhead_us / 1e3
+        return KernelCost(name, float(flops), float(hbm_bytes), ms,
+                          "compute" if compute_ms >= memory_ms else "memory")
+
+
+def _causal_dense_nnz(layout: BlockLayout) -> int:
+    """Block pairs with at least one visible token pair when every block is kept."""
+    nq, nk, b = layout.num_q_blocks, layout.num_kv_blocks, layout.block_size
+    if not layout.causal:
+        return layout.num_heads * nq * nk
+    # Query block i's last row t sees keys s <= t + (kv_len - seq_len): blocks 0..that // b.
+    last_row = np.minimum((np.arange(nq, dtype=np.int64) + 1) * b, layout.seq_len) - 1
+    last_key = last_row + (layout.kv_len - layout.seq_len)
+    per_row = np.where(last_key >= 0, np.minimum(last_key // b + 1, nk), 0)
+    return layout.num_heads * int(per_row.sum())
+
+
+def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_rows: int,
+                   d: int, b: int, e: int, batch: int, tflops: float,
+                   backward: bool) -> Tuple[List[KernelCost], float]:
+    """Kernels of block-sparse FlashAttention computing ``nnz`` blocks.
+
+    ``rows`` = heads * N query rows, ``kv_rows`` = heads * Nk key rows (K/V are counted per
+    query head: each program loads its own tiles), ``table_rows`` = heads * nq CSR rows.
+    Returns (kernels, workspace bytes).
+    """
+    p = roof.profile
+    tile = b * d * e                      # one Q, K, V, O, dO, dQ, dK or dV tile, bytes
+    block_flops = 4.0 * d * b * b         # QK^T and PV of one b x b block
+    fwd_tables = (table_rows * 2 + nnz) * _INDEX_BYTES   # ptr + nfull + idx
+
+    fwd = roof.kernel(
+        "attn_fwd", batch * nnz * block_flops,
+        batch * (rows * d * e * 2          # read Q, write O
+                 + rows * _LSE_BYTES       # write LSE
+                 + nnz * 2 * tile          # K and V tile per computed block
+                 + fwd_tables),
+        tflops, p.attn_fwd_efficiency)
+    kernels = [fwd]
+    workspace = batch * rows * _LSE_BYTES
+    if backward:
+        kernels.append(roof.kernel(
+            "attn_bwd_preprocess", 0.0,
+            batch * (rows * d * e * 2 + rows * _LSE_BYTES),   # read O, dO; write delta
+            tflops, p.attn_bwd_efficiency))
+        # dK/dV: per key block, read K, V and write dK, dV once; per computed block read the
+        # Q and dO tiles plus their LSE and delta rows. Recomputes S and P: 8 d b^2 per block.
+        kernels.append(roof.kernel(
+            "attn_bwd_dkdv", batch * nnz * 2.0 * block_flops,
+            batch * (kv_rows * d * e * 4
+                     + nnz * (2 * tile + 2 * b * _LSE_BYTES)
+                     + fwd_tables),
+            tflops, p.attn_bwd_efficiency))
+        # dQ: per query block, read Q, dO, LSE, delta and write dQ once; per computed block
+        # read the K and V tiles. Recomputes S and dP, then dQ: 6 d b^2 per block.
+        kernels.append(roof.kernel(
+            "attn_bwd_dq", batch * nnz * 1.5 * block_flops,
+            batch * (rows * d * e * 3 + rows * 2 * _LSE_BYTES
+                     + nnz * 2 * tile
+                     + fwd_tables),
+            tflops, p.attn_bwd_efficiency))
+        workspace += batch * rows * _LSE_BYTES   # delta
+    return kernels, workspace
+
+
+def _standard_kernels(roof: _Roofline, *, heads: int, n: int, nk: int, d: int, e: int,
+                      batch: int, tflops: float, masked: bool,
+                      backward: bool) -> Tuple[List[KernelCost], float]:
+    """Standard attention (FlashAttention paper, Algorithms 0 and 3), every op one kernel.
+
+    S and P are N x Nk per head in ``dtype``; a sparse or causal layout adds one masking
+    pass that reads S and the bool mask and writes S back.
+    """
+    p = roof.profile
+    bh = batch * heads
+    nd, nkd, nn = n * d * e, nk * d * e, n * nk * e
+    mm = 2.0 * n * nk * d                 # flops of one N x Nk x d matmul
+    eff = p.matmul_efficiency
+    ops = [("S = QK^T", mm, nd + nkd + nn)]
+    if masked:
+        ops.append(("S = mask(S)", 0.0, 2 * nn + n * nk * _MASK_BYTES))
+    ops += [("P = softmax(S)", 0.0, 2 * nn),
+            ("O = PV", mm, nn + nkd + nd)]
+    if backward:
+        ops += [("dV = P^T dO", mm, nn + nd + nkd),
+                ("dP = dO V^T", mm, nd + nkd + nn),
+                ("dS = P * (dP - delta)", 0.0, 3 * nn + 2 * nd),  # delta = rowsum(dO * O)
+                ("dQ = dS K", mm, nn + nkd + nd),
+                ("dK = dS^T Q", mm, nn + nd + nkd)]
+    kernels = [roof.kernel(name, bh * f, bh * by, tflops, eff) for name, f, by in ops]
+    # S and P alive at once (P is kept for the backward pass); backward adds dP and dS.
+    workspace = bh * nn * (4 if backward else 2)
+    return kernels, workspace
+
+
+def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
+             dtype: torch.dtype = torch.bfloat16,
+             device: Union[str, DeviceProfile] = "h100",
+             backward: bool = False) -> CostEstimate:
+    """Predict FLOPs, HBM traffic and time of attention over ``layout``.
+
+    Args:
+        layout: a compiled :class:`~sparseflash.BlockLayout` (``num_heads`` heads).
+        head_dim: d, the per-head feature size.
+        batch: B; costs are linear in it.
+        dtype: element type of q, k, v, o (bf16, fp16, or fp32 which our kernel runs as tf32).
+        device: a key of :data:`DEVICES` (``"h100"``, ``"h200"``, ``"a100"``, or one added with
+            :func:`register_device`) or a :class:`DeviceProfile`.
+        backward: count forward plus backward instead of forward only.
+
+    Returns:
+        A :class:`CostEstimate`; ``flops`` = 4 * head_dim * block_size**2 * nnz * batch for the
+        forward pass, 3.5x that with ``backward=True``.
+    """
+    if not isinstance(layout, BlockLayout):
+        raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}")
+    if int(head_dim) != head_dim or head_dim <= 0:
+        raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
+    if int(batch) != batch or batch <= 0:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    profile = get_device(device)
+    head_dim, batch = int(head_dim), int(batch)
+    e = torch.empty((), dtype=dtype).element_size()
+    roof = _Roofline(profile)
+    ours_tflops = profile.matmul_tflops(dtype, tf32=True)      # Triton tl.dot: fp32 as tf32
+    eager_tflops = profile.matmul_tflops(dtype, tf32=False)    # torch default: tf32 off
+
+    h, b = layout.num_heads, layout.block_size
+    common = dict(rows=h * layout.seq_len, kv_rows=h * layout.kv_len,
+                  table_rows=h * layout.num_q_blocks, d=head_dim, b=b, e=e, batch=batch,
+                  tflops=ours_tflops, backward=backward)
+    nnz, dense_nnz = layout.nnz, _causal_dense_nnz(layout)
+    sparse_k, sparse_ws = _flash_kernels(roof, nnz=nnz, **common)
+    dense_k, dense_ws = _flash_kernels(roof, nnz=dense_nnz, **common)
+    masked = layout.causal or layout.nnz < h * layout.num_q_blocks * layout.num_kv_blocks \
+        or layout.seq_len % b != 0 or layout.kv_len % b != 0
+    standard_k, standard_ws = _standard_kernels(
+        roof, heads=h, n=layout.seq_len, nk=layout.kv_len, d=head_dim, e=e, batch=batch,
+        tflops=eager_tflops, masked=masked and nnz < dense_nnz or layout.causal,
+        backward=backward)
+    return CostEstimate(
+        sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
+        dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
+        standard=MethodCost("standard attention", tuple(standard_k), standard_ws),
+        nnz=nnz, dense_nnz=dense_nnz, density=layout.density, head_dim=head_dim,
+        batch=batch, dtype=dtype, device=profile, backward=backward,
+        layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
+                        f"block {b}, grid {layout.num_q_blocks}x{layout.num_kv_blocks}"
+                        f"{', causal' if layout.causal else ''}"),
+    )

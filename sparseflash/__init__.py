@@ -9,5 +9,10 @@ from .pattern import (
 )
 from .layout import BlockLayout
 from .compiler import compile, compile_cache_clear, compile_cache_info
+from .attention import sparse_attention
+from .parser import parse
+from .presets import load, presets  # note: binds sparseflash.presets to the function
+from .estimate import estimate, CostEstimate, DeviceProfile, DEVICES, register_device
+from .visualize import plot
 
 __version__ = "0.1.0"

@@ -53,8 +53,8 @@ class DeviceProfile:
 
     name: str
     peak_bf16_tflops: float      # dense bf16/fp16 tensor-core matmul, TFLOP/s
-    peak_tf32_tflops: float      # dense tf32 tensor-core matmul (fp32 inputs in Triton's tl.dot)
-    peak_fp32_tflops: float      # CUDA-core fp32 (eager torch fp32 matmul, tf32 off by default)
+    peak_tf32_tflops: float      # dense tf32 tensor-core matmul (fp32 inputs with tf32 allowed)
+    peak_fp32_tflops: float      # CUDA-core fp32 (fp32 matmuls with tf32 off, torch's default)
     hbm_gbps: float              # HBM bandwidth, GB/s (1e9 bytes)
     sram_kib_per_sm: int         # shared memory per SM: the FlashAttention "M"
     num_sms: int
@@ -64,6 +64,13 @@ class DeviceProfile:
     matmul_efficiency: float = 0.80     # cuBLAS matmuls of standard attention
     bandwidth_efficiency: float = 0.90  # fraction of hbm_gbps a streaming kernel reaches
     launch_overhead_us: float = 4.0     # fixed cost per kernel launch
+    # Fraction of tile re-reads (K/V per computed block; Q/dO in dK/dV) that L2 serves, so
+    # they cost no HBM time. hbm_bytes counts them all, as FlashAttention's IO analysis does.
+    tile_l2_hit_rate: float = 0.5
+    # Measured time of eager matmul-softmax-matmul over its roofline here (many small passes,
+    # fp32 softmax internals): ANCHORS.md's 46 TFLOP/s at B=4, H=16, N=4K, d=128 against
+    # the model's 186 TFLOP/s gives 4.
+    eager_slowdown: float = 4.0
     calibrated: str = "not calibrated"  # where the efficiency numbers come from
 
     def matmul_tflops(self, dtype: torch.dtype, *, tf32: bool) -> float:
@@ -214,11 +221,10 @@ class CostEstimate:
         pass_name = "forward + backward" if self.backward else "forward"
         dtype_name = str(self.dtype).replace("torch.", "")
         lines = [
-            f"estimate ({pass_name}, {dtype_name}, batch {self.batch}, head_dim {self.head_dim}) "
+            f"estimate: {pass_name}, {dtype_name}, batch {self.batch}, head_dim {self.head_dim}, "
             f"on {self.device.name}",
-            f"  {self.layout_summary}",
-            f"  computed blocks {self.nnz:,} of {self.dense_nnz:,} dense"
-            f" (density {self.density:.2%}); roofline efficiencies {self.device.calibrated}",
+            f"  {self.layout_summary}: {self.nnz:,} of {self.dense_nnz:,} dense blocks computed"
+            f" (density {self.density:.2%})",
         ]
         header = (f"  {'method':<22}{'FLOPs':>10}{'HBM bytes':>11}{'FLOP/B':>8}"
                   f"{'workspace':>11}{'bound':>9}{'pred. ms':>11}{'ours faster':>13}")
@@ -230,6 +236,7 @@ class CostEstimate:
                 f"  {method.name:<22}{_si(method.flops):>10}{_si(method.hbm_bytes, 'B'):>11}"
                 f"{intensity:>8.0f}{_si(method.workspace_bytes, 'B'):>11}{method.bound:>9}"
                 f"{method.predicted_ms:>11.3f}{speedup:>12.2f}x")
+        lines.append(f"  (roofline efficiencies: {self.device.calibrated})")
         return "\n".join(lines)
 
     __str__ = to_string
@@ -251,10 +258,12 @@ class _Roofline:
         self.bytes_per_ms = profile.hbm_gbps * 1e9 * profile.bandwidth_efficiency / 1e3
 
     def kernel(self, name: str, flops: float, hbm_bytes: float, tflops: float,
-               efficiency: float) -> KernelCost:
+               efficiency: float, *, reread_bytes: float = 0.0,
+               slowdown: float = 1.0) -> KernelCost:
+        """``reread_bytes`` (part of ``hbm_bytes``) may hit in L2 at ``tile_l2_hit_rate``."""
         compute_ms = flops / (tflops * 1e12 * efficiency / 1e3) if flops else 0.0
-        memory_ms = hbm_bytes / self.bytes_per_ms
-        ms = max(compute_ms, memory_ms) + self.profile.launch_overhead_us / 1e3
+        memory_ms = (hbm_bytes - reread_bytes * self.profile.tile_l2_hit_rate) / self.bytes_per_ms
+        ms = max(compute_ms, memory_ms) * slowdown + self.profile.launch_overhead_us / 1e3
         return KernelCost(name, float(flops), float(hbm_bytes), ms,
                           "compute" if compute_ms >= memory_ms else "memory")
 
@@ -272,18 +281,20 @@ def _causal_dense_nnz(layout: BlockLayout) -> int:
 
 
 def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_rows: int,
-                   d: int, b: int, e: int, batch: int, tflops: float,
+                   kv_table_rows: int, d: int, b: int, e: int, batch: int, tflops: float,
                    backward: bool) -> Tuple[List[KernelCost], float]:
     """Kernels of block-sparse FlashAttention computing ``nnz`` blocks.
 
     ``rows`` = heads * N query rows, ``kv_rows`` = heads * Nk key rows (K/V are counted per
-    query head: each program loads its own tiles), ``table_rows`` = heads * nq CSR rows.
+    query head: each program loads its own tiles), ``table_rows`` = heads * nq forward CSR
+    rows and ``kv_table_rows`` = heads * nk backward ones.
     Returns (kernels, workspace bytes).
     """
     p = roof.profile
     tile = b * d * e                      # one Q, K, V, O, dO, dQ, dK or dV tile, bytes
     block_flops = 4.0 * d * b * b         # QK^T and PV of one b x b block
-    fwd_tables = (table_rows * 2 + nnz) * _INDEX_BYTES   # ptr + nfull + idx
+    fwd_tables = (table_rows * 2 + nnz) * _INDEX_BYTES      # ptr + nfull per row, idx per block
+    bwd_tables = (kv_table_rows * 2 + nnz) * _INDEX_BYTES
 
     fwd = roof.kernel(
         "attn_fwd", batch * nnz * block_flops,
@@ -291,7 +302,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
                  + rows * _LSE_BYTES       # write LSE
                  + nnz * 2 * tile          # K and V tile per computed block
                  + fwd_tables),
-        tflops, p.attn_fwd_efficiency)
+        tflops, p.attn_fwd_efficiency, reread_bytes=batch * nnz * 2 * tile)
     kernels = [fwd]
     workspace = batch * rows * _LSE_BYTES
     if backward:
@@ -299,22 +310,26 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
             "attn_bwd_preprocess", 0.0,
             batch * (rows * d * e * 2 + rows * _LSE_BYTES),   # read O, dO; write delta
             tflops, p.attn_bwd_efficiency))
+        # FLOPs follow the 3.5x convention: the backward is 5 block matmuls (S again, dV, dP,
+        # dK, dQ), 2.5x the forward. A dQ kernel that recomputes S and dP a second time does
+        # more work; that shows up in the calibrated attn_bwd_efficiency, not here.
         # dK/dV: per key block, read K, V and write dK, dV once; per computed block read the
-        # Q and dO tiles plus their LSE and delta rows. Recomputes S and P: 8 d b^2 per block.
+        # Q and dO tiles plus their LSE and delta rows. S, dV, dP, dK: 8 d b^2 per block.
         kernels.append(roof.kernel(
             "attn_bwd_dkdv", batch * nnz * 2.0 * block_flops,
             batch * (kv_rows * d * e * 4
                      + nnz * (2 * tile + 2 * b * _LSE_BYTES)
-                     + fwd_tables),
-            tflops, p.attn_bwd_efficiency))
+                     + bwd_tables),
+            tflops, p.attn_bwd_efficiency,
+            reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES)))
         # dQ: per query block, read Q, dO, LSE, delta and write dQ once; per computed block
-        # read the K and V tiles. Recomputes S and dP, then dQ: 6 d b^2 per block.
+        # read the K and V tiles. dQ = dS K: 2 d b^2 per block.
         kernels.append(roof.kernel(
-            "attn_bwd_dq", batch * nnz * 1.5 * block_flops,
+            "attn_bwd_dq", batch * nnz * 0.5 * block_flops,
             batch * (rows * d * e * 3 + rows * 2 * _LSE_BYTES
                      + nnz * 2 * tile
                      + fwd_tables),
-            tflops, p.attn_bwd_efficiency))
+            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile))
         workspace += batch * rows * _LSE_BYTES   # delta
     return kernels, workspace
 
@@ -343,7 +358,8 @@ def _standard_kernels(roof: _Roofline, *, heads: int, n: int, nk: int, d: int, e
                 ("dS = P * (dP - delta)", 0.0, 3 * nn + 2 * nd),  # delta = rowsum(dO * O)
                 ("dQ = dS K", mm, nn + nkd + nd),
                 ("dK = dS^T Q", mm, nn + nd + nkd)]
-    kernels = [roof.kernel(name, bh * f, bh * by, tflops, eff) for name, f, by in ops]
+    kernels = [roof.kernel(name, bh * f, bh * by, tflops, eff, slowdown=p.eager_slowdown)
+               for name, f, by in ops]
     # S and P alive at once (P is kept for the backward pass); backward adds dP and dS.
     workspace = bh * nn * (4 if backward else 2)
     return kernels, workspace
@@ -359,7 +375,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         layout: a compiled :class:`~sparseflash.BlockLayout` (``num_heads`` heads).
         head_dim: d, the per-head feature size.
         batch: B; costs are linear in it.
-        dtype: element type of q, k, v, o (bf16, fp16, or fp32 which our kernel runs as tf32).
+        dtype: element type of q, k, v, o: bf16, fp16, or fp32 (fp32 dots, no tf32, in both
+            our kernel and eager torch).
         device: a key of :data:`DEVICES` (``"h100"``, ``"h200"``, ``"a100"``, or one added with
             :func:`register_device`) or a :class:`DeviceProfile`.
         backward: count forward plus backward instead of forward only.
@@ -374,26 +391,27 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
     if int(batch) != batch or batch <= 0:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or torch.float32, got {dtype!r}")
     profile = get_device(device)
     head_dim, batch = int(head_dim), int(batch)
-    e = torch.empty((), dtype=dtype).element_size()
+    e = dtype.itemsize
     roof = _Roofline(profile)
-    ours_tflops = profile.matmul_tflops(dtype, tf32=True)      # Triton tl.dot: fp32 as tf32
-    eager_tflops = profile.matmul_tflops(dtype, tf32=False)    # torch default: tf32 off
+    # sparse_attention runs fp32 dots in full fp32 (no tf32), as eager torch does by default
+    tflops = profile.matmul_tflops(dtype, tf32=False)
 
     h, b = layout.num_heads, layout.block_size
     common = dict(rows=h * layout.seq_len, kv_rows=h * layout.kv_len,
-                  table_rows=h * layout.num_q_blocks, d=head_dim, b=b, e=e, batch=batch,
-                  tflops=ours_tflops, backward=backward)
+                  table_rows=h * layout.num_q_blocks, kv_table_rows=h * layout.num_kv_blocks,
+                  d=head_dim, b=b, e=e, batch=batch, tflops=tflops, backward=backward)
     nnz, dense_nnz = layout.nnz, _causal_dense_nnz(layout)
     sparse_k, sparse_ws = _flash_kernels(roof, nnz=nnz, **common)
     dense_k, dense_ws = _flash_kernels(roof, nnz=dense_nnz, **common)
-    masked = layout.causal or layout.nnz < h * layout.num_q_blocks * layout.num_kv_blocks \
-        or layout.seq_len % b != 0 or layout.kv_len % b != 0
+    # Standard attention works on exactly N x Nk scores; it needs a mask unless all pass.
+    masked = layout.causal or nnz < h * layout.num_q_blocks * layout.num_kv_blocks
     standard_k, standard_ws = _standard_kernels(
         roof, heads=h, n=layout.seq_len, nk=layout.kv_len, d=head_dim, e=e, batch=batch,
-        tflops=eager_tflops, masked=masked and nnz < dense_nnz or layout.causal,
-        backward=backward)
+        tflops=tflops, masked=masked, backward=backward)
     return CostEstimate(
         sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
@@ -401,6 +419,5 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         nnz=nnz, dense_nnz=dense_nnz, density=layout.density, head_dim=head_dim,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
-                        f"block {b}, grid {layout.num_q_blocks}x{layout.num_kv_blocks}"
-                        f"{', causal' if layout.causal else ''}"),
+                        f"block {b}{', causal' if layout.causal else ''}"),
     )

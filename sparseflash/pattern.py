@@ -104,11 +104,16 @@ def _dense_keys(g: Grid) -> Keys:
     return np.arange(g.nq * g.nk, dtype=np.int64)
 
 
+_MAX_INT = 2**62  # bound on int arguments: keeps every int64 computation on block indices exact
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise PatternError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise PatternError(f"{name} must be >= {minimum}, got {value}")
+    if value > _MAX_INT:
+        raise PatternError(f"{name} must be <= 2**62, got {value}")
     return int(value)
 
 
@@ -179,6 +184,8 @@ def _norm_blocks(name: str, b) -> _U[int, Tuple[int, ...]]:
         for x in b:
             if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
                 raise PatternError(f"{name} must be an int or a list of ints, got element {x!r}")
+            if abs(int(x)) > _MAX_INT:
+                raise PatternError(f"{name}: block index {x} is out of range (|index| <= 2**62)")
             out.append(int(x))
         return tuple(out)
     raise PatternError(f"{name} must be an int or a list of ints, got {type(b).__name__} {b!r}")
@@ -301,9 +308,10 @@ class Butterfly(Pattern):
     factors: Optional[int] = None
 
     def keys(self, g):
-        f = self.factors
-        if f is None:
-            f = max(0, math.ceil(math.log2(max(g.nq, g.nk))))
+        # Levels past ceil(log2(max(nq, nk))) add nothing (i XOR j stays below that power of
+        # two), so clamp: a large ``factors`` must not build a huge offset list.
+        levels = max(0, math.ceil(math.log2(max(g.nq, g.nk))))
+        f = levels if self.factors is None else min(self.factors, levels)
         offsets = np.array([0] + [1 << t for t in range(f)], dtype=np.int64)
         j = np.arange(g.nq, dtype=np.int64)[:, None] ^ offsets[None, :]  # [nq, f + 1]
         j = np.where(j < g.nk, j, np.iinfo(np.int64).max)

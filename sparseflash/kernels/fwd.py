@@ -1,0 +1,165 @@
+"""Forward block-sparse FlashAttention kernel (pure ``@triton.jit`` code).
+
+One program per (query tile, batch * head). It walks the CSR row of its query block in
+the layout's forward tables (see :class:`sparseflash.layout.BlockLayout`): first the
+``fwd_nfull`` full blocks through an unmasked loop, then the partial blocks through a
+masked loop (length bounds and the causal line). Blocks the table omits are never read.
+
+Softmax runs in base 2: ``qk_scale = scale * log2(e)`` is folded into the scores, and the
+row statistics ``m_i`` (running max, log2 units) and ``l_i`` (running sum) are fp32.
+The log-sum-exp is stored in natural-log units, ``-inf`` for rows that see no key.
+
+Tiles: ``BLOCK_M`` query rows per program and ``BLOCK_N`` keys per inner step. Both divide
+the layout's ``BLOCK`` (a key block is walked as ``BLOCK // BLOCK_N`` sub-tiles, a query
+block is split over ``BLOCK // BLOCK_M`` programs); a sub-tile of a full block is full,
+a sub-tile of a partial block goes through the masked loop, so the table contract holds
+tile by tile.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    # Triton 3.6's interpreter multiplies bf16 operands wrongly: upcast them there.
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
+    else:
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """Load a 2-D tile, masking only the axes that can run out of bounds."""
+    if MASK_ROWS and MASK_COLS:
+        return tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    elif MASK_ROWS:
+        return tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    elif MASK_COLS:
+        return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
+    else:
+        return tl.load(ptrs)
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, idx_ptr, it_lo, it_hi,
+               offs_m, offs_n, offs_d,
+               stride_kn, stride_kd, stride_vn, stride_vd,
+               qk_scale, seq_len, kv_len,
+               BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
+               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    SUB: tl.constexpr = BLOCK // BLOCK_N
+    PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
+    d_ok = offs_d < HEAD_DIM
+    for it in range(it_lo, it_hi):
+        kv_block_idx = tl.load(idx_ptr + it // SUB)
+        start_n = kv_block_idx * BLOCK + (it % SUB) * BLOCK_N
+        cols = start_n + offs_n                                   # [BLOCK_N]
+        col_ok = cols < kv_len
+        # int64 block base: start_n * stride can pass 2**31 on long sequences
+        k_ptrs = K_head + start_n.to(tl.int64) * stride_kn \
+            + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [D, BLOCK_N]
+        kT = _load_tile(k_ptrs, d_ok, col_ok, PAD_D, MASKED)
+        qk = _dot(q, kT, None, UPCAST, PRECISION)                 # [BLOCK_M, BLOCK_N]
+        if MASKED:
+            visible = col_ok[None, :]
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + (kv_len - seq_len))
+            qk = tl.where(visible, qk * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(qk - m_use[:, None])
+        else:
+            # scale after the row max (qk_scale > 0), so scale-and-subtract is one FMA
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_use = m_new
+            p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v_ptrs = V_head + start_n.to(tl.int64) * stride_vn \
+            + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [BLOCK_N, D]
+        v = _load_tile(v_ptrs, col_ok, d_ok, MASKED, PAD_D)
+        acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull,
+                stride_qb, stride_qh, stride_qm, stride_qd,
+                stride_kb, stride_kh, stride_kn, stride_kd,
+                stride_vb, stride_vh, stride_vn, stride_vd,
+                stride_ob, stride_oh, stride_om, stride_od,
+                num_heads, group_size, seq_len, kv_len, table_row_stride,
+                qk_scale,
+                BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
+                UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    tl.static_assert(BLOCK % BLOCK_M == 0)
+    tl.static_assert(BLOCK % BLOCK_N == 0)
+    PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
+    SUB: tl.constexpr = BLOCK // BLOCK_N
+    pid_m = tl.program_id(0)
+    if REVERSE_M:
+        # causal rows get longer downwards: start the long ones first (tail balance)
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bh = tl.program_id(1)
+    off_b = pid_bh // num_heads
+    off_h = pid_bh % num_heads
+    off_kvh = off_h // group_size
+
+    start_m = pid_m * BLOCK_M
+    q_block_idx = start_m // BLOCK
+    row = off_h * table_row_stride + q_block_idx    # table_row_stride = nq (per-head) or 0
+    lo = tl.load(fwd_ptr + row)
+    hi = tl.load(fwd_ptr + row + 1)
+    n_full = tl.load(fwd_nfull + row)
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    row_ok = offs_m < seq_len
+    d_ok = offs_d < HEAD_DIM
+
+    Q_head = Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
+    K_head = K + off_b.to(tl.int64) * stride_kb + off_kvh.to(tl.int64) * stride_kh
+    V_head = V + off_b.to(tl.int64) * stride_vb + off_kvh.to(tl.int64) * stride_vh
+    q_ptrs = Q_head + start_m.to(tl.int64) * stride_qm \
+        + tl.arange(0, BLOCK_M)[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
+
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, fwd_idx,
+                               lo * SUB, (lo + n_full) * SUB, offs_m, offs_n, offs_d,
+                               stride_kn, stride_kd, stride_vn, stride_vd,
+                               qk_scale, seq_len, kv_len,
+                               BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
+                               False, CAUSAL, UPCAST, PRECISION)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, fwd_idx,
+                               (lo + n_full) * SUB, hi * SUB, offs_m, offs_n, offs_d,
+                               stride_kn, stride_kd, stride_vn, stride_vd,
+                               qk_scale, seq_len, kv_len,
+                               BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
+                               True, CAUSAL, UPCAST, PRECISION)
+
+    # rows that saw no key: output 0, lse -inf
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+
+    o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh \
+        + start_m.to(tl.int64) * stride_om \
+        + tl.arange(0, BLOCK_M)[:, None] * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    lse_ptrs = LSE + pid_bh.to(tl.int64) * seq_len + offs_m       # LSE is (B, H, N) contiguous
+    tl.store(lse_ptrs, lse, mask=row_ok)

@@ -1,0 +1,194 @@
+"""Launchers for the block-sparse FlashAttention kernels: shapes, grids, allocation, configs.
+
+The kernels themselves are pure ``@triton.jit`` code in :mod:`.fwd` and :mod:`.bwd`.
+Inputs are ``q (B, Hq, N, d)``, ``k, v (B, Hkv, Nk, d)`` with any strides (they are passed
+to the kernels, nothing is copied). Outputs are allocated contiguous.
+
+Precision: fp16/bf16 operands go to the tensor cores with fp32 accumulation; fp32 operands
+use ``input_precision="ieee"`` (no tf32), so fp32 results are fp32-accurate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import triton
+
+from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
+from .fwd import _fwd_kernel
+
+__all__ = ["FwdConfig", "BwdConfig", "fwd_config", "bwd_config", "is_interpreted",
+           "attention_forward", "attention_backward"]
+
+
+def is_interpreted() -> bool:
+    """True when the kernels were built by Triton's interpreter (TRITON_INTERPRET=1 at import)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_fwd_kernel, InterpretedFunction)
+
+
+@dataclass(frozen=True)
+class FwdConfig:
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class BwdConfig:
+    # dK/dV kernel: key tile per program (block_n1) x query tile per step (block_m1)
+    block_m1: int
+    block_n1: int
+    # dQ kernel: query tile per program (block_m2) x key tile per step (block_n2)
+    block_m2: int
+    block_n2: int
+    num_warps: int
+    num_stages: int
+
+
+def _fit(tile: int, block_size: int) -> int:
+    """Largest power of two <= tile that divides the layout block (tiles never straddle blocks)."""
+    t = min(tile, block_size)
+    while block_size % t:
+        t //= 2
+    return t
+
+
+# Forward tiles for Hopper (H100), (BLOCK_M, BLOCK_N, num_warps, num_stages) by
+# (padded head dim, causal). Measured on H100 bf16, N=4K dense (benchmarks/NOTES.md, run 1):
+# d=128: 128x128 with 8 warps beat 128x64 (440 vs 382 TFLOP/s, causal 371 vs 313);
+# d=64: 128x128 with 4 warps is best non-causal (371), 128x64 with 8 warps causal (339 vs 316);
+# d=256: the fp32 accumulator alone is 128 KB at BLOCK_M=128, so both tiles are halved.
+_FWD_TABLE = {
+    (16, False): (128, 128, 4, 3), (16, True): (128, 64, 8, 3),
+    (32, False): (128, 128, 4, 3), (32, True): (128, 64, 8, 3),
+    (64, False): (128, 128, 4, 3), (64, True): (128, 64, 8, 3),
+    (128, False): (128, 128, 8, 3), (128, True): (128, 128, 8, 3),
+    (256, False): (64, 32, 4, 3), (256, True): (64, 32, 4, 3),
+}
+# Backward: dK/dV (BLOCK_M1, BLOCK_N1), dQ (BLOCK_M2, BLOCK_N2), num_warps, num_stages.
+# Each dK/dV program holds two fp32 accumulators of BLOCK_N1 x d. Run 1: d=128 best at
+# 64x128 / 128x64 with 8 warps, 2 stages (369 TFLOP/s); d=64 best at 64x64 / 64x64, 4 warps,
+# 3 stages (319, causal 290).
+_BWD_TABLE = {
+    16: (64, 64, 64, 64, 4, 3),
+    32: (64, 64, 64, 64, 4, 3),
+    64: (64, 64, 64, 64, 4, 3),
+    128: (64, 128, 128, 64, 8, 2),
+    256: (32, 64, 64, 32, 4, 2),
+}
+
+
+def fwd_config(head_dim_pad: int, block_size: int, dtype: torch.dtype, causal: bool = False) -> FwdConfig:
+    if is_interpreted():
+        # the interpreter runs whole tiles in numpy: the fewest, largest tiles are fastest
+        return FwdConfig(block_size, block_size, 4, 1)
+    bm, bn, warps, stages = _FWD_TABLE[head_dim_pad, bool(causal)]
+    if dtype == torch.float32:
+        # fp32 ieee dots run on FMA units with twice the bytes per tile: keep tiles small
+        bm, bn, warps, stages = 64, 32, 4, 2
+    return FwdConfig(_fit(bm, block_size), _fit(bn, block_size), warps, stages)
+
+
+def bwd_config(head_dim_pad: int, block_size: int, dtype: torch.dtype) -> BwdConfig:
+    if is_interpreted():
+        return BwdConfig(block_size, block_size, block_size, block_size, 4, 1)
+    m1, n1, m2, n2, warps, stages = _BWD_TABLE[head_dim_pad]
+    if dtype == torch.float32:
+        m1, n1, m2, n2, warps, stages = 32, 64, 64, 32, 4, 2
+    return BwdConfig(_fit(m1, block_size), _fit(n1, block_size),
+                     _fit(m2, block_size), _fit(n2, block_size), warps, stages)
+
+
+def _flags(dtype: torch.dtype):
+    upcast = is_interpreted() and dtype in (torch.float16, torch.bfloat16)
+    precision = "ieee" if dtype == torch.float32 else "tf32"
+    return upcast, precision
+
+
+def _head_dim_pad(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
+                      *, block_size: int, causal: bool, per_head: bool, scale: float,
+                      config: Optional[FwdConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log."""
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    d_pad = _head_dim_pad(d)
+    cfg = config or fwd_config(d_pad, block_size, q.dtype, causal)
+    out = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    if N == 0 or B * H == 0:
+        return out, lse
+    num_q_blocks = triton.cdiv(N, block_size)
+    upcast, precision = _flags(q.dtype)
+    grid = (triton.cdiv(N, cfg.block_m), B * H)
+    _fwd_kernel[grid](
+        q, k, v, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        H, H // Hkv, N, Nk, num_q_blocks if per_head else 0,
+        scale * 1.4426950408889634,
+        BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
+        UPCAST=upcast, PRECISION=precision,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out, lse
+
+
+def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       out: torch.Tensor, lse: torch.Tensor,
+                       fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
+                       bwd_ptr: torch.Tensor, bwd_idx: torch.Tensor, bwd_nfull: torch.Tensor,
+                       *, block_size: int, causal: bool, per_head: bool, scale: float,
+                       dlse: Optional[torch.Tensor] = None,
+                       config: Optional[BwdConfig] = None):
+    """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes)."""
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    d_pad = _head_dim_pad(d)
+    cfg = config or bwd_config(d_pad, block_size, q.dtype)
+    dq = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
+    dk = torch.empty((B, Hkv, Nk, d), dtype=k.dtype, device=k.device)
+    dv = torch.empty((B, Hkv, Nk, d), dtype=v.dtype, device=v.device)
+    if B * H == 0 or N == 0 or Nk == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    lse = lse.contiguous()
+    delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    lse2 = torch.empty_like(delta)
+    pre_block = 64 if d_pad <= 128 else 32
+    _bwd_preprocess[(triton.cdiv(N, pre_block), B * H)](
+        out, do, lse, delta, lse2, *out.stride(), *do.stride(), H, N,
+        BLOCK_M=pre_block, HEAD_DIM=d, HEAD_DIM_PAD=d_pad,
+    )
+    if dlse is not None:
+        # d lse_i / d s_ij = p_ij, so the lse gradient folds into delta
+        delta = delta - dlse.to(torch.float32)
+    upcast, precision = _flags(q.dtype)
+    qk_scale = scale * 1.4426950408889634
+    num_q_blocks = triton.cdiv(N, block_size)
+    num_kv_blocks = triton.cdiv(Nk, block_size)
+    _bwd_dkdv_kernel[(triton.cdiv(Nk, cfg.block_n1), B * Hkv)](
+        q, k, v, do, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        H, Hkv, N, Nk, num_kv_blocks if per_head else 0, scale, qk_scale,
+        BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    _bwd_dq_kernel[(triton.cdiv(N, cfg.block_m2), B * H)](
+        q, k, v, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        H, H // Hkv, N, Nk, num_q_blocks if per_head else 0, scale, qk_scale,
+        BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
+        UPCAST=upcast, PRECISION=precision,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return dq, dk, dv

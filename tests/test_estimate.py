@@ -1,0 +1,244 @@
+"""The IO-cost estimator: FLOP formula, proportionality to density, baselines, devices, printing."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sparseflash as sf
+from sparseflash.estimate import DEVICES, DeviceProfile, estimate, get_device, register_device
+
+
+def random_layout(nq, nk, density, *, block_size=64, num_heads=1, seed=0, causal=False,
+                  seq_len=None, kv_len=None):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((nq, nk)) < density
+    seq_len = seq_len or nq * block_size
+    kv_len = kv_len or nk * block_size
+    return sf.compile(sf.from_mask(mask), seq_len, kv_len=kv_len, block_size=block_size,
+                      causal=causal, num_heads=num_heads)
+
+
+def elt(dtype):
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@pytest.mark.parametrize("block_size,heads,batch,d,dtype", [
+    (64, 1, 1, 64, torch.bfloat16),
+    (128, 4, 2, 128, torch.float16),
+    (32, 3, 5, 80, torch.float32),
+], ids=["b64-H1-B1-d64-bf16", "b128-H4-B2-d128-fp16", "b32-H3-B5-d80-fp32"])
+def test_flops_formula_and_backward_factor(block_size, heads, batch, d, dtype):
+    layout = random_layout(13, 9, 0.4, block_size=block_size, num_heads=heads, seed=1)
+    fwd = estimate(layout, d, batch=batch, dtype=dtype)
+    assert fwd.nnz == layout.nnz
+    assert fwd.density == layout.density
+    assert fwd.flops == 4 * d * block_size ** 2 * layout.nnz * batch
+    both = estimate(layout, d, batch=batch, dtype=dtype, backward=True)
+    assert both.flops == pytest.approx(3.5 * fwd.flops)
+    assert both.hbm_bytes > fwd.hbm_bytes and both.predicted_ms > fwd.predicted_ms
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+def test_flops_and_bytes_scale_with_density(backward):
+    # Same grid and lengths, growing nnz: FLOPs are proportional to nnz, and bytes are
+    # affine in nnz with a slope of the per-block tile traffic.
+    b, d, batch, e = 64, 64, 2, elt(torch.bfloat16)
+    layouts = [random_layout(24, 24, p, block_size=b, seed=3) for p in (0.05, 0.2, 0.5, 0.9)]
+    ests = [estimate(L, d, batch=batch, backward=backward) for L in layouts]
+    nnz = np.array([L.nnz for L in layouts], dtype=float)
+    flops = np.array([x.flops for x in ests])
+    hbm = np.array([x.hbm_bytes for x in ests])
+    np.testing.assert_allclose(flops / nnz, flops[0] / nnz[0])
+    # forward per block: K and V tiles + one int32 index
+    slope = 2 * b * d * e + 4
+    if backward:
+        # dkdv: Q, dO tiles + LSE, delta rows; dq: K, V tiles; each kernel reads the index too
+        slope += (2 * b * d * e + 2 * b * 4 + 4) + (2 * b * d * e + 4)
+    np.testing.assert_allclose(np.diff(hbm) / np.diff(nnz), batch * slope)
+    # the variable part (bytes minus the nnz-independent part) is proportional to density
+    fixed = hbm[0] - nnz[0] * batch * slope
+    variable = hbm - fixed
+    dens = np.array([L.density for L in layouts])
+    np.testing.assert_allclose(variable / dens, variable[0] / dens[0])
+    assert np.all(np.diff([x.predicted_ms for x in ests]) > 0)
+
+
+def test_forward_bytes_written_out():
+    # Q read + O write + LSE write once per row; K and V tile per computed block; tables.
+    b, d, h, batch = 32, 48, 2, 3
+    n, nk = 7 * b - 5, 5 * b      # seq_len not a multiple of the block
+    layout = random_layout(7, 5, 0.5, block_size=b, num_heads=h, seq_len=n, kv_len=nk, seed=4)
+    for dtype in (torch.bfloat16, torch.float32):
+        e = elt(dtype)
+        want = batch * (h * n * d * e * 2 + h * n * 4 + layout.nnz * 2 * b * d * e
+                        + (2 * h * layout.num_q_blocks + layout.nnz) * 4)
+        assert estimate(layout, d, batch=batch, dtype=dtype).hbm_bytes == want
+
+
+def test_dense_flash_equals_ours_on_dense_layout_and_ignores_pattern():
+    dense = sf.compile(sf.dense(), 1024, block_size=64, num_heads=2)
+    est = estimate(dense, 64)
+    assert est.dense_nnz == dense.nnz
+    assert est.dense_flops == est.flops and est.dense_hbm_bytes == est.hbm_bytes
+    assert est.speedup_vs_dense == pytest.approx(1.0)
+    sparse = sf.compile(sf.local(1), 1024, block_size=64, num_heads=2)
+    sparse_est = estimate(sparse, 64)
+    assert sparse_est.dense_flops == est.dense_flops
+    assert sparse_est.dense_hbm_bytes == est.dense_hbm_bytes
+    assert sparse_est.speedup_vs_dense > 1.0
+
+
+@pytest.mark.parametrize("seq_len,kv_len", [(1000, 1000), (700, 1300), (1300, 1300), (512, 960)],
+                         ids=["square", "kv-longer", "square-odd", "kv-longer-aligned"])
+def test_dense_flash_skips_the_causal_triangle(seq_len, kv_len):
+    causal = sf.compile(sf.dense(), seq_len, kv_len=kv_len, block_size=64, causal=True,
+                        num_heads=3)
+    est = estimate(causal, 64)
+    # the compiler drops blocks wholly above the causal line; a dense causal layout is the truth
+    assert est.dense_nnz == causal.nnz == int(causal.to_dense().sum())
+    assert est.dense_flops == est.flops
+    local = sf.compile(sf.local(1), seq_len, kv_len=kv_len, block_size=64, causal=True, num_heads=3)
+    assert estimate(local, 64).dense_nnz == causal.nnz
+
+
+def test_standard_attention_counts_the_scores():
+    b, d, h, batch = 64, 32, 2, 2
+    n, nk = 640, 896
+    for dtype in (torch.bfloat16, torch.float32):
+        e = elt(dtype)
+        dense = sf.compile(sf.dense(), n, kv_len=nk, block_size=b, num_heads=h)
+        est = estimate(dense, d, batch=batch, dtype=dtype)
+        bh = batch * h
+        # FlashAttention paper, Algorithm 0: read Q, K; write S; read S, write P; read P, V; write O
+        want = bh * e * (2 * n * d + 2 * nk * d + 4 * n * nk)
+        assert est.standard_hbm_bytes == want
+        assert est.standard_flops == bh * 4 * n * nk * d
+        # a sparse layout needs a masking pass: read S and a bool mask, write S
+        sparse = sf.compile(sf.local(1), n, kv_len=nk, block_size=b, num_heads=h)
+        est_s = estimate(sparse, d, batch=batch, dtype=dtype)
+        assert est_s.standard_hbm_bytes == want + bh * (2 * n * nk * e + n * nk)
+        # scores are quadratic: standard bytes exceed ours by far on a sparse layout
+        assert est_s.standard_hbm_bytes > 3 * est_s.hbm_bytes
+        both = estimate(dense, d, batch=batch, dtype=dtype, backward=True)
+        assert both.standard_flops == 3 * est.standard_flops   # 4 backward matmuls, no recompute
+        assert both.standard.workspace_bytes == 2 * est.standard.workspace_bytes == bh * 4 * n * nk * e
+
+
+def test_standard_bytes_quadratic_ours_linear_in_length():
+    # local(1): nnz ~ 3 nq, so our bytes grow ~linearly with N; standard grows ~N^2.
+    small = estimate(sf.compile(sf.local(1), 4096, block_size=64), 64)
+    large = estimate(sf.compile(sf.local(1), 4 * 4096, block_size=64), 64)
+    assert large.hbm_bytes / small.hbm_bytes == pytest.approx(4, rel=0.02)
+    assert large.standard_hbm_bytes / small.standard_hbm_bytes == pytest.approx(16, rel=0.02)
+
+
+def test_roofline_compute_bound_time():
+    layout = sf.compile(sf.dense(), 16384, num_heads=16)
+    p = DEVICES["h100"]
+    est = estimate(layout, 128)
+    (kernel,) = est.sparse.kernels
+    assert kernel.bound == "compute"
+    want = est.flops / (p.peak_bf16_tflops * 1e12 * p.attn_fwd_efficiency) * 1e3 \
+        + p.launch_overhead_us / 1e3
+    assert est.predicted_ms == pytest.approx(want)
+
+
+def test_roofline_memory_bound_time():
+    # d=16 and one block per row: tiny compute per byte
+    layout = sf.compile(sf.local(0), 1 << 16, block_size=16, num_heads=4)
+    p = DEVICES["h100"]
+    est = estimate(layout, 16)
+    (kernel,) = est.sparse.kernels
+    assert kernel.bound == "memory"
+    tiles = layout.nnz * 2 * 16 * 16 * 2
+    want = (est.hbm_bytes - tiles * p.tile_l2_hit_rate) / (p.hbm_gbps * 1e9 * p.bandwidth_efficiency) * 1e3 \
+        + p.launch_overhead_us / 1e3
+    assert est.predicted_ms == pytest.approx(want)
+
+
+def test_device_override_and_registration():
+    layout = sf.compile(sf.local(2), 16384, num_heads=8)
+    base = estimate(layout, 128, device="h100")
+    fast = DEVICES["h100"].replace(name="2x H100", peak_bf16_tflops=2 * 989.4, hbm_gbps=2 * 3350.0,
+                                   launch_overhead_us=0.0)
+    est = estimate(layout, 128, device=fast)
+    assert est.flops == base.flops and est.hbm_bytes == base.hbm_bytes
+    overhead = DEVICES["h100"].launch_overhead_us / 1e3
+    assert est.predicted_ms == pytest.approx((base.predicted_ms - overhead) / 2)
+    assert est.device is fast
+    register_device("test-gpu", fast)
+    try:
+        assert estimate(layout, 128, device="TEST-GPU").predicted_ms == est.predicted_ms
+    finally:
+        del DEVICES["test-gpu"]
+    # h200: same compute, more bandwidth -> never slower than h100
+    assert estimate(layout, 128, device="h200").predicted_ms <= base.predicted_ms
+    assert estimate(layout, 128, device="a100").predicted_ms > base.predicted_ms
+    with pytest.raises(ValueError, match="device"):
+        estimate(layout, 128, device="tpu")
+    with pytest.raises(TypeError):
+        register_device("x", {"name": "x"})
+
+
+def test_calibration_fields_are_named_and_used():
+    layout = sf.compile(sf.dense(), 8192, num_heads=8)
+    fields = {f.name for f in dataclasses.fields(DeviceProfile)}
+    assert {"attn_fwd_efficiency", "attn_bwd_efficiency", "matmul_efficiency",
+            "bandwidth_efficiency", "launch_overhead_us"} <= fields
+    base = estimate(layout, 128, backward=True)
+    better = estimate(layout, 128, backward=True,
+                      device=DEVICES["h100"].replace(attn_bwd_efficiency=0.88))
+    assert better.predicted_ms < base.predicted_ms
+    assert better.sparse.kernels[0].ms == base.sparse.kernels[0].ms   # forward untouched
+
+
+def test_fp32_uses_the_fp32_peak():
+    # sparse_attention runs fp32 dots without tf32, like eager torch's default
+    layout = sf.compile(sf.dense(), 8192, num_heads=8)
+    p = get_device("h100")
+    est = estimate(layout, 128, dtype=torch.float32)
+    kernel = est.sparse.kernels[0]
+    assert kernel.bound == "compute"
+    assert kernel.ms == pytest.approx(est.flops / (p.peak_fp32_tflops * 1e12 * p.attn_fwd_efficiency) * 1e3
+                                      + p.launch_overhead_us / 1e3)
+    assert est.predicted_ms > 10 * estimate(layout, 128, dtype=torch.bfloat16).predicted_ms
+    assert p.matmul_tflops(torch.float32, tf32=True) == p.peak_tf32_tflops
+
+
+def test_printing_is_a_table_of_the_three_methods():
+    layout = sf.compile(sf.bigbird(window=1, globals=1, random=1), 8192, num_heads=4)
+    est = estimate(layout, 64, backward=True)
+    text = str(est)
+    assert text == est.to_string()
+    lines = text.splitlines()
+    rows = [ln for ln in lines if ln.strip().startswith(("sparseflash", "dense Flash", "standard"))]
+    assert len(rows) == 3
+    assert "forward + backward" in lines[0] and DEVICES["h100"].name in lines[0]
+    assert f"{layout.density:.2%}" in text and f"{layout.nnz:,}" in text
+    ours = rows[0].split()
+    assert ours[-1] == "1.00x"
+    assert f"{est.predicted_ms:.3f}" in rows[0]
+    assert f"{est.standard.predicted_ms:.3f}" in rows[2]
+    assert rows[2].split()[-1] == f"{est.speedup_vs_standard:.2f}x"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(head_dim=0), "head_dim"),
+    (dict(head_dim=64, batch=0), "batch"),
+    (dict(head_dim=64, dtype=torch.int8), "dtype"),
+])
+def test_bad_input(kwargs, match):
+    layout = sf.compile(sf.local(1), 512, block_size=64)
+    with pytest.raises(ValueError, match=match):
+        estimate(layout, **kwargs)
+    with pytest.raises(TypeError, match="layout"):
+        estimate("local(1)", 64)
+
+
+def test_top_level_exports():
+    assert sf.estimate is estimate
+    assert sf.DeviceProfile is DeviceProfile and sf.DEVICES is DEVICES
+    assert isinstance(sf.estimate(sf.compile(sf.dense(), 256, block_size=64), 64), sf.CostEstimate)
+    assert math.isfinite(sf.estimate(sf.compile(sf.dense(), 256, block_size=64), 64).predicted_ms)

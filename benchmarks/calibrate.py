@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
             print(f"    {pass_name:<8} before {median_rel_error(before[idx], model.measured[idx]):.1%}, "
                   f"after {median_rel_error(after[idx], model.measured[idx]):.1%} ({len(idx)} rows)")
     order = np.argsort(-np.abs(after - model.measured) / model.measured)[: args.worst]
-    print(f"  largest errors after the fit:")
+    print("  largest errors after the fit:")
     for i in order:
         r = rows[i]
         print(f"    {r['suite']:<8}{r['pass']:<8} measured {r['ms']:9.3f} ms  predicted {after[i]:9.3f} "

@@ -10,8 +10,11 @@ small, different grid, then time ``compile(pattern, ..., cache=False)`` ``--repe
 (the first call and the median are reported), time one cached call, and finally measure the
 peak Python allocation of one more compile with tracemalloc (separately, since tracing slows
 the code down). ``peak bytes / nnz`` staying flat as N grows is the O(nnz) claim.
+Process CPU time and minor page faults are recorded beside wall time: CPU time is barely
+moved by other processes on the cores, and the faults show what a first call pays to touch
+fresh memory (the gap between its time and the median).
 
-    PYTHONPATH=. python -m benchmarks.compile_bench --out /tmp/compile_bench [--quick]
+    PYTHONPATH=. python -m benchmarks.compile_bench [--out out/compile_bench] [--quick]
 
 From the harness: ``python -m benchmarks.run --suite compile`` calls
 :func:`run_compile_suite`. Writes ``compile_bench.json`` (rows plus environment) and
@@ -198,7 +201,7 @@ def run_compile_suite(out_dir, quick: bool = False, repeats: Optional[int] = Non
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compile_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("bench_out/compile"))
+    p.add_argument("--out", type=Path, default=Path("out/compile_bench"), help="output folder (default: out/compile_bench, git-ignored)")
     p.add_argument("--quick", action="store_true", help="the two target cases and two others")
     p.add_argument("--repeats", type=int, default=None, help="timed uncached compiles per case (default 21, quick 7)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # JSON of one Case: run it here, print a JSON row

@@ -285,49 +285,54 @@ def suite_sparse(peer):
     return summary
 
 
-def suite_tune():
-    """Tile variants through the launchers (no autograd), dense d=128/64 N=4K."""
+def suite_tune(d_list=(128, 64), N=4096):
+    """Tile variants, pointer vs TMA loads, through the launchers (no autograd), dense, B*N=16K."""
     from sparseflash.kernels import launch
 
-    out = []
-    for d in (128, 64):
+    F, Bc = launch.FwdConfig, launch.BwdConfig
+    fwd_cfgs = {128: [F(128, 128, 8, 3), F(128, 64, 8, 3), F(128, 128, 8, 2), F(128, 64, 8, 4)],
+                64: [F(128, 128, 4, 3), F(128, 64, 8, 3), F(128, 64, 4, 3), F(128, 128, 8, 3)]}
+    bwd_cfgs = {128: [Bc(64, 128, 128, 64, 8, 2), Bc(64, 128, 128, 64, 8, 3), Bc(32, 128, 128, 32, 4, 3)],
+                64: [Bc(64, 64, 64, 64, 4, 3), Bc(64, 128, 128, 64, 8, 2), Bc(32, 128, 128, 32, 4, 3)]}
+    for d in d_list:
         for causal in (False, True):
-            N, B, H = 4096, 4, 2048 // d
+            B, H = 16384 // N, 2048 // d
             L = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
             t = L.to("cuda")
             q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
             flops = 4 * B * H * N * N * d / (2 if causal else 1)
             kw = dict(block_size=128, causal=causal, per_head=False, scale=d ** -0.5)
-            for cfg in [launch.FwdConfig(128, 64, 8, 3), launch.FwdConfig(128, 128, 8, 3),
-                        launch.FwdConfig(128, 64, 4, 3), launch.FwdConfig(128, 128, 4, 3),
-                        launch.FwdConfig(128, 64, 8, 2), launch.FwdConfig(128, 64, 8, 4),
-                        launch.FwdConfig(64, 64, 4, 3)]:
-                try:
-                    ms = bench(lambda: launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                                                config=cfg, **kw))
-                    log(suite="tune-fwd", d=d, causal=causal, cfg=str(cfg), ms=f"{ms:.4f}",
-                        tflops=f"{flops / ms * 1e-9:.0f}")
-                except Exception as e:
-                    log(suite="tune-fwd", d=d, causal=causal, cfg=str(cfg), error=repr(e)[:200])
             o, lse = launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, **kw)
-            for cfg in [launch.BwdConfig(64, 128, 128, 64, 8, 2), launch.BwdConfig(32, 128, 128, 32, 4, 3),
-                        launch.BwdConfig(64, 128, 128, 64, 8, 3), launch.BwdConfig(64, 64, 64, 64, 4, 3),
-                        launch.BwdConfig(32, 64, 64, 32, 4, 3), launch.BwdConfig(64, 128, 64, 128, 8, 2)]:
-                try:
-                    ms = bench(lambda: launch.attention_backward(do, q, k, v, o, lse, t.fwd_ptr, t.fwd_idx,
-                                                                 t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                                                                 config=cfg, **kw))
-                    log(suite="tune-bwd", d=d, causal=causal, cfg=str(cfg), ms=f"{ms:.4f}",
-                        tflops=f"{2.5 * flops / ms * 1e-9:.0f}")
-                except Exception as e:
-                    log(suite="tune-bwd", d=d, causal=causal, cfg=str(cfg), error=repr(e)[:200])
-    return out
+            for tma in (False, True):
+                for cfg in fwd_cfgs[d]:
+                    try:
+                        o2, _ = launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                                                         config=cfg, use_tma=tma, **kw)
+                        err = (o2.float() - o.float()).abs().max().item()
+                        ms = bench(lambda: launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                                                                    config=cfg, use_tma=tma, **kw))
+                        log(suite="tune-fwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), ms=f"{ms:.4f}",
+                            tflops=f"{flops / ms * 1e-9:.0f}", diff_vs_default=f"{err:.1e}")
+                    except Exception as e:
+                        log(suite="tune-fwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), error=repr(e)[:300])
+                for cfg in bwd_cfgs[d]:
+                    args = (do, q, k, v, o, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx,
+                            t.bwd_nfull)
+                    try:
+                        ms = bench(lambda: launch.attention_backward(*args, config=cfg, use_tma=tma, **kw))
+                        log(suite="tune-bwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), ms=f"{ms:.4f}",
+                            tflops=f"{2.5 * flops / ms * 1e-9:.0f}")
+                    except Exception as e:
+                        log(suite="tune-bwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), error=repr(e)[:300])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--suites", default="check,dense,sparse")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--tma", choices=["auto", "on", "off"], default="auto",
+                    help="force tensor-descriptor loads on/off in the public path")
+    ap.add_argument("--tune-n", type=int, default=4096)
     args = ap.parse_args()
     global JSONL
     JSONL = os.path.join(args.out, "probe.jsonl")
@@ -336,6 +341,10 @@ def main():
 
     print("triton", triton.__version__, flush=True)
     suites = args.suites.split(",")
+    from sparseflash.kernels import launch
+
+    launch.USE_TMA = {"auto": None, "on": True, "off": False}[args.tma]
+    print("USE_TMA", launch.USE_TMA, flush=True)
     summary = []
     peer = peers() if ("dense" in suites or "sparse" in suites) else {}
     t0 = time.time()
@@ -343,7 +352,7 @@ def main():
         if "check" in suites:
             suite_check()
         if "tune" in suites:
-            suite_tune()
+            suite_tune(N=args.tune_n)
         if "dense" in suites:
             summary += suite_dense(peer)
         if "sparse" in suites:
@@ -359,6 +368,10 @@ def main():
         if r.get("suite") == "check":
             print("CHECK", r.get("case"), "ok" if r.get("ok") else "FAIL", r.get("worst_ratio", ""),
                   r.get("passed", ""), r.get("rel_err_o_dq_dk_dv", ""), r.get("error", ""))
+    for r in ROWS:
+        if r.get("suite", "").startswith("tune"):
+            print("TUNE", r["suite"], f"N={r.get('N')} d={r.get('d')} c={int(r.get('causal'))} tma={int(r.get('tma'))}",
+                  r.get("cfg", "").replace("Config", ""), r.get("tflops", r.get("error", "")), r.get("diff_vs_default", ""))
     print(f"{'case':42s} {'ours f/fb TF':>14s} {'flex f/fb TF':>14s} {'sdpa':>10s} {'cudnn':>10s} {'f ratio':>7s} {'fb ratio':>8s}")
     for name, flops, r in summary:
         def tf(key):

@@ -16,7 +16,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from benchmarks.plots import IMPL_LABELS, IMPL_ORDER, PLOTS, _finite, _tokens, load, ok_rows
 
@@ -49,10 +49,6 @@ def _ratio_status(ratios: Sequence[Tuple[float, str]], need: float) -> Tuple[str
 def _one(rows, **match) -> Optional[dict]:
     hit = ok_rows(rows, **match)
     return hit[0] if hit else None
-
-
-def _case_label(r: dict) -> str:
-    return f"d={r['head_dim']} N={_tokens(r['seq_len'])}" + (" causal" if r["causal"] else "")
 
 
 # ----------------------------------------------------------------------------- targets
@@ -180,7 +176,7 @@ def eager_target(rows: Sequence[dict]) -> Target:
         match = {k: r[k] for k in ("suite", "pattern", "seq_len", "head_dim", "batch", "heads", "causal", "pass")}
         ours = _one(rows, impl="ours", **match)
         if ours:
-            speedups.append((r["ms"] / ours["ms"], f"{r['suite']} {_case_label(r)} {r['pass']}"))
+            speedups.append((r["ms"] / ours["ms"], f"{r['suite']} {r['case']} {r['pass']}"))
     if speedups:
         best = max(speedups)
         t.status = MET if best[0] >= 3.0 else NOT_MET
@@ -242,8 +238,11 @@ def targets_text(rows: Sequence[dict], meta: dict, calibration: Optional[dict] =
 
 # ----------------------------------------------------------------------------- tables
 def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    def cell(c) -> str:
+        return str(c).replace("|", "\\|")   # a pipe, even in a code span, would split the cell
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
     return "\n".join(lines)
 
 
@@ -320,6 +319,11 @@ def scaling_table(rows) -> str:
     return _md_table(["pattern", "N"] + [f"{IMPL_LABELS.get(i, i)} fwd / fwd+bwd" for i in impls], body)
 
 
+def scaling_shape(rows) -> str:
+    r = next((r for r in rows if r.get("suite") == "scaling"), None)
+    return f"B = {r['batch']}, H = {r['heads']}, d = {r['head_dim']}." if r else ""
+
+
 def compile_table(rows) -> str:
     comp = [r for r in rows if r.get("suite") == "compile"]
     body = [[r["impl"], _tokens(r["seq_len"]) if r["seq_len"] else "–",
@@ -343,6 +347,26 @@ def estimator_table(rows, calibration) -> str:
                      _f(after, "{:.3f}"), _f(abs(after - r["ms"]) / r["ms"], "{:.0%}") if _finite(after) else "–"])
     return _md_table(["suite", "case", "pass", "measured ms", "predicted ms", "error",
                       "calibrated ms", "error"], body)
+
+
+def estimator_summary(rows, calibration) -> str:
+    """Median relative error per suite and pass, before (and after) calibration."""
+    after = {}
+    if calibration:
+        after = {(r["case"], r["pass"]): r.get("after_ms") for r in calibration.get("rows", [])}
+    parts = []
+    for suite in ("dense", "sparse", "scaling"):
+        for p in ("fwd", "fwd+bwd"):
+            mine = [r for r in ok_rows(rows, impl="ours", suite=suite, **{"pass": p}) if _finite(r.get("predicted_ms"))]
+            if not mine:
+                continue
+            text = f"{suite} {p}: {statistics.median(abs(r['predicted_ms'] - r['ms']) / r['ms'] for r in mine):.0%}"
+            fitted = [abs(after[(r["case"], p)] - r["ms"]) / r["ms"] for r in mine if _finite(after.get((r["case"], p)))]
+            if fitted:
+                text += f" → {statistics.median(fitted):.0%}"
+            parts.append(text)
+    return ("Median |predicted − measured| / measured" + (" (as run → calibrated)" if after else "")
+            + ": " + "; ".join(parts) + ".") if parts else ""
 
 
 def problems_list(rows) -> str:
@@ -403,12 +427,14 @@ def render(results_dir: Path, doc_path: Path) -> str:
          "FLOPs counted on computed blocks (4·d·block²·nnz·B). *vs our dense* is our TFLOP/s here over our "
          "dense TFLOP/s at the same N.", sparse_table(rows)),
         ("Scaling: runtime and peak memory against N", "scaling",
-         "B = 1, H = 16, d = 128. Peak memory is `torch.cuda.max_memory_allocated` over one call, inputs "
+         f"{scaling_shape(rows)} Peak memory is `torch.cuda.max_memory_allocated` over one call, inputs "
          "(q, k, v, dO) included.", scaling_table(rows)),
         ("Building the mask", "compile", "", compile_table(rows)),
         ("Estimator against measurements", None,
          "`sparseflash.estimate(...).predicted_ms` beside each measured time of ours; calibrated columns from "
-         "`python -m benchmarks.calibrate`.", estimator_table(rows, calibration)),
+         "`python -m benchmarks.calibrate`. " + estimator_summary(rows, calibration),
+         "<details><summary>Every measurement of ours</summary>\n\n" + estimator_table(rows, calibration)
+         + "\n\n</details>"),
     )
     for title, plot, text, table in sections:
         parts += [f"## {title}", ""]

@@ -46,7 +46,6 @@ import datetime as _dt
 import gc
 import json
 import math
-import os
 import platform
 import shlex
 import socket
@@ -55,7 +54,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -68,8 +67,10 @@ from sparseflash import BlockLayout
 PASSES = ("fwd", "fwd+bwd")
 FWD_BWD_FACTOR = 3.5           # forward+backward FLOPs over forward FLOPs (ANCHORS.md)
 SUITES = ("dense", "sparse", "scaling", "compile")
-# Share of the time budget each suite may use; time a suite leaves unused passes on.
-SUITE_WEIGHTS = {"dense": 0.40, "sparse": 0.25, "scaling": 0.22, "compile": 0.13}
+# Share of the time budget each suite expects. A suite may overrun its share into the suites
+# after it, but never into the part RESERVE of their shares; time a suite leaves passes on.
+SUITE_WEIGHTS = {"dense": 0.42, "sparse": 0.19, "scaling": 0.23, "compile": 0.16}
+RESERVE = 0.7
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 GIB = float(1 << 30)
 
@@ -368,8 +369,9 @@ def flex_mask_mod(layout: BlockLayout, device, exact: bool = False):
         if causal and not ragged and shift == 0:
             return _causal_mask_mod
 
-    blocks = torch.from_numpy(layout.to_dense()[: layout.table_heads].copy()).to(device)  # [th, nq, nk]
     per_head = layout.table_heads > 1
+    if exact:
+        blocks = torch.from_numpy(layout.to_dense()[: layout.table_heads].copy()).to(device)  # [th, nq, nk]
 
     def layout_mask_mod(b, h, q_idx, kv_idx):
         keep = (q_idx < seq_len) & (kv_idx < kv_len)
@@ -509,7 +511,17 @@ class Peers:
 
         if self.device.type == "cuda":
             def fn(q, k, v):
-                return flex(q, k, v, block_mask=block_mask)
+                nonlocal flex
+                try:
+                    return flex(q, k, v, block_mask=block_mask)
+                except Exception as exc:  # noqa: BLE001
+                    if not dynamic or _is_oom(exc):
+                        raise
+                    # Dynamic shapes are the less travelled path: fall back to one compile per shape.
+                    self.notes["flex_dynamic"] = f"dynamic shapes failed ({_short(exc, 100)}); compiled per shape"
+                    self.flex_dynamic_scaling = False
+                    flex = self.flex_function(False)
+                    return flex(q, k, v, block_mask=block_mask)
         else:
             # FlexAttention has no backward on the CPU and refuses inputs that require grad.
             def fn(q, k, v):
@@ -730,7 +742,7 @@ class Runner:
         self.eager_oom_at: Dict[Tuple[str, str, str], int] = {}
         self.progress: Optional[Progress] = None
         self._estimate = self._load_estimate()
-        self.gen = torch.Generator(device="cpu").manual_seed(args.seed)
+        self.gen = torch.Generator(device=device).manual_seed(args.seed)
 
     # -- helpers
     def _load_estimate(self):
@@ -759,9 +771,8 @@ class Runner:
     def random_inputs(self, case: Case):
         shape = (case.batch, case.heads, case.seq_len, case.head_dim)
 
-        def make():
-            t = torch.randn(shape, generator=self.gen, dtype=torch.float32)
-            return t.to(device=self.device, dtype=self.dtype).requires_grad_(True)
+        def make():   # drawn on the device: at 1M tokens a CPU draw would take seconds per tensor
+            return torch.randn(shape, generator=self.gen, device=self.device, dtype=self.dtype).requires_grad_(True)
         q, k, v = make(), make(), make()
         dout = make().detach()
         return q, k, v, dout
@@ -817,10 +828,9 @@ class Runner:
         def num(x, fmt):
             return fmt.format(x) if isinstance(x, (int, float)) and x is not None and math.isfinite(x) else "-"
         err = "-" if r.get("err_out_rel") is None else f"{r['err_out_rel']:.1e}" + ("" if r.get("err_ok") else "!")
+        note = " ".join(x for x in (r["status"] if r["status"] != "ok" else "", r["note"] or "") if x)
         cells = [r["impl"], r["pass"], num(r["ms"], "{:.3f}"), num(r["tflops"], "{:.1f}"),
-                 num(r["peak_mem_gib"], "{:.2f}"), num(r["predicted_ms"], "{:.3f}"), err,
-                 (r["status"] if r["status"] != "ok" else "") + (" " if r["note"] and r["status"] != "ok" else "")
-                 + (r["note"] or "")]
+                 num(r["peak_mem_gib"], "{:.2f}"), num(r["predicted_ms"], "{:.3f}"), err, note]
         self.out("  ".join(str(c).ljust(self._width(name, w)) if w else str(c)
                            for c, (name, w) in zip(cells, TABLE_COLUMNS)))
 
@@ -982,14 +992,14 @@ class Runner:
                 row["note"] = f"{row['note']}; {note}" if row["note"] else note
 
     # -- suites
-    def run_suite(self, suite: str, cases: List[Case], remaining_weight: float):
+    def start_suite(self, suite: str, later_weight: float, what: str):
+        """Set the suite's deadline: the run's, less a reserve for the suites still to come."""
         now = time.perf_counter()
-        share = SUITE_WEIGHTS[suite] / remaining_weight if remaining_weight > 0 else 1.0
-        self.suite_deadline = min(self.deadline, now + share * max(0.0, self.deadline - now))
-        self.print_header(f"suite {suite}: {len(cases)} cases, "
-                          f"budget {max(0.0, self.suite_deadline - now):.0f} s")
-        for case in cases:
-            self.run_case(case)
+        total = sum(SUITE_WEIGHTS[s] for s in self.args.suites)
+        reserve = RESERVE * later_weight / total * (self.deadline - self.t0)
+        self.suite_deadline = max(now, self.deadline - reserve)
+        self.print_header(f"suite {suite}: {what}, budget {max(0.0, self.suite_deadline - now):.0f} s",
+                          impl_width=36 if suite == "compile" else 12)
 
 
 def _json_default(x):
@@ -1255,23 +1265,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"triton {m['triton']}, {m['date_utc']}, mode {m['mode']}, dtype {args.dtype}, "
           f"budget {runner.deadline - runner.t0:.0f} s, {n_measure} measurements", flush=True)
     runner.progress = Progress(n_measure)
-    remaining = sum(SUITE_WEIGHTS[s] for s in args.suites)
+    later = sum(SUITE_WEIGHTS[s] for s in args.suites)
     for suite in args.suites:
+        later -= SUITE_WEIGHTS[suite]
         try:
             if suite == "compile":
-                now = time.perf_counter()
-                runner.suite_deadline = runner.deadline
-                runner.print_header(f"suite compile (budget {max(0.0, runner.deadline - now):.0f} s)",
-                                    impl_width=36)
+                runner.start_suite(suite, later, "mask build times")
                 run_compile_suite_rows(runner)
                 run_external_compile_bench(runner)
             else:
-                runner.run_suite(suite, cases[suite], remaining)
+                runner.start_suite(suite, later, f"{len(cases[suite])} cases")
+                for case in cases[suite]:
+                    runner.run_case(case)
         except KeyboardInterrupt:
             runner.meta["interrupted"] = suite
             runner.write()
             raise
-        remaining -= SUITE_WEIGHTS[suite]
         runner.write()
     runner.progress.clear_line()
     runner.write()

@@ -4,19 +4,20 @@ Three layers, as flash-attn does it:
 
 1. ``sparseflash::attention_fwd`` / ``sparseflash::attention_bwd``: ``torch.library`` custom
    ops with fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces a model
-   that calls them without a graph break. Each dispatches to the Triton launchers
+   that calls them without a graph break. The layout travels as an int key resolved at trace
+   time (``_layout_key``). Each op dispatches to the Triton launchers
    (:mod:`sparseflash.kernels.launch`) or to the blockwise PyTorch implementation
    (:mod:`sparseflash.reference`).
 2. The autograd formula, registered on the forward op with ``torch.library.register_autograd``
-   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the tables,
-   and calls the backward op. A gradient flowing into the returned lse is folded into delta.
+   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the layout
+   key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
 3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1).
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -32,25 +33,34 @@ _TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------ 1. custom ops
+# Layouts reach the ops as an int key into this registry, not as table tensors: the key is a
+# trace-time constant (see _layout_key), so torch.compile never traces the mask compiler or
+# the host-to-device copy of the tables, and the graph holds no table tensors. Entries are
+# strong references (a compiled graph may hold a key after the caller dropped the layout);
+# one entry per distinct layout ever used.
+_LAYOUTS: Dict[int, BlockLayout] = {}
+
+
+def _tables(layout_key: int, device):
+    layout = _LAYOUTS[layout_key]
+    return layout, layout.to(device)
+
+
 @torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor,
-                   fwd_ptr: Tensor, fwd_idx: Tensor, fwd_nfull: Tensor,
-                   bwd_ptr: Tensor, bwd_idx: Tensor, bwd_nfull: Tensor,
-                   block_size: int, causal: bool, per_head: bool, scale: float,
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, layout_key: int, scale: float,
                    backend: str) -> Tuple[Tensor, Tensor]:
-    # the bwd tables ride along only so the autograd context can save them
+    layout, t = _tables(layout_key, q.device)
+    kw = dict(block_size=layout.block_size, causal=layout.causal,
+              per_head=layout.table_heads > 1, scale=scale)
     if backend == "triton":
         from .kernels.launch import attention_forward
 
-        return attention_forward(q, k, v, fwd_ptr, fwd_idx, fwd_nfull, block_size=block_size,
-                                 causal=causal, per_head=per_head, scale=scale)
-    return blockwise_forward(q, k, v, fwd_ptr, fwd_idx, block_size=block_size, causal=causal,
-                             per_head=per_head, scale=scale)
+        return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, **kw)
+    return blockwise_forward(q, k, v, t.fwd_ptr, t.fwd_idx, **kw)
 
 
 @_attention_fwd.register_fake
-def _attention_fwd_fake(q, k, v, fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull,
-                        block_size, causal, per_head, scale, backend):
+def _attention_fwd_fake(q, k, v, layout_key, scale, backend):
     B, H, N, d = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return q.new_empty((B, H, N, d)), q.new_empty((B, H, N), dtype=lse_dtype)
@@ -58,41 +68,38 @@ def _attention_fwd_fake(q, k, v, fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, 
 
 @torch.library.custom_op("sparseflash::attention_bwd", mutates_args=())
 def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                   dlse: Optional[Tensor],
-                   fwd_ptr: Tensor, fwd_idx: Tensor, fwd_nfull: Tensor,
-                   bwd_ptr: Tensor, bwd_idx: Tensor, bwd_nfull: Tensor,
-                   block_size: int, causal: bool, per_head: bool, scale: float,
+                   dlse: Optional[Tensor], layout_key: int, scale: float,
                    backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    layout, t = _tables(layout_key, q.device)
+    kw = dict(block_size=layout.block_size, causal=layout.causal,
+              per_head=layout.table_heads > 1, scale=scale, dlse=dlse)
     if backend == "triton":
         from .kernels.launch import attention_backward
 
-        return attention_backward(do, q, k, v, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
-                                  bwd_ptr, bwd_idx, bwd_nfull, block_size=block_size,
-                                  causal=causal, per_head=per_head, scale=scale, dlse=dlse)
-    return blockwise_backward(do, q, k, v, out, lse, fwd_ptr, fwd_idx, bwd_ptr, bwd_idx,
-                              block_size=block_size, causal=causal, per_head=per_head,
-                              scale=scale, dlse=dlse)
+        return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull, **kw)
+    return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
 
 
 @_attention_bwd.register_fake
-def _attention_bwd_fake(do, q, k, v, out, lse, dlse, *rest):
+def _attention_bwd_fake(do, q, k, v, out, lse, dlse, layout_key, scale, backend):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 # ------------------------------------------------------------------ 2. autograd
 def _setup_context(ctx, inputs, output):
-    q, k, v, *tables = inputs[:9]
-    ctx.static = inputs[9:]                      # block_size, causal, per_head, scale, backend
+    q, k, v, layout_key, scale, backend = inputs
+    ctx.static = (layout_key, scale, backend)
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, *tables)
+    ctx.save_for_backward(q, k, v, out, lse)
 
 
 def _backward(ctx, dout, dlse):
-    q, k, v, out, lse, *tables = ctx.saved_tensors
+    q, k, v, out, lse = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
-    dq, dk, dv = _attention_bwd(dout, q, k, v, out, lse, dlse, *tables, *ctx.static)
-    return (dq, dk, dv) + (None,) * 11
+    dq, dk, dv = _attention_bwd(dout, q, k, v, out, lse, dlse, *ctx.static)
+    return dq, dk, dv, None, None, None
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -144,6 +151,20 @@ def _resolve_layout(pattern, *, seq_len: int, kv_len: int, block_size: int, caus
         return compile(pattern, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
                        num_heads=num_heads)
     raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
+
+
+@torch.compiler.assume_constant_result
+def _layout_key(pattern, seq_len: int, kv_len: int, block_size: int, causal: bool,
+                num_heads: int) -> int:
+    """Resolve and register the layout; torch.compile runs this at trace time, as a constant.
+
+    Under torch.compile the pattern/layout must live outside the compiled function (a module
+    attribute, a global, a closure), and shapes must be static.
+    """
+    layout = _resolve_layout(pattern, seq_len=seq_len, kv_len=kv_len, block_size=block_size,
+                             causal=causal, num_heads=num_heads)
+    _LAYOUTS.setdefault(id(layout), layout)
+    return id(layout)
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: int = 128,
@@ -210,11 +231,6 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         scale = 1.0 / math.sqrt(d)
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
-    layout = _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
-                             causal=bool(causal), num_heads=H)
-    t = layout.to(q.device)
-    out, lse = _attention_fwd(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                              t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                              layout.block_size, layout.causal, layout.table_heads > 1,
-                              float(scale), backend)
+    key = _layout_key(pattern, N, Nk, block_size, bool(causal), H)
+    out, lse = _attention_fwd(q, k, v, key, float(scale), backend)
     return (out, lse) if return_lse else out

@@ -102,21 +102,23 @@ def _print_estimates(layout, head_dim: int, batch: int, dtype, device: str) -> N
         print(estimate(layout, head_dim, batch=batch, dtype=dtype, device=device, backward=backward))
 
 
-def _add_layout_args(p: argparse.ArgumentParser, *, seq_len: Optional[int]) -> None:
+def _add_layout_args(p: argparse.ArgumentParser, *, seq_len: Optional[int], kv_len: bool) -> None:
     p.add_argument("--seq-len", type=_tokens, required=seq_len is None, default=seq_len,
                    help="query length in tokens (16k = 16384)" +
                         (f"; default {seq_len}" if seq_len else ""))
-    p.add_argument("--kv-len", type=_tokens, default=None, help="key length in tokens (default: seq-len)")
+    if kv_len:
+        p.add_argument("--kv-len", type=_tokens, default=None, help="key length in tokens (default: seq-len)")
     p.add_argument("--block-size", type=_positive, default=128, help="tokens per block (default 128)")
     p.add_argument("--causal", action="store_true", help="token-level causal mask, bottom-right aligned")
     p.add_argument("--width", type=_positive, default=64, help="ASCII map width in characters")
 
 
-def _add_estimate_args(p: argparse.ArgumentParser, *, heads: int, head_dim: int) -> None:
+def _add_estimate_args(p: argparse.ArgumentParser, *, heads: int, head_dim: int, shape: bool) -> None:
     p.add_argument("--heads", type=_positive, default=heads, help=f"attention heads (default {heads})")
     p.add_argument("--head-dim", type=_positive, default=head_dim, help=f"head dim d (default {head_dim})")
-    p.add_argument("--batch", type=_positive, default=1, help="batch size for the estimate (default 1)")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="dtype for the estimate")
+    if shape:
+        p.add_argument("--batch", type=_positive, default=1, help="batch size for the estimate (default 1)")
+        p.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="dtype for the estimate")
     p.add_argument("--device", dest="gpu", default="h100",
                    help=f"GPU profile for the estimate: {', '.join(sorted(DEVICES))} (default h100)")
 
@@ -182,7 +184,7 @@ def _cmd_demo(args) -> int:
 
 
 def _demo_run(args, pattern: Pattern) -> int:
-    from . import compile
+    from . import compile, from_mask
     from .attention import sparse_attention
     from .reference import reference_attention
 
@@ -195,7 +197,7 @@ def _demo_run(args, pattern: Pattern) -> int:
         head_dim = args.head_dim
     else:  # the blockwise torch backend at a size that runs in seconds
         backend, dtype, seq_len = "torch", torch.float32, min(args.seq_len, args.cpu_seq_len)
-        heads, head_dim = min(args.heads, 4), min(args.head_dim, 64)
+        heads, head_dim = pattern.num_heads or min(args.heads, 4), min(args.head_dim, 64)
     layout = compile(pattern, seq_len, block_size=args.block_size, causal=args.causal,
                      num_heads=heads)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -221,8 +223,8 @@ def _demo_run(args, pattern: Pattern) -> int:
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
 
     # reference: float64, dense-masked, on head 0 only (its N x N scores must fit)
-    ref_layout = compile(pattern, seq_len, block_size=args.block_size, causal=args.causal,
-                         num_heads=1)
+    ref_layout = compile(from_mask(layout.to_dense()[0]), seq_len, block_size=args.block_size,
+                         causal=args.causal)
     q0, k0, v0 = (t[:, :1].detach().double().requires_grad_(True) for t in (q, k, v))
     ref_out, _ = reference_attention(q0, k0, v0, ref_layout)
     ref_grads = torch.autograd.grad(ref_out, (q0, k0, v0), grad_out[:, :1].double())
@@ -284,8 +286,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="a preset name or a pattern in the text form, e.g. 'local(2) | global_blocks(1)'")
     show.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset parameter (repeatable)")
-    _add_layout_args(show, seq_len=None)
-    _add_estimate_args(show, heads=1, head_dim=128)
+    _add_layout_args(show, seq_len=None, kv_len=True)
+    _add_estimate_args(show, heads=1, head_dim=128, shape=True)
     show.add_argument("--head", type=int, default=0, help="head to draw in the ASCII map (default 0)")
     show.add_argument("--png", metavar="FILE", help="also save a matplotlib figure of the layout")
     show.set_defaults(func=_cmd_show)
@@ -295,8 +297,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="compose, compile, show, estimate and run a pattern end to end")
     demo.add_argument("--pattern", default=None, help=f"pattern text (default: {DEMO_EXPR})")
-    _add_layout_args(demo, seq_len=16384)
-    _add_estimate_args(demo, heads=16, head_dim=128)
+    _add_layout_args(demo, seq_len=16384, kv_len=False)
+    _add_estimate_args(demo, heads=16, head_dim=128, shape=False)
     demo.add_argument("--run-device", choices=("auto", "cpu", "cuda"), default="auto",
                       help="where to run attention (auto: cuda if present)")
     demo.add_argument("--cpu-seq-len", type=_tokens, default=4096,

@@ -386,7 +386,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         forward pass, 3.5x that with ``backward=True``.
     """
     if not isinstance(layout, BlockLayout):
-        raise TypeError(f"layout must be a BlockLayout, got {type(layout).__name__}")
+        raise TypeError(f"layout must be a BlockLayout (sparseflash.compile a pattern first), "
+                        f"got {type(layout).__name__}")
     if int(head_dim) != head_dim or head_dim <= 0:
         raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
     if int(batch) != batch or batch <= 0:

@@ -117,6 +117,28 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _distinct_draws(rng, nq: int, nk: int, k: int) -> np.ndarray:
+    """``[nq, k]``: per row, the first k distinct values of a stream of uniform draws from
+    [0, nk), which is a uniform k-subset. Needs 2k <= nk; O(nq * k log k)."""
+    chosen = np.empty((nq, k), dtype=np.int64)
+    todo = np.arange(nq)
+    m = 2 * k + 16  # expected draws for k distinct are below 1.39 k when 2k <= nk
+    while todo.size:
+        draws = rng.integers(0, nk, size=(todo.size, m))                  # [rows, m]
+        order = np.argsort(draws, axis=1, kind="stable")
+        srt = np.take_along_axis(draws, order, axis=1)
+        first = np.ones_like(srt, dtype=bool)
+        first[:, 1:] = srt[:, 1:] != srt[:, :-1]                           # first copy of a value
+        keep = np.zeros_like(first)
+        np.put_along_axis(keep, order, first, axis=1)                      # back to draw order
+        rank = np.cumsum(keep, axis=1)
+        ok = rank[:, -1] >= k
+        sel = keep & (rank <= k)
+        chosen[todo[ok]] = draws[ok][sel[ok]].reshape(-1, k)
+        todo = todo[~ok]
+    return chosen
+
+
 # ---------------------------------------------------------------------------- base class
 class Pattern:
     """Base class of every block pattern. Build patterns with the factory functions."""
@@ -284,9 +306,11 @@ class Random(Pattern):
                 r = rng.integers(0, t + 1, size=g.nq)
                 taken = (chosen[:, :s] == r[:, None]).any(axis=1)
                 chosen[:, s] = np.where(taken, t, r)
+        elif 2 * k <= g.nk:
+            chosen = _distinct_draws(rng, g.nq, g.nk, k)
         else:
-            # Dense enough that a per-row random permutation prefix is within a constant of nnz
-            # (or k > 32, where nk / k is bounded by nk / 32); rows in chunks bound memory.
+            # At least half of each row is kept, so a per-row random permutation prefix costs
+            # at most 2x nnz; rows go in chunks to bound memory.
             chosen = np.empty((g.nq, k), dtype=np.int64)
             step = max(1, (1 << 22) // g.nk)
             for r0 in range(0, g.nq, step):

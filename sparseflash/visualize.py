@@ -35,7 +35,7 @@ def block_fraction_map(layout: BlockLayout, head: int = 0,
     """
     head = _check_head(layout, head)
     if int(max_cells) != max_cells or max_cells < 1:
-        raise ValueError(f"width must be a positive integer, got {max_cells!r}")
+        raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")
     nq, nk = layout.num_q_blocks, layout.num_kv_blocks
     factor = max(1, -(-max(nq, nk) // int(max_cells)))
     cells_q, cells_k = -(-nq // factor), -(-nk // factor)

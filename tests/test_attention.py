@@ -288,20 +288,32 @@ def test_gradcheck_torch_backend_float64():
 # ---------------------------------------------------------------------- torch.library / compile
 def test_custom_op_opcheck():
     layout = sf.compile(sf.local(1), 64, block_size=32, causal=True, num_heads=2)
-    t = layout.to("cpu")
+    from sparseflash.attention import _layout_key
+
+    key = _layout_key(layout, 64, 64, 32, True, 2)
     q, k, v, _ = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
     q, k, v = (x.requires_grad_() for x in (q, k, v))
-    args = (q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-            32, True, False, 0.25, "torch")
-    torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default, args)
+    torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default, (q, k, v, key, 0.25, "torch"))
 
 
-def test_torch_compile_fullgraph_no_graph_break():
-    layout = sf.compile(sf.local(1), 64, block_size=32, causal=True, num_heads=2)
+class _TinyAttention(torch.nn.Module):
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = pattern
+
+    def forward(self, q, k, v):
+        return sparse_attention(q * 2.0, k, v, self.pattern, block_size=32, causal=True,
+                                backend="torch") + 1.0
+
+
+@pytest.mark.parametrize("kind", ["pattern", "layout"])
+def test_torch_compile_fullgraph_no_graph_break(kind):
+    """fullgraph=True fails on any graph break; a Pattern is compiled at trace time."""
+    pattern = sf.local(1) | sf.global_blocks(0)          # a fresh pattern: not compiled yet
+    if kind == "layout":
+        pattern = sf.compile(sf.local(2), 64, block_size=32, causal=True, num_heads=2)
+    model = _TinyAttention(pattern)
     q, k, v, do = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
-
-    def model(q, k, v):
-        return sparse_attention(q * 2.0, k, v, layout, block_size=32, causal=True, backend="torch") + 1.0
 
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     q1, k1, v1 = (t.clone().requires_grad_() for t in (q, k, v))

@@ -65,6 +65,22 @@ def test_flops_and_bytes_scale_with_density(backward):
     assert np.all(np.diff([x.predicted_ms for x in ests]) > 0)
 
 
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+def test_linear_in_batch_and_sums_of_kernels(backward):
+    layout = random_layout(10, 14, 0.3, block_size=32, num_heads=2, causal=True, seed=5,
+                           seq_len=300, kv_len=440)
+    one = estimate(layout, 96, backward=backward)
+    four = estimate(layout, 96, batch=4, backward=backward)
+    for a, b in ((one.sparse, four.sparse), (one.dense, four.dense), (one.standard, four.standard)):
+        assert b.flops == 4 * a.flops and b.hbm_bytes == 4 * a.hbm_bytes
+        assert b.workspace_bytes == 4 * a.workspace_bytes
+        assert a.flops == sum(k.flops for k in a.kernels)
+        assert a.predicted_ms == pytest.approx(sum(k.ms for k in a.kernels))
+    names = [k.name for k in one.sparse.kernels]
+    assert names == (["attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"]
+                     if backward else ["attn_fwd"])
+
+
 def test_forward_bytes_written_out():
     # Q read + O write + LSE write once per row; K and V tile per computed block; tables.
     b, d, h, batch = 32, 48, 2, 3

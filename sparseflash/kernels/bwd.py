@@ -17,7 +17,7 @@ log-sum-exp then folds into ``dS = P * (dP - delta)``.
 import triton
 import triton.language as tl
 
-from .fwd import _dot, _load_tile
+from .fwd import _dot, _head_base, _load_rows, _load_tile
 
 
 @triton.jit
@@ -48,14 +48,15 @@ def _bwd_preprocess(Out, DO, LSE, Delta, LSE2,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, idx_ptr, it_lo, it_hi,
+def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h,
+                idx_ptr, it_lo, it_hi,
                 offs_n, offs_m, offs_d,
                 stride_qm, stride_qd, stride_dom, stride_dod,
                 qk_scale, seq_len, kv_len,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-                UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_M
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
@@ -64,9 +65,9 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, idx_ptr, i
         start_m = q_block_idx * BLOCK + (it % SUB) * BLOCK_M
         rows = start_m + offs_m                                   # [BLOCK_M]
         row_ok = rows < seq_len
-        qT_ptrs = Q_head + start_m.to(tl.int64) * stride_qm \
-            + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd   # [D, BLOCK_M]
-        qT = _load_tile(qT_ptrs, d_ok, row_ok, PAD_D, MASKED)
+        qT = _load_rows(Q_head, off_b, off_h, start_m, offs_m, offs_d, row_ok, d_ok,
+                        stride_qm, stride_qd, BLOCK_M, HEAD_DIM_PAD, MASKED, PAD_D,
+                        True, USE_TMA)                            # [D, BLOCK_M]
         if MASKED:
             lse2 = tl.load(LSE2_head + rows, mask=row_ok, other=0.0)
         else:
@@ -78,9 +79,9 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, idx_ptr, i
             if CAUSAL:
                 visible = visible & (offs_n[:, None] <= rows[None, :] + (kv_len - seq_len))
             pT = tl.where(visible, pT, 0.0)
-        do_ptrs = DO_head + start_m.to(tl.int64) * stride_dom \
-            + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod  # [BLOCK_M, D]
-        do = _load_tile(do_ptrs, row_ok, d_ok, MASKED, PAD_D)
+        do = _load_rows(DO_head, off_b, off_h, start_m, offs_m, offs_d, row_ok, d_ok,
+                        stride_dom, stride_dod, BLOCK_M, HEAD_DIM_PAD, MASKED, PAD_D,
+                        False, USE_TMA)                           # [BLOCK_M, D]
         dv = _dot(pT.to(do.dtype), do, dv, UPCAST, PRECISION)
         dpT = _dot(v, tl.trans(do), None, UPCAST, PRECISION)     # [BLOCK_N, BLOCK_M]
         if MASKED:
@@ -106,7 +107,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                      BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      GROUP_SIZE: tl.constexpr,
                      HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-                     CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+                     CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                     USE_TMA: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -143,22 +145,22 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
         hi = tl.load(bwd_ptr + row + 1)
         n_full = tl.load(bwd_nfull + row)
         bh = off_b * num_heads + off_h
-        Q_head = Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-        DO_head = DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
+        Q_head = _head_base(Q, off_b, off_h, stride_qb, stride_qh, USE_TMA)
+        DO_head = _head_base(DO, off_b, off_h, stride_dob, stride_doh, USE_TMA)
         LSE2_head = LSE2 + bh.to(tl.int64) * seq_len
         Delta_head = Delta + bh.to(tl.int64) * seq_len
-        dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, bwd_idx,
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              lo * SUB, (lo + n_full) * SUB, offs_n, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, seq_len, kv_len,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             False, CAUSAL, UPCAST, PRECISION)
-        dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, bwd_idx,
+                             False, CAUSAL, UPCAST, PRECISION, USE_TMA)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              (lo + n_full) * SUB, hi * SUB, offs_n, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, seq_len, kv_len,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             True, CAUSAL, UPCAST, PRECISION)
+                             True, CAUSAL, UPCAST, PRECISION, USE_TMA)
 
     dk = dk * sm_scale
     out_mask = col_ok[:, None] & d_ok[None, :]
@@ -173,14 +175,14 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, idx_ptr, it_lo, it_hi,
+def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo, it_hi,
               offs_m, offs_n, offs_d,
               stride_kn, stride_kd, stride_vn, stride_vd,
               qk_scale, seq_len, kv_len,
               BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-              UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+              UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
@@ -189,12 +191,12 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, idx_ptr, it_lo, it_hi,
         start_n = kv_block_idx * BLOCK + (it % SUB) * BLOCK_N
         cols = start_n + offs_n
         col_ok = cols < kv_len
-        kT_ptrs = K_head + start_n.to(tl.int64) * stride_kn \
-            + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [D, BLOCK_N]
-        vT_ptrs = V_head + start_n.to(tl.int64) * stride_vn \
-            + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd
-        kT = _load_tile(kT_ptrs, d_ok, col_ok, PAD_D, MASKED)
-        vT = _load_tile(vT_ptrs, d_ok, col_ok, PAD_D, MASKED)
+        kT = _load_rows(K_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+                        stride_kn, stride_kd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
+                        True, USE_TMA)                            # [D, BLOCK_N]
+        vT = _load_rows(V_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+                        stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
+                        True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                 # [BLOCK_M, BLOCK_N]
         p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASKED:
@@ -221,7 +223,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
                    BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                    CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
-                   UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+                   UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -257,22 +259,22 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
     row_base = pid_bh.to(tl.int64) * seq_len
     lse2 = tl.load(LSE2 + row_base + offs_m, mask=row_ok, other=0.0)
     delta = tl.load(Delta + row_base + offs_m, mask=row_ok, other=0.0)
-    K_head = K + off_b.to(tl.int64) * stride_kb + off_kvh.to(tl.int64) * stride_kh
-    V_head = V + off_b.to(tl.int64) * stride_vb + off_kvh.to(tl.int64) * stride_vh
+    K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
+    V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
-    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, fwd_idx,
+    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, fwd_idx,
                    lo * SUB, (lo + n_full) * SUB, offs_m, offs_n, offs_d,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, seq_len, kv_len,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   False, CAUSAL, UPCAST, PRECISION)
-    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, fwd_idx,
+                   False, CAUSAL, UPCAST, PRECISION, USE_TMA)
+    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, fwd_idx,
                    (lo + n_full) * SUB, hi * SUB, offs_m, offs_n, offs_d,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, seq_len, kv_len,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   True, CAUSAL, UPCAST, PRECISION)
+                   True, CAUSAL, UPCAST, PRECISION, USE_TMA)
     dq = dq * sm_scale
     dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh \
         + start_m.to(tl.int64) * stride_dqm \

@@ -42,26 +42,64 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, idx_ptr, it_lo, it_hi,
+def _head_base(src, off_b, off_h, stride_b, stride_h, USE_TMA: tl.constexpr):
+    """What the loops read a head from: the descriptor itself, or the head's base pointer."""
+    if USE_TMA:
+        return src
+    else:
+        return src + off_b.to(tl.int64) * stride_b + off_h.to(tl.int64) * stride_h
+
+
+@triton.jit
+def _load_rows(src, off_b, off_h, start, offs, offs_d, row_ok, d_ok, stride_n, stride_d,
+               ROWS: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, MASK_ROWS: tl.constexpr,
+               PAD_D: tl.constexpr, TRANSPOSED: tl.constexpr, USE_TMA: tl.constexpr):
+    """Rows ``start + offs`` of one head: ``[ROWS, D]``, or ``[D, ROWS]`` if TRANSPOSED.
+
+    With USE_TMA, ``src`` is a 4-D (batch, heads, seq, head_dim) tensor descriptor with block
+    [1, 1, ROWS, HEAD_DIM_PAD]: the copy engine zero-fills rows past the sequence and columns
+    past head_dim, so no masks are needed. Otherwise ``src`` is the head's base pointer.
+    """
+    if USE_TMA:
+        tile = src.load([off_b, off_h, start, 0]).reshape(ROWS, HEAD_DIM_PAD)
+        if TRANSPOSED:
+            return tl.trans(tile)
+        else:
+            return tile
+    else:
+        base = src + start.to(tl.int64) * stride_n   # int64: start * stride can pass 2**31
+        if TRANSPOSED:
+            ptrs = base + offs[None, :] * stride_n + offs_d[:, None] * stride_d
+            return _load_tile(ptrs, d_ok, row_ok, PAD_D, MASK_ROWS)
+        else:
+            ptrs = base + offs[:, None] * stride_n + offs_d[None, :] * stride_d
+            return _load_tile(ptrs, row_ok, d_ok, MASK_ROWS, PAD_D)
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo, it_hi,
                offs_m, offs_n, offs_d,
                stride_kn, stride_kd, stride_vn, stride_vd,
                qk_scale, seq_len, kv_len,
                BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-               UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+               UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
+    # the next block index is loaded one trip ahead and carried: K/V addresses then depend on
+    # a loop-carried value, not on a load in the same trip, which lets Triton pipeline them
+    next_idx = tl.load(idx_ptr + it_lo // SUB, mask=it_lo < it_hi, other=0)
     for it in range(it_lo, it_hi):
-        kv_block_idx = tl.load(idx_ptr + it // SUB)
+        kv_block_idx = next_idx
+        next_idx = tl.load(idx_ptr + (it + 1) // SUB, mask=it + 1 < it_hi, other=0)
         start_n = kv_block_idx * BLOCK + (it % SUB) * BLOCK_N
         cols = start_n + offs_n                                   # [BLOCK_N]
         col_ok = cols < kv_len
-        # int64 block base: start_n * stride can pass 2**31 on long sequences
-        k_ptrs = K_head + start_n.to(tl.int64) * stride_kn \
-            + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [D, BLOCK_N]
-        kT = _load_tile(k_ptrs, d_ok, col_ok, PAD_D, MASKED)
+        kT = _load_rows(K_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+                        stride_kn, stride_kd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
+                        True, USE_TMA)                            # [D, BLOCK_N]
         qk = _dot(q, kT, None, UPCAST, PRECISION)                 # [BLOCK_M, BLOCK_N]
         if MASKED:
             visible = col_ok[None, :]
@@ -80,9 +118,9 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, idx_ptr, it_lo, it_hi,
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v_ptrs = V_head + start_n.to(tl.int64) * stride_vn \
-            + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [BLOCK_N, D]
-        v = _load_tile(v_ptrs, col_ok, d_ok, MASKED, PAD_D)
+        v = _load_rows(V_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+                       stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
+                       False, USE_TMA)                            # [BLOCK_N, D]
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -100,7 +138,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
-                UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -128,8 +166,8 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     d_ok = offs_d < HEAD_DIM
 
     Q_head = Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-    K_head = K + off_b.to(tl.int64) * stride_kb + off_kvh.to(tl.int64) * stride_kh
-    V_head = V + off_b.to(tl.int64) * stride_vb + off_kvh.to(tl.int64) * stride_vh
+    K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
+    V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
     q_ptrs = Q_head + start_m.to(tl.int64) * stride_qm \
         + tl.arange(0, BLOCK_M)[:, None] * stride_qm + offs_d[None, :] * stride_qd
     q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
@@ -138,18 +176,18 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, fwd_idx,
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, fwd_idx,
                                lo * SUB, (lo + n_full) * SUB, offs_m, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, seq_len, kv_len,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               False, CAUSAL, UPCAST, PRECISION)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, fwd_idx,
+                               False, CAUSAL, UPCAST, PRECISION, USE_TMA)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, fwd_idx,
                                (lo + n_full) * SUB, hi * SUB, offs_m, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, seq_len, kv_len,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               True, CAUSAL, UPCAST, PRECISION)
+                               True, CAUSAL, UPCAST, PRECISION, USE_TMA)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0

@@ -109,6 +109,40 @@ def _flags(dtype: torch.dtype):
     return upcast, precision
 
 
+# Tensor-descriptor (TMA) loads of the tiles the inner loops stream (K, V forward and dQ;
+# Q, dO in dK/dV). None = decided per call by _tma_default; the probe forces True/False.
+USE_TMA: Optional[bool] = None
+
+
+def _tma_capable(*tensors: torch.Tensor) -> bool:
+    """The copy engine needs Hopper+, a contiguous last dim and 16-byte aligned strides/base."""
+    t0 = tensors[0]
+    if not t0.is_cuda or torch.cuda.get_device_capability(t0.device)[0] < 9:
+        return False
+    for t in tensors:
+        if t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
+            return False
+    return True
+
+
+def _tma_default(*tensors: torch.Tensor) -> bool:
+    if USE_TMA is not None:
+        return USE_TMA and (_tma_capable(*tensors) or is_interpreted())
+    return False
+
+
+def _descriptors(use_tma: bool, rows: int, d_pad: int, *tensors: torch.Tensor):
+    """4-D (B, H, N, d) descriptors with block [1, 1, rows, d_pad], or the tensors themselves."""
+    if not use_tma:
+        return tensors
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, d_pad])
+                 for t in tensors)
+
+
 def _head_dim_pad(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
@@ -116,7 +150,8 @@ def _head_dim_pad(d: int) -> int:
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
                       *, block_size: int, causal: bool, per_head: bool, scale: float,
-                      config: Optional[FwdConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                      config: Optional[FwdConfig] = None,
+                      use_tma: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -128,15 +163,17 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return out, lse
     num_q_blocks = triton.cdiv(N, block_size)
     upcast, precision = _flags(q.dtype)
+    use_tma = _tma_default(k, v) if use_tma is None else use_tma
+    k_src, v_src = _descriptors(use_tma, cfg.block_n, d_pad, k, v)
     grid = (triton.cdiv(N, cfg.block_m), B * H)
     _fwd_kernel[grid](
-        q, k, v, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
+        q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         H, H // Hkv, N, Nk, num_q_blocks if per_head else 0,
         scale * 1.4426950408889634,
         BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse
@@ -148,7 +185,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                        bwd_ptr: torch.Tensor, bwd_idx: torch.Tensor, bwd_nfull: torch.Tensor,
                        *, block_size: int, causal: bool, per_head: bool, scale: float,
                        dlse: Optional[torch.Tensor] = None,
-                       config: Optional[BwdConfig] = None):
+                       config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None):
     """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes)."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -174,21 +211,24 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     qk_scale = scale * 1.4426950408889634
     num_q_blocks = triton.cdiv(N, block_size)
     num_kv_blocks = triton.cdiv(Nk, block_size)
+    use_tma = _tma_default(q, k, v, do) if use_tma is None else use_tma
+    q_src, do_src = _descriptors(use_tma, cfg.block_m1, d_pad, q, do)
+    k_src, v_src = _descriptors(use_tma, cfg.block_n2, d_pad, k, v)
     _bwd_dkdv_kernel[(triton.cdiv(Nk, cfg.block_n1), B * Hkv)](
-        q, k, v, do, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
+        q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         H, Hkv, N, Nk, num_kv_blocks if per_head else 0, scale, qk_scale,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        USE_TMA=use_tma, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     _bwd_dq_kernel[(triton.cdiv(N, cfg.block_m2), B * H)](
-        q, k, v, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
+        q, k_src, v_src, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
         H, H // Hkv, N, Nk, num_q_blocks if per_head else 0, scale, qk_scale,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return dq, dk, dv

@@ -140,7 +140,7 @@ FULL = Config(
     scaling_dense_impls=ALL_IMPLS, scaling_sparse_impls=("ours", "flex"), scaling_eager_max_n=1 << 30,
     compile_seq_lens=(131072, 1048576), cbm_eager_seq_lens=(16384, 65536, 131072),
     cbm_compiled_seq_lens=(131072, 1048576),
-    warmup_ms=25.0, rep_ms=80.0, min_reps=3, budget_s=500.0,
+    warmup_ms=25.0, rep_ms=60.0, min_reps=3, budget_s=480.0,
 )
 
 QUICK = dataclasses.replace(
@@ -154,7 +154,7 @@ QUICK = dataclasses.replace(
     scaling_dense_impls=("ours", "sdpa_flash", "sdpa_cudnn", "eager"),
     scaling_sparse_impls=("ours",), scaling_eager_max_n=4096,
     cbm_eager_seq_lens=(16384,), cbm_compiled_seq_lens=(),
-    warmup_ms=10.0, rep_ms=40.0, budget_s=165.0,
+    warmup_ms=10.0, rep_ms=40.0, budget_s=150.0,
 )
 
 TINY = Config(
@@ -356,18 +356,17 @@ def flex_mask_mod(layout: BlockLayout, device, exact: bool = False):
 
     The compiled Flex kernel visits only the blocks of the BlockMask and calls ``mask_mod``
     only in partial ones, so there the rule need not name the blocks: the causal or length
-    cut is enough, and ``None`` (Flex's no-op) when there is none. Flex's uncompiled path
-    evaluates ``mask_mod`` on every token pair and ignores the block tables, so ``exact=True``
-    also looks the block up in the layout's dense block mask.
+    cut is enough. A layout without partial blocks never calls it; it gets the causal rule
+    too, so causal and non-causal cases of one shape share one compiled kernel (a mask_mod
+    is part of what torch.compile specialises on). Flex's uncompiled path evaluates
+    ``mask_mod`` on every token pair and ignores the block tables, so ``exact=True`` also
+    looks the block up in the layout's dense block mask.
     """
     bs, seq_len, kv_len, causal = layout.block_size, layout.seq_len, layout.kv_len, layout.causal
     shift = kv_len - seq_len
     ragged = seq_len % bs or kv_len % bs
-    if not exact:
-        if not causal and not ragged:
-            return None
-        if causal and not ragged and shift == 0:
-            return _causal_mask_mod
+    if not exact and (layout.num_partial == 0 or (causal and not ragged and shift == 0)):
+        return _causal_mask_mod
 
     per_head = layout.table_heads > 1
     if exact:
@@ -417,12 +416,15 @@ def flex_block_mask(layout: BlockLayout, device, exact_mask_mod: bool = False):
         return BlockMask.from_kv_blocks(**kwargs)
 
 
-def eager_attention(q, k, v, mask: Optional[torch.Tensor], scale: float):
-    """Standard attention, FlashAttention paper Algorithm 0: S, P materialised in HBM."""
+def eager_attention(q, k, v, masked_out: Optional[torch.Tensor], scale: float):
+    """Standard attention, FlashAttention paper Algorithm 0: S and P materialised in HBM.
+
+    ``masked_out``: bool [N, Nk], True where a pair is *not* attended (or None).
+    """
     s = torch.matmul(q, k.transpose(-2, -1))
     s.mul_(scale)
-    if mask is not None:
-        s.masked_fill_(~mask, float("-inf"))
+    if masked_out is not None:
+        s.masked_fill_(masked_out, float("-inf"))
     return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
@@ -561,10 +563,12 @@ class Peers:
             if need > torch.cuda.get_device_properties(self.device).total_memory:
                 raise Skip(f"oom (predicted: S and P alone need {need / GIB:.0f} GiB)")
         mask = token_mask(layout, self.device)
+        masked_out = None if mask is None else ~mask
+        del mask
         scale = 1.0 / math.sqrt(case.head_dim)
 
         def fn(q, k, v):
-            return eager_attention(q, k, v, mask, scale)
+            return eager_attention(q, k, v, masked_out, scale)
         return fn
 
     def build(self, impl: str, case: Case, layout: BlockLayout):
@@ -840,7 +844,9 @@ class Runner:
         self.meta["date_utc_end"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.out_dir / "results.json.tmp"
-        tmp.write_text(json.dumps({"meta": self.meta, "rows": self.rows}, indent=1, default=_json_default))
+        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                for r in self.rows]   # strict JSON: no NaN
+        tmp.write_text(json.dumps({"meta": self.meta, "rows": rows}, indent=1, default=_json_default))
         tmp.replace(self.out_dir / "results.json")
         with open(self.out_dir / "results.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
@@ -1067,9 +1073,10 @@ def run_compile_suite_rows(runner: Runner) -> None:
                            density=layout.density, nnz=layout.nnz))
         if flex_module is not None:
             try:
-                ms = timer.wall_ms(lambda: flex_block_mask(layout, device))
-                runner.add_row(row("flex BlockMask.from_kv_blocks(ours)", n, ms=ms, density=layout.density,
-                                   nnz=layout.nnz))
+                times = [timer.wall_ms(lambda: flex_block_mask(layout, device)) for _ in range(3)]
+                runner.add_row(row("flex BlockMask.from_kv_blocks(ours)", n, ms=statistics.median(times),
+                                   first_call_ms=times[0], reps=3, density=layout.density, nnz=layout.nnz,
+                                   note="host tables -> device BlockMask, transposes included"))
             except Exception as exc:  # noqa: BLE001
                 runner.add_row(row("flex BlockMask.from_kv_blocks(ours)", n, status="oom" if _is_oom(exc) else "error",
                                    note=_short(exc)))
@@ -1142,7 +1149,7 @@ def run_external_compile_bench(runner: Runner) -> None:
     if not hasattr(compile_bench, "run_compile_suite"):
         runner.meta["compile_bench"] = "not run: benchmarks.compile_bench has no run_compile_suite"
         return
-    if runner.over_budget():
+    if runner.over_budget(need_s=15.0):    # about what its quick list takes, fresh processes included
         runner.add_row(row(status="skipped", note="time budget"))
         return
     t0 = time.perf_counter()
@@ -1173,8 +1180,8 @@ def plan_seconds(cases: Sequence[Case], cfg: Config, flex_dynamic_scaling: bool)
         layout = compile_layout(c)
         for impl in c.impls:
             if impl == "flex":
-                key = ("flex", c.head_dim, c.causal) if (flex_dynamic_scaling and c.suite == "scaling") \
-                    else ("flex", c.batch, c.heads, c.seq_len, c.head_dim, c.causal)
+                key = ("flex", c.head_dim) if (flex_dynamic_scaling and c.suite == "scaling") \
+                    else ("flex", c.batch, c.heads, c.seq_len, c.head_dim)
             else:
                 key = (impl, c.head_dim, c.causal)
             if key not in seen:
@@ -1201,7 +1208,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--impls", default=",".join(ALL_IMPLS), help="comma list among " + ",".join(ALL_IMPLS))
     p.add_argument("--budget-s", type=float, default=None,
-                   help="wall-clock budget; later cases are recorded as skipped (default: 500 full, 165 quick)")
+                   help="wall-clock budget; later cases are recorded as skipped (default: 480 full, 150 quick)")
     p.add_argument("--flex-compile", default="auto", choices=("auto", "on", "off"),
                    help="torch.compile FlexAttention (auto: on CUDA only)")
     p.add_argument("--no-flex-dynamic-scaling", dest="flex_dynamic_scaling", action="store_false",

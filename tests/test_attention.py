@@ -185,6 +185,22 @@ def test_transposed_strided_inputs(backend):
     assert torch.equal(out_t, out_c)
 
 
+@pytest.mark.parametrize("case", [
+    ("perhead-GQA-B1-H4-Hkv2-N150-D80-bs32-causal", P.per_head(P.local(1), P.dense(), P.butterfly(), P.dense()),
+     1, 4, 2, 150, 150, 80, 32, True, f16, True),
+    ("kv<q-causal-B2-H2-N130-Nk70-D32-bs64", P.dense(), 2, 2, 2, 130, 70, 32, 64, True, f32, False),
+], ids=lambda c: c[0])
+def test_tensor_descriptor_path(case, monkeypatch):
+    """The TMA (tensor-descriptor) loads, forced on: zero-fill replaces the masks."""
+    from sparseflash.kernels import launch
+
+    monkeypatch.setattr(launch, "USE_TMA", True)
+    _, pattern, B, H, Hkv, N, Nk, d, bs, causal, dtype, transposed = case
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=bs, causal=causal, num_heads=H)
+    q, k, v, do = make_inputs(B, H, Hkv, N, Nk, d, dtype, transposed=transposed)
+    check_against_reference(layout, q, k, v, do, backend="triton")
+
+
 def test_custom_scale():
     layout = sf.compile(sf.dense(), 64, block_size=32, causal=True, num_heads=2)
     q, k, v, do = make_inputs(1, 2, 2, 64, 64, 32, torch.float32)

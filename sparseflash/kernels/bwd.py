@@ -17,7 +17,7 @@ log-sum-exp then folds into ``dS = P * (dP - delta)``.
 import triton
 import triton.language as tl
 
-from .fwd import _dot, _head_base, _load_rows, _load_tile
+from .fwd import _block_at, _dot, _head_base, _load_rows, _load_tile
 
 
 @triton.jit
@@ -60,8 +60,10 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
     SUB: tl.constexpr = BLOCK // BLOCK_M
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
+    next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
-        q_block_idx = tl.load(idx_ptr + it // SUB)
+        q_block_idx = next_idx
+        next_idx = _block_at(idx_ptr, it + 1, it_hi, SUB)
         start_m = q_block_idx * BLOCK + (it % SUB) * BLOCK_M
         rows = start_m + offs_m                                   # [BLOCK_M]
         row_ok = rows < seq_len
@@ -186,8 +188,10 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, idx_ptr, i
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
+    next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
-        kv_block_idx = tl.load(idx_ptr + it // SUB)
+        kv_block_idx = next_idx
+        next_idx = _block_at(idx_ptr, it + 1, it_hi, SUB)
         start_n = kv_block_idx * BLOCK + (it % SUB) * BLOCK_N
         cols = start_n + offs_n
         col_ok = cols < kv_len

@@ -35,6 +35,7 @@ class FwdConfig:
     block_n: int
     num_warps: int
     num_stages: int
+    tma: bool = False      # stream K/V through tensor descriptors where the tensors allow it
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class BwdConfig:
     block_n2: int
     num_warps: int
     num_stages: int
+    tma: bool = False      # stream Q/dO (dK/dV) and K/V (dQ) through tensor descriptors
 
 
 def _fit(tile: int, block_size: int) -> int:
@@ -57,28 +59,29 @@ def _fit(tile: int, block_size: int) -> int:
     return t
 
 
-# Forward tiles for Hopper (H100), (BLOCK_M, BLOCK_N, num_warps, num_stages) by
-# (padded head dim, causal). Measured on H100 bf16, N=4K dense (benchmarks/NOTES.md, run 1):
-# d=128: 128x128 with 8 warps beat 128x64 (440 vs 382 TFLOP/s, causal 371 vs 313);
-# d=64: 128x128 with 4 warps is best non-causal (371), 128x64 with 8 warps causal (339 vs 316);
+# Forward tiles for Hopper (H100): (BLOCK_M, BLOCK_N, num_warps, num_stages, tma) by
+# (padded head dim, causal), measured in bf16 (benchmarks/NOTES.md, runs 1, 4, 5):
+# d=128: 128x128 with 8 warps beats 128x64 (515 vs 502 TFLOP/s at 16K, index prefetch on);
+#   4 warps spill (half the speed). TMA is neutral non-causal, -6% causal (run 6).
+# d<=64: 128x128 with 4 warps and TMA K/V loads: 461 vs 407 with pointer loads.
 # d=256: the fp32 accumulator alone is 128 KB at BLOCK_M=128, so both tiles are halved.
 _FWD_TABLE = {
-    (16, False): (128, 128, 4, 3), (16, True): (128, 64, 8, 3),
-    (32, False): (128, 128, 4, 3), (32, True): (128, 64, 8, 3),
-    (64, False): (128, 128, 4, 3), (64, True): (128, 64, 8, 3),
-    (128, False): (128, 128, 8, 3), (128, True): (128, 128, 8, 3),
-    (256, False): (64, 32, 4, 3), (256, True): (64, 32, 4, 3),
+    (16, False): (128, 128, 4, 3, True), (16, True): (128, 128, 4, 3, True),
+    (32, False): (128, 128, 4, 3, True), (32, True): (128, 128, 4, 3, True),
+    (64, False): (128, 128, 4, 3, True), (64, True): (128, 128, 4, 3, True),
+    (128, False): (128, 128, 8, 3, False), (128, True): (128, 128, 8, 3, False),
+    (256, False): (64, 32, 4, 3, False), (256, True): (64, 32, 4, 3, False),
 }
-# Backward: dK/dV (BLOCK_M1, BLOCK_N1), dQ (BLOCK_M2, BLOCK_N2), num_warps, num_stages.
-# Each dK/dV program holds two fp32 accumulators of BLOCK_N1 x d. Run 1: d=128 best at
-# 64x128 / 128x64 with 8 warps, 2 stages (369 TFLOP/s); d=64 best at 64x64 / 64x64, 4 warps,
-# 3 stages (319, causal 290).
+# Backward: dK/dV (BLOCK_M1, BLOCK_N1), dQ (BLOCK_M2, BLOCK_N2), num_warps, num_stages, tma.
+# Each dK/dV program holds two fp32 accumulators of BLOCK_N1 x d. Run 6 (index prefetch on,
+# N=4K, bwd-only TFLOP/s): d=128 best at 64x128 / 128x64, 8 warps, 3 stages, TMA (398, causal
+# 357; 2 stages 370/321); d=64 best at 64x64 / 64x64, 4 warps, 3 stages, TMA (359, causal 325).
 _BWD_TABLE = {
-    16: (64, 64, 64, 64, 4, 3),
-    32: (64, 64, 64, 64, 4, 3),
-    64: (64, 64, 64, 64, 4, 3),
-    128: (64, 128, 128, 64, 8, 2),
-    256: (32, 64, 64, 32, 4, 2),
+    16: (64, 64, 64, 64, 4, 3, True),
+    32: (64, 64, 64, 64, 4, 3, True),
+    64: (64, 64, 64, 64, 4, 3, True),
+    128: (64, 128, 128, 64, 8, 3, True),
+    256: (32, 64, 64, 32, 4, 2, False),
 }
 
 
@@ -86,21 +89,21 @@ def fwd_config(head_dim_pad: int, block_size: int, dtype: torch.dtype, causal: b
     if is_interpreted():
         # the interpreter runs whole tiles in numpy: the fewest, largest tiles are fastest
         return FwdConfig(block_size, block_size, 4, 1)
-    bm, bn, warps, stages = _FWD_TABLE[head_dim_pad, bool(causal)]
+    bm, bn, warps, stages, tma = _FWD_TABLE[head_dim_pad, bool(causal)]
     if dtype == torch.float32:
         # fp32 ieee dots run on FMA units with twice the bytes per tile: keep tiles small
-        bm, bn, warps, stages = 64, 32, 4, 2
-    return FwdConfig(_fit(bm, block_size), _fit(bn, block_size), warps, stages)
+        bm, bn, warps, stages, tma = 64, 32, 4, 2, False
+    return FwdConfig(_fit(bm, block_size), _fit(bn, block_size), warps, stages, tma)
 
 
 def bwd_config(head_dim_pad: int, block_size: int, dtype: torch.dtype) -> BwdConfig:
     if is_interpreted():
         return BwdConfig(block_size, block_size, block_size, block_size, 4, 1)
-    m1, n1, m2, n2, warps, stages = _BWD_TABLE[head_dim_pad]
+    m1, n1, m2, n2, warps, stages, tma = _BWD_TABLE[head_dim_pad]
     if dtype == torch.float32:
-        m1, n1, m2, n2, warps, stages = 32, 64, 64, 32, 4, 2
+        m1, n1, m2, n2, warps, stages, tma = 32, 64, 64, 32, 4, 2, False
     return BwdConfig(_fit(m1, block_size), _fit(n1, block_size),
-                     _fit(m2, block_size), _fit(n2, block_size), warps, stages)
+                     _fit(m2, block_size), _fit(n2, block_size), warps, stages, tma)
 
 
 def _flags(dtype: torch.dtype):
@@ -110,12 +113,14 @@ def _flags(dtype: torch.dtype):
 
 
 # Tensor-descriptor (TMA) loads of the tiles the inner loops stream (K, V forward and dQ;
-# Q, dO in dK/dV). None = decided per call by _tma_default; the probe forces True/False.
+# Q, dO in dK/dV). None = as the config says; the probe forces True/False.
 USE_TMA: Optional[bool] = None
 
 
 def _tma_capable(*tensors: torch.Tensor) -> bool:
     """The copy engine needs Hopper+, a contiguous last dim and 16-byte aligned strides/base."""
+    if is_interpreted():
+        return all(t.stride(-1) == 1 for t in tensors)
     t0 = tensors[0]
     if not t0.is_cuda or torch.cuda.get_device_capability(t0.device)[0] < 9:
         return False
@@ -127,10 +132,9 @@ def _tma_capable(*tensors: torch.Tensor) -> bool:
     return True
 
 
-def _tma_default(*tensors: torch.Tensor) -> bool:
-    if USE_TMA is not None:
-        return USE_TMA and (_tma_capable(*tensors) or is_interpreted())
-    return False
+def _use_tma(requested: Optional[bool], config_tma: bool, *tensors: torch.Tensor) -> bool:
+    want = requested if requested is not None else (USE_TMA if USE_TMA is not None else config_tma)
+    return bool(want) and _tma_capable(*tensors)
 
 
 def _descriptors(use_tma: bool, rows: int, d_pad: int, *tensors: torch.Tensor):
@@ -163,7 +167,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return out, lse
     num_q_blocks = triton.cdiv(N, block_size)
     upcast, precision = _flags(q.dtype)
-    use_tma = _tma_default(k, v) if use_tma is None else use_tma
+    use_tma = _use_tma(use_tma, cfg.tma, k, v)
     k_src, v_src = _descriptors(use_tma, cfg.block_n, d_pad, k, v)
     grid = (triton.cdiv(N, cfg.block_m), B * H)
     _fwd_kernel[grid](
@@ -211,7 +215,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     qk_scale = scale * 1.4426950408889634
     num_q_blocks = triton.cdiv(N, block_size)
     num_kv_blocks = triton.cdiv(Nk, block_size)
-    use_tma = _tma_default(q, k, v, do) if use_tma is None else use_tma
+    use_tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     q_src, do_src = _descriptors(use_tma, cfg.block_m1, d_pad, q, do)
     k_src, v_src = _descriptors(use_tma, cfg.block_n2, d_pad, k, v)
     _bwd_dkdv_kernel[(triton.cdiv(Nk, cfg.block_n1), B * Hkv)](

@@ -4,17 +4,19 @@ Three layers, as flash-attn does it:
 
 1. ``sparseflash::attention_fwd`` / ``sparseflash::attention_bwd``: ``torch.library`` custom
    ops with fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces a model
-   that calls them without a graph break. The layout travels as an int key resolved at trace
-   time (``_layout_key``). Each op dispatches to the Triton launchers
+   that calls them without a graph break. The pattern travels as an int key (a trace-time
+   constant under torch.compile, ``_pattern_key_traced``); the ops resolve the layout from the
+   shapes they receive, so dynamic shapes work too. Each op dispatches to the Triton launchers
    (:mod:`sparseflash.kernels.launch`) or to the blockwise PyTorch implementation
    (:mod:`sparseflash.reference`).
 2. The autograd formula, registered on the forward op with ``torch.library.register_autograd``
-   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the layout
-   key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
+   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the
+   pattern key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
 3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1).
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from typing import Dict, Optional, Tuple, Union
@@ -33,34 +35,42 @@ _TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------ 1. custom ops
-# Layouts reach the ops as an int key into this registry, not as table tensors: the key is a
-# trace-time constant (see _layout_key), so torch.compile never traces the mask compiler or
-# the host-to-device copy of the tables, and the graph holds no table tensors. Entries are
-# strong references (a compiled graph may hold a key after the caller dropped the layout);
-# one entry per distinct layout ever used.
+# The ops get the pattern (or layout) as an int key into _PATTERNS and resolve the layout
+# themselves from the actual shapes: torch.compile then never traces the mask compiler or the
+# host-to-device copy of the tables, the graph holds no table tensors, and dynamic shapes
+# work. Both registries hold strong references (a compiled graph may keep a key after the
+# caller dropped the object, and ids of live objects are never reused); one entry per
+# distinct pattern/layout ever used.
+_PATTERNS: Dict[int, object] = {}
 _LAYOUTS: Dict[int, BlockLayout] = {}
+# per layout id: the kernels' launch orders (heavy tiles first), built once per shape/config
+_SCHEDULES: Dict[int, dict] = {}
 
 
-def _tables(layout_key: int, device):
-    layout = _LAYOUTS[layout_key]
-    return layout, layout.to(device)
+def _tables(pattern_key: int, block_size: int, causal: bool, q: Tensor, k: Tensor):
+    """(layout, its tables on q's device, its launch-order cache) for these shapes."""
+    layout = _resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
+                             block_size=block_size, causal=causal, num_heads=q.shape[1])
+    _LAYOUTS.setdefault(id(layout), layout)
+    return layout, layout.to(q.device), _SCHEDULES.setdefault(id(layout), {})
 
 
 @torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, layout_key: int, scale: float,
-                   backend: str) -> Tuple[Tensor, Tensor]:
-    layout, t = _tables(layout_key, q.device)
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
+                   causal: bool, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
+    layout, t, schedules = _tables(pattern_key, block_size, causal, q, k)
     kw = dict(block_size=layout.block_size, causal=layout.causal,
               per_head=layout.table_heads > 1, scale=scale)
     if backend == "triton":
         from .kernels.launch import attention_forward
 
-        return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, **kw)
+        return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                                 schedule_cache=schedules, **kw)
     return blockwise_forward(q, k, v, t.fwd_ptr, t.fwd_idx, **kw)
 
 
 @_attention_fwd.register_fake
-def _attention_fwd_fake(q, k, v, layout_key, scale, backend):
+def _attention_fwd_fake(q, k, v, pattern_key, block_size, causal, scale, backend):
     B, H, N, d = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return q.new_empty((B, H, N, d)), q.new_empty((B, H, N), dtype=lse_dtype)
@@ -68,28 +78,28 @@ def _attention_fwd_fake(q, k, v, layout_key, scale, backend):
 
 @torch.library.custom_op("sparseflash::attention_bwd", mutates_args=())
 def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                   dlse: Optional[Tensor], layout_key: int, scale: float,
-                   backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-    layout, t = _tables(layout_key, q.device)
+                   dlse: Optional[Tensor], pattern_key: int, block_size: int, causal: bool,
+                   scale: float, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    layout, t, schedules = _tables(pattern_key, block_size, causal, q, k)
     kw = dict(block_size=layout.block_size, causal=layout.causal,
               per_head=layout.table_heads > 1, scale=scale, dlse=dlse)
     if backend == "triton":
         from .kernels.launch import attention_backward
 
         return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull, **kw)
+                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull, schedule_cache=schedules, **kw)
     return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
 
 
 @_attention_bwd.register_fake
-def _attention_bwd_fake(do, q, k, v, out, lse, dlse, layout_key, scale, backend):
+def _attention_bwd_fake(do, q, k, v, out, lse, dlse, pattern_key, block_size, causal, scale, backend):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 # ------------------------------------------------------------------ 2. autograd
 def _setup_context(ctx, inputs, output):
-    q, k, v, layout_key, scale, backend = inputs
-    ctx.static = (layout_key, scale, backend)
+    q, k, v, *static = inputs
+    ctx.static = tuple(static)          # pattern_key, block_size, causal, scale, backend
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
 
@@ -99,7 +109,7 @@ def _backward(ctx, dout, dlse):
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = _attention_bwd(dout, q, k, v, out, lse, dlse, *ctx.static)
-    return dq, dk, dv, None, None, None
+    return (dq, dk, dv) + (None,) * len(ctx.static)
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -153,18 +163,25 @@ def _resolve_layout(pattern, *, seq_len: int, kv_len: int, block_size: int, caus
     raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
 
 
-@torch.compiler.assume_constant_result
-def _layout_key(pattern, seq_len: int, kv_len: int, block_size: int, causal: bool,
-                num_heads: int) -> int:
-    """Resolve and register the layout; torch.compile runs this at trace time, as a constant.
+def _pattern_key(pattern) -> int:
+    """Register a Pattern or BlockLayout and return the key the custom ops take."""
+    from .pattern import Pattern
 
-    Under torch.compile the pattern/layout must live outside the compiled function (a module
-    attribute, a global, a closure), and shapes must be static.
+    if not isinstance(pattern, (Pattern, BlockLayout)):
+        raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
+    _PATTERNS.setdefault(id(pattern), pattern)
+    return id(pattern)
+
+
+@torch.compiler.assume_constant_result
+def _pattern_key_traced(pattern_id: int) -> int:
+    """_pattern_key under torch.compile: run once at trace time, its result a constant.
+
+    Dynamo passes ``id(pattern)`` (and guards on that identity) because older torch versions
+    (2.11) accept only literal constants here, not Pattern/BlockLayout objects. The object is
+    alive (the traced code holds it), so its id maps back to it.
     """
-    layout = _resolve_layout(pattern, seq_len=seq_len, kv_len=kv_len, block_size=block_size,
-                             causal=causal, num_heads=num_heads)
-    _LAYOUTS.setdefault(id(layout), layout)
-    return id(layout)
+    return _pattern_key(ctypes.cast(pattern_id, ctypes.py_object).value)
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: int = 128,
@@ -231,6 +248,14 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         scale = 1.0 / math.sqrt(d)
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
-    key = _layout_key(pattern, N, Nk, block_size, bool(causal), H)
-    out, lse = _attention_fwd(q, k, v, key, float(scale), backend)
+    if torch.compiler.is_compiling():
+        # the pattern/layout must live outside the compiled function (a module attribute, a
+        # global, a closure); the ops resolve the layout from the shapes they are given
+        key = _pattern_key_traced(id(pattern))
+    else:
+        key = _pattern_key(pattern)
+        # resolve (compile, cached) now so that a mismatch is raised here, before any work
+        _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
+                        causal=bool(causal), num_heads=H)
+    out, lse = _attention_fwd(q, k, v, key, block_size, bool(causal), float(scale), backend)
     return (out, lse) if return_lse else out

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import sparseflash as sf
-from sparseflash import BlockLayout
 from sparseflash.attention import sparse_attention
 from sparseflash.reference import reference_attention
 
@@ -201,6 +200,29 @@ def test_tensor_descriptor_path(case, monkeypatch):
     check_against_reference(layout, q, k, v, do, backend="triton")
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_heavy_rows_launch_order(causal):
+    """Global rows/columns are launched first (a 1-D scheduled grid); results stay exact."""
+    from sparseflash.kernels import launch
+
+    pattern = sf.local(0) | sf.global_blocks(1)
+    layout = sf.compile(pattern, 512, block_size=32, causal=causal, num_heads=4)
+    t = layout.to("cpu")
+    cache = {}
+    order = launch._launch_order(t.fwd_ptr, cache, kind="fwd", batch=2, num_heads=4, group=1,
+                                 per_head=False, num_tiles=16, tile=32, block_size=32, reverse=causal)
+    if causal:  # the causal mask removes the global row: every row walks <= 2 blocks
+        assert order is None
+    else:
+        assert order is not None and sorted(order.tolist()) == list(range(2 * 4 * 16))
+        assert order[0].item() % 16 == 0                           # the global row leads
+    col_order = launch._launch_order(t.bwd_ptr, cache, kind="dkdv", batch=2, num_heads=4, group=2,
+                                     per_head=False, num_tiles=16, tile=32, block_size=32, reverse=False)
+    assert col_order is not None and col_order[0].item() % 16 == 0   # the global column leads
+    q, k, v, do = make_inputs(2, 4, 2, 512, 512, 16, torch.float32)
+    check_against_reference(layout, q, k, v, do, backend="triton")
+
+
 def test_custom_scale():
     layout = sf.compile(sf.dense(), 64, block_size=32, causal=True, num_heads=2)
     q, k, v, do = make_inputs(1, 2, 2, 64, 64, 32, torch.float32)
@@ -287,7 +309,7 @@ def test_random_block_masks_hypothesis():
 
 # ---------------------------------------------------------------------- gradcheck
 def test_gradcheck_torch_backend_float64():
-    layout = sf.compile(sf.local(1) | sf.global_blocks(0), 40, kv_len=50, block_size=16,
+    layout = sf.compile(sf.local(1) | sf.global_blocks(1), 40, kv_len=50, block_size=16,
                         causal=True, num_heads=2)
     q, k, v, _ = make_inputs(1, 2, 1, 40, 50, 16, torch.float64, device="cpu")
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -304,34 +326,37 @@ def test_gradcheck_torch_backend_float64():
 # ---------------------------------------------------------------------- torch.library / compile
 def test_custom_op_opcheck():
     layout = sf.compile(sf.local(1), 64, block_size=32, causal=True, num_heads=2)
-    from sparseflash.attention import _layout_key
+    from sparseflash.attention import _pattern_key
 
-    key = _layout_key(layout, 64, 64, 32, True, 2)
+    key = _pattern_key(layout)
     q, k, v, _ = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
     q, k, v = (x.requires_grad_() for x in (q, k, v))
-    torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default, (q, k, v, key, 0.25, "torch"))
+    torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default,
+                          (q, k, v, key, 32, True, 0.25, "torch"))
 
 
 class _TinyAttention(torch.nn.Module):
-    def __init__(self, pattern):
+    def __init__(self, pattern, backend="torch"):
         super().__init__()
-        self.pattern = pattern
+        self.pattern, self.backend = pattern, backend
 
     def forward(self, q, k, v):
         return sparse_attention(q * 2.0, k, v, self.pattern, block_size=32, causal=True,
-                                backend="torch") + 1.0
+                                backend=self.backend) + 1.0
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("kind", ["pattern", "layout"])
-def test_torch_compile_fullgraph_no_graph_break(kind):
-    """fullgraph=True fails on any graph break; a Pattern is compiled at trace time."""
-    pattern = sf.local(1) | sf.global_blocks(0)          # a fresh pattern: not compiled yet
+def test_torch_compile_fullgraph_no_graph_break(kind, dynamic):
+    """fullgraph=True fails on any graph break; a Pattern is compiled at trace time, and
+    symbolic sizes are specialized (the layout depends on the exact lengths)."""
+    pattern = sf.local(1) | sf.global_blocks(1)          # a fresh pattern: not compiled yet
     if kind == "layout":
         pattern = sf.compile(sf.local(2), 64, block_size=32, causal=True, num_heads=2)
     model = _TinyAttention(pattern)
     q, k, v, do = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
 
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager", dynamic=dynamic)
     q1, k1, v1 = (t.clone().requires_grad_() for t in (q, k, v))
     q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
     out_c = compiled(q1, k1, v1)
@@ -369,8 +394,8 @@ def test_bad_inputs():
     _raises(ValueError, "one device", q, k.to("meta"), v, pat, backend="torch")
     _raises(ValueError, "backend must be one of", q, k, v, pat, backend="cuda")
     _raises(TypeError, "pattern must be", q, k, v, "local(1)", backend="torch")
-    _raises(TypeError, "not supported by backend 'triton'", *_qkv(dtype=torch.float64), pat,
-            backend="triton")
+    _raises(TypeError, "not supported by backend 'triton'",
+            *(t.to(DEVICE) for t in _qkv(dtype=torch.float64)), pat, backend="triton")
 
 
 @pytest.mark.parametrize("field,kw,match", [
@@ -434,3 +459,19 @@ def test_gpu_large_n16k_d128(causal):
         assert torch.isfinite(a).all(), name
         rel = ((a.float() - b).norm() / b.norm()).item()
         assert rel < 1e-2, f"{name}: relative error {rel:.2e}"
+
+
+@gpu
+@needs_cuda
+def test_gpu_torch_compile_inductor_fullgraph():
+    """Inductor traces the custom ops with the Triton kernels: same values, same gradients."""
+    model = _TinyAttention(sf.local(1) | sf.global_blocks(1), backend="triton")
+    q, k, v, do = make_inputs(1, 2, 2, 256, 256, 64, bf16, device="cuda")
+    compiled = torch.compile(model, fullgraph=True)
+    q1, k1, v1 = (t.clone().requires_grad_() for t in (q, k, v))
+    q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
+    out_c, out_e = compiled(q1, k1, v1), model(q2, k2, v2)
+    assert torch.allclose(out_c.float(), out_e.float(), atol=2e-2)
+    for a, b in zip(torch.autograd.grad(out_c, (q1, k1, v1), do),
+                    torch.autograd.grad(out_e, (q2, k2, v2), do)):
+        assert torch.allclose(a.float(), b.float(), atol=2e-2)

@@ -17,7 +17,7 @@ log-sum-exp then folds into ``dS = P * (dP - delta)``.
 import triton
 import triton.language as tl
 
-from .fwd import _block_at, _dot, _head_base, _load_rows, _load_tile
+from .fwd import _block_at, _dot, _head_base, _load_rows, _load_tile, _program_tile
 
 
 @triton.jit
@@ -97,7 +97,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
 
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
-                     bwd_ptr, bwd_idx, bwd_nfull,
+                     bwd_ptr, bwd_idx, bwd_nfull, schedule, num_n_tiles,
                      stride_qb, stride_qh, stride_qm, stride_qd,
                      stride_kb, stride_kh, stride_kn, stride_kd,
                      stride_vb, stride_vh, stride_vn, stride_vd,
@@ -110,13 +110,12 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                      GROUP_SIZE: tl.constexpr,
                      HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                      CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                     USE_TMA: tl.constexpr):
+                     USE_TMA: tl.constexpr, SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_M
-    pid_n = tl.program_id(0)
-    pid_bkv = tl.program_id(1)
+    pid_n, pid_bkv = _program_tile(schedule, num_n_tiles, False, SCHEDULED)
     off_b = pid_bkv // num_kv_heads
     off_kvh = pid_bkv % num_kv_heads
 
@@ -216,7 +215,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, idx_ptr, i
 
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
-                   fwd_ptr, fwd_idx, fwd_nfull,
+                   fwd_ptr, fwd_idx, fwd_nfull, schedule, num_m_tiles,
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd,
@@ -227,15 +226,13 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
                    BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                    CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
-                   UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
+                   UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+                   SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_N
-    pid_m = tl.program_id(0)
-    if REVERSE_M:
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
     off_b = pid_bh // num_heads
     off_h = pid_bh % num_heads
     off_kvh = off_h // group_size

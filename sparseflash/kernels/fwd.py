@@ -53,6 +53,25 @@ def _block_at(idx_ptr, it, it_hi, SUB: tl.constexpr):
 
 
 @triton.jit
+def _program_tile(schedule, num_tiles, REVERSE: tl.constexpr, SCHEDULED: tl.constexpr):
+    """(tile, batch*head) this program computes.
+
+    SCHEDULED: a 1-D grid reads ``bh * num_tiles + tile`` from a launch-order table that puts
+    the heavy rows (a global token's row walks every block) first, so they do not start last
+    and leave a tail. Otherwise the 2-D grid gives the pair directly, tiles of one head
+    consecutive (K/V stay in L2), in reverse when REVERSE (causal: long rows first).
+    """
+    if SCHEDULED:
+        t = tl.load(schedule + tl.program_id(0))
+        return t % num_tiles, t // num_tiles
+    else:
+        pid = tl.program_id(0)
+        if REVERSE:
+            pid = tl.num_programs(0) - 1 - pid
+        return pid, tl.program_id(1)
+
+
+@triton.jit
 def _head_base(src, off_b, off_h, stride_b, stride_h, USE_TMA: tl.constexpr):
     """What the loops read a head from: the descriptor itself, or the head's base pointer."""
     if USE_TMA:
@@ -137,7 +156,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo,
 
 @triton.jit
 def _fwd_kernel(Q, K, V, Out, LSE,
-                fwd_ptr, fwd_idx, fwd_nfull,
+                fwd_ptr, fwd_idx, fwd_nfull, schedule, num_m_tiles,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd,
@@ -147,16 +166,13 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
-                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
+                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+                SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_N
-    pid_m = tl.program_id(0)
-    if REVERSE_M:
-        # causal rows get longer downwards: start the long ones first (tail balance)
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
     off_b = pid_bh // num_heads
     off_h = pid_bh % num_heads
     off_kvh = off_h // group_size

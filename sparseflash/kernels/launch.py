@@ -6,12 +6,19 @@ to the kernels, nothing is copied). Outputs are allocated contiguous.
 
 Precision: fp16/bf16 operands go to the tensor cores with fp32 accumulation; fp32 operands
 use ``input_precision="ieee"`` (no tf32), so fp32 results are fp32-accurate.
+
+Per call, with no autotuning: tiles, warps and stages come from a small table per
+(padded head dim, causal, dtype) (``fwd_config``/``bwd_config``, measured on H100);
+tensor-descriptor (TMA) loads where the config asks and the tensors allow
+(``_use_tma``); a heavy-first launch order when some rows/columns walk far more blocks
+than the mean (``_launch_order``, cached by the caller per layout).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import triton
 
@@ -147,6 +154,53 @@ def _descriptors(use_tma: bool, rows: int, d_pad: int, *tensors: torch.Tensor):
                  for t in tensors)
 
 
+def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, batch: int,
+                  num_heads: int, group: int, per_head: bool, num_tiles: int, tile: int,
+                  block_size: int, reverse: bool) -> Optional[torch.Tensor]:
+    """Launch order (int32 ``bh * num_tiles + tile`` per program) putting heavy tiles first.
+
+    A tile is heavy when it walks more than twice the mean number of blocks (the rows or
+    columns of global tokens). Started in natural order, such a tile of the last head begins
+    near the end of the grid and runs alone long after the rest: a tail. Heavy tiles go
+    first, longest first; the others keep the natural order (one head's tiles together).
+    Returns None (natural 2-D grid) when nothing is heavy, or without a ``cache`` (a dict the
+    caller keeps per layout; building the order reads the table on the host once).
+    """
+    if cache is None:
+        return None
+    key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse)
+    if key in cache:
+        return cache[key]
+    counts = np.diff(row_ptr.cpu().numpy().astype(np.int64))
+    table_heads = num_heads if per_head else 1
+    counts = counts.reshape(table_heads, -1)                         # [table_heads, rows]
+    rows = (np.arange(num_tiles) * tile) // block_size               # layout row of each tile
+    work = counts[np.arange(num_heads) % table_heads][:, rows]       # [num_heads, num_tiles]
+    work = work.reshape(num_heads // group, group, num_tiles).sum(1)  # per kv head for dK/dV
+    if reverse:
+        work = work[:, ::-1]
+    tiles = np.arange(num_tiles)[::-1] if reverse else np.arange(num_tiles)
+    bh = np.arange(batch * work.shape[0])
+    natural = (bh[:, None] * num_tiles + tiles[None, :]).ravel()
+    work = np.tile(work, (batch, 1)).ravel()
+    heavy = work > 2 * max(work.mean(), 1.0)
+    order = None
+    if heavy.any():
+        first = natural[heavy][np.argsort(-work[heavy], kind="stable")]
+        order = torch.from_numpy(np.concatenate([first, natural[~heavy]]).astype(np.int32))
+        order = order.to(row_ptr.device)
+    cache[key] = order
+    return order
+
+
+def _grid(order: Optional[torch.Tensor], num_tiles: int, num_bh: int):
+    if order is not None:
+        return (order.numel(),)
+    if num_bh > 65535:
+        raise ValueError(f"batch * heads = {num_bh} exceeds the grid's 65535 limit")
+    return (num_tiles, num_bh)
+
+
 def _head_dim_pad(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
@@ -154,9 +208,12 @@ def _head_dim_pad(d: int) -> int:
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
                       *, block_size: int, causal: bool, per_head: bool, scale: float,
-                      config: Optional[FwdConfig] = None,
-                      use_tma: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log."""
+                      config: Optional[FwdConfig] = None, use_tma: Optional[bool] = None,
+                      schedule_cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log.
+
+    ``schedule_cache``: a dict kept per layout by the caller; enables heavy-first launch order.
+    """
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     d_pad = _head_dim_pad(d)
@@ -169,15 +226,19 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     upcast, precision = _flags(q.dtype)
     use_tma = _use_tma(use_tma, cfg.tma, k, v)
     k_src, v_src = _descriptors(use_tma, cfg.block_n, d_pad, k, v)
-    grid = (triton.cdiv(N, cfg.block_m), B * H)
-    _fwd_kernel[grid](
+    num_m_tiles = triton.cdiv(N, cfg.block_m)
+    order = _launch_order(fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
+                          per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m,
+                          block_size=block_size, reverse=causal)
+    _fwd_kernel[_grid(order, num_m_tiles, B * H)](
         q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
+        fwd_ptr if order is None else order, num_m_tiles,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         H, H // Hkv, N, Nk, num_q_blocks if per_head else 0,
         scale * 1.4426950408889634,
         BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma, SCHEDULED=order is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse
@@ -189,7 +250,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                        bwd_ptr: torch.Tensor, bwd_idx: torch.Tensor, bwd_nfull: torch.Tensor,
                        *, block_size: int, causal: bool, per_head: bool, scale: float,
                        dlse: Optional[torch.Tensor] = None,
-                       config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None):
+                       config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None,
+                       schedule_cache: Optional[dict] = None):
     """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes)."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -218,21 +280,32 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     use_tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     q_src, do_src = _descriptors(use_tma, cfg.block_m1, d_pad, q, do)
     k_src, v_src = _descriptors(use_tma, cfg.block_n2, d_pad, k, v)
-    _bwd_dkdv_kernel[(triton.cdiv(Nk, cfg.block_n1), B * Hkv)](
+    num_n_tiles = triton.cdiv(Nk, cfg.block_n1)
+    order = _launch_order(bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H,
+                          group=H // Hkv, per_head=per_head, num_tiles=num_n_tiles,
+                          tile=cfg.block_n1, block_size=block_size, reverse=False)
+    _bwd_dkdv_kernel[_grid(order, num_n_tiles, B * Hkv)](
         q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
+        bwd_ptr if order is None else order, num_n_tiles,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         H, Hkv, N, Nk, num_kv_blocks if per_head else 0, scale, qk_scale,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=use_tma, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        USE_TMA=use_tma, SCHEDULED=order is not None,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    _bwd_dq_kernel[(triton.cdiv(N, cfg.block_m2), B * H)](
+    num_m_tiles = triton.cdiv(N, cfg.block_m2)
+    order = _launch_order(fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1,
+                          per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
+                          block_size=block_size, reverse=causal)
+    _bwd_dq_kernel[_grid(order, num_m_tiles, B * H)](
         q, k_src, v_src, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
+        fwd_ptr if order is None else order, num_m_tiles,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
         H, H // Hkv, N, Nk, num_q_blocks if per_head else 0, scale, qk_scale,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma, SCHEDULED=order is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return dq, dk, dv

@@ -69,3 +69,32 @@ for name, pat, B, H, N, d, causal in CASES:
         except Exception as e:  # noqa: BLE001
             row += f"{'err':>14}"
     print(row, flush=True)
+
+# Where the host time of one call goes (Python side; the C launcher shows as its caller).
+import cProfile
+import pstats
+
+for name, pat, B, H, N, d, causal in (CASES[0], CASES[5]):
+    q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dt, requires_grad=True) for _ in range(3))
+    lay = sf.compile(pat, N, causal=causal, num_heads=H)
+    do = torch.randn_like(q)
+    step = lambda: torch.autograd.grad(sf.sparse_attention(q, k, v, lay, causal=causal), (q, k, v), do)
+    step(); torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        sf.sparse_attention(q, k, v, lay, causal=causal)
+    fwd_host = (time.perf_counter() - t0) / 50 * 1e6
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        step()
+    fb_host = (time.perf_counter() - t0) / 50 * 1e6
+    torch.cuda.synchronize()
+    print(f"\n== {name}: host us per call with grad: fwd {fwd_host:.0f}, fwd+bwd {fb_host:.0f}")
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(100):
+        step()
+    pr.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(pr).sort_stats("tottime").print_stats(12)

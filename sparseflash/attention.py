@@ -12,7 +12,10 @@ Three layers, as flash-attn does it:
 2. The autograd formula, registered on the forward op with ``torch.library.register_autograd``
    (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the
    pattern key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
-3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1).
+3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1)
+   under torch.compile. In eager mode it calls the same implementations through a plain
+   ``autograd.Function`` (``_EagerAttention``, the same formula as (2)), which skips the
+   custom-op dispatch and its host overhead.
 """
 from __future__ import annotations
 
@@ -47,26 +50,47 @@ _LAYOUTS: Dict[int, BlockLayout] = {}
 _SCHEDULES: Dict[int, dict] = {}
 
 
-def _tables(pattern_key: int, block_size: int, causal: bool, q: Tensor, k: Tensor):
-    """(layout, its tables on q's device, its launch-order cache) for these shapes."""
+def _tables(pattern_key: int, block_size: int, causal: bool, q: Tensor, k: Tensor) -> BlockLayout:
+    """The layout of this pattern key for these shapes (compiled once, cached)."""
     layout = _resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
                              block_size=block_size, causal=causal, num_heads=q.shape[1])
     _LAYOUTS.setdefault(id(layout), layout)
-    return layout, layout.to(q.device), _SCHEDULES.setdefault(id(layout), {})
+    return layout
 
 
-@torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
-                   causal: bool, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
-    layout, t, schedules = _tables(pattern_key, block_size, causal, q, k)
+def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
+                  backend: str) -> Tuple[Tensor, Tensor]:
+    """The forward computation both the custom op and the eager autograd path run."""
+    t = layout.to(q.device)
     kw = dict(block_size=layout.block_size, causal=layout.causal,
               per_head=layout.table_heads > 1, scale=scale)
     if backend == "triton":
         from .kernels.launch import attention_forward
 
         return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                 schedule_cache=schedules, **kw)
+                                 schedule_cache=_SCHEDULES.setdefault(id(layout), {}), **kw)
     return blockwise_forward(q, k, v, t.fwd_ptr, t.fwd_idx, **kw)
+
+
+def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                   dlse: Optional[Tensor], layout: BlockLayout, scale: float,
+                   backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    t = layout.to(q.device)
+    kw = dict(block_size=layout.block_size, causal=layout.causal,
+              per_head=layout.table_heads > 1, scale=scale, dlse=dlse)
+    if backend == "triton":
+        from .kernels.launch import attention_backward
+
+        return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+                                  schedule_cache=_SCHEDULES.setdefault(id(layout), {}), **kw)
+    return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
+
+
+@torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
+                   causal: bool, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
+    return _forward_impl(q, k, v, _tables(pattern_key, block_size, causal, q, k), scale, backend)
 
 
 @_attention_fwd.register_fake
@@ -80,15 +104,8 @@ def _attention_fwd_fake(q, k, v, pattern_key, block_size, causal, scale, backend
 def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    dlse: Optional[Tensor], pattern_key: int, block_size: int, causal: bool,
                    scale: float, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-    layout, t, schedules = _tables(pattern_key, block_size, causal, q, k)
-    kw = dict(block_size=layout.block_size, causal=layout.causal,
-              per_head=layout.table_heads > 1, scale=scale, dlse=dlse)
-    if backend == "triton":
-        from .kernels.launch import attention_backward
-
-        return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull, schedule_cache=schedules, **kw)
-    return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
+    return _backward_impl(do, q, k, v, out, lse, dlse, _tables(pattern_key, block_size, causal, q, k),
+                          scale, backend)
 
 
 @_attention_bwd.register_fake
@@ -113,6 +130,31 @@ def _backward(ctx, dout, dlse):
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerAttention(torch.autograd.Function):
+    """The same formula as the registered autograd above, for eager calls.
+
+    Outside torch.compile the custom-op dispatch and its autograd wrapper cost tens of
+    microseconds of host time per call (benchmarks/NOTES.md, run 12), which short-row
+    layouts cannot hide behind GPU work; this path calls the implementations directly.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, layout, scale, backend):
+        out, lse = _forward_impl(q, k, v, layout, scale, backend)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.layout, ctx.scale, ctx.backend = layout, scale, backend
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv = _backward_impl(dout, q, k, v, out, lse, dlse, ctx.layout, ctx.scale, ctx.backend)
+        return dq, dk, dv, None, None, None
 
 
 # ------------------------------------------------------------------ 3. public function
@@ -252,10 +294,14 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         # the pattern/layout must live outside the compiled function (a module attribute, a
         # global, a closure); the ops resolve the layout from the shapes they are given
         key = _pattern_key_traced(id(pattern))
+        out, lse = _attention_fwd(q, k, v, key, block_size, bool(causal), float(scale), backend)
     else:
-        key = _pattern_key(pattern)
         # resolve (compile, cached) now so that a mismatch is raised here, before any work
-        _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
-                        causal=bool(causal), num_heads=H)
-    out, lse = _attention_fwd(q, k, v, key, block_size, bool(causal), float(scale), backend)
+        layout = _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
+                                 causal=bool(causal), num_heads=H)
+        _LAYOUTS.setdefault(id(layout), layout)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            out, lse = _EagerAttention.apply(q, k, v, layout, float(scale), backend)
+        else:
+            out, lse = _forward_impl(q, k, v, layout, float(scale), backend)
     return (out, lse) if return_lse else out

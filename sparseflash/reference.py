@@ -108,6 +108,14 @@ def blockwise_forward(q, k, v, fwd_ptr, fwd_idx, *, block_size: int, causal: boo
     return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
 
 
+def _probs_and_dscores(qh, kh, vh, doh, lse_h, delta_h, q_tok, k_tok, scale, causal, N, Nk):
+    """Recomputed probabilities p and score gradients ds of one block pair   # [B, h, Lq, Lk]."""
+    s = _scores(qh[:, :, q_tok], kh[:, :, k_tok], scale, q_tok, k_tok, causal, N, Nk)
+    p = torch.exp(s - lse_h[:, :, q_tok, None])
+    dp = doh[:, :, q_tok] @ vh[:, :, k_tok].transpose(-1, -2)
+    return p, p * (dp - delta_h[:, :, q_tok, None])
+
+
 def blockwise_backward(do, q, k, v, out, lse, fwd_ptr, fwd_idx, bwd_ptr, bwd_idx, *,
                        block_size: int, causal: bool, per_head: bool, scale: float,
                        dlse: Optional[torch.Tensor] = None):
@@ -140,10 +148,8 @@ def blockwise_backward(do, q, k, v, out, lse, fwd_ptr, fwd_idx, bwd_ptr, bwd_idx
                 continue
             q_tok = torch.arange(i * block_size, min((i + 1) * block_size, N), device=q.device)
             k_tok = _token_index(blocks, block_size, Nk, q.device)
-            s = _scores(qh[:, :, q_tok], kh[:, :, k_tok], scale, q_tok, k_tok, causal, N, Nk)
-            p = torch.exp(s - lse_h[:, :, q_tok, None])
-            dp = doh[:, :, q_tok] @ vh[:, :, k_tok].transpose(-1, -2)
-            ds = p * (dp - delta_h[:, :, q_tok, None])
+            p, ds = _probs_and_dscores(qh, kh, vh, doh, lse_h, delta_h, q_tok, k_tok,
+                                       scale, causal, N, Nk)
             dq[:, heads, q_tok.min():q_tok.max() + 1] = (ds @ kh[:, :, k_tok]) * scale
         for j in range(nk):                                          # dK/dV, one key block
             blocks = _rows(bptr, bidx, th * nk + j)
@@ -151,10 +157,8 @@ def blockwise_backward(do, q, k, v, out, lse, fwd_ptr, fwd_idx, bwd_ptr, bwd_idx
                 continue
             k_tok = torch.arange(j * block_size, min((j + 1) * block_size, Nk), device=q.device)
             q_tok = _token_index(blocks, block_size, N, q.device)
-            s = _scores(qh[:, :, q_tok], kh[:, :, k_tok], scale, q_tok, k_tok, causal, N, Nk)
-            p = torch.exp(s - lse_h[:, :, q_tok, None])             # [B, h, Lq, Lk]
-            dp = doh[:, :, q_tok] @ vh[:, :, k_tok].transpose(-1, -2)
-            ds = p * (dp - delta_h[:, :, q_tok, None])
+            p, ds = _probs_and_dscores(qh, kh, vh, doh, lse_h, delta_h, q_tok, k_tok,
+                                       scale, causal, N, Nk)
             dv_j = p.transpose(-1, -2) @ doh[:, :, q_tok]            # [B, h, Lk, d]
             dk_j = (ds.transpose(-1, -2) @ qh[:, :, q_tok]) * scale
             sl = slice(int(k_tok[0]), int(k_tok[-1]) + 1)

@@ -88,8 +88,13 @@ def _compile(pattern: Pattern, seq_len: int, kv_len: int, block_size: int, causa
         raise ValueError(f"layout has {keys.size} stored blocks; the int32 tables hold at most {_INT32_MAX}")
 
     # Split keys = (th * nq + i) * nk + j into global row and column.       # [nnz]
-    row = keys // nk
-    col = keys - row * nk
+    if nk & (nk - 1) == 0:  # a power of two: shift and mask instead of int64 division
+        shift = nk.bit_length() - 1
+        row, col = keys >> shift, keys & (nk - 1)
+    else:
+        row = keys // nk
+        col = row * nk
+        np.subtract(keys, col, out=col)
     i = row % nq if table_heads > 1 else row
 
     # Token-rectangle tests: a block is visible if any pair passes, full if all pairs pass.

@@ -85,11 +85,16 @@ def _complement(a: Keys, g: Grid) -> Keys:
 def _progressions(g: Grid, start: np.ndarray, step: int, count: np.ndarray) -> Keys:
     """Keys of row i = {start[i] + step*t : 0 <= t < count[i]}, for every row i (count may be <= 0)."""
     count = np.maximum(count, 0).astype(np.int64)
-    total = int(count.sum())
-    row_of = np.repeat(np.arange(g.nq, dtype=np.int64), count)
-    first = np.cumsum(count) - count
-    t = np.arange(total, dtype=np.int64) - np.repeat(first, count)
-    return row_of * g.nk + np.repeat(start.astype(np.int64), count) + step * t
+    first = np.cumsum(count) - count                     # position of each row's first key
+    # key = i*nk + start[i] + step*(pos - first[i]): one per-row base, repeated, plus
+    # step*pos; two arrays of nnz in all (this runs at every compile of a band pattern)
+    base = np.arange(g.nq, dtype=np.int64) * g.nk + start.astype(np.int64) - step * first
+    keys = np.repeat(base, count)
+    pos = np.arange(keys.size, dtype=np.int64)
+    if step != 1:
+        pos *= step
+    keys += pos
+    return keys
 
 
 def _columns_keys(g: Grid, cols: np.ndarray) -> Keys:

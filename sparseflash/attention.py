@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import weakref
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -41,21 +42,19 @@ _TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # The ops get the pattern (or layout) as an int key into _PATTERNS and resolve the layout
 # themselves from the actual shapes: torch.compile then never traces the mask compiler or the
 # host-to-device copy of the tables, the graph holds no table tensors, and dynamic shapes
-# work. Both registries hold strong references (a compiled graph may keep a key after the
-# caller dropped the object, and ids of live objects are never reused); one entry per
-# distinct pattern/layout ever used.
+# work. The registry holds strong references (a compiled graph may keep a key after the
+# caller dropped the object, and ids of live objects are never reused): one entry per
+# distinct pattern/layout passed under torch.compile. Eager calls do not register.
 _PATTERNS: Dict[int, object] = {}
-_LAYOUTS: Dict[int, BlockLayout] = {}
-# per layout id: the kernels' launch orders (heavy tiles first), built once per shape/config
-_SCHEDULES: Dict[int, dict] = {}
+# per layout: the kernels' launch orders (heavy tiles first), built once per shape/config and
+# dropped with the layout
+_SCHEDULES: "weakref.WeakKeyDictionary[BlockLayout, dict]" = weakref.WeakKeyDictionary()
 
 
 def _tables(pattern_key: int, block_size: int, causal: bool, q: Tensor, k: Tensor) -> BlockLayout:
     """The layout of this pattern key for these shapes (compiled once, cached)."""
-    layout = _resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
+    return _resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
                              block_size=block_size, causal=causal, num_heads=q.shape[1])
-    _LAYOUTS.setdefault(id(layout), layout)
-    return layout
 
 
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
@@ -68,7 +67,7 @@ def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: f
         from .kernels.launch import attention_forward
 
         return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                 schedule_cache=_SCHEDULES.setdefault(id(layout), {}), **kw)
+                                 schedule_cache=_SCHEDULES.setdefault(layout, {}), **kw)
     return blockwise_forward(q, k, v, t.fwd_ptr, t.fwd_idx, **kw)
 
 
@@ -83,7 +82,7 @@ def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
 
         return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                                   t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                                  schedule_cache=_SCHEDULES.setdefault(id(layout), {}), **kw)
+                                  schedule_cache=_SCHEDULES.setdefault(layout, {}), **kw)
     return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
 
 
@@ -299,7 +298,6 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         # resolve (compile, cached) now so that a mismatch is raised here, before any work
         layout = _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
                                  causal=bool(causal), num_heads=H)
-        _LAYOUTS.setdefault(id(layout), layout)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             out, lse = _EagerAttention.apply(q, k, v, layout, float(scale), backend)
         else:

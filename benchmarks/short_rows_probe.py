@@ -33,7 +33,7 @@ CONFIGS = [None, launch.FwdConfig(128, 64, 8, 2), launch.FwdConfig(128, 64, 4, 3
 def cg_time(fn):
     try:
         return triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median")
-    except Exception as e:  # noqa: BLE001
+    except Exception:  # noqa: BLE001
         return float("nan")
 
 
@@ -66,7 +66,7 @@ for name, pat, B, H, N, d, causal in CASES:
             err = (o.float() - ref.float()).abs().max().item()
             ms = cg_time(g)
             row += f"{ms:>9.3f}{'' if err < 1e-2 else '!':1}{'':4}"
-        except Exception as e:  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             row += f"{'err':>14}"
     print(row, flush=True)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple, Union as _U
+from typing import Callable, Optional, Tuple, Union as _U
 
 import numpy as np
 

@@ -223,6 +223,54 @@ def test_heavy_rows_launch_order(causal):
     check_against_reference(layout, q, k, v, do, backend="triton")
 
 
+def _plans(layout, forget=False):
+    """The launch plans cached for a layout (``forget``: drop them first; layouts are shared
+    between tests through the compile cache)."""
+    from sparseflash.attention import _SCHEDULES
+
+    if forget:
+        _SCHEDULES.pop(layout, None)
+    return _SCHEDULES.get(layout, {}).get("plans", {})
+
+
+@pytest.mark.parametrize("d,dtype", [(32, torch.float32), (64, bf16), (128, torch.float16)],
+                         ids=["d32-fp32", "d64-bf16", "d128-fp16"])
+def test_launch_plans_are_reused_per_shape_and_stay_exact(d, dtype):
+    """Repeated calls reuse one cached launch plan per (shapes, strides, dtype); a new batch
+    size or new strides get their own plan, and every call matches the float64 reference.
+    On the GPU the plans hold the compiled binaries (the direct-launch path runs)."""
+    if dtype == bf16 and not HAS_CUDA:
+        dtype = torch.float16          # the interpreter's bf16 dots are upcast; keep CPU cheap
+    layout = sf.compile(sf.local(1) | sf.global_blocks(1), 256, block_size=64, num_heads=2)
+    _plans(layout, forget=True)
+    calls = [(1, False, 0), (1, False, 1), (2, False, 2), (1, True, 3), (1, False, 4)]
+    for B, transposed, seed in calls:
+        q, k, v, do = make_inputs(B, 2, 2, 256, 256, d, dtype, transposed=transposed, seed=seed)
+        check_against_reference(layout, q, k, v, do, backend="triton")
+    plans = _plans(layout)
+    kinds = sorted(key[0] for key in plans)
+    assert kinds == ["bwd"] * 3 + ["fwd"] * 3, kinds        # three shapes/strides, fwd and bwd each
+    if HAS_CUDA:
+        for plan in plans.values():
+            launches = [plan.launch] if hasattr(plan, "launch") else [plan.pre, plan.dkdv, plan.dq]
+            assert all(launch.binary is not None for launch in launches)
+
+
+def test_misaligned_inputs_get_no_cached_plan():
+    """Triton specialises on 16-byte pointer alignment: a call with a misaligned view is
+    launched through the JIT every time and leaves no plan behind; results stay exact."""
+    layout = sf.compile(sf.local(1), 128, block_size=32, num_heads=2)
+    _plans(layout, forget=True)
+    q, k, v, do = make_inputs(1, 2, 2, 128, 128, 32, torch.float16)
+    q_off = torch.empty(q.numel() + 1, dtype=q.dtype, device=q.device)[1:].view(q.shape)
+    q_off.copy_(q)
+    assert q_off.data_ptr() % 16
+    check_against_reference(layout, q_off, k, v, do, backend="triton")
+    assert not _plans(layout)
+    check_against_reference(layout, q, k, v, do, backend="triton")
+    assert sorted(key[0] for key in _plans(layout)) == ["bwd", "fwd"]
+
+
 def test_custom_scale():
     layout = sf.compile(sf.dense(), 64, block_size=32, causal=True, num_heads=2)
     q, k, v, do = make_inputs(1, 2, 2, 64, 64, 32, torch.float32)

@@ -12,6 +12,10 @@ Per call, with no autotuning: tiles, warps and stages come from a small table pe
 tensor-descriptor (TMA) loads where the config asks and the tensors allow
 (``_use_tma``); a heavy-first launch order when some rows/columns walk far more blocks
 than the mean (``_launch_order``, cached by the caller per layout).
+
+Repeated calls: a launch plan per (layout, shapes, strides, dtype, device) holds all of the
+above plus the compiled binaries, which later calls launch directly (:class:`_Launch`),
+skipping Triton's per-launch argument binding and specialisation.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
+from triton import knobs as _knobs
 
 from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
 from .fwd import _fwd_kernel
@@ -209,6 +214,135 @@ def _head_dim_pad(d: int) -> int:
     return max(16, 1 << (d - 1).bit_length())
 
 
+class _Launch:
+    """One kernel launch resolved once: kernel, grid, launch options and every argument after
+    the per-call tensors (ints, floats, constexprs, in the kernel's signature order).
+
+    The first :meth:`__call__` goes through Triton's ``JITFunction`` (which specialises,
+    compiles or fetches the binary) and keeps the binary it returns; later calls hand the
+    arguments straight to that binary's launcher. ``JITFunction.run`` re-binds and
+    re-specialises ~40 arguments per launch, tens of microseconds of host time that short
+    rows cannot hide (benchmarks/NOTES.md, runs 12–14). Sound only because the caller keys
+    each ``_Launch`` by everything the specialisation reads: dtypes, every int argument
+    (shapes, strides, tile counts) and 16-byte alignment of every pointer (the callers cache
+    a ``_Launch`` only when all per-call tensors are aligned). Launch hooks (profilers), the
+    interpreter and a current device other than the tensors' take the JIT path every time.
+    """
+
+    __slots__ = ("kernel", "grid", "tail", "num_warps", "num_stages", "cached", "binary")
+
+    def __init__(self, kernel, grid, num_head_args: int, tail, num_warps: int, num_stages: int,
+                 cached: bool, **constexprs):
+        names = kernel.arg_names[num_head_args + len(tail):]
+        self.kernel = kernel
+        self.grid = tuple(grid) + (1,) * (3 - len(grid))
+        self.tail = tuple(tail) + tuple(constexprs.pop(n) for n in names)
+        if constexprs:
+            raise TypeError(f"{kernel.__name__}: unknown constexprs {sorted(constexprs)}")
+        self.num_warps, self.num_stages = num_warps, num_stages
+        self.cached = cached and not is_interpreted()
+        self.binary = None
+
+    def __call__(self, device_index, *head):
+        binary = self.binary
+        if (binary is not None and _knobs.runtime.launch_enter_hook is None
+                and _knobs.runtime.launch_exit_hook is None
+                and torch.cuda.current_device() == device_index):
+            g = self.grid
+            binary.run(g[0], g[1], g[2], _current_stream(device_index), binary.function,
+                       binary.packed_metadata, None, None, None, *head, *self.tail)
+            return
+        compiled = self.kernel[self.grid](*head, *self.tail, num_warps=self.num_warps,
+                                          num_stages=self.num_stages)
+        if self.cached and binary is None and torch.cuda.current_device() == device_index:
+            self.binary = compiled
+
+
+def _current_stream(device_index: int) -> int:
+    from triton.runtime import driver
+
+    global _current_stream
+    _current_stream = driver.active.get_current_stream     # the raw-stream getter Triton uses
+    return _current_stream(device_index)
+
+
+def _aligned(*tensors: torch.Tensor) -> bool:
+    """Every pointer 16-byte aligned: the one pointer property Triton specialises on."""
+    bits = 0
+    for t in tensors:
+        bits |= t.data_ptr()
+    return not bits & 15
+
+
+def _fast_descriptors(use_tma: bool, template, *tensors: torch.Tensor):
+    """The plan's tensor descriptors rebuilt on new tensors of the validated shape/strides.
+
+    ``TensorDescriptor.__init__`` re-validates shape, strides and alignment (several
+    microseconds each); the plan validated them for this key, and the caller checked
+    alignment, so only the base changes.
+    """
+    if not use_tma:
+        return tensors
+    out = []
+    for t, desc in zip(tensors, template):
+        d = object.__new__(_descriptor_class())
+        d.__dict__.update(desc.__dict__)
+        d.base = t
+        out.append(d)
+    return tuple(out)
+
+
+def _descriptor_class():
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor
+
+
+_PLAN_LIMIT = 256     # launch plans kept per layout (distinct shapes/strides/dtypes)
+# Cache launch plans (and launch their binaries directly). The probe turns it off to measure
+# what the cache saves; with False every launch goes through Triton's JITFunction.
+CACHE_PLANS = True
+
+
+def _store(cache: Optional[dict], key, plan):
+    if cache is not None:
+        plans = cache.setdefault("plans", {})
+        if len(plans) >= _PLAN_LIMIT:
+            plans.clear()
+        plans[key] = plan
+    return plan
+
+
+class _FwdPlan:
+    __slots__ = ("launch", "order", "use_tma", "descs")
+
+
+def _fwd_plan(q, k, v, fwd_ptr, *, block_size, causal, per_head, scale, config, use_tma,
+              schedule_cache, cached) -> _FwdPlan:
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    d_pad = _head_dim_pad(d)
+    cfg = config or fwd_config(d_pad, block_size, q.dtype, causal)
+    upcast, precision = _flags(q.dtype)
+    plan = _FwdPlan()
+    plan.use_tma = _use_tma(use_tma, cfg.tma, k, v)
+    plan.descs = _descriptors(plan.use_tma, cfg.block_n, d_pad, k, v)
+    num_m_tiles = _cdiv(N, cfg.block_m)
+    plan.order = _launch_order(fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
+                               per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m,
+                               block_size=block_size, reverse=causal)
+    out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
+    tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
+            H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0,
+            scale * 1.4426950408889634)
+    plan.launch = _Launch(
+        _fwd_kernel, _grid(plan.order, num_m_tiles, B * H), 9, tail, cfg.num_warps, cfg.num_stages,
+        cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
+        HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
+        USE_TMA=plan.use_tma, SCHEDULED=plan.order is not None)
+    return plan
+
+
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
                       *, block_size: int, causal: bool, per_head: bool, scale: float,
@@ -216,36 +350,85 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       schedule_cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log.
 
-    ``schedule_cache``: a dict kept per layout by the caller; enables heavy-first launch order.
+    ``schedule_cache``: a dict kept per layout by the caller; it holds the heavy-first launch
+    orders and the launch plans (:class:`_Launch`) of this layout, so that repeated calls
+    with the same shapes skip the configuration and Triton's per-launch binding.
     """
     B, H, N, d = q.shape
-    Hkv, Nk = k.shape[1], k.shape[2]
-    d_pad = _head_dim_pad(d)
-    cfg = config or fwd_config(d_pad, block_size, q.dtype, causal)
     out = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     if N == 0 or B * H == 0:
         return out, lse
-    num_q_blocks = _cdiv(N, block_size)
-    upcast, precision = _flags(q.dtype)
-    use_tma = _use_tma(use_tma, cfg.tma, k, v)
-    k_src, v_src = _descriptors(use_tma, cfg.block_n, d_pad, k, v)
-    num_m_tiles = _cdiv(N, cfg.block_m)
-    order = _launch_order(fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
-                          per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m,
-                          block_size=block_size, reverse=causal)
-    _fwd_kernel[_grid(order, num_m_tiles, B * H)](
-        q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
-        fwd_ptr if order is None else order, num_m_tiles,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        H, H // Hkv, N, Nk, num_q_blocks if per_head else 0,
-        scale * 1.4426950408889634,
-        BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma, SCHEDULED=order is not None,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    cacheable = (CACHE_PLANS and schedule_cache is not None
+                 and _aligned(q, k, v, out, lse, fwd_ptr, fwd_idx, fwd_nfull))
+    key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
+           fwd_idx.dtype, block_size, causal, per_head, scale, config, use_tma, USE_TMA)
+    plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
+    if plan is None:
+        plan = _fwd_plan(q, k, v, fwd_ptr, block_size=block_size, causal=causal,
+                         per_head=per_head, scale=scale, config=config, use_tma=use_tma,
+                         schedule_cache=schedule_cache, cached=cacheable)
+        k_src, v_src = plan.descs
+        if cacheable:
+            _store(schedule_cache, key, plan)
+    else:
+        k_src, v_src = _fast_descriptors(plan.use_tma, plan.descs, k, v)
+    plan.launch(q.device.index, q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
+                fwd_ptr if plan.order is None else plan.order)
     return out, lse
+
+
+_NO_PLANS: dict = {}
+
+
+class _BwdPlan:
+    __slots__ = ("pre", "dkdv", "dq", "order_dkdv", "order_dq", "use_tma", "qdo_descs", "kv_descs")
+
+
+def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_head, scale,
+              config, use_tma, schedule_cache, cached) -> _BwdPlan:
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    d_pad = _head_dim_pad(d)
+    cfg = config or bwd_config(d_pad, block_size, q.dtype)
+    upcast, precision = _flags(q.dtype)
+    qk_scale = scale * 1.4426950408889634
+    plan = _BwdPlan()
+    pre_block = 64 if d_pad <= 128 else 32
+    plan.pre = _Launch(_bwd_preprocess, (_cdiv(N, pre_block), B * H), 5,
+                       (*out.stride(), *do.stride(), H, N), 4, 3, cached,
+                       BLOCK_M=pre_block, HEAD_DIM=d, HEAD_DIM_PAD=d_pad)
+    plan.use_tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
+    plan.qdo_descs = _descriptors(plan.use_tma, cfg.block_m1, d_pad, q, do)
+    plan.kv_descs = _descriptors(plan.use_tma, cfg.block_n2, d_pad, k, v)
+    dq_strides = (H * N * d, N * d, d, 1)
+    dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
+    num_n_tiles = _cdiv(Nk, cfg.block_n1)
+    plan.order_dkdv = _launch_order(bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H,
+                                    group=H // Hkv, per_head=per_head, num_tiles=num_n_tiles,
+                                    tile=cfg.block_n1, block_size=block_size, reverse=False)
+    plan.dkdv = _Launch(
+        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, B * Hkv), 12,
+        (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
+         *dkv_strides, H, Hkv, N, Nk, _cdiv(Nk, block_size) if per_head else 0, scale, qk_scale),
+        cfg.num_warps, cfg.num_stages, cached,
+        BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
+        USE_TMA=plan.use_tma, SCHEDULED=plan.order_dkdv is not None)
+    num_m_tiles = _cdiv(N, cfg.block_m2)
+    plan.order_dq = _launch_order(fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1,
+                                  per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
+                                  block_size=block_size, reverse=causal)
+    plan.dq = _Launch(
+        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, B * H), 11,
+        (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq_strides,
+         H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0, scale, qk_scale),
+        cfg.num_warps, cfg.num_stages, cached,
+        BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=plan.use_tma,
+        SCHEDULED=plan.order_dq is not None)
+    return plan
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -256,11 +439,10 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                        dlse: Optional[torch.Tensor] = None,
                        config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None,
                        schedule_cache: Optional[dict] = None):
-    """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes)."""
+    """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes). ``schedule_cache`` as in
+    :func:`attention_forward`."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
-    d_pad = _head_dim_pad(d)
-    cfg = config or bwd_config(d_pad, block_size, q.dtype)
     dq = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, Hkv, Nk, d), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, Hkv, Nk, d), dtype=v.dtype, device=v.device)
@@ -269,47 +451,30 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     lse = lse.contiguous()
     delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
-    pre_block = 64 if d_pad <= 128 else 32
-    _bwd_preprocess[(_cdiv(N, pre_block), B * H)](
-        out, do, lse, delta, lse2, *out.stride(), *do.stride(), H, N,
-        BLOCK_M=pre_block, HEAD_DIM=d, HEAD_DIM_PAD=d_pad,
-    )
+    cacheable = (CACHE_PLANS and schedule_cache is not None
+                 and _aligned(do, q, k, v, out, lse, delta, lse2, dq, dk, dv, fwd_ptr, fwd_idx,
+                              fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull))
+    key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
+           out.stride(), q.dtype, q.device, fwd_idx.dtype, block_size, causal, per_head, scale, config,
+           use_tma, USE_TMA)
+    plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
+    if plan is None:
+        plan = _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, block_size=block_size, causal=causal,
+                         per_head=per_head, scale=scale, config=config, use_tma=use_tma,
+                         schedule_cache=schedule_cache, cached=cacheable)
+        (q_src, do_src), (k_src, v_src) = plan.qdo_descs, plan.kv_descs
+        if cacheable:
+            _store(schedule_cache, key, plan)
+    else:
+        q_src, do_src = _fast_descriptors(plan.use_tma, plan.qdo_descs, q, do)
+        k_src, v_src = _fast_descriptors(plan.use_tma, plan.kv_descs, k, v)
+    dev = q.device.index
+    plan.pre(dev, out, do, lse, delta, lse2)
     if dlse is not None:
         # d lse_i / d s_ij = p_ij, so the lse gradient folds into delta
         delta = delta - dlse.to(torch.float32)
-    upcast, precision = _flags(q.dtype)
-    qk_scale = scale * 1.4426950408889634
-    num_q_blocks = _cdiv(N, block_size)
-    num_kv_blocks = _cdiv(Nk, block_size)
-    use_tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
-    q_src, do_src = _descriptors(use_tma, cfg.block_m1, d_pad, q, do)
-    k_src, v_src = _descriptors(use_tma, cfg.block_n2, d_pad, k, v)
-    num_n_tiles = _cdiv(Nk, cfg.block_n1)
-    order = _launch_order(bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H,
-                          group=H // Hkv, per_head=per_head, num_tiles=num_n_tiles,
-                          tile=cfg.block_n1, block_size=block_size, reverse=False)
-    _bwd_dkdv_kernel[_grid(order, num_n_tiles, B * Hkv)](
-        q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
-        bwd_ptr if order is None else order, num_n_tiles,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        H, Hkv, N, Nk, num_kv_blocks if per_head else 0, scale, qk_scale,
-        BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=use_tma, SCHEDULED=order is not None,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    num_m_tiles = _cdiv(N, cfg.block_m2)
-    order = _launch_order(fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1,
-                          per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
-                          block_size=block_size, reverse=causal)
-    _bwd_dq_kernel[_grid(order, num_m_tiles, B * H)](
-        q, k_src, v_src, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
-        fwd_ptr if order is None else order, num_m_tiles,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        H, H // Hkv, N, Nk, num_q_blocks if per_head else 0, scale, qk_scale,
-        BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision, USE_TMA=use_tma, SCHEDULED=order is not None,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
+              bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)
+    plan.dq(dev, q, k_src, v_src, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
+            fwd_ptr if plan.order_dq is None else plan.order_dq)
     return dq, dk, dv

@@ -9,6 +9,8 @@ both paths give bitwise-equal outputs and gradients. Run on the GPU:
 
     PYTHONPATH=. python3 benchmarks/host_overhead_probe.py
 """
+import cProfile
+import pstats
 import time
 
 import torch
@@ -44,7 +46,7 @@ def host_us(fn, n=50):
 def main():
     torch.manual_seed(0)
     head = (f"{'case':<24}{'plans':>6}{'host fwd':>10}{'host fwd(g)':>12}{'host f+b':>10}"
-            f"{'fwd ms':>9}{'f+b ms':>9}{'fwd cg ms':>10}")
+            f"{'fwd ms':>9}{'f+b ms':>9}{'fwd cg ms':>10}{'f+b cg ms':>10}")
     print(head)
     for name, pat, B, H, N, d, causal in CASES:
         q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=DT, requires_grad=True) for _ in range(3))
@@ -70,17 +72,34 @@ def main():
             row = [host_us(fwd_nograd), host_us(fwd), host_us(step)]
             row += [triton.testing.do_bench(fwd, warmup=25, rep=100, return_mode="median"),
                     triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")]
-            try:
-                row.append(triton.testing.do_bench_cudagraph(fwd_nograd, rep=50, return_mode="median"))
-            except Exception:  # noqa: BLE001
-                row.append(float("nan"))
+            for fn in (fwd_nograd, step):
+                try:
+                    row.append(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"))
+                except Exception:  # noqa: BLE001
+                    row.append(float("nan"))
             print(f"{name:<24}{'on' if plans else 'off':>6}{row[0]:>10.0f}{row[1]:>12.0f}{row[2]:>10.0f}"
-                  f"{row[3]:>9.3f}{row[4]:>9.3f}{row[5]:>10.3f}", flush=True)
+                  f"{row[3]:>9.3f}{row[4]:>9.3f}{row[5]:>10.3f}{row[6]:>10.3f}", flush=True)
         same = all(torch.equal(a, b) for a, b in zip(results[False], results[True]))
         print(f"{'':<24}bitwise equal outputs and gradients, plans on vs off: {same}", flush=True)
         if not same:
             raise SystemExit(f"{name}: plans changed the results")
     launch.CACHE_PLANS = True
+    # where the host time of a fwd+bwd step still goes (the profiler inflates Python calls)
+    name, pat, B, H, N, d, causal = CASES[0]
+    q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=DT, requires_grad=True) for _ in range(3))
+    do = torch.randn_like(q)
+    lay = sf.compile(pat, N, causal=causal, num_heads=H)
+    for _ in range(3):
+        torch.autograd.grad(sf.sparse_attention(q, k, v, lay, causal=causal), (q, k, v), do)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(200):
+        torch.autograd.grad(sf.sparse_attention(q, k, v, lay, causal=causal), (q, k, v), do)
+    prof.disable()
+    torch.cuda.synchronize()
+    print(f"\n== cProfile of 200 fwd+bwd steps, {name}")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 
 
 if __name__ == "__main__":

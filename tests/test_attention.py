@@ -256,6 +256,42 @@ def test_launch_plans_are_reused_per_shape_and_stay_exact(d, dtype):
             assert all(launch.binary is not None for launch in launches)
 
 
+@gpu
+@needs_cuda
+def test_gpu_planned_calls_skip_the_jit_unless_a_launch_hook_is_set(monkeypatch):
+    """After the first call, forward and backward launch the cached binaries directly (no
+    ``JITFunction.run``); with a launch hook registered (a profiler) every launch goes
+    through the JIT again, so the hook sees it."""
+    from triton import knobs
+
+    from sparseflash.kernels import launch
+
+    layout = sf.compile(sf.local(1), 512, block_size=128, num_heads=2)
+    q, k, v, do = make_inputs(1, 2, 2, 512, 512, 64, bf16, device="cuda")
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+
+    def step():
+        return torch.autograd.grad(sparse_attention(q, k, v, layout), (q, k, v), do)
+
+    first = step()
+    calls = []
+    kernels = (launch._fwd_kernel, launch._bwd_preprocess, launch._bwd_dkdv_kernel, launch._bwd_dq_kernel)
+    for kernel in kernels:
+        real = kernel.run
+        monkeypatch.setattr(kernel, "run", lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
+    again = step()
+    assert calls == [], f"{len(calls)} launches went through JITFunction.run"
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    seen = []
+    hook = lambda metadata: seen.append(metadata)   # noqa: E731
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        step()
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert len(calls) == 4 and len(seen) == 4
+
+
 def test_misaligned_inputs_get_no_cached_plan():
     """Triton specialises on 16-byte pointer alignment: a call with a misaligned view is
     launched through the JIT every time and leaves no plan behind; results stay exact."""

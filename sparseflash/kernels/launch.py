@@ -245,9 +245,7 @@ class _Launch:
 
     def __call__(self, device_index, *head):
         binary = self.binary
-        if (binary is not None and _knobs.runtime.launch_enter_hook is None
-                and _knobs.runtime.launch_exit_hook is None
-                and torch.cuda.current_device() == device_index):
+        if binary is not None and _no_launch_hooks() and torch.cuda.current_device() == device_index:
             g = self.grid
             binary.run(g[0], g[1], g[2], _current_stream(device_index), binary.function,
                        binary.packed_metadata, None, None, None, *head, *self.tail)
@@ -256,6 +254,16 @@ class _Launch:
                                           num_stages=self.num_stages)
         if self.cached and binary is None and torch.cuda.current_device() == device_index:
             self.binary = compiled
+
+
+def _no_launch_hooks() -> bool:
+    """No launch hook (a profiler such as proton) is registered: the launcher may skip them.
+
+    Triton 3.6 keeps the hooks as ``HookChain`` objects (never None); anything else that
+    was assigned there counts as a hook.
+    """
+    rt = _knobs.runtime
+    return not getattr(rt.launch_enter_hook, "calls", True) and not getattr(rt.launch_exit_hook, "calls", True)
 
 
 def _current_stream(device_index: int) -> int:

@@ -50,6 +50,7 @@ import platform
 import shlex
 import socket
 import statistics
+import os
 import subprocess
 import sys
 import time
@@ -325,7 +326,8 @@ def environment(args, device: torch.device) -> dict:
         meta["gpu"] = None
     try:
         root = Path(__file__).resolve().parent.parent
-        meta["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+        # a copy of the tree without .git (the GPU machine) gets the commit from the caller
+        meta["git_commit"] = os.environ.get("SPARSEFLASH_GIT_COMMIT") or subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                             text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         meta["git_commit"] = None

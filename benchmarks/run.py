@@ -46,11 +46,11 @@ import datetime as _dt
 import gc
 import json
 import math
+import os
 import platform
 import shlex
 import socket
 import statistics
-import os
 import subprocess
 import sys
 import time

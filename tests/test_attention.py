@@ -292,6 +292,29 @@ def test_gpu_planned_calls_skip_the_jit_unless_a_launch_hook_is_set(monkeypatch)
     assert len(calls) == 4 and len(seen) == 4
 
 
+@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "descriptors"])
+def test_launch_plans_do_not_keep_inputs_alive(tma, monkeypatch):
+    """A plan lives as long as its (cached) layout: it must hold no input tensor, or every
+    q/k/v ever passed would stay allocated (the 1M-token benchmark ran out of memory)."""
+    import gc
+    import weakref
+
+    from sparseflash.kernels import launch
+
+    monkeypatch.setattr(launch, "USE_TMA", tma)
+    layout = sf.compile(sf.local(1), 128, block_size=64, num_heads=2)
+    _plans(layout, forget=True)
+    q, k, v, do = make_inputs(1, 2, 2, 128, 128, 32, torch.float16)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    grads = torch.autograd.grad(sparse_attention(q, k, v, layout, block_size=64, backend="triton"),
+                                (q, k, v), do)
+    assert sorted(key[0] for key in _plans(layout)) == ["bwd", "fwd"]
+    refs = [weakref.ref(t) for t in (q, k, v, do, *grads)]
+    del q, k, v, do, grads
+    gc.collect()
+    assert [r() is None for r in refs] == [True] * len(refs)
+
+
 def test_misaligned_inputs_get_no_cached_plan():
     """Triton specialises on 16-byte pointer alignment: a call with a misaligned view is
     launched through the JIT every time and leaves no plan behind; results stay exact."""

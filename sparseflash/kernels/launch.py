@@ -282,19 +282,34 @@ def _aligned(*tensors: torch.Tensor) -> bool:
     return not bits & 15
 
 
-def _fast_descriptors(use_tma: bool, template, *tensors: torch.Tensor):
-    """The plan's tensor descriptors rebuilt on new tensors of the validated shape/strides.
+def _templates(sources):
+    """What a plan keeps of the tensor descriptors it was built with: copies without their
+    base tensor (a plan lives as long as its layout and must not keep inputs alive), or
+    None where the kernel takes plain tensors."""
+    if not sources or not isinstance(sources[0], _descriptor_class()):
+        return None
+    out = []
+    for desc in sources:
+        t = object.__new__(type(desc))
+        t.__dict__.update(desc.__dict__)
+        t.base = None
+        out.append(t)
+    return tuple(out)
+
+
+def _fast_descriptors(templates, *tensors: torch.Tensor):
+    """The plan's tensor descriptors rebuilt on this call's tensors (or the tensors themselves).
 
     ``TensorDescriptor.__init__`` re-validates shape, strides and alignment (several
-    microseconds each); the plan validated them for this key, and the caller checked
+    microseconds each); the plan validated them for this key and the caller checked
     alignment, so only the base changes.
     """
-    if not use_tma:
+    if templates is None:
         return tensors
     out = []
-    for t, desc in zip(tensors, template):
-        d = object.__new__(_descriptor_class())
-        d.__dict__.update(desc.__dict__)
+    for t, template in zip(tensors, templates):
+        d = object.__new__(type(template))
+        d.__dict__.update(template.__dict__)
         d.base = t
         out.append(d)
     return tuple(out)
@@ -322,19 +337,20 @@ def _store(cache: Optional[dict], key, plan):
 
 
 class _FwdPlan:
-    __slots__ = ("launch", "order", "use_tma", "descs")
+    __slots__ = ("launch", "order", "descs")
 
 
 def _fwd_plan(q, k, v, fwd_ptr, *, block_size, causal, per_head, scale, config, use_tma,
-              schedule_cache, cached) -> _FwdPlan:
+              schedule_cache, cached):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     d_pad = _head_dim_pad(d)
     cfg = config or fwd_config(d_pad, block_size, q.dtype, causal)
     upcast, precision = _flags(q.dtype)
     plan = _FwdPlan()
-    plan.use_tma = _use_tma(use_tma, cfg.tma, k, v)
-    plan.descs = _descriptors(plan.use_tma, cfg.block_n, d_pad, k, v)
+    tma = _use_tma(use_tma, cfg.tma, k, v)
+    sources = _descriptors(tma, cfg.block_n, d_pad, k, v)
+    plan.descs = _templates(sources)
     num_m_tiles = _cdiv(N, cfg.block_m)
     plan.order = _launch_order(fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
                                per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m,
@@ -347,8 +363,8 @@ def _fwd_plan(q, k, v, fwd_ptr, *, block_size, causal, per_head, scale, config, 
         _fwd_kernel, _grid(plan.order, num_m_tiles, B * H), 9, tail, cfg.num_warps, cfg.num_stages,
         cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
         HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=plan.use_tma, SCHEDULED=plan.order is not None)
-    return plan
+        USE_TMA=tma, SCHEDULED=plan.order is not None)
+    return plan, sources
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -373,14 +389,14 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            fwd_idx.dtype, block_size, causal, per_head, scale, config, use_tma, USE_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
-        plan = _fwd_plan(q, k, v, fwd_ptr, block_size=block_size, causal=causal,
-                         per_head=per_head, scale=scale, config=config, use_tma=use_tma,
-                         schedule_cache=schedule_cache, cached=cacheable)
-        k_src, v_src = plan.descs
+        plan, (k_src, v_src) = _fwd_plan(q, k, v, fwd_ptr, block_size=block_size, causal=causal,
+                                         per_head=per_head, scale=scale, config=config,
+                                         use_tma=use_tma, schedule_cache=schedule_cache,
+                                         cached=cacheable)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
-        k_src, v_src = _fast_descriptors(plan.use_tma, plan.descs, k, v)
+        k_src, v_src = _fast_descriptors(plan.descs, k, v)
     plan.launch(q.device.index, q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
                 fwd_ptr if plan.order is None else plan.order)
     return out, lse
@@ -390,11 +406,11 @@ _NO_PLANS: dict = {}
 
 
 class _BwdPlan:
-    __slots__ = ("pre", "dkdv", "dq", "order_dkdv", "order_dq", "use_tma", "qdo_descs", "kv_descs")
+    __slots__ = ("pre", "dkdv", "dq", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
 
 
 def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_head, scale,
-              config, use_tma, schedule_cache, cached) -> _BwdPlan:
+              config, use_tma, schedule_cache, cached):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     d_pad = _head_dim_pad(d)
@@ -406,9 +422,10 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
     plan.pre = _Launch(_bwd_preprocess, (_cdiv(N, pre_block), B * H), 5,
                        (*out.stride(), *do.stride(), H, N), 4, 3, cached,
                        BLOCK_M=pre_block, HEAD_DIM=d, HEAD_DIM_PAD=d_pad)
-    plan.use_tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
-    plan.qdo_descs = _descriptors(plan.use_tma, cfg.block_m1, d_pad, q, do)
-    plan.kv_descs = _descriptors(plan.use_tma, cfg.block_n2, d_pad, k, v)
+    tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
+    qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
+    kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
+    plan.qdo_descs, plan.kv_descs = _templates(qdo), _templates(kv)
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
     num_n_tiles = _cdiv(Nk, cfg.block_n1)
@@ -422,7 +439,7 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=plan.use_tma, SCHEDULED=plan.order_dkdv is not None)
+        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None)
     num_m_tiles = _cdiv(N, cfg.block_m2)
     plan.order_dq = _launch_order(fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1,
                                   per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
@@ -434,9 +451,9 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
-        UPCAST=upcast, PRECISION=precision, USE_TMA=plan.use_tma,
+        UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
         SCHEDULED=plan.order_dq is not None)
-    return plan
+    return plan, qdo + kv
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -467,15 +484,15 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            use_tma, USE_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
-        plan = _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, block_size=block_size, causal=causal,
-                         per_head=per_head, scale=scale, config=config, use_tma=use_tma,
-                         schedule_cache=schedule_cache, cached=cacheable)
-        (q_src, do_src), (k_src, v_src) = plan.qdo_descs, plan.kv_descs
+        plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
+            do, q, k, v, out, fwd_ptr, bwd_ptr, block_size=block_size, causal=causal,
+            per_head=per_head, scale=scale, config=config, use_tma=use_tma,
+            schedule_cache=schedule_cache, cached=cacheable)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
-        q_src, do_src = _fast_descriptors(plan.use_tma, plan.qdo_descs, q, do)
-        k_src, v_src = _fast_descriptors(plan.use_tma, plan.kv_descs, k, v)
+        q_src, do_src = _fast_descriptors(plan.qdo_descs, q, do)
+        k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     plan.pre(dev, out, do, lse, delta, lse2)
     if dlse is not None:

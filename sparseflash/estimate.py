@@ -307,15 +307,20 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
     kernels = [fwd]
     workspace = batch * rows * _LSE_BYTES
     if backward:
-        kernels.append(roof.kernel(
-            "attn_bwd_preprocess", 0.0,
-            batch * (rows * d * e * 2 + rows * _LSE_BYTES),   # read O, dO; write delta
-            tflops, p.attn_bwd_efficiency))
         # FLOPs follow the 3.5x convention: the backward is 5 block matmuls (S again, dV, dP,
         # dK, dQ), 2.5x the forward. A dQ kernel that recomputes S and dP a second time does
         # more work; that shows up in the calibrated attn_bwd_efficiency, not here.
+        # dQ (launched first): per query block, read Q, dO, O, LSE and write dQ, delta and
+        # lse2 once (it computes delta = rowsum(dO * O) for the dK/dV kernel); per computed
+        # block read the K and V tiles. dQ = dS K: 2 d b^2 per block.
+        kernels.append(roof.kernel(
+            "attn_bwd_dq", batch * nnz * 0.5 * block_flops,
+            batch * (rows * d * e * 4 + rows * 3 * _LSE_BYTES
+                     + nnz * 2 * tile
+                     + fwd_tables),
+            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile))
         # dK/dV: per key block, read K, V and write dK, dV once; per computed block read the
-        # Q and dO tiles plus their LSE and delta rows. S, dV, dP, dK: 8 d b^2 per block.
+        # Q and dO tiles plus their lse2 and delta rows. S, dV, dP, dK: 8 d b^2 per block.
         kernels.append(roof.kernel(
             "attn_bwd_dkdv", batch * nnz * 2.0 * block_flops,
             batch * (kv_rows * d * e * 4
@@ -323,15 +328,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
                      + bwd_tables),
             tflops, p.attn_bwd_efficiency,
             reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES)))
-        # dQ: per query block, read Q, dO, LSE, delta and write dQ once; per computed block
-        # read the K and V tiles. dQ = dS K: 2 d b^2 per block.
-        kernels.append(roof.kernel(
-            "attn_bwd_dq", batch * nnz * 0.5 * block_flops,
-            batch * (rows * d * e * 3 + rows * 2 * _LSE_BYTES
-                     + nnz * 2 * tile
-                     + fwd_tables),
-            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile))
-        workspace += batch * rows * _LSE_BYTES   # delta
+        workspace += batch * rows * 2 * _LSE_BYTES   # delta, lse2
     return kernels, workspace
 
 

@@ -1,50 +1,23 @@
 """Backward block-sparse FlashAttention kernels (pure ``@triton.jit`` code).
 
-Three kernels, nothing N x N is stored; each block's probabilities are recomputed from
-the forward's log-sum-exp:
+Two kernels, launched in this order; nothing N x N is stored, each block's probabilities
+are recomputed from the forward's log-sum-exp:
 
-* ``_bwd_preprocess``: ``delta = rowsum(dO * O)`` and ``lse2 = lse * log2(e)`` (0 for
-  rows with no key, whose probabilities are then 0 everywhere).
-* ``_bwd_dkdv_kernel``: one program per (key tile, batch * kv head). It walks the
-  transposed (``bwd_*``) CSR row of its key block; for GQA it loops over the query heads
-  of the group inside the program, so dK/dV are written once, with no atomics, in a
-  fixed order: deterministic.
 * ``_bwd_dq_kernel``: one program per (query tile, batch * head), walking the forward row.
-
-``delta`` may have ``dlse`` subtracted by the launcher: the gradient of the returned
-log-sum-exp then folds into ``dS = P * (dP - delta)``.
+  Before its loop it computes, for its own rows, ``delta = rowsum(dO * O)`` (minus the
+  gradient ``dlse`` of the returned log-sum-exp, which then folds into
+  ``dS = P * (dP - delta)``) and ``lse2 = lse * log2(e)`` (0 for rows with no key, whose
+  probabilities are then 0 everywhere), and stores both for the next kernel. This replaces
+  a separate preprocess launch that read O and dO once more (benchmarks/NOTES.md, run 15).
+* ``_bwd_dkdv_kernel``: one program per (key tile, batch * kv head). It walks the
+  transposed (``bwd_*``) CSR row of its key block, reading ``delta``/``lse2`` of each query
+  block it meets; for GQA it loops over the query heads of the group inside the program,
+  so dK/dV are written once, with no atomics, in a fixed order: deterministic.
 """
 import triton
 import triton.language as tl
 
 from .fwd import _block_at, _dot, _head_base, _load_rows, _load_tile, _program_tile
-
-
-@triton.jit
-def _bwd_preprocess(Out, DO, LSE, Delta, LSE2,
-                    stride_ob, stride_oh, stride_om, stride_od,
-                    stride_dob, stride_doh, stride_dom, stride_dod,
-                    num_heads, seq_len,
-                    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = pid_bh // num_heads
-    off_h = pid_bh % num_heads
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    mask = (offs_m < seq_len)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
-                + offs_m[:, None].to(tl.int64) * stride_om + offs_d[None, :] * stride_od,
-                mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
-                 + offs_m[:, None].to(tl.int64) * stride_dom + offs_d[None, :] * stride_dod,
-                 mask=mask, other=0.0).to(tl.float32)
-    delta = tl.sum(o * do, 1)                                     # [BLOCK_M]
-    row_base = pid_bh.to(tl.int64) * seq_len                      # LSE/Delta/LSE2: (B, H, N)
-    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < seq_len, other=0.0)
-    lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
-    tl.store(Delta + row_base + offs_m, delta, mask=offs_m < seq_len)
-    tl.store(LSE2 + row_base + offs_m, lse2, mask=offs_m < seq_len)
 
 
 @triton.jit
@@ -214,12 +187,13 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, off_b, off_kvh, idx_ptr, i
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
+def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    fwd_ptr, fwd_idx, fwd_nfull, schedule, num_m_tiles,
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd,
                    stride_dob, stride_doh, stride_dom, stride_dod,
+                   stride_ob, stride_oh, stride_om, stride_od,
                    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
                    num_heads, group_size, seq_len, kv_len, table_row_stride,
                    sm_scale, qk_scale,
@@ -227,7 +201,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                    CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-                   SCHEDULED: tl.constexpr):
+                   SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -255,11 +229,21 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE2, Delta, DQ,
     do_ptrs = DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh \
         + start_m.to(tl.int64) * stride_dom \
         + tl.arange(0, BLOCK_M)[:, None] * stride_dom + offs_d[None, :] * stride_dod
+    o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh \
+        + start_m.to(tl.int64) * stride_om \
+        + tl.arange(0, BLOCK_M)[:, None] * stride_om + offs_d[None, :] * stride_od
     q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
     do = _load_tile(do_ptrs, row_ok, d_ok, True, PAD_D)
-    row_base = pid_bh.to(tl.int64) * seq_len
-    lse2 = tl.load(LSE2 + row_base + offs_m, mask=row_ok, other=0.0)
-    delta = tl.load(Delta + row_base + offs_m, mask=row_ok, other=0.0)
+    # this tile's rows of delta and lse2, for this loop and for the dK/dV kernel after it
+    o = _load_tile(o_ptrs, row_ok, d_ok, True, PAD_D)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)        # [BLOCK_M]
+    row_base = pid_bh.to(tl.int64) * seq_len                      # LSE/Delta/LSE2: (B, H, N)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + row_base + offs_m, mask=row_ok, other=0.0)
+    lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+    lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
+    tl.store(Delta + row_base + offs_m, delta, mask=row_ok)
+    tl.store(LSE2 + row_base + offs_m, lse2, mask=row_ok)
     K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
     V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from triton import knobs as _knobs
 
-from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
+from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
 from .fwd import _fwd_kernel
 
 __all__ = ["FwdConfig", "BwdConfig", "fwd_config", "bwd_config", "is_interpreted",
@@ -406,11 +406,11 @@ _NO_PLANS: dict = {}
 
 
 class _BwdPlan:
-    __slots__ = ("pre", "dkdv", "dq", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
+    __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
 
 
 def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_head, scale,
-              config, use_tma, schedule_cache, cached):
+              has_dlse, config, use_tma, schedule_cache, cached):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     d_pad = _head_dim_pad(d)
@@ -418,10 +418,6 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
     upcast, precision = _flags(q.dtype)
     qk_scale = scale * 1.4426950408889634
     plan = _BwdPlan()
-    pre_block = 64 if d_pad <= 128 else 32
-    plan.pre = _Launch(_bwd_preprocess, (_cdiv(N, pre_block), B * H), 5,
-                       (*out.stride(), *do.stride(), H, N), 4, 3, cached,
-                       BLOCK_M=pre_block, HEAD_DIM=d, HEAD_DIM_PAD=d_pad)
     tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
     kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
@@ -445,14 +441,14 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
                                   per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
                                   block_size=block_size, reverse=causal)
     plan.dq = _Launch(
-        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, B * H), 11,
-        (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq_strides,
-         H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0, scale, qk_scale),
+        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, B * H), 14,
+        (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *out.stride(),
+         *dq_strides, H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0, scale, qk_scale),
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
-        SCHEDULED=plan.order_dq is not None)
+        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse)
     return plan, qdo + kv
 
 
@@ -474,19 +470,22 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if B * H == 0 or N == 0 or Nk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     lse = lse.contiguous()
+    # d lse_i / d s_ij = p_ij: the gradient of the returned lse folds into delta (dQ kernel)
+    has_dlse = dlse is not None
+    dlse = dlse.to(torch.float32).contiguous() if has_dlse else lse
     delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
     cacheable = (CACHE_PLANS and schedule_cache is not None
-                 and _aligned(do, q, k, v, out, lse, delta, lse2, dq, dk, dv, fwd_ptr, fwd_idx,
-                              fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull))
+                 and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, fwd_ptr,
+                              fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull))
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
-           out.stride(), q.dtype, q.device, fwd_idx.dtype, block_size, causal, per_head, scale, config,
-           use_tma, USE_TMA)
+           out.stride(), q.dtype, q.device, fwd_idx.dtype, block_size, causal, per_head, scale,
+           has_dlse, config, use_tma, USE_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
             do, q, k, v, out, fwd_ptr, bwd_ptr, block_size=block_size, causal=causal,
-            per_head=per_head, scale=scale, config=config, use_tma=use_tma,
+            per_head=per_head, scale=scale, has_dlse=has_dlse, config=config, use_tma=use_tma,
             schedule_cache=schedule_cache, cached=cacheable)
         if cacheable:
             _store(schedule_cache, key, plan)
@@ -494,12 +493,9 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         q_src, do_src = _fast_descriptors(plan.qdo_descs, q, do)
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
-    plan.pre(dev, out, do, lse, delta, lse2)
-    if dlse is not None:
-        # d lse_i / d s_ij = p_ij, so the lse gradient folds into delta
-        delta = delta - dlse.to(torch.float32)
+    # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
+    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, fwd_ptr, fwd_idx,
+            fwd_nfull, fwd_ptr if plan.order_dq is None else plan.order_dq)
     plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
               bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)
-    plan.dq(dev, q, k_src, v_src, do, lse2, delta, dq, fwd_ptr, fwd_idx, fwd_nfull,
-            fwd_ptr if plan.order_dq is None else plan.order_dq)
     return dq, dk, dv

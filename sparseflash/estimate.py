@@ -93,7 +93,7 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h100": DeviceProfile(
         name="NVIDIA H100 SXM5 80GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=3350.0, sram_kib_per_sm=228, num_sms=132,
-        calibrated="checked on H100 80GB HBM3, 2026-11-24: median error 5.4% over 136 timings "
+        calibrated="checked on H100 80GB HBM3, 2026-11-24: median error 6.0% over 136 timings "
                    "(benchmarks/results/h100/calibration.json)"),
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,

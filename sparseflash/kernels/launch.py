@@ -322,6 +322,7 @@ def _descriptor_class():
 
 
 _PLAN_LIMIT = 256     # launch plans kept per layout (distinct shapes/strides/dtypes)
+_NO_PLANS: dict = {}  # read-only stand-in for a layout that has no plans yet
 # Cache launch plans (and launch their binaries directly). The probe turns it off to measure
 # what the cache saves; with False every launch goes through Triton's JITFunction.
 CACHE_PLANS = True
@@ -400,9 +401,6 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     plan.launch(q.device.index, q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
                 fwd_ptr if plan.order is None else plan.order)
     return out, lse
-
-
-_NO_PLANS: dict = {}
 
 
 class _BwdPlan:

@@ -338,6 +338,8 @@ def _store(cache: Optional[dict], key, plan):
 
 
 class _FwdPlan:
+    """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
+
     __slots__ = ("launch", "order", "descs")
 
 
@@ -404,6 +406,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 class _BwdPlan:
+    """The backward's two launches (dQ first), their launch orders and descriptor templates."""
+
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
 
 

@@ -9,9 +9,9 @@ config's gradients. Run on the GPU:
     PYTHONPATH=. python3 benchmarks/bwd_config_probe.py
 """
 import torch
-import triton.testing
 
 import sparseflash as sf
+from benchmarks.variants import time_cell
 from sparseflash.kernels import launch
 
 C = launch.BwdConfig
@@ -55,17 +55,8 @@ def main():
                 return launch.attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx,
                                                  t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
                                                  config=cfg, **kw)
-            try:
-                g = bwd()
-                if ref is None:
-                    ref = g
-                err = max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-                          for a, b in zip(g, ref))
-                ms = triton.testing.do_bench_cudagraph(bwd, rep=50, return_mode="median")
-                row += f"{ms:>10.3f}{'!' if err > 2e-2 else ' '}"
-            except Exception as e:  # noqa: BLE001
-                row += f"{'err':>10} "
-                print(f"  {cname}: {type(e).__name__}: {str(e)[:120]}")
+            cell, ref = time_cell(cname, bwd, ref, 10)
+            row += cell
         print(row, flush=True)
 
 

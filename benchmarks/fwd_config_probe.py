@@ -7,9 +7,9 @@ output against the default config's. Run on the GPU:
     PYTHONPATH=. python3 benchmarks/fwd_config_probe.py
 """
 import torch
-import triton.testing
 
 import sparseflash as sf
+from benchmarks.variants import time_cell
 from sparseflash.kernels import launch
 
 F = launch.FwdConfig
@@ -35,20 +35,13 @@ def main():
                 t = lay.to("cuda")
                 row = f"{N:>6}{str(causal):>7}"
                 ref = None
-                for cfg in configs.values():
+                for cname, cfg in configs.items():
                     def fwd():
                         return launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                                                         block_size=128, causal=causal, per_head=False,
                                                         scale=d ** -0.5, config=cfg)
-                    try:
-                        o, _ = fwd()
-                        ref = o if ref is None else ref
-                        bad = (o.float() - ref.float()).abs().max().item() > 2e-2
-                        ms = triton.testing.do_bench_cudagraph(fwd, rep=50, return_mode="median")
-                        row += f"{ms:>14.3f}{'!' if bad else ' '}"
-                    except Exception as e:  # noqa: BLE001
-                        row += f"{'err':>14} "
-                        print(f"  {type(e).__name__}: {str(e)[:100]}")
+                    cell, ref = time_cell(cname, fwd, ref, 14)
+                    row += cell
                 print(row, flush=True)
 
 

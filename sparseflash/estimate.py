@@ -98,7 +98,8 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        calibrated="not calibrated: H100 efficiencies reused"),
+        calibrated="H100 efficiencies; checked on H200, 2026-11-24: median error 7.7% over 136 "
+                   "timings (benchmarks/results/h200/calibration.json)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,

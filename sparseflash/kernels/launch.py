@@ -282,37 +282,33 @@ def _aligned(*tensors: torch.Tensor) -> bool:
     return not bits & 15
 
 
+def _rebased(desc, base):
+    """A copy of a tensor descriptor on another base tensor (None: a template).
+
+    ``TensorDescriptor.__init__`` re-validates shape, strides and alignment (several
+    microseconds each); the plan validated them for its key and the caller checked
+    alignment, so only the base changes.
+    """
+    copy = object.__new__(type(desc))
+    copy.__dict__.update(desc.__dict__)
+    copy.base = base
+    return copy
+
+
 def _templates(sources):
     """What a plan keeps of the tensor descriptors it was built with: copies without their
     base tensor (a plan lives as long as its layout and must not keep inputs alive), or
     None where the kernel takes plain tensors."""
     if not sources or not isinstance(sources[0], _descriptor_class()):
         return None
-    out = []
-    for desc in sources:
-        t = object.__new__(type(desc))
-        t.__dict__.update(desc.__dict__)
-        t.base = None
-        out.append(t)
-    return tuple(out)
+    return tuple(_rebased(desc, None) for desc in sources)
 
 
 def _fast_descriptors(templates, *tensors: torch.Tensor):
-    """The plan's tensor descriptors rebuilt on this call's tensors (or the tensors themselves).
-
-    ``TensorDescriptor.__init__`` re-validates shape, strides and alignment (several
-    microseconds each); the plan validated them for this key and the caller checked
-    alignment, so only the base changes.
-    """
+    """The plan's tensor descriptors on this call's tensors (or the tensors themselves)."""
     if templates is None:
         return tensors
-    out = []
-    for t, template in zip(tensors, templates):
-        d = object.__new__(type(template))
-        d.__dict__.update(template.__dict__)
-        d.base = t
-        out.append(d)
-    return tuple(out)
+    return tuple(_rebased(template, t) for t, template in zip(tensors, templates))
 
 
 def _descriptor_class():
@@ -328,13 +324,11 @@ _NO_PLANS: dict = {}  # read-only stand-in for a layout that has no plans yet
 CACHE_PLANS = True
 
 
-def _store(cache: Optional[dict], key, plan):
-    if cache is not None:
-        plans = cache.setdefault("plans", {})
-        if len(plans) >= _PLAN_LIMIT:
-            plans.clear()
-        plans[key] = plan
-    return plan
+def _store(cache: dict, key, plan) -> None:
+    plans = cache.setdefault("plans", {})
+    if len(plans) >= _PLAN_LIMIT:
+        plans.clear()
+    plans[key] = plan
 
 
 class _FwdPlan:

@@ -20,80 +20,196 @@ Three layers, as flash-attn does it:
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import weakref
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
 
 import torch
 from torch import Tensor
 
+from .blockwise import blockwise_backward, blockwise_forward
+from .compiler import check_window, compile, compile_sequences, restrict
 from .layout import BlockLayout
-from .reference import blockwise_backward, blockwise_forward
 
-__all__ = ["sparse_attention"]
+__all__ = ["sparse_attention", "resolve_layout"]
 
 _BACKENDS = ("auto", "triton", "torch")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-# ------------------------------------------------------------------ 1. custom ops
-# The ops get the pattern (or layout) as an int key into _PATTERNS and resolve the layout
-# themselves from the actual shapes: torch.compile then never traces the mask compiler or the
-# host-to-device copy of the tables, the graph holds no table tensors, and dynamic shapes
-# work. The registry holds strong references (a compiled graph may keep a key after the
-# caller dropped the object, and ids of live objects are never reused): one entry per
-# distinct pattern/layout passed under torch.compile. Eager calls do not register.
-_PATTERNS: Dict[int, object] = {}
-# per layout: the kernels' launch orders (heavy tiles first), built once per shape/config and
-# dropped with the layout
+# ------------------------------------------------------------------ layouts for a call
+def _host_ints(name: str, t, total: int) -> Tuple[int, ...]:
+    """Validate ``cu_seqlens``-style offsets and bring them to the host (one sync)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be an int32 torch.Tensor of shape (num_docs + 1,), got {type(t).__name__}")
+    if t.dtype not in (torch.int32, torch.int64) or t.dim() != 1 or t.numel() < 2:
+        raise ValueError(f"{name} must be an integer (int32) tensor of shape (num_docs + 1,), "
+                         f"got dtype {t.dtype} and shape {tuple(t.shape)}")
+    vals = tuple(int(x) for x in t.tolist())
+    if vals[0] != 0:
+        raise ValueError(f"{name} must start at 0, got {vals[0]}")
+    if any(b < a for a, b in zip(vals, vals[1:])):
+        raise ValueError(f"{name} must be non-decreasing, got {list(vals)}")
+    if vals[-1] != total:
+        raise ValueError(f"{name} must end at the total number of tokens {total}, got {vals[-1]}")
+    return vals
+
+
+@functools.lru_cache(maxsize=64)
+def _packed_layout(pattern, q_lens: Tuple[int, ...], k_lens: Tuple[int, ...], block_size: int,
+                   causal: bool, num_heads: int, window) -> BlockLayout:
+    # a training step calls every layer with the same documents: assemble them once
+    return compile_sequences(pattern, q_lens, k_lens, block_size=block_size, causal=causal,
+                             num_heads=num_heads, window=window, packed=True)
+
+
+# a layout used for calls shorter than it was compiled for: its restriction per call shape
+_RESTRICTED: "weakref.WeakKeyDictionary[BlockLayout, dict]" = weakref.WeakKeyDictionary()
+
+
+def _restricted(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
+    cache = _RESTRICTED.setdefault(layout, {})
+    got = cache.get((seq_len, kv_len))
+    if got is None:
+        if len(cache) >= 64:
+            cache.clear()
+        got = cache[(seq_len, kv_len)] = restrict(layout, seq_len, kv_len)
+    return got
+
+
+def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_size: int,
+                   causal: bool, window=None, cu_seqlens: Optional[Tuple[int, ...]] = None,
+                   cu_seqlens_k: Optional[Tuple[int, ...]] = None,
+                   key_padding_mask: Optional[np.ndarray] = None, batch: int = 1) -> BlockLayout:
+    """The layout a call runs: a Pattern compiled for the call's geometry (cached), or a
+    BlockLayout checked against it (and restricted to a shorter call, or to per-batch
+    padding tables). ``cu_seqlens``: host offsets of packed documents; ``key_padding_mask``:
+    host bool ``(batch, kv_len)``."""
+    from .pattern import Pattern
+
+    if isinstance(pattern, Pattern):
+        if cu_seqlens is not None:
+            q_lens = tuple(b - a for a, b in zip(cu_seqlens, cu_seqlens[1:]))
+            k_lens = tuple(b - a for a, b in zip(cu_seqlens_k, cu_seqlens_k[1:]))
+            if key_padding_mask is None:
+                return _packed_layout(pattern, q_lens, k_lens, block_size, causal, num_heads, window)
+            return compile_sequences(pattern, q_lens, k_lens, block_size=block_size, causal=causal,
+                                     num_heads=num_heads, window=window, packed=True,
+                                     key_padding_mask=key_padding_mask)
+        if key_padding_mask is not None:
+            return compile_sequences(pattern, [seq_len] * batch, [kv_len] * batch,
+                                     block_size=block_size, causal=causal, num_heads=num_heads,
+                                     window=window, packed=False, key_padding_mask=key_padding_mask)
+        return compile(pattern, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                       num_heads=num_heads, window_size=window)
+    if not isinstance(pattern, BlockLayout):
+        raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
+    layout = pattern
+    if layout.num_heads != num_heads:
+        raise ValueError(f"pattern: the layout was compiled with num_heads={layout.num_heads} but "
+                         f"this call has {num_heads} query heads")
+    if layout.packed or layout.num_seqs > 1:
+        # a layout of several sequences is specific to the call it was built for
+        if cu_seqlens is not None and layout.packed:
+            want_q = [b - a for a, b in zip(cu_seqlens, cu_seqlens[1:])]
+            want_k = [b - a for a, b in zip(cu_seqlens_k, cu_seqlens_k[1:])]
+            if list(layout.seqs[:, 1]) != want_q or list(layout.seqs[:, 3]) != want_k:
+                raise ValueError("pattern: the layout's documents differ from cu_seqlens/cu_seqlens_k")
+            return layout
+        raise ValueError("pattern: a layout of several sequences needs the cu_seqlens it was built for; "
+                         "pass the Pattern instead")
+    if cu_seqlens is not None:
+        raise ValueError("cu_seqlens: pass the Pattern (each document compiles its own grid), not a "
+                         "BlockLayout of one sequence")
+    if (layout.seq_len, layout.kv_len) != (seq_len, kv_len):
+        if not (kv_len <= layout.kv_len and seq_len <= kv_len and layout.seq_len <= layout.kv_len):
+            raise ValueError(
+                f"pattern: the layout was compiled for seq_len={layout.seq_len}, kv_len={layout.kv_len}; "
+                f"it serves calls with the same lengths or, aligned bottom-right, calls with "
+                f"seq_len <= kv_len <= {layout.kv_len} (decode, prefill chunks), not seq_len={seq_len}, "
+                f"kv_len={kv_len}")
+        layout = _restricted(layout, seq_len, kv_len)
+    if key_padding_mask is not None:
+        layout = compile_sequences(layout, [seq_len] * batch, [kv_len] * batch,
+                                   block_size=block_size, causal=causal, num_heads=num_heads,
+                                   window=window, packed=False, key_padding_mask=key_padding_mask)
+    return layout
+
+
+# ------------------------------------------------------------------ implementations
+# per layout: the kernels' launch orders and launch plans, dropped with the layout
 _SCHEDULES: "weakref.WeakKeyDictionary[BlockLayout, dict]" = weakref.WeakKeyDictionary()
 
 
-def _tables(pattern_key: int, block_size: int, causal: bool, q: Tensor, k: Tensor) -> BlockLayout:
-    """The layout of this pattern key for these shapes (compiled once, cached)."""
-    return _resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
-                             block_size=block_size, causal=causal, num_heads=q.shape[1])
-
-
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
-                  backend: str) -> Tuple[Tensor, Tensor]:
+                  backend: str, kpm: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """The forward computation both the custom op and the eager autograd path run."""
-    t = layout.to(q.device)
-    kw = dict(block_size=layout.block_size, causal=layout.causal,
-              per_head=layout.table_heads > 1, scale=scale)
     if backend == "triton":
         from .kernels.launch import attention_forward
 
-        return attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                 schedule_cache=_SCHEDULES.setdefault(layout, {}), **kw)
-    return blockwise_forward(q, k, v, t.fwd_ptr, t.fwd_idx, **kw)
+        return attention_forward(q, k, v, layout, layout.to(q.device), scale=scale,
+                                 key_padding_mask=kpm,
+                                 schedule_cache=_SCHEDULES.setdefault(layout, {}))
+    return blockwise_forward(q, k, v, layout, scale=scale,
+                             key_padding_mask=None if kpm is None else kpm.bool())
 
 
 def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    dlse: Optional[Tensor], layout: BlockLayout, scale: float,
-                   backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-    t = layout.to(q.device)
-    kw = dict(block_size=layout.block_size, causal=layout.causal,
-              per_head=layout.table_heads > 1, scale=scale, dlse=dlse)
+                   backend: str, kpm: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     if backend == "triton":
         from .kernels.launch import attention_backward
 
-        return attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                  t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                                  schedule_cache=_SCHEDULES.setdefault(layout, {}), **kw)
-    return blockwise_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.bwd_ptr, t.bwd_idx, **kw)
+        return attention_backward(do, q, k, v, out, lse, layout, layout.to(q.device), scale=scale,
+                                  dlse=dlse, key_padding_mask=kpm,
+                                  schedule_cache=_SCHEDULES.setdefault(layout, {}))
+    return blockwise_backward(do, q, k, v, out, lse, layout, scale=scale, dlse=dlse,
+                              key_padding_mask=None if kpm is None else kpm.bool())
+
+
+# ------------------------------------------------------------------ 1. custom ops
+# The ops get the pattern (or layout) as an int key into _PATTERNS and resolve the layout
+# themselves from the actual shapes and the document/padding tensors: torch.compile then
+# never traces the mask compiler or the host-to-device copy of the tables, the graph holds no
+# table tensors, and dynamic shapes work. The registry holds strong references (a compiled
+# graph may keep a key after the caller dropped the object, and ids of live objects are never
+# reused): one entry per distinct pattern/layout passed under torch.compile. Eager calls do
+# not register.
+_PATTERNS: Dict[int, object] = {}
+
+
+def _op_layout(pattern_key: int, block_size: int, causal: bool, window_left: int,
+               window_right: int, q: Tensor, k: Tensor, cu_seqlens: Optional[Tensor],
+               cu_seqlens_k: Optional[Tensor], kpm: Optional[Tensor]) -> BlockLayout:
+    """The layout of this pattern key for these shapes and tensors (compiled once, cached)."""
+    cu_q = cu_k = None
+    if cu_seqlens is not None:
+        cu_q = tuple(cu_seqlens.tolist())
+        cu_k = tuple(cu_seqlens_k.tolist()) if cu_seqlens_k is not None else cu_q
+    return resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
+                          num_heads=q.shape[1], block_size=block_size, causal=causal,
+                          window=check_window((window_left, window_right)), cu_seqlens=cu_q,
+                          cu_seqlens_k=cu_k, batch=q.shape[0],
+                          key_padding_mask=None if kpm is None else kpm.bool().cpu().numpy())
 
 
 @torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
 def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
-                   causal: bool, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
-    return _forward_impl(q, k, v, _tables(pattern_key, block_size, causal, q, k), scale, backend)
+                   causal: bool, scale: float, backend: str, window_left: int, window_right: int,
+                   cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                   key_padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
+                        cu_seqlens, cu_seqlens_k, key_padding_mask)
+    return _forward_impl(q, k, v, layout, scale, backend, key_padding_mask)
 
 
 @_attention_fwd.register_fake
-def _attention_fwd_fake(q, k, v, pattern_key, block_size, causal, scale, backend):
+def _attention_fwd_fake(q, k, v, *args):
     B, H, N, d = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return q.new_empty((B, H, N, d)), q.new_empty((B, H, N), dtype=lse_dtype)
@@ -102,29 +218,38 @@ def _attention_fwd_fake(q, k, v, pattern_key, block_size, causal, scale, backend
 @torch.library.custom_op("sparseflash::attention_bwd", mutates_args=())
 def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    dlse: Optional[Tensor], pattern_key: int, block_size: int, causal: bool,
-                   scale: float, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-    return _backward_impl(do, q, k, v, out, lse, dlse, _tables(pattern_key, block_size, causal, q, k),
-                          scale, backend)
+                   scale: float, backend: str, window_left: int, window_right: int,
+                   cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                   key_padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
+                        cu_seqlens, cu_seqlens_k, key_padding_mask)
+    return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask)
 
 
 @_attention_bwd.register_fake
-def _attention_bwd_fake(do, q, k, v, out, lse, dlse, pattern_key, block_size, causal, scale, backend):
+def _attention_bwd_fake(do, q, k, v, *args):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 # ------------------------------------------------------------------ 2. autograd
 def _setup_context(ctx, inputs, output):
     q, k, v, *static = inputs
-    ctx.static = tuple(static)          # pattern_key, block_size, causal, scale, backend
+    ctx.static = tuple(static)          # pattern_key, ..., cu_seqlens, cu_seqlens_k, kpm
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
 
 
-def _backward(ctx, dout, dlse):
-    q, k, v, out, lse = ctx.saved_tensors
+def _grads(dout, dlse, q, k, v, out, lse, backward):
+    """The gradient formula both autograd routes share: a missing output gradient is zero."""
     if dout is None:
         dout = torch.zeros_like(out)
-    dq, dk, dv = _attention_bwd(dout, q, k, v, out, lse, dlse, *ctx.static)
+    return backward(dout.contiguous() if dout.stride(-1) != 1 else dout, q, k, v, out, lse, dlse)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse,
+                        lambda *a: _attention_bwd(*a, *ctx.static))
     return (dq, dk, dv) + (None,) * len(ctx.static)
 
 
@@ -140,20 +265,19 @@ class _EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, layout, scale, backend):
-        out, lse = _forward_impl(q, k, v, layout, scale, backend)
+    def forward(ctx, q, k, v, layout, scale, backend, kpm):
+        out, lse = _forward_impl(q, k, v, layout, scale, backend, kpm)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.layout, ctx.scale, ctx.backend = layout, scale, backend
+        ctx.layout, ctx.scale, ctx.backend, ctx.kpm = layout, scale, backend, kpm
         ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        if dout is None:
-            dout = torch.zeros_like(out)
-        dq, dk, dv = _backward_impl(dout, q, k, v, out, lse, dlse, ctx.layout, ctx.scale, ctx.backend)
-        return dq, dk, dv, None, None, None
+        dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse, lambda *a: _backward_impl(
+            *a, ctx.layout, ctx.scale, ctx.backend, ctx.kpm))
+        return dq, dk, dv, None, None, None, None
 
 
 # ------------------------------------------------------------------ 3. public function
@@ -183,25 +307,38 @@ def _resolve_backend(backend, q: Tensor) -> str:
     return backend
 
 
-def _resolve_layout(pattern, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
-                    num_heads: int) -> BlockLayout:
-    from .pattern import Pattern
-
+def _settings(pattern, block_size, causal, window_size):
+    """block_size, causal and window of the call: a BlockLayout's own, which an explicit
+    argument may repeat but not contradict; a Pattern's defaults are 128, False, None."""
+    if causal is not None and not isinstance(causal, bool):
+        raise ValueError(f"causal must be a bool, got {causal!r}")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)):
+        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
+    window = check_window(window_size)
     if isinstance(pattern, BlockLayout):
-        want = dict(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-                    num_heads=num_heads)
-        for name, value in want.items():
-            have = getattr(pattern, name)
-            if have != value:
-                raise ValueError(f"pattern: the layout was compiled with {name}={have} but this call "
-                                 f"needs {name}={value}")
-        return pattern
-    if isinstance(pattern, Pattern):
-        from .compiler import compile
+        for name, given, have in (("block_size", block_size, pattern.block_size),
+                                  ("causal", causal, pattern.causal)):
+            if given is not None and given != have:
+                raise ValueError(f"{name}={given!r} conflicts with the layout's {name}={have!r}; "
+                                 f"leave {name} unset to use the layout's")
+        if window_size is not None and window != pattern.window:
+            raise ValueError(f"window_size={window_size!r} conflicts with the layout's window "
+                             f"{pattern.window!r}; leave window_size unset to use the layout's")
+        return pattern.block_size, pattern.causal, pattern.window
+    return (128 if block_size is None else block_size), bool(causal), window
 
-        return compile(pattern, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-                       num_heads=num_heads)
-    raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
+
+def _check_padding(key_padding_mask, B: int, Nk: int, device) -> Optional[Tensor]:
+    if key_padding_mask is None:
+        return None
+    if not isinstance(key_padding_mask, Tensor):
+        raise TypeError(f"key_padding_mask must be a bool torch.Tensor of shape (batch, kv_len) = "
+                        f"{(B, Nk)}, got {type(key_padding_mask).__name__}")
+    if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, Nk):
+        raise ValueError(f"key_padding_mask must be a bool tensor of shape (batch, kv_len) = {(B, Nk)} "
+                         f"(True = the key may be attended), got dtype {key_padding_mask.dtype} and "
+                         f"shape {tuple(key_padding_mask.shape)}")
+    return key_padding_mask.to(device).contiguous().view(torch.int8)
 
 
 def _pattern_key(pattern) -> int:
@@ -225,9 +362,12 @@ def _pattern_key_traced(pattern_id: int) -> int:
     return _pattern_key(ctypes.cast(pattern_id, ctypes.py_object).value)
 
 
-def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: int = 128,
-                     causal: bool = False, scale: Optional[float] = None, return_lse: bool = False,
-                     backend: str = "auto") -> Union[Tensor, Tuple[Tensor, Tensor]]:
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: Optional[int] = None,
+                     causal: Optional[bool] = None, scale: Optional[float] = None,
+                     return_lse: bool = False, backend: str = "auto",
+                     cu_seqlens: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
+                     key_padding_mask: Optional[Tensor] = None,
+                     window_size: Optional[Tuple[int, int]] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Block-sparse attention ``softmax(scale * q k^T restricted to the layout's mask) v``.
 
     Args:
@@ -235,18 +375,37 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         k, v: ``(batch, num_kv_heads, kv_len, head_dim)``; ``num_heads`` must be a multiple of
             ``num_kv_heads`` (GQA/MQA: query head h reads kv head ``h // (num_heads // num_kv_heads)``).
             Any strides (e.g. a ``(B, N, H, d).transpose(1, 2)`` view) are read in place.
-        pattern: a :class:`~sparseflash.Pattern` (compiled on the fly with
-            :func:`sparseflash.compile`, cached) or a :class:`~sparseflash.BlockLayout`, whose
-            seq_len, kv_len, block_size, causal and num_heads must equal this call's.
-        block_size: tokens per layout block (32, 64, 128 on the kernels' tuned path).
-        causal: bottom-right aligned causal mask, key s visible to query t iff
-            ``s <= t + kv_len - seq_len``.
+        pattern: a :class:`~sparseflash.Pattern` (compiled for the call, cached) or a
+            :class:`~sparseflash.BlockLayout`. A layout brings its own block_size, causal and
+            window; it serves calls of its own lengths and, aligned bottom-right, shorter
+            calls with ``seq_len <= kv_len <= layout.kv_len`` (decode steps, prefill chunks)
+            from its rows at the same absolute positions.
+        block_size: tokens per layout block (default: the layout's, or 128 for a Pattern).
+        causal: key u visible to query t iff ``u <= t`` in absolute positions (default: the
+            layout's, or False for a Pattern).
         scale: softmax scale, default ``1 / sqrt(head_dim)``.
         return_lse: also return the log-sum-exp ``(batch, num_heads, seq_len)`` float32
             (float64 for float64 inputs), natural log; ``-inf`` marks query rows that see no key.
         backend: ``"triton"`` (CUDA; on CPU only with ``TRITON_INTERPRET=1``), ``"torch"``
-            (blockwise PyTorch over the same tables, O(block rows) memory) or ``"auto"``
+            (blockwise PyTorch over the same tables, memory O(stored blocks)) or ``"auto"``
             (triton on CUDA, torch on CPU).
+        cu_seqlens: int32 ``(num_docs + 1,)`` offsets of packed documents along the sequence
+            axis (batch must be 1): document s is query rows ``cu_seqlens[s]:cu_seqlens[s+1]``.
+            Each document is its own sequence: the pattern, its blocks and the causal line
+            start at its first token, and no token attends across documents.
+        cu_seqlens_k: the documents' key offsets when keys are packed differently (default
+            ``cu_seqlens``).
+        key_padding_mask: bool ``(batch, kv_len)``, True = the key may be attended; ANDed with
+            the pattern and the causal mask. Blocks with no valid key are skipped.
+        window_size: ``(left, right)`` in tokens, -1 = unbounded side (flash-attn's
+            convention): query t sees key u iff ``t - left <= u <= t + right``, ANDed with the
+            pattern; blocks wholly outside the window are never visited.
+
+    **Positions.** Queries are aligned bottom-right, exactly like the causal mask: query row
+    i sits at absolute position ``i + kv_len - seq_len`` (per document with ``cu_seqlens``).
+    So a call with the last c queries against all keys returns exactly the last c rows (and
+    LSE) of the full call: decode (c = 1) and chunked prefill. With ``kv_len < seq_len``
+    (cross-attention), key row j sits at ``j + seq_len - kv_len``: the two ends align.
 
     Returns:
         ``out (batch, num_heads, seq_len, head_dim)`` in q's dtype, and ``lse`` if asked.
@@ -256,6 +415,39 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
     dtypes: float16, bfloat16, float32 (fp32 dots without tf32); float64 on the torch backend.
     head_dim: 16 to 256 (non-powers of two are padded inside the kernel).
     """
+    call = _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens,
+                         cu_seqlens_k, key_padding_mask, window_size)
+    if torch.compiler.is_compiling():
+        # the pattern/layout must live outside the compiled function (a module attribute, a
+        # global, a closure); the ops resolve the layout from the shapes they are given
+        key = _pattern_key_traced(id(pattern))
+        wl, wr = call.window if call.window is not None else (-1, -1)
+        out, lse = _attention_fwd(q, k, v, key, call.block_size, call.causal, call.scale,
+                                  call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm)
+    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
+    else:
+        out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
+    return (out, lse) if return_lse else out
+
+
+class _Call:
+    """A call's checked arguments; ``layout()`` resolves (compiles, cached) its layout."""
+
+    __slots__ = ("pattern", "block_size", "causal", "window", "scale", "backend", "cu_q", "cu_k",
+                 "cu_q_host", "cu_k_host", "kpm", "shape")
+
+    def layout(self) -> BlockLayout:
+        B, H, N, Nk = self.shape
+        return resolve_layout(self.pattern, seq_len=N, kv_len=Nk, num_heads=H,
+                              block_size=self.block_size, causal=self.causal, window=self.window,
+                              cu_seqlens=self.cu_q_host, cu_seqlens_k=self.cu_k_host, batch=B,
+                              key_padding_mask=None if self.kpm is None
+                              else self.kpm.view(torch.bool).cpu().numpy())
+
+
+def _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens, cu_seqlens_k,
+                  key_padding_mask, window_size) -> _Call:
     _check_tensor("q", q)
     _check_tensor("k", k)
     _check_tensor("v", v)
@@ -277,29 +469,40 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: in
         raise ValueError(f"q: num_heads {H} must be a multiple of k's num_kv_heads {Hkv}")
     if N == 0 or Nk == 0:
         raise ValueError(f"q and k need a positive sequence length, got seq_len {N}, kv_len {Nk}")
-    backend = _resolve_backend(backend, q)
-    allowed = _TRITON_DTYPES if backend == "triton" else _TORCH_DTYPES
+    from .pattern import Pattern
+
+    if not isinstance(pattern, (Pattern, BlockLayout)):
+        raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
+    call = _Call()
+    call.pattern = pattern
+    call.backend = _resolve_backend(backend, q)
+    allowed = _TRITON_DTYPES if call.backend == "triton" else _TORCH_DTYPES
     if q.dtype not in allowed:
-        raise TypeError(f"q: dtype {q.dtype} is not supported by backend {backend!r} (use one of {allowed})")
-    if isinstance(block_size, bool) or not isinstance(block_size, int):
-        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
-    if backend == "triton" and block_size < 16:
-        raise ValueError(f"block_size must be >= 16 for the triton backend, got {block_size}")
+        raise TypeError(f"q: dtype {q.dtype} is not supported by backend {call.backend!r} (use one of {allowed})")
+    call.block_size, call.causal, call.window = _settings(pattern, block_size, causal, window_size)
+    if call.backend == "triton" and call.block_size < 16:
+        raise ValueError(f"block_size must be >= 16 for the triton backend, got {call.block_size}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    elif not isinstance(scale, (int, float)) or not math.isfinite(scale):
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
-    if torch.compiler.is_compiling():
-        # the pattern/layout must live outside the compiled function (a module attribute, a
-        # global, a closure); the ops resolve the layout from the shapes they are given
-        key = _pattern_key_traced(id(pattern))
-        out, lse = _attention_fwd(q, k, v, key, block_size, bool(causal), float(scale), backend)
-    else:
-        # resolve (compile, cached) now so that a mismatch is raised here, before any work
-        layout = _resolve_layout(pattern, seq_len=N, kv_len=Nk, block_size=block_size,
-                                 causal=bool(causal), num_heads=H)
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            out, lse = _EagerAttention.apply(q, k, v, layout, float(scale), backend)
-        else:
-            out, lse = _forward_impl(q, k, v, layout, float(scale), backend)
-    return (out, lse) if return_lse else out
+    call.scale = float(scale)
+    call.cu_q = call.cu_k = call.cu_q_host = call.cu_k_host = None
+    if cu_seqlens is None and cu_seqlens_k is not None:
+        raise ValueError("cu_seqlens_k needs cu_seqlens (the queries' document offsets)")
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"cu_seqlens: packed documents need q, k, v of batch 1 (1, H, total, d), "
+                             f"got batch {B}")
+        call.cu_q_host = _host_ints("cu_seqlens", cu_seqlens, N)
+        call.cu_k_host = call.cu_q_host if cu_seqlens_k is None else _host_ints("cu_seqlens_k", cu_seqlens_k, Nk)
+        if len(call.cu_k_host) != len(call.cu_q_host):
+            raise ValueError(f"cu_seqlens_k must have as many documents as cu_seqlens "
+                             f"({len(call.cu_q_host) - 1}), got {len(call.cu_k_host) - 1}")
+        if cu_seqlens_k is None and N != Nk:
+            raise ValueError(f"cu_seqlens: q has {N} tokens but k has {Nk}; pass cu_seqlens_k")
+        call.cu_q = cu_seqlens
+        call.cu_k = cu_seqlens_k
+    call.kpm = _check_padding(key_padding_mask, B, Nk, q.device)
+    call.shape = (B, H, N, Nk)
+    return call

@@ -1,21 +1,29 @@
 """Mask compiler: pattern -> BlockLayout (forward CSR, transposed CSR, full/partial split).
 
 Time and memory are O(nnz + nq + nk) for primitives and their unions, intersections and
-differences; results are cached on (pattern, seq_len, kv_len, block_size, causal, num_heads).
+differences; ``dense()`` under a token window costs O(blocks inside the window). Results
+are cached on (pattern, seq_len, kv_len, block_size, causal, num_heads, window).
+
+The geometry (absolute positions, full/partial blocks) is the one specified in
+:class:`~sparseflash.layout.BlockLayout`'s docstring. :func:`compile` builds a layout of one
+sequence; :func:`compile_sequences` builds one over several (packed documents, or one table
+per batch element for a key-padding mask) from per-sequence layouts.
 """
 from __future__ import annotations
 
 import functools
 import time
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from .layout import BlockLayout
-from .pattern import Grid, Pattern
+from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
+                     bottom_right, cdiv, seq_row)
+from .pattern import Dense, Grid, Pattern
 
-__all__ = ["compile", "compile_cache_clear", "compile_cache_info"]
+__all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
+           "check_window", "restrict"]
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -28,19 +36,40 @@ def _check_length(name: str, value) -> int:
     return int(value)
 
 
+def check_window(window_size) -> Optional[Tuple[int, int]]:
+    """Normalise ``window_size``: None, or ``(left, right)`` ints >= -1 (-1: unbounded side).
+    ``(-1, -1)`` is no window and returns None."""
+    if window_size is None:
+        return None
+    if (not isinstance(window_size, (tuple, list)) or len(window_size) != 2
+            or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) for w in window_size)):
+        raise ValueError(f"window_size must be a pair of ints (left, right) in tokens, got {window_size!r}")
+    left, right = int(window_size[0]), int(window_size[1])
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size values must be >= 0, or -1 for an unbounded side, got {window_size!r}")
+    return None if (left, right) == (-1, -1) else (left, right)
+
+
 def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, block_size: int = 128,
-            causal: bool = False, num_heads: int = 1, cache: bool = True) -> BlockLayout:
+            causal: bool = False, num_heads: int = 1, window_size=None,
+            cache: bool = True) -> BlockLayout:
     """Compile ``pattern`` into the block tables of a :class:`~sparseflash.BlockLayout`.
 
     Args:
         pattern: a :class:`~sparseflash.Pattern` (``parse`` a string first).
-        seq_len: query length in tokens; ``nq = ceil(seq_len / block_size)``.
-        kv_len: key/value length in tokens (default ``seq_len``); ``nk = ceil(kv_len / block_size)``.
+        seq_len: query length in tokens.
+        kv_len: key/value length in tokens (default ``seq_len``). Queries and keys are
+            aligned bottom-right: with ``kv_len > seq_len`` query row i sits at absolute
+            position ``i + kv_len - seq_len`` (a decode step, a prefill chunk), and the
+            pattern is evaluated on the absolute block grid of the ``max(seq_len, kv_len)``
+            tokens; see :class:`~sparseflash.BlockLayout`.
         block_size: tokens per block, a power of two in [16, 256].
-        causal: token-level causal mask, bottom-right aligned: query t sees key s iff
-            ``s <= t + kv_len - seq_len``. With ``kv_len < seq_len`` the first query rows see
-            nothing and produce zeros.
+        causal: token-level causal mask in absolute positions: query t sees key u iff
+            ``u <= t`` (bottom-right aligned, as FlashAttention >= 2.1).
         num_heads: query heads; must equal the head count of a ``per_head`` pattern.
+        window_size: ``(left, right)`` in tokens, flash-attn's convention (-1: unbounded):
+            query t sees key u iff ``t - left <= u <= t + right``, ANDed with the pattern.
+            Blocks wholly outside the window are not stored.
         cache: reuse the layout of an earlier identical call (the layout is immutable).
     """
     if not isinstance(pattern, Pattern):
@@ -49,17 +78,22 @@ def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, blo
         raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
     seq_len = _check_length("seq_len", seq_len)
     kv_len = seq_len if kv_len is None else _check_length("kv_len", kv_len)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or not (
-            16 <= block_size <= 256 and block_size & (block_size - 1) == 0):
-        raise ValueError(f"block_size must be a power of two in [16, 256], got {block_size!r}")
+    _check_block_size(block_size)
     if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
     if not isinstance(causal, (bool, np.bool_)):
         raise ValueError(f"causal must be a bool, got {causal!r}")
     if pattern.num_heads is not None and pattern.num_heads != num_heads:
         raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
-    args = (pattern, seq_len, kv_len, int(block_size), bool(causal), int(num_heads))
+    window = check_window(window_size)
+    args = (pattern, seq_len, kv_len, int(block_size), bool(causal), int(num_heads), window)
     return _compile_cached(*args) if cache else _compile(*args)
+
+
+def _check_block_size(block_size) -> None:
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or not (
+            16 <= block_size <= 256 and block_size & (block_size - 1) == 0):
+        raise ValueError(f"block_size must be a power of two in [16, 256], got {block_size!r}")
 
 
 def compile_cache_clear() -> None:
@@ -70,61 +104,109 @@ def compile_cache_info():
     return _compile_cached.cache_info()
 
 
-def _compile(pattern: Pattern, seq_len: int, kv_len: int, block_size: int, causal: bool,
-             num_heads: int) -> BlockLayout:
-    t0 = time.perf_counter()
-    nq, nk = -(-seq_len // block_size), -(-kv_len // block_size)
-    keys = pattern.keys(Grid(nq, nk, num_heads))
-    if isinstance(keys, tuple):  # one table per head
+# ----------------------------------------------------------------------------- one sequence
+def _offset_bounds(causal: bool, window) -> Tuple[Optional[int], Optional[int]]:
+    """Bounds on ``u - t`` (key minus query position) that the causal mask and the window
+    allow; None where unbounded."""
+    lo = hi = None
+    if window is not None:
+        left, right = window
+        lo = -left if left >= 0 else None
+        hi = right if right >= 0 else None
+    if causal:
+        hi = 0 if hi is None else min(hi, 0)
+    return lo, hi
+
+
+def _band_keys(nq_abs: int, nk_abs: int, rows: range, bs: int, lo, hi) -> np.ndarray:
+    """Keys ``I * nk_abs + J`` of the blocks a dense pattern keeps under the offset bounds,
+    for absolute rows ``rows``: O(blocks in the band)."""
+    I = np.arange(rows.start, rows.stop, dtype=np.int64)                       # [rows]
+    j_lo = np.zeros_like(I) if lo is None else np.maximum(0, (I * bs + lo - bs + 1 + bs - 1) // bs)
+    j_hi = np.full_like(I, nk_abs - 1) if hi is None else np.minimum(nk_abs - 1, ((I + 1) * bs - 1 + hi) // bs)
+    count = np.maximum(j_hi - j_lo + 1, 0)
+    first = np.repeat(I * nk_abs + j_lo, count)
+    pos = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+    return first + pos
+
+
+def _pattern_blocks(pattern: Pattern, q_len: int, k_len: int, q_pos: int, k_pos: int,
+                    bs: int, causal: bool, num_heads: int, window):
+    """The pattern's blocks on the sequence's absolute grid: ``(head or None, I, J,
+    table_heads)``, int64, sorted by (head, I, J)."""
+    nq = cdiv(q_pos + q_len, bs) - q_pos // bs
+    frame = max(q_pos + q_len, k_pos + k_len)
+    n_abs = cdiv(frame, bs)                       # the pattern's square grid, absolute blocks
+    lo, hi = _offset_bounds(causal, window)
+    if isinstance(pattern, Dense) and (lo is not None or hi is not None):
+        keys = _band_keys(n_abs, n_abs, range(q_pos // bs, q_pos // bs + nq), bs, lo, hi)
+    else:
+        keys = pattern.keys(Grid(n_abs, n_abs, num_heads))
+    if isinstance(keys, tuple):                   # one table per head
         if len(keys) != num_heads:
             raise ValueError(f"pattern produced {len(keys)} heads but num_heads={num_heads}")
+        head = np.repeat(np.arange(num_heads, dtype=np.int64), [k.size for k in keys])
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
         table_heads = num_heads
-        sizes = [k.size for k in keys]
-        offsets = np.repeat(np.arange(num_heads, dtype=np.int64) * (nq * nk), sizes)
-        keys = np.concatenate(keys) + offsets if keys else np.zeros(0, np.int64)
     else:
-        table_heads = 1
+        head, table_heads = None, 1
     if keys.size > _INT32_MAX:
         raise ValueError(f"layout has {keys.size} stored blocks; the int32 tables hold at most {_INT32_MAX}")
+    I, J = np.divmod(keys, n_abs)                                              # [nnz]
+    return head, I, J, table_heads
 
-    # Split keys = (th * nq + i) * nk + j into global row and column.       # [nnz]
-    if nk & (nk - 1) == 0:  # a power of two: shift and mask instead of int64 division
-        shift = nk.bit_length() - 1
-        row, col = keys >> shift, keys & (nk - 1)
-    else:
-        row = keys // nk
-        col = row * nk
-        np.subtract(keys, col, out=col)
-    i = row % nq if table_heads > 1 else row
 
-    # Token-rectangle tests: a block is visible if any pair passes, full if all pairs pass.
-    # Without causal only the last row / column can be cut by a length, so most of this is
-    # skipped in the common case.
-    full = np.ones(row.size, dtype=bool)
-    if seq_len % block_size:
-        full &= i != nq - 1
-    if kv_len % block_size:
-        full &= col != nk - 1
-    if causal:
-        shift = kv_len - seq_len
-        q_lo, q_hi = i * block_size, np.minimum((i + 1) * block_size, seq_len) - 1
-        k_lo, k_hi = col * block_size, np.minimum((col + 1) * block_size, kv_len) - 1
-        full &= k_hi <= q_lo + shift
-        visible = k_lo <= q_hi + shift
+def _sequence_blocks(head, I, J, q_len: int, k_len: int, q_pos: int, k_pos: int, bs: int,
+                     causal: bool, window):
+    """The stored blocks of one sequence from candidate absolute blocks ``(head, I, J)``
+    (sorted by head, I, J): ``(row, col, full)`` with local ``row = head * nq + i`` and
+    column ``j``, following the rules of BlockLayout's docstring."""
+    _, _, _, _, _, _, _, _, nq, nk = seq_row(0, q_len, 0, k_len, q_pos, k_pos, 0, 0, bs)
+    i0, j0 = q_pos // bs, k_pos // bs
+    lo, hi = _offset_bounds(causal, window)
+    inside = (I >= i0) & (I < i0 + nq) & (J >= j0) & (J < j0 + nk)
+    if not inside.all():
+        I, J = I[inside], J[inside]
+        head = head[inside] if head is not None else None
+    i, j = I - i0, J - j0
+
+    # Per-row and per-column token extents (positions), then the rectangle tests per block.
+    rI = np.arange(i0, i0 + nq, dtype=np.int64)                               # [nq]
+    cJ = np.arange(j0, j0 + nk, dtype=np.int64)                               # [nk]
+    q_lo, q_hi = np.maximum(rI * bs, q_pos), np.minimum((rI + 1) * bs, q_pos + q_len) - 1
+    k_lo, k_hi = np.maximum(cJ * bs, k_pos), np.minimum((cJ + 1) * bs, k_pos + k_len) - 1
+    q_whole = (q_hi - q_lo + 1) == bs
+    k_whole = (k_hi - k_lo + 1) == bs
+    full = q_whole[i] & k_whole[j]
+    if lo is not None or hi is not None:
+        d_min = k_lo[j] - q_hi[i]                     # smallest u - t over the rectangle
+        d_max = k_hi[j] - q_lo[i]
+        visible = np.ones(i.size, dtype=bool)
+        if hi is not None:
+            visible &= d_min <= hi
+            full &= d_max <= hi
+        if lo is not None:
+            visible &= d_max >= lo
+            full &= d_min >= lo
         if not visible.all():
-            row, col, full = row[visible], col[visible], full[visible]
+            i, j, full = i[visible], j[visible], full[visible]
+            head = head[visible] if head is not None else None
+    row = i if head is None else head * nq + i
+    return row, j, full
+
+
+def _csr_tables(row: np.ndarray, col: np.ndarray, full: np.ndarray, nrows: int, nq: int,
+                nk: int, table_heads: int):
+    """Forward and transposed CSR of one sequence from its blocks (rows ascending, columns
+    ascending within a row): full blocks first in every row and column."""
     partial = ~full
     any_partial = bool(partial.any())
-
-    # Forward CSR: rows in order, full blocks first within a row.  The stable sort only
-    # reorders rows whose partial blocks precede full ones (rare: causal/length cuts put
-    # partial blocks last), and timsort runs in O(n) on the already-sorted stretches.
+    # Forward CSR: the stable sort only reorders rows whose partial blocks precede full ones.
     if any_partial:
         order_key = (row * 2 + partial) * nk + col
         if not (order_key[1:] >= order_key[:-1]).all():
             order = np.argsort(order_key, kind="stable")
             row, col, partial = row[order], col[order], partial[order]
-    nrows = table_heads * nq
     fwd_ptr = np.zeros(nrows + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=nrows), out=fwd_ptr[1:])
     fwd_nfull = np.bincount(row[~partial], minlength=nrows) if any_partial else np.diff(fwd_ptr)
@@ -146,15 +228,151 @@ def _compile(pattern: Pattern, seq_len: int, kv_len: int, block_size: int, causa
     bwd_idx = csc.indices
     if table_heads > 1:
         bwd_idx = bwd_idx % nq
+    return dict(fwd_ptr=fwd_ptr, fwd_idx=col32, fwd_nfull=fwd_nfull,
+                bwd_ptr=bwd_ptr, bwd_idx=bwd_idx, bwd_nfull=bwd_nfull)
 
-    layout = BlockLayout(
-        seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-        num_heads=num_heads, table_heads=table_heads,
-        fwd_ptr=fwd_ptr, fwd_idx=col32, fwd_nfull=fwd_nfull,
-        bwd_ptr=bwd_ptr, bwd_idx=bwd_idx, bwd_nfull=bwd_nfull,
-        compile_ms=(time.perf_counter() - t0) * 1e3,
-    )
-    return layout
+
+def _compile(pattern: Pattern, seq_len: int, kv_len: int, block_size: int, causal: bool,
+             num_heads: int, window=None) -> BlockLayout:
+    t0 = time.perf_counter()
+    q_pos, k_pos = bottom_right(seq_len, kv_len)
+    head, I, J, table_heads = _pattern_blocks(pattern, seq_len, kv_len, q_pos, k_pos, block_size,
+                                              causal, num_heads, window)
+    return _layout_of(head, I, J, table_heads, seq_len, kv_len, q_pos, k_pos, block_size,
+                      causal, num_heads, window, t0)
+
+
+def _layout_of(head, I, J, table_heads, seq_len, kv_len, q_pos, k_pos, block_size, causal,
+               num_heads, window, t0) -> BlockLayout:
+    row, col, full = _sequence_blocks(head, I, J, seq_len, kv_len, q_pos, k_pos, block_size,
+                                      causal, window)
+    seq = seq_row(0, seq_len, 0, kv_len, q_pos, k_pos, 0, 0, block_size)
+    nq, nk = seq[NQ], seq[NK]
+    tables = _csr_tables(row, col, full, table_heads * nq, nq, nk, table_heads)
+    return BlockLayout(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                       num_heads=num_heads, table_heads=table_heads, window=window,
+                       seqs=np.array([seq], dtype=np.int64),
+                       compile_ms=(time.perf_counter() - t0) * 1e3, **tables)
+
+
+def restrict(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
+    """The layout of a call of ``seq_len`` queries against ``kv_len`` keys (aligned
+    bottom-right) that uses ``layout``'s blocks at their absolute positions: its rows for
+    the call's queries, cut to the call's keys, with full/partial recomputed for the call.
+    ``layout`` is a one-sequence layout whose positions cover the call's (a layout compiled
+    for a whole sequence serves its decode steps and prefill chunks). O(stored blocks)."""
+    t0 = time.perf_counter()
+    if layout.num_seqs != 1 or layout.packed:
+        raise ValueError("pattern: only a layout of one sequence can serve a shorter call")
+    bs = layout.block_size
+    s = layout.seqs[0]
+    lq_pos, lk_pos = int(s[Q_POS]), int(s[K_POS])
+    q_pos, k_pos = bottom_right(seq_len, kv_len)
+    if not (lk_pos == k_pos == 0 and kv_len <= layout.kv_len and lq_pos // bs <= q_pos // bs):
+        raise ValueError(f"pattern: the layout (seq_len={layout.seq_len}, kv_len={layout.kv_len}) does "
+                         f"not cover a call with seq_len={seq_len}, kv_len={kv_len}")
+    row, col, _ = _fwd_blocks(layout)
+    nq = layout.num_q_blocks
+    head = row // nq if layout.table_heads > 1 else None
+    I, J = row % nq + lq_pos // bs, col + lk_pos // bs
+    return _layout_of(head, I, J, layout.table_heads, seq_len, kv_len, q_pos, k_pos, bs,
+                      layout.causal, layout.num_heads, layout.window, t0)
 
 
 _compile_cached = functools.lru_cache(maxsize=256)(_compile)
+
+
+# ----------------------------------------------------------------------------- several sequences
+def _fwd_blocks(layout: BlockLayout):
+    """A one-sequence layout's blocks as ``(row, col, full)`` in forward-table order."""
+    counts = np.diff(layout.fwd_ptr.astype(np.int64))
+    row = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    pos = np.arange(row.size, dtype=np.int64) - layout.fwd_ptr[:-1].astype(np.int64)[row]
+    full = pos < layout.fwd_nfull[row]
+    col = layout.fwd_idx.astype(np.int64)
+    order = np.lexsort((col, row))                 # rows ascending, columns ascending
+    return row[order], col[order], full[order]
+
+
+def key_block_status(valid: np.ndarray, k_pos: int, bs: int) -> np.ndarray:
+    """Per local key block of a sequence whose keys start at position ``k_pos``: 0 when no
+    key is valid, 1 when some are, 2 when all are (``valid``: bool ``[k_len]``)."""
+    k_len = valid.size
+    lead = k_pos % bs
+    nk = cdiv(lead + k_len, bs)
+    padded = np.zeros(nk * bs, dtype=np.int8)      # absent keys count as not valid
+    padded[lead:lead + k_len] = valid
+    per_block = padded.reshape(nk, bs).sum(1)      # [nk]
+    return np.where(per_block == bs, 2, np.where(per_block > 0, 1, 0)).astype(np.int8)
+
+
+def _with_padding(layout: BlockLayout, status: np.ndarray) -> dict:
+    """One sequence's tables with the blocks of no valid key dropped and the partly padded
+    ones made partial (``status`` from :func:`key_block_status`)."""
+    row, col, full = _fwd_blocks(layout)
+    keep = status[col] > 0
+    row, col, full = row[keep], col[keep], full[keep] & (status[col[keep]] == 2)
+    nq, nk, th = layout.num_q_blocks, layout.num_kv_blocks, layout.table_heads
+    return _csr_tables(row, col, full, th * nq, nq, nk, th)
+
+
+def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[int], *,
+                      block_size: int, causal: bool, num_heads: int, window=None,
+                      packed: bool, key_padding_mask: Optional[np.ndarray] = None) -> BlockLayout:
+    """A layout over several sequences: packed documents (``packed``: sequence s is the s-th
+    segment of one batch row, lengths ``q_lens[s]``/``k_lens[s]``) or one table per batch
+    element (sequence s is batch element s, all of the same lengths). Each sequence is its
+    own bottom-right aligned sequence: pattern, blocks and causal line start at its first
+    token. ``key_padding_mask`` (bool ``[batch, total kv]``) drops the blocks with no valid
+    key and makes partly padded blocks partial. Per-sequence layouts come from the compile
+    cache, so equal lengths compile once; assembling is O(total stored blocks)."""
+    t0 = time.perf_counter()
+    q_lens, k_lens = [int(x) for x in q_lens], [int(x) for x in k_lens]
+    parts: List[dict] = []
+    seqs = []
+    q_start = k_start = row_off = col_off = entries = 0
+    table_heads = None
+    for s, (q_len, k_len) in enumerate(zip(q_lens, k_lens)):
+        q_pos, k_pos = bottom_right(q_len, k_len)
+        row = seq_row(q_start if packed else 0, q_len, k_start if packed else 0, k_len,
+                      q_pos, k_pos, row_off, col_off, block_size)
+        if q_len == 0 or k_len == 0:              # an empty document: no rows or no keys
+            th = table_heads or (pattern.table_heads if isinstance(pattern, BlockLayout)
+                                 else num_heads if pattern.num_heads is not None else 1)
+            tables = _csr_tables(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool),
+                                 th * row[NQ], max(row[NQ], 1), max(row[NK], 1), th)
+        else:
+            one = pattern if isinstance(pattern, BlockLayout) else compile(
+                pattern, q_len, kv_len=k_len, block_size=block_size, causal=causal,
+                num_heads=num_heads, window_size=window)
+            th = one.table_heads
+            if key_padding_mask is not None:
+                valid = (key_padding_mask[0, k_start:k_start + k_len] if packed
+                         else key_padding_mask[s])
+                tables = _with_padding(one, key_block_status(valid, k_pos, block_size))
+            else:
+                tables = {name: getattr(one, name) for name in
+                          ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+        table_heads = th if table_heads is None else table_heads
+        tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
+        tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
+        entries += int(tables["fwd_idx"].size)
+        parts.append(tables)
+        seqs.append(row)
+        row_off += th * row[NQ]
+        col_off += th * row[NK]
+        q_start += q_len
+        k_start += k_len
+    if entries > _INT32_MAX:
+        raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
+    cat = {name: np.concatenate([p[name] for p in parts])
+           for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+    cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
+    cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
+    seq_len = q_start if packed else q_lens[0]
+    kv_len = k_start if packed else k_lens[0]
+    return BlockLayout(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                       num_heads=num_heads, table_heads=table_heads or 1, window=window,
+                       seqs=np.array(seqs, dtype=np.int64), packed=packed,
+                       key_padding_mask=key_padding_mask,
+                       compile_ms=(time.perf_counter() - t0) * 1e3, **cat)

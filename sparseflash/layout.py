@@ -5,11 +5,35 @@ The table format is specified once, in :class:`BlockLayout`'s docstring.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["BlockLayout", "LayoutTensors"]
+__all__ = ["BlockLayout", "LayoutTensors", "SEQ_FIELDS"]
+
+# Columns of ``BlockLayout.seqs`` (one row per sequence), in this order.
+SEQ_FIELDS = ("q_start", "q_len", "k_start", "k_len", "q_pos", "k_pos",
+              "row_off", "col_off", "nq", "nk")
+Q_START, Q_LEN, K_START, K_LEN, Q_POS, K_POS, ROW_OFF, COL_OFF, NQ, NK = range(len(SEQ_FIELDS))
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def bottom_right(q_len: int, k_len: int) -> Tuple[int, int]:
+    """(q_pos, k_pos): absolute positions of the first query and key when the two sequences
+    end together (the causal mask's alignment); the longer one starts at position 0."""
+    frame = max(q_len, k_len)
+    return frame - q_len, frame - k_len
+
+
+def seq_row(q_start: int, q_len: int, k_start: int, k_len: int, q_pos: int, k_pos: int,
+            row_off: int, col_off: int, block_size: int) -> Tuple[int, ...]:
+    """One row of ``BlockLayout.seqs`` (nq and nk follow from the positions)."""
+    nq = cdiv(q_pos + q_len, block_size) - q_pos // block_size if q_len else 0
+    nk = cdiv(k_pos + k_len, block_size) - k_pos // block_size if k_len else 0
+    return (q_start, q_len, k_start, k_len, q_pos, k_pos, row_off, col_off, nq, nk)
 
 
 @dataclass(frozen=True)
@@ -25,66 +49,100 @@ class LayoutTensors:
     bwd_ptr: "object"
     bwd_idx: "object"
     bwd_nfull: "object"
+    seqs: "object"
 
 
 class BlockLayout:
     r"""Block-sparse attention layout: which (query block, key block) pairs are computed.
 
-    Produced by :func:`sparseflash.compile`; immutable (its arrays are read-only).
+    Produced by :func:`sparseflash.compile` (one sequence shared by the batch) and by
+    :func:`sparseflash.attention.resolve_layout` for packed documents and padded batches;
+    immutable (its arrays are read-only).
 
-    **Grid.** Tokens are grouped into blocks of ``block_size``. There are
-    ``nq = ceil(seq_len / block_size)`` query blocks and ``nk = ceil(kv_len / block_size)``
-    key blocks. Query block ``i`` covers tokens ``[i*block_size, min((i+1)*block_size, seq_len))``.
+    **Sequences.** A layout describes ``num_seqs`` sequences, one row each in ``seqs``
+    (int64 ``[num_seqs, 10]``, columns :data:`SEQ_FIELDS`)::
 
-    **Token-level mask.** Query token ``t`` may attend key token ``s`` iff
+        q_start q_len k_start k_len q_pos k_pos row_off col_off nq nk
 
-    * block ``(t // block_size, s // block_size)`` is in the table of t's head, and
-    * ``t < seq_len`` and ``s < kv_len``, and
-    * if ``causal``: ``s <= t + (kv_len - seq_len)`` (bottom-right aligned, as FlashAttention >= 2.1).
+    * ``num_seqs == 1``: one sequence, shared by every batch element (``packed`` False).
+    * ``packed`` True: documents packed into one batch row (``cu_seqlens``): sequence s is
+      query rows ``[q_start, q_start + q_len)`` and key rows ``[k_start, k_start + k_len)``
+      of the tensors' sequence axis.
+    * ``packed`` False and ``num_seqs > 1``: sequence s is batch element s (its own tables,
+      e.g. for a key-padding mask); ``q_start = k_start = 0``.
 
-    **Full and partial blocks.** A stored block is *full* when every token pair in its
-    rectangle passes the two length tests and the causal test, so a kernel may skip
-    element masking there. It is *partial* when it has at least one visible pair and at
-    least one masked-out pair (it is crossed by the causal line or cut by a length).
-    Blocks with no visible pair at all are never stored.
+    **Absolute positions.** Query row ``q_start + i`` sits at position ``t = q_pos + i`` of
+    its sequence, key row ``k_start + j`` at ``u = k_pos + j``. The default is bottom-right
+    alignment (:func:`bottom_right`): the queries and keys end together, as the causal mask
+    aligns them, so with ``kv_len >= seq_len`` query row i is at ``i + kv_len - seq_len``
+    (a decode step or a chunk of a prefill sits where it belongs) and with ``kv_len <
+    seq_len`` (cross-attention) key row j is at ``j + seq_len - kv_len``. Patterns are
+    evaluated on the square grid of absolute blocks of the sequence, ``ceil(frame / b)``
+    blocks a side with ``frame = max(q_pos + q_len, k_pos + k_len)`` and ``b = block_size``:
+    absolute block ``I`` covers positions ``[I*b, (I+1)*b)``.
+
+    **Token-level mask.** Query position t may attend key position u of its sequence iff
+
+    * block ``(t // b, u // b)`` is stored for t's head, and
+    * if ``causal``: ``u <= t``, and
+    * if ``window = (left, right)``: ``t - left <= u <= t + right`` (-1: unbounded side), and
+    * the key is not padding (``key_padding_mask``, when the layout was built with one).
+
+    Tokens of different sequences never attend each other.
+
+    **Table rows are local.** Sequence s has ``nq`` query-block rows and ``nk`` key-block
+    columns: local row ``i`` is absolute block ``q_pos // b + i`` and local column ``j`` is
+    absolute block ``k_pos // b + j``. A block's *rectangle* is the b x b token pairs of
+    those two absolute blocks; rows and columns outside the sequence's tokens are *absent*.
+
+    **Full and partial blocks.** A stored block is *full* when no row or column of its
+    rectangle is absent and every pair passes the causal, window and padding tests, so a
+    kernel may skip element masking and bounds checks there. It is *partial* when it has at
+    least one visible pair and at least one pair that is absent or masked out. Blocks with
+    no visible pair at all are never stored.
 
     **Heads.** ``table_heads`` is 1 when every head shares one pattern, else ``num_heads``.
     Head ``h`` uses table head ``th = h if table_heads > 1 else 0``.
 
-    **Forward tables (CSR over query blocks)**, one row per (table head, query block),
-    row ``r = th * nq + i``:
+    **Forward tables (CSR over query blocks)**, row ``r = row_off + th * nq + i`` for
+    sequence s's local row i (``row_off``, ``nq`` from s's row of ``seqs``):
 
-    * ``fwd_ptr``   int32 ``[table_heads * nq + 1]``: row r's entries are
+    * ``fwd_ptr``   int32 ``[sum_s table_heads * nq + 1]``: row r's entries are
       ``fwd_idx[fwd_ptr[r] : fwd_ptr[r + 1]]``.
-    * ``fwd_idx``   int32 ``[nnz_stored]``: key-block indices. Within a row the first
+    * ``fwd_idx``   int32 ``[nnz_stored]``: local key-block indices j. Within a row the first
       ``fwd_nfull[r]`` entries are the full blocks, ascending; the rest are the partial
       blocks, ascending.
-    * ``fwd_nfull`` int32 ``[table_heads * nq]``.
+    * ``fwd_nfull`` int32 ``[sum_s table_heads * nq]``.
 
-    **Backward tables (CSR over key blocks, the transpose)**, row ``c = th * nk + j``:
-    ``bwd_ptr`` int32 ``[table_heads * nk + 1]``, ``bwd_idx`` int32 (query-block indices,
-    full ones first, each part ascending), ``bwd_nfull`` int32 ``[table_heads * nk]``.
+    **Backward tables (CSR over key blocks, the transpose)**, row ``c = col_off + th * nk +
+    j``: ``bwd_ptr`` int32 ``[sum_s table_heads * nk + 1]``, ``bwd_idx`` int32 (local
+    query-block indices, full ones first, each part ascending), ``bwd_nfull`` int32
+    ``[sum_s table_heads * nk]``.
 
-    A row with no entries is allowed (an empty query block produces zeros).
+    A row with no entries is allowed (its queries see nothing: output 0, lse -inf).
 
-    **Rebuilding the dense mask**::
+    **Rebuilding the dense mask** of sequence s::
 
+        q_start, q_len, k_start, k_len, q_pos, k_pos, row_off, col_off, nq, nk = seqs[s]
         dense = np.zeros((table_heads, nq, nk), bool)
         for th in range(table_heads):
             for i in range(nq):
-                r = th * nq + i
+                r = row_off + th * nq + i
                 dense[th, i, fwd_idx[fwd_ptr[r]:fwd_ptr[r + 1]]] = True
         # full blocks of row r: fwd_idx[fwd_ptr[r] : fwd_ptr[r] + fwd_nfull[r]]
         # broadcast to (num_heads, nq, nk) when table_heads == 1
 
-    ``to_dense()`` does exactly this. ``nnz`` counts computed block pairs over all
-    ``num_heads`` heads (a shared table counts once per head), and
-    ``density = nnz / (num_heads * nq * nk)``.
+    ``to_dense(seq=s)`` does exactly this. ``nnz`` counts computed block pairs over all
+    sequences and all ``num_heads`` heads (a shared table counts once per head), and
+    ``density = nnz / (num_heads * sum_s nq * nk)``.
+
+    ``seq_len``/``kv_len`` are the lengths of the tensors' sequence axes (the totals for
+    packed documents); ``num_q_blocks``/``num_kv_blocks`` are sequence 0's ``nq``/``nk``.
     """
 
     __slots__ = (
-        "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads",
-        "num_q_blocks", "num_kv_blocks",
+        "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
+        "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
         "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
         "compile_ms", "_device_cache", "__weakref__",
     )
@@ -93,6 +151,9 @@ class BlockLayout:
                  num_heads: int, table_heads: int,
                  fwd_ptr: np.ndarray, fwd_idx: np.ndarray, fwd_nfull: np.ndarray,
                  bwd_ptr: np.ndarray, bwd_idx: np.ndarray, bwd_nfull: np.ndarray,
+                 seqs: Optional[np.ndarray] = None, packed: bool = False,
+                 window: Optional[Tuple[int, int]] = None,
+                 key_padding_mask: Optional[np.ndarray] = None,
                  compile_ms: float = float("nan")):
         self.seq_len = int(seq_len)
         self.kv_len = int(kv_len)
@@ -100,8 +161,21 @@ class BlockLayout:
         self.causal = bool(causal)
         self.num_heads = int(num_heads)
         self.table_heads = int(table_heads)
-        self.num_q_blocks = -(-self.seq_len // self.block_size)
-        self.num_kv_blocks = -(-self.kv_len // self.block_size)
+        self.window = None if window is None else (int(window[0]), int(window[1]))
+        self.packed = bool(packed)
+        if seqs is None:
+            seqs = np.array([seq_row(0, self.seq_len, 0, self.kv_len,
+                                     *bottom_right(self.seq_len, self.kv_len), 0, 0,
+                                     self.block_size)], dtype=np.int64)
+        seqs = np.ascontiguousarray(seqs, dtype=np.int64).reshape(-1, len(SEQ_FIELDS))
+        seqs.setflags(write=False)
+        self.seqs = seqs
+        if key_padding_mask is not None:
+            key_padding_mask = np.ascontiguousarray(key_padding_mask, dtype=bool)
+            key_padding_mask.setflags(write=False)
+        self.key_padding_mask = key_padding_mask
+        self.num_q_blocks = int(seqs[0, NQ])
+        self.num_kv_blocks = int(seqs[0, NK])
         for name, arr in (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
                           ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull)):
             arr = np.ascontiguousarray(arr, dtype=np.int32)
@@ -109,19 +183,25 @@ class BlockLayout:
             setattr(self, name, arr)
         self.compile_ms = compile_ms
         self._device_cache: Dict[str, LayoutTensors] = {}
-        assert self.fwd_ptr.shape == (self.table_heads * self.num_q_blocks + 1,)
-        assert self.bwd_ptr.shape == (self.table_heads * self.num_kv_blocks + 1,)
+        rows = int(seqs[:, NQ].sum()) * self.table_heads
+        cols = int(seqs[:, NK].sum()) * self.table_heads
+        assert self.fwd_ptr.shape == (rows + 1,), (self.fwd_ptr.shape, rows)
+        assert self.bwd_ptr.shape == (cols + 1,), (self.bwd_ptr.shape, cols)
         assert self.fwd_idx.shape == self.bwd_idx.shape
 
     # ------------------------------------------------------------------ summary
     @property
+    def num_seqs(self) -> int:
+        return int(self.seqs.shape[0])
+
+    @property
     def shape(self) -> Tuple[int, int, int]:
-        """(num_heads, nq, nk) of the block grid."""
+        """(num_heads, nq, nk) of sequence 0's block grid."""
         return (self.num_heads, self.num_q_blocks, self.num_kv_blocks)
 
     @property
     def nnz(self) -> int:
-        """Computed block pairs, summed over all ``num_heads`` heads."""
+        """Computed block pairs, summed over all sequences and all ``num_heads`` heads."""
         return int(self.fwd_idx.size) * (self.num_heads // self.table_heads)
 
     @property
@@ -134,9 +214,14 @@ class BlockLayout:
         return self.nnz - self.num_full
 
     @property
+    def grid_blocks(self) -> int:
+        """``num_heads * sum_s nq * nk``: the block pairs of every sequence's grid."""
+        return self.num_heads * int((self.seqs[:, NQ] * self.seqs[:, NK]).sum())
+
+    @property
     def density(self) -> float:
-        """nnz / (num_heads * nq * nk)."""
-        return self.nnz / float(self.num_heads * self.num_q_blocks * self.num_kv_blocks)
+        """nnz / (num_heads * sum_s nq * nk)."""
+        return self.nnz / float(max(self.grid_blocks, 1))
 
     @property
     def max_row_blocks(self) -> int:
@@ -148,41 +233,69 @@ class BlockLayout:
         """Largest number of query blocks any key block is visited by."""
         return int(np.diff(self.bwd_ptr).max(initial=0))
 
-    def row_counts(self) -> np.ndarray:
-        """Key blocks per query block, int64 ``[num_heads, nq]``."""
-        c = np.diff(self.fwd_ptr).astype(np.int64).reshape(self.table_heads, self.num_q_blocks)
-        return np.broadcast_to(c, (self.num_heads, self.num_q_blocks))
+    def row_counts(self, seq: int = 0) -> np.ndarray:
+        """Key blocks per query block of sequence ``seq``, int64 ``[num_heads, nq]``."""
+        s = self._seq(seq)
+        nq, off = int(s[NQ]), int(s[ROW_OFF])
+        ptr = self.fwd_ptr[off:off + self.table_heads * nq + 1]
+        c = np.diff(ptr).astype(np.int64).reshape(self.table_heads, nq)
+        return np.broadcast_to(c, (self.num_heads, nq))
+
+    def _seq(self, seq: int) -> np.ndarray:
+        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or not 0 <= seq < self.num_seqs:
+            raise ValueError(f"seq must be an int in [0, {self.num_seqs}), got {seq!r}")
+        return self.seqs[seq]
 
     # ------------------------------------------------------------------ dense views
-    def to_dense(self, kind: str = "any") -> np.ndarray:
-        """Bool array ``[num_heads, nq, nk]`` of computed blocks.
+    def to_dense(self, kind: str = "any", seq: int = 0) -> np.ndarray:
+        """Bool array ``[num_heads, nq, nk]`` of sequence ``seq``'s computed blocks (local
+        indices: row i is absolute query block ``q_pos // block_size + i``).
 
         ``kind`` selects ``"any"`` (every computed block), ``"full"`` or ``"partial"``.
         """
         if kind not in ("any", "full", "partial"):
             raise ValueError(f"kind must be 'any', 'full' or 'partial', got {kind!r}")
-        nq, nk, th = self.num_q_blocks, self.num_kv_blocks, self.table_heads
-        rows = np.repeat(np.arange(th * nq, dtype=np.int64), np.diff(self.fwd_ptr))
+        s = self._seq(seq)
+        nq, nk, th, off = int(s[NQ]), int(s[NK]), self.table_heads, int(s[ROW_OFF])
+        ptr = self.fwd_ptr[off:off + th * nq + 1].astype(np.int64)
+        rows = np.repeat(np.arange(th * nq, dtype=np.int64), np.diff(ptr))
+        entries = slice(int(ptr[0]), int(ptr[-1]))
+        idx = self.fwd_idx[entries]
         if kind != "any":
-            pos = np.arange(self.fwd_idx.size, dtype=np.int64) - self.fwd_ptr[:-1].astype(np.int64)[rows]
-            is_full = pos < self.fwd_nfull[rows]
+            pos = np.arange(idx.size, dtype=np.int64) - (ptr[:-1] - ptr[0])[rows]
+            is_full = pos < self.fwd_nfull[off:off + th * nq][rows]
             keep = is_full if kind == "full" else ~is_full
         else:
             keep = slice(None)
         dense = np.zeros((th * nq, nk), dtype=bool)
-        dense[rows[keep], self.fwd_idx[keep]] = True
+        dense[rows[keep], idx[keep]] = True
         dense = dense.reshape(th, nq, nk)
         return np.broadcast_to(dense, (self.num_heads, nq, nk)).copy() if th != self.num_heads else dense
 
-    def to_token_mask(self, head: int = 0) -> np.ndarray:
-        """Bool ``[seq_len, kv_len]`` token-level mask of one head (for tests; O(N^2))."""
-        blocks = self.to_dense()[head]
+    def to_token_mask(self, head: int = 0, seq: int = 0) -> np.ndarray:
+        """Bool ``[q_len, k_len]`` token-level mask of one head of sequence ``seq`` (for tests;
+        O(q_len * k_len)): the token rule of the class docstring, padding included."""
+        s = self._seq(seq)
+        q_len, k_len, q_pos, k_pos = int(s[Q_LEN]), int(s[K_LEN]), int(s[Q_POS]), int(s[K_POS])
         bs = self.block_size
-        m = np.repeat(np.repeat(blocks, bs, 0), bs, 1)[: self.seq_len, : self.kv_len]
+        blocks = self.to_dense(seq=seq)[head]
+        t = q_pos + np.arange(q_len)                                  # [q_len] positions
+        u = k_pos + np.arange(k_len)                                  # [k_len]
+        m = blocks[(t // bs - q_pos // bs)[:, None], (u // bs - k_pos // bs)[None, :]]
         if self.causal:
-            t = np.arange(self.seq_len)[:, None]
-            s = np.arange(self.kv_len)[None, :]
-            m = m & (s <= t + (self.kv_len - self.seq_len))
+            m = m & (u[None, :] <= t[:, None])
+        if self.window is not None:
+            left, right = self.window
+            if left >= 0:
+                m = m & (u[None, :] >= t[:, None] - left)
+            if right >= 0:
+                m = m & (u[None, :] <= t[:, None] + right)
+        if self.key_padding_mask is not None:
+            if self.packed:
+                keys = self.key_padding_mask[0, int(s[K_START]):int(s[K_START]) + k_len]
+            else:
+                keys = self.key_padding_mask[seq if self.num_seqs > 1 else 0]
+            m = m & keys[None, :]
         return m
 
     # ------------------------------------------------------------------ devices
@@ -196,10 +309,10 @@ class BlockLayout:
         key = str(device)
         cached = self._device_cache.get(key)
         if cached is None:
-            cached = LayoutTensors(**{
-                name: torch.from_numpy(np.array(getattr(self, name))).to(device)
-                for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
-            })
+            arrays = {name: np.array(getattr(self, name))
+                      for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+            arrays["seqs"] = self.seqs.astype(np.int32)
+            cached = LayoutTensors(**{name: torch.from_numpy(a).to(device) for name, a in arrays.items()})
             self._device_cache[key] = cached
         return cached
 
@@ -211,9 +324,15 @@ class BlockLayout:
         return layout_to_string(self, width=width, head=head)
 
     def describe(self) -> str:
+        extra = ""
+        if self.num_seqs > 1:
+            extra += f", {'documents' if self.packed else 'batch tables'}={self.num_seqs}"
+        if self.window is not None:
+            extra += f", window={self.window}"
         return (f"BlockLayout(seq_len={self.seq_len}, kv_len={self.kv_len}, block_size={self.block_size}, "
-                f"causal={self.causal}, num_heads={self.num_heads}, grid={self.num_q_blocks}x{self.num_kv_blocks}, "
-                f"nnz={self.nnz}, full={self.num_full}, partial={self.num_partial}, density={self.density:.4f})")
+                f"causal={self.causal}, num_heads={self.num_heads}, grid={self.num_q_blocks}x{self.num_kv_blocks}"
+                f"{extra}, nnz={self.nnz}, full={self.num_full}, partial={self.num_partial}, "
+                f"density={self.density:.4f})")
 
     __repr__ = describe
 

@@ -18,6 +18,9 @@ tile by tile.
 import triton
 import triton.language as tl
 
+LN2: tl.constexpr = 0.6931471805599453       # ln 2: log2-domain statistics to natural log
+LOG2E: tl.constexpr = 1.4426950408889634     # 1 / ln 2
+
 
 @triton.jit
 def _dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
@@ -107,14 +110,58 @@ def _load_rows(src, off_b, off_h, start, offs, offs_d, row_ok, d_ok, stride_n, s
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo, it_hi,
-               offs_m, offs_n, offs_d,
+def _sequence(seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ: tl.constexpr):
+    """Geometry of table sequence ``ts``: (q_start, q_len, k_start, k_len, q_pos, k_pos,
+    row_off, col_off, nq, nk), the columns of BlockLayout.seqs. One sequence shared by the
+    batch passes them as scalars (no loads); several read their row of ``seqs``."""
+    if PER_SEQ:
+        row = seqs + ts * 10
+        return (tl.load(row), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3),
+                tl.load(row + 4), tl.load(row + 5), tl.load(row + 6), tl.load(row + 7),
+                tl.load(row + 8), tl.load(row + 9))
+    else:
+        zero = tl.program_id(0) * 0
+        return zero, q_len + zero, zero, k_len + zero, q_pos + zero, k_pos + zero, zero, zero, \
+            nq + zero, nk + zero
+
+
+@triton.jit
+def _visible(rows_pos, cols_pos, row_ok, col_ok, window_left, window_right,
+             CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Token rule of a masked tile, ``[len(rows_pos), len(cols_pos)]``: both tokens present,
+    key not after the query (causal), key inside the query's window."""
+    visible = row_ok[:, None] & col_ok[None, :]
+    if CAUSAL:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None])
+    if HAS_WL:
+        visible = visible & (cols_pos[None, :] >= rows_pos[:, None] - window_left)
+    if HAS_WR:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None] + window_right)
+    return visible
+
+
+@triton.jit
+def _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM: tl.constexpr):
+    """Keys present in the sequence and not padding (``KPM``: int8 [B, kv_len], 1 = keep)."""
+    if HAS_KPM:
+        keep = tl.load(KPM + kpm_row + (cols_pos + k_row0), mask=col_ok, other=0)
+        return col_ok & (keep != 0)
+    else:
+        return col_ok
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, idx_ptr, it_lo, it_hi,
+               rows_pos, row_ok, offs_n, offs_d,
                stride_kn, stride_kd, stride_vn, stride_vd,
-               qk_scale, seq_len, kv_len,
+               qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
+               HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
+    # Key block j of the table is absolute block j0 + j; key position u is tensor row
+    # u + k_row0; the sequence's keys are positions [k_lo, k_hi).
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
@@ -122,17 +169,17 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo,
     for it in range(it_lo, it_hi):
         kv_block_idx = next_idx
         next_idx = _block_at(idx_ptr, it + 1, it_hi, SUB)
-        start_n = kv_block_idx * BLOCK + (it % SUB) * BLOCK_N
-        cols = start_n + offs_n                                   # [BLOCK_N]
-        col_ok = cols < kv_len
-        kT = _load_rows(K_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+        start_n = (kv_block_idx + j0) * BLOCK + (it % SUB) * BLOCK_N  # absolute position
+        cols_pos = start_n + offs_n                                   # [BLOCK_N]
+        col_ok = (cols_pos >= k_lo) & (cols_pos < k_hi)
+        kT = _load_rows(K_head, off_b, off_kvh, start_n + k_row0, offs_n, offs_d, col_ok, d_ok,
                         stride_kn, stride_kd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
-                        True, USE_TMA)                            # [D, BLOCK_N]
-        qk = _dot(q, kT, None, UPCAST, PRECISION)                 # [BLOCK_M, BLOCK_N]
+                        True, USE_TMA)                                # [D, BLOCK_N]
+        qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         if MASKED:
-            visible = col_ok[None, :]
-            if CAUSAL:
-                visible = visible & (cols[None, :] <= offs_m[:, None] + (kv_len - seq_len))
+            key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
+            visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
+                               CAUSAL, HAS_WL, HAS_WR)
             qk = tl.where(visible, qk * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
@@ -146,83 +193,124 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, idx_ptr, it_lo,
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v = _load_rows(V_head, off_b, off_kvh, start_n, offs_n, offs_d, col_ok, d_ok,
+        v = _load_rows(V_head, off_b, off_kvh, start_n + k_row0, offs_n, offs_d, col_ok, d_ok,
                        stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
-                       False, USE_TMA)                            # [BLOCK_N, D]
+                       False, USE_TMA)                                # [BLOCK_N, D]
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
+def _slot_sequence(slot, PER_SEQ: tl.constexpr, PACKED: tl.constexpr):
+    """(table sequence, batch index) of grid slot ``slot``: a batch element, or a document of
+    the one batch row when PACKED."""
+    if PER_SEQ:
+        ts = slot
+    else:
+        ts = slot * 0
+    if PACKED:
+        off_b = slot * 0
+    else:
+        off_b = slot
+    return ts, off_b
+
+
+@triton.jit
+def _query_tile(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1, off_h,
+                BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, PER_SEQ: tl.constexpr):
+    """Sequence geometry of a query-tile program and the table row it walks. Tiles are
+    aligned to absolute positions (``BLOCK_M`` divides ``BLOCK``), so a tile lies in one
+    query block; tile ``pid_m`` is the pid_m-th tile holding one of the sequence's queries.
+    Returns (q_start, q_pos, q_end, k_start, k_pos, k_end, start_m, row, tile_ok, nk, col_off)
+    with ``start_m`` the tile's first absolute position."""
+    q_start, q_len, k_start, k_len, q_pos, k_pos, row_off, col_off, nq, nk = _sequence(
+        seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ)
+    start_m = (q_pos // BLOCK_M + pid_m) * BLOCK_M
+    tile_ok = start_m < q_pos + q_len
+    row = row_off + off_h * table_heads_gt1 * nq + start_m // BLOCK - q_pos // BLOCK
+    row = tl.where(tile_ok, row, 0)
+    return q_start, q_pos, q_pos + q_len, k_start, k_pos, k_pos + k_len, start_m, row, tile_ok, nk, col_off
+
+
+@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
 def _fwd_kernel(Q, K, V, Out, LSE,
-                fwd_ptr, fwd_idx, fwd_nfull, schedule, num_m_tiles,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd,
                 stride_ob, stride_oh, stride_om, stride_od,
-                num_heads, group_size, seq_len, kv_len, table_row_stride,
-                qk_scale,
+                stride_kpm_b, num_heads, group_size, lse_len,
+                q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                window_left, window_right, qk_scale,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-                CAUSAL: tl.constexpr, REVERSE_M: tl.constexpr,
+                CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
+                HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
+                REVERSE_M: tl.constexpr,
                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                 SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_N
-    pid_m, pid_bh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
-    off_b = pid_bh // num_heads
-    off_h = pid_bh % num_heads
+    pid_m, pid_sh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
+    slot = pid_sh // num_heads                      # batch element, or document when PACKED
+    off_h = pid_sh % num_heads
     off_kvh = off_h // group_size
+    ts, off_b = _slot_sequence(slot, PER_SEQ, PACKED)
 
-    start_m = pid_m * BLOCK_M
-    q_block_idx = start_m // BLOCK
-    row = off_h * table_row_stride + q_block_idx    # table_row_stride = nq (per-head) or 0
+    q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok, nk_s, col_off = _query_tile(
+        seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1, off_h,
+        BLOCK, BLOCK_M, PER_SEQ)
     lo = tl.load(fwd_ptr + row)
-    hi = tl.load(fwd_ptr + row + 1)
-    n_full = tl.load(fwd_nfull + row)
+    hi = tl.where(tile_ok, tl.load(fwd_ptr + row + 1), lo)
+    n_full = tl.where(tile_ok, tl.load(fwd_nfull + row), 0)
 
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    rows_pos = start_m + tl.arange(0, BLOCK_M)                        # absolute positions
+    q_row0 = q_start - q_lo                                           # tensor row = pos + q_row0
+    k_row0 = k_start - k_lo
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    row_ok = offs_m < seq_len
+    row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
     d_ok = offs_d < HEAD_DIM
 
     Q_head = Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
     K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
     V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
-    q_ptrs = Q_head + start_m.to(tl.int64) * stride_qm \
+    q_ptrs = Q_head + (start_m + q_row0).to(tl.int64) * stride_qm \
         + tl.arange(0, BLOCK_M)[:, None] * stride_qm + offs_d[None, :] * stride_qd
     q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
+    kpm_row = off_b.to(tl.int64) * stride_kpm_b
+    j0 = k_lo // BLOCK
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, fwd_idx,
-                               lo * SUB, (lo + n_full) * SUB, offs_m, offs_n, offs_d,
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
+                               lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
-                               qk_scale, seq_len, kv_len,
+                               qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               False, CAUSAL, UPCAST, PRECISION, USE_TMA)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, off_b, off_kvh, fwd_idx,
-                               (lo + n_full) * SUB, hi * SUB, offs_m, offs_n, offs_d,
+                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
+                               (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
-                               qk_scale, seq_len, kv_len,
+                               qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               True, CAUSAL, UPCAST, PRECISION, USE_TMA)
+                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
 
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh \
-        + start_m.to(tl.int64) * stride_om \
+        + (start_m + q_row0).to(tl.int64) * stride_om \
         + tl.arange(0, BLOCK_M)[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-    lse_ptrs = LSE + pid_bh.to(tl.int64) * seq_len + offs_m       # LSE is (B, H, N) contiguous
+    # LSE is (B, H, lse_len) contiguous
+    lse_ptrs = LSE + (off_b * num_heads + off_h).to(tl.int64) * lse_len + (rows_pos + q_row0)
     tl.store(lse_ptrs, lse, mask=row_ok)

@@ -160,7 +160,7 @@ def _descriptors(use_tma: bool, rows: int, d_pad: int, *tensors: torch.Tensor):
 
 def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, batch: int,
                   num_heads: int, group: int, per_head: bool, num_tiles: int, tile: int,
-                  block_size: int, reverse: bool) -> Optional[torch.Tensor]:
+                  block_size: int, reverse: bool, first_pos: int = 0) -> Optional[torch.Tensor]:
     """Launch order (int32 ``bh * num_tiles + tile`` per program) putting heavy tiles first.
 
     A tile is heavy when it walks more than twice the mean number of blocks (the rows or
@@ -172,13 +172,14 @@ def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, ba
     """
     if cache is None:
         return None
-    key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse)
+    key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse, first_pos)
     if key in cache:
         return cache[key]
     counts = np.diff(row_ptr.cpu().numpy().astype(np.int64))
     table_heads = num_heads if per_head else 1
     counts = counts.reshape(table_heads, -1)                         # [table_heads, rows]
-    rows = (np.arange(num_tiles) * tile) // block_size               # layout row of each tile
+    # local table row of each tile (tiles are aligned to absolute positions from first_pos)
+    rows = ((first_pos // tile + np.arange(num_tiles)) * tile) // block_size - first_pos // block_size
     work = counts[np.arange(num_heads) % table_heads][:, rows]       # [num_heads, num_tiles]
     work = work.reshape(num_heads // group, group, num_tiles).sum(1)  # per kv head for dK/dV
     if reverse:
@@ -331,16 +332,42 @@ def _store(cache: dict, key, plan) -> None:
     plans[key] = plan
 
 
+def _num_tiles(seqs: np.ndarray, pos_col: int, len_col: int, tile: int) -> int:
+    """Programs per slot along one axis: the most tiles (aligned to absolute positions) any
+    sequence's tokens touch."""
+    pos, length = seqs[:, pos_col], seqs[:, len_col]
+    counts = np.where(length > 0, -(-(pos + length) // tile) - pos // tile, 0)
+    return int(counts.max(initial=0))
+
+
+def _geometry(layout, q: torch.Tensor, kpm: Optional[torch.Tensor]):
+    """The kernels' scalar arguments and constexprs that describe the layout's sequences,
+    windows and padding (everything but the tables and tensors)."""
+    s0 = layout.seqs[0]
+    window = layout.window or (-1, -1)
+    slots = layout.num_seqs if layout.packed else q.shape[0]
+    scalars = (kpm.stride(0) if kpm is not None else 0, int(s0[1]), int(s0[3]), int(s0[4]),
+               int(s0[5]), int(s0[8]), int(s0[9]), int(layout.table_heads > 1),
+               max(window[0], 0), max(window[1], 0))
+    constexprs = dict(CAUSAL=layout.causal, HAS_WL=window[0] >= 0, HAS_WR=window[1] >= 0,
+                      HAS_KPM=kpm is not None, PER_SEQ=layout.num_seqs > 1, PACKED=layout.packed)
+    return slots, scalars, constexprs
+
+
+def _kpm_arg(kpm: Optional[torch.Tensor], fallback: torch.Tensor) -> torch.Tensor:
+    return fallback if kpm is None else kpm
+
+
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
     __slots__ = ("launch", "order", "descs")
 
 
-def _fwd_plan(q, k, v, fwd_ptr, *, block_size, causal, per_head, scale, config, use_tma,
-              schedule_cache, cached):
+def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached):
     B, H, N, d = q.shape
-    Hkv, Nk = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
+    block_size, causal = layout.block_size, layout.causal
     d_pad = _head_dim_pad(d)
     cfg = config or fwd_config(d_pad, block_size, q.dtype, causal)
     upcast, precision = _flags(q.dtype)
@@ -348,54 +375,63 @@ def _fwd_plan(q, k, v, fwd_ptr, *, block_size, causal, per_head, scale, config, 
     tma = _use_tma(use_tma, cfg.tma, k, v)
     sources = _descriptors(tma, cfg.block_n, d_pad, k, v)
     plan.descs = _templates(sources)
-    num_m_tiles = _cdiv(N, cfg.block_m)
-    plan.order = _launch_order(fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
-                               per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m,
-                               block_size=block_size, reverse=causal)
+    slots, geometry, constexprs = _geometry(layout, q, kpm)
+    num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m)
+    plan.order = None if layout.num_seqs > 1 else _launch_order(
+        fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
+        per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=cfg.block_m,
+        block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
-            H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0,
-            scale * 1.4426950408889634)
+            geometry[0], H, H // Hkv, N, *geometry[1:], scale * 1.4426950408889634)
     plan.launch = _Launch(
-        _fwd_kernel, _grid(plan.order, num_m_tiles, B * H), 9, tail, cfg.num_warps, cfg.num_stages,
-        cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
-        HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order is not None)
+        _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 11, tail, cfg.num_warps,
+        cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
+        USE_TMA=tma, SCHEDULED=plan.order is not None, **constexprs)
     return plan, sources
 
 
-def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
-                      *, block_size: int, causal: bool, per_head: bool, scale: float,
+def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
+                      scale: float, key_padding_mask: Optional[torch.Tensor] = None,
                       config: Optional[FwdConfig] = None, use_tma: Optional[bool] = None,
                       schedule_cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log.
 
-    ``schedule_cache``: a dict kept per layout by the caller; it holds the heavy-first launch
-    orders and the launch plans (:class:`_Launch`) of this layout, so that repeated calls
-    with the same shapes skip the configuration and Triton's per-launch binding.
+    ``layout`` is the :class:`~sparseflash.BlockLayout` and ``tables`` its
+    :class:`~sparseflash.layout.LayoutTensors` on q's device. ``key_padding_mask``: int8
+    ``(B, Nk)`` (1 = keep) or None. ``schedule_cache``: a dict kept per layout by the caller;
+    it holds the heavy-first launch orders and the launch plans (:class:`_Launch`) of this
+    layout, so that repeated calls with the same shapes skip the configuration and Triton's
+    per-launch binding.
     """
     B, H, N, d = q.shape
     out = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     if N == 0 or B * H == 0:
         return out, lse
+    if layout.packed or layout.num_seqs > 1:
+        # tokens outside every sequence are never visited: give them the empty-row result
+        out.zero_()
+        lse.fill_(float("-inf"))
+    t = tables
+    kpm = key_padding_mask
     cacheable = (CACHE_PLANS and schedule_cache is not None
-                 and _aligned(q, k, v, out, lse, fwd_ptr, fwd_idx, fwd_nfull))
+                 and _aligned(q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, t.seqs,
+                              *(() if kpm is None else (kpm,))))
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
-           fwd_idx.dtype, block_size, causal, per_head, scale, config, use_tma, USE_TMA)
+           None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
-        plan, (k_src, v_src) = _fwd_plan(q, k, v, fwd_ptr, block_size=block_size, causal=causal,
-                                         per_head=per_head, scale=scale, config=config,
-                                         use_tma=use_tma, schedule_cache=schedule_cache,
-                                         cached=cacheable)
+        plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
+                                         config=config, use_tma=use_tma,
+                                         schedule_cache=schedule_cache, cached=cacheable)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
         k_src, v_src = _fast_descriptors(plan.descs, k, v)
-    plan.launch(q.device.index, q, k_src, v_src, out, lse, fwd_ptr, fwd_idx, fwd_nfull,
-                fwd_ptr if plan.order is None else plan.order)
+    plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if plan.order is None else plan.order)
     return out, lse
 
 
@@ -405,10 +441,12 @@ class _BwdPlan:
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
 
 
-def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_head, scale,
-              has_dlse, config, use_tma, schedule_cache, cached):
+def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
+              use_tma, schedule_cache, cached):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
+    block_size, causal = layout.block_size, layout.causal
+    per_head = layout.table_heads > 1
     d_pad = _head_dim_pad(d)
     cfg = config or bwd_config(d_pad, block_size, q.dtype)
     upcast, precision = _flags(q.dtype)
@@ -418,53 +456,58 @@ def _bwd_plan(do, q, k, v, out, fwd_ptr, bwd_ptr, *, block_size, causal, per_hea
     qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
     kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
     plan.qdo_descs, plan.kv_descs = _templates(qdo), _templates(kv)
+    slots, geometry, constexprs = _geometry(layout, q, kpm)
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
-    num_n_tiles = _cdiv(Nk, cfg.block_n1)
-    plan.order_dkdv = _launch_order(bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H,
-                                    group=H // Hkv, per_head=per_head, num_tiles=num_n_tiles,
-                                    tile=cfg.block_n1, block_size=block_size, reverse=False)
+    num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
+    plan.order_dkdv = None if layout.num_seqs > 1 else _launch_order(
+        bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
+        per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
+        reverse=False, first_pos=int(layout.seqs[0, 5]))
     plan.dkdv = _Launch(
-        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, B * Hkv), 12,
+        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 14,
         (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
-         *dkv_strides, H, Hkv, N, Nk, _cdiv(Nk, block_size) if per_head else 0, scale, qk_scale),
+         *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale),
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None)
-    num_m_tiles = _cdiv(N, cfg.block_m2)
-    plan.order_dq = _launch_order(fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1,
-                                  per_head=per_head, num_tiles=num_m_tiles, tile=cfg.block_m2,
-                                  block_size=block_size, reverse=causal)
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
+        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, **constexprs)
+    num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
+    plan.order_dq = None if layout.num_seqs > 1 else _launch_order(
+        fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
+        num_tiles=num_m_tiles, tile=cfg.block_m2, block_size=block_size, reverse=causal,
+        first_pos=int(layout.seqs[0, 4]))
     plan.dq = _Launch(
-        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, B * H), 14,
+        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, slots * H), 16,
         (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *out.stride(),
-         *dq_strides, H, H // Hkv, N, Nk, _cdiv(N, block_size) if per_head else 0, scale, qk_scale),
+         *dq_strides, geometry[0], H, H // Hkv, N, *geometry[1:], scale, qk_scale),
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, CAUSAL=causal, REVERSE_M=causal,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
-        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse)
+        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, **constexprs)
     return plan, qdo + kv
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       out: torch.Tensor, lse: torch.Tensor,
-                       fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, fwd_nfull: torch.Tensor,
-                       bwd_ptr: torch.Tensor, bwd_idx: torch.Tensor, bwd_nfull: torch.Tensor,
-                       *, block_size: int, causal: bool, per_head: bool, scale: float,
+                       out: torch.Tensor, lse: torch.Tensor, layout, tables, *, scale: float,
                        dlse: Optional[torch.Tensor] = None,
+                       key_padding_mask: Optional[torch.Tensor] = None,
                        config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None,
                        schedule_cache: Optional[dict] = None):
-    """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes). ``schedule_cache`` as in
+    """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes). Arguments as in
     :func:`attention_forward`."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
-    dq = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
-    dk = torch.empty((B, Hkv, Nk, d), dtype=k.dtype, device=k.device)
-    dv = torch.empty((B, Hkv, Nk, d), dtype=v.dtype, device=v.device)
+    sparse_seqs = layout.packed or layout.num_seqs > 1
+    alloc = torch.zeros if sparse_seqs else torch.empty   # tokens outside every sequence: 0
+    dq = alloc((B, H, N, d), dtype=q.dtype, device=q.device)
+    dk = alloc((B, Hkv, Nk, d), dtype=k.dtype, device=k.device)
+    dv = alloc((B, Hkv, Nk, d), dtype=v.dtype, device=v.device)
     if B * H == 0 or N == 0 or Nk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
+    t = tables
+    kpm = key_padding_mask
     lse = lse.contiguous()
     # d lse_i / d s_ij = p_ij: the gradient of the returned lse folds into delta (dQ kernel)
     has_dlse = dlse is not None
@@ -472,26 +515,27 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
     cacheable = (CACHE_PLANS and schedule_cache is not None
-                 and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, fwd_ptr,
-                              fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull))
+                 and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, t.fwd_ptr,
+                              t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
+                              *(() if kpm is None else (kpm,))))
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
-           out.stride(), q.dtype, q.device, fwd_idx.dtype, block_size, causal, per_head, scale,
+           out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
-            do, q, k, v, out, fwd_ptr, bwd_ptr, block_size=block_size, causal=causal,
-            per_head=per_head, scale=scale, has_dlse=has_dlse, config=config, use_tma=use_tma,
-            schedule_cache=schedule_cache, cached=cacheable)
+            do, q, k, v, out, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale, has_dlse=has_dlse,
+            config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
         q_src, do_src = _fast_descriptors(plan.qdo_descs, q, do)
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
+    kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
-    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, fwd_ptr, fwd_idx,
-            fwd_nfull, fwd_ptr if plan.order_dq is None else plan.order_dq)
-    plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, bwd_ptr, bwd_idx, bwd_nfull,
-              bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)
+    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
+            t.fwd_nfull, t.seqs, kpm_arg, t.fwd_ptr if plan.order_dq is None else plan.order_dq)
+    plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+              t.seqs, kpm_arg, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)
     return dq, dk, dv

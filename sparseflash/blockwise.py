@@ -1,0 +1,196 @@
+"""The ``backend="torch"`` implementation: blockwise attention in PyTorch over a layout's tables.
+
+It walks the same CSR tables as the Triton kernels, one query block (forward, dQ) or key
+block (dK/dV) at a time, gathering only that block's rows, so time and memory grow with the
+number of stored blocks (never N x N). Every block is masked token by token with the rule
+of :class:`~sparseflash.BlockLayout` (lengths, causal line, window, padding), so it also
+accepts tables that list more blocks than the call needs (a layout compiled for a longer
+sequence, as decoding uses). It computes in fp32 for half inputs and in the input dtype
+otherwise.
+
+Shapes everywhere: ``q (B, Hq, N, d)``, ``k, v (B, Hkv, Nk, d)``, ``lse (B, Hq, N)``;
+query head ``h`` reads kv head ``h // (Hq // Hkv)``.
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+from .layout import (BlockLayout, COL_OFF, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS,
+                     Q_START, ROW_OFF)
+
+__all__ = ["blockwise_forward", "blockwise_backward"]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _slots(layout: BlockLayout, batch: int) -> Iterator[Tuple[slice, List[int]]]:
+    """(batch elements, sequence geometry) per table sequence."""
+    for s in range(layout.num_seqs):
+        geo = [int(x) for x in layout.seqs[s]]
+        if layout.num_seqs == 1 and not layout.packed:
+            yield slice(0, batch), geo                  # one table shared by the batch
+        else:
+            b = 0 if layout.packed else s
+            yield slice(b, b + 1), geo
+
+
+def _head_groups(num_heads: int, table_heads: int) -> List[List[int]]:
+    """Query heads served by each table head: all of them for a shared table."""
+    return [[h] for h in range(num_heads)] if table_heads > 1 else [list(range(num_heads))]
+
+
+def _positions(blocks: List[int], first_block: int, lo: int, hi: int, bs: int, device) -> torch.Tensor:
+    """Absolute positions in [lo, hi) covered by local blocks ``blocks``."""
+    parts = [torch.arange(max((b + first_block) * bs, lo), min((b + first_block + 1) * bs, hi),
+                          device=device) for b in blocks]
+    parts = [p for p in parts if p.numel()]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=device)
+
+
+class _Rule:
+    """The token rule of one sequence: which (query position, key position) pairs pass."""
+
+    def __init__(self, layout: BlockLayout, geo: List[int], kpm: Optional[torch.Tensor],
+                 bsel: slice):
+        self.causal, self.window = layout.causal, layout.window
+        self.k_row0 = geo[K_START] - geo[K_POS]
+        self.kpm = None if kpm is None else kpm[bsel]                 # [b, Nk] bool
+
+    def mask(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``[b or 1, 1, len(t), len(u)]`` bool."""
+        m = torch.ones(t.numel(), u.numel(), dtype=torch.bool, device=t.device)
+        if self.causal:
+            m &= u[None, :] <= t[:, None]
+        if self.window is not None:
+            left, right = self.window
+            if left >= 0:
+                m &= u[None, :] >= t[:, None] - left
+            if right >= 0:
+                m &= u[None, :] <= t[:, None] + right
+        m = m[None, None]
+        if self.kpm is not None:
+            m = m & self.kpm[:, u + self.k_row0][:, None, None, :]
+        return m
+
+
+def _row_entries(layout, ptr: List[int], idx: List[int], r: int) -> List[int]:
+    return idx[ptr[r]:ptr[r + 1]]
+
+
+def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
+                      key_padding_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Forward over the CSR rows; returns ``out`` (q's dtype) and ``lse`` (fp32; float64 for
+    float64 inputs, so that gradcheck's finite differences see it)."""
+    B, H, N, d = q.shape
+    Hkv = k.shape[1]
+    group = H // Hkv
+    ct = _compute_dtype(q.dtype)
+    bs = layout.block_size
+    ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
+    out = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
+    lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
+    for bsel, geo in _slots(layout, B):
+        rule = _Rule(layout, geo, key_padding_mask, bsel)
+        q_lo, q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
+        k_lo, k_hi = geo[K_POS], geo[K_POS] + geo[K_LEN]
+        i0, j0 = q_lo // bs, k_lo // bs
+        q_row0, k_row0 = geo[Q_START] - q_lo, geo[K_START] - k_lo
+        for th, heads in enumerate(_head_groups(H, layout.table_heads)):
+            hs = torch.tensor(heads, device=q.device)
+            for i in range(geo[NQ]):
+                blocks = _row_entries(layout, ptr, idx, geo[ROW_OFF] + th * geo[NQ] + i)
+                t = _positions([i], i0, q_lo, q_hi, bs, q.device)
+                u = _positions(blocks, j0, k_lo, k_hi, bs, q.device)
+                if not blocks or u.numel() == 0:
+                    continue
+                rows, cols = t + q_row0, u + k_row0
+                qi = q[bsel][:, hs][:, :, rows].to(ct)                 # [b, h, Lq, d]
+                kj = k[bsel][:, hs // group][:, :, cols].to(ct)        # [b, h, Lk, d]
+                vj = v[bsel][:, hs // group][:, :, cols].to(ct)
+                s = (qi @ kj.transpose(-1, -2)) * scale
+                s = s.masked_fill(~rule.mask(t, u), float("-inf"))
+                m = s.amax(-1, keepdim=True)
+                m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+                p = torch.exp(s - m)
+                l = p.sum(-1, keepdim=True)
+                l_safe = torch.where(l == 0, torch.ones_like(l), l)
+                r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                out[bsel, heads, r0:r1] = (p @ vj) / l_safe
+                lse[bsel, heads, r0:r1] = torch.where(
+                    l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
+    return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
+
+
+def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: float,
+                       dlse: Optional[torch.Tensor] = None,
+                       key_padding_mask: Optional[torch.Tensor] = None):
+    """Backward over the CSR rows: dQ walks the forward table, dK/dV the transposed one."""
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    group = H // Hkv
+    ct = _compute_dtype(q.dtype)
+    bs = layout.block_size
+    delta = (do.to(ct) * out.to(ct)).sum(-1)                          # [B, H, N]
+    if dlse is not None:
+        delta = delta - dlse.to(ct)
+    # probabilities are exp(s - lse); rows without keys (lse = -inf) get +inf, so p = 0
+    lse_c = lse.to(ct)
+    lse_c = torch.where(torch.isinf(lse_c), torch.full_like(lse_c, float("inf")), lse_c)
+    dq = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
+    dk = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
+    dv = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
+    fptr, fidx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
+    bptr, bidx = layout.bwd_ptr.tolist(), layout.bwd_idx.tolist()
+
+    def block_grads(bsel, hs, rule, t, u, rows, cols):
+        """p and ds of one block pair, ``[b, h, Lq, Lk]``, plus the gathered operands."""
+        qi = q[bsel][:, hs][:, :, rows].to(ct)
+        doi = do[bsel][:, hs][:, :, rows].to(ct)
+        kj = k[bsel][:, hs // group][:, :, cols].to(ct)
+        vj = v[bsel][:, hs // group][:, :, cols].to(ct)
+        s = ((qi @ kj.transpose(-1, -2)) * scale).masked_fill(~rule.mask(t, u), float("-inf"))
+        p = torch.exp(s - lse_c[bsel][:, hs][:, :, rows, None])
+        dp = doi @ vj.transpose(-1, -2)
+        ds = p * (dp - delta[bsel][:, hs][:, :, rows, None])
+        return p, ds, qi, doi, kj
+
+    for bsel, geo in _slots(layout, B):
+        rule = _Rule(layout, geo, key_padding_mask, bsel)
+        q_lo, q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
+        k_lo, k_hi = geo[K_POS], geo[K_POS] + geo[K_LEN]
+        i0, j0 = q_lo // bs, k_lo // bs
+        q_row0, k_row0 = geo[Q_START] - q_lo, geo[K_START] - k_lo
+        for th, heads in enumerate(_head_groups(H, layout.table_heads)):
+            hs = torch.tensor(heads, device=q.device)
+            for i in range(geo[NQ]):                                   # dQ, one query block
+                blocks = _row_entries(layout, fptr, fidx, geo[ROW_OFF] + th * geo[NQ] + i)
+                t = _positions([i], i0, q_lo, q_hi, bs, q.device)
+                u = _positions(blocks, j0, k_lo, k_hi, bs, q.device)
+                if u.numel() == 0:
+                    continue
+                rows, cols = t + q_row0, u + k_row0
+                p, ds, qi, doi, kj = block_grads(bsel, hs, rule, t, u, rows, cols)
+                dq[bsel, heads, int(rows[0]):int(rows[-1]) + 1] = (ds @ kj) * scale
+            for j in range(geo[NK]):                                   # dK/dV, one key block
+                blocks = _row_entries(layout, bptr, bidx, geo[COL_OFF] + th * geo[NK] + j)
+                u = _positions([j], j0, k_lo, k_hi, bs, q.device)
+                t = _positions(blocks, i0, q_lo, q_hi, bs, q.device)
+                if t.numel() == 0 or u.numel() == 0:
+                    continue
+                rows, cols = t + q_row0, u + k_row0
+                p, ds, qi, doi, kj = block_grads(bsel, hs, rule, t, u, rows, cols)
+                dv_j = p.transpose(-1, -2) @ doi                        # [b, h, Lk, d]
+                dk_j = (ds.transpose(-1, -2) @ qi) * scale
+                sl = slice(int(cols[0]), int(cols[-1]) + 1)
+                nb = dk_j.shape[0]
+                if layout.table_heads > 1:
+                    dk[bsel, heads[0] // group, sl] += dk_j[:, 0]
+                    dv[bsel, heads[0] // group, sl] += dv_j[:, 0]
+                else:                                                  # sum each group's heads
+                    dk[bsel, :, sl] += dk_j.view(nb, Hkv, group, -1, d).sum(2)
+                    dv[bsel, :, sl] += dv_j.view(nb, Hkv, group, -1, d).sum(2)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

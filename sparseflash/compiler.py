@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
                      bottom_right, cdiv, seq_row)
-from .pattern import Dense, Grid, Pattern
+from .pattern import Dense, FromMask, Grid, Pattern
 
 __all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
            "check_window", "restrict"]
@@ -135,9 +135,14 @@ def _pattern_blocks(pattern: Pattern, q_len: int, k_len: int, q_pos: int, k_pos:
     """The pattern's blocks on the sequence's absolute grid: ``(head or None, I, J,
     table_heads)``, int64, sorted by (head, I, J)."""
     nq = cdiv(q_pos + q_len, bs) - q_pos // bs
+    nk = cdiv(k_pos + k_len, bs) - k_pos // bs
     frame = max(q_pos + q_len, k_pos + k_len)
     n_abs = cdiv(frame, bs)                       # the pattern's square grid, absolute blocks
     lo, hi = _offset_bounds(causal, window)
+    if isinstance(pattern, FromMask) and tuple(pattern.shape[-2:]) not in ((n_abs, n_abs), (nq, nk)):
+        raise ValueError(f"from_mask: mask shape {pattern.shape} does not fit this call: expected the "
+                         f"absolute block grid ({n_abs}, {n_abs}) or the call's own blocks ({nq}, {nk}) "
+                         f"(with or without a leading num_heads axis)")
     if isinstance(pattern, Dense) and (lo is not None or hi is not None):
         keys = _band_keys(n_abs, n_abs, range(q_pos // bs, q_pos // bs + nq), bs, lo, hi)
     else:

@@ -271,15 +271,33 @@ class _Roofline:
 
 
 def _causal_dense_nnz(layout: BlockLayout) -> int:
-    """Block pairs with at least one visible token pair when every block is kept."""
-    nq, nk, b = layout.num_q_blocks, layout.num_kv_blocks, layout.block_size
-    if not layout.causal:
-        return layout.num_heads * nq * nk
-    # Query block i's last row t sees keys s <= t + (kv_len - seq_len): blocks 0..that // b.
-    last_row = np.minimum((np.arange(nq, dtype=np.int64) + 1) * b, layout.seq_len) - 1
-    last_key = last_row + (layout.kv_len - layout.seq_len)
-    per_row = np.where(last_key >= 0, np.minimum(last_key // b + 1, nk), 0)
-    return layout.num_heads * int(per_row.sum())
+    """Block pairs with at least one visible token pair when every block is kept (the
+    causal line and the window cut the grid; absolute positions as in BlockLayout)."""
+    from .layout import K_LEN, K_POS, NK, NQ, Q_LEN, Q_POS
+
+    b = layout.block_size
+    lo = hi = None
+    if layout.window is not None:
+        lo = -layout.window[0] if layout.window[0] >= 0 else None
+        hi = layout.window[1] if layout.window[1] >= 0 else None
+    if layout.causal:
+        hi = 0 if hi is None else min(hi, 0)
+    total = 0
+    for s in layout.seqs:
+        q_pos, q_len, k_pos, k_len = int(s[Q_POS]), int(s[Q_LEN]), int(s[K_POS]), int(s[K_LEN])
+        nq, nk = int(s[NQ]), int(s[NK])
+        if lo is None and hi is None:
+            total += nq * nk
+            continue
+        I = q_pos // b + np.arange(nq, dtype=np.int64)                 # absolute query blocks
+        q_lo, q_hi = np.maximum(I * b, q_pos), np.minimum((I + 1) * b, q_pos + q_len) - 1
+        j_first, j_last = k_pos // b, k_pos // b + nk - 1               # [j_first, j_last]
+        k_first, k_last = k_pos, k_pos + k_len - 1                       # present key positions
+        last = np.full(nq, j_last) if hi is None else np.minimum(j_last, np.minimum(q_hi + hi, k_last) // b)
+        first = np.full(nq, j_first) if lo is None else np.maximum(j_first, np.maximum(q_lo + lo, k_first) // b)
+        ok = (last >= first) & ((np.minimum(q_hi + hi, k_last) >= k_first) if hi is not None else True)
+        total += int(np.where(ok, last - first + 1, 0).sum())
+    return layout.num_heads * total
 
 
 def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_rows: int,
@@ -408,7 +426,7 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
     sparse_k, sparse_ws = _flash_kernels(roof, nnz=nnz, **common)
     dense_k, dense_ws = _flash_kernels(roof, nnz=dense_nnz, **common)
     # Standard attention works on exactly N x Nk scores; it needs a mask unless all pass.
-    masked = layout.causal or nnz < h * layout.num_q_blocks * layout.num_kv_blocks
+    masked = layout.causal or layout.window is not None or nnz < layout.grid_blocks
     standard_k, standard_ws = _standard_kernels(
         roof, heads=h, n=layout.seq_len, nk=layout.kv_len, d=head_dim, e=e, batch=batch,
         tflops=tflops, masked=masked, backward=backward)

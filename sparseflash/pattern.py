@@ -422,16 +422,24 @@ class FromMask(Pattern):
         return np.unpackbits(np.frombuffer(self.data, np.uint8), count=n).astype(bool).reshape(self.shape)
 
     def keys(self, g):
-        want = (g.nq, g.nk)
-        if tuple(self.shape[-2:]) != want:
+        # A mask smaller than the grid is placed at its bottom-right corner: a layout for
+        # seq_len != kv_len is evaluated on the square grid of absolute blocks, and its query
+        # and key blocks are the grid's last ones (bottom-right alignment), so the mask of
+        # the call's own (nq, nk) blocks lands where the call's blocks are.
+        a, b = self.shape[-2:]
+        if a > g.nq or b > g.nk or (a != g.nq and b != g.nk):
             raise ValueError(f"from_mask: mask shape {self.shape} does not fit the block grid "
-                             f"(nq, nk) = {want}; expected (nq, nk) or (num_heads, nq, nk)")
+                             f"(nq, nk) = {(g.nq, g.nk)}; expected (nq, nk) or (num_heads, nq, nk), "
+                             f"or the call's own blocks (bottom-right corner) for seq_len != kv_len")
         m = self.mask()
-        if m.ndim == 2:
-            return np.flatnonzero(m).astype(np.int64)
-        if m.shape[0] != g.num_heads:
+        heads = [m] if m.ndim == 2 else list(m)
+        if m.ndim == 3 and m.shape[0] != g.num_heads:
             raise ValueError(f"from_mask: mask has {m.shape[0]} heads but num_heads={g.num_heads}")
-        return tuple(np.flatnonzero(m[h]).astype(np.int64) for h in range(m.shape[0]))
+        keys = []
+        for mh in heads:
+            i, j = np.nonzero(mh)
+            keys.append((i + g.nq - a).astype(np.int64) * g.nk + (j + g.nk - b))
+        return keys[0] if m.ndim == 2 else tuple(keys)
 
     @property
     def num_heads(self):

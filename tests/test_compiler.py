@@ -30,16 +30,32 @@ def blocks_of(rows, nrows_per_head, ncols, table_heads):
     return dense.reshape(table_heads, nrows_per_head, ncols)
 
 
-def token_brute_force(block_mask, seq_len, kv_len, block_size, causal):
-    """(visible, full) block masks [H, nq, nk] from the token-level definition: a stored
-    block is visible if any of its token pairs passes the length and causal tests, and full
-    if all pairs of its block_size x block_size rectangle do."""
-    nq, nk = block_mask.shape[-2:]
-    t = np.arange(nq * block_size)[:, None]
-    s = np.arange(nk * block_size)[None, :]
-    ok = (t < seq_len) & (s < kv_len)
+def geometry(seq_len, kv_len, block_size):
+    """Bottom-right positions (q_pos, k_pos), the absolute grid side n, and the local grid
+    (first row i0, first column j0, nq, nk), written out from the BlockLayout docstring."""
+    frame = max(seq_len, kv_len)
+    q_pos, k_pos = frame - seq_len, frame - kv_len
+    n = math.ceil(frame / block_size)
+    i0, j0 = q_pos // block_size, k_pos // block_size
+    return q_pos, k_pos, n, i0, j0, n - i0, n - j0
+
+
+def token_brute_force(pattern, heads, seq_len, kv_len, block_size, causal, window=None):
+    """(visible, full) block masks [H, nq, nk] from the token-level definition: the pattern
+    on the absolute grid, a stored block visible if any of its token pairs passes the
+    presence, causal and window tests, and full if all pairs of its rectangle do."""
+    q_pos, k_pos, n, i0, j0, nq, nk = geometry(seq_len, kv_len, block_size)
+    block_mask = pattern.to_dense(n, n, heads)[:, i0:i0 + nq, j0:j0 + nk]
+    t = np.arange(i0 * block_size, (i0 + nq) * block_size)[:, None]       # absolute positions
+    u = np.arange(j0 * block_size, (j0 + nk) * block_size)[None, :]
+    ok = (t >= q_pos) & (t < q_pos + seq_len) & (u >= k_pos) & (u < k_pos + kv_len)
     if causal:
-        ok &= s <= t + (kv_len - seq_len)
+        ok &= u <= t
+    if window is not None:
+        if window[0] >= 0:
+            ok &= u >= t - window[0]
+        if window[1] >= 0:
+            ok &= u <= t + window[1]
     tiles = ok.reshape(nq, block_size, nk, block_size)
     any_ok, all_ok = tiles.any(axis=(1, 3)), tiles.all(axis=(1, 3))
     return block_mask & any_ok, block_mask & all_ok
@@ -50,7 +66,7 @@ def check_layout(layout, pattern):
     H, nq, nk = layout.shape
     th = layout.table_heads
     bs = layout.block_size
-    assert (nq, nk) == (math.ceil(layout.seq_len / bs), math.ceil(layout.kv_len / bs))
+    assert (nq, nk) == geometry(layout.seq_len, layout.kv_len, bs)[-2:]
     assert th in (1, H)
     for name, n in (("fwd_ptr", th * nq + 1), ("fwd_nfull", th * nq), ("bwd_ptr", th * nk + 1), ("bwd_nfull", th * nk)):
         arr = getattr(layout, name)
@@ -70,8 +86,8 @@ def check_layout(layout, pattern):
     full_dense = blocks_of([(f, f[:0]) for f, _ in fwd], nq, nk, th)
 
     # against the pattern and the token-level brute force
-    want_blocks = pattern.to_dense(nq, nk, H)
-    visible, full = token_brute_force(want_blocks, layout.seq_len, layout.kv_len, bs, layout.causal)
+    visible, full = token_brute_force(pattern, H, layout.seq_len, layout.kv_len, bs, layout.causal,
+                                      layout.window)
     np.testing.assert_array_equal(np.broadcast_to(dense, (H, nq, nk)), visible)
     np.testing.assert_array_equal(np.broadcast_to(full_dense, (H, nq, nk)), full)
     np.testing.assert_array_equal(layout.to_dense(), visible)
@@ -137,11 +153,34 @@ def test_layout_contract_random(pattern, seq_len, kv_len, causal, heads):
 
 
 def test_token_mask_agrees_with_brute_force():
+    # 100 queries against 150 keys: query row i sits at absolute position i + 50
     layout = sf.compile(sf.local(1) | sf.columns([0]), 100, kv_len=150, block_size=16, causal=True)
-    blocks = (sf.local(1) | sf.columns([0])).to_dense(7, 10)[0]
-    t, s = np.arange(100)[:, None], np.arange(150)[None, :]
-    want = blocks[t // 16, s // 16] & (s <= t + 50)
+    blocks = (sf.local(1) | sf.columns([0])).to_dense(10, 10)[0]
+    t, s = np.arange(100)[:, None] + 50, np.arange(150)[None, :]
+    want = blocks[t // 16, s // 16] & (s <= t)
     np.testing.assert_array_equal(layout.to_token_mask(), want)
+
+
+def test_window_layouts_follow_the_token_rule():
+    for window, causal in (((40, 0), True), ((3, 70), False), ((-1, 20), False), ((100, -1), True)):
+        for pattern in (sf.dense(), sf.local(2) | sf.global_blocks(1)):
+            layout = sf.compile(pattern, 300, kv_len=420, block_size=32, causal=causal, window_size=window)
+            assert layout.window == window
+            check_layout(layout, pattern)
+            t, u = np.arange(300)[:, None] + 120, np.arange(420)[None, :]
+            mask = layout.to_token_mask()
+            assert not (mask & ((u < t - window[0]) if window[0] >= 0 else False)).any()
+            assert not (mask & ((u > t + window[1]) if window[1] >= 0 else False)).any()
+
+
+def test_dense_window_costs_the_band_only():
+    """dense() under a 4096-token window at 1M tokens: O(N * window) blocks, compiled fast."""
+    import time
+    t0 = time.perf_counter()
+    layout = sf.compile(sf.dense(), 1 << 20, block_size=128, causal=True, window_size=(4096, 0), cache=False)
+    assert time.perf_counter() - t0 < 5.0
+    assert layout.max_row_blocks == 4096 // 128 + 1
+    assert layout.nnz <= (1 << 20) // 128 * (4096 // 128 + 1)
 
 
 def test_causal_partial_blocks_are_the_diagonal():
@@ -150,10 +189,16 @@ def test_causal_partial_blocks_are_the_diagonal():
     nq = 8
     np.testing.assert_array_equal(layout.to_dense("partial")[0], np.eye(nq, dtype=bool))
     np.testing.assert_array_equal(layout.to_dense("full")[0], np.tri(nq, k=-1, dtype=bool))
-    # kv_len = seq_len + 64: the line moves right by half a block, so two partial blocks per row
+    # kv_len = seq_len + 64: the queries start half a block in, so each query tile straddles
+    # two absolute blocks; the blocks the causal line crosses are the diagonal ones
     layout = sf.compile(sf.dense(), 1024, kv_len=1088, block_size=128, causal=True)
     part = layout.to_dense("partial")[0]
-    np.testing.assert_array_equal(part, np.eye(8, 9, dtype=bool) | np.eye(8, 9, k=1, dtype=bool))
+    assert part.shape == (9, 9)
+    # row 0 (positions 64..127) and row 8 (1024..1087) have absent rows: partial throughout
+    want_part, want_full = np.eye(9, dtype=bool), np.tri(9, k=-1, dtype=bool)
+    want_part[8], want_full[8] = True, False
+    np.testing.assert_array_equal(part, want_part)
+    np.testing.assert_array_equal(layout.to_dense("full")[0], want_full)
     check_layout(layout, sf.dense())
 
 

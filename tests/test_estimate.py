@@ -84,7 +84,7 @@ def test_linear_in_batch_and_sums_of_kernels(backward):
 def test_forward_bytes_written_out():
     # Q read + O write + LSE write once per row; K and V tile per computed block; tables.
     b, d, h, batch = 32, 48, 2, 3
-    n, nk = 7 * b - 5, 5 * b      # seq_len not a multiple of the block
+    n, nk = 7 * b - 5, 5 * b - 5  # not multiples of the block; aligned at the end, so 7 x 5 blocks
     layout = random_layout(7, 5, 0.5, block_size=b, num_heads=h, seq_len=n, kv_len=nk, seed=4)
     for dtype in (torch.bfloat16, torch.float32):
         e = elt(dtype)

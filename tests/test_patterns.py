@@ -111,10 +111,14 @@ def test_primitive_matches_rule(name, pattern, ref, nq, nk):
 ], ids=["1000-bs64", "300x777-bs16", "777x300-bs32", "4096x2048-bs128", "16x5000-bs256"])
 @pytest.mark.parametrize("name,pattern,ref", PRIMITIVE_CASES[::3], ids=[c[0] for c in PRIMITIVE_CASES[::3]])
 def test_primitive_compiled_on_token_lengths(name, pattern, ref, seq_len, kv_len, block_size):
-    nq, nk = math.ceil(seq_len / block_size), math.ceil(kv_len / block_size)
+    # bottom-right alignment: the pattern lives on the square grid of absolute blocks, and the
+    # layout's rows/columns are the blocks the queries/keys occupy
+    frame = max(seq_len, kv_len)
+    n = math.ceil(frame / block_size)
+    i0, j0 = (frame - seq_len) // block_size, (frame - kv_len) // block_size
     layout = sf.compile(pattern, seq_len, kv_len=kv_len, block_size=block_size)
-    assert layout.shape == (1, nq, nk)
-    np.testing.assert_array_equal(layout.to_dense()[0], ref(nq, nk))
+    assert layout.shape == (1, n - i0, n - j0)
+    np.testing.assert_array_equal(layout.to_dense()[0], ref(n, n)[i0:, j0:])
 
 
 def test_primitives_on_random_grids():
@@ -141,10 +145,13 @@ def test_huge_arguments_are_cheap_or_rejected():
     big = 2**62
     np.testing.assert_array_equal(sf.butterfly(big).to_dense(37, 20), sf.butterfly().to_dense(37, 20))
     np.testing.assert_array_equal(sf.butterfly(64).to_dense(9, 9), ref_butterfly(9, 9, None)[None])
-    for p, want in [(sf.local(big), ref_dense(9, 7)), (sf.strided(big), ref_local(9, 7, 0)),
-                    (sf.dilated(big, big), ref_local(9, 7, 0)), (sf.fixed(big, big), ref_dense(9, 7)),
-                    (sf.rows(big), ref_dense(9, 7)), (sf.random(big, seed=big), ref_dense(9, 7))]:
-        np.testing.assert_array_equal(sf.compile(p, 9 * 16, kv_len=7 * 16, block_size=16).to_dense()[0], want)
+    for p, want in [(sf.local(big), ref_dense(9, 9)), (sf.strided(big), ref_local(9, 9, 0)),
+                    (sf.dilated(big, big), ref_local(9, 9, 0)), (sf.fixed(big, big), ref_dense(9, 9)),
+                    (sf.rows(big), ref_dense(9, 9)), (sf.random(big, seed=big), ref_dense(9, 9))]:
+        np.testing.assert_array_equal(p.to_dense(9, 7)[0], want[:, :7])
+        # 9 queries against 7 keys: the keys are the last 7 absolute blocks
+        np.testing.assert_array_equal(sf.compile(p, 9 * 16, kv_len=7 * 16, block_size=16).to_dense()[0],
+                                      want[:, 2:])
     for make in (lambda: sf.local(big + 1), lambda: sf.random(1, seed=big + 1), lambda: sf.rows([-big - 1]),
                  lambda: sf.bigbird(globals=[big + 1])):
         with pytest.raises(sf.PatternError, match="2\\*\\*62"):
@@ -155,9 +162,10 @@ def test_huge_arguments_are_cheap_or_rejected():
 def random_rows(per_row, seed, nq, nk):
     """Key blocks of each query block, read from the compiled forward table (so duplicates,
     which a dense mask would hide, show up)."""
-    layout = sf.compile(sf.random(per_row, seed), nq * 16, kv_len=nk * 16, block_size=16, cache=False)
-    ptr = layout.fwd_ptr
-    return [layout.fwd_idx[ptr[i]:ptr[i + 1]] for i in range(nq)]
+    from sparseflash.pattern import Grid
+
+    row, col = np.divmod(sf.random(per_row, seed).keys(Grid(nq, nk, 1)), nk)
+    return [col[row == i] for i in range(nq)]
 
 
 @pytest.mark.parametrize("per_row,nq,nk", [
@@ -232,14 +240,16 @@ def test_bigbird_is_local_global_random():
 ])
 def test_block_index_outside_grid_is_a_compile_error(pattern, axis):
     with pytest.raises(ValueError, match=f"outside the {axis} grid"):
-        sf.compile(pattern, 5 * 64, kv_len=7 * 64, block_size=64)
+        pattern.to_dense(5, 7)
+    with pytest.raises(ValueError, match="outside the"):
+        sf.compile(pattern, 5 * 64, block_size=64)
 
 
 def test_global_blocks_checks_both_axes():
     # index 5 is in the key grid (7) but not in the query grid (5)
     with pytest.raises(ValueError, match="query"):
-        sf.compile(sf.global_blocks([5]), 5 * 64, kv_len=7 * 64, block_size=64)
-    sf.compile(sf.columns([5]), 5 * 64, kv_len=7 * 64, block_size=64)  # fine for columns
+        sf.global_blocks([5]).to_dense(5, 7)
+    sf.columns([5]).to_dense(5, 7)  # fine for columns
 
 
 def test_blocks_argument_types():
@@ -270,7 +280,8 @@ def test_per_head():
         np.testing.assert_array_equal(both[h], want[h] & ref_local(11, 9, 2))
     compiled = sf.compile(p, 11 * 32, kv_len=9 * 32, block_size=32, num_heads=3)
     assert compiled.table_heads == 3
-    np.testing.assert_array_equal(compiled.to_dense(), np.stack(want))
+    square = [ref_local(11, 11, 1), ref_strided(11, 11, 3), ref_rows(11, 11, [0, -1]) | ref_local(11, 11, 0)]
+    np.testing.assert_array_equal(compiled.to_dense(), np.stack(square)[:, :, 2:])   # keys: last 9 blocks
     with pytest.raises(ValueError, match="num_heads"):
         sf.compile(p, 512, num_heads=2)
     with pytest.raises(ValueError):

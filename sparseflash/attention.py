@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .blockwise import blockwise_backward, blockwise_forward
-from .compiler import check_window, compile, compile_sequences, restrict
+from .compiler import check_window, compile, compile_sequences, prefix_stable, restrict
 from .layout import BlockLayout
 
 __all__ = ["sparse_attention", "resolve_layout"]
@@ -427,8 +427,57 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: Op
     elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
     else:
-        out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
+        step = _decode_step(call) if call.backend == "triton" else None
+        if step is not None:
+            from .kernels.launch import decode_forward
+
+            layout, row = step
+            out, lse = decode_forward(q, k, v, layout, layout.to(q.device), table_row=row,
+                                      scale=call.scale, key_padding_mask=call.kpm,
+                                      schedule_cache=_SCHEDULES.setdefault(layout, {}))
+        else:
+            out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
     return (out, lse) if return_lse else out
+
+
+DECODE_MAX_QUERIES = 16       # a call with at most this many queries is a decode step
+
+
+def _capacity(kv_len: int, block_size: int) -> int:
+    """Tokens of the layout a decode loop reuses: the cache's blocks rounded up to a power of
+    two, so a generation of L tokens compiles about log2(L / block_size) layouts."""
+    blocks = -(-kv_len // block_size)
+    return block_size << (blocks - 1).bit_length()
+
+
+def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
+    """(layout, local table row) for the split-KV decode kernel, or None when this call is
+    not a decode step: few queries, all in one absolute query block, one sequence. The
+    layout is reused across steps: rows of a layout compiled for a capacity (prefix-stable
+    patterns) or the caller's BlockLayout; its blocks past the cache's end are masked."""
+    B, H, N, Nk = call.shape
+    bs = call.block_size
+    if call.cu_q_host is not None or N > DECODE_MAX_QUERIES or N > Nk:
+        return None
+    block = (Nk - N) // bs                               # the queries' absolute block
+    if (Nk - 1) // bs != block:
+        return None
+    pattern = call.pattern
+    if isinstance(pattern, BlockLayout):
+        s = pattern.seqs[0]
+        first = int(s[4]) // bs                           # the layout's first query block
+        if (pattern.num_seqs != 1 or pattern.packed or int(s[5]) != 0 or pattern.kv_len < Nk
+                or not first <= block < first + pattern.num_q_blocks):
+            return None
+        return pattern, block - first
+    if prefix_stable(pattern):
+        cap = _capacity(Nk, bs)
+        layout = compile(pattern, cap, block_size=bs, causal=call.causal, num_heads=H,
+                         window_size=call.window)
+        return layout, block
+    layout = compile(pattern, N, kv_len=Nk, block_size=bs, causal=call.causal, num_heads=H,
+                     window_size=call.window)
+    return layout, block - int(layout.seqs[0, 4]) // bs
 
 
 class _Call:

@@ -381,3 +381,42 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
                        seqs=np.array(seqs, dtype=np.int64), packed=packed,
                        key_padding_mask=key_padding_mask,
                        compile_ms=(time.perf_counter() - t0) * 1e3, **cat)
+
+
+# ----------------------------------------------------------------------------- prefix stability
+_STABLE_LEAVES = ("Dense", "Dilated", "Fixed")
+
+
+def prefix_stable(pattern: Pattern) -> bool:
+    """True when whether block (I, J) is kept never depends on the grid's size (for blocks
+    inside it): then the layout of a longer sequence, cut at a shorter one, is that shorter
+    sequence's layout, and a decode loop can use one layout compiled for a capacity. Random
+    draws, butterfly levels, negative (from-the-end) block indices, masks and functions
+    depend on the grid, so they are not."""
+    import dataclasses
+
+    todo = [pattern]
+    while todo:
+        p = todo.pop()
+        name = type(p).__name__
+        if name in _STABLE_LEAVES:
+            continue
+        if name == "Rows":
+            blocks = p.blocks
+            if isinstance(blocks, tuple) and any(b < 0 for b in blocks):
+                return False
+            continue
+        if name == "Longformer":
+            todo.append(p.expand())
+            continue
+        children = []
+        for f in dataclasses.fields(p) if dataclasses.is_dataclass(p) else ():
+            value = getattr(p, f.name)
+            if isinstance(value, Pattern):
+                children.append(value)
+            elif isinstance(value, tuple) and value and all(isinstance(x, Pattern) for x in value):
+                children.extend(value)
+        if not children or name in ("Random", "Butterfly", "BigBird", "FromMask", "FromFn"):
+            return False
+        todo.extend(children)
+    return True

@@ -344,8 +344,11 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
         if q_len == 0 or k_len == 0:              # an empty document: no rows or no keys
             th = table_heads or (pattern.table_heads if isinstance(pattern, BlockLayout)
                                  else num_heads if pattern.num_heads is not None else 1)
-            tables = _csr_tables(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool),
-                                 th * row[NQ], max(row[NQ], 1), max(row[NK], 1), th)
+            empty = np.zeros(0, np.int64)
+            tables = dict(fwd_ptr=np.zeros(th * row[NQ] + 1, np.int64), fwd_idx=empty,
+                          fwd_nfull=np.zeros(th * row[NQ], np.int64),
+                          bwd_ptr=np.zeros(th * row[NK] + 1, np.int64), bwd_idx=empty,
+                          bwd_nfull=np.zeros(th * row[NK], np.int64))
         else:
             one = pattern if isinstance(pattern, BlockLayout) else compile(
                 pattern, q_len, kv_len=k_len, block_size=block_size, causal=causal,

@@ -404,7 +404,8 @@ def test_random_block_masks_hypothesis():
         Nk = data.draw(st.integers(1, 4 * bs), label="kv_len")
         causal = data.draw(st.booleans(), label="causal")
         H = data.draw(st.sampled_from([1, 2]), label="heads")
-        nq, nk = -(-N // bs), -(-Nk // bs)
+        frame = max(N, Nk)         # the call's own blocks, aligned bottom-right
+        nq, nk = -(-frame // bs) - (frame - N) // bs, -(-frame // bs) - (frame - Nk) // bs
         bits = data.draw(st.lists(st.booleans(), min_size=H * nq * nk, max_size=H * nq * nk))
         mask = np.array(bits, bool).reshape(H, nq, nk)
         layout = sf.compile(sf.from_mask(mask), N, kv_len=Nk, block_size=bs, causal=causal, num_heads=H)

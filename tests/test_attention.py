@@ -440,7 +440,14 @@ def test_custom_op_opcheck():
     q, k, v, _ = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default,
-                          (q, k, v, key, 32, True, 0.25, "torch"))
+                          (q, k, v, key, 32, True, 0.25, "torch", -1, -1, None, None, None))
+    # packed documents, a window and a key-padding mask travel through the op as tensors/ints
+    pattern_key = _pattern_key(sf.local(1))
+    cu = torch.tensor([0, 20, 64], dtype=torch.int32)
+    kpm = torch.ones(1, 64, dtype=torch.bool)
+    kpm[0, 10:13] = False
+    torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default,
+                          (q, k, v, pattern_key, 32, True, 0.25, "torch", 16, 0, cu, cu, kpm.view(torch.int8)))
 
 
 class _TinyAttention(torch.nn.Module):

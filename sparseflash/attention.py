@@ -443,6 +443,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: Op
 DECODE_MAX_QUERIES = 16       # a call with at most this many queries is a decode step
 
 
+_prefix_stable = functools.lru_cache(maxsize=256)(prefix_stable)
+
+
 def _capacity(kv_len: int, block_size: int) -> int:
     """Tokens of the layout a decode loop reuses: the cache's blocks rounded up to a power of
     two, so a generation of L tokens compiles about log2(L / block_size) layouts."""
@@ -470,7 +473,7 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
                 or not first <= block < first + pattern.num_q_blocks):
             return None
         return pattern, block - first
-    if prefix_stable(pattern):
+    if _prefix_stable(pattern):
         cap = _capacity(Nk, bs)
         layout = compile(pattern, cap, block_size=bs, causal=call.causal, num_heads=H,
                          window_size=call.window)

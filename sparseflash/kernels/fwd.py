@@ -18,8 +18,8 @@ tile by tile.
 import triton
 import triton.language as tl
 
-LN2: tl.constexpr = 0.6931471805599453       # ln 2: log2-domain statistics to natural log
-LOG2E: tl.constexpr = 1.4426950408889634     # 1 / ln 2
+LN2 = tl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
+LOG2E = tl.constexpr(1.4426950408889634)    # 1 / ln 2
 
 
 @triton.jit

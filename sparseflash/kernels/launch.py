@@ -576,16 +576,9 @@ class _DecodePlan:
     __slots__ = ("split", "combine", "num_splits", "heads")
 
 
-def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
-                   table_row: int, scale: float, key_padding_mask: Optional[torch.Tensor] = None,
-                   schedule_cache: Optional[dict] = None,
-                   num_splits: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A decode step: ``q (B, Hq, c, d)`` (c <= DECODE_MAX_QUERIES, all in one absolute query
-    block) against ``k, v (B, Hkv, Nk, d)`` at positions 0..Nk-1, walking local row
-    ``table_row`` of a one-sequence layout whose keys start at position 0 (it may list blocks
-    past Nk: they are masked). Returns ``out`` (q's dtype) and ``lse`` (fp32)."""
+def _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached) -> _DecodePlan:
     B, H, c, d = q.shape
-    Hkv, Nk = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
     bs = layout.block_size
     d_pad = _head_dim_pad(d)
     heads = _decode_heads(H // Hkv, c, layout.table_heads)
@@ -597,41 +590,58 @@ def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, ta
     else:
         entries = int(ptr[table_row + 1] - ptr[table_row])
     block_n = bs if is_interpreted() else _fit(64, bs)
-    sub = bs // block_n
     if num_splits is None:
+        # about two programs per SM, each walking at least one key tile
         pairs = B * H // heads
-        num_splits = max(1, min(entries * sub, -(-2 * _sm_count(q.device) // pairs), 64))
+        num_splits = max(1, min(entries * (bs // block_n), -(-2 * _sm_count(q.device) // pairs), 64))
+    upcast, precision = _flags(q.dtype)
+    window = layout.window or (-1, -1)
+    plan = _DecodePlan()
+    plan.num_splits, plan.heads = num_splits, heads
+    block_m = max(16, 1 << (heads * c - 1).bit_length())
+    plan.split = _Launch(
+        _decode_split_kernel, (num_splits, B * H // heads), 11,
+        (*q.stride(), *k.stride(), *v.stride(), kpm.stride(0) if kpm is not None else 0,
+         H, H // Hkv, c, nq_t, int(layout.table_heads > 1), max(window[0], 0), max(window[1], 0),
+         scale * 1.4426950408889634, num_splits),
+        4, 2, cached, BLOCK=bs, BLOCK_M=block_m, BLOCK_N=block_n, HEADS=heads, HEAD_DIM=d,
+        HEAD_DIM_PAD=d_pad, CAUSAL=layout.causal, HAS_WL=window[0] >= 0, HAS_WR=window[1] >= 0,
+        HAS_KPM=kpm is not None, UPCAST=upcast, PRECISION=precision)
+    plan.combine = _Launch(
+        _decode_combine_kernel, (B * H * c,), 4, (num_splits,), 4, 1, cached,
+        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, SPLITS_PAD=max(2, 1 << (num_splits - 1).bit_length()))
+    return plan
+
+
+def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
+                   table_row: int, scale: float, key_padding_mask: Optional[torch.Tensor] = None,
+                   schedule_cache: Optional[dict] = None,
+                   num_splits: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A decode step: ``q (B, Hq, c, d)`` (c <= DECODE_MAX_QUERIES, all in one absolute query
+    block) against ``k, v (B, Hkv, Nk, d)`` at positions 0..Nk-1, walking local row
+    ``table_row`` of a one-sequence layout whose keys start at position 0 (it may list blocks
+    past Nk: they are masked). Returns ``out`` (q's dtype) and ``lse`` (fp32)."""
+    B, H, c, d = q.shape
+    Nk = k.shape[2]
+    kpm = key_padding_mask
+    # one plan per table row and shapes (the cache's length is a per-call argument), so the
+    # row's length, the split count and the launches are worked out once per block of steps
+    key = ("decode", table_row, q.shape, q.stride(), k.shape[:2], k.stride(), v.stride(), q.dtype,
+           q.device, None if kpm is None else kpm.stride(), scale, num_splits)
+    plans = schedule_cache.get("plans", _NO_PLANS) if schedule_cache is not None else _NO_PLANS
+    plan = plans.get(key) if CACHE_PLANS else None
+    if plan is None:
+        plan = _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits,
+                            cached=CACHE_PLANS and schedule_cache is not None)
+        if plan.split.cached:
+            _store(schedule_cache, key, plan)
     out = torch.empty((B, H, c, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, c), dtype=torch.float32, device=q.device)
-    op = torch.empty((B, H, c, num_splits, d), dtype=torch.float32, device=q.device)
-    lp = torch.empty((B, H, c, num_splits), dtype=torch.float32, device=q.device)
+    op = torch.empty((B, H, c, plan.num_splits, d), dtype=torch.float32, device=q.device)
+    lp = torch.empty((B, H, c, plan.num_splits), dtype=torch.float32, device=q.device)
     t = tables
-    kpm = key_padding_mask
-    cacheable = (CACHE_PLANS and schedule_cache is not None
-                 and _aligned(q, k, v, out, lse, op, lp, t.fwd_ptr, t.fwd_idx,
-                              *(() if kpm is None else (kpm,))))
-    key = ("decode", q.shape, q.stride(), k.shape[:2], k.stride(), v.stride(), q.dtype, q.device,
-           None if kpm is None else kpm.stride(), scale, num_splits)
-    plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
-    if plan is None:
-        upcast, precision = _flags(q.dtype)
-        window = layout.window or (-1, -1)
-        plan = _DecodePlan()
-        plan.num_splits, plan.heads = num_splits, heads
-        block_m = max(16, 1 << (heads * c - 1).bit_length())
-        plan.split = _Launch(
-            _decode_split_kernel, (num_splits, B * H // heads), 11,
-            (*q.stride(), *k.stride(), *v.stride(), kpm.stride(0) if kpm is not None else 0,
-             H, H // Hkv, c, nq_t, int(layout.table_heads > 1), max(window[0], 0), max(window[1], 0),
-             scale * 1.4426950408889634, num_splits),
-            4, 2, cacheable, BLOCK=bs, BLOCK_M=block_m, BLOCK_N=block_n, HEADS=heads, HEAD_DIM=d,
-            HEAD_DIM_PAD=d_pad, CAUSAL=layout.causal, HAS_WL=window[0] >= 0, HAS_WR=window[1] >= 0,
-            HAS_KPM=kpm is not None, UPCAST=upcast, PRECISION=precision)
-        plan.combine = _Launch(
-            _decode_combine_kernel, (B * H * c,), 4, (num_splits,), 4, 1, cacheable,
-            HEAD_DIM=d, HEAD_DIM_PAD=d_pad, SPLITS_PAD=max(2, 1 << (num_splits - 1).bit_length()))
-        if cacheable:
-            _store(schedule_cache, key, plan)
+    if plan.split.cached and not _aligned(q, k, v, out, lse, op, lp, *(() if kpm is None else (kpm,))):
+        plan = _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached=False)
     dev = q.device.index
     plan.split(dev, q, k, v, op, lp, t.fwd_ptr, t.fwd_idx, _kpm_arg(kpm, t.fwd_ptr), Nk, Nk - c, table_row)
     plan.combine(dev, op, lp, out, lse)

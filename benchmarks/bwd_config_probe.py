@@ -46,14 +46,13 @@ def main():
         q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
         lay = sf.compile(pat, N, causal=causal, num_heads=H)
         t = lay.to("cuda")
-        kw = dict(block_size=128, causal=causal, per_head=False, scale=d ** -0.5)
-        out, lse = launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, **kw)
+        kw = dict(scale=d ** -0.5)
+        out, lse = launch.attention_forward(q, k, v, lay, t, **kw)
         row = f"{name:<22}{lay.nnz / (H * lay.num_q_blocks):>8.1f}"
         ref = None
         for cname, cfg in CONFIGS.items():
             def bwd():
-                return launch.attention_backward(do, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx,
-                                                 t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+                return launch.attention_backward(do, q, k, v, out, lse, lay, t,
                                                  config=cfg, **kw)
             cell, ref = time_cell(cname, bwd, ref, 10)
             row += cell

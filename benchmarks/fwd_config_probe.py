@@ -37,8 +37,7 @@ def main():
                 ref = None
                 for cname, cfg in configs.items():
                     def fwd():
-                        return launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                                        block_size=128, causal=causal, per_head=False,
+                        return launch.attention_forward(q, k, v, lay, t,
                                                         scale=d ** -0.5, config=cfg)
                     cell, ref = time_cell(cname, fwd, ref, 14)
                     row += cell

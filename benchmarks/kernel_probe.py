@@ -210,10 +210,8 @@ def time_variants(tag, B, H, N, d, layout, causal, flops_fwd, peer, sdpa=True, f
         from sparseflash.kernels import launch
 
         t = layout.to("cuda")
-        kw = dict(block_size=layout.block_size, causal=causal, per_head=layout.table_heads > 1,
-                  scale=d ** -0.5)
-        runs["ours-launch"] = lambda: launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx,
-                                                               t.fwd_nfull, **kw)[0]
+        kw = dict(scale=d ** -0.5)
+        runs["ours-launch"] = lambda: launch.attention_forward(q, k, v, layout, t, **kw)[0]
     if "flex" in peer:
         flex, cbm = peer["flex"]
         try:
@@ -302,23 +300,22 @@ def suite_tune(d_list=(128, 64), N=4096):
             t = L.to("cuda")
             q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
             flops = 4 * B * H * N * N * d / (2 if causal else 1)
-            kw = dict(block_size=128, causal=causal, per_head=False, scale=d ** -0.5)
-            o, lse = launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, **kw)
+            kw = dict(scale=d ** -0.5)
+            o, lse = launch.attention_forward(q, k, v, L, t, **kw)
             for tma in (False, True):
                 for cfg in fwd_cfgs[d]:
                     try:
-                        o2, _ = launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                        o2, _ = launch.attention_forward(q, k, v, L, t,
                                                          config=cfg, use_tma=tma, **kw)
                         err = (o2.float() - o.float()).abs().max().item()
-                        ms = bench(lambda: launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                        ms = bench(lambda: launch.attention_forward(q, k, v, L, t,
                                                                     config=cfg, use_tma=tma, **kw))
                         log(suite="tune-fwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), ms=f"{ms:.4f}",
                             tflops=f"{flops / ms * 1e-9:.0f}", diff_vs_default=f"{err:.1e}")
                     except Exception as e:
                         log(suite="tune-fwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), error=repr(e)[:300])
                 for cfg in bwd_cfgs[d]:
-                    args = (do, q, k, v, o, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx,
-                            t.bwd_nfull)
+                    args = (do, q, k, v, o, lse, L, t)
                     try:
                         ms = bench(lambda: launch.attention_backward(*args, config=cfg, use_tma=tma, **kw))
                         log(suite="tune-bwd", N=N, d=d, causal=causal, tma=tma, cfg=str(cfg), ms=f"{ms:.4f}",

@@ -56,8 +56,7 @@ for name, pat, B, H, N, d, causal in CASES:
     row = f"{name:<22}{pub:>9.3f}{pubcg:>9.3f}{host:>9.0f}"
     ref = None
     for c in CONFIGS:
-        g = lambda: launch.attention_forward(q, k, v, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                                             block_size=128, causal=causal, per_head=False,
+        g = lambda: launch.attention_forward(q, k, v, lay, t,
                                              scale=d ** -0.5, config=c)
         try:
             o, _ = g()

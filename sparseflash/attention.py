@@ -142,19 +142,15 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
 
 
 # ------------------------------------------------------------------ implementations
-# per layout: the kernels' launch orders and launch plans, dropped with the layout
-_SCHEDULES: "weakref.WeakKeyDictionary[BlockLayout, dict]" = weakref.WeakKeyDictionary()
-
-
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
                   backend: str, kpm: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """The forward computation both the custom op and the eager autograd path run."""
     if backend == "triton":
         from .kernels.launch import attention_forward
 
-        return attention_forward(q, k, v, layout, layout.to(q.device), scale=scale,
-                                 key_padding_mask=kpm,
-                                 schedule_cache=_SCHEDULES.setdefault(layout, {}))
+        t = layout.to(q.device)
+        return attention_forward(q, k, v, layout, t, scale=scale, key_padding_mask=kpm,
+                                 schedule_cache=t.plans)
     return blockwise_forward(q, k, v, layout, scale=scale,
                              key_padding_mask=None if kpm is None else kpm.bool())
 
@@ -165,9 +161,9 @@ def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
     if backend == "triton":
         from .kernels.launch import attention_backward
 
-        return attention_backward(do, q, k, v, out, lse, layout, layout.to(q.device), scale=scale,
-                                  dlse=dlse, key_padding_mask=kpm,
-                                  schedule_cache=_SCHEDULES.setdefault(layout, {}))
+        t = layout.to(q.device)
+        return attention_backward(do, q, k, v, out, lse, layout, t, scale=scale, dlse=dlse,
+                                  key_padding_mask=kpm, schedule_cache=t.plans)
     return blockwise_backward(do, q, k, v, out, lse, layout, scale=scale, dlse=dlse,
                               key_padding_mask=None if kpm is None else kpm.bool())
 
@@ -432,9 +428,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: Op
             from .kernels.launch import decode_forward
 
             layout, row = step
-            out, lse = decode_forward(q, k, v, layout, layout.to(q.device), table_row=row,
-                                      scale=call.scale, key_padding_mask=call.kpm,
-                                      schedule_cache=_SCHEDULES.setdefault(layout, {}))
+            t = layout.to(q.device)
+            out, lse = decode_forward(q, k, v, layout, t, table_row=row, scale=call.scale,
+                                      key_padding_mask=call.kpm, schedule_cache=t.plans)
         else:
             out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
     return (out, lse) if return_lse else out

@@ -4,7 +4,7 @@ The table format is specified once, in :class:`BlockLayout`'s docstring.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -40,7 +40,9 @@ def seq_row(q_start: int, q_len: int, k_start: int, k_len: int, q_pos: int, k_po
 class LayoutTensors:
     """The tables of a :class:`BlockLayout` as int32 torch tensors on one device.
 
-    Field names and meanings are exactly those of :class:`BlockLayout`.
+    Field names and meanings are exactly those of :class:`BlockLayout`. ``plans`` is the one
+    cache of what the kernels' launchers work out per call shape on these tables (launch
+    orders, launch plans); it lives and dies with the layout.
     """
 
     fwd_ptr: "object"
@@ -50,6 +52,7 @@ class LayoutTensors:
     bwd_idx: "object"
     bwd_nfull: "object"
     seqs: "object"
+    plans: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 class BlockLayout:
@@ -182,7 +185,7 @@ class BlockLayout:
             arr.setflags(write=False)
             setattr(self, name, arr)
         self.compile_ms = compile_ms
-        self._device_cache: Dict[str, LayoutTensors] = {}
+        self._device_cache: Dict[object, LayoutTensors] = {}
         rows = int(seqs[:, NQ].sum()) * self.table_heads
         cols = int(seqs[:, NK].sum()) * self.table_heads
         assert self.fwd_ptr.shape == (rows + 1,), (self.fwd_ptr.shape, rows)
@@ -301,12 +304,15 @@ class BlockLayout:
     # ------------------------------------------------------------------ devices
     def to(self, device) -> LayoutTensors:
         """The tables as int32 torch tensors on ``device``, moved once and cached."""
+        cached = self._device_cache.get(device)      # a tensor's device: the fast path
+        if cached is not None:
+            return cached
         import torch
 
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        key = str(device)
+        key = device
         cached = self._device_cache.get(key)
         if cached is None:
             arrays = {name: np.array(getattr(self, name))

@@ -226,11 +226,10 @@ def test_heavy_rows_launch_order(causal):
 def _plans(layout, forget=False):
     """The launch plans cached for a layout (``forget``: drop them first; layouts are shared
     between tests through the compile cache)."""
-    from sparseflash.attention import _SCHEDULES
-
+    plans = layout.to(DEVICE).plans
     if forget:
-        _SCHEDULES.pop(layout, None)
-    return _SCHEDULES.get(layout, {}).get("plans", {})
+        plans.clear()
+    return plans.get("plans", {})
 
 
 @pytest.mark.parametrize("d,dtype", [(32, torch.float32), (64, bf16), (128, torch.float16)],

@@ -440,6 +440,7 @@ DECODE_MAX_QUERIES = 16       # a call with at most this many queries is a decod
 
 
 _prefix_stable = functools.lru_cache(maxsize=256)(prefix_stable)
+_DECODE_LAYOUTS: Dict[tuple, Tuple[object, BlockLayout]] = {}
 
 
 def _capacity(kv_len: int, block_size: int) -> int:
@@ -471,9 +472,16 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
         return pattern, block - first
     if _prefix_stable(pattern):
         cap = _capacity(Nk, bs)
-        layout = compile(pattern, cap, block_size=bs, causal=call.causal, num_heads=H,
-                         window_size=call.window)
-        return layout, block
+        # identity-keyed (the entry holds the pattern, so its id stays valid): a decode loop
+        # passes the same object every step, and this skips hashing it and compile's checks
+        key = (id(pattern), cap, bs, call.causal, H, call.window)
+        hit = _DECODE_LAYOUTS.get(key)
+        if hit is None or hit[0] is not pattern:
+            if len(_DECODE_LAYOUTS) >= 64:
+                _DECODE_LAYOUTS.clear()
+            hit = _DECODE_LAYOUTS[key] = (pattern, compile(
+                pattern, cap, block_size=bs, causal=call.causal, num_heads=H, window_size=call.window))
+        return hit[1], block
     layout = compile(pattern, N, kv_len=Nk, block_size=bs, causal=call.causal, num_heads=H,
                      window_size=call.window)
     return layout, block - int(layout.seqs[0, 4]) // bs

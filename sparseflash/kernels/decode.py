@@ -21,8 +21,8 @@ from .fwd import LN2, _dot, _load_tile, _visible
 
 
 @triton.jit(do_not_specialize=["kv_len", "q_pos", "table_row"])
-def _decode_split_kernel(Q, K, V, OP, LP, fwd_ptr, fwd_idx, KPM, kv_len, q_pos, table_row,
-                         stride_qb, stride_qh, stride_qm, stride_qd,
+def _decode_split_kernel(Q, K, V, OP, fwd_ptr, fwd_idx, KPM, kv_len, q_pos, table_row,
+                         lp_offset, stride_qb, stride_qh, stride_qm, stride_qd,
                          stride_kb, stride_kh, stride_kn, stride_kd,
                          stride_vb, stride_vh, stride_vn, stride_vd,
                          stride_kpm_b, num_heads, group_size, num_q, table_nq, table_heads_gt1,
@@ -91,7 +91,8 @@ def _decode_split_kernel(Q, K, V, OP, LP, fwd_ptr, fwd_idx, KPM, kv_len, q_pos, 
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
-    # parts: OP (B, H, num_q, num_splits, D) fp32, LP (B, H, num_q, num_splits) natural log
+    # parts: OP (B, H, num_q, num_splits, D) fp32, then LP (B, H, num_q, num_splits) natural log
+    LP = OP + lp_offset
     part = ((off_b * num_heads + heads).to(tl.int64) * num_q + q_idx) * num_splits + split
     tl.store(OP + part[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
              mask=row_ok[:, None] & d_ok[None, :])
@@ -99,12 +100,13 @@ def _decode_split_kernel(Q, K, V, OP, LP, fwd_ptr, fwd_idx, KPM, kv_len, q_pos, 
 
 
 @triton.jit
-def _decode_combine_kernel(OP, LP, Out, LSE, num_splits,
+def _decode_combine_kernel(OP, Out, LSE, lp_offset, num_splits,
                            HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                            SPLITS_PAD: tl.constexpr):
     """One program per (batch, head, query): ``out = sum_s w_s o_s / sum_s w_s`` with
     ``w_s = exp(lse_s - max lse)``; rows no part saw give out 0 and lse -inf."""
     r = tl.program_id(0).to(tl.int64)               # (b * H + h) * num_q + q: Out/LSE row
+    LP = OP + lp_offset
     offs_s = tl.arange(0, SPLITS_PAD)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     s_ok = offs_s < num_splits

@@ -600,15 +600,15 @@ def _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached) -> 
     plan.num_splits, plan.heads = num_splits, heads
     block_m = max(16, 1 << (heads * c - 1).bit_length())
     plan.split = _Launch(
-        _decode_split_kernel, (num_splits, B * H // heads), 11,
-        (*q.stride(), *k.stride(), *v.stride(), kpm.stride(0) if kpm is not None else 0,
+        _decode_split_kernel, (num_splits, B * H // heads), 10,
+        (B * H * c * num_splits * d, *q.stride(), *k.stride(), *v.stride(), kpm.stride(0) if kpm is not None else 0,
          H, H // Hkv, c, nq_t, int(layout.table_heads > 1), max(window[0], 0), max(window[1], 0),
          scale * 1.4426950408889634, num_splits),
         4, 2, cached, BLOCK=bs, BLOCK_M=block_m, BLOCK_N=block_n, HEADS=heads, HEAD_DIM=d,
         HEAD_DIM_PAD=d_pad, CAUSAL=layout.causal, HAS_WL=window[0] >= 0, HAS_WR=window[1] >= 0,
         HAS_KPM=kpm is not None, UPCAST=upcast, PRECISION=precision)
     plan.combine = _Launch(
-        _decode_combine_kernel, (B * H * c,), 4, (num_splits,), 4, 1, cached,
+        _decode_combine_kernel, (B * H * c,), 3, (B * H * c * num_splits * d, num_splits), 4, 1, cached,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, SPLITS_PAD=max(2, 1 << (num_splits - 1).bit_length()))
     return plan
 
@@ -637,12 +637,12 @@ def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, ta
             _store(schedule_cache, key, plan)
     out = torch.empty((B, H, c, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, c), dtype=torch.float32, device=q.device)
-    op = torch.empty((B, H, c, plan.num_splits, d), dtype=torch.float32, device=q.device)
-    lp = torch.empty((B, H, c, plan.num_splits), dtype=torch.float32, device=q.device)
+    # the parts' outputs (B, H, c, splits, d) then their lse (B, H, c, splits), fp32, in one buffer
+    parts = torch.empty(B * H * c * plan.num_splits * (d + 1), dtype=torch.float32, device=q.device)
     t = tables
-    if plan.split.cached and not _aligned(q, k, v, out, lse, op, lp, *(() if kpm is None else (kpm,))):
+    if plan.split.cached and not _aligned(q, k, v, out, lse, parts, *(() if kpm is None else (kpm,))):
         plan = _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached=False)
     dev = q.device.index
-    plan.split(dev, q, k, v, op, lp, t.fwd_ptr, t.fwd_idx, _kpm_arg(kpm, t.fwd_ptr), Nk, Nk - c, table_row)
-    plan.combine(dev, op, lp, out, lse)
+    plan.split(dev, q, k, v, parts, t.fwd_ptr, t.fwd_idx, _kpm_arg(kpm, t.fwd_ptr), Nk, Nk - c, table_row)
+    plan.combine(dev, parts, out, lse)
     return out, lse

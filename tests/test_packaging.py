@@ -1,8 +1,19 @@
-"""Packaging: the public namespace and the callable ``presets`` module."""
+"""Packaging: the public namespace, the callable ``presets`` module, and what the sdist and
+wheel carry (the license, the py.typed marker, and the test helpers the sdist's tests import)."""
 import builtins
+import shutil
+import subprocess
 import sys
+import tarfile
 import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
 import sparseflash as sf
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------- namespace
@@ -38,3 +49,45 @@ def test_presets_is_the_module_and_still_callable():
     from sparseflash import presets
 
     assert presets is module and callable(presets)
+
+
+# ----------------------------------------------------------------------------- distributions
+def test_typed_marker_and_license_exist():
+    assert (ROOT / "sparseflash" / "py.typed").is_file()
+    assert "BSD 3-Clause" in (ROOT / "LICENSE").read_text()
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    """(sdist member names, wheel member names), built from a copy of the source tree."""
+    pytest.importorskip("setuptools")
+    tmp = tmp_path_factory.mktemp("dist")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache",
+        "results"))
+    out = tmp / "out"
+    code = f"from setuptools import build_meta as b; b.build_sdist({str(out)!r}); b.build_wheel({str(out)!r})"
+    subprocess.run([sys.executable, "-c", code], cwd=src, check=True, capture_output=True, timeout=300)
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    with tarfile.open(sdist) as tar:
+        sdist_names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    with zipfile.ZipFile(wheel) as whl:
+        wheel_names = set(whl.namelist())
+    return sdist_names, wheel_names
+
+
+def test_sdist_carries_the_test_helpers_presets_and_docs(dists):
+    sdist, _ = dists
+    wanted = {"LICENSE", "tests/conftest.py", "tests/pattern_strategies.py",
+              "docs/make_pictures.py", "docs/layout.md", "patterns/bigbird.sf"}
+    assert wanted <= sdist, sorted(wanted - sdist)
+    assert {f"tests/{p.name}" for p in (ROOT / "tests").glob("*.py")} <= sdist
+
+
+def test_wheel_carries_py_typed_and_license(dists):
+    _, wheel = dists
+    assert "sparseflash/py.typed" in wheel
+    assert any(name.endswith("licenses/LICENSE") or name.endswith("/LICENSE") for name in wheel)
+    assert "sparseflash/_presets/bigbird.sf" in wheel

@@ -490,15 +490,30 @@ class PerHead(Pattern):
 
 
 # ---------------------------------------------------------------------------- operators
-def _head_binary(a: HeadKeys, b: HeadKeys, fn) -> HeadKeys:
-    if not isinstance(a, tuple) and not isinstance(b, tuple):
-        return fn(a, b)
-    n = len(a) if isinstance(a, tuple) else len(b)
-    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) != len(b):
-        raise ValueError(f"per_head patterns with {len(a)} and {len(b)} heads cannot be combined")
-    aa = a if isinstance(a, tuple) else (a,) * n
-    bb = b if isinstance(b, tuple) else (b,) * n
-    return tuple(fn(x, y) for x, y in zip(aa, bb))
+def _head_reduce(parts, fn) -> HeadKeys:
+    """``fn`` over a list of key arrays, per head when any part is per-head."""
+    widths = {len(k) for k in parts if isinstance(k, tuple)}
+    if not widths:
+        return fn(parts)
+    if len(widths) > 1:
+        raise ValueError(f"per_head patterns with {' and '.join(map(str, sorted(widths)))} heads "
+                         "cannot be combined")
+    (n,) = widths
+    per = [k if isinstance(k, tuple) else (k,) * n for k in parts]
+    return tuple(fn([k[h] for k in per]) for h in range(n))
+
+
+def _union_all(parts) -> Keys:
+    if len(parts) == 2:
+        return _union(*parts)
+    return np.unique(np.concatenate(parts))  # one sort over all terms, not one merge per term
+
+
+def _intersect_all(parts) -> Keys:
+    out = parts[0]
+    for k in sorted(parts[1:], key=len):  # smallest first: the running result only shrinks
+        out = _intersect(out, k)
+    return out
 
 
 @dataclass(frozen=True, repr=False)
@@ -520,21 +535,53 @@ class _Binary(Pattern):
         return f"{lt} {self._OP} {rt}"
 
 
+@dataclass(frozen=True, repr=False, init=False)
+class _Chain(Pattern):
+    """An associative operator over two or more terms, kept flat: ``(a | b) | c`` and
+    ``a | (b | c)`` are both ``Or(a, b, c)``. A chain built in a Python loop is then one level
+    deep, so keys, hash, == and str (which all walk the tree) never recurse along it."""
+
+    terms: Tuple[Pattern, ...]
+    _OP = "?"
+
+    def __init__(self, *terms: Pattern):
+        flat = []
+        for t in terms:
+            flat.extend(t.terms if type(t) is type(self) else (t,))
+        if len(flat) < 2:
+            raise PatternError(f"{type(self).__name__} needs at least two terms, got {len(flat)}")
+        object.__setattr__(self, "terms", tuple(flat))
+
+    @property
+    def num_heads(self):
+        return next((t.num_heads for t in self.terms if t.num_heads is not None), None)
+
+    def _text(self):
+        # Terms are never of this same operator (they were flattened), so only looser ones
+        # need parentheses.
+        return f" {self._OP} ".join(f"({t._text()})" if t._PREC <= self._PREC else t._text()
+                                    for t in self.terms)
+
+
 # Precedence follows Python's: ~ binds tightest, then -, then &, then |.
-@dataclass(frozen=True, repr=False)
-class Or(_Binary):
+@dataclass(frozen=True, repr=False, init=False)
+class Or(_Chain):
+    """Union: keep (i, j) iff any term keeps it."""
+
     _OP, _PREC = "|", 1
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _union)
+        return _head_reduce([t.keys(g) for t in self.terms], _union_all)
 
 
-@dataclass(frozen=True, repr=False)
-class And(_Binary):
+@dataclass(frozen=True, repr=False, init=False)
+class And(_Chain):
+    """Intersection: keep (i, j) iff every term keeps it."""
+
     _OP, _PREC = "&", 2
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _intersect)
+        return _head_reduce([t.keys(g) for t in self.terms], _intersect_all)
 
 
 @dataclass(frozen=True, repr=False)
@@ -542,7 +589,7 @@ class Sub(_Binary):
     _OP, _PREC = "-", 3
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _difference)
+        return _head_reduce([self.left.keys(g), self.right.keys(g)], lambda parts: _difference(*parts))
 
 
 @dataclass(frozen=True, repr=False)

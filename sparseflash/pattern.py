@@ -169,6 +169,12 @@ class Pattern:
         """Sorted unique int64 ``i * nk + j`` (one array, or a tuple with one per head)."""
         raise NotImplementedError
 
+    def max_nnz(self, g: Grid) -> int:
+        """Upper bound on the keys materialising this pattern holds at once, summed over the
+        heads it produces (one table, or one per head). O(size of the tree), no keys built:
+        the compiler checks it before it calls :meth:`keys`. It also bounds the final count."""
+        return g.nq * g.nk * (self.num_heads or 1)
+
     def to_dense(self, nq: int, nk: int, num_heads: int = 1) -> np.ndarray:
         """Bool block mask ``[num_heads, nq, nk]`` (O(grid); for tests and small grids)."""
         k = self.keys(Grid(nq, nk, num_heads))
@@ -262,6 +268,12 @@ class Dilated(Pattern):
             hi = np.minimum(hi, self.window)
         return _progressions(g, i + d * lo, d, hi - lo + 1)
 
+    def max_nnz(self, g):
+        per_row = -(-g.nk // self.dilation)
+        if self.window is not None:
+            per_row = min(per_row, 2 * self.window + 1)
+        return g.nq * per_row
+
     def _text(self):
         if self.kind == "local":
             return f"local({self.window})"
@@ -286,6 +298,15 @@ class Rows(Pattern):
             c = _columns_keys(g, _resolve_blocks(self.kind, self.blocks, g.nk, "key"))
             out = c if out is None else _union(out, c)
         return out
+
+    def max_nnz(self, g):
+        count = self.blocks if isinstance(self.blocks, int) else len(self.blocks)
+        bound = 0
+        if self.kind in ("rows", "global_blocks"):
+            bound += min(count, g.nq) * g.nk
+        if self.kind in ("columns", "global_blocks"):
+            bound += g.nq * min(count, g.nk)
+        return bound
 
     def _text(self):
         return f"{self.kind}({_fmt_blocks(self.blocks)})"
@@ -325,6 +346,9 @@ class Random(Pattern):
         chosen.sort(axis=1)
         return (np.arange(g.nq, dtype=np.int64)[:, None] * g.nk + chosen).ravel()
 
+    def max_nnz(self, g):
+        return g.nq * min(self.per_row, g.nk)
+
     def _text(self):
         return f"random({self.per_row})" if self.seed == 0 else f"random({self.per_row}, seed={self.seed})"
 
@@ -348,6 +372,10 @@ class Butterfly(Pattern):
         keys = np.arange(g.nq, dtype=np.int64)[:, None] * g.nk + j
         return keys[j != np.iinfo(np.int64).max]
 
+    def max_nnz(self, g):
+        levels = max(0, math.ceil(math.log2(max(g.nq, g.nk))))
+        return g.nq * (1 + (levels if self.factors is None else min(self.factors, levels)))
+
     def _text(self):
         return "butterfly()" if self.factors is None else f"butterfly({self.factors})"
 
@@ -368,6 +396,10 @@ class Fixed(Pattern):
         summary_cols = j[j % self.stride >= self.stride - self.summary]
         return _union(block, _columns_keys(g, summary_cols))
 
+    def max_nnz(self, g):
+        summary_cols = min(g.nk, -(-g.nk // self.stride) * self.summary)
+        return g.nq * (min(self.stride, g.nk) + summary_cols)
+
     def _text(self):
         return f"fixed({self.stride})" if self.summary == 1 else f"fixed({self.stride}, summary={self.summary})"
 
@@ -387,6 +419,9 @@ class BigBird(Pattern):
     def keys(self, g):
         return self.expand().keys(g)
 
+    def max_nnz(self, g):
+        return self.expand().max_nnz(g)
+
     def _text(self):
         return (f"bigbird(window={self.window}, globals={_fmt_blocks(self.globals)}, "
                 f"random={self.random}, seed={self.seed})")
@@ -404,6 +439,9 @@ class Longformer(Pattern):
 
     def keys(self, g):
         return self.expand().keys(g)
+
+    def max_nnz(self, g):
+        return self.expand().max_nnz(g)
 
     def _text(self):
         return f"longformer(window={self.window}, globals={_fmt_blocks(self.globals)})"
@@ -485,6 +523,9 @@ class PerHead(Pattern):
             raise ValueError(f"per_head: got {len(self.patterns)} patterns but num_heads={g.num_heads}")
         return tuple(p.keys(g) for p in self.patterns)
 
+    def max_nnz(self, g):
+        return sum(p.max_nnz(g) for p in self.patterns)
+
     def _text(self):
         return "per_head(" + ", ".join(p._text() for p in self.patterns) + ")"
 
@@ -516,6 +557,13 @@ def _intersect_all(parts) -> Keys:
     return out
 
 
+def _operands_max_nnz(node: Pattern, operands, g: Grid) -> int:
+    """Sum of the operands' bounds (the key merges concatenate their operands), a shared
+    operand counted once per head when ``node`` is per-head (it is broadcast to every head)."""
+    heads = node.num_heads
+    return sum(p.max_nnz(g) * (heads if heads and p.num_heads is None else 1) for p in operands)
+
+
 @dataclass(frozen=True, repr=False)
 class _Binary(Pattern):
     left: Pattern
@@ -525,6 +573,9 @@ class _Binary(Pattern):
     @property
     def num_heads(self):
         return self.left.num_heads or self.right.num_heads
+
+    def max_nnz(self, g):
+        return _operands_max_nnz(self, (self.left, self.right), g)
 
     def _text(self):
         lt, rt = self.left._text(), self.right._text()
@@ -555,6 +606,9 @@ class _Chain(Pattern):
     @property
     def num_heads(self):
         return next((t.num_heads for t in self.terms if t.num_heads is not None), None)
+
+    def max_nnz(self, g):
+        return _operands_max_nnz(self, self.terms, g)
 
     def _text(self):
         # Terms are never of this same operator (they were flattened), so only looser ones
@@ -604,6 +658,9 @@ class Not(Pattern):
     def keys(self, g):
         k = self.operand.keys(g)
         return tuple(_complement(x, g) for x in k) if isinstance(k, tuple) else _complement(k, g)
+
+    def max_nnz(self, g):
+        return self.operand.max_nnz(g) + g.nq * g.nk * (self.num_heads or 1)
 
     def _text(self):
         t = self.operand._text()

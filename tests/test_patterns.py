@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparseflash as sf
-from pattern_strategies import trees
+from pattern_strategies import any_patterns, trees
 
 # Grids: square and not, powers of two and not, a single row or column.
 GRIDS = [(1, 1), (1, 7), (7, 1), (4, 4), (5, 13), (13, 5), (16, 16), (17, 31), (33, 20), (64, 100)]
@@ -446,6 +446,20 @@ def test_keys_are_sorted_unique_and_in_grid(p, nq, nk):
     assert k.dtype == np.int64
     assert (np.diff(k) > 0).all()
     assert k.size == 0 or (k[0] >= 0 and k[-1] < nq * nk)
+
+
+@ALGEBRA
+@given(any_patterns(), st.integers(1, 40), st.integers(1, 40))
+def test_max_nnz_bounds_the_keys(p, nq, nk):
+    from sparseflash.pattern import Grid
+
+    g = Grid(nq, nk, p.num_heads or 1)
+    try:
+        k = p.keys(g)
+    except ValueError:  # a list index outside a small grid
+        return
+    stored = sum(x.size for x in k) if isinstance(k, tuple) else k.size
+    assert stored <= p.max_nnz(g)
 
 
 def test_operator_precedence_matches_python():

@@ -175,7 +175,8 @@ class CostEstimate:
     standard: MethodCost
     nnz: int
     dense_nnz: int          # block pairs dense FlashAttention computes (causal triangle skipped)
-    density: float
+    density: float          # nnz / grid_blocks, as BlockLayout.density
+    grid_blocks: int        # num_heads * nq * nk, the denominator of density
     head_dim: int
     batch: int
     dtype: torch.dtype
@@ -225,8 +226,10 @@ class CostEstimate:
         lines = [
             f"estimate: {pass_name}, {dtype_name}, batch {self.batch}, head_dim {self.head_dim}, "
             f"on {self.device.name}",
-            f"  {self.layout_summary}: {self.nnz:,} of {self.dense_nnz:,} dense blocks computed"
-            f" (density {self.density:.2%})",
+            f"  {self.layout_summary}: {self.nnz:,} of {self.grid_blocks:,} blocks computed"
+            f" (density {self.density:.2%})"
+            + (f"; dense FlashAttention computes {self.dense_nnz:,} (causal triangle)"
+               if self.dense_nnz != self.grid_blocks else ""),
         ]
         header = (f"  {'method':<22}{'FLOPs':>10}{'HBM bytes':>11}{'FLOP/B':>8}"
                   f"{'workspace':>11}{'bound':>9}{'pred. ms':>11}{'ours faster':>13}")
@@ -416,7 +419,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
         standard=MethodCost("standard attention", tuple(standard_k), standard_ws),
-        nnz=nnz, dense_nnz=dense_nnz, density=layout.density, head_dim=head_dim,
+        nnz=nnz, dense_nnz=dense_nnz, density=layout.density,
+        grid_blocks=h * layout.num_q_blocks * layout.num_kv_blocks, head_dim=head_dim,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),

@@ -68,7 +68,7 @@ class DeviceProfile:
     # they cost no HBM time. hbm_bytes counts them all, as FlashAttention's IO analysis does.
     tile_l2_hit_rate: float = 0.5
     # Measured time of eager matmul-softmax-matmul over its roofline here (many small passes,
-    # fp32 softmax internals): ANCHORS.md's 46 TFLOP/s at B=4, H=16, N=4K, d=128 against
+    # fp32 softmax internals): docs/anchors.md's 46 TFLOP/s at B=4, H=16, N=4K, d=128 against
     # the model's 186 TFLOP/s gives 4.
     eager_slowdown: float = 4.0
     calibrated: str = "not calibrated"  # where the efficiency numbers come from
@@ -86,7 +86,7 @@ class DeviceProfile:
         return dataclasses.replace(self, **changes)
 
 
-# Provisional efficiencies: FlexAttention on H100 (ANCHORS.md), d=128, N=16K, non-causal,
+# Provisional efficiencies: FlexAttention on H100 (docs/anchors.md), d=128, N=16K, non-causal,
 # 495 TFLOP/s forward and 432 TFLOP/s backward-only out of 989; matmul 795/989; copy 3.0/3.35 TB/s.
 # The A100 and H200 entries reuse them until measured.
 DEVICES: Dict[str, DeviceProfile] = {

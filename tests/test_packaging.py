@@ -91,3 +91,32 @@ def test_wheel_carries_py_typed_and_license(dists):
     assert "sparseflash/py.typed" in wheel
     assert any(name.endswith("licenses/LICENSE") or name.endswith("/LICENSE") for name in wheel)
     assert "sparseflash/_presets/bigbird.sf" in wheel
+
+
+# ----------------------------------------------------------------------------- docs
+def _markdown_files():
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+             *sorted((ROOT / "benchmarks").glob("*.md"))]  # benchmarks/ is not in the sdist
+    return [f for f in files if f.is_file()]
+
+
+def test_docs_cite_no_file_outside_the_repository():
+    # the docs cited ANCHORS.md, which lived outside the repository; it is docs/anchors.md now
+    for path in _markdown_files() + sorted((ROOT / "sparseflash").glob("*.py")):
+        if path.name == "anchors.md":  # its provenance line names the original
+            continue
+        assert "ANCHORS.md" not in path.read_text(encoding="utf-8"), path
+    assert "H100" in (ROOT / "docs" / "anchors.md").read_text(encoding="utf-8")
+
+
+def test_relative_markdown_links_resolve():
+    import re
+
+    broken = []
+    for path in _markdown_files():
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (path.parent / target.split("#")[0]).exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert broken == []

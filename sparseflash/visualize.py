@@ -6,11 +6,12 @@ is O(nnz + cells), never O(nq * nk), so a million-token layout draws instantly.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .layout import BlockLayout
+if TYPE_CHECKING:  # layout.py imports this module (lazily, in to_string): no import circle
+    from .layout import BlockLayout
 
 __all__ = ["RAMP", "block_fraction_map", "layout_to_string", "plot"]
 

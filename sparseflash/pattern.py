@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple, Union as _U
+from typing import Callable, Optional, Sequence, Tuple, Union as _U
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Pattern", "PatternError", "dense", "local", "strided", "dilated", "rows", "columns",
@@ -30,6 +31,7 @@ class PatternError(ValueError):
     """A pattern or its text form is invalid."""
 
 
+Blocks = _U[int, Sequence[int], np.ndarray]  # a count (the first n blocks) or block indices
 Keys = np.ndarray  # sorted unique int64 keys i * nk + j
 HeadKeys = _U[Keys, Tuple[Keys, ...]]  # one shared array, or one per head
 
@@ -688,19 +690,19 @@ def dilated(window: int, dilation: int) -> Pattern:
     return Dilated(_check_int("window", window, 0), _check_int("dilation", dilation, 1), "dilated")
 
 
-def rows(blocks) -> Pattern:
+def rows(blocks: Blocks) -> Pattern:
     """Those query blocks see every key block. An int n means blocks 0..min(n, nq)-1; a list
     names block indices (negative ones count from the end)."""
     return Rows(_norm_blocks("blocks", blocks), "rows")
 
 
-def columns(blocks) -> Pattern:
+def columns(blocks: Blocks) -> Pattern:
     """Every query block sees those key blocks (int n: the first n; list: indices, negative
     from the end)."""
     return Rows(_norm_blocks("blocks", blocks), "columns")
 
 
-def global_blocks(blocks) -> Pattern:
+def global_blocks(blocks: Blocks) -> Pattern:
     """``rows(blocks) | columns(blocks)``: global tokens in both directions."""
     return Rows(_norm_blocks("blocks", blocks), "global_blocks")
 
@@ -725,18 +727,18 @@ def fixed(stride: int, summary: int = 1) -> Pattern:
     return Fixed(stride, summary)
 
 
-def bigbird(window: int = 1, globals=1, random: int = 1, seed: int = 0) -> Pattern:
+def bigbird(window: int = 1, globals: Blocks = 1, random: int = 1, seed: int = 0) -> Pattern:
     """BigBird: ``local(window) | global_blocks(globals) | random(random, seed)``."""
     return BigBird(_check_int("window", window, 0), _norm_blocks("globals", globals),
                    _check_int("random", random, 0), _check_int("seed", seed, 0))
 
 
-def longformer(window: int = 1, globals=1) -> Pattern:
+def longformer(window: int = 1, globals: Blocks = 1) -> Pattern:
     """Longformer: ``local(window) | global_blocks(globals)``."""
     return Longformer(_check_int("window", window, 0), _norm_blocks("globals", globals))
 
 
-def from_mask(mask) -> Pattern:
+def from_mask(mask: ArrayLike) -> Pattern:
     """A custom bool block mask, shape (nq, nk) shared by all heads or (num_heads, nq, nk)."""
     try:
         import torch

@@ -117,7 +117,10 @@ def test_relative_markdown_links_resolve():
         for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue
-            if not (path.parent / target.split("#")[0]).exists():
+            linked = (path.parent / target.split("#")[0]).resolve()
+            if not (ROOT / "benchmarks").is_dir() and (ROOT / "benchmarks") in linked.parents:
+                continue  # an unpacked sdist has no benchmarks/
+            if not linked.exists():
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert broken == []
 

@@ -31,7 +31,7 @@ FLOP conventions, recorded side by side:
   the work on computed blocks; every implementation of a case gets the same count, so
   TFLOP/s ratios are time ratios.
 * ``flops_anchor`` = 4 * B * H * N^2 * d per forward, halved for causal: the convention of
-  ANCHORS.md and the FlashAttention papers, for dense cases (sparse cases repeat
+  docs/anchors.md and the FlashAttention papers, for dense cases (sparse cases repeat
   ``flops_blocks``).
 * forward+backward counts 3.5x the forward.
 
@@ -66,7 +66,7 @@ import sparseflash as sf
 from sparseflash import BlockLayout
 
 PASSES = ("fwd", "fwd+bwd")
-FWD_BWD_FACTOR = 3.5           # forward+backward FLOPs over forward FLOPs (ANCHORS.md)
+FWD_BWD_FACTOR = 3.5           # forward+backward FLOPs over forward FLOPs (docs/anchors.md)
 SUITES = ("dense", "sparse", "scaling", "compile")
 # Share of the time budget each suite expects. A suite may overrun its share into the suites
 # after it, but never into the part RESERVE of their shares; time a suite leaves passes on.
@@ -1168,7 +1168,7 @@ def run_external_compile_bench(runner: Runner) -> None:
 
 
 # ============================================================================ planning
-# For --dry-run only: a rough wall-time model of a run on an H100, from ANCHORS.md-level
+# For --dry-run only: a rough wall-time model of a run on an H100, from docs/anchors.md-level
 # throughputs (forward, forward+backward TFLOP/s) and guessed first-call (compile/JIT) costs.
 PLAN_TFLOPS = {"ours": (400, 300), "flex": (420, 350), "sdpa_flash": (320, 290),
                "sdpa_cudnn": (580, 500), "eager": (40, 40)}

@@ -11,8 +11,19 @@ from .layout import BlockLayout
 from .compiler import compile, compile_cache_clear, compile_cache_info
 from .attention import sparse_attention
 from .parser import parse
-from .presets import load, presets  # note: binds sparseflash.presets to the function
+from .presets import load
+from . import presets  # the module; calling it, ``sparseflash.presets()``, lists the presets
 from .estimate import estimate, CostEstimate, DeviceProfile, DEVICES, register_device
 from .visualize import plot
 
 __version__ = "0.1.0"
+
+# ``from sparseflash import *`` must not shadow a builtin or a stdlib module, so ``compile``
+# and ``random`` stay out of it; use them as ``sparseflash.compile`` and ``sparseflash.random``.
+__all__ = [
+    "Pattern", "PatternError", "dense", "local", "strided", "dilated", "rows", "columns",
+    "global_blocks", "butterfly", "fixed", "bigbird", "longformer", "from_mask", "from_fn",
+    "per_head", "BlockLayout", "compile_cache_clear", "compile_cache_info", "sparse_attention",
+    "parse", "load", "presets", "estimate", "CostEstimate", "DeviceProfile", "DEVICES",
+    "register_device", "plot",
+]

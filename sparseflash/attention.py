@@ -34,6 +34,7 @@ from torch import Tensor
 from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import check_window, compile, compile_sequences, prefix_stable, restrict
 from .layout import BlockLayout
+from .pattern import Pattern
 
 __all__ = ["sparse_attention", "resolve_layout"]
 
@@ -358,7 +359,8 @@ def _pattern_key_traced(pattern_id: int) -> int:
     return _pattern_key(ctypes.cast(pattern_id, ctypes.py_object).value)
 
 
-def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern, *, block_size: Optional[int] = None,
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, BlockLayout]", *,
+                     block_size: Optional[int] = None,
                      causal: Optional[bool] = None, scale: Optional[float] = None,
                      return_lse: bool = False, backend: str = "auto",
                      cu_seqlens: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,

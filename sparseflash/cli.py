@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import torch
 
-from .estimate import DEVICES, estimate
+from .estimate import DEVICES, estimate, get_device
 from .pattern import Pattern
 
 __all__ = ["main"]
@@ -123,8 +123,45 @@ def _add_estimate_args(p: argparse.ArgumentParser, *, heads: int, head_dim: int,
                    help=f"GPU profile for the estimate: {', '.join(sorted(DEVICES))} (default h100)")
 
 
+def _check_device(name: str) -> None:
+    try:
+        get_device(name)
+    except ValueError:
+        raise ValueError(f"--device: unknown GPU profile {name!r}; choose from "
+                         f"{', '.join(sorted(DEVICES))}") from None
+
+
+def _check_png(path: str) -> None:
+    """Fail before any work if the figure could not be written: no matplotlib, a folder that
+    does not exist, or an extension matplotlib cannot write."""
+    from pathlib import Path
+
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise ImportError("--png needs matplotlib: pip install 'sparseflash[viz]'") from None
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"--png: folder {str(folder)!r} does not exist")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in kinds:
+        raise ValueError(f"--png: cannot tell the image format of {path!r}; use one of the "
+                        f"extensions {', '.join('.' + k for k in sorted(kinds))}")
+
+
+def _check_show_args(args) -> None:
+    """Argument errors that would otherwise surface only after the map is drawn (exit 1)."""
+    _check_device(args.gpu)
+    if not 0 <= args.head < args.heads:
+        raise ValueError(f"--head must be in [0, {args.heads}) for --heads {args.heads}, got {args.head}")
+    if args.png:
+        _check_png(args.png)
+
+
 # ----------------------------------------------------------------------------- commands
 def _cmd_show(args) -> int:
+    _check_show_args(args)
     pattern = _resolve_pattern(args.pattern, args.param)
     layout, compile_ms = _compile_timed(pattern, args.seq_len, kv_len=args.kv_len,
                                         block_size=args.block_size, causal=args.causal,
@@ -157,6 +194,8 @@ def _cmd_presets(args) -> int:
 
 def _cmd_demo(args) -> int:
     from . import bigbird, parse, strided
+
+    _check_device(args.gpu)
 
     # 1. compose a pattern with the algebra; its text form parses back to the same value
     if args.pattern is None:
@@ -323,6 +362,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _CliError as exc:
         print(f"sparseflash: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("sparseflash: error: out of memory; use a larger --block-size or a shorter --seq-len",
+              file=sys.stderr)
+        return 1
     except (ValueError, TypeError, ImportError, OSError) as exc:
         text = str(exc)
         if isinstance(exc, PatternError):  # its later lines draw a caret under the position

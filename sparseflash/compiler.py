@@ -8,12 +8,21 @@ The geometry (absolute positions, full/partial blocks) is the one specified in
 :class:`~sparseflash.layout.BlockLayout`'s docstring. :func:`compile` builds a layout of one
 sequence; :func:`compile_sequences` builds one over several (packed documents, or one table
 per batch element for a key-padding mask) from per-sequence layouts.
+
+Two limits keep a mistaken call (a dense pattern at a million tokens with small blocks) from
+running for minutes and exhausting memory. Before any keys are built, ``compile`` bounds the
+blocks the tables could hold with ``Pattern.max_nnz`` and refuses, with a ValueError naming
+``seq_len`` and ``block_size``, when that bound passes the int32 index limit (2**31 - 1
+entries) or its table bytes pass :data:`MAX_TABLE_BYTES`. The cache of compiled layouts holds
+at most :data:`CACHE_MAX_ENTRIES` layouts and :data:`CACHE_MAX_BYTES` bytes of tables,
+evicting the least recently used.
 """
 from __future__ import annotations
 
-import functools
+import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,9 +32,22 @@ from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q
 from .pattern import Dense, FromMask, Grid, Pattern
 
 __all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
-           "check_window", "restrict"]
+           "check_window", "restrict", "CacheInfo", "MAX_TABLE_BYTES", "CACHE_MAX_BYTES",
+           "CACHE_MAX_ENTRIES"]
 
 _INT32_MAX = np.iinfo(np.int32).max
+
+# Largest tables compile() builds, in bytes, as estimated before building them (module
+# attributes, so they can be changed at run time: sparseflash.compiler.MAX_TABLE_BYTES = ...).
+MAX_TABLE_BYTES = 8 << 30
+# Bytes per stored block: its int32 entries in fwd_idx and bwd_idx (8), plus 4 of headroom
+# for the larger scratch arrays compilation holds for a moment.
+_BYTES_PER_BLOCK = 12
+# Bytes per (table head, block row or column): int32 ptr and nfull, forward and backward.
+_BYTES_PER_ROW = 8
+
+CACHE_MAX_ENTRIES = 256
+CACHE_MAX_BYTES = 512 << 20  # six dense causal 1M-token layouts are about 1.5 GiB
 
 
 def _check_length(name: str, value) -> int:
@@ -51,7 +73,7 @@ def check_window(window_size) -> Optional[Tuple[int, int]]:
 
 
 def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, block_size: int = 128,
-            causal: bool = False, num_heads: int = 1, window_size=None,
+            causal: bool = False, num_heads: int = 1, window_size: Optional[Tuple[int, int]] = None,
             cache: bool = True) -> BlockLayout:
     """Compile ``pattern`` into the block tables of a :class:`~sparseflash.BlockLayout`.
 
@@ -83,11 +105,103 @@ def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, blo
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
     if not isinstance(causal, (bool, np.bool_)):
         raise ValueError(f"causal must be a bool, got {causal!r}")
-    if pattern.num_heads is not None and pattern.num_heads != num_heads:
-        raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
     window = check_window(window_size)
     args = (pattern, seq_len, kv_len, int(block_size), bool(causal), int(num_heads), window)
-    return _compile_cached(*args) if cache else _compile(*args)
+    _check_table_size(*args)
+    if pattern.num_heads is not None and pattern.num_heads != num_heads:
+        raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
+    return _CACHE.get(args) if cache else _compile(*args)
+
+
+def _check_table_size(pattern: Pattern, seq_len: int, kv_len: int, block_size: int,
+                      causal: bool, num_heads: int, window=None) -> None:
+    """Refuse, before any keys are built, a layout whose tables could pass the int32 index
+    limit or :data:`MAX_TABLE_BYTES`. O(size of the pattern tree). The pattern's grid is the
+    square grid of absolute blocks (BlockLayout's docstring); ``dense()`` under a window
+    builds only its band."""
+    nq = nk = -(-max(seq_len, kv_len) // block_size)
+    try:
+        table_heads = num_heads if pattern.num_heads is not None else 1
+        blocks = pattern.max_nnz(Grid(nq, nk, num_heads))
+        lo, hi = _offset_bounds(causal, window)
+        if isinstance(pattern, Dense) and lo is not None and hi is not None:
+            blocks = min(blocks, nq * ((hi - lo) // block_size + 2))
+    except RecursionError:
+        raise ValueError("pattern is nested too deeply to compile; build long chains with "
+                         "| or & (they stay flat), not deeply nested - or ~") from None
+    table_bytes = blocks * _BYTES_PER_BLOCK + table_heads * (nq + nk) * _BYTES_PER_ROW
+    if blocks <= _INT32_MAX and table_bytes <= MAX_TABLE_BYTES:
+        return
+    where = (f"seq_len={seq_len}" + (f", kv_len={kv_len}" if kv_len != seq_len else "")
+             + f" and block_size={block_size} give a {nq:,} x {nk:,} block grid"
+             + (f" x {table_heads} heads" if table_heads > 1 else ""))
+    if blocks > _INT32_MAX:
+        limit = f"more than the {_INT32_MAX:,} entries int32 tables can index"
+    else:
+        limit = (f"{table_bytes / 2**30:.1f} GiB of tables, more than "
+                 f"sparseflash.compiler.MAX_TABLE_BYTES = {MAX_TABLE_BYTES / 2**30:.1f} GiB")
+    raise ValueError(f"{where}; this pattern may store up to {blocks:,} blocks, {limit}. "
+                     f"Use a larger block_size, a shorter seq_len or a sparser pattern.")
+
+
+class CacheInfo(NamedTuple):
+    """Statistics of the compile cache; ``bytes`` is the table bytes it holds."""
+
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+    bytes: int
+    max_bytes: int
+
+
+def _layout_bytes(layout: BlockLayout) -> int:
+    return sum(getattr(layout, name).nbytes for name in
+               ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
+
+
+class _LayoutCache:
+    """LRU of compiled layouts bounded by entry count and by the bytes of their tables
+    (:data:`CACHE_MAX_ENTRIES`, :data:`CACHE_MAX_BYTES`, read at each insertion). A layout
+    larger than the whole byte budget is returned but not kept."""
+
+    def __init__(self):
+        self._entries: "OrderedDict[Tuple, Tuple[BlockLayout, int]]" = OrderedDict()
+        self._bytes = self._hits = self._misses = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Tuple) -> BlockLayout:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                return hit[0]
+            self._misses += 1
+        layout = _compile(*key)  # outside the lock: another thread may compile meanwhile
+        size = _layout_bytes(layout)
+        with self._lock:
+            if key not in self._entries and size <= CACHE_MAX_BYTES:
+                self._entries[key] = (layout, size)
+                self._bytes += size
+            while self._entries and (len(self._entries) > CACHE_MAX_ENTRIES
+                                     or self._bytes > CACHE_MAX_BYTES):
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
+        return layout
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = self._hits = self._misses = 0
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, CACHE_MAX_ENTRIES, len(self._entries),
+                             self._bytes, CACHE_MAX_BYTES)
+
+
+_CACHE = _LayoutCache()
 
 
 def _check_block_size(block_size) -> None:
@@ -97,11 +211,13 @@ def _check_block_size(block_size) -> None:
 
 
 def compile_cache_clear() -> None:
-    _compile_cached.cache_clear()
+    """Empty the compile cache and reset its statistics."""
+    _CACHE.clear()
 
 
-def compile_cache_info():
-    return _compile_cached.cache_info()
+def compile_cache_info() -> CacheInfo:
+    """``CacheInfo(hits, misses, maxsize, currsize, bytes, max_bytes)`` of the compile cache."""
+    return _CACHE.info()
 
 
 # ----------------------------------------------------------------------------- one sequence
@@ -282,9 +398,6 @@ def restrict(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
     I, J = row % nq + lq_pos // bs, col + lk_pos // bs
     return _layout_of(head, I, J, layout.table_heads, seq_len, kv_len, q_pos, k_pos, bs,
                       layout.causal, layout.num_heads, layout.window, t0)
-
-
-_compile_cached = functools.lru_cache(maxsize=256)(_compile)
 
 
 # ----------------------------------------------------------------------------- several sequences

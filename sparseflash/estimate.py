@@ -68,7 +68,7 @@ class DeviceProfile:
     # they cost no HBM time. hbm_bytes counts them all, as FlashAttention's IO analysis does.
     tile_l2_hit_rate: float = 0.5
     # Measured time of eager matmul-softmax-matmul over its roofline here (many small passes,
-    # fp32 softmax internals): ANCHORS.md's 46 TFLOP/s at B=4, H=16, N=4K, d=128 against
+    # fp32 softmax internals): docs/anchors.md's 46 TFLOP/s at B=4, H=16, N=4K, d=128 against
     # the model's 186 TFLOP/s gives 4.
     eager_slowdown: float = 4.0
     calibrated: str = "not calibrated"  # where the efficiency numbers come from
@@ -86,7 +86,7 @@ class DeviceProfile:
         return dataclasses.replace(self, **changes)
 
 
-# Provisional efficiencies: FlexAttention on H100 (ANCHORS.md), d=128, N=16K, non-causal,
+# Provisional efficiencies: FlexAttention on H100 (docs/anchors.md), d=128, N=16K, non-causal,
 # 495 TFLOP/s forward and 432 TFLOP/s backward-only out of 989; matmul 795/989; copy 3.0/3.35 TB/s.
 # The A100 and H200 entries reuse them until measured.
 DEVICES: Dict[str, DeviceProfile] = {
@@ -175,7 +175,8 @@ class CostEstimate:
     standard: MethodCost
     nnz: int
     dense_nnz: int          # block pairs dense FlashAttention computes (causal triangle skipped)
-    density: float
+    density: float          # nnz / grid_blocks, as BlockLayout.density
+    grid_blocks: int        # num_heads * nq * nk, the denominator of density
     head_dim: int
     batch: int
     dtype: torch.dtype
@@ -225,8 +226,10 @@ class CostEstimate:
         lines = [
             f"estimate: {pass_name}, {dtype_name}, batch {self.batch}, head_dim {self.head_dim}, "
             f"on {self.device.name}",
-            f"  {self.layout_summary}: {self.nnz:,} of {self.dense_nnz:,} dense blocks computed"
-            f" (density {self.density:.2%})",
+            f"  {self.layout_summary}: {self.nnz:,} of {self.grid_blocks:,} blocks computed"
+            f" (density {self.density:.2%})"
+            + (f"; dense FlashAttention computes {self.dense_nnz:,} (causal triangle)"
+               if self.dense_nnz != self.grid_blocks else ""),
         ]
         header = (f"  {'method':<22}{'FLOPs':>10}{'HBM bytes':>11}{'FLOP/B':>8}"
                   f"{'workspace':>11}{'bound':>9}{'pred. ms':>11}{'ours faster':>13}")
@@ -434,7 +437,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
         standard=MethodCost("standard attention", tuple(standard_k), standard_ws),
-        nnz=nnz, dense_nnz=dense_nnz, density=layout.density, head_dim=head_dim,
+        nnz=nnz, dense_nnz=dense_nnz, density=layout.density,
+        grid_blocks=h * layout.num_q_blocks * layout.num_kv_blocks, head_dim=head_dim,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),

@@ -32,7 +32,7 @@ from .pattern import Pattern, PatternError
 
 __all__ = ["parse", "MAX_DEPTH", "MAX_NESTING"]
 
-MAX_DEPTH = 200  # depth of the resulting pattern tree (operators, '~', per_head)
+MAX_DEPTH = 200  # depth of the resulting pattern tree (operators, '~', per_head); a flat | or & chain is one level
 MAX_NESTING = 100  # parser recursion: parens, '~' and call arguments (<= 4 frames per level)
 _MAX_INT_DIGITS = 19  # enough for the factories' bound of 2**62, which they check themselves
 _MAX_TEXT = 1 << 20  # characters
@@ -89,6 +89,12 @@ _NOT_PARSEABLE = {
     "from_mask": "from_mask holds an array and has no text form; build it in Python",
     "from_fn": "from_fn holds a Python function and has no text form; build it in Python",
 }
+
+
+def _merged_depth(operand: Pattern, depth: int, result: Pattern) -> int:
+    """Depth an operand contributes below ``result``: one less when it was flattened into it."""
+    merged = isinstance(result, _p._Chain) and type(operand) is type(result)
+    return depth - 1 if merged else depth
 
 
 # ---------------------------------------------------------------------------- errors
@@ -250,9 +256,12 @@ class _Parser:
             prec, combine = _BINARY[op_tok.text]
             self.i += 1
             right, rdepth = self.expr(prec + 1)
-            depth = max(depth, rdepth) + 1
+            p = combine(left, right)
+            # '|' and '&' chains are flat n-ary nodes: an operand of the same operator is
+            # merged into the result, so it adds no level (a | b | c is one level deep)
+            depth = 1 + max(_merged_depth(left, depth, p), _merged_depth(right, rdepth, p))
             self.check_depth(depth, op_tok)
-            left = combine(left, right)
+            left = p
         return left, depth
 
     def unary(self) -> Tuple[Pattern, int]:

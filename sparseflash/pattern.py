@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple, Union as _U
+from typing import Callable, Optional, Sequence, Tuple, Union as _U
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Pattern", "PatternError", "dense", "local", "strided", "dilated", "rows", "columns",
@@ -30,6 +31,7 @@ class PatternError(ValueError):
     """A pattern or its text form is invalid."""
 
 
+Blocks = _U[int, Sequence[int], np.ndarray]  # a count (the first n blocks) or block indices
 Keys = np.ndarray  # sorted unique int64 keys i * nk + j
 HeadKeys = _U[Keys, Tuple[Keys, ...]]  # one shared array, or one per head
 
@@ -169,6 +171,12 @@ class Pattern:
         """Sorted unique int64 ``i * nk + j`` (one array, or a tuple with one per head)."""
         raise NotImplementedError
 
+    def max_nnz(self, g: Grid) -> int:
+        """Upper bound on the keys materialising this pattern holds at once, summed over the
+        heads it produces (one table, or one per head). O(size of the tree), no keys built:
+        the compiler checks it before it calls :meth:`keys`. It also bounds the final count."""
+        return g.nq * g.nk * (self.num_heads or 1)
+
     def to_dense(self, nq: int, nk: int, num_heads: int = 1) -> np.ndarray:
         """Bool block mask ``[num_heads, nq, nk]`` (O(grid); for tests and small grids)."""
         k = self.keys(Grid(nq, nk, num_heads))
@@ -262,6 +270,12 @@ class Dilated(Pattern):
             hi = np.minimum(hi, self.window)
         return _progressions(g, i + d * lo, d, hi - lo + 1)
 
+    def max_nnz(self, g):
+        per_row = -(-g.nk // self.dilation)
+        if self.window is not None:
+            per_row = min(per_row, 2 * self.window + 1)
+        return g.nq * per_row
+
     def _text(self):
         if self.kind == "local":
             return f"local({self.window})"
@@ -286,6 +300,15 @@ class Rows(Pattern):
             c = _columns_keys(g, _resolve_blocks(self.kind, self.blocks, g.nk, "key"))
             out = c if out is None else _union(out, c)
         return out
+
+    def max_nnz(self, g):
+        count = self.blocks if isinstance(self.blocks, int) else len(self.blocks)
+        bound = 0
+        if self.kind in ("rows", "global_blocks"):
+            bound += min(count, g.nq) * g.nk
+        if self.kind in ("columns", "global_blocks"):
+            bound += g.nq * min(count, g.nk)
+        return bound
 
     def _text(self):
         return f"{self.kind}({_fmt_blocks(self.blocks)})"
@@ -325,6 +348,9 @@ class Random(Pattern):
         chosen.sort(axis=1)
         return (np.arange(g.nq, dtype=np.int64)[:, None] * g.nk + chosen).ravel()
 
+    def max_nnz(self, g):
+        return g.nq * min(self.per_row, g.nk)
+
     def _text(self):
         return f"random({self.per_row})" if self.seed == 0 else f"random({self.per_row}, seed={self.seed})"
 
@@ -348,6 +374,10 @@ class Butterfly(Pattern):
         keys = np.arange(g.nq, dtype=np.int64)[:, None] * g.nk + j
         return keys[j != np.iinfo(np.int64).max]
 
+    def max_nnz(self, g):
+        levels = max(0, math.ceil(math.log2(max(g.nq, g.nk))))
+        return g.nq * (1 + (levels if self.factors is None else min(self.factors, levels)))
+
     def _text(self):
         return "butterfly()" if self.factors is None else f"butterfly({self.factors})"
 
@@ -368,6 +398,10 @@ class Fixed(Pattern):
         summary_cols = j[j % self.stride >= self.stride - self.summary]
         return _union(block, _columns_keys(g, summary_cols))
 
+    def max_nnz(self, g):
+        summary_cols = min(g.nk, -(-g.nk // self.stride) * self.summary)
+        return g.nq * (min(self.stride, g.nk) + summary_cols)
+
     def _text(self):
         return f"fixed({self.stride})" if self.summary == 1 else f"fixed({self.stride}, summary={self.summary})"
 
@@ -387,6 +421,9 @@ class BigBird(Pattern):
     def keys(self, g):
         return self.expand().keys(g)
 
+    def max_nnz(self, g):
+        return self.expand().max_nnz(g)
+
     def _text(self):
         return (f"bigbird(window={self.window}, globals={_fmt_blocks(self.globals)}, "
                 f"random={self.random}, seed={self.seed})")
@@ -404,6 +441,9 @@ class Longformer(Pattern):
 
     def keys(self, g):
         return self.expand().keys(g)
+
+    def max_nnz(self, g):
+        return self.expand().max_nnz(g)
 
     def _text(self):
         return f"longformer(window={self.window}, globals={_fmt_blocks(self.globals)})"
@@ -493,20 +533,45 @@ class PerHead(Pattern):
             raise ValueError(f"per_head: got {len(self.patterns)} patterns but num_heads={g.num_heads}")
         return tuple(p.keys(g) for p in self.patterns)
 
+    def max_nnz(self, g):
+        return sum(p.max_nnz(g) for p in self.patterns)
+
     def _text(self):
         return "per_head(" + ", ".join(p._text() for p in self.patterns) + ")"
 
 
 # ---------------------------------------------------------------------------- operators
-def _head_binary(a: HeadKeys, b: HeadKeys, fn) -> HeadKeys:
-    if not isinstance(a, tuple) and not isinstance(b, tuple):
-        return fn(a, b)
-    n = len(a) if isinstance(a, tuple) else len(b)
-    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) != len(b):
-        raise ValueError(f"per_head patterns with {len(a)} and {len(b)} heads cannot be combined")
-    aa = a if isinstance(a, tuple) else (a,) * n
-    bb = b if isinstance(b, tuple) else (b,) * n
-    return tuple(fn(x, y) for x, y in zip(aa, bb))
+def _head_reduce(parts, fn) -> HeadKeys:
+    """``fn`` over a list of key arrays, per head when any part is per-head."""
+    widths = {len(k) for k in parts if isinstance(k, tuple)}
+    if not widths:
+        return fn(parts)
+    if len(widths) > 1:
+        raise ValueError(f"per_head patterns with {' and '.join(map(str, sorted(widths)))} heads "
+                         "cannot be combined")
+    (n,) = widths
+    per = [k if isinstance(k, tuple) else (k,) * n for k in parts]
+    return tuple(fn([k[h] for k in per]) for h in range(n))
+
+
+def _union_all(parts) -> Keys:
+    if len(parts) == 2:
+        return _union(*parts)
+    return np.unique(np.concatenate(parts))  # one sort over all terms, not one merge per term
+
+
+def _intersect_all(parts) -> Keys:
+    out = parts[0]
+    for k in sorted(parts[1:], key=len):  # smallest first: the running result only shrinks
+        out = _intersect(out, k)
+    return out
+
+
+def _operands_max_nnz(node: Pattern, operands, g: Grid) -> int:
+    """Sum of the operands' bounds (the key merges concatenate their operands), a shared
+    operand counted once per head when ``node`` is per-head (it is broadcast to every head)."""
+    heads = node.num_heads
+    return sum(p.max_nnz(g) * (heads if heads and p.num_heads is None else 1) for p in operands)
 
 
 @dataclass(frozen=True, repr=False)
@@ -519,6 +584,9 @@ class _Binary(Pattern):
     def num_heads(self):
         return self.left.num_heads or self.right.num_heads
 
+    def max_nnz(self, g):
+        return _operands_max_nnz(self, (self.left, self.right), g)
+
     def _text(self):
         lt, rt = self.left._text(), self.right._text()
         if self.left._PREC < self._PREC:
@@ -528,21 +596,56 @@ class _Binary(Pattern):
         return f"{lt} {self._OP} {rt}"
 
 
+@dataclass(frozen=True, repr=False, init=False)
+class _Chain(Pattern):
+    """An associative operator over two or more terms, kept flat: ``(a | b) | c`` and
+    ``a | (b | c)`` are both ``Or(a, b, c)``. A chain built in a Python loop is then one level
+    deep, so keys, hash, == and str (which all walk the tree) never recurse along it."""
+
+    terms: Tuple[Pattern, ...]
+    _OP = "?"
+
+    def __init__(self, *terms: Pattern):
+        flat = []
+        for t in terms:
+            flat.extend(t.terms if type(t) is type(self) else (t,))
+        if len(flat) < 2:
+            raise PatternError(f"{type(self).__name__} needs at least two terms, got {len(flat)}")
+        object.__setattr__(self, "terms", tuple(flat))
+
+    @property
+    def num_heads(self):
+        return next((t.num_heads for t in self.terms if t.num_heads is not None), None)
+
+    def max_nnz(self, g):
+        return _operands_max_nnz(self, self.terms, g)
+
+    def _text(self):
+        # Terms are never of this same operator (they were flattened), so only looser ones
+        # need parentheses.
+        return f" {self._OP} ".join(f"({t._text()})" if t._PREC <= self._PREC else t._text()
+                                    for t in self.terms)
+
+
 # Precedence follows Python's: ~ binds tightest, then -, then &, then |.
-@dataclass(frozen=True, repr=False)
-class Or(_Binary):
+@dataclass(frozen=True, repr=False, init=False)
+class Or(_Chain):
+    """Union: keep (i, j) iff any term keeps it."""
+
     _OP, _PREC = "|", 1
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _union)
+        return _head_reduce([t.keys(g) for t in self.terms], _union_all)
 
 
-@dataclass(frozen=True, repr=False)
-class And(_Binary):
+@dataclass(frozen=True, repr=False, init=False)
+class And(_Chain):
+    """Intersection: keep (i, j) iff every term keeps it."""
+
     _OP, _PREC = "&", 2
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _intersect)
+        return _head_reduce([t.keys(g) for t in self.terms], _intersect_all)
 
 
 @dataclass(frozen=True, repr=False)
@@ -550,7 +653,7 @@ class Sub(_Binary):
     _OP, _PREC = "-", 3
 
     def keys(self, g):
-        return _head_binary(self.left.keys(g), self.right.keys(g), _difference)
+        return _head_reduce([self.left.keys(g), self.right.keys(g)], lambda parts: _difference(*parts))
 
 
 @dataclass(frozen=True, repr=False)
@@ -565,6 +668,9 @@ class Not(Pattern):
     def keys(self, g):
         k = self.operand.keys(g)
         return tuple(_complement(x, g) for x in k) if isinstance(k, tuple) else _complement(k, g)
+
+    def max_nnz(self, g):
+        return self.operand.max_nnz(g) + g.nq * g.nk * (self.num_heads or 1)
 
     def _text(self):
         t = self.operand._text()
@@ -592,19 +698,19 @@ def dilated(window: int, dilation: int) -> Pattern:
     return Dilated(_check_int("window", window, 0), _check_int("dilation", dilation, 1), "dilated")
 
 
-def rows(blocks) -> Pattern:
+def rows(blocks: Blocks) -> Pattern:
     """Those query blocks see every key block. An int n means blocks 0..min(n, nq)-1; a list
     names block indices (negative ones count from the end)."""
     return Rows(_norm_blocks("blocks", blocks), "rows")
 
 
-def columns(blocks) -> Pattern:
+def columns(blocks: Blocks) -> Pattern:
     """Every query block sees those key blocks (int n: the first n; list: indices, negative
     from the end)."""
     return Rows(_norm_blocks("blocks", blocks), "columns")
 
 
-def global_blocks(blocks) -> Pattern:
+def global_blocks(blocks: Blocks) -> Pattern:
     """``rows(blocks) | columns(blocks)``: global tokens in both directions."""
     return Rows(_norm_blocks("blocks", blocks), "global_blocks")
 
@@ -629,18 +735,18 @@ def fixed(stride: int, summary: int = 1) -> Pattern:
     return Fixed(stride, summary)
 
 
-def bigbird(window: int = 1, globals=1, random: int = 1, seed: int = 0) -> Pattern:
+def bigbird(window: int = 1, globals: Blocks = 1, random: int = 1, seed: int = 0) -> Pattern:
     """BigBird: ``local(window) | global_blocks(globals) | random(random, seed)``."""
     return BigBird(_check_int("window", window, 0), _norm_blocks("globals", globals),
                    _check_int("random", random, 0), _check_int("seed", seed, 0))
 
 
-def longformer(window: int = 1, globals=1) -> Pattern:
+def longformer(window: int = 1, globals: Blocks = 1) -> Pattern:
     """Longformer: ``local(window) | global_blocks(globals)``."""
     return Longformer(_check_int("window", window, 0), _norm_blocks("globals", globals))
 
 
-def from_mask(mask) -> Pattern:
+def from_mask(mask: ArrayLike) -> Pattern:
     """A custom bool block mask, shape (nq, nk) shared by all heads or (num_heads, nq, nk)."""
     try:
         import torch

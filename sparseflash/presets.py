@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -177,3 +179,15 @@ def load(name: str, **params) -> Pattern:
     an unknown preset or parameter raises :class:`~sparseflash.PatternError` naming it.
     """
     return describe(name).pattern(**params)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``sparseflash.presets`` is the module (``import
+    sparseflash.presets as m; m.load(...)``) and ``sparseflash.presets()`` still lists the
+    presets, as it did when the package bound that name to the function."""
+
+    def __call__(self) -> List[str]:
+        return presets()
+
+
+sys.modules[__name__].__class__ = _CallableModule

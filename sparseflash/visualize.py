@@ -6,11 +6,14 @@ is O(nnz + cells), never O(nq * nk), so a million-token layout draws instantly.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .layout import BlockLayout
+if TYPE_CHECKING:  # layout.py imports this module (lazily, in to_string): no import circle
+    from matplotlib.figure import Figure
+
+    from .layout import BlockLayout
 
 __all__ = ["RAMP", "block_fraction_map", "layout_to_string", "plot"]
 
@@ -83,7 +86,7 @@ def layout_to_string(layout: BlockLayout, width: int = 64, head: int = 0) -> str
 
 
 def plot(layout: BlockLayout, path: Optional[str] = None,
-         heads: Optional[Sequence[int]] = None, max_cells: int = 512):
+         heads: Optional[Sequence[int]] = None, max_cells: int = 512) -> "Figure":
     """Figure of the block mask per head (downsampled) and a histogram of row density.
 
     Args:

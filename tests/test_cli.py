@@ -120,6 +120,45 @@ def test_errors_are_one_line(capsys, argv, fragments, code):
     assert_one_line_error(got, out, err, *fragments)
 
 
+def test_oversized_layout_is_a_one_line_error(capsys):
+    # used to print a 28-line traceback (a MemoryError after 20 s); now compile refuses at once
+    code, out, err = run_main(capsys, "show", "dense", "--seq-len", "1M", "--block-size", "16")
+    assert code == 1 and out == ""
+    assert_one_line_error(code, out, err, "seq_len=1048576", "block_size=16")
+
+
+def test_memory_error_is_a_one_line_error(capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(sf, "compile", out_of_memory)
+    code, out, err = run_main(capsys, "show", "local(1)", "--seq-len", "1k")
+    assert code == 1
+    assert_one_line_error(code, out, err, "out of memory", "--block-size")
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--device", "tpu"], "--device"),
+    (["--png", "{tmp}/missing/map.png"], "does not exist"),
+    (["--png", "{tmp}/map.nope"], "image format"),
+    (["--heads", "2", "--head", "5"], "--head"),
+], ids=["device", "png-folder", "png-format", "head"])
+def test_show_checks_arguments_before_drawing(capsys, tmp_path, extra, fragment):
+    if "--png" in extra:
+        pytest.importorskip("matplotlib")
+    extra = [x.replace("{tmp}", str(tmp_path)) for x in extra]
+    code, out, err = run_main(capsys, "show", "local(1)", "--seq-len", "4k", *extra)
+    assert out == ""  # nothing drawn or estimated first
+    assert_one_line_error(code, out, err, fragment)
+    assert code == 1
+
+
+def test_demo_checks_device_first(capsys):
+    code, out, err = run_main(capsys, "demo", "--device", "tpu")
+    assert out == ""
+    assert_one_line_error(code, out, err, "--device")
+
+
 def _python_m(*argv):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.abspath(sf.__file__)))] + sys.path))

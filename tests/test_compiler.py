@@ -242,6 +242,83 @@ def test_cache():
         a.fwd_idx[0] = 1  # read-only arrays
 
 
+@pytest.fixture
+def empty_cache():
+    sf.compile_cache_clear()
+    yield
+    sf.compile_cache_clear()
+
+
+def test_cache_is_bounded_by_table_bytes(monkeypatch, empty_cache):
+    from sparseflash import compiler
+
+    layouts = [sf.compile(sf.local(w), 4096, block_size=16) for w in range(3)]
+    sizes = [sum(getattr(l, name).nbytes for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr",
+                                                       "bwd_idx", "bwd_nfull")) for l in layouts]
+    info = sf.compile_cache_info()
+    assert (info.hits, info.misses, info.currsize, info.bytes) == (0, 3, 3, sum(sizes))
+    assert info.maxsize == compiler.CACHE_MAX_ENTRIES and info.max_bytes == compiler.CACHE_MAX_BYTES
+
+    # room for the two newest only: the least recently used one goes
+    assert sf.compile(sf.local(0), 4096, block_size=16) is layouts[0]  # a hit makes it recent
+    monkeypatch.setattr(compiler, "CACHE_MAX_BYTES", sizes[0] + sizes[2])
+    bigger = sf.compile(sf.local(3), 4096, block_size=16)
+    info = sf.compile_cache_info()
+    assert info.bytes <= info.max_bytes and info.hits == 1
+    assert sf.compile(sf.local(3), 4096, block_size=16) is bigger
+    assert sf.compile(sf.local(1), 4096, block_size=16) is not layouts[1]  # evicted
+
+    # a layout larger than the whole budget is returned but not kept
+    monkeypatch.setattr(compiler, "CACHE_MAX_BYTES", 100)
+    big = sf.compile(sf.dense(), 4096, block_size=16)
+    assert sf.compile_cache_info().bytes <= 100
+    assert sf.compile(sf.dense(), 4096, block_size=16) is not big
+
+    sf.compile_cache_clear()
+    assert tuple(sf.compile_cache_info())[:5] == (0, 0, compiler.CACHE_MAX_ENTRIES, 0, 0)
+
+
+def test_cache_is_bounded_by_entries(monkeypatch, empty_cache):
+    from sparseflash import compiler
+
+    monkeypatch.setattr(compiler, "CACHE_MAX_ENTRIES", 2)
+    first = sf.compile(sf.local(0), 1024, block_size=16)
+    for w in (1, 2):
+        sf.compile(sf.local(w), 1024, block_size=16)
+    assert sf.compile_cache_info().currsize == 2
+    assert sf.compile(sf.local(0), 1024, block_size=16) is not first
+
+
+def test_oversized_layouts_are_refused_before_building(monkeypatch):
+    import time
+
+    # used to run 22 s and reach 12.6 GiB before a MemoryError
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"seq_len=1048576 and block_size=16.*int32"):
+        sf.compile(sf.per_head(*[sf.dense()] * 8), 1 << 20, block_size=16, num_heads=8)
+    with pytest.raises(ValueError, match=r"seq_len=1048576, kv_len=2097152 and block_size=16"):
+        sf.compile(sf.dense(), 1 << 20, kv_len=1 << 21, block_size=16, cache=False)
+    assert time.perf_counter() - t0 < 1.0
+    # sparse patterns at long lengths are bounded tightly enough to pass
+    assert sf.compile(sf.local(1) | sf.global_blocks(1) | sf.random(2), 1 << 22, block_size=16,
+                      cache=False).nnz > 0
+
+    from sparseflash import compiler
+
+    monkeypatch.setattr(compiler, "MAX_TABLE_BYTES", 1 << 20)
+    with pytest.raises(ValueError, match=r"seq_len=8192 and block_size=16.*MAX_TABLE_BYTES"):
+        sf.compile(sf.dense(), 8192, block_size=16, cache=False)
+    sf.compile(sf.local(1), 8192, block_size=16, cache=False)
+
+
+def test_deeply_nested_patterns_are_a_value_error():
+    p = sf.dense()
+    for i in range(5000):
+        p = p - sf.strided(i + 2)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        sf.compile(p, 1024, block_size=16, cache=False)
+
+
 def test_to_cpu_tables():
     torch = pytest.importorskip("torch")
     layout = sf.compile(sf.local(1) | sf.columns([0]), 1000, kv_len=700, block_size=32, causal=True)

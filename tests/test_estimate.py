@@ -1,6 +1,7 @@
 """The IO-cost estimator: FLOP formula, proportionality to density, baselines, devices, printing."""
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -117,6 +118,24 @@ def test_dense_flash_skips_the_causal_triangle(seq_len, kv_len):
     assert est.dense_flops == est.flops
     local = sf.compile(sf.local(1), seq_len, kv_len=kv_len, block_size=64, causal=True, num_heads=3)
     assert estimate(local, 64).dense_nnz == causal.nnz
+
+
+@pytest.mark.parametrize("causal,heads", [(True, 1), (False, 1), (True, 3)])
+def test_header_counts_agree_with_density(causal, heads):
+    # "X of Y ... blocks computed (density Z)" used to put the causal triangle in Y: for a
+    # dense causal layout it read "528 of 528 dense blocks computed (density 51.56%)"
+    layout = sf.compile(sf.dense(), 4096, causal=causal, num_heads=heads)
+    est = estimate(layout, 64)
+    line = est.to_string().splitlines()[1]
+    m = re.search(r"([\d,]+) of ([\d,]+) blocks computed \(density ([\d.]+)%\)", line)
+    assert m, line
+    x, y = (int(g.replace(",", "")) for g in m.groups()[:2])
+    assert (x, y) == (layout.nnz, heads * layout.num_q_blocks * layout.num_kv_blocks)
+    assert float(m.group(3)) == pytest.approx(100 * x / y, abs=0.005)
+    assert float(m.group(3)) == pytest.approx(100 * layout.density, abs=0.005)
+    assert est.grid_blocks == y
+    # the triangle dense FlashAttention computes is still reported, and named
+    assert (f"dense FlashAttention computes {est.dense_nnz:,} (causal triangle)" in line) == causal
 
 
 def test_standard_attention_counts_the_scores():

@@ -215,11 +215,18 @@ def test_nesting_is_bounded():
         err, first = error_of(text)
         assert "nested too deeply" in first or "expected" in first
     assert parse("~" * 50 + "dense()") == eval("~" * 50 + "sf.dense()")
-    # long operator chains are iterative in the parser, but the tree depth is bounded
-    chain = " | ".join(["dense()"] * (MAX_DEPTH + 1) + ["local(1)"])
+    # long operator chains are iterative in the parser, but the tree depth is bounded: a
+    # '-' chain nests one level per operator ...
+    chain = " - ".join(["dense()"] * (MAX_DEPTH + 1) + ["local(1)"])
     err, first = error_of(chain)
     assert "too deep" in first
-    assert parse(" | ".join(["dense()"] * (MAX_DEPTH + 1))) is not None  # MAX_DEPTH operators
+    assert parse(" - ".join(["dense()"] * (MAX_DEPTH + 1))) is not None  # MAX_DEPTH operators
+    # ... while '|' and '&' chains are flat n-ary nodes, one level at any length
+    for op in (" | ", " & "):
+        flat = op.join([f"strided({s})" for s in range(1, 5001)])
+        assert str(parse(flat)) == flat
+    nested = " | ".join(["(dense() & local(1))"] * (MAX_DEPTH + 1))
+    assert parse(nested) is not None
 
 
 # ---------------------------------------------------------------------------- fuzzing

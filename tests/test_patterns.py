@@ -3,6 +3,7 @@ plus random draws, per-head patterns, from_mask / from_fn, value semantics and s
 import dataclasses
 import itertools
 import math
+import operator
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sparseflash as sf
-from pattern_strategies import trees
+from pattern_strategies import any_patterns, trees
 
 # Grids: square and not, powers of two and not, a single row or column.
 GRIDS = [(1, 1), (1, 7), (7, 1), (4, 4), (5, 13), (13, 5), (16, 16), (17, 31), (33, 20), (64, 100)]
@@ -366,6 +367,37 @@ def test_equality_hash_immutability():
         sf.local(1) | "dense()"
 
 
+def chain(op, n):
+    """``local(0) op strided(2) op ... op strided(n + 1)``, built the way a Python loop builds it."""
+    p = sf.local(0)
+    for i in range(n):
+        p = op(p, sf.strided(i + 2))
+    return p
+
+
+@pytest.mark.parametrize("op", [operator.or_, operator.and_], ids=["or", "and"])
+def test_deep_python_chains_do_not_recurse(op):
+    # 5000 levels used to raise RecursionError in keys, hash, == and str
+    p, q = chain(op, 5000), chain(op, 5000)
+    assert p == q and hash(p) == hash(q) and {p: 1}[q] == 1
+    assert p != chain(op, 4999)
+    assert sf.parse(str(p)) == p
+    layout = sf.compile(p, 64 * 16, block_size=16, cache=False)
+    d = np.abs(np.arange(64)[:, None] - np.arange(64)[None, :])
+    # strided(s) for s in 2..5001 covers every |i - j| >= 2; local(0) covers i == j
+    want = (d == 0) | (d >= 2) if op is operator.or_ else d == 0
+    np.testing.assert_array_equal(layout.to_dense()[0], want)
+
+
+def test_chains_are_flat_and_associative():
+    a, b, c = sf.local(1), sf.strided(3), sf.rows([0])
+    assert (a | b) | c == a | (b | c) and hash((a | b) | c) == hash(a | (b | c))
+    assert (a & b) & c == a & (b & c)
+    assert str(a | (b | c)) == "local(1) | strided(3) | rows([0])"
+    assert str(a & (b | c) & a) == "local(1) & (strided(3) | rows([0])) & local(1)"
+    assert (a | b) | c != (a | c) | b  # still structural: term order counts
+
+
 @pytest.mark.parametrize("factory,args,name", [
     (sf.local, (-1,), "window"), (sf.strided, (0,), "stride"), (sf.dilated, (-1, 2), "window"),
     (sf.dilated, (1, 0), "dilation"), (sf.random, (-1,), "per_row"), (sf.random, (1, -1), "seed"),
@@ -425,6 +457,20 @@ def test_keys_are_sorted_unique_and_in_grid(p, nq, nk):
     assert k.dtype == np.int64
     assert (np.diff(k) > 0).all()
     assert k.size == 0 or (k[0] >= 0 and k[-1] < nq * nk)
+
+
+@ALGEBRA
+@given(any_patterns(), st.integers(1, 40), st.integers(1, 40))
+def test_max_nnz_bounds_the_keys(p, nq, nk):
+    from sparseflash.pattern import Grid
+
+    g = Grid(nq, nk, p.num_heads or 1)
+    try:
+        k = p.keys(g)
+    except ValueError:  # a list index outside a small grid
+        return
+    stored = sum(x.size for x in k) if isinstance(k, tuple) else k.size
+    assert stored <= p.max_nnz(g)
 
 
 def test_operator_precedence_matches_python():

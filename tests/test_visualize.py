@@ -147,3 +147,16 @@ def test_layout_doc_examples():
         pytest.skip("no docs in this tree")
     result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_visualize_does_not_import_layout_at_module_level():
+    # layout.to_string imports visualize; visualize importing layout back closed a circle
+    import ast
+    from pathlib import Path
+
+    import sparseflash.visualize as visualize
+
+    tree = ast.parse(Path(visualize.__file__).read_text())
+    for node in tree.body:  # module level only; an `if TYPE_CHECKING:` block is not run
+        if isinstance(node, ast.ImportFrom):
+            assert node.module not in ("layout", "sparseflash.layout"), ast.dump(node)

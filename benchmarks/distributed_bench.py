@@ -27,10 +27,13 @@ from benchmarks.run import environment  # noqa: E402
 
 CASES = [
     # name, pattern, N, causal, one-GPU baseline
-    ("local(3) | global_blocks(1), 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, True),
-    ("bigbird(3, 2, 3), 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, False, True),
+    # causal (a language model's case): a global row then reads only its own block, so a
+    # rank receives the global column and its neighbours' edge blocks, not a whole shard
+    ("local(3) | global_blocks(1) causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, True, True),
+    ("bigbird(3, 2, 3) causal, 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, True),
+    ("local(3) | global_blocks(1) non-causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, True),
     ("dense causal, 256K", sf.dense(), 1 << 18, True, True),
-    ("local(3) | global_blocks(1), 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, False, False),
+    ("local(3) | global_blocks(1) causal, 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, True, False),
 ]
 
 
@@ -49,21 +52,39 @@ def timed(fn, reps=5, warmup=2):
     return statistics.median(times)
 
 
+def _patch_cpu():
+    """--cpu-smoke: CUDA calls become no-ops."""
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
+    torch.cuda.max_memory_allocated = lambda *a, **k: 0
+    torch.cuda.empty_cache = lambda *a, **k: None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--cpu-smoke", action="store_true", help="gloo on CPU at 4K tokens (checks the script)")
     args = ap.parse_args()
-    dist.init_process_group("nccl")
+    smoke = args.cpu_smoke
+    dist.init_process_group("gloo" if smoke else "nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
-    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    torch.cuda.set_device(dev)
-    H, d, bs = 16, 128, 128
+    if smoke:
+        dev, dtype = torch.device("cpu"), torch.float32
+        _patch_cpu()
+    else:
+        dev, dtype = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))), torch.bfloat16
+        torch.cuda.set_device(dev)
+    H, d, bs = (2, 32, 128) if smoke else (16, 128, 128)
     rows = []
     for name, pattern, N, causal, baseline in CASES:
+        if smoke:
+            N = 4096
         n = N // world
         sl = slice(rank * n, (rank + 1) * n)
         g = torch.Generator(device=dev).manual_seed(0)
-        full = [torch.randn(1, H, N, d, device=dev, dtype=torch.bfloat16, generator=g) for _ in range(4)]
+        n = N // world
+        sl = slice(rank * n, (rank + 1) * n)
+        full = [torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4)]
         q, k, v, do = (t[:, :, sl].clone() for t in full)
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
         plan = shard_plan(pattern, N, world, rank, bs, causal, H)

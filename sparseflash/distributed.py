@@ -218,10 +218,11 @@ class _ContextParallel(torch.autograd.Function):
             dq += g_remote[0]
 
         def payload(blocks, empty=False):
+            # in the kernels' output dtype (what they computed); summed in fp32 on arrival
             if empty:
-                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=ct, device=q.device)
+                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=k.dtype, device=q.device)
             rows = _rows(blocks, bs, q.device)
-            return torch.stack([g_remote[1].index_select(2, rows), g_remote[2].index_select(2, rows)]).to(ct)
+            return torch.stack([g_remote[1].index_select(2, rows), g_remote[2].index_select(2, rows)])
 
         arrived = []
 
@@ -239,8 +240,8 @@ class _ContextParallel(torch.autograd.Function):
             dk, dv = torch.zeros_like(k), torch.zeros_like(v)
         finish()
         for rows, buf in arrived:           # peers' contributions to our blocks, summed in fp32
-            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0]).to(dk.dtype))
-            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1]).to(dv.dtype))
+            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
+            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
         return dq.to(q.dtype), dk, dv, None, None, None, None
 
 

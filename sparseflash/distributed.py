@@ -49,7 +49,10 @@ class ShardPlan:
     ``local``/``remote``: the rank's query rows against the key blocks it holds / receives, as
     layouts of ``seq_len = N/W`` queries at positions ``[r*N/W, (r+1)*N/W)`` against the
     ``kv_len = N`` keys of the whole sequence (None when empty). ``recv[p]``/``send[p]``:
-    absolute key-block indices this rank receives from / sends to rank p.
+    absolute key-block indices this rank receives from / sends to rank p. ``combined``: all of
+    the rank's blocks against the key positions ``span`` (its shard and the blocks it
+    receives), used instead of the two parts when the rank receives little (see
+    :data:`OVERLAP_MIN_FRACTION`).
     """
 
     rank: int
@@ -59,6 +62,8 @@ class ShardPlan:
     remote: Optional[BlockLayout]
     recv: Tuple[Tuple[int, ...], ...]
     send: Tuple[Tuple[int, ...], ...]
+    combined: Optional[BlockLayout] = None
+    span: Tuple[int, int] = (0, 0)
 
     @property
     def blocks_received(self) -> int:
@@ -95,6 +100,13 @@ def _part(blocks, keep, rank, world, N, bs, causal, num_heads, window, local: bo
                       num_heads, window, time.perf_counter())
 
 
+# A rank that receives fewer key tokens than this fraction of its shard runs one call over
+# its shard and the received blocks (copied next to each other), after the exchange: the
+# exchange is short and one call beats two plus a merge. Above it, the two parts overlap the
+# exchange with the local part and are merged through the LSE.
+OVERLAP_MIN_FRACTION = 0.25
+
+
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
                num_heads: int, window=None) -> ShardPlan:
@@ -115,7 +127,19 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
     remote = _part(blocks, owner != rank, rank, world, N, block_size, causal, num_heads, window, False)
     recv = tuple(needs[rank][p] for p in range(world))
     send = tuple(needs[p][rank] for p in range(world))
-    return ShardPlan(rank, world, n, local, remote, recv, send)
+    received = sum(len(r) for r in recv) * block_size
+    combined, span = None, (rank * n, (rank + 1) * n)
+    if received < OVERLAP_MIN_FRACTION * n:
+        head, I, J, th = blocks
+        k_lo = min(span[0], int(J.min(initial=span[0] // block_size)) * block_size)
+        k_hi = max(span[1], (int(J.max(initial=0)) + 1) * block_size)
+        span = (k_lo, k_hi)
+        order = np.lexsort((J, I) + ((head,) if head is not None else ()))
+        if J.size:
+            combined = _layout_of(head[order] if head is not None else None, I[order], J[order], th, n,
+                                  k_hi - k_lo, rank * n, k_lo, block_size, causal, num_heads, window,
+                                  time.perf_counter())
+    return ShardPlan(rank, world, n, local, remote, recv, send, combined, span)
 
 
 def _rows(blocks: Tuple[int, ...], bs: int, device) -> Tensor:
@@ -245,6 +269,83 @@ class _ContextParallel(torch.autograd.Function):
         return dq.to(q.dtype), dk, dv, None, None, None, None
 
 
+class _ContextParallelCombined(torch.autograd.Function):
+    """One call over the rank's shard and the few blocks it receives, placed at their
+    positions in a buffer of the key span; used when the exchange is small."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
+        B, Hkv, n, d = k.shape
+        layout = plan.combined
+        bs = layout.block_size
+        lo = plan.rank * n
+        k_lo, k_hi = plan.span
+        if (k_lo, k_hi) == (lo, lo + n):
+            kb, vb, kv = k, v, None
+            finish = _exchange(plan, group, lambda blocks, empty=False: _own_rows(k, v, blocks, bs, lo, empty),
+                               None, bs, k.device)
+            finish()
+        else:
+            kv = torch.empty((2, B, Hkv, k_hi - k_lo, d), dtype=k.dtype, device=k.device)
+            kv[0, :, :, lo - k_lo:lo - k_lo + n] = k
+            kv[1, :, :, lo - k_lo:lo - k_lo + n] = v
+
+            def place(blocks, buf):
+                kv.index_copy_(3, _rows(blocks, bs, k.device) - k_lo, buf)
+            finish = _exchange(plan, group, lambda blocks, empty=False: _own_rows(k, v, blocks, bs, lo, empty),
+                               place, bs, k.device)
+            finish()
+            kb, vb = kv[0], kv[1]
+        out, lse = _forward_impl(q, kb, vb, layout, scale, backend, None)
+        ctx.save_for_backward(q, kb, vb, out, lse)
+        ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, kb, vb, out, lse = ctx.saved_tensors
+        plan = ctx.plan
+        B, Hkv, _, d = kb.shape
+        n = plan.shard_len
+        lo = plan.rank * n
+        k_lo = plan.span[0]
+        bs = plan.combined.block_size
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dks, dvs = _backward_impl(dout, q, kb, vb, out, lse, dlse, plan.combined, ctx.scale,
+                                      ctx.backend, None)
+        arrived = []
+
+        def payload(blocks, empty=False):
+            if empty:
+                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=dks.dtype, device=q.device)
+            rows = _rows(blocks, bs, q.device) - k_lo
+            return torch.stack([dks.index_select(2, rows), dvs.index_select(2, rows)])
+
+        finish = _exchange(plan, ctx.group, payload, lambda blocks, buf: arrived.append(
+            (_rows(blocks, bs, q.device) - lo, buf)), bs, q.device, reverse=True)
+        dk = dks[:, :, lo - k_lo:lo - k_lo + n]
+        dv = dvs[:, :, lo - k_lo:lo - k_lo + n]
+        finish()
+        if arrived:
+            dk, dv = dk.clone(), dv.clone()
+        ct = torch.promote_types(q.dtype, torch.float32)
+        for rows, buf in arrived:           # peers' contributions to our blocks, summed in fp32
+            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
+            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
+        return dq, dk, dv, None, None, None, None
+
+
+def _own_rows(k, v, blocks, bs, lo, empty):
+    """K and V rows of our ``blocks`` (a peer reads them), or an empty buffer of that size."""
+    B, Hkv, _, d = k.shape
+    if empty:
+        return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=k.dtype, device=k.device)
+    rows = _rows(blocks, bs, k.device) - lo
+    return torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
+
+
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group=None,
                      block_size: int = 128, causal: bool = False, scale: Optional[float] = None,
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
@@ -295,5 +396,6 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         out = torch.zeros_like(q)
         lse = torch.full((B, H, n), float("-inf"), dtype=torch.float32, device=q.device)
         return (out, lse) if return_lse else out
-    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group)
+    fn = _ContextParallelCombined if plan.combined is not None else _ContextParallel
+    out, lse = fn.apply(q, k, v, plan, scale, backend, group)
     return (out, lse) if return_lse else out

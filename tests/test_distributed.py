@@ -27,11 +27,17 @@ B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 def _worker(rank, world, init_file, failures):
     try:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        import sparseflash.distributed as sfd
         from sparseflash.distributed import sparse_attention as cp_attention
 
         n = N // world
         sl = slice(rank * n, (rank + 1) * n)
-        for ci, (pattern, causal, window) in enumerate(CASES):
+        # both ways of running a rank: two parts overlapping the exchange (merged through the
+        # LSE), and one call after a small exchange
+        for ci, (pattern, causal, window, fraction) in enumerate(
+                [c + (f,) for c in CASES for f in (0.0, float("inf"))]):
+            sfd.OVERLAP_MIN_FRACTION = fraction
+            sfd.shard_plan.cache_clear()
             g = torch.Generator().manual_seed(ci)
             q, k, v, do = (torch.randn(B, h, N, D, generator=g, dtype=torch.float64)
                            for h in (H, HKV, HKV, H))

@@ -100,11 +100,13 @@ def _part(blocks, keep, rank, world, N, bs, causal, num_heads, window, local: bo
                       num_heads, window, time.perf_counter())
 
 
-# A rank that receives fewer key tokens than this fraction of its shard runs one call over
-# its shard and the received blocks (copied next to each other), after the exchange: the
-# exchange is short and one call beats two plus a merge. Above it, the two parts overlap the
-# exchange with the local part and are merged through the LSE.
-OVERLAP_MIN_FRACTION = 0.25
+# A rank that receives fewer key tokens than this many shards' worth runs one call over its
+# shard and the received blocks, copied next to each other (the exchange overlaps that copy);
+# above it, the rank runs two parts, the local one overlapping the exchange, merged through
+# the LSE. On two H200s the one-call path was faster in every case measured, including a
+# rank receiving a whole shard (benchmarks/results/h200x2-distributed), so the two-part path
+# is left for ranks that would receive more than 1.5 shards (3 or more ranks).
+OVERLAP_MIN_FRACTION = 1.5
 
 
 @functools.lru_cache(maxsize=64)

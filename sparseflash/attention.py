@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import check_window, compile, compile_sequences, prefix_stable, restrict
+from .philox import draw_seed
 from .layout import BlockLayout
 from .pattern import Pattern
 
@@ -143,30 +144,38 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
 
 
 # ------------------------------------------------------------------ implementations
+_NO_MODS = (0.0, None, 0.0, (0, 0))      # softcap, alibi_slopes, dropout_p, (seed, offset)
+
+
+def _mod_kwargs(mods) -> dict:
+    softcap, alibi, dropout_p, rng = mods
+    return dict(softcap=softcap, alibi_slopes=alibi, dropout_p=dropout_p, rng=rng)
+
+
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
-                  backend: str, kpm: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+                  backend: str, kpm: Optional[Tensor], mods=_NO_MODS) -> Tuple[Tensor, Tensor]:
     """The forward computation both the custom op and the eager autograd path run."""
     if backend == "triton":
         from .kernels.launch import attention_forward
 
         t = layout.to(q.device)
         return attention_forward(q, k, v, layout, t, scale=scale, key_padding_mask=kpm,
-                                 schedule_cache=t.plans)
+                                 schedule_cache=t.plans, **_mod_kwargs(mods))
     return blockwise_forward(q, k, v, layout, scale=scale,
-                             key_padding_mask=None if kpm is None else kpm.bool())
+                             key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
 
 
 def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    dlse: Optional[Tensor], layout: BlockLayout, scale: float,
-                   backend: str, kpm: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                   backend: str, kpm: Optional[Tensor], mods=_NO_MODS) -> Tuple[Tensor, Tensor, Tensor]:
     if backend == "triton":
         from .kernels.launch import attention_backward
 
         t = layout.to(q.device)
         return attention_backward(do, q, k, v, out, lse, layout, t, scale=scale, dlse=dlse,
-                                  key_padding_mask=kpm, schedule_cache=t.plans)
+                                  key_padding_mask=kpm, schedule_cache=t.plans, **_mod_kwargs(mods))
     return blockwise_backward(do, q, k, v, out, lse, layout, scale=scale, dlse=dlse,
-                              key_padding_mask=None if kpm is None else kpm.bool())
+                              key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
 
 
 # ------------------------------------------------------------------ 1. custom ops
@@ -199,10 +208,17 @@ def _op_layout(pattern_key: int, block_size: int, causal: bool, window_left: int
 def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
                    causal: bool, scale: float, backend: str, window_left: int, window_right: int,
                    cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
-                   key_padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+                   key_padding_mask: Optional[Tensor], softcap: float = 0.0,
+                   alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
+                   rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
                         cu_seqlens, cu_seqlens_k, key_padding_mask)
-    return _forward_impl(q, k, v, layout, scale, backend, key_padding_mask)
+    return _forward_impl(q, k, v, layout, scale, backend, key_padding_mask,
+                         _op_mods(softcap, alibi_slopes, dropout_p, rng))
+
+
+def _op_mods(softcap, alibi_slopes, dropout_p, rng):
+    return (softcap, alibi_slopes, dropout_p, _rng_ints(rng) if rng is not None else (0, 0))
 
 
 @_attention_fwd.register_fake
@@ -217,10 +233,13 @@ def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
                    dlse: Optional[Tensor], pattern_key: int, block_size: int, causal: bool,
                    scale: float, backend: str, window_left: int, window_right: int,
                    cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
-                   key_padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                   key_padding_mask: Optional[Tensor], softcap: float = 0.0,
+                   alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
+                   rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
                         cu_seqlens, cu_seqlens_k, key_padding_mask)
-    return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask)
+    return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask,
+                          _op_mods(softcap, alibi_slopes, dropout_p, rng))
 
 
 @_attention_bwd.register_fake
@@ -262,10 +281,10 @@ class _EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, layout, scale, backend, kpm):
-        out, lse = _forward_impl(q, k, v, layout, scale, backend, kpm)
+    def forward(ctx, q, k, v, layout, scale, backend, kpm, mods):
+        out, lse = _forward_impl(q, k, v, layout, scale, backend, kpm, mods)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.layout, ctx.scale, ctx.backend, ctx.kpm = layout, scale, backend, kpm
+        ctx.layout, ctx.scale, ctx.backend, ctx.kpm, ctx.mods = layout, scale, backend, kpm, mods
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -273,8 +292,8 @@ class _EagerAttention(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse, lambda *a: _backward_impl(
-            *a, ctx.layout, ctx.scale, ctx.backend, ctx.kpm))
-        return dq, dk, dv, None, None, None, None
+            *a, ctx.layout, ctx.scale, ctx.backend, ctx.kpm, ctx.mods))
+        return dq, dk, dv, None, None, None, None, None
 
 
 # ------------------------------------------------------------------ 3. public function
@@ -365,7 +384,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
                      return_lse: bool = False, backend: str = "auto",
                      cu_seqlens: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
                      key_padding_mask: Optional[Tensor] = None,
-                     window_size: Optional[Tuple[int, int]] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                     window_size: Optional[Tuple[int, int]] = None, dropout_p: float = 0.0,
+                     softcap: float = 0.0,
+                     alibi_slopes: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Block-sparse attention ``softmax(scale * q k^T restricted to the layout's mask) v``.
 
     Args:
@@ -398,6 +419,17 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
         window_size: ``(left, right)`` in tokens, -1 = unbounded side (flash-attn's
             convention): query t sees key u iff ``t - left <= u <= t + right``, ANDed with the
             pattern; blocks wholly outside the window are never visited.
+        dropout_p: attention dropout in [0, 1), FlashAttention's semantics: probabilities are
+            dropped with this probability and the kept ones scaled by ``1 / (1 - p)`` (the
+            LSE is that of the undropped softmax). The mask comes from a Philox seed and offset
+            drawn from torch's default generator (``torch.manual_seed`` reproduces a call); the
+            backward regenerates it, no N x N mask is stored, and both backends draw the same
+            bits. Pass 0 at evaluation.
+        softcap: > 0 soft-caps the scaled scores, ``s -> softcap * tanh(s / softcap)``, before
+            masking (Gemma-2, flash-attn); 0 is off.
+        alibi_slopes: float32 ``(num_heads,)`` or ``(batch, num_heads)``: the bias
+            ``-slope * |t - u|`` (query and key absolute positions, flash-attn's convention) is
+            added to the (capped) score.
 
     **Positions.** Queries are aligned bottom-right, exactly like the causal mask: query row
     i sits at absolute position ``i + kv_len - seq_len`` (per document with ``cu_seqlens``).
@@ -415,15 +447,22 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
     """
     call = _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens,
                          cu_seqlens_k, key_padding_mask, window_size)
+    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
+    rng = draw_seed() if dropout_p > 0 else None
     if torch.compiler.is_compiling():
         # the pattern/layout must live outside the compiled function (a module attribute, a
         # global, a closure); the ops resolve the layout from the shapes they are given
         key = _pattern_key_traced(id(pattern))
         wl, wr = call.window if call.window is not None else (-1, -1)
         out, lse = _attention_fwd(q, k, v, key, call.block_size, call.causal, call.scale,
-                                  call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm)
-    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm)
+                                  call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm,
+                                  float(softcap), alibi, float(dropout_p), rng)
+        return (out, lse) if return_lse else out
+    mods = (float(softcap), alibi, float(dropout_p), _rng_ints(rng) if rng is not None else (0, 0))
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
+    elif mods != _NO_MODS:
+        out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
     else:
         step = _decode_step(call) if call.backend == "triton" else None
         if step is not None:
@@ -487,6 +526,33 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
     layout = compile(pattern, N, kv_len=Nk, block_size=bs, causal=call.causal, num_heads=H,
                      window_size=call.window)
     return layout, block - int(layout.seqs[0, 4]) // bs
+
+
+def _rng_ints(rng: Tensor) -> Tuple[int, int]:
+    """(Philox seed, offset) as kernel ints: the seed forced above 2**40 (so its type never
+    changes between calls of one compiled kernel), the offset below 2**31."""
+    seed, offset = (int(x) for x in rng.tolist())
+    return seed | (1 << 40), offset & 0x7FFFFFFF
+
+
+def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]:
+    """Validate dropout_p, softcap and alibi_slopes; returns the slopes on q's device."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    # comparisons, not math.isfinite: under torch.compile(dynamic=True) floats are symbolic
+    if (isinstance(softcap, bool) or not isinstance(softcap, (int, float)) or softcap != softcap
+            or not 0.0 <= softcap < float("inf")):
+        raise ValueError(f"softcap must be a finite float >= 0 (0 is off), got {softcap!r}")
+    if alibi_slopes is None:
+        return None
+    B, H = q.shape[0], q.shape[1]
+    if (not isinstance(alibi_slopes, Tensor) or alibi_slopes.dtype != torch.float32
+            or tuple(alibi_slopes.shape) not in ((H,), (B, H))):
+        raise ValueError(f"alibi_slopes must be a float32 tensor of shape (num_heads,) = {(H,)} or "
+                         f"(batch, num_heads) = {(B, H)}, got "
+                         f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} "
+                         f"{tuple(getattr(alibi_slopes, 'shape', ()))}")
+    return alibi_slopes.to(q.device).contiguous()
 
 
 class _Call:

@@ -51,6 +51,37 @@ def _positions(blocks: List[int], first_block: int, lo: int, hi: int, bs: int, d
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=device)
 
 
+class _Mods:
+    """Score modifiers and dropout of one call: ``scores(qk, t, u, bsel, heads)`` gives the
+    scores (scale, softcap, ALiBi) and d(capped)/d(raw); ``keep(...)`` dropout's mask."""
+
+    def __init__(self, scale, softcap, alibi, dropout_p, rng, num_heads):
+        self.scale, self.softcap, self.alibi = scale, softcap, alibi
+        self.dropout_p, self.rng, self.num_heads = dropout_p, rng, num_heads
+
+    def scores(self, qk, t, u, bsel, heads):
+        s = qk * self.scale
+        dcap = None
+        if self.softcap > 0:
+            th = torch.tanh(s / self.softcap)
+            s, dcap = self.softcap * th, 1.0 - th * th
+        if self.alibi is not None:
+            slopes = self.alibi[heads] if self.alibi.dim() == 1 else self.alibi[bsel][:, heads]
+            slopes = slopes.reshape(-1 if self.alibi.dim() == 2 else 1, len(heads), 1, 1).to(s.dtype)
+            s = s - slopes * (t[:, None] - u[None, :]).abs().to(s.dtype)
+        return s, dcap
+
+    def keep(self, bsel, heads, rows, cols, batch):
+        """Bool ``[b, h, len(rows), len(cols)]`` (None without dropout)."""
+        if self.dropout_p == 0:
+            return None
+        from .philox import dropout_keep
+
+        b = torch.arange(batch, device=rows.device)[bsel]
+        bh = b[:, None] * self.num_heads + torch.tensor(heads, device=rows.device)[None, :]
+        return dropout_keep(self.rng[0], self.rng[1], bh[:, :, None, None], rows, cols, self.dropout_p)
+
+
 class _Rule:
     """The token rule of one sequence: which (query position, key position) pairs pass."""
 
@@ -82,15 +113,19 @@ def _row_entries(layout, ptr: List[int], idx: List[int], r: int) -> List[int]:
 
 
 def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
-                      key_padding_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                      key_padding_mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
+                      alibi_slopes: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
+                      rng: Tuple[int, int] = (0, 0)) -> Tuple[torch.Tensor, torch.Tensor]:
     """Forward over the CSR rows; returns ``out`` (q's dtype) and ``lse`` (fp32; float64 for
-    float64 inputs, so that gradcheck's finite differences see it)."""
+    float64 inputs, so that gradcheck's finite differences see it). Dropout draws the same
+    Philox bits as the Triton kernels (:mod:`sparseflash.philox`)."""
     B, H, N, d = q.shape
     Hkv = k.shape[1]
     group = H // Hkv
     ct = _compute_dtype(q.dtype)
     bs = layout.block_size
     ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
+    mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)
     out = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
     lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
     for bsel, geo in _slots(layout, B):
@@ -111,7 +146,7 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                 qi = q[bsel][:, hs][:, :, rows].to(ct)                 # [b, h, Lq, d]
                 kj = k[bsel][:, hs // group][:, :, cols].to(ct)        # [b, h, Lk, d]
                 vj = v[bsel][:, hs // group][:, :, cols].to(ct)
-                s = (qi @ kj.transpose(-1, -2)) * scale
+                s, _ = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
                 s = s.masked_fill(~rule.mask(t, u), float("-inf"))
                 m = s.amax(-1, keepdim=True)
                 m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
@@ -119,6 +154,9 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                 l = p.sum(-1, keepdim=True)
                 l_safe = torch.where(l == 0, torch.ones_like(l), l)
                 r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                keep = mods.keep(bsel, heads, rows, cols, B)
+                if keep is not None:
+                    p = torch.where(keep, p / (1.0 - dropout_p), torch.zeros_like(p))
                 out[bsel, heads, r0:r1] = (p @ vj) / l_safe
                 lse[bsel, heads, r0:r1] = torch.where(
                     l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
@@ -127,7 +165,9 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
 
 def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: float,
                        dlse: Optional[torch.Tensor] = None,
-                       key_padding_mask: Optional[torch.Tensor] = None):
+                       key_padding_mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
+                       alibi_slopes: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
+                       rng: Tuple[int, int] = (0, 0)):
     """Backward over the CSR rows: dQ walks the forward table, dK/dV the transposed one."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -145,18 +185,29 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     dv = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
     fptr, fidx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
     bptr, bidx = layout.bwd_ptr.tolist(), layout.bwd_idx.tolist()
+    mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)
 
-    def block_grads(bsel, hs, rule, t, u, rows, cols):
-        """p and ds of one block pair, ``[b, h, Lq, Lk]``, plus the gathered operands."""
+    def block_grads(bsel, hs, heads, rule, t, u, rows, cols):
+        """Dropped probabilities (what multiplies V) and ds of one block pair, ``[b, h, Lq, Lk]``,
+        plus the gathered operands."""
         qi = q[bsel][:, hs][:, :, rows].to(ct)
         doi = do[bsel][:, hs][:, :, rows].to(ct)
         kj = k[bsel][:, hs // group][:, :, cols].to(ct)
         vj = v[bsel][:, hs // group][:, :, cols].to(ct)
-        s = ((qi @ kj.transpose(-1, -2)) * scale).masked_fill(~rule.mask(t, u), float("-inf"))
+        s, dcap = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
+        s = s.masked_fill(~rule.mask(t, u), float("-inf"))
         p = torch.exp(s - lse_c[bsel][:, hs][:, :, rows, None])
         dp = doi @ vj.transpose(-1, -2)
+        keep = mods.keep(bsel, heads, rows, cols, B)
+        p_v = p
+        if keep is not None:
+            scale_drop = 1.0 / (1.0 - dropout_p)
+            p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
+            dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
         ds = p * (dp - delta[bsel][:, hs][:, :, rows, None])
-        return p, ds, qi, doi, kj
+        if dcap is not None:
+            ds = ds * dcap
+        return p_v, ds, qi, doi, kj
 
     for bsel, geo in _slots(layout, B):
         rule = _Rule(layout, geo, key_padding_mask, bsel)
@@ -173,7 +224,7 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
                 if u.numel() == 0:
                     continue
                 rows, cols = t + q_row0, u + k_row0
-                p, ds, qi, doi, kj = block_grads(bsel, hs, rule, t, u, rows, cols)
+                p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
                 dq[bsel, heads, int(rows[0]):int(rows[-1]) + 1] = (ds @ kj) * scale
             for j in range(geo[NK]):                                   # dK/dV, one key block
                 blocks = _row_entries(layout, bptr, bidx, geo[COL_OFF] + th * geo[NK] + j)
@@ -182,7 +233,7 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
                 if t.numel() == 0 or u.numel() == 0:
                     continue
                 rows, cols = t + q_row0, u + k_row0
-                p, ds, qi, doi, kj = block_grads(bsel, hs, rule, t, u, rows, cols)
+                p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
                 dv_j = p.transpose(-1, -2) @ doi                        # [b, h, Lk, d]
                 dk_j = (ds.transpose(-1, -2) @ qi) * scale
                 sl = slice(int(cols[0]), int(cols[-1]) + 1)

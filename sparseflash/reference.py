@@ -33,11 +33,19 @@ def token_mask(layout, batch: int) -> torch.Tensor:
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout=None,
                         scale: Optional[float] = None, *,
-                        mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                        mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
+                        alibi_slopes: Optional[torch.Tensor] = None,
+                        positions: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                        keep: Optional[torch.Tensor] = None,
+                        dropout_p: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Dense masked attention in float64: ``softmax(scale * q k^T | mask) v``.
 
     ``mask`` (bool, broadcastable to ``(B, Hq, N, Nk)``) defaults to the layout's
-    :func:`token_mask`. Returns ``out (B, Hq, N, d)`` float64 and ``lse (B, Hq, N)`` float64.
+    :func:`token_mask`. ``softcap``: ``s -> softcap * tanh(s / softcap)``; ``alibi_slopes``
+    (``(Hq,)`` or ``(B, Hq)``) with ``positions = (t, u)`` (absolute positions of the query and
+    key rows): ``s -= slope * |t - u|``; ``keep`` (bool, broadcastable to the scores) with
+    ``dropout_p``: the probabilities times ``keep / (1 - dropout_p)`` multiply V (the LSE is the
+    undropped one). Returns ``out (B, Hq, N, d)`` float64 and ``lse (B, Hq, N)`` float64.
     Rows whose mask is empty give out 0 and lse -inf. Differentiable (autograd) in q, k, v.
     """
     B, H, N, d = q.shape
@@ -50,8 +58,17 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
         mask = token_mask(layout, B)
     mask = mask.to(q.device)
     s = (q64 @ k64.transpose(-1, -2)) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    if alibi_slopes is not None:
+        t, u = positions
+        slopes = alibi_slopes.to(torch.float64)
+        slopes = slopes[None, :, None, None] if slopes.dim() == 1 else slopes[:, :, None, None]
+        s = s - slopes * (t[:, None] - u[None, :]).abs().to(torch.float64)
     s = s.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(s, dim=-1)                                 # -inf on empty rows
     lse_safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
     p = torch.exp(s - lse_safe[..., None])                          # exp(-inf) = 0 on empty rows
+    if keep is not None:
+        p = p * keep.to(p.device) / (1.0 - dropout_p)
     return p @ v64, lse

@@ -19,8 +19,9 @@ Geometry (sequences, absolute positions, masks) is the forward's: see :mod:`.fwd
 import triton
 import triton.language as tl
 
-from .fwd import (LOG2E, _block_at, _dot, _head_base, _key_ok, _load_rows, _load_tile,
-                  _program_tile, _query_tile, _sequence, _slot_sequence, _visible)
+from .fwd import (LOG2E, _alibi2, _block_at, _dot, _head_base, _keep, _key_ok, _load_rows,
+                  _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
+                  _visible)
 
 
 @triton.jit
@@ -29,10 +30,12 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
                 cols_pos, key_ok, offs_m, offs_d,
                 stride_qm, stride_qd, stride_dom, stride_dod,
                 qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
+                softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
                 HAS_WR: tl.constexpr,
+                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_M
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -52,7 +55,11 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
         else:
             lse2 = tl.load(LSE2_head + rows_pos + q_row0)
         qkT = _dot(k, qT, None, UPCAST, PRECISION)                   # [BLOCK_N, BLOCK_M]
-        pT = tl.math.exp2(qkT * qk_scale - lse2[None, :])
+        s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, rows_pos[None, :], cols_pos[:, None],
+                                  HAS_SOFTCAP, HAS_ALIBI)
+        # a probability is <= 1: clamping the exponent keeps a peaked softmax (huge scale, where
+        # recomputed scores differ from the forward's in the last bits) finite
+        pT = tl.math.exp2(tl.minimum(s2T - lse2[None, :], 0.0))
         if MASKED:
             visible = _visible(cols_pos, rows_pos, key_ok, row_ok, window_right, window_left,
                                False, HAS_WR, HAS_WL)                 # [BLOCK_N, BLOCK_M]
@@ -62,20 +69,29 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
         do = _load_rows(DO_head, off_b, off_h, start_m + q_row0, offs_m, offs_d, row_ok, d_ok,
                         stride_dom, stride_dod, BLOCK_M, HEAD_DIM_PAD, MASKED, PAD_D,
                         False, USE_TMA)                               # [BLOCK_M, D]
-        dv = _dot(pT.to(do.dtype), do, dv, UPCAST, PRECISION)
         dpT = _dot(v, tl.trans(do), None, UPCAST, PRECISION)         # [BLOCK_N, BLOCK_M]
+        if HAS_DROPOUT:
+            keepT = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[None, :], (cols_pos + k_row0)[:, None],
+                          drop_threshold)
+            dv = _dot(tl.where(keepT, pT * drop_scale, 0.0).to(do.dtype), do, dv, UPCAST, PRECISION)
+            dpT = tl.where(keepT, dpT * drop_scale, 0.0)
+        else:
+            dv = _dot(pT.to(do.dtype), do, dv, UPCAST, PRECISION)
         if MASKED:
             delta = tl.load(Delta_head + rows_pos + q_row0, mask=row_ok, other=0.0)
         else:
             delta = tl.load(Delta_head + rows_pos + q_row0)
         dsT = pT * (dpT - delta[None, :])
+        if HAS_SOFTCAP:
+            dsT = dsT * dcapT
         dk = _dot(dsT.to(qT.dtype), tl.trans(qT), dk, UPCAST, PRECISION)
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
-                     bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule, num_n_tiles,
+                     bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                     num_n_tiles,
                      stride_qb, stride_qh, stride_qm, stride_qd,
                      stride_kb, stride_kh, stride_kn, stride_kd,
                      stride_vb, stride_vh, stride_vn, stride_vd,
@@ -85,11 +101,13 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                      stride_kpm_b, num_heads, num_kv_heads, lse_len,
                      q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                      window_left, window_right, sm_scale, qk_scale,
+                     softcap2, stride_alibi_b, drop_threshold, drop_scale,
                      BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      GROUP_SIZE: tl.constexpr,
                      HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                      HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
+                     HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                      UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                      USE_TMA: tl.constexpr, SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
@@ -141,18 +159,23 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
         DO_head = _head_base(DO, off_b, off_h, stride_dob, stride_doh, USE_TMA)
         LSE2_head = LSE2 + bh.to(tl.int64) * lse_len
         Delta_head = Delta + bh.to(tl.int64) * lse_len
+        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              lo * SUB, (lo + n_full) * SUB, cols_pos, key_ok, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
+                             softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             False, CAUSAL, HAS_WL, HAS_WR, UPCAST, PRECISION, USE_TMA)
+                             False, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                             UPCAST, PRECISION, USE_TMA)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              (lo + n_full) * SUB, hi * SUB, cols_pos, key_ok, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
+                             softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             True, CAUSAL, HAS_WL, HAS_WR, UPCAST, PRECISION, USE_TMA)
+                             True, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                             UPCAST, PRECISION, USE_TMA)
 
     dk = dk * sm_scale
     out_mask = col_ok[:, None] & d_ok[None, :]
@@ -171,10 +194,12 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
               it_lo, it_hi, rows_pos, row_ok, offs_n, offs_d,
               stride_kn, stride_kd, stride_vn, stride_vd,
               qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+              softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
               BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
               HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
+              HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
               UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -193,21 +218,30 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
-        p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+        s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
+                                HAS_SOFTCAP, HAS_ALIBI)
+        p = tl.math.exp2(tl.minimum(s2 - lse2[:, None], 0.0))      # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
             visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
                                CAUSAL, HAS_WL, HAS_WR)
             p = tl.where(visible, p, 0.0)
         dp = _dot(do, vT, None, UPCAST, PRECISION)
+        if HAS_DROPOUT:
+            keep = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[:, None], (cols_pos + k_row0)[None, :],
+                         drop_threshold)
+            dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
+        if HAS_SOFTCAP:
+            ds = ds * dcap
         dq = _dot(ds.to(kT.dtype), tl.trans(kT), dq, UPCAST, PRECISION)
     return dq
 
 
-@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
-                   fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+                   fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                   num_m_tiles,
                    stride_qb, stride_qh, stride_qm, stride_qd,
                    stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd,
@@ -217,10 +251,12 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    stride_kpm_b, num_heads, group_size, lse_len,
                    q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                    window_left, window_right, sm_scale, qk_scale,
+                   softcap2, stride_alibi_b, drop_threshold, drop_scale,
                    BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                    CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                    HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
+                   HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                    REVERSE_M: tl.constexpr,
                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                    SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr):
@@ -272,20 +308,26 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
     kpm_row = off_b.to(tl.int64) * stride_kpm_b
     j0 = k_lo // BLOCK
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+    bh = off_b * num_heads + off_h
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
     dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                    lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                   softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
+                   False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                   UPCAST, PRECISION, USE_TMA)
     dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                    (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                   softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
+                   True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                   UPCAST, PRECISION, USE_TMA)
     dq = dq * sm_scale
     dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \
         + tl.arange(0, BLOCK_M)[:, None] * stride_dqm + offs_d[None, :] * stride_dqd

@@ -151,19 +151,55 @@ def _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM: tl.constexpr):
 
 
 @triton.jit
+def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
+                 HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
+    """Scores in log2 units: ``scale * q.k``, soft-capped (``softcap * tanh(s / softcap)``,
+    here with ``softcap2 = softcap * log2 e``), plus the ALiBi bias ``-slope * |t - u|``
+    (``alibi2 = slope * log2 e``; ``t_pos``/``u_pos`` broadcast to the tile). Also returns
+    d(capped score)/d(score), ``1 - tanh^2``, for the backward (1.0 without softcap)."""
+    s2 = qk * qk_scale
+    if HAS_SOFTCAP:
+        # tanh(x) = 1 - 2 / (e^(2x) + 1): exact limits +-1 for large |x|, no NaN
+        t = 1.0 - 2.0 / (tl.math.exp2(s2 * (2.0 * LOG2E) / softcap2) + 1.0)
+        s2 = softcap2 * t
+        dcap = 1.0 - t * t
+    else:
+        dcap = 1.0
+    if HAS_ALIBI:
+        s2 = s2 - alibi2 * tl.abs(t_pos - u_pos).to(tl.float32)
+    return s2, dcap
+
+
+@triton.jit
+def _keep(seed, rng_offset, bh, q_rows, k_rows, threshold):
+    """Dropout's keep mask of a tile: Philox draws keyed by (key row, query row, batch*head,
+    offset) in tensor rows (``q_rows``/``k_rows`` broadcast to the tile), kept where the draw
+    is >= threshold = p * 2^32. The torch backend draws the same bits (sparseflash.philox)."""
+    c0 = k_rows + q_rows * 0
+    c1 = q_rows + k_rows * 0
+    c2 = c0 * 0 + bh
+    c3 = c0 * 0 + rng_offset
+    r0, _, _, _ = tl.philox(seed, c0, c1, c2, c3)
+    return r0 >= threshold.to(tl.uint32)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, idx_ptr, it_lo, it_hi,
                rows_pos, row_ok, offs_n, offs_d,
                stride_kn, stride_kd, stride_vn, stride_vd,
                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+               softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
                HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
+               HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     # Key block j of the table is absolute block j0 + j; key position u is tensor row
     # u + k_row0; the sequence's keys are positions [k_lo, k_hi).
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
+    TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI
     d_ok = offs_d < HEAD_DIM
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
@@ -176,15 +212,18 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                         stride_kn, stride_kd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                         True, USE_TMA)                                # [D, BLOCK_N]
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
-        if MASKED:
-            key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
-            visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
-                               CAUSAL, HAS_WL, HAS_WR)
-            qk = tl.where(visible, qk * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+        if MASKED or TRANSFORM:
+            s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
+                                 HAS_SOFTCAP, HAS_ALIBI)
+            if MASKED:
+                key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
+                visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
+                                   CAUSAL, HAS_WL, HAS_WR)
+                s2 = tl.where(visible, s2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(qk - m_use[:, None])
+            p = tl.math.exp2(s2 - m_use[:, None])
         else:
             # scale after the row max (qk_scale > 0), so scale-and-subtract is one FMA
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -196,9 +235,23 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
         v = _load_rows(V_head, off_b, off_kvh, start_n + k_row0, offs_n, offs_d, col_ok, d_ok,
                        stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                        False, USE_TMA)                                # [BLOCK_N, D]
+        if HAS_DROPOUT:
+            # the normaliser l_i sums every probability; only the values see the dropout
+            keep = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[:, None], (cols_pos + k_row0)[None, :],
+                         drop_threshold)
+            p = tl.where(keep, p * drop_scale, 0.0)
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
         m_i = m_new
     return acc, l_i, m_i
+
+
+@triton.jit
+def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: tl.constexpr):
+    """This head's ALiBi slope in log2 units (0 without ALiBi)."""
+    if HAS_ALIBI:
+        return tl.load(ALIBI + off_b.to(tl.int64) * stride_alibi_b + off_h) * LOG2E
+    else:
+        return 0.0
 
 
 @triton.jit
@@ -233,9 +286,9 @@ def _query_tile(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, nk, table_heads
     return q_start, q_pos, q_pos + q_len, k_start, k_pos, k_pos + k_len, start_m, row, tile_ok, nk, col_off
 
 
-@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+@triton.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _fwd_kernel(Q, K, V, Out, LSE,
-                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset, num_m_tiles,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd,
@@ -243,10 +296,12 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                 stride_kpm_b, num_heads, group_size, lse_len,
                 q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                 window_left, window_right, qk_scale,
+                softcap2, stride_alibi_b, drop_threshold, drop_scale,
                 BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                 HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
+                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                 REVERSE_M: tl.constexpr,
                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                 SCHEDULED: tl.constexpr):
@@ -283,6 +338,8 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
     kpm_row = off_b.to(tl.int64) * stride_kpm_b
     j0 = k_lo // BLOCK
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+    bh = off_b * num_heads + off_h
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -292,14 +349,18 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                                lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                               softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
+                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                               UPCAST, PRECISION, USE_TMA)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                                (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                               softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, UPCAST, PRECISION, USE_TMA)
+                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                               UPCAST, PRECISION, USE_TMA)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0

@@ -359,13 +359,26 @@ def _kpm_arg(kpm: Optional[torch.Tensor], fallback: torch.Tensor) -> torch.Tenso
     return fallback if kpm is None else kpm
 
 
+def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float):
+    """Tail arguments and constexprs of the score modifiers: softcap (in log2 units), the
+    ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
+    from ..philox import dropout_threshold
+
+    tail = (softcap * 1.4426950408889634, alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
+            dropout_threshold(dropout_p) if dropout_p > 0 else 0,
+            1.0 / (1.0 - dropout_p) if dropout_p > 0 else 1.0)
+    constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0)
+    return tail, constexprs
+
+
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
     __slots__ = ("launch", "order", "descs")
 
 
-def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached):
+def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached,
+              softcap=0.0, alibi=None, dropout_p=0.0):
     B, H, N, d = q.shape
     Hkv = k.shape[1]
     block_size, causal = layout.block_size, layout.causal
@@ -383,25 +396,30 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=cfg.block_m,
         block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
+    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p)
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
-            geometry[0], H, H // Hkv, N, *geometry[1:], scale * 1.4426950408889634)
+            geometry[0], H, H // Hkv, N, *geometry[1:], scale * 1.4426950408889634, *mod_tail)
     plan.launch = _Launch(
-        _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 11, tail, cfg.num_warps,
+        _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
         cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order is not None, **constexprs)
+        USE_TMA=tma, SCHEDULED=plan.order is not None, **constexprs, **mod_constexprs)
     return plan, sources
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
                       scale: float, key_padding_mask: Optional[torch.Tensor] = None,
+                      softcap: float = 0.0, alibi_slopes: Optional[torch.Tensor] = None,
+                      dropout_p: float = 0.0, rng: Tuple[int, int] = (0, 0),
                       config: Optional[FwdConfig] = None, use_tma: Optional[bool] = None,
                       schedule_cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log.
 
     ``layout`` is the :class:`~sparseflash.BlockLayout` and ``tables`` its
     :class:`~sparseflash.layout.LayoutTensors` on q's device. ``key_padding_mask``: int8
-    ``(B, Nk)`` (1 = keep) or None. ``schedule_cache``: a dict kept per layout by the caller;
+    ``(B, Nk)`` (1 = keep) or None. ``softcap``, ``alibi_slopes`` (float32 ``(H,)`` or
+    ``(B, H)``), ``dropout_p`` and ``rng = (seed, offset)``: the score modifiers and dropout of
+    ``sparse_attention``. ``schedule_cache``: a dict kept per layout by the caller;
     it holds the heavy-first launch orders and the launch plans (:class:`_Launch`) of this
     layout, so that repeated calls with the same shapes skip the configuration and Triton's
     per-launch binding.
@@ -420,19 +438,25 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     cacheable = (CACHE_PLANS and schedule_cache is not None
                  and _aligned(q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull, t.seqs,
                               *(() if kpm is None else (kpm,))))
+    alibi = alibi_slopes
+    if alibi is not None:
+        cacheable = cacheable and _aligned(alibi)
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
-           None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA)
+           None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
+           None if alibi is None else alibi.stride(), dropout_p)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
                                          config=config, use_tma=use_tma,
-                                         schedule_cache=schedule_cache, cached=cacheable)
+                                         schedule_cache=schedule_cache, cached=cacheable,
+                                         softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
         k_src, v_src = _fast_descriptors(plan.descs, k, v)
     plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if plan.order is None else plan.order)
+                t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
+                t.fwd_ptr if plan.order is None else plan.order, rng[0], rng[1])
     return out, lse
 
 
@@ -443,7 +467,7 @@ class _BwdPlan:
 
 
 def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
-              use_tma, schedule_cache, cached):
+              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_size, causal = layout.block_size, layout.causal
@@ -458,6 +482,8 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
     plan.qdo_descs, plan.kv_descs = _templates(qdo), _templates(kv)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
+    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p)
+    constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
@@ -466,9 +492,9 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
         reverse=False, first_pos=int(layout.seqs[0, 5]))
     plan.dkdv = _Launch(
-        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 14,
+        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 17,
         (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
-         *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale),
+         *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
@@ -479,9 +505,9 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         num_tiles=num_m_tiles, tile=cfg.block_m2, block_size=block_size, reverse=causal,
         first_pos=int(layout.seqs[0, 4]))
     plan.dq = _Launch(
-        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, slots * H), 16,
+        _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, slots * H), 19,
         (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *out.stride(),
-         *dq_strides, geometry[0], H, H // Hkv, N, *geometry[1:], scale, qk_scale),
+         *dq_strides, geometry[0], H, H // Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
@@ -494,6 +520,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                        out: torch.Tensor, lse: torch.Tensor, layout, tables, *, scale: float,
                        dlse: Optional[torch.Tensor] = None,
                        key_padding_mask: Optional[torch.Tensor] = None,
+                       softcap: float = 0.0, alibi_slopes: Optional[torch.Tensor] = None,
+                       dropout_p: float = 0.0, rng: Tuple[int, int] = (0, 0),
                        config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None,
                        schedule_cache: Optional[dict] = None):
     """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes). Arguments as in
@@ -519,14 +547,19 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                  and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, t.fwd_ptr,
                               t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
                               *(() if kpm is None else (kpm,))))
+    alibi = alibi_slopes
+    if alibi is not None:
+        cacheable = cacheable and _aligned(alibi)
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
-           has_dlse, config, use_tma, USE_TMA)
+           has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
+           dropout_p)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
             do, q, k, v, out, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale, has_dlse=has_dlse,
-            config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable)
+            config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
+            softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
@@ -535,10 +568,13 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
+    alibi_arg = t.fwd_ptr if alibi is None else alibi
     plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
-            t.fwd_nfull, t.seqs, kpm_arg, t.fwd_ptr if plan.order_dq is None else plan.order_dq)
+            t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
+            t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
     plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-              t.seqs, kpm_arg, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)
+              t.seqs, kpm_arg, alibi_arg,
+              t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv, rng[0], rng[1])
     return dq, dk, dv
 
 

@@ -15,6 +15,7 @@ from .presets import load
 from . import presets  # the module; calling it, ``sparseflash.presets()``, lists the presets
 from .estimate import estimate, CostEstimate, DeviceProfile, DEVICES, register_device
 from .visualize import plot
+from .integrations.flex import to_flex_block_mask
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,5 @@ __all__ = [
     "global_blocks", "butterfly", "fixed", "bigbird", "longformer", "from_mask", "from_fn",
     "per_head", "BlockLayout", "compile_cache_clear", "compile_cache_info", "sparse_attention",
     "parse", "load", "presets", "estimate", "CostEstimate", "DeviceProfile", "DEVICES",
-    "register_device", "plot",
+    "register_device", "plot", "to_flex_block_mask",
 ]

@@ -64,6 +64,7 @@ import torch
 
 import sparseflash as sf
 from sparseflash import BlockLayout
+from sparseflash.layout import K_POS, Q_POS
 
 PASSES = ("fwd", "fwd+bwd")
 FWD_BWD_FACTOR = 3.5           # forward+backward FLOPs over forward FLOPs (docs/anchors.md)
@@ -353,69 +354,41 @@ def _causal_mask_mod(b, h, q_idx, kv_idx):
     return kv_idx <= q_idx
 
 
-def flex_mask_mod(layout: BlockLayout, device, exact: bool = False):
-    """The layout's token-level rule (BlockLayout docstring) as a Flex ``mask_mod``.
+def flex_mask_mod(layout: BlockLayout) -> Optional[Callable]:
+    """A cheaper ``mask_mod`` for the compiled Flex kernel, or None where only the exact one
+    (:func:`sparseflash.integrations.flex.layout_mask_mod`) is right.
 
-    The compiled Flex kernel visits only the blocks of the BlockMask and calls ``mask_mod``
-    only in partial ones, so there the rule need not name the blocks: the causal or length
-    cut is enough. A layout without partial blocks never calls it; it gets the causal rule
-    too, so causal and non-causal cases of one shape share one compiled kernel (a mask_mod
-    is part of what torch.compile specialises on). Flex's uncompiled path evaluates
-    ``mask_mod`` on every token pair and ignores the block tables, so ``exact=True`` also
-    looks the block up in the layout's dense block mask.
+    The compiled kernel visits only the blocks of the BlockMask and calls ``mask_mod`` only
+    in partial ones; when Flex's blocks are ours (aligned grids) the causal or length cut is
+    all a partial block needs, with no block lookup. A layout without partial blocks never
+    calls it; it gets the causal rule too, so causal and non-causal cases of one shape share
+    one compiled kernel (a mask_mod is part of what torch.compile specialises on).
     """
     bs, seq_len, kv_len, causal = layout.block_size, layout.seq_len, layout.kv_len, layout.causal
     shift = kv_len - seq_len
+    aligned = all(int(layout.seqs[0, c]) % bs == 0 for c in (Q_POS, K_POS))
+    if layout.window is not None or layout.key_padding_mask is not None or not aligned:
+        return None
     ragged = seq_len % bs or kv_len % bs
-    if not exact and (layout.num_partial == 0 or (causal and not ragged and shift == 0)):
+    if layout.num_partial == 0 or (causal and not ragged and shift == 0):
         return _causal_mask_mod
 
-    per_head = layout.table_heads > 1
-    if exact:
-        blocks = torch.from_numpy(layout.to_dense()[: layout.table_heads].copy()).to(device)  # [th, nq, nk]
-
-    def layout_mask_mod(b, h, q_idx, kv_idx):
+    def length_mask_mod(b, h, q_idx, kv_idx):
         keep = (q_idx < seq_len) & (kv_idx < kv_len)
         if causal:
             keep = keep & (kv_idx <= q_idx + shift)
-        if exact:
-            keep = keep & blocks[h if per_head else 0, q_idx // bs, kv_idx // bs]
         return keep
-    return layout_mask_mod
+    return length_mask_mod
 
 
 def flex_block_mask(layout: BlockLayout, device, exact_mask_mod: bool = False):
-    """A FlexAttention BlockMask holding exactly the layout's blocks.
-
-    Flex's ``kv_num_blocks``/``kv_indices`` are the blocks that need ``mask_mod`` (our partial
-    blocks) and ``full_kv_*`` the unmasked ones (our full blocks); both are padded to nk
-    columns, which is also how Flex infers the lengths when ``seq_lengths`` is unsupported.
-    """
-    from torch.nn.attention.flex_attention import BlockMask
-
-    th, nq, nk = layout.table_heads, layout.num_q_blocks, layout.num_kv_blocks
-    ptr = layout.fwd_ptr.astype(np.int64)
-    nfull = layout.fwd_nfull.astype(np.int64)
-    counts = np.diff(ptr)                                               # [th * nq]
-    rows = np.repeat(np.arange(th * nq, dtype=np.int64), counts)         # [nnz_stored]
-    pos = np.arange(layout.fwd_idx.size, dtype=np.int64) - ptr[:-1][rows]
-    is_full = pos < nfull[rows]
-    full_idx = np.zeros((th * nq, nk), dtype=np.int32)
-    part_idx = np.zeros((th * nq, nk), dtype=np.int32)
-    full_idx[rows[is_full], pos[is_full]] = layout.fwd_idx[is_full]
-    part_idx[rows[~is_full], (pos - nfull[rows])[~is_full]] = layout.fwd_idx[~is_full]
-
-    def dev(a, shape):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)).reshape(shape).to(device)
-
-    kwargs = dict(
-        kv_num_blocks=dev(counts - nfull, (1, th, nq)), kv_indices=dev(part_idx, (1, th, nq, nk)),
-        full_kv_num_blocks=dev(nfull, (1, th, nq)), full_kv_indices=dev(full_idx, (1, th, nq, nk)),
-        BLOCK_SIZE=layout.block_size, mask_mod=flex_mask_mod(layout, device, exact_mask_mod))
-    try:
-        return BlockMask.from_kv_blocks(**kwargs, seq_lengths=(layout.seq_len, layout.kv_len))
-    except TypeError:   # older torch: no seq_lengths; lengths come from the padded shapes
-        return BlockMask.from_kv_blocks(**kwargs)
+    """A FlexAttention BlockMask holding exactly the layout's blocks
+    (:func:`sparseflash.to_flex_block_mask`). Flex's uncompiled path ignores the block tables
+    and calls ``mask_mod`` on every pair, so it needs ``exact_mask_mod`` (the rule that looks
+    the blocks up); the compiled kernel gets the cheaper :func:`flex_mask_mod` where it is
+    right."""
+    mask_mod = None if exact_mask_mod else flex_mask_mod(layout)
+    return sf.to_flex_block_mask(layout, device=device, mask_mod=mask_mod)
 
 
 def eager_attention(q, k, v, masked_out: Optional[torch.Tensor], scale: float):

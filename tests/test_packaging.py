@@ -141,3 +141,10 @@ def test_public_functions_are_annotated():
         if sig.return_annotation is inspect.Signature.empty:
             missing.append(f"{name} -> ?")
     assert missing == []
+
+
+def test_star_import_leaves_torch_nn_alone():
+    namespace = {"nn": "torch.nn"}
+    exec("from sparseflash import *", namespace)
+    assert namespace["nn"] == "torch.nn"
+    assert sf.nn.SparseSelfAttention is sf.SparseSelfAttention

@@ -1,8 +1,8 @@
 """The ``backend="torch"`` implementation: blockwise attention in PyTorch over a layout's tables.
 
 It walks the same CSR tables as the Triton kernels, one query block (forward, dQ) or key
-block (dK/dV) at a time, gathering only that block's rows, so time and memory grow with the
-number of stored blocks (never N x N). Every block is masked token by token with the rule
+block (dK/dV) at a time, gathering only that block's rows (rows first, then heads: never a
+whole head), so time and memory grow with the number of stored blocks, never N x N. Every block is masked token by token with the rule
 of :class:`~sparseflash.BlockLayout` (lengths, causal line, window, padding), so it also
 accepts tables that list more blocks than the call needs (a layout compiled for a longer
 sequence, as decoding uses). It computes in fp32 for half inputs and in the input dtype
@@ -143,9 +143,9 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                 if not blocks or u.numel() == 0:
                     continue
                 rows, cols = t + q_row0, u + k_row0
-                qi = q[bsel][:, hs][:, :, rows].to(ct)                 # [b, h, Lq, d]
-                kj = k[bsel][:, hs // group][:, :, cols].to(ct)        # [b, h, Lk, d]
-                vj = v[bsel][:, hs // group][:, :, cols].to(ct)
+                qi = q[bsel][:, :, rows][:, hs].to(ct)                 # [b, h, Lq, d]
+                kj = k[bsel][:, :, cols][:, hs // group].to(ct)        # [b, h, Lk, d]
+                vj = v[bsel][:, :, cols][:, hs // group].to(ct)
                 s, _ = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
                 s = s.masked_fill(~rule.mask(t, u), float("-inf"))
                 m = s.amax(-1, keepdim=True)
@@ -190,13 +190,13 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     def block_grads(bsel, hs, heads, rule, t, u, rows, cols):
         """Dropped probabilities (what multiplies V) and ds of one block pair, ``[b, h, Lq, Lk]``,
         plus the gathered operands."""
-        qi = q[bsel][:, hs][:, :, rows].to(ct)
-        doi = do[bsel][:, hs][:, :, rows].to(ct)
-        kj = k[bsel][:, hs // group][:, :, cols].to(ct)
-        vj = v[bsel][:, hs // group][:, :, cols].to(ct)
+        qi = q[bsel][:, :, rows][:, hs].to(ct)
+        doi = do[bsel][:, :, rows][:, hs].to(ct)
+        kj = k[bsel][:, :, cols][:, hs // group].to(ct)
+        vj = v[bsel][:, :, cols][:, hs // group].to(ct)
         s, dcap = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
         s = s.masked_fill(~rule.mask(t, u), float("-inf"))
-        p = torch.exp(s - lse_c[bsel][:, hs][:, :, rows, None])
+        p = torch.exp(s - lse_c[bsel][:, :, rows][:, hs][..., None])
         dp = doi @ vj.transpose(-1, -2)
         keep = mods.keep(bsel, heads, rows, cols, B)
         p_v = p
@@ -204,7 +204,7 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
             scale_drop = 1.0 / (1.0 - dropout_p)
             p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
             dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
-        ds = p * (dp - delta[bsel][:, hs][:, :, rows, None])
+        ds = p * (dp - delta[bsel][:, :, rows][:, hs][..., None])
         if dcap is not None:
             ds = ds * dcap
         return p_v, ds, qi, doi, kj

@@ -35,9 +35,9 @@ class SparseSelfAttention(nn.Module):
         num_kv_heads: key/value heads (GQA/MQA; default ``num_heads``); must divide
             ``num_heads``. The k and v projections are ``num_kv_heads * head_dim`` wide.
         causal: key u visible to query t iff ``u <= t`` (absolute positions).
-        dropout: attention dropout probability. Not implemented yet: a module with
-            ``dropout > 0`` raises NotImplementedError in training mode (it is never silently
-            skipped); in eval mode dropout is a no-op.
+        dropout: attention dropout probability, applied inside the kernels in training mode
+            (``sparse_attention``'s ``dropout_p``; ``torch.manual_seed`` reproduces it); a no-op
+            in eval mode.
         block_size: tokens per layout block.
         window_size: ``(left, right)`` in tokens, -1 = unbounded side, or None.
         bias: add biases to the projections.
@@ -146,10 +146,6 @@ class SparseSelfAttention(nn.Module):
                 got = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
                 raise TypeError(f"key_padding_mask must be a bool tensor with True = attend (the "
                                 f"opposite of nn.MultiheadAttention's True = ignore), got {got}")
-        if self.dropout > 0.0 and self.training:
-            raise NotImplementedError(
-                f"dropout={self.dropout} in training mode: sparse_attention has no attention "
-                f"dropout yet; construct the module with dropout=0.0 or call .eval()")
         if not self.batch_first:
             x = x.transpose(0, 1)
         B, N, _ = x.shape
@@ -164,7 +160,8 @@ class SparseSelfAttention(nn.Module):
         out, lse = sparse_attention(
             q, k, v, self.pattern, block_size=None if own else self.block_size,
             causal=None if own else self.causal, window_size=None if own else self.window_size,
-            key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens, return_lse=True)
+            key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens, return_lse=True,
+            dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(B, N, H * d))  # [B, N, embed_dim]
         if not self.batch_first:
             out = out.transpose(0, 1)

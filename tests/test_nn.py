@@ -158,11 +158,16 @@ def test_block_layout_brings_its_own_settings():
 
 
 # ---------------------------------------------------------------------- dropout
-def test_dropout_raises_in_training_and_is_a_no_op_in_eval():
-    module = make(dropout=0.1)
+def test_dropout_in_training_and_a_no_op_in_eval():
+    module = make(dropout=0.3)
     x = x_of()
-    with pytest.raises(NotImplementedError, match="dropout"):
-        module(x)
+    torch.manual_seed(0)
+    a = module(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(module(x), a)                  # the seed reproduces the mask
+    torch.manual_seed(1)
+    assert not torch.allclose(module(x), a)                   # another seed, another mask
+    assert not torch.allclose(a, reference(module, x)[0])     # dropout acted
     module.eval()
     torch.testing.assert_close(module(x), reference(module, x)[0])
 

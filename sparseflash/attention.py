@@ -449,10 +449,11 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
                          cu_seqlens_k, key_padding_mask, window_size)
     alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
     rng = draw_seed() if dropout_p > 0 else None
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or q.is_meta:
         # the pattern/layout must live outside the compiled function (a module attribute, a
-        # global, a closure); the ops resolve the layout from the shapes they are given
-        key = _pattern_key_traced(id(pattern))
+        # global, a closure); the ops resolve the layout from the shapes they are given. Meta
+        # tensors take the op too: its fake implementation gives the shapes.
+        key = _pattern_key_traced(id(pattern)) if not q.is_meta else _pattern_key(pattern)
         wl, wr = call.window if call.window is not None else (-1, -1)
         out, lse = _attention_fwd(q, k, v, key, call.block_size, call.causal, call.scale,
                                   call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm,

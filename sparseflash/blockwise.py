@@ -112,6 +112,19 @@ def _row_entries(layout, ptr: List[int], idx: List[int], r: int) -> List[int]:
     return idx[ptr[r]:ptr[r + 1]]
 
 
+def _no_autocast(fn):
+    """Run in the inputs' dtypes: under autocast the block products would come back in the
+    autocast dtype and no longer fit the output buffers."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(q, *args, **kwargs):
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return fn(q, *args, **kwargs)
+    return wrapper
+
+
+@_no_autocast
 def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                       key_padding_mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
                       alibi_slopes: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
@@ -128,6 +141,8 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
     mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)
     out = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
     lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
+    if B == 0:
+        return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
     for bsel, geo in _slots(layout, B):
         rule = _Rule(layout, geo, key_padding_mask, bsel)
         q_lo, q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
@@ -163,6 +178,7 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
     return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
 
 
+@_no_autocast
 def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: float,
                        dlse: Optional[torch.Tensor] = None,
                        key_padding_mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
@@ -183,6 +199,8 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     dq = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
     dk = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
     dv = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
+    if B == 0:
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
     fptr, fidx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
     bptr, bidx = layout.bwd_ptr.tolist(), layout.bwd_idx.tolist()
     mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)

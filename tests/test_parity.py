@@ -136,7 +136,7 @@ def test_dropout_backward_matches_finite_differences():
         torch.manual_seed(11)        # the same mask at every evaluation
         return sparse_attention(q, k, v, sf.local(1), block_size=16, causal=True, dropout_p=0.25,
                                 softcap=3.0, alibi_slopes=torch.tensor([0.3, 0.1]), backend="torch")
-    assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_bad_input_names_the_argument():

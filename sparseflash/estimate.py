@@ -183,6 +183,9 @@ class CostEstimate:
     device: DeviceProfile
     backward: bool
     layout_summary: str = field(repr=False)
+    # 32-bit Philox draws dropout makes: one per computed score in the forward, and again in
+    # each of the two backward kernels (the mask is regenerated, never stored)
+    dropout_random_numbers: int = 0
 
     @property
     def flops(self) -> float:
@@ -388,7 +391,7 @@ def _standard_kernels(roof: _Roofline, *, heads: int, n: int, nk: int, d: int, e
 def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
              dtype: torch.dtype = torch.bfloat16,
              device: Union[str, DeviceProfile] = "h100",
-             backward: bool = False) -> CostEstimate:
+             backward: bool = False, dropout_p: float = 0.0) -> CostEstimate:
     """Predict FLOPs, HBM traffic and time of attention over ``layout``.
 
     Args:
@@ -400,6 +403,9 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         device: a key of :data:`DEVICES` (``"h100"``, ``"h200"``, ``"a100"``, or one added with
             :func:`register_device`) or a :class:`DeviceProfile`.
         backward: count forward plus backward instead of forward only.
+        dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``:
+            block_size**2 per computed block pair and batch element, once in the forward and
+            twice more in the backward). Their time is not in the roofline (not calibrated).
 
     Returns:
         A :class:`CostEstimate`; ``flops`` = 4 * head_dim * block_size**2 * nnz * batch for the
@@ -414,6 +420,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or torch.float32, got {dtype!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     profile = get_device(device)
     head_dim, batch = int(head_dim), int(batch)
     e = dtype.itemsize
@@ -438,8 +446,9 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
         standard=MethodCost("standard attention", tuple(standard_k), standard_ws),
         nnz=nnz, dense_nnz=dense_nnz, density=layout.density,
-        grid_blocks=h * layout.num_q_blocks * layout.num_kv_blocks, head_dim=head_dim,
+        grid_blocks=layout.grid_blocks, head_dim=head_dim,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),
+        dropout_random_numbers=(nnz * b * b * batch * (3 if backward else 1)) if dropout_p > 0 else 0,
     )

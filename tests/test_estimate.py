@@ -277,3 +277,23 @@ def test_top_level_exports():
     assert sf.DeviceProfile is DeviceProfile and sf.DEVICES is DEVICES
     assert isinstance(sf.estimate(sf.compile(sf.dense(), 256, block_size=64), 64), sf.CostEstimate)
     assert math.isfinite(sf.estimate(sf.compile(sf.dense(), 256, block_size=64), 64).predicted_ms)
+
+
+def test_dropout_random_numbers_are_counted():
+    layout = sf.compile(sf.local(1), 1024, block_size=64, causal=True, num_heads=2)
+    assert estimate(layout, 64).dropout_random_numbers == 0
+    fwd = estimate(layout, 64, batch=3, dropout_p=0.1)
+    assert fwd.dropout_random_numbers == layout.nnz * 64 * 64 * 3
+    assert estimate(layout, 64, batch=3, dropout_p=0.1, backward=True).dropout_random_numbers == 3 * fwd.dropout_random_numbers
+    with pytest.raises(ValueError, match="dropout_p"):
+        estimate(layout, 64, dropout_p=1.0)
+
+
+def test_density_denominator_sums_every_sequence():
+    from sparseflash.compiler import compile_sequences
+
+    layout = compile_sequences(sf.local(1), [100, 300], [100, 300], block_size=64, causal=True,
+                               num_heads=2, packed=True)
+    est = estimate(layout, 64)
+    assert est.grid_blocks == layout.grid_blocks == 2 * (2 * 2 + 5 * 5)
+    assert est.density == pytest.approx(layout.nnz / est.grid_blocks)

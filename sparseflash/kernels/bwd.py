@@ -19,9 +19,9 @@ Geometry (sequences, absolute positions, masks) is the forward's: see :mod:`.fwd
 import triton
 import triton.language as tl
 
-from .fwd import (LOG2E, _alibi2, _block_at, _dot, _head_base, _keep, _key_ok, _load_rows,
-                  _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
-                  _visible)
+from .tiles import (LOG2E, _alibi2, _block_at, _dot, _head_base, _keep, _key_ok, _load_rows,
+                    _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
+                    _visible)
 
 
 @triton.jit

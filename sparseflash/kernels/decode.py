@@ -17,7 +17,7 @@ walked; positions follow :class:`sparseflash.BlockLayout` (keys at 0..kv_len-1, 
 import triton
 import triton.language as tl
 
-from .fwd import LN2, _dot, _load_tile, _visible
+from .tiles import LN2, _dot, _load_tile, _visible
 
 
 @triton.jit(do_not_specialize=["kv_len", "q_pos", "table_row"])

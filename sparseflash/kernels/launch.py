@@ -1,6 +1,6 @@
 """Launchers for the block-sparse FlashAttention kernels: shapes, grids, allocation, configs.
 
-The kernels themselves are pure ``@triton.jit`` code in :mod:`.fwd` and :mod:`.bwd`.
+The kernels themselves are pure ``@triton.jit`` code in :mod:`.fwd`, :mod:`.bwd` and :mod:`.decode`, over the tile helpers of :mod:`.tiles`.
 Inputs are ``q (B, Hq, N, d)``, ``k, v (B, Hkv, Nk, d)`` with any strides (they are passed
 to the kernels, nothing is copied). Outputs are allocated contiguous.
 
@@ -29,6 +29,8 @@ from triton import knobs as _knobs
 from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
 from .decode import _decode_combine_kernel, _decode_split_kernel
 from .fwd import _fwd_kernel
+
+_LOG2E = 1.4426950408889634      # 1 / ln 2: the kernels' softmax runs in base 2 (kernels/tiles.py)
 
 __all__ = ["FwdConfig", "BwdConfig", "fwd_config", "bwd_config", "is_interpreted",
            "attention_forward", "attention_backward", "decode_forward", "DECODE_MAX_QUERIES"]
@@ -364,7 +366,7 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float):
     ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
     from ..philox import dropout_threshold
 
-    tail = (softcap * 1.4426950408889634, alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
+    tail = (softcap * _LOG2E, alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
             dropout_threshold(dropout_p) if dropout_p > 0 else 0,
             1.0 / (1.0 - dropout_p) if dropout_p > 0 else 1.0)
     constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0)
@@ -398,7 +400,7 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
     mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p)
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
-            geometry[0], H, H // Hkv, N, *geometry[1:], scale * 1.4426950408889634, *mod_tail)
+            geometry[0], H, H // Hkv, N, *geometry[1:], scale * _LOG2E, *mod_tail)
     plan.launch = _Launch(
         _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
         cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
@@ -475,7 +477,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     d_pad = _head_dim_pad(d)
     cfg = config or bwd_config(d_pad, block_size, q.dtype)
     upcast, precision = _flags(q.dtype)
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * _LOG2E
     plan = _BwdPlan()
     tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
@@ -639,7 +641,7 @@ def _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached) -> 
         _decode_split_kernel, (num_splits, B * H // heads), 10,
         (B * H * c * num_splits * d, *q.stride(), *k.stride(), *v.stride(), kpm.stride(0) if kpm is not None else 0,
          H, H // Hkv, c, nq_t, int(layout.table_heads > 1), max(window[0], 0), max(window[1], 0),
-         scale * 1.4426950408889634, num_splits),
+         scale * _LOG2E, num_splits),
         4, 2, cached, BLOCK=bs, BLOCK_M=block_m, BLOCK_N=block_n, HEADS=heads, HEAD_DIM=d,
         HEAD_DIM_PAD=d_pad, CAUSAL=layout.causal, HAS_WL=window[0] >= 0, HAS_WR=window[1] >= 0,
         HAS_KPM=kpm is not None, UPCAST=upcast, PRECISION=precision)

@@ -1,0 +1,213 @@
+"""Tile helpers shared by the kernels (pure ``@triton.jit`` code): loads, the table walk,
+a program's sequence geometry, the token rule of masked tiles, score modifiers and dropout.
+
+Named constants: ``LN2`` turns log2-domain statistics into natural log, ``LOG2E`` (1 / ln 2)
+folds into the softmax scale so the kernels exponentiate with ``exp2``.
+"""
+import triton
+import triton.language as tl
+
+LN2 = tl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
+LOG2E = tl.constexpr(1.4426950408889634)    # 1 / ln 2
+
+
+@triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    # Triton 3.6's interpreter multiplies bf16 operands wrongly: upcast them there.
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
+    else:
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """Load a 2-D tile, masking only the axes that can run out of bounds."""
+    if MASK_ROWS and MASK_COLS:
+        return tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    elif MASK_ROWS:
+        return tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    elif MASK_COLS:
+        return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
+    else:
+        return tl.load(ptrs)
+
+
+@triton.jit
+def _block_at(idx_ptr, it, it_hi, SUB: tl.constexpr):
+    """Block index of loop trip ``it`` (a table entry is walked as SUB sub-tiles), 0 past the end.
+
+    The loops load it one trip ahead and carry it: the tile addresses then depend on a
+    loop-carried value instead of a load in the same trip, so Triton's pipeliner can issue
+    the next tiles' copies early. Worth +11..22% forward (benchmarks/NOTES.md, run 5).
+    """
+    return tl.load(idx_ptr + it // SUB, mask=it < it_hi, other=0)
+
+
+@triton.jit
+def _program_tile(schedule, num_tiles, REVERSE: tl.constexpr, SCHEDULED: tl.constexpr):
+    """(tile, batch*head) this program computes.
+
+    SCHEDULED: a 1-D grid reads ``bh * num_tiles + tile`` from a launch-order table that puts
+    the heavy rows (a global token's row walks every block) first, so they do not start last
+    and leave a tail. Otherwise the 2-D grid gives the pair directly, tiles of one head
+    consecutive (K/V stay in L2), in reverse when REVERSE (causal: long rows first).
+    """
+    if SCHEDULED:
+        t = tl.load(schedule + tl.program_id(0))
+        return t % num_tiles, t // num_tiles
+    else:
+        pid = tl.program_id(0)
+        if REVERSE:
+            pid = tl.num_programs(0) - 1 - pid
+        return pid, tl.program_id(1)
+
+
+@triton.jit
+def _head_base(src, off_b, off_h, stride_b, stride_h, USE_TMA: tl.constexpr):
+    """What the loops read a head from: the descriptor itself, or the head's base pointer."""
+    if USE_TMA:
+        return src
+    else:
+        return src + off_b.to(tl.int64) * stride_b + off_h.to(tl.int64) * stride_h
+
+
+@triton.jit
+def _load_rows(src, off_b, off_h, start, offs, offs_d, row_ok, d_ok, stride_n, stride_d,
+               ROWS: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, MASK_ROWS: tl.constexpr,
+               PAD_D: tl.constexpr, TRANSPOSED: tl.constexpr, USE_TMA: tl.constexpr):
+    """Rows ``start + offs`` of one head: ``[ROWS, D]``, or ``[D, ROWS]`` if TRANSPOSED.
+
+    With USE_TMA, ``src`` is a 4-D (batch, heads, seq, head_dim) tensor descriptor with block
+    [1, 1, ROWS, HEAD_DIM_PAD]: the copy engine zero-fills rows past the sequence and columns
+    past head_dim, so no masks are needed. Otherwise ``src`` is the head's base pointer.
+    """
+    if USE_TMA:
+        tile = src.load([off_b, off_h, start, 0]).reshape(ROWS, HEAD_DIM_PAD)
+        if TRANSPOSED:
+            return tl.trans(tile)
+        else:
+            return tile
+    else:
+        base = src + start.to(tl.int64) * stride_n   # int64: start * stride can pass 2**31
+        if TRANSPOSED:
+            ptrs = base + offs[None, :] * stride_n + offs_d[:, None] * stride_d
+            return _load_tile(ptrs, d_ok, row_ok, PAD_D, MASK_ROWS)
+        else:
+            ptrs = base + offs[:, None] * stride_n + offs_d[None, :] * stride_d
+            return _load_tile(ptrs, row_ok, d_ok, MASK_ROWS, PAD_D)
+
+
+@triton.jit
+def _sequence(seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ: tl.constexpr):
+    """Geometry of table sequence ``ts``: (q_start, q_len, k_start, k_len, q_pos, k_pos,
+    row_off, col_off, nq, nk), the columns of BlockLayout.seqs. One sequence shared by the
+    batch passes them as scalars (no loads); several read their row of ``seqs``."""
+    if PER_SEQ:
+        row = seqs + ts * 10
+        return (tl.load(row), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3),
+                tl.load(row + 4), tl.load(row + 5), tl.load(row + 6), tl.load(row + 7),
+                tl.load(row + 8), tl.load(row + 9))
+    else:
+        zero = tl.program_id(0) * 0
+        return zero, q_len + zero, zero, k_len + zero, q_pos + zero, k_pos + zero, zero, zero, \
+            nq + zero, nk + zero
+
+
+@triton.jit
+def _visible(rows_pos, cols_pos, row_ok, col_ok, window_left, window_right,
+             CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Token rule of a masked tile, ``[len(rows_pos), len(cols_pos)]``: both tokens present,
+    key not after the query (causal), key inside the query's window."""
+    visible = row_ok[:, None] & col_ok[None, :]
+    if CAUSAL:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None])
+    if HAS_WL:
+        visible = visible & (cols_pos[None, :] >= rows_pos[:, None] - window_left)
+    if HAS_WR:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None] + window_right)
+    return visible
+
+
+@triton.jit
+def _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM: tl.constexpr):
+    """Keys present in the sequence and not padding (``KPM``: int8 [B, kv_len], 1 = keep)."""
+    if HAS_KPM:
+        keep = tl.load(KPM + kpm_row + (cols_pos + k_row0), mask=col_ok, other=0)
+        return col_ok & (keep != 0)
+    else:
+        return col_ok
+
+
+@triton.jit
+def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
+                 HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
+    """Scores in log2 units: ``scale * q.k``, soft-capped (``softcap * tanh(s / softcap)``,
+    here with ``softcap2 = softcap * log2 e``), plus the ALiBi bias ``-slope * |t - u|``
+    (``alibi2 = slope * log2 e``; ``t_pos``/``u_pos`` broadcast to the tile). Also returns
+    d(capped score)/d(score), ``1 - tanh^2``, for the backward (1.0 without softcap)."""
+    s2 = qk * qk_scale
+    if HAS_SOFTCAP:
+        # tanh(x) = 1 - 2 / (e^(2x) + 1): exact limits +-1 for large |x|, no NaN
+        t = 1.0 - 2.0 / (tl.math.exp2(s2 * (2.0 * LOG2E) / softcap2) + 1.0)
+        s2 = softcap2 * t
+        dcap = 1.0 - t * t
+    else:
+        dcap = 1.0
+    if HAS_ALIBI:
+        s2 = s2 - alibi2 * tl.abs(t_pos - u_pos).to(tl.float32)
+    return s2, dcap
+
+
+@triton.jit
+def _keep(seed, rng_offset, bh, q_rows, k_rows, threshold):
+    """Dropout's keep mask of a tile: Philox draws keyed by (key row, query row, batch*head,
+    offset) in tensor rows (``q_rows``/``k_rows`` broadcast to the tile), kept where the draw
+    is >= threshold = p * 2^32. The torch backend draws the same bits (sparseflash.philox)."""
+    c0 = k_rows + q_rows * 0
+    c1 = q_rows + k_rows * 0
+    c2 = c0 * 0 + bh
+    c3 = c0 * 0 + rng_offset
+    r0, _, _, _ = tl.philox(seed, c0, c1, c2, c3)
+    return r0 >= threshold.to(tl.uint32)
+
+
+@triton.jit
+def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: tl.constexpr):
+    """This head's ALiBi slope in log2 units (0 without ALiBi)."""
+    if HAS_ALIBI:
+        return tl.load(ALIBI + off_b.to(tl.int64) * stride_alibi_b + off_h) * LOG2E
+    else:
+        return 0.0
+
+
+@triton.jit
+def _slot_sequence(slot, PER_SEQ: tl.constexpr, PACKED: tl.constexpr):
+    """(table sequence, batch index) of grid slot ``slot``: a batch element, or a document of
+    the one batch row when PACKED."""
+    if PER_SEQ:
+        ts = slot
+    else:
+        ts = slot * 0
+    if PACKED:
+        off_b = slot * 0
+    else:
+        off_b = slot
+    return ts, off_b
+
+
+@triton.jit
+def _query_tile(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1, off_h,
+                BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, PER_SEQ: tl.constexpr):
+    """Sequence geometry of a query-tile program and the table row it walks. Tiles are
+    aligned to absolute positions (``BLOCK_M`` divides ``BLOCK``), so a tile lies in one
+    query block; tile ``pid_m`` is the pid_m-th tile holding one of the sequence's queries.
+    Returns (q_start, q_pos, q_end, k_start, k_pos, k_end, start_m, row, tile_ok, nk, col_off)
+    with ``start_m`` the tile's first absolute position."""
+    q_start, q_len, k_start, k_len, q_pos, k_pos, row_off, col_off, nq, nk = _sequence(
+        seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ)
+    start_m = (q_pos // BLOCK_M + pid_m) * BLOCK_M
+    tile_ok = start_m < q_pos + q_len
+    row = row_off + off_h * table_heads_gt1 * nq + start_m // BLOCK - q_pos // BLOCK
+    row = tl.where(tile_ok, row, 0)
+    return q_start, q_pos, q_pos + q_len, k_start, k_pos, k_pos + k_len, start_m, row, tile_ok, nk, col_off

@@ -281,12 +281,16 @@ class _EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, layout, scale, backend, kpm, mods):
-        out, lse = _forward_impl(q, k, v, layout, scale, backend, kpm, mods)
+    def forward(q, k, v, layout, scale, backend, kpm, mods):
+        return _forward_impl(q, k, v, layout, scale, backend, kpm, mods)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, layout, scale, backend, kpm, mods = inputs
+        out, lse = output
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.layout, ctx.scale, ctx.backend, ctx.kpm, ctx.mods = layout, scale, backend, kpm, mods
         ctx.set_materialize_grads(False)
-        return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
@@ -294,6 +298,22 @@ class _EagerAttention(torch.autograd.Function):
         dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse, lambda *a: _backward_impl(
             *a, ctx.layout, ctx.scale, ctx.backend, ctx.kpm, ctx.mods))
         return dq, dk, dv, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, layout, scale, backend, kpm, mods):
+        """torch.func.vmap: the mapped dimension folds into the batch (one layout serves every
+        batch element), so a vmapped call is one call over ``V * batch`` sequences."""
+        if layout.num_seqs > 1 or layout.packed or kpm is not None:
+            raise NotImplementedError("sparse_attention under torch.func.vmap supports neither "
+                                      "key_padding_mask nor cu_seqlens")
+        V = info.batch_size
+
+        def fold(t, dim):
+            t = t.unsqueeze(0).expand(V, *t.shape) if dim is None else t.movedim(dim, 0)
+            return t.reshape(V * t.shape[1], *t.shape[2:])
+        out, lse = _EagerAttention.apply(fold(q, in_dims[0]), fold(k, in_dims[1]), fold(v, in_dims[2]),
+                                         layout, scale, backend, kpm, mods)
+        return (out.reshape(V, -1, *out.shape[1:]), lse.reshape(V, -1, *lse.shape[1:])), (0, 0)
 
 
 # ------------------------------------------------------------------ 3. public function
@@ -460,7 +480,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
                                   float(softcap), alibi, float(dropout_p), rng)
         return (out, lse) if return_lse else out
     mods = (float(softcap), alibi, float(dropout_p), _rng_ints(rng) if rng is not None else (0, 0))
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+    if (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)) or _functorch(q, k, v):
         out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
     elif mods != _NO_MODS:
         out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
@@ -527,6 +547,12 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
     layout = compile(pattern, N, kv_len=Nk, block_size=bs, causal=call.causal, num_heads=H,
                      window_size=call.window)
     return layout, block - int(layout.seqs[0, 4]) // bs
+
+
+def _functorch(*tensors: Tensor) -> bool:
+    """Any input wrapped by a torch.func transform (vmap): the call must go through the
+    autograd.Function, whose vmap rule folds the mapped dimension into the batch."""
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def _rng_ints(rng: Tensor) -> Tuple[int, int]:

@@ -7,28 +7,17 @@ layout and tables in hand) and for two bare torch launches, then a cProfile of 2
 """
 import cProfile
 import pstats
-import time
+import sys
+from pathlib import Path
 
-import numpy as np
 import torch
 
 import sparseflash as sf
 from sparseflash.attention import _checked_call, _decode_step
 from sparseflash.kernels.launch import decode_forward
 
-
-def host_us(fn, batches=9, calls=100):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    per = []
-    for _ in range(batches):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        per.append((time.perf_counter() - t0) / calls * 1e6)
-        torch.cuda.synchronize()
-    return float(np.median(per))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.real_batches import host_us  # noqa: E402
 
 
 def main():
@@ -47,7 +36,7 @@ def main():
         x.add_(1.0)
         x.mul_(1.0)
     for name, fn in (("sparse_attention", ours), ("decode_forward only", launcher), ("two bare launches", bare)):
-        print(f"{name:22s} {host_us(fn):7.1f} us/call")
+        print(f"{name:22s} {host_us(fn, q.device):7.1f} us/call")
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(2000):

@@ -482,7 +482,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
     mods = (float(softcap), alibi, float(dropout_p), _rng_ints(rng) if rng is not None else (0, 0))
     if (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)) or _functorch(q, k, v):
         out, lse = _EagerAttention.apply(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
-    elif mods != _NO_MODS:
+    elif softcap or alibi is not None or dropout_p:      # the decode kernel has none of these
         out, lse = _forward_impl(q, k, v, call.layout(), call.scale, call.backend, call.kpm, mods)
     else:
         step = _decode_step(call) if call.backend == "triton" else None

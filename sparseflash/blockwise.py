@@ -27,15 +27,33 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _slots(layout: BlockLayout, batch: int) -> Iterator[Tuple[slice, List[int]]]:
-    """(batch elements, sequence geometry) per table sequence."""
+class _Seq:
+    """One table sequence of a call: its batch elements and the geometry the loops use
+    (positions ``[q_lo, q_hi)`` / ``[k_lo, k_hi)``, first absolute blocks, tensor row of
+    position 0, table offsets and sizes)."""
+
+    __slots__ = ("bsel", "q_lo", "q_hi", "k_lo", "k_hi", "i0", "j0", "q_row0", "k_row0",
+                 "row_off", "col_off", "nq", "nk")
+
+    def __init__(self, bsel: slice, geo: List[int], bs: int):
+        self.bsel = bsel
+        self.q_lo, self.q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
+        self.k_lo, self.k_hi = geo[K_POS], geo[K_POS] + geo[K_LEN]
+        self.i0, self.j0 = self.q_lo // bs, self.k_lo // bs
+        self.q_row0, self.k_row0 = geo[Q_START] - self.q_lo, geo[K_START] - self.k_lo
+        self.row_off, self.col_off, self.nq, self.nk = geo[ROW_OFF], geo[COL_OFF], geo[NQ], geo[NK]
+
+
+def _slots(layout: BlockLayout, batch: int) -> Iterator[_Seq]:
+    """Each table sequence with the batch elements it serves."""
     for s in range(layout.num_seqs):
         geo = [int(x) for x in layout.seqs[s]]
         if layout.num_seqs == 1 and not layout.packed:
-            yield slice(0, batch), geo                  # one table shared by the batch
+            bsel = slice(0, batch)                      # one table shared by the batch
         else:
             b = 0 if layout.packed else s
-            yield slice(b, b + 1), geo
+            bsel = slice(b, b + 1)
+        yield _Seq(bsel, geo, layout.block_size)
 
 
 def _head_groups(num_heads: int, table_heads: int) -> List[List[int]]:
@@ -85,11 +103,10 @@ class _Mods:
 class _Rule:
     """The token rule of one sequence: which (query position, key position) pairs pass."""
 
-    def __init__(self, layout: BlockLayout, geo: List[int], kpm: Optional[torch.Tensor],
-                 bsel: slice):
+    def __init__(self, layout: BlockLayout, seq: _Seq, kpm: Optional[torch.Tensor]):
         self.causal, self.window = layout.causal, layout.window
-        self.k_row0 = geo[K_START] - geo[K_POS]
-        self.kpm = None if kpm is None else kpm[bsel]                 # [b, Nk] bool
+        self.k_row0 = seq.k_row0
+        self.kpm = None if kpm is None else kpm[seq.bsel]             # [b, Nk] bool
 
     def mask(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``[b or 1, 1, len(t), len(u)]`` bool."""
@@ -108,7 +125,7 @@ class _Rule:
         return m
 
 
-def _row_entries(layout, ptr: List[int], idx: List[int], r: int) -> List[int]:
+def _row_entries(ptr: List[int], idx: List[int], r: int) -> List[int]:
     return idx[ptr[r]:ptr[r + 1]]
 
 
@@ -143,21 +160,18 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
     lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
     if B == 0:
         return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-    for bsel, geo in _slots(layout, B):
-        rule = _Rule(layout, geo, key_padding_mask, bsel)
-        q_lo, q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
-        k_lo, k_hi = geo[K_POS], geo[K_POS] + geo[K_LEN]
-        i0, j0 = q_lo // bs, k_lo // bs
-        q_row0, k_row0 = geo[Q_START] - q_lo, geo[K_START] - k_lo
+    for seq in _slots(layout, B):
+        bsel = seq.bsel
+        rule = _Rule(layout, seq, key_padding_mask)
         for th, heads in enumerate(_head_groups(H, layout.table_heads)):
             hs = torch.tensor(heads, device=q.device)
-            for i in range(geo[NQ]):
-                blocks = _row_entries(layout, ptr, idx, geo[ROW_OFF] + th * geo[NQ] + i)
-                t = _positions([i], i0, q_lo, q_hi, bs, q.device)
-                u = _positions(blocks, j0, k_lo, k_hi, bs, q.device)
-                if not blocks or u.numel() == 0:
+            for i in range(seq.nq):
+                blocks = _row_entries(ptr, idx, seq.row_off + th * seq.nq + i)
+                t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
+                u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
+                if u.numel() == 0:
                     continue
-                rows, cols = t + q_row0, u + k_row0
+                rows, cols = t + seq.q_row0, u + seq.k_row0
                 qi = q[bsel][:, :, rows][:, hs].to(ct)                 # [b, h, Lq, d]
                 kj = k[bsel][:, :, cols][:, hs // group].to(ct)        # [b, h, Lk, d]
                 vj = v[bsel][:, :, cols][:, hs // group].to(ct)
@@ -227,30 +241,27 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
             ds = ds * dcap
         return p_v, ds, qi, doi, kj
 
-    for bsel, geo in _slots(layout, B):
-        rule = _Rule(layout, geo, key_padding_mask, bsel)
-        q_lo, q_hi = geo[Q_POS], geo[Q_POS] + geo[Q_LEN]
-        k_lo, k_hi = geo[K_POS], geo[K_POS] + geo[K_LEN]
-        i0, j0 = q_lo // bs, k_lo // bs
-        q_row0, k_row0 = geo[Q_START] - q_lo, geo[K_START] - k_lo
+    for seq in _slots(layout, B):
+        bsel = seq.bsel
+        rule = _Rule(layout, seq, key_padding_mask)
         for th, heads in enumerate(_head_groups(H, layout.table_heads)):
             hs = torch.tensor(heads, device=q.device)
-            for i in range(geo[NQ]):                                   # dQ, one query block
-                blocks = _row_entries(layout, fptr, fidx, geo[ROW_OFF] + th * geo[NQ] + i)
-                t = _positions([i], i0, q_lo, q_hi, bs, q.device)
-                u = _positions(blocks, j0, k_lo, k_hi, bs, q.device)
+            for i in range(seq.nq):                                    # dQ, one query block
+                blocks = _row_entries(fptr, fidx, seq.row_off + th * seq.nq + i)
+                t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
+                u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
                 if u.numel() == 0:
                     continue
-                rows, cols = t + q_row0, u + k_row0
+                rows, cols = t + seq.q_row0, u + seq.k_row0
                 p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
                 dq[bsel, heads, int(rows[0]):int(rows[-1]) + 1] = (ds @ kj) * scale
-            for j in range(geo[NK]):                                   # dK/dV, one key block
-                blocks = _row_entries(layout, bptr, bidx, geo[COL_OFF] + th * geo[NK] + j)
-                u = _positions([j], j0, k_lo, k_hi, bs, q.device)
-                t = _positions(blocks, i0, q_lo, q_hi, bs, q.device)
+            for j in range(seq.nk):                                    # dK/dV, one key block
+                blocks = _row_entries(bptr, bidx, seq.col_off + th * seq.nk + j)
+                u = _positions([j], seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
+                t = _positions(blocks, seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
                 if t.numel() == 0 or u.numel() == 0:
                     continue
-                rows, cols = t + q_row0, u + k_row0
+                rows, cols = t + seq.q_row0, u + seq.k_row0
                 p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
                 dv_j = p.transpose(-1, -2) @ doi                        # [b, h, Lk, d]
                 dk_j = (ds.transpose(-1, -2) @ qi) * scale

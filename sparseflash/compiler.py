@@ -392,10 +392,7 @@ def restrict(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
     if not (lk_pos == k_pos == 0 and kv_len <= layout.kv_len and lq_pos // bs <= q_pos // bs):
         raise ValueError(f"pattern: the layout (seq_len={layout.seq_len}, kv_len={layout.kv_len}) does "
                          f"not cover a call with seq_len={seq_len}, kv_len={kv_len}")
-    row, col, _ = _fwd_blocks(layout)
-    nq = layout.num_q_blocks
-    head = row // nq if layout.table_heads > 1 else None
-    I, J = row % nq + lq_pos // bs, col + lk_pos // bs
+    head, I, J = absolute_blocks(layout)
     return _layout_of(head, I, J, layout.table_heads, seq_len, kv_len, q_pos, k_pos, bs,
                       layout.causal, layout.num_heads, layout.window, t0)
 
@@ -410,6 +407,16 @@ def _fwd_blocks(layout: BlockLayout):
     col = layout.fwd_idx.astype(np.int64)
     order = np.lexsort((col, row))                 # rows ascending, columns ascending
     return row[order], col[order], full[order]
+
+
+def absolute_blocks(layout: BlockLayout):
+    """A one-sequence layout's stored blocks as ``(head or None, I, J)`` in absolute block
+    indices, sorted by (head, I, J): what :func:`_layout_of` takes back."""
+    row, col, _ = _fwd_blocks(layout)
+    s = layout.seqs[0]
+    nq, bs = layout.num_q_blocks, layout.block_size
+    head = row // nq if layout.table_heads > 1 else None
+    return head, row % nq + int(s[Q_POS]) // bs, col + int(s[K_POS]) // bs
 
 
 def key_block_status(valid: np.ndarray, k_pos: int, bs: int) -> np.ndarray:

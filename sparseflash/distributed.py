@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .attention import _backward_impl, _check_tensor, _forward_impl, _resolve_backend
-from .compiler import _check_block_size, _layout_of, _pattern_blocks, check_window
+from .compiler import _check_block_size, _layout_of, _pattern_blocks, absolute_blocks, check_window
 from .layout import BlockLayout
 from .pattern import Pattern
 
@@ -71,18 +71,12 @@ class ShardPlan:
 
 
 def _rank_blocks(pattern, rank, world, N, bs, causal, num_heads, window):
-    """(head, I, J, table_heads) of rank ``rank``'s stored blocks, absolute indices."""
+    """(head, I, J, table_heads) of rank ``rank``'s stored blocks (those visible under the
+    causal line and window), absolute indices."""
     n = N // world
     head, I, J, th = _pattern_blocks(pattern, n, N, rank * n, 0, bs, causal, num_heads, window)
     layout = _layout_of(head, I, J, th, n, N, rank * n, 0, bs, causal, num_heads, window, time.perf_counter())
-    # the blocks the layout keeps (visible under causal/window), back in absolute indices
-    counts = np.diff(layout.fwd_ptr.astype(np.int64))
-    rows = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    nq = layout.num_q_blocks
-    head = rows // nq if th > 1 else None
-    I = rows % nq + rank * n // bs
-    J = layout.fwd_idx.astype(np.int64)
-    return head, I, J, th
+    return (*absolute_blocks(layout), th)
 
 
 def _part(blocks, keep, rank, world, N, bs, causal, num_heads, window, local: bool) -> Optional[BlockLayout]:

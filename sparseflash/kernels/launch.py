@@ -33,7 +33,7 @@ from .fwd import _fwd_kernel
 _LOG2E = 1.4426950408889634      # 1 / ln 2: the kernels' softmax runs in base 2 (kernels/tiles.py)
 
 __all__ = ["FwdConfig", "BwdConfig", "fwd_config", "bwd_config", "is_interpreted",
-           "attention_forward", "attention_backward", "decode_forward", "DECODE_MAX_QUERIES"]
+           "attention_forward", "attention_backward", "decode_forward"]
 
 
 def is_interpreted() -> bool:
@@ -581,19 +581,14 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
 
 
 # ------------------------------------------------------------------ decode (split-KV)
-DECODE_MAX_QUERIES = 16      # calls with at most this many queries (per sequence) take the decode path
+_SMS: dict = {}                # multiprocessors per device index
 
 
 def _sm_count(device: torch.device) -> int:
-    global _SMS
-    try:
-        return _SMS[device.index]
-    except NameError:
-        _SMS = {}
-    except KeyError:
-        pass
-    n = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    _SMS[device.index] = n
+    n = _SMS.get(device.index)
+    if n is None:
+        n = _SMS[device.index] = (torch.cuda.get_device_properties(device).multi_processor_count
+                                  if device.type == "cuda" else 4)
     return n
 
 
@@ -655,7 +650,7 @@ def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, ta
                    table_row: int, scale: float, key_padding_mask: Optional[torch.Tensor] = None,
                    schedule_cache: Optional[dict] = None,
                    num_splits: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A decode step: ``q (B, Hq, c, d)`` (c <= DECODE_MAX_QUERIES, all in one absolute query
+    """A decode step: ``q (B, Hq, c, d)`` (c <= attention.DECODE_MAX_QUERIES, all in one absolute query
     block) against ``k, v (B, Hkv, Nk, d)`` at positions 0..Nk-1, walking local row
     ``table_row`` of a one-sequence layout whose keys start at position 0 (it may list blocks
     past Nk: they are masked). Returns ``out`` (q's dtype) and ``lse`` (fp32)."""

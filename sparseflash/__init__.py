@@ -16,6 +16,7 @@ from . import presets  # the module; calling it, ``sparseflash.presets()``, list
 from .estimate import estimate, CostEstimate, DeviceProfile, DEVICES, register_device
 from .visualize import plot
 from .integrations.flex import to_flex_block_mask
+from .integrations.fa4 import to_fa4_block_sparse
 from .nn import SparseSelfAttention  # also binds the module, sparseflash.nn
 
 __version__ = "0.1.0"
@@ -28,5 +29,5 @@ __all__ = [
     "global_blocks", "butterfly", "fixed", "bigbird", "longformer", "from_mask", "from_fn",
     "per_head", "BlockLayout", "compile_cache_clear", "compile_cache_info", "sparse_attention",
     "parse", "load", "presets", "estimate", "CostEstimate", "DeviceProfile", "DEVICES",
-    "register_device", "plot", "to_flex_block_mask", "SparseSelfAttention",
+    "register_device", "plot", "to_flex_block_mask", "to_fa4_block_sparse", "SparseSelfAttention",
 ]

@@ -19,7 +19,7 @@ Geometry (sequences, absolute positions, masks) is the forward's: see :mod:`.fwd
 import triton
 import triton.language as tl
 
-from .tiles import (LOG2E, _alibi2, _block_at, _dot, _head_base, _keep, _key_ok, _load_rows,
+from .tiles import (LOG2E, _alibi2, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
                     _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
                     _visible)
 
@@ -35,7 +35,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
                 HAS_WR: tl.constexpr,
-                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_M
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -59,7 +59,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
                                   HAS_SOFTCAP, HAS_ALIBI)
         # a probability is <= 1: clamping the exponent keeps a peaked softmax (huge scale, where
         # recomputed scores differ from the forward's in the last bits) finite
-        pT = tl.math.exp2(tl.minimum(s2T - lse2[None, :], 0.0))
+        pT = _exp(tl.minimum(s2T - lse2[None, :], 0.0), NATURAL)
         if MASKED:
             visible = _visible(cols_pos, rows_pos, key_ok, row_ok, window_right, window_left,
                                False, HAS_WR, HAS_WL)                 # [BLOCK_N, BLOCK_M]
@@ -107,7 +107,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                      HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                      HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
-                     HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                     HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                      UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                      USE_TMA: tl.constexpr, SCHEDULED: tl.constexpr):
     tl.static_assert(BLOCK % BLOCK_M == 0)
@@ -159,14 +159,14 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
         DO_head = _head_base(DO, off_b, off_h, stride_dob, stride_doh, USE_TMA)
         LSE2_head = LSE2 + bh.to(tl.int64) * lse_len
         Delta_head = Delta + bh.to(tl.int64) * lse_len
-        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              lo * SUB, (lo + n_full) * SUB, cols_pos, key_ok, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
                              softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             False, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                             False, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                              UPCAST, PRECISION, USE_TMA)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
                              (lo + n_full) * SUB, hi * SUB, cols_pos, key_ok, offs_m, offs_d,
@@ -174,7 +174,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
                              softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
                              BLOCK, BLOCK_M, HEAD_DIM, HEAD_DIM_PAD,
-                             True, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                             True, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                              UPCAST, PRECISION, USE_TMA)
 
     dk = dk * sm_scale
@@ -199,7 +199,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
               HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
-              HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+              HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
               UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -220,7 +220,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
                                 HAS_SOFTCAP, HAS_ALIBI)
-        p = tl.math.exp2(tl.minimum(s2 - lse2[:, None], 0.0))      # <= 1, as in _dkdv_inner
+        p = _exp(tl.minimum(s2 - lse2[:, None], 0.0), NATURAL)      # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
             visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
@@ -256,7 +256,7 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                    CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                    HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
-                   HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                   HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                    REVERSE_M: tl.constexpr,
                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                    SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr):
@@ -301,14 +301,14 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     if HAS_DLSE:
         delta -= tl.load(DLSE + stat, mask=row_ok, other=0.0)
     lse = tl.load(LSE + stat, mask=row_ok, other=0.0)
-    lse2 = tl.where(lse == float("-inf"), 0.0, lse * LOG2E)
+    lse2 = tl.where(lse == float("-inf"), 0.0, lse if NATURAL else lse * LOG2E)
     tl.store(Delta + stat, delta, mask=row_ok)
     tl.store(LSE2 + stat, lse2, mask=row_ok)
     K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
     V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
     kpm_row = off_b.to(tl.int64) * stride_kpm_b
     j0 = k_lo // BLOCK
-    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
     bh = off_b * num_heads + off_h
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
@@ -318,7 +318,7 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                    softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                   False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                    UPCAST, PRECISION, USE_TMA)
     dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                    (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
@@ -326,7 +326,7 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                    softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                    BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                   True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                    UPCAST, PRECISION, USE_TMA)
     dq = dq * sm_scale
     dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \

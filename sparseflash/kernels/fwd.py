@@ -18,7 +18,7 @@ tile by tile.
 import triton
 import triton.language as tl
 
-from .tiles import (LN2, _alibi2, _block_at, _dot, _head_base, _keep, _key_ok, _load_rows,
+from .tiles import (LN2, _alibi2, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
                     _load_tile, _log2_scores, _program_tile, _query_tile, _slot_sequence,
                     _visible)
 
@@ -33,13 +33,15 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
                HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+               HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     # Key block j of the table is absolute block j0 + j; key position u is tensor row
     # u + k_row0; the sequence's keys are positions [k_lo, k_hi).
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
-    TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI
+    # NATURAL (a huge scale): scores and statistics in natural units, the max subtracted before
+    # any rounding multiply, so the backward recomputes the max's exponent as exactly 0
+    TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI or NATURAL
     d_ok = offs_d < HEAD_DIM
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
@@ -63,13 +65,13 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(s2 - m_use[:, None])
+            p = _exp(s2 - m_use[:, None], NATURAL)
         else:
             # scale after the row max (qk_scale > 0), so scale-and-subtract is one FMA
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_use = m_new
             p = tl.math.exp2(qk * qk_scale - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
+        alpha = _exp(m_i - m_use, NATURAL)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _load_rows(V_head, off_b, off_kvh, start_n + k_row0, offs_n, offs_d, col_ok, d_ok,
@@ -100,7 +102,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
                 CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
                 HAS_KPM: tl.constexpr, PER_SEQ: tl.constexpr, PACKED: tl.constexpr,
-                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                 REVERSE_M: tl.constexpr,
                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                 SCHEDULED: tl.constexpr):
@@ -137,7 +139,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
     kpm_row = off_b.to(tl.int64) * stride_kpm_b
     j0 = k_lo // BLOCK
-    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
     bh = off_b * num_heads + off_h
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -150,7 +152,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                                UPCAST, PRECISION, USE_TMA)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                                (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
@@ -158,14 +160,17 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT,
+                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                                UPCAST, PRECISION, USE_TMA)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+    if NATURAL:
+        lse = tl.where(empty, float("-inf"), m_i + tl.log(l_safe))
+    else:
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
 
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh \
         + (start_m + q_row0).to(tl.int64) * stride_om \

@@ -361,15 +361,31 @@ def _kpm_arg(kpm: Optional[torch.Tensor], fallback: torch.Tensor) -> torch.Tenso
     return fallback if kpm is None else kpm
 
 
-def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float):
-    """Tail arguments and constexprs of the score modifiers: softcap (in log2 units), the
-    ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
+def _natural(scale: float) -> bool:
+    """Softmax in natural units (``NATURAL``) above :data:`NATURAL_SCALE`.
+
+    In base 2 the backward recomputes a probability as ``exp2(scale * log2(e) * q.k - lse2)``
+    from a natural-log LSE converted back to base 2. At a huge scale the scores are huge and
+    those conversions, rounded in fp32, move the row max's exponent by several units (at scale
+    1e8, dv erred by 12%). In natural units the max is subtracted before any rounding
+    multiply, so its exponent is exactly 0; it costs a multiply per score, so typical scales
+    (1/sqrt(head_dim)) keep base 2."""
+    return scale > NATURAL_SCALE
+
+
+NATURAL_SCALE = 4.0
+
+
+def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natural: bool):
+    """Tail arguments and constexprs of the score modifiers: softcap (in the scores' units),
+    the ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
     from ..philox import dropout_threshold
 
-    tail = (softcap * _LOG2E, alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
+    tail = (softcap * (1.0 if natural else _LOG2E), alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
             dropout_threshold(dropout_p) if dropout_p > 0 else 0,
             1.0 / (1.0 - dropout_p) if dropout_p > 0 else 1.0)
-    constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0)
+    constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0,
+                      NATURAL=natural)
     return tail, constexprs
 
 
@@ -398,9 +414,10 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=cfg.block_m,
         block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
-    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p)
+    natural = _natural(scale)
+    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p, natural)
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
-            geometry[0], H, H // Hkv, N, *geometry[1:], scale * _LOG2E, *mod_tail)
+            geometry[0], H, H // Hkv, N, *geometry[1:], scale * (1.0 if natural else _LOG2E), *mod_tail)
     plan.launch = _Launch(
         _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
         cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
@@ -477,14 +494,15 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     d_pad = _head_dim_pad(d)
     cfg = config or bwd_config(d_pad, block_size, q.dtype)
     upcast, precision = _flags(q.dtype)
-    qk_scale = scale * _LOG2E
+    natural = _natural(scale)
+    qk_scale = scale * (1.0 if natural else _LOG2E)
     plan = _BwdPlan()
     tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
     kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
     plan.qdo_descs, plan.kv_descs = _templates(qdo), _templates(kv)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
-    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p)
+    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p, natural)
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)

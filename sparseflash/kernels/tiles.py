@@ -160,6 +160,15 @@ def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
 
 
 @triton.jit
+def _exp(x, NATURAL: tl.constexpr):
+    """e^x for natural-unit scores (NATURAL), else 2^x for log2-unit ones."""
+    if NATURAL:
+        return tl.exp(x)
+    else:
+        return tl.math.exp2(x)
+
+
+@triton.jit
 def _keep(seed, rng_offset, bh, q_rows, k_rows, threshold):
     """Dropout's keep mask of a tile: Philox draws keyed by (key row, query row, batch*head,
     offset) in tensor rows (``q_rows``/``k_rows`` broadcast to the tile), kept where the draw
@@ -173,10 +182,14 @@ def _keep(seed, rng_offset, bh, q_rows, k_rows, threshold):
 
 
 @triton.jit
-def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: tl.constexpr):
-    """This head's ALiBi slope in log2 units (0 without ALiBi)."""
+def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: tl.constexpr, NATURAL: tl.constexpr):
+    """This head's ALiBi slope in the scores' units (log2, or natural when NATURAL; 0 without ALiBi)."""
     if HAS_ALIBI:
-        return tl.load(ALIBI + off_b.to(tl.int64) * stride_alibi_b + off_h) * LOG2E
+        slope = tl.load(ALIBI + off_b.to(tl.int64) * stride_alibi_b + off_h)
+        if NATURAL:
+            return slope
+        else:
+            return slope * LOG2E
     else:
         return 0.0
 

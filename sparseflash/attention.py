@@ -551,8 +551,10 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
 
 def _functorch(*tensors: Tensor) -> bool:
     """Any input wrapped by a torch.func transform (vmap): the call must go through the
-    autograd.Function, whose vmap rule folds the mapped dimension into the batch."""
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    autograd.Function, whose vmap rule folds the mapped dimension into the batch. (One cheap
+    global test first: a decode step pays for every microsecond here.)"""
+    return (torch._C._are_functorch_transforms_active()
+            and any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))
 
 
 def _rng_ints(rng: Tensor) -> Tuple[int, int]:

@@ -61,7 +61,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
     if softcap > 0:
         s = softcap * torch.tanh(s / softcap)
     if alibi_slopes is not None:
-        t, u = positions
+        t, u = (x.to(q.device) for x in positions)
         slopes = alibi_slopes.to(torch.float64)
         slopes = slopes[None, :, None, None] if slopes.dim() == 1 else slopes[:, :, None, None]
         s = s - slopes * (t[:, None] - u[None, :]).abs().to(torch.float64)

@@ -233,10 +233,10 @@ class _Launch:
     interpreter and a current device other than the tensors' take the JIT path every time.
     """
 
-    __slots__ = ("kernel", "grid", "tail", "num_warps", "num_stages", "cached", "binary")
+    __slots__ = ("kernel", "grid", "tail", "num_warps", "num_stages", "cached", "binary", "options")
 
     def __init__(self, kernel, grid, num_head_args: int, tail, num_warps: int, num_stages: int,
-                 cached: bool, **constexprs):
+                 cached: bool, fp_fusion: bool = True, **constexprs):
         names = kernel.arg_names[num_head_args + len(tail):]
         self.kernel = kernel
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
@@ -246,6 +246,9 @@ class _Launch:
         self.num_warps, self.num_stages = num_warps, num_stages
         self.cached = cached and not is_interpreted()
         self.binary = None
+        # fp_fusion=False: no multiply-add contraction, so a product is rounded the same way
+        # wherever it is recomputed (the NATURAL softmax relies on it); the interpreter never fuses
+        self.options = {} if fp_fusion or is_interpreted() else {"enable_fp_fusion": False}
 
     def __call__(self, device_index, *head):
         binary = self.binary
@@ -255,9 +258,16 @@ class _Launch:
                        binary.packed_metadata, None, None, None, *head, *self.tail)
             return
         compiled = self.kernel[self.grid](*head, *self.tail, num_warps=self.num_warps,
-                                          num_stages=self.num_stages)
+                                          num_stages=self.num_stages, **self.options)
         if self.cached and binary is None and torch.cuda.current_device() == device_index:
             self.binary = compiled
+
+    def run(self, stream: int, *head) -> None:
+        """Launch the cached binary on ``stream``; the caller has checked that it exists, that
+        no launch hooks are set and that the current device is the plan's."""
+        binary, g = self.binary, self.grid
+        binary.run(g[0], g[1], g[2], stream, binary.function, binary.packed_metadata, None, None,
+                   None, *head, *self.tail)
 
 
 def _no_launch_hooks() -> bool:
@@ -422,7 +432,8 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
         cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order is not None, **constexprs, **mod_constexprs)
+        USE_TMA=tma, SCHEDULED=plan.order is not None, fp_fusion=not natural, **constexprs,
+        **mod_constexprs)
     return plan, sources
 
 
@@ -518,7 +529,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         cfg.num_warps, cfg.num_stages, cached,
         BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, **constexprs)
+        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, fp_fusion=not natural, **constexprs)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if layout.num_seqs > 1 else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
@@ -532,7 +543,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
-        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, **constexprs)
+        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, fp_fusion=not natural, **constexprs)
     return plan, qdo + kv
 
 
@@ -624,7 +635,7 @@ def _decode_heads(group: int, num_q: int, table_heads: int) -> int:
 
 
 class _DecodePlan:
-    __slots__ = ("split", "combine", "num_splits", "heads")
+    __slots__ = ("split", "combine", "num_splits", "heads", "scratch")
 
 
 def _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached) -> _DecodePlan:
@@ -648,7 +659,7 @@ def _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached) -> 
     upcast, precision = _flags(q.dtype)
     window = layout.window or (-1, -1)
     plan = _DecodePlan()
-    plan.num_splits, plan.heads = num_splits, heads
+    plan.num_splits, plan.heads, plan.scratch = num_splits, heads, {}
     block_m = max(16, 1 << (heads * c - 1).bit_length())
     plan.split = _Launch(
         _decode_split_kernel, (num_splits, B * H // heads), 10,
@@ -688,12 +699,32 @@ def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, ta
             _store(schedule_cache, key, plan)
     out = torch.empty((B, H, c, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, c), dtype=torch.float32, device=q.device)
-    # the parts' outputs (B, H, c, splits, d) then their lse (B, H, c, splits), fp32, in one buffer
-    parts = torch.empty(B * H * c * plan.num_splits * (d + 1), dtype=torch.float32, device=q.device)
     t = tables
-    if plan.split.cached and not _aligned(q, k, v, out, lse, parts, *(() if kpm is None else (kpm,))):
-        plan = _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached=False)
     dev = q.device.index
-    plan.split(dev, q, k, v, parts, t.fwd_ptr, t.fwd_idx, _kpm_arg(kpm, t.fwd_ptr), Nk, Nk - c, table_row)
-    plan.combine(dev, parts, out, lse)
+    fast = (plan.split.binary is not None and plan.combine.binary is not None and _no_launch_hooks()
+            and torch.cuda.current_device() == dev)
+    if fast:
+        # the parts' scratch lives with the plan, one per stream (calls on one stream are
+        # ordered, so the next step's writes follow this step's reads)
+        stream = _current_stream(dev)
+        parts = plan.scratch.get(stream)
+        if parts is None:
+            parts = plan.scratch[stream] = _parts(B, H, c, plan.num_splits, d, q.device)
+    else:
+        parts = _parts(B, H, c, plan.num_splits, d, q.device)
+    if plan.split.cached and not _aligned(q, k, v, out, lse, parts, *(() if kpm is None else (kpm,))):
+        plan, fast = _decode_plan(q, k, v, layout, table_row, kpm, scale, num_splits, cached=False), False
+    head = (q, k, v, parts, t.fwd_ptr, t.fwd_idx, _kpm_arg(kpm, t.fwd_ptr), Nk, Nk - c, table_row)
+    if fast:
+        plan.split.run(stream, *head)
+        plan.combine.run(stream, parts, out, lse)
+    else:
+        plan.split(dev, *head)
+        plan.combine(dev, parts, out, lse)
     return out, lse
+
+
+def _parts(B: int, H: int, c: int, num_splits: int, d: int, device) -> torch.Tensor:
+    """The split kernel's scratch: the parts' outputs (B, H, c, splits, d) then their lse
+    (B, H, c, splits), fp32, in one buffer."""
+    return torch.empty(B * H * c * num_splits * (d + 1), dtype=torch.float32, device=device)

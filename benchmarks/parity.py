@@ -118,6 +118,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.dtype, args.tiny, args.quick, args.estimate_device = "bfloat16", False, False, None
+    args.suites = "parity"
     dev = torch.device("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
         s = softcap * torch.tanh(s / softcap)
     if alibi_slopes is not None:
         t, u = (x.to(q.device) for x in positions)
-        slopes = alibi_slopes.to(torch.float64)
+        slopes = alibi_slopes.to(q.device, torch.float64)
         slopes = slopes[None, :, None, None] if slopes.dim() == 1 else slopes[:, :, None, None]
         s = s - slopes * (t[:, None] - u[None, :]).abs().to(torch.float64)
     s = s.masked_fill(~mask, float("-inf"))

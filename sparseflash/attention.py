@@ -440,8 +440,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
             convention): query t sees key u iff ``t - left <= u <= t + right``, ANDed with the
             pattern; blocks wholly outside the window are never visited.
         dropout_p: attention dropout in [0, 1), FlashAttention's semantics: probabilities are
-            dropped with this probability and the kept ones scaled by ``1 / (1 - p)`` (the
-            LSE is that of the undropped softmax). The mask comes from a Philox seed and offset
+            dropped with this probability (rounded to a multiple of 2**-16: the draws are
+            16-bit) and the kept ones scaled by ``1 / (1 - p)`` (the LSE is that of the
+            undropped softmax). The mask comes from a Philox seed and offset
             drawn from torch's default generator (``torch.manual_seed`` reproduces a call); the
             backward regenerates it, no N x N mask is stored, and both backends draw the same
             bits. Pass 0 at evaluation.

@@ -19,6 +19,7 @@ import torch
 
 from .layout import (BlockLayout, COL_OFF, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS,
                      Q_START, ROW_OFF)
+from .philox import dropout_scale
 
 __all__ = ["blockwise_forward", "blockwise_backward"]
 
@@ -89,15 +90,16 @@ class _Mods:
             s = s - slopes * (t[:, None] - u[None, :]).abs().to(s.dtype)
         return s, dcap
 
-    def keep(self, bsel, heads, rows, cols, batch):
-        """Bool ``[b, h, len(rows), len(cols)]`` (None without dropout)."""
+    def keep(self, bsel, heads, rows, u, batch):
+        """Bool ``[b, h, len(rows), len(u)]`` for query tensor rows and key positions ``u``
+        (None without dropout)."""
         if self.dropout_p == 0:
             return None
         from .philox import dropout_keep
 
         b = torch.arange(batch, device=rows.device)[bsel]
         bh = b[:, None] * self.num_heads + torch.tensor(heads, device=rows.device)[None, :]
-        return dropout_keep(self.rng[0], self.rng[1], bh[:, :, None, None], rows, cols, self.dropout_p)
+        return dropout_keep(self.rng[0], self.rng[1], bh[:, :, None, None], rows, u, self.dropout_p)
 
 
 class _Rule:
@@ -183,9 +185,9 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                 l = p.sum(-1, keepdim=True)
                 l_safe = torch.where(l == 0, torch.ones_like(l), l)
                 r0, r1 = int(rows[0]), int(rows[-1]) + 1
-                keep = mods.keep(bsel, heads, rows, cols, B)
+                keep = mods.keep(bsel, heads, rows, u, B)
                 if keep is not None:
-                    p = torch.where(keep, p / (1.0 - dropout_p), torch.zeros_like(p))
+                    p = torch.where(keep, p * dropout_scale(dropout_p), torch.zeros_like(p))
                 out[bsel, heads, r0:r1] = (p @ vj) / l_safe
                 lse[bsel, heads, r0:r1] = torch.where(
                     l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
@@ -230,10 +232,10 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
         s = s.masked_fill(~rule.mask(t, u), float("-inf"))
         p = torch.exp(s - lse_c[bsel][:, :, rows][:, hs][..., None])
         dp = doi @ vj.transpose(-1, -2)
-        keep = mods.keep(bsel, heads, rows, cols, B)
+        keep = mods.keep(bsel, heads, rows, u, B)
         p_v = p
         if keep is not None:
-            scale_drop = 1.0 / (1.0 - dropout_p)
+            scale_drop = dropout_scale(dropout_p)
             p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
             dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
         ds = p * (dp - delta[bsel][:, :, rows][:, hs][..., None])

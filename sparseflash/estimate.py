@@ -183,8 +183,9 @@ class CostEstimate:
     device: DeviceProfile
     backward: bool
     layout_summary: str = field(repr=False)
-    # 32-bit Philox draws dropout makes: one per computed score in the forward, and again in
-    # each of the two backward kernels (the mask is regenerated, never stored)
+    # 16-bit dropout draws: one per computed score in the forward, and again in each of the two
+    # backward kernels (the mask is regenerated, never stored); one Philox-4x32-10 call makes
+    # eight, so the kernels run dropout_random_numbers / 8 Philox calls
     dropout_random_numbers: int = 0
 
     @property
@@ -403,9 +404,10 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         device: a key of :data:`DEVICES` (``"h100"``, ``"h200"``, ``"a100"``, or one added with
             :func:`register_device`) or a :class:`DeviceProfile`.
         backward: count forward plus backward instead of forward only.
-        dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``:
-            block_size**2 per computed block pair and batch element, once in the forward and
-            twice more in the backward). Their time is not in the roofline (not calibrated).
+        dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``,
+            16-bit draws, eight per Philox call: block_size**2 per computed block pair and
+            batch element, once in the forward and twice more in the backward). Their time is
+            not in the roofline (not calibrated).
 
     Returns:
         A :class:`CostEstimate`; ``flops`` = 4 * head_dim * block_size**2 * nnz * batch for the

@@ -1,6 +1,6 @@
 """Philox-4x32-10 in PyTorch integer ops, bit for bit the generator of ``tl.philox``.
 
-Dropout masks are a pure function of ``(seed, key row, query row, batch*head, offset)``:
+Dropout masks are a pure function of ``(seed, key position, query row, batch*head, offset)``:
 the Triton kernels draw them with ``tl.philox`` and the torch backend with :func:`philox4x32`
 below, so both backends drop exactly the same attention probabilities for one seed, and
 each backward regenerates its forward's mask (no N x N mask is ever stored).
@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["philox4x32", "dropout_keep", "draw_seed"]
+__all__ = ["philox4x32", "dropout_keep", "dropout_draws", "dropout_threshold", "dropout_scale", "draw_seed"]
 
 _MASK32 = 0xFFFFFFFF
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -44,18 +44,42 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
     return c0, c1, c2, c3
 
 
+DRAW_BITS = 16          # a dropout draw: 16 bits, eight per Philox call
+
+
 def dropout_threshold(p: float) -> int:
-    """Keep an element iff its uint32 draw is >= this (drop probability ``p``)."""
-    return min(int(p * 4294967296.0), 4294967295)
+    """Keep an element iff its 16-bit draw is >= this: drop probability ``threshold / 2**16``,
+    ``p`` rounded to the nearest multiple of 2**-16."""
+    return min(int(round(p * 65536.0)), 65535)
+
+
+def dropout_scale(p: float) -> float:
+    """The kept elements' scale, 1 / (keep probability) of the draws exactly, so the dropout
+    is unbiased for the threshold actually used (``1 / (1 - p)`` up to 2**-16 in ``p``)."""
+    return 65536.0 / (65536.0 - dropout_threshold(p))
+
+
+def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
+                  cols: torch.Tensor) -> torch.Tensor:
+    """The 16-bit draws ``[..., len(rows), len(cols)]`` (int64) of query tensor rows ``rows``
+    against key positions ``cols`` (positions in their sequence), for the (batch * num_heads +
+    head) indices ``bh`` (shape ``[..., 1, 1]``). Key position u takes 16-bit half ``u % 2`` of
+    output ``(u % 8) // 2`` of the Philox call with counter ``(u // 8, row, bh, offset)``: one
+    call serves eight keys, as the kernels draw them (kernels/tiles.py, ``_keep``)."""
+    cols = cols.long()
+    out = philox4x32(seed, (cols // 8)[None, :], rows.long()[:, None], bh.long(),
+                     torch.tensor(offset, dtype=torch.long, device=rows.device))
+    r = torch.stack(torch.broadcast_tensors(*out), dim=-1)                  # [..., R, C, 4]
+    j = (cols % 8).expand(r.shape[:-1])
+    word = torch.gather(r, -1, (j // 2)[..., None])[..., 0]
+    return (word >> (16 * (j % 2))) & 0xFFFF
 
 
 def dropout_keep(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                  p: float) -> torch.Tensor:
     """Bool keep mask ``[..., len(rows), len(cols)]`` for query tensor rows ``rows`` and key
-    tensor rows ``cols`` of the (batch * num_heads + head) indices ``bh`` (shape ``[..., 1, 1]``)."""
-    r0, _, _, _ = philox4x32(seed, cols.long()[None, :], rows.long()[:, None], bh.long(),
-                             torch.tensor(offset, dtype=torch.long, device=rows.device))
-    return r0 >= dropout_threshold(p)
+    positions ``cols`` (see :func:`dropout_draws`)."""
+    return dropout_draws(seed, offset, bh, rows, cols) >= dropout_threshold(p)
 
 
 def draw_seed(generator=None) -> torch.Tensor:

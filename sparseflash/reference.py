@@ -44,7 +44,8 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
     :func:`token_mask`. ``softcap``: ``s -> softcap * tanh(s / softcap)``; ``alibi_slopes``
     (``(Hq,)`` or ``(B, Hq)``) with ``positions = (t, u)`` (absolute positions of the query and
     key rows): ``s -= slope * |t - u|``; ``keep`` (bool, broadcastable to the scores) with
-    ``dropout_p``: the probabilities times ``keep / (1 - dropout_p)`` multiply V (the LSE is the
+    ``dropout_p``: the probabilities times ``keep * dropout_scale(dropout_p)`` (``1 / (1 - p)``
+    for ``p`` on the draws' 2**-16 grid) multiply V (the LSE is the
     undropped one). Returns ``out (B, Hq, N, d)`` float64 and ``lse (B, Hq, N)`` float64.
     Rows whose mask is empty give out 0 and lse -inf. Differentiable (autograd) in q, k, v.
     """
@@ -70,5 +71,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
     lse_safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
     p = torch.exp(s - lse_safe[..., None])                          # exp(-inf) = 0 on empty rows
     if keep is not None:
-        p = p * keep.to(p.device) / (1.0 - dropout_p)
+        from .philox import dropout_scale
+
+        p = p * keep.to(p.device) * dropout_scale(dropout_p)
     return p @ v64, lse

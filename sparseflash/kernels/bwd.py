@@ -27,7 +27,7 @@ from .tiles import (LOG2E, _alibi2, _block_at, _dot, _exp, _head_base, _keep, _k
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h,
                 idx_ptr, it_lo, it_hi,
-                cols_pos, key_ok, offs_m, offs_d,
+                cols_pos, cols_start, key_ok, offs_m, offs_d,
                 stride_qm, stride_qd, stride_dom, stride_dod,
                 qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
                 softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
@@ -56,7 +56,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
             lse2 = tl.load(LSE2_head + rows_pos + q_row0)
         qkT = _dot(k, qT, None, UPCAST, PRECISION)                   # [BLOCK_N, BLOCK_M]
         s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, rows_pos[None, :], cols_pos[:, None],
-                                  HAS_SOFTCAP, HAS_ALIBI)
+                                  HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         # a probability is <= 1: clamping the exponent keeps a peaked softmax (huge scale, where
         # recomputed scores differ from the forward's in the last bits) finite
         pT = _exp(tl.minimum(s2T - lse2[None, :], 0.0), NATURAL)
@@ -71,8 +71,8 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
                         False, USE_TMA)                               # [BLOCK_M, D]
         dpT = _dot(v, tl.trans(do), None, UPCAST, PRECISION)         # [BLOCK_N, BLOCK_M]
         if HAS_DROPOUT:
-            keepT = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[None, :], (cols_pos + k_row0)[:, None],
-                          drop_threshold)
+            keepT = tl.trans(_keep(seed, rng_offset, bh, rows_pos + q_row0, cols_start, drop_threshold,
+                                   BLOCK_M, cols_pos.shape[0]))
             dv = _dot(tl.where(keepT, pT * drop_scale, 0.0).to(do.dtype), do, dv, UPCAST, PRECISION)
             dpT = tl.where(keepT, dpT * drop_scale, 0.0)
         else:
@@ -161,7 +161,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
         Delta_head = Delta + bh.to(tl.int64) * lse_len
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
-                             lo * SUB, (lo + n_full) * SUB, cols_pos, key_ok, offs_m, offs_d,
+                             lo * SUB, (lo + n_full) * SUB, cols_pos, start_n, key_ok, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
                              softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
@@ -169,7 +169,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
                              False, CAUSAL, HAS_WL, HAS_WR, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                              UPCAST, PRECISION, USE_TMA)
         dk, dv = _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off_h, bwd_idx,
-                             (lo + n_full) * SUB, hi * SUB, cols_pos, key_ok, offs_m, offs_d,
+                             (lo + n_full) * SUB, hi * SUB, cols_pos, start_n, key_ok, offs_m, offs_d,
                              stride_qm, stride_qd, stride_dom, stride_dod,
                              qk_scale, q_row0, q_lo, q_hi, i0, window_left, window_right,
                              softcap2, alibi2, seed, rng_offset, bh, k_row0, drop_threshold, drop_scale,
@@ -219,7 +219,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                HAS_SOFTCAP, HAS_ALIBI)
+                                HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         p = _exp(tl.minimum(s2 - lse2[:, None], 0.0), NATURAL)      # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
@@ -228,8 +228,8 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
             p = tl.where(visible, p, 0.0)
         dp = _dot(do, vT, None, UPCAST, PRECISION)
         if HAS_DROPOUT:
-            keep = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[:, None], (cols_pos + k_row0)[None, :],
-                         drop_threshold)
+            keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
+                         rows_pos.shape[0], BLOCK_N)
             dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         if HAS_SOFTCAP:

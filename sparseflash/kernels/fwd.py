@@ -56,7 +56,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         if MASKED or TRANSFORM:
             s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI)
+                                 HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
             if MASKED:
                 key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
                 visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
@@ -79,8 +79,8 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                        False, USE_TMA)                                # [BLOCK_N, D]
         if HAS_DROPOUT:
             # the normaliser l_i sums every probability; only the values see the dropout
-            keep = _keep(seed, rng_offset, bh, (rows_pos + q_row0)[:, None], (cols_pos + k_row0)[None, :],
-                         drop_threshold)
+            keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
+                         rows_pos.shape[0], BLOCK_N)
             p = tl.where(keep, p * drop_scale, 0.0)
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
         m_i = m_new

@@ -389,11 +389,11 @@ NATURAL_SCALE = 4.0
 def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natural: bool):
     """Tail arguments and constexprs of the score modifiers: softcap (in the scores' units),
     the ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
-    from ..philox import dropout_threshold
+    from ..philox import dropout_scale, dropout_threshold
 
     tail = (softcap * (1.0 if natural else _LOG2E), alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
             dropout_threshold(dropout_p) if dropout_p > 0 else 0,
-            1.0 / (1.0 - dropout_p) if dropout_p > 0 else 1.0)
+            dropout_scale(dropout_p) if dropout_p > 0 else 1.0)
     constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0,
                       NATURAL=natural)
     return tail, constexprs

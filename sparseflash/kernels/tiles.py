@@ -140,22 +140,38 @@ def _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM: tl.constexpr):
 
 
 @triton.jit
+def _tanh(x, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """tanh: ``tanh.approx.f32`` (one MUFU op, flash-attn's softcap uses it too) for 16-bit
+    inputs on the GPU; for fp32 inputs and in the interpreter, ``1 - 2 / (e^(2x) + 1)`` (exact
+    limits +-1 for large |x|, no NaN)."""
+    if PRECISION == "ieee":
+        return 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)
+    elif UPCAST:
+        return 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)
+    else:
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
 def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
-                 HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
-    """Scores in log2 units: ``scale * q.k``, soft-capped (``softcap * tanh(s / softcap)``,
-    here with ``softcap2 = softcap * log2 e``), plus the ALiBi bias ``-slope * |t - u|``
-    (``alibi2 = slope * log2 e``; ``t_pos``/``u_pos`` broadcast to the tile). Also returns
-    d(capped score)/d(score), ``1 - tanh^2``, for the backward (1.0 without softcap)."""
+                 HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+                 UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """Scores in the kernel's units (log2, or natural when NATURAL): ``scale * q.k``,
+    soft-capped (``softcap * tanh(s / softcap)``, here with ``softcap2 = softcap * unit``),
+    plus the ALiBi bias ``-slope * |t - u|`` (``alibi2 = slope * unit``; ``t_pos``/``u_pos``
+    broadcast to the tile, converted to float before they broadcast: one add per score, no
+    per-score conversion). Also returns d(capped score)/d(score), ``1 - tanh^2``, for the
+    backward (1.0 without softcap)."""
     s2 = qk * qk_scale
     if HAS_SOFTCAP:
-        # tanh(x) = 1 - 2 / (e^(2x) + 1): exact limits +-1 for large |x|, no NaN
-        t = 1.0 - 2.0 / (tl.math.exp2(s2 * (2.0 * LOG2E) / softcap2) + 1.0)
+        t = _tanh(s2 * (1.0 / softcap2), UPCAST, PRECISION)          # a multiply, not a divide
         s2 = softcap2 * t
         dcap = 1.0 - t * t
     else:
         dcap = 1.0
     if HAS_ALIBI:
-        s2 = s2 - alibi2 * tl.abs(t_pos - u_pos).to(tl.float32)
+        s2 = s2 - alibi2 * tl.abs(t_pos.to(tl.float32) - u_pos.to(tl.float32))
     return s2, dcap
 
 
@@ -169,16 +185,24 @@ def _exp(x, NATURAL: tl.constexpr):
 
 
 @triton.jit
-def _keep(seed, rng_offset, bh, q_rows, k_rows, threshold):
-    """Dropout's keep mask of a tile: Philox draws keyed by (key row, query row, batch*head,
-    offset) in tensor rows (``q_rows``/``k_rows`` broadcast to the tile), kept where the draw
-    is >= threshold = p * 2^32. The torch backend draws the same bits (sparseflash.philox)."""
-    c0 = k_rows + q_rows * 0
-    c1 = q_rows + k_rows * 0
+def _keep(seed, rng_offset, bh, q_rows, u0, threshold, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Dropout's keep mask ``[BLOCK_M, BLOCK_N]`` of query tensor rows ``q_rows`` against key
+    positions ``u0 + [0, BLOCK_N)`` (``u0 % 8 == 0``): kept where the 16-bit draw is >=
+    ``threshold``. One Philox call, counter ``(u // 8, row, batch*head, offset)``, serves eight
+    keys (key u takes half ``u % 2`` of output ``(u % 8) // 2``), eight times fewer calls than
+    a draw per score; the torch backend draws the same bits (``sparseflash.philox``)."""
+    G: tl.constexpr = BLOCK_N // 8
+    g = u0 // 8 + tl.arange(0, G)                                     # [G]
+    c0 = g[None, :] + q_rows[:, None] * 0                              # [BLOCK_M, G]
+    c1 = q_rows[:, None] + g[None, :] * 0
     c2 = c0 * 0 + bh
     c3 = c0 * 0 + rng_offset
-    r0, _, _, _ = tl.philox(seed, c0, c1, c2, c3)
-    return r0 >= threshold.to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
+    # interleave the eight 16-bit draws per call: column 8 * g + j gets draw j
+    lo = tl.join(tl.join(r0 & 0xFFFF, r2 & 0xFFFF), tl.join(r1 & 0xFFFF, r3 & 0xFFFF))
+    hi = tl.join(tl.join(r0 >> 16, r2 >> 16), tl.join(r1 >> 16, r3 >> 16))
+    draws = tl.reshape(tl.join(lo, hi), (BLOCK_M, BLOCK_N))
+    return draws >= threshold.to(tl.uint32)
 
 
 @triton.jit

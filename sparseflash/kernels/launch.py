@@ -19,8 +19,6 @@ skipping Triton's per-launch argument binding and specialisation.
 """
 from __future__ import annotations
 
-
-
 from dataclasses import dataclass, replace as _replace
 from typing import Optional, Tuple
 

@@ -1,11 +1,13 @@
 """Context parallelism on gloo processes (CPU): each rank's shard of the output and of the
 gradients equals the one-process result, on local, bigbird and dense patterns, causal and
-not, with GQA, for 2 and 4 ranks; and the exchange moves only the blocks the rows read."""
+not, with GQA, for 2 and 4 ranks, on contiguous and zigzag shards, with and without guest
+query blocks; and the plan moves only the blocks the rows read, and balances causal work."""
 from __future__ import annotations
 
 import os
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -24,36 +26,48 @@ CASES = [
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
 
+def _runs():
+    """(pattern, causal, window, sharding, guest fraction): every case on both shardings
+    (zigzag takes no window); the default guest rule and "every cross-rank read is a guest"."""
+    for pattern, causal, window in CASES:
+        for sharding in ("contiguous", "zigzag"):
+            if sharding == "zigzag" and window is not None:
+                continue
+            for fraction in (0.5, 1e-9):
+                if fraction < 0.5 and (window is not None or sharding == "zigzag" and not causal):
+                    continue
+                yield pattern, causal, window, sharding, fraction
+
+
 def _worker(rank, world, init_file, failures):
     try:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
         import sparseflash.distributed as sfd
-        from sparseflash.distributed import sparse_attention as cp_attention
 
-        n = N // world
-        sl = slice(rank * n, (rank + 1) * n)
-        # both ways of running a rank: two parts overlapping the exchange (merged through the
-        # LSE), and one call after a small exchange
-        for ci, (pattern, causal, window, fraction) in enumerate(
-                [c + (f,) for c in CASES for f in (0.0, float("inf"))]):
-            sfd.OVERLAP_MIN_FRACTION = fraction
+        for ci, (pattern, causal, window, sharding, fraction) in enumerate(_runs()):
+            sfd.GUEST_MIN_FRACTION = fraction
             sfd.shard_plan.cache_clear()
+            case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction})"
             g = torch.Generator().manual_seed(ci)
             q, k, v, do = (torch.randn(B, h, N, D, generator=g, dtype=torch.float64)
                            for h in (H, HKV, HKV, H))
+            dlse = torch.randn(B, H, N, generator=g, dtype=torch.float64)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
                                                window_size=window, return_lse=True, backend="torch")
-            ref_grads = torch.autograd.grad(ref, (q, k, v), do)
-            qs, ks, vs = (t.detach()[:, :, sl].clone().requires_grad_(True) for t in (q, k, v))
-            out, lse = cp_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
-                                    window_size=window, return_lse=True, backend="torch")
-            grads = torch.autograd.grad(out, (qs, ks, vs), do[:, :, sl])
-            torch.testing.assert_close(out, ref[:, :, sl], atol=1e-10, rtol=0, msg=lambda m: f"case {ci} out: {m}")
-            torch.testing.assert_close(lse, ref_lse[:, :, sl], atol=1e-10, rtol=0, msg=lambda m: f"case {ci} lse: {m}")
+            # the LSE's gradient too (the guests' pieces carry it)
+            ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding).requires_grad_(True) for t in (q, k, v))
+            out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
+                                            window_size=window, return_lse=True, backend="torch",
+                                            sharding=sharding)
+            grads = torch.autograd.grad((out, lse), (qs, ks, vs),
+                                        (sfd.shard(do, world, rank, sharding), sfd.shard(dlse, world, rank, sharding)))
+            mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
+            torch.testing.assert_close(out, mine(ref), atol=1e-10, rtol=0, msg=lambda m: f"{case} out: {m}")
+            torch.testing.assert_close(lse, mine(ref_lse), atol=1e-10, rtol=0, msg=lambda m: f"{case} lse: {m}")
             for name, g_, r_ in zip("qkv", grads, ref_grads):
-                torch.testing.assert_close(g_, r_[:, :, sl], atol=1e-10, rtol=0,
-                                           msg=lambda m: f"case {ci} d{name}: {m}")
+                torch.testing.assert_close(g_, mine(r_), atol=1e-10, rtol=0, msg=lambda m: f"{case} d{name}: {m}")
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank
         failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
@@ -86,9 +100,42 @@ def test_exchange_moves_only_the_blocks_rows_read():
     assert plans[1].recv == ((15,), (), (32,), ())
     assert plans[0].send == ((), (15,), (), ())
     assert all(p.recv[q] == plans[q].send[p.rank] for p in plans for q in range(4))
-    # a global column goes to every rank; causal local reads only the left neighbour
+    # a global column goes to every rank; causal local reads only the left neighbour; the
+    # buffer holds the shard and the received blocks, nothing else
     plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, True, 1) for r in range(4)]
     assert [p.blocks_received for p in plans] == [0, 2, 2, 2]
+    assert [p.layout.kv_len for p in plans] == [256, 288, 288, 288]
+
+
+def test_global_row_goes_to_the_keys():
+    from sparseflash.distributed import shard_plan
+
+    # non-causal: block 0 is a global row reading every key; it is computed on every rank
+    # against that rank's keys instead of pulling 3 shards to rank 0
+    plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, False, 1) for r in range(4)]
+    assert plans[0].guests_out == ((), (0,), (0,), (0,))
+    assert [p.guests_in[0] for p in plans] == [(), (0,), (0,), (0,)]
+    assert plans[0].recv == ((), (16,), (), ())              # the right neighbour's edge only
+    assert all(p.num_guests <= 1 for p in plans)
+    assert plans[1].recv == ((0, 15), (), (32,), ())         # the global column and two edges
+
+
+def test_zigzag_balances_causal_work():
+    from sparseflash.distributed import shard_chunks, shard_plan
+
+    assert shard_chunks(1024, 4, 1, "zigzag") == ((128, 128), (768, 128))
+    for world in (2, 4):
+        for sharding, worst in (("contiguous", 2 * world - 1), ("zigzag", 1.0)):
+            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).layout.nnz
+                   for r in range(world)]
+            # dense causal: rank W-1 has 2W-1 times rank 0's blocks on contiguous shards
+            assert max(nnz) / min(nnz) == pytest.approx(worst, rel=0.05 if sharding == "contiguous" else 0), (sharding, nnz)
+    # every block of the sequence is computed exactly once over the ranks
+    total = sf.compile(sf.bigbird(window=1, globals=1, random=2), 2048, block_size=16, causal=True).nnz
+    plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 2048, 4, r, 16, True, 1, None, "zigzag")
+             for r in range(4)]
+    assert sum(p.layout.nnz for p in plans) == total
+    assert np.isclose(max(p.layout.nnz for p in plans) / min(p.layout.nnz for p in plans), 1.0, atol=0.1)
 
 
 def test_bad_input():

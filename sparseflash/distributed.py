@@ -15,10 +15,10 @@ query rows read. Then, per (query block, key-owning rank), the cheaper of two mo
 * the *key blocks* go to the queries (``recv``/``send``): a local window moves one
   neighbouring block per boundary, a global column one block to every rank;
 * the *query block* goes to the keys (a *guest*, ``guests_out``/``guests_in``) when it reads
-  at least :data:`GUEST_MIN_FRACTION` of that rank's key blocks: a global row that reads
-  every key is computed, in pieces, on every rank against that rank's own keys, and the
-  pieces are merged through their log-sum-exps on the owner. One query block moves instead of
-  a whole shard of keys, and its dK/dV never move.
+  much of that rank's keys and moving it moves fewer bytes (:data:`GUEST_COST`): a global
+  row that reads every key is computed, in pieces, on every rank against that rank's own
+  keys, and the pieces are merged through their log-sum-exps on the owner. One query block
+  moves instead of a whole shard of keys, and those keys' dK/dV never move.
 
 **One call per rank.** The rank's keys are one buffer holding only what it reads: the
 received blocks, packed, next to its own shard (``[left received | own | right received]``);
@@ -52,13 +52,18 @@ __all__ = ["sparse_attention", "ShardPlan", "shard_plan", "shard", "shard_index"
 
 SHARDINGS = ("contiguous", "zigzag")
 
-# A query block is computed on the rank that holds its keys (a guest) when it reads at least
-# this fraction of that rank's key blocks. Moving it costs about 5 query-sized blocks over the
-# link (q; the partial output and LSE back; dO, O, LSE in the backward; dQ back), pulling its
-# keys 4 key-sized blocks per key block (K, V; dK, dV back), plus a copy of the host's queries
-# into a buffer with room for the guests. Global rows (every key) are guests; local windows
-# and random blocks (a handful of a shard's thousands) never are.
+# Guests: the query blocks of rank p that read at least GUEST_MIN_FRACTION of rank r's key
+# blocks (the candidates, G) are computed on r when that moves fewer bytes over the link and
+# does not unbalance the work. Bytes: a guest block costs about 5 query-sized blocks (q; its
+# partial output back; dO and the final O in the backward; dQ back), every key block it
+# spares 4 key-sized ones (K, V; dK, dV back): GUEST_COST * H * |G| < Hkv * (|K| - |K'|),
+# with K the key blocks p reads from r and K' those its other query blocks still read. Work:
+# r's stored blocks plus the moved ones stay at most p's. A global row (one block reading a
+# whole shard) goes, and splits its long row over the ranks; dense causal (every block reads
+# the shard) keeps moving keys; local windows and random blocks have no candidates.
+# GUEST_COST = None makes every candidate a guest (the tests use it to exercise the path).
 GUEST_MIN_FRACTION = 0.5
+GUEST_COST: Optional[float] = 5 / 4
 
 
 def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
@@ -131,7 +136,8 @@ class ShardPlan:
 
 @functools.lru_cache(maxsize=8)
 def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal: bool,
-                   num_heads: int, window, sharding: str, guest_min_fraction: float):
+                   num_heads: int, window, sharding: str, guest_min_fraction: float,
+                   guest_cost: Optional[float], num_kv_heads: int):
     """Every stored block of the whole sequence and who computes it: ``(head or None, I, J,
     full, table_heads, owner, executor, moved)``; ``moved`` marks blocks whose key block goes
     to the query's owner, ``executor != owner[I]`` marks guests. O(stored blocks)."""
@@ -151,9 +157,21 @@ def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal
         # distinct key blocks each query block reads from each other rank (over all heads)
         reads = np.unique((I[cross] * world + ko[cross]) * nb + J[cross]) // nb
         key, count = np.unique(reads, return_counts=True)
-        guest_keys = key[count >= max(1.0, guest_min_fraction * nb / world)]
-        guest = cross & np.isin(I * world + ko, guest_keys)
-        executor[guest] = ko[guest]
+        heavy = np.isin(I * world + ko, key[count >= max(1.0, guest_min_fraction * nb / world)]) & cross
+        work = np.bincount(qo, minlength=world)                   # stored blocks per rank
+        for p in range(world):
+            for r in range(world):
+                pair = cross & (qo == p) & (ko == r)
+                g = heavy & pair
+                if not g.any():
+                    continue
+                spared = np.unique(J[pair]).size - np.unique(J[pair & ~g]).size
+                moved = int(g.sum())
+                if guest_cost is None or (guest_cost * num_heads * np.unique(I[g]).size < num_kv_heads * spared
+                                          and work[r] + moved <= work[p]):
+                    executor[g] = r
+                    work[p] -= moved
+                    work[r] += moved
     moved = cross & (executor == qo)
     return head, I, J, full, th, owner, executor, moved
 
@@ -164,11 +182,14 @@ def _by_peer(values: np.ndarray, peers: np.ndarray, world: int) -> Tuple[Tuple[i
 
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
-               num_heads: int, window=None, sharding: str = "contiguous") -> ShardPlan:
-    """The :class:`ShardPlan` of ``rank`` (cached); O(stored blocks of the whole sequence)."""
+               num_heads: int, window=None, sharding: str = "contiguous",
+               num_kv_heads: Optional[int] = None) -> ShardPlan:
+    """The :class:`ShardPlan` of ``rank`` (cached); O(stored blocks of the whole sequence)
+    (and O(W^2) passes over the blocks read across ranks to choose guests)."""
     bs = block_size
     head, I, J, full, th, owner, executor, moved = _sequence_plan(
-        pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION)
+        pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION, GUEST_COST,
+        num_kv_heads or num_heads)
     n = N // world
     own = _own_blocks(N, world, rank, bs, sharding)
     local = np.full(N // bs, -1, dtype=np.int64)
@@ -474,6 +495,6 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         raise TypeError(f"q, k and v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     backend = _resolve_backend(backend, q)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding)
+    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1])
     out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group)
     return (out, lse) if return_lse else out

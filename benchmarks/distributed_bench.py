@@ -1,14 +1,21 @@
 """Context parallelism on one host: ``torchrun --nproc_per_node 2 benchmarks/distributed_bench.py --out DIR``.
 
-Per case: forward+backward time of ``sparseflash.distributed.sparse_attention`` on all ranks
-(contiguous shards, NCCL point-to-point exchange of the blocks each rank reads) against
-``sparseflash.sparse_attention`` on rank 0 alone over the whole sequence, in the same run;
-the shards' outputs are gathered on rank 0 and checked against the one-GPU output. bf16,
-d=128, H=16, block 128. Writes ``distributed.json`` (rank 0).
+One run measures, per case, forward+backward (and forward) of
+``sparseflash.distributed.sparse_attention`` on all ranks against ``sparseflash.sparse_attention``
+on rank 0 alone over the whole sequence, and checks the gathered shards against the one-GPU
+output. Beside each time it records what explains it: the slowest and fastest rank's kernel
+time alone on its plan's buffers (so ``cp - kernel`` is the exchange and copies), the blocks
+and guests each rank moves, and the link measured in the same run (P2P exchange and
+all-gather, GB/s per rank). bf16, d=128, H=16, block 128; causal cases on zigzag shards.
+Writes ``distributed.json`` and ``distributed.csv`` into ``--out`` (rank 0, after every case).
+
+``--cpu-smoke``: gloo on CPU at 4K tokens, float32, the torch backend: checks the script end
+to end (``torchrun --nproc_per_node 2 benchmarks/distributed_bench.py --cpu-smoke --out DIR``).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -19,138 +26,192 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import sparseflash as sf
-from sparseflash.distributed import shard_plan, sparse_attention as cp_attention
-
+# the checkout this script lives in, not whichever sparseflash is installed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sparseflash as sf  # noqa: E402
+import sparseflash.distributed as sfd  # noqa: E402
+from sparseflash.attention import _backward_impl, _forward_impl  # noqa: E402
 from benchmarks.run import environment  # noqa: E402
 
 CASES = [
-    # name, pattern, N, causal, one-GPU baseline
-    # causal (a language model's case): a global row then reads only its own block, so a
-    # rank receives the global column and its neighbours' edge blocks, not a whole shard
-    ("local(3) | global_blocks(1) causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, True, True),
-    ("bigbird(3, 2, 3) causal, 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, True),
-    ("local(3) | global_blocks(1) non-causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, True),
-    ("dense causal, 256K", sf.dense(), 1 << 18, True, True),
-    ("local(3) | global_blocks(1) causal, 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, True, False),
+    # name, pattern, N, causal, sharding, one-GPU baseline
+    ("local(3) | global_blocks(1) causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, True, "zigzag", True),
+    ("local(3) | global_blocks(1) non-causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, "contiguous", True),
+    ("bigbird(3, 2, 3) causal, 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, "zigzag", True),
+    ("dense causal, 256K", sf.dense(), 1 << 18, True, "zigzag", True),
+    ("local(3) | global_blocks(1) causal, 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, True, "zigzag", False),
 ]
 
 
-def timed(fn, reps=5, warmup=2):
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps=5, warmup=2, barrier=True):
+    """Median wall time (ms) of ``fn``; with ``barrier`` every rank starts together."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        dist.barrier()
-        torch.cuda.synchronize()
+        if barrier:
+            dist.barrier()
+        _sync()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
-        dist.barrier()
+        _sync()
+        if barrier:
+            dist.barrier()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
-def _patch_cpu():
-    """--cpu-smoke: CUDA calls become no-ops."""
-    torch.cuda.synchronize = lambda *a, **k: None
-    torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
-    torch.cuda.max_memory_allocated = lambda *a, **k: 0
-    torch.cuda.empty_cache = lambda *a, **k: None
+def _reduce(value: float, op) -> float:
+    t = torch.tensor([value], dtype=torch.float64,
+                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=op)
+    return t.item()
+
+
+def link(dev, mib: int) -> dict:
+    """The link in this run: every rank sends ``mib`` MiB to its right neighbour and receives
+    as much from its left at once (the exchange's pattern), and an all-gather of ``mib`` MiB
+    per rank; GB/s received per rank."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    n = mib * 2**20
+    out, into = torch.ones(n, dtype=torch.uint8, device=dev), torch.empty(n, dtype=torch.uint8, device=dev)
+
+    def p2p():
+        ops = [dist.P2POp(dist.isend, out, (rank + 1) % world), dist.P2POp(dist.irecv, into, (rank - 1) % world)]
+        for w in dist.batch_isend_irecv(ops):
+            w.wait()
+    gathered = torch.empty(n * world, dtype=torch.uint8, device=dev)
+    p2p_ms = timed(p2p)
+    ag_ms = timed(lambda: dist.all_gather_into_tensor(gathered, out))
+    return dict(link_mib=mib, p2p_gbps=round(n / p2p_ms / 1e6, 1),
+                allgather_gbps_per_rank=round(n * (world - 1) / ag_ms / 1e6, 1))
+
+
+def kernel_only(plan, B, H, Hkv, d, dev, dtype, backend, scale):
+    """Forward+backward (ms) of this rank's one call on random buffers of its plan's shapes:
+    the compute without the exchange, the copies and the merges."""
+    layout = plan.layout
+    q = torch.randn(B, H, layout.seq_len, d, device=dev, dtype=dtype)
+    k, v = (torch.randn(B, Hkv, layout.kv_len, d, device=dev, dtype=dtype) for _ in range(2))
+    do = torch.randn_like(q)
+
+    def step():
+        out, lse = _forward_impl(q, k, v, layout, scale, backend, None)
+        _backward_impl(do, q, k, v, out, lse, None, layout, scale, backend, None)
+    return timed(step, barrier=False)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--cpu-smoke", action="store_true", help="gloo on CPU at 4K tokens (checks the script)")
+    ap.add_argument("--cases", default="", help="comma-separated substrings of case names (default: all)")
     args = ap.parse_args()
     smoke = args.cpu_smoke
     dist.init_process_group("gloo" if smoke else "nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     if smoke:
-        dev, dtype = torch.device("cpu"), torch.float32
-        _patch_cpu()
+        dev, dtype, backend = torch.device("cpu"), torch.float32, "torch"
     else:
-        dev, dtype = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))), torch.bfloat16
+        dev, dtype, backend = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))), torch.bfloat16, "triton"
         torch.cuda.set_device(dev)
     H, d, bs = (2, 32, 128) if smoke else (16, 128, 128)
+    out_dir = Path(args.out)
     rows = []
-    for name, pattern, N, causal, baseline in CASES:
+    meta = None
+    if rank == 0:
+        a = argparse.Namespace(argv=sys.argv[1:], dtype=str(dtype).replace("torch.", ""), tiny=False,
+                               quick=False, suites="distributed", estimate_device=None)
+        meta = environment(a, dev)
+        meta["command"] = (f"torchrun --nproc_per_node {world} benchmarks/distributed_bench.py "
+                           + " ".join(sys.argv[1:]))
+        meta["world"] = world
+    net = link(dev, 1 if smoke else 1024)
+    if rank == 0:
+        meta.update(net)
+        print(json.dumps(net), flush=True)
+    wanted = [c for c in args.cases.split(",") if c]
+    for name, pattern, N, causal, sharding, baseline in CASES:
+        if wanted and not any(w in name for w in wanted):
+            continue
         if smoke:
             N = 4096
-        n = N // world
-        sl = slice(rank * n, (rank + 1) * n)
+        scale = 1.0 / d ** 0.5
         g = torch.Generator(device=dev).manual_seed(0)
-        n = N // world
-        sl = slice(rank * n, (rank + 1) * n)
         full = [torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4)]
-        q, k, v, do = (t[:, :, sl].clone() for t in full)
+        q, k, v, do = (sfd.shard(t, world, rank, sharding) for t in full)
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-        plan = shard_plan(pattern, N, world, rank, bs, causal, H)
+        t0 = time.perf_counter()
+        plan = sfd.shard_plan(pattern, N, world, rank, bs, causal, H, None, sharding)
+        plan_s = time.perf_counter() - t0
+        kw = dict(block_size=bs, causal=causal, sharding=sharding, backend=backend)
 
         def cp_step():
-            out = cp_attention(q, k, v, pattern, block_size=bs, causal=causal)
+            out = sfd.sparse_attention(q, k, v, pattern, **kw)
             torch.autograd.grad(out, (q, k, v), do)
-        torch.cuda.reset_peak_memory_stats(dev)
+        if not smoke:
+            torch.cuda.reset_peak_memory_stats(dev)
         cp_ms = timed(cp_step)
-        cp_peak = torch.cuda.max_memory_allocated(dev) / 2**30
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if not smoke else 0.0
         with torch.no_grad():
-            cp_fwd_ms = timed(lambda: cp_attention(q, k, v, pattern, block_size=bs, causal=causal))
-            out = cp_attention(q, k, v, pattern, block_size=bs, causal=causal)
+            cp_fwd_ms = timed(lambda: sfd.sparse_attention(q, k, v, pattern, **kw))
+            out = sfd.sparse_attention(q, k, v, pattern, **kw)
+        kern = kernel_only(plan, 1, H, H, d, dev, dtype, backend, scale)
+        kern_max, kern_min = _reduce(kern, dist.ReduceOp.MAX), -_reduce(-kern, dist.ReduceOp.MAX)
+        stats = torch.tensor([plan.layout.nnz, plan.blocks_received, plan.num_guests], dtype=torch.float64,
+                             device="cpu" if smoke else dev)
+        per_rank = [torch.zeros_like(stats) for _ in range(world)]
+        dist.all_gather(per_rank, stats)
         gathered = [torch.empty_like(out) for _ in range(world)] if rank == 0 else None
         dist.gather(out.contiguous(), gathered, dst=0)
         one_ms = one_fwd_ms = err = None
         if baseline:
             if rank == 0:
                 fq, fk, fv = (t.detach().clone().requires_grad_(True) for t in full[:3])
+                one = dict(block_size=bs, causal=causal, backend=backend)
 
                 def one_step():
-                    o = sf.sparse_attention(fq, fk, fv, pattern, block_size=bs, causal=causal)
+                    o = sf.sparse_attention(fq, fk, fv, pattern, **one)
                     torch.autograd.grad(o, (fq, fk, fv), full[3])
-                for _ in range(2):
-                    one_step()
-                ts = []
-                for _ in range(5):
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    one_step()
-                    torch.cuda.synchronize()
-                    ts.append((time.perf_counter() - t0) * 1e3)
-                one_ms = statistics.median(ts)
+                one_ms = timed(one_step, barrier=False)
                 with torch.no_grad():
-                    ref = sf.sparse_attention(fq, fk, fv, pattern, block_size=bs, causal=causal)
-                    ts = []
-                    for _ in range(5):
-                        torch.cuda.synchronize()
-                        t0 = time.perf_counter()
-                        sf.sparse_attention(fq, fk, fv, pattern, block_size=bs, causal=causal)
-                        torch.cuda.synchronize()
-                        ts.append((time.perf_counter() - t0) * 1e3)
-                    one_fwd_ms = statistics.median(ts)
-                got = torch.cat(gathered, dim=2)
+                    one_fwd_ms = timed(lambda: sf.sparse_attention(fq, fk, fv, pattern, **one), barrier=False)
+                    ref = sf.sparse_attention(fq, fk, fv, pattern, **one)
+                got = torch.empty_like(ref)
+                for r in range(world):
+                    got.index_copy_(2, sfd.shard_index(N, world, r, sharding, dev), gathered[r])
                 err = ((got.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
                 del fq, fk, fv, ref, got
             dist.barrier()
-        row = dict(case=name, N=N, world=world, causal=causal, cp_fwd_bwd_ms=round(cp_ms, 2),
-                   cp_fwd_ms=round(cp_fwd_ms, 2), one_gpu_fwd_bwd_ms=one_ms and round(one_ms, 2),
+        row = dict(case=name, N=N, world=world, causal=causal, sharding=sharding,
+                   cp_fwd_bwd_ms=round(cp_ms, 2), cp_fwd_ms=round(cp_fwd_ms, 2),
+                   one_gpu_fwd_bwd_ms=one_ms and round(one_ms, 2),
                    one_gpu_fwd_ms=one_fwd_ms and round(one_fwd_ms, 2),
                    speedup_fwd_bwd=one_ms and round(one_ms / cp_ms, 3),
                    speedup_fwd=one_fwd_ms and round(one_fwd_ms / cp_fwd_ms, 3),
-                   max_rel_err_vs_one_gpu=err, rank0_peak_gib=round(cp_peak, 2),
-                   blocks_received_rank0=plan.blocks_received if rank == 0 else None)
+                   kernel_fwd_bwd_ms_slowest_rank=round(kern_max, 2),
+                   kernel_fwd_bwd_ms_fastest_rank=round(kern_min, 2),
+                   blocks_per_rank=[int(s[0]) for s in per_rank],
+                   key_blocks_received_per_rank=[int(s[1]) for s in per_rank],
+                   guest_blocks_per_rank=[int(s[2]) for s in per_rank],
+                   plan_s_rank0=round(plan_s, 3), max_rel_err_vs_one_gpu=err, rank0_peak_gib=round(peak, 2))
         if rank == 0:
             print(json.dumps(row), flush=True)
             rows.append(row)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            with open(out_dir / "distributed.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
         del q, k, v, do, full, out
-        torch.cuda.empty_cache()
-    if rank == 0:
-        a = argparse.Namespace(argv=sys.argv[1:], dtype="bfloat16", tiny=False, quick=False, suites="distributed",
-                               estimate_device=None)
-        meta = environment(a, dev)
-        meta["command"] = "torchrun --nproc_per_node 2 benchmarks/distributed_bench.py " + " ".join(sys.argv[1:])
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        if not smoke:
+            torch.cuda.empty_cache()
     dist.destroy_process_group()
 
 

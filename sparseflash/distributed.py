@@ -1,25 +1,34 @@
 """Context-parallel block-sparse attention over torch.distributed.
 
-Each rank of a process group holds a contiguous shard of the sequence: rank r holds tokens
-``[r * N/W, (r+1) * N/W)`` of q, k and v, shaped ``(B, H, N/W, d)``.
-:func:`sparse_attention` returns the rank's shard of the output (and LSE), and autograd gives
-the shards' gradients.
+Each rank of a process group holds a shard of the sequence (``(B, H, N/W, d)`` of q, k and
+v): one contiguous chunk (``sharding="contiguous"``, rank r holds tokens
+``[r*N/W, (r+1)*N/W)``) or two chunks of ``N/(2W)`` tokens (``sharding="zigzag"``, rank r
+holds chunks r and 2W-1-r of 2W, one after the other), which balances causal work.
+:func:`sparse_attention` returns the rank's shard of the output (and LSE) in the same order,
+and autograd gives the shards' gradients. :func:`shard` and :func:`shard_index` cut a whole
+tensor into a rank's shard.
 
-**Sparse-aware communication.** Every rank compiles the same pattern over the whole
-sequence, so every rank knows, without asking, which key blocks each rank's query rows
-read. A rank then exchanges exactly those K/V blocks with point-to-point sends and receives
-(``batch_isend_irecv``: NCCL on GPUs, gloo on CPUs), never whole shards: a local pattern
-moves one neighbouring block per rank boundary, a global column one block to every rank.
+**One plan, computed on every rank.** Every rank evaluates the pattern once over the whole
+sequence (:func:`shard_plan`), so it knows, without asking, which key blocks every rank's
+query rows read. Then, per (query block, key-owning rank), the cheaper of two moves:
 
-**Overlap and merge.** The rank's rows are split into two layouts: the blocks whose keys it
-holds (local) and the blocks it receives (remote). The local part runs while the blocks are
-in flight; the remote part runs after they arrive, and the two partial results are merged
-through their log-sum-exps. The backward runs the remote part first and sends the gradients
-of the received blocks back to their owners while it computes the local part.
+* the *key blocks* go to the queries (``recv``/``send``): a local window moves one
+  neighbouring block per boundary, a global column one block to every rank;
+* the *query block* goes to the keys (a *guest*, ``guests_out``/``guests_in``) when it reads
+  much of that rank's keys and moving it moves fewer bytes (:data:`GUEST_COST`): a global
+  row that reads every key is computed, in pieces, on every rank against that rank's own
+  keys, and the pieces are merged through their log-sum-exps on the owner. One query block
+  moves instead of a whole shard of keys, and those keys' dK/dV never move.
 
-Positions are absolute over the whole sequence (the :class:`~sparseflash.BlockLayout` rule),
-so causal masks, windows and every pattern mean what they mean on one GPU: the shards'
-outputs equal the one-process result.
+**One call per rank.** The rank's keys are one buffer holding only what it reads: the
+received blocks, packed, next to its own shard (``[left received | own | right received]``);
+its queries are its own rows followed by its guests' rows. One :func:`sparse_attention`
+call over a layout in the buffer's coordinates computes everything, so dK/dV are written for
+exactly the buffer's blocks. The buffer's coordinates move received blocks closer to the
+queries than they are; that changes nothing, since every such block is *full* (causal
+blocks off the diagonal; non-causal blocks without a window), and the plan checks it, block
+by block, against the whole sequence's rule. With ``window_size`` the received blocks keep
+their exact offsets (the buffer spans them, gaps unread).
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,333 +44,424 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .attention import _backward_impl, _check_tensor, _forward_impl, _resolve_backend
-from .compiler import _check_block_size, _layout_of, _pattern_blocks, absolute_blocks, check_window
+from .compiler import _check_block_size, _layout_of, _pattern_blocks, _sequence_blocks, check_window
 from .layout import BlockLayout
 from .pattern import Pattern
 
-__all__ = ["sparse_attention", "ShardPlan", "shard_plan"]
+__all__ = ["sparse_attention", "ShardPlan", "shard_plan", "shard", "shard_index", "SHARDINGS"]
+
+SHARDINGS = ("contiguous", "zigzag")
+
+# Guests: the query blocks of rank p that read at least GUEST_MIN_FRACTION of rank r's key
+# blocks (the candidates, G) are computed on r when that moves fewer bytes over the link and
+# does not unbalance the work. Bytes: a guest block costs about 5 query-sized blocks (q; its
+# partial output back; dO and the final O in the backward; dQ back), every key block it
+# spares 4 key-sized ones (K, V; dK, dV back): GUEST_COST * H * |G| < Hkv * (|K| - |K'|),
+# with K the key blocks p reads from r and K' those its other query blocks still read. Work:
+# r's stored blocks plus the moved ones stay at most p's. A global row (one block reading a
+# whole shard) goes, and splits its long row over the ranks; dense causal (every block reads
+# the shard) keeps moving keys; local windows and random blocks have no candidates.
+# GUEST_COST = None makes every candidate a guest (the tests use it to exercise the path).
+GUEST_MIN_FRACTION = 0.5
+GUEST_COST: Optional[float] = 5 / 4
+
+
+def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
+    """``(start, length)`` in tokens of the chunks rank ``rank`` holds, in the order its shard
+    stacks them: one chunk of N/W (contiguous) or chunks r and 2W-1-r of N/(2W) (zigzag)."""
+    if sharding == "contiguous":
+        n = N // world
+        return ((rank * n, n),)
+    c = N // (2 * world)
+    return ((rank * c, c), ((2 * world - 1 - rank) * c, c))
+
+
+def shard_index(N: int, world: int, rank: int, sharding: str = "contiguous", device=None) -> Tensor:
+    """Token positions (int64 ``[N/W]``) of rank ``rank``'s shard, in its order."""
+    return torch.cat([torch.arange(s, s + n, device=device) for s, n in shard_chunks(N, world, rank, sharding)])
+
+
+def shard(x: Tensor, world: int, rank: int, sharding: str = "contiguous", dim: int = 2) -> Tensor:
+    """Rank ``rank``'s shard of a whole-sequence tensor ``x`` along ``dim`` (a copy)."""
+    return x.index_select(dim, shard_index(x.shape[dim], world, rank, sharding, x.device))
+
+
+def _own_blocks(N: int, world: int, rank: int, bs: int, sharding: str) -> np.ndarray:
+    """Absolute key blocks of the rank's shard, in its order: int64 ``[N/W/bs]``."""
+    return np.concatenate([np.arange(s // bs, (s + n) // bs, dtype=np.int64)
+                           for s, n in shard_chunks(N, world, rank, sharding)])
 
 
 @dataclass(frozen=True)
 class ShardPlan:
     """What one rank computes and exchanges (built on every rank, identically, from the pattern).
 
-    ``local``/``remote``: the rank's query rows against the key blocks it holds / receives, as
-    layouts of ``seq_len = N/W`` queries at positions ``[r*N/W, (r+1)*N/W)`` against the
-    ``kv_len = N`` keys of the whole sequence (None when empty). ``recv[p]``/``send[p]``:
-    absolute key-block indices this rank receives from / sends to rank p. ``combined``: all of
-    the rank's blocks against the key positions ``span`` (its shard and the blocks it
-    receives), used instead of the two parts when the rank receives little (see
-    :data:`OVERLAP_MIN_FRACTION`).
+    ``layout``: the rank's one call, in buffer coordinates: query rows are the shard's rows
+    (``N/W``) then the guests' (``guests_in`` in peer order, a block each); key rows are the
+    buffer of ``kv_len`` rows whose rows ``[own_row, own_row + N/W)`` are the rank's own K/V.
+    ``recv[p]``/``send[p]``: absolute key blocks this rank receives from / sends to rank p;
+    ``recv_slots[p]``: their block slots in the buffer. ``guests_out[p]``: the rank's query
+    blocks (absolute) computed on rank p against p's keys; ``guests_in[p]``: rank p's query
+    blocks computed here. Each of the rank's blocks is computed once, by exactly one rank.
     """
 
     rank: int
     world: int
+    sharding: str
     shard_len: int
-    local: Optional[BlockLayout]
-    remote: Optional[BlockLayout]
+    block_size: int
+    layout: BlockLayout
+    kv_len: int
+    own_row: int
     recv: Tuple[Tuple[int, ...], ...]
+    recv_slots: Tuple[Tuple[int, ...], ...]
     send: Tuple[Tuple[int, ...], ...]
-    combined: Optional[BlockLayout] = None
-    span: Tuple[int, int] = (0, 0)
+    guests_out: Tuple[Tuple[int, ...], ...]
+    guests_in: Tuple[Tuple[int, ...], ...]
+    own_blocks: Tuple[int, ...]
 
     @property
     def blocks_received(self) -> int:
         return sum(len(r) for r in self.recv)
 
+    @property
+    def num_guests(self) -> int:
+        return sum(len(g) for g in self.guests_in)
 
-def _rank_blocks(pattern, rank, world, N, bs, causal, num_heads, window):
-    """(head, I, J, table_heads) of rank ``rank``'s stored blocks (those visible under the
-    causal line and window), absolute indices."""
-    n = N // world
-    head, I, J, th = _pattern_blocks(pattern, n, N, rank * n, 0, bs, causal, num_heads, window)
-    layout = _layout_of(head, I, J, th, n, N, rank * n, 0, bs, causal, num_heads, window, time.perf_counter())
-    return (*absolute_blocks(layout), th)
-
-
-def _part(blocks, keep, rank, world, N, bs, causal, num_heads, window, local: bool) -> Optional[BlockLayout]:
-    """The rank's rows restricted to some key blocks: the local part reads the rank's own
-    keys (a shard-sized key range at the shard's positions), the remote part the whole
-    sequence's key range (a buffer where only the received blocks are written)."""
-    head, I, J, th = blocks
-    if not keep.any():
-        return None
-    n = N // world
-    order = np.lexsort((J[keep], I[keep]) + ((head[keep],) if head is not None else ()))
-    h = head[keep][order] if head is not None else None
-    k_pos, k_len = (rank * n, n) if local else (0, N)
-    return _layout_of(h, I[keep][order], J[keep][order], th, n, k_len, rank * n, k_pos, bs, causal,
-                      num_heads, window, time.perf_counter())
+    def local_block(self, blocks) -> np.ndarray:
+        """Block index within the rank's shard of its own absolute blocks (the shard's chunks
+        are stacked in ascending order, so ``own_blocks`` is sorted)."""
+        return np.searchsorted(np.asarray(self.own_blocks), np.asarray(blocks, dtype=np.int64))
 
 
-# A rank that receives fewer key tokens than this many shards' worth runs one call over its
-# shard and the received blocks, copied next to each other (the exchange overlaps that copy);
-# above it, the rank runs two parts, the local one overlapping the exchange, merged through
-# the LSE. On two H200s the one-call path was faster in every case measured, including a
-# rank receiving a whole shard (benchmarks/results/h200x2-distributed), so the two-part path
-# is left for ranks that would receive more than 1.5 shards (3 or more ranks).
-OVERLAP_MIN_FRACTION = 1.5
+@functools.lru_cache(maxsize=8)
+def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal: bool,
+                   num_heads: int, window, sharding: str, guest_min_fraction: float,
+                   guest_cost: Optional[float], num_kv_heads: int):
+    """Every stored block of the whole sequence and who computes it: ``(head or None, I, J,
+    full, table_heads, owner, executor, moved)``; ``moved`` marks blocks whose key block goes
+    to the query's owner, ``executor != owner[I]`` marks guests. O(stored blocks)."""
+    bs = block_size
+    nb = N // bs
+    head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
+    row, J, full = _sequence_blocks(head, I, J, N, N, 0, 0, bs, causal, window)
+    head = row // nb if th > 1 else None
+    I = row % nb
+    owner = np.empty(nb, dtype=np.int64)
+    for r in range(world):
+        owner[_own_blocks(N, world, r, bs, sharding)] = r
+    qo, ko = owner[I], owner[J]
+    cross = qo != ko
+    executor = qo.copy()
+    if window is None and cross.any():
+        # distinct key blocks each query block reads from each other rank (over all heads)
+        reads = np.unique((I[cross] * world + ko[cross]) * nb + J[cross]) // nb
+        key, count = np.unique(reads, return_counts=True)
+        heavy = np.isin(I * world + ko, key[count >= max(1.0, guest_min_fraction * nb / world)]) & cross
+        work = np.bincount(qo, minlength=world)                   # stored blocks per rank
+        for p in range(world):
+            for r in range(world):
+                pair = cross & (qo == p) & (ko == r)
+                g = heavy & pair
+                if not g.any():
+                    continue
+                spared = np.unique(J[pair]).size - np.unique(J[pair & ~g]).size
+                moved = int(g.sum())
+                if guest_cost is None or (guest_cost * num_heads * np.unique(I[g]).size < num_kv_heads * spared
+                                          and work[r] + moved <= work[p]):
+                    executor[g] = r
+                    work[p] -= moved
+                    work[r] += moved
+    moved = cross & (executor == qo)
+    return head, I, J, full, th, owner, executor, moved
+
+
+def _by_peer(values: np.ndarray, peers: np.ndarray, world: int) -> Tuple[Tuple[int, ...], ...]:
+    return tuple(tuple(np.unique(values[peers == p]).tolist()) for p in range(world))
 
 
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
-               num_heads: int, window=None) -> ShardPlan:
-    """The :class:`ShardPlan` of ``rank`` (cached). O(W * stored blocks of one rank) on the host:
-    a rank also works out which of its blocks every other rank reads."""
+               num_heads: int, window=None, sharding: str = "contiguous",
+               num_kv_heads: Optional[int] = None) -> ShardPlan:
+    """The :class:`ShardPlan` of ``rank`` (cached); O(stored blocks of the whole sequence)
+    (and O(W^2) passes over the blocks read across ranks to choose guests)."""
+    bs = block_size
+    head, I, J, full, th, owner, executor, moved = _sequence_plan(
+        pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION, GUEST_COST,
+        num_kv_heads or num_heads)
     n = N // world
-    per_rank = n // block_size                                   # key blocks a rank holds
-    needs = []
-    mine = None
-    for r in range(world):
-        blocks = _rank_blocks(pattern, r, world, N, block_size, causal, num_heads, window)
-        owner = blocks[2] // per_rank                             # [stored] owning rank
-        needs.append([tuple(np.unique(blocks[2][owner == p]).tolist()) if p != r else () for p in range(world)])
-        if r == rank:
-            mine = (blocks, owner)
-    blocks, owner = mine
-    local = _part(blocks, owner == rank, rank, world, N, block_size, causal, num_heads, window, True)
-    remote = _part(blocks, owner != rank, rank, world, N, block_size, causal, num_heads, window, False)
-    recv = tuple(needs[rank][p] for p in range(world))
-    send = tuple(needs[p][rank] for p in range(world))
-    received = sum(len(r) for r in recv) * block_size
-    combined, span = None, (rank * n, (rank + 1) * n)
-    if received < OVERLAP_MIN_FRACTION * n:
-        head, I, J, th = blocks
-        k_lo = min(span[0], int(J.min(initial=span[0] // block_size)) * block_size)
-        k_hi = max(span[1], (int(J.max(initial=0)) + 1) * block_size)
-        span = (k_lo, k_hi)
-        order = np.lexsort((J, I) + ((head,) if head is not None else ()))
-        if J.size:
-            combined = _layout_of(head[order] if head is not None else None, I[order], J[order], th, n,
-                                  k_hi - k_lo, rank * n, k_lo, block_size, causal, num_heads, window,
-                                  time.perf_counter())
-    return ShardPlan(rank, world, n, local, remote, recv, send, combined, span)
+    own = _own_blocks(N, world, rank, bs, sharding)
+    local = np.full(N // bs, -1, dtype=np.int64)
+    local[own] = np.arange(own.size)
+    qo, ko = owner[I], owner[J]
+    recv = _by_peer(J[moved & (qo == rank)], ko[moved & (qo == rank)], world)
+    send = _by_peer(J[moved & (ko == rank)], qo[moved & (ko == rank)], world)
+    guest = executor != qo
+    guests_in = _by_peer(I[guest & (executor == rank)], qo[guest & (executor == rank)], world)
+    guests_out = _by_peer(I[guest & (qo == rank)], executor[guest & (qo == rank)], world)
+
+    # buffer coordinates: received blocks packed around the own blocks (exact offsets with a
+    # window), own blocks in shard order, guests' query blocks after the shard's
+    received = np.array(sorted(b for r in recv for b in r), dtype=np.int64)
+    slot = np.full(N // bs, -1, dtype=np.int64)
+    if window is None:
+        left, right = received[received < own.max()], received[received > own.max()]
+        L = left.size
+        slot[left] = np.arange(L)
+        slot[own] = L + np.arange(own.size)
+        slot[right] = L + own.size + np.arange(right.size)
+        kv_blocks = L + own.size + right.size
+    else:                                   # contiguous shards only (checked by the caller)
+        lo = min(int(own.min()), int(received.min(initial=own.min())))
+        hi = max(int(own.max()), int(received.max(initial=own.max())))
+        L = int(own.min()) - lo
+        slot[lo:hi + 1] = np.arange(hi + 1 - lo)
+        kv_blocks = hi + 1 - lo
+    q_slot = local.copy()
+    hosted = np.array([b for g in guests_in for b in g], dtype=np.int64)
+    q_slot[hosted] = own.size + np.arange(hosted.size)   # a hosted block is never our own
+
+    mine = executor == rank
+    h = head[mine] if head is not None else None
+    Iv, Jv = q_slot[I[mine]] + L, slot[J[mine]]
+    order = np.lexsort((Jv, Iv) + ((h,) if h is not None else ()))
+    h = h[order] if h is not None else None
+    Iv, Jv, true_full = Iv[order], Jv[order], full[mine][order]
+    q_len, kv_len = (own.size + hosted.size) * bs, kv_blocks * bs
+    args = (q_len, kv_len, L * bs, 0, bs, causal, window)
+    _, _, buffer_full = _sequence_blocks(h, Iv, Jv, *args)
+    if buffer_full.size != true_full.size or not (buffer_full == true_full).all():
+        raise ValueError("distributed: the buffer's coordinates change the mask of some block (a "
+                         "bug: report the pattern, causal and window_size)")
+    layout = _layout_of(h, Iv, Jv, th, q_len, kv_len, L * bs, 0, bs, causal, num_heads, window,
+                        time.perf_counter())
+    recv_slots = tuple(tuple(slot[list(r)].tolist()) for r in recv)
+    return ShardPlan(rank, world, sharding, n, bs, layout, kv_len, L * bs, recv, recv_slots, send,
+                     guests_out, guests_in, tuple(own.tolist()))
 
 
-def _rows(blocks: Tuple[int, ...], bs: int, device) -> Tensor:
-    """Token rows (absolute positions) of ``blocks``."""
-    b = torch.tensor(blocks, dtype=torch.long, device=device)
+# ----------------------------------------------------------------------------- exchanges
+def _rows(blocks, bs: int, device) -> Tensor:
+    """Token rows of block indices ``blocks``."""
+    b = torch.as_tensor(np.asarray(blocks, dtype=np.int64), device=device)
     return (b[:, None] * bs + torch.arange(bs, device=device)[None, :]).reshape(-1)
 
 
-def _exchange(plan: ShardPlan, group, payload_of, place, bs: int, device, reverse: bool = False):
-    """Start the point-to-point exchange of K/V (or their gradients) blocks; returns a function
-    that waits for it and places what arrived. ``payload_of(blocks)`` gives the tensor to send
-    for our blocks a peer reads (forward) or for the blocks we read from a peer (reverse);
-    ``place(blocks, tensor)`` takes what arrived."""
-    ops, arrived = [], []
-    rank = plan.rank
-    for p in range(plan.world):
-        if p == rank:
-            continue
-        out_blocks = plan.recv[p] if reverse else plan.send[p]
-        in_blocks = plan.send[p] if reverse else plan.recv[p]
+def _p2p(plan: ShardPlan, group, messages):
+    """Start point-to-point messages; ``messages`` is a list of ``(peer, tensor to send or
+    None, buffer to receive into or None)``. Every rank lists its messages in the same order
+    of kinds, so each send meets its receive. Returns a function that waits for all."""
+    ops = []
+    for p, out, into in messages:
         peer = dist.get_global_rank(group, p) if group is not None else p
-        if out_blocks:
-            ops.append(dist.P2POp(dist.isend, payload_of(out_blocks).contiguous(), peer, group))
-        if in_blocks:
-            buf = payload_of(in_blocks, empty=True)
-            ops.append(dist.P2POp(dist.irecv, buf, peer, group))
-            arrived.append((in_blocks, buf))
+        if out is not None:
+            ops.append(dist.P2POp(dist.isend, out.contiguous(), peer, group))
+        if into is not None:
+            ops.append(dist.P2POp(dist.irecv, into, peer, group))
     works = dist.batch_isend_irecv(ops) if ops else []
 
-    def finish():
+    def wait():
         for w in works:
             w.wait()
-        for blocks, buf in arrived:
-            place(blocks, buf)
-    return finish
+    return wait
 
 
-def _merge(parts):
-    """Merge (out, lse) partial results of disjoint key sets through their log-sum-exps."""
-    parts = [p for p in parts if p is not None]
-    if len(parts) == 1:
-        return parts[0]
-    (o1, l1), (o2, l2) = parts
-    lse = torch.logaddexp(l1, l2)
-    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+def _merge_into(out: Tensor, lse: Tensor, rows: Tensor, o2: Tensor, l2: Tensor) -> None:
+    """Merge a partial result ``(o2, l2)`` over disjoint keys into rows ``rows`` of ``out``
+    and ``lse`` (in place), through the log-sum-exps, in fp32."""
+    ct = torch.promote_types(out.dtype, torch.float32)
+    o1, l1 = out.index_select(2, rows).to(ct), lse.index_select(2, rows).to(ct)
+    l2 = l2.to(ct)
+    m = torch.logaddexp(l1, l2)
+    safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
     w1 = torch.exp(l1 - safe).nan_to_num(0.0)[..., None]
     w2 = torch.exp(l2 - safe).nan_to_num(0.0)[..., None]
-    ct = torch.promote_types(o1.dtype, torch.float32)
-    out = (o1.to(ct) * w1 + o2.to(ct) * w2).to(o1.dtype)
-    return out, lse
+    out.index_copy_(2, rows, (o1 * w1 + o2.to(ct) * w2).to(out.dtype))
+    lse.index_copy_(2, rows, m.to(lse.dtype))
+
+
+def _guest_rows(plan: ShardPlan, p: int, device) -> Tensor:
+    """Query-buffer rows of the guests rank p sends us."""
+    start = plan.shard_len // plan.block_size + sum(len(g) for g in plan.guests_in[:p])
+    return _rows(range(start, start + len(plan.guests_in[p])), plan.block_size, device)
 
 
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
-        B, Hkv, n, d = k.shape
-        bs = (plan.local or plan.remote).block_size
-        N = n * plan.world
-        lo = plan.rank * n
-        # the received blocks, at their rows of a whole-sequence K/V buffer (only the remote
-        # layout reads it, and only those rows)
-        kv = None
-        if plan.remote is not None:
-            kv = torch.empty((2, B, Hkv, N, d), dtype=k.dtype, device=k.device)
-
-        def payload(blocks, empty=False):
-            if empty:
-                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=k.dtype, device=k.device)
-            rows = _rows(blocks, bs, k.device) - lo
-            return torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
-
-        def place(blocks, buf):
-            kv.index_copy_(3, _rows(blocks, bs, k.device), buf)
-
-        finish = _exchange(plan, group, payload, place, bs, k.device)
-        local = _forward_impl(q, k, v, plan.local, scale, backend, None) if plan.local else None
-        finish()
-        remote = _forward_impl(q, kv[0], kv[1], plan.remote, scale, backend, None) if plan.remote else None
-        out, lse = _merge([local, remote])
-        ctx.save_for_backward(q, k, v, kv if kv is not None else k.new_empty(0), out, lse)
-        ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
-        ctx.set_materialize_grads(False)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, dlse):
-        q, k, v, kv, out, lse = ctx.saved_tensors
-        plan = ctx.plan
-        B, Hkv, n, d = k.shape
-        lo = plan.rank * n
-        bs = (plan.local or plan.remote).block_size
-        if dout is None:
-            dout = torch.zeros_like(out)
-        ct = torch.promote_types(q.dtype, torch.float32)
-        dq = torch.zeros_like(q, dtype=ct)
-        g_remote = None
-        if plan.remote is not None:
-            g_remote = _backward_impl(dout, q, kv[0], kv[1], out, lse, dlse, plan.remote,
-                                      ctx.scale, ctx.backend, None)
-            dq += g_remote[0]
-
-        def payload(blocks, empty=False):
-            # in the kernels' output dtype (what they computed); summed in fp32 on arrival
-            if empty:
-                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=k.dtype, device=q.device)
-            rows = _rows(blocks, bs, q.device)
-            return torch.stack([g_remote[1].index_select(2, rows), g_remote[2].index_select(2, rows)])
-
-        arrived = []
-
-        def place(blocks, buf):
-            arrived.append((_rows(blocks, bs, q.device) - lo, buf))
-
-        # send the gradients of the blocks we read from each peer back to it, while the local
-        # part runs
-        finish = _exchange(plan, ctx.group, payload, place, bs, q.device, reverse=True)
-        if plan.local is not None:
-            dq_l, dk, dv = _backward_impl(dout, q, k, v, out, lse, dlse, plan.local, ctx.scale,
-                                          ctx.backend, None)
-            dq += dq_l
+        B, H, n, d = q.shape
+        Hkv = k.shape[1]
+        bs, W, dev = plan.block_size, plan.world, q.device
+        # keys: [left received | own | right received]; queries: [own | guests]
+        if plan.kv_len == n:
+            kv = None
+            kb, vb = k, v
         else:
-            dk, dv = torch.zeros_like(k), torch.zeros_like(v)
-        finish()
-        for rows, buf in arrived:           # peers' contributions to our blocks, summed in fp32
-            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
-            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
-        return dq.to(q.dtype), dk, dv, None, None, None, None
-
-
-class _ContextParallelCombined(torch.autograd.Function):
-    """One call over the rank's shard and the few blocks it receives, placed at their
-    positions in a buffer of the key span; used when the exchange is small."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
-        B, Hkv, n, d = k.shape
-        layout = plan.combined
-        bs = layout.block_size
-        lo = plan.rank * n
-        k_lo, k_hi = plan.span
-        if (k_lo, k_hi) == (lo, lo + n):
-            kb, vb, kv = k, v, None
-            finish = _exchange(plan, group, lambda blocks, empty=False: _own_rows(k, v, blocks, bs, lo, empty),
-                               None, bs, k.device)
-            finish()
-        else:
-            kv = torch.empty((2, B, Hkv, k_hi - k_lo, d), dtype=k.dtype, device=k.device)
-            kv[0, :, :, lo - k_lo:lo - k_lo + n] = k
-            kv[1, :, :, lo - k_lo:lo - k_lo + n] = v
-
-            def place(blocks, buf):
-                kv.index_copy_(3, _rows(blocks, bs, k.device) - k_lo, buf)
-            finish = _exchange(plan, group, lambda blocks, empty=False: _own_rows(k, v, blocks, bs, lo, empty),
-                               place, bs, k.device)
-            finish()
+            kv = k.new_empty((2, B, Hkv, plan.kv_len, d))
+            kv[0, :, :, plan.own_row:plan.own_row + n] = k
+            kv[1, :, :, plan.own_row:plan.own_row + n] = v
             kb, vb = kv[0], kv[1]
-        out, lse = _forward_impl(q, kb, vb, layout, scale, backend, None)
-        ctx.save_for_backward(q, kb, vb, out, lse)
+        qb = q
+        if plan.num_guests:
+            qb = q.new_empty((B, H, n + plan.num_guests * bs, d))
+            qb[:, :, :n] = q
+        msgs, arrived = [], []
+        for p in range(W):                                   # K/V blocks
+            out_kv = None
+            if plan.send[p]:
+                rows = _rows(plan.local_block(plan.send[p]), bs, dev)
+                out_kv = torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
+            into = k.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d)) if plan.recv[p] else None
+            msgs.append((p, out_kv, into))
+            if into is not None:
+                arrived.append((_rows(plan.recv_slots[p], bs, dev), into))
+        guest_q = []
+        for p in range(W):                                   # guests' query rows
+            out_q = q.index_select(2, _rows(plan.local_block(plan.guests_out[p]), bs, dev)) \
+                if plan.guests_out[p] else None
+            into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
+            msgs.append((p, out_q, into))
+            if into is not None:
+                guest_q.append((_guest_rows(plan, p, dev), into))
+        _p2p(plan, group, msgs)()
+        for rows, buf in arrived:
+            kv.index_copy_(3, rows, buf)
+        for rows, buf in guest_q:
+            qb.index_copy_(2, rows, buf)
+        out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None)
+        out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
+        if plan.num_guests or any(plan.guests_out):
+            msgs, parts = [], []
+            for p in range(W):          # guests' partial results go home
+                send = None
+                if plan.guests_in[p]:
+                    rows = _guest_rows(plan, p, dev)
+                    send = (out_b.index_select(2, rows), lse_b.index_select(2, rows))
+                into = None
+                if plan.guests_out[p]:
+                    rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
+                    into = (out.new_empty((B, H, rows.numel(), d)), lse.new_empty((B, H, rows.numel())))
+                    parts.append((rows, into))
+                msgs.append((p, send and send[0], into and into[0]))
+                msgs.append((p, send and send[1], into and into[1]))
+            _p2p(plan, group, msgs)()
+            for rows, (o2, l2) in parts:
+                _merge_into(out, lse, rows, o2, l2)
+        ctx.save_for_backward(q, k, v)
+        ctx.buffers = (qb, kb, vb, out_b, lse_b)
         ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
         ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        q, kb, vb, out, lse = ctx.saved_tensors
+        q, k, v = ctx.saved_tensors
+        qb, kb, vb, out_b, lse_b = ctx.buffers
+        ctx.buffers = None
         plan = ctx.plan
-        B, Hkv, _, d = kb.shape
-        n = plan.shard_len
-        lo = plan.rank * n
-        k_lo = plan.span[0]
-        bs = plan.combined.block_size
+        B, H, n, d = q.shape
+        Hkv = k.shape[1]
+        bs, W, dev = plan.block_size, plan.world, q.device
         if dout is None:
-            dout = torch.zeros_like(out)
-        dq, dks, dvs = _backward_impl(dout, q, kb, vb, out, lse, dlse, plan.combined, ctx.scale,
-                                      ctx.backend, None)
-        arrived = []
-
-        def payload(blocks, empty=False):
-            if empty:
-                return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=dks.dtype, device=q.device)
-            rows = _rows(blocks, bs, q.device) - k_lo
-            return torch.stack([dks.index_select(2, rows), dvs.index_select(2, rows)])
-
-        finish = _exchange(plan, ctx.group, payload, lambda blocks, buf: arrived.append(
-            (_rows(blocks, bs, q.device) - lo, buf)), bs, q.device, reverse=True)
-        dk = dks[:, :, lo - k_lo:lo - k_lo + n]
-        dv = dvs[:, :, lo - k_lo:lo - k_lo + n]
-        finish()
-        if arrived:
-            dk, dv = dk.clone(), dv.clone()
+            dout = torch.zeros_like(q)
+        do_b = dout
+        dlse_b = dlse
+        if plan.num_guests or any(plan.guests_out):
+            # guests need dO, the final O and LSE, and dLSE of their rows (dLSE is always sent:
+            # the hosts cannot know whether the owner's is None)
+            if plan.num_guests:
+                do_b = dout.new_empty(qb.shape)
+                do_b[:, :, :n] = dout
+                dlse_b = lse_b.new_zeros(lse_b.shape)
+                if dlse is not None:
+                    dlse_b[:, :, :n] = dlse
+            msgs, arrived = [], []
+            for p in range(W):
+                send = None
+                if plan.guests_out[p]:
+                    rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
+                    g_dlse = dlse.index_select(2, rows) if dlse is not None else \
+                        lse_b.new_zeros((B, H, rows.numel()))
+                    send = (torch.stack([dout.index_select(2, rows), out_b.index_select(2, rows)]),
+                            torch.stack([lse_b.index_select(2, rows), g_dlse.to(lse_b.dtype)]))
+                into = None
+                if plan.guests_in[p]:
+                    m = len(plan.guests_in[p]) * bs
+                    into = (out_b.new_empty((2, B, H, m, d)), lse_b.new_empty((2, B, H, m)))
+                    arrived.append((_guest_rows(plan, p, dev), into))
+                msgs.append((p, send and send[0], into and into[0]))
+                msgs.append((p, send and send[1], into and into[1]))
+            _p2p(plan, ctx.group, msgs)()
+            # the guests' rows lie outside the views returned as out and lse: writing them
+            # through .data leaves the views' version (autograd's in-place check) alone
+            for rows, (od, ll) in arrived:
+                do_b.index_copy_(2, rows, od[0].to(do_b.dtype))
+                out_b.data.index_copy_(2, rows, od[1])
+                lse_b.data.index_copy_(2, rows, ll[0])
+                dlse_b.index_copy_(2, rows, ll[1])
+        dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
+                                          ctx.scale, ctx.backend, None)
+        # gradients of received key blocks and of guests' rows go home, in the kernels' dtype
+        msgs, arrived_kv, arrived_q = [], [], []
+        for p in range(W):
+            send = None
+            if plan.recv[p]:
+                rows = _rows(plan.recv_slots[p], bs, dev)
+                send = torch.stack([dk_b.index_select(2, rows), dv_b.index_select(2, rows)])
+            into = None
+            if plan.send[p]:
+                into = dk_b.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
+                arrived_kv.append((_rows(plan.local_block(plan.send[p]), bs, dev), into))
+            msgs.append((p, send, into))
+        for p in range(W):
+            send = dq_b.index_select(2, _guest_rows(plan, p, dev)) if plan.guests_in[p] else None
+            into = None
+            if plan.guests_out[p]:
+                into = dq_b.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
+                arrived_q.append((_rows(plan.local_block(plan.guests_out[p]), bs, dev), into))
+            msgs.append((p, send, into))
+        wait = _p2p(plan, ctx.group, msgs)
+        dq = dq_b[:, :, :n]
+        dk = dk_b[:, :, plan.own_row:plan.own_row + n]
+        dv = dv_b[:, :, plan.own_row:plan.own_row + n]
+        wait()
         ct = torch.promote_types(q.dtype, torch.float32)
-        for rows, buf in arrived:           # peers' contributions to our blocks, summed in fp32
+        for rows, buf in arrived_kv:        # peers' contributions to our blocks, summed in fp32
             dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
             dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
+        for rows, buf in arrived_q:
+            dq.index_copy_(2, rows, (dq.index_select(2, rows).to(ct) + buf.to(ct)).to(dq.dtype))
         return dq, dk, dv, None, None, None, None
-
-
-def _own_rows(k, v, blocks, bs, lo, empty):
-    """K and V rows of our ``blocks`` (a peer reads them), or an empty buffer of that size."""
-    B, Hkv, _, d = k.shape
-    if empty:
-        return torch.empty((2, B, Hkv, len(blocks) * bs, d), dtype=k.dtype, device=k.device)
-    rows = _rows(blocks, bs, k.device) - lo
-    return torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group=None,
                      block_size: int = 128, causal: bool = False, scale: Optional[float] = None,
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
-                     backend: str = "auto"):
+                     backend: str = "auto", sharding: str = "contiguous"):
     """Context-parallel :func:`sparseflash.sparse_attention` over the ranks of ``group``.
 
     Args:
-        q: ``(batch, num_heads, N/W, head_dim)``, this rank's contiguous shard of the queries
-            (rank r holds tokens ``[r*N/W, (r+1)*N/W)``).
+        q: ``(batch, num_heads, N/W, head_dim)``, this rank's shard of the queries, laid out
+            by ``sharding`` (:func:`shard` cuts it from a whole tensor).
         k, v: ``(batch, num_kv_heads, N/W, head_dim)``, the same shard of the keys and values.
         pattern: a :class:`~sparseflash.Pattern`, evaluated on the whole sequence's absolute
             grid (the same on every rank).
         group: the process group (default: the whole world). Every rank must call with the
-            same pattern, options and shapes.
+            same pattern, options and shapes, and run the backward if any rank does.
         block_size, causal, scale, window_size, return_lse, backend: as in
             :func:`sparseflash.sparse_attention`, over the whole sequence.
+        sharding: ``"contiguous"`` (rank r holds tokens ``[r*N/W, (r+1)*N/W)``) or
+            ``"zigzag"`` (rank r holds chunks r and 2W-1-r of 2W chunks of N/(2W) tokens,
+            in that order): causal attention's work per rank is then equal for dense and
+            near-equal for any pattern. Rule of thumb: zigzag for causal, contiguous
+            otherwise. Zigzag does not take ``window_size`` (a window's work is already
+            balanced on contiguous shards).
 
-    Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE).
-    The shard length must be a multiple of ``block_size`` (a block lives on one rank).
-    Packed documents and key-padding masks are not supported across shards.
+    Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE),
+    in the shard's order. The shard length must be a multiple of ``block_size`` (of
+    ``2 * block_size`` for zigzag: a block lives on one rank). Packed documents and
+    key-padding masks are not supported across shards.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t)
@@ -371,7 +471,13 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         raise ValueError("group: torch.distributed is not initialised (call init_process_group first)")
     if not isinstance(causal, bool):
         raise ValueError(f"causal must be a bool, got {causal!r}")
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
     _check_block_size(block_size)
+    window = check_window(window_size)
+    if sharding == "zigzag" and window is not None:
+        raise ValueError("sharding='zigzag' does not take window_size (use 'contiguous': a window's "
+                         "work is balanced there)")
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
     B, H, n, d = q.shape
@@ -380,18 +486,15 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
                          f"k {tuple(k.shape)} and v {tuple(v.shape)}")
     if k.shape[1] == 0 or H % k.shape[1]:
         raise ValueError(f"q: num_heads {H} must be a multiple of k's num_kv_heads {k.shape[1]}")
-    if n == 0 or n % block_size:
-        raise ValueError(f"q: the shard length {n} must be a positive multiple of block_size "
-                         f"{block_size} (a block lives on one rank)")
+    unit = block_size * (2 if sharding == "zigzag" else 1)
+    if n == 0 or n % unit:
+        raise ValueError(f"q: the shard length {n} must be a positive multiple of {unit} "
+                         f"(block_size {block_size}{' x 2 chunks' if unit != block_size else ''}: "
+                         f"a block lives on one rank)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     backend = _resolve_backend(backend, q)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, check_window(window_size))
-    if plan.local is None and plan.remote is None:
-        out = torch.zeros_like(q)
-        lse = torch.full((B, H, n), float("-inf"), dtype=torch.float32, device=q.device)
-        return (out, lse) if return_lse else out
-    fn = _ContextParallelCombined if plan.combined is not None else _ContextParallel
-    out, lse = fn.apply(q, k, v, plan, scale, backend, group)
+    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1])
+    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group)
     return (out, lse) if return_lse else out

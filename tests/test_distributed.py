@@ -1,11 +1,13 @@
 """Context parallelism on gloo processes (CPU): each rank's shard of the output and of the
 gradients equals the one-process result, on local, bigbird and dense patterns, causal and
-not, with GQA, for 2 and 4 ranks; and the exchange moves only the blocks the rows read."""
+not, with GQA, for 2 and 4 ranks, on contiguous and zigzag shards, with and without guest
+query blocks; and the plan moves only the blocks the rows read, and balances causal work."""
 from __future__ import annotations
 
 import os
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -24,49 +26,72 @@ CASES = [
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
 
-def _worker(rank, world, init_file, failures):
+def _runs(world):
+    """(pattern, causal, window, sharding, guest fraction): every case on both shardings
+    (zigzag takes no window); the default guest rule and "every cross-rank read is a guest"
+    (on 4 ranks only for the sparse cases: 4 processes share the test machine's cores)."""
+    for ci, (pattern, causal, window) in enumerate(CASES):
+        for sharding in ("contiguous", "zigzag"):
+            if sharding == "zigzag" and window is not None:
+                continue
+            for fraction in (0.5, 1e-9):
+                if fraction < 0.5 and (window is not None or world > 2 and ci not in (1, 2)):
+                    continue
+                yield pattern, causal, window, sharding, fraction
+
+
+# the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
+# guests' rows after the shard's, a zigzag shard's two chunks
+TRITON_RUNS = [
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5),
+]
+
+
+def _worker(rank, world, init_file, failures, backend="torch"):
     try:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
         import sparseflash.distributed as sfd
-        from sparseflash.distributed import sparse_attention as cp_attention
 
-        n = N // world
-        sl = slice(rank * n, (rank + 1) * n)
-        # both ways of running a rank: two parts overlapping the exchange (merged through the
-        # LSE), and one call after a small exchange
-        for ci, (pattern, causal, window, fraction) in enumerate(
-                [c + (f,) for c in CASES for f in (0.0, float("inf"))]):
-            sfd.OVERLAP_MIN_FRACTION = fraction
+        # the interpreter runs a program at a time: one batch element keeps it short
+        runs, dtype, atol, batch = ((_runs(world), torch.float64, 1e-10, B) if backend == "torch"
+                                    else (TRITON_RUNS, torch.float32, 2e-5, 1))
+        for ci, (pattern, causal, window, sharding, fraction) in enumerate(runs):
+            sfd.GUEST_MIN_FRACTION = fraction
+            sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4     # None: every candidate goes
             sfd.shard_plan.cache_clear()
+            case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction})"
             g = torch.Generator().manual_seed(ci)
-            q, k, v, do = (torch.randn(B, h, N, D, generator=g, dtype=torch.float64)
-                           for h in (H, HKV, HKV, H))
+            q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
+            dlse = torch.randn(batch, H, N, generator=g, dtype=dtype)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
-                                               window_size=window, return_lse=True, backend="torch")
-            ref_grads = torch.autograd.grad(ref, (q, k, v), do)
-            qs, ks, vs = (t.detach()[:, :, sl].clone().requires_grad_(True) for t in (q, k, v))
-            out, lse = cp_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
-                                    window_size=window, return_lse=True, backend="torch")
-            grads = torch.autograd.grad(out, (qs, ks, vs), do[:, :, sl])
-            torch.testing.assert_close(out, ref[:, :, sl], atol=1e-10, rtol=0, msg=lambda m: f"case {ci} out: {m}")
-            torch.testing.assert_close(lse, ref_lse[:, :, sl], atol=1e-10, rtol=0, msg=lambda m: f"case {ci} lse: {m}")
+                                               window_size=window, return_lse=True, backend=backend)
+            # the LSE's gradient too (the guests' pieces carry it)
+            ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding).requires_grad_(True) for t in (q, k, v))
+            out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
+                                            window_size=window, return_lse=True, backend=backend,
+                                            sharding=sharding)
+            grads = torch.autograd.grad((out, lse), (qs, ks, vs),
+                                        (sfd.shard(do, world, rank, sharding), sfd.shard(dlse, world, rank, sharding)))
+            mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
+            torch.testing.assert_close(out, mine(ref), atol=atol, rtol=0, msg=lambda m: f"{case} out: {m}")
+            torch.testing.assert_close(lse, mine(ref_lse), atol=atol, rtol=0, msg=lambda m: f"{case} lse: {m}")
             for name, g_, r_ in zip("qkv", grads, ref_grads):
-                torch.testing.assert_close(g_, r_[:, :, sl], atol=1e-10, rtol=0,
-                                           msg=lambda m: f"case {ci} d{name}: {m}")
+                torch.testing.assert_close(g_, mine(r_), atol=atol, rtol=0, msg=lambda m: f"{case} d{name}: {m}")
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank
         failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_shards_equal_one_process(world):
+def _spawn(world, backend="torch"):
     ctx = mp.get_context("spawn")
     failures = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        procs = [ctx.Process(target=_worker, args=(r, world, init_file, failures)) for r in range(world)]
+        procs = [ctx.Process(target=_worker, args=(r, world, init_file, failures, backend)) for r in range(world)]
         for p in procs:
             p.start()
         for p in procs:
@@ -78,6 +103,17 @@ def test_shards_equal_one_process(world):
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_shards_equal_one_process(world):
+    _spawn(world)
+
+
+def test_triton_kernels_in_buffer_coordinates():
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and no Triton interpreter")
+    _spawn(2, "triton")
+
+
 def test_exchange_moves_only_the_blocks_rows_read():
     from sparseflash.distributed import shard_plan
 
@@ -86,9 +122,56 @@ def test_exchange_moves_only_the_blocks_rows_read():
     assert plans[1].recv == ((15,), (), (32,), ())
     assert plans[0].send == ((), (15,), (), ())
     assert all(p.recv[q] == plans[q].send[p.rank] for p in plans for q in range(4))
-    # a global column goes to every rank; causal local reads only the left neighbour
+    # a global column goes to every rank; causal local reads only the left neighbour; the
+    # buffer holds the shard and the received blocks, nothing else
     plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, True, 1) for r in range(4)]
     assert [p.blocks_received for p in plans] == [0, 2, 2, 2]
+    assert [p.layout.kv_len for p in plans] == [256, 288, 288, 288]
+
+
+def test_global_row_goes_to_the_keys():
+    from sparseflash.distributed import shard_plan
+
+    # non-causal: block 0 is a global row reading every key; it is computed on every rank
+    # against that rank's keys instead of pulling 3 shards to rank 0
+    plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, False, 1) for r in range(4)]
+    assert plans[0].guests_out == ((), (0,), (0,), (0,))
+    assert [p.guests_in[0] for p in plans] == [(), (0,), (0,), (0,)]
+    assert plans[0].recv == ((), (16,), (), ())              # the right neighbour's edge only
+    assert all(p.num_guests <= 1 for p in plans)
+    assert plans[1].recv == ((0, 15), (), (32,), ())         # the global column and two edges
+    # the long row is split over the ranks: the work evens out
+    work = [p.layout.nnz for p in plans]
+    assert max(work) - min(work) <= 16, work
+
+
+def test_dense_causal_moves_keys_not_queries():
+    from sparseflash.distributed import shard_plan
+
+    # every block of rank 0's late chunk reads all of rank 1's keys: as guests they would
+    # move rank 0's heaviest work to rank 1, so keys move instead
+    plans = [shard_plan(sf.dense(), 2048, 2, r, 16, True, 4, None, "zigzag", 2) for r in range(2)]
+    assert [p.num_guests for p in plans] == [0, 0]
+    assert plans[0].blocks_received == 64 and plans[1].blocks_received == 32
+
+
+def test_zigzag_balances_causal_work():
+    from sparseflash.distributed import shard_chunks, shard_plan
+
+    assert shard_chunks(1024, 4, 1, "zigzag") == ((128, 128), (768, 128))
+    for world in (2, 4):
+        for sharding, worst in (("contiguous", 2 * world - 1), ("zigzag", 1.0)):
+            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).layout.nnz
+                   for r in range(world)]
+            # dense causal: rank W-1 has 2W-1 times rank 0's blocks on contiguous shards
+            rel = 0.05 if sharding == "contiguous" else 0
+            assert max(nnz) / min(nnz) == pytest.approx(worst, rel=rel), (sharding, nnz)
+    # every block of the sequence is computed exactly once over the ranks
+    total = sf.compile(sf.bigbird(window=1, globals=1, random=2), 2048, block_size=16, causal=True).nnz
+    plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 2048, 4, r, 16, True, 1, None, "zigzag")
+             for r in range(4)]
+    assert sum(p.layout.nnz for p in plans) == total
+    assert np.isclose(max(p.layout.nnz for p in plans) / min(p.layout.nnz for p in plans), 1.0, atol=0.1)
 
 
 def test_bad_input():

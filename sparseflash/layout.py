@@ -55,6 +55,16 @@ class LayoutTensors:
     plans: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+def _is_tensor(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return False
+    try:        # torch stays optional here: only a table built on a device is a tensor
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, torch.Tensor)
+
+
 class BlockLayout:
     r"""Block-sparse attention layout: which (query block, key block) pairs are computed.
 
@@ -179,20 +189,36 @@ class BlockLayout:
         self.key_padding_mask = key_padding_mask
         self.num_q_blocks = int(seqs[0, NQ])
         self.num_kv_blocks = int(seqs[0, NK])
-        for name, arr in (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
-                          ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull)):
-            arr = np.ascontiguousarray(arr, dtype=np.int32)
-            arr.setflags(write=False)
+        tables = (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
+                  ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull))
+        on_device = _is_tensor(fwd_ptr)
+        if on_device:
+            import torch
+        for name, arr in tables:
+            if on_device:
+                # tables built on a device (top-k, block masks): int32 tensors, kept as they
+                # are; fwd_idx/bwd_idx may have an unused capacity tail past ptr[-1]
+                assert _is_tensor(arr) and arr.dtype == torch.int32, (name, type(arr))
+            else:
+                arr = np.ascontiguousarray(arr, dtype=np.int32)
+                arr.setflags(write=False)
             setattr(self, name, arr)
         self.compile_ms = compile_ms
         self._device_cache: Dict[object, LayoutTensors] = {}
         rows = int(seqs[:, NQ].sum()) * self.table_heads
         cols = int(seqs[:, NK].sum()) * self.table_heads
-        assert self.fwd_ptr.shape == (rows + 1,), (self.fwd_ptr.shape, rows)
-        assert self.bwd_ptr.shape == (cols + 1,), (self.bwd_ptr.shape, cols)
-        assert self.fwd_idx.shape == self.bwd_idx.shape
+        assert tuple(self.fwd_ptr.shape) == (rows + 1,), (self.fwd_ptr.shape, rows)
+        assert tuple(self.bwd_ptr.shape) == (cols + 1,), (self.bwd_ptr.shape, cols)
+        assert on_device or self.fwd_idx.shape == self.bwd_idx.shape
 
     # ------------------------------------------------------------------ summary
+    @property
+    def tables_on_device(self) -> bool:
+        """True when the six tables are torch tensors (built on a device, e.g. by
+        ``topk_layout``): then only their shapes and the host metadata may be read on the
+        host, and ``to(device)`` of their own device wraps them without a copy."""
+        return _is_tensor(self.fwd_ptr)
+
     @property
     def num_seqs(self) -> int:
         return int(self.seqs.shape[0])
@@ -314,6 +340,14 @@ class BlockLayout:
             device = torch.device("cuda", torch.cuda.current_device())
         key = device
         cached = self._device_cache.get(key)
+        if cached is None and self.tables_on_device:
+            names = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
+            tables = {name: getattr(self, name).to(device) for name in names}    # no copy on their device
+            seqs = torch.from_numpy(self.seqs.astype(np.int32))
+            if device.type == "cuda":      # a pageable copy would synchronise the host
+                seqs = seqs.pin_memory().to(device, non_blocking=True)
+            cached = self._device_cache[key] = LayoutTensors(**tables, seqs=seqs.to(device))
+            return cached
         if cached is None:
             arrays = {name: np.array(getattr(self, name))
                       for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}

@@ -191,8 +191,21 @@ class Pattern:
         """Number of heads a per-head pattern needs, or None when shared by every head."""
         return None
 
-    def __str__(self) -> str:  # the text form; parse(str(p)) == p
-        return self._text()
+    def __post_init__(self) -> None:
+        # The text form, made once at construction (O(size of the tree)): torch.compile reads
+        # it as a constant string, without tracing _text, and the custom ops take patterns as
+        # this text (sparseflash.attention).
+        object.__setattr__(self, "_str", self._text())
+
+    def __str__(self) -> str:  # the text form; parse(str(p)) == p when has_text_form
+        return self._str
+
+    @property
+    def has_text_form(self) -> bool:
+        """Whether ``parse(str(self)) == self``. False when the tree holds a ``from_mask`` or
+        ``from_fn`` leaf: their text (``from_mask(<8x8 mask 47fd586050c5>)``) names the data
+        but does not carry it, and the parser rejects it."""
+        return "<" not in self._str
 
     def _text(self) -> str:
         raise NotImplementedError
@@ -612,6 +625,7 @@ class _Chain(Pattern):
         if len(flat) < 2:
             raise PatternError(f"{type(self).__name__} needs at least two terms, got {len(flat)}")
         object.__setattr__(self, "terms", tuple(flat))
+        self.__post_init__()
 
     @property
     def num_heads(self):

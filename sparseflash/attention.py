@@ -499,13 +499,13 @@ def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", m
         return _attention_fwd(q, k, v, str(pattern), call.block_size, call.causal, call.scale,
                               call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm, *mods)
     B, H, N, Nk = call.shape
-    if isinstance(pattern, BlockLayout) and pattern.tables_on_device:
+    if isinstance(pattern, BlockLayout) and isinstance(pattern.fwd_ptr, Tensor):    # tables_on_device
         if call.cu_q is not None or call.kpm is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk):
             raise ValueError("pattern: a layout with tables on a device serves calls of its own "
                              "seq_len and kv_len, without cu_seqlens or key_padding_mask")
         tables = tuple(getattr(pattern, name) for name in TABLE_FIELDS)
         geometry = (pattern.seq_len, pattern.kv_len, pattern.table_heads, int(pattern.packed),
-                    *(int(x) for x in pattern.seqs.ravel()))
+                    *(x for row in pattern._seq_rows for x in row))
         host_tables = False
     else:
         if not isinstance(pattern, BlockLayout) and call.cu_q is not None:

@@ -55,6 +55,15 @@ class LayoutTensors:
     plans: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+def _tracing() -> bool:
+    """Whether torch.compile traces the caller (a layout built inside a compiled function)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.compiler.is_dynamo_compiling()      # False where real code runs
+
+
 def _is_tensor(x) -> bool:
     if isinstance(x, np.ndarray):
         return False
@@ -157,7 +166,7 @@ class BlockLayout:
         "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
         "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
         "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
-        "compile_ms", "_device_cache", "__weakref__",
+        "compile_ms", "_device_cache", "_seq_rows", "__weakref__",
     )
 
     def __init__(self, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
@@ -177,18 +186,25 @@ class BlockLayout:
         self.window = None if window is None else (int(window[0]), int(window[1]))
         self.packed = bool(packed)
         if seqs is None:
-            seqs = np.array([seq_row(0, self.seq_len, 0, self.kv_len,
-                                     *bottom_right(self.seq_len, self.kv_len), 0, 0,
-                                     self.block_size)], dtype=np.int64)
-        seqs = np.ascontiguousarray(seqs, dtype=np.int64).reshape(-1, len(SEQ_FIELDS))
-        seqs.setflags(write=False)
+            seqs = (seq_row(0, self.seq_len, 0, self.kv_len, *bottom_right(self.seq_len, self.kv_len),
+                            0, 0, self.block_size),)
+        if _tracing():
+            # inside a function torch.compile traces, numpy arrays are traced as tensors:
+            # the host metadata stays Python ints (seqs given as rows of ints, or None)
+            seqs = tuple(tuple(int(x) for x in row) for row in seqs)
+            self._seq_rows = seqs
+        else:
+            seqs = np.ascontiguousarray(seqs, dtype=np.int64).reshape(-1, len(SEQ_FIELDS))
+            seqs.setflags(write=False)
+            # the rows as Python ints too: what torch.compile reads (a value, not an array)
+            self._seq_rows = tuple(map(tuple, seqs.tolist()))
         self.seqs = seqs
         if key_padding_mask is not None:
             key_padding_mask = np.ascontiguousarray(key_padding_mask, dtype=bool)
             key_padding_mask.setflags(write=False)
         self.key_padding_mask = key_padding_mask
-        self.num_q_blocks = int(seqs[0, NQ])
-        self.num_kv_blocks = int(seqs[0, NK])
+        self.num_q_blocks = self._seq_rows[0][NQ]
+        self.num_kv_blocks = self._seq_rows[0][NK]
         tables = (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
                   ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull))
         on_device = _is_tensor(fwd_ptr)
@@ -205,8 +221,8 @@ class BlockLayout:
             setattr(self, name, arr)
         self.compile_ms = compile_ms
         self._device_cache: Dict[object, LayoutTensors] = {}
-        rows = int(seqs[:, NQ].sum()) * self.table_heads
-        cols = int(seqs[:, NK].sum()) * self.table_heads
+        rows = sum(row[NQ] for row in self._seq_rows) * self.table_heads
+        cols = sum(row[NK] for row in self._seq_rows) * self.table_heads
         assert tuple(self.fwd_ptr.shape) == (rows + 1,), (self.fwd_ptr.shape, rows)
         assert tuple(self.bwd_ptr.shape) == (cols + 1,), (self.bwd_ptr.shape, cols)
         assert on_device or self.fwd_idx.shape == self.bwd_idx.shape

@@ -2,20 +2,31 @@
 
 Three layers, as flash-attn does it:
 
-1. ``sparseflash::attention_fwd`` / ``sparseflash::attention_bwd``: ``torch.library`` custom
-   ops with fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces a model
-   that calls them without a graph break. The pattern travels as an int key (a trace-time
-   constant under torch.compile, ``_pattern_key_traced``); the ops resolve the layout from the
-   shapes they receive, so dynamic shapes work too. Each op dispatches to the Triton launchers
-   (:mod:`sparseflash.kernels.launch`) or to the blockwise PyTorch implementation
-   (:mod:`sparseflash.reference`).
-2. The autograd formula, registered on the forward op with ``torch.library.register_autograd``
-   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the
-   pattern key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
+1. ``torch.library`` custom ops with fake (meta) implementations, so
+   ``torch.compile(fullgraph=True)`` traces a model that calls them without a graph break.
+   Their arguments are values (strings, ints, tensors), never object ids: equal patterns
+   share a graph, ``torch.export`` programs load in another process, the FX graph cache key
+   is stable across processes, and no registry keeps patterns alive.
+
+   * ``sparseflash::attention_fwd`` / ``attention_bwd`` take a Pattern as its text,
+     ``str(pattern)``; the op parses it back (bounded LRU, by value) and resolves the layout
+     from the shapes it receives, so dynamic shapes work.
+   * ``sparseflash::attention_tables_fwd`` / ``attention_tables_bwd`` take a layout's six
+     tables as tensors and its geometry as ints: a layout whose tables are computed in the
+     graph (``topk_layout``) flows through without a host sync, and a host BlockLayout (or a
+     Pattern without a text form, compiled for the traced lengths) travels as constant
+     tensors of its tables.
+
+   Each op dispatches to the Triton launchers (:mod:`sparseflash.kernels.launch`) or to the
+   blockwise PyTorch implementation (:mod:`sparseflash.blockwise`).
+2. The autograd formula, registered on each forward op with ``register_autograd`` (it plays
+   the role of the ``autograd.Function``): it saves q, k, v, out and lse, keeps the op's
+   other inputs and calls the matching backward op. A gradient flowing into the returned
+   lse is folded into delta.
 3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1)
-   under torch.compile. In eager mode it calls the same implementations through a plain
-   ``autograd.Function`` (``_EagerAttention``, the same formula as (2)), which skips the
-   custom-op dispatch and its host overhead.
+   under torch.compile (``_traced_attention``). In eager mode it calls the same
+   implementations through a plain ``autograd.Function`` (``_EagerAttention``, the same
+   formula as (2)), which skips the custom-op dispatch and its host overhead.
 """
 from __future__ import annotations
 
@@ -85,6 +96,11 @@ def _restricted(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
     return got
 
 
+_DEVICE_TABLES_SERVE = ("pattern: a layout with tables on a device serves calls of its own seq_len, "
+                        "kv_len and batch (one table set, or one per batch element), without "
+                        "cu_seqlens or key_padding_mask")
+
+
 def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_size: int,
                    causal: bool, window=None, cu_seqlens: Optional[Tuple[int, ...]] = None,
                    cu_seqlens_k: Optional[Tuple[int, ...]] = None,
@@ -116,6 +132,12 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
     if layout.num_heads != num_heads:
         raise ValueError(f"pattern: the layout was compiled with num_heads={layout.num_heads} but "
                          f"this call has {num_heads} query heads")
+    if layout.tables_on_device:
+        # tables built on a device are used as they are: never read, restricted or re-tabled
+        if (layout.packed or layout.num_seqs not in (1, batch) or cu_seqlens is not None
+                or key_padding_mask is not None or (layout.seq_len, layout.kv_len) != (seq_len, kv_len)):
+            raise ValueError(_DEVICE_TABLES_SERVE)
+        return layout
     if layout.packed or layout.num_seqs > 1:
         # a layout of several sequences is specific to the call it was built for
         if cu_seqlens is not None and layout.packed:
@@ -500,9 +522,9 @@ def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", m
                               call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm, *mods)
     B, H, N, Nk = call.shape
     if isinstance(pattern, BlockLayout) and isinstance(pattern.fwd_ptr, Tensor):    # tables_on_device
-        if call.cu_q is not None or call.kpm is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk):
-            raise ValueError("pattern: a layout with tables on a device serves calls of its own "
-                             "seq_len and kv_len, without cu_seqlens or key_padding_mask")
+        if (call.cu_q is not None or call.kpm is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk)
+                or pattern.packed or pattern.num_seqs not in (1, B)):
+            raise ValueError(_DEVICE_TABLES_SERVE)
         tables = tuple(getattr(pattern, name) for name in TABLE_FIELDS)
         geometry = (pattern.seq_len, pattern.kv_len, pattern.table_heads, int(pattern.packed),
                     *(x for row in pattern._seq_rows for x in row))

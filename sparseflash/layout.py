@@ -237,7 +237,7 @@ class BlockLayout:
 
     @property
     def num_seqs(self) -> int:
-        return int(self.seqs.shape[0])
+        return len(self._seq_rows)
 
     @property
     def shape(self) -> Tuple[int, int, int]:

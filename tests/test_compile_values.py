@@ -154,24 +154,31 @@ def test_a_pattern_passed_under_compile_can_be_collected():
 def _topk_layout_by_hand(scores: torch.Tensor, k: int, *, seq_len: int, block_size: int) -> sf.BlockLayout:
     """The top-k layout of the contract with ``sf.topk_layout``, built with plain torch ops (no
     host reads): per head and query block the k best key blocks, all marked partial.
-    ``scores``: ``[H, nq, nk]``."""
-    H, nq, nk = scores.shape
+    ``scores``: ``[H, nq, nk]`` (one table set for the batch) or ``[B, H, nq, nk]`` (one per
+    batch element: ``packed`` False, ``num_seqs = B``, seqs rows from the shapes)."""
+    B, H, nq, nk = scores.shape if scores.dim() == 4 else (1, *scores.shape)
     dev = scores.device
-    idx = scores.topk(k, dim=-1).indices.sort(dim=-1).values               # [H, nq, k]
-    rows = H * nq
+    idx = scores.topk(k, dim=-1).indices.sort(dim=-1).values.reshape(B * H, nq, k)  # [B*H, nq, k]
+    rows = B * H * nq
     fwd_ptr = (torch.arange(rows + 1, device=dev) * k).to(torch.int32)
     fwd_idx = idx.reshape(-1).to(torch.int32)
-    col = (torch.arange(H, device=dev)[:, None, None] * nk + idx).reshape(-1)     # [H*nq*k] table column
-    row = torch.arange(nq, device=dev)[None, :, None].expand(H, nq, k).reshape(-1)
+    col = (torch.arange(B * H, device=dev)[:, None, None] * nk + idx).reshape(-1)  # [rows*k] table column
+    row = torch.arange(nq, device=dev)[None, :, None].expand(B * H, nq, k).reshape(-1)
     order = torch.argsort(col * nq + row)
     bwd_idx = row[order].to(torch.int32)
-    counts = torch.zeros(H * nk, dtype=torch.int64, device=dev).scatter_add_(0, col, torch.ones_like(col))
+    counts = torch.zeros(B * H * nk, dtype=torch.int64, device=dev).scatter_add_(0, col, torch.ones_like(col))
     bwd_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+    seqs = None
+    if scores.dim() == 4:
+        from sparseflash.layout import seq_row
+
+        seqs = tuple(seq_row(0, seq_len, 0, seq_len, 0, 0, b * H * nq, b * H * nk, block_size)
+                     for b in range(B))
     return sf.BlockLayout(seq_len=seq_len, kv_len=seq_len, block_size=block_size, causal=False,
                           num_heads=H, table_heads=H, fwd_ptr=fwd_ptr, fwd_idx=fwd_idx,
                           fwd_nfull=torch.zeros(rows, dtype=torch.int32, device=dev),
-                          bwd_ptr=bwd_ptr, bwd_idx=bwd_idx,
-                          bwd_nfull=torch.zeros(H * nk, dtype=torch.int32, device=dev))
+                          bwd_ptr=bwd_ptr, bwd_idx=bwd_idx, seqs=seqs,
+                          bwd_nfull=torch.zeros(B * H * nk, dtype=torch.int32, device=dev))
 
 
 def _block_scores(q, k, block_size):
@@ -224,6 +231,26 @@ def test_scores_topk_attention_is_one_graph():
     assert _ops_in(backend.graphs[0]) == ["sparseflash.attention_tables_fwd.default"]
     assert not any(n.op == "get_attr" for n in backend.graphs[0].graph.nodes)     # no constant tables
     for a, b in zip(torch.autograd.grad(out, (q, k, v), do), torch.autograd.grad(ref, (q, k, v), do)):
+        torch.testing.assert_close(a, b)
+
+
+def test_per_batch_tensor_tables_are_one_graph():
+    """One table set per batch element (num_seqs = batch): each element attends through its
+    own top-k blocks, under fullgraph=True as in eager."""
+    def f(q, k, v):
+        scores = torch.stack([_block_scores(q[b:b + 1].detach(), k[b:b + 1].detach(), 16)
+                              for b in range(q.shape[0])])                          # [B, H, nq, nk]
+        layout = _topk_layout_by_hand(scores, 2, seq_len=q.shape[2], block_size=16)
+        return sparse_attention(q, k, v, layout, backend="torch")
+
+    backend = _CountingBackend()
+    q, k, v, do = _qkv(B=2, H=2, N=64, requires_grad=True)
+    out = torch.compile(f, fullgraph=True, backend=backend)(q, k, v)
+    per_element = torch.cat([_scores_topk_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1]) for b in range(2)])
+    torch.testing.assert_close(out, per_element)
+    torch.testing.assert_close(f(q, k, v), per_element)
+    assert len(backend.graphs) == 1
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), do), torch.autograd.grad(per_element, (q, k, v), do)):
         torch.testing.assert_close(a, b)
 
 

@@ -166,7 +166,7 @@ class BlockLayout:
         "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
         "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
         "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
-        "compile_ms", "_device_cache", "_seq_rows", "__weakref__",
+        "compile_ms", "_seq_rows", "_device_cache", "__weakref__",
     )
 
     def __init__(self, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
@@ -359,7 +359,7 @@ class BlockLayout:
         if cached is None and self.tables_on_device:
             names = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
             tables = {name: getattr(self, name).to(device) for name in names}    # no copy on their device
-            seqs = torch.from_numpy(self.seqs.astype(np.int32))
+            seqs = torch.from_numpy(np.asarray(self._seq_rows, dtype=np.int32))
             if device.type == "cuda":      # a pageable copy would synchronise the host
                 seqs = seqs.pin_memory().to(device, non_blocking=True)
             cached = self._device_cache[key] = LayoutTensors(**tables, seqs=seqs.to(device))

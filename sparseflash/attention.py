@@ -503,7 +503,7 @@ def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_
     t = layout.to(device)
     return (tuple(getattr(t, name) for name in TABLE_FIELDS),
             (layout.seq_len, layout.kv_len, layout.table_heads, int(layout.packed),
-             *(int(x) for x in layout.seqs.ravel())))
+             *(x for row in layout._seq_rows for x in row)))
 
 
 def _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window) -> BlockLayout:

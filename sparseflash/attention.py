@@ -2,26 +2,37 @@
 
 Three layers, as flash-attn does it:
 
-1. ``sparseflash::attention_fwd`` / ``sparseflash::attention_bwd``: ``torch.library`` custom
-   ops with fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces a model
-   that calls them without a graph break. The pattern travels as an int key (a trace-time
-   constant under torch.compile, ``_pattern_key_traced``); the ops resolve the layout from the
-   shapes they receive, so dynamic shapes work too. Each op dispatches to the Triton launchers
-   (:mod:`sparseflash.kernels.launch`) or to the blockwise PyTorch implementation
-   (:mod:`sparseflash.reference`).
-2. The autograd formula, registered on the forward op with ``torch.library.register_autograd``
-   (it plays the role of the ``autograd.Function``): it saves q, k, v, out, lse and the
-   pattern key, and calls the backward op. A gradient flowing into the returned lse is folded into delta.
+1. ``torch.library`` custom ops with fake (meta) implementations, so
+   ``torch.compile(fullgraph=True)`` traces a model that calls them without a graph break.
+   Their arguments are values (strings, ints, tensors), never object ids: equal patterns
+   share a graph, ``torch.export`` programs load in another process, the FX graph cache key
+   is stable across processes, and no registry keeps patterns alive.
+
+   * ``sparseflash::attention_fwd`` / ``attention_bwd`` take a Pattern as its text,
+     ``str(pattern)``; the op parses it back (bounded LRU, by value) and resolves the layout
+     from the shapes it receives, so dynamic shapes work.
+   * ``sparseflash::attention_tables_fwd`` / ``attention_tables_bwd`` take a layout's six
+     tables as tensors and its geometry as ints: a layout whose tables are computed in the
+     graph (``topk_layout``) flows through without a host sync, and a host BlockLayout (or a
+     Pattern without a text form, compiled for the traced lengths) travels as constant
+     tensors of its tables.
+
+   Each op dispatches to the Triton launchers (:mod:`sparseflash.kernels.launch`) or to the
+   blockwise PyTorch implementation (:mod:`sparseflash.blockwise`).
+2. The autograd formula, registered on each forward op with ``register_autograd`` (it plays
+   the role of the ``autograd.Function``): it saves q, k, v, out and lse, keeps the op's
+   other inputs and calls the matching backward op. A gradient flowing into the returned
+   lse is folded into delta.
 3. :func:`sparse_attention`, which validates, resolves the pattern to a layout and calls (1)
-   under torch.compile. In eager mode it calls the same implementations through a plain
-   ``autograd.Function`` (``_EagerAttention``, the same formula as (2)), which skips the
-   custom-op dispatch and its host overhead.
+   under torch.compile (``_traced_attention``). In eager mode it calls the same
+   implementations through a plain ``autograd.Function`` (``_EagerAttention``, the same
+   formula as (2)), which skips the custom-op dispatch and its host overhead.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
+import operator
 import os
 import weakref
 from typing import Dict, List, Optional, Tuple, Union
@@ -35,6 +46,7 @@ from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import check_window, compile, compile_sequences, prefix_stable, restrict
 from .philox import draw_seed
 from .layout import BlockLayout
+from .parser import parse
 from .pattern import Pattern
 
 __all__ = ["sparse_attention", "resolve_layout"]
@@ -84,6 +96,11 @@ def _restricted(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
     return got
 
 
+_DEVICE_TABLES_SERVE = ("pattern: a layout with tables on a device serves calls of its own seq_len, "
+                        "kv_len and batch (one table set, or one per batch element), without "
+                        "cu_seqlens or key_padding_mask")
+
+
 def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_size: int,
                    causal: bool, window=None, cu_seqlens: Optional[Tuple[int, ...]] = None,
                    cu_seqlens_k: Optional[Tuple[int, ...]] = None,
@@ -115,6 +132,12 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
     if layout.num_heads != num_heads:
         raise ValueError(f"pattern: the layout was compiled with num_heads={layout.num_heads} but "
                          f"this call has {num_heads} query heads")
+    if layout.tables_on_device:
+        # tables built on a device are used as they are: never read, restricted or re-tabled
+        if (layout.packed or layout.num_seqs not in (1, batch) or cu_seqlens is not None
+                or key_padding_mask is not None or (layout.seq_len, layout.kv_len) != (seq_len, kv_len)):
+            raise ValueError(_DEVICE_TABLES_SERVE)
+        return layout
     if layout.packed or layout.num_seqs > 1:
         # a layout of several sequences is specific to the call it was built for
         if cu_seqlens is not None and layout.packed:
@@ -179,82 +202,159 @@ def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
 
 
 # ------------------------------------------------------------------ 1. custom ops
-# The ops get the pattern (or layout) as an int key into _PATTERNS and resolve the layout
-# themselves from the actual shapes and the document/padding tensors: torch.compile then
-# never traces the mask compiler or the host-to-device copy of the tables, the graph holds no
-# table tensors, and dynamic shapes work. The registry holds strong references (a compiled
-# graph may keep a key after the caller dropped the object, and ids of live objects are never
-# reused): one entry per distinct pattern/layout passed under torch.compile. Eager calls do
-# not register.
-_PATTERNS: Dict[int, object] = {}
+# The ops take only values that torch.compile, torch.export and the FX graph cache can
+# compare and serialise (strings, ints, tensors), so equal patterns give one graph, a saved
+# program loads in another process and nothing process-wide grows with the patterns seen:
+#
+# * attention_fwd/bwd take a Pattern as its text form, ``str(pattern)``. The op parses it
+#   back (a bounded cache by value) and resolves the layout from the shapes and the
+#   document/padding tensors it receives: torch.compile never traces the mask compiler,
+#   the graph holds no tables, and dynamic shapes work.
+# * attention_tables_fwd/bwd take a layout's six tables as tensors and its geometry as ints.
+#   Tables built in the graph (``topk_layout``) flow through them without a host sync
+#   (``host_tables`` False: the op never reads them on the host). A host BlockLayout, or a
+#   Pattern without a text form (``from_mask``/``from_fn`` leaves), travels as constant
+#   tensors of its tables (``host_tables`` True): the op rebuilds the host layout from them
+#   once per table tensor (weakly keyed, it dies with the graph) to restrict it to a
+#   shorter call or add padding tables, as eager calls do.
+_parsed = functools.lru_cache(maxsize=128)(parse)       # text -> Pattern, bounded, by value
 
 
-def _op_layout(pattern_key: int, block_size: int, causal: bool, window_left: int,
-               window_right: int, q: Tensor, k: Tensor, cu_seqlens: Optional[Tensor],
-               cu_seqlens_k: Optional[Tensor], kpm: Optional[Tensor]) -> BlockLayout:
-    """The layout of this pattern key for these shapes and tensors (compiled once, cached)."""
+def _op_layout(pattern, block_size: int, causal: bool, window_left: int, window_right: int,
+               q: Tensor, k: Tensor, cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+               kpm: Optional[Tensor]) -> BlockLayout:
+    """The layout of a Pattern or host BlockLayout for these shapes and tensors (cached)."""
     cu_q = cu_k = None
     if cu_seqlens is not None:
         cu_q = tuple(cu_seqlens.tolist())
         cu_k = tuple(cu_seqlens_k.tolist()) if cu_seqlens_k is not None else cu_q
-    return resolve_layout(_PATTERNS[pattern_key], seq_len=q.shape[2], kv_len=k.shape[2],
+    return resolve_layout(pattern, seq_len=q.shape[2], kv_len=k.shape[2],
                           num_heads=q.shape[1], block_size=block_size, causal=causal,
                           window=check_window((window_left, window_right)), cu_seqlens=cu_q,
                           cu_seqlens_k=cu_k, batch=q.shape[0],
                           key_padding_mask=None if kpm is None else kpm.bool().cpu().numpy())
 
 
+def _op_mods(softcap, alibi_slopes, dropout_p, rng):
+    return (softcap, alibi_slopes, dropout_p, _rng_ints(rng) if rng is not None else (0, 0))
+
+
 @torch.library.custom_op("sparseflash::attention_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern_key: int, block_size: int,
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, pattern: str, block_size: int,
                    causal: bool, scale: float, backend: str, window_left: int, window_right: int,
                    cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
                    key_padding_mask: Optional[Tensor], softcap: float = 0.0,
                    alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
                    rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
+    layout = _op_layout(_parsed(pattern), block_size, causal, window_left, window_right, q, k,
                         cu_seqlens, cu_seqlens_k, key_padding_mask)
     return _forward_impl(q, k, v, layout, scale, backend, key_padding_mask,
                          _op_mods(softcap, alibi_slopes, dropout_p, rng))
 
 
-def _op_mods(softcap, alibi_slopes, dropout_p, rng):
-    return (softcap, alibi_slopes, dropout_p, _rng_ints(rng) if rng is not None else (0, 0))
-
-
-@_attention_fwd.register_fake
-def _attention_fwd_fake(q, k, v, *args):
-    B, H, N, d = q.shape
-    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    return q.new_empty((B, H, N, d)), q.new_empty((B, H, N), dtype=lse_dtype)
-
-
 @torch.library.custom_op("sparseflash::attention_bwd", mutates_args=())
 def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                   dlse: Optional[Tensor], pattern_key: int, block_size: int, causal: bool,
+                   dlse: Optional[Tensor], pattern: str, block_size: int, causal: bool,
                    scale: float, backend: str, window_left: int, window_right: int,
                    cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
                    key_padding_mask: Optional[Tensor], softcap: float = 0.0,
                    alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
                    rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    layout = _op_layout(pattern_key, block_size, causal, window_left, window_right, q, k,
+    layout = _op_layout(_parsed(pattern), block_size, causal, window_left, window_right, q, k,
                         cu_seqlens, cu_seqlens_k, key_padding_mask)
     return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask,
                           _op_mods(softcap, alibi_slopes, dropout_p, rng))
 
 
-@_attention_bwd.register_fake
-def _attention_bwd_fake(do, q, k, v, *args):
+TABLE_FIELDS = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
+
+# host layouts rebuilt from the constant tables of a graph, by id of the fwd_idx tensor; an
+# entry lives as long as that tensor (tensors compare elementwise, so no WeakKeyDictionary)
+_HOST_TABLES: Dict[int, Dict[tuple, BlockLayout]] = {}
+
+
+def _host_tables(t: Tensor) -> Dict[tuple, BlockLayout]:
+    got = _HOST_TABLES.get(id(t))
+    if got is None:
+        got = _HOST_TABLES[id(t)] = {}
+        weakref.finalize(t, _HOST_TABLES.pop, id(t), None)
+    return got
+
+
+def _table_layout(tables: Tuple[Tensor, ...], seqs: List[int], seq_len: int, kv_len: int,
+                  num_heads: int, block_size: int, causal: bool, table_heads: int,
+                  window_left: int, window_right: int, packed: bool, host_tables: bool,
+                  q: Tensor, k: Tensor, cu_seqlens: Optional[Tensor],
+                  cu_seqlens_k: Optional[Tensor], kpm: Optional[Tensor]) -> BlockLayout:
+    """The BlockLayout of a table op's arguments (seqs: the ``seqs`` rows, flattened)."""
+    window = check_window((window_left, window_right))
+    meta = dict(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                num_heads=num_heads, table_heads=table_heads, window=window, packed=packed,
+                seqs=np.asarray(seqs, dtype=np.int64))
+    if not host_tables:
+        # built in the graph: used as they are, never read on the host
+        return BlockLayout(**meta, **dict(zip(TABLE_FIELDS, tables)))
+    per_tables = _host_tables(tables[1])
+    key = (tuple(seqs), seq_len, kv_len, num_heads, block_size, causal, table_heads, window, packed)
+    layout = per_tables.get(key)
+    if layout is None:
+        layout = per_tables[key] = BlockLayout(
+            **meta, **{name: t.cpu().numpy() for name, t in zip(TABLE_FIELDS, tables)})
+    return _op_layout(layout, block_size, causal, window_left, window_right, q, k, cu_seqlens,
+                      cu_seqlens_k, kpm)
+
+
+@torch.library.custom_op("sparseflash::attention_tables_fwd", mutates_args=())
+def _attention_tables_fwd(q: Tensor, k: Tensor, v: Tensor, fwd_ptr: Tensor, fwd_idx: Tensor,
+                          fwd_nfull: Tensor, bwd_ptr: Tensor, bwd_idx: Tensor, bwd_nfull: Tensor,
+                          seqs: List[int], seq_len: int, kv_len: int, block_size: int,
+                          causal: bool, table_heads: int, window_left: int, window_right: int,
+                          packed: bool, host_tables: bool, scale: float, backend: str,
+                          cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                          key_padding_mask: Optional[Tensor], softcap: float = 0.0,
+                          alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
+                          rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Attention over a layout given as its tables (the BlockLayout docstring's fields) and
+    its host geometry: ``seqs`` is the ``seqs`` rows flattened, ``seq_len``/``kv_len`` the
+    lengths the layout was built for; ``host_tables``: see the comment above."""
+    layout = _table_layout((fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull), seqs,
+                           seq_len, kv_len, q.shape[1], block_size, causal, table_heads,
+                           window_left, window_right, packed, host_tables, q, k, cu_seqlens,
+                           cu_seqlens_k, key_padding_mask)
+    return _forward_impl(q, k, v, layout, scale, backend, key_padding_mask,
+                         _op_mods(softcap, alibi_slopes, dropout_p, rng))
+
+
+@torch.library.custom_op("sparseflash::attention_tables_bwd", mutates_args=())
+def _attention_tables_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                          dlse: Optional[Tensor], fwd_ptr: Tensor, fwd_idx: Tensor,
+                          fwd_nfull: Tensor, bwd_ptr: Tensor, bwd_idx: Tensor, bwd_nfull: Tensor,
+                          seqs: List[int], seq_len: int, kv_len: int, block_size: int,
+                          causal: bool, table_heads: int, window_left: int, window_right: int,
+                          packed: bool, host_tables: bool, scale: float, backend: str,
+                          cu_seqlens: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                          key_padding_mask: Optional[Tensor], softcap: float = 0.0,
+                          alibi_slopes: Optional[Tensor] = None, dropout_p: float = 0.0,
+                          rng: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    layout = _table_layout((fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull), seqs,
+                           seq_len, kv_len, q.shape[1], block_size, causal, table_heads,
+                           window_left, window_right, packed, host_tables, q, k, cu_seqlens,
+                           cu_seqlens_k, key_padding_mask)
+    return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask,
+                          _op_mods(softcap, alibi_slopes, dropout_p, rng))
+
+
+def _fwd_fake(q, k, v, *args, **kwargs):
+    B, H, N, d = q.shape
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty((B, H, N, d)), q.new_empty((B, H, N), dtype=lse_dtype)
+
+
+def _bwd_fake(do, q, k, v, *args, **kwargs):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 # ------------------------------------------------------------------ 2. autograd
-def _setup_context(ctx, inputs, output):
-    q, k, v, *static = inputs
-    ctx.static = tuple(static)          # pattern_key, ..., cu_seqlens, cu_seqlens_k, kpm
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)
-
-
 def _grads(dout, dlse, q, k, v, out, lse, backward):
     """The gradient formula both autograd routes share: a missing output gradient is zero."""
     if dout is None:
@@ -262,14 +362,29 @@ def _grads(dout, dlse, q, k, v, out, lse, backward):
     return backward(dout.contiguous() if dout.stride(-1) != 1 else dout, q, k, v, out, lse, dlse)
 
 
-def _backward(ctx, dout, dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse,
-                        lambda *a: _attention_bwd(*a, *ctx.static))
-    return (dq, dk, dv) + (None,) * len(ctx.static)
+def _register(fwd_op, bwd_op) -> None:
+    """Fake implementations and the autograd formula of one op pair: the forward saves q, k,
+    v, out and lse and keeps its other inputs (pattern or tables, geometry, document and
+    padding tensors) for the backward op."""
+    fwd_op.register_fake(_fwd_fake)
+    bwd_op.register_fake(_bwd_fake)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, *static = inputs
+        ctx.static = tuple(static)
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse)
+
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _grads(dout, dlse, q, k, v, out, lse, lambda *a: bwd_op(*a, *ctx.static))
+        return (dq, dk, dv) + (None,) * len(ctx.static)
+
+    fwd_op.register_autograd(backward, setup_context=setup_context)
 
 
-_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+_register(_attention_fwd, _attention_bwd)
+_register(_attention_tables_fwd, _attention_tables_bwd)
 
 
 class _EagerAttention(torch.autograd.Function):
@@ -377,25 +492,58 @@ def _check_padding(key_padding_mask, B: int, Nk: int, device) -> Optional[Tensor
     return key_padding_mask.to(device).contiguous().view(torch.int8)
 
 
-def _pattern_key(pattern) -> int:
-    """Register a Pattern or BlockLayout and return the key the custom ops take."""
-    from .pattern import Pattern
-
-    if not isinstance(pattern, (Pattern, BlockLayout)):
-        raise TypeError(f"pattern must be a sparseflash Pattern or BlockLayout, got {type(pattern).__name__}")
-    _PATTERNS.setdefault(id(pattern), pattern)
-    return id(pattern)
-
-
 @torch.compiler.assume_constant_result
-def _pattern_key_traced(pattern_id: int) -> int:
-    """_pattern_key under torch.compile: run once at trace time, its result a constant.
+def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_heads: int,
+                   block_size: int, causal: bool, window) -> tuple:
+    """The tables of a host BlockLayout, or of a Pattern without a text form compiled for
+    these lengths: ``(fwd_ptr, ..., bwd_nfull)`` on ``device`` (the tensors the layout keeps,
+    ``BlockLayout.to``) and ``(seq_len, kv_len, table_heads, packed, *seqs rows)``. Under
+    torch.compile it runs once, at trace time: the graph holds the tables as constants."""
+    layout = _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window)
+    t = layout.to(device)
+    return (tuple(getattr(t, name) for name in TABLE_FIELDS),
+            (layout.seq_len, layout.kv_len, layout.table_heads, int(layout.packed),
+             *(x for row in layout._seq_rows for x in row)))
 
-    Dynamo passes ``id(pattern)`` (and guards on that identity) because older torch versions
-    (2.11) accept only literal constants here, not Pattern/BlockLayout objects. The object is
-    alive (the traced code holds it), so its id maps back to it.
-    """
-    return _pattern_key(ctypes.cast(pattern_id, ctypes.py_object).value)
+
+def _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window) -> BlockLayout:
+    if isinstance(source, BlockLayout):
+        return source
+    return compile(source, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                   num_heads=num_heads, window_size=window)
+
+
+def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", mods) -> Tuple[Tensor, Tensor]:
+    """``sparse_attention`` under torch.compile (and on meta tensors): one custom op whose
+    arguments are values. A Pattern travels as its text; a layout as its tables."""
+    wl, wr = call.window if call.window is not None else (-1, -1)
+    if isinstance(pattern, Pattern) and pattern.has_text_form:
+        return _attention_fwd(q, k, v, str(pattern), call.block_size, call.causal, call.scale,
+                              call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm, *mods)
+    B, H, N, Nk = call.shape
+    if isinstance(pattern, BlockLayout) and isinstance(pattern.fwd_ptr, Tensor):    # tables_on_device
+        if (call.cu_q is not None or call.kpm is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk)
+                or pattern.packed or pattern.num_seqs not in (1, B)):
+            raise ValueError(_DEVICE_TABLES_SERVE)
+        tables = tuple(getattr(pattern, name) for name in TABLE_FIELDS)
+        geometry = (pattern.seq_len, pattern.kv_len, pattern.table_heads, int(pattern.packed),
+                    *(x for row in pattern._seq_rows for x in row))
+        host_tables = False
+    else:
+        if not isinstance(pattern, BlockLayout) and call.cu_q is not None:
+            raise ValueError(f"pattern: {pattern} has no text form, and under torch.compile such "
+                             f"a pattern does not take cu_seqlens; build the documents' layout "
+                             f"outside the compiled function or use a pattern with a text form")
+        # a layout brings its own lengths; a Pattern compiles for the call's, made trace-time
+        # constants (operator.index specialises symbolic sizes: one graph per length)
+        lengths = (None,) * 3 if isinstance(pattern, BlockLayout) else tuple(map(operator.index, (N, Nk, H)))
+        tables, geometry = _static_tables(pattern, q.device, *lengths, call.block_size,
+                                          call.causal, call.window)
+        host_tables = True
+    seq_len, kv_len, table_heads, packed, *seqs = geometry
+    return _attention_tables_fwd(q, k, v, *tables, list(seqs), seq_len, kv_len, call.block_size,
+                                 call.causal, table_heads, wl, wr, bool(packed), host_tables,
+                                 call.scale, call.backend, call.cu_q, call.cu_k, call.kpm, *mods)
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, BlockLayout]", *,
@@ -471,14 +619,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
     alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
     rng = draw_seed() if dropout_p > 0 else None
     if torch.compiler.is_compiling() or q.is_meta:
-        # the pattern/layout must live outside the compiled function (a module attribute, a
-        # global, a closure); the ops resolve the layout from the shapes they are given. Meta
-        # tensors take the op too: its fake implementation gives the shapes.
-        key = _pattern_key_traced(id(pattern)) if not q.is_meta else _pattern_key(pattern)
-        wl, wr = call.window if call.window is not None else (-1, -1)
-        out, lse = _attention_fwd(q, k, v, key, call.block_size, call.causal, call.scale,
-                                  call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm,
-                                  float(softcap), alibi, float(dropout_p), rng)
+        # one custom op (meta tensors take it too: its fake implementation gives the shapes)
+        out, lse = _traced_attention(q, k, v, pattern, call, (float(softcap), alibi, float(dropout_p), rng))
         return (out, lse) if return_lse else out
     mods = (float(softcap), alibi, float(dropout_p), _rng_ints(rng) if rng is not None else (0, 0))
     if (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)) or _functorch(q, k, v):

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
                      bottom_right, cdiv, seq_row)
+from .parser import parse
 from .pattern import Dense, FromMask, Grid, Pattern
 
 __all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
@@ -98,6 +99,18 @@ def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, blo
         if isinstance(pattern, str):
             raise TypeError("pattern must be a Pattern; for text use sparseflash.parse(text) first")
         raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
+    if _is_compiling():
+        # torch.compile traces the caller: compile now, once, outside the trace; the trace
+        # gets the tables as constant tensors (a layout with tables_on_device)
+        tables, (meta, seqs) = _compile_at_trace_time(
+            str(pattern) if pattern.has_text_form else pattern, seq_len, kv_len, block_size,
+            causal, num_heads, window_size, cache)
+        return BlockLayout(**dict(meta), seqs=seqs, **dict(tables))
+    return _compile_checked(pattern, seq_len, kv_len, block_size, causal, num_heads, window_size, cache)
+
+
+def _compile_checked(pattern: Pattern, seq_len, kv_len, block_size, causal, num_heads, window_size,
+                     cache) -> BlockLayout:
     seq_len = _check_length("seq_len", seq_len)
     kv_len = seq_len if kv_len is None else _check_length("kv_len", kv_len)
     _check_block_size(block_size)
@@ -111,6 +124,34 @@ def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, blo
     if pattern.num_heads is not None and pattern.num_heads != num_heads:
         raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
     return _CACHE.get(args) if cache else _compile(*args)
+
+
+try:
+    from torch.compiler import assume_constant_result as _assume_constant_result
+    from torch.compiler import is_dynamo_compiling as _is_compiling
+except ImportError:  # pragma: no cover - the compiler itself needs only numpy
+    def _is_compiling() -> bool:
+        return False
+
+    def _assume_constant_result(fn):
+        return fn
+
+
+@_assume_constant_result
+def _compile_at_trace_time(source, *args) -> tuple:
+    """:func:`compile` inside a function torch.compile traces: it runs at trace time, outside
+    the trace, and returns the layout's tables as CPU int32 tensors (constants of the graph)
+    and its host metadata as constants: ``((name, table), ...), (((name, value), ...), seqs
+    rows)``. A Pattern built inside the traced function arrives as its text (a constant; the
+    object there is dynamo's stand-in), one without a text form as itself."""
+    import torch
+
+    layout = _compile_checked(parse(source) if isinstance(source, str) else source, *args)
+    tables = tuple((name, torch.from_numpy(np.array(getattr(layout, name)))) for name in
+                   ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
+    meta = tuple((name, getattr(layout, name)) for name in
+                 ("seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window", "packed"))
+    return tables, (meta, tuple(tuple(int(x) for x in row) for row in layout.seqs))
 
 
 def _check_table_size(pattern: Pattern, seq_len: int, kv_len: int, block_size: int,

@@ -55,6 +55,25 @@ class LayoutTensors:
     plans: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+def _tracing() -> bool:
+    """Whether torch.compile traces the caller (a layout built inside a compiled function)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.compiler.is_dynamo_compiling()      # False where real code runs
+
+
+def _is_tensor(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return False
+    try:        # torch stays optional here: only a table built on a device is a tensor
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, torch.Tensor)
+
+
 class BlockLayout:
     r"""Block-sparse attention layout: which (query block, key block) pairs are computed.
 
@@ -147,7 +166,7 @@ class BlockLayout:
         "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
         "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
         "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
-        "compile_ms", "_device_cache", "__weakref__",
+        "compile_ms", "_seq_rows", "_device_cache", "__weakref__",
     )
 
     def __init__(self, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
@@ -167,35 +186,58 @@ class BlockLayout:
         self.window = None if window is None else (int(window[0]), int(window[1]))
         self.packed = bool(packed)
         if seqs is None:
-            seqs = np.array([seq_row(0, self.seq_len, 0, self.kv_len,
-                                     *bottom_right(self.seq_len, self.kv_len), 0, 0,
-                                     self.block_size)], dtype=np.int64)
-        seqs = np.ascontiguousarray(seqs, dtype=np.int64).reshape(-1, len(SEQ_FIELDS))
-        seqs.setflags(write=False)
+            seqs = (seq_row(0, self.seq_len, 0, self.kv_len, *bottom_right(self.seq_len, self.kv_len),
+                            0, 0, self.block_size),)
+        if _tracing():
+            # inside a function torch.compile traces, numpy arrays are traced as tensors:
+            # the host metadata stays Python ints (seqs given as rows of ints, or None)
+            seqs = tuple(tuple(int(x) for x in row) for row in seqs)
+            self._seq_rows = seqs
+        else:
+            seqs = np.ascontiguousarray(seqs, dtype=np.int64).reshape(-1, len(SEQ_FIELDS))
+            seqs.setflags(write=False)
+            # the rows as Python ints too: what torch.compile reads (a value, not an array)
+            self._seq_rows = tuple(map(tuple, seqs.tolist()))
         self.seqs = seqs
         if key_padding_mask is not None:
             key_padding_mask = np.ascontiguousarray(key_padding_mask, dtype=bool)
             key_padding_mask.setflags(write=False)
         self.key_padding_mask = key_padding_mask
-        self.num_q_blocks = int(seqs[0, NQ])
-        self.num_kv_blocks = int(seqs[0, NK])
-        for name, arr in (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
-                          ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull)):
-            arr = np.ascontiguousarray(arr, dtype=np.int32)
-            arr.setflags(write=False)
+        self.num_q_blocks = self._seq_rows[0][NQ]
+        self.num_kv_blocks = self._seq_rows[0][NK]
+        tables = (("fwd_ptr", fwd_ptr), ("fwd_idx", fwd_idx), ("fwd_nfull", fwd_nfull),
+                  ("bwd_ptr", bwd_ptr), ("bwd_idx", bwd_idx), ("bwd_nfull", bwd_nfull))
+        on_device = _is_tensor(fwd_ptr)
+        if on_device:
+            import torch
+        for name, arr in tables:
+            if on_device:
+                # tables built on a device (top-k, block masks): int32 tensors, kept as they
+                # are; fwd_idx/bwd_idx may have an unused capacity tail past ptr[-1]
+                assert _is_tensor(arr) and arr.dtype == torch.int32, (name, type(arr))
+            else:
+                arr = np.ascontiguousarray(arr, dtype=np.int32)
+                arr.setflags(write=False)
             setattr(self, name, arr)
         self.compile_ms = compile_ms
         self._device_cache: Dict[object, LayoutTensors] = {}
-        rows = int(seqs[:, NQ].sum()) * self.table_heads
-        cols = int(seqs[:, NK].sum()) * self.table_heads
-        assert self.fwd_ptr.shape == (rows + 1,), (self.fwd_ptr.shape, rows)
-        assert self.bwd_ptr.shape == (cols + 1,), (self.bwd_ptr.shape, cols)
-        assert self.fwd_idx.shape == self.bwd_idx.shape
+        rows = sum(row[NQ] for row in self._seq_rows) * self.table_heads
+        cols = sum(row[NK] for row in self._seq_rows) * self.table_heads
+        assert tuple(self.fwd_ptr.shape) == (rows + 1,), (self.fwd_ptr.shape, rows)
+        assert tuple(self.bwd_ptr.shape) == (cols + 1,), (self.bwd_ptr.shape, cols)
+        assert on_device or self.fwd_idx.shape == self.bwd_idx.shape
 
     # ------------------------------------------------------------------ summary
     @property
+    def tables_on_device(self) -> bool:
+        """True when the six tables are torch tensors (built on a device, e.g. by
+        ``topk_layout``): then only their shapes and the host metadata may be read on the
+        host, and ``to(device)`` of their own device wraps them without a copy."""
+        return _is_tensor(self.fwd_ptr)
+
+    @property
     def num_seqs(self) -> int:
-        return int(self.seqs.shape[0])
+        return len(self._seq_rows)
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -314,6 +356,14 @@ class BlockLayout:
             device = torch.device("cuda", torch.cuda.current_device())
         key = device
         cached = self._device_cache.get(key)
+        if cached is None and self.tables_on_device:
+            names = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
+            tables = {name: getattr(self, name).to(device) for name in names}    # no copy on their device
+            seqs = torch.from_numpy(np.asarray(self._seq_rows, dtype=np.int32))
+            if device.type == "cuda":      # a pageable copy would synchronise the host
+                seqs = seqs.pin_memory().to(device, non_blocking=True)
+            cached = self._device_cache[key] = LayoutTensors(**tables, seqs=seqs.to(device))
+            return cached
         if cached is None:
             arrays = {name: np.array(getattr(self, name))
                       for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}

@@ -111,6 +111,7 @@ def _dense_keys(g: Grid) -> Keys:
     return np.arange(g.nq * g.nk, dtype=np.int64)
 
 
+_MAX_KEPT_TEXT = 1 << 16  # characters of text a pattern keeps from construction (Pattern.__post_init__)
 _MAX_INT = 2**62  # bound on int arguments: keeps every int64 computation on block indices exact
 
 
@@ -191,14 +192,35 @@ class Pattern:
         """Number of heads a per-head pattern needs, or None when shared by every head."""
         return None
 
-    def __str__(self) -> str:  # the text form; parse(str(p)) == p
-        return self._text()
+    def __post_init__(self) -> None:
+        # The text form, made once at construction from the operands' (O(its length)):
+        # torch.compile reads it as a constant string, without tracing _text, and the custom
+        # ops take patterns as this text (sparseflash.attention). A tree whose text passes
+        # _MAX_KEPT_TEXT keeps none (a deep chain would hold O(depth^2) characters) and
+        # prints by walking the tree, as str did before.
+        operands = self._operands()
+        keep = (all(op._str is not None for op in operands)
+                and sum(len(op._str) for op in operands) <= _MAX_KEPT_TEXT)
+        object.__setattr__(self, "_str", self._text() if keep else None)
+
+    def _operands(self) -> Tuple["Pattern", ...]:
+        return ()
+
+    def __str__(self) -> str:  # the text form; parse(str(p)) == p when has_text_form
+        return self._str if self._str is not None else self._text()
+
+    @property
+    def has_text_form(self) -> bool:
+        """Whether ``parse(str(self)) == self``. False when the tree holds a ``from_mask`` or
+        ``from_fn`` leaf: their text (``from_mask(<8x8 mask 47fd586050c5>)``) names the data
+        but does not carry it, and the parser rejects it."""
+        return "<" not in str(self)
 
     def _text(self) -> str:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<Pattern {self._text()}>"
+        return f"<Pattern {self}>"
 
 
 def _as_pattern(x, op: str) -> Pattern:
@@ -537,7 +559,10 @@ class PerHead(Pattern):
         return sum(p.max_nnz(g) for p in self.patterns)
 
     def _text(self):
-        return "per_head(" + ", ".join(p._text() for p in self.patterns) + ")"
+        return "per_head(" + ", ".join(str(p) for p in self.patterns) + ")"
+
+    def _operands(self):
+        return self.patterns
 
 
 # ---------------------------------------------------------------------------- operators
@@ -580,6 +605,9 @@ class _Binary(Pattern):
     right: Pattern
     _OP = "?"
 
+    def _operands(self):
+        return (self.left, self.right)
+
     @property
     def num_heads(self):
         return self.left.num_heads or self.right.num_heads
@@ -588,7 +616,7 @@ class _Binary(Pattern):
         return _operands_max_nnz(self, (self.left, self.right), g)
 
     def _text(self):
-        lt, rt = self.left._text(), self.right._text()
+        lt, rt = str(self.left), str(self.right)
         if self.left._PREC < self._PREC:
             lt = f"({lt})"
         if self.right._PREC <= self._PREC:  # left-associative: a right operand of equal rank needs parens
@@ -605,6 +633,9 @@ class _Chain(Pattern):
     terms: Tuple[Pattern, ...]
     _OP = "?"
 
+    def _operands(self):
+        return self.terms
+
     def __init__(self, *terms: Pattern):
         flat = []
         for t in terms:
@@ -612,6 +643,17 @@ class _Chain(Pattern):
         if len(flat) < 2:
             raise PatternError(f"{type(self).__name__} needs at least two terms, got {len(flat)}")
         object.__setattr__(self, "terms", tuple(flat))
+        # the text extends the first term's when that is a chain of this operator (a chain
+        # built in a loop, p = p | x): O(new terms), not O(all terms), per step
+        base = terms[0] if type(terms[0]) is type(self) else None
+        new = flat[len(base.terms):] if base is not None else flat
+        known = [] if base is None else [base._str]
+        if all(t is not None for t in known) and all(t._str is not None for t in new):
+            parts = known + [f"({t})" if t._PREC <= self._PREC else str(t) for t in new]
+            if sum(map(len, parts)) <= _MAX_KEPT_TEXT:
+                object.__setattr__(self, "_str", f" {self._OP} ".join(parts))
+                return
+        object.__setattr__(self, "_str", None)
 
     @property
     def num_heads(self):
@@ -623,7 +665,7 @@ class _Chain(Pattern):
     def _text(self):
         # Terms are never of this same operator (they were flattened), so only looser ones
         # need parentheses.
-        return f" {self._OP} ".join(f"({t._text()})" if t._PREC <= self._PREC else t._text()
+        return f" {self._OP} ".join(f"({t})" if t._PREC <= self._PREC else str(t)
                                     for t in self.terms)
 
 
@@ -661,6 +703,9 @@ class Not(Pattern):
     operand: Pattern
     _PREC = 4
 
+    def _operands(self):
+        return (self.operand,)
+
     @property
     def num_heads(self):
         return self.operand.num_heads
@@ -673,7 +718,7 @@ class Not(Pattern):
         return self.operand.max_nnz(g) + g.nq * g.nk * (self.num_heads or 1)
 
     def _text(self):
-        t = self.operand._text()
+        t = str(self.operand)
         return f"~({t})" if self.operand._PREC < self._PREC else f"~{t}"
 
 

@@ -432,21 +432,25 @@ def test_gradcheck_torch_backend_float64():
 
 # ---------------------------------------------------------------------- torch.library / compile
 def test_custom_op_opcheck():
+    """Both op pairs pass torch.library's checks: the pattern as its text, a layout as its tables."""
     layout = sf.compile(sf.local(1), 64, block_size=32, causal=True, num_heads=2)
-    from sparseflash.attention import _pattern_key
-
-    key = _pattern_key(layout)
     q, k, v, _ = make_inputs(1, 2, 2, 64, 64, 16, torch.float32, device="cpu")
     q, k, v = (x.requires_grad_() for x in (q, k, v))
+    tables = tuple(torch.from_numpy(np.array(getattr(layout, name))) for name in
+                   ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
+    seqs = [int(x) for x in layout.seqs.ravel()]
+    for host_tables in (True, False):
+        torch.library.opcheck(torch.ops.sparseflash.attention_tables_fwd.default,
+                              (q, k, v, *tables, seqs, 64, 64, 32, True, 1, -1, -1, False,
+                               host_tables, 0.25, "torch", None, None, None))
     torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default,
-                          (q, k, v, key, 32, True, 0.25, "torch", -1, -1, None, None, None))
+                          (q, k, v, "local(1)", 32, True, 0.25, "torch", -1, -1, None, None, None))
     # packed documents, a window and a key-padding mask travel through the op as tensors/ints
-    pattern_key = _pattern_key(sf.local(1))
     cu = torch.tensor([0, 20, 64], dtype=torch.int32)
     kpm = torch.ones(1, 64, dtype=torch.bool)
     kpm[0, 10:13] = False
     torch.library.opcheck(torch.ops.sparseflash.attention_fwd.default,
-                          (q, k, v, pattern_key, 32, True, 0.25, "torch", 16, 0, cu, cu, kpm.view(torch.int8)))
+                          (q, k, v, "local(1)", 32, True, 0.25, "torch", 16, 0, cu, cu, kpm.view(torch.int8)))
 
 
 class _TinyAttention(torch.nn.Module):

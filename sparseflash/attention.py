@@ -115,6 +115,8 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
     if layout.num_heads != num_heads:
         raise ValueError(f"pattern: the layout was compiled with num_heads={layout.num_heads} but "
                          f"this call has {num_heads} query heads")
+    if layout.on_device:
+        return _device_built(layout, seq_len, kv_len, batch, cu_seqlens, key_padding_mask)
     if layout.packed or layout.num_seqs > 1:
         # a layout of several sequences is specific to the call it was built for
         if cu_seqlens is not None and layout.packed:
@@ -140,6 +142,25 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
         layout = compile_sequences(layout, [seq_len] * batch, [kv_len] * batch,
                                    block_size=block_size, causal=causal, num_heads=num_heads,
                                    window=window, packed=False, key_padding_mask=key_padding_mask)
+    return layout
+
+
+def _device_built(layout: BlockLayout, seq_len: int, kv_len: int, batch: int, cu_seqlens,
+                  key_padding_mask) -> BlockLayout:
+    """A device-built layout (topk_layout, layout_from_block_mask) checked against the call
+    from its host metadata alone: it serves calls of its own lengths and batch."""
+    what = "a device-built layout (topk_layout, layout_from_block_mask)"
+    if cu_seqlens is not None:
+        raise ValueError(f"cu_seqlens: {what} has one table per batch element, not packed documents")
+    if key_padding_mask is not None:
+        raise ValueError(f"key_padding_mask: not supported with {what}; leave the padded key "
+                         f"blocks out of the mask or give them -inf scores")
+    if (layout.seq_len, layout.kv_len) != (seq_len, kv_len):
+        raise ValueError(f"pattern: {what} built for seq_len={layout.seq_len}, kv_len={layout.kv_len} "
+                         f"serves only calls of those lengths, not seq_len={seq_len}, kv_len={kv_len}")
+    if layout.num_seqs not in (1, batch):
+        raise ValueError(f"pattern: {what} with {layout.num_seqs} batch tables cannot serve a call "
+                         f"of batch {batch}")
     return layout
 
 
@@ -526,6 +547,8 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
         return None
     pattern = call.pattern
     if isinstance(pattern, BlockLayout):
+        if pattern.on_device:        # the decode planner reads the row's length on the host
+            return None
         s = pattern.seqs[0]
         first = int(s[4]) // bs                           # the layout's first query block
         if (pattern.num_seqs != 1 or pattern.packed or int(s[5]) != 0 or pattern.kv_len < Nk

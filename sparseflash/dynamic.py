@@ -96,9 +96,13 @@ def _block_classes(seq_len: int, kv_len: int, block_size: int, causal: bool, dev
     return _constant(("classes", seq_len, kv_len, block_size, causal, device), build)
 
 
-@torch.compiler.assume_constant_result
 def _seqs_tensor(rows: tuple, device: str) -> Tensor:
-    """The rows of ``seqs`` as the int32 tensor the kernels read."""
+    """The rows of ``seqs`` as the int32 tensor the kernels read. Under torch.compile a
+    graph constant (the layout returned from a compiled function holds it, and Dynamo cannot
+    rebuild an assume_constant_result tensor there); eagerly a cached copy, since copying
+    host data to a GPU waits for it."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(rows, dtype=torch.int32, device=device)
     return _constant(("seqs", rows, device),
                      lambda: torch.tensor(rows, dtype=torch.int32).to(device))
 

@@ -415,3 +415,17 @@ def test_calls_a_device_layout_cannot_serve():
     q = rnd((2, 2, 64, 32), 0)
     with pytest.raises(ValueError, match="key_padding_mask"):
         sparse_attention(q, q, q, layout, key_padding_mask=torch.ones(2, 64, dtype=torch.bool, device=DEVICE))
+
+
+def test_the_worked_example_in_the_docs_runs():
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "dynamic.md"
+    if not path.exists():
+        pytest.skip("no docs/dynamic.md in this tree")
+    example = re.findall(r"```python\n(.*?)```", path.read_text(), re.S)[-1]   # the worked one
+    namespace = {}
+    exec(compile(example, str(path), "exec"), namespace)
+    assert namespace["layout"].on_device and namespace["est"].predicted_ms < namespace["dense"].predicted_ms
+    assert all(p.grad is not None for p in namespace["qkv"].parameters())

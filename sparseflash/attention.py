@@ -439,7 +439,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
             :class:`~sparseflash.BlockLayout`. A layout brings its own block_size, causal and
             window; it serves calls of its own lengths and, aligned bottom-right, shorter
             calls with ``seq_len <= kv_len <= layout.kv_len`` (decode steps, prefill chunks)
-            from its rows at the same absolute positions.
+            from its rows at the same absolute positions. A device-built layout
+            (:func:`~sparseflash.topk_layout`, :func:`~sparseflash.layout_from_block_mask`)
+            serves calls of its own lengths and batch, without cu_seqlens or key_padding_mask.
         block_size: tokens per layout block (default: the layout's, or 128 for a Pattern).
         causal: key u visible to query t iff ``u <= t`` in absolute positions (default: the
             layout's, or False for a Pattern).

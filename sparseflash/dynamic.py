@@ -283,6 +283,8 @@ def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] =
             compiled for this geometry and ``num_heads``; a per-head pattern needs
             ``num_heads`` heads) or a one-sequence :class:`~sparseflash.BlockLayout` of the
             same lengths and block size; its blocks are added to every row's selection.
+            Under ``torch.compile``, build it outside the compiled function (a global, a
+            module attribute), as ``sparse_attention``'s pattern.
         num_heads: query heads of the calls (default: the scores' ``heads``).
 
     Returns:

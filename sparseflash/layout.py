@@ -223,8 +223,8 @@ class BlockLayout:
     def from_tensors(cls, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
                      num_heads: int, table_heads: int, seq_rows, seqs_tensor,
                      fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull) -> "BlockLayout":
-        """A device-built layout over int32 torch tables on one device (capacity tails allowed,
-        see the class docstring). ``seq_rows``: the rows of ``seqs`` as tuples of Python ints
+        """A device-built layout over contiguous int32 torch tables on one device (capacity
+        tails allowed, see the class docstring). ``seq_rows``: the rows of ``seqs`` as tuples of Python ints
         (host metadata); ``seqs_tensor``: the same rows as an int32 tensor on the tables'
         device (what the kernels read).
 

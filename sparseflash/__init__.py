@@ -9,6 +9,7 @@ from .pattern import (
 )
 from .layout import BlockLayout
 from .compiler import compile, compile_cache_clear, compile_cache_info
+from .dynamic import layout_from_block_mask, topk_layout
 from .attention import sparse_attention
 from .parser import parse
 from .presets import load
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Pattern", "PatternError", "dense", "local", "strided", "dilated", "rows", "columns",
     "global_blocks", "butterfly", "fixed", "bigbird", "longformer", "from_mask", "from_fn",
-    "per_head", "BlockLayout", "compile_cache_clear", "compile_cache_info", "sparse_attention",
+    "per_head", "BlockLayout", "layout_from_block_mask", "topk_layout", "compile_cache_clear", "compile_cache_info", "sparse_attention",
     "parse", "load", "presets", "estimate", "CostEstimate", "DeviceProfile", "DEVICES",
     "register_device", "plot", "to_flex_block_mask", "to_fa4_block_sparse", "SparseSelfAttention",
 ]

@@ -132,12 +132,8 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
     if layout.num_heads != num_heads:
         raise ValueError(f"pattern: the layout was compiled with num_heads={layout.num_heads} but "
                          f"this call has {num_heads} query heads")
-    if layout.tables_on_device:
-        # tables built on a device are used as they are: never read, restricted or re-tabled
-        if (layout.packed or layout.num_seqs not in (1, batch) or cu_seqlens is not None
-                or key_padding_mask is not None or (layout.seq_len, layout.kv_len) != (seq_len, kv_len)):
-            raise ValueError(_DEVICE_TABLES_SERVE)
-        return layout
+    if layout.on_device:
+        return _device_built(layout, seq_len, kv_len, batch, cu_seqlens, key_padding_mask)
     if layout.packed or layout.num_seqs > 1:
         # a layout of several sequences is specific to the call it was built for
         if cu_seqlens is not None and layout.packed:
@@ -163,6 +159,25 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
         layout = compile_sequences(layout, [seq_len] * batch, [kv_len] * batch,
                                    block_size=block_size, causal=causal, num_heads=num_heads,
                                    window=window, packed=False, key_padding_mask=key_padding_mask)
+    return layout
+
+
+def _device_built(layout: BlockLayout, seq_len: int, kv_len: int, batch: int, cu_seqlens,
+                  key_padding_mask) -> BlockLayout:
+    """A device-built layout (topk_layout, layout_from_block_mask) checked against the call
+    from its host metadata alone: it serves calls of its own lengths and batch."""
+    what = "a device-built layout (topk_layout, layout_from_block_mask)"
+    if cu_seqlens is not None:
+        raise ValueError(f"cu_seqlens: {what} has one table per batch element, not packed documents")
+    if key_padding_mask is not None:
+        raise ValueError(f"key_padding_mask: not supported with {what}; leave the padded key "
+                         f"blocks out of the mask or give them -inf scores")
+    if (layout.seq_len, layout.kv_len) != (seq_len, kv_len):
+        raise ValueError(f"pattern: {what} built for seq_len={layout.seq_len}, kv_len={layout.kv_len} "
+                         f"serves only calls of those lengths, not seq_len={seq_len}, kv_len={kv_len}")
+    if layout.num_seqs not in (1, batch):
+        raise ValueError(f"pattern: {what} with {layout.num_seqs} batch tables cannot serve a call "
+                         f"of batch {batch}")
     return layout
 
 
@@ -566,7 +581,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
             :class:`~sparseflash.BlockLayout`. A layout brings its own block_size, causal and
             window; it serves calls of its own lengths and, aligned bottom-right, shorter
             calls with ``seq_len <= kv_len <= layout.kv_len`` (decode steps, prefill chunks)
-            from its rows at the same absolute positions.
+            from its rows at the same absolute positions. A device-built layout
+            (:func:`~sparseflash.topk_layout`, :func:`~sparseflash.layout_from_block_mask`)
+            serves calls of its own lengths and batch, without cu_seqlens or key_padding_mask.
         block_size: tokens per layout block (default: the layout's, or 128 for a Pattern).
         causal: key u visible to query t iff ``u <= t`` in absolute positions (default: the
             layout's, or False for a Pattern).
@@ -669,6 +686,8 @@ def _decode_step(call: "_Call") -> Optional[Tuple[BlockLayout, int]]:
         return None
     pattern = call.pattern
     if isinstance(pattern, BlockLayout):
+        if pattern.on_device:        # the decode planner reads the row's length on the host
+            return None
         s = pattern.seqs[0]
         first = int(s[4]) // bs                           # the layout's first query block
         if (pattern.num_seqs != 1 or pattern.packed or int(s[5]) != 0 or pattern.kv_len < Nk

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -173,7 +173,7 @@ class CostEstimate:
     sparse: MethodCost
     dense: MethodCost
     standard: MethodCost
-    nnz: int
+    nnz: Union[int, float]  # computed block pairs; the mean per batch element for per-batch tables
     dense_nnz: int          # block pairs dense FlashAttention computes (causal triangle skipped)
     density: float          # nnz / grid_blocks, as BlockLayout.density
     grid_blocks: int        # num_heads * nq * nk, the denominator of density
@@ -389,7 +389,7 @@ def _standard_kernels(roof: _Roofline, *, heads: int, n: int, nk: int, d: int, e
     return kernels, workspace
 
 
-def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
+def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
              dtype: torch.dtype = torch.bfloat16,
              device: Union[str, DeviceProfile] = "h100",
              backward: bool = False, dropout_p: float = 0.0) -> CostEstimate:
@@ -398,7 +398,11 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
     Args:
         layout: a compiled :class:`~sparseflash.BlockLayout` (``num_heads`` heads).
         head_dim: d, the per-head feature size.
-        batch: B; costs are linear in it.
+        batch: B; costs are linear in it. Default 1, or, for a layout with one table per
+            batch element (``num_seqs > 1``, not packed; e.g. :func:`~sparseflash.topk_layout`),
+            its number of tables, the only value it accepts; ``nnz``, ``density`` and
+            ``grid_blocks`` are then the means per batch element. A device-built layout's
+            tables are copied to the host once (:meth:`~sparseflash.BlockLayout.host`).
         dtype: element type of q, k, v, o: bf16, fp16, or fp32 (fp32 dots, no tf32, in both
             our kernel and eager torch).
         device: a key of :data:`DEVICES` (``"h100"``, ``"h200"``, ``"a100"``, or one added with
@@ -418,8 +422,14 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
                         f"got {type(layout).__name__}")
     if int(head_dim) != head_dim or head_dim <= 0:
         raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
+    per_batch = layout.num_seqs > 1 and not layout.packed
+    if batch is None:
+        batch = layout.num_seqs if per_batch else 1
     if int(batch) != batch or batch <= 0:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if per_batch and batch != layout.num_seqs:
+        raise ValueError(f"batch: the layout has one table per batch element, {layout.num_seqs} of "
+                         f"them; batch must be {layout.num_seqs} (or left unset), got {batch}")
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or torch.float32, got {dtype!r}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
@@ -435,11 +445,14 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
     common = dict(rows=h * layout.seq_len, kv_rows=h * layout.kv_len,
                   table_rows=h * layout.num_q_blocks, kv_table_rows=h * layout.num_kv_blocks,
                   d=head_dim, b=b, e=e, batch=batch, tflops=tflops, backward=backward)
-    nnz, dense_nnz = layout.nnz, _causal_dense_nnz(layout)
+    # per batch element: the mean over the batch's tables
+    tables = layout.num_seqs if per_batch else 1
+    nnz, dense_nnz = layout.nnz / tables, _causal_dense_nnz(layout) // tables
+    grid_blocks = layout.grid_blocks // tables
     sparse_k, sparse_ws = _flash_kernels(roof, nnz=nnz, **common)
     dense_k, dense_ws = _flash_kernels(roof, nnz=dense_nnz, **common)
     # Standard attention works on exactly N x Nk scores; it needs a mask unless all pass.
-    masked = layout.causal or layout.window is not None or nnz < layout.grid_blocks
+    masked = layout.causal or layout.window is not None or nnz < grid_blocks
     standard_k, standard_ws = _standard_kernels(
         roof, heads=h, n=layout.seq_len, nk=layout.kv_len, d=head_dim, e=e, batch=batch,
         tflops=tflops, masked=masked, backward=backward)
@@ -447,10 +460,10 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: int = 1,
         sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
         standard=MethodCost("standard attention", tuple(standard_k), standard_ws),
-        nnz=nnz, dense_nnz=dense_nnz, density=layout.density,
-        grid_blocks=layout.grid_blocks, head_dim=head_dim,
+        nnz=nnz if per_batch else int(nnz), dense_nnz=dense_nnz, density=layout.density,
+        grid_blocks=grid_blocks, head_dim=head_dim,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),
-        dropout_random_numbers=(nnz * b * b * batch * (3 if backward else 1)) if dropout_p > 0 else 0,
+        dropout_random_numbers=int(nnz * b * b * batch * (3 if backward else 1)) if dropout_p > 0 else 0,
     )

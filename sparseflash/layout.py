@@ -17,6 +17,17 @@ SEQ_FIELDS = ("q_start", "q_len", "k_start", "k_len", "q_pos", "k_pos",
 Q_START, Q_LEN, K_START, K_LEN, Q_POS, K_POS, ROW_OFF, COL_OFF, NQ, NK = range(len(SEQ_FIELDS))
 
 
+# Keys of BlockLayout._device_cache beside the devices: a device-built layout's seqs tensor
+# and its host copy (tuples, so no device argument of to() can meet them).
+_SEQS_KEY, _HOST_KEY = ("seqs",), ("host",)
+
+
+def _compiling() -> bool:
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -160,6 +171,22 @@ class BlockLayout:
 
     ``seq_len``/``kv_len`` are the lengths of the tensors' sequence axes (the totals for
     packed documents); ``num_q_blocks``/``num_kv_blocks`` are sequence 0's ``nq``/``nk``.
+
+    **Host-built and device-built layouts.** :func:`~sparseflash.compile` builds the tables
+    as read-only numpy arrays (``on_device`` False, ``device`` None).
+    :func:`~sparseflash.layout_from_block_mask` and :func:`~sparseflash.topk_layout` build
+    them with tensor ops on their input's device, with no host sync (``on_device`` True,
+    ``device`` that device; :meth:`from_tensors`). Their six table fields are int32 torch
+    tensors on that device, and ``fwd_idx``/``bwd_idx`` have a **capacity tail**: they are
+    ``[capacity]`` with ``capacity >= nnz_stored`` fixed by the shapes alone (so building
+    needs no data-dependent size); entries past ``fwd_ptr[-1]`` (``bwd_ptr[-1]``) are unused.
+    Everything else (``seqs``, lengths, ``block_size``, ``causal``, ``window`` None,
+    ``table_heads``, ``num_heads``) is host metadata computed from shapes. One sequence per
+    batch element (``num_seqs == batch``, ``packed`` False), or ``num_seqs == 1`` shared by
+    the batch. Queries that read table contents (``nnz``, ``num_full``, ``max_row_blocks``,
+    ``row_counts``, ``to_dense``, ``to_token_mask``, ``to_string``, ``describe``,
+    :func:`~sparseflash.estimate`) copy the tables to the host once (:meth:`host`, a sync);
+    the kernels' launch path never reads them on the host.
     """
 
     __slots__ = (
@@ -227,13 +254,69 @@ class BlockLayout:
         assert tuple(self.bwd_ptr.shape) == (cols + 1,), (self.bwd_ptr.shape, cols)
         assert on_device or self.fwd_idx.shape == self.bwd_idx.shape
 
+    @classmethod
+    def from_tensors(cls, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
+                     num_heads: int, table_heads: int, seq_rows, seqs_tensor,
+                     fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull) -> "BlockLayout":
+        """A device-built layout over contiguous int32 torch tables on one device (capacity
+        tails allowed, see the class docstring). ``seq_rows``: the rows of ``seqs`` as tuples of Python ints
+        (host metadata); ``seqs_tensor``: the same rows as an int32 tensor on the tables'
+        device (what the kernels read).
+
+        No checks and no work on the tables: it runs inside ``torch.compile(fullgraph=True)``,
+        which builds the object through ``object.__setattr__`` as here (``__init__``'s numpy
+        conversions and read-only flags do not trace)."""
+        seqs = np.array(seq_rows, dtype=np.int64)
+        if not _compiling():
+            seqs.setflags(write=False)
+        layout = object.__new__(cls)
+        fields = dict(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+                      num_heads=num_heads, table_heads=table_heads, window=None, packed=False,
+                      seqs=seqs, key_padding_mask=None, num_q_blocks=seq_rows[0][NQ],
+                      num_kv_blocks=seq_rows[0][NK], fwd_ptr=fwd_ptr, fwd_idx=fwd_idx,
+                      fwd_nfull=fwd_nfull, bwd_ptr=bwd_ptr, bwd_idx=bwd_idx,
+                      bwd_nfull=bwd_nfull, compile_ms=float("nan"),
+                      _seq_rows=tuple(tuple(row) for row in seq_rows),
+                      _device_cache={_SEQS_KEY: seqs_tensor})
+        for name, value in fields.items():
+            object.__setattr__(layout, name, value)
+        return layout
+
+    @property
+    def on_device(self) -> bool:
+        """True for a device-built layout (torch tables, see the class docstring)."""
+        return not isinstance(self.fwd_ptr, np.ndarray)
+
+    @property
+    def device(self):
+        """The torch device of a device-built layout's tables; None for a host-built one."""
+        return None if isinstance(self.fwd_ptr, np.ndarray) else self.fwd_ptr.device
+
+    def host(self) -> "BlockLayout":
+        """This layout with its tables as host numpy arrays, capacity tails cut (``self`` when
+        host-built). A device-built layout copies once (a sync) and keeps the copy."""
+        if not self.on_device:
+            return self
+        cached = self._device_cache.get(_HOST_KEY)
+        if cached is None:
+            nnz = int(self.fwd_ptr[-1])
+            arrays = {name: getattr(self, name).cpu().numpy() for name in
+                      ("fwd_ptr", "fwd_nfull", "bwd_ptr", "bwd_nfull")}
+            arrays["fwd_idx"] = self.fwd_idx[:nnz].cpu().numpy()
+            arrays["bwd_idx"] = self.bwd_idx[:nnz].cpu().numpy()
+            cached = self._device_cache[_HOST_KEY] = BlockLayout(
+                seq_len=self.seq_len, kv_len=self.kv_len, block_size=self.block_size,
+                causal=self.causal, num_heads=self.num_heads, table_heads=self.table_heads,
+                seqs=self.seqs, **arrays)
+        return cached
+
     # ------------------------------------------------------------------ summary
     @property
     def tables_on_device(self) -> bool:
-        """True when the six tables are torch tensors (built on a device, e.g. by
-        ``topk_layout``): then only their shapes and the host metadata may be read on the
+        """Alias of :attr:`on_device`: the six tables are torch tensors (built on a device,
+        e.g. by ``topk_layout``); only their shapes and the host metadata are read on the
         host, and ``to(device)`` of their own device wraps them without a copy."""
-        return _is_tensor(self.fwd_ptr)
+        return self.on_device
 
     @property
     def num_seqs(self) -> int:
@@ -247,11 +330,15 @@ class BlockLayout:
     @property
     def nnz(self) -> int:
         """Computed block pairs, summed over all sequences and all ``num_heads`` heads."""
+        if self.on_device:
+            return self.host().nnz
         return int(self.fwd_idx.size) * (self.num_heads // self.table_heads)
 
     @property
     def num_full(self) -> int:
         """Full (unmasked) computed block pairs, summed over all heads."""
+        if self.on_device:
+            return self.host().num_full
         return int(self.fwd_nfull.sum(dtype=np.int64)) * (self.num_heads // self.table_heads)
 
     @property
@@ -271,15 +358,21 @@ class BlockLayout:
     @property
     def max_row_blocks(self) -> int:
         """Largest number of key blocks any query block visits."""
+        if self.on_device:
+            return self.host().max_row_blocks
         return int(np.diff(self.fwd_ptr).max(initial=0))
 
     @property
     def max_col_blocks(self) -> int:
         """Largest number of query blocks any key block is visited by."""
+        if self.on_device:
+            return self.host().max_col_blocks
         return int(np.diff(self.bwd_ptr).max(initial=0))
 
     def row_counts(self, seq: int = 0) -> np.ndarray:
         """Key blocks per query block of sequence ``seq``, int64 ``[num_heads, nq]``."""
+        if self.on_device:
+            return self.host().row_counts(seq)
         s = self._seq(seq)
         nq, off = int(s[NQ]), int(s[ROW_OFF])
         ptr = self.fwd_ptr[off:off + self.table_heads * nq + 1]
@@ -298,6 +391,8 @@ class BlockLayout:
 
         ``kind`` selects ``"any"`` (every computed block), ``"full"`` or ``"partial"``.
         """
+        if self.on_device:
+            return self.host().to_dense(kind, seq)
         if kind not in ("any", "full", "partial"):
             raise ValueError(f"kind must be 'any', 'full' or 'partial', got {kind!r}")
         s = self._seq(seq)
@@ -345,7 +440,9 @@ class BlockLayout:
 
     # ------------------------------------------------------------------ devices
     def to(self, device) -> LayoutTensors:
-        """The tables as int32 torch tensors on ``device``, moved once and cached."""
+        """The tables as int32 torch tensors on ``device``, moved once and cached. For a
+        device-built layout on ``device`` itself they are its own tensors (no copy; capacity
+        tails included); to another device they are copied."""
         cached = self._device_cache.get(device)      # a tensor's device: the fast path
         if cached is not None:
             return cached
@@ -356,12 +453,14 @@ class BlockLayout:
             device = torch.device("cuda", torch.cuda.current_device())
         key = device
         cached = self._device_cache.get(key)
-        if cached is None and self.tables_on_device:
+        if cached is None and self.on_device:
             names = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
             tables = {name: getattr(self, name).to(device) for name in names}    # no copy on their device
-            seqs = torch.from_numpy(np.asarray(self._seq_rows, dtype=np.int32))
-            if device.type == "cuda":      # a pageable copy would synchronise the host
-                seqs = seqs.pin_memory().to(device, non_blocking=True)
+            seqs = self._device_cache.get(_SEQS_KEY)
+            if seqs is None:
+                seqs = torch.from_numpy(np.asarray(self._seq_rows, dtype=np.int32))
+                if device.type == "cuda":      # a pageable copy would synchronise the host
+                    seqs = seqs.pin_memory().to(device, non_blocking=True)
             cached = self._device_cache[key] = LayoutTensors(**tables, seqs=seqs.to(device))
             return cached
         if cached is None:

@@ -37,6 +37,7 @@ def block_fraction_map(layout: BlockLayout, head: int = 0,
     Edge cells that cover fewer blocks are divided by the blocks they actually cover.
     """
     head = _check_head(layout, head)
+    layout = layout.host()                 # a device-built layout's tables, copied once
     if int(max_cells) != max_cells or max_cells < 1:
         raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")
     nq, nk = layout.num_q_blocks, layout.num_kv_blocks

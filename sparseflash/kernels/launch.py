@@ -208,6 +208,12 @@ def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, ba
     return order
 
 
+def _no_order(layout) -> bool:
+    """Natural launch order: several sequences, or tables built on the device (reading them
+    on the host to find heavy rows would wait for the device)."""
+    return layout.num_seqs > 1 or layout.on_device
+
+
 def _grid(order: Optional[torch.Tensor], num_tiles: int, num_bh: int):
     if order is not None:
         return (order.numel(),)
@@ -428,7 +434,7 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
     plan.descs = _templates(sources)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m)
-    plan.order = None if layout.num_seqs > 1 else _launch_order(
+    plan.order = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=cfg.block_m,
         block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
@@ -529,7 +535,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
-    plan.order_dkdv = None if layout.num_seqs > 1 else _launch_order(
+    plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
         per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
         reverse=False, first_pos=int(layout.seqs[0, 5]))
@@ -542,7 +548,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
         USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, fp_fusion=not natural, **constexprs)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
-    plan.order_dq = None if layout.num_seqs > 1 else _launch_order(
+    plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
         num_tiles=num_m_tiles, tile=cfg.block_m2, block_size=block_size, reverse=causal,
         first_pos=int(layout.seqs[0, 4]))

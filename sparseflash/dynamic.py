@@ -1,0 +1,346 @@
+"""Block tables from tensors, built on the tensors' device: block masks and top-k selection.
+
+:func:`layout_from_block_mask` and :func:`topk_layout` return a device-built
+:class:`~sparseflash.BlockLayout` (the tables format and its capacity tails are specified in
+its docstring). Both are one chain of tensor ops whose shapes follow from the arguments
+alone, so they never wait for the device (no ``.item()``, no data-dependent size) and trace
+with ``torch.compile(fullgraph=True)``. The chain, for ``S`` table sequences (batch elements,
+or 1 shared by the batch), ``TH`` table heads and ``C`` candidate blocks per query-block row:
+
+1. candidates ``[S, TH, nq, C]``: key blocks ascending along the last axis, and which are
+   kept (the mask's row; the top-k's blocks plus ``include``'s, duplicates dropped);
+2. each candidate's class from the geometry alone, ``[nq, nk]``: no visible pair (dropped),
+   partial or full, exactly as :func:`sparseflash.compile` decides it (it is computed by
+   compiling ``dense()`` for the same lengths, once per geometry and device);
+3. forward CSR: a stable partition of each row, full blocks first (prefix sums, row-local);
+4. backward CSR: one stable sort of all candidates by (table sequence and head, key block,
+   partial), which keeps query blocks ascending inside each bucket; ``searchsorted`` finds
+   the bucket boundaries.
+
+Capacities are ``S * TH * nq * C`` entries in each direction; the unused tail holds the
+dropped candidates.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import compiler
+from .compiler import _check_block_size, _check_length
+from .layout import NK, NQ, BlockLayout, bottom_right, seq_row
+from .pattern import Pattern, dense
+
+__all__ = ["layout_from_block_mask", "topk_layout"]
+
+_INT32_MAX = 2**31 - 1
+# Bytes a build holds per candidate at its peak (int64 sort indices and positions, int32
+# keys and tables, bool flags): the bound checked against compiler.MAX_TABLE_BYTES.
+_BYTES_PER_CANDIDATE = 48
+
+# Per-geometry constants on a device (block classes, include rows, seqs rows), built on the
+# host once; under torch.compile they are trace-time constants. Cleared when full.
+_CONSTANTS: Dict[tuple, Tensor] = {}
+_CONSTANTS_MAX = 64
+
+
+class _Geometry:
+    """The host metadata of a call's sequence: lengths, positions and its block grid, exactly
+    what ``compile(dense(), seq_len, kv_len=kv_len, block_size=block_size)`` gives."""
+
+    __slots__ = ("seq_len", "kv_len", "block_size", "causal", "q_pos", "k_pos", "nq", "nk")
+
+    def __init__(self, seq_len, kv_len, block_size, causal):
+        self.seq_len = _check_length("seq_len", seq_len)
+        self.kv_len = self.seq_len if kv_len is None else _check_length("kv_len", kv_len)
+        _check_block_size(block_size)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise ValueError(f"causal must be a bool, got {causal!r}")
+        self.block_size, self.causal = int(block_size), bool(causal)
+        self.q_pos, self.k_pos = bottom_right(self.seq_len, self.kv_len)
+        row = seq_row(0, self.seq_len, 0, self.kv_len, self.q_pos, self.k_pos, 0, 0, self.block_size)
+        self.nq, self.nk = row[NQ], row[NK]
+
+    def key(self) -> tuple:
+        return (self.seq_len, self.kv_len, self.block_size, self.causal)
+
+    def seq_rows(self, num_seqs: int, table_heads: int) -> tuple:
+        """Rows of ``seqs``: sequence s is batch element s (or the one shared sequence)."""
+        return tuple(seq_row(0, self.seq_len, 0, self.kv_len, self.q_pos, self.k_pos,
+                             s * table_heads * self.nq, s * table_heads * self.nk, self.block_size)
+                     for s in range(num_seqs))
+
+
+# ----------------------------------------------------------------------------- constants
+def _constant(key: tuple, build) -> Tensor:
+    got = _CONSTANTS.get(key)
+    if got is None:
+        if len(_CONSTANTS) >= _CONSTANTS_MAX:
+            _CONSTANTS.clear()
+        got = _CONSTANTS[key] = build()
+    return got
+
+
+@torch.compiler.assume_constant_result
+def _block_classes(seq_len: int, kv_len: int, block_size: int, causal: bool, device: str) -> Tensor:
+    """int8 ``[nq, nk]``: 0 where a block has no visible pair, 1 partial, 2 full (the rule of
+    BlockLayout's docstring, from the compiler itself)."""
+    def build():
+        layout = compiler.compile(dense(), seq_len, kv_len=kv_len, block_size=block_size,
+                                  causal=causal)
+        classes = layout.to_dense("any")[0].astype(np.int8) + layout.to_dense("full")[0]
+        return torch.from_numpy(classes).to(device)
+    return _constant(("classes", seq_len, kv_len, block_size, causal, device), build)
+
+
+def _seqs_tensor(rows: tuple, device: str) -> Tensor:
+    """The rows of ``seqs`` as the int32 tensor the kernels read. Under torch.compile a
+    graph constant (the layout returned from a compiled function holds it, and Dynamo cannot
+    rebuild an assume_constant_result tensor there); eagerly a cached copy, since copying
+    host data to a GPU waits for it."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(rows, dtype=torch.int32, device=device)
+    return _constant(("seqs", rows, device),
+                     lambda: torch.tensor(rows, dtype=torch.int32).to(device))
+
+
+@torch.compiler.assume_constant_result
+def _include_rows(include_id: int, seq_len: int, kv_len: int, block_size: int, causal: bool,
+                  num_heads: int, device: str) -> Tensor:
+    """int32 ``[table heads of include, nq, max blocks per row]``: each row's blocks of the
+    static pattern (or layout) ``include``, ascending, padded with ``nk``. ``include_id`` is
+    ``id(include)`` (the caller holds it alive): a literal that torch.compile can pass."""
+    include = ctypes.cast(include_id, ctypes.py_object).value
+
+    def build():
+        layout = include if isinstance(include, BlockLayout) else compiler.compile(
+            include, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+            num_heads=num_heads)
+        blocks = layout.to_dense()[:layout.table_heads]                    # [th, nq, nk]
+        count = blocks.sum(-1)                                             # [th, nq]
+        width = int(count.max(initial=0))
+        rows = np.argsort(~blocks, axis=-1, kind="stable")[..., :width]    # kept first, ascending
+        rows = np.where(np.arange(width) < count[..., None], rows, blocks.shape[-1])
+        return torch.from_numpy(rows.astype(np.int32)).to(device)
+    # keyed by the object (kept alive by the cache), not its id, which a later object may reuse
+    return _constant(("include", include, seq_len, kv_len, block_size, causal, num_heads, device),
+                     build)
+
+
+# ----------------------------------------------------------------------------- checks
+def _table_heads(name: str, heads: int, num_heads: Optional[int]) -> int:
+    """num_heads of the layout: the tensor's head count, or any count for one shared head."""
+    if num_heads is None:
+        return heads
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if heads not in (1, num_heads):
+        raise ValueError(f"{name}: {heads} heads but num_heads={num_heads} (use 1 head to share "
+                         f"one pattern across heads)")
+    return num_heads
+
+
+def _check_grid(name: str, t: Tensor, geo: _Geometry, what: str) -> None:
+    ranks = (3, 4) if name == "mask" else (4,)
+    if t.dim() not in ranks or tuple(t.shape[-2:]) != (geo.nq, geo.nk):
+        forms = "(batch, heads, nq, nk) or (heads, nq, nk)" if name == "mask" else "(batch, heads, nq, nk)"
+        raise ValueError(
+            f"{name} must have shape {forms} with (nq, nk) = {(geo.nq, geo.nk)}, the block grid of "
+            f"seq_len={geo.seq_len}, kv_len={geo.kv_len}, block_size={geo.block_size} "
+            f"(what sparseflash.compile builds); got {what} of shape {tuple(t.shape)}")
+
+
+def _check_capacity(geo: _Geometry, num_seqs: int, table_heads: int, per_row: int) -> None:
+    """Refuse, before allocating, a build past the int32 tables or compiler.MAX_TABLE_BYTES."""
+    entries = num_seqs * table_heads * geo.nq * per_row
+    buckets = 2 * num_seqs * table_heads * geo.nk + 1
+    nbytes = entries * _BYTES_PER_CANDIDATE
+    if entries <= _INT32_MAX and buckets <= _INT32_MAX and nbytes <= compiler.MAX_TABLE_BYTES:
+        return
+    raise ValueError(
+        f"seq_len={geo.seq_len}, kv_len={geo.kv_len} and block_size={geo.block_size} give a "
+        f"{geo.nq:,} x {geo.nk:,} block grid; with {num_seqs} batch tables x {table_heads} heads "
+        f"x {per_row:,} candidates per row the build needs {entries:,} entries "
+        f"({nbytes / 2**30:.1f} GiB at peak), more than int32 tables or "
+        f"sparseflash.compiler.MAX_TABLE_BYTES = {compiler.MAX_TABLE_BYTES / 2**30:.1f} GiB allow. "
+        f"Use a larger block_size, a smaller batch or a smaller k.")
+
+
+# ----------------------------------------------------------------------------- the tables
+def _device_layout(geo: _Geometry, cand: Tensor, keep: Tensor, num_heads: int) -> BlockLayout:
+    """The layout of candidates ``cand`` (int ``[S, TH, nq, C]``, ascending along C among the
+    kept ones, values in [0, nk]) where ``keep`` (bool, same shape) holds."""
+    S, TH, nq, C = cand.shape
+    nk, device = geo.nk, cand.device
+    R = S * TH * nq
+    classes = _block_classes(*geo.key(), str(device))                   # [nq, nk] int8
+    j = cand.clamp(max=nk - 1).long()                                   # [S, TH, nq, C]
+    cls = classes[torch.arange(nq, device=device)[:, None], j]          # [S, TH, nq, C]
+    keep = keep & (cls > 0)
+    full = keep & (cls == 2)
+    partial = keep & (cls == 1)
+
+    # forward CSR: full blocks first, then partial ones; each part keeps ascending columns.
+    i32 = torch.int32
+    nfull = full.sum(-1, dtype=i32)                                     # [S, TH, nq]
+    count = keep.sum(-1, dtype=i32)
+    fwd_ptr = torch.cat([count.new_zeros(1), count.flatten().cumsum(0, dtype=i32)])  # [R + 1]
+    rank = torch.where(full, full.cumsum(-1, dtype=i32) - 1,
+                       torch.where(partial, nfull[..., None] + partial.cumsum(-1, dtype=i32) - 1,
+                                   count[..., None] + (~keep).cumsum(-1, dtype=i32) - 1))
+    start = fwd_ptr[:-1].view(S, TH, nq, 1)
+    row = torch.arange(R, device=device, dtype=i32).view(S, TH, nq, 1)
+    # dropped candidates fill the capacity tail in row order: a permutation of [0, R * C)
+    pos = torch.where(keep, start + rank, fwd_ptr[-1] + row * C - start + rank - count[..., None])
+    fwd_idx = torch.empty(R * C, dtype=i32, device=device).scatter_(
+        0, pos.flatten().long(), j.flatten().to(i32))
+
+    # backward CSR: buckets (table sequence and head, key block, partial); the stable sort
+    # keeps the flattened order, query blocks ascending, inside each bucket.
+    NC = S * TH * nk
+    st = torch.arange(S * TH, device=device, dtype=i32).view(S, TH, 1, 1)
+    bucket = torch.where(keep, (st * nk + j.to(i32)) * 2 + partial.to(i32), 2 * NC)
+    bucket, order = torch.sort(bucket.flatten(), stable=True)
+    q_block = torch.arange(nq, device=device, dtype=i32).view(1, 1, nq, 1).expand(S, TH, nq, C)
+    bwd_idx = q_block.flatten()[order]
+    bounds = torch.searchsorted(bucket, torch.arange(2 * NC + 1, device=device, dtype=i32),
+                                out_int32=True)                        # [2 * NC + 1]
+    bwd_ptr = bounds[0::2].contiguous()                                # the kernels index it densely
+    bwd_nfull = bounds[1::2] - bounds[0:-1:2]
+
+    rows = geo.seq_rows(S, TH)
+    return BlockLayout.from_tensors(
+        seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
+        num_heads=num_heads, table_heads=TH, seq_rows=rows, seqs_tensor=_seqs_tensor(rows, str(device)),
+        fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_nfull=nfull.flatten(), bwd_ptr=bwd_ptr,
+        bwd_idx=bwd_idx, bwd_nfull=bwd_nfull)
+
+
+# ----------------------------------------------------------------------------- public builders
+def layout_from_block_mask(mask: Tensor, *, seq_len: int, kv_len: Optional[int] = None,
+                           block_size: int, causal: bool = False,
+                           num_heads: Optional[int] = None) -> BlockLayout:
+    """A layout storing the blocks a bool block mask keeps, built on the mask's device.
+
+    Args:
+        mask: bool ``(batch, heads, nq, nk)`` (one table per batch element) or ``(heads, nq,
+            nk)`` (one table shared by the batch); ``heads`` is ``num_heads`` or 1 (one
+            pattern for every head). ``mask[..., i, j]`` keeps local block ``(i, j)``: query
+            block ``q_pos // block_size + i`` and key block ``k_pos // block_size + j`` in
+            absolute positions, aligned bottom-right (``BlockLayout``, "Absolute positions"),
+            on exactly the grid ``sparseflash.compile(dense(), seq_len, kv_len=kv_len,
+            block_size=block_size)`` builds: ``nq = layout.num_q_blocks``, ``nk =
+            layout.num_kv_blocks``. Blocks with no visible pair (past the causal line) are
+            dropped.
+        seq_len, kv_len: query and key lengths in tokens (``kv_len`` defaults to ``seq_len``).
+        block_size: tokens per block, a power of two in [16, 256].
+        causal: the token-level causal mask in absolute positions.
+        num_heads: query heads of the calls (default: the mask's ``heads``); with a 1-head
+            mask, any count.
+
+    Returns:
+        A device-built :class:`~sparseflash.BlockLayout` (``on_device``): forward CSR,
+        backward transpose and the full/partial split, per batch element, as int32 tensors
+        on ``mask.device`` with capacity ``batch * heads * nq * nk`` entries. No host sync.
+    """
+    geo = _Geometry(seq_len, kv_len, block_size, causal)
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a bool torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = keep the block), got dtype {mask.dtype}")
+    _check_grid("mask", mask, geo, "a mask")
+    mask = mask if mask.dim() == 4 else mask[None]                      # [S, TH, nq, nk]
+    S, TH = mask.shape[0], mask.shape[1]
+    heads = _table_heads("mask", TH, num_heads)
+    _check_capacity(geo, S, TH, geo.nk)
+    cand = torch.arange(geo.nk, device=mask.device, dtype=torch.int32).expand(S, TH, geo.nq, geo.nk)
+    return _device_layout(geo, cand, mask, heads)
+
+
+def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] = None,
+                block_size: int, causal: bool = False,
+                include: "Optional[Pattern | BlockLayout]" = None,
+                num_heads: Optional[int] = None) -> BlockLayout:
+    """A layout where each query block keeps its ``k`` highest-scoring visible key blocks,
+    plus every block of a static pattern, built on the scores' device.
+
+    Args:
+        scores: floating point ``(batch, heads, nq, nk)`` on the block grid of
+            :func:`layout_from_block_mask` (one table per batch element; ``heads`` is
+            ``num_heads`` or 1). Read without gradient: the tables are integers and nothing
+            flows back into ``scores``. Must not hold NaN (not checked: that would sync).
+        k: key blocks kept per query-block row, > 0. A row keeps every candidate when it has
+            fewer than ``k``. Candidates are the visible blocks (with ``causal``, blocks
+            wholly above the causal line are not) whose score is not ``-inf``: ``-inf``
+            excludes a block from the selection. Ties at the k-th score are broken by
+            ``torch.topk``: any of the tied blocks may be kept (strictly higher scores always
+            are).
+        seq_len, kv_len, block_size, causal: as :func:`layout_from_block_mask`.
+        include: a :class:`~sparseflash.Pattern` (for example ``local(0) | global_blocks(1)``,
+            compiled for this geometry and ``num_heads``; a per-head pattern needs
+            ``num_heads`` heads) or a one-sequence :class:`~sparseflash.BlockLayout` of the
+            same lengths and block size; its blocks are added to every row's selection.
+            Under ``torch.compile``, build it outside the compiled function (a global, a
+            module attribute), as ``sparse_attention``'s pattern.
+        num_heads: query heads of the calls (default: the scores' ``heads``).
+
+    Returns:
+        A device-built :class:`~sparseflash.BlockLayout` (``on_device``), int32 tables on
+        ``scores.device`` with capacity ``batch * heads * nq * (min(k, nk) + include's most
+        blocks per row)`` entries. No host sync.
+    """
+    geo = _Geometry(seq_len, kv_len, block_size, causal)
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores must be a floating-point torch.Tensor, got {type(scores).__name__}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be a floating-point tensor, got dtype {scores.dtype}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be a positive int (key blocks per row), got {type(k).__name__} {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be a positive int (key blocks per row), got {k}")
+    _check_grid("scores", scores, geo, "scores")
+    S, Hs = scores.shape[0], scores.shape[1]
+    heads = _table_heads("scores", Hs, num_heads)
+    device = scores.device
+    kk = min(int(k), geo.nk)
+    inc = None
+    if include is not None:
+        _check_include(include, geo, heads)
+        inc = _include_rows(id(include), *geo.key(), heads, str(device))  # [th_inc, nq, w]
+    TH = max(Hs, 1 if inc is None else inc.shape[0])
+    _check_capacity(geo, S, TH, kk + (0 if inc is None else inc.shape[-1]))
+
+    s = scores.detach()
+    if geo.causal:
+        classes = _block_classes(*geo.key(), str(device))
+        s = s.masked_fill(classes == 0, float("-inf"))
+    value, cand = s.topk(kk, dim=-1, sorted=False)                       # [S, Hs, nq, kk]
+    cand = torch.where(value > float("-inf"), cand.to(torch.int32), geo.nk)
+    cand = cand.expand(S, TH, geo.nq, kk)
+    if inc is not None:
+        cand = torch.cat([cand, inc.expand(S, TH, geo.nq, inc.shape[-1])], dim=-1)
+    cand = cand.sort(dim=-1).values                                     # dropped (nk) last
+    first = torch.ones_like(cand[..., :1], dtype=torch.bool)
+    keep = (cand < geo.nk) & torch.cat([first, cand[..., 1:] != cand[..., :-1]], dim=-1)
+    return _device_layout(geo, cand, keep, heads)
+
+
+def _check_include(include, geo: _Geometry, num_heads: int) -> None:
+    if isinstance(include, Pattern):
+        if include.num_heads is not None and include.num_heads != num_heads:
+            raise ValueError(f"include: a per-head pattern of {include.num_heads} heads, but the "
+                             f"layout has num_heads={num_heads}")
+        return
+    if not isinstance(include, BlockLayout):
+        raise TypeError(f"include must be a sparseflash Pattern or BlockLayout, got {type(include).__name__}")
+    got = (include.seq_len, include.kv_len, include.block_size)
+    want = (geo.seq_len, geo.kv_len, geo.block_size)
+    if got != want or include.num_seqs != 1 or include.packed:
+        raise ValueError(f"include: a BlockLayout of another grid: (seq_len, kv_len, block_size) = "
+                         f"{got} with {include.num_seqs} sequence(s), expected {want} with one")
+    if include.table_heads not in (1, num_heads):
+        raise ValueError(f"include: a layout of {include.table_heads} heads, but the layout has "
+                         f"num_heads={num_heads}")

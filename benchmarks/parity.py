@@ -16,8 +16,6 @@ causal), dropout for finiteness and the kept fraction. Usage:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import sys
 from pathlib import Path
@@ -30,7 +28,6 @@ from sparseflash.attention import sparse_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import real_batches as rb  # noqa: E402
-from benchmarks.run import Timer, environment  # noqa: E402
 
 
 def alibi_slopes(H: int) -> torch.Tensor:
@@ -116,24 +113,13 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq-len", type=int, default=16384)
     args = ap.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
-    args.dtype, args.tiny, args.quick, args.estimate_device = "bfloat16", False, False, None
     args.suites = "parity"
-    dev = torch.device("cuda")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = environment(args, dev)
-    meta["command"] = "PYTHONPATH=. python benchmarks/parity.py " + " ".join(args.argv)
-    timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
+    dev, out, meta, timer = rb.start_run(args, argv, "parity.py")
     try:
         bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured
         rb.add("parity", "-", "error", "-", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:300]}")
-    (out / "parity.json").write_text(json.dumps({"meta": meta, "rows": rb.ROWS}, indent=1))
-    with open(out / "parity.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rb.ROWS[0]))
-        w.writeheader()
-        w.writerows(rb.ROWS)
+    rb.write_rows(out, "parity", meta)
 
 
 if __name__ == "__main__":

@@ -234,29 +234,39 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--suites", default="docs,decode,window")
-    args = ap.parse_args(argv)
+def start_run(args, argv, script: str):
+    """(device, output folder, run metadata, timer) of a bf16 CUDA run of ``script``."""
     args.argv = sys.argv[1:] if argv is None else argv
     args.dtype, args.tiny, args.quick, args.estimate_device = "bfloat16", False, False, None
     dev = torch.device("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = environment(args, dev)
-    meta["command"] = "PYTHONPATH=. python benchmarks/real_batches.py " + " ".join(args.argv)
-    timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
+    meta["command"] = f"PYTHONPATH=. python benchmarks/{script} " + " ".join(args.argv)
+    return dev, out, meta, Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
+
+
+def write_rows(out: Path, stem: str, meta: dict) -> None:
+    """``stem.json`` (metadata and rows) and ``stem.csv`` (the rows) in ``out``."""
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
+        w.writeheader()
+        w.writerows(ROWS)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--suites", default="docs,decode,window")
+    args = ap.parse_args(argv)
+    dev, out, meta, timer = start_run(args, argv, "real_batches.py")
     for suite in args.suites.split(","):
         try:
             {"docs": bench_docs, "decode": bench_decode, "window": bench_window}[suite](timer, dev, torch.bfloat16)
         except Exception as exc:  # record and go on: one failing peer must not lose the rest
             add(suite, "-", "error", "-", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:300]}")
-    (out / "real_batches.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
-    with open(out / "real_batches.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
-        w.writeheader()
-        w.writerows(ROWS)
+    write_rows(out, "real_batches", meta)
     try:
         plot(ROWS, out / "real_batches.png")
     except Exception as exc:

@@ -29,18 +29,13 @@ import numpy as np
 import torch
 
 from ..layout import K_POS, Q_POS, BlockLayout
+from ._common import check_one_sequence
 
 __all__ = ["to_fa4_block_sparse", "fa4_mask_args"]
 
 
 def _check_layout(layout: BlockLayout) -> None:
-    if not isinstance(layout, BlockLayout):
-        raise TypeError(f"layout must be a sparseflash BlockLayout, got {type(layout).__name__}")
-    if layout.packed or layout.num_seqs != 1:
-        kind = "packed documents" if layout.packed else "per-batch tables"
-        raise ValueError(f"layout: FA4's block-sparse tensors need one sequence's tables; this layout "
-                         f"has {layout.num_seqs} sequences ({kind}). Export the layout of one sequence "
-                         f"(sparseflash.compile) instead")
+    check_one_sequence(layout, "FA4's block-sparse tensors need")
     if layout.key_padding_mask is not None:
         raise ValueError("layout: built with a key_padding_mask, which FA4's partial-block masks cannot "
                          "express without a mask_mod; export the layout without padding")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..layout import K_POS, Q_POS, BlockLayout
+from ._common import check_one_sequence
 
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
@@ -32,13 +33,7 @@ __all__ = ["to_flex_block_mask", "layout_mask_mod"]
 
 
 def _check_layout(layout: BlockLayout) -> None:
-    if not isinstance(layout, BlockLayout):
-        raise TypeError(f"layout must be a sparseflash BlockLayout, got {type(layout).__name__}")
-    if layout.packed or layout.num_seqs != 1:
-        kind = "packed documents" if layout.packed else "per-batch tables"
-        raise ValueError(f"layout: a Flex BlockMask holds one sequence's tables; this layout has "
-                         f"{layout.num_seqs} sequences ({kind}). Export the layout of one sequence "
-                         f"(sparseflash.compile) instead")
+    check_one_sequence(layout, "a Flex BlockMask holds")
 
 
 def layout_mask_mod(layout: BlockLayout, device: Union[str, torch.device, None] = None) -> Callable:

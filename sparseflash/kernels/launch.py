@@ -20,6 +20,7 @@ skipping Triton's per-launch argument binding and specialisation.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace as _replace
+import os
 from typing import Optional, Tuple
 
 import numpy as np
@@ -415,7 +416,10 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natur
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
-    __slots__ = ("launch", "order", "descs")
+    __slots__ = ("launch", "order", "descs", "hopper")
+
+    def __init__(self):
+        self.hopper = False
 
 
 def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached,
@@ -449,6 +453,90 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
         USE_TMA=tma, SCHEDULED=plan.order is not None, fp_fusion=not natural, **constexprs,
         **mod_constexprs)
+    return plan, sources
+
+
+# The Hopper (sm_90) forward (kernels/hopper.py, Gluon): None = wherever it applies
+# (``_hopper_applies``); False forces the portable kernel, True refuses to fall back
+# (benchmarks and GPU tests use it to be sure which kernel ran). SPARSEFLASH_HOPPER=0 in the
+# environment sets False.
+USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") != "0" else False
+_HOPPER_TILE = 128
+_HOPPER_STAGES = {64: 4, 128: 2}        # K/V ring depth by head dim: 2 x 64 KB slots fit beside Q at d=128
+
+
+def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
+    """Why the Hopper forward cannot run this call (None: it can). The reasons are what the
+    Gluon kernel leaves to the portable one: modifiers, huge scales, other tiles and GPUs."""
+    if is_interpreted() or not q.is_cuda:
+        return "not a CUDA tensor"
+    if torch.cuda.get_device_capability(q.device)[0] != 9:
+        return "not a Hopper GPU (sm_90)"
+    if config is not None:
+        return "an explicit portable config"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return "dtype is not fp16/bf16"
+    if q.shape[-1] not in _HOPPER_STAGES:
+        return "head_dim is not 64 or 128"
+    if layout.block_size % _HOPPER_TILE:
+        return "block_size is not a multiple of 128"
+    if softcap > 0 or alibi is not None or dropout_p > 0:
+        return "softcap, ALiBi or dropout (portable kernel)"
+    if _natural(scale):
+        return "scale above NATURAL_SCALE (portable kernel)"
+    if not (q.stride(-1) == k.stride(-1) == v.stride(-1) == 1) or not _tma_capable(q, k, v):
+        return "strides or alignment the copy engine cannot take"
+    try:
+        from . import hopper  # noqa: F401
+    except ImportError as e:          # a Triton without Gluon's Hopper support
+        return f"Gluon unavailable ({e})"
+    return None
+
+
+def _use_hopper(q, k, v, layout, **kw) -> bool:
+    if USE_HOPPER is False:
+        return False
+    reason = _hopper_applies(q, k, v, layout, **kw)
+    if reason is not None and USE_HOPPER:
+        raise RuntimeError(f"USE_HOPPER=True but the Hopper forward cannot run: {reason}")
+    return reason is None
+
+
+def _hopper_descriptors(*tensors: torch.Tensor):
+    """4-D (B, H, N, d) Gluon descriptors with block [1, 1, 128, d] in the kernel's swizzle."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    dt = gl.bfloat16 if tensors[0].dtype == torch.bfloat16 else gl.float16
+    d = tensors[0].shape[-1]
+    block = [1, 1, _HOPPER_TILE, d]
+    lay = gl.NVMMASharedLayout.get_default_for(block, dt)
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), block, lay) for t in tensors)
+
+
+def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached):
+    from .hopper import _hopper_fwd_kernel
+
+    B, H, N, d = q.shape
+    Hkv = k.shape[1]
+    causal = layout.causal
+    plan = _FwdPlan()
+    sources = _hopper_descriptors(q, k, v)
+    plan.descs = tuple(_rebased(desc, None) for desc in sources)
+    slots, geometry, constexprs = _geometry(layout, q, kpm)
+    num_m_tiles = _num_tiles(layout.seqs, 4, 1, _HOPPER_TILE)
+    plan.order = None if _no_order(layout) else _launch_order(
+        fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
+        per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=_HOPPER_TILE,
+        block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
+    tail = (num_m_tiles, H * N * d, N * d, d, geometry[0], H, H // Hkv, N, *geometry[1:],
+            scale * _LOG2E)
+    plan.launch = _Launch(
+        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 11, tail, 8, 1, cached,
+        BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
+        NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
+        PRODUCER_REGS=40, **constexprs)
+    plan.hopper = True
     return plan, sources
 
 
@@ -488,20 +576,33 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         cacheable = cacheable and _aligned(alibi)
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
-           None if alibi is None else alibi.stride(), dropout_p)
+           None if alibi is None else alibi.stride(), dropout_p, USE_HOPPER)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
-        plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
-                                         config=config, use_tma=use_tma,
-                                         schedule_cache=schedule_cache, cached=cacheable,
-                                         softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+        if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
+                       dropout_p=dropout_p):
+            plan, (q_src, k_src, v_src) = _hopper_fwd_plan(
+                q, k, v, layout, t.fwd_ptr, kpm, scale=scale, schedule_cache=schedule_cache,
+                cached=cacheable)
+        else:
+            plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
+                                             config=config, use_tma=use_tma,
+                                             schedule_cache=schedule_cache, cached=cacheable,
+                                             softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
+    elif plan.hopper:
+        q_src, k_src, v_src = _fast_descriptors(plan.descs, q, k, v)
     else:
         k_src, v_src = _fast_descriptors(plan.descs, k, v)
-    plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
-                t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
-                t.fwd_ptr if plan.order is None else plan.order, rng[0], rng[1])
+    order = t.fwd_ptr if plan.order is None else plan.order
+    if plan.hopper:
+        plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
+                    t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr), order)
+    else:
+        plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+                    t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
+                    order, rng[0], rng[1])
     return out, lse
 
 

@@ -1,0 +1,177 @@
+"""The Hopper forward (kernels/hopper.py) against FlashAttention-4, cuDNN and our portable
+kernel, on the same block tables, in one run (issue 10).
+
+Cases: dense at 4K and 16K, causal and not, d=64 (H=32) and d=128 (H=16), B*N = 16K; and the
+block-sparse layouts of docs/anchors (local, butterfly, bigbird, strided at 16K-64K), B=1.
+Impls, each forward and forward+backward:
+
+* ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward where it
+  applies; the backward is the portable kernel's either way);
+* ``portable``: the same call with the Hopper forward switched off (``launch.USE_HOPPER = False``);
+* ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables
+  (:func:`sparseflash.to_fa4_block_sparse`), skipped with a one-line note when FA4 is missing;
+* ``cudnn``: SDPA's cuDNN backend, dense cases only.
+
+Every impl's output is checked against ``ours`` (max |diff| / max |ours|) before timing.
+FLOPs count computed blocks only. Writes ``hopper.json``/``hopper.csv`` and ``fa4_ratio.json``
+(FA4 time / our time per case, the issue's summary format) to ``--out``.
+Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sparseflash as sf  # noqa: E402
+from benchmarks.real_batches import ROWS, add, peak, rel_err, start_run, write_rows  # noqa: E402
+from sparseflash.kernels import launch  # noqa: E402
+
+DENSE = [(n, d, causal) for d in (128, 64) for n in (4096, 16384) for causal in (False, True)]
+SPARSE = [  # (name, pattern, N, d)
+    ("local(8)", sf.local(8), 16384, 128),
+    ("local(2)", sf.local(2), 16384, 128),
+    ("butterfly", sf.butterfly(), 16384, 128),
+    ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128),
+    ("strided(16)|local(1)", sf.strided(16) | sf.local(1), 16384, 128),
+    ("local(32)", sf.local(32), 65536, 128),
+    ("local(2)", sf.local(2), 65536, 128),
+    ("local(8)", sf.local(8), 16384, 64),
+    ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 64),
+]
+QUICK_DENSE = [(16384, 128, False), (16384, 128, True), (4096, 64, False)]
+QUICK_SPARSE = [SPARSE[0], SPARSE[3]]
+
+
+def fa4_function():
+    try:
+        from flash_attn.cute import flash_attn_func
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not installed here"
+        print(f"FA4 skipped: flash_attn.cute does not import ({type(exc).__name__}: {exc})")
+        return None
+    return flash_attn_func
+
+
+def ours_fn(layout, portable):
+    def fn(q, k, v):
+        saved = launch.USE_HOPPER
+        launch.USE_HOPPER = False if portable else saved
+        try:
+            return sf.sparse_attention(q, k, v, layout)
+        finally:
+            launch.USE_HOPPER = saved
+    return fn
+
+
+def fa4_fn(flash_attn_func, layout, B, dense_causal):
+    if layout is None:
+        def fn(q, k, v):
+            out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=dense_causal)
+            return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+        return fn
+    from sparseflash.integrations.fa4 import fa4_mask_args
+    fwd, bwd = sf.to_fa4_block_sparse(layout, batch=B, device="cuda")
+    extra = fa4_mask_args(layout)
+
+    def fn(q, k, v):
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                              block_sparse_tensors=fwd, block_sparse_tensors_bwd=bwd, **extra)
+        return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+    return fn
+
+
+def cudnn_fn(causal):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def fn(q, k, v):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return fn
+
+
+def run_case(timer, dev, case, impls, B, H, N, d, flops):
+    g = torch.Generator(device=dev).manual_seed(0)
+    # FA4 reads (B, N, H, d): make that the storage order and give every impl the same view
+    q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                   for _ in range(4))
+    outs = {}
+    for name, fn in list(impls.items()):
+        try:
+            outs[name] = fn(q, k, v)
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            add("hopper", case, name, "error", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:200]}")
+            del impls[name]
+    if "ours" not in outs:
+        return
+    for name, fn in impls.items():
+        note = "" if name == "ours" else f"max|diff|/max|ours| = {rel_err(outs[name], outs['ours']):.2e}"
+        ms, _ = timer(lambda: fn(q, k, v))
+        add("hopper", case, name, "fwd", ms, flops, peak(lambda: fn(q, k, v), dev), note)
+    del outs
+    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+    for name, fn in impls.items():
+        def step(fn=fn):
+            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        try:
+            ms, _ = timer(step)
+            add("hopper", case, name, "fwd+bwd", ms, 3.5 * flops, peak(step, dev))
+        except Exception as exc:  # noqa: BLE001
+            add("hopper", case, name, "fwd+bwd", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def ratios(gpu: str) -> dict:
+    """fa4_ratio.json: FA4 time / our time per case and pass, from this run's rows."""
+    ms = {(r["case"], r["impl"], r["pass"]): r["ms"] for r in ROWS}
+    cases = []
+    for case in dict.fromkeys(r["case"] for r in ROWS):
+        if (case, "fa4", "fwd") not in ms or (case, "ours", "fwd") not in ms:
+            continue
+        entry = {"case": case}
+        for p, key in (("fwd", "fwd_ratio"), ("fwd+bwd", "fwd_bwd_ratio")):
+            a, b = ms.get((case, "fa4", p)), ms.get((case, "ours", p))
+            entry[key] = round(a / b, 3) if a and b and a == a and b == b else None
+        cases.append(entry)
+    vals = lambda key: [c[key] for c in cases if c[key] is not None]  # noqa: E731
+    return {"gpu": gpu, "min_fwd_ratio": min(vals("fwd_ratio"), default=None),
+            "min_fwd_bwd_ratio": min(vals("fwd_bwd_ratio"), default=None), "cases": cases}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
+    args = ap.parse_args(argv)
+    args.suites = "hopper"
+    quick = args.quick
+    dev, out, meta, timer = start_run(args, argv, "hopper.py")
+    fa4 = fa4_function()
+    meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"
+    for N, d, causal in (QUICK_DENSE if quick else DENSE):
+        H, B = 2048 // d, max(1, 16384 // N)
+        layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+        impls = {"ours": ours_fn(layout, False), "portable": ours_fn(layout, True), "cudnn": cudnn_fn(causal)}
+        if fa4 is not None:
+            impls["fa4"] = fa4_fn(fa4, None, B, causal)
+        flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
+        run_case(timer, dev, f"dense{' causal' if causal else ''} N={N} d={d}", impls, B, H, N, d, flops)
+    for name, pattern, N, d in (QUICK_SPARSE if quick else SPARSE):
+        H = 2048 // d
+        layout = sf.compile(pattern, N, block_size=128, num_heads=H)
+        impls = {"ours": ours_fn(layout, False), "portable": ours_fn(layout, True)}
+        if fa4 is not None:
+            impls["fa4"] = fa4_fn(fa4, layout, 1, False)
+        flops = 4.0 * d * 128 ** 2 * layout.nnz
+        run_case(timer, dev, f"{name} N={N} d={d} density={layout.density:.3f}", impls, 1, H, N, d, flops)
+    write_rows(out, "hopper", meta)
+    summary = ratios(meta.get("gpu", torch.cuda.get_device_name(dev)))
+    (out / "fa4_ratio.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

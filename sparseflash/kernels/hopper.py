@@ -1,0 +1,299 @@
+"""Hopper (sm_90) forward kernel in Gluon: warp-specialised, TMA-fed, wgmma block-sparse attention.
+
+The portable ``tl`` kernels (fwd.py) leave the overlap of loads, matrix products and the
+softmax to Triton's pipeliner. Here it is written out, as FlashAttention-3 does:
+
+* a **producer warp** walks the query block's CSR row of the forward tables
+  (:class:`sparseflash.layout.BlockLayout`) and issues TMA copies of each K and V tile into
+  a ring of ``NUM_STAGES`` shared-memory slots, each with its own "ready" mbarrier, and
+  waits on the slot's "empty" barrier before reusing it;
+* the **consumer warpgroups** (the default partition, 8 warps = 2 warpgroups, 64 query rows
+  each) run ``S = Q K^T`` and ``O += P V`` as asynchronous ``warpgroup_mma``. The product
+  of step ``t`` is issued before the softmax of step ``t`` is computed, and ``P_{t-1} V_{t-1}``
+  runs while that softmax does (FA3's intra-warpgroup overlap); ``P`` feeds the second
+  product from registers, never through shared memory.
+
+Semantics are the portable kernel's: softmax in base 2 (``qk_scale = scale * log2(e)``),
+full blocks unmasked, partial blocks through the token rule (sequence bounds, causal line,
+token windows, key padding), absolute positions and per-sequence tables (``seqs``), packed
+documents, GQA, rows that see nothing give 0 and ``lse = -inf``. Tiles are 128 x 128 and
+the layout's block size must be a multiple of 128. Dropout, softcap, ALiBi and the
+natural-unit softmax of huge scales are left to the portable kernel (the dispatcher in
+launch.py decides).
+
+Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
+(tests/test_hopper.py); the CPU suite compiles it to sm_90 machine code without running it.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
+                                                               warpgroup_mma_wait)
+
+LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
+
+
+@gluon.jit
+def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h,
+              BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, PER_SEQ: gl.constexpr):
+    """The query tile's sequence (the ``seqs`` row, or the scalars shared by the batch) and
+    the table row it walks: (q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok).
+    Same rule as kernels/tiles.py ``_query_tile``: tiles align to absolute positions."""
+    if PER_SEQ:
+        r = seqs + ts * 10
+        q_start = gl.load(r)
+        q_len = gl.load(r + 1)
+        k_start = gl.load(r + 2)
+        k_len = gl.load(r + 3)
+        q_pos = gl.load(r + 4)
+        k_pos = gl.load(r + 5)
+        row_off = gl.load(r + 6)
+        nq = gl.load(r + 8)
+    else:
+        q_start = 0
+        k_start = 0
+        row_off = 0
+    start_m = (q_pos // BLOCK_M + pid_m) * BLOCK_M
+    tile_ok = start_m < q_pos + q_len
+    row = row_off + off_h * table_heads_gt1 * nq + start_m // BLOCK - q_pos // BLOCK
+    row = gl.where(tile_ok, row, 0)
+    return q_start, q_pos, q_pos + q_len, k_start, k_pos, k_pos + k_len, start_m, row, tile_ok
+
+
+@gluon.jit
+def _program(schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+             PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
+    """(query tile, head, table sequence, batch index) of this program (tiles.py rules)."""
+    if SCHEDULED:
+        t = gl.load(schedule + gl.program_id(0))
+        pid_m = t % num_m_tiles
+        pid_sh = t // num_m_tiles
+    else:
+        pid_m = gl.program_id(0)
+        if REVERSE_M:
+            pid_m = gl.num_programs(0) - 1 - pid_m
+        pid_sh = gl.program_id(1)
+    slot = pid_sh // num_heads
+    off_h = pid_sh % num_heads
+    if PER_SEQ:
+        ts = slot
+    else:
+        ts = slot * 0
+    if PACKED:
+        off_b = slot * 0
+    else:
+        off_b = slot
+    return pid_m, off_h, ts, off_b
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+              fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_heads, group_size,
+              q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+              BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr):
+    SUB: gl.constexpr = BLOCK // BLOCK_N
+    pid_m, off_h, ts, off_b = _program(schedule, num_m_tiles, num_heads, REVERSE_M, SCHEDULED,
+                                       PER_SEQ, PACKED)
+    off_kvh = off_h // group_size
+    q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
+        seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
+        PER_SEQ)
+    lo = gl.load(fwd_ptr + row)
+    hi = gl.where(tile_ok, gl.load(fwd_ptr + row + 1), lo)
+    j0 = k_lo // BLOCK
+    k_row0 = k_start - k_lo
+    # Q once; the copy engine zero-fills rows past the tensor (rows of another document are
+    # read but never stored)
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo, 0], q_bar,
+                                    q_smem.reshape([1, 1, BLOCK_M, HEAD_DIM]))
+    for t in range((hi - lo) * SUB):
+        s = t % NUM_STAGES
+        # a fresh barrier counts as completed for parity 1: the first lap does not wait
+        phase = ((t // NUM_STAGES) & 1) ^ 1
+        kv_block_idx = gl.load(fwd_idx + lo + t // SUB)
+        start_n = (kv_block_idx + j0) * BLOCK + (t % SUB) * BLOCK_N + k_row0
+        mbarrier.wait(kv_empty.index(s), phase)
+        mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, start_n, 0], k_ready.index(s),
+                                        k_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
+        mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, start_n, 0], v_ready.index(s),
+                                        v_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
+
+
+@gluon.jit
+def _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
+            window_left, window_right, col_layout: gl.constexpr,
+            BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, HAS_WL: gl.constexpr,
+            HAS_WR: gl.constexpr, HAS_KPM: gl.constexpr):
+    """The token rule of a partial tile (tiles.py ``_visible``/``_key_ok``): -inf where the
+    pair is not visible. ``s``: [BLOCK_M, BLOCK_N]; ``start_n``: absolute key position."""
+    cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)                    # [BLOCK_N]
+    col_ok = (cols_pos >= k_lo) & (cols_pos < k_hi)
+    if HAS_KPM:
+        keep = gl.load(KPM + kpm_row + (cols_pos + k_row0), mask=col_ok, other=0)
+        col_ok = col_ok & (keep != 0)
+    row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
+    visible = row_ok[:, None] & col_ok[None, :]
+    if CAUSAL:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None])
+    if HAS_WL:
+        visible = visible & (cols_pos[None, :] >= rows_pos[:, None] - window_left)
+    if HAS_WR:
+        visible = visible & (cols_pos[None, :] <= rows_pos[:, None] + window_right)
+    return gl.where(visible, s, float("-inf"))
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+              stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
+              q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right, qk_scale,
+              BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, NUM_WARPS: gl.constexpr,
+              CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
+              HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr):
+    SUB: gl.constexpr = BLOCK // BLOCK_N
+    dtype: gl.constexpr = k_smem.dtype
+    # one warp per 16 rows: warpgroup w owns rows [64 w, 64 w + 64) of both products
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+    orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
+    ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
+
+    pid_m, off_h, ts, off_b = _program(schedule, num_m_tiles, num_heads, REVERSE_M, SCHEDULED,
+                                       PER_SEQ, PACKED)
+    q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
+        seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
+        PER_SEQ)
+    lo = gl.load(fwd_ptr + row)
+    hi = gl.where(tile_ok, gl.load(fwd_ptr + row + 1), lo)
+    n_full = gl.where(tile_ok, gl.load(fwd_nfull + row), 0)
+    trips = (hi - lo) * SUB
+    full_trips = n_full * SUB
+    j0 = k_lo // BLOCK
+    k_row0 = k_start - k_lo
+    kpm_row = off_b.to(gl.int64) * stride_kpm_b
+    rows_pos = start_m + gl.arange(0, BLOCK_M, row_layout)                   # [BLOCK_M]
+
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, row_layout)
+    l_i = gl.zeros([BLOCK_M], gl.float32, row_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
+
+    mbarrier.wait(q_bar, 0)
+    if trips > 0:
+        mbarrier.wait(k_ready.index(0), 0)
+        s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(0, deps=(s, ))
+        if full_trips == 0:
+            s = _masked(s, j0 * BLOCK + gl.load(fwd_idx + lo) * BLOCK, rows_pos, q_lo, q_hi, k_lo,
+                        k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
+                        BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
+        m_i = gl.max(s, 1) * qk_scale
+        m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+        e = gl.exp2(s * qk_scale - m_use[:, None])                            # [BLOCK_M, BLOCK_N]
+        l_i = gl.sum(e, 1)
+        p = gl.convert_layout(e.to(dtype), p_layout)
+        for t in range(1, trips):
+            st = t % NUM_STAGES
+            prev = (t - 1) % NUM_STAGES
+            mbarrier.wait(k_ready.index(st), (t // NUM_STAGES) & 1)
+            s = warpgroup_mma(q_smem, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
+                              is_async=True)
+            # O += P V of the previous step runs while this step's softmax does
+            mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
+            acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
+            s = warpgroup_mma_wait(1, deps=(s, ))
+            if t >= full_trips:
+                kv_block_idx = gl.load(fwd_idx + lo + t // SUB)
+                start_n = (kv_block_idx + j0) * BLOCK + (t % SUB) * BLOCK_N
+                s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
+                            window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
+                            HAS_WR, HAS_KPM)
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
+            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+            e = gl.exp2(s * qk_scale - m_use[:, None])
+            alpha = gl.exp2(m_i - m_use)
+            l_i = l_i * alpha + gl.sum(e, 1)
+            m_i = m_new
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(kv_empty.index(prev))
+            acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
+            p = gl.convert_layout(e.to(dtype), p_layout)
+        last = (trips - 1) % NUM_STAGES
+        mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
+        acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(kv_empty.index(last))
+
+    # rows that saw no key: output 0, lse -inf
+    empty = l_i == 0.0
+    l_safe = gl.where(empty, 1.0, l_i)
+    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * LN2)
+    out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
+    q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
+    row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
+    orows = start_m + gl.arange(0, BLOCK_M, orow_layout)
+    orow_ok = (orows >= q_lo) & (orows < q_hi)
+    offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
+    o_ptrs = Out + off_b.to(gl.int64) * stride_ob + off_h.to(gl.int64) * stride_oh \
+        + (orows + q_row0).to(gl.int64)[:, None] * stride_om + offs_d[None, :]
+    gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
+    lse_ptrs = LSE + (off_b * num_heads + off_h).to(gl.int64) * lse_len + (rows_pos + q_row0)
+    gl.store(lse_ptrs, lse, mask=row_ok)
+
+
+@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule,
+                       num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                       group_size, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                       window_left, window_right, qk_scale,
+                       BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                       HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                       CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
+                       HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                       REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                       PRODUCER_REGS: gl.constexpr):
+    gl.static_assert(BLOCK % BLOCK_M == 0)
+    gl.static_assert(BLOCK % BLOCK_N == 0)
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    dtype: gl.constexpr = k_desc.dtype
+    # 2-D views of the descriptors' [1, 1, rows, d] blocks, as the matrix units read them
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], dtype)
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_layout)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=1)
+
+    gl.warp_specialize(
+        [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+                      stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
+                      q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                      qk_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS,
+                      CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, REVERSE_M, SCHEDULED)),
+         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
+                      kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
+                      num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                      BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M,
+                      SCHEDULED))],
+        [1], [PRODUCER_REGS])

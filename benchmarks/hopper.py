@@ -57,15 +57,26 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable):
+def ours_fn(layout, portable, stages=None):
+    """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
+    ``stages`` overrides its K/V ring depth (a variant; the plan cache keys on it)."""
     def fn(q, k, v):
-        saved = launch.USE_HOPPER
+        saved, saved_stages = launch.USE_HOPPER, dict(launch._HOPPER_STAGES)
         launch.USE_HOPPER = False if portable else saved
+        if stages is not None:
+            launch._HOPPER_STAGES[q.shape[-1]] = stages
         try:
             return sf.sparse_attention(q, k, v, layout)
         finally:
             launch.USE_HOPPER = saved
+            launch._HOPPER_STAGES.clear()
+            launch._HOPPER_STAGES.update(saved_stages)
     return fn
+
+
+def variants(layout, d, wanted):
+    """Extra Hopper-forward impls named ``ours-s<stages>`` (``--stages d:n,...``)."""
+    return {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
 
 
 def fa4_fn(flash_attn_func, layout, B, dense_causal):
@@ -145,16 +156,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
+    ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     args = ap.parse_args(argv)
     args.suites = "hopper"
     quick = args.quick
+    wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"
     for N, d, causal in (QUICK_DENSE if quick else DENSE):
         H, B = 2048 // d, max(1, 16384 // N)
         layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), "portable": ours_fn(layout, True), "cudnn": cudnn_fn(causal)}
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted), "portable": ours_fn(layout, True),
+                 "cudnn": cudnn_fn(causal)}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
         flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
@@ -162,7 +176,7 @@ def main(argv=None):
     for name, pattern, N, d in (QUICK_SPARSE if quick else SPARSE):
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), "portable": ours_fn(layout, True)}
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted), "portable": ours_fn(layout, True)}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

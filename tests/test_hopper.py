@@ -33,12 +33,13 @@ from sparseflash.kernels.hopper import _hopper_fwd_kernel as kernel
 
 d, dtype, flags = json.loads(sys.argv[1])
 gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
-layout = gl.NVMMASharedLayout.get_default_for([1, 1, 128, d], gdt)
-desc = f"tensordesc<{dtype}[1,1,128,{d}],{layout!r}>"
+def desc(rows):
+    layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, d], gdt)
+    return f"tensordesc<{dtype}[1,1,{rows},{d}],{layout!r}>"
 constexprs = dict(BLOCK=128, BLOCK_M=128, BLOCK_N=128, HEAD_DIM=d,
                   NUM_STAGES=launch._HOPPER_STAGES[d], CAUSAL=False, HAS_WL=False, HAS_WR=False,
                   HAS_KPM=False, PER_SEQ=False, PACKED=False, REVERSE_M=False, SCHEDULED=False,
-                  PRODUCER_REGS=40)
+                  CONSUMER_REGS=232, PRODUCER_REGS=40)
 constexprs.update(flags)
 pointers = {"Out": f"*{dtype}", "LSE": "*fp32", "KPM": "*i8", "qk_scale": "fp32"}
 signature = {}
@@ -46,7 +47,7 @@ for name in kernel.arg_names:
     if name in constexprs:
         signature[name] = "constexpr"
     elif name.endswith("_desc"):
-        signature[name] = desc
+        signature[name] = desc(64 if name == "q_desc" else 128)
     elif name in pointers:
         signature[name] = pointers[name]
     elif name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "seqs", "schedule"):
@@ -54,7 +55,7 @@ for name in kernel.arg_names:
     else:
         signature[name] = "i32"
 compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
-                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8))
+                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
 sys.stdout.write(compiled.asm["ptx"])
 """
 

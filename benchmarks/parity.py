@@ -12,6 +12,18 @@ time with the option divided by the time without it, from the same run. Before t
 option's forward is checked: softcap/ALiBi against an SDPA run with the same bias (dense
 causal), dropout for finiteness and the kept fraction. Usage:
 ``PYTHONPATH=. python benchmarks/parity.py --out DIR``; writes ``parity.json`` and ``parity.csv``.
+
+``--variants``: A/B of the selectable formulations in ONE process (``variants.json``/``.csv``):
+none; dropout p=0.1 with each draw variant (16-bit interleaved = the original, 16-bit and
+8-bit in the MMA mapping, 8-bit with 7 Philox rounds; ``sparseflash.philox.DROPOUT_*``);
+softcap=30 plain/folded and ALiBi abs/column (``kernels.launch.SOFTCAP_VARIANT`` /
+``ALIBI_VARIANT``); at 16K, d=128, H=16, B=1, bf16, dense causal and ``local(8) |
+global_blocks(1)`` causal, fwd and fwd+bwd, beside FA2 (SDPA flash, dropout_p 0 and 0.1). The
+variants' kernels are compiled first in parallel worker processes (Triton's on-disk cache),
+so the run stays within a few minutes. Each variant is checked before timing: dropout Triton
+against the torch backend on the same seed (same mask: small error), softcap/ALiBi against
+the other formulation. ``--smoke`` runs the same code on the CPU at 256 tokens (needs
+``TRITON_INTERPRET=1``), for checking the script, not for timing.
 """
 from __future__ import annotations
 
@@ -35,22 +47,22 @@ def alibi_slopes(H: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], dtype=torch.float32)
 
 
-def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd):
+def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
     ms_f, _ = timer(lambda: fn(q, k, v))
-    rb.add("parity", case, name, "fwd", ms_f, flops_fwd, rb.peak(lambda: fn(q, k, v), dev))
+    rb.add(suite, case, name, "fwd", ms_f, flops_fwd, rb.peak(lambda: fn(q, k, v), dev))
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
 
     def step():
         return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
     ms_b, _ = timer(step)
-    rb.add("parity", case, name, "fwd+bwd", ms_b, flops_bwd, rb.peak(step, dev))
+    rb.add(suite, case, name, "fwd+bwd", ms_b, flops_bwd, rb.peak(step, dev))
     return ms_f, ms_b
 
 
-def overhead(case, name, base, with_opt, target):
+def overhead(case, name, base, with_opt, target, suite="parity"):
     for i, p in enumerate(("fwd", "fwd+bwd")):
         ratio = with_opt[i] / base[i]
-        rb.add("parity", case, name, f"overhead {p}", ratio, None, None,
+        rb.add(suite, case, name, f"overhead {p}", ratio, None, None,
                f"time with ÷ time without, same run; target <= {target:.2f}: "
                f"{'met' if ratio <= target else 'NOT met'}")
 
@@ -108,18 +120,201 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
     overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"))
 
 
+# ------------------------------------------------------------------ --variants
+# name -> (option kwargs, {module attribute: value}); "none" is the baseline of every ratio
+DROPOUT_VARIANTS = {
+    "dropout 16-bit interleave (original)": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="interleave", DROPOUT_ROUNDS=10),
+    "dropout 16-bit mma": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
+    "dropout 8-bit mma": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
+    "dropout 8-bit mma, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
+}
+DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
+                SOFTCAP_VARIANT="folded")
+
+
+def variant_list(H):
+    """[(name, option kwargs builder, settings, target)]; kwargs built on the device later."""
+    out = [("none", {}, {}, None)]
+    for name, settings in DROPOUT_VARIANTS.items():
+        out.append((name, dict(dropout_p=0.1), settings, 1.15))
+    out.append(("softcap=30 plain", dict(softcap=30.0), dict(SOFTCAP_VARIANT="plain"), 1.10))
+    out.append(("softcap=30 folded", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
+    out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
+    return out
+
+
+def apply_settings(settings):
+    from sparseflash import philox
+    from sparseflash.kernels import launch
+
+    for key, value in {**DEFAULTS, **settings}.items():
+        setattr(philox if key.startswith("DROPOUT") else launch, key, value)
+
+
+def patterns(smoke):
+    if smoke:
+        return (("dense", sf.dense()), ("local(1)|global_blocks(1)", sf.local(1) | sf.global_blocks(1)))
+    return (("dense", sf.dense()), ("local(8)|global_blocks(1)", sf.local(8) | sf.global_blocks(1)))
+
+
+def make_inputs(dev, dtype, N, H, d):
+    g = torch.Generator(device=dev).manual_seed(0)
+    return tuple(torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4))
+
+
+def option_kwargs(opt, slopes):
+    return {k: (slopes if k == "alibi_slopes" else v) for k, v in opt.items()}
+
+
+def _warm_one(job):
+    """Worker process: compile (by running once) one variant's kernels for every pattern."""
+    settings, opt, N, H, d, bs = job
+    import torch  # noqa: F401  (fresh process)
+    dev = torch.device("cuda")
+    apply_settings(settings)
+    q, k, v, do = make_inputs(dev, torch.bfloat16, N, H, d)
+    slopes = alibi_slopes(H).to(dev)
+    for _, pattern in patterns(False):
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        out = sparse_attention(qg, kg, vg, pattern, block_size=bs, causal=True, **option_kwargs(opt, slopes))
+        torch.autograd.grad(out, (qg, kg, vg), do)
+    torch.cuda.synchronize()
+    return True
+
+
+def precompile(jobs, workers):
+    """Compile every variant's kernels in parallel processes (they land in Triton's on-disk
+    cache, which the timing process then reads)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import time
+
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        results = list(ex.map(_warm_one, jobs))
+    return time.perf_counter() - t0, all(results)
+
+
+def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8):
+    from sparseflash.philox import dropout_scale, dropout_threshold, dropout_variant
+
+    variants = variant_list(H)
+    if not smoke and workers > 0:
+        secs, ok = precompile([(st, opt, N, H, d, bs) for _, opt, st, _ in variants], workers)
+        rb.add("variants", "-", f"precompile ({len(variants)} variants, {workers} workers)", "-", secs * 1e3,
+               None, None, "wall ms of the parallel warm-up compile")
+    q, k, v, do = make_inputs(dev, dtype, N, H, d)
+    slopes = alibi_slopes(H).to(dev)
+    for pname, pattern in patterns(smoke):
+        layout = sf.compile(pattern, N, block_size=bs, causal=True, num_heads=H)
+        ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
+        case = f"{pname} causal, N={N}, H={H}, d={d}"
+        base = None
+        outs = {}
+        for name, opt, settings, target in variants:
+            apply_settings(settings)
+            kw = option_kwargs(opt, slopes)
+
+            def fn(q, k, v, kw=kw):
+                return sparse_attention(q, k, v, pattern, block_size=bs, causal=True, **kw)
+            # check before timing
+            if name.startswith("dropout"):
+                n = min(N, 1024)
+                q2, k2, v2 = (t[:, :2, :n] for t in (q, k, v))
+                res = {}
+                for backend in ("triton", "torch"):
+                    torch.manual_seed(123)
+                    res[backend] = sparse_attention(q2, k2, v2, pattern, block_size=bs, causal=True,
+                                                    backend=backend, **kw)
+                err = rb.rel_err(res["triton"], res["torch"])
+                bits = dropout_variant()[0]
+                keep = 1 - dropout_threshold(0.1) / 2 ** bits
+                rb.add("variants", case, name, "check: triton vs torch backend, same seed (same mask)",
+                       err, None, None, f"{n} tokens, 2 heads; keep prob {keep:.5f}, scale "
+                       f"{dropout_scale(0.1):.5f}; {'OK' if err < 0.05 else 'MASKS DIFFER?'}")
+                out = fn(q, k, v)
+                assert torch.isfinite(out).all(), f"{name}: output not finite"
+            elif name != "none":
+                out = fn(q, k, v)
+                assert torch.isfinite(out).all(), f"{name}: output not finite"
+                family = name.split()[0]
+                if family in outs:
+                    rb.add("variants", case, name, f"check: vs {outs[family][0]}", rb.rel_err(out, outs[family][1]),
+                           None, None, "max|diff|/max|other|, same inputs")
+                else:
+                    outs[family] = (name, out)
+            ms = time_case(timer, dev, case, name, fn, q, k, v, do, ff, fb, suite="variants")
+            if base is None:
+                base = ms
+            else:
+                overhead(case, name, base, ms, target, suite="variants")
+    apply_settings({})
+    if smoke:
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    layout = sf.compile(sf.dense(), N, block_size=bs, causal=True, num_heads=H)
+    ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
+    case = f"dense causal, N={N}, H={H}, d={d}"
+
+    def fa2(p):
+        def fn(q, k, v):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return fn
+    base = time_case(timer, dev, case, "FA2 (SDPA flash)", fa2(0.0), q, k, v, do, ff, fb, suite="variants")
+    with_opt = time_case(timer, dev, case, "FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), q, k, v, do, ff, fb,
+                         suite="variants")
+    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"), suite="variants")
+
+
+def _smoke_run(args, argv):
+    """CPU run of the same code (interpreted kernels, tiny shapes): no peaks, one timed call."""
+    import time
+
+    from benchmarks.run import environment
+
+    args.argv = sys.argv[1:] if argv is None else argv
+    args.dtype, args.tiny, args.quick, args.estimate_device = "float32", True, False, None
+    dev = torch.device("cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = environment(args, dev)
+    meta["command"] = "TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/parity.py " + " ".join(args.argv)
+    rb.peak = lambda fn, dev: (fn(), None)[1]
+
+    def timer(fn):
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3, 1
+    return dev, out, meta, timer
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq-len", type=int, default=16384)
+    ap.add_argument("--variants", action="store_true", help="A/B the selectable formulations (see above)")
+    ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
+    ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     args = ap.parse_args(argv)
-    args.suites = "parity"
-    dev, out, meta, timer = rb.start_run(args, argv, "parity.py")
+    args.suites = "variants" if args.variants else "parity"
+    if args.smoke:
+        dev, out, meta, timer = _smoke_run(args, argv)
+    else:
+        dev, out, meta, timer = rb.start_run(args, argv, "parity.py")
     try:
-        bench(timer, dev, torch.bfloat16, N=args.seq_len)
+        if args.variants:
+            if args.smoke:
+                bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True)
+            else:
+                bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, workers=args.workers)
+        else:
+            bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured
-        rb.add("parity", "-", "error", "-", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:300]}")
-    rb.write_rows(out, "parity", meta)
+        rb.add(args.suites, "-", "error", "-", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:300]}")
+    rb.write_rows(out, args.suites, meta)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["philox4x32", "dropout_keep", "dropout_draws", "dropout_threshold", "dropout_scale", "draw_seed"]
+__all__ = ["philox4x32", "dropout_keep", "dropout_draws", "dropout_threshold", "dropout_scale", "draw_seed",
+           "dropout_variant"]
 
 _MASK32 = 0xFFFFFFFF
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -44,35 +45,84 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
     return c0, c1, c2, c3
 
 
-DRAW_BITS = 16          # a dropout draw: 16 bits, eight per Philox call
+# ------------------------------------------------------------------ draw variants
+# Which bits of which Philox call decide an element. All variants are a pure function of
+# (seed, offset, batch*head, query row, key position); the kernels and the torch backend read
+# the same three settings, so they drop the same entries. Read at every call: change them
+# between calls, never between a forward and its backward.
+#
+# DROPOUT_BITS   16: a draw is 16 bits, 8 per Philox call, p rounded to a multiple of 2**-16.
+#                 8: a draw is 8 bits, 16 per call (FlashAttention-2's granularity), p rounded
+#                    to a multiple of 1/256 (p=0.1 -> drop 26/256, keep 230/256 = 0.8984).
+# DROPOUT_MAPPING "mma": the draws of one call serve the keys one GPU thread holds in the MMA
+#                    accumulator layout (key u = c*CH + n*8 + t*2 + h, CH = 8 * draws/2:
+#                    call (c*4 + t, row, bh, offset), draw 2n + h), so the kernels rebuild the
+#                    [rows, keys] mask with no layout conversion (no shared-memory round trip).
+#                 "interleave" (16 bits only): the original mapping, counter (u // 8, ...),
+#                    key u takes half u % 2 of output (u % 8) // 2; its tl.join interleave
+#                    compiles to layout conversions through shared memory.
+# DROPOUT_ROUNDS  Philox rounds: 10 (Philox-4x32-10, the standard), or 7 (the fewest that
+#                    pass BigCrush per Salmon et al. 2011; 30% fewer integer ops).
+import os as _os
+
+DROPOUT_BITS = int(_os.environ.get("SPARSEFLASH_DROPOUT_BITS", "16"))
+DROPOUT_MAPPING = _os.environ.get("SPARSEFLASH_DROPOUT_MAPPING", "mma")
+DROPOUT_ROUNDS = int(_os.environ.get("SPARSEFLASH_DROPOUT_ROUNDS", "10"))
 
 
-def dropout_threshold(p: float) -> int:
-    """Keep an element iff its 16-bit draw is >= this: drop probability ``threshold / 2**16``,
-    ``p`` rounded to the nearest multiple of 2**-16."""
-    return min(int(round(p * 65536.0)), 65535)
+def dropout_variant() -> Tuple[int, bool, int]:
+    """(bits, mma mapping, rounds) now in force, validated."""
+    bits, mapping, rounds = int(DROPOUT_BITS), str(DROPOUT_MAPPING), int(DROPOUT_ROUNDS)
+    if bits not in (8, 16):
+        raise ValueError(f"DROPOUT_BITS must be 8 or 16, got {bits}")
+    if mapping not in ("mma", "interleave") or (mapping == "interleave" and bits != 16):
+        raise ValueError(f"DROPOUT_MAPPING must be 'mma', or 'interleave' with 16 bits; got {mapping!r}")
+    if not 1 <= rounds <= 10:
+        raise ValueError(f"DROPOUT_ROUNDS must be in 1..10, got {rounds}")
+    return bits, mapping == "mma", rounds
 
 
-def dropout_scale(p: float) -> float:
+def dropout_threshold(p: float, bits: int = None) -> int:
+    """Keep an element iff its draw (``bits`` wide, default the variant's) is >= this: drop
+    probability ``threshold / 2**bits``, ``p`` rounded to the nearest multiple of 2**-bits
+    (below 2**-(bits+1) nothing is dropped)."""
+    bits = dropout_variant()[0] if bits is None else bits
+    return min(int(round(p * float(1 << bits))), (1 << bits) - 1)
+
+
+def dropout_scale(p: float, bits: int = None) -> float:
     """The kept elements' scale, 1 / (keep probability) of the draws exactly, so the dropout
-    is unbiased for the threshold actually used (``1 / (1 - p)`` up to 2**-16 in ``p``)."""
-    return 65536.0 / (65536.0 - dropout_threshold(p))
+    is unbiased for the threshold actually used (``1 / (1 - p)`` up to 2**-bits in ``p``).
+    FlashAttention-2 instead keeps ``floor((1-p)*255) + 1`` of 256 byte values and scales by
+    ``1 / (1 - p)``: at p=0.1 it keeps 230/256 too but scales by 1/0.9, a 0.17% low bias."""
+    bits = dropout_variant()[0] if bits is None else bits
+    full = float(1 << bits)
+    return full / (full - dropout_threshold(p, bits))
 
 
 def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
                   cols: torch.Tensor) -> torch.Tensor:
-    """The 16-bit draws ``[..., len(rows), len(cols)]`` (int64) of query tensor rows ``rows``
-    against key positions ``cols`` (positions in their sequence), for the (batch * num_heads +
-    head) indices ``bh`` (shape ``[..., 1, 1]``). Key position u takes 16-bit half ``u % 2`` of
-    output ``(u % 8) // 2`` of the Philox call with counter ``(u // 8, row, bh, offset)``: one
-    call serves eight keys, as the kernels draw them (kernels/tiles.py, ``_keep``)."""
+    """The draws ``[..., len(rows), len(cols)]`` (int64, ``DROPOUT_BITS`` wide) of query tensor
+    rows ``rows`` against key positions ``cols`` (positions in their sequence), for the
+    (batch * num_heads + head) indices ``bh`` (shape ``[..., 1, 1]``), as the kernels draw them
+    (kernels/tiles.py, ``_keep``) under the variant in force (see ``DROPOUT_MAPPING``)."""
+    bits, mma, rounds = dropout_variant()
     cols = cols.long()
-    out = philox4x32(seed, (cols // 8)[None, :], rows.long()[:, None], bh.long(),
-                     torch.tensor(offset, dtype=torch.long, device=rows.device))
+    if mma:
+        per_call = 128 // bits                      # draws per call: 8 (16-bit) or 16 (8-bit)
+        chunk = 4 * per_call                        # keys served by the 4 calls of a chunk
+        counter = (cols // chunk) * 4 + (cols % 8) // 2
+        j = 2 * ((cols % chunk) // 8) + cols % 2    # draw index in the call
+    else:
+        counter = cols // 8
+        j = cols % 8
+    out = philox4x32(seed, counter[None, :], rows.long()[:, None], bh.long(),
+                     torch.tensor(offset, dtype=torch.long, device=rows.device), rounds=rounds)
     r = torch.stack(torch.broadcast_tensors(*out), dim=-1)                  # [..., R, C, 4]
-    j = (cols % 8).expand(r.shape[:-1])
-    word = torch.gather(r, -1, (j // 2)[..., None])[..., 0]
-    return (word >> (16 * (j % 2))) & 0xFFFF
+    per_word = 32 // bits
+    j = j.expand(r.shape[:-1])
+    word = torch.gather(r, -1, (j // per_word)[..., None])[..., 0]
+    return (word >> (bits * (j % per_word))) & ((1 << bits) - 1)
 
 
 def dropout_keep(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

@@ -176,3 +176,161 @@ def test_peaked_softmax_stays_finite(scale, backend):
         dv, ref_dv = grads[2].double(), ref_grads[2]
         assert (dv - ref_dv).norm() <= 1e-2 * ref_dv.norm()
         assert (out.double() - ref).abs().max() <= 1e-2 * ref.abs().max()
+
+
+# ------------------------------------------------------------------ variants (A/B benchmarked)
+# The dropout draws (sparseflash.philox: DROPOUT_BITS, DROPOUT_MAPPING, DROPOUT_ROUNDS) and the
+# ALiBi/softcap formulations (kernels.launch: ALIBI_VARIANT, SOFTCAP_VARIANT) are selectable for
+# benchmarking; each must give the oracle's result, and the kernels the host's mask.
+DROPOUT_VARIANTS = [(16, "interleave", 10), (16, "mma", 10), (8, "mma", 10), (8, "mma", 7)]
+
+
+def set_dropout(monkeypatch, variant):
+    from sparseflash import philox
+
+    bits, mapping, rounds = variant
+    monkeypatch.setattr(philox, "DROPOUT_BITS", bits)
+    monkeypatch.setattr(philox, "DROPOUT_MAPPING", mapping)
+    monkeypatch.setattr(philox, "DROPOUT_ROUNDS", rounds)
+
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from sparseflash.kernels.tiles import _keep  # noqa: E402
+
+
+@triton.jit
+def _keep_kernel(Out, seed, offset, bh, row0, u0, threshold, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, VARIANT: tl.constexpr):
+    rows = row0 + tl.arange(0, BLOCK_M)
+    keep = _keep(seed, offset, bh, rows, u0, threshold, BLOCK_M, BLOCK_N, VARIANT)
+    offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    tl.store(Out + offs, keep.to(tl.int8))
+
+
+@pytest.mark.skipif(DEVICE == "cpu" and __import__("os").environ.get("TRITON_INTERPRET") != "1",
+                    reason="the Triton kernels need CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("variant", DROPOUT_VARIANTS)
+@pytest.mark.parametrize("block_n", [16, 32, 64, 128])
+def test_kernel_mask_is_the_host_mask(variant, block_n, monkeypatch):
+    """``_keep`` (fast path for tiles >= the mapping's chunk, element by element below) draws
+    exactly ``philox.dropout_keep``'s bits, for every variant, tile width and tile offset."""
+    from sparseflash.kernels.launch import _dropout_code
+    from sparseflash.philox import dropout_threshold
+
+    set_dropout(monkeypatch, variant)
+    kernel = _keep_kernel
+    seed, offset, bh, row0, p = 0x1234_5678_9ABC, 977, 5, 48, 0.3
+    for u0 in (0, 3 * block_n, 1 << 20):
+        out = torch.empty(16, block_n, dtype=torch.int8, device=DEVICE)
+        kernel[(1,)](out, seed, offset, bh, row0, u0, dropout_threshold(p), BLOCK_M=16, BLOCK_N=block_n,
+                     VARIANT=_dropout_code())
+        host = dropout_keep(seed, offset, torch.tensor(bh)[None, None], torch.arange(row0, row0 + 16),
+                            torch.arange(u0, u0 + block_n), p)
+        assert torch.equal(out.cpu().bool(), host.cpu()), (variant, block_n, u0)
+
+
+def test_dropout_quantisation():
+    from sparseflash.philox import dropout_scale, dropout_threshold
+
+    assert dropout_threshold(0.1, 8) == 26 and dropout_scale(0.1, 8) == 256 / 230     # keep 230/256
+    assert dropout_threshold(0.1, 16) == 6554 and dropout_scale(0.1, 16) == 65536 / (65536 - 6554)
+    assert dropout_threshold(0.999, 8) == 255          # never drop everything
+    assert dropout_threshold(0.001, 8) == 0 and dropout_scale(0.001, 8) == 1.0   # below 1/512: off
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", DROPOUT_VARIANTS)
+def test_dropout_variants_against_float64(variant, backend, monkeypatch):
+    """Forward and gradients equal the oracle with the host mask, tiles of 64 (the 8-bit fast
+    path under the interpreter too), softcap and ALiBi on as well."""
+    set_dropout(monkeypatch, variant)
+    p = 0.2
+    q, k, v, do = inputs(B=1, H=2, Hkv=1, N=128, Nk=128, d=16)
+    pattern = sf.local(1) | sf.global_blocks(1)
+    kw = dict(softcap=2.0, alibi_slopes=torch.tensor([0.25, 0.0625]))
+    torch.manual_seed(5)
+    out, lse = sparse_attention(q, k, v, pattern, block_size=64, causal=True, dropout_p=p,
+                                return_lse=True, backend=backend, **kw)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    torch.manual_seed(5)
+    from sparseflash.attention import _rng_ints
+    from sparseflash.philox import draw_seed
+    seed, offset = _rng_ints(draw_seed())
+    H, N = q.shape[1:3]
+    bh = torch.arange(H)[None, :, None, None]
+    keep = dropout_keep(seed, offset, bh, torch.arange(N), torch.arange(N), p)
+    assert 0.7 < keep.float().mean() < 0.9
+    layout = sf.compile(pattern, N, block_size=64, causal=True, num_heads=H)
+    ref, ref_lse, ref_grads = oracle(q, k, v, do, layout, keep=keep, dropout_p=p, **kw)
+    assert (out.double() - ref).abs().max() < 3e-5
+    assert (lse.double() - ref_lse).abs().max() < 2e-5
+    for g, r in zip(grads, ref_grads):
+        assert (g.double() - r).abs().max() < 8e-5
+
+
+@pytest.mark.parametrize("variant", DROPOUT_VARIANTS[1:])
+def test_dropout_variants_same_in_both_backends(variant, monkeypatch):
+    set_dropout(monkeypatch, variant)
+    q, k, v, do = inputs(B=1, H=2, Hkv=2, N=128, Nk=128, d=16)
+    res = {}
+    for backend in BACKENDS:
+        torch.manual_seed(3)
+        out = sparse_attention(q, k, v, sf.dense(), block_size=64, causal=True, dropout_p=0.1,
+                               backend=backend)
+        res[backend] = (out, *torch.autograd.grad(out, (q, k, v), do))
+    for a, b in zip(res["torch"], res["triton"]):
+        assert (a - b).abs().max() < 3e-5
+
+
+@pytest.mark.parametrize("variant", [(8, "mma", 10), (8, "mma", 7)])
+def test_dropout_8bit_seeds_and_unbiased_mean(variant, monkeypatch):
+    set_dropout(monkeypatch, variant)
+    test_dropout_seeds_and_unbiased_mean()
+    # p = 0.1 is 26/256: kept entries scaled by 256/230, unbiased for that keep probability
+    q, k, v, _ = inputs(B=1, H=2, Hkv=2, N=64, Nk=64, d=16)
+    q, k, v = (t.detach() for t in (q, k, v))
+    plain = sparse_attention(q, k, v, sf.dense(), block_size=32, backend="torch")
+    torch.manual_seed(0)
+    mean = torch.stack([sparse_attention(q, k, v, sf.dense(), block_size=32, dropout_p=0.1,
+                                         backend="torch") for _ in range(300)]).mean(0)
+    spread = (plain.abs().mean().item() + 1.0) * math.sqrt(0.11 / 64) / math.sqrt(300)
+    assert (mean - plain).abs().mean().item() < 3 * spread
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("alibi_variant,softcap_variant", [("abs", "plain"), ("column", "folded")])
+@pytest.mark.parametrize("case", ["causal-far", "causal-both", "noncausal-alibi", "causal-softcap"])
+def test_alibi_softcap_variants_against_float64(case, alibi_variant, softcap_variant, backend, monkeypatch):
+    """Each formulation against the float64 oracle, forward, LSE and gradients. causal-far: 64
+    queries at positions 8128.. of a 8192-key frame (the causal ALiBi keeps its terms relative
+    to the tile, so large positions lose no precision); noncausal falls back to |t - u|."""
+    from sparseflash.kernels import launch
+
+    monkeypatch.setattr(launch, "ALIBI_VARIANT", alibi_variant)
+    monkeypatch.setattr(launch, "SOFTCAP_VARIANT", softcap_variant)
+    N, Nk, causal, kw = 64, 64, True, {}
+    pattern = sf.local(1) | sf.global_blocks(1)
+    if case == "causal-far":
+        N, Nk = 64, 8192
+        kw["alibi_slopes"] = torch.tensor([2.0 ** -8, 2.0 ** -4])
+    if case == "causal-both":
+        kw = dict(softcap=0.5, alibi_slopes=torch.tensor([0.5, 0.125]))
+    if case == "noncausal-alibi":
+        causal, kw = False, dict(alibi_slopes=torch.tensor([0.5, 0.125]))
+    if case == "causal-softcap":
+        kw = dict(softcap=0.5)
+    q, k, v, do = inputs(B=1, H=2, Hkv=2, N=N, Nk=Nk, d=16)
+    out, lse = sparse_attention(q, k, v, pattern, block_size=32, causal=causal, return_lse=True,
+                                backend=backend, **kw)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=32, causal=causal, num_heads=2)
+    ref, ref_lse, ref_grads = oracle(q, k, v, do, layout, **kw)
+    for t in (out, lse, *grads):
+        assert not torch.isnan(t).any()
+    assert (out.double() - ref).abs().max() < 2e-5
+    finite = ~torch.isinf(ref_lse)
+    assert (lse.double() - ref_lse)[finite].abs().max() < 2e-5
+    for g, r in zip(grads, ref_grads):
+        assert (g.double() - r).abs().max() < 5e-5

@@ -55,8 +55,14 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
         else:
             lse2 = tl.load(LSE2_head + rows_pos + q_row0)
         qkT = _dot(k, qT, None, UPCAST, PRECISION)                   # [BLOCK_N, BLOCK_M]
-        s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, rows_pos[None, :], cols_pos[:, None],
-                                  HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        if HAS_ALIBI == 2:
+            # the scores leave out the causal bias's row term: take it out of the LSE too
+            lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
+            s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, start_m, cols_pos[:, None],
+                                      HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        else:
+            s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, rows_pos[None, :], cols_pos[:, None],
+                                      HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         # a probability is <= 1: clamping the exponent keeps a peaked softmax (huge scale, where
         # recomputed scores differ from the forward's in the last bits) finite
         pT = _exp(tl.minimum(s2T - lse2[None, :], 0.0), NATURAL)
@@ -72,7 +78,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
         dpT = _dot(v, tl.trans(do), None, UPCAST, PRECISION)         # [BLOCK_N, BLOCK_M]
         if HAS_DROPOUT:
             keepT = tl.trans(_keep(seed, rng_offset, bh, rows_pos + q_row0, cols_start, drop_threshold,
-                                   BLOCK_M, cols_pos.shape[0]))
+                                   BLOCK_M, cols_pos.shape[0], HAS_DROPOUT))
             dv = _dot(tl.where(keepT, pT * drop_scale, 0.0).to(do.dtype), do, dv, UPCAST, PRECISION)
             dpT = tl.where(keepT, dpT * drop_scale, 0.0)
         else:
@@ -191,7 +197,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE2, Delta, DK, DV,
 
 @triton.jit
 def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, idx_ptr,
-              it_lo, it_hi, rows_pos, row_ok, offs_n, offs_d,
+              it_lo, it_hi, rows_pos, row_ok, offs_n, offs_d, pos_ref,
               stride_kn, stride_kd, stride_vn, stride_vd,
               qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
               softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
@@ -218,8 +224,12 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
-        s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        if HAS_ALIBI == 2:
+            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, cols_pos[None, :],
+                                    HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        else:
+            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
+                                    HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         p = _exp(tl.minimum(s2 - lse2[:, None], 0.0), NATURAL)      # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
@@ -229,7 +239,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
         dp = _dot(do, vT, None, UPCAST, PRECISION)
         if HAS_DROPOUT:
             keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
-                         rows_pos.shape[0], BLOCK_N)
+                         rows_pos.shape[0], BLOCK_N, HAS_DROPOUT)
             dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         if HAS_SOFTCAP:
@@ -311,9 +321,13 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
     bh = off_b * num_heads + off_h
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
+    if HAS_ALIBI == 2:
+        # the scores leave out the causal bias's row term (tiles.py, _log2_scores): so does
+        # this loop's LSE (the stored lse2 above keeps it, for the dK/dV kernel)
+        lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
 
     dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                   lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d,
+                   lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                    softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
@@ -321,7 +335,7 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                    UPCAST, PRECISION, USE_TMA)
     dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                   (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
+                   (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
                    stride_kn, stride_kd, stride_vn, stride_vd,
                    qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                    softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,

@@ -18,14 +18,14 @@ tile by tile.
 import triton
 import triton.language as tl
 
-from .tiles import (LN2, _alibi2, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
+from .tiles import (LN2, _alibi2, _tanh, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
                     _load_tile, _log2_scores, _program_tile, _query_tile, _slot_sequence,
                     _visible)
 
 
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, idx_ptr, it_lo, it_hi,
-               rows_pos, row_ok, offs_n, offs_d,
+               rows_pos, row_ok, offs_n, offs_d, pos_ref,
                stride_kn, stride_kd, stride_vn, stride_vd,
                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
@@ -42,6 +42,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
     # NATURAL (a huge scale): scores and statistics in natural units, the max subtracted before
     # any rounding multiply, so the backward recomputes the max's exponent as exactly 0
     TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI or NATURAL
+    CAP_MAX: tl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI) and (not NATURAL)
     d_ok = offs_d < HEAD_DIM
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
@@ -55,17 +56,32 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                         True, USE_TMA)                                # [D, BLOCK_N]
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         if MASKED or TRANSFORM:
-            s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+            if CAP_MAX:
+                # folded softcap alone: the row max over tanh, times the cap (> 0, so the same
+                # max), and cap * tanh - max is one FMA inside exp2
+                s2 = _tanh(qk * qk_scale, UPCAST, PRECISION)
+            else:
+                if HAS_ALIBI == 2:
+                    s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, cols_pos[None, :],
+                                         HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+                else:
+                    s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
+                                         HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
             if MASKED:
                 key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
                 visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
                                    CAUSAL, HAS_WL, HAS_WR)
                 s2 = tl.where(visible, s2, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            if CAP_MAX:
+                m_new = tl.maximum(m_i, tl.max(s2, 1) * softcap2)
+            else:
+                m_new = tl.maximum(m_i, tl.max(s2, 1))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = _exp(s2 - m_use[:, None], NATURAL)
+            if CAP_MAX:
+                p = tl.math.exp2(softcap2 * s2 - m_use[:, None])
+            else:
+                p = _exp(s2 - m_use[:, None], NATURAL)
         else:
             # scale after the row max (qk_scale > 0), so scale-and-subtract is one FMA
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -80,7 +96,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
         if HAS_DROPOUT:
             # the normaliser l_i sums every probability; only the values see the dropout
             keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
-                         rows_pos.shape[0], BLOCK_N)
+                         rows_pos.shape[0], BLOCK_N, HAS_DROPOUT)
             p = tl.where(keep, p * drop_scale, 0.0)
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)
         m_i = m_new
@@ -147,7 +163,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                               lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d,
+                               lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
@@ -155,7 +171,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                                False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
                                UPCAST, PRECISION, USE_TMA)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                               (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d,
+                               (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
@@ -170,7 +186,11 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     if NATURAL:
         lse = tl.where(empty, float("-inf"), m_i + tl.log(l_safe))
     else:
-        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+        lse2 = m_i + tl.math.log2(l_safe)
+        if HAS_ALIBI == 2:
+            # the row term of the causal ALiBi bias the scores left out (tiles.py, _log2_scores)
+            lse2 = lse2 - alibi2 * (rows_pos - start_m).to(tl.float32)
+        lse = tl.where(empty, float("-inf"), lse2 * LN2)
 
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh \
         + (start_m + q_row0).to(tl.int64) * stride_om \

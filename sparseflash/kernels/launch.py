@@ -400,17 +400,63 @@ def _natural(scale: float) -> bool:
 NATURAL_SCALE = 4.0
 
 
-def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natural: bool):
+# Score-modifier variants (private; for A/B benchmarks, benchmarks/parity.py --variants).
+# Read at every call and part of the launch-plan keys; never change them between a forward and
+# its backward. The dropout draw variant lives in sparseflash.philox (DROPOUT_BITS, _MAPPING,
+# _ROUNDS), shared with the torch backend.
+#   ALIBI_VARIANT "column" (default): causal layouts in base 2 add only the per-column term
+#       slope*(u - R) (one add per score, contracted into the scale's FMA) and move the per-row
+#       term into the LSE (kernels/tiles.py, _log2_scores); other calls fall back to "abs".
+#     "abs": -slope*|t - u| per score (subtract, abs, FMA).
+#   SOFTCAP_VARIANT "folded" (default): scale/softcap folded on the host into the tanh argument
+#       (one multiply), and in the forward without ALiBi the row max taken over tanh so that
+#       cap*tanh - max is one FMA inside exp2. "plain": scale, then * (1/cap), tanh, * cap.
+ALIBI_VARIANT = os.environ.get("SPARSEFLASH_ALIBI_VARIANT", "column")
+SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
+
+
+def _variants():
+    """The variants in force (part of every launch-plan key)."""
+    from ..philox import dropout_variant
+
+    if ALIBI_VARIANT not in ("abs", "column"):
+        raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
+    if SOFTCAP_VARIANT not in ("plain", "folded"):
+        raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
+    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT
+
+
+def _dropout_code() -> int:
+    """The kernels' HAS_DROPOUT constexpr when dropout is on: BITS * 1000 + MMA * 100 + ROUNDS
+    (kernels/tiles.py, ``_keep``)."""
+    from ..philox import dropout_variant
+
+    bits, mma, rounds = dropout_variant()
+    return bits * 1000 + int(mma) * 100 + rounds
+
+
+def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natural: bool,
+          causal: bool, scale: float):
     """Tail arguments and constexprs of the score modifiers: softcap (in the scores' units),
-    the ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale."""
+    the ALiBi slopes' batch stride (0 for (heads,) slopes), dropout's keep threshold and scale;
+    and ``qk_scale``, the multiplier of q.k (``scale * unit``, or ``scale / softcap`` with the
+    folded softcap: see ``SOFTCAP_VARIANT``)."""
     from ..philox import dropout_scale, dropout_threshold
 
-    tail = (softcap * (1.0 if natural else _LOG2E), alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
+    unit = 1.0 if natural else _LOG2E
+    tail = (softcap * unit, alibi.stride(0) if alibi is not None and alibi.dim() == 2 else 0,
             dropout_threshold(dropout_p) if dropout_p > 0 else 0,
             dropout_scale(dropout_p) if dropout_p > 0 else 1.0)
-    constexprs = dict(HAS_SOFTCAP=softcap > 0, HAS_ALIBI=alibi is not None, HAS_DROPOUT=dropout_p > 0,
-                      NATURAL=natural)
-    return tail, constexprs
+    cap = 0
+    if softcap > 0:
+        cap = 2 if SOFTCAP_VARIANT == "folded" else 1
+    qk_scale = scale / softcap if cap == 2 else scale * unit
+    alibi_code = 0
+    if alibi is not None:
+        alibi_code = 2 if (ALIBI_VARIANT == "column" and causal and not natural) else 1
+    constexprs = dict(HAS_SOFTCAP=cap, HAS_ALIBI=alibi_code,
+                      HAS_DROPOUT=_dropout_code() if dropout_p > 0 else 0, NATURAL=natural)
+    return tail, constexprs, qk_scale
 
 
 class _FwdPlan:
@@ -444,9 +490,9 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
     natural = _natural(scale)
-    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p, natural)
+    mod_tail, mod_constexprs, qk_scale = _mods(softcap, alibi, dropout_p, natural, causal, scale)
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
-            geometry[0], H, H // Hkv, N, *geometry[1:], scale * (1.0 if natural else _LOG2E), *mod_tail)
+            geometry[0], H, H // Hkv, N, *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
         _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
         cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
@@ -582,7 +628,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         cacheable = cacheable and _aligned(alibi)
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
-           None if alibi is None else alibi.stride(), dropout_p, USE_HOPPER, _HOPPER_STAGES.get(d))
+           None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
+           _HOPPER_STAGES.get(d))
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -630,14 +677,13 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         cfg = _dropout_stages(cfg)
     upcast, precision = _flags(q.dtype)
     natural = _natural(scale)
-    qk_scale = scale * (1.0 if natural else _LOG2E)
     plan = _BwdPlan()
     tma = _use_tma(use_tma, cfg.tma, q, k, v, do)
     qdo = _descriptors(tma, cfg.block_m1, d_pad, q, do)
     kv = _descriptors(tma, cfg.block_n2, d_pad, k, v)
     plan.qdo_descs, plan.kv_descs = _templates(qdo), _templates(kv)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
-    mod_tail, mod_constexprs = _mods(softcap, alibi, dropout_p, natural)
+    mod_tail, mod_constexprs, qk_scale = _mods(softcap, alibi, dropout_p, natural, causal, scale)
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
@@ -708,7 +754,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p)
+           dropout_p, _variants())
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

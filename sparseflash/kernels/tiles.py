@@ -159,18 +159,36 @@ def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """Scores in the kernel's units (log2, or natural when NATURAL): ``scale * q.k``,
     soft-capped (``softcap * tanh(s / softcap)``, here with ``softcap2 = softcap * unit``),
-    plus the ALiBi bias ``-slope * |t - u|`` (``alibi2 = slope * unit``; ``t_pos``/``u_pos``
-    broadcast to the tile, converted to float before they broadcast: one add per score, no
-    per-score conversion). Also returns d(capped score)/d(score), ``1 - tanh^2``, for the
-    backward (1.0 without softcap)."""
-    s2 = qk * qk_scale
-    if HAS_SOFTCAP:
+    plus the ALiBi bias (``alibi2 = slope * unit``). Also returns d(capped score)/d(score),
+    ``1 - tanh^2`` from the same tanh, for the backward (1.0 without softcap).
+
+    HAS_SOFTCAP 1: ``qk_scale = scale * unit``, the tanh argument ``s2 * (1 / softcap2)``.
+    HAS_SOFTCAP 2 (folded): the host passes ``qk_scale = scale / softcap`` (the tanh argument
+    in one multiply; the launcher folds it): ``s2 = softcap2 * tanh(qk * qk_scale)``.
+    HAS_ALIBI 1: ``-alibi2 * |t - u|`` (``t_pos``/``u_pos`` broadcast to the tile, converted to
+    float before they broadcast: a subtract, an abs and an FMA per score).
+    HAS_ALIBI 2 (causal layouts only: every visible key has u <= t): ``-slope*|t - u| =
+    slope*(u - R) - slope*(t - R)`` for a reference position R (``t_pos``, a scalar: the
+    query tile's first position); the row term is the same for every key of the row, so the
+    softmax does not see it: only the column term ``alibi2 * (u - R)`` (one vector per tile,
+    one add per score, contracted with the scale multiply) is added here, and the callers move
+    the row term into the LSE (forward) or out of it (backward). Relative to R, the terms stay
+    small where they matter (float32-exact positions up to 2**24)."""
+    if HAS_SOFTCAP == 2:
+        t = _tanh(qk * qk_scale, UPCAST, PRECISION)
+        s2 = softcap2 * t
+        dcap = 1.0 - t * t
+    elif HAS_SOFTCAP:
+        s2 = qk * qk_scale
         t = _tanh(s2 * (1.0 / softcap2), UPCAST, PRECISION)          # a multiply, not a divide
         s2 = softcap2 * t
         dcap = 1.0 - t * t
     else:
+        s2 = qk * qk_scale
         dcap = 1.0
-    if HAS_ALIBI:
+    if HAS_ALIBI == 2:
+        s2 = s2 + alibi2 * (u_pos - t_pos).to(tl.float32)
+    elif HAS_ALIBI:
         s2 = s2 - alibi2 * tl.abs(t_pos.to(tl.float32) - u_pos.to(tl.float32))
     return s2, dcap
 
@@ -185,23 +203,90 @@ def _exp(x, NATURAL: tl.constexpr):
 
 
 @triton.jit
-def _keep(seed, rng_offset, bh, q_rows, u0, threshold, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _piece(r, b: tl.constexpr, BITS: tl.constexpr):
+    """Draw ``b`` (``BITS`` wide) of the 32-bit Philox output ``r``."""
+    return (r >> (BITS * b)) & ((1 << BITS) - 1)
+
+
+@triton.jit
+def _word_pieces(r, BITS: tl.constexpr):
+    """The draws of one 32-bit output along new trailing axes: ``[..., 2]`` (16-bit: draw
+    ``h``) or ``[..., 2, 2]`` (8-bit: draw ``x + 2 y`` at ``[..., x, y]``)."""
+    if BITS == 16:
+        return tl.join(_piece(r, 0, BITS), _piece(r, 1, BITS))
+    else:
+        return tl.join(tl.join(_piece(r, 0, BITS), _piece(r, 1, BITS)),
+                       tl.join(_piece(r, 2, BITS), _piece(r, 3, BITS)))
+
+
+@triton.jit
+def _keep(seed, rng_offset, bh, q_rows, u0, threshold, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+          VARIANT: tl.constexpr):
     """Dropout's keep mask ``[BLOCK_M, BLOCK_N]`` of query tensor rows ``q_rows`` against key
-    positions ``u0 + [0, BLOCK_N)`` (``u0 % 8 == 0``): kept where the 16-bit draw is >=
-    ``threshold``. One Philox call, counter ``(u // 8, row, batch*head, offset)``, serves eight
-    keys (key u takes half ``u % 2`` of output ``(u % 8) // 2``), eight times fewer calls than
-    a draw per score; the torch backend draws the same bits (``sparseflash.philox``)."""
-    G: tl.constexpr = BLOCK_N // 8
-    g = u0 // 8 + tl.arange(0, G)                                     # [G]
-    c0 = g[None, :] + q_rows[:, None] * 0                              # [BLOCK_M, G]
-    c1 = q_rows[:, None] + g[None, :] * 0
-    c2 = c0 * 0 + bh
-    c3 = c0 * 0 + rng_offset
-    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
-    # interleave the eight 16-bit draws per call: column 8 * g + j gets draw j
-    lo = tl.join(tl.join(r0 & 0xFFFF, r2 & 0xFFFF), tl.join(r1 & 0xFFFF, r3 & 0xFFFF))
-    hi = tl.join(tl.join(r0 >> 16, r2 >> 16), tl.join(r1 >> 16, r3 >> 16))
-    draws = tl.reshape(tl.join(lo, hi), (BLOCK_M, BLOCK_N))
+    positions ``u0 + [0, BLOCK_N)`` (``u0 % BLOCK_N == 0``): kept where the ``BITS``-wide draw
+    is >= ``threshold``. The torch backend draws the same bits (``sparseflash.philox``, whose
+    ``DROPOUT_*`` settings pick BITS, MMA and ROUNDS).
+
+    MMA (``DROPOUT_MAPPING = "mma"``): key ``u = c*CH + n*8 + t*2 + h`` takes draw ``2n + h``
+    of the call with counter ``(c*4 + t, row, bh, offset)``, CH = 32 (16-bit, 8 draws a call)
+    or 64 (8-bit, 16 a call). These are exactly the keys (h: 2 adjacent, n: every 8th) one
+    thread holds in an MMA accumulator row, so the joins/permutes below are register
+    relabelings the compiler folds into the accumulator's layout: the calls are computed in
+    that layout, no shared-memory conversion (checked on the sm_90 TTGIR). Tiles narrower than
+    CH draw element by element (one call per score, same bits).
+
+    Otherwise (16-bit "interleave"): one call, counter ``(u // 8, row, bh, offset)``, serves
+    eight keys, key u taking half ``u % 2`` of output ``(u % 8) // 2``.
+
+    ``VARIANT = BITS * 1000 + MMA * 100 + ROUNDS`` (the kernels' HAS_DROPOUT constexpr,
+    ``kernels.launch._dropout_code``)."""
+    BITS: tl.constexpr = VARIANT // 1000
+    MMA: tl.constexpr = (VARIANT // 100) % 10 == 1
+    ROUNDS: tl.constexpr = VARIANT % 100
+    if MMA:
+        PER: tl.constexpr = 128 // BITS            # draws per call: 8 or 16
+        CH: tl.constexpr = 4 * PER                 # keys per chunk of 4 calls: 32 or 64
+        if BLOCK_N >= CH:
+            C: tl.constexpr = BLOCK_N // CH
+            g = (u0 // CH) * 4 + tl.arange(0, 4 * C)                       # [4C]: c*4 + t
+            c0 = g[None, :] + q_rows[:, None] * 0                          # [BLOCK_M, 4C]
+            c1 = q_rows[:, None] + g[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            # word w of the call holds draws [w*32/BITS, (w+1)*32/BITS): axes [.., pieces.., w0, w1]
+            x = tl.join(tl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
+                        tl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
+            if BITS == 16:
+                # [M, 4C, h, n0, n1] -> [M, C, n1, n0, t, h]
+                x = tl.reshape(x, (BLOCK_M, C, 4, 2, 2, 2))
+                x = tl.permute(x, (0, 1, 5, 4, 2, 3))
+            else:
+                # draw 4w + x + 2y = 2n + h: h = x, n = y + 2 w0 + 4 w1
+                x = tl.reshape(x, (BLOCK_M, C, 4, 2, 2, 2, 2))
+                x = tl.permute(x, (0, 1, 6, 5, 4, 2, 3))
+            draws = tl.reshape(x, (BLOCK_M, BLOCK_N))
+        else:
+            u = u0 + tl.arange(0, BLOCK_N)
+            cnt = (u // CH) * 4 + (u % 8) // 2
+            j = 2 * ((u % CH) // 8) + u % 2
+            c0 = cnt[None, :] + q_rows[:, None] * 0
+            c1 = q_rows[:, None] + cnt[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            PW: tl.constexpr = 32 // BITS
+            w = (j // PW)[None, :]
+            word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
+            draws = (word >> (BITS * (j % PW))[None, :].to(tl.uint32)) & ((1 << BITS) - 1)
+    else:
+        G: tl.constexpr = BLOCK_N // 8
+        g = u0 // 8 + tl.arange(0, G)                                     # [G]
+        c0 = g[None, :] + q_rows[:, None] * 0                              # [BLOCK_M, G]
+        c1 = q_rows[:, None] + g[None, :] * 0
+        c2 = c0 * 0 + bh
+        c3 = c0 * 0 + rng_offset
+        r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3, ROUNDS)
+        # interleave the eight 16-bit draws per call: column 8 * g + j gets draw j
+        lo = tl.join(tl.join(r0 & 0xFFFF, r2 & 0xFFFF), tl.join(r1 & 0xFFFF, r3 & 0xFFFF))
+        hi = tl.join(tl.join(r0 >> 16, r2 >> 16), tl.join(r1 >> 16, r3 >> 16))
+        draws = tl.reshape(tl.join(lo, hi), (BLOCK_M, BLOCK_N))
     return draws >= threshold.to(tl.uint32)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -232,8 +232,8 @@ def _topk_mask(s: Tensor, kk: int) -> Tensor:
 
 # ----------------------------------------------------------------------------- the kernel path
 # Which path builds the tables: None picks the Triton kernels for CUDA tensors (and the torch
-# chain elsewhere), True forces the kernels (CPU tensors under TRITON_INTERPRET=1, eager
-# only: the interpreter does not trace), False forces the torch chain. The environment
+# chain elsewhere), True forces the kernels (CPU tensors under TRITON_INTERPRET=1, eager or
+# compiled: the build is one custom op), False forces the torch chain. The environment
 # variable SPARSEFLASH_BUILD_KERNELS=1 / 0 sets it at import.
 _BUILD_KERNELS: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_BUILD_KERNELS", ""))
 # The row kernel holds a row of scores in registers: wider grids take the torch chain.
@@ -249,7 +249,7 @@ def _use_kernels(t: Tensor, nk: int) -> bool:
         return False
     if t.is_cuda:
         return True
-    return bool(_BUILD_KERNELS) and t.device.type == "cpu" and not torch.compiler.is_compiling()
+    return bool(_BUILD_KERNELS) and t.device.type == "cpu"
 
 
 def _pack_bits(blocks: np.ndarray, nk_pad: int) -> np.ndarray:
@@ -293,53 +293,77 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
     """The tables of the torch chain (same values, order and zero capacity tails), built by
     the kernels of :mod:`sparseflash.kernels.build`: ``src`` is the mask (bool) or the scores
     ``[S, 1 or TH, nq, nk]``; ``k`` None for a mask; ``inc`` include's bitmask words."""
+    device = src.device
+    tables = _build_tables(src, _block_classes(*geo.key(), str(device)),
+                           _class_bits(*geo.key(), str(device)), inc, TH, 0 if k is None else k, C)
+    seq_rows = geo.seq_rows(src.shape[0], TH)
+    return BlockLayout.from_tensors(
+        seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
+        num_heads=num_heads, table_heads=TH, seq_rows=seq_rows,
+        seqs_tensor=_seqs_tensor(seq_rows, str(device)), **dict(zip(_TABLES, tables)))
+
+
+_TABLES = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
+
+
+# One opaque op under torch.compile: Dynamo never traces the Triton launches (so the
+# interpreter's kernels trace on CPU too), and the graph holds one node for the build.
+@torch.library.custom_op("sparseflash::build_tables", mutates_args=())
+def _build_tables(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits: Optional[Tensor],
+                  table_heads: int, k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull)`` of the mask (bool
+    ``src``, ``k`` 0) or of the top-``k`` of the scores ``src`` ``[S, 1 or table_heads, nq,
+    nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction."""
     from .kernels.build import _cols_kernel, _fwd_write_kernel, _rows_kernel
 
     S, Hs = src.shape[0], src.shape[1]
-    nq, nk, device = geo.nq, geo.nk, src.device
+    (nq, nk), device = classes.shape, src.device
     nk_pad = _nk_pad(nk)
     W = nk_pad // 32
-    R, NC = S * TH * nq, S * TH * nk
+    R, NC = S * table_heads * nq, S * table_heads * nk
     i32 = torch.int32
-    classes = _block_classes(*geo.key(), str(device))                   # [nq, nk] int8
-    cbits = _class_bits(*geo.key(), str(device))                        # [2, nq, W]
-    vis, full = cbits[0], cbits[1]
+    vis, full = class_bits[0], class_bits[1]
     if src.dtype == torch.bool:
         src = src.view(torch.uint8)
+    # tiles: ROWS rows of NK_PAD blocks per program (about 2K elements), groups of about
+    # sqrt(NK_PAD) blocks for the selection; BLOCK_Q query rows per step down a column
     rows = max(1, min(16, 2048 // nk_pad, 1 << (nq - 1).bit_length()))
-    gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)                         # about sqrt(nk_pad)
+    gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)
     warps = 4 if nk_pad <= 1024 else 8
+    block_q = max(16, min(128, 1 << (nq - 1).bit_length()))
+    inc = include_bits
     bits = torch.empty(R * W, dtype=i32, device=device)
     count = torch.empty(R, dtype=i32, device=device)
     nfull = torch.empty(R, dtype=i32, device=device)
-    grid_rows = (cdiv(nq, rows), S * TH)
+    grid_rows = (cdiv(nq, rows), S * table_heads)
     _rows_kernel[grid_rows](
         src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
         src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
         0 if inc is None or inc.shape[0] == 1 else nq * W,
-        TH, nq, nk, 0 if k is None else k,
-        NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k is not None, HAS_INCLUDE=inc is not None,
+        table_heads, nq, nk, k,
+        NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
         UPCAST=src.dtype in (torch.float16, torch.bfloat16), num_warps=warps)
-    block_q = max(16, min(128, 1 << (nq - 1).bit_length()))
     bwd_count = torch.empty(NC, dtype=i32, device=device)
     bwd_nfull = torch.empty(NC, dtype=i32, device=device)
-    _cols_kernel[(W, S * TH)](bits, full, bwd_count, bwd_nfull, count, bits, nq, nk,
-                              W=W, BLOCK_Q=block_q, WRITE=False, num_warps=4)
+    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, count, bits, nq, nk,
+                                       W=W, BLOCK_Q=block_q, WRITE=False, num_warps=4)
     zero = count.new_zeros(1)
     fwd_ptr = torch.cat([zero, count.cumsum(0, dtype=i32)])              # [R + 1]
     bwd_ptr = torch.cat([zero, bwd_count.cumsum(0, dtype=i32)])          # [NC + 1]
-    fwd_idx = torch.zeros(R * C, dtype=i32, device=device)
-    bwd_idx = torch.zeros(R * C, dtype=i32, device=device)
+    fwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
+    bwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
     _fwd_write_kernel[grid_rows](bits, full, fwd_ptr, nfull, fwd_idx, nq, W=W, ROWS=rows,
                                  num_warps=warps)
-    _cols_kernel[(W, S * TH)](bits, full, bwd_count, bwd_nfull, bwd_ptr, bwd_idx, nq, nk,
-                              W=W, BLOCK_Q=block_q, WRITE=True, num_warps=4)
-    seq_rows = geo.seq_rows(S, TH)
-    return BlockLayout.from_tensors(
-        seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
-        num_heads=num_heads, table_heads=TH, seq_rows=seq_rows,
-        seqs_tensor=_seqs_tensor(seq_rows, str(device)), fwd_ptr=fwd_ptr, fwd_idx=fwd_idx,
-        fwd_nfull=nfull, bwd_ptr=bwd_ptr, bwd_idx=bwd_idx, bwd_nfull=bwd_nfull)
+    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, bwd_ptr, bwd_idx, nq, nk,
+                                       W=W, BLOCK_Q=block_q, WRITE=True, num_warps=4)
+    return fwd_ptr, fwd_idx, nfull, bwd_ptr, bwd_idx, bwd_nfull
+
+
+@_build_tables.register_fake
+def _build_tables_fake(src, classes, class_bits, include_bits, table_heads, k, capacity):
+    R, NC = (src.shape[0] * table_heads * n for n in classes.shape)
+    new = lambda n: src.new_empty(n, dtype=torch.int32)                  # noqa: E731
+    return new(R + 1), new(R * capacity), new(R), new(NC + 1), new(R * capacity), new(NC)
 
 
 # ----------------------------------------------------------------------------- public builders

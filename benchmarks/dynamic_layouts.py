@@ -11,6 +11,8 @@ Suites:
   the same blocks: ``BlockMask.from_kv_blocks`` given the selected indices (its transpose is
   the work), the same with the top-k included, and ``create_block_mask`` over a ``mask_mod``
   that looks the blocks up.
+* ``build_tiles``: the build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept on
+  the ``build`` case, eager ``topk_layout``: pick the fastest before quoting ``build``.
 * ``step``: one training step of top-k block attention: mean-pool q and k per block, score =
   pooled_q @ pooled_k^T, keep the 16 best visible key blocks plus the diagonal, attend, and
   take q/k/v gradients; ours (``topk_layout`` + ``sparse_attention``) against the same step
@@ -23,7 +25,7 @@ crash. ``--smoke`` runs tiny shapes on the CPU (our torch backend, eager Flex) t
 script itself; with ``TRITON_INTERPRET=1`` the build kernels' rows run under the interpreter
 (else they are ``error`` rows).
 
-    PYTHONPATH=. python benchmarks/dynamic_layouts.py --out DIR [--suites build,step] [--smoke]
+    PYTHONPATH=. python benchmarks/dynamic_layouts.py --out DIR [--suites build,build_tiles,step] [--smoke]
 
 Writes ``dynamic_layouts.json`` (rows plus environment: versions, GPU, commit) and
 ``dynamic_layouts.csv``.
@@ -221,6 +223,26 @@ def check_paths(case, note, topk_tables, mask_tables, scores, mask):
         f"{note}; tables equal: topk {same[0]}, mask {same[1]}: {verdict}")
 
 
+def bench_build_tiles(timer, dev, cfg, causal=True):
+    """The build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept, eager."""
+    B, H, N, bs, k = cfg["B"], cfg["H"], cfg["N"], cfg["bs"], cfg["k"]
+    nb = N // bs
+    scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    case = f"B={B} H={H} N={N} block={bs} k={k}{' causal' if causal else ''}"
+    build = on_path(True, lambda s: sf.topk_layout(s, k, seq_len=N, block_size=bs, causal=causal).fwd_idx)
+    old = sf_dynamic._ROW_TILE
+    try:
+        for tile in (1024, 2048, 4096, 8192, 16384):
+            def run(tile=tile):
+                sf_dynamic._ROW_TILE = tile
+                build(scores)
+                ms, _ = timer(lambda: build(scores))
+                add("build_tiles", case, f"ours topk_layout, triton kernels, _ROW_TILE={tile}", "build", ms)
+            guarded("build_tiles", case, f"_ROW_TILE={tile}", run)
+    finally:
+        sf_dynamic._ROW_TILE = old
+
+
 # ---------------------------------------------------------------------- step
 def bench_step(timer, dev, cfg, dtype, causal=True):
     B, H, N, d, bs, topk = cfg["B"], cfg["H"], cfg["N"], cfg["d"], cfg["bs"], cfg["k"]
@@ -321,6 +343,7 @@ def main(argv=None):
     dtype = torch.float32 if args.smoke else torch.bfloat16
     for suite in args.suites.split(","):
         guarded(suite, "-", suite, {"build": lambda: bench_build(timer, dev, cfg),
+                                    "build_tiles": lambda: bench_build_tiles(timer, dev, cfg),
                                     "step": lambda: bench_step(timer, dev, cfg, dtype)}[suite])
     (out / "dynamic_layouts.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
     with open(out / "dynamic_layouts.csv", "w", newline="") as f:

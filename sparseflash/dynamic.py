@@ -238,6 +238,10 @@ def _topk_mask(s: Tensor, kk: int) -> Tensor:
 _BUILD_KERNELS: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_BUILD_KERNELS", ""))
 # The row kernel holds a row of scores in registers: wider grids take the torch chain.
 _KERNELS_MAX_NK = 16384
+# Elements of the row kernels' tile (ROWS query-block rows of NK_PAD key blocks): more rows
+# per program hide the selection rounds' latency, fewer keep more programs resident. A
+# guess until measured (benchmarks/dynamic_layouts.py --suites build_tiles sweeps it).
+_ROW_TILE = 4096
 
 
 def _nk_pad(nk: int) -> int:
@@ -325,11 +329,11 @@ def _build_tables(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits
     vis, full = class_bits[0], class_bits[1]
     if src.dtype == torch.bool:
         src = src.view(torch.uint8)
-    # tiles: ROWS rows of NK_PAD blocks per program (about 2K elements), groups of about
-    # sqrt(NK_PAD) blocks for the selection; BLOCK_Q query rows per step down a column
-    rows = max(1, min(16, 2048 // nk_pad, 1 << (nq - 1).bit_length()))
+    # tiles: ROWS rows of NK_PAD blocks per program (about _ROW_TILE elements), groups of
+    # about sqrt(NK_PAD) blocks for the selection; BLOCK_Q query rows per step down a column
+    rows = max(1, min(16, _ROW_TILE // nk_pad, 1 << (nq - 1).bit_length()))
     gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)
-    warps = 4 if nk_pad <= 1024 else 8
+    warps = 4 if rows * nk_pad <= 4096 else 8
     block_q = max(16, min(128, 1 << (nq - 1).bit_length()))
     inc = include_bits
     bits = torch.empty(R * W, dtype=i32, device=device)

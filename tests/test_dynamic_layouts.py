@@ -304,6 +304,17 @@ def test_kernels_top_k_with_include_shared_heads_dtypes_and_strides(monkeypatch)
     both_paths(monkeypatch, lambda: sf.topk_layout(transposed, 2, **kw))
 
 
+@pytest.mark.parametrize("tile", [32, 64 * 32], ids=["one-row", "wide-tile"])
+def test_kernels_with_other_row_tiles(monkeypatch, tile):
+    from sparseflash import dynamic
+
+    monkeypatch.setattr(dynamic, "_ROW_TILE", tile)                    # ROWS = 1, and up to 16
+    scores = torch.randint(-1, 2, (2, 3, 7, 8), generator=torch.Generator().manual_seed(tile)).float()
+    kw = dict(seq_len=100, kv_len=120, block_size=16, causal=True)
+    both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
+    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
+
+
 def test_ties_go_to_the_lower_key_block_on_both_paths(monkeypatch):
     scores = torch.zeros(1, 1, 4, 4, device=DEVICE)
     scores[0, 0, 1, 3] = 1.0

@@ -2,10 +2,26 @@
 
 :func:`layout_from_block_mask` and :func:`topk_layout` return a device-built
 :class:`~sparseflash.BlockLayout` (the tables format and its capacity tails are specified in
-its docstring). Both are one chain of tensor ops whose shapes follow from the arguments
-alone, so they never wait for the device (no ``.item()``, no data-dependent size) and trace
-with ``torch.compile(fullgraph=True)``. The chain, for ``S`` table sequences (batch elements,
-or 1 shared by the batch), ``TH`` table heads and ``C`` candidate blocks per query-block row:
+its docstring). Shapes follow from the arguments alone, so a build never waits for the
+device (no ``.item()``, no data-dependent size) and traces with
+``torch.compile(fullgraph=True)``. Two paths build exactly the same tables (values, order,
+capacities; the capacity tails hold 0):
+
+**Triton build kernels** (:mod:`sparseflash.kernels.build`; the default for CUDA tensors, one
+custom op ``sparseflash::build_tables`` under torch.compile). For ``S`` table sequences
+(batch elements, or 1 shared by the batch) and ``TH`` table heads:
+
+1. a row kernel, per few query-block rows: the row's kept blocks (the mask's; or the top-k
+   visible scores by rounds of arg-max over per-group maxima, plus ``include``'s), dropped
+   where no pair is visible, as a bitmask of ``nk`` bits, and the row's count and full count;
+2. a column kernel, per 32 key blocks: column counts and full counts from the bitmask;
+3. prefix sums of the counts: the row and column pointers;
+4. the forward CSR from the bitmask and the geometry's full-block bitmask (full first, each
+   part ascending), and the backward CSR by the column kernel again (full query blocks
+   first, each part ascending). No atomics and no sort.
+
+**Torch chain** (CPU tensors, or any tensor with ``_BUILD_KERNELS = False``), over ``C``
+candidate blocks per query-block row:
 
 1. candidates ``[S, TH, nq, C]``: key blocks ascending along the last axis, and which are
    kept (the mask's row; the top-k's blocks plus ``include``'s, duplicates dropped);
@@ -17,8 +33,10 @@ or 1 shared by the batch), ``TH`` table heads and ``C`` candidate blocks per que
    partial), which keeps query blocks ascending inside each bucket; ``searchsorted`` finds
    the bucket boundaries.
 
-Capacities are ``S * TH * nq * C`` entries in each direction; the unused tail holds the
-dropped candidates.
+Top-k order on both paths: descending score, ties to the lower key block. Capacities are
+``S * TH * nq * C`` entries in each direction (``C`` = ``nk`` for a mask, ``min(k, nk)`` plus
+``include``'s most blocks per row for top-k). The H200 time of both paths at 8 x 32 heads x
+64K tokens is measured by ``benchmarks/dynamic_layouts.py --suites build``.
 """
 from __future__ import annotations
 
@@ -428,9 +446,8 @@ def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] =
         k: key blocks kept per query-block row, > 0. A row keeps every candidate when it has
             fewer than ``k``. Candidates are the visible blocks (with ``causal``, blocks
             wholly above the causal line are not) whose score is not ``-inf``: ``-inf``
-            excludes a block from the selection. Ties at the k-th score are broken by
-            ``torch.topk``: any of the tied blocks may be kept (strictly higher scores always
-            are).
+            excludes a block from the selection. Ties at the k-th score keep the lower
+            key blocks (strictly higher scores always are kept), on every device.
         seq_len, kv_len, block_size, causal: as :func:`layout_from_block_mask`.
         include: a :class:`~sparseflash.Pattern` (for example ``local(0) | global_blocks(1)``,
             compiled for this geometry and ``num_heads``; a per-head pattern needs

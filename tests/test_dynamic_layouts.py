@@ -236,6 +236,8 @@ def both_paths(monkeypatch, build):
         assert b.dtype == torch.int32 and b.device == a.device and b.is_contiguous(), name
         assert a.shape == b.shape, (name, a.shape, b.shape)
         assert torch.equal(a, b), (name, a.tolist(), b.tolist())
+    for d in ("fwd", "bwd"):                    # the capacity tails hold 0
+        assert not getattr(kernels, f"{d}_idx")[int(getattr(kernels, f"{d}_ptr")[-1]):].any()
     assert kernels.seqs.tolist() == chain.seqs.tolist()
     assert (kernels.table_heads, kernels.num_heads) == (chain.table_heads, chain.num_heads)
     return chain, kernels

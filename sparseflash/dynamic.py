@@ -316,8 +316,10 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
     the kernels of :mod:`sparseflash.kernels.build`: ``src`` is the mask (bool) or the scores
     ``[S, 1 or TH, nq, nk]``; ``k`` None for a mask; ``inc`` include's bitmask words."""
     device = src.device
-    tables = _build_tables(src, _block_classes(*geo.key(), str(device)),
-                           _class_bits(*geo.key(), str(device)), inc, TH, 0 if k is None else k, C)
+    # eagerly the op's function itself: the dispatcher would add host time to a short build
+    build = _build_tables if torch.compiler.is_compiling() else _build_tables_impl
+    tables = build(src, _block_classes(*geo.key(), str(device)), _class_bits(*geo.key(), str(device)),
+                   inc, TH, 0 if k is None else k, C)
     seq_rows = geo.seq_rows(src.shape[0], TH)
     return BlockLayout.from_tensors(
         seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
@@ -328,11 +330,8 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
 _TABLES = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
 
 
-# One opaque op under torch.compile: Dynamo never traces the Triton launches (so the
-# interpreter's kernels trace on CPU too), and the graph holds one node for the build.
-@torch.library.custom_op("sparseflash::build_tables", mutates_args=())
-def _build_tables(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits: Optional[Tensor],
-                  table_heads: int, k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits: Optional[Tensor],
+                       table_heads: int, k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull)`` of the mask (bool
     ``src``, ``k`` 0) or of the top-``k`` of the scores ``src`` ``[S, 1 or table_heads, nq,
     nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction."""
@@ -379,6 +378,11 @@ def _build_tables(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits
     _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, bwd_ptr, bwd_idx, nq, nk,
                                        W=W, BLOCK_Q=block_q, WRITE=True, num_warps=4)
     return fwd_ptr, fwd_idx, nfull, bwd_ptr, bwd_idx, bwd_nfull
+
+
+# One opaque op under torch.compile: Dynamo never traces the Triton launches (so the
+# interpreter's kernels trace on CPU too), and the graph holds one node for the build.
+_build_tables = torch.library.custom_op("sparseflash::build_tables", _build_tables_impl, mutates_args=())
 
 
 @_build_tables.register_fake

@@ -5,10 +5,14 @@ Suites:
 
 * ``build``: tables for B x H query heads over N tokens (full: 8 x 32 x 64K, block 128,
   k = 16, causal; target <= 0.2 ms on an H200 for both directions). Ours: ``topk_layout`` and
-  ``layout_from_block_mask`` (eager, and inside ``torch.compile(fullgraph=True)``). Flex on
+  ``layout_from_block_mask`` (eager, and inside ``torch.compile(fullgraph=True)``), each by
+  the Triton build kernels (the default on CUDA) and by the torch chain (the CPU path), and a
+  ``check`` row that the two give equal tables (capacity tails included). Flex on
   the same blocks: ``BlockMask.from_kv_blocks`` given the selected indices (its transpose is
   the work), the same with the top-k included, and ``create_block_mask`` over a ``mask_mod``
   that looks the blocks up.
+* ``build_tiles``: the build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept on
+  the ``build`` case, eager ``topk_layout``: pick the fastest before quoting ``build``.
 * ``step``: one training step of top-k block attention: mean-pool q and k per block, score =
   pooled_q @ pooled_k^T, keep the 16 best visible key blocks plus the diagonal, attend, and
   take q/k/v gradients; ours (``topk_layout`` + ``sparse_attention``) against the same step
@@ -18,9 +22,10 @@ Suites:
 Rows give ms (median), TFLOP/s on computed blocks (4 d b^2 per stored block, x 3.5 with the
 backward) and peak GPU memory. A missing or failing peer becomes an ``error`` row, never a
 crash. ``--smoke`` runs tiny shapes on the CPU (our torch backend, eager Flex) to check the
-script itself.
+script itself; with ``TRITON_INTERPRET=1`` the build kernels' rows run under the interpreter
+(else they are ``error`` rows).
 
-    PYTHONPATH=. python benchmarks/dynamic_layouts.py --out DIR [--suites build,step] [--smoke]
+    PYTHONPATH=. python benchmarks/dynamic_layouts.py --out DIR [--suites build,build_tiles,step] [--smoke]
 
 Writes ``dynamic_layouts.json`` (rows plus environment: versions, GPU, commit) and
 ``dynamic_layouts.csv``.
@@ -37,6 +42,7 @@ from pathlib import Path
 import torch
 
 import sparseflash as sf
+from sparseflash import dynamic as sf_dynamic
 from sparseflash.attention import sparse_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -160,10 +166,13 @@ def bench_build(timer, dev, cfg, causal=True):
         t = sf.layout_from_block_mask(m, seq_len=N, block_size=bs, causal=causal)
         return tuple(getattr(t, name) for name in TABLES)
 
-    ours("ours topk_layout (eager)", topk_tables)
-    ours("ours topk_layout (torch.compile)", torch.compile(topk_tables, fullgraph=True))
-    ours("ours layout_from_block_mask (eager)", mask_tables)
-    ours("ours layout_from_block_mask (torch.compile)", torch.compile(mask_tables, fullgraph=True))
+    for path, kernels in (("triton kernels", True), ("torch chain", False)):
+        for name, fn in (("topk_layout", topk_tables), ("layout_from_block_mask", mask_tables)):
+            ours(f"ours {name}, {path} (eager)", on_path(kernels, fn))
+            ours(f"ours {name}, {path} (torch.compile)",
+                 on_path(kernels, torch.compile(fn, fullgraph=True)))
+    guarded("build", case, "check kernels vs torch chain",
+            lambda: check_paths(case, note, topk_tables, mask_tables, scores, mask))
 
     def flex():
         _, BlockMask, create_block_mask = flex_api()
@@ -188,6 +197,50 @@ def bench_build(timer, dev, cfg, causal=True):
         add("build", case, f"flex create_block_mask (_compile={compiled})", "build", ms, None, None,
             f"{note}; first call {first:.0f} ms")
     guarded("build", case, "flex", flex)
+
+
+def on_path(kernels, fn):
+    """``fn`` with the tables built by the Triton build kernels (True) or the torch chain
+    (False); under torch.compile the flag is a guarded global, so each path has its graph."""
+    def run(x):
+        old = sf_dynamic._BUILD_KERNELS
+        sf_dynamic._BUILD_KERNELS = kernels
+        try:
+            return fn(x)
+        finally:
+            sf_dynamic._BUILD_KERNELS = old
+    return run
+
+
+def check_paths(case, note, topk_tables, mask_tables, scores, mask):
+    """The two paths' tables, compared tensor by tensor (capacity tails included)."""
+    same = []
+    for fn, x in ((topk_tables, scores), (mask_tables, mask)):
+        a, b = on_path(True, fn)(x), on_path(False, fn)(x)
+        same.append(all(torch.equal(u, w) for u, w in zip(a, b)))
+    verdict = "ok" if all(same) else "FAIL"
+    add("build", case, "check kernels vs torch chain", "check", None, None, None,
+        f"{note}; tables equal: topk {same[0]}, mask {same[1]}: {verdict}")
+
+
+def bench_build_tiles(timer, dev, cfg, causal=True):
+    """The build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept, eager."""
+    B, H, N, bs, k = cfg["B"], cfg["H"], cfg["N"], cfg["bs"], cfg["k"]
+    nb = N // bs
+    scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    case = f"B={B} H={H} N={N} block={bs} k={k}{' causal' if causal else ''}"
+    build = on_path(True, lambda s: sf.topk_layout(s, k, seq_len=N, block_size=bs, causal=causal).fwd_idx)
+    old = sf_dynamic._ROW_TILE
+    try:
+        for tile in (1024, 2048, 4096, 8192, 16384):
+            def run(tile=tile):
+                sf_dynamic._ROW_TILE = tile
+                build(scores)
+                ms, _ = timer(lambda: build(scores))
+                add("build_tiles", case, f"ours topk_layout, triton kernels, _ROW_TILE={tile}", "build", ms)
+            guarded("build_tiles", case, f"_ROW_TILE={tile}", run)
+    finally:
+        sf_dynamic._ROW_TILE = old
 
 
 # ---------------------------------------------------------------------- step
@@ -290,6 +343,7 @@ def main(argv=None):
     dtype = torch.float32 if args.smoke else torch.bfloat16
     for suite in args.suites.split(","):
         guarded(suite, "-", suite, {"build": lambda: bench_build(timer, dev, cfg),
+                                    "build_tiles": lambda: bench_build_tiles(timer, dev, cfg),
                                     "step": lambda: bench_step(timer, dev, cfg, dtype)}[suite])
     (out / "dynamic_layouts.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
     with open(out / "dynamic_layouts.csv", "w", newline="") as f:

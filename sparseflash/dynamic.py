@@ -2,10 +2,26 @@
 
 :func:`layout_from_block_mask` and :func:`topk_layout` return a device-built
 :class:`~sparseflash.BlockLayout` (the tables format and its capacity tails are specified in
-its docstring). Both are one chain of tensor ops whose shapes follow from the arguments
-alone, so they never wait for the device (no ``.item()``, no data-dependent size) and trace
-with ``torch.compile(fullgraph=True)``. The chain, for ``S`` table sequences (batch elements,
-or 1 shared by the batch), ``TH`` table heads and ``C`` candidate blocks per query-block row:
+its docstring). Shapes follow from the arguments alone, so a build never waits for the
+device (no ``.item()``, no data-dependent size) and traces with
+``torch.compile(fullgraph=True)``. Two paths build exactly the same tables (values, order,
+capacities; the capacity tails hold 0):
+
+**Triton build kernels** (:mod:`sparseflash.kernels.build`; the default for CUDA tensors, one
+custom op ``sparseflash::build_tables`` under torch.compile). For ``S`` table sequences
+(batch elements, or 1 shared by the batch) and ``TH`` table heads:
+
+1. a row kernel, per few query-block rows: the row's kept blocks (the mask's; or the top-k
+   visible scores by rounds of arg-max over per-group maxima, plus ``include``'s), dropped
+   where no pair is visible, as a bitmask of ``nk`` bits, and the row's count and full count;
+2. a column kernel, per 32 key blocks: column counts and full counts from the bitmask;
+3. prefix sums of the counts: the row and column pointers;
+4. the forward CSR from the bitmask and the geometry's full-block bitmask (full first, each
+   part ascending), and the backward CSR by the column kernel again (full query blocks
+   first, each part ascending). No atomics and no sort.
+
+**Torch chain** (CPU tensors, or any tensor with ``_BUILD_KERNELS = False``), over ``C``
+candidate blocks per query-block row:
 
 1. candidates ``[S, TH, nq, C]``: key blocks ascending along the last axis, and which are
    kept (the mask's row; the top-k's blocks plus ``include``'s, duplicates dropped);
@@ -17,13 +33,16 @@ or 1 shared by the batch), ``TH`` table heads and ``C`` candidate blocks per que
    partial), which keeps query blocks ascending inside each bucket; ``searchsorted`` finds
    the bucket boundaries.
 
-Capacities are ``S * TH * nq * C`` entries in each direction; the unused tail holds the
-dropped candidates.
+Top-k order on both paths: descending score, ties to the lower key block. Capacities are
+``S * TH * nq * C`` entries in each direction (``C`` = ``nk`` for a mask, ``min(k, nk)`` plus
+``include``'s most blocks per row for top-k). The H200 time of both paths at 8 x 32 heads x
+64K tokens is measured by ``benchmarks/dynamic_layouts.py --suites build``.
 """
 from __future__ import annotations
 
 import ctypes
-from typing import Dict, Optional
+import os
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +50,7 @@ from torch import Tensor
 
 from . import compiler
 from .compiler import _check_block_size, _check_length
-from .layout import NK, NQ, BlockLayout, bottom_right, seq_row
+from .layout import NK, NQ, BlockLayout, bottom_right, cdiv, seq_row
 from .pattern import Pattern, dense
 
 __all__ = ["layout_from_block_mask", "topk_layout"]
@@ -189,14 +208,12 @@ def _device_layout(geo: _Geometry, cand: Tensor, keep: Tensor, num_heads: int) -
     count = keep.sum(-1, dtype=i32)
     fwd_ptr = torch.cat([count.new_zeros(1), count.flatten().cumsum(0, dtype=i32)])  # [R + 1]
     rank = torch.where(full, full.cumsum(-1, dtype=i32) - 1,
-                       torch.where(partial, nfull[..., None] + partial.cumsum(-1, dtype=i32) - 1,
-                                   count[..., None] + (~keep).cumsum(-1, dtype=i32) - 1))
+                       nfull[..., None] + partial.cumsum(-1, dtype=i32) - 1)
     start = fwd_ptr[:-1].view(S, TH, nq, 1)
-    row = torch.arange(R, device=device, dtype=i32).view(S, TH, nq, 1)
-    # dropped candidates fill the capacity tail in row order: a permutation of [0, R * C)
-    pos = torch.where(keep, start + rank, fwd_ptr[-1] + row * C - start + rank - count[..., None])
-    fwd_idx = torch.empty(R * C, dtype=i32, device=device).scatter_(
-        0, pos.flatten().long(), j.flatten().to(i32))
+    # dropped candidates go to one slot past the capacity, cut off: the tail stays 0
+    pos = torch.where(keep, start + rank, R * C)
+    fwd_idx = torch.zeros(R * C + 1, dtype=i32, device=device).scatter_(
+        0, pos.flatten().long(), j.flatten().to(i32))[:R * C]
 
     # backward CSR: buckets (table sequence and head, key block, partial); the stable sort
     # keeps the flattened order, query blocks ascending, inside each bucket.
@@ -205,7 +222,7 @@ def _device_layout(geo: _Geometry, cand: Tensor, keep: Tensor, num_heads: int) -
     bucket = torch.where(keep, (st * nk + j.to(i32)) * 2 + partial.to(i32), 2 * NC)
     bucket, order = torch.sort(bucket.flatten(), stable=True)
     q_block = torch.arange(nq, device=device, dtype=i32).view(1, 1, nq, 1).expand(S, TH, nq, C)
-    bwd_idx = q_block.flatten()[order]
+    bwd_idx = torch.where(bucket < 2 * NC, q_block.flatten()[order], 0)   # the tail stays 0
     bounds = torch.searchsorted(bucket, torch.arange(2 * NC + 1, device=device, dtype=i32),
                                 out_int32=True)                        # [2 * NC + 1]
     bwd_ptr = bounds[0::2].contiguous()                                # the kernels index it densely
@@ -217,6 +234,162 @@ def _device_layout(geo: _Geometry, cand: Tensor, keep: Tensor, num_heads: int) -
         num_heads=num_heads, table_heads=TH, seq_rows=rows, seqs_tensor=_seqs_tensor(rows, str(device)),
         fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_nfull=nfull.flatten(), bwd_ptr=bwd_ptr,
         bwd_idx=bwd_idx, bwd_nfull=bwd_nfull)
+
+
+def _topk_mask(s: Tensor, kk: int) -> Tensor:
+    """bool, ``s``'s shape: each row's ``kk`` best finite scores, ties to the lower key block
+    (the order of a stable descending sort; the Triton kernels use the same rule)."""
+    # torch.topk's choice among tied scores is unspecified, but its k-th value is not: keep
+    # what beats it, then the first of its ties up to k
+    kth = s.topk(kk, dim=-1, sorted=False).values.amin(-1, keepdim=True)   # [..., 1]
+    above = s > kth
+    tie = s == kth
+    need = kk - above.sum(-1, keepdim=True, dtype=torch.int32)
+    return (above | (tie & (tie.cumsum(-1, dtype=torch.int32) <= need))) & (s > float("-inf"))
+
+
+# ----------------------------------------------------------------------------- the kernel path
+# Which path builds the tables: None picks the Triton kernels for CUDA tensors (and the torch
+# chain elsewhere), True forces the kernels (CPU tensors under TRITON_INTERPRET=1, eager or
+# compiled: the build is one custom op), False forces the torch chain. The environment
+# variable SPARSEFLASH_BUILD_KERNELS=1 / 0 sets it at import.
+_BUILD_KERNELS: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_BUILD_KERNELS", ""))
+# The row kernel holds a row of scores in registers: wider grids take the torch chain.
+_KERNELS_MAX_NK = 16384
+# Elements of the row kernels' tile (ROWS query-block rows of NK_PAD key blocks): more rows
+# per program hide the selection rounds' latency, fewer keep more programs resident. A
+# guess until measured (benchmarks/dynamic_layouts.py --suites build_tiles sweeps it).
+_ROW_TILE = 4096
+
+
+def _nk_pad(nk: int) -> int:
+    return max(32, 1 << (nk - 1).bit_length())
+
+
+def _use_kernels(t: Tensor, nk: int) -> bool:
+    if _BUILD_KERNELS is False or _nk_pad(nk) > _KERNELS_MAX_NK:
+        return False
+    if t.is_cuda:
+        return True
+    return bool(_BUILD_KERNELS) and t.device.type == "cpu"
+
+
+def _pack_bits(blocks: np.ndarray, nk_pad: int) -> np.ndarray:
+    """int32 words ``[..., nk_pad // 32]`` of bool ``[..., nk]``: bit ``j % 32`` of word ``j // 32``."""
+    padded = np.zeros(blocks.shape[:-1] + (nk_pad,), np.uint64)
+    padded[..., :blocks.shape[-1]] = blocks
+    words = (padded.reshape(blocks.shape[:-1] + (nk_pad // 32, 32)) << np.arange(32, dtype=np.uint64)).sum(-1)
+    return words.astype(np.uint32).view(np.int32)
+
+
+@torch.compiler.assume_constant_result
+def _class_bits(seq_len: int, kv_len: int, block_size: int, causal: bool, device: str) -> Tensor:
+    """int32 ``[2, nq, W]``: the visible and the full blocks of ``_block_classes`` as bitmask words."""
+    def build():
+        classes = _block_classes(seq_len, kv_len, block_size, causal, "cpu").numpy()
+        nk_pad = _nk_pad(classes.shape[-1])
+        return torch.from_numpy(np.stack([_pack_bits(classes > 0, nk_pad),
+                                          _pack_bits(classes == 2, nk_pad)])).to(device)
+    return _constant(("class_bits", seq_len, kv_len, block_size, causal, device), build)
+
+
+@torch.compiler.assume_constant_result
+def _include_bits(include_id: int, seq_len: int, kv_len: int, block_size: int, causal: bool,
+                  num_heads: int, device: str) -> Tensor:
+    """int32 ``[table heads of include, nq, W]``: ``include``'s blocks as bitmask words (as
+    ``_include_rows``)."""
+    include = ctypes.cast(include_id, ctypes.py_object).value
+
+    def build():
+        layout = include if isinstance(include, BlockLayout) else compiler.compile(
+            include, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
+            num_heads=num_heads)
+        blocks = layout.to_dense()[:layout.table_heads]                    # [th, nq, nk]
+        return torch.from_numpy(_pack_bits(blocks, _nk_pad(blocks.shape[-1]))).to(device)
+    return _constant(("include_bits", include, seq_len, kv_len, block_size, causal, num_heads, device),
+                     build)
+
+
+def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[Tensor],
+                   TH: int, C: int, num_heads: int) -> BlockLayout:
+    """The tables of the torch chain (same values, order and zero capacity tails), built by
+    the kernels of :mod:`sparseflash.kernels.build`: ``src`` is the mask (bool) or the scores
+    ``[S, 1 or TH, nq, nk]``; ``k`` None for a mask; ``inc`` include's bitmask words."""
+    device = src.device
+    # eagerly the op's function itself: the dispatcher would add host time to a short build
+    build = _build_tables if torch.compiler.is_compiling() else _build_tables_impl
+    tables = build(src, _block_classes(*geo.key(), str(device)), _class_bits(*geo.key(), str(device)),
+                   inc, TH, 0 if k is None else k, C)
+    seq_rows = geo.seq_rows(src.shape[0], TH)
+    return BlockLayout.from_tensors(
+        seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
+        num_heads=num_heads, table_heads=TH, seq_rows=seq_rows,
+        seqs_tensor=_seqs_tensor(seq_rows, str(device)), **dict(zip(_TABLES, tables)))
+
+
+_TABLES = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
+
+
+def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits: Optional[Tensor],
+                       table_heads: int, k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull)`` of the mask (bool
+    ``src``, ``k`` 0) or of the top-``k`` of the scores ``src`` ``[S, 1 or table_heads, nq,
+    nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction."""
+    from .kernels.build import _cols_kernel, _fwd_write_kernel, _rows_kernel
+
+    S, Hs = src.shape[0], src.shape[1]
+    (nq, nk), device = classes.shape, src.device
+    nk_pad = _nk_pad(nk)
+    W = nk_pad // 32
+    R, NC = S * table_heads * nq, S * table_heads * nk
+    i32 = torch.int32
+    vis, full = class_bits[0], class_bits[1]
+    if src.dtype == torch.bool:
+        src = src.view(torch.uint8)
+    # tiles: ROWS rows of NK_PAD blocks per program (about _ROW_TILE elements), groups of
+    # about sqrt(NK_PAD) blocks for the selection; BLOCK_Q query rows per step down a column
+    rows = max(1, min(16, _ROW_TILE // nk_pad, 1 << (nq - 1).bit_length()))
+    gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)
+    warps = 4 if rows * nk_pad <= 4096 else 8
+    block_q = max(16, min(128, 1 << (nq - 1).bit_length()))
+    inc = include_bits
+    bits = torch.empty(R * W, dtype=i32, device=device)
+    count = torch.empty(R, dtype=i32, device=device)
+    nfull = torch.empty(R, dtype=i32, device=device)
+    grid_rows = (cdiv(nq, rows), S * table_heads)
+    _rows_kernel[grid_rows](
+        src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
+        src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
+        0 if inc is None or inc.shape[0] == 1 else nq * W,
+        table_heads, nq, nk, k,
+        NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
+        UPCAST=src.dtype in (torch.float16, torch.bfloat16), num_warps=warps)
+    bwd_count = torch.empty(NC, dtype=i32, device=device)
+    bwd_nfull = torch.empty(NC, dtype=i32, device=device)
+    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, count, bits, nq, nk,
+                                       W=W, BLOCK_Q=block_q, WRITE=False, num_warps=4)
+    zero = count.new_zeros(1)
+    fwd_ptr = torch.cat([zero, count.cumsum(0, dtype=i32)])              # [R + 1]
+    bwd_ptr = torch.cat([zero, bwd_count.cumsum(0, dtype=i32)])          # [NC + 1]
+    fwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
+    bwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
+    _fwd_write_kernel[grid_rows](bits, full, fwd_ptr, nfull, fwd_idx, nq, W=W, ROWS=rows,
+                                 num_warps=warps)
+    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, bwd_ptr, bwd_idx, nq, nk,
+                                       W=W, BLOCK_Q=block_q, WRITE=True, num_warps=4)
+    return fwd_ptr, fwd_idx, nfull, bwd_ptr, bwd_idx, bwd_nfull
+
+
+# One opaque op under torch.compile: Dynamo never traces the Triton launches (so the
+# interpreter's kernels trace on CPU too), and the graph holds one node for the build.
+_build_tables = torch.library.custom_op("sparseflash::build_tables", _build_tables_impl, mutates_args=())
+
+
+@_build_tables.register_fake
+def _build_tables_fake(src, classes, class_bits, include_bits, table_heads, k, capacity):
+    R, NC = (src.shape[0] * table_heads * n for n in classes.shape)
+    new = lambda n: src.new_empty(n, dtype=torch.int32)                  # noqa: E731
+    return new(R + 1), new(R * capacity), new(R), new(NC + 1), new(R * capacity), new(NC)
 
 
 # ----------------------------------------------------------------------------- public builders
@@ -256,6 +429,8 @@ def layout_from_block_mask(mask: Tensor, *, seq_len: int, kv_len: Optional[int] 
     S, TH = mask.shape[0], mask.shape[1]
     heads = _table_heads("mask", TH, num_heads)
     _check_capacity(geo, S, TH, geo.nk)
+    if _use_kernels(mask, geo.nk):
+        return _kernel_layout(geo, mask, None, None, TH, geo.nk, heads)
     cand = torch.arange(geo.nk, device=mask.device, dtype=torch.int32).expand(S, TH, geo.nq, geo.nk)
     return _device_layout(geo, cand, mask, heads)
 
@@ -275,9 +450,8 @@ def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] =
         k: key blocks kept per query-block row, > 0. A row keeps every candidate when it has
             fewer than ``k``. Candidates are the visible blocks (with ``causal``, blocks
             wholly above the causal line are not) whose score is not ``-inf``: ``-inf``
-            excludes a block from the selection. Ties at the k-th score are broken by
-            ``torch.topk``: any of the tied blocks may be kept (strictly higher scores always
-            are).
+            excludes a block from the selection. Ties at the k-th score keep the lower
+            key blocks (strictly higher scores always are kept), on every device.
         seq_len, kv_len, block_size, causal: as :func:`layout_from_block_mask`.
         include: a :class:`~sparseflash.Pattern` (for example ``local(0) | global_blocks(1)``,
             compiled for this geometry and ``num_heads``; a per-head pattern needs
@@ -314,15 +488,22 @@ def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] =
     _check_capacity(geo, S, TH, kk + (0 if inc is None else inc.shape[-1]))
 
     s = scores.detach()
+    if _use_kernels(s, geo.nk):
+        bits = None if include is None else _include_bits(id(include), *geo.key(), heads, str(device))
+        return _kernel_layout(geo, s, kk, bits, TH, kk + (0 if inc is None else inc.shape[-1]), heads)
     if geo.causal:
         classes = _block_classes(*geo.key(), str(device))
         s = s.masked_fill(classes == 0, float("-inf"))
-    value, cand = s.topk(kk, dim=-1, sorted=False)                       # [S, Hs, nq, kk]
-    cand = torch.where(value > float("-inf"), cand.to(torch.int32), geo.nk)
-    cand = cand.expand(S, TH, geo.nq, kk)
+    chosen = _topk_mask(s, kk)                                          # [S, Hs, nq, nk]
+    # the chosen blocks ascending, padded with nk: at most kk per row, so a cumsum places
+    # them; the others all land in slot kk, cut off
+    slot = torch.where(chosen, chosen.cumsum(-1, dtype=torch.int32) - 1, kk).long()
+    blocks = torch.arange(geo.nk, device=device, dtype=torch.int32).expand_as(slot)
+    cand = torch.full((S, Hs, geo.nq, kk + 1), geo.nk, dtype=torch.int32, device=device)
+    cand = cand.scatter_(-1, slot, blocks)[..., :kk].expand(S, TH, geo.nq, kk)
     if inc is not None:
         cand = torch.cat([cand, inc.expand(S, TH, geo.nq, inc.shape[-1])], dim=-1)
-    cand = cand.sort(dim=-1).values                                     # dropped (nk) last
+        cand = cand.sort(dim=-1).values                                 # dropped (nk) last
     first = torch.ones_like(cand[..., :1], dtype=torch.bool)
     keep = (cand < geo.nk) & torch.cat([first, cand[..., 1:] != cand[..., :-1]], dim=-1)
     return _device_layout(geo, cand, keep, heads)

@@ -254,19 +254,62 @@ def test_per_batch_tensor_tables_are_one_graph():
         torch.testing.assert_close(a, b)
 
 
-def test_sf_topk_layout_is_one_graph():
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-chain", "build-kernels"])
+def test_sf_topk_layout_is_one_graph(monkeypatch, kernels):
+    """Both build paths trace into the attention's graph: the torch chain as its ops, the
+    Triton build kernels as one op (on CPU they run under the interpreter)."""
     if not hasattr(sf, "topk_layout"):
         pytest.skip("sf.topk_layout is not in this branch yet (branch dynamic)")
+    from sparseflash import dynamic
+
+    if kernels and not HAS_CUDA and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the build kernels on CPU need TRITON_INTERPRET=1")
+    monkeypatch.setattr(dynamic, "_BUILD_KERNELS", kernels)
     backend = _CountingBackend()
 
     def f(q, k, v):
         scores = _block_scores(q, k, 16)[None]                               # [1, H, nq, nk]
-        layout = sf.topk_layout(scores, 2, seq_len=q.shape[2], block_size=16)
+        layout = sf.topk_layout(scores, 2, seq_len=q.shape[2], block_size=16, causal=True,
+                                include=_INCLUDE)
         return sparse_attention(q, k, v, layout, backend="torch")
 
     q, k, v, _ = _qkv(H=2, N=80)
     torch.testing.assert_close(torch.compile(f, fullgraph=True, backend=backend)(q, k, v), f(q, k, v))
     assert len(backend.graphs) == 1
+    build = ["sparseflash.build_tables.default"] if kernels else []
+    assert _ops_in(backend.graphs[0]) == build + ["sparseflash.attention_tables_fwd.default"]
+
+
+_INCLUDE = sf.local(0) | sf.global_blocks(1)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU: checks that the build kernels and "
+                                         "the attention run with no host sync, compiled")
+def test_gpu_sf_topk_layout_attention_has_no_host_sync():
+    q, k, v, do = _qkv(H=4, N=1024, d=64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
+    def f(q, k, v):
+        scores = _block_scores(q.detach(), k.detach(), 16)[None].float()   # [1, H, nq, nk]
+        layout = sf.topk_layout(scores, 4, seq_len=q.shape[2], block_size=16, causal=True,
+                                include=_INCLUDE)
+        return sparse_attention(q, k, v, layout, backend="triton")
+
+    compiled = torch.compile(f, fullgraph=True)
+    out = compiled(q, k, v)                                 # compile (host work) outside the check
+    torch.autograd.grad(out, (q, k, v), do)
+    ref = f(q, k, v)                                        # eager: constants cached, kernels built
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = compiled(q, k, v)
+        grads = torch.autograd.grad(out, (q, k, v), do)
+        sf.topk_layout(_block_scores(q.detach(), k.detach(), 16)[None].float(), 4, seq_len=q.shape[2],
+                       block_size=16, causal=True, include=_INCLUDE)      # eager build
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    for a, b in zip(grads, torch.autograd.grad(ref, (q, k, v), do)):
+        torch.testing.assert_close(a.float(), b.float(), atol=5e-2, rtol=5e-2)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU: checks that no host sync happens "

@@ -222,6 +222,121 @@ def test_compiled_builder_gives_the_eager_tables():
     np.testing.assert_array_equal(layout.to_dense(seq=1), from_mask(mask).to_dense(seq=1))
 
 
+# ---------------------------------------------------------------------- the Triton build kernels
+def both_paths(monkeypatch, build):
+    """(torch chain's layout, kernels' layout) of ``build()``; every table equal, tails included."""
+    from sparseflash import dynamic
+
+    monkeypatch.setattr(dynamic, "_BUILD_KERNELS", False)
+    chain = build()
+    monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
+    kernels = build()
+    for name in TABLES:
+        a, b = getattr(chain, name), getattr(kernels, name)
+        assert b.dtype == torch.int32 and b.device == a.device and b.is_contiguous(), name
+        assert a.shape == b.shape, (name, a.shape, b.shape)
+        assert torch.equal(a, b), (name, a.tolist(), b.tolist())
+    for d in ("fwd", "bwd"):                    # the capacity tails hold 0
+        assert not getattr(kernels, f"{d}_idx")[int(getattr(kernels, f"{d}_ptr")[-1]):].any()
+    assert kernels.seqs.tolist() == chain.seqs.tolist()
+    assert (kernels.table_heads, kernels.num_heads) == (chain.table_heads, chain.num_heads)
+    return chain, kernels
+
+
+KERNEL_GEOMETRIES = GEOMETRIES + [pytest.param(1100, 1030, 16, id="two-words")]   # nk > 64
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("seq_len,kv_len,bs", KERNEL_GEOMETRIES)
+def test_kernels_build_the_chains_tables_from_a_mask(monkeypatch, seq_len, kv_len, bs, causal):
+    geo = sf.compile(sf.dense(), seq_len, kv_len=kv_len, block_size=bs)
+    nq, nk = geo.num_q_blocks, geo.num_kv_blocks
+    mask = bits((2, 2, nq, nk), seed=nq + 3 * nk)
+    mask[0, 1, 0] = False                       # an empty row
+    mask[1, 0] = False                          # a table with no block at all
+    mask[1, 1, :, -1] = True                    # a full last column
+    chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
+        mask, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal))
+    assert_tables_match_host(kernels, mask.cpu().numpy(), seq_len, kv_len, bs, causal, 2)
+    shared = mask[0]                            # 3-D: one table for the batch, one head for 4
+    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
+        shared[:1], seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal, num_heads=4))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("seq_len,kv_len,bs", KERNEL_GEOMETRIES)
+def test_kernels_build_the_chains_top_k(monkeypatch, seq_len, kv_len, bs, causal):
+    geo = sf.compile(sf.dense(), seq_len, kv_len=kv_len, block_size=bs)
+    nq, nk = geo.num_q_blocks, geo.num_kv_blocks
+    g = torch.Generator().manual_seed(nq * nk)
+    scores = torch.randint(-2, 3, (2, 2, nq, nk), generator=g).float().to(DEVICE)  # many ties
+    scores[0, 0, -1] = float("-inf")            # a row with no candidate
+    scores[1, 1, 0, 1:] = float("-inf")         # a row with one
+    scores[1, 0] = rnd((nq, nk), seed=nq)       # distinct scores
+    for k in (1, 3, nk + 5 if nk < 16 else 12):  # k past the visible count keeps them all
+        chain, kernels = both_paths(monkeypatch, lambda: sf.topk_layout(
+            scores, k, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal))
+    want = expected_topk(scores, 3, seq_len, kv_len, bs, causal)
+    _, kernels = both_paths(monkeypatch, lambda: sf.topk_layout(
+        scores, 3, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal))
+    assert_tables_match_host(kernels, want, seq_len, kv_len, bs, causal, 2)
+
+
+def test_kernels_top_k_with_include_shared_heads_dtypes_and_strides(monkeypatch):
+    seq_len, kv_len, bs = 90, 120, 16                                  # nq = 7, nk = 8
+    scores = rnd((2, 2, 7, 8), seed=31)
+    scores[0, 1, 2, :4] = 0.5                                          # ties
+    include = sf.local(0) | sf.global_blocks(1)
+    kw = dict(seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=True)
+    _, kernels = both_paths(monkeypatch, lambda: sf.topk_layout(scores, 2, include=include, **kw))
+    inc = sf.compile(include, seq_len, kv_len=kv_len, block_size=bs, causal=True).to_dense()[0]
+    assert_tables_match_host(kernels, expected_topk(scores, 2, seq_len, kv_len, bs, True, include=inc),
+                             seq_len, kv_len, bs, True, 2)
+    # one head of scores widened by a per-head pattern (GQA-style num_heads), and a layout
+    per_head = sf.per_head([sf.local(0), sf.columns([2]), sf.local(1), sf.global_blocks(1)])
+    both_paths(monkeypatch, lambda: sf.topk_layout(scores[:, :1], 1, include=per_head, num_heads=4, **kw))
+    both_paths(monkeypatch, lambda: sf.topk_layout(scores[:, :1], 2, num_heads=4, **kw))
+    as_layout = sf.compile(include, seq_len, kv_len=kv_len, block_size=bs, causal=True)
+    both_paths(monkeypatch, lambda: sf.topk_layout(scores, 3, include=as_layout, **kw))
+    # half precision (ties after rounding), float64, and a non-contiguous view
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(dtype), 3, **kw))
+    transposed = scores.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not transposed.is_contiguous()
+    both_paths(monkeypatch, lambda: sf.topk_layout(transposed, 2, **kw))
+
+
+@pytest.mark.parametrize("tile", [32, 64 * 32], ids=["one-row", "wide-tile"])
+def test_kernels_with_other_row_tiles(monkeypatch, tile):
+    from sparseflash import dynamic
+
+    monkeypatch.setattr(dynamic, "_ROW_TILE", tile)                    # ROWS = 1, and up to 16
+    scores = torch.randint(-1, 2, (2, 3, 7, 8), generator=torch.Generator().manual_seed(tile)).float()
+    kw = dict(seq_len=100, kv_len=120, block_size=16, causal=True)
+    both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
+    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
+
+
+def test_ties_go_to_the_lower_key_block_on_both_paths(monkeypatch):
+    scores = torch.zeros(1, 1, 4, 4, device=DEVICE)
+    scores[0, 0, 1, 3] = 1.0
+    scores[0, 0, 3, 0] = -0.0                                          # equal to 0.0
+    chain, _ = both_paths(monkeypatch, lambda: sf.topk_layout(scores, 2, seq_len=64, block_size=16))
+    np.testing.assert_array_equal(chain.to_dense()[0], [[1, 1, 0, 0], [1, 0, 0, 1],
+                                                        [1, 1, 0, 0], [1, 1, 0, 0]])
+
+
+def test_the_kernels_run_by_default_on_cuda_only(monkeypatch):
+    from sparseflash import dynamic
+
+    monkeypatch.setattr(dynamic, "_BUILD_KERNELS", None)
+    t = torch.zeros(1, 1, 4, 4)
+    assert not dynamic._use_kernels(t, 4)
+    assert dynamic._use_kernels(t.to("cuda"), 4) if torch.cuda.is_available() else True
+    monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
+    assert dynamic._use_kernels(t, 4) and not dynamic._use_kernels(t, dynamic._KERNELS_MAX_NK + 1)
+
+
 # ---------------------------------------------------------------------- attention
 def run_and_compare(layout, blocks, *, B, H, Hkv, N, Nk, d, bs, causal, backend, seed=0, **mods):
     q, k, v = (rnd(s, seed + i).requires_grad_(True)

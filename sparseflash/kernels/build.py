@@ -1,0 +1,187 @@
+"""Block-table build kernels for device-built layouts (pure ``@triton.jit`` code).
+
+They build the tables of :class:`sparseflash.layout.BlockLayout` from a block mask or from
+top-k selection over block scores, exactly as the torch chain of :mod:`sparseflash.dynamic`
+does (the launcher, ``build_tables`` there, calls them in this order):
+
+1. ``_rows_kernel``: one program per ``ROWS`` query-block rows of one (table sequence,
+   head). Picks the row's kept blocks (the mask's, or the top-k visible ones plus
+   ``include``'s) and writes them as a bitmask (``W = NK_PAD // 32`` int32 words per row,
+   bit ``j % 32`` of word ``j // 32`` keeps local key block j), with the row's count and
+   full count. The bitmask is 1/32 of a byte map: it is what the other kernels re-read.
+2. ``_cols_kernel`` (``WRITE`` False): one program per 32 key blocks (one bitmask word) of
+   one (table sequence, head), walking the query rows in chunks: column counts and full
+   counts.
+3. (the launcher: row and column pointers as prefix sums of the counts)
+4. ``_fwd_write_kernel``: the forward CSR, full blocks first, each part ascending.
+5. ``_cols_kernel`` (``WRITE`` True): the backward CSR bucket of each key block, full query
+   blocks first, each part ascending.
+
+No atomics: every entry's position is a prefix sum over one row or one column, so the
+tables are deterministic.
+
+Top-k order: descending score, ties to the lower key block (what ``torch.argsort(-s,
+stable=True)`` gives); ``-inf`` never selected. The selection is ``K`` rounds of arg-max
+over per-group maxima: the row is split into ``G`` groups of ``GS`` blocks, each round
+takes the best group's best block and refreshes only that group (its ``GS`` scores are
+re-read, L1/L2-resident), so a round costs ``G + GS`` comparisons, not ``NK_PAD``.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _or(a, b):
+    return a | b
+
+
+@triton.jit
+def _popcount(x):
+    # SWAR bit count of int32 words; the masks clear what arithmetic shifts drag in
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    return x & 0x3F
+
+
+@triton.jit
+def _pack(bits, ROWS: tl.constexpr, W: tl.constexpr):
+    """int32 words ``[ROWS, W]`` of a 0/1 int32 tile ``[ROWS, W * 32]``."""
+    b = tl.reshape(bits, (ROWS, W, 32))                                  # [ROWS, W, 32]
+    return tl.reduce(b << tl.arange(0, 32)[None, None, :], 2, _or)       # [ROWS, W]
+
+
+@triton.jit
+def _unpack(words, ROWS: tl.constexpr, W: tl.constexpr):
+    """0/1 int32 tile ``[ROWS, W * 32]`` of int32 words ``[ROWS, W]``."""
+    b = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1       # [ROWS, W, 32]
+    return tl.reshape(b, (ROWS, W * 32))
+
+
+@triton.jit
+def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
+                 stride_s, stride_h, stride_q, stride_k, inc_stride_h,
+                 TH, nq, nk, K,
+                 NK_PAD: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr, GS: tl.constexpr,
+                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr):
+    # grid: (cdiv(nq, ROWS), S * TH). src is the mask (uint8) or the scores, indexed
+    # [s, h, i, j] by strides (stride_h 0 when one head of src serves every table head).
+    G: tl.constexpr = NK_PAD // GS
+    st = tl.program_id(1)
+    s = st // TH
+    th = st % TH
+    i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                    # [ROWS] local rows
+    row_ok = i < nq
+    wcol = tl.arange(0, W)                                               # [W]
+    wmask = row_ok[:, None] & (wcol[None, :] < W)
+    src_row = src_ptr + s.to(tl.int64) * stride_s + th.to(tl.int64) * stride_h + i.to(tl.int64) * stride_q
+    vis = tl.load(vis_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0)   # [ROWS, W]
+    if TOPK:
+        cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
+        m2 = row_ok[:, None] & (cols[None, :] < nk)
+        x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=m2, other=float("-inf"))
+        if UPCAST:
+            x = x.to(tl.float32)                                         # exact for fp16 / bf16
+        cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
+        x = tl.where(cls > 0, x, float("-inf"))                          # [ROWS, NK_PAD]
+        gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
+                            return_indices_tie_break_left=True)          # [ROWS, G]
+        gcol = tl.arange(0, G)                                           # [G]
+        garg = gcol[None, :] * GS + garg                                 # key block of each group's best
+        gs = tl.arange(0, GS)                                            # [GS]
+        keep = tl.zeros((ROWS, W), dtype=tl.int32)
+        for _ in range(K):
+            m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
+            hit = gcol[None, :] == g[:, None]                            # [ROWS, G]
+            j = tl.sum(tl.where(hit, garg, 0), 1)                        # [ROWS] the round's block
+            ok = m > float("-inf")
+            bit = tl.where(ok, 1, 0) << (j % 32)
+            keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
+            # refresh group g with the blocks after (m, j) in the order: exactly those not
+            # taken yet, since rounds take blocks in that order
+            c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
+            mc = row_ok[:, None] & (c < nk)
+            y = tl.load(src_row[:, None] + c * stride_k, mask=mc, other=float("-inf"))
+            if UPCAST:
+                y = y.to(tl.float32)
+            yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
+            after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
+            y = tl.where((yc > 0) & after, y, float("-inf"))             # [ROWS, GS]
+            nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
+            gmax = tl.where(hit, nm[:, None], gmax)
+            garg = tl.where(hit, (g * GS + na)[:, None], garg)
+    else:
+        cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
+        m2 = row_ok[:, None] & (cols[None, :] < nk)
+        b = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=m2, other=0)
+        keep = _pack((b != 0).to(tl.int32), ROWS, W)                     # [ROWS, W]
+    if HAS_INCLUDE:
+        keep = keep | tl.load(inc_ptr + th * inc_stride_h + i[:, None] * W + wcol[None, :],
+                              mask=wmask, other=0)
+    keep = keep & vis                                                    # blocks with no visible pair are never stored
+    full = tl.load(full_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0)
+    r = st * nq + i                                                      # [ROWS] table rows
+    tl.store(bits_ptr + r.to(tl.int64)[:, None] * W + wcol[None, :], keep, mask=wmask)
+    tl.store(count_ptr + r, tl.sum(_popcount(keep), 1), mask=row_ok)
+    tl.store(nfull_ptr + r, tl.sum(_popcount(keep & full), 1), mask=row_ok)
+
+
+@triton.jit
+def _fwd_write_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, nq,
+                      W: tl.constexpr, ROWS: tl.constexpr):
+    # grid: (cdiv(nq, ROWS), S * TH)
+    st = tl.program_id(1)
+    i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                    # [ROWS]
+    row_ok = i < nq
+    r = st * nq + i
+    wcol = tl.arange(0, W)                                               # [W]
+    wmask = row_ok[:, None] & (wcol[None, :] < W)
+    keep = _unpack(tl.load(bits_ptr + r.to(tl.int64)[:, None] * W + wcol[None, :], mask=wmask, other=0),
+                   ROWS, W)                                              # [ROWS, NK_PAD]
+    isfull = _unpack(tl.load(full_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0), ROWS, W)
+    full = keep & isfull
+    part = keep & (1 - isfull)
+    nfull = tl.load(nfull_ptr + r, mask=row_ok, other=0)                 # [ROWS]
+    start = tl.load(ptr_ptr + r, mask=row_ok, other=0)
+    pos = tl.where(full != 0, tl.cumsum(full, 1) - 1, nfull[:, None] + tl.cumsum(part, 1) - 1)
+    cols = tl.arange(0, W * 32)                                          # [NK_PAD]
+    tl.store(idx_ptr + start.to(tl.int64)[:, None] + pos, tl.broadcast_to(cols[None, :], (ROWS, W * 32)),
+             mask=keep != 0)
+
+
+@triton.jit
+def _cols_kernel(bits_ptr, full_ptr, count_ptr, nfull_ptr, ptr_ptr, idx_ptr, nq, nk,
+                 W: tl.constexpr, BLOCK_Q: tl.constexpr, WRITE: tl.constexpr):
+    # grid: (W, S * TH). Program (w, st) owns key blocks [32 w, 32 w + 32) of table
+    # sequence and head st: a column of the bitmask words, walked down the query rows.
+    w = tl.program_id(0)
+    st = tl.program_id(1)
+    lane = tl.arange(0, 32)                                              # [32]
+    j = w * 32 + lane
+    c = st * nk + j                                                      # [32] table columns
+    j_ok = j < nk
+    if WRITE:
+        nfull = tl.load(nfull_ptr + c, mask=j_ok, other=0)               # [32]
+        start = tl.load(ptr_ptr + c, mask=j_ok, other=0)
+    run_full = tl.zeros((32,), dtype=tl.int32)
+    run_part = tl.zeros((32,), dtype=tl.int32)
+    for q0 in range(0, nq, BLOCK_Q):
+        q = q0 + tl.arange(0, BLOCK_Q)                                   # [BLOCK_Q]
+        q_ok = q < nq
+        words = tl.load(bits_ptr + (st * nq + q).to(tl.int64) * W + w, mask=q_ok, other=0)
+        fw = tl.load(full_ptr + q * W + w, mask=q_ok, other=0)
+        keep = (words[:, None] >> lane[None, :]) & 1                     # [BLOCK_Q, 32]
+        full = keep & ((fw[:, None] >> lane[None, :]) & 1)
+        part = keep - full
+        if WRITE:
+            pos = tl.where(full != 0, run_full[None, :] + tl.cumsum(full, 0) - 1,
+                           nfull[None, :] + run_part[None, :] + tl.cumsum(part, 0) - 1)
+            tl.store(idx_ptr + start.to(tl.int64)[None, :] + pos,
+                     tl.broadcast_to(q[:, None], (BLOCK_Q, 32)), mask=keep != 0)
+        run_full += tl.sum(full, 0)
+        run_part += tl.sum(part, 0)
+    if not WRITE:
+        tl.store(count_ptr + c, run_full + run_part, mask=j_ok)
+        tl.store(nfull_ptr + c, run_full, mask=j_ok)

@@ -5,9 +5,10 @@ Cases: dense at 4K and 16K, causal and not, d=64 (H=32) and d=128 (H=16), B*N = 
 block-sparse layouts of docs/anchors (local, butterfly, bigbird, strided at 16K-64K), B=1.
 Impls, each forward and forward+backward:
 
-* ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward where it
-  applies; the backward is the portable kernel's either way);
-* ``portable``: the same call with the Hopper forward switched off (``launch.USE_HOPPER = False``);
+* ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward and dK/dV
+  kernels where they apply; dQ is the portable kernel's);
+* ``portable``: the same call with the Hopper kernels switched off (``launch.USE_HOPPER`` and
+  ``USE_HOPPER_BWD`` False);
 * ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables
   (:func:`sparseflash.to_fa4_block_sparse`), skipped with a one-line note when FA4 is missing;
 * ``cudnn``: SDPA's cuDNN backend, dense cases only.
@@ -57,26 +58,31 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth (a variant; the plan cache keys on it)."""
     def fn(q, k, v):
-        saved, saved_stages = launch.USE_HOPPER, dict(launch._HOPPER_STAGES)
+        saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
         launch.USE_HOPPER = False if portable else saved
+        launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
         if stages is not None:
             launch._HOPPER_STAGES[q.shape[-1]] = stages
         try:
             return sf.sparse_attention(q, k, v, layout)
         finally:
-            launch.USE_HOPPER = saved
+            launch.USE_HOPPER, launch.USE_HOPPER_BWD = saved, saved_bwd
             launch._HOPPER_STAGES.clear()
             launch._HOPPER_STAGES.update(saved_stages)
     return fn
 
 
-def variants(layout, d, wanted):
-    """Extra Hopper-forward impls named ``ours-s<stages>`` (``--stages d:n,...``)."""
-    return {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
+def variants(layout, d, wanted, pbwd=False):
+    """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), and ``ours-pbwd`` (Hopper
+    forward, portable dK/dV) with ``--pbwd``."""
+    extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
+    if pbwd:
+        extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
+    return extra
 
 
 def fa4_fn(flash_attn_func, layout, B, dense_causal):
@@ -157,6 +163,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
+    ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     args = ap.parse_args(argv)
     args.suites = "hopper"
     quick = args.quick
@@ -167,7 +174,7 @@ def main(argv=None):
     for N, d, causal in (QUICK_DENSE if quick else DENSE):
         H, B = 2048 // d, max(1, 16384 // N)
         layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted), "portable": ours_fn(layout, True),
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, args.pbwd), "portable": ours_fn(layout, True),
                  "cudnn": cudnn_fn(causal)}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
@@ -176,7 +183,7 @@ def main(argv=None):
     for name, pattern, N, d in (QUICK_SPARSE if quick else SPARSE):
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted), "portable": ours_fn(layout, True)}
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, args.pbwd), "portable": ours_fn(layout, True)}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

@@ -60,7 +60,45 @@ sys.stdout.write(compiled.asm["ptx"])
 """
 
 
-def _ptx(d, dtype, flags):
+_COMPILE_BWD = r"""
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+from sparseflash.kernels import launch
+from sparseflash.kernels.hopper import _hopper_dkdv_kernel as kernel
+
+d, dtype, flags = json.loads(sys.argv[1])
+gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
+layout = gl.NVMMASharedLayout.get_default_for([1, 1, 64, d], gdt)
+desc = f"tensordesc<{dtype}[1,1,64,{d}],{layout!r}>"
+constexprs = dict(BLOCK=128, BLOCK_M=64, BLOCK_N=128, HEAD_DIM=d, GROUP_SIZE=1,
+                  NUM_STAGES=launch._HOPPER_BWD_STAGES[d], CAUSAL=False, HAS_WL=False,
+                  HAS_WR=False, HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False,
+                  CONSUMER_REGS=232, PRODUCER_REGS=24)
+constexprs.update(flags)
+pointers = {"DK": f"*{dtype}", "DV": f"*{dtype}", "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8",
+            "qk_scale": "fp32", "sm_scale": "fp32"}
+signature = {}
+for name in kernel.arg_names:
+    if name in constexprs:
+        signature[name] = "constexpr"
+    elif name.endswith("_desc"):
+        signature[name] = desc
+    elif name in pointers:
+        signature[name] = pointers[name]
+    elif name in ("bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule"):
+        signature[name] = "*i32"
+    else:
+        signature[name] = "i32"
+compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
+                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+sys.stdout.write(compiled.asm["ptx"])
+"""
+
+
+def _ptx(d, dtype, flags, script=_COMPILE):
     """The kernel's sm_90 PTX, compiled in a fresh process: under TRITON_INTERPRET=1 (CI)
     Gluon's decorator yields an interpreted function that cannot be compiled."""
     import json
@@ -71,7 +109,7 @@ def _ptx(d, dtype, flags):
     env = dict(os.environ, TRITON_INTERPRET="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps([d, dtype, flags])],
+    run = subprocess.run([sys.executable, "-c", script, json.dumps([d, dtype, flags])],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
@@ -92,6 +130,18 @@ def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     assert not re.search(r"\b(ld|st)\.local", ptx), "register spills"
 
 
+@pytest.mark.parametrize("d,dtype,flags", [
+    (128, "bf16", {}),
+    (64, "fp16", dict(GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True, PER_SEQ=True,
+                      PACKED=True, SCHEDULED=True)),
+], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask"])
+def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
+    ptx = _ptx(d, dtype, flags, _COMPILE_BWD)
+    assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
+    assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
+    assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
+
+
 def test_dispatcher_says_why_it_falls_back():
     layout = sf.compile(sf.local(1), 256, block_size=128)
     q = torch.zeros(1, 1, 256, 64)
@@ -103,8 +153,10 @@ def test_dispatcher_says_why_it_falls_back():
 # ------------------------------------------------------------------ on a Hopper GPU
 @pytest.fixture
 def hopper_only(monkeypatch):
-    """Every forward in the test runs the Hopper kernel, or raises saying why it cannot."""
+    """Every forward and every dK/dV in the test runs the Hopper kernels, or raises saying why
+    they cannot."""
     monkeypatch.setattr(launch, "USE_HOPPER", True)
+    monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
 
 
 CASES = [

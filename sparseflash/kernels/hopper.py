@@ -318,3 +318,256 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M,
                       SCHEDULED))],
         [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ------------------------------------------------------------------ backward: dK and dV
+@gluon.jit
+def _sequence(seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ: gl.constexpr):
+    """Columns of ``BlockLayout.seqs`` for table sequence ``ts``: (q_start, q_len, k_start,
+    k_len, q_pos, k_pos, row_off, col_off, nq, nk); the scalars when the batch shares one."""
+    if PER_SEQ:
+        r = seqs + ts * 10
+        return (gl.load(r), gl.load(r + 1), gl.load(r + 2), gl.load(r + 3), gl.load(r + 4),
+                gl.load(r + 5), gl.load(r + 6), gl.load(r + 7), gl.load(r + 8), gl.load(r + 9))
+    else:
+        zero = ts * 0
+        return zero, q_len + zero, zero, k_len + zero, q_pos + zero, k_pos + zero, zero, zero, \
+            nq + zero, nk + zero
+
+
+@gluon.jit
+def _key_tile(schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk,
+              BLOCK_N: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+              SCHEDULED: gl.constexpr):
+    """(off_b, off_kvh, the sequence's columns, start_n, tile_ok) of a dK/dV program: key
+    tile ``pid_n`` of (slot, kv head), aligned to absolute positions (bwd.py rules)."""
+    if SCHEDULED:
+        t = gl.load(schedule + gl.program_id(0))
+        pid_n = t % num_n_tiles
+        pid_skv = t // num_n_tiles
+    else:
+        pid_n = gl.program_id(0)
+        pid_skv = gl.program_id(1)
+    slot = pid_skv // num_kv_heads
+    off_kvh = pid_skv % num_kv_heads
+    if PER_SEQ:
+        ts = slot
+    else:
+        ts = slot * 0
+    if PACKED:
+        off_b = slot * 0
+    else:
+        off_b = slot
+    q_start, q_len, k_start, k_len, q_lo, k_lo, row_off, col_off, nq, nk = _sequence(
+        seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ)
+    start_n = (k_lo // BLOCK_N + pid_n) * BLOCK_N
+    tile_ok = start_n < k_lo + k_len
+    return off_b, off_kvh, q_start, q_lo, q_lo + q_len, k_start, k_lo, k_lo + k_len, col_off, nk, \
+        start_n, tile_ok
+
+
+@gluon.jit
+def _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n, k_lo, tile_ok,
+            BLOCK: gl.constexpr):
+    """(lo, hi, n_full) of the key block's column in the transposed tables, for query head off_h."""
+    col = col_off + off_h * table_heads_gt1 * nk + start_n // BLOCK - k_lo // BLOCK
+    col = gl.where(tile_ok, col, 0)
+    lo = gl.load(bwd_ptr + col)
+    hi = gl.where(tile_ok, gl.load(bwd_ptr + col + 1), lo)
+    n_full = gl.where(tile_ok, gl.load(bwd_nfull + col), 0)
+    return lo, hi, n_full
+
+
+@gluon.jit
+def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
+                  ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
+                  num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
+    SUB: gl.constexpr = BLOCK // BLOCK_M
+    HALF: gl.constexpr = BLOCK_N // 2
+    off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        PER_SEQ, PACKED, SCHEDULED)
+    q_row0 = q_start - q_lo
+    i0 = q_lo // BLOCK
+    # this key tile's K and V, one 64-row half per consumer warpgroup
+    mbarrier.expect(kv_bar, 4 * k_desc.block_type.nbytes)
+    for w in gl.static_range(2):
+        row = start_n + k_start - k_lo + w * HALF
+        tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, row, 0], kv_bar,
+                                        k_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+        tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
+                                        v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+    step = 0
+    for g in range(GROUP_SIZE):
+        off_h = off_kvh * GROUP_SIZE + g
+        lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
+                                 k_lo, tile_ok, BLOCK)
+        for t in range((hi - lo) * SUB):
+            s = step % NUM_STAGES
+            phase = ((step // NUM_STAGES) & 1) ^ 1       # the first lap passes fresh barriers
+            q_block_idx = gl.load(bwd_idx + lo + t // SUB)
+            row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
+            mbarrier.wait(empty.index(s), phase)
+            mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [off_b, off_h, row, 0], ready.index(s),
+                                            q_smem.index(s).reshape([1, 1, BLOCK_M, HEAD_DIM]))
+            tma.async_copy_global_to_shared(do_desc, [off_b, off_h, row, 0], ready.index(s),
+                                            do_smem.index(s).reshape([1, 1, BLOCK_M, HEAD_DIM]))
+            step += 1
+
+
+@gluon.jit
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                  num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                  lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  window_left, window_right, sm_scale, qk_scale,
+                  BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
+                  HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                  SCHEDULED: gl.constexpr, WG: gl.constexpr):
+    SUB: gl.constexpr = BLOCK // BLOCK_M
+    KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
+    dtype: gl.constexpr = q_smem.dtype
+    # transposed scores [KEYS, BLOCK_M] (keys along rows, queries along columns)
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_M, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    key_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    query_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+
+    off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        PER_SEQ, PACKED, SCHEDULED)
+    q_row0 = q_start - q_lo
+    k_row0 = k_start - k_lo
+    i0 = q_lo // BLOCK
+    first = start_n + WG * KEYS
+    keys_pos = first + gl.arange(0, KEYS, key_layout)                       # [KEYS]
+    key_ok = (keys_pos >= k_lo) & (keys_pos < k_hi)
+    if HAS_KPM:
+        keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
+        key_ok = key_ok & (keep != 0)
+    k_tile = k_smem.index(WG)
+    v_tile = v_smem.index(WG)
+    dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
+    dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
+    mbarrier.wait(kv_bar, 0)
+    step = 0
+    for g in range(GROUP_SIZE):
+        off_h = off_kvh * GROUP_SIZE + g
+        lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
+                                 k_lo, tile_ok, BLOCK)
+        bh = (off_b * num_heads + off_h).to(gl.int64)
+        lse2_head = LSE2 + bh * lse_len + q_row0
+        delta_head = Delta + bh * lse_len + q_row0
+        full_trips = n_full * SUB
+        for t in range((hi - lo) * SUB):
+            s = step % NUM_STAGES
+            q_block_idx = gl.load(bwd_idx + lo + t // SUB)
+            start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
+            rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)          # [BLOCK_M]
+            row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
+            lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
+            mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
+            q_tile = q_smem.index(s)
+            do_tile = do_smem.index(s)
+            # use_acc=False ignores the zeros: made here, they need no register across the loop
+            s_zero = gl.zeros([KEYS, BLOCK_M], gl.float32, s_layout)
+            sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            sT = warpgroup_mma_wait(1, deps=(sT, ))
+            # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
+            pT = gl.exp2(gl.minimum(sT * qk_scale - lse2[None, :], 0.0))       # [KEYS, BLOCK_M]
+            if t >= full_trips:
+                visible = key_ok[:, None] & row_ok[None, :]
+                if CAUSAL:
+                    visible = visible & (keys_pos[:, None] <= rows_pos[None, :])
+                if HAS_WL:
+                    visible = visible & (keys_pos[:, None] >= rows_pos[None, :] - window_left)
+                if HAS_WR:
+                    visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
+                pT = gl.where(visible, pT, 0.0)
+            dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv, is_async=True)
+            # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
+            delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
+            dpT = warpgroup_mma_wait(1, deps=(dpT, ))
+            dsT = pT * (dpT - delta[None, :])
+            dk = warpgroup_mma(gl.convert_layout(dsT.to(dtype), a_layout), q_tile, dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s))
+            step += 1
+
+    dk = dk * sm_scale
+    okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
+    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
+    base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
+        + (okeys + k_row0).to(gl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
+    ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
+    gl.store(DK + base, dk.to(dtype), mask=ok)
+    gl.store(DV + base, dv.to(dtype), mask=ok)
+
+
+@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
+                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                        num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                        lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                        window_left, window_right, sm_scale, qk_scale,
+                        BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                        HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
+                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
+                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                        SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                        PRODUCER_REGS: gl.constexpr):
+    """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
+    the key block's column (transposed tables) through a ring; two consumer warpgroups own
+    64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
+    LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
+    come from the portable dQ kernel, which runs first (bwd.py)."""
+    gl.static_assert(BLOCK % BLOCK_M == 0)
+    gl.static_assert(BLOCK % BLOCK_N == 0)
+    gl.static_assert(gl.num_warps() == 4)
+    HALF: gl.constexpr = BLOCK_N // 2
+    dtype: gl.constexpr = q_desc.dtype
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], dtype)
+    kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, HEAD_DIM], dtype)
+    q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
+    do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
+
+    gl.warp_specialize(
+        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                          num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                          window_left, window_right, sm_scale, qk_scale,
+                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, SCHEDULED, 0)),
+         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                          num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                          window_left, window_right, sm_scale, qk_scale,
+                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, SCHEDULED, 1)),
+         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
+                          ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
+                          num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                          PER_SEQ, PACKED, SCHEDULED))],
+        [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

@@ -507,7 +507,11 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
 # (benchmarks and GPU tests use it to be sure which kernel ran). SPARSEFLASH_HOPPER=0 in the
 # environment sets False.
 USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") != "0" else False
+# The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``) after the portable dQ
+# kernel: the same None/False/True meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
+USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
 _HOPPER_TILE = 128
+_HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -550,20 +554,22 @@ def _use_hopper(q, k, v, layout, **kw) -> bool:
     return reason is None
 
 
-def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """4-D (B, H, N, d) Gluon descriptors in the kernel's swizzle: q in blocks of
-    [1, 1, 64, d] (one per consumer warpgroup), k and v in blocks of [1, 1, 128, d]."""
+def _gluon_descriptor(t: torch.Tensor, rows: int):
+    """A 4-D (B, H, N, d) Gluon descriptor with block [1, 1, rows, d] in the swizzle the
+    Hopper kernels' shared-memory tiles use."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    dt = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
-    d = q.shape[-1]
+    dt = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
+    block = [1, 1, rows, t.shape[-1]]
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block,
+                            gl.NVMMASharedLayout.get_default_for(block, dt))
 
-    def desc(t, rows):
-        block = [1, 1, rows, d]
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), block,
-                                gl.NVMMASharedLayout.get_default_for(block, dt))
-    return desc(q, _HOPPER_TILE // 2), desc(k, _HOPPER_TILE), desc(v, _HOPPER_TILE)
+
+def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Forward: q in blocks of 64 rows (one per consumer warpgroup), k and v of 128."""
+    return (_gluon_descriptor(q, _HOPPER_TILE // 2), _gluon_descriptor(k, _HOPPER_TILE),
+            _gluon_descriptor(v, _HOPPER_TILE))
 
 
 def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached):
@@ -590,6 +596,43 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         CONSUMER_REGS=232, PRODUCER_REGS=40, **constexprs)
     plan.hopper = True
     return plan, sources
+
+
+def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
+    if USE_HOPPER_BWD is False:
+        return False
+    reason = _hopper_applies(q, k, v, layout, **kw)
+    if reason is None and not (do.stride(-1) == 1 and _tma_capable(do)):
+        reason = "dO strides or alignment the copy engine cannot take"
+    if reason is not None and USE_HOPPER_BWD:
+        raise RuntimeError(f"USE_HOPPER_BWD=True but the Hopper dK/dV kernel cannot run: {reason}")
+    return reason is None
+
+
+def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
+                      schedule_cache, cached):
+    """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps."""
+    from .hopper import _hopper_dkdv_kernel
+
+    B, H, N, d = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    half = _HOPPER_TILE // 2
+    sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do))
+    plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
+    num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
+    plan.order_dkdv = None if _no_order(layout) else _launch_order(
+        bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
+        per_head=layout.table_heads > 1, num_tiles=num_n_tiles, tile=_HOPPER_TILE,
+        block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]))
+    names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED")
+    plan.dkdv = _Launch(
+        _hopper_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 14,
+        (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
+         scale * _LOG2E),
+        4, 1, cached, BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
+        GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
+        SCHEDULED=plan.order_dkdv is not None, CONSUMER_REGS=232, PRODUCER_REGS=24,
+        **{n: constexprs[n] for n in names})
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
@@ -662,7 +705,11 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
 class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
-    __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs")
+    __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
+                 "hopper_descs")
+
+    def __init__(self):
+        self.hopper, self.hopper_descs = False, None
 
 
 def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
@@ -692,14 +739,19 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
         per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
         reverse=False, first_pos=int(layout.seqs[0, 5]))
-    plan.dkdv = _Launch(
-        _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 17,
-        (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
-         *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
-        cfg.num_warps, cfg.num_stages, cached,
-        BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
-        HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
-        USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, fp_fusion=not natural, **constexprs)
+    if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
+                       alibi=alibi, dropout_p=dropout_p):
+        _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
+                          scale=scale, schedule_cache=schedule_cache, cached=cached)
+    else:
+        plan.dkdv = _Launch(
+            _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 17,
+            (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
+             *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
+            cfg.num_warps, cfg.num_stages, cached,
+            BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
+            HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
+            USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, fp_fusion=not natural, **constexprs)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
@@ -754,7 +806,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p, _variants())
+           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d))
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
@@ -773,9 +825,14 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
             t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
             t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
-    plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-              t.seqs, kpm_arg, alibi_arg,
-              t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv, rng[0], rng[1])
+    order = t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv
+    if plan.hopper:
+        qd, kd, vd, dod = _fast_descriptors(plan.hopper_descs, q, k, v, do)
+        plan.dkdv(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+                  t.seqs, kpm_arg, order)
+    else:
+        plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
+                  t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
     return dq, dk, dv
 
 

@@ -126,7 +126,10 @@ def test_exchange_moves_only_the_blocks_rows_read():
     # buffer holds the shard and the received blocks, nothing else
     plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, True, 1) for r in range(4)]
     assert [p.blocks_received for p in plans] == [0, 2, 2, 2]
-    assert [p.layout.kv_len for p in plans] == [256, 288, 288, 288]
+    assert [p.kv_rows for p in plans] == [256, 288, 288, 288]
+    # the local part reads the shard in place; the remote part only the received blocks
+    assert all(p.local.kv_len == 256 for p in plans)
+    assert [sum(r.layout.kv_len for r in p.remote) for p in plans] == [0, 32, 32, 32]
 
 
 def test_global_row_goes_to_the_keys():
@@ -141,7 +144,7 @@ def test_global_row_goes_to_the_keys():
     assert all(p.num_guests <= 1 for p in plans)
     assert plans[1].recv == ((0, 15), (), (32,), ())         # the global column and two edges
     # the long row is split over the ranks: the work evens out
-    work = [p.layout.nnz for p in plans]
+    work = [p.nnz for p in plans]
     assert max(work) - min(work) <= 16, work
 
 
@@ -161,7 +164,7 @@ def test_zigzag_balances_causal_work():
     assert shard_chunks(1024, 4, 1, "zigzag") == ((128, 128), (768, 128))
     for world in (2, 4):
         for sharding, worst in (("contiguous", 2 * world - 1), ("zigzag", 1.0)):
-            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).layout.nnz
+            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).nnz
                    for r in range(world)]
             # dense causal: rank W-1 has 2W-1 times rank 0's blocks on contiguous shards
             rel = 0.05 if sharding == "contiguous" else 0
@@ -170,8 +173,8 @@ def test_zigzag_balances_causal_work():
     total = sf.compile(sf.bigbird(window=1, globals=1, random=2), 2048, block_size=16, causal=True).nnz
     plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 2048, 4, r, 16, True, 1, None, "zigzag")
              for r in range(4)]
-    assert sum(p.layout.nnz for p in plans) == total
-    assert np.isclose(max(p.layout.nnz for p in plans) / min(p.layout.nnz for p in plans), 1.0, atol=0.1)
+    assert sum(p.nnz for p in plans) == total
+    assert np.isclose(max(p.nnz for p in plans) / min(p.nnz for p in plans), 1.0, atol=0.1)
 
 
 def test_bad_input():

@@ -20,15 +20,19 @@ query rows read. Then, per (query block, key-owning rank), the cheaper of two mo
   keys, and the pieces are merged through their log-sum-exps on the owner. One query block
   moves instead of a whole shard of keys, and those keys' dK/dV never move.
 
-**One call per rank.** The rank's keys are one buffer holding only what it reads: the
-received blocks, packed, next to its own shard (``[left received | own | right received]``);
-its queries are its own rows followed by its guests' rows. One :func:`sparse_attention`
-call over a layout in the buffer's coordinates computes everything, so dK/dV are written for
-exactly the buffer's blocks. The buffer's coordinates move received blocks closer to the
-queries than they are; that changes nothing, since every such block is *full* (causal
-blocks off the diagonal; non-causal blocks without a window), and the plan checks it, block
-by block, against the whole sequence's rule. With ``window_size`` the received blocks keep
-their exact offsets (the buffer spans them, gaps unread).
+**Three calls per rank, the exchange beside them.** The rank's blocks fall in a *local*
+part (its queries against its own keys: the shard's tensors as given, nothing copied), a
+*remote* part (its queries against the received key blocks, packed into a buffer of their
+own) and a *hosted* part (the guests' rows against its own keys). The forward starts the
+exchanges, runs the local part while they travel, then the hosted and the remote parts,
+and merges the remote part's output into the local one through the log-sum-exps (one
+fp32 pass, a Triton kernel on GPUs). The backward runs the remote part first, so that the
+received blocks' dK/dV travel home while the local part runs. Received blocks sit closer to
+the queries in the remote part's coordinates than they are; that changes nothing, since
+every such block is *full* (causal blocks off the diagonal; non-causal blocks without a
+window), and the plan checks it, block by block, against the whole sequence's rule. With
+``window_size`` the remote part keeps exact offsets instead: one part left of the shard and
+one right, each spanning its blocks.
 """
 from __future__ import annotations
 
@@ -64,6 +68,10 @@ SHARDINGS = ("contiguous", "zigzag")
 # GUEST_COST = None makes every candidate a guest (the tests use it to exercise the path).
 GUEST_MIN_FRACTION = 0.5
 GUEST_COST: Optional[float] = 5 / 4
+
+# False waits for every exchange as soon as it starts (the compute never runs beside it):
+# the benchmark's reference for how much of the exchange the overlap hides.
+OVERLAP = True
 
 
 def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
@@ -348,6 +356,9 @@ def _p2p(group, messages):
         if into is not None:
             ops.append(dist.P2POp(dist.irecv, into, peer, group))
     works = dist.batch_isend_irecv(ops) if ops else []
+    if not OVERLAP:
+        for w in works:
+            w.wait()
 
     def wait():
         for w in works:

@@ -22,6 +22,10 @@ CASES = [
     (sf.bigbird(window=1, globals=1, random=2), True, None),
     (sf.dense(), True, None),
     (sf.dense(), False, (20, 10)),
+    # a rank with only remote blocks (rank 1's rows read block 0 alone) and hosting the global
+    # row; ranks with only local blocks (nothing exchanged)
+    (sf.global_blocks(1), False, None),
+    (sf.local(0), True, None),
 ]
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
@@ -40,11 +44,13 @@ def _runs(world):
                 yield pattern, causal, window, sharding, fraction
 
 
-# the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
-# guests' rows after the shard's, a zigzag shard's two chunks
+# the Triton kernels (interpreted on CPU) in each part's coordinates: packed received blocks,
+# guests' rows, a zigzag shard's two chunks, a window's exact offsets; and the merge kernel
 TRITON_RUNS = [
     (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5),
     (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5),
+    # a window's right part puts its keys after the queries (k_pos > 0)
+    (sf.dense(), False, (20, 10), "contiguous", 0.5),
 ]
 
 
@@ -130,6 +136,30 @@ def test_exchange_moves_only_the_blocks_rows_read():
     # the local part reads the shard in place; the remote part only the received blocks
     assert all(p.local.kv_len == 256 for p in plans)
     assert [sum(r.layout.kv_len for r in p.remote) for p in plans] == [0, 32, 32, 32]
+
+
+def test_parts_local_remote_hosted():
+    from sparseflash.distributed import shard_plan
+
+    # global_blocks(1) non-causal on 2 ranks: rank 0's rows are its own, bar the global row,
+    # computed on rank 1 as a guest; rank 1 reads only block 0 (remote) and hosts the row
+    p0, p1 = (shard_plan(sf.global_blocks(1), 128, 2, r, 16, False, 1) for r in range(2))
+    assert p0.local is not None and p0.remote == () and p0.hosted is None
+    assert p1.local is None and p1.hosted is not None and p1.recv == ((0,), ())
+    (part,) = p1.remote
+    assert part.rows == (0, 4) and part.zero_copy and part.layout.kv_len == 16
+    # the diagonal alone: every rank computes only its local part
+    for r in range(2):
+        p = shard_plan(sf.local(0), 128, 2, r, 16, True, 1)
+        assert p.remote == () and p.hosted is None and p.blocks_received == 0
+    # a window on 4 contiguous ranks: a left and a right part, each covering only the rows
+    # next to its side (exact offsets), so the merges touch only those rows
+    p = shard_plan(sf.dense(), 1024, 4, 1, 16, False, 1, (20, 10))
+    left, right = p.remote
+    assert left.peers == (0,) and right.peers == (2,)
+    assert left.rows == (0, 2) and right.rows == (15, 16)
+    total = sum(shard_plan(sf.dense(), 1024, 4, r, 16, False, 1, (20, 10)).nnz for r in range(4))
+    assert total == sf.compile(sf.dense(), 1024, block_size=16, window_size=(20, 10)).nnz
 
 
 def test_global_row_goes_to_the_keys():

@@ -143,11 +143,12 @@ def torch_context_parallel(N, H, d, dev, dtype, world):
     try:
         mesh = init_device_mesh(dev.type, (world,))
         g = torch.Generator(device=dev).manual_seed(1)
-        q, k, v = (torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g).requires_grad_(True)
-                   for _ in range(3))
-        do = torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g)
+        q, k, v, do = (torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4))
+        # the context shards its buffers in place (a resize), which leaves that need grad refuse
         with context_parallel(mesh, buffers=[q, k, v, do], buffer_seq_dims=[2, 2, 2, 2],
                               no_restore_buffers={q, k, v, do}):
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+
             def step():
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
                 torch.autograd.grad(out, (q, k, v), do)

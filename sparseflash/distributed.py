@@ -359,10 +359,13 @@ def _p2p(group, messages):
     if not OVERLAP:
         for w in works:
             w.wait()
+        works = []
 
     def wait():
+        # each work is awaited once: a second wait on a gloo point-to-point work blocks
         for w in works:
             w.wait()
+        works.clear()
         ops.clear()
     return wait
 

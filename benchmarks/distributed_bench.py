@@ -93,69 +93,17 @@ def link(dev, mib: int) -> dict:
 
 
 def kernel_only(plan, B, H, Hkv, d, dev, dtype, backend, scale):
-    """Forward+backward (ms) of this rank's calls (local part, remote parts, hosted guests)
-    one after the other on random tensors of their shapes: the compute without the
-    exchange, the merges and the sums."""
-    calls = []
-    for layout in plan.layouts:
-        q = torch.randn(B, H, layout.seq_len, d, device=dev, dtype=dtype)
-        k, v = (torch.randn(B, Hkv, layout.kv_len, d, device=dev, dtype=dtype) for _ in range(2))
-        calls.append((q, k, v, torch.randn_like(q), layout))
+    """Forward+backward (ms) of this rank's one call on random buffers of its plan's shapes:
+    the compute without the exchange, the copies and the merges."""
+    layout = plan.layout
+    q = torch.randn(B, H, layout.seq_len, d, device=dev, dtype=dtype)
+    k, v = (torch.randn(B, Hkv, layout.kv_len, d, device=dev, dtype=dtype) for _ in range(2))
+    do = torch.randn_like(q)
 
     def step():
-        for q, k, v, do, layout in calls:
-            out, lse = _forward_impl(q, k, v, layout, scale, backend, None)
-            _backward_impl(do, q, k, v, out, lse, None, layout, scale, backend, None)
+        out, lse = _forward_impl(q, k, v, layout, scale, backend, None)
+        _backward_impl(do, q, k, v, out, lse, None, layout, scale, backend, None)
     return timed(step, barrier=False)
-
-
-def exchange_only(plan, B, Hkv, d, dev, dtype):
-    """Forward+backward (ms) of this rank's key-block messages alone, as the step sends them:
-    K and V in (forward), dK and dV home (backward); every rank together. The guests' rows
-    (a few blocks) are left out."""
-    bs, W = plan.block_size, plan.world
-    bufs = []
-    for p in range(W):
-        out = [torch.empty(B, Hkv, len(plan.send[p]) * bs, d, device=dev, dtype=dtype) for _ in range(2)] \
-            if plan.send[p] else [None, None]
-        into = [torch.empty(B, Hkv, len(plan.recv[p]) * bs, d, device=dev, dtype=dtype) for _ in range(2)] \
-            if plan.recv[p] else [None, None]
-        bufs.append((p, out, into))
-
-    def step():
-        fwd = [(p, o, i) for p, out, into in bufs for o, i in zip(out, into)]
-        sfd._p2p(None, fwd)()
-        bwd = [(p, i, o) for p, out, into in bufs for o, i in zip(out, into)]   # gradients go home
-        sfd._p2p(None, bwd)()
-    return timed(step)
-
-
-def torch_context_parallel(N, H, d, dev, dtype, world):
-    """Forward+backward (ms) of torch's ``context_parallel`` (ring attention over SDPA, its
-    default load balancing) on dense causal attention over N tokens, or a one-line note why
-    it did not run."""
-    try:
-        import torch.nn.functional as F
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.tensor.experimental import context_parallel
-    except Exception as exc:  # an older or trimmed torch
-        return None, f"torch context_parallel does not import: {type(exc).__name__}: {exc}"
-    try:
-        mesh = init_device_mesh(dev.type, (world,))
-        g = torch.Generator(device=dev).manual_seed(1)
-        q, k, v, do = (torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4))
-        # the context shards its buffers in place (a resize), which leaves that need grad refuse
-        with context_parallel(mesh, buffers=[q, k, v, do], buffer_seq_dims=[2, 2, 2, 2],
-                              no_restore_buffers={q, k, v, do}):
-            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-
-            def step():
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                torch.autograd.grad(out, (q, k, v), do)
-            ms = timed(step)
-        return ms, None
-    except Exception as exc:  # e.g. no ring-attention SDPA on this device
-        return None, f"torch context_parallel did not run: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def main():
@@ -163,8 +111,6 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--cpu-smoke", action="store_true", help="gloo on CPU at 4K tokens (checks the script)")
     ap.add_argument("--cases", default="", help="comma-separated substrings of case names (default: all)")
-    ap.add_argument("--no-torch-cp", action="store_true",
-                    help="skip the comparison with torch's context_parallel (dense causal, SDPA)")
     args = ap.parse_args()
     smoke = args.cpu_smoke
     dist.init_process_group("gloo" if smoke else "nccl")
@@ -215,20 +161,9 @@ def main():
         with torch.no_grad():
             cp_fwd_ms = timed(lambda: sfd.sparse_attention(q, k, v, pattern, **kw))
             out = sfd.sparse_attention(q, k, v, pattern, **kw)
-        # the same step with every exchange awaited as soon as it starts: what overlap saves
-        sfd.OVERLAP = False
-        try:
-            cp_serial_ms = timed(cp_step)
-        finally:
-            sfd.OVERLAP = True
         kern = kernel_only(plan, 1, H, H, d, dev, dtype, backend, scale)
         kern_max, kern_min = _reduce(kern, dist.ReduceOp.MAX), -_reduce(-kern, dist.ReduceOp.MAX)
-        exch = exchange_only(plan, 1, H, d, dev, dtype)
-        exch_max = _reduce(exch, dist.ReduceOp.MAX)
-        # parts one after the other, on the slowest rank: its kernels plus its messages
-        serial_parts = _reduce(kern + exch, dist.ReduceOp.MAX)
-        hidden = max(0.0, serial_parts - cp_ms)
-        stats = torch.tensor([plan.nnz, plan.blocks_received, plan.num_guests], dtype=torch.float64,
+        stats = torch.tensor([plan.layout.nnz, plan.blocks_received, plan.num_guests], dtype=torch.float64,
                              device="cpu" if smoke else dev)
         per_rank = [torch.zeros_like(stats) for _ in range(world)]
         dist.all_gather(per_rank, stats)
@@ -259,13 +194,8 @@ def main():
                    one_gpu_fwd_ms=one_fwd_ms and round(one_fwd_ms, 2),
                    speedup_fwd_bwd=one_ms and round(one_ms / cp_ms, 3),
                    speedup_fwd=one_fwd_ms and round(one_fwd_ms / cp_fwd_ms, 3),
-                   cp_fwd_bwd_no_overlap_ms=round(cp_serial_ms, 2),
                    kernel_fwd_bwd_ms_slowest_rank=round(kern_max, 2),
                    kernel_fwd_bwd_ms_fastest_rank=round(kern_min, 2),
-                   exchange_fwd_bwd_ms_slowest_rank=round(exch_max, 2),
-                   kernels_plus_exchange_ms=round(serial_parts, 2),
-                   exchange_hidden_ms=round(hidden, 2),
-                   exchange_hidden_frac=round(min(1.0, hidden / exch_max), 3) if exch_max > 0 else None,
                    blocks_per_rank=[int(s[0]) for s in per_rank],
                    key_blocks_received_per_rank=[int(s[1]) for s in per_rank],
                    guest_blocks_per_rank=[int(s[2]) for s in per_rank],
@@ -273,33 +203,16 @@ def main():
         if rank == 0:
             print(json.dumps(row), flush=True)
             rows.append(row)
-            _write(out_dir, meta, rows)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            with open(out_dir / "distributed.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
         del q, k, v, do, full, out
         if not smoke:
             torch.cuda.empty_cache()
-    if not args.no_torch_cp:
-        N = 4096 if smoke else 1 << 18
-        ms, note = torch_context_parallel(N, H, d, dev, dtype, world)
-        ours = next((r["cp_fwd_bwd_ms"] for r in rows if r["case"].startswith("dense causal")), None)
-        row = dict(case=f"torch context_parallel (SDPA, ring) dense causal, {N >> 10}K", N=N, world=world,
-                   causal=True, cp_fwd_bwd_ms=ms and round(ms, 2),
-                   sparseflash_dense_causal_fwd_bwd_ms=ours,
-                   sparseflash_speedup_over_torch_cp=round(ms / ours, 3) if ms and ours else None, note=note)
-        if rank == 0:
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            _write(out_dir, meta, rows)
     dist.destroy_process_group()
-
-
-def _write(out_dir: Path, meta, rows) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out_dir / "distributed.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,15 @@ query rows read. Then, per (query block, key-owning rank), the cheaper of two mo
   keys, and the pieces are merged through their log-sum-exps on the owner. One query block
   moves instead of a whole shard of keys, and those keys' dK/dV never move.
 
-**Three calls per rank, the exchange beside them.** The rank's blocks fall in a *local*
-part (its queries against its own keys: the shard's tensors as given, nothing copied), a
-*remote* part (its queries against the received key blocks, packed into a buffer of their
-own) and a *hosted* part (the guests' rows against its own keys). The forward starts the
-exchanges, runs the local part while they travel, then the hosted and the remote parts,
-and merges the remote part's output into the local one through the log-sum-exps (one
-fp32 pass, a Triton kernel on GPUs). The backward runs the remote part first, so that the
-received blocks' dK/dV travel home while the local part runs. Received blocks sit closer to
-the queries in the remote part's coordinates than they are; that changes nothing, since
-every such block is *full* (causal blocks off the diagonal; non-causal blocks without a
-window), and the plan checks it, block by block, against the whole sequence's rule. With
-``window_size`` the remote part keeps exact offsets instead: one part left of the shard and
-one right, each spanning its blocks.
+**One call per rank.** The rank's keys are one buffer holding only what it reads: the
+received blocks, packed, next to its own shard (``[left received | own | right received]``);
+its queries are its own rows followed by its guests' rows. One :func:`sparse_attention`
+call over a layout in the buffer's coordinates computes everything, so dK/dV are written for
+exactly the buffer's blocks. The buffer's coordinates move received blocks closer to the
+queries than they are; that changes nothing, since every such block is *full* (causal
+blocks off the diagonal; non-causal blocks without a window), and the plan checks it, block
+by block, against the whole sequence's rule. With ``window_size`` the received blocks keep
+their exact offsets (the buffer spans them, gaps unread).
 """
 from __future__ import annotations
 
@@ -69,10 +65,6 @@ SHARDINGS = ("contiguous", "zigzag")
 GUEST_MIN_FRACTION = 0.5
 GUEST_COST: Optional[float] = 5 / 4
 
-# False waits for every exchange as soon as it starts (the compute never runs beside it):
-# the benchmark's reference for how much of the exchange the overlap hides.
-OVERLAP = True
-
 
 def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
     """``(start, length)`` in tokens of the chunks rank ``rank`` holds, in the order its shard
@@ -101,45 +93,16 @@ def _own_blocks(N: int, world: int, rank: int, bs: int, sharding: str) -> np.nda
 
 
 @dataclass(frozen=True)
-class RemotePart:
-    """One kernel call of the rank's query rows against key blocks received from peers.
-
-    ``rows``: ``(r0, r1)``, the shard's query row blocks it covers (a slice of the shard, so
-    the call reads q, dO and O in place). ``layout``: queries ``(r1 - r0) * block_size``
-    against a buffer of ``kv_blocks`` key blocks. ``peers[i]``'s received blocks (``recv[p]``,
-    ascending) land in buffer slots ``slots[i]``. With one peer filling the buffer in order
-    (``zero_copy``) the receive tensors are the buffer.
-    """
-
-    rows: Tuple[int, int]
-    layout: BlockLayout
-    kv_blocks: int
-    peers: Tuple[int, ...]
-    slots: Tuple[Tuple[int, ...], ...]
-
-    @property
-    def zero_copy(self) -> bool:
-        return len(self.peers) == 1 and self.slots[0] == tuple(range(self.kv_blocks))
-
-
-@dataclass(frozen=True)
 class ShardPlan:
     """What one rank computes and exchanges (built on every rank, identically, from the pattern).
 
-    The rank's blocks fall in three parts, each one kernel call with a layout of its own:
-
-    * ``local``: the shard's queries against the shard's own keys (``N/W`` by ``N/W`` rows,
-      the tensors as given: nothing copied, nothing awaited); None if it has no block.
-    * ``remote``: the shard's queries against received key blocks (:class:`RemotePart`; one
-      part, or with ``window_size`` one left and one right of the shard), merged into the
-      local part's output through the log-sum-exps.
-    * ``hosted``: the guests' query rows (``guests_in`` in peer order, a block each) against
-      the shard's own keys; their partial results go home. None if the rank hosts none.
-
-    ``recv[p]``/``send[p]``: absolute key blocks this rank receives from / sends to rank p.
-    ``guests_out[p]``: the rank's query blocks (absolute) computed on rank p against p's keys;
-    ``guests_in[p]``: rank p's query blocks computed here. Each of the sequence's blocks is
-    computed once, by exactly one rank.
+    ``layout``: the rank's one call, in buffer coordinates: query rows are the shard's rows
+    (``N/W``) then the guests' (``guests_in`` in peer order, a block each); key rows are the
+    buffer of ``kv_len`` rows whose rows ``[own_row, own_row + N/W)`` are the rank's own K/V.
+    ``recv[p]``/``send[p]``: absolute key blocks this rank receives from / sends to rank p;
+    ``recv_slots[p]``: their block slots in the buffer. ``guests_out[p]``: the rank's query
+    blocks (absolute) computed on rank p against p's keys; ``guests_in[p]``: rank p's query
+    blocks computed here. Each of the rank's blocks is computed once, by exactly one rank.
     """
 
     rank: int
@@ -147,10 +110,11 @@ class ShardPlan:
     sharding: str
     shard_len: int
     block_size: int
-    local: Optional[BlockLayout]
-    remote: Tuple[RemotePart, ...]
-    hosted: Optional[BlockLayout]
+    layout: BlockLayout
+    kv_len: int
+    own_row: int
     recv: Tuple[Tuple[int, ...], ...]
+    recv_slots: Tuple[Tuple[int, ...], ...]
     send: Tuple[Tuple[int, ...], ...]
     guests_out: Tuple[Tuple[int, ...], ...]
     guests_in: Tuple[Tuple[int, ...], ...]
@@ -163,21 +127,6 @@ class ShardPlan:
     @property
     def num_guests(self) -> int:
         return sum(len(g) for g in self.guests_in)
-
-    @property
-    def nnz(self) -> int:
-        """Blocks this rank computes (over all heads), its three parts together."""
-        return sum(lay.nnz for lay in self.layouts)
-
-    @property
-    def layouts(self) -> Tuple[BlockLayout, ...]:
-        """The layouts of the rank's calls: local, remote parts, hosted (those it has)."""
-        return tuple(x for x in (self.local, *(p.layout for p in self.remote), self.hosted) if x is not None)
-
-    @property
-    def kv_rows(self) -> int:
-        """Key rows the rank reads: its shard and the received blocks (no copy of the shard)."""
-        return self.shard_len + self.blocks_received * self.block_size
 
     def local_block(self, blocks) -> np.ndarray:
         """Block index within the rank's shard of its own absolute blocks (the shard's chunks
@@ -231,24 +180,6 @@ def _by_peer(values: np.ndarray, peers: np.ndarray, world: int) -> Tuple[Tuple[i
     return tuple(tuple(np.unique(values[peers == p]).tolist()) for p in range(world))
 
 
-def _call_layout(h, I, J, true_full, th, q_len, kv_len, q_pos, k_pos, bs, causal, num_heads, window):
-    """The layout of one call from its blocks ``(h, I, J)`` in the call's coordinates (I, J
-    count blocks from position 0, so they include ``q_pos // bs`` and ``k_pos // bs``); None
-    without blocks. Raises if the call's coordinates make any block's mask differ from the
-    whole sequence's (``true_full``)."""
-    if I.size == 0:
-        return None
-    order = np.lexsort((J, I) + ((h,) if h is not None else ()))
-    h = h[order] if h is not None else None
-    I, J, true_full = I[order], J[order], true_full[order]
-    args = (q_len, kv_len, q_pos, k_pos, bs, causal, window)
-    _, _, call_full = _sequence_blocks(h, I, J, *args)
-    if call_full.size != true_full.size or not (call_full == true_full).all():
-        raise ValueError("distributed: a call's coordinates change the mask of some block (a "
-                         "bug: report the pattern, causal and window_size)")
-    return _layout_of(h, I, J, th, *args[:4], bs, causal, num_heads, window, time.perf_counter())
-
-
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
                num_heads: int, window=None, sharding: str = "contiguous",
@@ -260,7 +191,6 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
         pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION, GUEST_COST,
         num_kv_heads or num_heads)
     n = N // world
-    nb = n // bs
     own = _own_blocks(N, world, rank, bs, sharding)
     local = np.full(N // bs, -1, dtype=np.int64)
     local[own] = np.arange(own.size)
@@ -270,64 +200,44 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
     guest = executor != qo
     guests_in = _by_peer(I[guest & (executor == rank)], qo[guest & (executor == rank)], world)
     guests_out = _by_peer(I[guest & (qo == rank)], executor[guest & (qo == rank)], world)
-    mine = executor == rank
-    part = lambda sel: (head[sel] if head is not None else None, I[sel], J[sel], full[sel])  # noqa: E731
-    common = (bs, causal, num_heads, window)
 
-    # Local: shard rows against shard rows. A zigzag shard stacks its chunks in ascending
-    # order, so a causal block between them keeps its side of the diagonal.
-    h, Ib, Jb, fb = part(mine & (qo == rank) & (ko == rank))
-    local_layout = _call_layout(h, local[Ib], local[Jb], fb, th, n, n, 0, 0, *common)
-
-    # Remote: without a window every received block is full (causal: off the diagonal, which
-    # is always the rank's own; non-causal: no mask), so any coordinates that keep it full
-    # serve: peer after peer, packed, and under causal the queries after all the keys. With
-    # a window the offsets must stay exact: one part left of the shard and one right, each
-    # spanning its blocks (gaps unread).
-    h, Ib, Jb, fb = part(mine & (qo == rank) & (ko != rank))
-    remote = []
+    # buffer coordinates: received blocks packed around the own blocks (exact offsets with a
+    # window), own blocks in shard order, guests' query blocks after the shard's
+    received = np.array(sorted(b for r in recv for b in r), dtype=np.int64)
+    slot = np.full(N // bs, -1, dtype=np.int64)
     if window is None:
-        groups = [[p for p in range(world) if recv[p]]]
-    else:   # contiguous shards only (checked by the caller): a peer lies wholly on one side
-        groups = [[p for p in range(world) if recv[p] and recv[p][0] < own[0]],
-                  [p for p in range(world) if recv[p] and recv[p][0] > own[-1]]]
-    for side, peers in enumerate(groups):
-        if not peers:
-            continue
-        blocks = np.concatenate([np.asarray(recv[p], dtype=np.int64) for p in peers])
-        slot = np.full(N // bs, -1, dtype=np.int64)
-        if window is None:
-            slot[blocks] = np.arange(blocks.size)
-            kvb = blocks.size
-        else:
-            base = int(blocks.min()) if side == 0 else int(own[-1]) + 1
-            slot[blocks] = blocks - base
-            kvb = (int(own[0]) if side == 0 else int(blocks.max()) + 1) - base
-        sel = slot[Jb] >= 0
-        rows_ = local[Ib[sel]]
-        r0, r1 = int(rows_.min()), int(rows_.max()) + 1
-        q_len, kv_len = (r1 - r0) * bs, kvb * bs
-        if window is None:
-            qb0, kb0 = (kvb if causal else 0), 0
-        elif side == 0:                      # keys [base, own[0]) then the shard's rows
-            qb0, kb0 = kvb + r0, 0
-        else:                                # the shard's rows then keys (own[-1], ...]
-            qb0, kb0 = r0, nb
-        layout = _call_layout(h[sel] if h is not None else None, qb0 + rows_ - r0, kb0 + slot[Jb[sel]],
-                              fb[sel], th, q_len, kv_len, qb0 * bs, kb0 * bs, *common)
-        remote.append(RemotePart((r0, r1), layout, kvb, tuple(peers),
-                                 tuple(tuple(slot[list(recv[p])].tolist()) for p in peers)))
-
-    # Hosted guests: their rows against the shard's keys; every such block is full (it crosses
-    # ranks, so it is off the diagonal and, with no window, unmasked or wholly visible).
+        left, right = received[received < own.max()], received[received > own.max()]
+        L = left.size
+        slot[left] = np.arange(L)
+        slot[own] = L + np.arange(own.size)
+        slot[right] = L + own.size + np.arange(right.size)
+        kv_blocks = L + own.size + right.size
+    else:                                   # contiguous shards only (checked by the caller)
+        lo = min(int(own.min()), int(received.min(initial=own.min())))
+        hi = max(int(own.max()), int(received.max(initial=own.max())))
+        L = int(own.min()) - lo
+        slot[lo:hi + 1] = np.arange(hi + 1 - lo)
+        kv_blocks = hi + 1 - lo
+    q_slot = local.copy()
     hosted = np.array([b for g in guests_in for b in g], dtype=np.int64)
-    g_slot = np.full(N // bs, -1, dtype=np.int64)
-    g_slot[hosted] = np.arange(hosted.size)
-    h, Ib, Jb, fb = part(mine & (qo != rank))
-    qb0 = nb if causal else 0
-    hosted_layout = _call_layout(h, qb0 + g_slot[Ib], local[Jb], fb, th, hosted.size * bs, n,
-                                 qb0 * bs, 0, *common)
-    return ShardPlan(rank, world, sharding, n, bs, local_layout, tuple(remote), hosted_layout, recv, send,
+    q_slot[hosted] = own.size + np.arange(hosted.size)   # a hosted block is never our own
+
+    mine = executor == rank
+    h = head[mine] if head is not None else None
+    Iv, Jv = q_slot[I[mine]] + L, slot[J[mine]]
+    order = np.lexsort((Jv, Iv) + ((h,) if h is not None else ()))
+    h = h[order] if h is not None else None
+    Iv, Jv, true_full = Iv[order], Jv[order], full[mine][order]
+    q_len, kv_len = (own.size + hosted.size) * bs, kv_blocks * bs
+    args = (q_len, kv_len, L * bs, 0, bs, causal, window)
+    _, _, buffer_full = _sequence_blocks(h, Iv, Jv, *args)
+    if buffer_full.size != true_full.size or not (buffer_full == true_full).all():
+        raise ValueError("distributed: the buffer's coordinates change the mask of some block (a "
+                         "bug: report the pattern, causal and window_size)")
+    layout = _layout_of(h, Iv, Jv, th, q_len, kv_len, L * bs, 0, bs, causal, num_heads, window,
+                        time.perf_counter())
+    recv_slots = tuple(tuple(slot[list(r)].tolist()) for r in recv)
+    return ShardPlan(rank, world, sharding, n, bs, layout, kv_len, L * bs, recv, recv_slots, send,
                      guests_out, guests_in, tuple(own.tolist()))
 
 
@@ -338,16 +248,10 @@ def _rows(blocks, bs: int, device) -> Tensor:
     return (b[:, None] * bs + torch.arange(bs, device=device)[None, :]).reshape(-1)
 
 
-def _p2p(group, messages):
+def _p2p(plan: ShardPlan, group, messages):
     """Start point-to-point messages; ``messages`` is a list of ``(peer, tensor to send or
     None, buffer to receive into or None)``. Every rank lists its messages in the same order
-    of kinds, so each send meets its receive. Returns a function that waits for all.
-
-    Nothing waits here: on NCCL the messages run on the communicator's stream, concurrently
-    with the kernels the caller launches next, and ``wait()`` only makes the current stream
-    wait for them (the host does not block). The closure keeps every sent and received
-    tensor alive until then, so the caching allocator cannot hand their memory to a kernel
-    while a message still reads or writes it."""
+    of kinds, so each send meets its receive. Returns a function that waits for all."""
     ops = []
     for p, out, into in messages:
         peer = dist.get_global_rank(group, p) if group is not None else p
@@ -356,142 +260,84 @@ def _p2p(group, messages):
         if into is not None:
             ops.append(dist.P2POp(dist.irecv, into, peer, group))
     works = dist.batch_isend_irecv(ops) if ops else []
-    if not OVERLAP:
-        for w in works:
-            w.wait()
-        works = []
 
     def wait():
-        # each work is awaited once: a second wait on a gloo point-to-point work blocks
         for w in works:
             w.wait()
-        works.clear()
-        ops.clear()
     return wait
-
-
-def _merge_math(o1: Tensor, l1: Tensor, o2: Tensor, l2: Tensor) -> Tuple[Tensor, Tensor]:
-    """The merge of two partial results over disjoint keys, in fp32 (or wider): ``(o, lse)``."""
-    ct = torch.promote_types(o1.dtype, torch.float32)
-    l1, l2 = l1.to(ct), l2.to(ct)
-    m = torch.maximum(l1, l2)
-    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)      # rows without keys
-    w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
-    s = w1 + w2
-    inv = torch.where(s > 0, 1 / s, torch.zeros_like(s))
-    o = o1.to(ct) * (w1 * inv)[..., None] + o2.to(ct) * (w2 * inv)[..., None]
-    return o, torch.where(s > 0, m + torch.log(s), torch.full_like(s, float("-inf")))
-
-
-def _merge_rows(out: Tensor, lse: Tensor, start: int, o2: Tensor, l2: Tensor, backend: str) -> None:
-    """Merge ``(o2, l2)`` (``(B, H, m, d)``, ``(B, H, m)``) into rows ``[start, start + m)`` of
-    ``out`` and ``lse``, in place."""
-    m = o2.shape[2]
-    o1, l1 = out.narrow(2, start, m), lse.narrow(2, start, m)
-    if backend == "triton":
-        from .kernels.merge import merge_
-
-        merge_(o1, l1, o2, l2)
-        return
-    o, lse_m = _merge_math(o1, l1, o2, l2)
-    o1.copy_(o)
-    l1.copy_(lse_m)
 
 
 def _merge_into(out: Tensor, lse: Tensor, rows: Tensor, o2: Tensor, l2: Tensor) -> None:
     """Merge a partial result ``(o2, l2)`` over disjoint keys into rows ``rows`` of ``out``
-    and ``lse`` (in place): the guests' pieces, a few blocks."""
-    o, lse_m = _merge_math(out.index_select(2, rows), lse.index_select(2, rows), o2, l2)
-    out.index_copy_(2, rows, o.to(out.dtype))
-    lse.index_copy_(2, rows, lse_m.to(lse.dtype))
+    and ``lse`` (in place), through the log-sum-exps, in fp32."""
+    ct = torch.promote_types(out.dtype, torch.float32)
+    o1, l1 = out.index_select(2, rows).to(ct), lse.index_select(2, rows).to(ct)
+    l2 = l2.to(ct)
+    m = torch.logaddexp(l1, l2)
+    safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    w1 = torch.exp(l1 - safe).nan_to_num(0.0)[..., None]
+    w2 = torch.exp(l2 - safe).nan_to_num(0.0)[..., None]
+    out.index_copy_(2, rows, (o1 * w1 + o2.to(ct) * w2).to(out.dtype))
+    lse.index_copy_(2, rows, m.to(lse.dtype))
 
 
-def _kv_buffer(part: RemotePart, arrived, bs: int):
-    """The part's key and value buffers ``(B, Hkv, kv_blocks * bs, d)`` from the received
-    tensors ``arrived[p] = (k_p, v_p)``: those tensors themselves when one peer fills the
-    part in order, else a copy of the received blocks into their slots."""
-    if part.zero_copy:
-        return arrived[part.peers[0]]
-    k0 = arrived[part.peers[0]][0]
-    B, Hkv, _, d = k0.shape
-    kb, vb = (k0.new_empty((B, Hkv, part.kv_blocks * bs, d)) for _ in range(2))
-    for p, slots in zip(part.peers, part.slots):
-        rows = _rows(slots, bs, k0.device)
-        kb.index_copy_(2, rows, arrived[p][0])
-        vb.index_copy_(2, rows, arrived[p][1])
-    return kb, vb
-
-
-def _part_rows(part: RemotePart, plan: ShardPlan) -> Tuple[int, int]:
-    """Token rows ``(start, length)`` of the shard that a remote part's queries cover."""
-    r0, r1 = part.rows
-    return r0 * plan.block_size, (r1 - r0) * plan.block_size
-
-
-def _empty_result(q: Tensor, backend: str) -> Tuple[Tensor, Tensor]:
-    """The result of rows without keys (``out`` 0, ``lse`` -inf) in the kernels' dtypes."""
-    lse_dtype = torch.float64 if q.dtype == torch.float64 and backend != "triton" else torch.float32
-    B, H, n, _ = q.shape
-    return torch.zeros_like(q), torch.full((B, H, n), float("-inf"), dtype=lse_dtype, device=q.device)
+def _guest_rows(plan: ShardPlan, p: int, device) -> Tensor:
+    """Query-buffer rows of the guests rank p sends us."""
+    start = plan.shard_len // plan.block_size + sum(len(g) for g in plan.guests_in[:p])
+    return _rows(range(start, start + len(plan.guests_in[p])), plan.block_size, device)
 
 
 class _ContextParallel(torch.autograd.Function):
-    """Forward: start the exchanges, compute the local part while they run, then the guests'
-    rows (their partial results go home while the remote part runs), then the remote part,
-    merged into the local one. Backward: the remote part first, so its dK/dV travel home
-    while the local part runs; the guests' rows last (their dO arrives meanwhile)."""
-
     @staticmethod
     def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
-        B, H, n, d = q.shape                                   # q (B, H, n, d); k, v (B, Hkv, n, d)
+        B, H, n, d = q.shape
+        Hkv = k.shape[1]
         bs, W, dev = plan.block_size, plan.world, q.device
-        any_guests = plan.num_guests or any(plan.guests_out)
-        # 1. guests' query rows (small) in a batch before the key blocks', so they arrive first
+        # keys: [left received | own | right received]; queries: [own | guests]
+        if plan.kv_len == n:
+            kv = None
+            kb, vb = k, v
+        else:
+            kv = k.new_empty((2, B, Hkv, plan.kv_len, d))
+            kv[0, :, :, plan.own_row:plan.own_row + n] = k
+            kv[1, :, :, plan.own_row:plan.own_row + n] = v
+            kb, vb = kv[0], kv[1]
+        qb = q
+        if plan.num_guests:
+            qb = q.new_empty((B, H, n + plan.num_guests * bs, d))
+            qb[:, :, :n] = q
+        msgs, arrived = [], []
+        for p in range(W):                                   # K/V blocks
+            out_kv = None
+            if plan.send[p]:
+                rows = _rows(plan.local_block(plan.send[p]), bs, dev)
+                out_kv = torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
+            into = k.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d)) if plan.recv[p] else None
+            msgs.append((p, out_kv, into))
+            if into is not None:
+                arrived.append((_rows(plan.recv_slots[p], bs, dev), into))
         guest_q = []
-        msgs = []
-        for p in range(W):
+        for p in range(W):                                   # guests' query rows
             out_q = q.index_select(2, _rows(plan.local_block(plan.guests_out[p]), bs, dev)) \
                 if plan.guests_out[p] else None
             into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
             msgs.append((p, out_q, into))
             if into is not None:
-                guest_q.append(into)
-        wait_guests = _p2p(group, msgs)
-        # 2. key blocks: K and V as two messages, so that a lone peer's pair is the buffer
-        msgs, arrived = [], {}
-        for p in range(W):
-            out_k = out_v = None
-            if plan.send[p]:
-                rows = _rows(plan.local_block(plan.send[p]), bs, dev)
-                out_k, out_v = k.index_select(2, rows), v.index_select(2, rows)
-            into = None
-            if plan.recv[p]:
-                into = tuple(k.new_empty((B, k.shape[1], len(plan.recv[p]) * bs, d)) for _ in range(2))
-                arrived[p] = into
-            msgs.append((p, out_k, into and into[0]))
-            msgs.append((p, out_v, into and into[1]))
-        wait_kv = _p2p(group, msgs)
-        # 3. the local part, on the tensors as given, while the messages travel
-        if plan.local is not None:
-            out, lse = _forward_impl(q, k, v, plan.local, scale, backend, None)
-        else:
-            out, lse = _empty_result(q, backend)
-        # 4. the guests' rows; their partial results go home during the remote part
-        wait_guests()
-        qg = None
-        wait_home, parts = None, []
-        if any_guests:
-            msgs = []
-            if plan.hosted is not None:
-                qg = torch.cat(guest_q, dim=2) if len(guest_q) > 1 else guest_q[0]   # (B, H, guests*bs, d)
-                og, lg = _forward_impl(qg, k, v, plan.hosted, scale, backend, None)
-            start = 0
-            for p in range(W):
+                guest_q.append((_guest_rows(plan, p, dev), into))
+        _p2p(plan, group, msgs)()
+        for rows, buf in arrived:
+            kv.index_copy_(3, rows, buf)
+        for rows, buf in guest_q:
+            qb.index_copy_(2, rows, buf)
+        out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None)
+        out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
+        if plan.num_guests or any(plan.guests_out):
+            msgs, parts = [], []
+            for p in range(W):          # guests' partial results go home
                 send = None
                 if plan.guests_in[p]:
-                    m = len(plan.guests_in[p]) * bs
-                    send = (og.narrow(2, start, m), lg.narrow(2, start, m))
-                    start += m
+                    rows = _guest_rows(plan, p, dev)
+                    send = (out_b.index_select(2, rows), lse_b.index_select(2, rows))
                 into = None
                 if plan.guests_out[p]:
                     rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
@@ -499,129 +345,93 @@ class _ContextParallel(torch.autograd.Function):
                     parts.append((rows, into))
                 msgs.append((p, send and send[0], into and into[0]))
                 msgs.append((p, send and send[1], into and into[1]))
-            wait_home = _p2p(group, msgs)
-        # 5. the remote part, once its keys are in
-        wait_kv()
-        kv_bufs = []
-        for part in plan.remote:
-            kb, vb = _kv_buffer(part, arrived, bs)
-            start, m = _part_rows(part, plan)
-            o2, l2 = _forward_impl(q.narrow(2, start, m), kb, vb, part.layout, scale, backend, None)
-            _merge_rows(out, lse, start, o2, l2, backend)
-            kv_bufs.append((kb, vb))
-        del arrived
-        if wait_home is not None:
-            wait_home()
+            _p2p(plan, group, msgs)()
             for rows, (o2, l2) in parts:
                 _merge_into(out, lse, rows, o2, l2)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.buffers = (kv_bufs, qg)
+        ctx.save_for_backward(q, k, v)
+        ctx.buffers = (qb, kb, vb, out_b, lse_b)
         ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
         ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        q, k, v, out, lse = ctx.saved_tensors
-        kv_bufs, qg = ctx.buffers
+        q, k, v = ctx.saved_tensors
+        qb, kb, vb, out_b, lse_b = ctx.buffers
         ctx.buffers = None
-        plan, scale, backend, group = ctx.plan, ctx.scale, ctx.backend, ctx.group
+        plan = ctx.plan
         B, H, n, d = q.shape
         Hkv = k.shape[1]
         bs, W, dev = plan.block_size, plan.world, q.device
         if dout is None:
-            dout = torch.zeros_like(out)
-        any_guests = plan.num_guests or any(plan.guests_out)
-        # 1. guests need dO, the final O and LSE, and dLSE of their rows (dLSE is always sent:
-        # the hosts cannot know whether the owner's is None)
-        wait_guests, guest_in = None, []
-        if any_guests:
-            msgs = []
+            dout = torch.zeros_like(q)
+        do_b = dout
+        dlse_b = dlse
+        if plan.num_guests or any(plan.guests_out):
+            # guests need dO, the final O and LSE, and dLSE of their rows (dLSE is always sent:
+            # the hosts cannot know whether the owner's is None)
+            if plan.num_guests:
+                do_b = dout.new_empty(qb.shape)
+                do_b[:, :, :n] = dout
+                dlse_b = lse_b.new_zeros(lse_b.shape)
+                if dlse is not None:
+                    dlse_b[:, :, :n] = dlse
+            msgs, arrived = [], []
             for p in range(W):
                 send = None
                 if plan.guests_out[p]:
                     rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
                     g_dlse = dlse.index_select(2, rows) if dlse is not None else \
-                        lse.new_zeros((B, H, rows.numel()))
-                    send = (torch.stack([dout.index_select(2, rows).to(out.dtype), out.index_select(2, rows)]),
-                            torch.stack([lse.index_select(2, rows), g_dlse.to(lse.dtype)]))
+                        lse_b.new_zeros((B, H, rows.numel()))
+                    send = (torch.stack([dout.index_select(2, rows), out_b.index_select(2, rows)]),
+                            torch.stack([lse_b.index_select(2, rows), g_dlse.to(lse_b.dtype)]))
                 into = None
                 if plan.guests_in[p]:
                     m = len(plan.guests_in[p]) * bs
-                    into = (out.new_empty((2, B, H, m, d)), lse.new_empty((2, B, H, m)))
-                    guest_in.append(into)
+                    into = (out_b.new_empty((2, B, H, m, d)), lse_b.new_empty((2, B, H, m)))
+                    arrived.append((_guest_rows(plan, p, dev), into))
                 msgs.append((p, send and send[0], into and into[0]))
                 msgs.append((p, send and send[1], into and into[1]))
-            wait_guests = _p2p(group, msgs)
-        # 2. the remote part: its dK/dV go home while the local part runs
-        dq_parts, dkv = [], {}
-        for part, (kb, vb) in zip(plan.remote, kv_bufs):
-            start, m = _part_rows(part, plan)
-            dq_p, dk_p, dv_p = _backward_impl(
-                dout.narrow(2, start, m), q.narrow(2, start, m), kb, vb, out.narrow(2, start, m),
-                lse.narrow(2, start, m), dlse.narrow(2, start, m) if dlse is not None else None,
-                part.layout, scale, backend, None)
-            dq_parts.append((start, dq_p))
-            for p, slots in zip(part.peers, part.slots):
-                if part.zero_copy:
-                    dkv[p] = (dk_p, dv_p)
-                else:
-                    rows = _rows(slots, bs, dev)
-                    dkv[p] = (dk_p.index_select(2, rows), dv_p.index_select(2, rows))
-        msgs, contrib = [], []
+            _p2p(plan, ctx.group, msgs)()
+            # the guests' rows lie outside the views returned as out and lse: writing them
+            # through .data leaves the views' version (autograd's in-place check) alone
+            for rows, (od, ll) in arrived:
+                do_b.index_copy_(2, rows, od[0].to(do_b.dtype))
+                out_b.data.index_copy_(2, rows, od[1])
+                lse_b.data.index_copy_(2, rows, ll[0])
+                dlse_b.index_copy_(2, rows, ll[1])
+        dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
+                                          ctx.scale, ctx.backend, None)
+        # gradients of received key blocks and of guests' rows go home, in the kernels' dtype
+        msgs, arrived_kv, arrived_q = [], [], []
         for p in range(W):
+            send = None
+            if plan.recv[p]:
+                rows = _rows(plan.recv_slots[p], bs, dev)
+                send = torch.stack([dk_b.index_select(2, rows), dv_b.index_select(2, rows)])
             into = None
             if plan.send[p]:
-                into = tuple(k.new_empty((B, Hkv, len(plan.send[p]) * bs, d)) for _ in range(2))
-                contrib.append((_rows(plan.local_block(plan.send[p]), bs, dev), into))
-            send = dkv.get(p)
-            msgs.append((p, send and send[0], into and into[0]))
-            msgs.append((p, send and send[1], into and into[1]))
-        wait_dkv = _p2p(group, msgs)
-        # 3. the local part, on the tensors as given
-        if plan.local is not None:
-            dq, dk, dv = _backward_impl(dout, q, k, v, out, lse, dlse, plan.local, scale, backend, None)
-        else:
-            dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for start, dq_p in dq_parts:
-            dq.narrow(2, start, dq_p.shape[2]).add_(dq_p)
-        del dq_parts
-        # 4. the guests' rows: dK/dV of the shard's keys stay, dQ goes home
-        wait_dq, arrived_q = None, []
-        if any_guests:
-            wait_guests()
-            dqg = None
-            if plan.hosted is not None:
-                od, ll = guest_in[0]
-                if len(guest_in) > 1:               # rows: dim 3 of od, dim 3 (the last) of ll
-                    od, ll = (torch.cat([t[i] for t in guest_in], dim=3) for i in (0, 1))
-                # od (2, B, H, guests*bs, d): dO, O; ll (2, B, H, guests*bs): LSE, dLSE
-                dqg, dkg, dvg = _backward_impl(od[0].to(q.dtype), qg, k, v, od[1], ll[0], ll[1],
-                                               plan.hosted, scale, backend, None)
-                dk.add_(dkg)
-                dv.add_(dvg)
-            msgs, start = [], 0
-            for p in range(W):
-                send = None
-                if plan.guests_in[p]:
-                    m = len(plan.guests_in[p]) * bs
-                    send = dqg.narrow(2, start, m)
-                    start += m
-                into = None
-                if plan.guests_out[p]:
-                    into = dq.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
-                    arrived_q.append((_rows(plan.local_block(plan.guests_out[p]), bs, dev), into))
-                msgs.append((p, send, into))
-            wait_dq = _p2p(group, msgs)
-        # 5. peers' contributions to the shard's keys and to its guests' rows
-        wait_dkv()
-        for rows, (dk_in, dv_in) in contrib:
-            dk.index_add_(2, rows, dk_in)
-            dv.index_add_(2, rows, dv_in)
-        if wait_dq is not None:
-            wait_dq()
-            for rows, buf in arrived_q:
-                dq.index_add_(2, rows, buf)
+                into = dk_b.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
+                arrived_kv.append((_rows(plan.local_block(plan.send[p]), bs, dev), into))
+            msgs.append((p, send, into))
+        for p in range(W):
+            send = dq_b.index_select(2, _guest_rows(plan, p, dev)) if plan.guests_in[p] else None
+            into = None
+            if plan.guests_out[p]:
+                into = dq_b.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
+                arrived_q.append((_rows(plan.local_block(plan.guests_out[p]), bs, dev), into))
+            msgs.append((p, send, into))
+        wait = _p2p(plan, ctx.group, msgs)
+        dq = dq_b[:, :, :n]
+        dk = dk_b[:, :, plan.own_row:plan.own_row + n]
+        dv = dv_b[:, :, plan.own_row:plan.own_row + n]
+        wait()
+        ct = torch.promote_types(q.dtype, torch.float32)
+        for rows, buf in arrived_kv:        # peers' contributions to our blocks, summed in fp32
+            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
+            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
+        for rows, buf in arrived_q:
+            dq.index_copy_(2, rows, (dq.index_select(2, rows).to(ct) + buf.to(ct)).to(dq.dtype))
         return dq, dk, dv, None, None, None, None
 
 

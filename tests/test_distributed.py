@@ -22,10 +22,6 @@ CASES = [
     (sf.bigbird(window=1, globals=1, random=2), True, None),
     (sf.dense(), True, None),
     (sf.dense(), False, (20, 10)),
-    # a rank with only remote blocks (rank 1's rows read block 0 alone) and hosting the global
-    # row; ranks with only local blocks (nothing exchanged)
-    (sf.global_blocks(1), False, None),
-    (sf.local(0), True, None),
 ]
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
@@ -44,13 +40,11 @@ def _runs(world):
                 yield pattern, causal, window, sharding, fraction
 
 
-# the Triton kernels (interpreted on CPU) in each part's coordinates: packed received blocks,
-# guests' rows, a zigzag shard's two chunks, a window's exact offsets; and the merge kernel
+# the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
+# guests' rows after the shard's, a zigzag shard's two chunks
 TRITON_RUNS = [
     (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5),
     (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5),
-    # a window's right part puts its keys after the queries (k_pos > 0)
-    (sf.dense(), False, (20, 10), "contiguous", 0.5),
 ]
 
 
@@ -132,34 +126,7 @@ def test_exchange_moves_only_the_blocks_rows_read():
     # buffer holds the shard and the received blocks, nothing else
     plans = [shard_plan(sf.local(1) | sf.global_blocks(1), 1024, 4, r, 16, True, 1) for r in range(4)]
     assert [p.blocks_received for p in plans] == [0, 2, 2, 2]
-    assert [p.kv_rows for p in plans] == [256, 288, 288, 288]
-    # the local part reads the shard in place; the remote part only the received blocks
-    assert all(p.local.kv_len == 256 for p in plans)
-    assert [sum(r.layout.kv_len for r in p.remote) for p in plans] == [0, 32, 32, 32]
-
-
-def test_parts_local_remote_hosted():
-    from sparseflash.distributed import shard_plan
-
-    # global_blocks(1) non-causal on 2 ranks: rank 0's rows are its own, bar the global row,
-    # computed on rank 1 as a guest; rank 1 reads only block 0 (remote) and hosts the row
-    p0, p1 = (shard_plan(sf.global_blocks(1), 128, 2, r, 16, False, 1) for r in range(2))
-    assert p0.local is not None and p0.remote == () and p0.hosted is None
-    assert p1.local is None and p1.hosted is not None and p1.recv == ((0,), ())
-    (part,) = p1.remote
-    assert part.rows == (0, 4) and part.zero_copy and part.layout.kv_len == 16
-    # the diagonal alone: every rank computes only its local part
-    for r in range(2):
-        p = shard_plan(sf.local(0), 128, 2, r, 16, True, 1)
-        assert p.remote == () and p.hosted is None and p.blocks_received == 0
-    # a window on 4 contiguous ranks: a left and a right part, each covering only the rows
-    # next to its side (exact offsets), so the merges touch only those rows
-    p = shard_plan(sf.dense(), 1024, 4, 1, 16, False, 1, (20, 10))
-    left, right = p.remote
-    assert left.peers == (0,) and right.peers == (2,)
-    assert left.rows == (0, 2) and right.rows == (15, 16)
-    total = sum(shard_plan(sf.dense(), 1024, 4, r, 16, False, 1, (20, 10)).nnz for r in range(4))
-    assert total == sf.compile(sf.dense(), 1024, block_size=16, window_size=(20, 10)).nnz
+    assert [p.layout.kv_len for p in plans] == [256, 288, 288, 288]
 
 
 def test_global_row_goes_to_the_keys():
@@ -174,7 +141,7 @@ def test_global_row_goes_to_the_keys():
     assert all(p.num_guests <= 1 for p in plans)
     assert plans[1].recv == ((0, 15), (), (32,), ())         # the global column and two edges
     # the long row is split over the ranks: the work evens out
-    work = [p.nnz for p in plans]
+    work = [p.layout.nnz for p in plans]
     assert max(work) - min(work) <= 16, work
 
 
@@ -194,7 +161,7 @@ def test_zigzag_balances_causal_work():
     assert shard_chunks(1024, 4, 1, "zigzag") == ((128, 128), (768, 128))
     for world in (2, 4):
         for sharding, worst in (("contiguous", 2 * world - 1), ("zigzag", 1.0)):
-            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).nnz
+            nnz = [shard_plan(sf.dense(), 2048, world, r, 16, True, 1, None, sharding).layout.nnz
                    for r in range(world)]
             # dense causal: rank W-1 has 2W-1 times rank 0's blocks on contiguous shards
             rel = 0.05 if sharding == "contiguous" else 0
@@ -203,8 +170,8 @@ def test_zigzag_balances_causal_work():
     total = sf.compile(sf.bigbird(window=1, globals=1, random=2), 2048, block_size=16, causal=True).nnz
     plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 2048, 4, r, 16, True, 1, None, "zigzag")
              for r in range(4)]
-    assert sum(p.nnz for p in plans) == total
-    assert np.isclose(max(p.nnz for p in plans) / min(p.nnz for p in plans), 1.0, atol=0.1)
+    assert sum(p.layout.nnz for p in plans) == total
+    assert np.isclose(max(p.layout.nnz for p in plans) / min(p.layout.nnz for p in plans), 1.0, atol=0.1)
 
 
 def test_bad_input():

@@ -158,14 +158,43 @@ def ratios(gpu: str) -> dict:
             "min_fwd_bwd_ratio": min(vals("fwd_bwd_ratio"), default=None), "cases": cases}
 
 
+def plot(rows, path: Path) -> None:
+    """TFLOP/s per case and impl, forward and forward+backward, one panel each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r["case"] for r in rows if r["pass"] == "fwd"))
+    impls = list(dict.fromkeys(r["impl"] for r in rows if r["pass"] == "fwd"))
+    fig, axes = plt.subplots(2, 1, figsize=(max(10, 0.9 * len(cases)), 9), sharex=True)
+    width = 0.8 / max(1, len(impls))
+    for ax, p in zip(axes, ("fwd", "fwd+bwd")):
+        tf = {(r["case"], r["impl"]): r["tflops"] for r in rows if r["pass"] == p}
+        for i, impl in enumerate(impls):
+            ys = [tf.get((c, impl)) or 0 for c in cases]
+            ax.bar([x + i * width for x in range(len(cases))], ys, width, label=impl)
+        ax.set_ylabel(f"{p} TFLOP/s (computed blocks)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=len(impls))
+    axes[1].set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])
+    axes[1].set_xticklabels([c.replace(" density=", "\n") for c in cases], rotation=60, ha="right", fontsize=7)
+    fig.suptitle("Hopper kernels vs FA4 / cuDNN / portable, bf16, same tables, one run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--report", action="store_true", help="only redraw hopper.png from --out/hopper.json")
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     args = ap.parse_args(argv)
     args.suites = "hopper"
+    if args.report:
+        plot(json.loads((Path(args.out) / "hopper.json").read_text())["rows"], Path(args.out) / "hopper.png")
+        return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
@@ -192,6 +221,10 @@ def main(argv=None):
     summary = ratios(meta.get("gpu", torch.cuda.get_device_name(dev)))
     (out / "fa4_ratio.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+    try:
+        plot(ROWS, out / "hopper.png")
+    except Exception as exc:  # noqa: BLE001 - matplotlib is optional
+        print("plot skipped:", exc)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-IMPL_ORDER = ("ours", "flex", "sdpa_cudnn", "sdpa_flash", "eager")
-IMPL_LABELS = {"ours": "sparseflash", "flex": "FlexAttention", "sdpa_flash": "SDPA flash (FA2)",
-               "sdpa_cudnn": "SDPA cuDNN", "eager": "eager"}
-IMPL_COLORS = {"ours": "tab:red", "flex": "tab:blue", "sdpa_cudnn": "tab:green",
+IMPL_ORDER = ("ours", "flex", "fa4", "sdpa_cudnn", "sdpa_flash", "eager")
+IMPL_LABELS = {"ours": "sparseflash", "flex": "FlexAttention", "fa4": "FlashAttention-4",
+               "sdpa_flash": "SDPA flash (FA2)", "sdpa_cudnn": "SDPA cuDNN", "eager": "eager"}
+IMPL_COLORS = {"ours": "tab:red", "flex": "tab:blue", "fa4": "tab:purple", "sdpa_cudnn": "tab:green",
                "sdpa_flash": "tab:orange", "eager": "tab:gray"}
 PASS_STYLES = {"fwd": "-", "fwd+bwd": "--"}
 

@@ -124,7 +124,7 @@ class Config:
     budget_s: float
 
 
-ALL_IMPLS = ("ours", "flex", "sdpa_flash", "sdpa_cudnn", "eager")
+ALL_IMPLS = ("ours", "flex", "fa4", "sdpa_flash", "sdpa_cudnn", "eager")
 COMPILE_PATTERN = "bigbird(window=3, globals=2, random=3) | strided(64)"  # issue 2's target
 SCALING_SPARSE = (("local", "local(8)"), ("bigbird", "bigbird(window=3, globals=2, random=3)"))
 
@@ -266,13 +266,13 @@ def dense_cases(cfg: Config, impls: Sequence[str]) -> List[Case]:
 
 
 def sparse_cases(cfg: Config, impls: Sequence[str]) -> List[Case]:
-    use = tuple(i for i in impls if i in ("ours", "flex"))
+    use = tuple(i for i in impls if i in ("ours", "flex", "fa4"))
     cases = []
     for n in cfg.sparse_seq_lens:
         common = dict(seq_len=n, batch=1, heads=cfg.sparse_heads, head_dim=cfg.sparse_head_dim,
                       block_size=cfg.block, causal=False)
         # The dense reference: "TFLOP/s on computed blocks >= 0.9x our own dense TFLOP/s".
-        dense_impls = tuple(i for i in impls if i in ("ours", "flex", "sdpa_flash", "sdpa_cudnn"))
+        dense_impls = tuple(i for i in impls if i in ("ours", "flex", "fa4", "sdpa_flash", "sdpa_cudnn"))
         cases.append(Case("sparse", "dense", "dense()", impls=dense_impls, target_density=1.0, **common))
         for family in cfg.sparse_families:
             for target, text in pick_densities(family, n, cfg.block, cfg.sparse_densities):
@@ -507,6 +507,29 @@ class Peers:
         fn.note = f"mask from our tables {build_ms:.0f} ms" + (", dynamic shapes" if dynamic else "")
         return fn
 
+    # -- FlashAttention-4 (flash-attn-4, CuTe DSL), on our own tables
+    def fa4(self, case: Case, layout: BlockLayout):
+        if self.device.type != "cuda":
+            raise Skip("FA4 needs CUDA")
+        if self.dtype not in (torch.float16, torch.bfloat16):
+            raise Skip("FA4 takes fp16/bf16 only")
+        try:
+            from flash_attn.cute import flash_attn_func
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not installed here"
+            raise Skip(f"FA4 not installed (flash_attn.cute: {_short(exc, 60)}); ../shared/fa4 installs it")
+        if case.is_dense:
+            extra = dict(causal=case.causal)
+        else:
+            from sparseflash.integrations.fa4 import fa4_mask_args
+            fwd, bwd = sf.to_fa4_block_sparse(layout, batch=case.batch, device=self.device)
+            extra = dict(block_sparse_tensors=fwd, block_sparse_tensors_bwd=bwd, **fa4_mask_args(layout))
+
+        def fn(q, k, v):
+            # FA4 reads (B, N, H, d): the transposed views keep the last dim contiguous, no copy
+            out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), **extra)
+            return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+        return fn
+
     # -- SDPA
     def sdpa(self, case: Case, layout: BlockLayout, which: str):
         try:
@@ -551,6 +574,8 @@ class Peers:
             return self.ours(case, layout)
         if impl == "flex":
             return self.flex(case, layout)
+        if impl == "fa4":
+            return self.fa4(case, layout)
         if impl in ("sdpa_flash", "sdpa_cudnn"):
             return self.sdpa(case, layout, impl)
         if impl == "eager":
@@ -1143,9 +1168,9 @@ def run_external_compile_bench(runner: Runner) -> None:
 # ============================================================================ planning
 # For --dry-run only: a rough wall-time model of a run on an H100, from docs/anchors.md-level
 # throughputs (forward, forward+backward TFLOP/s) and guessed first-call (compile/JIT) costs.
-PLAN_TFLOPS = {"ours": (400, 300), "flex": (420, 350), "sdpa_flash": (320, 290),
+PLAN_TFLOPS = {"ours": (400, 300), "flex": (420, 350), "fa4": (650, 600), "sdpa_flash": (320, 290),
                "sdpa_cudnn": (580, 500), "eager": (40, 40)}
-PLAN_FIRST_CALL_S = {"flex": 15.0, "ours": 6.0}       # new shape (Flex) or new config (ours)
+PLAN_FIRST_CALL_S = {"flex": 15.0, "ours": 6.0, "fa4": 8.0}     # new shape (Flex) or new config (ours)
 PLAN_COMPILE_SUITE_S = {"quick": 20.0, "full": 90.0}
 
 

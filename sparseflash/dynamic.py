@@ -126,6 +126,14 @@ def _seqs_tensor(rows: tuple, device: str) -> Tensor:
                      lambda: torch.tensor(rows, dtype=torch.int32).to(device))
 
 
+def _include_blocks(include, seq_len, kv_len, block_size, causal, num_heads) -> np.ndarray:
+    """bool ``[table heads of include, nq, nk]``: the blocks of the static pattern (or layout)
+    ``include`` on the call's grid."""
+    layout = include if isinstance(include, BlockLayout) else compiler.compile(
+        include, seq_len, kv_len=kv_len, block_size=block_size, causal=causal, num_heads=num_heads)
+    return layout.to_dense()[:layout.table_heads]
+
+
 @torch.compiler.assume_constant_result
 def _include_rows(include_id: int, seq_len: int, kv_len: int, block_size: int, causal: bool,
                   num_heads: int, device: str) -> Tensor:
@@ -135,10 +143,7 @@ def _include_rows(include_id: int, seq_len: int, kv_len: int, block_size: int, c
     include = ctypes.cast(include_id, ctypes.py_object).value
 
     def build():
-        layout = include if isinstance(include, BlockLayout) else compiler.compile(
-            include, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-            num_heads=num_heads)
-        blocks = layout.to_dense()[:layout.table_heads]                    # [th, nq, nk]
+        blocks = _include_blocks(include, seq_len, kv_len, block_size, causal, num_heads)
         count = blocks.sum(-1)                                             # [th, nq]
         width = int(count.max(initial=0))
         rows = np.argsort(~blocks, axis=-1, kind="stable")[..., :width]    # kept first, ascending
@@ -301,10 +306,7 @@ def _include_bits(include_id: int, seq_len: int, kv_len: int, block_size: int, c
     include = ctypes.cast(include_id, ctypes.py_object).value
 
     def build():
-        layout = include if isinstance(include, BlockLayout) else compiler.compile(
-            include, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-            num_heads=num_heads)
-        blocks = layout.to_dense()[:layout.table_heads]                    # [th, nq, nk]
+        blocks = _include_blocks(include, seq_len, kv_len, block_size, causal, num_heads)
         return torch.from_numpy(_pack_bits(blocks, _nk_pad(blocks.shape[-1]))).to(device)
     return _constant(("include_bits", include, seq_len, kv_len, block_size, causal, num_heads, device),
                      build)

@@ -28,29 +28,42 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
-from sparseflash.kernels import launch
-from sparseflash.kernels.hopper import _hopper_fwd_kernel as kernel
+from sparseflash.kernels import hopper, launch
 
-d, dtype, flags = json.loads(sys.argv[1])
+which, d, dtype, flags = json.loads(sys.argv[1])
 gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
-def desc(rows):
-    layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, d], gdt)
-    return f"tensordesc<{dtype}[1,1,{rows},{d}],{layout!r}>"
-constexprs = dict(BLOCK=128, BLOCK_M=128, BLOCK_N=128, HEAD_DIM=d,
-                  NUM_STAGES=launch._HOPPER_STAGES[d], CAUSAL=False, HAS_WL=False, HAS_WR=False,
-                  HAS_KPM=False, PER_SEQ=False, PACKED=False, REVERSE_M=False, SCHEDULED=False,
-                  CONSUMER_REGS=232, PRODUCER_REGS=40)
+common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HAS_WR=False,
+              HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False)
+if which == "fwd":
+    kernel = hopper._hopper_fwd_kernel
+    constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
+                      CONSUMER_REGS=232, PRODUCER_REGS=40)
+    rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
+else:
+    kernel = hopper._hopper_dkdv_kernel
+    constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
+                      CONSUMER_REGS=232, PRODUCER_REGS=24)
+    rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64}
 constexprs.update(flags)
-pointers = {"Out": f"*{dtype}", "LSE": "*fp32", "KPM": "*i8", "qk_scale": "fp32"}
+
+
+def desc(r):
+    layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, d], gdt)
+    return f"tensordesc<{dtype}[1,1,{r},{d}],{layout!r}>"
+
+
+pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
+            "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "qk_scale": "fp32", "sm_scale": "fp32"}
+tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
 signature = {}
 for name in kernel.arg_names:
     if name in constexprs:
         signature[name] = "constexpr"
-    elif name.endswith("_desc"):
-        signature[name] = desc(64 if name == "q_desc" else 128)
+    elif name in rows:
+        signature[name] = desc(rows[name])
     elif name in pointers:
         signature[name] = pointers[name]
-    elif name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "seqs", "schedule"):
+    elif name in tables:
         signature[name] = "*i32"
     else:
         signature[name] = "i32"
@@ -60,45 +73,7 @@ sys.stdout.write(compiled.asm["ptx"])
 """
 
 
-_COMPILE_BWD = r"""
-import json, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.experimental.gluon import language as gl
-from triton.experimental.gluon._runtime import GluonASTSource
-from sparseflash.kernels import launch
-from sparseflash.kernels.hopper import _hopper_dkdv_kernel as kernel
-
-d, dtype, flags = json.loads(sys.argv[1])
-gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
-layout = gl.NVMMASharedLayout.get_default_for([1, 1, 64, d], gdt)
-desc = f"tensordesc<{dtype}[1,1,64,{d}],{layout!r}>"
-constexprs = dict(BLOCK=128, BLOCK_M=64, BLOCK_N=128, HEAD_DIM=d, GROUP_SIZE=1,
-                  NUM_STAGES=launch._HOPPER_BWD_STAGES[d], CAUSAL=False, HAS_WL=False,
-                  HAS_WR=False, HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False,
-                  CONSUMER_REGS=232, PRODUCER_REGS=24)
-constexprs.update(flags)
-pointers = {"DK": f"*{dtype}", "DV": f"*{dtype}", "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8",
-            "qk_scale": "fp32", "sm_scale": "fp32"}
-signature = {}
-for name in kernel.arg_names:
-    if name in constexprs:
-        signature[name] = "constexpr"
-    elif name.endswith("_desc"):
-        signature[name] = desc
-    elif name in pointers:
-        signature[name] = pointers[name]
-    elif name in ("bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule"):
-        signature[name] = "*i32"
-    else:
-        signature[name] = "i32"
-compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
-                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-sys.stdout.write(compiled.asm["ptx"])
-"""
-
-
-def _ptx(d, dtype, flags, script=_COMPILE):
+def _ptx(which, d, dtype, flags):
     """The kernel's sm_90 PTX, compiled in a fresh process: under TRITON_INTERPRET=1 (CI)
     Gluon's decorator yields an interpreted function that cannot be compiled."""
     import json
@@ -109,7 +84,7 @@ def _ptx(d, dtype, flags, script=_COMPILE):
     env = dict(os.environ, TRITON_INTERPRET="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", script, json.dumps([d, dtype, flags])],
+    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps([which, d, dtype, flags])],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
@@ -123,7 +98,7 @@ def _ptx(d, dtype, flags, script=_COMPILE):
 def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """The sm_90 build uses what the design rests on: asynchronous wgmma, TMA copies into the
     ring, register reallocation between the warp-specialised partitions, and no spills."""
-    ptx = _ptx(d, dtype, flags)
+    ptx = _ptx("fwd", d, dtype, flags)
     assert re.search(r"wgmma\.mma_async", ptx), "no warpgroup MMA"
     assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
     assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
@@ -136,7 +111,7 @@ def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
                       PACKED=True, SCHEDULED=True)),
 ], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask"])
 def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
-    ptx = _ptx(d, dtype, flags, _COMPILE_BWD)
+    ptx = _ptx("dkdv", d, dtype, flags)
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
     assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
     assert re.search(r"setmaxnreg", ptx), "no warp specialisation"

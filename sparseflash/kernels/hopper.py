@@ -66,6 +66,21 @@ def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, 
 
 
 @gluon.jit
+def _slot_sequence(slot, PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
+    """(table sequence, batch index) of grid slot ``slot``: a batch element, or a document of
+    the one batch row when PACKED (tiles.py ``_slot_sequence``; Gluon cannot call tl code)."""
+    if PER_SEQ:
+        ts = slot
+    else:
+        ts = slot * 0
+    if PACKED:
+        off_b = slot * 0
+    else:
+        off_b = slot
+    return ts, off_b
+
+
+@gluon.jit
 def _program(schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
              PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
     """(query tile, head, table sequence, batch index) of this program (tiles.py rules)."""
@@ -78,17 +93,8 @@ def _program(schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr, SCHEDULE
         if REVERSE_M:
             pid_m = gl.num_programs(0) - 1 - pid_m
         pid_sh = gl.program_id(1)
-    slot = pid_sh // num_heads
-    off_h = pid_sh % num_heads
-    if PER_SEQ:
-        ts = slot
-    else:
-        ts = slot * 0
-    if PACKED:
-        off_b = slot * 0
-    else:
-        off_b = slot
-    return pid_m, off_h, ts, off_b
+    ts, off_b = _slot_sequence(pid_sh // num_heads, PER_SEQ, PACKED)
+    return pid_m, pid_sh % num_heads, ts, off_b
 
 
 @gluon.jit
@@ -348,16 +354,8 @@ def _key_tile(schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_
     else:
         pid_n = gl.program_id(0)
         pid_skv = gl.program_id(1)
-    slot = pid_skv // num_kv_heads
     off_kvh = pid_skv % num_kv_heads
-    if PER_SEQ:
-        ts = slot
-    else:
-        ts = slot * 0
-    if PACKED:
-        off_b = slot * 0
-    else:
-        off_b = slot
+    ts, off_b = _slot_sequence(pid_skv // num_kv_heads, PER_SEQ, PACKED)
     q_start, q_len, k_start, k_len, q_lo, k_lo, row_off, col_off, nq, nk = _sequence(
         seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ)
     start_n = (k_lo // BLOCK_N + pid_n) * BLOCK_N

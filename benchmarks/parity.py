@@ -67,6 +67,26 @@ def overhead(case, name, base, with_opt, target, suite="parity"):
                f"{'met' if ratio <= target else 'NOT met'}")
 
 
+def fa2_dropout_overhead(timer, dev, case, q, k, v, do, bs, suite="parity"):
+    """FlashAttention-2 (SDPA's flash backend), dense causal, with and without dropout 0.1:
+    its own overhead, the yardstick beside ours."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, H, N, d = q.shape
+    layout = sf.compile(sf.dense(), N, block_size=bs, causal=True, num_heads=H)
+    ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
+
+    def fa2(p):
+        def fn(q, k, v):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return fn
+    base = time_case(timer, dev, case, "FA2 (SDPA flash)", fa2(0.0), q, k, v, do, ff, fb, suite=suite)
+    with_opt = time_case(timer, dev, case, "FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), q, k, v, do, ff, fb,
+                         suite=suite)
+    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"), suite=suite)
+
+
 def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
     g = torch.Generator(device=dev).manual_seed(0)
     q, k, v, do = (torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4))
@@ -103,21 +123,7 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
                                       ("alibi_slopes (H,)", dict(alibi_slopes=slopes), 1.10)):
             with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(**opt), q, k, v, do, ff, fb)
             overhead(case, f"sparseflash {opt_name}", base, with_opt, target)
-    # FlashAttention-2 (SDPA's flash backend) with and without dropout, dense causal
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    layout = sf.compile(sf.dense(), N, block_size=bs, causal=True, num_heads=H)
-    ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
-    case = f"dense causal, N={N // 1024}K, H={H}, d={d}"
-
-    def fa2(p):
-        def fn(q, k, v):
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        return fn
-    base = time_case(timer, dev, case, "FA2 (SDPA flash)", fa2(0.0), q, k, v, do, ff, fb)
-    with_opt = time_case(timer, dev, case, "FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), q, k, v, do, ff, fb)
-    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"))
+    fa2_dropout_overhead(timer, dev, f"dense causal, N={N // 1024}K, H={H}, d={d}", q, k, v, do, bs)
 
 
 # ------------------------------------------------------------------ --variants
@@ -252,21 +258,8 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
     apply_settings({})
     if smoke:
         return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    layout = sf.compile(sf.dense(), N, block_size=bs, causal=True, num_heads=H)
-    ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
-    case = f"dense causal, N={N}, H={H}, d={d}"
-
-    def fa2(p):
-        def fn(q, k, v):
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        return fn
-    base = time_case(timer, dev, case, "FA2 (SDPA flash)", fa2(0.0), q, k, v, do, ff, fb, suite="variants")
-    with_opt = time_case(timer, dev, case, "FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), q, k, v, do, ff, fb,
+    fa2_dropout_overhead(timer, dev, f"dense causal, N={N}, H={H}, d={d}", q, k, v, do, bs,
                          suite="variants")
-    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"), suite="variants")
 
 
 def _smoke_run(args, argv):

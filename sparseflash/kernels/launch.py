@@ -536,7 +536,7 @@ def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p
         return "softcap, ALiBi or dropout (portable kernel)"
     if _natural(scale):
         return "scale above NATURAL_SCALE (portable kernel)"
-    if not (q.stride(-1) == k.stride(-1) == v.stride(-1) == 1) or not _tma_capable(q, k, v):
+    if not _tma_capable(q, k, v):
         return "strides or alignment the copy engine cannot take"
     try:
         from . import hopper  # noqa: F401
@@ -545,13 +545,18 @@ def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p
     return None
 
 
+def _forced(flag: Optional[bool], name: str, reason: Optional[str]) -> bool:
+    """Whether a Hopper kernel runs, given its switch (None/False/True, see USE_HOPPER) and
+    the reason it cannot (None: it can). True with a reason raises, naming both."""
+    if reason is not None and flag:
+        raise RuntimeError(f"{name}=True but the Hopper kernel cannot run: {reason}")
+    return reason is None
+
+
 def _use_hopper(q, k, v, layout, **kw) -> bool:
     if USE_HOPPER is False:
         return False
-    reason = _hopper_applies(q, k, v, layout, **kw)
-    if reason is not None and USE_HOPPER:
-        raise RuntimeError(f"USE_HOPPER=True but the Hopper forward cannot run: {reason}")
-    return reason is None
+    return _forced(USE_HOPPER, "USE_HOPPER", _hopper_applies(q, k, v, layout, **kw))
 
 
 def _gluon_descriptor(t: torch.Tensor, rows: int):
@@ -602,11 +607,9 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     if USE_HOPPER_BWD is False:
         return False
     reason = _hopper_applies(q, k, v, layout, **kw)
-    if reason is None and not (do.stride(-1) == 1 and _tma_capable(do)):
+    if reason is None and not _tma_capable(do):
         reason = "dO strides or alignment the copy engine cannot take"
-    if reason is not None and USE_HOPPER_BWD:
-        raise RuntimeError(f"USE_HOPPER_BWD=True but the Hopper dK/dV kernel cannot run: {reason}")
-    return reason is None
+    return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
 def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
@@ -734,16 +737,16 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
-    num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
-    plan.order_dkdv = None if _no_order(layout) else _launch_order(
-        bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
-        per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
-        reverse=False, first_pos=int(layout.seqs[0, 5]))
     if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
                        alibi=alibi, dropout_p=dropout_p):
         _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, schedule_cache=schedule_cache, cached=cached)
     else:
+        num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
+        plan.order_dkdv = None if _no_order(layout) else _launch_order(
+            bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
+            per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
+            reverse=False, first_pos=int(layout.seqs[0, 5]))
         plan.dkdv = _Launch(
             _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 17,
             (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,

@@ -11,6 +11,8 @@ Suites:
   the same blocks: ``BlockMask.from_kv_blocks`` given the selected indices (its transpose is
   the work), the same with the top-k included, and ``create_block_mask`` over a ``mask_mod``
   that looks the blocks up.
+* ``build_gpu``: the build's GPU time alone: the eager call captured in a CUDA graph and
+  replayed (capture also fails on any host sync), and the profiler's time per kernel.
 * ``build_tiles``: the build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept on
   the ``build`` case, eager ``topk_layout``: pick the fastest before quoting ``build``.
 * ``step``: one training step of top-k block attention: mean-pool q and k per block, score =
@@ -243,6 +245,62 @@ def bench_build_tiles(timer, dev, cfg, causal=True):
         sf_dynamic._ROW_TILE = old
 
 
+def bench_build_gpu(timer, dev, cfg, causal=True):
+    """The build's GPU time without the host: the eager call captured in a CUDA graph (which
+    also proves it has no host sync) and replayed, L2 flushed before each replay; and the
+    profiler's time per kernel of one eager call (mean of 20)."""
+    B, H, N, bs, k = cfg["B"], cfg["H"], cfg["N"], cfg["bs"], cfg["k"]
+    nb = N // bs
+    scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    layout = sf.topk_layout(scores, k, seq_len=N, block_size=bs, causal=causal)
+    mask = torch.zeros(B, H, nb, nb, dtype=torch.bool, device=dev)
+    for s in range(B):
+        mask[s] = torch.from_numpy(layout.to_dense(seq=s)).to(dev)
+    case = f"B={B} H={H} N={N} block={bs} k={k}{' causal' if causal else ''}"
+    note = f"{layout.nnz:,} blocks"
+    builders = {
+        "topk_layout": lambda: sf.topk_layout(scores, k, seq_len=N, block_size=bs, causal=causal).fwd_idx,
+        "layout_from_block_mask": lambda: sf.layout_from_block_mask(mask, seq_len=N, block_size=bs,
+                                                                    causal=causal).fwd_idx,
+    }
+    for name, fn in builders.items():
+        def graphed(name=name, fn=fn):
+            fn()
+            torch.cuda.synchronize(dev)
+            stream = torch.cuda.Stream(dev)
+            stream.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(stream):
+                fn()                                    # warm the constants on the side stream
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            ms, _ = timer(graph.replay)
+            add("build_gpu", case, f"ours {name}, triton kernels, CUDA graph replay", "build", ms, None,
+                None, f"{note}; GPU time, no host")
+        guarded("build_gpu", case, f"ours {name} graph", graphed)
+
+        def profiled(name=name, fn=fn):
+            from torch.profiler import ProfilerActivity, profile
+            fn()
+            torch.cuda.synchronize(dev)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    fn()
+                torch.cuda.synchronize(dev)
+            total = 0.0
+            for ev in prof.key_averages():
+                us = ev.device_time_total / 20 if hasattr(ev, "device_time_total") else ev.cuda_time_total / 20
+                if us <= 0:
+                    continue
+                total += us
+                add("build_gpu", case, f"ours {name}: kernel {ev.key[:80]}", "build", us / 1e3, None, None,
+                    f"{ev.count // 20} launch(es) per call; profiler, mean of 20 calls")
+            add("build_gpu", case, f"ours {name}: sum of kernels", "build", total / 1e3, None, None,
+                "profiler, mean of 20 calls, L2 warm")
+        guarded("build_gpu", case, f"ours {name} profile", profiled)
+
+
 # ---------------------------------------------------------------------- step
 def bench_step(timer, dev, cfg, dtype, causal=True):
     B, H, N, d, bs, topk = cfg["B"], cfg["H"], cfg["N"], cfg["d"], cfg["bs"], cfg["k"]
@@ -343,6 +401,7 @@ def main(argv=None):
     dtype = torch.float32 if args.smoke else torch.bfloat16
     for suite in args.suites.split(","):
         guarded(suite, "-", suite, {"build": lambda: bench_build(timer, dev, cfg),
+                                    "build_gpu": lambda: bench_build_gpu(timer, dev, cfg),
                                     "build_tiles": lambda: bench_build_tiles(timer, dev, cfg),
                                     "step": lambda: bench_step(timer, dev, cfg, dtype)}[suite])
     (out / "dynamic_layouts.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))

@@ -1,0 +1,44 @@
+"""One small forward + backward of the Hopper kernels (forced on) for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck  python benchmarks/sanitize.py
+    compute-sanitizer --tool racecheck python benchmarks/sanitize.py
+
+Cases: a causal ``local(2) | global_blocks(1)`` at N=1000 (a partial last block), d=128,
+and GQA 4/2 at d=64 with key padding that crosses a block; bf16. Prints the largest
+difference from the float64 oracle so a run that the tool slows down still checks values.
+"""
+import torch
+
+import sparseflash as sf
+from sparseflash.kernels import launch
+
+
+def run_case(H, Hkv, N, d, pattern, causal, kpm=False):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+    k = torch.randn(1, Hkv, N, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+    v = torch.randn(1, Hkv, N, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+    kw = {}
+    if kpm:
+        mask = torch.ones(1, N, dtype=torch.bool, device="cuda")
+        mask[0, N // 2 - 70: N // 2 + 70] = False
+        kw["key_padding_mask"] = mask
+    out = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal, **kw)
+    out.float().square().sum().backward()
+    ref = sf.sparse_attention(*(t.detach().double().cpu().requires_grad_() for t in (q, k, v)), pattern,
+                              block_size=128, causal=causal,
+                              **{n: t.cpu() for n, t in kw.items()})
+    err = (out.detach().double().cpu() - ref).abs().max().item()
+    torch.cuda.synchronize()
+    print(f"H={H}/{Hkv} N={N} d={d} {pattern}: max |out - oracle| = {err:.3e}, "
+          f"grads finite: {all(t.grad.isfinite().all().item() for t in (q, k, v))}", flush=True)
+
+
+def main():
+    launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
+    run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True)
+    run_case(4, 2, 1024, 64, sf.local(1) | sf.global_blocks(1), False, kpm=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,9 @@ Suites:
   that looks the blocks up.
 * ``build_gpu``: the build's GPU time alone: the eager call captured in a CUDA graph and
   replayed (capture also fails on any host sync), and the profiler's time per kernel.
-* ``build_tiles``: the build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept on
-  the ``build`` case, eager ``topk_layout``: pick the fastest before quoting ``build``.
+* ``build_tiles``: the build kernels' knobs (``sparseflash.dynamic._ROW_TILE``,
+  ``_ROW_WARPS``, ``_COMPACT_ROWS``) swept on the ``build`` case by GPU time (CUDA graph
+  replay): pick the fastest before quoting ``build``.
 * ``step``: one training step of top-k block attention: mean-pool q and k per block, score =
   pooled_q @ pooled_k^T, keep the 16 best visible key blocks plus the diagonal, attend, and
   take q/k/v gradients; ours (``topk_layout`` + ``sparse_attention``) against the same step
@@ -225,24 +226,56 @@ def check_paths(case, note, topk_tables, mask_tables, scores, mask):
         f"{note}; tables equal: topk {same[0]}, mask {same[1]}: {verdict}")
 
 
+def graph_ms(timer, dev, fn):
+    """Median GPU time of ``fn`` without the host: captured in a CUDA graph (which fails on
+    any host sync) and replayed, L2 flushed before each replay. On the CPU, ``timer(fn)``."""
+    fn()
+    if dev.type != "cuda":
+        return timer(fn)[0]
+    torch.cuda.synchronize(dev)
+    stream = torch.cuda.Stream(dev)
+    stream.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(stream):
+        fn()                                            # warm the constants on the side stream
+    torch.cuda.current_stream(dev).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return timer(graph.replay)[0]
+
+
 def bench_build_tiles(timer, dev, cfg, causal=True):
-    """The build kernels' row tile (``sparseflash.dynamic._ROW_TILE``) swept, eager."""
+    """The build kernels' knobs swept on the ``build`` case (eager ``topk_layout``, and the
+    mask for the compaction knob): the row kernel's tile (``_ROW_TILE``) and warps
+    (``_ROW_WARPS``), the compaction kernel's words per program (``_COMPACT_ROWS``)."""
     B, H, N, bs, k = cfg["B"], cfg["H"], cfg["N"], cfg["bs"], cfg["k"]
     nb = N // bs
     scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    mask = scores > 2.0
     case = f"B={B} H={H} N={N} block={bs} k={k}{' causal' if causal else ''}"
     build = on_path(True, lambda s: sf.topk_layout(s, k, seq_len=N, block_size=bs, causal=causal).fwd_idx)
-    old = sf_dynamic._ROW_TILE
+    build_mask = on_path(True, lambda m: sf.layout_from_block_mask(m, seq_len=N, block_size=bs,
+                                                                   causal=causal).fwd_idx)
+    knobs = ("_ROW_TILE", "_ROW_WARPS", "_COMPACT_ROWS")
+    old = {name: getattr(sf_dynamic, name) for name in knobs}
+    sweeps = [("topk_layout", build, scores, dict(_ROW_TILE=t, _ROW_WARPS=w))
+              for t in (1024, 2048, 4096, 8192) for w in (1, 2, 4, 8)]
+    sweeps += [("layout_from_block_mask", build_mask, mask, dict(_COMPACT_ROWS=c))
+               for c in (256, 512, 1024, 2048, 4096)]
     try:
-        for tile in (1024, 2048, 4096, 8192, 16384):
-            def run(tile=tile):
-                sf_dynamic._ROW_TILE = tile
-                build(scores)
-                ms, _ = timer(lambda: build(scores))
-                add("build_tiles", case, f"ours topk_layout, triton kernels, _ROW_TILE={tile}", "build", ms)
-            guarded("build_tiles", case, f"_ROW_TILE={tile}", run)
+        for name, fn, x, setting in sweeps:
+            label = ", ".join(f"{key}={value}" for key, value in setting.items())
+
+            def run(fn=fn, x=x, setting=setting, name=name, label=label):
+                for key, value in {**old, **setting}.items():
+                    setattr(sf_dynamic, key, value)
+                ms = graph_ms(timer, dev, lambda: fn(x))
+                add("build_tiles", case, f"ours {name}, triton kernels, {label}", "build", ms, None, None,
+                    "GPU time (CUDA graph replay)")
+            guarded("build_tiles", case, label, run)
     finally:
-        sf_dynamic._ROW_TILE = old
+        for key, value in old.items():
+            setattr(sf_dynamic, key, value)
 
 
 def bench_build_gpu(timer, dev, cfg, causal=True):
@@ -265,17 +298,7 @@ def bench_build_gpu(timer, dev, cfg, causal=True):
     }
     for name, fn in builders.items():
         def graphed(name=name, fn=fn):
-            fn()
-            torch.cuda.synchronize(dev)
-            stream = torch.cuda.Stream(dev)
-            stream.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(stream):
-                fn()                                    # warm the constants on the side stream
-            torch.cuda.current_stream(dev).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            ms, _ = timer(graph.replay)
+            ms = graph_ms(timer, dev, fn)
             add("build_gpu", case, f"ours {name}, triton kernels, CUDA graph replay", "build", ms, None,
                 None, f"{note}; GPU time, no host")
         guarded("build_gpu", case, f"ours {name} graph", graphed)

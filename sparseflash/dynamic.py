@@ -265,14 +265,18 @@ _KERNELS_MAX_NK = 16384
 # per program hide the selection rounds' latency, fewer keep more programs resident. A
 # guess until measured (benchmarks/dynamic_layouts.py --suites build_tiles sweeps it).
 _ROW_TILE = 4096
+# Warps of the row kernel (None: 4, or 8 for tiles over 4096 elements), and the bitmask
+# words per program of the compaction kernel: measured by --suites build_tiles.
+_ROW_WARPS: Optional[int] = None
+_COMPACT_ROWS = 1024
 
 
 def _nk_pad(nk: int) -> int:
     return max(32, 1 << (nk - 1).bit_length())
 
 
-def _use_kernels(t: Tensor, nk: int) -> bool:
-    if _BUILD_KERNELS is False or _nk_pad(nk) > _KERNELS_MAX_NK:
+def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
+    if _BUILD_KERNELS is False or max(_nk_pad(nq), _nk_pad(nk)) > _KERNELS_MAX_NK:
         return False
     if t.is_cuda:
         return True
@@ -299,6 +303,16 @@ def _class_bits(seq_len: int, kv_len: int, block_size: int, causal: bool, device
 
 
 @torch.compiler.assume_constant_result
+def _full_t_bits(seq_len: int, kv_len: int, block_size: int, causal: bool, device: str) -> Tensor:
+    """int32 ``[nk, nq_pad // 32]``: the full blocks of ``_block_classes`` transposed (key
+    block rows of query block bits), the backward's bitmask words."""
+    def build():
+        classes = _block_classes(seq_len, kv_len, block_size, causal, "cpu").numpy()
+        return torch.from_numpy(_pack_bits(classes.T == 2, _nk_pad(classes.shape[0]))).to(device)
+    return _constant(("full_t_bits", seq_len, kv_len, block_size, causal, device), build)
+
+
+@torch.compiler.assume_constant_result
 def _include_bits(include_id: int, seq_len: int, kv_len: int, block_size: int, causal: bool,
                   num_heads: int, device: str) -> Tensor:
     """int32 ``[table heads of include, nq, W]``: ``include``'s blocks as bitmask words (as
@@ -320,8 +334,9 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
     device = src.device
     # eagerly the op's function itself: the dispatcher would add host time to a short build
     build = _build_tables if torch.compiler.is_compiling() else _build_tables_impl
-    tables = build(src, _block_classes(*geo.key(), str(device)), _class_bits(*geo.key(), str(device)),
-                   inc, TH, 0 if k is None else k, C)
+    key = (*geo.key(), str(device))
+    tables = build(src, _block_classes(*key), _class_bits(*key), _full_t_bits(*key), inc, TH,
+                   0 if k is None else k, C)
     seq_rows = geo.seq_rows(src.shape[0], TH)
     return BlockLayout.from_tensors(
         seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
@@ -332,53 +347,58 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
 _TABLES = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
 
 
-def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, include_bits: Optional[Tensor],
-                       table_heads: int, k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_bits: Tensor,
+                       include_bits: Optional[Tensor], table_heads: int, k: int,
+                       capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull)`` of the mask (bool
     ``src``, ``k`` 0) or of the top-``k`` of the scores ``src`` ``[S, 1 or table_heads, nq,
     nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction."""
-    from .kernels.build import _cols_kernel, _fwd_write_kernel, _rows_kernel
+    from .kernels.build import _compact_kernel, _rows_kernel, _transpose_kernel
 
     S, Hs = src.shape[0], src.shape[1]
     (nq, nk), device = classes.shape, src.device
-    nk_pad = _nk_pad(nk)
-    W = nk_pad // 32
-    R, NC = S * table_heads * nq, S * table_heads * nk
+    nk_pad, nq_pad = _nk_pad(nk), _nk_pad(nq)
+    W, WQ = nk_pad // 32, nq_pad // 32
+    ST = S * table_heads
+    R, NC = ST * nq, ST * nk
     i32 = torch.int32
     vis, full = class_bits[0], class_bits[1]
     if src.dtype == torch.bool:
         src = src.view(torch.uint8)
-    # tiles: ROWS rows of NK_PAD blocks per program (about _ROW_TILE elements), groups of
-    # about sqrt(NK_PAD) blocks for the selection; BLOCK_Q query rows per step down a column
+    # 1. each row's kept blocks as bitmask words, with its counts
     rows = max(1, min(16, _ROW_TILE // nk_pad, 1 << (nq - 1).bit_length()))
-    gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)
-    warps = 4 if rows * nk_pad <= 4096 else 8
-    block_q = max(16, min(128, 1 << (nq - 1).bit_length()))
+    gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)        # groups of about sqrt(NK_PAD) blocks
+    warps = _ROW_WARPS or (4 if rows * nk_pad <= 4096 else 8)
     inc = include_bits
     bits = torch.empty(R * W, dtype=i32, device=device)
     count = torch.empty(R, dtype=i32, device=device)
     nfull = torch.empty(R, dtype=i32, device=device)
-    grid_rows = (cdiv(nq, rows), S * table_heads)
-    _rows_kernel[grid_rows](
+    _rows_kernel[(cdiv(nq, rows), ST)](
         src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
         src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
         0 if inc is None or inc.shape[0] == 1 else nq * W,
         table_heads, nq, nk, k,
         NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
         UPCAST=src.dtype in (torch.float16, torch.bfloat16), num_warps=warps)
+    # 2. the transposed bitmask (key block rows of query block bits), with the column counts
+    bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)
     bwd_nfull = torch.empty(NC, dtype=i32, device=device)
-    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, count, bits, nq, nk,
-                                       W=W, BLOCK_Q=block_q, WRITE=False, num_warps=4)
+    _transpose_kernel[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
+                               W=W, WQ=WQ, QW=min(WQ, 4), num_warps=4)
+    # 3. pointers: prefix sums of the counts
     zero = count.new_zeros(1)
     fwd_ptr = torch.cat([zero, count.cumsum(0, dtype=i32)])              # [R + 1]
     bwd_ptr = torch.cat([zero, bwd_count.cumsum(0, dtype=i32)])          # [NC + 1]
+    # 4. both CSRs, full blocks first, each part ascending; the capacity tails stay 0
     fwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
     bwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
-    _fwd_write_kernel[grid_rows](bits, full, fwd_ptr, nfull, fwd_idx, nq, W=W, ROWS=rows,
-                                 num_warps=warps)
-    _cols_kernel[(W, S * table_heads)](bits, full, bwd_count, bwd_nfull, bwd_ptr, bwd_idx, nq, nk,
-                                       W=W, BLOCK_Q=block_q, WRITE=True, num_warps=4)
+    for words, n, nw, other, full_bits, ptr, nf, idx in (
+            (bits, nq, W, nk, full, fwd_ptr, nfull, fwd_idx),
+            (bits_t, nk, WQ, nq, full_t_bits, bwd_ptr, bwd_nfull, bwd_idx)):
+        crow = max(1, min(_COMPACT_ROWS // nw, 1 << (n - 1).bit_length()))
+        _compact_kernel[(cdiv(n, crow), ST)](words, full_bits, ptr, nf, idx, n, cdiv(other, 32),
+                                             W=nw, ROWS=crow, num_warps=4)
     return fwd_ptr, fwd_idx, nfull, bwd_ptr, bwd_idx, bwd_nfull
 
 
@@ -388,7 +408,7 @@ _build_tables = torch.library.custom_op("sparseflash::build_tables", _build_tabl
 
 
 @_build_tables.register_fake
-def _build_tables_fake(src, classes, class_bits, include_bits, table_heads, k, capacity):
+def _build_tables_fake(src, classes, class_bits, full_t_bits, include_bits, table_heads, k, capacity):
     R, NC = (src.shape[0] * table_heads * n for n in classes.shape)
     new = lambda n: src.new_empty(n, dtype=torch.int32)                  # noqa: E731
     return new(R + 1), new(R * capacity), new(R), new(NC + 1), new(R * capacity), new(NC)
@@ -431,7 +451,7 @@ def layout_from_block_mask(mask: Tensor, *, seq_len: int, kv_len: Optional[int] 
     S, TH = mask.shape[0], mask.shape[1]
     heads = _table_heads("mask", TH, num_heads)
     _check_capacity(geo, S, TH, geo.nk)
-    if _use_kernels(mask, geo.nk):
+    if _use_kernels(mask, geo.nq, geo.nk):
         return _kernel_layout(geo, mask, None, None, TH, geo.nk, heads)
     cand = torch.arange(geo.nk, device=mask.device, dtype=torch.int32).expand(S, TH, geo.nq, geo.nk)
     return _device_layout(geo, cand, mask, heads)
@@ -490,7 +510,7 @@ def topk_layout(scores: Tensor, k: int, *, seq_len: int, kv_len: Optional[int] =
     _check_capacity(geo, S, TH, kk + (0 if inc is None else inc.shape[-1]))
 
     s = scores.detach()
-    if _use_kernels(s, geo.nk):
+    if _use_kernels(s, geo.nq, geo.nk):
         bits = None if include is None else _include_bits(id(include), *geo.key(), heads, str(device))
         return _kernel_layout(geo, s, kk, bits, TH, kk + (0 if inc is None else inc.shape[-1]), heads)
     if geo.causal:

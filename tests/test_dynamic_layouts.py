@@ -317,6 +317,16 @@ def test_kernels_with_other_row_tiles(monkeypatch, tile):
     both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
 
 
+def test_kernels_with_more_padded_words_than_rows(monkeypatch):
+    """nq = 260 pads to 512 query blocks: the transposed rows have 16 words, 9 of them
+    written by the transpose kernel (4 per step); the unwritten ones are never read."""
+    mask = bits((1, 1, 260, 257), seed=5)
+    mask[0, 0, :, 0] = True                                         # a full first column
+    chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
+        mask, seq_len=260 * 16, kv_len=257 * 16 - 3, block_size=16, causal=True))
+    assert kernels.nnz == chain.nnz > 0
+
+
 def test_ties_go_to_the_lower_key_block_on_both_paths(monkeypatch):
     scores = torch.zeros(1, 1, 4, 4, device=DEVICE)
     scores[0, 0, 1, 3] = 1.0
@@ -331,10 +341,11 @@ def test_the_kernels_run_by_default_on_cuda_only(monkeypatch):
 
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", None)
     t = torch.zeros(1, 1, 4, 4)
-    assert not dynamic._use_kernels(t, 4)
-    assert dynamic._use_kernels(t.to("cuda"), 4) if torch.cuda.is_available() else True
+    assert not dynamic._use_kernels(t, 4, 4)
+    assert dynamic._use_kernels(t.to("cuda"), 4, 4) if torch.cuda.is_available() else True
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
-    assert dynamic._use_kernels(t, 4) and not dynamic._use_kernels(t, dynamic._KERNELS_MAX_NK + 1)
+    assert dynamic._use_kernels(t, 4, 4) and not dynamic._use_kernels(t, 4, dynamic._KERNELS_MAX_NK + 1)
+    assert not dynamic._use_kernels(t, dynamic._KERNELS_MAX_NK + 1, 4)
 
 
 # ---------------------------------------------------------------------- attention

@@ -8,14 +8,15 @@ does (the launcher, ``build_tables`` there, calls them in this order):
    head). Picks the row's kept blocks (the mask's, or the top-k visible ones plus
    ``include``'s) and writes them as a bitmask (``W = NK_PAD // 32`` int32 words per row,
    bit ``j % 32`` of word ``j // 32`` keeps local key block j), with the row's count and
-   full count. The bitmask is 1/32 of a byte map: it is what the other kernels re-read.
-2. ``_cols_kernel`` (``WRITE`` False): one program per 32 key blocks (one bitmask word) of
-   one (table sequence, head), walking the query rows in chunks: column counts and full
-   counts.
+   full count. Blocks above the causal line are never read.
+2. ``_transpose_kernel``: one program per 32 key blocks (one bitmask word) of one (table
+   sequence, head): the transposed bitmask (``WQ = NQ_PAD // 32`` words per key block)
+   and each key block's count and full count.
 3. (the launcher: row and column pointers as prefix sums of the counts)
-4. ``_fwd_write_kernel``: the forward CSR, full blocks first, each part ascending.
-5. ``_cols_kernel`` (``WRITE`` True): the backward CSR bucket of each key block, full query
-   blocks first, each part ascending.
+4. ``_compact_kernel``, once per direction: bitmask rows to CSR entries, full blocks first,
+   each part ascending. Its work is per word and per set bit (a word's first slot is a
+   prefix sum of popcounts, and each step writes every word's lowest remaining bit), not
+   per bit position, so a row of 512 key blocks with 20 kept costs about 40 word steps.
 
 No atomics: every entry's position is a prefix sum over one row or one column, so the
 tables are deterministic.
@@ -81,11 +82,11 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     if TOPK:
         cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
         m2 = row_ok[:, None] & (cols[None, :] < nk)
-        x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=m2, other=float("-inf"))
+        # invisible blocks (above the causal line) are never read
+        cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
+        x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=cls > 0, other=float("-inf"))
         if UPCAST:
             x = x.to(tl.float32)                                         # exact for fp16 / bf16
-        cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
-        x = tl.where(cls > 0, x, float("-inf"))                          # [ROWS, NK_PAD]
         gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
                             return_indices_tie_break_left=True)          # [ROWS, G]
         gcol = tl.arange(0, G)                                           # [G]
@@ -103,12 +104,12 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
             # taken yet, since rounds take blocks in that order
             c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
             mc = row_ok[:, None] & (c < nk)
-            y = tl.load(src_row[:, None] + c * stride_k, mask=mc, other=float("-inf"))
+            yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
+            y = tl.load(src_row[:, None] + c * stride_k, mask=yc > 0, other=float("-inf"))
             if UPCAST:
                 y = y.to(tl.float32)
-            yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
             after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
-            y = tl.where((yc > 0) & after, y, float("-inf"))             # [ROWS, GS]
+            y = tl.where(after, y, float("-inf"))                        # [ROWS, GS]
             nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
             gmax = tl.where(hit, nm[:, None], gmax)
             garg = tl.where(hit, (g * GS + na)[:, None], garg)
@@ -129,59 +130,74 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
 
 
 @triton.jit
-def _fwd_write_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, nq,
-                      W: tl.constexpr, ROWS: tl.constexpr):
-    # grid: (cdiv(nq, ROWS), S * TH)
-    st = tl.program_id(1)
-    i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                    # [ROWS]
-    row_ok = i < nq
-    r = st * nq + i
-    wcol = tl.arange(0, W)                                               # [W]
-    wmask = row_ok[:, None] & (wcol[None, :] < W)
-    keep = _unpack(tl.load(bits_ptr + r.to(tl.int64)[:, None] * W + wcol[None, :], mask=wmask, other=0),
-                   ROWS, W)                                              # [ROWS, NK_PAD]
-    isfull = _unpack(tl.load(full_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0), ROWS, W)
-    full = keep & isfull
-    part = keep & (1 - isfull)
-    nfull = tl.load(nfull_ptr + r, mask=row_ok, other=0)                 # [ROWS]
-    start = tl.load(ptr_ptr + r, mask=row_ok, other=0)
-    pos = tl.where(full != 0, tl.cumsum(full, 1) - 1, nfull[:, None] + tl.cumsum(part, 1) - 1)
-    cols = tl.arange(0, W * 32)                                          # [NK_PAD]
-    tl.store(idx_ptr + start.to(tl.int64)[:, None] + pos, tl.broadcast_to(cols[None, :], (ROWS, W * 32)),
-             mask=keep != 0)
+def _low_bit_index(low):
+    """Index of the single set bit of each int32 word ``low`` (a power of two, bit 31
+    included): the exponent of its exact float32 value."""
+    return (low.to(tl.uint32).to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127
 
 
 @triton.jit
-def _cols_kernel(bits_ptr, full_ptr, count_ptr, nfull_ptr, ptr_ptr, idx_ptr, nq, nk,
-                 W: tl.constexpr, BLOCK_Q: tl.constexpr, WRITE: tl.constexpr):
+def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
+                    W: tl.constexpr, ROWS: tl.constexpr):
+    # grid: (cdiv(n, ROWS), S * TH). Rows r = st * n + i of a bitmask (W int32 words per
+    # row, the first n_words of them written; full_ptr: the static full-block words [n, W]
+    # of local row i) become CSR entries
+    # from ptr[r]: the full blocks ascending, then the partial ones. Work is per word and
+    # per set bit, not per bit position: word offsets are prefix sums of popcounts, and
+    # each step writes every word's lowest remaining set bit.
+    st = tl.program_id(1)
+    i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                    # [ROWS]
+    row_ok = i < n
+    r = st.to(tl.int64) * n + i
+    wcol = tl.arange(0, W)                                               # [W]
+    wmask = row_ok[:, None] & (wcol[None, :] < n_words)
+    words = tl.load(bits_ptr + r[:, None] * W + wcol[None, :], mask=wmask, other=0)
+    fullw = tl.load(full_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0)
+    start = tl.load(ptr_ptr + r, mask=row_ok, other=0).to(tl.int64)
+    nfull = tl.load(nfull_ptr + r, mask=row_ok, other=0).to(tl.int64)
+    for part in tl.static_range(2):
+        if part == 0:
+            x = words & fullw
+            row0 = start
+        else:
+            x = words & ~fullw
+            row0 = start + nfull
+        cnt = _popcount(x)                                               # [ROWS, W]
+        dst = idx_ptr + row0[:, None] + (tl.cumsum(cnt, 1) - cnt)        # each word's first slot
+        col0 = wcol[None, :] * 32
+        for t in range(0, tl.max(tl.max(cnt, 1), 0)):
+            low = x & -x
+            tl.store(dst + t, col0 + _low_bit_index(low), mask=x != 0)
+            x = x ^ low
+
+
+@triton.jit
+def _transpose_kernel(bits_ptr, full_t_ptr, bits_t_ptr, count_ptr, nfull_ptr, nq, nk,
+                      W: tl.constexpr, WQ: tl.constexpr, QW: tl.constexpr):
     # grid: (W, S * TH). Program (w, st) owns key blocks [32 w, 32 w + 32) of table
-    # sequence and head st: a column of the bitmask words, walked down the query rows.
+    # sequence and head st: it reads that bitmask word of every query row, 32 QW rows per
+    # step, and writes the transposed words (bit q % 32 of word q // 32 of key block j's
+    # row, WQ words per row) with each key block's count and full count.
     w = tl.program_id(0)
     st = tl.program_id(1)
-    lane = tl.arange(0, 32)                                              # [32]
+    lane = tl.arange(0, 32)                                              # [32] key blocks
     j = w * 32 + lane
-    c = st * nk + j                                                      # [32] table columns
+    c = st.to(tl.int64) * nk + j                                         # [32] transposed rows
     j_ok = j < nk
-    if WRITE:
-        nfull = tl.load(nfull_ptr + c, mask=j_ok, other=0)               # [32]
-        start = tl.load(ptr_ptr + c, mask=j_ok, other=0)
-    run_full = tl.zeros((32,), dtype=tl.int32)
-    run_part = tl.zeros((32,), dtype=tl.int32)
-    for q0 in range(0, nq, BLOCK_Q):
-        q = q0 + tl.arange(0, BLOCK_Q)                                   # [BLOCK_Q]
-        q_ok = q < nq
-        words = tl.load(bits_ptr + (st * nq + q).to(tl.int64) * W + w, mask=q_ok, other=0)
-        fw = tl.load(full_ptr + q * W + w, mask=q_ok, other=0)
-        keep = (words[:, None] >> lane[None, :]) & 1                     # [BLOCK_Q, 32]
-        full = keep & ((fw[:, None] >> lane[None, :]) & 1)
-        part = keep - full
-        if WRITE:
-            pos = tl.where(full != 0, run_full[None, :] + tl.cumsum(full, 0) - 1,
-                           nfull[None, :] + run_part[None, :] + tl.cumsum(part, 0) - 1)
-            tl.store(idx_ptr + start.to(tl.int64)[None, :] + pos,
-                     tl.broadcast_to(q[:, None], (BLOCK_Q, 32)), mask=keep != 0)
-        run_full += tl.sum(full, 0)
-        run_part += tl.sum(part, 0)
-    if not WRITE:
-        tl.store(count_ptr + c, run_full + run_part, mask=j_ok)
-        tl.store(nfull_ptr + c, run_full, mask=j_ok)
+    qbit = tl.arange(0, 32)
+    qw = tl.arange(0, QW)                                                # [QW]
+    count = tl.zeros((32,), dtype=tl.int32)
+    nfull = tl.zeros((32,), dtype=tl.int32)
+    for q0 in range(0, nq, 32 * QW):
+        q = q0 + tl.arange(0, 32 * QW)                                   # [32 QW]
+        words = tl.load(bits_ptr + (st.to(tl.int64) * nq + q) * W + w, mask=q < nq, other=0)
+        b = tl.reshape((words[:, None] >> lane[None, :]) & 1, (QW, 32, 32))   # [word, q bit, key]
+        packed = tl.reduce(b << qbit[None, :, None], 1, _or)             # [QW, 32]
+        wq = q0 // 32 + qw                                               # [QW] word columns
+        m = (wq < WQ)[:, None] & j_ok[None, :]
+        tl.store(bits_t_ptr + c[None, :] * WQ + wq[:, None], packed, mask=m)
+        fw = tl.load(full_t_ptr + j[None, :] * WQ + wq[:, None], mask=m, other=0)
+        count += tl.sum(_popcount(packed), 0)
+        nfull += tl.sum(_popcount(packed & fw), 0)
+    tl.store(count_ptr + c, count, mask=j_ok)
+    tl.store(nfull_ptr + c, nfull, mask=j_ok)

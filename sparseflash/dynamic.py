@@ -261,14 +261,14 @@ def _topk_mask(s: Tensor, kk: int) -> Tensor:
 _BUILD_KERNELS: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_BUILD_KERNELS", ""))
 # The row kernel holds a row of scores in registers: wider grids take the torch chain.
 _KERNELS_MAX_NK = 16384
-# Elements of the row kernels' tile (ROWS query-block rows of NK_PAD key blocks): more rows
-# per program hide the selection rounds' latency, fewer keep more programs resident. A
-# guess until measured (benchmarks/dynamic_layouts.py --suites build_tiles sweeps it).
-_ROW_TILE = 4096
-# Warps of the row kernel (None: 4, or 8 for tiles over 4096 elements), and the bitmask
-# words per program of the compaction kernel: measured by --suites build_tiles.
+# Elements of the row kernels' tile (ROWS query-block rows of NK_PAD key blocks) and its
+# warps (None: one per 2048 elements, at most 8), and the bitmask words per program of the
+# compaction kernel. Measured on an H200 at 8 x 32 heads x 512 x 512 blocks, k = 16
+# (benchmarks/dynamic_layouts.py --suites build_tiles, GPU time): tile 2048 with 1 warp
+# 0.367 ms, 4096 with 2 warps 0.370, 4096 with 4 warps 0.427; compaction 512 words best.
+_ROW_TILE = 2048
 _ROW_WARPS: Optional[int] = None
-_COMPACT_ROWS = 1024
+_COMPACT_ROWS = 512
 
 
 def _nk_pad(nk: int) -> int:
@@ -368,7 +368,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     # 1. each row's kept blocks as bitmask words, with its counts
     rows = max(1, min(16, _ROW_TILE // nk_pad, 1 << (nq - 1).bit_length()))
     gs = 1 << -(-(nk_pad.bit_length() - 1) // 2)        # groups of about sqrt(NK_PAD) blocks
-    warps = _ROW_WARPS or (4 if rows * nk_pad <= 4096 else 8)
+    warps = _ROW_WARPS or max(1, min(8, rows * nk_pad // 2048))
     inc = include_bits
     bits = torch.empty(R * W, dtype=i32, device=device)
     count = torch.empty(R, dtype=i32, device=device)

@@ -269,9 +269,6 @@ _KERNELS_MAX_NK = 16384
 _ROW_TILE = 2048
 _ROW_WARPS: Optional[int] = None
 _COMPACT_ROWS = 512
-# The selection rounds refresh a group from the scores in memory (False) or gather it
-# from the registers (True).
-_ROW_GATHER = False
 
 
 def _nk_pad(nk: int) -> int:
@@ -382,7 +379,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
         0 if inc is None or inc.shape[0] == 1 else nq * W,
         table_heads, nq, nk, k,
         NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
-        UPCAST=src.dtype in (torch.float16, torch.bfloat16), GATHER=_ROW_GATHER, num_warps=warps)
+        UPCAST=src.dtype in (torch.float16, torch.bfloat16), num_warps=warps)
     # 2. the transposed bitmask (key block rows of query block bits), with the column counts
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)

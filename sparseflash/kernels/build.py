@@ -25,8 +25,7 @@ Top-k order: descending score, ties to the lower key block (what ``torch.argsort
 stable=True)`` gives); ``-inf`` never selected. The selection is ``K`` rounds of arg-max
 over per-group maxima: the row is split into ``G`` groups of ``GS`` blocks, each round
 takes the best group's best block and refreshes only that group (its ``GS`` scores are
-re-read, L1/L2-resident, or with ``GATHER`` gathered from the registers), so a round costs
-``G + GS`` comparisons, not ``NK_PAD``.
+re-read, L1/L2-resident), so a round costs ``G + GS`` comparisons, not ``NK_PAD``.
 """
 import triton
 import triton.language as tl
@@ -67,8 +66,7 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
                  stride_s, stride_h, stride_q, stride_k, inc_stride_h,
                  TH, nq, nk, K,
                  NK_PAD: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr, GS: tl.constexpr,
-                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr,
-                 GATHER: tl.constexpr):
+                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr):
     # grid: (cdiv(nq, ROWS), S * TH). src is the mask (uint8) or the scores, indexed
     # [s, h, i, j] by strides (stride_h 0 when one head of src serves every table head).
     G: tl.constexpr = NK_PAD // GS
@@ -89,8 +87,8 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
         x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=cls > 0, other=float("-inf"))
         if UPCAST:
             x = x.to(tl.float32)                                         # exact for fp16 / bf16
-        x3 = tl.reshape(x, (ROWS, G, GS))
-        gmax, garg = tl.max(x3, 2, return_indices=True, return_indices_tie_break_left=True)  # [ROWS, G]
+        gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
+                            return_indices_tie_break_left=True)          # [ROWS, G]
         gcol = tl.arange(0, G)                                           # [G]
         garg = gcol[None, :] * GS + garg                                 # key block of each group's best
         gs = tl.arange(0, GS)                                            # [GS]
@@ -105,16 +103,11 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
             # refresh group g with the blocks after (m, j) in the order: exactly those not
             # taken yet, since rounds take blocks in that order
             c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
-            if GATHER:
-                # the group's scores from the registers (invisible ones are -inf there)
-                y = tl.reshape(tl.gather(x3, tl.broadcast_to(g[:, None, None], (ROWS, 1, GS)), 1),
-                               (ROWS, GS))
-            else:
-                mc = row_ok[:, None] & (c < nk)
-                yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
-                y = tl.load(src_row[:, None] + c * stride_k, mask=yc > 0, other=float("-inf"))
-                if UPCAST:
-                    y = y.to(tl.float32)
+            mc = row_ok[:, None] & (c < nk)
+            yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
+            y = tl.load(src_row[:, None] + c * stride_k, mask=yc > 0, other=float("-inf"))
+            if UPCAST:
+                y = y.to(tl.float32)
             after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
             y = tl.where(after, y, float("-inf"))                        # [ROWS, GS]
             nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)

@@ -104,12 +104,13 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
             # taken yet, since rounds take blocks in that order
             c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
             mc = row_ok[:, None] & (c < nk)
+            # both loads issued at once (the scores' mask does not wait for the classes)
             yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
-            y = tl.load(src_row[:, None] + c * stride_k, mask=yc > 0, other=float("-inf"))
+            y = tl.load(src_row[:, None] + c * stride_k, mask=mc, other=float("-inf"))
             if UPCAST:
                 y = y.to(tl.float32)
             after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
-            y = tl.where(after, y, float("-inf"))                        # [ROWS, GS]
+            y = tl.where((yc > 0) & after, y, float("-inf"))             # [ROWS, GS]
             nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
             gmax = tl.where(hit, nm[:, None], gmax)
             garg = tl.where(hit, (g * GS + na)[:, None], garg)

@@ -12,7 +12,8 @@ Suites:
   the work), the same with the top-k included, and ``create_block_mask`` over a ``mask_mod``
   that looks the blocks up.
 * ``build_gpu``: the build's GPU time alone: the eager call captured in a CUDA graph and
-  replayed (capture also fails on any host sync), and the profiler's time per kernel.
+  replayed (capture also fails on any host sync), and the profiler's time per kernel; Flex's
+  ``from_kv_blocks`` on the same blocks in the same run (eager: it syncs with the host).
 * ``build_tiles``: the build kernels' knobs (``sparseflash.dynamic._ROW_TILE``,
   ``_ROW_WARPS``, ``_COMPACT_ROWS``) swept on the ``build`` case by GPU time (CUDA graph
   replay): pick the fastest before quoting ``build``.
@@ -322,6 +323,18 @@ def bench_build_gpu(timer, dev, cfg, causal=True):
             add("build_gpu", case, f"ours {name}: sum of kernels", "build", total / 1e3, None, None,
                 "profiler, mean of 20 calls, L2 warm")
         guarded("build_gpu", case, f"ours {name} profile", profiled)
+
+    def flex():
+        # Flex's BlockMask construction syncs with the host, so it is timed eagerly (events,
+        # L2 flushed), as the build suite does, beside our GPU times in the same run
+        _, BlockMask, _ = flex_api()
+        sel, valid = topk_blocks(scores, k, causal)
+        ms, _ = timer(lambda: flex_block_mask(BlockMask, sel, valid, bs, N, causal, False))
+        add("build_gpu", case, "flex BlockMask.from_kv_blocks (given the top-k), eager", "build", ms,
+            None, None, note)
+        ms, _ = timer(lambda: flex_block_mask(BlockMask, *topk_blocks(scores, k, causal), bs, N, causal, False))
+        add("build_gpu", case, "flex top-k + BlockMask.from_kv_blocks, eager", "build", ms, None, None, note)
+    guarded("build_gpu", case, "flex", flex)
 
 
 # ---------------------------------------------------------------------- step

@@ -269,6 +269,9 @@ _KERNELS_MAX_NK = 16384
 _ROW_TILE = 2048
 _ROW_WARPS: Optional[int] = None
 _COMPACT_ROWS = 512
+# Key blocks per step of the row kernel's first pass over the scores (the group maxima):
+# a narrower step holds fewer registers. Swept with the tiles (--suites build_tiles).
+_ROW_CHUNK = 16384
 
 
 def _nk_pad(nk: int) -> int:
@@ -379,7 +382,8 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
         0 if inc is None or inc.shape[0] == 1 else nq * W,
         table_heads, nq, nk, k,
         NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
-        UPCAST=src.dtype in (torch.float16, torch.bfloat16), num_warps=warps)
+        UPCAST=src.dtype in (torch.float16, torch.bfloat16), CHUNK=max(gs, min(nk_pad, _ROW_CHUNK)),
+        num_warps=warps)
     # 2. the transposed bitmask (key block rows of query block bits), with the column counts
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)

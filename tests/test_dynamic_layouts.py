@@ -306,13 +306,15 @@ def test_kernels_top_k_with_include_shared_heads_dtypes_and_strides(monkeypatch)
     both_paths(monkeypatch, lambda: sf.topk_layout(transposed, 2, **kw))
 
 
-@pytest.mark.parametrize("tile", [32, 64 * 32], ids=["one-row", "wide-tile"])
-def test_kernels_with_other_row_tiles(monkeypatch, tile):
+@pytest.mark.parametrize("tile,chunk,nk", [(32, 16384, 8), (64 * 32, 16384, 8), (2048, 32, 70), (2048, 64, 70)],
+                         ids=["one-row", "wide-tile", "chunk-32", "chunk-64"])
+def test_kernels_with_other_row_tiles(monkeypatch, tile, chunk, nk):
     from sparseflash import dynamic
 
     monkeypatch.setattr(dynamic, "_ROW_TILE", tile)                    # ROWS = 1, and up to 16
-    scores = torch.randint(-1, 2, (2, 3, 7, 8), generator=torch.Generator().manual_seed(tile)).float()
-    kw = dict(seq_len=100, kv_len=120, block_size=16, causal=True)
+    monkeypatch.setattr(dynamic, "_ROW_CHUNK", chunk)                  # group maxima in steps
+    scores = torch.randint(-1, 2, (2, 3, 7, nk), generator=torch.Generator().manual_seed(tile)).float()
+    kw = dict(seq_len=100, kv_len=nk * 16 - 4, block_size=16, causal=True)
     both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
     both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
 

@@ -62,11 +62,28 @@ def _unpack(words, ROWS: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
+def _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, c0, ROWS: tl.constexpr,
+               COLS: tl.constexpr, GS: tl.constexpr, UPCAST: tl.constexpr):
+    """Max and its index (ties to the left) of each group of ``GS`` visible scores in key
+    blocks ``[c0, c0 + COLS)`` of ``ROWS`` rows: ``[ROWS, COLS // GS]`` each. Invisible
+    blocks (above the causal line) are never read."""
+    cols = c0 + tl.arange(0, COLS)                                       # [COLS]
+    m2 = row_ok[:, None] & (cols[None, :] < nk)
+    cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
+    x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=cls > 0, other=float("-inf"))
+    if UPCAST:
+        x = x.to(tl.float32)                                             # exact for fp16 / bf16
+    return tl.max(tl.reshape(x, (ROWS, COLS // GS, GS)), 2, return_indices=True,
+                  return_indices_tie_break_left=True)
+
+
+@triton.jit
 def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
                  stride_s, stride_h, stride_q, stride_k, inc_stride_h,
                  TH, nq, nk, K,
                  NK_PAD: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr, GS: tl.constexpr,
-                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr):
+                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr,
+                 CHUNK: tl.constexpr):
     # grid: (cdiv(nq, ROWS), S * TH). src is the mask (uint8) or the scores, indexed
     # [s, h, i, j] by strides (stride_h 0 when one head of src serves every table head).
     G: tl.constexpr = NK_PAD // GS
@@ -80,16 +97,23 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     src_row = src_ptr + s.to(tl.int64) * stride_s + th.to(tl.int64) * stride_h + i.to(tl.int64) * stride_q
     vis = tl.load(vis_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0)   # [ROWS, W]
     if TOPK:
-        cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
-        m2 = row_ok[:, None] & (cols[None, :] < nk)
-        # invisible blocks (above the causal line) are never read
-        cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
-        x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=cls > 0, other=float("-inf"))
-        if UPCAST:
-            x = x.to(tl.float32)                                         # exact for fp16 / bf16
-        gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
-                            return_indices_tie_break_left=True)          # [ROWS, G]
         gcol = tl.arange(0, G)                                           # [G]
+        if CHUNK == NK_PAD:
+            gmax, garg = _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, 0,
+                                    ROWS, NK_PAD, GS, UPCAST)            # [ROWS, G]
+        else:
+            # chunk by chunk (fewer registers, more resident warps), each chunk's group
+            # maxima placed at their groups
+            GC: tl.constexpr = CHUNK // GS
+            gmax = tl.zeros((ROWS, G), dtype=tl.float32 if UPCAST else src_ptr.dtype.element_ty)
+            garg = tl.zeros((ROWS, G), dtype=tl.int32)
+            tc = tl.arange(0, GC)
+            for chunk in tl.static_range(NK_PAD // CHUNK):
+                cm, ca = _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, chunk * CHUNK,
+                                    ROWS, CHUNK, GS, UPCAST)             # [ROWS, GC]
+                at = gcol[None, :, None] == (chunk * GC + tc)[None, None, :]  # [1, G, GC]
+                gmax += tl.sum(tl.where(at, cm[:, None, :], 0.0), 2)
+                garg += tl.sum(tl.where(at, ca[:, None, :], 0), 2)
         garg = gcol[None, :] * GS + garg                                 # key block of each group's best
         gs = tl.arange(0, GS)                                            # [GS]
         keep = tl.zeros((ROWS, W), dtype=tl.int32)

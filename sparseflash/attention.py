@@ -43,7 +43,8 @@ import torch
 from torch import Tensor
 
 from .blockwise import blockwise_backward, blockwise_forward
-from .compiler import check_window, compile, compile_sequences, prefix_stable, restrict
+from .compiler import (check_window, compile, compile_sequences, from_trace_value, prefix_stable, restrict,
+                       trace_value)
 from .philox import draw_seed
 from .layout import BlockLayout
 from .parser import parse
@@ -510,10 +511,11 @@ def _check_padding(key_padding_mask, B: int, Nk: int, device) -> Optional[Tensor
 @torch.compiler.assume_constant_result
 def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_heads: int,
                    block_size: int, causal: bool, window) -> tuple:
-    """The tables of a host BlockLayout, or of a Pattern without a text form compiled for
-    these lengths: ``(fwd_ptr, ..., bwd_nfull)`` on ``device`` (the tensors the layout keeps,
-    ``BlockLayout.to``) and ``(seq_len, kv_len, table_heads, packed, *seqs rows)``. Under
-    torch.compile it runs once, at trace time: the graph holds the tables as constants."""
+    """The tables of a host BlockLayout, or of a Pattern without a text form (given as its
+    ``trace_value``) compiled for these lengths: ``(fwd_ptr, ..., bwd_nfull)`` on ``device``
+    (the tensors the layout keeps, ``BlockLayout.to``) and ``(seq_len, kv_len, table_heads,
+    packed, *seqs rows)``. Under torch.compile it runs once, at trace time: the graph holds
+    the tables as constants."""
     layout = _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window)
     t = layout.to(device)
     return (tuple(getattr(t, name) for name in TABLE_FIELDS),
@@ -524,8 +526,8 @@ def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_
 def _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window) -> BlockLayout:
     if isinstance(source, BlockLayout):
         return source
-    return compile(source, seq_len, kv_len=kv_len, block_size=block_size, causal=causal,
-                   num_heads=num_heads, window_size=window)
+    return compile(from_trace_value(source), seq_len, kv_len=kv_len, block_size=block_size,
+                   causal=causal, num_heads=num_heads, window_size=window)
 
 
 def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", mods) -> Tuple[Tensor, Tensor]:
@@ -552,7 +554,9 @@ def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", m
         # a layout brings its own lengths; a Pattern compiles for the call's, made trace-time
         # constants (operator.index specialises symbolic sizes: one graph per length)
         lengths = (None,) * 3 if isinstance(pattern, BlockLayout) else tuple(map(operator.index, (N, Nk, H)))
-        tables, geometry = _static_tables(pattern, q.device, *lengths, call.block_size,
+        # a Pattern goes as its trace_value: torch 2.11's dynamo cannot pass the object itself
+        source = pattern if isinstance(pattern, BlockLayout) else trace_value(pattern)
+        tables, geometry = _static_tables(source, q.device, *lengths, call.block_size,
                                           call.causal, call.window)
         host_tables = True
     seq_len, kv_len, table_heads, packed, *seqs = geometry

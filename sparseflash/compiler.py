@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
                      bottom_right, cdiv, seq_row)
 from .parser import parse
-from .pattern import Dense, FromMask, Grid, Pattern
+from .pattern import Dense, FromFn, FromMask, Grid, Pattern, PerHead
 
 __all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
            "check_window", "restrict", "CacheInfo", "MAX_TABLE_BYTES", "CACHE_MAX_BYTES",
@@ -103,8 +103,7 @@ def compile(pattern: Pattern, seq_len: int, *, kv_len: Optional[int] = None, blo
         # torch.compile traces the caller: compile now, once, outside the trace; the trace
         # gets the tables as constant tensors (a layout with tables_on_device)
         tables, (meta, seqs) = _compile_at_trace_time(
-            str(pattern) if pattern.has_text_form else pattern, seq_len, kv_len, block_size,
-            causal, num_heads, window_size, cache)
+            trace_value(pattern), seq_len, kv_len, block_size, causal, num_heads, window_size, cache)
         return BlockLayout(**dict(meta), seqs=seqs, **dict(tables))
     return _compile_checked(pattern, seq_len, kv_len, block_size, causal, num_heads, window_size, cache)
 
@@ -137,16 +136,47 @@ except ImportError:  # pragma: no cover - the compiler itself needs only numpy
         return fn
 
 
+def trace_value(pattern: Pattern):
+    """``pattern`` as constants, for code torch.compile traces to pass to an
+    ``assume_constant_result`` function, where :func:`from_trace_value` rebuilds it: its text,
+    or, for a tree with a ``from_mask``/``from_fn`` leaf, nested tuples ``(type, *operands)``
+    with leaves ``text``, ``(FromMask, shape, data, digest)`` and ``(FromFn, fn)``. Dynamo in
+    torch 2.11 cannot pass a Pattern itself there (it converts arguments to constants, and
+    "can't reconstruct arbitrary frozen dataclass instances"); 2.13 passes it by identity.
+    Traced, this reads only the fields it returns, so the guards compare them by value (equal
+    patterns share a graph), except a from_fn's function: a function is guarded by its code
+    alone, so ``id`` guards the leaf object itself, which keeps its function."""
+    if pattern.has_text_form:
+        return str(pattern)
+    if isinstance(pattern, FromMask):
+        return FromMask, pattern.shape, pattern.data, pattern.digest
+    if isinstance(pattern, FromFn):
+        id(pattern)  # traced: an identity guard on the leaf
+        return FromFn, pattern.fn
+    return (type(pattern), *(trace_value(p) for p in pattern._operands()))
+
+
+def from_trace_value(value) -> Pattern:
+    """The pattern :func:`trace_value` gave ``value`` for (an equal one)."""
+    if isinstance(value, str):
+        return parse(value)
+    kind, *args = value
+    if kind is FromMask or kind is FromFn:
+        return kind(*args)
+    operands = [from_trace_value(v) for v in args]
+    return kind(tuple(operands)) if kind is PerHead else kind(*operands)
+
+
 @_assume_constant_result
 def _compile_at_trace_time(source, *args) -> tuple:
     """:func:`compile` inside a function torch.compile traces: it runs at trace time, outside
     the trace, and returns the layout's tables as CPU int32 tensors (constants of the graph)
     and its host metadata as constants: ``((name, table), ...), (((name, value), ...), seqs
-    rows)``. A Pattern built inside the traced function arrives as its text (a constant; the
-    object there is dynamo's stand-in), one without a text form as itself."""
+    rows)``. The Pattern arrives as its :func:`trace_value` (constants; the object there is
+    dynamo's stand-in)."""
     import torch
 
-    layout = _compile_checked(parse(source) if isinstance(source, str) else source, *args)
+    layout = _compile_checked(from_trace_value(source), *args)
     tables = tuple((name, torch.from_numpy(np.array(getattr(layout, name)))) for name in
                    ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
     meta = tuple((name, getattr(layout, name)) for name in

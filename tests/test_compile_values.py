@@ -121,6 +121,25 @@ def test_pattern_without_text_form_travels_as_its_tables(kind):
     assert _ops_in(backend.graphs[0]) == ["sparseflash.attention_tables_fwd.default"]
 
 
+def test_pattern_without_text_form_is_guarded_by_its_data():
+    """Such a pattern reaches the graph as its data (torch 2.11's dynamo cannot pass the object):
+    an equal from_mask shares the graph, and a from_fn of the same code but another closure
+    does not (functions are guarded by their code; the leaf is guarded by identity)."""
+    backend = _CountingBackend()
+    f = torch.compile(lambda q, k, v, p: sparse_attention(q, k, v, p, block_size=16, backend="torch"),
+                      fullgraph=True, backend=backend)
+    q, k, v, _ = _qkv()
+    mask = np.eye(4, dtype=bool)
+    f(q, k, v, sf.from_mask(mask) | sf.local(0))
+    f(q, k, v, sf.from_mask(mask.copy()) | sf.local(0))
+    assert len(backend.graphs) == 1
+    for w in (0, 1):
+        pattern = sf.from_fn((lambda w: lambda i, j: abs(i - j) <= w)(w)) & sf.dense()
+        torch.testing.assert_close(f(q, k, v, pattern),
+                                   sparse_attention(q, k, v, pattern, block_size=16, backend="torch"))
+    assert len(backend.graphs) == 3
+
+
 def test_dynamic_shapes_resolve_the_pattern_from_the_actual_lengths():
     backend = _CountingBackend()
     pattern = sf.local(1) | sf.global_blocks(1)

@@ -269,11 +269,12 @@ _KERNELS_MAX_NK = 16384
 _ROW_TILE = 2048
 _ROW_WARPS: Optional[int] = None
 _COMPACT_ROWS = 512
-# Key blocks per step of the row kernel's first pass over the scores (the group maxima):
-# a narrower step holds fewer registers (64 instead of 89 at chunk 128) but measured slower
-# on an H200 at every tile tried (tile 2048, 1 warp: 0.345 ms whole row, 0.364 chunk 128,
-# 0.373 chunk 64; run7-chunk-sweep), so the default takes the whole row in one step.
-_ROW_CHUNK = 16384
+# The row kernel's rounds reduce one int64 key per group (score's order-preserving bits and
+# block, for scores of 32 bits or fewer) instead of a (max, index) pair and an index lookup.
+# Measured against the pairs by --suites build_tiles. (A first pass in chunks of 64 or 128
+# key blocks, for fewer registers, was measured slower at every tile on an H200, 0.364 and
+# 0.373 ms against 0.345 unchunked: run7-chunk-sweep; it was removed.)
+_ROW_PACKED = False
 
 
 def _nk_pad(nk: int) -> int:
@@ -384,7 +385,8 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
         0 if inc is None or inc.shape[0] == 1 else nq * W,
         table_heads, nq, nk, k,
         NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
-        UPCAST=src.dtype in (torch.float16, torch.bfloat16), CHUNK=max(gs, min(nk_pad, _ROW_CHUNK)),
+        UPCAST=src.dtype in (torch.float16, torch.bfloat16),
+        PACKED=_ROW_PACKED and src.dtype != torch.float64,
         num_warps=warps)
     # 2. the transposed bitmask (key block rows of query block bits), with the column counts
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)

@@ -131,13 +131,13 @@ def test_a_3d_mask_is_one_table_shared_by_the_batch_and_one_head_serves_all():
 
 # ---------------------------------------------------------------------- topk_layout
 def expected_topk(scores, k, seq_len, kv_len, bs, causal, include=None):
-    """Per row: the k best visible blocks with finite score (all of them if fewer), plus
-    include's blocks; bool ``[S, H, nq, nk]``."""
+    """Per row: the k best visible blocks with a score above -inf (all of them if fewer),
+    plus include's blocks; bool ``[S, H, nq, nk]``."""
     visible, _ = geometry_oracle(seq_len, kv_len, bs, causal)
     s = np.where(visible, scores.cpu().double().numpy(), -np.inf)
     order = np.argsort(-s, axis=-1, kind="stable")
     rank = np.argsort(order, axis=-1)
-    keep = (rank < k) & np.isfinite(s)
+    keep = (rank < k) & (s > -np.inf)
     if include is not None:
         keep |= include
     return keep & visible
@@ -231,7 +231,14 @@ def both_paths(monkeypatch, build):
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", False)
     chain = build()
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
-    kernels = build()
+    for packed in (not dynamic._ROW_PACKED, dynamic._ROW_PACKED):      # both top-k rounds, default last
+        monkeypatch.setattr(dynamic, "_ROW_PACKED", packed)
+        kernels = build()
+        _assert_same_tables(chain, kernels)
+    return chain, kernels
+
+
+def _assert_same_tables(chain, kernels):
     for name in TABLES:
         a, b = getattr(chain, name), getattr(kernels, name)
         assert b.dtype == torch.int32 and b.device == a.device and b.is_contiguous(), name
@@ -243,7 +250,6 @@ def both_paths(monkeypatch, build):
         assert torch.equal(a, b), (name, a.tolist(), b.tolist())
     assert kernels.seqs.tolist() == chain.seqs.tolist()
     assert (kernels.table_heads, kernels.num_heads) == (chain.table_heads, chain.num_heads)
-    return chain, kernels
 
 
 KERNEL_GEOMETRIES = GEOMETRIES + [pytest.param(1100, 1030, 16, id="two-words")]   # nk > 64
@@ -309,13 +315,11 @@ def test_kernels_top_k_with_include_shared_heads_dtypes_and_strides(monkeypatch)
     both_paths(monkeypatch, lambda: sf.topk_layout(transposed, 2, **kw))
 
 
-@pytest.mark.parametrize("tile,chunk,nk", [(32, 16384, 8), (64 * 32, 16384, 8), (2048, 32, 70), (2048, 64, 70)],
-                         ids=["one-row", "wide-tile", "chunk-32", "chunk-64"])
-def test_kernels_with_other_row_tiles(monkeypatch, tile, chunk, nk):
+@pytest.mark.parametrize("tile,nk", [(32, 8), (64 * 32, 8), (2048, 70)], ids=["one-row", "wide-tile", "three-words"])
+def test_kernels_with_other_row_tiles(monkeypatch, tile, nk):
     from sparseflash import dynamic
 
     monkeypatch.setattr(dynamic, "_ROW_TILE", tile)                    # ROWS = 1, and up to 16
-    monkeypatch.setattr(dynamic, "_ROW_CHUNK", chunk)                  # group maxima in steps
     scores = torch.randint(-1, 2, (2, 3, 7, nk), generator=torch.Generator().manual_seed(tile)).float()
     kw = dict(seq_len=100, kv_len=nk * 16 - 4, block_size=16, causal=True)
     both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
@@ -339,6 +343,20 @@ def test_ties_go_to_the_lower_key_block_on_both_paths(monkeypatch):
     chain, _ = both_paths(monkeypatch, lambda: sf.topk_layout(scores, 2, seq_len=64, block_size=16))
     np.testing.assert_array_equal(chain.to_dense()[0], [[1, 1, 0, 0], [1, 0, 0, 1],
                                                         [1, 1, 0, 0], [1, 1, 0, 0]])
+
+
+def test_top_k_order_at_the_float_extremes(monkeypatch):
+    """Infinities, the largest finite floats, subnormals and signed zeros: the packed keys'
+    order (the float's bits made monotone) agrees with the comparisons'."""
+    tiny = torch.finfo(torch.float32).tiny
+    row = torch.tensor([float("inf"), -3.4e38, 1e-45, -1e-45, 0.0, -0.0, 3.4e38, tiny,
+                        -tiny, -1.0, float("inf"), 1e-45, -0.0, 2.0, -3.4e38, float("-inf")])
+    g = torch.Generator().manual_seed(3)
+    scores = torch.stack([row[torch.randperm(16, generator=g)] for _ in range(6)])[None, None]
+    kw = dict(seq_len=6 * 16, kv_len=16 * 16, block_size=16)
+    for k in (1, 4, 9, 15):
+        chain, kernels = both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), k, **kw))
+        np.testing.assert_array_equal(kernels.to_dense()[0], expected_topk(scores, k, 96, 256, 16, False)[0, 0])
 
 
 def test_the_kernels_run_by_default_on_cuda_only(monkeypatch):

@@ -62,19 +62,33 @@ def _unpack(words, ROWS: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
-def _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, c0, ROWS: tl.constexpr,
-               COLS: tl.constexpr, GS: tl.constexpr, UPCAST: tl.constexpr):
-    """Max and its index (ties to the left) of each group of ``GS`` visible scores in key
-    blocks ``[c0, c0 + COLS)`` of ``ROWS`` rows: ``[ROWS, COLS // GS]`` each. Invisible
-    blocks (above the causal line) are never read."""
-    cols = c0 + tl.arange(0, COLS)                                       # [COLS]
-    m2 = row_ok[:, None] & (cols[None, :] < nk)
-    cls = tl.load(classes_ptr + i[:, None] * nk + cols[None, :], mask=m2, other=0)
-    x = tl.load(src_row[:, None] + cols[None, :] * stride_k, mask=cls > 0, other=float("-inf"))
+def _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST: tl.constexpr,
+              GATED: tl.constexpr):
+    """Scores of key blocks ``cols`` (``[ROWS, C]``) of ``ROWS`` rows, ``-inf`` where not
+    visible. GATED: the scores' load waits for the classes' and never reads those above the
+    causal line (the first pass, most of the row); otherwise both loads issue at once (the
+    rounds' short refreshes, where the second load's latency is what counts)."""
+    m2 = row_ok[:, None] & (cols < nk)
+    cls = tl.load(classes_ptr + i[:, None] * nk + cols, mask=m2, other=0)
+    x = tl.load(src_row[:, None] + cols * stride_k, mask=(cls > 0) if GATED else m2, other=float("-inf"))
     if UPCAST:
         x = x.to(tl.float32)                                             # exact for fp16 / bf16
-    return tl.max(tl.reshape(x, (ROWS, COLS // GS, GS)), 2, return_indices=True,
-                  return_indices_tie_break_left=True)
+    if not GATED:
+        x = tl.where(cls > 0, x, float("-inf"))
+    return x
+
+
+@triton.jit
+def _keys(x, cols, NK_PAD: tl.constexpr):
+    """int64 keys of float32 scores ``x`` at key blocks ``cols`` that order as the selection
+    does (descending score, ties to the lower block): the score's order-preserving int32 in
+    the high half, ``NK_PAD - 1 - col`` in the low. ``-inf`` (and invisible) gets ``_NONE``,
+    below every score's key. ``-0.0`` ties ``0.0``, as in torch's comparisons."""
+    x = tl.where(x == 0, 0.0, x)
+    b = x.to(tl.int32, bitcast=True)
+    o = b ^ ((b >> 31) & 0x7FFFFFFF)                                     # monotone in x
+    key = (o.to(tl.int64) << 32) | (NK_PAD - 1 - cols).to(tl.int64)
+    return tl.where(x > float("-inf"), key, -9223372036854775807)
 
 
 @triton.jit
@@ -83,9 +97,11 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
                  TH, nq, nk, K,
                  NK_PAD: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr, GS: tl.constexpr,
                  TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr,
-                 CHUNK: tl.constexpr):
+                 PACKED: tl.constexpr):
     # grid: (cdiv(nq, ROWS), S * TH). src is the mask (uint8) or the scores, indexed
     # [s, h, i, j] by strides (stride_h 0 when one head of src serves every table head).
+    # PACKED (scores of 32 bits or fewer): each round reduces one int64 key (_keys) per
+    # group instead of a (max, index) pair and an index lookup.
     G: tl.constexpr = NK_PAD // GS
     st = tl.program_id(1)
     s = st // TH
@@ -98,46 +114,45 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     vis = tl.load(vis_ptr + i[:, None] * W + wcol[None, :], mask=wmask, other=0)   # [ROWS, W]
     if TOPK:
         gcol = tl.arange(0, G)                                           # [G]
-        if CHUNK == NK_PAD:
-            gmax, garg = _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, 0,
-                                    ROWS, NK_PAD, GS, UPCAST)            # [ROWS, G]
-        else:
-            # chunk by chunk (fewer registers, more resident warps), each chunk's group
-            # maxima placed at their groups
-            GC: tl.constexpr = CHUNK // GS
-            gmax = tl.zeros((ROWS, G), dtype=tl.float32 if UPCAST else src_ptr.dtype.element_ty)
-            garg = tl.zeros((ROWS, G), dtype=tl.int32)
-            tc = tl.arange(0, GC)
-            for chunk in tl.static_range(NK_PAD // CHUNK):
-                cm, ca = _group_max(src_row, classes_ptr, i, row_ok, nk, stride_k, chunk * CHUNK,
-                                    ROWS, CHUNK, GS, UPCAST)             # [ROWS, GC]
-                at = gcol[None, :, None] == (chunk * GC + tc)[None, None, :]  # [1, G, GC]
-                gmax += tl.sum(tl.where(at, cm[:, None, :], 0.0), 2)
-                garg += tl.sum(tl.where(at, ca[:, None, :], 0), 2)
-        garg = gcol[None, :] * GS + garg                                 # key block of each group's best
         gs = tl.arange(0, GS)                                            # [GS]
+        cols = tl.arange(0, NK_PAD)[None, :]                             # [1, NK_PAD]
+        x = _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST, True)
         keep = tl.zeros((ROWS, W), dtype=tl.int32)
-        for _ in range(K):
-            m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
-            hit = gcol[None, :] == g[:, None]                            # [ROWS, G]
-            j = tl.sum(tl.where(hit, garg, 0), 1)                        # [ROWS] the round's block
-            ok = m > float("-inf")
-            bit = tl.where(ok, 1, 0) << (j % 32)
-            keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
-            # refresh group g with the blocks after (m, j) in the order: exactly those not
-            # taken yet, since rounds take blocks in that order
-            c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
-            mc = row_ok[:, None] & (c < nk)
-            # both loads issued at once (the scores' mask does not wait for the classes)
-            yc = tl.load(classes_ptr + i[:, None] * nk + c, mask=mc, other=0)
-            y = tl.load(src_row[:, None] + c * stride_k, mask=mc, other=float("-inf"))
-            if UPCAST:
-                y = y.to(tl.float32)
-            after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
-            y = tl.where((yc > 0) & after, y, float("-inf"))             # [ROWS, GS]
-            nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
-            gmax = tl.where(hit, nm[:, None], gmax)
-            garg = tl.where(hit, (g * GS + na)[:, None], garg)
+        if PACKED:
+            gkey = tl.max(tl.reshape(_keys(x, cols, NK_PAD), (ROWS, G, GS)), 2)   # [ROWS, G]
+            for _ in range(K):
+                kmax = tl.max(gkey, 1)                                   # [ROWS] the round's key
+                ok = kmax > -9223372036854775807
+                j = NK_PAD - 1 - (kmax & (NK_PAD - 1)).to(tl.int32)      # its block
+                g = j // GS
+                bit = tl.where(ok, 1, 0) << (j % 32)
+                keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
+                # refresh group g with its keys below kmax: exactly those not taken yet
+                c = g[:, None] * GS + gs[None, :]                        # [ROWS, GS]
+                y = _keys(_load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, c, UPCAST, False),
+                          c, NK_PAD)
+                nkey = tl.max(tl.where(y < kmax[:, None], y, -9223372036854775807), 1)
+                gkey = tl.where(gcol[None, :] == g[:, None], nkey[:, None], gkey)
+        else:
+            gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
+                                return_indices_tie_break_left=True)      # [ROWS, G]
+            garg = gcol[None, :] * GS + garg                             # key block of each group's best
+            for _ in range(K):
+                m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
+                hit = gcol[None, :] == g[:, None]                        # [ROWS, G]
+                j = tl.sum(tl.where(hit, garg, 0), 1)                    # [ROWS] the round's block
+                ok = m > float("-inf")
+                bit = tl.where(ok, 1, 0) << (j % 32)
+                keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
+                # refresh group g with the blocks after (m, j) in the order: exactly those
+                # not taken yet, since rounds take blocks in that order
+                c = g[:, None] * GS + gs[None, :]                        # [ROWS, GS]
+                y = _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, c, UPCAST, False)
+                after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
+                y = tl.where(after, y, float("-inf"))                    # [ROWS, GS]
+                nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
+                gmax = tl.where(hit, nm[:, None], gmax)
+                garg = tl.where(hit, (g * GS + na)[:, None], garg)
     else:
         cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
         m2 = row_ok[:, None] & (cols[None, :] < nk)

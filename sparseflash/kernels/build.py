@@ -82,7 +82,7 @@ def _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST: tl.co
 def _keys(x, cols, NK_PAD: tl.constexpr):
     """int64 keys of float32 scores ``x`` at key blocks ``cols`` that order as the selection
     does (descending score, ties to the lower block): the score's order-preserving int32 in
-    the high half, ``NK_PAD - 1 - col`` in the low. ``-inf`` (and invisible) gets ``_NONE``,
+    the high half, ``NK_PAD - 1 - col`` in the low. ``-inf`` (and invisible) gets ``1 - 2**63``,
     below every score's key. ``-0.0`` ties ``0.0``, as in torch's comparisons."""
     x = tl.where(x == 0, 0.0, x)
     b = x.to(tl.int32, bitcast=True)
@@ -118,8 +118,11 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
         cols = tl.arange(0, NK_PAD)[None, :]                             # [1, NK_PAD]
         x = _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST, True)
         keep = tl.zeros((ROWS, W), dtype=tl.int32)
+        gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
+                            return_indices_tie_break_left=True)          # [ROWS, G]
+        garg = gcol[None, :] * GS + garg                                 # key block of each group's best
         if PACKED:
-            gkey = tl.max(tl.reshape(_keys(x, cols, NK_PAD), (ROWS, G, GS)), 2)   # [ROWS, G]
+            gkey = _keys(gmax, garg, NK_PAD)                             # [ROWS, G]
             for _ in range(K):
                 kmax = tl.max(gkey, 1)                                   # [ROWS] the round's key
                 ok = kmax > -9223372036854775807
@@ -134,9 +137,6 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
                 nkey = tl.max(tl.where(y < kmax[:, None], y, -9223372036854775807), 1)
                 gkey = tl.where(gcol[None, :] == g[:, None], nkey[:, None], gkey)
         else:
-            gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
-                                return_indices_tie_break_left=True)      # [ROWS, G]
-            garg = gcol[None, :] * GS + garg                             # key block of each group's best
             for _ in range(K):
                 m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
                 hit = gcol[None, :] == g[:, None]                        # [ROWS, G]

@@ -46,7 +46,7 @@ from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import (check_window, compile, compile_sequences, from_trace_value, prefix_stable, restrict,
                        trace_value)
 from .philox import draw_seed
-from .layout import BlockLayout
+from .layout import _LIVE_HOST_LAYOUTS, BlockLayout
 from .parser import parse
 from .pattern import Pattern
 
@@ -511,8 +511,8 @@ def _check_padding(key_padding_mask, B: int, Nk: int, device) -> Optional[Tensor
 @torch.compiler.assume_constant_result
 def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_heads: int,
                    block_size: int, causal: bool, window) -> tuple:
-    """The tables of a host BlockLayout, or of a Pattern without a text form (given as its
-    ``trace_value``) compiled for these lengths: ``(fwd_ptr, ..., bwd_nfull)`` on ``device``
+    """The tables of a host BlockLayout (given as its serial), or of a Pattern without a text
+    form (given as its ``trace_value``) compiled for these lengths: ``(fwd_ptr, ..., bwd_nfull)`` on ``device``
     (the tensors the layout keeps, ``BlockLayout.to``) and ``(seq_len, kv_len, table_heads,
     packed, *seqs rows)``. Under torch.compile it runs once, at trace time: the graph holds
     the tables as constants."""
@@ -524,8 +524,8 @@ def _static_tables(source, device: torch.device, seq_len: int, kv_len: int, num_
 
 
 def _static_layout(source, seq_len, kv_len, num_heads, block_size, causal, window) -> BlockLayout:
-    if isinstance(source, BlockLayout):
-        return source
+    if isinstance(source, tuple) and source[0] is BlockLayout:   # a host layout's serial
+        return _LIVE_HOST_LAYOUTS[source[1]]
     return compile(from_trace_value(source), seq_len, kv_len=kv_len, block_size=block_size,
                    causal=causal, num_heads=num_heads, window_size=window)
 
@@ -554,8 +554,9 @@ def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", m
         # a layout brings its own lengths; a Pattern compiles for the call's, made trace-time
         # constants (operator.index specialises symbolic sizes: one graph per length)
         lengths = (None,) * 3 if isinstance(pattern, BlockLayout) else tuple(map(operator.index, (N, Nk, H)))
-        # a Pattern goes as its trace_value: torch 2.11's dynamo cannot pass the object itself
-        source = pattern if isinstance(pattern, BlockLayout) else trace_value(pattern)
+        # constants, not the objects (torch 2.11's dynamo cannot pass those): a Pattern goes
+        # as its trace_value, a host layout as its serial (guarded: another layout retraces)
+        source = (BlockLayout, pattern._serial) if isinstance(pattern, BlockLayout) else trace_value(pattern)
         tables, geometry = _static_tables(source, q.device, *lengths, call.block_size,
                                           call.causal, call.window)
         host_tables = True

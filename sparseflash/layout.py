@@ -4,6 +4,8 @@ The table format is specified once, in :class:`BlockLayout`'s docstring.
 """
 from __future__ import annotations
 
+import itertools
+import weakref
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -20,6 +22,12 @@ Q_START, Q_LEN, K_START, K_LEN, Q_POS, K_POS, ROW_OFF, COL_OFF, NQ, NK = range(l
 # Keys of BlockLayout._device_cache beside the devices: a device-built layout's seqs tensor
 # and its host copy (tuples, so no device argument of to() can meet them).
 _SEQS_KEY, _HOST_KEY = ("seqs",), ("host",)
+# Host layouts alive, by serial (a string never reused): code that torch.compile traces names
+# a host layout by its serial, a constant, where a function run at trace time finds it
+# (attention._static_tables). A string, since dynamo may make an int input symbolic. Weak:
+# an entry goes with its layout.
+_LIVE_HOST_LAYOUTS: "weakref.WeakValueDictionary[str, BlockLayout]" = weakref.WeakValueDictionary()
+_SERIALS = itertools.count(1)
 
 
 def _compiling() -> bool:
@@ -193,7 +201,7 @@ class BlockLayout:
         "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
         "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
         "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
-        "compile_ms", "_seq_rows", "_device_cache", "__weakref__",
+        "compile_ms", "_seq_rows", "_device_cache", "_serial", "__weakref__",
     )
 
     def __init__(self, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
@@ -247,7 +255,11 @@ class BlockLayout:
                 arr.setflags(write=False)
             setattr(self, name, arr)
         self.compile_ms = compile_ms
-        self._device_cache: Dict[object, LayoutTensors] = {}
+        # device tables travel as themselves; a host layout by its serial (_LIVE_HOST_LAYOUTS)
+        self._serial: Optional[str] = None if on_device or _tracing() else f"layout-{next(_SERIALS)}"
+        self._device_cache: Dict[object, LayoutTensors] = {}             # set last: then immutable
+        if self._serial is not None:
+            _LIVE_HOST_LAYOUTS[self._serial] = self
         rows = sum(row[NQ] for row in self._seq_rows) * self.table_heads
         cols = sum(row[NK] for row in self._seq_rows) * self.table_heads
         assert tuple(self.fwd_ptr.shape) == (rows + 1,), (self.fwd_ptr.shape, rows)
@@ -277,7 +289,7 @@ class BlockLayout:
                       fwd_nfull=fwd_nfull, bwd_ptr=bwd_ptr, bwd_idx=bwd_idx,
                       bwd_nfull=bwd_nfull, compile_ms=float("nan"),
                       _seq_rows=tuple(tuple(row) for row in seq_rows),
-                      _device_cache={_SEQS_KEY: seqs_tensor})
+                      _device_cache={_SEQS_KEY: seqs_tensor}, _serial=None)
         for name, value in fields.items():
             object.__setattr__(layout, name, value)
         return layout

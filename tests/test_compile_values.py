@@ -169,6 +169,28 @@ def test_a_pattern_passed_under_compile_can_be_collected():
     assert dead() is None
 
 
+def test_host_layouts_travel_by_serial_each_with_its_own_graph():
+    """A host layout reaches the trace-time table lookup as its serial number (a constant;
+    torch 2.11's dynamo cannot pass the object): two layouts give two graphs with their own
+    tables, and a layout stays collectable (the serial registry is weak)."""
+    from sparseflash.layout import _LIVE_HOST_LAYOUTS
+
+    backend = _CountingBackend()
+    f = torch.compile(lambda q, k, v, layout: sparse_attention(q, k, v, layout, backend="torch"),
+                      fullgraph=True, backend=backend)
+    q, k, v, _ = _qkv()
+    for w in (0, 2):
+        layout = sf.compile(sf.local(w), 64, block_size=16, causal=True, num_heads=2, cache=False)
+        torch.testing.assert_close(f(q, k, v, layout), sparse_attention(q, k, v, layout, backend="torch"))
+    assert len(backend.graphs) == 2
+    serial, dead = layout._serial, weakref.ref(layout)
+    assert _LIVE_HOST_LAYOUTS[serial] is layout
+    del layout, f, backend
+    torch._dynamo.reset()
+    gc.collect()
+    assert dead() is None and serial not in _LIVE_HOST_LAYOUTS
+
+
 # ---------------------------------------------------------------------- layouts with tensor tables
 def _topk_layout_by_hand(scores: torch.Tensor, k: int, *, seq_len: int, block_size: int) -> sf.BlockLayout:
     """The top-k layout of the contract with ``sf.topk_layout``, built with plain torch ops (no

@@ -55,15 +55,25 @@ def _inputs(layout, d=16, Hkv=None, seed=0):
     return q, k, v
 
 
+def blocks_to_dense(num_blocks, indices, num_cols: int) -> torch.Tensor:
+    """Bool ``[..., rows, num_cols]`` of a Flex (num_blocks, indices) pair: row r keeps
+    ``indices[..., r, :num_blocks[..., r]]`` (written here: torch's private helper for this
+    changed its signature between releases)."""
+    taken = torch.arange(indices.shape[-1], device=indices.device) < num_blocks[..., None]  # [..., rows, slots]
+    dense = torch.zeros(indices.shape[:-1] + (num_cols + 1,), dtype=torch.bool, device=indices.device)
+    dense.scatter_(-1, torch.where(taken, indices.long(), num_cols), True)
+    return dense[..., :num_cols]
+
+
 def flex_token_mask(block_mask, head: int) -> np.ndarray:
     """Bool ``[seq_len, kv_len]``: what the compiled Flex kernel attends for one head: every
     pair of a full block, and the pairs of a partial block that ``mask_mod`` keeps."""
     seq_len, kv_len = block_mask.seq_lengths
     bq, bk = block_mask.BLOCK_SIZE
     h = head if block_mask.kv_num_blocks.shape[1] > 1 else 0
-    full = flex._ordered_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices,
+    full = blocks_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices,
                                   block_mask.full_kv_indices.shape[-1])[0, h]
-    partial = flex._ordered_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices,
+    partial = blocks_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices,
                                      block_mask.kv_indices.shape[-1])[0, h]
     assert not (full & partial).any(), "a block is both full and partial"
 
@@ -106,8 +116,8 @@ def test_mask_mod_is_the_layout_token_rule_on_every_pair(layout):
 def test_aligned_square_layout_maps_blocks_one_to_one():
     layout = sf.compile(sf.local(1) | sf.global_blocks(1), 128, block_size=16, causal=True)
     block_mask = sf.to_flex_block_mask(layout)
-    full = flex._ordered_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, 8)[0, 0]
-    partial = flex._ordered_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices, 8)[0, 0]
+    full = blocks_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, 8)[0, 0]
+    partial = blocks_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices, 8)[0, 0]
     np.testing.assert_array_equal(full.numpy(), layout.to_dense("full")[0])
     np.testing.assert_array_equal(partial.numpy(), layout.to_dense("partial")[0])
 
@@ -119,7 +129,7 @@ def test_unaligned_blocks_are_partial_where_our_rows_straddle_flex_rows():
     block_mask = sf.to_flex_block_mask(layout)
     assert int(layout.seqs[0, 4]) % 16 == 8
     assert block_mask.kv_num_blocks.shape[-1] == 7                      # cdiv(100, 16) Flex rows
-    full = flex._ordered_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, 19)[0, 0]
+    full = blocks_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, 19)[0, 0]
     assert not full[0].any()                # our row 0 lacks its first 8 rows: nothing full there
     assert full[1:5, :12].all()             # below the diagonal, two full rows of ours stay full
     assert not full[5:].any()               # our last row runs past the end: partial

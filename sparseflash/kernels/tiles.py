@@ -13,9 +13,17 @@ LOG2E = tl.constexpr(1.4426950408889634)    # 1 / ln 2
 
 @triton.jit
 def _dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    # Triton 3.6's interpreter multiplies bf16 operands wrongly: upcast them there.
+    # UPCAST (the interpreter): float64 products, rounded once to float32. Triton 3.6's
+    # interpreter multiplies bf16 operands wrongly, and its float32 dots go to the CPU's BLAS,
+    # whose rounding can differ between q k^T and its transpose k q^T: the backward would
+    # then recompute other scores than the forward's, which a peaked softmax (scale 1e8)
+    # turns into wrong probabilities. Summed in float64, both orders round alike.
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
+        out = tl.dot(a.to(tl.float64), b.to(tl.float64), input_precision="ieee").to(tl.float32)
+        if acc is None:
+            return out
+        else:
+            return acc + out
     else:
         return tl.dot(a, b, acc, input_precision=PRECISION)
 

@@ -223,15 +223,17 @@ def test_compiled_builder_gives_the_eager_tables():
 
 
 # ---------------------------------------------------------------------- the Triton build kernels
-def both_paths(monkeypatch, build):
+def both_paths(monkeypatch, build, topk=True):
     """(torch chain's layout, kernels' layout) of ``build()``; every table equal up to its
-    ``ptr[-1]`` (the kernels leave the capacity tails unwritten), the capacities too."""
+    ``ptr[-1]`` (the kernels leave the capacity tails unwritten), the capacities too. A top-k
+    build runs the kernels with both kinds of rounds (``_ROW_PACKED``), the default last."""
     from sparseflash import dynamic
 
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", False)
     chain = build()
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
-    for packed in (not dynamic._ROW_PACKED, dynamic._ROW_PACKED):      # both top-k rounds, default last
+    variants = (not dynamic._ROW_PACKED, dynamic._ROW_PACKED) if topk else (dynamic._ROW_PACKED,)
+    for packed in variants:
         monkeypatch.setattr(dynamic, "_ROW_PACKED", packed)
         kernels = build()
         _assert_same_tables(chain, kernels)
@@ -265,11 +267,11 @@ def test_kernels_build_the_chains_tables_from_a_mask(monkeypatch, seq_len, kv_le
     mask[1, 0] = False                          # a table with no block at all
     mask[1, 1, :, -1] = True                    # a full last column
     chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        mask, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal))
+        mask, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal), topk=False)
     assert_tables_match_host(kernels, mask.cpu().numpy(), seq_len, kv_len, bs, causal, 2)
     shared = mask[0]                            # 3-D: one table for the batch, one head for 4
     both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        shared[:1], seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal, num_heads=4))
+        shared[:1], seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal, num_heads=4), topk=False)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -323,7 +325,7 @@ def test_kernels_with_other_row_tiles(monkeypatch, tile, nk):
     scores = torch.randint(-1, 2, (2, 3, 7, nk), generator=torch.Generator().manual_seed(tile)).float()
     kw = dict(seq_len=100, kv_len=nk * 16 - 4, block_size=16, causal=True)
     both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
-    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
+    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw), topk=False)
 
 
 def test_kernels_with_more_padded_words_than_rows(monkeypatch):
@@ -332,7 +334,7 @@ def test_kernels_with_more_padded_words_than_rows(monkeypatch):
     mask = bits((1, 1, 260, 257), seed=5)
     mask[0, 0, :, 0] = True                                         # a full first column
     chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        mask, seq_len=260 * 16, kv_len=257 * 16 - 3, block_size=16, causal=True))
+        mask, seq_len=260 * 16, kv_len=257 * 16 - 3, block_size=16, causal=True), topk=False)
     assert kernels.nnz == chain.nnz > 0
 
 

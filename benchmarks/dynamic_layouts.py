@@ -15,7 +15,7 @@ Suites:
   replayed (capture also fails on any host sync), and the profiler's time per kernel; Flex's
   ``from_kv_blocks`` on the same blocks in the same run (eager: it syncs with the host).
 * ``build_tiles``: the build kernels' knobs (``sparseflash.dynamic._ROW_TILE``,
-  ``_ROW_WARPS``, ``_ROW_PACKED``, ``_COMPACT_ROWS``) swept on the ``build`` case by GPU time (CUDA graph
+  ``_ROW_WARPS``, ``_COMPACT_ROWS``) swept on the ``build`` case by GPU time (CUDA graph
   replay): pick the fastest before quoting ``build``.
 * ``step``: one training step of top-k block attention: mean-pool q and k per block, score =
   pooled_q @ pooled_k^T, keep the 16 best visible key blocks plus the diagonal, attend, and
@@ -248,8 +248,7 @@ def graph_ms(timer, dev, fn):
 def bench_build_tiles(timer, dev, cfg, causal=True):
     """The build kernels' knobs swept on the ``build`` case (eager ``topk_layout``, and the
     mask for the compaction knob): the row kernel's tile (``_ROW_TILE``), warps
-    (``_ROW_WARPS``) and rounds (``_ROW_PACKED``: int64 keys or (max, index) pairs), the
-    compaction kernel's words per program (``_COMPACT_ROWS``)."""
+    (``_ROW_WARPS``), the compaction kernel's words per program (``_COMPACT_ROWS``)."""
     B, H, N, bs, k = cfg["B"], cfg["H"], cfg["N"], cfg["bs"], cfg["k"]
     nb = N // bs
     scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
@@ -258,11 +257,10 @@ def bench_build_tiles(timer, dev, cfg, causal=True):
     build = on_path(True, lambda s: sf.topk_layout(s, k, seq_len=N, block_size=bs, causal=causal).fwd_idx)
     build_mask = on_path(True, lambda m: sf.layout_from_block_mask(m, seq_len=N, block_size=bs,
                                                                    causal=causal).fwd_idx)
-    knobs = ("_ROW_TILE", "_ROW_WARPS", "_ROW_PACKED", "_COMPACT_ROWS")
+    knobs = ("_ROW_TILE", "_ROW_WARPS", "_COMPACT_ROWS")
     old = {name: getattr(sf_dynamic, name) for name in knobs}
-    sweeps = [("topk_layout", build, scores, dict(_ROW_TILE=t, _ROW_WARPS=w, _ROW_PACKED=p))
-              for t, w in ((1024, 1), (2048, 1), (4096, 1), (2048, 2), (4096, 2), (8192, 2), (8192, 4))
-              for p in (False, True)]
+    sweeps = [("topk_layout", build, scores, dict(_ROW_TILE=t, _ROW_WARPS=w))
+              for t, w in ((1024, 1), (2048, 1), (4096, 1), (2048, 2), (4096, 2), (8192, 2), (8192, 4))]
     sweeps += [("layout_from_block_mask", build_mask, mask, dict(_COMPACT_ROWS=c)) for c in (256, 512)]
     try:
         for name, fn, x, setting in sweeps:

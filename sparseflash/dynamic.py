@@ -269,12 +269,10 @@ _KERNELS_MAX_NK = 16384
 _ROW_TILE = 2048
 _ROW_WARPS: Optional[int] = None
 _COMPACT_ROWS = 512
-# The row kernel's rounds reduce one int64 key per group (score's order-preserving bits and
-# block, for scores of 32 bits or fewer) instead of a (max, index) pair and an index lookup.
-# Measured against the pairs by --suites build_tiles. (A first pass in chunks of 64 or 128
-# key blocks, for fewer registers, was measured slower at every tile on an H200, 0.364 and
-# 0.373 ms against 0.345 unchunked: run7-chunk-sweep; it was removed.)
-_ROW_PACKED = False
+# Tried on an H200 and removed (run7, run8 in benchmarks/results/h200-dynamic-layouts):
+# a first pass in chunks of 64 or 128 key blocks (fewer registers: 0.364 / 0.373 ms against
+# 0.345), and rounds over packed int64 (score, block) keys instead of (max, index) pairs
+# (0.341-0.406 ms against 0.332-0.399 at the same tiles and warps).
 
 
 def _nk_pad(nk: int) -> int:
@@ -386,7 +384,6 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
         table_heads, nq, nk, k,
         NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
         UPCAST=src.dtype in (torch.float16, torch.bfloat16),
-        PACKED=_ROW_PACKED and src.dtype != torch.float64,
         num_warps=warps)
     # 2. the transposed bitmask (key block rows of query block bits), with the column counts
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)

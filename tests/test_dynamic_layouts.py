@@ -223,20 +223,16 @@ def test_compiled_builder_gives_the_eager_tables():
 
 
 # ---------------------------------------------------------------------- the Triton build kernels
-def both_paths(monkeypatch, build, topk=True):
+def both_paths(monkeypatch, build):
     """(torch chain's layout, kernels' layout) of ``build()``; every table equal up to its
-    ``ptr[-1]`` (the kernels leave the capacity tails unwritten), the capacities too. A top-k
-    build runs the kernels with both kinds of rounds (``_ROW_PACKED``), the default last."""
+    ``ptr[-1]`` (the kernels leave the capacity tails unwritten), the capacities too."""
     from sparseflash import dynamic
 
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", False)
     chain = build()
     monkeypatch.setattr(dynamic, "_BUILD_KERNELS", True)
-    variants = (not dynamic._ROW_PACKED, dynamic._ROW_PACKED) if topk else (dynamic._ROW_PACKED,)
-    for packed in variants:
-        monkeypatch.setattr(dynamic, "_ROW_PACKED", packed)
-        kernels = build()
-        _assert_same_tables(chain, kernels)
+    kernels = build()
+    _assert_same_tables(chain, kernels)
     return chain, kernels
 
 
@@ -267,11 +263,11 @@ def test_kernels_build_the_chains_tables_from_a_mask(monkeypatch, seq_len, kv_le
     mask[1, 0] = False                          # a table with no block at all
     mask[1, 1, :, -1] = True                    # a full last column
     chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        mask, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal), topk=False)
+        mask, seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal))
     assert_tables_match_host(kernels, mask.cpu().numpy(), seq_len, kv_len, bs, causal, 2)
     shared = mask[0]                            # 3-D: one table for the batch, one head for 4
     both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        shared[:1], seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal, num_heads=4), topk=False)
+        shared[:1], seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal, num_heads=4))
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -325,7 +321,7 @@ def test_kernels_with_other_row_tiles(monkeypatch, tile, nk):
     scores = torch.randint(-1, 2, (2, 3, 7, nk), generator=torch.Generator().manual_seed(tile)).float()
     kw = dict(seq_len=100, kv_len=nk * 16 - 4, block_size=16, causal=True)
     both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(DEVICE), 3, include=sf.local(0), **kw))
-    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw), topk=False)
+    both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores.to(DEVICE) > 0, **kw))
 
 
 def test_kernels_with_more_padded_words_than_rows(monkeypatch):
@@ -334,7 +330,7 @@ def test_kernels_with_more_padded_words_than_rows(monkeypatch):
     mask = bits((1, 1, 260, 257), seed=5)
     mask[0, 0, :, 0] = True                                         # a full first column
     chain, kernels = both_paths(monkeypatch, lambda: sf.layout_from_block_mask(
-        mask, seq_len=260 * 16, kv_len=257 * 16 - 3, block_size=16, causal=True), topk=False)
+        mask, seq_len=260 * 16, kv_len=257 * 16 - 3, block_size=16, causal=True))
     assert kernels.nnz == chain.nnz > 0
 
 
@@ -348,8 +344,8 @@ def test_ties_go_to_the_lower_key_block_on_both_paths(monkeypatch):
 
 
 def test_top_k_order_at_the_float_extremes(monkeypatch):
-    """Infinities, the largest finite floats, subnormals and signed zeros: the packed keys'
-    order (the float's bits made monotone) agrees with the comparisons'."""
+    """Infinities, the largest finite floats, subnormals and signed zeros: the rounds take
+    blocks in the oracle's order (descending, ties to the lower block, -0.0 equal to 0.0)."""
     tiny = torch.finfo(torch.float32).tiny
     row = torch.tensor([float("inf"), -3.4e38, 1e-45, -1e-45, 0.0, -0.0, 3.4e38, tiny,
                         -tiny, -1.0, float("inf"), 1e-45, -0.0, 2.0, -3.4e38, float("-inf")])

@@ -79,29 +79,13 @@ def _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST: tl.co
 
 
 @triton.jit
-def _keys(x, cols, NK_PAD: tl.constexpr):
-    """int64 keys of float32 scores ``x`` at key blocks ``cols`` that order as the selection
-    does (descending score, ties to the lower block): the score's order-preserving int32 in
-    the high half, ``NK_PAD - 1 - col`` in the low. ``-inf`` (and invisible) gets ``1 - 2**63``,
-    below every score's key. ``-0.0`` ties ``0.0``, as in torch's comparisons."""
-    x = tl.where(x == 0, 0.0, x)
-    b = x.to(tl.int32, bitcast=True)
-    o = b ^ ((b >> 31) & 0x7FFFFFFF)                                     # monotone in x
-    key = (o.to(tl.int64) << 32) | (NK_PAD - 1 - cols).to(tl.int64)
-    return tl.where(x > float("-inf"), key, -9223372036854775807)
-
-
-@triton.jit
 def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
                  stride_s, stride_h, stride_q, stride_k, inc_stride_h,
                  TH, nq, nk, K,
                  NK_PAD: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr, GS: tl.constexpr,
-                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr,
-                 PACKED: tl.constexpr):
+                 TOPK: tl.constexpr, HAS_INCLUDE: tl.constexpr, UPCAST: tl.constexpr):
     # grid: (cdiv(nq, ROWS), S * TH). src is the mask (uint8) or the scores, indexed
     # [s, h, i, j] by strides (stride_h 0 when one head of src serves every table head).
-    # PACKED (scores of 32 bits or fewer): each round reduces one int64 key (_keys) per
-    # group instead of a (max, index) pair and an index lookup.
     G: tl.constexpr = NK_PAD // GS
     st = tl.program_id(1)
     s = st // TH
@@ -121,38 +105,22 @@ def _rows_kernel(src_ptr, classes_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
         gmax, garg = tl.max(tl.reshape(x, (ROWS, G, GS)), 2, return_indices=True,
                             return_indices_tie_break_left=True)          # [ROWS, G]
         garg = gcol[None, :] * GS + garg                                 # key block of each group's best
-        if PACKED:
-            gkey = _keys(gmax, garg, NK_PAD)                             # [ROWS, G]
-            for _ in range(K):
-                kmax = tl.max(gkey, 1)                                   # [ROWS] the round's key
-                ok = kmax > -9223372036854775807
-                j = NK_PAD - 1 - (kmax & (NK_PAD - 1)).to(tl.int32)      # its block
-                g = j // GS
-                bit = tl.where(ok, 1, 0) << (j % 32)
-                keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
-                # refresh group g with its keys below kmax: exactly those not taken yet
-                c = g[:, None] * GS + gs[None, :]                        # [ROWS, GS]
-                y = _keys(_load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, c, UPCAST, False),
-                          c, NK_PAD)
-                nkey = tl.max(tl.where(y < kmax[:, None], y, -9223372036854775807), 1)
-                gkey = tl.where(gcol[None, :] == g[:, None], nkey[:, None], gkey)
-        else:
-            for _ in range(K):
-                m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
-                hit = gcol[None, :] == g[:, None]                        # [ROWS, G]
-                j = tl.sum(tl.where(hit, garg, 0), 1)                    # [ROWS] the round's block
-                ok = m > float("-inf")
-                bit = tl.where(ok, 1, 0) << (j % 32)
-                keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
-                # refresh group g with the blocks after (m, j) in the order: exactly those
-                # not taken yet, since rounds take blocks in that order
-                c = g[:, None] * GS + gs[None, :]                        # [ROWS, GS]
-                y = _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, c, UPCAST, False)
-                after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
-                y = tl.where(after, y, float("-inf"))                    # [ROWS, GS]
-                nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
-                gmax = tl.where(hit, nm[:, None], gmax)
-                garg = tl.where(hit, (g * GS + na)[:, None], garg)
+        for _ in range(K):
+            m, g = tl.max(gmax, 1, return_indices=True, return_indices_tie_break_left=True)  # [ROWS]
+            hit = gcol[None, :] == g[:, None]                            # [ROWS, G]
+            j = tl.sum(tl.where(hit, garg, 0), 1)                        # [ROWS] the round's block
+            ok = m > float("-inf")
+            bit = tl.where(ok, 1, 0) << (j % 32)
+            keep = tl.where(wcol[None, :] == (j // 32)[:, None], keep | bit[:, None], keep)
+            # refresh group g with the blocks after (m, j) in the order: exactly those
+            # not taken yet, since rounds take blocks in that order
+            c = g[:, None] * GS + gs[None, :]                            # [ROWS, GS]
+            y = _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, c, UPCAST, False)
+            after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
+            y = tl.where(after, y, float("-inf"))                        # [ROWS, GS]
+            nm, na = tl.max(y, 1, return_indices=True, return_indices_tie_break_left=True)
+            gmax = tl.where(hit, nm[:, None], gmax)
+            garg = tl.where(hit, (g * GS + na)[:, None], garg)
     else:
         cols = tl.arange(0, NK_PAD)                                      # [NK_PAD]
         m2 = row_ok[:, None] & (cols[None, :] < nk)

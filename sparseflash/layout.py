@@ -507,3 +507,16 @@ class BlockLayout:
         if hasattr(self, "_device_cache") and name != "_device_cache":
             raise AttributeError("BlockLayout is immutable")
         object.__setattr__(self, name, value)
+
+    def __reduce__(self):
+        # pickle, copy and deepcopy (of a model holding a layout) rebuild through __init__
+        # (numpy or device tables alike): the copy gets its own serial and device cache
+        fields = {name: getattr(self, name) for name in (
+            "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "seqs",
+            "packed", "window", "key_padding_mask", "compile_ms",
+            "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+        return _rebuild_layout, (fields,)
+
+
+def _rebuild_layout(fields: dict) -> BlockLayout:
+    return BlockLayout(**fields)

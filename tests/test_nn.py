@@ -7,6 +7,7 @@ Everything runs on CPU (torch backend) in float64.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,35 @@ def test_block_layout_brings_its_own_settings():
         make(layout, block_size=32)
     with pytest.raises(ValueError, match="num_heads"):
         make(layout, num_heads=2)
+
+
+def test_a_module_holding_a_layout_deep_copies_and_pickles():
+    """copy.deepcopy (EMA copies, trainers) and pickle rebuild a layout through its
+    constructor: host layouts with documents, padding and windows, and device-built ones."""
+    import copy
+    import pickle
+
+    from sparseflash.attention import resolve_layout
+
+    host = sf.compile(PATTERN, 72, block_size=16, causal=True, num_heads=H)
+    docs = resolve_layout(PATTERN, seq_len=72, kv_len=72, num_heads=H, block_size=16, causal=True,
+                          window=(20, 0), cu_seqlens=(0, 30, 72), cu_seqlens_k=(0, 30, 72))
+    padded = resolve_layout(PATTERN, seq_len=72, kv_len=72, num_heads=H, block_size=16, causal=True,
+                            key_padding_mask=np.arange(72)[None, :] < np.array([[72], [40]]), batch=2)
+    scores = torch.randn(2, H, 5, 5, generator=torch.Generator().manual_seed(0))
+    device = sf.topk_layout(scores, 2, seq_len=72, block_size=16, causal=True)
+    for layout in (host, docs, padded, device):
+        for twin in (copy.deepcopy(layout), pickle.loads(pickle.dumps(layout))):
+            assert twin is not layout
+            assert twin._serial is None if layout.on_device else twin._serial != layout._serial
+            assert (twin.on_device, twin.packed, twin.window, twin.num_seqs) == \
+                (layout.on_device, layout.packed, layout.window, layout.num_seqs)
+            for seq in range(layout.num_seqs):
+                np.testing.assert_array_equal(twin.to_dense(seq=seq), layout.to_dense(seq=seq))
+    module = make(host)
+    twin = copy.deepcopy(module)
+    x = x_of()
+    torch.testing.assert_close(twin(x), module(x))
 
 
 # ---------------------------------------------------------------------- dropout

@@ -272,7 +272,7 @@ _COMPACT_ROWS = 512
 # Tried on an H200 and removed (run7, run8 in benchmarks/results/h200-dynamic-layouts):
 # a first pass in chunks of 64 or 128 key blocks (fewer registers: 0.364 / 0.373 ms against
 # 0.345), and rounds over packed int64 (score, block) keys instead of (max, index) pairs
-# (0.341-0.406 ms against 0.332-0.399 at the same tiles and warps).
+# (0.341-0.406 ms against 0.332-0.400 at the same tiles and warps).
 
 
 def _nk_pad(nk: int) -> int:

@@ -64,6 +64,9 @@ LAYOUTS = [
                                     num_heads=2), id="per-head-N256-b32"),
     pytest.param(lambda: sf.compile(sf.dense(), 96, kv_len=160, block_size=32, causal=True, num_heads=2,
                                     window_size=(40, 0)), id="window-N96-Nk160-b32"),
+    pytest.param(lambda: sf.layout_from_block_mask(torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(1)) > 0.5,
+                                                   seq_len=200, block_size=32, causal=True),
+                 id="device-built-mask-N200-b32"),
 ]
 
 

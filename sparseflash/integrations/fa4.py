@@ -86,7 +86,8 @@ def to_fa4_block_sparse(layout: BlockLayout, *, batch: int = 1,
 
     Args:
         layout: a layout of one sequence without key padding (e.g. from
-            :func:`sparseflash.compile`) whose grid starts on token 0 of q and k
+            :func:`sparseflash.compile`, or a device-built one shared by the batch, whose
+            tables are copied to the host once) whose grid starts on token 0 of q and k
             (``kv_len - seq_len`` a multiple of ``block_size``).
         batch: the batch size of the call; the tables are shared (a stride-0 view).
         device: where the tensors go (FA4 needs them on q's GPU).
@@ -110,8 +111,9 @@ def to_fa4_block_sparse(layout: BlockLayout, *, batch: int = 1,
     except ImportError as exc:
         raise ImportError("to_fa4_block_sparse needs FlashAttention-4 (pip install flash-attn-4; "
                           "a Hopper or Blackwell GPU runs it)") from exc
-    fwd = _tensors(layout.fwd_ptr, layout.fwd_idx, layout.fwd_nfull, layout, layout.num_q_blocks, batch, device)
-    bwd = _tensors(layout.bwd_ptr, layout.bwd_idx, layout.bwd_nfull, layout, layout.num_kv_blocks, batch, device)
+    host = layout.host()          # a device-built layout's tables, copied once (a sync), tails cut
+    fwd = _tensors(host.fwd_ptr, host.fwd_idx, host.fwd_nfull, host, host.num_q_blocks, batch, device)
+    bwd = _tensors(host.bwd_ptr, host.bwd_idx, host.bwd_nfull, host, host.num_kv_blocks, batch, device)
     return fwd, bwd
 
 

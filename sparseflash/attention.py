@@ -46,7 +46,7 @@ from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import (check_window, compile, compile_sequences, from_trace_value, prefix_stable, restrict,
                        trace_value)
 from .philox import draw_seed
-from .layout import _LIVE_HOST_LAYOUTS, BlockLayout
+from .layout import _LIVE_HOST_LAYOUTS, TABLE_FIELDS, BlockLayout
 from .parser import parse
 from .pattern import Pattern
 
@@ -281,8 +281,6 @@ def _attention_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
     return _backward_impl(do, q, k, v, out, lse, dlse, layout, scale, backend, key_padding_mask,
                           _op_mods(softcap, alibi_slopes, dropout_p, rng))
 
-
-TABLE_FIELDS = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
 
 # host layouts rebuilt from the constant tables of a graph, by id of the fwd_idx tensor; an
 # entry lives as long as that tensor (tensors compare elementwise, so no WeakKeyDictionary)

@@ -27,7 +27,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from .layout import (BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
+from .layout import (TABLE_FIELDS, BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
                      bottom_right, cdiv, seq_row)
 from .parser import parse
 from .pattern import Dense, FromFn, FromMask, Grid, Pattern, PerHead
@@ -177,8 +177,7 @@ def _compile_at_trace_time(source, *args) -> tuple:
     import torch
 
     layout = _compile_checked(from_trace_value(source), *args)
-    tables = tuple((name, torch.from_numpy(np.array(getattr(layout, name)))) for name in
-                   ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
+    tables = tuple((name, torch.from_numpy(np.array(getattr(layout, name)))) for name in TABLE_FIELDS)
     meta = tuple((name, getattr(layout, name)) for name in
                  ("seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window", "packed"))
     return tables, (meta, tuple(tuple(int(x) for x in row) for row in layout.seqs))
@@ -227,8 +226,7 @@ class CacheInfo(NamedTuple):
 
 
 def _layout_bytes(layout: BlockLayout) -> int:
-    return sum(getattr(layout, name).nbytes for name in
-               ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull"))
+    return sum(getattr(layout, name).nbytes for name in TABLE_FIELDS)
 
 
 class _LayoutCache:
@@ -550,8 +548,7 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
                          else key_padding_mask[s])
                 tables = _with_padding(one, key_block_status(valid, k_pos, block_size))
             else:
-                tables = {name: getattr(one, name) for name in
-                          ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+                tables = {name: getattr(one, name) for name in TABLE_FIELDS}
         table_heads = th if table_heads is None else table_heads
         tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
         tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
@@ -564,8 +561,7 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
         k_start += k_len
     if entries > _INT32_MAX:
         raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
-    cat = {name: np.concatenate([p[name] for p in parts])
-           for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+    cat = {name: np.concatenate([p[name] for p in parts]) for name in TABLE_FIELDS}
     cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
     cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
     seq_len = q_start if packed else q_lens[0]

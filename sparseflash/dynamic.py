@@ -50,7 +50,7 @@ from torch import Tensor
 
 from . import compiler
 from .compiler import _check_block_size, _check_length
-from .layout import NK, NQ, BlockLayout, bottom_right, cdiv, seq_row
+from .layout import NK, NQ, TABLE_FIELDS, BlockLayout, bottom_right, cdiv, seq_row
 from .pattern import Pattern, dense
 
 __all__ = ["layout_from_block_mask", "topk_layout"]
@@ -345,10 +345,9 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
     return BlockLayout.from_tensors(
         seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
         num_heads=num_heads, table_heads=TH, seq_rows=seq_rows,
-        seqs_tensor=_seqs_tensor(seq_rows, str(device)), **dict(zip(_TABLES, tables)))
+        seqs_tensor=_seqs_tensor(seq_rows, str(device)), **dict(zip(TABLE_FIELDS, tables)))
 
 
-_TABLES = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
 
 
 def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_bits: Tensor,

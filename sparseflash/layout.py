@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["BlockLayout", "LayoutTensors", "SEQ_FIELDS"]
+__all__ = ["BlockLayout", "LayoutTensors", "SEQ_FIELDS", "TABLE_FIELDS"]
 
 # Columns of ``BlockLayout.seqs`` (one row per sequence), in this order.
 SEQ_FIELDS = ("q_start", "q_len", "k_start", "k_len", "q_pos", "k_pos",
@@ -22,6 +22,8 @@ Q_START, Q_LEN, K_START, K_LEN, Q_POS, K_POS, ROW_OFF, COL_OFF, NQ, NK = range(l
 # Keys of BlockLayout._device_cache beside the devices: a device-built layout's seqs tensor
 # and its host copy (tuples, so no device argument of to() can meet them).
 _SEQS_KEY, _HOST_KEY = ("seqs",), ("host",)
+# The six table fields of a layout (the class docstring specifies them), in this order.
+TABLE_FIELDS = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
 # Host layouts alive, by serial (a string never reused): code that torch.compile traces names
 # a host layout by its serial, a constant, where a function run at trace time finds it
 # (attention._static_tables). A string, since dynamo may make an int input symbolic. Weak:
@@ -200,8 +202,7 @@ class BlockLayout:
     __slots__ = (
         "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "window",
         "packed", "seqs", "key_padding_mask", "num_q_blocks", "num_kv_blocks",
-        "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull",
-        "compile_ms", "_seq_rows", "_device_cache", "_serial", "__weakref__",
+        *TABLE_FIELDS, "compile_ms", "_seq_rows", "_device_cache", "_serial", "__weakref__",
     )
 
     def __init__(self, *, seq_len: int, kv_len: int, block_size: int, causal: bool,
@@ -466,8 +467,7 @@ class BlockLayout:
         key = device
         cached = self._device_cache.get(key)
         if cached is None and self.on_device:
-            names = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")
-            tables = {name: getattr(self, name).to(device) for name in names}    # no copy on their device
+            tables = {name: getattr(self, name).to(device) for name in TABLE_FIELDS}    # no copy on their device
             seqs = self._device_cache.get(_SEQS_KEY)
             if seqs is None:
                 seqs = torch.from_numpy(np.asarray(self._seq_rows, dtype=np.int32))
@@ -476,8 +476,7 @@ class BlockLayout:
             cached = self._device_cache[key] = LayoutTensors(**tables, seqs=seqs.to(device))
             return cached
         if cached is None:
-            arrays = {name: np.array(getattr(self, name))
-                      for name in ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+            arrays = {name: np.array(getattr(self, name)) for name in TABLE_FIELDS}
             arrays["seqs"] = self.seqs.astype(np.int32)
             cached = LayoutTensors(**{name: torch.from_numpy(a).to(device) for name, a in arrays.items()})
             self._device_cache[key] = cached
@@ -513,8 +512,7 @@ class BlockLayout:
         # (numpy or device tables alike): the copy gets its own serial and device cache
         fields = {name: getattr(self, name) for name in (
             "seq_len", "kv_len", "block_size", "causal", "num_heads", "table_heads", "seqs",
-            "packed", "window", "key_padding_mask", "compile_ms",
-            "fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull")}
+            "packed", "window", "key_padding_mask", "compile_ms", *TABLE_FIELDS)}
         return _rebuild_layout, (fields,)
 
 

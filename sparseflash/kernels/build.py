@@ -55,13 +55,6 @@ def _pack(bits, ROWS: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
-def _unpack(words, ROWS: tl.constexpr, W: tl.constexpr):
-    """0/1 int32 tile ``[ROWS, W * 32]`` of int32 words ``[ROWS, W]``."""
-    b = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1       # [ROWS, W, 32]
-    return tl.reshape(b, (ROWS, W * 32))
-
-
-@triton.jit
 def _load_row(src_row, classes_ptr, i, row_ok, nk, stride_k, cols, UPCAST: tl.constexpr,
               GATED: tl.constexpr):
     """Scores of key blocks ``cols`` (``[ROWS, C]``) of ``ROWS`` rows, ``-inf`` where not

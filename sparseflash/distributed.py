@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import numpy as np
@@ -119,6 +119,15 @@ class ShardPlan:
     guests_out: Tuple[Tuple[int, ...], ...]
     guests_in: Tuple[Tuple[int, ...], ...]
     own_blocks: Tuple[int, ...]
+    _indices: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def indices(self, device) -> "_Indices":
+        """The plan's block indices as int64 tensors on ``device`` (built once per device)."""
+        key = str(torch.device(device))
+        got = self._indices.get(key)
+        if got is None:
+            got = self._indices[key] = _Indices(self, device)
+        return got
 
     @property
     def blocks_received(self) -> int:
@@ -242,16 +251,69 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
 
 
 # ----------------------------------------------------------------------------- exchanges
-def _rows(blocks, bs: int, device) -> Tensor:
-    """Token rows of block indices ``blocks``."""
-    b = torch.as_tensor(np.asarray(blocks, dtype=np.int64), device=device)
-    return (b[:, None] * bs + torch.arange(bs, device=device)[None, :]).reshape(-1)
+# The exchange moves whole blocks. Its copies go through _blocks views: a (B, H, rows, d)
+# tensor as (B, H, rows / bs, bs * d) blocks of 8-byte integers, so a gather, scatter or copy
+# is one launch moving 8 bytes per element. Element-wise in bf16 (index_select over token
+# rows, a strided copy_) they ran at a third of memory speed: 31 of bigbird's 92 ms per step
+# at 1M tokens on two H200s went to them (benchmarks/results/h200x2-distributed/run7-profile).
+# The indices live on the device, built once per plan and device: a host-to-device copy of
+# pageable memory waits for the stream, and each one left the GPU idle while Python caught up.
+def _blocks(x: Tensor, bs: int) -> Tensor:
+    """``x`` (..., rows, d) with contiguous rows as ``(..., rows // bs, bs * d)``, viewed as the
+    widest integer type a block's bytes allow (a view: writes go to ``x``)."""
+    *lead, n, d = x.shape
+    y = x.view(*lead, n // bs, bs * d)
+    for t in (torch.int64, torch.int32):
+        try:
+            return y.view(t)
+        except RuntimeError:      # a block's bytes or the view's offset not a multiple of t's size
+            continue
+    return y
+
+
+def _gather(x: Tensor, blocks: Tensor, bs: int, out: Optional[Tensor] = None) -> Tensor:
+    """Blocks ``blocks`` (int64, on x's device) of ``x`` (B, H, rows, d) along the rows, as a
+    contiguous ``(B, H, len(blocks) * bs, d)`` tensor (``out`` if given)."""
+    if out is None:
+        out = x.new_empty(x.shape[:-2] + (blocks.numel() * bs, x.shape[-1]))
+    torch.index_select(_blocks(x, bs), x.dim() - 2, blocks, out=_blocks(out, bs))
+    return out
+
+
+def _scatter(x: Tensor, blocks: Tensor, src: Tensor, bs: int) -> None:
+    """``x``'s blocks ``blocks`` (along the rows) = ``src``'s, in place."""
+    _blocks(x, bs).index_copy_(x.dim() - 2, blocks, _blocks(src, bs))
+
+
+def _add_blocks(x: Tensor, blocks: Tensor, src: Tensor, bs: int) -> None:
+    """``x``'s blocks ``blocks`` += ``src``'s, in place, each sum rounded once to x's dtype
+    (gather, add, scatter: ``index_add_`` in bf16 runs on atomics, 4.2 ms for 1.1 GB on an
+    H200 against about 1 ms for the three passes)."""
+    part = _gather(x, blocks, bs)
+    part += src
+    _scatter(x, blocks, part, bs)
+
+
+class _Indices:
+    """A plan's block indices on one device (int64): ``send[p]`` and ``guests_out[p]`` in the
+    shard, ``recv[p]`` in the key buffer, ``guests_in[p]`` in the query buffer."""
+
+    def __init__(self, plan: "ShardPlan", device):
+        def t(values):
+            return torch.as_tensor(np.asarray(values, dtype=np.int64).reshape(-1), device=device)
+        W, nb = plan.world, plan.shard_len // plan.block_size
+        self.send = [t(plan.local_block(plan.send[p])) for p in range(W)]
+        self.recv = [t(plan.recv_slots[p]) for p in range(W)]
+        self.guests_out = [t(plan.local_block(plan.guests_out[p])) for p in range(W)]
+        starts = nb + np.cumsum([0] + [len(g) for g in plan.guests_in])
+        self.guests_in = [t(np.arange(starts[p], starts[p + 1])) for p in range(W)]
 
 
 def _p2p(plan: ShardPlan, group, messages):
     """Start point-to-point messages; ``messages`` is a list of ``(peer, tensor to send or
     None, buffer to receive into or None)``. Every rank lists its messages in the same order
-    of kinds, so each send meets its receive. Returns a function that waits for all."""
+    of kinds, so each send meets its receive. Returns a function that waits for all (on the
+    GPU, it makes the current stream wait: the host goes on)."""
     ops = []
     for p, out, into in messages:
         peer = dist.get_global_rank(group, p) if group is not None else p
@@ -267,24 +329,19 @@ def _p2p(plan: ShardPlan, group, messages):
     return wait
 
 
-def _merge_into(out: Tensor, lse: Tensor, rows: Tensor, o2: Tensor, l2: Tensor) -> None:
-    """Merge a partial result ``(o2, l2)`` over disjoint keys into rows ``rows`` of ``out``
+def _merge_into(out: Tensor, lse: Tensor, blocks: Tensor, o2: Tensor, l2: Tensor, bs: int) -> None:
+    """Merge a partial result ``(o2, l2)`` over disjoint keys into blocks ``blocks`` of ``out``
     and ``lse`` (in place), through the log-sum-exps, in fp32."""
     ct = torch.promote_types(out.dtype, torch.float32)
-    o1, l1 = out.index_select(2, rows).to(ct), lse.index_select(2, rows).to(ct)
+    o1 = _gather(out, blocks, bs).to(ct)
+    l1 = _gather(lse.unsqueeze(-1), blocks, bs).squeeze(-1).to(ct)
     l2 = l2.to(ct)
     m = torch.logaddexp(l1, l2)
     safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
     w1 = torch.exp(l1 - safe).nan_to_num(0.0)[..., None]
     w2 = torch.exp(l2 - safe).nan_to_num(0.0)[..., None]
-    out.index_copy_(2, rows, (o1 * w1 + o2.to(ct) * w2).to(out.dtype))
-    lse.index_copy_(2, rows, m.to(lse.dtype))
-
-
-def _guest_rows(plan: ShardPlan, p: int, device) -> Tensor:
-    """Query-buffer rows of the guests rank p sends us."""
-    start = plan.shard_len // plan.block_size + sum(len(g) for g in plan.guests_in[:p])
-    return _rows(range(start, start + len(plan.guests_in[p])), plan.block_size, device)
+    _scatter(out, blocks, (o1 * w1 + o2.to(ct) * w2).to(out.dtype), bs)
+    _scatter(lse.unsqueeze(-1), blocks, m.to(lse.dtype).unsqueeze(-1), bs)
 
 
 class _ContextParallel(torch.autograd.Function):
@@ -292,62 +349,64 @@ class _ContextParallel(torch.autograd.Function):
     def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
         B, H, n, d = q.shape
         Hkv = k.shape[1]
-        bs, W, dev = plan.block_size, plan.world, q.device
-        # keys: [left received | own | right received]; queries: [own | guests]
-        if plan.kv_len == n:
-            kv = None
-            kb, vb = k, v
-        else:
+        bs, W = plan.block_size, plan.world
+        ix = plan.indices(q.device)
+        # the block views need contiguous rows (a no-op for the usual contiguous shards)
+        qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+        msgs, arrived, guest_q = [], [], []
+        for p in range(W):                                   # K/V blocks
+            out_kv = into = None
+            if plan.send[p]:
+                out_kv = k.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
+                _gather(kc, ix.send[p], bs, out=out_kv[0])
+                _gather(vc, ix.send[p], bs, out=out_kv[1])
+            if plan.recv[p]:
+                into = k.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d))
+                arrived.append((ix.recv[p], into))
+            msgs.append((p, out_kv, into))
+        for p in range(W):                                   # guests' query rows
+            out_q = _gather(qc, ix.guests_out[p], bs) if plan.guests_out[p] else None
+            into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
+            msgs.append((p, out_q, into))
+            if into is not None:
+                guest_q.append((ix.guests_in[p], into))
+        wait = _p2p(plan, group, msgs)
+        # keys: [left received | own | right received]; queries: [own | guests]. The own
+        # shard's copy runs while the blocks travel.
+        kb, vb = k, v
+        if plan.kv_len != n:
             kv = k.new_empty((2, B, Hkv, plan.kv_len, d))
-            kv[0, :, :, plan.own_row:plan.own_row + n] = k
-            kv[1, :, :, plan.own_row:plan.own_row + n] = v
+            own = slice(plan.own_row // bs, (plan.own_row + n) // bs)
+            _blocks(kv[0], bs)[:, :, own].copy_(_blocks(kc, bs))
+            _blocks(kv[1], bs)[:, :, own].copy_(_blocks(vc, bs))
             kb, vb = kv[0], kv[1]
         qb = q
         if plan.num_guests:
             qb = q.new_empty((B, H, n + plan.num_guests * bs, d))
-            qb[:, :, :n] = q
-        msgs, arrived = [], []
-        for p in range(W):                                   # K/V blocks
-            out_kv = None
-            if plan.send[p]:
-                rows = _rows(plan.local_block(plan.send[p]), bs, dev)
-                out_kv = torch.stack([k.index_select(2, rows), v.index_select(2, rows)])
-            into = k.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d)) if plan.recv[p] else None
-            msgs.append((p, out_kv, into))
-            if into is not None:
-                arrived.append((_rows(plan.recv_slots[p], bs, dev), into))
-        guest_q = []
-        for p in range(W):                                   # guests' query rows
-            out_q = q.index_select(2, _rows(plan.local_block(plan.guests_out[p]), bs, dev)) \
-                if plan.guests_out[p] else None
-            into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
-            msgs.append((p, out_q, into))
-            if into is not None:
-                guest_q.append((_guest_rows(plan, p, dev), into))
-        _p2p(plan, group, msgs)()
-        for rows, buf in arrived:
-            kv.index_copy_(3, rows, buf)
-        for rows, buf in guest_q:
-            qb.index_copy_(2, rows, buf)
+            _blocks(qb, bs)[:, :, :n // bs].copy_(_blocks(qc, bs))
+        wait()
+        for blocks, buf in arrived:
+            _scatter(kv, blocks, buf, bs)
+        for blocks, buf in guest_q:
+            _scatter(qb, blocks, buf, bs)
         out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None)
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []
             for p in range(W):          # guests' partial results go home
-                send = None
+                send = into = None
                 if plan.guests_in[p]:
-                    rows = _guest_rows(plan, p, dev)
-                    send = (out_b.index_select(2, rows), lse_b.index_select(2, rows))
-                into = None
+                    send = (_gather(out_b, ix.guests_in[p], bs),
+                            _gather(lse_b.unsqueeze(-1), ix.guests_in[p], bs).squeeze(-1))
                 if plan.guests_out[p]:
-                    rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
-                    into = (out.new_empty((B, H, rows.numel(), d)), lse.new_empty((B, H, rows.numel())))
-                    parts.append((rows, into))
+                    m = len(plan.guests_out[p]) * bs
+                    into = (out.new_empty((B, H, m, d)), lse.new_empty((B, H, m)))
+                    parts.append((ix.guests_out[p], into))
                 msgs.append((p, send and send[0], into and into[0]))
                 msgs.append((p, send and send[1], into and into[1]))
             _p2p(plan, group, msgs)()
-            for rows, (o2, l2) in parts:
-                _merge_into(out, lse, rows, o2, l2)
+            for blocks, (o2, l2) in parts:
+                _merge_into(out, lse, blocks, o2, l2, bs)
         ctx.save_for_backward(q, k, v)
         ctx.buffers = (qb, kb, vb, out_b, lse_b)
         ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
@@ -362,9 +421,11 @@ class _ContextParallel(torch.autograd.Function):
         plan = ctx.plan
         B, H, n, d = q.shape
         Hkv = k.shape[1]
-        bs, W, dev = plan.block_size, plan.world, q.device
+        bs, W = plan.block_size, plan.world
+        ix = plan.indices(q.device)
         if dout is None:
             dout = torch.zeros_like(q)
+        dout = dout.contiguous()
         do_b = dout
         dlse_b = dlse
         if plan.num_guests or any(plan.guests_out):
@@ -372,66 +433,70 @@ class _ContextParallel(torch.autograd.Function):
             # the hosts cannot know whether the owner's is None)
             if plan.num_guests:
                 do_b = dout.new_empty(qb.shape)
-                do_b[:, :, :n] = dout
+                _blocks(do_b, bs)[:, :, :n // bs].copy_(_blocks(dout, bs))
                 dlse_b = lse_b.new_zeros(lse_b.shape)
                 if dlse is not None:
                     dlse_b[:, :, :n] = dlse
             msgs, arrived = [], []
             for p in range(W):
-                send = None
+                send = into = None
                 if plan.guests_out[p]:
-                    rows = _rows(plan.local_block(plan.guests_out[p]), bs, dev)
-                    g_dlse = dlse.index_select(2, rows) if dlse is not None else \
-                        lse_b.new_zeros((B, H, rows.numel()))
-                    send = (torch.stack([dout.index_select(2, rows), out_b.index_select(2, rows)]),
-                            torch.stack([lse_b.index_select(2, rows), g_dlse.to(lse_b.dtype)]))
-                into = None
+                    blocks = ix.guests_out[p]
+                    m = len(plan.guests_out[p]) * bs
+                    od = out_b.new_empty((2, B, H, m, d))
+                    _gather(dout, blocks, bs, out=od[0])
+                    _gather(out_b, blocks, bs, out=od[1])
+                    ll = lse_b.new_zeros((2, B, H, m))
+                    _gather(lse_b.unsqueeze(-1), blocks, bs, out=ll[0].unsqueeze(-1))
+                    if dlse is not None:
+                        _gather(dlse.to(lse_b.dtype).contiguous().unsqueeze(-1), blocks, bs,
+                                out=ll[1].unsqueeze(-1))
+                    send = (od, ll)
                 if plan.guests_in[p]:
                     m = len(plan.guests_in[p]) * bs
                     into = (out_b.new_empty((2, B, H, m, d)), lse_b.new_empty((2, B, H, m)))
-                    arrived.append((_guest_rows(plan, p, dev), into))
+                    arrived.append((ix.guests_in[p], into))
                 msgs.append((p, send and send[0], into and into[0]))
                 msgs.append((p, send and send[1], into and into[1]))
             _p2p(plan, ctx.group, msgs)()
             # the guests' rows lie outside the views returned as out and lse: writing them
             # through .data leaves the views' version (autograd's in-place check) alone
-            for rows, (od, ll) in arrived:
-                do_b.index_copy_(2, rows, od[0].to(do_b.dtype))
-                out_b.data.index_copy_(2, rows, od[1])
-                lse_b.data.index_copy_(2, rows, ll[0])
-                dlse_b.index_copy_(2, rows, ll[1])
+            for blocks, (od, ll) in arrived:
+                _scatter(do_b, blocks, od[0], bs)
+                _scatter(out_b.data, blocks, od[1], bs)
+                _scatter(lse_b.data.unsqueeze(-1), blocks, ll[0].unsqueeze(-1), bs)
+                _scatter(dlse_b.unsqueeze(-1), blocks, ll[1].unsqueeze(-1), bs)
         dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
                                           ctx.scale, ctx.backend, None)
         # gradients of received key blocks and of guests' rows go home, in the kernels' dtype
         msgs, arrived_kv, arrived_q = [], [], []
         for p in range(W):
-            send = None
+            send = into = None
             if plan.recv[p]:
-                rows = _rows(plan.recv_slots[p], bs, dev)
-                send = torch.stack([dk_b.index_select(2, rows), dv_b.index_select(2, rows)])
-            into = None
+                send = dk_b.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d))
+                _gather(dk_b, ix.recv[p], bs, out=send[0])
+                _gather(dv_b, ix.recv[p], bs, out=send[1])
             if plan.send[p]:
                 into = dk_b.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
-                arrived_kv.append((_rows(plan.local_block(plan.send[p]), bs, dev), into))
+                arrived_kv.append((ix.send[p], into))
             msgs.append((p, send, into))
         for p in range(W):
-            send = dq_b.index_select(2, _guest_rows(plan, p, dev)) if plan.guests_in[p] else None
+            send = _gather(dq_b, ix.guests_in[p], bs) if plan.guests_in[p] else None
             into = None
             if plan.guests_out[p]:
                 into = dq_b.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
-                arrived_q.append((_rows(plan.local_block(plan.guests_out[p]), bs, dev), into))
+                arrived_q.append((ix.guests_out[p], into))
             msgs.append((p, send, into))
         wait = _p2p(plan, ctx.group, msgs)
         dq = dq_b[:, :, :n]
         dk = dk_b[:, :, plan.own_row:plan.own_row + n]
         dv = dv_b[:, :, plan.own_row:plan.own_row + n]
         wait()
-        ct = torch.promote_types(q.dtype, torch.float32)
-        for rows, buf in arrived_kv:        # peers' contributions to our blocks, summed in fp32
-            dk.index_copy_(2, rows, (dk.index_select(2, rows).to(ct) + buf[0].to(ct)).to(dk.dtype))
-            dv.index_copy_(2, rows, (dv.index_select(2, rows).to(ct) + buf[1].to(ct)).to(dv.dtype))
-        for rows, buf in arrived_q:
-            dq.index_copy_(2, rows, (dq.index_select(2, rows).to(ct) + buf.to(ct)).to(dq.dtype))
+        for blocks, buf in arrived_kv:        # peers' contributions to our blocks
+            _add_blocks(dk, blocks, buf[0], bs)
+            _add_blocks(dv, blocks, buf[1], bs)
+        for blocks, buf in arrived_q:
+            _add_blocks(dq, blocks, buf, bs)
         return dq, dk, dv, None, None, None, None
 
 

@@ -69,7 +69,10 @@ def _worker(rank, world, init_file, failures, backend="torch"):
                                                window_size=window, return_lse=True, backend=backend)
             # the LSE's gradient too (the guests' pieces carry it)
             ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
-            qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding).requires_grad_(True) for t in (q, k, v))
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding) for t in (q, k, v))
+            if ci % 2:     # shards in (batch, tokens, heads, d) memory: strided rows
+                qs, ks, vs = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (qs, ks, vs))
+            qs, ks, vs = (t.requires_grad_(True) for t in (qs, ks, vs))
             out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
                                             window_size=window, return_lse=True, backend=backend,
                                             sharding=sharding)
@@ -112,6 +115,31 @@ def test_triton_kernels_in_buffer_coordinates():
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no CUDA and no Triton interpreter")
     _spawn(2, "triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bs,d", [(16, 3), (2, 1), (1, 1), (4, 5)])
+def test_block_moves_match_token_indexing(dtype, bs, d):
+    # the exchange's block gathers, scatters and sums view blocks as 8-, 4-byte or native
+    # elements, whichever a block's bytes allow; each must equal plain token indexing
+    from sparseflash.distributed import _add_blocks, _gather, _scatter
+
+    g = torch.Generator().manual_seed(bs * 10 + d)
+    x = torch.randn(2, 3, 8 * bs, d, generator=g).to(dtype)
+    blocks = torch.tensor([5, 0, 7, 2])
+    rows = (blocks[:, None] * bs + torch.arange(bs)).reshape(-1)
+    assert torch.equal(_gather(x, blocks, bs), x.index_select(2, rows))
+    src = torch.randn(2, 3, 4 * bs, d, generator=g).to(dtype)
+    y = x.clone()
+    _scatter(y, blocks, src, bs)
+    assert torch.equal(y, x.index_copy(2, rows, src))
+    y = x.clone()
+    view = y[:, :, bs:]                       # a strided view (7 blocks), as the backward's dK is
+    sub = torch.tensor([5, 0, 2])
+    _add_blocks(view, sub, src[:, :, :3 * bs], bs)
+    sub_rows = (sub[:, None] * bs + torch.arange(bs)).reshape(-1)
+    want = x[:, :, bs:].index_add(2, sub_rows, src[:, :, :3 * bs])
+    assert torch.equal(view, want) and torch.equal(y[:, :, :bs], x[:, :, :bs])
 
 
 def test_exchange_moves_only_the_blocks_rows_read():

@@ -92,6 +92,33 @@ def link(dev, mib: int) -> dict:
                 allgather_gbps_per_rank=round(n * (world - 1) / ag_ms / 1e6, 1))
 
 
+def torch_context_parallel(N, H, d, dev, dtype, world):
+    """Forward+backward (ms) of torch's ``context_parallel`` (ring attention over SDPA, its
+    default load balancing) on dense causal attention over N tokens, or a one-line note why
+    it did not run."""
+    try:
+        import torch.nn.functional as F
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.experimental import context_parallel
+    except Exception as exc:  # an older or trimmed torch
+        return None, f"torch context_parallel does not import: {type(exc).__name__}: {exc}"
+    try:
+        mesh = init_device_mesh(dev.type, (world,))
+        g = torch.Generator(device=dev).manual_seed(1)
+        q, k, v = (torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g).requires_grad_(True)
+                   for _ in range(3))
+        do = torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g)
+        with context_parallel(mesh, buffers=[q, k, v, do], buffer_seq_dims=[2, 2, 2, 2],
+                              no_restore_buffers={q, k, v, do}):
+            def step():
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                torch.autograd.grad(out, (q, k, v), do)
+            ms = timed(step)
+        return ms, None
+    except Exception as exc:  # e.g. no ring-attention SDPA on this device
+        return None, f"torch context_parallel did not run: {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def kernel_only(plan, B, H, Hkv, d, dev, dtype, backend, scale):
     """Forward+backward (ms) of this rank's one call on random buffers of its plan's shapes:
     the compute without the exchange, the copies and the merges."""
@@ -110,6 +137,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--cpu-smoke", action="store_true", help="gloo on CPU at 4K tokens (checks the script)")
+    ap.add_argument("--no-torch-cp", action="store_true",
+                    help="skip the comparison with torch's context_parallel (dense causal, SDPA)")
     ap.add_argument("--cases", default="", help="comma-separated substrings of case names (default: all)")
     args = ap.parse_args()
     smoke = args.cpu_smoke
@@ -203,16 +232,33 @@ def main():
         if rank == 0:
             print(json.dumps(row), flush=True)
             rows.append(row)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-            with open(out_dir / "distributed.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
+            _write(out_dir, meta, rows)
         del q, k, v, do, full, out
         if not smoke:
             torch.cuda.empty_cache()
+    if not args.no_torch_cp and (not wanted or any(w in "dense" for w in wanted)):
+        N = 4096 if smoke else 1 << 18
+        ms, note = torch_context_parallel(N, H, d, dev, dtype, world)
+        ours = next((r["cp_fwd_bwd_ms"] for r in rows if r["case"].startswith("dense causal")), None)
+        row = dict(case=f"torch context_parallel (SDPA, ring) dense causal, {N >> 10}K", N=N, world=world,
+                   causal=True, cp_fwd_bwd_ms=ms and round(ms, 2),
+                   sparseflash_dense_causal_fwd_bwd_ms=ours,
+                   sparseflash_speedup_over_torch_cp=round(ms / ours, 3) if ms and ours else None, note=note)
+        if rank == 0:
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            _write(out_dir, meta, rows)
     dist.destroy_process_group()
+
+
+def _write(out_dir: Path, meta, rows) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "distributed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out_dir / "distributed.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
 
 
 if __name__ == "__main__":

@@ -206,15 +206,22 @@ def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: f
 
 def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    dlse: Optional[Tensor], layout: BlockLayout, scale: float,
-                   backend: str, kpm: Optional[Tensor], mods=_NO_MODS) -> Tuple[Tensor, Tensor, Tensor]:
+                   backend: str, kpm: Optional[Tensor], mods=_NO_MODS, dkdv_first=None,
+                   between=None) -> Tuple[Tensor, Tensor, Tensor]:
+    """``dkdv_first``/``between``: see ``kernels.launch.attention_backward`` (the torch
+    backend computes everything, then calls ``between``)."""
     if backend == "triton":
         from .kernels.launch import attention_backward
 
         t = layout.to(q.device)
         return attention_backward(do, q, k, v, out, lse, layout, t, scale=scale, dlse=dlse,
-                                  key_padding_mask=kpm, schedule_cache=t.plans, **_mod_kwargs(mods))
-    return blockwise_backward(do, q, k, v, out, lse, layout, scale=scale, dlse=dlse,
-                              key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
+                                  key_padding_mask=kpm, schedule_cache=t.plans,
+                                  dkdv_first=dkdv_first, between=between, **_mod_kwargs(mods))
+    grads = blockwise_backward(do, q, k, v, out, lse, layout, scale=scale, dlse=dlse,
+                               key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
+    if between is not None:
+        between(*grads)
+    return grads
 
 
 # ------------------------------------------------------------------ 1. custom ops

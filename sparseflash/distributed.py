@@ -65,6 +65,13 @@ SHARDINGS = ("contiguous", "zigzag")
 GUEST_MIN_FRACTION = 0.5
 GUEST_COST: Optional[float] = 5 / 4
 
+# The backward's dK/dV kernel runs in two launches, the received blocks' columns first, so
+# their dK/dV travel home while the rest computes, when a rank receives at least this
+# fraction of its shard's block count (bigbird at 1M on 2 ranks: 2,161 of 4,096). Below it
+# the second launch is not worth it: a few received blocks move in microseconds, and a
+# global column among them (local | global) would run alone in the first launch.
+OVERLAP_MIN_FRACTION = 1 / 8
+
 
 def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
     """``(start, length)`` in tokens of the chunks rank ``rank`` holds, in the order its shard
@@ -307,6 +314,10 @@ class _Indices:
         self.guests_out = [t(plan.local_block(plan.guests_out[p])) for p in range(W)]
         starts = nb + np.cumsum([0] + [len(g) for g in plan.guests_in])
         self.guests_in = [t(np.arange(starts[p], starts[p + 1])) for p in range(W)]
+        # the key buffer's block columns whose dK/dV go home (host, for the split backward)
+        self.received_columns = np.zeros(plan.kv_len // plan.block_size, dtype=bool)
+        for slots in plan.recv_slots:
+            self.received_columns[list(slots)] = True
 
 
 def _p2p(plan: ShardPlan, group, messages):
@@ -466,28 +477,37 @@ class _ContextParallel(torch.autograd.Function):
                 _scatter(out_b.data, blocks, od[1], bs)
                 _scatter(lse_b.data.unsqueeze(-1), blocks, ll[0].unsqueeze(-1), bs)
                 _scatter(dlse_b.unsqueeze(-1), blocks, ll[1].unsqueeze(-1), bs)
+        # gradients of received key blocks and of guests' rows go home, in the kernels' dtype.
+        # With many received blocks the dK/dV kernel runs in two parts, their columns first,
+        # and the sends travel while the rest computes.
+        msgs, arrived_kv, arrived_q, waits = [], [], [], []
+
+        def send_home(dq_b, dk_b, dv_b):
+            for p in range(W):
+                send = into = None
+                if plan.recv[p]:
+                    send = dk_b.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d))
+                    _gather(dk_b, ix.recv[p], bs, out=send[0])
+                    _gather(dv_b, ix.recv[p], bs, out=send[1])
+                if plan.send[p]:
+                    into = dk_b.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
+                    arrived_kv.append((ix.send[p], into))
+                msgs.append((p, send, into))
+            for p in range(W):
+                send = _gather(dq_b, ix.guests_in[p], bs) if plan.guests_in[p] else None
+                into = None
+                if plan.guests_out[p]:
+                    into = dq_b.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
+                    arrived_q.append((ix.guests_out[p], into))
+                msgs.append((p, send, into))
+            waits.append(_p2p(plan, ctx.group, msgs))
+
+        split = plan.blocks_received >= OVERLAP_MIN_FRACTION * len(plan.own_blocks)
         dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
-                                          ctx.scale, ctx.backend, None)
-        # gradients of received key blocks and of guests' rows go home, in the kernels' dtype
-        msgs, arrived_kv, arrived_q = [], [], []
-        for p in range(W):
-            send = into = None
-            if plan.recv[p]:
-                send = dk_b.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d))
-                _gather(dk_b, ix.recv[p], bs, out=send[0])
-                _gather(dv_b, ix.recv[p], bs, out=send[1])
-            if plan.send[p]:
-                into = dk_b.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
-                arrived_kv.append((ix.send[p], into))
-            msgs.append((p, send, into))
-        for p in range(W):
-            send = _gather(dq_b, ix.guests_in[p], bs) if plan.guests_in[p] else None
-            into = None
-            if plan.guests_out[p]:
-                into = dq_b.new_empty((B, H, len(plan.guests_out[p]) * bs, d))
-                arrived_q.append((ix.guests_out[p], into))
-            msgs.append((p, send, into))
-        wait = _p2p(plan, ctx.group, msgs)
+                                          ctx.scale, ctx.backend, None,
+                                          dkdv_first=ix.received_columns if split else None,
+                                          between=send_home)
+        wait, = waits
         dq = dq_b[:, :, :n]
         dk = dk_b[:, :, plan.own_row:plan.own_row + n]
         dv = dv_b[:, :, plan.own_row:plan.own_row + n]

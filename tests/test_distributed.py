@@ -142,6 +142,48 @@ def test_block_moves_match_token_indexing(dtype, bs, d):
     assert torch.equal(view, want) and torch.equal(y[:, :, :bs], x[:, :, :bs])
 
 
+@pytest.mark.parametrize("marked", [(0, 3, 5), (), tuple(range(8))])
+@pytest.mark.parametrize("size", ["small", "hopper"])
+def test_split_backward_equals_one_launch(marked, size):
+    # the backward's dK/dV launch cut in two (marked columns first, the sends in between):
+    # every key tile runs exactly once, so the gradients are bitwise those of one launch, and
+    # when ``between`` runs, dQ and the marked columns' dK/dV are already final. "hopper":
+    # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only).
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and no Triton interpreter")
+    if size == "hopper" and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
+        pytest.skip("needs an sm_90 GPU")
+    from sparseflash.attention import _backward_impl, _forward_impl
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    bs, d, dtype = (16, 16, torch.float32) if size == "small" else (128, 128, torch.bfloat16)
+    N = 8 * bs
+    layout = sf.compile(sf.bigbird(window=1, globals=1, random=2), N, block_size=bs, causal=True)
+    g = torch.Generator().manual_seed(len(marked))
+    q, do = (torch.randn(1, 4, N, d, generator=g).to(dev, dtype) for _ in range(2))
+    k, v = (torch.randn(1, 2, N, d, generator=g).to(dev, dtype) for _ in range(2))
+    out, lse = _forward_impl(q, k, v, layout, d ** -0.5, "triton", None)
+    ref = _backward_impl(do, q, k, v, out, lse, None, layout, d ** -0.5, "triton", None)
+    if size == "hopper":
+        from sparseflash.kernels import launch
+
+        assert launch._use_hopper_bwd(do, q, k, v, layout, scale=d ** -0.5, config=None, softcap=0.0,
+                                      alibi=None, dropout_p=0.0), "the sm_90 dK/dV kernel did not apply"
+    first = np.zeros(8, dtype=bool)
+    first[list(marked)] = True
+    rows = torch.tensor([r for b in marked for r in range(bs * b, bs * b + bs)], dtype=torch.long, device=dev)
+    seen = []
+    got = _backward_impl(do, q, k, v, out, lse, None, layout, d ** -0.5, "triton", None, dkdv_first=first,
+                         between=lambda dq, dk, dv: seen.append((dq.clone(), dk.index_select(2, rows).clone(),
+                                                                 dv.index_select(2, rows).clone())))
+    for name, a, b in zip("qkv", got, ref):
+        assert torch.equal(a, b), f"d{name} differs from the one-launch backward"
+    assert len(seen) == 1
+    assert torch.equal(seen[0][0], ref[0])
+    assert torch.equal(seen[0][1], ref[1].index_select(2, rows))
+    assert torch.equal(seen[0][2], ref[2].index_select(2, rows))
+
+
 def test_exchange_moves_only_the_blocks_rows_read():
     from sparseflash.distributed import shard_plan
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace as _replace
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -628,14 +628,16 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
         per_head=layout.table_heads > 1, num_tiles=num_n_tiles, tile=_HOPPER_TILE,
         block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]))
     names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED")
-    plan.dkdv = _Launch(
-        _hopper_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 14,
-        (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
-         scale * _LOG2E),
-        4, 1, cached, BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
-        SCHEDULED=plan.order_dkdv is not None, CONSUMER_REGS=232, PRODUCER_REGS=24,
-        **{n: constexprs[n] for n in names})
+    plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
+    tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
+            scale * _LOG2E)
+    options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
+                   PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
+    plan.dkdv_launch = lambda order: _Launch(
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 14, tail, 4, 1, cached,
+        SCHEDULED=order is not None, **options)
+    plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
@@ -709,10 +711,38 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs")
+                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits")
 
     def __init__(self):
         self.hopper, self.hopper_descs = False, None
+        self.splits = {}
+
+    def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
+        """The dK/dV launch cut in two (cached per column set): ``(launch, order)`` of the key
+        tiles that touch a block column marked in ``first_cols`` (bool, one per key block of
+        the table), then of the others. Every tile runs once, in its place in the plan's order
+        (heavy tiles first within each part)."""
+        key = first_cols.tobytes()
+        got = self.splits.get(key)
+        if got is None:
+            num_tiles, tile, first_pos, num_bh = self.dkdv_tiles
+            if self.order_dkdv is None:
+                order = np.arange(num_bh * num_tiles, dtype=np.int64)
+            else:
+                order = self.order_dkdv.cpu().numpy().astype(np.int64)   # once per plan and set
+            # the block columns a key tile covers (tiles aligned to absolute positions)
+            start = (first_pos // tile + np.arange(num_tiles)) * tile - (first_pos // block_size) * block_size
+            lo = np.clip(start // block_size, 0, first_cols.size)
+            hi = np.clip(-(-(start + tile) // block_size), 0, first_cols.size)
+            marked = np.concatenate([[0], np.cumsum(first_cols, dtype=np.int64)])
+            touches = (marked[hi] - marked[lo]) > 0
+            is_first = touches[order % num_tiles]
+            got = []
+            for part in (order[is_first], order[~is_first]):
+                o = torch.from_numpy(part.astype(np.int32)).to(device)
+                got.append((self.dkdv_launch(o) if part.size else None, o))
+            got = self.splits[key] = tuple(got)
+        return got
 
 
 def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
@@ -747,14 +777,17 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
             bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
             per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
             reverse=False, first_pos=int(layout.seqs[0, 5]))
-        plan.dkdv = _Launch(
-            _bwd_dkdv_kernel, _grid(plan.order_dkdv, num_n_tiles, slots * Hkv), 17,
-            (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
-             *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
-            cfg.num_warps, cfg.num_stages, cached,
-            BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1, GROUP_SIZE=H // Hkv,
-            HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast, PRECISION=precision,
-            USE_TMA=tma, SCHEDULED=plan.order_dkdv is not None, fp_fusion=not natural, **constexprs)
+        plan.dkdv_tiles = (num_n_tiles, cfg.block_n1, int(layout.seqs[0, 5]), slots * Hkv)
+        # values only (no tensors): the plan is cached, and a split builds launches later
+        tail = (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
+                *dkv_strides, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail)
+        options = dict(BLOCK=block_size, BLOCK_M=cfg.block_m1, BLOCK_N=cfg.block_n1,
+                       GROUP_SIZE=H // Hkv, HEAD_DIM=d, HEAD_DIM_PAD=d_pad, UPCAST=upcast,
+                       PRECISION=precision, USE_TMA=tma, fp_fusion=not natural, **constexprs)
+        plan.dkdv_launch = lambda order: _Launch(
+            _bwd_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, cfg.num_warps,
+            cfg.num_stages, cached, SCHEDULED=order is not None, **options)
+        plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
@@ -779,9 +812,18 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                        softcap: float = 0.0, alibi_slopes: Optional[torch.Tensor] = None,
                        dropout_p: float = 0.0, rng: Tuple[int, int] = (0, 0),
                        config: Optional[BwdConfig] = None, use_tma: Optional[bool] = None,
-                       schedule_cache: Optional[dict] = None):
+                       schedule_cache: Optional[dict] = None,
+                       dkdv_first: Optional[np.ndarray] = None,
+                       between: Optional[Callable[[], None]] = None):
     """Returns ``dq, dk, dv`` (contiguous, in the inputs' dtypes). Arguments as in
-    :func:`attention_forward`."""
+    :func:`attention_forward`.
+
+    ``dkdv_first`` (bool, one per key block of the table) and ``between``: the dK/dV launch
+    runs in two parts, first the key tiles of the marked block columns, then the rest, and
+    ``between(dq, dk, dv)`` is called on the host in between, when the marked columns' dK/dV
+    and all of dQ are enqueued (context parallelism sends them home there while the rest
+    computes).
+    """
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     sparse_seqs = layout.packed or layout.num_seqs > 1
@@ -828,14 +870,24 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
             t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
             t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
-    order = t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv
+    launches = [(plan.dkdv, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)]
+    if dkdv_first is not None:
+        launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
         qd, kd, vd, dod = _fast_descriptors(plan.hopper_descs, q, k, v, do)
-        plan.dkdv(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                  t.seqs, kpm_arg, order)
-    else:
-        plan.dkdv(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
-                  t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+    for i, (launch, order) in enumerate(launches):
+        if i == 1 and between is not None:
+            between(dq, dk, dv)
+        if launch is None:
+            continue
+        if plan.hopper:
+            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+                   t.seqs, kpm_arg, order)
+        else:
+            launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
+                   t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+    if len(launches) == 1 and between is not None:
+        between(dq, dk, dv)
     return dq, dk, dv
 
 

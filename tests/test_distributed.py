@@ -48,9 +48,19 @@ TRITON_RUNS = [
 ]
 
 
+def _on_gpus(backend: str) -> bool:
+    """The Triton runs go to the GPUs (NCCL, a GPU per rank) where the interpreter is off."""
+    return backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available()
+
+
 def _worker(rank, world, init_file, failures, backend="torch"):
     try:
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        gpus = _on_gpus(backend)
+        if gpus:
+            torch.cuda.set_device(rank)
+        dist.init_process_group("nccl" if gpus else "gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=world)
+        dev = torch.device("cuda", rank) if gpus else torch.device("cpu")
         import sparseflash.distributed as sfd
 
         # the interpreter runs a program at a time: one batch element keeps it short
@@ -62,8 +72,8 @@ def _worker(rank, world, init_file, failures, backend="torch"):
             sfd.shard_plan.cache_clear()
             case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction})"
             g = torch.Generator().manual_seed(ci)
-            q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
-            dlse = torch.randn(batch, H, N, generator=g, dtype=dtype)
+            q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
+            dlse = torch.randn(batch, H, N, generator=g, dtype=dtype).to(dev)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
                                                window_size=window, return_lse=True, backend=backend)
@@ -114,6 +124,8 @@ def test_shards_equal_one_process(world):
 def test_triton_kernels_in_buffer_coordinates():
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no CUDA and no Triton interpreter")
+    if _on_gpus("triton") and torch.cuda.device_count() < 2:
+        pytest.skip("compiled kernels: needs 2 GPUs (a rank per GPU, NCCL)")
     _spawn(2, "triton")
 
 

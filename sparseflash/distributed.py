@@ -43,10 +43,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .attention import _backward_impl, _check_tensor, _forward_impl, _resolve_backend
+from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_tensor, _forward_impl,
+                        _resolve_backend, _rng_ints)
 from .compiler import _check_block_size, _layout_of, _pattern_blocks, _sequence_blocks, check_window
 from .layout import BlockLayout
 from .pattern import Pattern
+from .philox import draw_seed
 
 __all__ = ["sparse_attention", "ShardPlan", "shard_plan", "shard", "shard_index", "SHARDINGS"]
 
@@ -357,7 +359,7 @@ def _merge_into(out: Tensor, lse: Tensor, blocks: Tensor, o2: Tensor, l2: Tensor
 
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group):
+    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group, mods=_NO_MODS):
         B, H, n, d = q.shape
         Hkv = k.shape[1]
         bs, W = plan.block_size, plan.world
@@ -400,7 +402,7 @@ class _ContextParallel(torch.autograd.Function):
             _scatter(kv, blocks, buf, bs)
         for blocks, buf in guest_q:
             _scatter(qb, blocks, buf, bs)
-        out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None)
+        out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []
@@ -420,7 +422,7 @@ class _ContextParallel(torch.autograd.Function):
                 _merge_into(out, lse, blocks, o2, l2, bs)
         ctx.save_for_backward(q, k, v)
         ctx.buffers = (qb, kb, vb, out_b, lse_b)
-        ctx.plan, ctx.scale, ctx.backend, ctx.group = plan, scale, backend, group
+        ctx.plan, ctx.scale, ctx.backend, ctx.group, ctx.mods = plan, scale, backend, group, mods
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -504,7 +506,7 @@ class _ContextParallel(torch.autograd.Function):
 
         split = plan.blocks_received >= OVERLAP_MIN_FRACTION * len(plan.own_blocks)
         dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
-                                          ctx.scale, ctx.backend, None,
+                                          ctx.scale, ctx.backend, None, ctx.mods,
                                           dkdv_first=ix.received_columns if split else None,
                                           between=send_home)
         wait, = waits
@@ -517,13 +519,14 @@ class _ContextParallel(torch.autograd.Function):
             _add_blocks(dv, blocks, buf[1], bs)
         for blocks, buf in arrived_q:
             _add_blocks(dq, blocks, buf, bs)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group=None,
                      block_size: int = 128, causal: bool = False, scale: Optional[float] = None,
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
-                     backend: str = "auto", sharding: str = "contiguous"):
+                     backend: str = "auto", sharding: str = "contiguous", softcap: float = 0.0,
+                     dropout_p: float = 0.0, alibi_slopes: Optional[Tensor] = None):
     """Context-parallel :func:`sparseflash.sparse_attention` over the ranks of ``group``.
 
     Args:
@@ -542,6 +545,16 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
             near-equal for any pattern. Rule of thumb: zigzag for causal, contiguous
             otherwise. Zigzag does not take ``window_size`` (a window's work is already
             balanced on contiguous shards).
+
+        softcap: as in :func:`sparseflash.sparse_attention`; the shards equal the one-process
+            result.
+        dropout_p: as in :func:`sparseflash.sparse_attention`: each rank draws a Philox seed
+            and offset from its default generator (``torch.manual_seed`` reproduces a call) and
+            folds its rank into the seed, so ranks seeded alike still drop independently. The
+            mask is drawn over each rank's buffer coordinates, so it is not the one-process
+            call's mask: equal in distribution, not bit for bit. The backward regenerates it.
+        alibi_slopes: not supported across shards: the exchange packs received key blocks
+            next to the shard, which keeps every mask but not the distances ALiBi needs.
 
     Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE),
     in the shard's order. The shard length must be a multiple of ``block_size`` (of
@@ -578,8 +591,18 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
                          f"a block lives on one rank)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if alibi_slopes is not None:
+        raise ValueError("alibi_slopes is not supported by sparseflash.distributed.sparse_attention: "
+                         "received key blocks are packed next to the shard, which keeps every mask but "
+                         "not the query-key distances ALiBi adds (use it on one GPU)")
+    _check_mods(dropout_p, softcap, None, q)
     backend = _resolve_backend(backend, q)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    rng = (0, 0)
+    if dropout_p > 0:
+        seed, offset = _rng_ints(draw_seed())
+        rng = (seed ^ (rank << 41), offset)         # the rank in the seed: independent streams
+    mods = (float(softcap), None, float(dropout_p), rng)
     plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1])
-    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group)
+    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods)
     return (out, lse) if return_lse else out

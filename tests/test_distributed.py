@@ -26,6 +26,13 @@ CASES = [
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
 
+# softcap across shards: (pattern, causal, window, sharding, guest fraction, softcap)
+SOFTCAP_RUNS = [
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 5.0),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 2.0),
+]
+
+
 def _runs(world):
     """(pattern, causal, window, sharding, guest fraction): every case on both shardings
     (zigzag takes no window); the default guest rule and "every cross-rank read is a guest"
@@ -37,14 +44,15 @@ def _runs(world):
             for fraction in (0.5, 1e-9):
                 if fraction < 0.5 and (window is not None or world > 2 and ci not in (1, 2)):
                     continue
-                yield pattern, causal, window, sharding, fraction
+                yield pattern, causal, window, sharding, fraction, 0.0
+    yield from SOFTCAP_RUNS
 
 
 # the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
 # guests' rows after the shard's, a zigzag shard's two chunks
 TRITON_RUNS = [
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5),
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 0.0),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 3.0),
 ]
 
 
@@ -66,17 +74,18 @@ def _worker(rank, world, init_file, failures, backend="torch"):
         # the interpreter runs a program at a time: one batch element keeps it short
         runs, dtype, atol, batch = ((_runs(world), torch.float64, 1e-10, B) if backend == "torch"
                                     else (TRITON_RUNS, torch.float32, 2e-5, 1))
-        for ci, (pattern, causal, window, sharding, fraction) in enumerate(runs):
+        for ci, (pattern, causal, window, sharding, fraction, softcap) in enumerate(runs):
             sfd.GUEST_MIN_FRACTION = fraction
             sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4     # None: every candidate goes
             sfd.shard_plan.cache_clear()
-            case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction})"
+            case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction}, softcap={softcap})"
             g = torch.Generator().manual_seed(ci)
             q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
             dlse = torch.randn(batch, H, N, generator=g, dtype=dtype).to(dev)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
-                                               window_size=window, return_lse=True, backend=backend)
+                                               window_size=window, return_lse=True, backend=backend,
+                                               softcap=softcap)
             # the LSE's gradient too (the guests' pieces carry it)
             ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
             qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding) for t in (q, k, v))
@@ -85,7 +94,7 @@ def _worker(rank, world, init_file, failures, backend="torch"):
             qs, ks, vs = (t.requires_grad_(True) for t in (qs, ks, vs))
             out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
                                             window_size=window, return_lse=True, backend=backend,
-                                            sharding=sharding)
+                                            sharding=sharding, softcap=softcap)
             grads = torch.autograd.grad((out, lse), (qs, ks, vs),
                                         (sfd.shard(do, world, rank, sharding), sfd.shard(dlse, world, rank, sharding)))
             mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
@@ -99,12 +108,14 @@ def _worker(rank, world, init_file, failures, backend="torch"):
         raise
 
 
-def _spawn(world, backend="torch"):
+def _spawn(world, backend="torch", target=None):
     ctx = mp.get_context("spawn")
     failures = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        procs = [ctx.Process(target=_worker, args=(r, world, init_file, failures, backend)) for r in range(world)]
+        args = (lambda r: (r, world, init_file, failures)) if target else \
+            (lambda r: (r, world, init_file, failures, backend))
+        procs = [ctx.Process(target=target or _worker, args=args(r)) for r in range(world)]
         for p in procs:
             p.start()
         for p in procs:
@@ -114,6 +125,68 @@ def _spawn(world, backend="torch"):
             errors.append(failures.get())
         assert not errors, "\n".join(errors)
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+
+
+def _dropout_worker(rank, world, init_file, failures):
+    """Dropout across shards (float64, torch backend): reproducible under a seed, unbiased,
+    and the backward is the derivative of the forward under a fixed seed (central
+    differences of the global loss, guests forced on one run)."""
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        import sparseflash.distributed as sfd
+
+        p = 0.25
+        for ci, (pattern, causal, sharding, fraction) in enumerate([
+                (sf.bigbird(window=1, globals=1, random=2), True, "zigzag", 0.5),
+                (sf.local(2) | sf.global_blocks(1), False, "contiguous", 1e-9)]):
+            sfd.GUEST_MIN_FRACTION = fraction
+            sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4
+            sfd.shard_plan.cache_clear()
+            case = f"case {ci} ({pattern}, {sharding}, guests>={fraction})"
+            g = torch.Generator().manual_seed(100 + ci)
+            q, k, v, w = (torch.randn(1, h, N, D, generator=g, dtype=torch.float64) for h in (H, HKV, HKV, H))
+            qs, ks, vs, ws = (sfd.shard(t, world, rank, sharding) for t in (q, k, v, w))
+            kw = dict(block_size=BS, causal=causal, sharding=sharding, backend="torch")
+
+            def run(seed, drop=p, shards=(qs, ks, vs)):
+                torch.manual_seed(seed)
+                return sfd.sparse_attention(*shards, pattern, dropout_p=drop, **kw)
+            a, b, c = run(1), run(1), run(2)
+            assert torch.equal(a, b), f"{case}: one seed gave two outputs"
+            assert not torch.equal(a, c), f"{case}: two seeds gave one output"
+            assert not torch.equal(a, run(1, 0.0)), f"{case}: dropout changed nothing"
+            # unbiased: the mean over draws tends to the undropped output (a lost 1/(1-p)
+            # scale would leave a 25 % bias). 512 draws in one call: the batch elements draw
+            # independent masks.
+            ref = run(0, 0.0)
+            mean = run(3, shards=tuple(t.expand(512, -1, -1, -1) for t in (qs, ks, vs))).mean(0, keepdim=True)
+            err = torch.tensor([(mean - ref).abs().max().item(), ref.abs().max().item()], dtype=torch.float64)
+            dist.all_reduce(err, op=dist.ReduceOp.MAX)
+            assert err[0] / err[1] < 0.08, f"{case}: mean over draws off by {err[0] / err[1]:.3f}"
+            # the backward under a fixed seed is the derivative of that forward
+            leaves = [t.clone().requires_grad_(True) for t in (qs, ks, vs)]
+            out = run(7, shards=leaves)
+            grads = torch.autograd.grad((out * ws).sum(), leaves)
+            gu = torch.Generator().manual_seed(200 + ci)
+            dirs = [sfd.shard(torch.randn(1, h, N, D, generator=gu, dtype=torch.float64), world, rank, sharding)
+                    for h in (H, HKV, HKV)]
+            eps = 1e-6
+            loss = []
+            for sign in (1, -1):
+                moved = [t + sign * eps * u for t, u in zip((qs, ks, vs), dirs)]
+                loss.append((run(7, shards=moved) * ws).sum())
+            vals = torch.stack([(loss[0] - loss[1]) / (2 * eps),
+                                sum((gr * u).sum() for gr, u in zip(grads, dirs))])
+            dist.all_reduce(vals)
+            assert torch.isclose(vals[0], vals[1], rtol=1e-6, atol=1e-8), f"{case}: {vals.tolist()}"
+        dist.destroy_process_group()
+    except Exception as exc:  # surfaced by the parent with the rank
+        failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def test_dropout_across_shards():
+    _spawn(2, target=_dropout_worker)
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -262,3 +335,26 @@ def test_bad_input():
     q = torch.zeros(1, 2, 64, 16)
     with pytest.raises(ValueError, match="not initialised"):
         cp_attention(q, q, q, sf.local(1), block_size=16)
+
+
+def test_bad_options():
+    # the parity options are checked like sparse_attention's; ALiBi is refused by name
+    from sparseflash.distributed import sparse_attention as cp_attention
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 'init')}", rank=0, world_size=1)
+        try:
+            q = torch.zeros(1, 2, 64, 16)
+            with pytest.raises(ValueError, match="alibi_slopes"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, alibi_slopes=torch.ones(2))
+            with pytest.raises(ValueError, match="dropout_p"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, dropout_p=1.0)
+            with pytest.raises(ValueError, match="softcap"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, softcap=-1.0)
+            # one rank is the one-process call
+            g = torch.Generator().manual_seed(0)
+            q, k, v = (torch.randn(1, 2, 64, 16, generator=g, dtype=torch.float64) for _ in range(3))
+            torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, softcap=3.0),
+                                       sf.sparse_attention(q, k, v, sf.local(1), block_size=16, softcap=3.0))
+        finally:
+            dist.destroy_process_group()

@@ -1,0 +1,58 @@
+"""Where racecheck's warp-specialize hazards start: the minimal probe of
+``sanitize_ws_probe.py`` (0 hazards) grown step by step towards the Hopper kernels' shape.
+
+    compute-sanitizer --tool racecheck python benchmarks/sanitize_ws_variants.py MODE
+
+MODE 1: shared memory allocated before ``warp_specialize`` and handed to the partitions
+(unused); 2: and an mbarrier initialised there too (unused); 3: the 1-warp partition writes
+the shared buffer and arrives on the mbarrier, the default partition waits and reads it (the
+kernels' producer/consumer handshake, in the generic proxy). Each prints whether the values
+are right; racecheck prints its hazards.
+"""
+import sys
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+
+
+@gluon.jit
+def _part(out, buf, bar, base, value, N: gl.constexpr, WARPS: gl.constexpr, MODE: gl.constexpr,
+          ROLE: gl.constexpr):
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+    offs = base + gl.arange(0, N, layout)
+    result = gl.full([N], value, gl.float32, layout)
+    if MODE >= 3:
+        if ROLE == 2:
+            buf.store(gl.full([N], 10.0, gl.float32, layout))
+            mbarrier.arrive(bar, count=1)
+        if ROLE == 0:
+            mbarrier.wait(bar, 0)
+            result = result + buf.load(layout)
+    gl.store(out + offs, result)
+
+
+@gluon.jit
+def _ws_kernel(out, N: gl.constexpr, MODE: gl.constexpr):
+    smem_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    buf = gl.allocate_shared_memory(gl.float32, [N], smem_layout)
+    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    if MODE >= 2:
+        mbarrier.init(bar, count=1)
+    gl.warp_specialize([(_part, (out, buf, bar, 0, 1.0, N, 4, MODE, 0)),
+                        (_part, (out, buf, bar, N, 2.0, N, 4, MODE, 1)),
+                        (_part, (out, buf, bar, 2 * N, 3.0, N, 1, MODE, 2))], [4, 1], [232, 40])
+
+
+def main():
+    mode = int(sys.argv[1])
+    out = torch.zeros(3 * 128, device="cuda")
+    _ws_kernel[(2,)](out, N=128, MODE=mode, num_warps=4)
+    torch.cuda.synchronize()
+    want = torch.tensor([1.0 + (10.0 if mode >= 3 else 0.0), 2.0, 3.0], device="cuda").repeat_interleave(128)
+    print(f"ws variant {mode} values ok:", bool(torch.equal(out, want)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,8 +6,10 @@
 MODE 1: shared memory allocated before ``warp_specialize`` and handed to the partitions
 (unused); 2: and an mbarrier initialised there too (unused); 3: the 1-warp partition writes
 the shared buffer and arrives on the mbarrier, the default partition waits and reads it (the
-kernels' producer/consumer handshake, in the generic proxy). Each prints whether the values
-are right; racecheck prints its hazards.
+kernels' producer/consumer handshake, in the generic proxy); 4: no mbarrier use, only a
+barrier among the default partition's warps (``gl.thread_barrier()``, PTX ``bar.sync 0, 128``,
+which the handshake of mode 3 also emits before its wait). Each prints whether the values are
+right; racecheck prints its hazards.
 """
 import sys
 
@@ -23,7 +25,10 @@ def _part(out, buf, bar, base, value, N: gl.constexpr, WARPS: gl.constexpr, MODE
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     offs = base + gl.arange(0, N, layout)
     result = gl.full([N], value, gl.float32, layout)
-    if MODE >= 3:
+    if MODE == 4:
+        if ROLE == 0:
+            gl.thread_barrier()          # a barrier among the default partition's warps only
+    if MODE == 3:
         if ROLE == 2:
             buf.store(gl.full([N], 10.0, gl.float32, layout))
             mbarrier.arrive(bar, count=1)
@@ -50,7 +55,7 @@ def main():
     out = torch.zeros(3 * 128, device="cuda")
     _ws_kernel[(2,)](out, N=128, MODE=mode, num_warps=4)
     torch.cuda.synchronize()
-    want = torch.tensor([1.0 + (10.0 if mode >= 3 else 0.0), 2.0, 3.0], device="cuda").repeat_interleave(128)
+    want = torch.tensor([1.0 + (10.0 if mode == 3 else 0.0), 2.0, 3.0], device="cuda").repeat_interleave(128)
     print(f"ws variant {mode} values ok:", bool(torch.equal(out, want)), flush=True)
 
 

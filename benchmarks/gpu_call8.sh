@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# device call (one H200 or the two-GPU host): the split backward's tests (bitwise against one
-# launch, the sm_90 dK/dV kernel included), the Hopper tests (the launch plans were
-# refactored), the distributed tests; on two GPUs then the context-parallel benchmark
+# device call (the two-GPU host): the distributed tests (the split backward bitwise against one
+# launch, the sm_90 dK/dV kernel included; the compiled kernels over NCCL on 2 ranks), then
+# the context-parallel benchmark
 # (run8) and a profile of the bigbird step.
 export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 O="$OUT"
 NG=$(nvidia-smi -L | wc -l)
-timeout ${T_TESTS:-170} python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py tests/test_hopper.py > $O/pytest_gpu.txt 2>&1
+timeout ${T_TESTS:-150} python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py > $O/pytest_gpu.txt 2>&1
 echo "pytest rc=$?"; tail -3 $O/pytest_gpu.txt
 if [ "$NG" -ge 2 ]; then
   mkdir -p $O/run8

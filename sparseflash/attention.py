@@ -192,16 +192,24 @@ def _mod_kwargs(mods) -> dict:
 
 
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout, scale: float,
-                  backend: str, kpm: Optional[Tensor], mods=_NO_MODS) -> Tuple[Tensor, Tensor]:
-    """The forward computation both the custom op and the eager autograd path run."""
+                  backend: str, kpm: Optional[Tensor], mods=_NO_MODS, out: Optional[Tensor] = None,
+                  lse: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The forward computation both the custom op and the eager autograd path run.
+    ``out``/``lse``: contiguous tensors to write the result into (the Triton kernels write
+    them directly; the torch backend copies)."""
     if backend == "triton":
         from .kernels.launch import attention_forward
 
         t = layout.to(q.device)
         return attention_forward(q, k, v, layout, t, scale=scale, key_padding_mask=kpm,
-                                 schedule_cache=t.plans, **_mod_kwargs(mods))
-    return blockwise_forward(q, k, v, layout, scale=scale,
-                             key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
+                                 schedule_cache=t.plans, out=out, lse=lse, **_mod_kwargs(mods))
+    o, l_ = blockwise_forward(q, k, v, layout, scale=scale,
+                              key_padding_mask=None if kpm is None else kpm.bool(), **_mod_kwargs(mods))
+    if out is not None:
+        o = out.copy_(o)
+    if lse is not None:
+        l_ = lse.copy_(l_)
+    return o, l_
 
 
 def _backward_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,

@@ -74,6 +74,12 @@ GUEST_COST: Optional[float] = 5 / 4
 # global column among them (local | global) would run alone in the first launch.
 OVERLAP_MIN_FRACTION = 1 / 8
 
+# Above that fraction the forward's K/V exchange also goes in pieces (batch elements, or KV
+# heads when the batch is 1), at most this many, and each piece's attention starts as soon as
+# its blocks arrive. Not with dropout (a piece's kernel would number the heads from 0, and the
+# backward, one call, would draw another mask), guests, or per-head tables split by head.
+PIPELINE_PIECES = 4
+
 
 def shard_chunks(N: int, world: int, rank: int, sharding: str = "contiguous") -> Tuple[Tuple[int, int], ...]:
     """``(start, length)`` in tokens of the chunks rank ``rank`` holds, in the order its shard
@@ -128,6 +134,10 @@ class ShardPlan:
     guests_out: Tuple[Tuple[int, ...], ...]
     guests_in: Tuple[Tuple[int, ...], ...]
     own_blocks: Tuple[int, ...]
+    # over all ranks (every rank's plan holds the same): the most key blocks a rank
+    # receives, and whether any rank hosts guests; ranks agree on the pipelined exchange
+    max_blocks_received: int = 0
+    any_guests: bool = False
     _indices: dict = field(default_factory=dict, compare=False, repr=False)
 
     def indices(self, device) -> "_Indices":
@@ -255,8 +265,12 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
     layout = _layout_of(h, Iv, Jv, th, q_len, kv_len, L * bs, 0, bs, causal, num_heads, window,
                         time.perf_counter())
     recv_slots = tuple(tuple(slot[list(r)].tolist()) for r in recv)
+    # distinct key blocks each rank receives (a block may serve several of its rows)
+    received = np.unique(qo[moved] * (N // bs) + J[moved]) // (N // bs)
+    max_received = int(np.bincount(received, minlength=world).max(initial=0))
     return ShardPlan(rank, world, sharding, n, bs, layout, kv_len, L * bs, recv, recv_slots, send,
-                     guests_out, guests_in, tuple(own.tolist()))
+                     guests_out, guests_in, tuple(own.tolist()), max_blocks_received=max_received,
+                     any_guests=bool(guest.any()))
 
 
 # ----------------------------------------------------------------------------- exchanges
@@ -322,6 +336,21 @@ class _Indices:
             self.received_columns[list(slots)] = True
 
 
+def _pipeline(plan: "ShardPlan", B: int, Hkv: int, mods) -> Tuple[int, int]:
+    """(pieces, dim) of the forward's pipelined exchange: dim 0 splits the batch, 1 the KV
+    heads (batch 1); (1, 0) when it does not apply."""
+    # from what every rank's plan holds alike: both ends of each message must cut it the same
+    if (mods[2] > 0 or plan.any_guests
+            or plan.max_blocks_received < OVERLAP_MIN_FRACTION * len(plan.own_blocks)):
+        return 1, 0
+    dim = 0 if B > 1 else 1
+    if dim == 1 and plan.layout.table_heads > 1:
+        return 1, 0
+    size = B if dim == 0 else Hkv
+    pieces = max(p for p in range(1, min(PIPELINE_PIECES, size) + 1) if size % p == 0)
+    return pieces, dim
+
+
 def _p2p(plan: ShardPlan, group, messages):
     """Start point-to-point messages; ``messages`` is a list of ``(peer, tensor to send or
     None, buffer to receive into or None)``. Every rank lists its messages in the same order
@@ -366,27 +395,49 @@ class _ContextParallel(torch.autograd.Function):
         ix = plan.indices(q.device)
         # the block views need contiguous rows (a no-op for the usual contiguous shards)
         qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
-        msgs, arrived, guest_q = [], [], []
-        for p in range(W):                                   # K/V blocks
-            out_kv = into = None
-            if plan.send[p]:
-                out_kv = k.new_empty((2, B, Hkv, len(plan.send[p]) * bs, d))
-                _gather(kc, ix.send[p], bs, out=out_kv[0])
-                _gather(vc, ix.send[p], bs, out=out_kv[1])
-            if plan.recv[p]:
-                into = k.new_empty((2, B, Hkv, len(plan.recv[p]) * bs, d))
-                arrived.append((ix.recv[p], into))
-            msgs.append((p, out_kv, into))
-        for p in range(W):                                   # guests' query rows
-            out_q = _gather(qc, ix.guests_out[p], bs) if plan.guests_out[p] else None
-            into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
-            msgs.append((p, out_q, into))
-            if into is not None:
-                guest_q.append((ix.guests_in[p], into))
-        wait = _p2p(plan, group, msgs)
+        # the K/V exchange in P pieces (batch elements, or KV heads with their query heads),
+        # each its own point-to-point batch: piece i's attention runs while i+1 travels
+        P, dim = _pipeline(plan, B, Hkv, mods)
+
+        def kv_part(x, i):                      # x: (..., B, Hkv, rows, d)
+            if P == 1:
+                return x
+            size = (B if dim == 0 else Hkv) // P
+            return x.narrow(x.dim() - 4 + dim, i * size, size)
+
+        def q_part(x, i):                       # x: (B, H, ...)
+            if P == 1:
+                return x
+            size = (B if dim == 0 else H) // P
+            return x.narrow(dim, i * size, size)
+
+        waits, arrived, guest_q = [], [], []
+        for i in range(P):
+            msgs, got = [], []
+            kp, vp = kv_part(kc, i), kv_part(vc, i)
+            for p in range(W):                               # K/V blocks
+                out_kv = into = None
+                if plan.send[p]:
+                    out_kv = k.new_empty((2,) + tuple(kp.shape[:2]) + (len(plan.send[p]) * bs, d))
+                    _gather(kp, ix.send[p], bs, out=out_kv[0])
+                    _gather(vp, ix.send[p], bs, out=out_kv[1])
+                if plan.recv[p]:
+                    into = k.new_empty((2,) + tuple(kp.shape[:2]) + (len(plan.recv[p]) * bs, d))
+                    got.append((ix.recv[p], into))
+                msgs.append((p, out_kv, into))
+            if i == 0:
+                for p in range(W):                           # guests' query rows (P == 1)
+                    out_q = _gather(qc, ix.guests_out[p], bs) if plan.guests_out[p] else None
+                    into = q.new_empty((B, H, len(plan.guests_in[p]) * bs, d)) if plan.guests_in[p] else None
+                    msgs.append((p, out_q, into))
+                    if into is not None:
+                        guest_q.append((ix.guests_in[p], into))
+            waits.append(_p2p(plan, group, msgs))
+            arrived.append(got)
         # keys: [left received | own | right received]; queries: [own | guests]. The own
         # shard's copy runs while the blocks travel.
         kb, vb = k, v
+        kv = None
         if plan.kv_len != n:
             kv = k.new_empty((2, B, Hkv, plan.kv_len, d))
             own = slice(plan.own_row // bs, (plan.own_row + n) // bs)
@@ -397,12 +448,20 @@ class _ContextParallel(torch.autograd.Function):
         if plan.num_guests:
             qb = q.new_empty((B, H, n + plan.num_guests * bs, d))
             _blocks(qb, bs)[:, :, :n // bs].copy_(_blocks(qc, bs))
-        wait()
-        for blocks, buf in arrived:
-            _scatter(kv, blocks, buf, bs)
-        for blocks, buf in guest_q:
-            _scatter(qb, blocks, buf, bs)
-        out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
+        if P > 1:
+            out_b = q.new_empty(qb.shape)
+            lse_b = q.new_empty(qb.shape[:3], dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
+        for i in range(P):
+            waits[i]()
+            for blocks, buf in arrived[i]:
+                _scatter(kv_part(kv, i), blocks, buf, bs)
+            for blocks, buf in guest_q:
+                _scatter(qb, blocks, buf, bs)
+            if P == 1:
+                out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
+            else:
+                _forward_impl(q_part(qb, i), kv_part(kb, i), kv_part(vb, i), plan.layout, scale,
+                              backend, None, mods, out=q_part(out_b, i), lse=q_part(lse_b, i))
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []

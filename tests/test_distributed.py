@@ -269,6 +269,30 @@ def test_split_backward_equals_one_launch(marked, size):
     assert torch.equal(seen[0][2], ref[2].index_select(2, rows))
 
 
+def test_pipelined_exchange_agrees_across_ranks():
+    # the forward's K/V exchange goes in pieces only where every rank cuts it alike: a rank
+    # that receives little must still cut what it sends as its peer cuts what it receives
+    from sparseflash.distributed import _NO_MODS, _pipeline, shard_plan
+
+    drop = (0.0, None, 0.1, (0, 0))
+    for pattern, causal, sharding, world in [(sf.bigbird(window=1, globals=1, random=2), True, "zigzag", 2),
+                                             (sf.local(1), True, "contiguous", 4),
+                                             (sf.local(2) | sf.global_blocks(1), False, "contiguous", 2),
+                                             (sf.dense(), True, "zigzag", 4)]:
+        plans = [shard_plan(pattern, 1024, world, r, 16, causal, 4, None, sharding, 2) for r in range(world)]
+        for B, Hkv in ((1, 2), (2, 2), (6, 1), (1, 8)):
+            got = {_pipeline(p, B, Hkv, _NO_MODS) for p in plans}
+            assert len(got) == 1, (pattern, world, B, Hkv, got)
+            assert {_pipeline(p, B, Hkv, drop) for p in plans} == {(1, 0)}     # never with dropout
+    plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 1024, 2, r, 16, True, 4, None, "zigzag", 2)
+             for r in range(2)]
+    assert _pipeline(plans[0], 2, 2, _NO_MODS) == (2, 0)        # the batch
+    assert _pipeline(plans[0], 1, 8, _NO_MODS) == (4, 1)        # KV heads, at most 4 pieces
+    assert _pipeline(plans[0], 6, 2, _NO_MODS) == (3, 0)
+    # local(1): ranks receive 1 block of 8: too few to cut
+    assert _pipeline(shard_plan(sf.local(1), 1024, 4, 1, 16, True, 4, None, "contiguous", 2), 2, 2, _NO_MODS) == (1, 0)
+
+
 def test_exchange_moves_only_the_blocks_rows_read():
     from sparseflash.distributed import shard_plan
 

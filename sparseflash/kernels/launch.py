@@ -645,8 +645,10 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
                       softcap: float = 0.0, alibi_slopes: Optional[torch.Tensor] = None,
                       dropout_p: float = 0.0, rng: Tuple[int, int] = (0, 0),
                       config: Optional[FwdConfig] = None, use_tma: Optional[bool] = None,
-                      schedule_cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log.
+                      schedule_cache: Optional[dict] = None, out: Optional[torch.Tensor] = None,
+                      lse: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``out (B, Hq, N, d)`` in q's dtype and ``lse (B, Hq, N)`` fp32, natural log
+    (written into ``out`` and ``lse`` when given: contiguous, of those shapes and dtypes).
 
     ``layout`` is the :class:`~sparseflash.BlockLayout` and ``tables`` its
     :class:`~sparseflash.layout.LayoutTensors` on q's device. ``key_padding_mask``: int8
@@ -658,8 +660,16 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     per-launch binding.
     """
     B, H, N, d = q.shape
-    out = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    for name, given, shape, dtype in (("out", out, (B, H, N, d), q.dtype), ("lse", lse, (B, H, N), torch.float32)):
+        if given is not None and (tuple(given.shape) != shape or given.dtype != dtype
+                                  or given.device != q.device or not given.is_contiguous()):
+            raise ValueError(f"{name}: expected a contiguous {dtype} tensor of shape {shape} on "
+                             f"{q.device}, got {given.dtype} {tuple(given.shape)} on {given.device}"
+                             f"{'' if given.is_contiguous() else ', not contiguous'}")
+    if out is None:
+        out = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
+    if lse is None:
+        lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     if N == 0 or B * H == 0:
         return out, lse
     if layout.packed or layout.num_seqs > 1:

@@ -269,6 +269,37 @@ def test_split_backward_equals_one_launch(marked, size):
     assert torch.equal(seen[0][2], ref[2].index_select(2, rows))
 
 
+@pytest.mark.parametrize("size", ["small", "hopper"])
+def test_forward_in_pieces_into_given_outputs(size):
+    # the pipelined exchange's forward: pieces of the heads (batch 1) or of the batch, each
+    # written into its slice of one output; bitwise the one call's result
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and no Triton interpreter")
+    if size == "hopper" and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
+        pytest.skip("needs an sm_90 GPU")
+    from sparseflash.attention import _forward_impl
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    bs, d, dtype = (16, 16, torch.float32) if size == "small" else (128, 128, torch.bfloat16)
+    N = 8 * bs
+    layout = sf.compile(sf.bigbird(window=1, globals=1, random=2), N, block_size=bs, causal=True)
+    g = torch.Generator().manual_seed(3)
+    for B, H, Hkv, dim in ((1, 4, 2, 1), (2, 4, 2, 0)):
+        q = torch.randn(B, H, N, d, generator=g).to(dev, dtype)
+        k, v = (torch.randn(B, Hkv, N, d, generator=g).to(dev, dtype) for _ in range(2))
+        ref_out, ref_lse = _forward_impl(q, k, v, layout, d ** -0.5, "triton", None)
+        out, lse = torch.empty_like(ref_out), torch.empty_like(ref_lse)
+        for i in range(2):
+            qs, kvs = ((B if dim == 0 else H) // 2, (B if dim == 0 else Hkv) // 2)
+            got = _forward_impl(q.narrow(dim, i * qs, qs), k.narrow(dim, i * kvs, kvs), v.narrow(dim, i * kvs, kvs),
+                                layout, d ** -0.5, "triton", None, out=out.narrow(dim, i * qs, qs),
+                                lse=lse.narrow(dim, i * qs, qs))
+            assert got[0].data_ptr() == out.narrow(dim, i * qs, qs).data_ptr()
+        assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse), (B, H, dim)
+    with pytest.raises(ValueError, match="out: expected a contiguous"):
+        _forward_impl(q, k, v, layout, d ** -0.5, "triton", None, out=torch.empty_like(ref_out).transpose(0, 1))
+
+
 def test_pipelined_exchange_agrees_across_ranks():
     # the forward's K/V exchange goes in pieces only where every rank cuts it alike: a rank
     # that receives little must still cut what it sends as its peer cuts what it receives

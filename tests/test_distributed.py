@@ -185,6 +185,72 @@ def _dropout_worker(rank, world, init_file, failures):
         raise
 
 
+def _gpu_worker(rank, world, init_file, failures):
+    """Two ranks on one GPU: the pipelined forward with the compiled kernels (pieces of the
+    heads at batch 1, of the batch at batch 2; the sm_90 kernels at bf16, d=128, block 128),
+    the own-shard copies on the side stream (held back by a sleep), under a caller's stream,
+    against the one-process result. The exchange goes through the host (gloo moves CPU
+    tensors; the receive lands with an asynchronous device copy at wait()). It does not
+    prove the side stream's wait: a trial on an H200 with that wait deleted still passed
+    (something else ordered the streams there), so the wait stands by construction."""
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        import sparseflash.distributed as sfd
+
+        real_p2p = sfd._p2p
+
+        def host_p2p(plan, group, messages):
+            host = [(p, None if out is None else out.contiguous().cpu(),
+                     None if into is None else torch.empty(into.shape, dtype=into.dtype, pin_memory=True))
+                    for p, out, into in messages]
+            wait_host = real_p2p(plan, group, host)
+
+            def wait():
+                wait_host()
+                for (_, _, into), (_, _, h) in zip(messages, host):
+                    if into is not None:      # pinned and asynchronous: a pageable copy would
+                        into.copy_(h, non_blocking=True)    # wait for every stream
+            return wait
+        sfd._p2p = host_p2p
+        slow = torch.cuda.Stream()
+        real_side = sfd._side_stream
+
+        def slow_side(device):
+            with torch.cuda.stream(slow):
+                torch.cuda._sleep(200_000_000)           # ~0.1 s of GPU clock on this stream
+            return slow
+        sfd._side_stream = slow_side
+        dev = torch.device("cuda", 0)
+        for B, dtype, bs, d in ((1, torch.float32, 16, 16), (2, torch.bfloat16, 128, 128)):
+            N = 8 * bs
+            pattern = sf.bigbird(window=1, globals=1, random=2)
+            g = torch.Generator().manual_seed(B)
+            q, k, v, do = (torch.randn(B, h, N, d, generator=g).to(dev, dtype) for h in (4, 2, 2, 4))
+            ref = sf.sparse_attention(q, k, v, pattern, block_size=bs, causal=True)
+            qs, ks, vs = (sfd.shard(t, world, rank, "zigzag") for t in (q, k, v))
+            plan = sfd.shard_plan(pattern, N, world, rank, bs, True, 4, None, "zigzag", 2)
+            assert sfd._pipeline(plan, B, 2, (0.0, None, 0.0, (0, 0)))[0] > 1, "the case must pipeline"
+            # on a stream of the caller's (the legacy default stream would wait for every
+            # blocking stream by itself and hide a missing wait)
+            torch.cuda.synchronize()
+            with torch.cuda.stream(torch.cuda.Stream()):
+                out = sfd.sparse_attention(qs, ks, vs, pattern, block_size=bs, causal=True, sharding="zigzag")
+            torch.cuda.synchronize()
+            tol = 2e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(out.float(), sfd.shard(ref, world, rank, "zigzag").float(), atol=tol, rtol=0)
+        sfd._p2p, sfd._side_stream = real_p2p, real_side
+        dist.destroy_process_group()
+    except Exception as exc:  # surfaced by the parent with the rank
+        failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def test_pipelined_forward_on_one_gpu():
+    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("needs a GPU (compiled kernels, CUDA streams)")
+    _spawn(2, target=_gpu_worker)
+
+
 def test_dropout_across_shards():
     _spawn(2, target=_dropout_worker)
 

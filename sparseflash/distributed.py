@@ -32,7 +32,6 @@ their exact offsets (the buffer spans them, gaps unread).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -352,29 +351,6 @@ def _pipeline(plan: "ShardPlan", B: int, Hkv: int, mods) -> Tuple[int, int]:
     return pieces, dim
 
 
-def _local_pieces(plan: "ShardPlan", B: int, Hkv: int, mods, n: int) -> Tuple[int, int]:
-    """(pieces, dim) of the forward's own-shard copies and attention when the exchange itself
-    goes whole: a rank's own choice (no message changes), where there is a copy to hide."""
-    if mods[2] > 0 or (plan.kv_len == n and not plan.num_guests):
-        return 1, 0
-    dim = 0 if B > 1 else 1
-    if dim == 1 and plan.layout.table_heads > 1:
-        return 1, 0
-    size = B if dim == 0 else Hkv
-    return max(p for p in range(1, min(PIPELINE_PIECES, size) + 1) if size % p == 0), dim
-
-
-_SIDE_STREAMS: dict = {}
-
-
-def _side_stream(device) -> "torch.cuda.Stream":
-    """One side stream per GPU for the forward's own-shard copies."""
-    s = _SIDE_STREAMS.get(device.index)
-    if s is None:
-        s = _SIDE_STREAMS[device.index] = torch.cuda.Stream(device)
-    return s
-
-
 def _p2p(plan: ShardPlan, group, messages):
     """Start point-to-point messages; ``messages`` is a list of ``(peer, tensor to send or
     None, buffer to receive into or None)``. Every rank lists its messages in the same order
@@ -422,7 +398,6 @@ class _ContextParallel(torch.autograd.Function):
         # the K/V exchange in P pieces (batch elements, or KV heads with their query heads),
         # each its own point-to-point batch: piece i's attention runs while i+1 travels
         Pm, dim = _pipeline(plan, B, Hkv, mods)
-        Pc, dim = (Pm, dim) if Pm > 1 else _local_pieces(plan, B, Hkv, mods, n)
 
         def kv_part(x, i, P):                   # x: (..., B, Hkv, rows, d)
             if P == 1:
@@ -460,43 +435,35 @@ class _ContextParallel(torch.autograd.Function):
             waits.append(_p2p(plan, group, msgs))
             arrived.append(got)
         # keys: [left received | own | right received]; queries: [own | guests]. The own
-        # shard's copies run while the blocks travel, piece by piece on a side stream (on a
-        # GPU): piece i+1's copy beside piece i's attention, only the first one exposed.
+        # shard's copy runs while the blocks travel. (On a side stream beside the previous
+        # piece's attention it saved nothing on an H200: 11.31 against 11.19 ms for bigbird's
+        # rank at 1M, copy kernels or copy engine alike; benchmarks/pieces_probe.py.)
         kb, vb, kv = k, v, None
         if plan.kv_len != n:
             kv = k.new_empty((2, B, Hkv, plan.kv_len, d))
+            own = slice(plan.own_row // bs, (plan.own_row + n) // bs)
+            _blocks(kv[0], bs)[:, :, own].copy_(_blocks(kc, bs))
+            _blocks(kv[1], bs)[:, :, own].copy_(_blocks(vc, bs))
             kb, vb = kv[0], kv[1]
         qb = q
         if plan.num_guests:
             qb = q.new_empty((B, H, n + plan.num_guests * bs, d))
-        if Pc > 1:
+            _blocks(qb, bs)[:, :, :n // bs].copy_(_blocks(qc, bs))
+        if Pm > 1:
             out_b = q.new_empty(qb.shape)
             lse_b = q.new_empty(qb.shape[:3], dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
-        own = slice(plan.own_row // bs, (plan.own_row + n) // bs)
-        side = _side_stream(q.device) if Pc > 1 and q.device.type == "cuda" else None
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream(q.device))        # k, v, q are ready
-        for i in range(Pc):
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                if kv is not None:
-                    _blocks(kv_part(kb, i, Pc), bs)[:, :, own].copy_(_blocks(kv_part(kc, i, Pc), bs))
-                    _blocks(kv_part(vb, i, Pc), bs)[:, :, own].copy_(_blocks(kv_part(vc, i, Pc), bs))
-                if plan.num_guests:
-                    _blocks(q_part(qb, i, Pc), bs)[:, :, :n // bs].copy_(_blocks(q_part(qc, i, Pc), bs))
-            if side is not None:
-                torch.cuda.current_stream(q.device).wait_stream(side)
-            if Pm > 1 or i == 0:
-                waits[i]()
-            for blocks, buf in arrived[i if Pm > 1 else 0]:
-                _scatter(kv_part(kv, i, Pc), blocks, buf if Pm > 1 else kv_part(buf, i, Pc), bs)
+        for i in range(Pm):
+            waits[i]()
+            for blocks, buf in arrived[i]:
+                _scatter(kv_part(kv, i, Pm), blocks, buf, bs)
             for blocks, buf in guest_q:
-                _scatter(q_part(qb, i, Pc), blocks, q_part(buf, i, Pc), bs)
-            if Pc == 1:
+                _scatter(qb, blocks, buf, bs)
+            if Pm == 1:
                 out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
             else:
-                _forward_impl(q_part(qb, i, Pc), kv_part(kb, i, Pc), kv_part(vb, i, Pc), plan.layout,
-                              scale, backend, None, mods, out=q_part(out_b, i, Pc),
-                              lse=q_part(lse_b, i, Pc))
+                _forward_impl(q_part(qb, i, Pm), kv_part(kb, i, Pm), kv_part(vb, i, Pm), plan.layout,
+                              scale, backend, None, mods, out=q_part(out_b, i, Pm),
+                              lse=q_part(lse_b, i, Pm))
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []

@@ -188,11 +188,9 @@ def _dropout_worker(rank, world, init_file, failures):
 def _gpu_worker(rank, world, init_file, failures):
     """Two ranks on one GPU: the pipelined forward with the compiled kernels (pieces of the
     heads at batch 1, of the batch at batch 2; the sm_90 kernels at bf16, d=128, block 128),
-    the own-shard copies on the side stream (held back by a sleep), under a caller's stream,
-    against the one-process result. The exchange goes through the host (gloo moves CPU
-    tensors; the receive lands with an asynchronous device copy at wait()). It does not
-    prove the side stream's wait: a trial on an H200 with that wait deleted still passed
-    (something else ordered the streams there), so the wait stands by construction."""
+    under a caller's stream, against the one-process result. The exchange goes through the
+    host (gloo moves CPU tensors; each piece lands with an asynchronous device copy at its
+    wait(), so the pieces' attention must wait for exactly their own piece)."""
     try:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
         import sparseflash.distributed as sfd
@@ -212,14 +210,6 @@ def _gpu_worker(rank, world, init_file, failures):
                         into.copy_(h, non_blocking=True)    # wait for every stream
             return wait
         sfd._p2p = host_p2p
-        slow = torch.cuda.Stream()
-        real_side = sfd._side_stream
-
-        def slow_side(device):
-            with torch.cuda.stream(slow):
-                torch.cuda._sleep(200_000_000)           # ~0.1 s of GPU clock on this stream
-            return slow
-        sfd._side_stream = slow_side
         dev = torch.device("cuda", 0)
         for B, dtype, bs, d in ((1, torch.float32, 16, 16), (2, torch.bfloat16, 128, 128)):
             N = 8 * bs
@@ -238,7 +228,7 @@ def _gpu_worker(rank, world, init_file, failures):
             torch.cuda.synchronize()
             tol = 2e-5 if dtype == torch.float32 else 2e-2
             torch.testing.assert_close(out.float(), sfd.shard(ref, world, rank, "zigzag").float(), atol=tol, rtol=0)
-        sfd._p2p, sfd._side_stream = real_p2p, real_side
+        sfd._p2p = real_p2p
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank
         failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")

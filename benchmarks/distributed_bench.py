@@ -187,15 +187,18 @@ def main():
             torch.cuda.reset_peak_memory_stats(dev)
         cp_ms = timed(cp_step)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if not smoke else 0.0
-        # the same step with the backward's dK/dV launch in one piece (no overlap of the
-        # received blocks' dK/dV going home), where the split applies
+        # where the overlap applies, the same step without it (the backward's dK/dV launch in
+        # one piece and the forward's exchange whole), and with the forward's exchange whole
         split = plan.blocks_received >= sfd.OVERLAP_MIN_FRACTION * len(plan.own_blocks)
         split = _reduce(float(split), dist.ReduceOp.MAX) > 0
-        no_split_ms = None
+        no_split_ms = whole_fwd_ms = None
         if split:
             saved, sfd.OVERLAP_MIN_FRACTION = sfd.OVERLAP_MIN_FRACTION, float("inf")
-            no_split_ms = round(timed(cp_step), 2)
+            no_split_ms = round(timed(cp_step), 2)          # neither overlap
             sfd.OVERLAP_MIN_FRACTION = saved
+            saved, sfd.PIPELINE_PIECES = sfd.PIPELINE_PIECES, 1
+            whole_fwd_ms = round(timed(cp_step), 2)         # the backward's only
+            sfd.PIPELINE_PIECES = saved
         with torch.no_grad():
             cp_fwd_ms = timed(lambda: sfd.sparse_attention(q, k, v, pattern, **kw))
             out = sfd.sparse_attention(q, k, v, pattern, **kw)
@@ -228,7 +231,7 @@ def main():
             dist.barrier()
         row = dict(case=name, N=N, world=world, causal=causal, sharding=sharding,
                    cp_fwd_bwd_ms=round(cp_ms, 2), cp_fwd_ms=round(cp_fwd_ms, 2),
-                   cp_fwd_bwd_no_split_ms=no_split_ms,
+                   cp_fwd_bwd_no_overlap_ms=no_split_ms, cp_fwd_bwd_forward_whole_ms=whole_fwd_ms,
                    one_gpu_fwd_bwd_ms=one_ms and round(one_ms, 2),
                    one_gpu_fwd_ms=one_fwd_ms and round(one_fwd_ms, 2),
                    speedup_fwd_bwd=one_ms and round(one_ms / cp_ms, 3),

@@ -67,17 +67,6 @@ def main():
                 kv[0, 0, h, r0:r0 + n].copy_(k[0, h])
                 kv[1, 0, h, r0:r0 + n].copy_(v[0, h])
 
-        def pieces_memcpy():
-            cur = torch.cuda.current_stream()
-            side.wait_stream(cur)
-            for i in range(P):
-                with torch.cuda.stream(side):
-                    copy_heads(i, P)
-                cur.wait_stream(side)
-                h = slice(i * H // P, (i + 1) * H // P)
-                _forward_impl(q[:, h], kv[0][:, h], kv[1][:, h], plan.layout, scale, "triton", None,
-                              out=out[:, h], lse=lse[:, h])
-
         def one_call():
             copy(0, 1)
             _forward_impl(q, kv[0], kv[1], plan.layout, scale, "triton", None)
@@ -85,16 +74,19 @@ def main():
         def attention_only():
             _forward_impl(q, kv[0], kv[1], plan.layout, scale, "triton", None)
 
-        def pieces():
+        def pieces(copy_piece=copy):
             cur = torch.cuda.current_stream()
             side.wait_stream(cur)
             for i in range(P):
                 with torch.cuda.stream(side):
-                    copy(i, P)
+                    copy_piece(i, P)
                 cur.wait_stream(side)
                 h = slice(i * H // P, (i + 1) * H // P)
                 _forward_impl(q[:, h], kv[0][:, h], kv[1][:, h], plan.layout, scale, "triton", None,
                               out=out[:, h], lse=lse[:, h])
+
+        def pieces_memcpy():
+            pieces(copy_heads)
 
         def pieces_no_copy():
             for i in range(P):

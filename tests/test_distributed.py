@@ -283,6 +283,20 @@ def test_block_moves_match_token_indexing(dtype, bs, d):
     assert torch.equal(view, want) and torch.equal(y[:, :, :bs], x[:, :, :bs])
 
 
+def _kernel_case(size):
+    """(device, block, head_dim, dtype, N, layout) of the single-process kernel tests; "hopper":
+    bf16, d=128, block 128, the shapes the sm_90 kernels take (skips off such a GPU)."""
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and no Triton interpreter")
+    if size == "hopper" and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
+        pytest.skip("needs an sm_90 GPU")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    bs, d, dtype = (16, 16, torch.float32) if size == "small" else (128, 128, torch.bfloat16)
+    N = 8 * bs
+    return dev, bs, d, dtype, N, sf.compile(sf.bigbird(window=1, globals=1, random=2), N, block_size=bs,
+                                            causal=True)
+
+
 @pytest.mark.parametrize("marked", [(0, 3, 5), (), tuple(range(8))])
 @pytest.mark.parametrize("size", ["small", "hopper"])
 def test_split_backward_equals_one_launch(marked, size):
@@ -290,16 +304,9 @@ def test_split_backward_equals_one_launch(marked, size):
     # every key tile runs exactly once, so the gradients are bitwise those of one launch, and
     # when ``between`` runs, dQ and the marked columns' dK/dV are already final. "hopper":
     # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only).
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no CUDA and no Triton interpreter")
-    if size == "hopper" and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
-        pytest.skip("needs an sm_90 GPU")
     from sparseflash.attention import _backward_impl, _forward_impl
 
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    bs, d, dtype = (16, 16, torch.float32) if size == "small" else (128, 128, torch.bfloat16)
-    N = 8 * bs
-    layout = sf.compile(sf.bigbird(window=1, globals=1, random=2), N, block_size=bs, causal=True)
+    dev, bs, d, dtype, N, layout = _kernel_case(size)
     g = torch.Generator().manual_seed(len(marked))
     q, do = (torch.randn(1, 4, N, d, generator=g).to(dev, dtype) for _ in range(2))
     k, v = (torch.randn(1, 2, N, d, generator=g).to(dev, dtype) for _ in range(2))
@@ -329,16 +336,9 @@ def test_split_backward_equals_one_launch(marked, size):
 def test_forward_in_pieces_into_given_outputs(size):
     # the pipelined exchange's forward: pieces of the heads (batch 1) or of the batch, each
     # written into its slice of one output; bitwise the one call's result
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no CUDA and no Triton interpreter")
-    if size == "hopper" and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
-        pytest.skip("needs an sm_90 GPU")
     from sparseflash.attention import _forward_impl
 
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    bs, d, dtype = (16, 16, torch.float32) if size == "small" else (128, 128, torch.bfloat16)
-    N = 8 * bs
-    layout = sf.compile(sf.bigbird(window=1, globals=1, random=2), N, block_size=bs, causal=True)
+    dev, bs, d, dtype, N, layout = _kernel_case(size)
     g = torch.Generator().manual_seed(3)
     for B, H, Hkv, dim in ((1, 4, 2, 1), (2, 4, 2, 0)):
         q = torch.randn(B, H, N, d, generator=g).to(dev, dtype)

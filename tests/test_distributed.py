@@ -186,9 +186,10 @@ def _dropout_worker(rank, world, init_file, failures):
 
 
 def _gpu_worker(rank, world, init_file, failures):
-    """Two ranks on one GPU: the pipelined forward with the compiled kernels (pieces of the
-    heads at batch 1, of the batch at batch 2; the sm_90 kernels at bf16, d=128, block 128),
-    under a caller's stream, against the one-process result. The exchange goes through the
+    """Two ranks on one GPU: the pipelined forward (pieces of the heads at batch 1, of the
+    batch at batch 2) and the split backward (its first part and the sends on a side stream)
+    with the compiled kernels (the sm_90 ones at bf16, d=128, block 128), under a caller's
+    stream, against the one-process output and gradients. The exchange goes through the
     host (gloo moves CPU tensors; each piece lands with an asynchronous device copy at its
     wait(), so the pieces' attention must wait for exactly their own piece)."""
     try:
@@ -216,8 +217,11 @@ def _gpu_worker(rank, world, init_file, failures):
             pattern = sf.bigbird(window=1, globals=1, random=2)
             g = torch.Generator().manual_seed(B)
             q, k, v, do = (torch.randn(B, h, N, d, generator=g).to(dev, dtype) for h in (4, 2, 2, 4))
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref = sf.sparse_attention(q, k, v, pattern, block_size=bs, causal=True)
-            qs, ks, vs = (sfd.shard(t, world, rank, "zigzag") for t in (q, k, v))
+            ref_grads = torch.autograd.grad(ref, (q, k, v), do)
+            ref = ref.detach()
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank, "zigzag").requires_grad_(True) for t in (q, k, v))
             plan = sfd.shard_plan(pattern, N, world, rank, bs, True, 4, None, "zigzag", 2)
             assert sfd._pipeline(plan, B, 2, (0.0, None, 0.0, (0, 0)))[0] > 1, "the case must pipeline"
             # on a stream of the caller's (the legacy default stream would wait for every
@@ -225,9 +229,15 @@ def _gpu_worker(rank, world, init_file, failures):
             torch.cuda.synchronize()
             with torch.cuda.stream(torch.cuda.Stream()):
                 out = sfd.sparse_attention(qs, ks, vs, pattern, block_size=bs, causal=True, sharding="zigzag")
+                # the split backward: its first part and the sends on a side stream
+                grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank, "zigzag"))
             torch.cuda.synchronize()
             tol = 2e-5 if dtype == torch.float32 else 2e-2
             torch.testing.assert_close(out.float(), sfd.shard(ref, world, rank, "zigzag").float(), atol=tol, rtol=0)
+            for name, got, want in zip("qkv", grads, ref_grads):
+                want = sfd.shard(want, world, rank, "zigzag").float()
+                err = ((got.float() - want).abs().max() / want.abs().max()).item()
+                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"d{name}: relative error {err}"
         sfd._p2p = real_p2p
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank

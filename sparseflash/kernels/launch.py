@@ -832,7 +832,9 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     runs in two parts, first the key tiles of the marked block columns, then the rest, and
     ``between(dq, dk, dv)`` is called on the host in between, when the marked columns' dK/dV
     and all of dQ are enqueued (context parallelism sends them home there while the rest
-    computes).
+    computes). Tried and not kept: the first part and ``between`` on a side stream beside
+    the second (39.57 against 39.21 ms one after the other for bigbird's rank at 1M, whole
+    38.08: ``benchmarks/split_probe.py``).
     """
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -885,17 +887,21 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
         qd, kd, vd, dod = _fast_descriptors(plan.hopper_descs, q, k, v, do)
-    for i, (launch, order) in enumerate(launches):
-        if i == 1 and between is not None:
-            between(dq, dk, dv)
+
+    def run(launch, order):
         if launch is None:
-            continue
+            return
         if plan.hopper:
             launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
                    t.seqs, kpm_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+
+    for i, (launch, order) in enumerate(launches):
+        if i == 1 and between is not None:
+            between(dq, dk, dv)
+        run(launch, order)
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

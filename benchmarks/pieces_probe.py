@@ -35,6 +35,15 @@ def timed(fn, reps=10):
     return statistics.median(times)
 
 
+def write_probe(name: str, out_dir: str, rows: list, dev: torch.device) -> None:
+    """``out_dir/<name>.json``: the rows with the run's environment and command."""
+    meta = environment(argparse.Namespace(argv=sys.argv[1:], dtype="bfloat16", tiny=False, quick=False,
+                                          suites=name, estimate_device=None), dev)
+    meta["command"] = f"PYTHONPATH=. python benchmarks/{name}.py " + " ".join(sys.argv[1:])
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -115,11 +124,7 @@ def main():
         rows.append(row)
         del q, k, v, kv, out, lse, ref
         torch.cuda.empty_cache()
-    meta = environment(argparse.Namespace(argv=sys.argv[1:], dtype="bfloat16", tiny=False, quick=False,
-                                          suites="pieces_probe", estimate_device=None), dev)
-    meta["command"] = "PYTHONPATH=. python benchmarks/pieces_probe.py " + " ".join(sys.argv[1:])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "pieces_probe.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_probe("pieces_probe", args.out, rows, dev)
 
 
 if __name__ == "__main__":

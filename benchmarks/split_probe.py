@@ -16,8 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
 import sparseflash.distributed as sfd  # noqa: E402
 from sparseflash.attention import _backward_impl, _forward_impl  # noqa: E402
-from benchmarks.pieces_probe import timed  # noqa: E402
-from benchmarks.run import environment  # noqa: E402
+from benchmarks.pieces_probe import timed, write_probe  # noqa: E402
 
 
 def main():
@@ -64,11 +63,7 @@ def main():
         rows.append(row)
         del q, do, k, v, out, lse
         torch.cuda.empty_cache()
-    meta = environment(argparse.Namespace(argv=sys.argv[1:], dtype="bfloat16", tiny=False, quick=False,
-                                          suites="split_probe", estimate_device=None), dev)
-    meta["command"] = "PYTHONPATH=. python benchmarks/split_probe.py " + " ".join(sys.argv[1:])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "split_probe.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_probe("split_probe", args.out, rows, dev)
 
 
 if __name__ == "__main__":

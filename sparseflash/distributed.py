@@ -278,7 +278,8 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
 # tensor as (B, H, rows / bs, bs * d) blocks of 8-byte integers, so a gather, scatter or copy
 # is one launch moving 8 bytes per element. Element-wise in bf16 (index_select over token
 # rows, a strided copy_) they ran at a third of memory speed: 31 of bigbird's 92 ms per step
-# at 1M tokens on two H200s went to them (benchmarks/results/h200x2-distributed/run7-profile).
+# at 1M tokens on two H200s went to them (benchmarks/results/h200x2-distributed/run7-block-moves,
+# profile_*_rank0.txt).
 # The indices live on the device, built once per plan and device: a host-to-device copy of
 # pageable memory waits for the stream, and each one left the GPU idle while Python caught up.
 def _blocks(x: Tensor, bs: int) -> Tensor:
@@ -399,22 +400,22 @@ class _ContextParallel(torch.autograd.Function):
         # each its own point-to-point batch: piece i's attention runs while i+1 travels
         Pm, dim = _pipeline(plan, B, Hkv, mods)
 
-        def kv_part(x, i, P):                   # x: (..., B, Hkv, rows, d)
-            if P == 1:
+        def kv_part(x, i):                      # x: (..., B, Hkv, rows, d)
+            if Pm == 1:
                 return x
-            size = (B if dim == 0 else Hkv) // P
+            size = (B if dim == 0 else Hkv) // Pm
             return x.narrow(x.dim() - 4 + dim, i * size, size)
 
-        def q_part(x, i, P):                    # x: (B, H, ...)
-            if P == 1:
+        def q_part(x, i):                       # x: (B, H, ...)
+            if Pm == 1:
                 return x
-            size = (B if dim == 0 else H) // P
+            size = (B if dim == 0 else H) // Pm
             return x.narrow(dim, i * size, size)
 
         waits, arrived, guest_q = [], [], []
         for i in range(Pm):
             msgs, got = [], []
-            kp, vp = kv_part(kc, i, Pm), kv_part(vc, i, Pm)
+            kp, vp = kv_part(kc, i), kv_part(vc, i)
             for p in range(W):                               # K/V blocks
                 out_kv = into = None
                 if plan.send[p]:
@@ -455,15 +456,14 @@ class _ContextParallel(torch.autograd.Function):
         for i in range(Pm):
             waits[i]()
             for blocks, buf in arrived[i]:
-                _scatter(kv_part(kv, i, Pm), blocks, buf, bs)
+                _scatter(kv_part(kv, i), blocks, buf, bs)
             for blocks, buf in guest_q:
                 _scatter(qb, blocks, buf, bs)
             if Pm == 1:
                 out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
             else:
-                _forward_impl(q_part(qb, i, Pm), kv_part(kb, i, Pm), kv_part(vb, i, Pm), plan.layout,
-                              scale, backend, None, mods, out=q_part(out_b, i, Pm),
-                              lse=q_part(lse_b, i, Pm))
+                _forward_impl(q_part(qb, i), kv_part(kb, i), kv_part(vb, i), plan.layout, scale,
+                              backend, None, mods, out=q_part(out_b, i), lse=q_part(lse_b, i))
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []

@@ -887,21 +887,17 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
         qd, kd, vd, dod = _fast_descriptors(plan.hopper_descs, q, k, v, do)
-
-    def run(launch, order):
+    for i, (launch, order) in enumerate(launches):
+        if i == 1 and between is not None:
+            between(dq, dk, dv)
         if launch is None:
-            return
+            continue
         if plan.hopper:
             launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
                    t.seqs, kpm_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
-
-    for i, (launch, order) in enumerate(launches):
-        if i == 1 and between is not None:
-            between(dq, dk, dv)
-        run(launch, order)
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

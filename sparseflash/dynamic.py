@@ -275,6 +275,17 @@ _COMPACT_ROWS = 512
 # (0.341-0.406 ms against 0.332-0.400 at the same tiles and warps).
 
 
+# The top-k row kernel in Gluon (kernels/build_gluon.py, one thread per row) on sm_90 GPUs:
+# None = wherever it applies (a CUDA tensor on an sm_90 GPU, the Gluon import works, rows see
+# a prefix of their key blocks), False = always the ``tl`` row kernel, True = refuse to fall
+# back (GPU tests use it to be sure which kernel ran). SPARSEFLASH_ROW_GLUON=0 / 1 sets it.
+_ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_ROW_GLUON", ""))
+# Its warps per program (32 rows each) and key blocks per group (None: the ``tl`` kernel's
+# choice, about sqrt(NK_PAD)).
+_GLUON_WARPS = 4
+_GLUON_GS: Optional[int] = None
+
+
 def _nk_pad(nk: int) -> int:
     return max(32, 1 << (nk - 1).bit_length())
 
@@ -285,6 +296,25 @@ def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
     if t.is_cuda:
         return True
     return bool(_BUILD_KERNELS) and t.device.type == "cpu"
+
+
+def _use_row_gluon(src: Tensor, visible_prefix: Tensor, nq: int) -> bool:
+    """Whether the top-k rows run the Gluon kernel (see ``_ROW_GLUON``)."""
+    if _ROW_GLUON is False:
+        return False
+    why = None
+    if not src.is_cuda or torch.cuda.get_device_capability(src.device)[0] != 9:
+        why = "not an sm_90 GPU"
+    elif visible_prefix.numel() != nq:
+        why = "some row's visible key blocks are not a prefix"
+    else:
+        try:
+            from .kernels import build_gluon  # noqa: F401
+        except ImportError as e:          # a Triton without Gluon
+            why = f"Gluon is not available ({e})"
+    if why is not None and _ROW_GLUON:
+        raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {why}")
+    return why is None
 
 
 def _pack_bits(blocks: np.ndarray, nk_pad: int) -> np.ndarray:
@@ -304,6 +334,20 @@ def _class_bits(seq_len: int, kv_len: int, block_size: int, causal: bool, device
         return torch.from_numpy(np.stack([_pack_bits(classes > 0, nk_pad),
                                           _pack_bits(classes == 2, nk_pad)])).to(device)
     return _constant(("class_bits", seq_len, kv_len, block_size, causal, device), build)
+
+
+@torch.compiler.assume_constant_result
+def _visible_prefix(seq_len: int, kv_len: int, block_size: int, causal: bool, device: str) -> Tensor:
+    """int32 ``[nq]``: row i's visible key blocks are ``[0, hi[i])`` (true of every ``dense()``
+    grid: the causal line only cuts a row's end), or an empty tensor if some row's visible
+    blocks were not a prefix (then the Gluon row kernel does not apply)."""
+    def build():
+        vis = _block_classes(seq_len, kv_len, block_size, causal, "cpu").numpy() > 0
+        hi = vis.sum(-1)
+        prefix = np.arange(vis.shape[-1])[None, :] < hi[:, None]
+        hi = hi.astype(np.int32) if np.array_equal(vis, prefix) else np.zeros(0, np.int32)
+        return torch.from_numpy(hi).to(device)
+    return _constant(("visible_prefix", seq_len, kv_len, block_size, causal, device), build)
 
 
 @torch.compiler.assume_constant_result
@@ -339,8 +383,8 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
     # eagerly the op's function itself: the dispatcher would add host time to a short build
     build = _build_tables if torch.compiler.is_compiling() else _build_tables_impl
     key = (*geo.key(), str(device))
-    tables = build(src, _block_classes(*key), _class_bits(*key), _full_t_bits(*key), inc, TH,
-                   0 if k is None else k, C)
+    tables = build(src, _block_classes(*key), _class_bits(*key), _full_t_bits(*key),
+                   _visible_prefix(*key), inc, TH, 0 if k is None else k, C)
     seq_rows = geo.seq_rows(src.shape[0], TH)
     return BlockLayout.from_tensors(
         seq_len=geo.seq_len, kv_len=geo.kv_len, block_size=geo.block_size, causal=geo.causal,
@@ -351,11 +395,12 @@ def _kernel_layout(geo: _Geometry, src: Tensor, k: Optional[int], inc: Optional[
 
 
 def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_bits: Tensor,
-                       include_bits: Optional[Tensor], table_heads: int, k: int,
-                       capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                       visible_prefix: Tensor, include_bits: Optional[Tensor], table_heads: int,
+                       k: int, capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(fwd_ptr, fwd_idx, fwd_nfull, bwd_ptr, bwd_idx, bwd_nfull)`` of the mask (bool
     ``src``, ``k`` 0) or of the top-``k`` of the scores ``src`` ``[S, 1 or table_heads, nq,
-    nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction."""
+    nk]`` plus ``include_bits``' blocks; ``capacity`` entries per row in each direction.
+    ``visible_prefix``: ``_visible_prefix``'s row lengths (the Gluon row kernel's input)."""
     from .kernels.build import _compact_kernel, _rows_kernel, _transpose_kernel
 
     S, Hs = src.shape[0], src.shape[1]
@@ -376,14 +421,23 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     bits = torch.empty(R * W, dtype=i32, device=device)
     count = torch.empty(R, dtype=i32, device=device)
     nfull = torch.empty(R, dtype=i32, device=device)
-    _rows_kernel[(cdiv(nq, rows), ST)](
-        src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
-        src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
-        0 if inc is None or inc.shape[0] == 1 else nq * W,
-        table_heads, nq, nk, k,
-        NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
-        UPCAST=src.dtype in (torch.float16, torch.bfloat16),
-        num_warps=warps)
+    strides = (src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
+               0 if inc is None or inc.shape[0] == 1 else nq * W)
+    upcast = src.dtype in (torch.float16, torch.bfloat16)
+    if k > 0 and _use_row_gluon(src, visible_prefix, nq):
+        from .kernels.build_gluon import _topk_rows_kernel
+        gs_g = _GLUON_GS or gs
+        _topk_rows_kernel[(cdiv(nq, 32 * _GLUON_WARPS), ST)](
+            src, visible_prefix, vis, full, vis if inc is None else inc, bits, count, nfull,
+            *strides, table_heads, nq, k,
+            NK_PAD=nk_pad, W=W, GS=gs_g, V=min(W, nk_pad // gs_g, gs_g), HAS_INCLUDE=inc is not None,
+            UPCAST=upcast, NUM_WARPS=_GLUON_WARPS, num_warps=_GLUON_WARPS)
+    else:
+        _rows_kernel[(cdiv(nq, rows), ST)](
+            src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
+            *strides, table_heads, nq, nk, k,
+            NK_PAD=nk_pad, W=W, ROWS=rows, GS=gs, TOPK=k > 0, HAS_INCLUDE=inc is not None,
+            UPCAST=upcast, num_warps=warps)
     # 2. the transposed bitmask (key block rows of query block bits), with the column counts
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)
@@ -414,7 +468,8 @@ _build_tables = torch.library.custom_op("sparseflash::build_tables", _build_tabl
 
 
 @_build_tables.register_fake
-def _build_tables_fake(src, classes, class_bits, full_t_bits, include_bits, table_heads, k, capacity):
+def _build_tables_fake(src, classes, class_bits, full_t_bits, visible_prefix, include_bits, table_heads,
+                       k, capacity):
     R, NC = (src.shape[0] * table_heads * n for n in classes.shape)
     new = lambda n: src.new_empty(n, dtype=torch.int32)                  # noqa: E731
     return new(R + 1), new(R * capacity), new(R), new(NC + 1), new(R * capacity), new(NC)

@@ -1,0 +1,153 @@
+"""Probe: the Gluon top-k row kernel (kernels/build_gluon.py) against the ``tl`` one.
+
+Checks that both give the torch chain's tables (valid entries; the kernels leave capacity
+tails unwritten) on awkward cases, then times ``topk_layout`` at the issue's size (8 x 32
+heads x 64K tokens, block 128, k = 16, causal, fp32 scores) by CUDA-graph replay for the
+``tl`` kernel and the Gluon kernel's warps and group sizes, with the profiler's time per
+kernel. Writes ``rows_probe.json`` into ``--out``.
+
+    PYTHONPATH=. python benchmarks/rows_probe.py --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sparseflash as sf  # noqa: E402
+from sparseflash import dynamic as D  # noqa: E402
+from benchmarks.run import Timer, environment  # noqa: E402
+from benchmarks.dynamic_layouts import graph_ms  # noqa: E402
+
+ROWS = []
+
+
+def add(**row):
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def tables(layout):
+    fp, bp = int(layout.fwd_ptr[-1]), int(layout.bwd_ptr[-1])
+    return [layout.fwd_ptr, layout.fwd_idx[:fp], layout.fwd_nfull, layout.bwd_ptr,
+            layout.bwd_idx[:bp], layout.bwd_nfull]
+
+
+def build(scores, k, gluon, chain=False, **kw):
+    old = D._ROW_GLUON, D._BUILD_KERNELS
+    D._ROW_GLUON, D._BUILD_KERNELS = gluon, (False if chain else True)
+    try:
+        return sf.topk_layout(scores, k, **kw)
+    finally:
+        D._ROW_GLUON, D._BUILD_KERNELS = old
+
+
+def check(dev):
+    g = torch.Generator(device=dev).manual_seed(1)
+    cases = [
+        ("fp32 causal 64 blocks", dict(B=2, H=3, N=64 * 128, bs=128, k=5, causal=True, dtype=torch.float32)),
+        ("bf16 non-causal, ties", dict(B=2, H=2, N=40 * 64, bs=64, k=7, causal=False, dtype=torch.bfloat16,
+                                      ties=True)),
+        ("fp16 kv_len > seq_len causal", dict(B=1, H=4, N=1000, kv=3000, bs=64, k=6, causal=True,
+                                             dtype=torch.float16)),
+        ("fp32 include local|global, -inf", dict(B=3, H=2, N=100 * 32, bs=32, k=4, causal=True,
+                                               dtype=torch.float32, include=True, ninf=True)),
+        ("fp32 k > visible, 1 head shared", dict(B=2, H=1, N=9 * 128, bs=128, k=50, causal=True,
+                                                dtype=torch.float32)),
+        ("fp32 512x512 causal k16", dict(B=1, H=4, N=512 * 128, bs=128, k=16, causal=True,
+                                         dtype=torch.float32)),
+        ("fp32 2048 blocks non-causal", dict(B=1, H=2, N=2048 * 16, bs=16, k=16, causal=False,
+                                             dtype=torch.float32)),
+        ("bf16 ties everywhere causal", dict(B=1, H=2, N=300 * 128, bs=128, k=16, causal=True,
+                                             dtype=torch.bfloat16, ties=True)),
+    ]
+    for name, c in cases:
+        kv = c.get("kv", c["N"])
+        geo = D._Geometry(c["N"], kv, c["bs"], c["causal"])
+        s = torch.randn(c["B"], c["H"], geo.nq, geo.nk, device=dev, generator=g)
+        if c.get("ties"):
+            s = (s * 2).round()
+        if c.get("ninf"):
+            s = s.masked_fill(torch.rand(s.shape, device=dev, generator=g) < 0.3, float("-inf"))
+        s = s.to(c["dtype"])
+        kw = dict(seq_len=c["N"], kv_len=kv, block_size=c["bs"], causal=c["causal"])
+        if c.get("include"):
+            kw["include"] = sf.local(0) | sf.global_blocks(1)
+        try:
+            ref = tables(build(s, c["k"], False, chain=True, **kw))
+            tl_ = tables(build(s, c["k"], False, **kw))
+            gl_ = tables(build(s, c["k"], True, **kw))
+            ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
+            ok_gl = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+            add(kind="check", case=name, tl_equals_chain=ok_tl, gluon_equals_chain=ok_gl,
+                verdict="ok" if ok_tl and ok_gl else "FAIL")
+        except Exception as e:  # noqa: BLE001
+            add(kind="check", case=name, verdict=f"ERROR {type(e).__name__}: {str(e)[:400]}")
+
+
+def profile(fn, dev):
+    from torch.profiler import ProfilerActivity, profile as prof_
+    fn()
+    torch.cuda.synchronize(dev)
+    with prof_(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize(dev)
+    out = {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", 0) / 20
+        if us > 0:
+            out[ev.key[:60]] = round(us / 1e3, 4)
+    return out
+
+
+def timing(dev, args):
+    B, H, N, bs, k = 8, 32, 65536, 128, 16
+    timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
+    nb = N // bs
+    scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    variants = [("tl", False, None, None)]
+    variants += [(f"gluon warps={w} GS={gs}", True, w, gs) for w in (1, 2, 4, 8) for gs in (16, 32)]
+    old = D._GLUON_WARPS, D._GLUON_GS
+    for dtype in (torch.float32, torch.bfloat16):
+        s = scores.to(dtype)
+        for name, gluon, w, gs in variants:
+            if dtype == torch.bfloat16 and gluon and (w, gs) not in ((1, 32), (2, 32), (4, 32)):
+                continue
+            try:
+                D._GLUON_WARPS, D._GLUON_GS = (w or old[0]), gs
+                fn = lambda: build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx  # noqa: E731
+                ms = graph_ms(timer, dev, fn)
+                kernels = profile(fn, dev) if name in ("tl", "gluon warps=4 GS=32", "gluon warps=2 GS=32") else {}
+                add(kind="time", case=f"B={B} H={H} N={N} block={bs} k={k} causal {str(dtype)[6:]}",
+                    variant=name, graph_ms=round(ms, 4), kernels_ms=kernels)
+            except Exception as e:  # noqa: BLE001
+                add(kind="time", variant=name, error=f"{type(e).__name__}: {str(e)[:400]}")
+            finally:
+                D._GLUON_WARPS, D._GLUON_GS = old
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--skip-check", action="store_true")
+    args = p.parse_args()
+    args.argv = sys.argv[1:]
+    args.dtype, args.tiny, args.quick, args.suites, args.estimate_device = "mixed", False, False, "rows", None
+    dev = torch.device("cuda")
+    if not args.skip_check:
+        check(dev)
+    timing(dev, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = environment(args, dev)
+    meta["command"] = "PYTHONPATH=. python benchmarks/rows_probe.py " + " ".join(args.argv)
+    (out / "rows_probe.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

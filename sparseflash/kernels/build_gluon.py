@@ -1,0 +1,117 @@
+"""The top-k row kernel for NVIDIA GPUs in Gluon: one thread per query-block row.
+
+``kernels/build.py``'s ``_rows_kernel`` selects with the same rounds of arg-max over group
+maxima, but over ``tl`` tiles whose layout Triton chooses: each round's reductions run
+across threads (shuffles and shared-memory layout conversions), and an H200 spent 0.19 ms
+on it at 8 x 32 heads x 512 x 512 blocks, k = 16, bound by instructions (ncu: 88% SM
+throughput), not by reading the scores. Here the layout is written out so that a thread owns
+a whole row:
+
+* ``BlockedLayout([1, V], [32, 1], [NUM_WARPS, 1])``: row ``r`` of the program lives in one
+  thread, its columns in that thread's registers; every reduction over key blocks is a
+  chain of in-register instructions, no shuffle, no shared memory, and the row vectors
+  (``SliceLayout(1, .)``) of the group, chunk and bitmask tiles are the same layout.
+* First pass: the row's visible prefix (``hi`` blocks, from the geometry: with a causal
+  line or not, a row of a ``dense()`` grid sees a prefix of its key blocks) is read ``GS``
+  blocks at a time (vector loads), each chunk's maximum and its first arg-max kept, so a
+  causal row never reads past its line.
+* ``K`` rounds: take the best group's best block (ties: the lower group, and in a group the
+  lower block, which is the order of a stable descending sort), set its bit, refresh that
+  group from the scores (L1/L2-resident) with the blocks after the one taken.
+
+Same inputs and outputs as ``_rows_kernel`` with ``TOPK`` (bitmask words, count, full count
+per row); the launcher (``sparseflash.dynamic._build_tables_impl``) picks it on sm_90 GPUs
+and checks the prefix rule first. Gluon has no interpreter: it is tested on the GPU against
+the ``tl`` kernel (tests/test_dynamic_layouts.py), and the CPU suite compiles it to sm_90.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+
+@gluon.jit
+def _popcount(x):
+    # SWAR bit count of int32 words; the masks clear what arithmetic shifts drag in
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    return x & 0x3F
+
+
+@gluon.jit
+def _best(x, c, NK_PAD: gl.constexpr):
+    """Each row's maximum of ``x`` ``[ROWS, C]`` and the first column ``c`` holding it."""
+    m = gl.max(x, 1)
+    return m, gl.min(gl.where(x == m[:, None], c, NK_PAD), 1)
+
+
+@gluon.jit
+def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
+                      stride_s, stride_h, stride_q, stride_k, inc_stride_h,
+                      TH, nq, K,
+                      NK_PAD: gl.constexpr, W: gl.constexpr, GS: gl.constexpr, V: gl.constexpr,
+                      HAS_INCLUDE: gl.constexpr, UPCAST: gl.constexpr, NUM_WARPS: gl.constexpr):
+    # grid: (cdiv(nq, 32 * NUM_WARPS), S * TH). src: the scores, indexed [s, h, i, j] by
+    # strides (stride_h 0 when one head of scores serves every table head). hi: int32 [nq],
+    # row i's visible key blocks are [0, hi[i]).
+    G: gl.constexpr = NK_PAD // GS
+    ROWS: gl.constexpr = 32 * NUM_WARPS
+    L: gl.constexpr = gl.BlockedLayout([1, V], [32, 1], [NUM_WARPS, 1], [1, 0])
+    RL: gl.constexpr = gl.SliceLayout(1, L)
+    CL: gl.constexpr = gl.SliceLayout(0, L)
+    st = gl.program_id(1)
+    s = st // TH
+    th = st % TH
+    i = gl.program_id(0) * ROWS + gl.arange(0, ROWS, RL)               # [ROWS] local rows
+    row_ok = i < nq
+    src_row = src_ptr + s.to(gl.int64) * stride_s + th.to(gl.int64) * stride_h \
+        + i.to(gl.int64) * stride_q                                     # [ROWS] row pointers
+    hi = gl.load(hi_ptr + i, mask=row_ok, other=0)                      # [ROWS]
+    gcol = gl.arange(0, G, CL)[None, :]                                 # [1, G]
+    gs = gl.arange(0, GS, CL)[None, :]                                  # [1, GS]
+    wcol = gl.arange(0, W, CL)[None, :]                                 # [1, W]
+
+    # first pass: each group's best visible score and its first block
+    gmax = gl.full([ROWS, G], float("-inf"), gl.float32, L)
+    garg = gl.zeros([ROWS, G], gl.int32, L)
+    n_groups = (gl.max(hi, 0) + GS - 1) // GS
+    for g0 in range(0, n_groups):
+        c = g0 * GS + gs                                                # [1, GS]
+        x = gl.load(src_row[:, None] + c * stride_k, mask=c < hi[:, None], other=float("-inf"))
+        if UPCAST:
+            x = x.to(gl.float32)                                        # exact for fp16 / bf16
+        m, a = _best(x, c, NK_PAD)
+        hit = gcol == g0
+        gmax = gl.where(hit, m[:, None], gmax)
+        garg = gl.where(hit, a[:, None], garg)
+
+    keep = gl.zeros([ROWS, W], gl.int32, L)
+    for _ in range(K):
+        m = gl.max(gmax, 1)                                             # [ROWS]
+        g = gl.min(gl.where(gmax == m[:, None], gcol, G), 1)            # the first best group
+        hit = gcol == g[:, None]                                        # [ROWS, G]
+        j = gl.max(gl.where(hit, garg, 0), 1)                           # [ROWS] the round's block
+        bit = gl.where(m > float("-inf"), 1, 0) << (j % 32)
+        keep = gl.where(wcol == (j // 32)[:, None], keep | bit[:, None], keep)
+        # refresh group g with its blocks after (m, j) in the order: exactly those not
+        # taken yet, since rounds take blocks in that order
+        c = g[:, None] * GS + gs                                        # [ROWS, GS]
+        y = gl.load(src_row[:, None] + c * stride_k, mask=c < hi[:, None], other=float("-inf"))
+        if UPCAST:
+            y = y.to(gl.float32)
+        after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
+        nm, na = _best(gl.where(after, y, float("-inf")), c, NK_PAD)
+        gmax = gl.where(hit, nm[:, None], gmax)
+        garg = gl.where(hit, na[:, None], garg)
+
+    wmask = row_ok[:, None] & (wcol < W)
+    words = i[:, None] * W + wcol                                       # [ROWS, W]
+    if HAS_INCLUDE:
+        keep = keep | gl.load(inc_ptr + th * inc_stride_h + words, mask=wmask, other=0)
+    keep = keep & gl.load(vis_ptr + words, mask=wmask, other=0)         # never a block with no visible pair
+    full = gl.load(full_ptr + words, mask=wmask, other=0)
+    r = st * nq + i                                                     # [ROWS] table rows
+    gl.store(bits_ptr + r.to(gl.int64)[:, None] * W + wcol, keep, mask=wmask)
+    gl.store(count_ptr + r, gl.sum(_popcount(keep), 1), mask=row_ok)
+    gl.store(nfull_ptr + r, gl.sum(_popcount(keep & full), 1), mask=row_ok)

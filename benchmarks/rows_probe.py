@@ -80,11 +80,18 @@ def check(dev):
         try:
             ref = tables(build(s, c["k"], False, chain=True, **kw))
             tl_ = tables(build(s, c["k"], False, **kw))
-            gl_ = tables(build(s, c["k"], True, **kw))
             ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
-            ok_gl = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+            ok_gl = {}
+            old = D._GLUON_TPR, D._GLUON_WARPS
+            for tpr, warps in ((1, 4), (4, 1), (8, 4)):
+                D._GLUON_TPR, D._GLUON_WARPS = tpr, warps
+                try:
+                    gl_ = tables(build(s, c["k"], True, **kw))
+                finally:
+                    D._GLUON_TPR, D._GLUON_WARPS = old
+                ok_gl[f"tpr{tpr}w{warps}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
             add(kind="check", case=name, tl_equals_chain=ok_tl, gluon_equals_chain=ok_gl,
-                verdict="ok" if ok_tl and ok_gl else "FAIL")
+                verdict="ok" if ok_tl and all(ok_gl.values()) else "FAIL")
         except Exception as e:  # noqa: BLE001
             add(kind="check", case=name, verdict=f"ERROR {type(e).__name__}: {str(e)[:400]}")
 
@@ -110,25 +117,26 @@ def timing(dev, args):
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
     nb = N // bs
     scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
-    variants = [("tl", False, None, None)]
-    variants += [(f"gluon warps={w} GS={gs}", True, w, gs) for w in (1, 2, 4, 8) for gs in (16, 32)]
-    old = D._GLUON_WARPS, D._GLUON_GS
+    variants = [("tl", False, None, None, 1)]
+    variants += [(f"gluon warps={w} GS={gs} TPR={t}", True, w, gs, t) for t in (1, 4, 8)
+                 for w in (1, 4) for gs in (16, 32)]
+    old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR
     for dtype in (torch.float32, torch.bfloat16):
         s = scores.to(dtype)
-        for name, gluon, w, gs in variants:
-            if dtype == torch.bfloat16 and gluon and (w, gs) not in ((1, 32), (2, 32), (4, 32)):
+        for name, gluon, w, gs, t in variants:
+            if dtype == torch.bfloat16 and gluon and (w, gs) != (4, 32):
                 continue
             try:
-                D._GLUON_WARPS, D._GLUON_GS = (w or old[0]), gs
+                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = (w or old[0]), gs, t
                 fn = lambda: build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx  # noqa: E731
                 ms = graph_ms(timer, dev, fn)
-                kernels = profile(fn, dev) if name in ("tl", "gluon warps=4 GS=32", "gluon warps=2 GS=32") else {}
+                kernels = profile(fn, dev) if name == "tl" else {}
                 add(kind="time", case=f"B={B} H={H} N={N} block={bs} k={k} causal {str(dtype)[6:]}",
                     variant=name, graph_ms=round(ms, 4), kernels_ms=kernels)
             except Exception as e:  # noqa: BLE001
                 add(kind="time", variant=name, error=f"{type(e).__name__}: {str(e)[:400]}")
             finally:
-                D._GLUON_WARPS, D._GLUON_GS = old
+                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = old
 
 
 def main():

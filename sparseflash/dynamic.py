@@ -284,6 +284,7 @@ _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEF
 # choice, about sqrt(NK_PAD)).
 _GLUON_WARPS = 4
 _GLUON_GS: Optional[int] = None
+_GLUON_TPR = 1
 
 
 def _nk_pad(nk: int) -> int:
@@ -427,11 +428,13 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     if k > 0 and _use_row_gluon(src, visible_prefix, nq):
         from .kernels.build_gluon import _topk_rows_kernel
         gs_g = _GLUON_GS or gs
-        _topk_rows_kernel[(cdiv(nq, 32 * _GLUON_WARPS), ST)](
+        tpr = _GLUON_TPR
+        _topk_rows_kernel[(cdiv(nq, 32 // tpr * _GLUON_WARPS), ST)](
             src, visible_prefix, vis, full, vis if inc is None else inc, bits, count, nfull,
-            *strides, table_heads, nq, k,
-            NK_PAD=nk_pad, W=W, GS=gs_g, V=min(W, nk_pad // gs_g, gs_g), HAS_INCLUDE=inc is not None,
-            UPCAST=upcast, NUM_WARPS=_GLUON_WARPS, num_warps=_GLUON_WARPS)
+            *strides, table_heads, nq, nk, k,
+            NK_PAD=nk_pad, W=W, GS=gs_g, V=max(1, min(W, nk_pad // gs_g, gs_g) // tpr), TPR=tpr,
+            EVEN=nk == nk_pad, HAS_INCLUDE=inc is not None, UPCAST=upcast,
+            NUM_WARPS=_GLUON_WARPS, num_warps=_GLUON_WARPS)
     else:
         _rows_kernel[(cdiv(nq, rows), ST)](
             src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,

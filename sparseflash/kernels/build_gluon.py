@@ -47,17 +47,32 @@ def _best(x, c, NK_PAD: gl.constexpr):
 
 
 @gluon.jit
+def _load(src_row, c, row_ok, nk, stride_k, hi, EVEN: gl.constexpr, UPCAST: gl.constexpr):
+    """Scores of key blocks ``c`` of the rows, float32, ``-inf`` past each row's visible prefix
+    ``hi``. The load's mask is constant along a row's vector (the rows, and with EVEN (nk a
+    power of two) nothing else), so the copies vectorise; visibility is applied after."""
+    if EVEN:
+        x = gl.load(src_row[:, None] + c * stride_k, mask=row_ok[:, None])
+    else:
+        x = gl.load(src_row[:, None] + c * stride_k, mask=row_ok[:, None] & (c < nk))
+    if UPCAST:
+        x = x.to(gl.float32)                                            # exact for fp16 / bf16
+    return gl.where(c < hi[:, None], x, float("-inf"))
+
+
+@gluon.jit
 def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
                       stride_s, stride_h, stride_q, stride_k, inc_stride_h,
-                      TH, nq, K,
+                      TH, nq, nk, K,
                       NK_PAD: gl.constexpr, W: gl.constexpr, GS: gl.constexpr, V: gl.constexpr,
-                      HAS_INCLUDE: gl.constexpr, UPCAST: gl.constexpr, NUM_WARPS: gl.constexpr):
+                      TPR: gl.constexpr, EVEN: gl.constexpr, HAS_INCLUDE: gl.constexpr,
+                      UPCAST: gl.constexpr, NUM_WARPS: gl.constexpr):
     # grid: (cdiv(nq, 32 * NUM_WARPS), S * TH). src: the scores, indexed [s, h, i, j] by
     # strides (stride_h 0 when one head of scores serves every table head). hi: int32 [nq],
     # row i's visible key blocks are [0, hi[i]).
     G: gl.constexpr = NK_PAD // GS
-    ROWS: gl.constexpr = 32 * NUM_WARPS
-    L: gl.constexpr = gl.BlockedLayout([1, V], [32, 1], [NUM_WARPS, 1], [1, 0])
+    ROWS: gl.constexpr = 32 // TPR * NUM_WARPS
+    L: gl.constexpr = gl.BlockedLayout([1, V], [32 // TPR, TPR], [NUM_WARPS, 1], [1, 0])
     RL: gl.constexpr = gl.SliceLayout(1, L)
     CL: gl.constexpr = gl.SliceLayout(0, L)
     st = gl.program_id(1)
@@ -78,9 +93,7 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     n_groups = (gl.max(hi, 0) + GS - 1) // GS
     for g0 in range(0, n_groups):
         c = g0 * GS + gs                                                # [1, GS]
-        x = gl.load(src_row[:, None] + c * stride_k, mask=c < hi[:, None], other=float("-inf"))
-        if UPCAST:
-            x = x.to(gl.float32)                                        # exact for fp16 / bf16
+        x = _load(src_row, c, row_ok, nk, stride_k, hi, EVEN, UPCAST)
         m, a = _best(x, c, NK_PAD)
         hit = gcol == g0
         gmax = gl.where(hit, m[:, None], gmax)
@@ -97,9 +110,7 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
         # refresh group g with its blocks after (m, j) in the order: exactly those not
         # taken yet, since rounds take blocks in that order
         c = g[:, None] * GS + gs                                        # [ROWS, GS]
-        y = gl.load(src_row[:, None] + c * stride_k, mask=c < hi[:, None], other=float("-inf"))
-        if UPCAST:
-            y = y.to(gl.float32)
+        y = _load(src_row, c, row_ok, nk, stride_k, hi, EVEN, UPCAST)
         after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
         nm, na = _best(gl.where(after, y, float("-inf")), c, NK_PAD)
         gmax = gl.where(hit, nm[:, None], gmax)

@@ -37,10 +37,13 @@ def tables(layout):
             layout.bwd_idx[:bp], layout.bwd_nfull]
 
 
-def build(scores, k, gluon, chain=False, **kw):
+def build(scores, k, gluon, chain=False, mask=False, **kw):
     old = D._ROW_GLUON, D._BUILD_KERNELS
     D._ROW_GLUON, D._BUILD_KERNELS = gluon, (False if chain else True)
     try:
+        if mask:
+            kw.pop("include", None)
+            return sf.layout_from_block_mask(scores, **kw)
         return sf.topk_layout(scores, k, **kw)
     finally:
         D._ROW_GLUON, D._BUILD_KERNELS = old
@@ -82,14 +85,19 @@ def check(dev):
             tl_ = tables(build(s, c["k"], False, **kw))
             ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
             ok_gl = {}
-            old = D._GLUON_TPR, D._GLUON_WARPS
-            for tpr, warps in ((1, 4), (4, 1), (8, 4)):
-                D._GLUON_TPR, D._GLUON_WARPS = tpr, warps
+            old = D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
+            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 4), (8, 4, True, 1)):
+                D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tpr, warps, tr, cw
                 try:
                     gl_ = tables(build(s, c["k"], True, **kw))
                 finally:
-                    D._GLUON_TPR, D._GLUON_WARPS = old
-                ok_gl[f"tpr{tpr}w{warps}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+                    D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = old
+                ok_gl[f"tpr{tpr}w{warps}tr{int(tr)}cw{cw}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+            # the mask path through the Gluon transpose and compaction
+            m = s > 0.5
+            mref = tables(build(m, None, False, chain=True, mask=True, **kw))
+            mgl = tables(build(m, None, None, mask=True, **kw))
+            ok_gl["mask"] = all(torch.equal(a, b) for a, b in zip(mref, mgl))
             add(kind="check", case=name, tl_equals_chain=ok_tl, gluon_equals_chain=ok_gl,
                 verdict="ok" if ok_tl and all(ok_gl.values()) else "FAIL")
         except Exception as e:  # noqa: BLE001
@@ -117,26 +125,30 @@ def timing(dev, args):
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
     nb = N // bs
     scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
-    variants = [("tl", False, None, None, 1)]
-    variants += [(f"gluon warps={w} GS={gs} TPR={t}", True, w, gs, t) for t in (1, 4, 8)
-                 for w in (1, 4) for gs in (16, 32)]
-    old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR
+    # (name, row kernel gluon?, warps, GS, TPR, gluon transpose+compaction?, compaction warps)
+    variants = [("tl", False, None, None, 1, False, 4),
+                ("gluon rows TPR=4 warps=1 GS=32, tl transpose/compaction", True, 1, 32, 4, False, 4)]
+    variants += [(f"gluon rows TPR={t} warps={w} GS={gs}, gluon transpose/compaction warps={cw}",
+                  True, w, gs, t, True, cw)
+                 for t, w, gs in ((4, 1, 32), (4, 2, 32), (4, 1, 64), (2, 1, 32)) for cw in (1, 4)]
+    old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
     for dtype in (torch.float32, torch.bfloat16):
         s = scores.to(dtype)
-        for name, gluon, w, gs, t in variants:
-            if dtype == torch.bfloat16 and gluon and (w, gs) != (4, 32):
+        for name, gluon, w, gs, t, tr, cw in variants:
+            if dtype == torch.bfloat16 and gluon and not name.endswith("compaction warps=4") and tr:
                 continue
             try:
                 D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = (w or old[0]), gs, t
+                D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tr, cw
                 fn = lambda: build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx  # noqa: E731
                 ms = graph_ms(timer, dev, fn)
-                kernels = profile(fn, dev) if name == "tl" else {}
+                kernels = profile(fn, dev) if name == "tl" or "warps=1 GS=32, gluon transpose/compaction warps=4" in name else {}
                 add(kind="time", case=f"B={B} H={H} N={N} block={bs} k={k} causal {str(dtype)[6:]}",
                     variant=name, graph_ms=round(ms, 4), kernels_ms=kernels)
             except Exception as e:  # noqa: BLE001
                 add(kind="time", variant=name, error=f"{type(e).__name__}: {str(e)[:400]}")
             finally:
-                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = old
+                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = old
 
 
 def main():

@@ -282,9 +282,11 @@ _COMPACT_ROWS = 512
 _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_ROW_GLUON", ""))
 # Its warps per program (32 rows each) and key blocks per group (None: the ``tl`` kernel's
 # choice, about sqrt(NK_PAD)).
-_GLUON_WARPS = 4
+_GLUON_WARPS = 1
 _GLUON_GS: Optional[int] = None
-_GLUON_TPR = 1
+_GLUON_TPR = 4
+_GLUON_TRANSPOSE = True
+_GLUON_COMPACT_WARPS = 4
 
 
 def _nk_pad(nk: int) -> int:
@@ -299,8 +301,9 @@ def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
     return bool(_BUILD_KERNELS) and t.device.type == "cpu"
 
 
-def _use_row_gluon(src: Tensor, visible_prefix: Tensor, nq: int) -> bool:
-    """Whether the top-k rows run the Gluon kernel (see ``_ROW_GLUON``)."""
+def _use_row_gluon(src: Tensor, visible_prefix: Tensor, nq: int, quiet: bool = False) -> bool:
+    """Whether the top-k rows run the Gluon kernel (see ``_ROW_GLUON``); ``quiet``: never
+    raise (the transpose asks the same question for masks too)."""
     if _ROW_GLUON is False:
         return False
     why = None
@@ -313,7 +316,7 @@ def _use_row_gluon(src: Tensor, visible_prefix: Tensor, nq: int) -> bool:
             from .kernels import build_gluon  # noqa: F401
         except ImportError as e:          # a Triton without Gluon
             why = f"Gluon is not available ({e})"
-    if why is not None and _ROW_GLUON:
+    if why is not None and _ROW_GLUON and not quiet:
         raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {why}")
     return why is None
 
@@ -445,8 +448,15 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)
     bwd_nfull = torch.empty(NC, dtype=i32, device=device)
-    _transpose_kernel[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
-                               W=W, WQ=WQ, QW=min(WQ, 4), num_warps=4)
+    gluon = _GLUON_TRANSPOSE and _use_row_gluon(src, visible_prefix, nq, quiet=True)
+    if gluon:
+        from .kernels.build_gluon import _compact_kernel as _gluon_compact
+        from .kernels.build_gluon import _transpose_kernel as _gluon_transpose
+        _gluon_transpose[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
+                                  W=W, WQ=WQ, num_warps=1)
+    else:
+        _transpose_kernel[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
+                                   W=W, WQ=WQ, QW=min(WQ, 4), num_warps=4)
     # 3. pointers: prefix sums of the counts
     zero = count.new_zeros(1)
     fwd_ptr = torch.cat([zero, count.cumsum(0, dtype=i32)])              # [R + 1]
@@ -459,6 +469,11 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     for words, n, nw, other, full_bits, ptr, nf, idx in (
             (bits, nq, W, nk, full, fwd_ptr, nfull, fwd_idx),
             (bits_t, nk, WQ, nq, full_t_bits, bwd_ptr, bwd_nfull, bwd_idx)):
+        if gluon:
+            _gluon_compact[(cdiv(n, 32 * _GLUON_COMPACT_WARPS), ST)](
+                words, full_bits, ptr, nf, idx, n, cdiv(other, 32), W=nw,
+                NUM_WARPS=_GLUON_COMPACT_WARPS, num_warps=_GLUON_COMPACT_WARPS)
+            continue
         crow = max(1, min(_COMPACT_ROWS // nw, 1 << (n - 1).bit_length()))
         _compact_kernel[(cdiv(n, crow), ST)](words, full_bits, ptr, nf, idx, n, cdiv(other, 32),
                                              W=nw, ROWS=crow, num_warps=4)

@@ -126,3 +126,86 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     gl.store(bits_ptr + r.to(gl.int64)[:, None] * W + wcol, keep, mask=wmask)
     gl.store(count_ptr + r, gl.sum(_popcount(keep), 1), mask=row_ok)
     gl.store(nfull_ptr + r, gl.sum(_popcount(keep & full), 1), mask=row_ok)
+
+
+@gluon.jit
+def _transpose_kernel(bits_ptr, full_t_ptr, bits_t_ptr, count_ptr, nfull_ptr, nq, nk,
+                      W: gl.constexpr, WQ: gl.constexpr):
+    # grid: (W, S * TH), one warp. Program (w, st) owns key blocks [32 w, 32 w + 32) of table
+    # sequence and head st, one per lane. Per step it reads 32 query rows' word w (the same
+    # addresses in every lane: one broadcast load each) and each lane gathers its key
+    # block's bit from them, in registers: the transposed word (bit q % 32 of word q // 32
+    # of key block j's row, WQ words per row), with the key block's count and full count.
+    # Same outputs as kernels/build.py ``_transpose_kernel`` (``tl``), whose reductions over
+    # the query bits cross threads.
+    L: gl.constexpr = gl.BlockedLayout([32, 1], [1, 32], [1, 1], [0, 1])
+    w = gl.program_id(0)
+    st = gl.program_id(1)
+    qbit = gl.arange(0, 32, gl.SliceLayout(1, L))[:, None]              # [32, 1] in every lane
+    lane = gl.arange(0, 32, gl.SliceLayout(0, L))                       # [32] key blocks
+    j = w * 32 + lane
+    j_ok = j < nk
+    c = st.to(gl.int64) * nk + j                                        # [32] transposed rows
+    count = gl.zeros([32], gl.int32, gl.SliceLayout(0, L))
+    nfull = gl.zeros([32], gl.int32, gl.SliceLayout(0, L))
+    for qw in range(0, WQ):
+        q = qw * 32 + qbit                                              # [32, 1]
+        words = gl.load(bits_ptr + (st.to(gl.int64) * nq + q) * W + w, mask=q < nq, other=0)
+        # the bits are disjoint, so their sum is their OR (bit 31 wraps to the sign bit)
+        packed = gl.sum(((words >> lane[None, :]) & 1) << qbit, 0)      # [32] one word per lane
+        tl_ok = j_ok & (qw * 32 < nq)
+        gl.store(bits_t_ptr + c * WQ + qw, packed, mask=tl_ok)
+        fw = gl.load(full_t_ptr + j * WQ + qw, mask=tl_ok, other=0)
+        count += _popcount(packed)
+        nfull += _popcount(packed & fw)
+    gl.store(count_ptr + c, count, mask=j_ok)
+    gl.store(nfull_ptr + c, nfull, mask=j_ok)
+
+
+@gluon.jit
+def _add(a, b):
+    return a + b
+
+
+@gluon.jit
+def _low_bit_index(low):
+    """Index of the single set bit of each int32 word ``low`` (a power of two, bit 31
+    included): the exponent of its exact float32 value."""
+    return (low.to(gl.uint32).to(gl.float32).to(gl.int32, bitcast=True) >> 23) - 127
+
+
+@gluon.jit
+def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
+                    W: gl.constexpr, NUM_WARPS: gl.constexpr):
+    # grid: (cdiv(n, 32 * NUM_WARPS), S * TH). kernels/build.py ``_compact_kernel`` with a
+    # row per thread: rows r = st * n + i of a bitmask (W int32 words per row, the first
+    # n_words of them written; full_ptr: the static full-block words [n, W] of local row i)
+    # become CSR entries from ptr[r], the full blocks ascending, then the partial ones. A
+    # word's first slot is the in-register prefix sum of the row's popcounts, and each step
+    # writes every word's lowest remaining set bit.
+    ROWS: gl.constexpr = 32 * NUM_WARPS
+    L: gl.constexpr = gl.BlockedLayout([1, W], [32, 1], [NUM_WARPS, 1], [1, 0])
+    st = gl.program_id(1)
+    i = gl.program_id(0) * ROWS + gl.arange(0, ROWS, gl.SliceLayout(1, L))   # [ROWS]
+    row_ok = i < n
+    r = st.to(gl.int64) * n + i
+    wcol = gl.arange(0, W, gl.SliceLayout(0, L))[None, :]               # [1, W]
+    wmask = row_ok[:, None] & (wcol < n_words)
+    words = gl.load(bits_ptr + r[:, None] * W + wcol, mask=wmask, other=0)
+    fullw = gl.load(full_ptr + i[:, None] * W + wcol, mask=wmask, other=0)
+    start = gl.load(ptr_ptr + r, mask=row_ok, other=0).to(gl.int64)
+    nfull = gl.load(nfull_ptr + r, mask=row_ok, other=0).to(gl.int64)
+    col0 = wcol * 32
+    for part in gl.static_range(2):
+        if part == 0:
+            x = words & fullw
+            row0 = start
+        else:
+            x = words & ~fullw
+            row0 = start + nfull
+        cnt = _popcount(x)                                              # [ROWS, W]
+        dst = idx_ptr + row0[:, None] + (gl.associative_scan(cnt, 1, _add) - cnt)
+        for t in range(0, gl.max(gl.max(cnt, 1), 0)):
+            low = x & -x
+            gl.store(dst + t, col0 + _low_bit_index(low), mask=x != 0)
+            x = x ^ low

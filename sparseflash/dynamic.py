@@ -286,7 +286,7 @@ _GLUON_WARPS = 1
 _GLUON_GS: Optional[int] = None
 _GLUON_TPR = 4
 _GLUON_TRANSPOSE = True
-_GLUON_COMPACT_WARPS = 4
+_GLUON_COMPACT_WARPS = 1
 
 
 def _nk_pad(nk: int) -> int:

@@ -8,7 +8,8 @@
 * ``alibi``: ``alibi_slopes`` (flash-attn's geometric slopes, shape (H,)) against off.
 
 Each row gives ms, TFLOP/s on computed blocks and peak memory; the ``overhead`` rows give the
-time with the option divided by the time without it, from the same run. Before timing, the
+time with the option divided by the time without it, from the same run; the ``kernel`` rows
+say which kernels ran (Hopper or portable, forward and dK/dV, with the dispatcher's reason). Before timing, the
 option's forward is checked: softcap/ALiBi against an SDPA run with the same bias (dense
 causal), dropout for finiteness and the kept fraction. Usage:
 ``PYTHONPATH=. python benchmarks/parity.py --out DIR``; writes ``parity.json`` and ``parity.csv``.
@@ -45,6 +46,21 @@ from benchmarks import real_batches as rb  # noqa: E402
 def alibi_slopes(H: int) -> torch.Tensor:
     """The ALiBi paper's slopes 2^(-8 h / H), h = 1..H."""
     return torch.tensor([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], dtype=torch.float32)
+
+
+def kernels(q, layout, **opt) -> str:
+    """Which kernels the dispatcher picks for this call (kernels.launch ``_hopper_applies`` and
+    the USE_HOPPER / USE_HOPPER_BWD switches): forward, and the backward's dK/dV (its dQ is
+    always the portable kernel)."""
+    from sparseflash.kernels import launch
+
+    reason = launch._hopper_applies(q, q, q, layout, scale=q.shape[-1] ** -0.5, config=None,
+                                    softcap=opt.get("softcap", 0.0), alibi=opt.get("alibi_slopes"),
+                                    dropout_p=opt.get("dropout_p", 0.0))
+    fwd = "Hopper" if launch.USE_HOPPER is not False and reason is None else "portable"
+    bwd = "Hopper" if launch.USE_HOPPER_BWD is not False and reason is None else "portable"
+    why = f" ({reason})" if reason else ""
+    return f"fwd {fwd}, dK/dV {bwd}{why}"
 
 
 def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
@@ -99,6 +115,7 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
         def ours(**opt):
             return lambda q, k, v: sparse_attention(q, k, v, pattern, causal=True, **opt)
         base = time_case(timer, dev, case, "sparseflash", ours(), q, k, v, do, ff, fb)
+        rb.add("parity", case, "sparseflash", "kernel", float("nan"), None, None, kernels(q, layout))
         # correctness before timing the options
         if pname == "dense":      # on 2K tokens: the SDPA reference materialises the bias
             n = 2048
@@ -122,6 +139,8 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
                                       ("softcap=30", dict(softcap=30.0), 1.10),
                                       ("alibi_slopes (H,)", dict(alibi_slopes=slopes), 1.10)):
             with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(**opt), q, k, v, do, ff, fb)
+            rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,
+                   kernels(q, layout, **opt))
             overhead(case, f"sparseflash {opt_name}", base, with_opt, target)
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N // 1024}K, H={H}, d={d}", q, k, v, do, bs)
 
@@ -251,6 +270,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
                 else:
                     outs[family] = (name, out)
             ms = time_case(timer, dev, case, name, fn, q, k, v, do, ff, fb, suite="variants")
+            rb.add("variants", case, name, "kernel", float("nan"), None, None, kernels(q, layout, **kw))
             if base is None:
                 base = ms
             else:

@@ -3,7 +3,9 @@
 Gluon has no interpreter, so on the CPU the kernel is compiled to sm_90 machine code (Triton
 ships ptxas) and its PTX is checked for the instructions the design rests on; the numerical
 tests run compiled on a Hopper GPU only, against the float64 oracle (tests/test_real_batches
-``check``, forward and gradients; the backward is the portable kernel's).
+``check``, forward and gradients; the backward is the portable dQ kernel and the Hopper dK/dV
+kernel). Softcap and ALiBi (both formulation variants of each) are checked against the oracle
+too, with the portable kernels' error on the same inputs as the yardstick.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from sparseflash.kernels import hopper, launch
 which, d, dtype, flags = json.loads(sys.argv[1])
 gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
 common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HAS_WR=False,
-              HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False)
+              HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False, HAS_SOFTCAP=0,
+              HAS_ALIBI=0)
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
@@ -53,7 +56,8 @@ def desc(r):
 
 
 pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
-            "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "qk_scale": "fp32", "sm_scale": "fp32"}
+            "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
+            "sm_scale": "fp32", "softcap2": "fp32"}
 tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
 signature = {}
 for name in kernel.arg_names:
@@ -115,6 +119,40 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
     assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
     assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
+
+
+@pytest.mark.parametrize("which,d,dtype,flags", [
+    ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2)),
+    ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2, HAS_ALIBI=2, CAUSAL=True, HAS_KPM=True)),
+    ("fwd", 64, "fp16", dict(HAS_SOFTCAP=1, HAS_ALIBI=1, HAS_WL=True, PER_SEQ=True, PACKED=True,
+                             SCHEDULED=True)),
+    ("fwd", 128, "bf16", dict(HAS_ALIBI=2, CAUSAL=True)),
+    ("dkdv", 128, "bf16", dict(HAS_SOFTCAP=2, HAS_ALIBI=2, CAUSAL=True)),
+    ("dkdv", 64, "fp16", dict(HAS_SOFTCAP=1, HAS_ALIBI=1, GROUP_SIZE=2, HAS_KPM=True)),
+    ("dkdv", 128, "bf16", dict(HAS_ALIBI=1)),
+], ids=["fwd-d128-softcap-folded", "fwd-d128-softcap-alibi-column-causal",
+        "fwd-d64-fp16-softcap-plain-alibi-abs-masks", "fwd-d128-alibi-column",
+        "dkdv-d128-softcap-folded-alibi-column", "dkdv-d64-fp16-softcap-plain-alibi-abs-gqa",
+        "dkdv-d128-alibi-abs"])
+def test_softcap_and_alibi_variants_compile_to_hopper_instructions(which, d, dtype, flags):
+    """The softcap / ALiBi forms (tiles.py ``_log2_scores``: HAS_SOFTCAP 1 plain, 2 folded;
+    HAS_ALIBI 1 |t - u|, 2 causal column term) keep the design's instructions, and softcap is
+    one ``tanh.approx.f32`` per score (none without softcap)."""
+    ptx = _ptx(which, d, dtype, flags)
+    products = 4 * 4 if which == "dkdv" else 1
+    assert len(re.findall(r"wgmma\.mma_async", ptx)) >= products, "no warpgroup MMA"
+    assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
+    assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
+    tanh = len(re.findall(r"tanh\.approx\.f32", ptx))
+    if flags.get("HAS_SOFTCAP"):
+        # per consumer warpgroup and trip: [64, 128] (forward) or [64, 64] (dK/dV) scores over
+        # 128 threads, in each of the two consumer partitions (the forward's first trip apart)
+        per_tile = 64 * 128 // 128 if which == "fwd" else 64 * 64 // 128
+        assert tanh >= 2 * per_tile, f"{tanh} tanh.approx for a softcap kernel"
+    else:
+        assert tanh == 0
+    if which == "fwd":
+        assert not re.search(r"\b(ld|st)\.local", ptx), "register spills"
 
 
 def test_dispatcher_says_why_it_falls_back():
@@ -203,3 +241,111 @@ def test_portable_fallbacks_still_run_under_auto():
     q = torch.randn(1, 2, 512, 128, device="cuda", dtype=torch.bfloat16)
     out = sf.sparse_attention(q, q, q, sf.local(1), block_size=128, dropout_p=0.1)
     assert not torch.isnan(out).any()
+
+
+# ------------------------------------------------------------------ softcap and ALiBi, on a Hopper GPU
+def _positions(N, Nk):
+    """Absolute positions of the queries and keys: the queries are the frame's last N."""
+    frame = max(N, Nk)
+    return torch.arange(N) + frame - N, torch.arange(Nk) + frame - Nk
+
+
+def _run(q, k, v, do, pattern, causal, kw):
+    out, lse = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
+                                   return_lse=True, **kw)
+    return (out, lse, *torch.autograd.grad(out, (q, k, v), do))
+
+
+MOD_CASES = [
+    # (name, pattern, shape kwargs, causal, modifiers, launch variants)
+    ("softcap-folded-causal-gqa", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=2, N=1000, Nk=1000, d=128), True, dict(softcap=1.0), {}),
+    ("softcap-plain-noncausal-d64", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, dict(softcap=1.0),
+     dict(SOFTCAP_VARIANT="plain")),
+    ("alibi-heads-causal-kv-longer", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=300, Nk=1000, d=128), True, dict(alibi="heads"), {}),
+    ("alibi-batch-noncausal-gqa", sf.local(2) | sf.global_blocks(1),
+     dict(B=2, H=4, Hkv=1, N=700, Nk=700, d=128), False, dict(alibi="batch"), {}),
+    ("alibi-abs-causal", sf.local(1) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=4, N=900, Nk=900, d=64), True, dict(alibi="heads"),
+     dict(ALIBI_VARIANT="abs")),
+    ("softcap-alibi-batch-causal-kv-longer", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"), {}),
+    ("softcap-alibi-window", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
+     dict(window=(300, 0))),
+]
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,shape,causal,mods,variants", MOD_CASES,
+                         ids=[c[0] for c in MOD_CASES])
+def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal, mods, variants,
+                                                   monkeypatch):
+    """Forward, LSE and every gradient with softcap and/or ALiBi through the Hopper kernels
+    (forced on: they raise rather than fall back) against the float64 oracle: within twice the
+    portable kernels' own error on the same inputs (the same formulation, so the same
+    rounding, tanh.approx included) plus the dtype's floor; and the modifier changes the
+    result (the test can fail)."""
+    B, H, Hkv, N, Nk, d = (shape[x] for x in ("B", "H", "Hkv", "N", "Nk", "d"))
+    dtype = torch.float16 if d == 64 else torch.bfloat16          # both dtypes, few compiles
+    variants = dict(variants)
+    window = variants.pop("window", None)
+    for attr, value in variants.items():
+        monkeypatch.setattr(launch, attr, value)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    k = torch.randn(B, Hkv, Nk, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    v = torch.randn(B, Hkv, Nk, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    do = torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g)
+    kw = dict(window_size=window)
+    if "softcap" in mods:
+        kw["softcap"] = mods["softcap"]          # small: the cap is active on these scores
+    if mods.get("alibi") == "heads":
+        kw["alibi_slopes"] = torch.tensor([2.0 ** -(2 * h + 1) for h in range(H)], device="cuda")
+    elif mods.get("alibi") == "batch":
+        kw["alibi_slopes"] = torch.rand(B, H, device="cuda", generator=g) * 0.5
+
+    monkeypatch.setattr(launch, "USE_HOPPER", True)
+    monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
+    got = _run(q, k, v, do, pattern, causal, kw)
+    monkeypatch.setattr(launch, "USE_HOPPER", False)
+    monkeypatch.setattr(launch, "USE_HOPPER_BWD", False)
+    portable = _run(q, k, v, do, pattern, causal, kw)
+    plain = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal, window_size=window)
+
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=128, causal=causal, num_heads=H,
+                        window_size=window)
+    from sparseflash.reference import reference_attention, token_mask
+
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref, ref_lse = reference_attention(
+        q64, k64, v64, layout, mask=token_mask(layout, B), positions=_positions(N, Nk),
+        softcap=kw.get("softcap", 0.0), alibi_slopes=kw.get("alibi_slopes"))
+    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), do.double())
+    finite = ~torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(got[1]), ~finite), "rows that see nothing"
+    floor = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    names = ("out", "lse", "dq", "dk", "dv")
+    refs = (ref, ref_lse, *ref_grads)
+    errors = {}
+    for name, h, p, r in zip(names, got, portable, refs):
+        assert not torch.isnan(h).any(), f"{name}: NaN"
+        sel = finite if name == "lse" else torch.ones_like(r, dtype=torch.bool)
+        e_h = errors[name] = (h.double() - r)[sel].abs().max().item()
+        e_p = (p.double() - r)[sel].abs().max().item()
+        assert e_h <= 2 * e_p + (1e-4 if name == "lse" else floor), \
+            f"{name}: Hopper error {e_h:.2e} vs portable {e_p:.2e}"
+    # the modifier moves the output well beyond the Hopper kernel's error (a kernel that
+    # ignored it would fail here)
+    effect = (plain.double() - ref).abs().max().item()
+    assert effect > 4 * errors["out"], f"modifier effect {effect:.2e} vs error {errors['out']:.2e}"
+
+
+@gpu
+def test_hopper_still_refuses_dropout(hopper_only):
+    """Dropout stays on the portable kernel: forcing the Hopper path says so."""
+    q = torch.randn(1, 2, 256, 128, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="dropout"):
+        sf.sparse_attention(q, q, q, sf.local(1), block_size=128, dropout_p=0.1)

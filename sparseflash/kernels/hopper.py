@@ -23,9 +23,13 @@ Semantics are the portable kernel's: softmax in base 2 (``qk_scale = scale * log
 full blocks unmasked, partial blocks through the token rule (sequence bounds, causal line,
 token windows, key padding), absolute positions and per-sequence tables (``seqs``), packed
 documents, GQA, rows that see nothing give 0 and ``lse = -inf``. Tiles are 128 x 128 and
-the layout's block size must be a multiple of 128. Dropout, softcap, ALiBi and the
-natural-unit softmax of huge scales are left to the portable kernel (the dispatcher in
-launch.py decides).
+the layout's block size must be a multiple of 128. Softcap and ALiBi (both ``SOFTCAP_VARIANT``
+and both ``ALIBI_VARIANT`` forms, ``(H,)`` or ``(B, H)`` slopes) are computed as the portable
+kernels compute them (tiles.py ``_log2_scores``, mirrored here because Gluon cannot call ``tl``
+code): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
+the GPU), the folded softcap's row max over tanh, the causal ALiBi's row term moved into the
+LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout and the natural-unit softmax of
+huge scales are left to the portable kernel (the dispatcher in launch.py decides).
 
 Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 (tests/test_hopper.py); the CPU suite compiles it to sm_90 machine code without running it.
@@ -36,6 +40,52 @@ from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, war
                                                                warpgroup_mma_wait)
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
+LOG2E = gl.constexpr(1.4426950408889634)    # 1 / ln 2: ALiBi slopes to log2 units
+
+
+# ------------------------------------------------------------------ score modifiers
+@gluon.jit
+def _tanh(x):
+    """``tanh.approx.f32``: tiles.py ``_tanh`` for 16-bit inputs on the GPU, the only inputs
+    these kernels take (one MUFU op; flash-attn's softcap uses it too)."""
+    return gl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=gl.float32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
+def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: gl.constexpr):
+    """This head's ALiBi slope in log2 units (tiles.py ``_alibi2``; 0 without ALiBi)."""
+    if HAS_ALIBI:
+        return gl.load(ALIBI + off_b.to(gl.int64) * stride_alibi_b + off_h) * LOG2E
+    else:
+        return 0.0
+
+
+@gluon.jit
+def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
+                 HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """tiles.py ``_log2_scores`` in log2 units (its docstring gives the forms): ``scale * q.k``,
+    soft-capped (HAS_SOFTCAP 1: ``qk_scale = scale * log2(e)``; 2, folded: ``qk_scale = scale /
+    softcap``), plus the ALiBi bias (HAS_ALIBI 1: ``-alibi2 * |t - u|``; 2, causal: the column
+    term ``alibi2 * (u - R)`` only, ``t_pos`` the reference position R, a scalar). Returns the
+    scores and d(capped score)/d(score), ``1 - tanh^2`` (1.0 without softcap)."""
+    if HAS_SOFTCAP == 2:
+        t = _tanh(qk * qk_scale)
+        s2 = softcap2 * t
+        dcap = 1.0 - t * t
+    elif HAS_SOFTCAP:
+        s2 = qk * qk_scale
+        t = _tanh(s2 * (1.0 / softcap2))                   # a multiply, not a divide
+        s2 = softcap2 * t
+        dcap = 1.0 - t * t
+    else:
+        s2 = qk * qk_scale
+        dcap = 1.0
+    if HAS_ALIBI == 2:
+        s2 = s2 + alibi2 * (u_pos - t_pos).to(gl.float32)
+    elif HAS_ALIBI:
+        s2 = s2 - alibi2 * gl.abs(t_pos.to(gl.float32) - u_pos.to(gl.float32))
+    return s2, dcap
 
 
 @gluon.jit
@@ -161,14 +211,68 @@ def _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
 
 
 @gluon.jit
+def _key_start(fwd_idx, lo, t, j0, BLOCK: gl.constexpr, BLOCK_N: gl.constexpr):
+    """Absolute position of the first key of trip ``t`` (a table entry is walked as
+    ``BLOCK // BLOCK_N`` sub-tiles)."""
+    SUB: gl.constexpr = BLOCK // BLOCK_N
+    return (gl.load(fwd_idx + lo + t // SUB) + j0) * BLOCK + (t % SUB) * BLOCK_N
+
+
+@gluon.jit
+def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, col_layout: gl.constexpr,
+                BLOCK_N: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """The modified scores of a tile as fwd.py ``_fwd_inner`` computes them (before the token
+    rule): with the folded softcap alone (CAP_MAX) just ``tanh(q.k * scale / softcap)``, the cap
+    multiplying in the row max and inside exp2; otherwise ``_log2_scores``, the causal ALiBi
+    relative to ``ref`` (the warpgroup's first query position)."""
+    CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
+    if CAP_MAX:
+        return _tanh(s * qk_scale)
+    else:
+        cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
+        if HAS_ALIBI == 2:
+            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, cols_pos[None, :],
+                                 HAS_SOFTCAP, HAS_ALIBI)
+        else:
+            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
+                                 HAS_SOFTCAP, HAS_ALIBI)
+        return s2
+
+
+@gluon.jit
+def _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """Row max of a tile in log2 units: raw scores are scaled after the max (``qk_scale`` > 0),
+    CAP_MAX's tanh values times the cap (> 0), modified scores as they are."""
+    if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
+        return gl.max(s, 1) * softcap2
+    elif HAS_SOFTCAP or HAS_ALIBI:
+        return gl.max(s, 1)
+    else:
+        return gl.max(s, 1) * qk_scale
+
+
+@gluon.jit
+def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """``2^(score - max)``: one FMA inside exp2 for raw scores and CAP_MAX's tanh values."""
+    if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
+        return gl.exp2(softcap2 * s - m_use[:, None])
+    elif HAS_SOFTCAP or HAS_ALIBI:
+        return gl.exp2(s - m_use[:, None])
+    else:
+        return gl.exp2(s * qk_scale - m_use[:, None])
+
+
+@gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
               stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
               q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right, qk_scale,
+              softcap2, stride_alibi_b,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, NUM_WARPS: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
@@ -200,6 +304,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
     first = start_m + WG * ROWS
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
 
     m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
     l_i = gl.zeros([ROWS], gl.float32, row_layout)
@@ -211,13 +316,17 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
         mbarrier.wait(k_ready.index(0), 0)
         s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=(s, ))
+        # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
+        if HAS_SOFTCAP or HAS_ALIBI:
+            s = _fwd_scores(s, _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), rows_pos, first,
+                            qk_scale, softcap2, alibi2, col_layout, BLOCK_N, HAS_SOFTCAP, HAS_ALIBI)
         if full_trips == 0:
             s = _masked(s, j0 * BLOCK + gl.load(fwd_idx + lo) * BLOCK, rows_pos, q_lo, q_hi, k_lo,
                         k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
-        m_i = gl.max(s, 1) * qk_scale
+        m_i = _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        e = gl.exp2(s * qk_scale - m_use[:, None])                            # [BLOCK_M, BLOCK_N]
+        e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)   # [BLOCK_M, BLOCK_N]
         l_i = gl.sum(e, 1)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
@@ -230,16 +339,19 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
+            if HAS_SOFTCAP or HAS_ALIBI:
+                s = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos, first,
+                                qk_scale, softcap2, alibi2, col_layout, BLOCK_N, HAS_SOFTCAP,
+                                HAS_ALIBI)
             if t >= full_trips:
-                kv_block_idx = gl.load(fwd_idx + lo + t // SUB)
-                start_n = (kv_block_idx + j0) * BLOCK + (t % SUB) * BLOCK_N
+                start_n = _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N)
                 s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
                             window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
                             HAS_WR, HAS_KPM)
-            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            m_new = gl.maximum(m_i, _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-            e = gl.exp2(s * qk_scale - m_use[:, None])
+            e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
             alpha = gl.exp2(m_i - m_use)
             l_i = l_i * alpha + gl.sum(e, 1)
             m_i = m_new
@@ -256,7 +368,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
     l_safe = gl.where(empty, 1.0, l_i)
-    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * LN2)
+    lse2 = m_i + gl.log2(l_safe)
+    if HAS_ALIBI == 2:
+        # the row term of the causal ALiBi bias the scores left out (_log2_scores), R = first
+        lse2 = lse2 - alibi2 * (rows_pos - first).to(gl.float32)
+    lse = gl.where(empty, float("-inf"), lse2 * LN2)
     out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
     q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
     row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
@@ -271,14 +387,15 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
-def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule,
-                       num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI,
+                       schedule, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                        group_size, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                       window_left, window_right, qk_scale,
+                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                        BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                        HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
@@ -307,17 +424,19 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # only through the K/V ring, so one's softmax overlaps the other's matrix products
     gl.warp_specialize(
         [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
                       stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
                       q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                      qk_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS,
-                      CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, REVERSE_M, SCHEDULED, 0)),
+                      qk_scale, softcap2, stride_alibi_b, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
+                      NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
+                      HAS_SOFTCAP, HAS_ALIBI, REVERSE_M, SCHEDULED, 0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, schedule, num_m_tiles,
+                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
                       stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
                       q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                      qk_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS,
-                      CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, REVERSE_M, SCHEDULED, 1)),
+                      qk_scale, softcap2, stride_alibi_b, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
+                      NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
+                      HAS_SOFTCAP, HAS_ALIBI, REVERSE_M, SCHEDULED, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -419,14 +538,15 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                   lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                  window_left, window_right, sm_scale, qk_scale,
+                  window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                   SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
@@ -465,6 +585,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
         bh = (off_b * num_heads + off_h).to(gl.int64)
         lse2_head = LSE2 + bh * lse_len + q_row0
         delta_head = Delta + bh * lse_len + q_row0
+        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
@@ -481,8 +602,20 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
             sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             sT = warpgroup_mma_wait(1, deps=(sT, ))
+            # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
+            # sT * qk_scale, dcapT = 1.0)
+            if HAS_ALIBI == 2:
+                # the scores leave out the causal bias's row term (R = start_m): so does the LSE
+                # (in float: the integer form is a loop-invariant arange the compiler hoists, a
+                # [BLOCK_M] vector held across the loop; positions are exact in float32 to 2**24)
+                lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
+                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, keys_pos[:, None],
+                                          HAS_SOFTCAP, HAS_ALIBI)
+            else:
+                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, rows_pos[None, :],
+                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI)
             # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
-            pT = gl.exp2(gl.minimum(sT * qk_scale - lse2[None, :], 0.0))       # [KEYS, BLOCK_M]
+            pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, BLOCK_M]
             if t >= full_trips:
                 visible = key_ok[:, None] & row_ok[None, :]
                 if CAUSAL:
@@ -493,6 +626,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                     visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
                 pT = gl.where(visible, pT, 0.0)
             dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv, is_async=True)
+            if HAS_SOFTCAP:
+                # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here frees
+                # its registers before dP^T is waited on (bwd.py multiplies it last; the same
+                # product in another fp32 rounding order)
+                pT = pT * dcapT
             # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
             delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
@@ -514,21 +652,24 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
 def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
-                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
+                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                        window_left, window_right, sm_scale, qk_scale,
+                        window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                         BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                         HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
     LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
-    come from the portable dQ kernel, which runs first (bwd.py)."""
+    come from the portable dQ kernel, which runs first (bwd.py). Softcap and ALiBi as bwd.py's
+    ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
+    to the LSE, dS^T times ``1 - tanh^2``."""
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     gl.static_assert(gl.num_warps() == 4)
@@ -550,19 +691,21 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
 
     gl.warp_specialize(
         [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
-                          num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
-                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                          window_left, window_right, sm_scale, qk_scale,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
+                          num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                          window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, SCHEDULED, 0)),
+                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                          SCHEDULED, 0)),
          (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, schedule,
-                          num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
-                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                          window_left, window_right, sm_scale, qk_scale,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
+                          num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                          window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, SCHEDULED, 1)),
+                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                          SCHEDULED, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

@@ -519,7 +519,9 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
     """Why the Hopper forward cannot run this call (None: it can). The reasons are what the
-    Gluon kernel leaves to the portable one: modifiers, huge scales, other tiles and GPUs."""
+    Gluon kernels leave to the portable one: dropout, huge scales, other tiles and GPUs
+    (softcap and ALiBi run in the Hopper kernels too; ``softcap`` and ``alibi`` are kept in
+    the signature for the callers)."""
     if is_interpreted() or not q.is_cuda:
         return "not a CUDA tensor"
     if torch.cuda.get_device_capability(q.device)[0] != 9:
@@ -532,10 +534,10 @@ def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p
         return "head_dim is not 64 or 128"
     if layout.block_size % _HOPPER_TILE:
         return "block_size is not a multiple of 128"
-    if softcap > 0 or alibi is not None or dropout_p > 0:
-        return "softcap, ALiBi or dropout (portable kernel)"
+    if dropout_p > 0:
+        return "dropout (portable kernel)"
     if _natural(scale):
-        return "scale above NATURAL_SCALE (portable kernel)"
+        return "scale above NATURAL_SCALE, natural-unit softmax (portable kernel)"
     if not _tma_capable(q, k, v):
         return "strides or alignment the copy engine cannot take"
     try:
@@ -577,7 +579,8 @@ def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
             _gluon_descriptor(v, _HOPPER_TILE))
 
 
-def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached):
+def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached,
+                     softcap=0.0, alibi=None):
     from .hopper import _hopper_fwd_kernel
 
     B, H, N, d = q.shape
@@ -592,13 +595,16 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=_HOPPER_TILE,
         block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
+    # the portable kernels' modifier arguments (never natural units here: _hopper_applies)
+    mod_tail, mods, qk_scale = _mods(softcap, alibi, 0.0, False, causal, scale)
     tail = (num_m_tiles, H * N * d, N * d, d, geometry[0], H, H // Hkv, N, *geometry[1:],
-            scale * _LOG2E)
+            qk_scale, *mod_tail[:2])
     plan.launch = _Launch(
-        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 11, tail, 4, 1, cached,
+        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 12, tail, 4, 1, cached,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=232, PRODUCER_REGS=40, **constexprs)
+        CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
+        HAS_ALIBI=mods["HAS_ALIBI"], **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -613,8 +619,9 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
 
 
 def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
-                      schedule_cache, cached):
-    """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps."""
+                      qk_scale, mod_tail, schedule_cache, cached):
+    """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
+    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``)."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -627,15 +634,15 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
         per_head=layout.table_heads > 1, num_tiles=num_n_tiles, tile=_HOPPER_TILE,
         block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]))
-    names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED")
+    names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED", "HAS_SOFTCAP", "HAS_ALIBI")
     plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
-            scale * _LOG2E)
+            qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
                    PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 14, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -694,7 +701,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
                        dropout_p=dropout_p):
             plan, (q_src, k_src, v_src) = _hopper_fwd_plan(
                 q, k, v, layout, t.fwd_ptr, kpm, scale=scale, schedule_cache=schedule_cache,
-                cached=cacheable)
+                cached=cacheable, softcap=softcap, alibi=alibi)
         else:
             plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
                                              config=config, use_tma=use_tma,
@@ -709,7 +716,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     order = t.fwd_ptr if plan.order is None else plan.order
     if plan.hopper:
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
-                    t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr), order)
+                    t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
+                    t.fwd_ptr if alibi is None else alibi, order)
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
@@ -780,7 +788,8 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
                        alibi=alibi, dropout_p=dropout_p):
         _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
-                          scale=scale, schedule_cache=schedule_cache, cached=cached)
+                          scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
+                          schedule_cache=schedule_cache, cached=cached)
     else:
         num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
         plan.order_dkdv = None if _no_order(layout) else _launch_order(
@@ -894,7 +903,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             continue
         if plan.hopper:
             launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                   t.seqs, kpm_arg, order)
+                   t.seqs, kpm_arg, alibi_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

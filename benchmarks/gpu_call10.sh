@@ -4,7 +4,7 @@
 # and the parity tests on the GPU; (2) the parity benchmark (dropout / softcap / ALiBi overhead
 # against no option and FA2, one run), whose "kernel" rows say which kernel ran per variant.
 # (rows are printed as they come: a timeout keeps them in parity/log.txt). Worst case ~6 min.
-# Usage (on the GPU host, repository root): OUT=DIR bash benchmarks/gpu_call9.sh
+# Usage (on the GPU host, repository root): OUT=DIR bash benchmarks/gpu_call10.sh
 set -uo pipefail
 export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 O="${OUT:?output folder}"

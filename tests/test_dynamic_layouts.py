@@ -357,6 +357,111 @@ def test_top_k_order_at_the_float_extremes(monkeypatch):
         np.testing.assert_array_equal(kernels.to_dense()[0], expected_topk(scores, k, 96, 256, 16, False)[0, 0])
 
 
+# ---------------------------------------------------------------------- the Gluon build kernels (sm_90)
+IS_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+sm90 = pytest.mark.skipif(not IS_SM90, reason="needs an sm_90 GPU: Gluon has no interpreter")
+
+
+@sm90
+@pytest.mark.parametrize("tpr,warps,gs,cwarps", [(4, 1, None, 1), (1, 4, None, 4), (8, 2, 16, 1)],
+                         ids=["default", "row-per-thread", "eight-lanes-gs16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gluon_build_kernels_give_the_chains_tables(monkeypatch, tpr, warps, gs, cwarps, causal):
+    """The Gluon row, transpose and compaction kernels (forced on: no silent fallback to the
+    ``tl`` ones) against the torch chain: ties, -inf, an include pattern, half precision,
+    kv_len != seq_len, a ragged last block, and the issue's 512 x 512 grid."""
+    from sparseflash import dynamic
+
+    for name, value in dict(_ROW_GLUON=True, _GLUON_TPR=tpr, _GLUON_WARPS=warps, _GLUON_GS=gs,
+                            _GLUON_COMPACT_WARPS=cwarps, _GLUON_TRANSPOSE=True).items():
+        monkeypatch.setattr(dynamic, name, value)
+    for seq_len, kv_len, bs, k in ((50, 50, 16, 2), (40, 100, 32, 3), (1100, 1030, 16, 12),
+                                  (3000, 1000, 64, 5), (512 * 128, 512 * 128, 128, 16)):
+        geo = sf.compile(sf.dense(), seq_len, kv_len=kv_len, block_size=bs)
+        nq, nk = geo.num_q_blocks, geo.num_kv_blocks
+        g = torch.Generator().manual_seed(nq + nk)
+        scores = torch.randn(2, 3, nq, nk, generator=g).to(DEVICE)
+        scores[0] = scores[0].mul(2).round()                           # ties
+        scores[1, 0, 0] = float("-inf")                                # a row with no candidate
+        kw = dict(seq_len=seq_len, kv_len=kv_len, block_size=bs, causal=causal)
+        for dtype in (torch.float32, torch.bfloat16):
+            both_paths(monkeypatch, lambda: sf.topk_layout(scores.to(dtype), k, **kw))
+        both_paths(monkeypatch, lambda: sf.topk_layout(scores, k, include=sf.local(0) | sf.global_blocks(1), **kw))
+        both_paths(monkeypatch, lambda: sf.layout_from_block_mask(scores > 0.5, **kw))
+
+
+@sm90
+def test_gluon_build_kernels_are_what_runs_by_default_on_sm90(monkeypatch):
+    from sparseflash import dynamic
+    from sparseflash.kernels import build, build_gluon
+
+    monkeypatch.setattr(dynamic, "_ROW_GLUON", None)
+    launched = []
+    for module, name in ((build_gluon, "_topk_rows_kernel"), (build_gluon, "_transpose_kernel"),
+                         (build_gluon, "_compact_kernel"), (build, "_rows_kernel")):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, _Recorder(kernel, f"{module.__name__}.{name}", launched))
+    sf.topk_layout(rnd((1, 2, 8, 8), seed=3), 2, seq_len=128, block_size=16, causal=True)
+    assert launched == ["sparseflash.kernels.build_gluon._topk_rows_kernel",
+                        "sparseflash.kernels.build_gluon._transpose_kernel",
+                        "sparseflash.kernels.build_gluon._compact_kernel",
+                        "sparseflash.kernels.build_gluon._compact_kernel"]
+
+
+class _Recorder:
+    def __init__(self, kernel, name, log):
+        self.kernel, self.name, self.log = kernel, name, log
+
+    def __getitem__(self, grid):
+        self.log.append(self.name)
+        return self.kernel[grid]
+
+
+_GLUON_BUILD_COMPILE = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from sparseflash.kernels import build_gluon
+
+which = sys.argv[1]
+kernel = getattr(build_gluon, which)
+constexprs = {"_topk_rows_kernel": dict(NK_PAD=512, W=16, GS=32, V=4, TPR=4, EVEN=True, HAS_INCLUDE=True,
+                                        UPCAST=True, NUM_WARPS=1),
+              "_transpose_kernel": dict(W=16, WQ=16),
+              "_compact_kernel": dict(W=16, NUM_WARPS=1)}[which]
+signature = {n: "constexpr" if n in constexprs else "*bf16" if n == "src_ptr" else
+             "*i32" if n.endswith("_ptr") else "i32" for n in kernel.arg_names}
+compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
+                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=constexprs.get("NUM_WARPS", 1)))
+sys.stdout.write(compiled.asm["ptx"])
+"""
+
+
+@pytest.mark.parametrize("which", ["_topk_rows_kernel", "_transpose_kernel", "_compact_kernel"])
+def test_gluon_build_kernels_compile_for_sm90(which):
+    """On any host: each Gluon build kernel compiles to sm_90 PTX (in a fresh process: under
+    TRITON_INTERPRET=1 Gluon's decorator gives an interpreted function); the transpose gathers
+    its bits in registers (no shuffle, no shared memory, no barrier), the row kernel's four
+    lanes per row reduce by butterfly shuffles."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", _GLUON_BUILD_COMPILE, which], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ptx = run.stdout
+    assert ".target sm_90" in ptx and "st.global" in ptx
+    if which == "_transpose_kernel":
+        assert "shfl" not in ptx and "bar.sync" not in ptx and "st.shared" not in ptx
+    if which == "_topk_rows_kernel":
+        assert "shfl.sync.bfly" in ptx            # four lanes per row reduce by butterflies
+
+
 def test_the_kernels_run_by_default_on_cuda_only(monkeypatch):
     from sparseflash import dynamic
 

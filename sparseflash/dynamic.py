@@ -275,13 +275,18 @@ _COMPACT_ROWS = 512
 # (0.341-0.406 ms against 0.332-0.400 at the same tiles and warps).
 
 
-# The top-k row kernel in Gluon (kernels/build_gluon.py, one thread per row) on sm_90 GPUs:
-# None = wherever it applies (a CUDA tensor on an sm_90 GPU, the Gluon import works, rows see
-# a prefix of their key blocks), False = always the ``tl`` row kernel, True = refuse to fall
-# back (GPU tests use it to be sure which kernel ran). SPARSEFLASH_ROW_GLUON=0 / 1 sets it.
+# The build kernels in Gluon (kernels/build_gluon.py: the top-k rows with TPR lanes per row,
+# the transpose, the compaction) on sm_90 GPUs: None = wherever they apply (``_use_gluon``),
+# False = always the ``tl`` kernels, True = a top-k build refuses to fall back (GPU tests use
+# it to be sure which kernel ran). SPARSEFLASH_ROW_GLUON=0 / 1 sets it. Measured on an H200 at
+# 8 x 32 heads x 512 x 512 blocks, k = 16, causal (benchmarks/rows_probe.py, CUDA-graph
+# replay): topk_layout 0.338 ms with the tl kernels, 0.271 with the Gluon rows, 0.235 with all
+# three; rows 0.189 -> 0.122 ms, transpose 0.063 -> 0.034.
 _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_ROW_GLUON", ""))
-# Its warps per program (32 rows each) and key blocks per group (None: the ``tl`` kernel's
-# choice, about sqrt(NK_PAD)).
+# Its warps per program (32 / TPR rows each), key blocks per group (None: the ``tl`` kernel's
+# choice, about sqrt(NK_PAD)) and lanes per row (TPR; same run: 1 lane 0.344 ms, 2 lanes
+# 0.254, 4 lanes 0.235, 8 lanes 0.297 at 1 warp), whether the transpose and compaction run
+# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244).
 _GLUON_WARPS = 1
 _GLUON_GS: Optional[int] = None
 _GLUON_TPR = 4
@@ -301,22 +306,27 @@ def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
     return bool(_BUILD_KERNELS) and t.device.type == "cpu"
 
 
-def _use_row_gluon(src: Tensor, visible_prefix: Tensor, nq: int, quiet: bool = False) -> bool:
-    """Whether the top-k rows run the Gluon kernel (see ``_ROW_GLUON``); ``quiet``: never
-    raise (the transpose asks the same question for masks too)."""
+def _use_gluon(src: Tensor, visible_prefix: Tensor, nq: int, rows: bool) -> bool:
+    """Whether the build runs the Gluon kernels (see ``_ROW_GLUON``): the transpose and the
+    compaction (``rows`` False) on any input of an sm_90 GPU, the top-k row kernel (``rows``
+    True) also needs float32/16-bit scores (float64 ones would be rounded) and rows that see
+    a prefix of their key blocks. With ``_ROW_GLUON`` True, a top-k build that cannot take
+    the Gluon row kernel raises instead of falling back."""
     if _ROW_GLUON is False:
         return False
     why = None
     if not src.is_cuda or torch.cuda.get_device_capability(src.device)[0] != 9:
         why = "not an sm_90 GPU"
-    elif visible_prefix.numel() != nq:
+    elif rows and src.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        why = f"{src.dtype} scores (float32, float16 or bfloat16 only)"
+    elif rows and visible_prefix.numel() != nq:
         why = "some row's visible key blocks are not a prefix"
     else:
         try:
             from .kernels import build_gluon  # noqa: F401
         except ImportError as e:          # a Triton without Gluon
             why = f"Gluon is not available ({e})"
-    if why is not None and _ROW_GLUON and not quiet:
+    if why is not None and _ROW_GLUON and rows:
         raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {why}")
     return why is None
 
@@ -428,7 +438,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     strides = (src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
                0 if inc is None or inc.shape[0] == 1 else nq * W)
     upcast = src.dtype in (torch.float16, torch.bfloat16)
-    if k > 0 and _use_row_gluon(src, visible_prefix, nq):
+    if k > 0 and _use_gluon(src, visible_prefix, nq, rows=True):
         from .kernels.build_gluon import _topk_rows_kernel
         gs_g = _GLUON_GS or gs
         tpr = _GLUON_TPR
@@ -448,7 +458,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)
     bwd_nfull = torch.empty(NC, dtype=i32, device=device)
-    gluon = _GLUON_TRANSPOSE and _use_row_gluon(src, visible_prefix, nq, quiet=True)
+    gluon = _GLUON_TRANSPOSE and _use_gluon(src, visible_prefix, nq, rows=False)
     if gluon:
         from .kernels.build_gluon import _compact_kernel as _gluon_compact
         from .kernels.build_gluon import _transpose_kernel as _gluon_transpose

@@ -1,28 +1,29 @@
-"""The top-k row kernel for NVIDIA GPUs in Gluon: one thread per query-block row.
+"""The table-build kernels for sm_90 GPUs in Gluon: top-k rows, transpose, compaction.
 
-``kernels/build.py``'s ``_rows_kernel`` selects with the same rounds of arg-max over group
-maxima, but over ``tl`` tiles whose layout Triton chooses: each round's reductions run
-across threads (shuffles and shared-memory layout conversions), and an H200 spent 0.19 ms
-on it at 8 x 32 heads x 512 x 512 blocks, k = 16, bound by instructions (ncu: 88% SM
-throughput), not by reading the scores. Here the layout is written out so that a thread owns
-a whole row:
+``kernels/build.py``'s ``tl`` kernels leave the layout of their tiles to Triton. Its top-k row
+kernel selects with rounds of arg-max over group maxima, and each round's reductions ran
+across threads (shuffles, shared-memory layout conversions): an H200 spent 0.19 ms on it at
+8 x 32 heads x 512 x 512 blocks, k = 16, bound by instructions (ncu: 88% SM throughput), not
+by reading the scores. Here the layouts are written out:
 
-* ``BlockedLayout([1, V], [32, 1], [NUM_WARPS, 1])``: row ``r`` of the program lives in one
-  thread, its columns in that thread's registers; every reduction over key blocks is a
-  chain of in-register instructions, no shuffle, no shared memory, and the row vectors
-  (``SliceLayout(1, .)``) of the group, chunk and bitmask tiles are the same layout.
-* First pass: the row's visible prefix (``hi`` blocks, from the geometry: with a causal
-  line or not, a row of a ``dense()`` grid sees a prefix of its key blocks) is read ``GS``
-  blocks at a time (vector loads), each chunk's maximum and its first arg-max kept, so a
-  causal row never reads past its line.
-* ``K`` rounds: take the best group's best block (ties: the lower group, and in a group the
-  lower block, which is the order of a stable descending sort), set its bit, refresh that
-  group from the scores (L1/L2-resident) with the blocks after the one taken.
+* ``_topk_rows_kernel``: ``BlockedLayout([1, V], [32 // TPR, TPR], [NUM_WARPS, 1])``, a row in
+  ``TPR`` lanes (4 by default), its columns in their registers: a reduction over key blocks
+  is in-register work plus log2(TPR) butterfly shuffles, and the row vectors of the group,
+  chunk and bitmask tiles are one layout (no conversion). One lane per row (``TPR`` 1) was
+  slower (0.344 ms against 0.235 for the whole build): each load then touches 32 rows'
+  lines. The first pass reads the row's visible prefix (``hi`` blocks, from the geometry: a
+  row of a ``dense()`` grid sees a prefix of its key blocks) ``GS`` blocks at a time, keeping
+  each group's maximum and first arg-max; then ``K`` rounds take the best group's best
+  block (ties: the lower group, in a group the lower block: the order of a stable
+  descending sort), set its bit and refresh that group with the blocks after it.
+* ``_transpose_kernel``: a lane per key block; 32 query rows' words are broadcast loads and
+  each lane gathers its bit from them in registers (no shuffle, no shared memory).
+* ``_compact_kernel``: a row per thread, the words' prefix sums in registers.
 
-Same inputs and outputs as ``_rows_kernel`` with ``TOPK`` (bitmask words, count, full count
-per row); the launcher (``sparseflash.dynamic._build_tables_impl``) picks it on sm_90 GPUs
-and checks the prefix rule first. Gluon has no interpreter: it is tested on the GPU against
-the ``tl`` kernel (tests/test_dynamic_layouts.py), and the CPU suite compiles it to sm_90.
+Inputs and outputs are exactly those of the ``tl`` kernels (the launcher,
+``sparseflash.dynamic._build_tables_impl``, picks these on sm_90 GPUs). Gluon has no
+interpreter: they are tested on the GPU against the torch chain
+(tests/test_dynamic_layouts.py), and the CPU suite compiles them to sm_90.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl

@@ -49,18 +49,21 @@ def alibi_slopes(H: int) -> torch.Tensor:
 
 
 def kernels(q, layout, **opt) -> str:
-    """Which kernels the dispatcher picks for this call (kernels.launch ``_hopper_applies`` and
-    the USE_HOPPER / USE_HOPPER_BWD switches): forward, and the backward's dK/dV (its dQ is
-    always the portable kernel)."""
+    """Which kernels the dispatcher picks for this call (kernels.launch ``_use_hopper`` and
+    ``_use_hopper_bwd``, which apply the USE_HOPPER / USE_HOPPER_BWD switches): forward, and
+    the backward's dK/dV (its dQ is always the portable kernel), with the reasons."""
     from sparseflash.kernels import launch
 
-    reason = launch._hopper_applies(q, q, q, layout, scale=q.shape[-1] ** -0.5, config=None,
-                                    softcap=opt.get("softcap", 0.0), alibi=opt.get("alibi_slopes"),
-                                    dropout_p=opt.get("dropout_p", 0.0))
-    fwd = "Hopper" if launch.USE_HOPPER is not False and reason is None else "portable"
-    bwd = "Hopper" if launch.USE_HOPPER_BWD is not False and reason is None else "portable"
-    why = f" ({reason})" if reason else ""
-    return f"fwd {fwd}, dK/dV {bwd}{why}"
+    kw = dict(scale=q.shape[-1] ** -0.5, config=None, softcap=opt.get("softcap", 0.0),
+              alibi=opt.get("alibi_slopes"), dropout_p=opt.get("dropout_p", 0.0))
+    fwd_why = launch._hopper_applies(q, q, q, layout, **kw)
+    fwd = "Hopper" if launch._use_hopper(q, q, q, layout, **kw) else "portable"
+    bwd_hopper = launch._use_hopper_bwd(q, q, q, q, layout, **kw)
+    bwd_why = None
+    if not bwd_hopper and kw["softcap"] and fwd_why is None:
+        bwd_why = "softcap: the Hopper dK/dV spills"
+    why = "; ".join(r for r in (fwd_why, bwd_why) if r)
+    return f"fwd {fwd}, dK/dV {'Hopper' if bwd_hopper else 'portable'}" + (f" ({why})" if why else "")
 
 
 def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):

@@ -86,18 +86,23 @@ def check(dev):
             ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
             ok_gl = {}
             old = D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
-            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 4), (8, 4, True, 1)):
+            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 1), (8, 4, "ballot", 1)):
                 D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tpr, warps, tr, cw
                 try:
                     gl_ = tables(build(s, c["k"], True, **kw))
                 finally:
                     D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = old
-                ok_gl[f"tpr{tpr}w{warps}tr{int(tr)}cw{cw}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+                ok_gl[f"tpr{tpr}w{warps}tr{tr}cw{cw}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
             # the mask path through the Gluon transpose and compaction
             m = s > 0.5
             mref = tables(build(m, None, False, chain=True, mask=True, **kw))
-            mgl = tables(build(m, None, None, mask=True, **kw))
-            ok_gl["mask"] = all(torch.equal(a, b) for a, b in zip(mref, mgl))
+            for tr in (True, "ballot"):
+                D._GLUON_TRANSPOSE = tr
+                try:
+                    mgl = tables(build(m, None, None, mask=True, **kw))
+                finally:
+                    D._GLUON_TRANSPOSE = old[2]
+                ok_gl[f"mask tr{tr}"] = all(torch.equal(a, b) for a, b in zip(mref, mgl))
             add(kind="check", case=name, tl_equals_chain=ok_tl, gluon_equals_chain=ok_gl,
                 verdict="ok" if ok_tl and all(ok_gl.values()) else "FAIL")
         except Exception as e:  # noqa: BLE001
@@ -130,19 +135,21 @@ def timing(dev, args):
                 ("gluon rows TPR=4 warps=1 GS=32, tl transpose/compaction", True, 1, 32, 4, False, 4)]
     variants += [(f"gluon rows TPR={t} warps={w} GS={gs}, gluon transpose/compaction warps={cw}",
                   True, w, gs, t, True, cw)
-                 for t, w, gs in ((4, 1, 32), (4, 1, 16), (8, 1, 16), (2, 1, 16)) for cw in (1,)]
+                 for t, w, gs in ((4, 1, 32),) for cw in (1,)]
+    variants += [("gluon rows TPR=4 warps=1 GS=32, ballot transpose, gluon compaction warps=1",
+                  True, 1, 32, 4, "ballot", 1)]
     old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
     for dtype in (torch.float32, torch.bfloat16):
         s = scores.to(dtype)
         for name, gluon, w, gs, t, tr, cw in variants:
-            if dtype == torch.bfloat16 and gluon and "GS=32" not in name:
+            if dtype == torch.bfloat16 and gluon and "ballot" not in name:
                 continue
             try:
                 D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = (w or old[0]), gs, t
                 D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tr, cw
                 fn = lambda: build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx  # noqa: E731
                 ms = graph_ms(timer, dev, fn)
-                kernels = profile(fn, dev) if name == "tl" or "warps=1 GS=32, gluon transpose/compaction warps=4" in name else {}
+                kernels = profile(fn, dev) if gluon else {}
                 add(kind="time", case=f"B={B} H={H} N={N} block={bs} k={k} causal {str(dtype)[6:]}",
                     variant=name, graph_ms=round(ms, 4), kernels_ms=kernels)
             except Exception as e:  # noqa: BLE001

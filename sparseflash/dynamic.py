@@ -461,7 +461,8 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     gluon = _GLUON_TRANSPOSE and _use_gluon(src, visible_prefix, nq, rows=False)
     if gluon:
         from .kernels.build_gluon import _compact_kernel as _gluon_compact
-        from .kernels.build_gluon import _transpose_kernel as _gluon_transpose
+        from .kernels.build_gluon import _transpose_ballot_kernel, _transpose_kernel
+        _gluon_transpose = _transpose_ballot_kernel if _GLUON_TRANSPOSE == "ballot" else _transpose_kernel
         _gluon_transpose[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
                                   W=W, WQ=WQ, num_warps=1)
     else:

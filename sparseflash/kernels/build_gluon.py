@@ -194,8 +194,10 @@ def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
     wmask = row_ok[:, None] & (wcol < n_words)
     words = gl.load(bits_ptr + r[:, None] * W + wcol, mask=wmask, other=0)
     fullw = gl.load(full_ptr + i[:, None] * W + wcol, mask=wmask, other=0)
-    start = gl.load(ptr_ptr + r, mask=row_ok, other=0).to(gl.int64)
-    nfull = gl.load(nfull_ptr + r, mask=row_ok, other=0).to(gl.int64)
+    # entry positions fit in int32 (the builders refuse larger tables): int32 slot offsets
+    # instead of a 64-bit pointer per word keep the registers (and occupancy) down
+    start = gl.load(ptr_ptr + r, mask=row_ok, other=0)
+    nfull = gl.load(nfull_ptr + r, mask=row_ok, other=0)
     col0 = wcol * 32
     for part in gl.static_range(2):
         if part == 0:
@@ -205,8 +207,47 @@ def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
             x = words & ~fullw
             row0 = start + nfull
         cnt = _popcount(x)                                              # [ROWS, W]
-        dst = idx_ptr + row0[:, None] + (gl.associative_scan(cnt, 1, _add) - cnt)
+        slot = row0[:, None] + (gl.associative_scan(cnt, 1, _add) - cnt)   # each word's first slot
         for t in range(0, gl.max(gl.max(cnt, 1), 0)):
             low = x & -x
-            gl.store(dst + t, col0 + _low_bit_index(low), mask=x != 0)
+            gl.store(idx_ptr + (slot + t), col0 + _low_bit_index(low), mask=x != 0)
             x = x ^ low
+
+
+@gluon.jit
+def _ballot(bit):
+    """``vote.sync.ballot``: bit l of the result is lane l's ``bit != 0`` (the whole warp
+    executes it, every lane gets the word)."""
+    return gl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $1, 0; vote.sync.ballot.b32 $0, p, 0xffffffff; }",
+        "=r,r", [bit], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _transpose_ballot_kernel(bits_ptr, full_t_ptr, bits_t_ptr, count_ptr, nfull_ptr, nq, nk,
+                             W: gl.constexpr, WQ: gl.constexpr):
+    # ``_transpose_kernel`` by warp votes: lane l reads query row 32 qw + l's word w (one
+    # coalesced load per step instead of 32 broadcast ones); ballot j over the lanes of bit j
+    # is key block 32 w + j's transposed word, which lane j keeps.
+    L: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    w = gl.program_id(0)
+    st = gl.program_id(1)
+    lane = gl.arange(0, 32, L)                                          # [32]
+    j = w * 32 + lane
+    j_ok = j < nk
+    c = st.to(gl.int64) * nk + j
+    count = gl.zeros([32], gl.int32, L)
+    nfull = gl.zeros([32], gl.int32, L)
+    for qw in range(0, WQ):
+        q = qw * 32 + lane
+        word = gl.load(bits_ptr + (st.to(gl.int64) * nq + q) * W + w, mask=q < nq, other=0)
+        packed = gl.zeros([32], gl.int32, L)
+        for b in gl.static_range(32):
+            packed = gl.where(lane == b, _ballot((word >> b) & 1), packed)
+        tl_ok = j_ok & (qw * 32 < nq)
+        gl.store(bits_t_ptr + c * WQ + qw, packed, mask=tl_ok)
+        fw = gl.load(full_t_ptr + j * WQ + qw, mask=tl_ok, other=0)
+        count += _popcount(packed)
+        nfull += _popcount(packed & fw)
+    gl.store(count_ptr + c, count, mask=j_ok)
+    gl.store(nfull_ptr + c, nfull, mask=j_ok)

@@ -86,7 +86,7 @@ def check(dev):
             ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
             ok_gl = {}
             old = D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
-            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 1), (8, 4, "ballot", 1)):
+            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 1), (8, 4, True, 1)):
                 D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tpr, warps, tr, cw
                 try:
                     gl_ = tables(build(s, c["k"], True, **kw))
@@ -96,7 +96,7 @@ def check(dev):
             # the mask path through the Gluon transpose and compaction
             m = s > 0.5
             mref = tables(build(m, None, False, chain=True, mask=True, **kw))
-            for tr in (True, "ballot"):
+            for tr in (True,):
                 D._GLUON_TRANSPOSE = tr
                 try:
                     mgl = tables(build(m, None, None, mask=True, **kw))
@@ -136,13 +136,11 @@ def timing(dev, args):
     variants += [(f"gluon rows TPR={t} warps={w} GS={gs}, gluon transpose/compaction warps={cw}",
                   True, w, gs, t, True, cw)
                  for t, w, gs in ((4, 1, 32),) for cw in (1,)]
-    variants += [("gluon rows TPR=4 warps=1 GS=32, ballot transpose, gluon compaction warps=1",
-                  True, 1, 32, 4, "ballot", 1)]
     old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
     for dtype in (torch.float32, torch.bfloat16):
         s = scores.to(dtype)
         for name, gluon, w, gs, t, tr, cw in variants:
-            if dtype == torch.bfloat16 and gluon and "ballot" not in name:
+            if dtype == torch.bfloat16 and gluon and "gluon transpose" not in name:
                 continue
             try:
                 D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = (w or old[0]), gs, t

@@ -286,7 +286,9 @@ _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEF
 # Its warps per program (32 / TPR rows each), key blocks per group (None: the ``tl`` kernel's
 # choice, about sqrt(NK_PAD)) and lanes per row (TPR; same run: 1 lane 0.344 ms, 2 lanes
 # 0.254, 4 lanes 0.235, 8 lanes 0.297 at 1 warp), whether the transpose and compaction run
-# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244).
+# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244). Tried and removed (run 9
+# in benchmarks/results/h200-dynamic-layouts): a transpose by warp votes (coalesced word
+# loads, 32 ballots per step) took 0.043 ms against 0.034 for the broadcast loads.
 _GLUON_WARPS = 1
 _GLUON_GS: Optional[int] = None
 _GLUON_TPR = 4
@@ -461,8 +463,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     gluon = _GLUON_TRANSPOSE and _use_gluon(src, visible_prefix, nq, rows=False)
     if gluon:
         from .kernels.build_gluon import _compact_kernel as _gluon_compact
-        from .kernels.build_gluon import _transpose_ballot_kernel, _transpose_kernel
-        _gluon_transpose = _transpose_ballot_kernel if _GLUON_TRANSPOSE == "ballot" else _transpose_kernel
+        from .kernels.build_gluon import _transpose_kernel as _gluon_transpose
         _gluon_transpose[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
                                   W=W, WQ=WQ, num_warps=1)
     else:

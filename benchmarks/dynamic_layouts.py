@@ -278,6 +278,24 @@ def bench_build_tiles(timer, dev, cfg, causal=True):
             setattr(sf_dynamic, key, value)
 
 
+def kernel_times(fn, dev, calls=20):
+    """{kernel name (80 characters): (ms per call, launches per call)} of ``fn()``'s GPU
+    kernels: the profiler's totals over ``calls`` calls after one warm-up call."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize(dev)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize(dev)
+    out = {}
+    for ev in prof.key_averages():
+        us = (ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total) / calls
+        if us > 0:
+            out[ev.key[:80]] = (us / 1e3, ev.count // calls)
+    return out
+
+
 def bench_build_gpu(timer, dev, cfg, causal=True):
     """The build's GPU time without the host: the eager call captured in a CUDA graph (which
     also proves it has no host sync) and replayed, L2 flushed before each replay; and the
@@ -304,21 +322,11 @@ def bench_build_gpu(timer, dev, cfg, causal=True):
         guarded("build_gpu", case, f"ours {name} graph", graphed)
 
         def profiled(name=name, fn=fn):
-            from torch.profiler import ProfilerActivity, profile
-            fn()
-            torch.cuda.synchronize(dev)
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(20):
-                    fn()
-                torch.cuda.synchronize(dev)
             total = 0.0
-            for ev in prof.key_averages():
-                us = ev.device_time_total / 20 if hasattr(ev, "device_time_total") else ev.cuda_time_total / 20
-                if us <= 0:
-                    continue
-                total += us
-                add("build_gpu", case, f"ours {name}: kernel {ev.key[:80]}", "build", us / 1e3, None, None,
-                    f"{ev.count // 20} launch(es) per call; profiler, mean of 20 calls")
+            for key, (ms, launches) in kernel_times(fn, dev).items():
+                total += ms * 1e3
+                add("build_gpu", case, f"ours {name}: kernel {key}", "build", ms, None, None,
+                    f"{launches} launch(es) per call; profiler, mean of 20 calls")
             add("build_gpu", case, f"ours {name}: sum of kernels", "build", total / 1e3, None, None,
                 "profiler, mean of 20 calls, L2 warm")
         guarded("build_gpu", case, f"ours {name} profile", profiled)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sparseflash as sf  # noqa: E402
 from sparseflash import dynamic as D  # noqa: E402
 from benchmarks.run import Timer, environment  # noqa: E402
-from benchmarks.dynamic_layouts import graph_ms  # noqa: E402
+from benchmarks.dynamic_layouts import graph_ms, kernel_times  # noqa: E402
 
 ROWS = []
 
@@ -110,19 +110,7 @@ def check(dev):
 
 
 def profile(fn, dev):
-    from torch.profiler import ProfilerActivity, profile as prof_
-    fn()
-    torch.cuda.synchronize(dev)
-    with prof_(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(20):
-            fn()
-        torch.cuda.synchronize(dev)
-    out = {}
-    for ev in prof.key_averages():
-        us = getattr(ev, "device_time_total", 0) / 20
-        if us > 0:
-            out[ev.key[:60]] = round(us / 1e3, 4)
-    return out
+    return {key[:60]: round(ms, 4) for key, (ms, _) in kernel_times(fn, dev).items()}
 
 
 def timing(dev, args):

@@ -29,6 +29,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 
+# _popcount and _low_bit_index mirror kernels/build.py's: a Gluon kernel cannot call ``tl``
+# (``@triton.jit``) functions.
 @gluon.jit
 def _popcount(x):
     # SWAR bit count of int32 words; the masks clear what arithmetic shifts drag in

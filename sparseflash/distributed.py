@@ -27,8 +27,9 @@ call over a layout in the buffer's coordinates computes everything, so dK/dV are
 exactly the buffer's blocks. The buffer's coordinates move received blocks closer to the
 queries than they are; that changes nothing, since every such block is *full* (causal
 blocks off the diagonal; non-causal blocks without a window), and the plan checks it, block
-by block, against the whole sequence's rule. With ``window_size`` the received blocks keep
-their exact offsets (the buffer spans them, gaps unread).
+by block, against the whole sequence's rule. With ``window_size`` or ``alibi_slopes`` the
+received blocks keep their exact offsets (the buffer spans them, gaps unread) and there are
+no guests, so the buffer's query-key distances are the sequence's (ALiBi adds them).
 """
 from __future__ import annotations
 
@@ -165,10 +166,11 @@ class ShardPlan:
 @functools.lru_cache(maxsize=8)
 def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal: bool,
                    num_heads: int, window, sharding: str, guest_min_fraction: float,
-                   guest_cost: Optional[float], num_kv_heads: int):
+                   guest_cost: Optional[float], num_kv_heads: int, exact: bool = False):
     """Every stored block of the whole sequence and who computes it: ``(head or None, I, J,
     full, table_heads, owner, executor, moved)``; ``moved`` marks blocks whose key block goes
-    to the query's owner, ``executor != owner[I]`` marks guests. O(stored blocks)."""
+    to the query's owner, ``executor != owner[I]`` marks guests (none with a window or
+    ``exact``: a guest's rows would not keep their positions). O(stored blocks)."""
     bs = block_size
     nb = N // bs
     head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
@@ -181,7 +183,7 @@ def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal
     qo, ko = owner[I], owner[J]
     cross = qo != ko
     executor = qo.copy()
-    if window is None and cross.any():
+    if window is None and not exact and cross.any():
         # distinct key blocks each query block reads from each other rank (over all heads)
         reads = np.unique((I[cross] * world + ko[cross]) * nb + J[cross]) // nb
         key, count = np.unique(reads, return_counts=True)
@@ -211,13 +213,20 @@ def _by_peer(values: np.ndarray, peers: np.ndarray, world: int) -> Tuple[Tuple[i
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
                num_heads: int, window=None, sharding: str = "contiguous",
-               num_kv_heads: Optional[int] = None) -> ShardPlan:
+               num_kv_heads: Optional[int] = None, exact: bool = False) -> ShardPlan:
     """The :class:`ShardPlan` of ``rank`` (cached); O(stored blocks of the whole sequence)
-    (and O(W^2) passes over the blocks read across ranks to choose guests)."""
+    (and O(W^2) passes over the blocks read across ranks to choose guests). ``exact`` (and
+    any ``window``): the buffer keeps every received block at its exact offset from the
+    shard (it spans them; the gaps are never read) and no query block is a guest, so the
+    buffer's query-key distances are the sequence's (ALiBi needs them); contiguous shards only."""
     bs = block_size
+    exact = exact or window is not None
+    if exact and sharding != "contiguous":
+        raise ValueError(f"sharding={sharding!r}: exact key offsets (window_size, alibi_slopes) need "
+                         f"sharding='contiguous'")
     head, I, J, full, th, owner, executor, moved = _sequence_plan(
         pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION, GUEST_COST,
-        num_kv_heads or num_heads)
+        num_kv_heads or num_heads, exact)
     n = N // world
     own = _own_blocks(N, world, rank, bs, sharding)
     local = np.full(N // bs, -1, dtype=np.int64)
@@ -230,10 +239,10 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
     guests_out = _by_peer(I[guest & (qo == rank)], executor[guest & (qo == rank)], world)
 
     # buffer coordinates: received blocks packed around the own blocks (exact offsets with a
-    # window), own blocks in shard order, guests' query blocks after the shard's
+    # window or ALiBi), own blocks in shard order, guests' query blocks after the shard's
     received = np.array(sorted(b for r in recv for b in r), dtype=np.int64)
     slot = np.full(N // bs, -1, dtype=np.int64)
-    if window is None:
+    if not exact:
         left, right = received[received < own.max()], received[received > own.max()]
         L = left.size
         slot[left] = np.arange(L)
@@ -341,7 +350,7 @@ def _pipeline(plan: "ShardPlan", B: int, Hkv: int, mods) -> Tuple[int, int]:
     """(pieces, dim) of the forward's pipelined exchange: dim 0 splits the batch, 1 the KV
     heads (batch 1); (1, 0) when it does not apply."""
     # from what every rank's plan holds alike: both ends of each message must cut it the same
-    if (mods[2] > 0 or plan.any_guests
+    if (mods[2] > 0 or mods[1] is not None or plan.any_guests
             or plan.max_blocks_received < OVERLAP_MIN_FRACTION * len(plan.own_blocks)):
         return 1, 0
     dim = 0 if B > 1 else 1
@@ -614,8 +623,13 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
             folds its rank into the seed, so ranks seeded alike still drop independently. The
             mask is drawn over each rank's buffer coordinates, so it is not the one-process
             call's mask: equal in distribution, not bit for bit. The backward regenerates it.
-        alibi_slopes: not supported across shards: the exchange packs received key blocks
-            next to the shard, which keeps every mask but not the distances ALiBi needs.
+        alibi_slopes: as in :func:`sparseflash.sparse_attention` (``(num_heads,)`` or
+            ``(batch, num_heads)`` float32), the bias over the whole sequence's positions; the
+            shards equal the one-process result. Needs ``sharding="contiguous"``. The rank's
+            key buffer then keeps every received block at its true distance from the shard
+            (it spans from the first block read to the last; the gaps are allocated, never
+            read or sent), and no query block is computed on another rank: a global column
+            makes the buffer reach back to the sequence's start.
 
     Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE),
     in the shard's order. The shard length must be a multiple of ``block_size`` (of
@@ -652,18 +666,19 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
                          f"a block lives on one rank)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if alibi_slopes is not None:
-        raise ValueError("alibi_slopes is not supported by sparseflash.distributed.sparse_attention: "
-                         "received key blocks are packed next to the shard, which keeps every mask but "
-                         "not the query-key distances ALiBi adds (use it on one GPU)")
-    _check_mods(dropout_p, softcap, None, q)
+    if alibi_slopes is not None and sharding != "contiguous":
+        raise ValueError(f"alibi_slopes needs sharding='contiguous' (got {sharding!r}): the bias needs "
+                         f"each received key block at its true distance from the shard's queries, "
+                         f"which a zigzag shard's two chunks cannot both keep")
+    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
     backend = _resolve_backend(backend, q)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     rng = (0, 0)
     if dropout_p > 0:
         seed, offset = _rng_ints(draw_seed())
         rng = (seed ^ (rank << 41), offset)         # the rank in the seed: independent streams
-    mods = (float(softcap), None, float(dropout_p), rng)
-    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1])
+    mods = (float(softcap), alibi, float(dropout_p), rng)
+    plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1],
+                      exact=alibi is not None)
     out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods)
     return (out, lse) if return_lse else out

@@ -26,11 +26,27 @@ CASES = [
 B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
 
-# softcap across shards: (pattern, causal, window, sharding, guest fraction, softcap)
+# softcap and ALiBi across shards: (pattern, causal, window, sharding, guest fraction,
+# softcap, ALiBi slopes: None, "h" (num_heads,) or "bh" (batch, num_heads)); ALiBi keeps exact
+# key offsets (no guests even at fraction 1e-9), contiguous shards only
 SOFTCAP_RUNS = [
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 5.0),
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 2.0),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 5.0, None),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 2.0, None),
 ]
+ALIBI_RUNS = [
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "contiguous", 1e-9, 0.0, "h"),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 2.0, "bh"),
+    (sf.dense(), True, None, "contiguous", 0.5, 0.0, "bh"),
+    (sf.dense(), False, (20, 10), "contiguous", 0.5, 0.0, "h"),
+]
+
+
+def _slopes(kind, batch, generator):
+    """ALiBi slopes of ``kind`` (None, "h" or "bh"), float32 as the API asks."""
+    if kind is None:
+        return None
+    shape = (H,) if kind == "h" else (batch, H)
+    return torch.rand(shape, generator=generator, dtype=torch.float64).mul(0.5).add(0.01).float()
 
 
 def _runs(world):
@@ -44,15 +60,17 @@ def _runs(world):
             for fraction in (0.5, 1e-9):
                 if fraction < 0.5 and (window is not None or world > 2 and ci not in (1, 2)):
                     continue
-                yield pattern, causal, window, sharding, fraction, 0.0
+                yield pattern, causal, window, sharding, fraction, 0.0, None
     yield from SOFTCAP_RUNS
+    yield from ALIBI_RUNS
 
 
 # the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
 # guests' rows after the shard's, a zigzag shard's two chunks
 TRITON_RUNS = [
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 0.0),
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 3.0),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 0.0, None),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 3.0, None),
+    (sf.local(2) | sf.global_blocks(1), True, None, "contiguous", 0.5, 0.0, "h"),
 ]
 
 
@@ -74,18 +92,21 @@ def _worker(rank, world, init_file, failures, backend="torch"):
         # the interpreter runs a program at a time: one batch element keeps it short
         runs, dtype, atol, batch = ((_runs(world), torch.float64, 1e-10, B) if backend == "torch"
                                     else (TRITON_RUNS, torch.float32, 2e-5, 1))
-        for ci, (pattern, causal, window, sharding, fraction, softcap) in enumerate(runs):
+        for ci, (pattern, causal, window, sharding, fraction, softcap, alibi) in enumerate(runs):
             sfd.GUEST_MIN_FRACTION = fraction
             sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4     # None: every candidate goes
             sfd.shard_plan.cache_clear()
-            case = f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction}, softcap={softcap})"
+            case = (f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction}, softcap={softcap}, "
+                    f"alibi={alibi})")
             g = torch.Generator().manual_seed(ci)
             q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
+            slopes = _slopes(alibi, batch, g)
+            slopes = None if slopes is None else slopes.to(dev)
             dlse = torch.randn(batch, H, N, generator=g, dtype=dtype).to(dev)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
                                                window_size=window, return_lse=True, backend=backend,
-                                               softcap=softcap)
+                                               softcap=softcap, alibi_slopes=slopes)
             # the LSE's gradient too (the guests' pieces carry it)
             ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
             qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding) for t in (q, k, v))
@@ -94,7 +115,7 @@ def _worker(rank, world, init_file, failures, backend="torch"):
             qs, ks, vs = (t.requires_grad_(True) for t in (qs, ks, vs))
             out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
                                             window_size=window, return_lse=True, backend=backend,
-                                            sharding=sharding, softcap=softcap)
+                                            sharding=sharding, softcap=softcap, alibi_slopes=slopes)
             grads = torch.autograd.grad((out, lse), (qs, ks, vs),
                                         (sfd.shard(do, world, rank, sharding), sfd.shard(dlse, world, rank, sharding)))
             mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
@@ -238,6 +259,27 @@ def _gpu_worker(rank, world, init_file, failures):
                 want = sfd.shard(want, world, rank, "zigzag").float()
                 err = ((got.float() - want).abs().max() / want.abs().max()).item()
                 assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"d{name}: relative error {err}"
+        # ALiBi over exact key offsets (contiguous shards, the buffer spans back to the global
+        # block), compiled kernels (sm_90 ones at bf16, d=128, block 128), causal and not
+        for causal, dtype, bs, d in ((True, torch.bfloat16, 128, 128), (False, torch.float32, 16, 16)):
+            N, B = 8 * bs, 2
+            pattern = sf.local(1) | sf.global_blocks(1)
+            g = torch.Generator().manual_seed(7)
+            q, k, v, do = (torch.randn(B, h, N, d, generator=g).to(dev, dtype) for h in (4, 2, 2, 4))
+            slopes = torch.rand(B, 4, generator=g).mul(0.05).add(0.01).to(dev)
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+            ref = sf.sparse_attention(q, k, v, pattern, block_size=bs, causal=causal, alibi_slopes=slopes)
+            ref_grads = torch.autograd.grad(ref, (q, k, v), do)
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank).requires_grad_(True) for t in (q, k, v))
+            out = sfd.sparse_attention(qs, ks, vs, pattern, block_size=bs, causal=causal, alibi_slopes=slopes)
+            grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank))
+            torch.cuda.synchronize()
+            tol = 2e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(out.float(), sfd.shard(ref.detach(), world, rank).float(), atol=tol, rtol=0)
+            for name, got, want in zip("qkv", grads, ref_grads):
+                want = sfd.shard(want, world, rank).float()
+                err = ((got.float() - want).abs().max() / want.abs().max()).item()
+                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"alibi d{name}: relative error {err}"
         sfd._p2p = real_p2p
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank
@@ -381,6 +423,8 @@ def test_pipelined_exchange_agrees_across_ranks():
             got = {_pipeline(p, B, Hkv, _NO_MODS) for p in plans}
             assert len(got) == 1, (pattern, world, B, Hkv, got)
             assert {_pipeline(p, B, Hkv, drop) for p in plans} == {(1, 0)}     # never with dropout
+            alibi = (0.0, torch.ones(4), 0.0, (0, 0))
+            assert {_pipeline(p, B, Hkv, alibi) for p in plans} == {(1, 0)}    # nor with ALiBi
     plans = [shard_plan(sf.bigbird(window=1, globals=1, random=2), 1024, 2, r, 16, True, 4, None, "zigzag", 2)
              for r in range(2)]
     assert _pipeline(plans[0], 2, 2, _NO_MODS) == (2, 0)        # the batch
@@ -421,6 +465,29 @@ def test_global_row_goes_to_the_keys():
     assert max(work) - min(work) <= 16, work
 
 
+def test_exact_plans_keep_every_distance_and_host_no_guests():
+    """With ``exact`` (ALiBi) every received key block sits at its true distance from the
+    shard in the buffer, and no query block leaves its rank, even where the default plan
+    sends the global row to the keys; zigzag is refused."""
+    from sparseflash.distributed import shard_plan
+
+    pattern = sf.local(1) | sf.global_blocks(1)
+    for rank in range(4):
+        packed = shard_plan(pattern, 1024, 4, rank, 16, False, 1)
+        plan = shard_plan(pattern, 1024, 4, rank, 16, False, 1, exact=True)
+        assert plan.num_guests == 0 and not any(plan.guests_out) and not plan.any_guests
+        first = plan.own_blocks[0]
+        for blocks, slots in zip(plan.recv, plan.recv_slots):
+            for block, slot in zip(blocks, slots):
+                assert slot * 16 - plan.own_row == (block - first) * 16
+        # the rank computes exactly its own rows' blocks of the whole sequence
+        rows = sf.compile(pattern, 1024, block_size=16).to_dense()[0][list(plan.own_blocks)]
+        assert plan.layout.nnz == rows.sum()
+    assert shard_plan(pattern, 1024, 4, 0, 16, False, 1).any_guests        # the default hosts the global row
+    with pytest.raises(ValueError, match="contiguous"):
+        shard_plan(pattern, 1024, 4, 0, 16, True, 1, None, "zigzag", exact=True)
+
+
 def test_dense_causal_moves_keys_not_queries():
     from sparseflash.distributed import shard_plan
 
@@ -459,15 +526,18 @@ def test_bad_input():
 
 
 def test_bad_options():
-    # the parity options are checked like sparse_attention's; ALiBi is refused by name
+    # the parity options are checked like sparse_attention's; ALiBi needs contiguous shards
     from sparseflash.distributed import sparse_attention as cp_attention
 
     with tempfile.TemporaryDirectory() as tmp:
         dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 'init')}", rank=0, world_size=1)
         try:
             q = torch.zeros(1, 2, 64, 16)
-            with pytest.raises(ValueError, match="alibi_slopes"):
-                cp_attention(q, q, q, sf.local(1), block_size=16, alibi_slopes=torch.ones(2))
+            with pytest.raises(ValueError, match="alibi_slopes"):            # wrong shape
+                cp_attention(q, q, q, sf.local(1), block_size=16, alibi_slopes=torch.ones(3))
+            with pytest.raises(ValueError, match="alibi_slopes needs sharding='contiguous'"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, alibi_slopes=torch.ones(2),
+                             sharding="zigzag")
             with pytest.raises(ValueError, match="dropout_p"):
                 cp_attention(q, q, q, sf.local(1), block_size=16, dropout_p=1.0)
             with pytest.raises(ValueError, match="softcap"):
@@ -477,5 +547,8 @@ def test_bad_options():
             q, k, v = (torch.randn(1, 2, 64, 16, generator=g, dtype=torch.float64) for _ in range(3))
             torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, softcap=3.0),
                                        sf.sparse_attention(q, k, v, sf.local(1), block_size=16, softcap=3.0))
+            slopes = torch.tensor([0.25, 0.5])
+            torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes),
+                                       sf.sparse_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes))
         finally:
             dist.destroy_process_group()

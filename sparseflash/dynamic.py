@@ -20,6 +20,10 @@ custom op ``sparseflash::build_tables`` under torch.compile). For ``S`` table se
    part ascending), and the backward CSR by the column kernel again (full query blocks
    first, each part ascending). No atomics and no sort.
 
+On sm_90 GPUs the top-k row kernel, the transpose and the compaction run as Gluon kernels
+(:mod:`sparseflash.kernels.build_gluon`, explicit register layouts; same outputs, tested
+against the torch chain on the GPU; ``_ROW_GLUON`` switches them).
+
 **Torch chain** (CPU tensors, or any tensor with ``_BUILD_KERNELS = False``), over ``C``
 candidate blocks per query-block row:
 
@@ -286,7 +290,7 @@ _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEF
 # Its warps per program (32 / TPR rows each), key blocks per group (None: the ``tl`` kernel's
 # choice, about sqrt(NK_PAD)) and lanes per row (TPR; same run: 1 lane 0.344 ms, 2 lanes
 # 0.254, 4 lanes 0.235, 8 lanes 0.297 at 1 warp), whether the transpose and compaction run
-# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244). Tried and removed (run 9
+# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244). Tried and removed (run10
 # in benchmarks/results/h200-dynamic-layouts): a transpose by warp votes (coalesced word
 # loads, 32 ballots per step) took 0.043 ms against 0.034 for the broadcast loads.
 _GLUON_WARPS = 1

@@ -28,18 +28,9 @@ interpreter: they are tested on the GPU against the torch chain
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-
-# _popcount and _low_bit_index mirror kernels/build.py's: a Gluon kernel cannot call ``tl``
-# (``@triton.jit``) functions.
-@gluon.jit
-def _popcount(x):
-    # SWAR bit count of int32 words; the masks clear what arithmetic shifts drag in
-    x = x - ((x >> 1) & 0x55555555)
-    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    return x & 0x3F
+# the bit helpers are build.py's own: elementwise ``@triton.jit`` functions, which a Gluon
+# kernel calls like its own (the sm_90 code is the same as with Gluon copies of them)
+from .build import _low_bit_index, _popcount
 
 
 @gluon.jit
@@ -168,13 +159,6 @@ def _transpose_kernel(bits_ptr, full_t_ptr, bits_t_ptr, count_ptr, nfull_ptr, nq
 @gluon.jit
 def _add(a, b):
     return a + b
-
-
-@gluon.jit
-def _low_bit_index(low):
-    """Index of the single set bit of each int32 word ``low`` (a power of two, bit 31
-    included): the exponent of its exact float32 value."""
-    return (low.to(gl.uint32).to(gl.float32).to(gl.int32, bitcast=True) >> 23) - 127
 
 
 @gluon.jit

@@ -25,8 +25,8 @@ token windows, key padding), absolute positions and per-sequence tables (``seqs`
 documents, GQA, rows that see nothing give 0 and ``lse = -inf``. Tiles are 128 x 128 and
 the layout's block size must be a multiple of 128. Softcap and ALiBi (both ``SOFTCAP_VARIANT``
 and both ``ALIBI_VARIANT`` forms, ``(H,)`` or ``(B, H)`` slopes) are computed as the portable
-kernels compute them (tiles.py ``_log2_scores``, mirrored here because Gluon cannot call ``tl``
-code): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
+kernels compute them (tiles.py ``_log2_scores`` itself: elementwise ``@triton.jit`` helpers are
+called from these Gluon kernels like their own): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
 the GPU), the folded softcap's row max over tanh, the causal ALiBi's row term moved into the
 LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout and the natural-unit softmax of
 huge scales are left to the portable kernel (the dispatcher in launch.py decides).
@@ -39,53 +39,18 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
+from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh
+
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
-LOG2E = gl.constexpr(1.4426950408889634)    # 1 / ln 2: ALiBi slopes to log2 units
 
 
-# ------------------------------------------------------------------ score modifiers
-@gluon.jit
-def _tanh(x):
-    """``tanh.approx.f32``: tiles.py ``_tanh`` for 16-bit inputs on the GPU, the only inputs
-    these kernels take (one MUFU op; flash-attn's softcap uses it too)."""
-    return gl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=gl.float32,
-                                     is_pure=True, pack=1)
-
-
-@gluon.jit
-def _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI: gl.constexpr):
-    """This head's ALiBi slope in log2 units (tiles.py ``_alibi2``; 0 without ALiBi)."""
-    if HAS_ALIBI:
-        return gl.load(ALIBI + off_b.to(gl.int64) * stride_alibi_b + off_h) * LOG2E
-    else:
-        return 0.0
-
-
-@gluon.jit
-def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
-                 HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
-    """tiles.py ``_log2_scores`` in log2 units (its docstring gives the forms): ``scale * q.k``,
-    soft-capped (HAS_SOFTCAP 1: ``qk_scale = scale * log2(e)``; 2, folded: ``qk_scale = scale /
-    softcap``), plus the ALiBi bias (HAS_ALIBI 1: ``-alibi2 * |t - u|``; 2, causal: the column
-    term ``alibi2 * (u - R)`` only, ``t_pos`` the reference position R, a scalar). Returns the
-    scores and d(capped score)/d(score), ``1 - tanh^2`` (1.0 without softcap)."""
-    if HAS_SOFTCAP == 2:
-        t = _tanh(qk * qk_scale)
-        s2 = softcap2 * t
-        dcap = 1.0 - t * t
-    elif HAS_SOFTCAP:
-        s2 = qk * qk_scale
-        t = _tanh(s2 * (1.0 / softcap2))                   # a multiply, not a divide
-        s2 = softcap2 * t
-        dcap = 1.0 - t * t
-    else:
-        s2 = qk * qk_scale
-        dcap = 1.0
-    if HAS_ALIBI == 2:
-        s2 = s2 + alibi2 * (u_pos - t_pos).to(gl.float32)
-    elif HAS_ALIBI:
-        s2 = s2 - alibi2 * gl.abs(t_pos.to(gl.float32) - u_pos.to(gl.float32))
-    return s2, dcap
+# Shared with the portable kernels: tiles.py's ``_slot_sequence`` and score modifiers (``_tanh``,
+# ``_alibi2``, ``_log2_scores``), elementwise ``@triton.jit`` functions, which these Gluon kernels
+# call like their own (the sm_90 code is the same as with Gluon copies of them), with the
+# constexprs of 16-bit inputs on the GPU (tanh.approx.f32) in log2 units.
+_UPCAST = gl.constexpr(False)
+_PRECISION = gl.constexpr("tf32")
+_NATURAL = gl.constexpr(False)
 
 
 @gluon.jit
@@ -113,21 +78,6 @@ def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, 
     row = row_off + off_h * table_heads_gt1 * nq + start_m // BLOCK - q_pos // BLOCK
     row = gl.where(tile_ok, row, 0)
     return q_start, q_pos, q_pos + q_len, k_start, k_pos, k_pos + k_len, start_m, row, tile_ok
-
-
-@gluon.jit
-def _slot_sequence(slot, PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
-    """(table sequence, batch index) of grid slot ``slot``: a batch element, or a document of
-    the one batch row when PACKED (tiles.py ``_slot_sequence``; Gluon cannot call tl code)."""
-    if PER_SEQ:
-        ts = slot
-    else:
-        ts = slot * 0
-    if PACKED:
-        off_b = slot * 0
-    else:
-        off_b = slot
-    return ts, off_b
 
 
 @gluon.jit
@@ -227,15 +177,15 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, col_layou
     relative to ``ref`` (the warpgroup's first query position)."""
     CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
     if CAP_MAX:
-        return _tanh(s * qk_scale)
+        return _tanh(s * qk_scale, _UPCAST, _PRECISION)
     else:
         cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
         if HAS_ALIBI == 2:
             s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI)
+                                 HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
         else:
             s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI)
+                                 HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
         return s2
 
 
@@ -304,7 +254,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
     first = start_m + WG * ROWS
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
-    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
 
     m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
     l_i = gl.zeros([ROWS], gl.float32, row_layout)
@@ -585,7 +535,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
         bh = (off_b * num_heads + off_h).to(gl.int64)
         lse2_head = LSE2 + bh * lse_len + q_row0
         delta_head = Delta + bh * lse_len + q_row0
-        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI)
+        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
@@ -610,10 +560,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                 # [BLOCK_M] vector held across the loop; positions are exact in float32 to 2**24)
                 lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
                 s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, keys_pos[:, None],
-                                          HAS_SOFTCAP, HAS_ALIBI)
+                                          HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
             else:
                 s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, rows_pos[None, :],
-                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI)
+                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
             # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
             pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, BLOCK_M]
             if t >= full_trips:

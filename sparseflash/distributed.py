@@ -169,8 +169,8 @@ def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal
                    guest_cost: Optional[float], num_kv_heads: int, exact: bool = False):
     """Every stored block of the whole sequence and who computes it: ``(head or None, I, J,
     full, table_heads, owner, executor, moved)``; ``moved`` marks blocks whose key block goes
-    to the query's owner, ``executor != owner[I]`` marks guests (none with a window or
-    ``exact``: a guest's rows would not keep their positions). O(stored blocks)."""
+    to the query's owner, ``executor != owner[I]`` marks guests (none when ``exact``, which
+    any window implies: a guest's rows would not keep their positions). O(stored blocks)."""
     bs = block_size
     nb = N // bs
     head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
@@ -183,7 +183,7 @@ def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal
     qo, ko = owner[I], owner[J]
     cross = qo != ko
     executor = qo.copy()
-    if window is None and not exact and cross.any():
+    if not exact and cross.any():
         # distinct key blocks each query block reads from each other rank (over all heads)
         reads = np.unique((I[cross] * world + ko[cross]) * nb + J[cross]) // nb
         key, count = np.unique(reads, return_counts=True)
@@ -275,8 +275,8 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
                         time.perf_counter())
     recv_slots = tuple(tuple(slot[list(r)].tolist()) for r in recv)
     # distinct key blocks each rank receives (a block may serve several of its rows)
-    received = np.unique(qo[moved] * (N // bs) + J[moved]) // (N // bs)
-    max_received = int(np.bincount(received, minlength=world).max(initial=0))
+    receiver = np.unique(qo[moved] * (N // bs) + J[moved]) // (N // bs)
+    max_received = int(np.bincount(receiver, minlength=world).max(initial=0))
     return ShardPlan(rank, world, sharding, n, bs, layout, kv_len, L * bs, recv, recv_slots, send,
                      guests_out, guests_in, tuple(own.tolist()), max_blocks_received=max_received,
                      any_guests=bool(guest.any()))

@@ -280,7 +280,7 @@ _COMPACT_ROWS = 512
 
 
 # The build kernels in Gluon (kernels/build_gluon.py: the top-k rows with TPR lanes per row,
-# the transpose, the compaction) on sm_90 GPUs: None = wherever they apply (``_use_gluon``),
+# the transpose, the compaction) on sm_90 GPUs: None = wherever they apply (``_gluon_kernels``),
 # False = always the ``tl`` kernels, True = a top-k build refuses to fall back (GPU tests use
 # it to be sure which kernel ran). SPARSEFLASH_ROW_GLUON=0 / 1 sets it. Measured on an H200 at
 # 8 x 32 heads x 512 x 512 blocks, k = 16, causal (benchmarks/rows_probe.py, CUDA-graph
@@ -312,29 +312,30 @@ def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
     return bool(_BUILD_KERNELS) and t.device.type == "cpu"
 
 
-def _use_gluon(src: Tensor, visible_prefix: Tensor, nq: int, rows: bool) -> bool:
-    """Whether the build runs the Gluon kernels (see ``_ROW_GLUON``): the transpose and the
-    compaction (``rows`` False) on any input of an sm_90 GPU, the top-k row kernel (``rows``
-    True) also needs float32/16-bit scores (float64 ones would be rounded) and rows that see
-    a prefix of their key blocks. With ``_ROW_GLUON`` True, a top-k build that cannot take
-    the Gluon row kernel raises instead of falling back."""
+def _gluon_kernels(src: Tensor, visible_prefix: Tensor, nq: int, topk: bool) -> Tuple[bool, bool]:
+    """(the top-k row kernel, the transpose and compaction) in Gluon? (see ``_ROW_GLUON``).
+    The transpose and the compaction take any input of an sm_90 GPU (``_GLUON_TRANSPOSE``);
+    the row kernel, a top-k build only, also needs float32/16-bit scores (float64 ones would
+    be rounded) and rows that see a prefix of their key blocks. With ``_ROW_GLUON`` True, a
+    top-k build that cannot take the Gluon row kernel raises instead of falling back."""
     if _ROW_GLUON is False:
-        return False
-    why = None
+        return False, False
+    device_why = None
     if not src.is_cuda or torch.cuda.get_device_capability(src.device)[0] != 9:
-        why = "not an sm_90 GPU"
-    elif rows and src.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        why = f"{src.dtype} scores (float32, float16 or bfloat16 only)"
-    elif rows and visible_prefix.numel() != nq:
-        why = "some row's visible key blocks are not a prefix"
+        device_why = "not an sm_90 GPU"
     else:
         try:
             from .kernels import build_gluon  # noqa: F401
         except ImportError as e:          # a Triton without Gluon
-            why = f"Gluon is not available ({e})"
-    if why is not None and _ROW_GLUON and rows:
-        raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {why}")
-    return why is None
+            device_why = f"Gluon is not available ({e})"
+    rows_why = device_why
+    if rows_why is None and src.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        rows_why = f"{src.dtype} scores (float32, float16 or bfloat16 only)"
+    elif rows_why is None and visible_prefix.numel() != nq:
+        rows_why = "some row's visible key blocks are not a prefix"
+    if topk and rows_why is not None and _ROW_GLUON:
+        raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {rows_why}")
+    return topk and rows_why is None, bool(_GLUON_TRANSPOSE) and device_why is None
 
 
 def _pack_bits(blocks: np.ndarray, nk_pad: int) -> np.ndarray:
@@ -444,7 +445,8 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     strides = (src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
                0 if inc is None or inc.shape[0] == 1 else nq * W)
     upcast = src.dtype in (torch.float16, torch.bfloat16)
-    if k > 0 and _use_gluon(src, visible_prefix, nq, rows=True):
+    gluon_rows, gluon_rest = _gluon_kernels(src, visible_prefix, nq, topk=k > 0)
+    if gluon_rows:
         from .kernels.build_gluon import _topk_rows_kernel
         gs_g = _GLUON_GS or gs
         tpr = _GLUON_TPR
@@ -464,8 +466,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     bits_t = torch.empty(NC * WQ, dtype=i32, device=device)
     bwd_count = torch.empty(NC, dtype=i32, device=device)
     bwd_nfull = torch.empty(NC, dtype=i32, device=device)
-    gluon = _GLUON_TRANSPOSE and _use_gluon(src, visible_prefix, nq, rows=False)
-    if gluon:
+    if gluon_rest:
         from .kernels.build_gluon import _compact_kernel as _gluon_compact
         from .kernels.build_gluon import _transpose_kernel as _gluon_transpose
         _gluon_transpose[(W, ST)](bits, full_t_bits, bits_t, bwd_count, bwd_nfull, nq, nk,
@@ -485,7 +486,7 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     for words, n, nw, other, full_bits, ptr, nf, idx in (
             (bits, nq, W, nk, full, fwd_ptr, nfull, fwd_idx),
             (bits_t, nk, WQ, nq, full_t_bits, bwd_ptr, bwd_nfull, bwd_idx)):
-        if gluon:
+        if gluon_rest:
             _gluon_compact[(cdiv(n, 32 * _GLUON_COMPACT_WARPS), ST)](
                 words, full_bits, ptr, nf, idx, n, cdiv(other, 32), W=nw,
                 NUM_WARPS=_GLUON_COMPACT_WARPS, num_warps=_GLUON_COMPACT_WARPS)

@@ -444,17 +444,9 @@ def test_gluon_build_kernels_compile_for_sm90(which):
     TRITON_INTERPRET=1 Gluon's decorator gives an interpreted function); the transpose gathers
     its bits in registers (no shuffle, no shared memory, no barrier), the row kernel's four
     lanes per row reduce by butterfly shuffles."""
-    import os
-    import subprocess
-    import sys
+    from test_hopper import compiled_in_fresh_process
 
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", _GLUON_BUILD_COMPILE, which], capture_output=True,
-                         text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ptx = run.stdout
+    ptx = compiled_in_fresh_process(_GLUON_BUILD_COMPILE, which)
     assert ".target sm_90" in ptx and "st.global" in ptx
     if which == "_transpose_kernel":
         assert "shfl" not in ptx and "bar.sync" not in ptx and "st.shared" not in ptx

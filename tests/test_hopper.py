@@ -77,10 +77,10 @@ sys.stdout.write(compiled.asm["ptx"])
 """
 
 
-def _ptx(which, d, dtype, flags):
-    """The kernel's sm_90 PTX, compiled in a fresh process: under TRITON_INTERPRET=1 (CI)
-    Gluon's decorator yields an interpreted function that cannot be compiled."""
-    import json
+def compiled_in_fresh_process(script: str, arg: str) -> str:
+    """What ``script`` (a compile script, given ``arg``) prints, run in a fresh process with the
+    interpreter off: under TRITON_INTERPRET=1 (CI) Gluon's decorator yields an interpreted
+    function that cannot be compiled."""
     import os
     import subprocess
     import sys
@@ -88,10 +88,17 @@ def _ptx(which, d, dtype, flags):
     env = dict(os.environ, TRITON_INTERPRET="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps([which, d, dtype, flags])],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True,
+                         env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
+
+
+def _ptx(which, d, dtype, flags):
+    """The kernel's sm_90 PTX, compiled in a fresh process."""
+    import json
+
+    return compiled_in_fresh_process(_COMPILE, json.dumps([which, d, dtype, flags]))
 
 
 @pytest.mark.parametrize("d,dtype,flags", [

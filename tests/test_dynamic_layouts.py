@@ -16,6 +16,7 @@ import torch
 import sparseflash as sf
 from sparseflash.attention import sparse_attention
 from sparseflash.reference import reference_attention
+from test_parity import positions
 
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -487,9 +488,7 @@ def run_and_compare(layout, blocks, *, B, H, Hkv, N, Nk, d, bs, causal, backend,
         kw.update(keep=dropout_keep(s0, off, bh, torch.arange(N), torch.arange(Nk), mods["dropout_p"]),
                   dropout_p=mods["dropout_p"])
     if "alibi_slopes" in mods:
-        frame = max(N, Nk)
-        kw.update(alibi_slopes=mods["alibi_slopes"].cpu(),
-                  positions=(torch.arange(N) + frame - N, torch.arange(Nk) + frame - Nk))
+        kw.update(alibi_slopes=mods["alibi_slopes"].cpu(), positions=positions(N, Nk))
     q64, k64, v64 = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
     ref, ref_lse = reference_attention(q64, k64, v64, scale=1 / math.sqrt(d), mask=mask,
                                        softcap=mods.get("softcap", 0.0), **kw)

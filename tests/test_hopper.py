@@ -18,6 +18,7 @@ import torch
 import sparseflash as sf
 from sparseflash.kernels import launch
 
+from test_parity import positions
 from test_real_batches import check
 
 IS_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
@@ -251,12 +252,6 @@ def test_portable_fallbacks_still_run_under_auto():
 
 
 # ------------------------------------------------------------------ softcap and ALiBi, on a Hopper GPU
-def _positions(N, Nk):
-    """Absolute positions of the queries and keys: the queries are the frame's last N."""
-    frame = max(N, Nk)
-    return torch.arange(N) + frame - N, torch.arange(Nk) + frame - Nk
-
-
 def _run(q, k, v, do, pattern, causal, kw):
     out, lse = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
                                    return_lse=True, **kw)
@@ -328,7 +323,7 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
 
     q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
     ref, ref_lse = reference_attention(
-        q64, k64, v64, layout, mask=token_mask(layout, B), positions=_positions(N, Nk),
+        q64, k64, v64, layout, mask=token_mask(layout, B), positions=positions(N, Nk),
         softcap=kw.get("softcap", 0.0), alibi_slopes=kw.get("alibi_slopes"))
     ref_grads = torch.autograd.grad(ref, (q64, k64, v64), do.double())
     finite = ~torch.isinf(ref_lse)

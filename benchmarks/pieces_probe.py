@@ -35,9 +35,9 @@ def timed(fn, reps=10):
     return statistics.median(times)
 
 
-def write_probe(name: str, out_dir: str, rows: list, dev: torch.device) -> None:
+def write_probe(name: str, out_dir: str, rows: list, dev: torch.device, dtype: str = "bfloat16") -> None:
     """``out_dir/<name>.json``: the rows with the run's environment and command."""
-    meta = environment(argparse.Namespace(argv=sys.argv[1:], dtype="bfloat16", tiny=False, quick=False,
+    meta = environment(argparse.Namespace(argv=sys.argv[1:], dtype=dtype, tiny=False, quick=False,
                                           suites=name, estimate_device=None), dev)
     meta["command"] = f"PYTHONPATH=. python benchmarks/{name}.py " + " ".join(sys.argv[1:])
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sparseflash as sf  # noqa: E402
 from sparseflash import dynamic as D  # noqa: E402
-from benchmarks.run import Timer, environment  # noqa: E402
+from benchmarks.pieces_probe import write_probe  # noqa: E402
+from benchmarks.run import Timer  # noqa: E402
 from benchmarks.dynamic_layouts import graph_ms, kernel_times  # noqa: E402
 
 ROWS = []
@@ -113,7 +114,7 @@ def profile(fn, dev):
     return {key[:60]: round(ms, 4) for key, (ms, _) in kernel_times(fn, dev).items()}
 
 
-def timing(dev, args):
+def timing(dev):
     B, H, N, bs, k = 8, 32, 65536, 128, 16
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
     nb = N // bs
@@ -149,17 +150,11 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--skip-check", action="store_true")
     args = p.parse_args()
-    args.argv = sys.argv[1:]
-    args.dtype, args.tiny, args.quick, args.suites, args.estimate_device = "mixed", False, False, "rows", None
     dev = torch.device("cuda")
     if not args.skip_check:
         check(dev)
-    timing(dev, args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = environment(args, dev)
-    meta["command"] = "PYTHONPATH=. python benchmarks/rows_probe.py " + " ".join(args.argv)
-    (out / "rows_probe.json").write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1))
+    timing(dev)
+    write_probe("rows_probe", args.out, ROWS, dev, dtype="float32,bfloat16")
 
 
 if __name__ == "__main__":

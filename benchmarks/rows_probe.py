@@ -86,14 +86,18 @@ def check(dev):
             tl_ = tables(build(s, c["k"], False, **kw))
             ok_tl = all(torch.equal(a, b) for a, b in zip(ref, tl_))
             ok_gl = {}
-            old = D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
-            for tpr, warps, tr, cw in ((1, 4, False, 4), (4, 1, True, 1), (8, 4, True, 1)):
-                D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tpr, warps, tr, cw
+            old = knobs()
+            for kn in (dict(_GLUON_TPR=1, _GLUON_WARPS=4, _GLUON_TRANSPOSE=False, _GLUON_COMPACT_WARPS=4),
+                       dict(_GLUON_TPR=2, _GLUON_WARPS=1),
+                       dict(_GLUON_TPR=4, _GLUON_WARPS=1, _GLUON_COMPACT_LANES=None),
+                       dict(_GLUON_TPR=8, _GLUON_WARPS=4, _GLUON_COMPACT_LANES=2, _GLUON_COMPACT_WARPS=2)):
+                set_knobs(kn)
                 try:
                     gl_ = tables(build(s, c["k"], True, **kw))
                 finally:
-                    D._GLUON_TPR, D._GLUON_WARPS, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = old
-                ok_gl[f"tpr{tpr}w{warps}tr{tr}cw{cw}"] = all(torch.equal(a, b) for a, b in zip(ref, gl_))
+                    set_knobs(old)
+                ok_gl[",".join(f"{a[7:]}={b}" for a, b in kn.items())] = all(
+                    torch.equal(a, b) for a, b in zip(ref, gl_))
             # the mask path through the Gluon transpose and compaction
             m = s > 0.5
             mref = tables(build(m, None, False, chain=True, mask=True, **kw))
@@ -102,7 +106,7 @@ def check(dev):
                 try:
                     mgl = tables(build(m, None, None, mask=True, **kw))
                 finally:
-                    D._GLUON_TRANSPOSE = old[2]
+                    set_knobs(old)
                 ok_gl[f"mask tr{tr}"] = all(torch.equal(a, b) for a, b in zip(mref, mgl))
             add(kind="check", case=name, tl_equals_chain=ok_tl, gluon_equals_chain=ok_gl,
                 verdict="ok" if ok_tl and all(ok_gl.values()) else "FAIL")
@@ -119,21 +123,22 @@ def timing(dev):
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
     nb = N // bs
     scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
-    # (name, row kernel gluon?, warps, GS, TPR, gluon transpose+compaction?, compaction warps)
-    variants = [("tl", False, None, None, 1, False, 4),
-                ("gluon rows TPR=4 warps=1 GS=32, tl transpose/compaction", True, 1, 32, 4, False, 4)]
-    variants += [(f"gluon rows TPR={t} warps={w} GS={gs}, gluon transpose/compaction warps={cw}",
-                  True, w, gs, t, True, cw)
-                 for t, w, gs in ((4, 1, 32),) for cw in (1,)]
-    old = D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS
+    variants = [("tl", False, {})]
+    for tpr in (2, 4):
+        variants.append((f"gluon TPR={tpr}", True, dict(_GLUON_TPR=tpr)))
+    for lanes, cw in ((None, 1), (16, 2), (8, 1), (4, 1), (4, 2), (4, 4), (2, 1), (2, 2), (1, 1)):
+        variants.append((f"gluon TPR=4 compaction {lanes or 'W'} lanes {cw} warps", True,
+                         dict(_GLUON_TPR=4, _GLUON_COMPACT_LANES=lanes, _GLUON_COMPACT_WARPS=cw)))
+    variants += [("gluon TPR=4 2 warps", True, dict(_GLUON_TPR=4, _GLUON_WARPS=2)),
+                 ("gluon TPR=8", True, dict(_GLUON_TPR=8))]
+    old = knobs()
     for dtype in (torch.float32, torch.bfloat16):
         s = scores.to(dtype)
-        for name, gluon, w, gs, t, tr, cw in variants:
-            if dtype == torch.bfloat16 and gluon and "gluon transpose" not in name:
+        for name, gluon, kn in variants:
+            if dtype == torch.bfloat16 and name not in ("tl", "gluon TPR=2", "gluon TPR=4", "gluon TPR=8"):
                 continue
             try:
-                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR = (w or old[0]), gs, t
-                D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = tr, cw
+                set_knobs(kn)
                 fn = lambda: build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx  # noqa: E731
                 ms = graph_ms(timer, dev, fn)
                 kernels = profile(fn, dev) if gluon else {}
@@ -142,7 +147,20 @@ def timing(dev):
             except Exception as e:  # noqa: BLE001
                 add(kind="time", variant=name, error=f"{type(e).__name__}: {str(e)[:400]}")
             finally:
-                D._GLUON_WARPS, D._GLUON_GS, D._GLUON_TPR, D._GLUON_TRANSPOSE, D._GLUON_COMPACT_WARPS = old
+                set_knobs(old)
+
+
+KNOBS = ("_GLUON_WARPS", "_GLUON_TPR", "_GLUON_TRANSPOSE", "_GLUON_COMPACT_WARPS", "_GLUON_COMPACT_LANES")
+
+
+def knobs():
+    return {n: getattr(D, n) for n in KNOBS}
+
+
+def set_knobs(kn):
+    for n, v in kn.items():
+        assert n in KNOBS, n
+        setattr(D, n, v)
 
 
 def main():

@@ -287,17 +287,20 @@ _COMPACT_ROWS = 512
 # replay): topk_layout 0.338 ms with the tl kernels, 0.271 with the Gluon rows, 0.235 with all
 # three; rows 0.189 -> 0.122 ms, transpose 0.063 -> 0.034.
 _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_ROW_GLUON", ""))
-# Its warps per program (32 / TPR rows each), key blocks per group (None: the ``tl`` kernel's
-# choice, about sqrt(NK_PAD)) and lanes per row (TPR; same run: 1 lane 0.344 ms, 2 lanes
-# 0.254, 4 lanes 0.235, 8 lanes 0.297 at 1 warp), whether the transpose and compaction run
-# in Gluon too, and the compaction's warps (1: 0.235 ms, 4: 0.244). Tried and removed (run10
-# in benchmarks/results/h200-dynamic-layouts): a transpose by warp votes (coalesced word
-# loads, 32 ballots per step) took 0.043 ms against 0.034 for the broadcast loads.
+# Its warps per program (32 / TPR rows each) and lanes per row (TPR), whether the transpose and
+# compaction run in Gluon too, and the compaction's warps and lanes per row (None: a word per
+# lane, at most 32).
+# Tried and removed (run10 in benchmarks/results/h200-dynamic-layouts): a transpose by warp
+# votes (coalesced word loads, 32 ballots per step) took 0.043 ms against 0.034 for the
+# broadcast loads.
 _GLUON_WARPS = 1
-_GLUON_GS: Optional[int] = None
 _GLUON_TPR = 4
 _GLUON_TRANSPOSE = True
 _GLUON_COMPACT_WARPS = 1
+_GLUON_COMPACT_LANES: Optional[int] = 4
+# The Gluon row kernel's groups are bitmask words (32 key blocks), and its per-group state
+# grows with them: wider rows take the ``tl`` kernel.
+_GLUON_ROWS_MAX_NK = 2048
 
 
 def _nk_pad(nk: int) -> int:
@@ -312,7 +315,8 @@ def _use_kernels(t: Tensor, nq: int, nk: int) -> bool:
     return bool(_BUILD_KERNELS) and t.device.type == "cpu"
 
 
-def _gluon_kernels(src: Tensor, visible_prefix: Tensor, nq: int, topk: bool) -> Tuple[bool, bool]:
+def _gluon_kernels(src: Tensor, visible_prefix: Tensor, nq: int, nk_pad: int,
+                   topk: bool) -> Tuple[bool, bool]:
     """(the top-k row kernel, the transpose and compaction) in Gluon? (see ``_ROW_GLUON``).
     The transpose and the compaction take any input of an sm_90 GPU (``_GLUON_TRANSPOSE``);
     the row kernel, a top-k build only, also needs float32/16-bit scores (float64 ones would
@@ -333,6 +337,8 @@ def _gluon_kernels(src: Tensor, visible_prefix: Tensor, nq: int, topk: bool) -> 
         rows_why = f"{src.dtype} scores (float32, float16 or bfloat16 only)"
     elif rows_why is None and visible_prefix.numel() != nq:
         rows_why = "some row's visible key blocks are not a prefix"
+    elif rows_why is None and nk_pad > _GLUON_ROWS_MAX_NK:
+        rows_why = f"{nk_pad} key blocks padded (at most {_GLUON_ROWS_MAX_NK})"
     if topk and rows_why is not None and _ROW_GLUON:
         raise RuntimeError(f"_ROW_GLUON=True but the Gluon row kernel cannot run: {rows_why}")
     return topk and rows_why is None, bool(_GLUON_TRANSPOSE) and device_why is None
@@ -445,17 +451,16 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
     strides = (src.stride(0), src.stride(1) if Hs > 1 else 0, src.stride(2), src.stride(3),
                0 if inc is None or inc.shape[0] == 1 else nq * W)
     upcast = src.dtype in (torch.float16, torch.bfloat16)
-    gluon_rows, gluon_rest = _gluon_kernels(src, visible_prefix, nq, topk=k > 0)
+    gluon_rows, gluon_rest = _gluon_kernels(src, visible_prefix, nq, nk_pad, topk=k > 0)
     if gluon_rows:
         from .kernels.build_gluon import _topk_rows_kernel
-        gs_g = _GLUON_GS or gs
         tpr = _GLUON_TPR
         _topk_rows_kernel[(cdiv(nq, 32 // tpr * _GLUON_WARPS), ST)](
             src, visible_prefix, vis, full, vis if inc is None else inc, bits, count, nfull,
             *strides, table_heads, nq, nk, k,
-            NK_PAD=nk_pad, W=W, GS=gs_g, V=max(1, min(W, nk_pad // gs_g, gs_g) // tpr), TPR=tpr,
-            EVEN=nk == nk_pad, HAS_INCLUDE=inc is not None, UPCAST=upcast,
-            NUM_WARPS=_GLUON_WARPS, num_warps=_GLUON_WARPS)
+            NK_PAD=nk_pad, W=W, V=max(1, min(W, 32) // tpr), TPR=tpr,
+            EVEN=nk == nk_pad, HAS_INCLUDE=inc is not None, NUM_WARPS=_GLUON_WARPS,
+            num_warps=_GLUON_WARPS)
     else:
         _rows_kernel[(cdiv(nq, rows), ST)](
             src, classes, vis, full, vis if inc is None else inc, bits, count, nfull,
@@ -487,8 +492,9 @@ def _build_tables_impl(src: Tensor, classes: Tensor, class_bits: Tensor, full_t_
             (bits, nq, W, nk, full, fwd_ptr, nfull, fwd_idx),
             (bits_t, nk, WQ, nq, full_t_bits, bwd_ptr, bwd_nfull, bwd_idx)):
         if gluon_rest:
-            _gluon_compact[(cdiv(n, 32 * _GLUON_COMPACT_WARPS), ST)](
-                words, full_bits, ptr, nf, idx, n, cdiv(other, 32), W=nw,
+            tw = min(nw, 32, _GLUON_COMPACT_LANES or 32)
+            _gluon_compact[(cdiv(n, 32 // tw * _GLUON_COMPACT_WARPS), ST)](
+                words, full_bits, ptr, nf, idx, n, cdiv(other, 32), W=nw, TW=tw,
                 NUM_WARPS=_GLUON_COMPACT_WARPS, num_warps=_GLUON_COMPACT_WARPS)
             continue
         crow = max(1, min(_COMPACT_ROWS // nw, 1 << (n - 1).bit_length()))

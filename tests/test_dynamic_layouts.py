@@ -364,20 +364,23 @@ sm90 = pytest.mark.skipif(not IS_SM90, reason="needs an sm_90 GPU: Gluon has no 
 
 
 @sm90
-@pytest.mark.parametrize("tpr,warps,gs,cwarps", [(4, 1, None, 1), (1, 4, None, 4), (8, 2, 16, 1)],
-                         ids=["default", "row-per-thread", "eight-lanes-gs16"])
+@pytest.mark.parametrize("tpr,warps,clanes,cwarps", [(2, 1, None, 1), (1, 4, 1, 4), (4, 1, 4, 2), (8, 2, 2, 1)],
+                         ids=["two-lanes", "row-per-thread", "four-lanes", "eight-lanes"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gluon_build_kernels_give_the_chains_tables(monkeypatch, tpr, warps, gs, cwarps, causal):
+def test_gluon_build_kernels_give_the_chains_tables(monkeypatch, tpr, warps, clanes, cwarps, causal):
     """The Gluon row, transpose and compaction kernels (forced on: no silent fallback to the
     ``tl`` ones) against the torch chain: ties, -inf, an include pattern, half precision,
-    kv_len != seq_len, a ragged last block, and the issue's 512 x 512 grid."""
+    kv_len != seq_len, a ragged last block, the issue's 512 x 512 grid and 2048 key blocks
+    (the Gluon row kernel's widest); lanes per row 1 to 8 in both kernels."""
     from sparseflash import dynamic
 
-    for name, value in dict(_ROW_GLUON=True, _GLUON_TPR=tpr, _GLUON_WARPS=warps, _GLUON_GS=gs,
-                            _GLUON_COMPACT_WARPS=cwarps, _GLUON_TRANSPOSE=True).items():
+    for name, value in dict(_ROW_GLUON=True, _GLUON_TPR=tpr, _GLUON_WARPS=warps,
+                            _GLUON_COMPACT_LANES=clanes, _GLUON_COMPACT_WARPS=cwarps,
+                            _GLUON_TRANSPOSE=True).items():
         monkeypatch.setattr(dynamic, name, value)
     for seq_len, kv_len, bs, k in ((50, 50, 16, 2), (40, 100, 32, 3), (1100, 1030, 16, 12),
-                                  (3000, 1000, 64, 5), (512 * 128, 512 * 128, 128, 16)):
+                                  (3000, 1000, 64, 5), (512 * 128, 512 * 128, 128, 16),
+                                  (2000 * 16, 2040 * 16, 16, 16)):
         geo = sf.compile(sf.dense(), seq_len, kv_len=kv_len, block_size=bs)
         nq, nk = geo.num_q_blocks, geo.num_kv_blocks
         g = torch.Generator().manual_seed(nq + nk)
@@ -399,7 +402,8 @@ def test_gluon_build_kernels_are_what_runs_by_default_on_sm90(monkeypatch):
     monkeypatch.setattr(dynamic, "_ROW_GLUON", None)
     launched = []
     for module, name in ((build_gluon, "_topk_rows_kernel"), (build_gluon, "_transpose_kernel"),
-                         (build_gluon, "_compact_kernel"), (build, "_rows_kernel")):
+                         (build_gluon, "_compact_kernel"),
+                         (build, "_rows_kernel")):
         kernel = getattr(module, name)
         monkeypatch.setattr(module, name, _Recorder(kernel, f"{module.__name__}.{name}", launched))
     sf.topk_layout(rnd((1, 2, 8, 8), seed=3), 2, seq_len=128, block_size=16, causal=True)
@@ -407,6 +411,16 @@ def test_gluon_build_kernels_are_what_runs_by_default_on_sm90(monkeypatch):
                         "sparseflash.kernels.build_gluon._transpose_kernel",
                         "sparseflash.kernels.build_gluon._compact_kernel",
                         "sparseflash.kernels.build_gluon._compact_kernel"]
+    # rows past the Gluon row kernel's width take the tl one; forced on, it refuses by name
+    launched.clear()
+    wide = (dynamic._GLUON_ROWS_MAX_NK + 1) * 16
+    sf.topk_layout(rnd((1, 1, 2, dynamic._GLUON_ROWS_MAX_NK + 1), seed=4), 2, seq_len=32,
+                   kv_len=wide, block_size=16)
+    assert launched[0] == "sparseflash.kernels.build._rows_kernel"
+    monkeypatch.setattr(dynamic, "_ROW_GLUON", True)
+    with pytest.raises(RuntimeError, match="key blocks padded"):
+        sf.topk_layout(rnd((1, 1, 2, dynamic._GLUON_ROWS_MAX_NK + 1), seed=4), 2, seq_len=32,
+                       kv_len=wide, block_size=16)
 
 
 class _Recorder:
@@ -427,10 +441,10 @@ from sparseflash.kernels import build_gluon
 
 which = sys.argv[1]
 kernel = getattr(build_gluon, which)
-constexprs = {"_topk_rows_kernel": dict(NK_PAD=512, W=16, GS=32, V=4, TPR=4, EVEN=True, HAS_INCLUDE=True,
-                                        UPCAST=True, NUM_WARPS=1),
+constexprs = {"_topk_rows_kernel": dict(NK_PAD=512, W=16, V=4, TPR=4, EVEN=True, HAS_INCLUDE=True,
+                                        NUM_WARPS=1),
               "_transpose_kernel": dict(W=16, WQ=16),
-              "_compact_kernel": dict(W=16, NUM_WARPS=1)}[which]
+              "_compact_kernel": dict(W=16, TW=4, NUM_WARPS=1)}[which]
 signature = {n: "constexpr" if n in constexprs else "*bf16" if n == "src_ptr" else
              "*i32" if n.endswith("_ptr") else "i32" for n in kernel.arg_names}
 compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
@@ -444,7 +458,7 @@ def test_gluon_build_kernels_compile_for_sm90(which):
     """On any host: each Gluon build kernel compiles to sm_90 PTX (in a fresh process: under
     TRITON_INTERPRET=1 Gluon's decorator gives an interpreted function); the transpose gathers
     its bits in registers (no shuffle, no shared memory, no barrier), the row kernel's four
-    lanes per row reduce by butterfly shuffles."""
+    lanes per row reduce by butterfly shuffles, popcounts are single instructions."""
     from test_hopper import compiled_in_fresh_process
 
     ptx = compiled_in_fresh_process(_GLUON_BUILD_COMPILE, which)
@@ -453,6 +467,7 @@ def test_gluon_build_kernels_compile_for_sm90(which):
         assert "shfl" not in ptx and "bar.sync" not in ptx and "st.shared" not in ptx
     if which == "_topk_rows_kernel":
         assert "shfl.sync.bfly" in ptx            # four lanes per row reduce by butterflies
+    assert "popc.b32" in ptx
 
 
 def test_the_kernels_run_by_default_on_cuda_only(monkeypatch):

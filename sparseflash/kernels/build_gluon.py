@@ -30,41 +30,44 @@ from triton.experimental.gluon import language as gl
 
 # the bit helpers are build.py's own: elementwise ``@triton.jit`` functions, which a Gluon
 # kernel calls like its own (the sm_90 code is the same as with Gluon copies of them)
-from .build import _low_bit_index, _popcount
+from .build import _low_bit_index
 
 
 @gluon.jit
-def _best(x, c, NK_PAD: gl.constexpr):
-    """Each row's maximum of ``x`` ``[ROWS, C]`` and the first column ``c`` holding it."""
+def _best(x, col, NONE: gl.constexpr):
+    """Each row's maximum of ``x`` ``[ROWS, C]`` and the first column ``col`` holding it."""
     m = gl.max(x, 1)
-    return m, gl.min(gl.where(x == m[:, None], c, NK_PAD), 1)
+    return m, gl.min(gl.where(x == m[:, None], col, NONE), 1)
 
 
 @gluon.jit
-def _load(src_row, c, row_ok, nk, stride_k, hi, EVEN: gl.constexpr, UPCAST: gl.constexpr):
-    """Scores of key blocks ``c`` of the rows, float32, ``-inf`` past each row's visible prefix
-    ``hi``. The load's mask is constant along a row's vector (the rows, and with EVEN (nk a
-    power of two) nothing else), so the copies vectorise; visibility is applied after."""
+def _load(group_row, gs, stride_k, seen, EVEN: gl.constexpr, VIS: gl.constexpr):
+    """Scores of a group's blocks ``gs`` (``[1, GS]``, local to the group) for the rows whose
+    group starts at ``group_row`` (``[ROWS]`` pointers), float32; with VIS ``-inf`` past each
+    row's ``seen`` visible blocks of the group. Every row pointer is valid (the caller clamps
+    the rows past the grid), so with EVEN (``nk`` a power of two: no group passes the row's
+    end) the load has no mask and its copies vectorise, visibility applied after; otherwise
+    the load reads the visible blocks only (``seen`` never passes ``nk``)."""
     if EVEN:
-        x = gl.load(src_row[:, None] + c * stride_k, mask=row_ok[:, None])
+        x = gl.load(group_row[:, None] + gs * stride_k)
+        if VIS:
+            x = gl.where(gs < seen[:, None], x.to(gl.float32), float("-inf"))
     else:
-        x = gl.load(src_row[:, None] + c * stride_k, mask=row_ok[:, None] & (c < nk))
-    if UPCAST:
-        x = x.to(gl.float32)                                            # exact for fp16 / bf16
-    return gl.where(c < hi[:, None], x, float("-inf"))
+        x = gl.load(group_row[:, None] + gs * stride_k, mask=gs < seen[:, None], other=float("-inf"))
+    return x.to(gl.float32)                                             # exact for fp16 / bf16
 
 
 @gluon.jit
 def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, count_ptr, nfull_ptr,
                       stride_s, stride_h, stride_q, stride_k, inc_stride_h,
                       TH, nq, nk, K,
-                      NK_PAD: gl.constexpr, W: gl.constexpr, GS: gl.constexpr, V: gl.constexpr,
+                      NK_PAD: gl.constexpr, W: gl.constexpr, V: gl.constexpr,
                       TPR: gl.constexpr, EVEN: gl.constexpr, HAS_INCLUDE: gl.constexpr,
-                      UPCAST: gl.constexpr, NUM_WARPS: gl.constexpr):
-    # grid: (cdiv(nq, 32 * NUM_WARPS), S * TH). src: the scores, indexed [s, h, i, j] by
-    # strides (stride_h 0 when one head of scores serves every table head). hi: int32 [nq],
-    # row i's visible key blocks are [0, hi[i]).
-    G: gl.constexpr = NK_PAD // GS
+                      NUM_WARPS: gl.constexpr):
+    # grid: (cdiv(nq, 32 // TPR * NUM_WARPS), S * TH). src: the scores, indexed [s, h, i, j]
+    # by strides (stride_h 0 when one head of scores serves every table head). hi: int32
+    # [nq], row i's visible key blocks are [0, hi[i]).
+    GS: gl.constexpr = 32                   # a group is a bitmask word's 32 key blocks
     ROWS: gl.constexpr = 32 // TPR * NUM_WARPS
     L: gl.constexpr = gl.BlockedLayout([1, V], [32 // TPR, TPR], [NUM_WARPS, 1], [1, 0])
     RL: gl.constexpr = gl.SliceLayout(1, L)
@@ -74,41 +77,45 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     th = st % TH
     i = gl.program_id(0) * ROWS + gl.arange(0, ROWS, RL)               # [ROWS] local rows
     row_ok = i < nq
+    # rows past the grid compute row nq - 1 again (never stored): no load needs a row mask
+    i_in = gl.minimum(i, nq - 1)
     src_row = src_ptr + s.to(gl.int64) * stride_s + th.to(gl.int64) * stride_h \
-        + i.to(gl.int64) * stride_q                                     # [ROWS] row pointers
-    hi = gl.load(hi_ptr + i, mask=row_ok, other=0)                      # [ROWS]
-    gcol = gl.arange(0, G, CL)[None, :]                                 # [1, G]
-    gs = gl.arange(0, GS, CL)[None, :]                                  # [1, GS]
+        + i_in.to(gl.int64) * stride_q                                  # [ROWS] row pointers
+    hi = gl.load(hi_ptr + i_in)                                         # [ROWS]
+    gs = gl.arange(0, GS, CL)[None, :]                                  # [1, GS] a group's blocks
     wcol = gl.arange(0, W, CL)[None, :]                                 # [1, W]
 
     # first pass: each group's best visible score and its first block
-    gmax = gl.full([ROWS, G], float("-inf"), gl.float32, L)
-    garg = gl.zeros([ROWS, G], gl.int32, L)
+    gmax = gl.full([ROWS, W], float("-inf"), gl.float32, L)
+    garg = gl.zeros([ROWS, W], gl.int32, L)
     n_groups = (gl.max(hi, 0) + GS - 1) // GS
     for g0 in range(0, n_groups):
-        c = g0 * GS + gs                                                # [1, GS]
-        x = _load(src_row, c, row_ok, nk, stride_k, hi, EVEN, UPCAST)
-        m, a = _best(x, c, NK_PAD)
-        hit = gcol == g0
+        base = g0 * GS
+        x = _load(src_row + base * stride_k, gs, stride_k, hi - base, EVEN, True)
+        m, a = _best(x, gs, GS)
+        hit = wcol == g0
         gmax = gl.where(hit, m[:, None], gmax)
-        garg = gl.where(hit, a[:, None], garg)
+        garg = gl.where(hit, (a + base)[:, None], garg)
 
     keep = gl.zeros([ROWS, W], gl.int32, L)
     for _ in range(K):
         m = gl.max(gmax, 1)                                             # [ROWS]
-        g = gl.min(gl.where(gmax == m[:, None], gcol, G), 1)            # the first best group
-        hit = gcol == g[:, None]                                        # [ROWS, G]
-        j = gl.max(gl.where(hit, garg, 0), 1)                           # [ROWS] the round's block
+        # the round's block: the best group's first best block; groups are ascending
+        # ranges, so among the groups holding m the first one's block is the lowest
+        j = gl.min(gl.where(gmax == m[:, None], garg, NK_PAD), 1)       # [ROWS]
+        g = j // 32                                                     # its group and word
         bit = gl.where(m > float("-inf"), 1, 0) << (j % 32)
-        keep = gl.where(wcol == (j // 32)[:, None], keep | bit[:, None], keep)
-        # refresh group g with its blocks after (m, j) in the order: exactly those not
-        # taken yet, since rounds take blocks in that order
-        c = g[:, None] * GS + gs                                        # [ROWS, GS]
-        y = _load(src_row, c, row_ok, nk, stride_k, hi, EVEN, UPCAST)
-        after = (y < m[:, None]) | ((y == m[:, None]) & (c > j[:, None]))
-        nm, na = _best(gl.where(after, y, float("-inf")), c, NK_PAD)
+        hit = wcol == g[:, None]                                        # [ROWS, W] (W == G)
+        keep = gl.where(hit, keep | bit[:, None], keep)
+        # refresh group g: its visible blocks not taken yet (the complement of its keep word)
+        word = gl.reduce(gl.where(hit, keep, 0), 1, _or)                # [ROWS]
+        base = g * 32
+        seen = hi - base
+        vis = gl.where(seen >= 32, -1, gl.where(seen > 0, (1 << gl.maximum(seen, 0)) - 1, 0))
+        y = _load(src_row + base * stride_k, gs, stride_k, seen, EVEN, False)
+        nm, na = _best(gl.where(((vis & ~word)[:, None] & (1 << gs)) != 0, y, float("-inf")), gs, 32)
         gmax = gl.where(hit, nm[:, None], gmax)
-        garg = gl.where(hit, na[:, None], garg)
+        garg = gl.where(hit, (na + base)[:, None], garg)
 
     wmask = row_ok[:, None] & (wcol < W)
     words = i[:, None] * W + wcol                                       # [ROWS, W]
@@ -118,8 +125,8 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
     full = gl.load(full_ptr + words, mask=wmask, other=0)
     r = st * nq + i                                                     # [ROWS] table rows
     gl.store(bits_ptr + r.to(gl.int64)[:, None] * W + wcol, keep, mask=wmask)
-    gl.store(count_ptr + r, gl.sum(_popcount(keep), 1), mask=row_ok)
-    gl.store(nfull_ptr + r, gl.sum(_popcount(keep & full), 1), mask=row_ok)
+    gl.store(count_ptr + r, gl.sum(_popc(keep), 1), mask=row_ok)
+    gl.store(nfull_ptr + r, gl.sum(_popc(keep & full), 1), mask=row_ok)
 
 
 @gluon.jit
@@ -150,8 +157,8 @@ def _transpose_kernel(bits_ptr, full_t_ptr, bits_t_ptr, count_ptr, nfull_ptr, nq
         tl_ok = j_ok & (qw * 32 < nq)
         gl.store(bits_t_ptr + c * WQ + qw, packed, mask=tl_ok)
         fw = gl.load(full_t_ptr + j * WQ + qw, mask=tl_ok, other=0)
-        count += _popcount(packed)
-        nfull += _popcount(packed & fw)
+        count += _popc(packed)
+        nfull += _popc(packed & fw)
     gl.store(count_ptr + c, count, mask=j_ok)
     gl.store(nfull_ptr + c, nfull, mask=j_ok)
 
@@ -162,16 +169,29 @@ def _add(a, b):
 
 
 @gluon.jit
+def _or(a, b):
+    return a | b
+
+
+@gluon.jit
+def _popc(x):
+    """Set bits of each int32 word: one ``popc`` (``_popcount``'s SWAR sum is a dozen)."""
+    return gl.inline_asm_elementwise("popc.b32 $0, $1;", "=r,r", [x], dtype=gl.int32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
 def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
-                    W: gl.constexpr, NUM_WARPS: gl.constexpr):
-    # grid: (cdiv(n, 32 * NUM_WARPS), S * TH). kernels/build.py ``_compact_kernel`` with a
-    # row per thread: rows r = st * n + i of a bitmask (W int32 words per row, the first
-    # n_words of them written; full_ptr: the static full-block words [n, W] of local row i)
-    # become CSR entries from ptr[r], the full blocks ascending, then the partial ones. A
-    # word's first slot is the in-register prefix sum of the row's popcounts, and each step
-    # writes every word's lowest remaining set bit.
-    ROWS: gl.constexpr = 32 * NUM_WARPS
-    L: gl.constexpr = gl.BlockedLayout([1, W], [32, 1], [NUM_WARPS, 1], [1, 0])
+                    W: gl.constexpr, TW: gl.constexpr, NUM_WARPS: gl.constexpr):
+    # grid: (cdiv(n, 32 // TW * NUM_WARPS), S * TH). kernels/build.py ``_compact_kernel``
+    # with a row in TW lanes (a word or more per lane): rows r = st * n + i of a bitmask (W
+    # int32 words per row, the first n_words of them written; full_ptr: the static
+    # full-block words [n, W] of local row i) become CSR entries from ptr[r], the full
+    # blocks ascending, then the partial ones. A word's first slot is the prefix sum of the
+    # row's popcounts (in registers and across the row's lanes), and each step writes every
+    # word's lowest remaining set bit: the row's lanes write neighbouring slots together.
+    ROWS: gl.constexpr = 32 // TW * NUM_WARPS
+    L: gl.constexpr = gl.BlockedLayout([1, W // TW], [32 // TW, TW], [NUM_WARPS, 1], [1, 0])
     st = gl.program_id(1)
     i = gl.program_id(0) * ROWS + gl.arange(0, ROWS, gl.SliceLayout(1, L))   # [ROWS]
     row_ok = i < n
@@ -192,10 +212,9 @@ def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
         else:
             x = words & ~fullw
             row0 = start + nfull
-        cnt = _popcount(x)                                              # [ROWS, W]
+        cnt = _popc(x)                                                  # [ROWS, W]
         slot = row0[:, None] + (gl.associative_scan(cnt, 1, _add) - cnt)   # each word's first slot
         for t in range(0, gl.max(gl.max(cnt, 1), 0)):
             low = x & -x
             gl.store(idx_ptr + (slot + t), col0 + _low_bit_index(low), mask=x != 0)
             x = x ^ low
-

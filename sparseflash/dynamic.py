@@ -284,15 +284,17 @@ _COMPACT_ROWS = 512
 # False = always the ``tl`` kernels, True = a top-k build refuses to fall back (GPU tests use
 # it to be sure which kernel ran). SPARSEFLASH_ROW_GLUON=0 / 1 sets it. Measured on an H200 at
 # 8 x 32 heads x 512 x 512 blocks, k = 16, causal (benchmarks/rows_probe.py, CUDA-graph
-# replay): topk_layout 0.338 ms with the tl kernels, 0.271 with the Gluon rows, 0.235 with all
-# three; rows 0.189 -> 0.122 ms, transpose 0.063 -> 0.034.
+# replay, run12): topk_layout 0.3385 ms with the tl kernels, 0.1862 with the Gluon ones; rows
+# 0.189 -> 0.099 ms, transpose 0.063 -> 0.034, compaction x2 0.068 -> 0.035.
 _ROW_GLUON: Optional[bool] = {"1": True, "0": False}.get(os.environ.get("SPARSEFLASH_ROW_GLUON", ""))
-# Its warps per program (32 / TPR rows each) and lanes per row (TPR), whether the transpose and
-# compaction run in Gluon too, and the compaction's warps and lanes per row (None: a word per
-# lane, at most 32).
+# Its warps per program (32 / TPR rows each) and lanes per row (TPR; same run: 2 lanes 0.2076
+# ms, 4 lanes 0.1862, 8 lanes 0.2166; 2 warps 0.1867), whether the transpose and compaction run
+# in Gluon too, and the compaction's warps and lanes per row (None: a word per lane, at most
+# 32; 1 / 2 / 4 / 8 / 16 lanes: 0.2155 / 0.2052 / 0.1861 / 0.1933 / 0.2328 ms; 2 warps 0.1995).
 # Tried and removed (run10 in benchmarks/results/h200-dynamic-layouts): a transpose by warp
 # votes (coalesced word loads, 32 ballots per step) took 0.043 ms against 0.034 for the
-# broadcast loads.
+# broadcast loads; (run12a) one Gluon kernel writing both pointer arrays took 0.115 ms against
+# 0.012 for torch's cumsum and cat.
 _GLUON_WARPS = 1
 _GLUON_TPR = 4
 _GLUON_TRANSPOSE = True

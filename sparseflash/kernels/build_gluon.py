@@ -4,23 +4,38 @@
 kernel selects with rounds of arg-max over group maxima, and each round's reductions ran
 across threads (shuffles, shared-memory layout conversions): an H200 spent 0.19 ms on it at
 8 x 32 heads x 512 x 512 blocks, k = 16, bound by instructions (ncu: 88% SM throughput), not
-by reading the scores. Here the layouts are written out:
+by reading the scores. Here the layouts are written out, and the instruction count per
+round is what the design minimises (counted in the sm_90 SASS, then timed on an H200; see
+``benchmarks/results/h200-dynamic-layouts/RUNS.md``):
 
 * ``_topk_rows_kernel``: ``BlockedLayout([1, V], [32 // TPR, TPR], [NUM_WARPS, 1])``, a row in
   ``TPR`` lanes (4 by default), its columns in their registers: a reduction over key blocks
-  is in-register work plus log2(TPR) butterfly shuffles, and the row vectors of the group,
-  chunk and bitmask tiles are one layout (no conversion). One lane per row (``TPR`` 1) was
-  slower (0.344 ms against 0.235 for the whole build): each load then touches 32 rows'
-  lines. The first pass reads the row's visible prefix (``hi`` blocks, from the geometry: a
-  row of a ``dense()`` grid sees a prefix of its key blocks) ``GS`` blocks at a time, keeping
-  each group's maximum and first arg-max; then ``K`` rounds take the best group's best
-  block (ties: the lower group, in a group the lower block: the order of a stable
-  descending sort), set its bit and refresh that group with the blocks after it.
+  is in-register work plus log2(TPR) butterfly shuffles, and the group, bitmask and score
+  tiles share one layout (no conversion). A group is a bitmask word: 32 key blocks. The
+  first pass reads the row's visible prefix (``hi`` blocks, from the geometry: a row of a
+  ``dense()`` grid sees a prefix of its key blocks) a group at a time, keeping each group's
+  maximum and first arg-max; then ``K`` rounds take the best block (among the groups holding
+  the best score the first one's block is the lowest: one reduction finds it), set its bit,
+  and refresh its group from the blocks still available: the visible ones whose bit in the
+  group's keep word is clear (one AND per score, where comparing (score, block) pairs with
+  the round's took seven instructions). Ties: the lower group, in a group the lower block,
+  the order of a stable descending sort. Rows past the grid recompute the last row (never
+  stored) so that no load needs a row mask. Rows of more than ``2048`` key blocks take the
+  ``tl`` kernel (the per-group state grows with the row).
+  On an H200 (8 x 32 x 512 x 512, k = 16, causal, fp32): 0.099 ms, against 0.122 with
+  groups of ``GS`` blocks compared by (score, block) pairs and 0.189 for the ``tl`` kernel.
+  Two lanes per row issue fewer instructions (227 against 133 per round, for twice the
+  rows) but were slower (0.118 ms): each load then touches twice the rows' lines.
 * ``_transpose_kernel``: a lane per key block; 32 query rows' words are broadcast loads and
   each lane gathers its bit from them in registers (no shuffle, no shared memory).
-* ``_compact_kernel``: a row per thread, the words' prefix sums in registers.
+* ``_compact_kernel``: a row in ``TW`` lanes (4 by default), each with ``W // TW`` words:
+  each word's first slot is the prefix sum of the row's popcounts (in registers, then
+  across the row's lanes), and each step writes every word's lowest remaining set bit, so
+  a row's lanes write neighbouring slots together. 0.035 ms for both directions, against
+  0.065 with a row per thread and 0.082 with a word per lane (16 lanes).
 
-Inputs and outputs are exactly those of the ``tl`` kernels (the launcher,
+Popcounts are one ``popc`` instruction each (``gl.inline_asm_elementwise``). Inputs and
+outputs are exactly those of the ``tl`` kernels (the launcher,
 ``sparseflash.dynamic._build_tables_impl``, picks these on sm_90 GPUs). Gluon has no
 interpreter: they are tested on the GPU against the torch chain
 (tests/test_dynamic_layouts.py), and the CPU suite compiles them to sm_90.

@@ -23,7 +23,8 @@ global_blocks(1)`` causal, fwd and fwd+bwd, beside FA2 (SDPA flash, dropout_p 0 
 variants' kernels are compiled first in parallel worker processes (Triton's on-disk cache),
 so the run stays within a few minutes. Each variant is checked before timing: dropout Triton
 against the torch backend on the same seed (same mask: small error), softcap/ALiBi against
-the other formulation. ``--smoke`` runs the same code on the CPU at 256 tokens (needs
+the other formulation. ``--only softcap,alibi`` keeps the variants whose names start so (and
+"none"). ``--smoke`` runs the same code on the CPU at 256 tokens (needs
 ``TRITON_INTERPRET=1``), for checking the script, not for timing.
 """
 from __future__ import annotations
@@ -224,10 +225,11 @@ def precompile(jobs, workers):
     return time.perf_counter() - t0, all(results)
 
 
-def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8):
+def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8, only=None):
     from sparseflash.philox import dropout_scale, dropout_threshold, dropout_variant
 
-    variants = variant_list(H)
+    variants = [v for v in variant_list(H) if v[0] == "none" or not only
+                or any(v[0].startswith(o) for o in only)]
     if not smoke and workers > 0:
         secs, ok = precompile([(st, opt, N, H, d, bs) for _, opt, st, _ in variants], workers)
         rb.add("variants", "-", f"precompile ({len(variants)} variants, {workers} workers)", "-", secs * 1e3,
@@ -279,7 +281,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
             else:
                 overhead(case, name, base, ms, target, suite="variants")
     apply_settings({})
-    if smoke:
+    if smoke or (only and not any(o.startswith("dropout") for o in only)):
         return
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N}, H={H}, d={d}", q, k, v, do, bs,
                          suite="variants")
@@ -314,6 +316,7 @@ def main(argv=None):
     ap.add_argument("--variants", action="store_true", help="A/B the selectable formulations (see above)")
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
+    ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"
     if args.smoke:
@@ -323,9 +326,11 @@ def main(argv=None):
     try:
         if args.variants:
             if args.smoke:
-                bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True)
+                bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True,
+                               only=[o for o in args.only.split(",") if o])
             else:
-                bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, workers=args.workers)
+                bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, workers=args.workers,
+                               only=[o for o in args.only.split(",") if o])
         else:
             bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured

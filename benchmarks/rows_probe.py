@@ -1,9 +1,10 @@
-"""Probe: the Gluon top-k row kernel (kernels/build_gluon.py) against the ``tl`` one.
+"""Probe: the Gluon build kernels (kernels/build_gluon.py) against the ``tl`` ones.
 
 Checks that both give the torch chain's tables (valid entries; the kernels leave capacity
-tails unwritten) on awkward cases, then times ``topk_layout`` at the issue's size (8 x 32
-heads x 64K tokens, block 128, k = 16, causal, fp32 scores) by CUDA-graph replay for the
-``tl`` kernel and the Gluon kernel's warps and group sizes, with the profiler's time per
+tails unwritten) on awkward cases for four settings of the Gluon kernels (lanes per row,
+warps, the compaction's lanes), then times ``topk_layout`` at the issue's size (8 x 32 heads
+x 64K tokens, block 128, k = 16, causal, fp32 and bf16 scores) by CUDA-graph replay for the
+``tl`` kernels and a sweep of the Gluon settings (``KNOBS``), with the profiler's time per
 kernel. Writes ``rows_probe.json`` into ``--out``.
 
     PYTHONPATH=. python benchmarks/rows_probe.py --out DIR

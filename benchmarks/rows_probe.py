@@ -151,6 +151,35 @@ def timing(dev):
                 set_knobs(old)
 
 
+def timing_widths(dev):
+    """``topk_layout`` (k = 16, causal, fp32, 32 heads) at grids of 512 to 4096 key blocks, with
+    the ``tl`` kernels against the default (Gluon on sm_90 up to ``_GLUON_ROWS_MAX_NK`` key
+    blocks: where its limit should be); the two paths' tables compared (each was checked
+    against the torch chain above); 1000 blocks is the row kernel's masked (non power of two)
+    path."""
+    timer = Timer(dev, warmup_ms=100, rep_ms=300, min_reps=10)
+    for nb, B in ((512, 8), (1000, 2), (1024, 2), (2048, 1), (4096, 1), (8192, 1)):
+        H, bs, k = 32, 128, 16
+        N = nb * bs
+        scores = torch.randn(B, H, nb, nb, device=dev, generator=torch.Generator(device=dev).manual_seed(nb))
+        case = f"B={B} H={H} blocks={nb} k={k} causal float32"
+        try:
+            got = {}
+            for name, gluon in (("tl", False), ("default", None)):
+                def fn(s=scores, gluon=gluon, N=N):
+                    return build(s, k, gluon, seq_len=N, block_size=bs, causal=True).fwd_idx
+                got[name] = tables(build(scores, k, gluon, seq_len=N, block_size=bs, causal=True))
+                ms = graph_ms(timer, dev, fn)
+                add(kind="width", case=case, variant=name, graph_ms=round(ms, 4),
+                    kernels_ms=profile(fn, dev))
+            add(kind="width check", case=case,
+                verdict="ok" if all(torch.equal(a, b) for a, b in zip(got["tl"], got["default"])) else "FAIL")
+        except Exception as e:  # noqa: BLE001
+            add(kind="width", case=case, error=f"{type(e).__name__}: {str(e)[:400]}")
+        del scores, got
+        torch.cuda.empty_cache()
+
+
 KNOBS = ("_GLUON_WARPS", "_GLUON_TPR", "_GLUON_TRANSPOSE", "_GLUON_COMPACT_WARPS", "_GLUON_COMPACT_LANES")
 
 
@@ -168,8 +197,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--skip-check", action="store_true")
+    p.add_argument("--widths", action="store_true", help="only the grid widths sweep (timing_widths)")
     args = p.parse_args()
     dev = torch.device("cuda")
+    if args.widths:
+        timing_widths(dev)
+        write_probe("rows_probe", args.out, ROWS, dev, dtype="float32")
+        return
     if not args.skip_check:
         check(dev)
     timing(dev)

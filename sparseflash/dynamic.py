@@ -301,8 +301,12 @@ _GLUON_TRANSPOSE = True
 _GLUON_COMPACT_WARPS = 1
 _GLUON_COMPACT_LANES: Optional[int] = 4
 # The Gluon row kernel's groups are bitmask words (32 key blocks), and its per-group state
-# grows with them: wider rows take the ``tl`` kernel.
-_GLUON_ROWS_MAX_NK = 2048
+# grows with them: wider rows take the ``tl`` kernel. topk_layout (k = 16, causal, 32 heads)
+# with the Gluon rows against the tl ones, H200 (rows_probe.py --widths, run14): 512 / 1000 /
+# 1024 / 2048 / 4096 / 8192 key blocks: 0.187 / 0.217 / 0.196 / 0.387 / 1.92 / 8.56 ms against
+# 0.339 / 0.406 / 0.309 / 0.572 / 2.55 / 10.25 (the row kernels alone 1.30 / 5.80 against
+# 1.78 / 7.32 ms at 4096 / 8192), tables equal.
+_GLUON_ROWS_MAX_NK = 8192
 
 
 def _nk_pad(nk: int) -> int:

@@ -411,16 +411,15 @@ def test_gluon_build_kernels_are_what_runs_by_default_on_sm90(monkeypatch):
                         "sparseflash.kernels.build_gluon._transpose_kernel",
                         "sparseflash.kernels.build_gluon._compact_kernel",
                         "sparseflash.kernels.build_gluon._compact_kernel"]
-    # rows past the Gluon row kernel's width take the tl one; forced on, it refuses by name
+    # rows past the Gluon row kernel's width (here lowered to 32 key blocks) take the tl one;
+    # forced on, it refuses by name
     launched.clear()
-    wide = (dynamic._GLUON_ROWS_MAX_NK + 1) * 16
-    sf.topk_layout(rnd((1, 1, 2, dynamic._GLUON_ROWS_MAX_NK + 1), seed=4), 2, seq_len=32,
-                   kv_len=wide, block_size=16)
+    monkeypatch.setattr(dynamic, "_GLUON_ROWS_MAX_NK", 32)
+    sf.topk_layout(rnd((1, 1, 2, 40), seed=4), 2, seq_len=32, kv_len=40 * 16, block_size=16)
     assert launched[0] == "sparseflash.kernels.build._rows_kernel"
     monkeypatch.setattr(dynamic, "_ROW_GLUON", True)
     with pytest.raises(RuntimeError, match="key blocks padded"):
-        sf.topk_layout(rnd((1, 1, 2, dynamic._GLUON_ROWS_MAX_NK + 1), seed=4), 2, seq_len=32,
-                       kv_len=wide, block_size=16)
+        sf.topk_layout(rnd((1, 1, 2, 40), seed=4), 2, seq_len=32, kv_len=40 * 16, block_size=16)
 
 
 class _Recorder:

@@ -20,8 +20,8 @@ round is what the design minimises (counted in the sm_90 SASS, then timed on an 
   group's keep word is clear (one AND per score, where comparing (score, block) pairs with
   the round's took seven instructions). Ties: the lower group, in a group the lower block,
   the order of a stable descending sort. Rows past the grid recompute the last row (never
-  stored) so that no load needs a row mask. Rows of more than ``2048`` key blocks take the
-  ``tl`` kernel (the per-group state grows with the row).
+  stored) so that no load needs a row mask. Rows of more than 8192 key blocks take the
+  ``tl`` kernel (the per-group state grows with the row; ``dynamic._GLUON_ROWS_MAX_NK``).
   On an H200 (8 x 32 x 512 x 512, k = 16, causal, fp32): 0.099 ms, against 0.122 with
   groups of ``GS`` blocks compared by (score, block) pairs and 0.189 for the ``tl`` kernel.
   Two lanes per row issue fewer instructions (227 against 133 per round, for twice the

@@ -118,7 +118,9 @@ def _topk_rows_kernel(src_ptr, hi_ptr, vis_ptr, full_ptr, inc_ptr, bits_ptr, cou
         # the round's block: the best group's first best block; groups are ascending
         # ranges, so among the groups holding m the first one's block is the lowest
         j = gl.min(gl.where(gmax == m[:, None], garg, NK_PAD), 1)       # [ROWS]
-        g = j // 32                                                     # its group and word
+        # its group and word (clamped: a row of NaN scores matches no group, and its refresh
+        # must still read inside the row; it sets no bit, NaN > -inf being false)
+        g = gl.minimum(j // 32, W - 1)
         bit = gl.where(m > float("-inf"), 1, 0) << (j % 32)
         hit = wcol == g[:, None]                                        # [ROWS, W] (W == G)
         keep = gl.where(hit, keep | bit[:, None], keep)

@@ -58,11 +58,8 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
         if HAS_ALIBI == 2:
             # the scores leave out the causal bias's row term: take it out of the LSE too
             lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
-            s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, start_m, cols_pos[:, None],
-                                      HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
-        else:
-            s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, rows_pos[None, :], cols_pos[:, None],
-                                      HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        s2T, dcapT = _log2_scores(qkT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
+                                  cols_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         # a probability is <= 1: clamping the exponent keeps a peaked softmax (huge scale, where
         # recomputed scores differ from the forward's in the last bits) finite
         pT = _exp(tl.minimum(s2T - lse2[None, :], 0.0), NATURAL)
@@ -224,12 +221,8 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
-        if HAS_ALIBI == 2:
-            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, cols_pos[None, :],
-                                    HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
-        else:
-            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                    HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+        s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
+                                cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
         p = _exp(tl.minimum(s2 - lse2[:, None], 0.0), NATURAL)      # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)

@@ -61,12 +61,8 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                 # max), and cap * tanh - max is one FMA inside exp2
                 s2 = _tanh(qk * qk_scale, UPCAST, PRECISION)
             else:
-                if HAS_ALIBI == 2:
-                    s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, cols_pos[None, :],
-                                         HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
-                else:
-                    s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                         HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+                s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
+                                     cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
             if MASKED:
                 key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
                 visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,

@@ -180,12 +180,8 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, col_layou
         return _tanh(s * qk_scale, _UPCAST, _PRECISION)
     else:
         cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
-        if HAS_ALIBI == 2:
-            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
-        else:
-            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, rows_pos[:, None], cols_pos[None, :],
-                                 HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
+        s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], cols_pos[None, :],
+                             HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
         return s2
 
 
@@ -559,11 +555,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                 # (in float: the integer form is a loop-invariant arange the compiler hoists, a
                 # [BLOCK_M] vector held across the loop; positions are exact in float32 to 2**24)
                 lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
-                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, keys_pos[:, None],
-                                          HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
-            else:
-                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, rows_pos[None, :],
-                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
+            s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
+                                      keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
             # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
             pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, BLOCK_M]
             if t >= full_trips:

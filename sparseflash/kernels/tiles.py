@@ -162,7 +162,7 @@ def _tanh(x, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
+def _log2_scores(qk, qk_scale, softcap2, alibi2, t_ref, t_pos, u_pos,
                  HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """Scores in the kernel's units (log2, or natural when NATURAL): ``scale * q.k``,
@@ -176,8 +176,8 @@ def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
     HAS_ALIBI 1: ``-alibi2 * |t - u|`` (``t_pos``/``u_pos`` broadcast to the tile, converted to
     float before they broadcast: a subtract, an abs and an FMA per score).
     HAS_ALIBI 2 (causal layouts only: every visible key has u <= t): ``-slope*|t - u| =
-    slope*(u - R) - slope*(t - R)`` for a reference position R (``t_pos``, a scalar: the
-    query tile's first position); the row term is the same for every key of the row, so the
+    slope*(u - R) - slope*(t - R)`` for a reference position R (``t_ref``, a scalar: the
+    query tile's first position; ``t_pos`` is then unused); the row term is the same for every key of the row, so the
     softmax does not see it: only the column term ``alibi2 * (u - R)`` (one vector per tile,
     one add per score, contracted with the scale multiply) is added here, and the callers move
     the row term into the LSE (forward) or out of it (backward). Relative to R, the terms stay
@@ -195,7 +195,7 @@ def _log2_scores(qk, qk_scale, softcap2, alibi2, t_pos, u_pos,
         s2 = qk * qk_scale
         dcap = 1.0
     if HAS_ALIBI == 2:
-        s2 = s2 + alibi2 * (u_pos - t_pos).to(tl.float32)
+        s2 = s2 + alibi2 * (u_pos - t_ref).to(tl.float32)
     elif HAS_ALIBI:
         s2 = s2 - alibi2 * tl.abs(t_pos.to(tl.float32) - u_pos.to(tl.float32))
     return s2, dcap

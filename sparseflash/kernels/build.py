@@ -138,6 +138,19 @@ def _low_bit_index(low):
 
 
 @triton.jit
+def _write_bits(base, slot, x, col0, cnt):
+    """The set bits of words ``x`` (popcounts ``cnt``) as entries ``col0 + bit``, ascending,
+    each word's from ``base + slot`` on: each step writes every word's lowest remaining bit
+    (so the steps are the most bits of any word, not the bit positions). Both compaction
+    kernels' inner loop: this one passes a pointer per word and slot 0, kernels/build_gluon.py
+    the table and int32 slots (fewer registers than 64-bit pointers there)."""
+    for t in range(0, tl.max(tl.max(cnt, 1), 0)):
+        low = x & -x
+        tl.store(base + (slot + t), col0 + _low_bit_index(low), mask=x != 0)
+        x = x ^ low
+
+
+@triton.jit
 def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
                     W: tl.constexpr, ROWS: tl.constexpr):
     # grid: (cdiv(n, ROWS), S * TH). Rows r = st * n + i of a bitmask (W int32 words per
@@ -165,11 +178,7 @@ def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
             row0 = start + nfull
         cnt = _popcount(x)                                               # [ROWS, W]
         dst = idx_ptr + row0[:, None] + (tl.cumsum(cnt, 1) - cnt)        # each word's first slot
-        col0 = wcol[None, :] * 32
-        for t in range(0, tl.max(tl.max(cnt, 1), 0)):
-            low = x & -x
-            tl.store(dst + t, col0 + _low_bit_index(low), mask=x != 0)
-            x = x ^ low
+        _write_bits(dst, 0, x, wcol[None, :] * 32, cnt)
 
 
 @triton.jit

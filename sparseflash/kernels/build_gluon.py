@@ -43,9 +43,9 @@ interpreter: they are tested on the GPU against the torch chain
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-# the bit helpers are build.py's own: elementwise ``@triton.jit`` functions, which a Gluon
-# kernel calls like its own (the sm_90 code is the same as with Gluon copies of them)
-from .build import _low_bit_index
+# the compaction's bit-writing loop is build.py's own: a ``@triton.jit`` function, which a Gluon
+# kernel calls like its own (the sm_90 code is the same as with the loop written out here)
+from .build import _write_bits
 
 
 @gluon.jit
@@ -231,7 +231,4 @@ def _compact_kernel(bits_ptr, full_ptr, ptr_ptr, nfull_ptr, idx_ptr, n, n_words,
             row0 = start + nfull
         cnt = _popc(x)                                                  # [ROWS, W]
         slot = row0[:, None] + (gl.associative_scan(cnt, 1, _add) - cnt)   # each word's first slot
-        for t in range(0, gl.max(gl.max(cnt, 1), 0)):
-            low = x & -x
-            gl.store(idx_ptr + (slot + t), col0 + _low_bit_index(low), mask=x != 0)
-            x = x ^ low
+        _write_bits(idx_ptr, slot, x, col0, cnt)

@@ -326,7 +326,8 @@ def _gluon_kernels(src: Tensor, visible_prefix: Tensor, nq: int, nk_pad: int,
     """(the top-k row kernel, the transpose and compaction) in Gluon? (see ``_ROW_GLUON``).
     The transpose and the compaction take any input of an sm_90 GPU (``_GLUON_TRANSPOSE``);
     the row kernel, a top-k build only, also needs float32/16-bit scores (float64 ones would
-    be rounded) and rows that see a prefix of their key blocks. With ``_ROW_GLUON`` True, a
+    be rounded), rows that see a prefix of their key blocks, and at most ``_GLUON_ROWS_MAX_NK``
+    key blocks (padded to a power of two). With ``_ROW_GLUON`` True, a
     top-k build that cannot take the Gluon row kernel raises instead of falling back."""
     if _ROW_GLUON is False:
         return False, False

@@ -370,8 +370,8 @@ sm90 = pytest.mark.skipif(not IS_SM90, reason="needs an sm_90 GPU: Gluon has no 
 def test_gluon_build_kernels_give_the_chains_tables(monkeypatch, tpr, warps, clanes, cwarps, causal):
     """The Gluon row, transpose and compaction kernels (forced on: no silent fallback to the
     ``tl`` ones) against the torch chain: ties, -inf, an include pattern, half precision,
-    kv_len != seq_len, a ragged last block, the issue's 512 x 512 grid and 2048 key blocks
-    (the Gluon row kernel's widest); lanes per row 1 to 8 in both kernels."""
+    kv_len != seq_len, a ragged last block, the issue's 512 x 512 grid and 2040 key blocks
+    (64 bitmask words a row); lanes per row 1 to 8 in both kernels."""
     from sparseflash import dynamic
 
     for name, value in dict(_ROW_GLUON=True, _GLUON_TPR=tpr, _GLUON_WARPS=warps,

@@ -6,7 +6,7 @@ block-sparse layouts of docs/anchors (local, butterfly, bigbird, strided at 16K-
 Impls, each forward and forward+backward:
 
 * ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward and dK/dV
-  kernels where they apply; dQ is the portable kernel's);
+  kernels where they apply; dQ inside the Hopper dK/dV kernel, ``launch.USE_FUSED_DQ``);
 * ``portable``: the same call with the Hopper kernels switched off (``launch.USE_HOPPER`` and
   ``USE_HOPPER_BWD`` False);
 * ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables
@@ -58,30 +58,42 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_parts=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
-    ``stages`` overrides its K/V ring depth (a variant; the plan cache keys on it)."""
+    ``stages`` overrides its K/V ring depth, ``fused_dq`` sets ``USE_FUSED_DQ`` and
+    ``dq_parts`` the fused dQ's products per step (variants; the plan cache keys on them)."""
     def fn(q, k, v):
-        saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
+        saved, saved_bwd, saved_fused = launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ
+        saved_stages, saved_parts = dict(launch._HOPPER_STAGES), dict(launch._HOPPER_DQ_PARTS)
         launch.USE_HOPPER = False if portable else saved
         launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
+        if fused_dq is not None:
+            launch.USE_FUSED_DQ = fused_dq
         if stages is not None:
             launch._HOPPER_STAGES[q.shape[-1]] = stages
+        if dq_parts is not None:
+            launch._HOPPER_DQ_PARTS[q.shape[-1]] = dq_parts
         try:
             return sf.sparse_attention(q, k, v, layout)
         finally:
-            launch.USE_HOPPER, launch.USE_HOPPER_BWD = saved, saved_bwd
+            launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ = saved, saved_bwd, saved_fused
             launch._HOPPER_STAGES.clear()
             launch._HOPPER_STAGES.update(saved_stages)
+            launch._HOPPER_DQ_PARTS.clear()
+            launch._HOPPER_DQ_PARTS.update(saved_parts)
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False):
-    """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), and ``ours-pbwd`` (Hopper
-    forward, portable dK/dV) with ``--pbwd``."""
+def variants(layout, d, wanted, pbwd=False, nofuse=False, parts=()):
+    """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
+    forward, portable dK/dV) with ``--pbwd``, ``ours-nofuse`` (the portable dQ kernel beside
+    the Hopper dK/dV) with ``--nofuse``, ``ours-p<n>`` (``--dq-parts d:n,...``)."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
+    extra.update({f"ours-p{n}": ours_fn(layout, False, dq_parts=n) for dd, n in parts if dd == d})
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
+    if nofuse:
+        extra["ours-nofuse"] = ours_fn(layout, False, fused_dq=False)
     return extra
 
 
@@ -190,6 +202,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
+    ap.add_argument("--nofuse", action="store_true",
+                    help="also time the Hopper dK/dV kernel beside the portable dQ kernel (no fused dQ)")
+    ap.add_argument("--dq-parts", default="", help="fused dQ products per step to time, e.g. 128:1,128:4")
+    ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
     args = ap.parse_args(argv)
     args.suites = "hopper"
     if args.report:
@@ -197,14 +213,17 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
+    parts = [tuple(int(x) for x in item.split(":")) for item in args.dq_parts.split(",") if item]
+    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, parts=parts)
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
-    fa4 = fa4_function()
+    fa4 = None if args.no_peers else fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"
     for N, d, causal in (QUICK_DENSE if quick else DENSE):
         H, B = 2048 // d, max(1, 16384 // N)
         layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, args.pbwd), "portable": ours_fn(layout, True),
-                 "cudnn": cudnn_fn(causal)}
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
+        if not args.no_peers:
+            impls.update(portable=ours_fn(layout, True), cudnn=cudnn_fn(causal))
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
         flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
@@ -212,7 +231,9 @@ def main(argv=None):
     for name, pattern, N, d in (QUICK_SPARSE if quick else SPARSE):
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, num_heads=H)
-        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, args.pbwd), "portable": ours_fn(layout, True)}
+        impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
+        if not args.no_peers:
+            impls["portable"] = ours_fn(layout, True)
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

@@ -46,7 +46,7 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      CONSUMER_REGS=232, PRODUCER_REGS=24)
+                      FUSED_DQ=False, CONSUMER_REGS=232, PRODUCER_REGS=24)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64}
 constexprs.update(flags)
 
@@ -57,7 +57,7 @@ def desc(r):
 
 
 pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
-            "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
+            "LSE2": "*fp32", "Delta": "*fp32", "DQ": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
             "sm_scale": "fp32", "softcap2": "fp32"}
 tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
 signature = {}
@@ -72,9 +72,14 @@ for name in kernel.arg_names:
         signature[name] = "*i32"
     else:
         signature[name] = "i32"
-compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
+# pointers 16-byte aligned, as the launcher specialises them (the fused dQ's vector adds need it)
+attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
+         if signature[n].startswith("*")}
+compiled = triton.compile(GluonASTSource(kernel, signature, constexprs, attrs),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
 sys.stdout.write(compiled.asm["ptx"])
+if len(sys.argv) > 2:
+    open(sys.argv[2], "wb").write(compiled.asm["cubin"])
 """
 
 
@@ -127,6 +132,68 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
     assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
     assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
+    assert not re.search(r"\b(atom|red)\.global[.a-z]*\.add", ptx), "dQ adds without FUSED_DQ"
+
+
+@pytest.mark.parametrize("d,dtype,flags", [
+    (128, "bf16", dict(DQ_PARTS=2)),
+    (64, "fp16", dict(DQ_PARTS=1, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True, PER_SEQ=True,
+                      PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
+], ids=["d128-bf16-2parts", "d64-fp16-gqa-masks-mods"])
+def test_fused_dq_kernel_compiles_to_hopper_instructions(d, dtype, flags):
+    """With FUSED_DQ the dK/dV kernel also runs dQ's product (per step: DQ_PARTS more
+    wgmma groups, dS^T read transposed from shared memory) and adds it to the fp32
+    accumulator with two-float vector atomics (the pointers are 16-byte aligned), masked only
+    on partial blocks."""
+    ptx = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=True))
+    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False))
+    n = lambda pat, text: len(re.findall(pat, text))  # noqa: E731
+    assert n(r"wgmma\.mma_async", ptx) > n(r"wgmma\.mma_async", plain), "no dQ product"
+    adds = n(r"(atom|red)\.global[.a-z]*\.add\.v2\.f32", ptx)
+    rows, cols = 64, d // flags["DQ_PARTS"]
+    # per consumer warpgroup and part: rows * cols / (128 threads * 2 floats) adds per thread,
+    # once masked and once not, in each of the two consumer partitions
+    assert adds == 2 * 2 * flags["DQ_PARTS"] * rows * cols // 256, adds
+    assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.f32", ptx), "scalar adds"
+    assert re.search(r"fence\.proxy\.async\.shared::cta", ptx), "dS^T not fenced for the product"
+
+
+def test_prep_kernel_writes_delta_and_lse2(monkeypatch):
+    """The fused backward's prologue (bwd.py ``_bwd_prep_kernel``, run here by the
+    interpreter where CI has no GPU): delta = rowsum(dO * O) - dlse and lse2 = lse * log2(e)
+    (0 where lse is -inf), on transposed views, a row count that is not a multiple of the
+    program's rows and a head dim that is padded (80)."""
+    from sparseflash.kernels.bwd import _bwd_prep_kernel
+    import triton
+
+    B, H, N, d = 2, 3, 100, 80
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(B, N, H, d, generator=g).transpose(1, 2)
+    do = torch.randn(B, N, H, d, generator=g).transpose(1, 2)
+    lse = torch.randn(B, H, N, generator=g)
+    lse[0, 1, 7] = float("-inf")
+    dlse = torch.randn(B, H, N, generator=g)
+    for has_dlse in (False, True):
+        delta = torch.full((B, H, N), float("nan"))
+        lse2 = torch.full((B, H, N), float("nan"))
+        _bwd_prep_kernel[(triton.cdiv(N, 32), B * H)](
+            out, do, lse, dlse if has_dlse else lse, delta, lse2, H, N, *out.stride(), *do.stride(),
+            HEAD_DIM=d, HEAD_DIM_PAD=128, BLOCK_M=32, HAS_DLSE=has_dlse)
+        want = (out.double() * do.double()).sum(-1) - (dlse.double() if has_dlse else 0)
+        torch.testing.assert_close(delta.double(), want, rtol=1e-5, atol=1e-5)
+        want2 = torch.where(torch.isinf(lse), 0.0, lse.double() * 1.4426950408889634)
+        torch.testing.assert_close(lse2.double(), want2, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_dq_needs_an_unsplit_backward(monkeypatch):
+    """The fused dQ is complete only after the whole dK/dV launch: a split backward
+    (``dkdv_first``) takes the dQ kernel, and forcing the fused dQ there says why it cannot."""
+    assert launch._use_fused_dq(False) and not launch._use_fused_dq(True)
+    monkeypatch.setattr(launch, "USE_FUSED_DQ", True)
+    with pytest.raises(RuntimeError, match="USE_FUSED_DQ=True.*split"):
+        launch._use_fused_dq(True)
+    monkeypatch.setattr(launch, "USE_FUSED_DQ", False)
+    assert not launch._use_fused_dq(False)
 
 
 @pytest.mark.parametrize("which,d,dtype,flags", [
@@ -174,10 +241,11 @@ def test_dispatcher_says_why_it_falls_back():
 # ------------------------------------------------------------------ on a Hopper GPU
 @pytest.fixture
 def hopper_only(monkeypatch):
-    """Every forward and every dK/dV in the test runs the Hopper kernels, or raises saying why
-    they cannot."""
+    """Every forward and every dK/dV in the test runs the Hopper kernels, with dQ inside the
+    dK/dV kernel, or raises saying why they cannot."""
     monkeypatch.setattr(launch, "USE_HOPPER", True)
     monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
+    monkeypatch.setattr(launch, "USE_FUSED_DQ", True)
 
 
 CASES = [
@@ -200,6 +268,51 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=dtype, backend="triton", **kw)
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,kw", [CASES[0], CASES[4], CASES[5]],
+                         ids=[CASES[i][0] for i in (0, 4, 5)])
+def test_hopper_backward_with_the_dq_kernel(name, pattern, kw, hopper_only, monkeypatch):
+    """The Hopper dK/dV kernel beside the portable dQ kernel (USE_FUSED_DQ=False; what a split
+    backward runs) still matches the oracle."""
+    monkeypatch.setattr(launch, "USE_FUSED_DQ", False)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
+
+
+@gpu
+def test_fused_dq_takes_the_lse_gradient(monkeypatch):
+    """A loss on the returned LSE as well as the output: the fused backward's prologue folds
+    dlse into delta as the dQ kernel does; both backwards agree with the float64 oracle's
+    gradients to the same tolerance."""
+    B, H, N, d = 1, 2, 700, 128
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g)
+                   for _ in range(4))
+    dlse = torch.randn(B, H, N, device="cuda", generator=g)
+    pattern = sf.local(1) | sf.global_blocks(1)
+    monkeypatch.setattr(launch, "USE_HOPPER", True)
+    monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
+
+    def grads(x):
+        x = [t.detach().clone().requires_grad_(True) for t in x]
+        out, lse = sf.sparse_attention(*x, pattern, block_size=128, causal=True, return_lse=True,
+                                       backend="torch" if x[0].dtype == torch.float64 else "triton")
+        loss = (out.double() * do.double()).sum() + (lse.double() * dlse.double()).sum()
+        return torch.autograd.grad(loss, x)
+
+    ref = grads([t.double() for t in (q, k, v)])
+    got = {}
+    for fused in (True, False):
+        monkeypatch.setattr(launch, "USE_FUSED_DQ", fused)
+        got[fused] = grads((q, k, v))
+    for i, name in enumerate(("dq", "dk", "dv")):
+        e_fused = (got[True][i].double() - ref[i]).abs().max().item()
+        e_kernel = (got[False][i].double() - ref[i]).abs().max().item()
+        assert not torch.isnan(got[True][i]).any()
+        assert e_fused <= 2 * e_kernel + 1e-2, f"{name}: fused {e_fused:.2e}, dQ kernel {e_kernel:.2e}"
 
 
 @gpu

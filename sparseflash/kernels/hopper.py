@@ -36,8 +36,8 @@ Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
-                                                               warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh
 
@@ -483,8 +483,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 
 @gluon.jit
-def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
+                  LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                   lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -493,7 +493,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                  SCHEDULED: gl.constexpr, WG: gl.constexpr):
+                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
+                  WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -505,6 +506,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     key_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     query_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+    orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
+    ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
+    DQ_COLS: gl.constexpr = HEAD_DIM // DQ_PARTS
+    q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, DQ_COLS, 16])
+    qrow_layout: gl.constexpr = gl.SliceLayout(1, q_layout)
+    qcol_layout: gl.constexpr = gl.SliceLayout(0, q_layout)
 
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
         schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
@@ -531,6 +539,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
         bh = (off_b * num_heads + off_h).to(gl.int64)
         lse2_head = LSE2 + bh * lse_len + q_row0
         delta_head = Delta + bh * lse_len + q_row0
+        dq_head = DQ + (bh * lse_len + q_row0) * HEAD_DIM
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
@@ -577,15 +586,42 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
             # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
             delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-            dsT = pT * (dpT - delta[None, :])
-            dk = warpgroup_mma(gl.convert_layout(dsT.to(dtype), a_layout), q_tile, dk, is_async=True)
-            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-            mbarrier.arrive(empty.index(s))
+            dsT = (pT * (dpT - delta[None, :])).to(dtype)
+            dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+            if FUSED_DQ:
+                # dQ += dS K over this warpgroup's 64 keys (FA3): dS^T through shared memory
+                # (the product needs it transposed, as an operand from shared memory), the
+                # partial sum added to the fp32 dQ accumulator in global memory
+                ds_tile = ds_smem.index(WG)
+                ds_tile.store(dsT)
+                fence_async_shared()
+                gl.thread_barrier()           # every warp's dS^T is in place before the product
+                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                mbarrier.arrive(empty.index(s))
+                orows = start_m + gl.arange(0, BLOCK_M, qrow_layout)
+                # in DQ_PARTS column slices of K: a slice's product needs fewer registers
+                for c in gl.static_range(DQ_PARTS):
+                    dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout)
+                    dq = warpgroup_mma(ds_tile.permute((1, 0)), k_tile.slice(c * DQ_COLS, DQ_COLS, 1),
+                                       dq_zero, use_acc=False, is_async=True)
+                    dq = warpgroup_mma_wait(0, deps=(dq, )) * sm_scale
+                    offs_d = c * DQ_COLS + gl.arange(0, DQ_COLS, qcol_layout)
+                    dq_ptrs = dq_head + orows[:, None] * HEAD_DIM + offs_d[None, :]
+                    if t >= full_trips:
+                        # rows outside the sequence (past the tensor, or another document's)
+                        orow_ok = (orows >= q_lo) & (orows < q_hi)
+                        gl.atomic_add(dq_ptrs, dq, mask=orow_ok[:, None], sem="relaxed")
+                    else:
+                        # a full block's rows are all in the sequence: no predicate per add
+                        gl.atomic_add(dq_ptrs, dq, sem="relaxed")
+            else:
+                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                mbarrier.arrive(empty.index(s))
             step += 1
 
     dk = dk * sm_scale
-    okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
+    okeys = first + gl.arange(0, KEYS, orow_layout)
+    offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
     base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
         + (okeys + k_row0).to(gl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
     ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
@@ -594,7 +630,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -604,8 +640,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                        SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr):
+                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
+                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -624,6 +660,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
     v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    # each warpgroup's dS^T [keys, queries] for the fused dQ product (unused without it)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
+    ds_smem = gl.allocate_shared_memory(dtype, [2, HALF, BLOCK_M], ds_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -633,22 +672,22 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
     gl.warp_specialize(
-        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, 0)),
-         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          SCHEDULED, FUSED_DQ, DQ_PARTS, 0)),
+         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, 1)),
+                          SCHEDULED, FUSED_DQ, DQ_PARTS, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from triton import knobs as _knobs
 
-from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
+from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_prep_kernel
 from .decode import _decode_combine_kernel, _decode_split_kernel
 from .fwd import _fwd_kernel
 
@@ -510,8 +510,15 @@ USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") !
 # The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``) after the portable dQ
 # kernel: the same None/False/True meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
+# dQ inside the Hopper dK/dV kernel (kernels/hopper.py ``FUSED_DQ``): each step's dS K added to
+# an fp32 accumulator in global memory, so no dQ kernel recomputes S and dP (5 block products
+# per step instead of 4 + 3). The same None/False/True meaning; SPARSEFLASH_FUSED_DQ=0 sets
+# False. It needs the Hopper dK/dV kernel, and is not used when the backward is split
+# (``dkdv_first``: dQ must be complete before the second part).
+USE_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
+_HOPPER_DQ_PARTS = {64: 1, 128: 2}       # fused dQ: K's columns in this many products per step
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -625,9 +632,10 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
 
 
 def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
-                      qk_scale, mod_tail, schedule_cache, cached):
+                      qk_scale, mod_tail, schedule_cache, cached, fused_dq):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
-    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``)."""
+    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``);
+    ``fused_dq``: the kernel also accumulates dQ (``USE_FUSED_DQ``)."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -646,9 +654,10 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
-                   PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
+                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_PARTS=_HOPPER_DQ_PARTS[d],
+                   **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 16, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -735,10 +744,11 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits")
+                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq", "prep")
 
     def __init__(self):
         self.hopper, self.hopper_descs = False, None
+        self.fused_dq, self.prep, self.dq = False, None, None
         self.splits = {}
 
     def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
@@ -769,8 +779,18 @@ class _BwdPlan:
         return got
 
 
+def _use_fused_dq(split: bool) -> bool:
+    """Whether the Hopper dK/dV kernel (which runs) also accumulates dQ."""
+    if USE_FUSED_DQ is False:
+        return False
+    return _forced(USE_FUSED_DQ, "USE_FUSED_DQ",
+                   "the backward is split (dkdv_first): dQ must be complete after the first part"
+                   if split else None)
+
+
 def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
-              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0):
+              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0,
+              split=False):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_size, causal = layout.block_size, layout.causal
@@ -791,11 +811,15 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
-    if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
-                       alibi=alibi, dropout_p=dropout_p):
+    hopper = _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
+                             alibi=alibi, dropout_p=dropout_p)
+    if not hopper and USE_FUSED_DQ:
+        raise RuntimeError("USE_FUSED_DQ=True but the Hopper dK/dV kernel does not run this call")
+    if hopper:
+        plan.fused_dq = _use_fused_dq(split)
         _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
-                          schedule_cache=schedule_cache, cached=cached)
+                          schedule_cache=schedule_cache, cached=cached, fused_dq=plan.fused_dq)
     else:
         num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
         plan.order_dkdv = None if _no_order(layout) else _launch_order(
@@ -813,6 +837,13 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
             _bwd_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, cfg.num_warps,
             cfg.num_stages, cached, SCHEDULED=order is not None, **options)
         plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
+    if plan.fused_dq:
+        # delta and lse2 alone (the dQ kernel's prologue); dQ comes from the dK/dV kernel
+        plan.prep = _Launch(
+            _bwd_prep_kernel, (_cdiv(N, _PREP_ROWS), B * H), 6,
+            (H, N, *out.stride(), *do.stride()), 4, 1, cached,
+            HEAD_DIM=d, HEAD_DIM_PAD=d_pad, BLOCK_M=_PREP_ROWS, HAS_DLSE=has_dlse)
+        return plan, qdo + kv
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
@@ -828,6 +859,9 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
         SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, fp_fusion=not natural, **constexprs)
     return plan, qdo + kv
+
+
+_PREP_ROWS = 64
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -878,13 +912,14 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d))
+           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), USE_FUSED_DQ,
+           _HOPPER_DQ_PARTS.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
             do, q, k, v, out, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale, has_dlse=has_dlse,
             config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
-            softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            softcap=softcap, alibi=alibi, dropout_p=dropout_p, split=dkdv_first is not None)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
@@ -892,11 +927,17 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
-    # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
     alibi_arg = t.fwd_ptr if alibi is None else alibi
-    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
-            t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
-            t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
+    dq_acc = delta                 # the dK/dV kernel's dQ argument (unused without fused dQ)
+    if plan.fused_dq:
+        # delta and lse2, then the dK/dV kernel adds every block's dS K to dq_acc (fp32)
+        plan.prep(dev, out, do, lse, dlse, delta, lse2)
+        dq_acc = torch.zeros((B, H, N, d), dtype=torch.float32, device=q.device)
+    else:
+        # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
+        plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
+                t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
+                t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
     launches = [(plan.dkdv, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)]
     if dkdv_first is not None:
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
@@ -908,11 +949,13 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                   t.seqs, kpm_arg, alibi_arg, order)
+            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, dq_acc, t.bwd_ptr, t.bwd_idx,
+                   t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+    if plan.fused_dq:
+        dq.copy_(dq_acc)
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

@@ -58,38 +58,56 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_parts=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_parts=None,
+            dq_add=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``fused_dq`` sets ``USE_FUSED_DQ`` and
-    ``dq_parts`` the fused dQ's products per step (variants; the plan cache keys on them)."""
-    def fn(q, k, v):
+    ``dq_parts`` the fused dQ's products per step (variants; the plan cache keys on them).
+
+    The backward reads the switches when autograd runs it, after ``fn`` has returned:
+    ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
+    the backward as well. (Before this, ``--pbwd`` timed the default backward for both impls:
+    the A/B of benchmarks/results/h200-hopper/run3-bwd-ab compared a backward with itself.)"""
+    import contextlib
+
+    @contextlib.contextmanager
+    def switches():
         saved, saved_bwd, saved_fused = launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ
         saved_stages, saved_parts = dict(launch._HOPPER_STAGES), dict(launch._HOPPER_DQ_PARTS)
+        saved_add = launch._HOPPER_DQ_ADD
+        if dq_add is not None:
+            launch._HOPPER_DQ_ADD = dq_add
         launch.USE_HOPPER = False if portable else saved
         launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
         if fused_dq is not None:
             launch.USE_FUSED_DQ = fused_dq
-        if stages is not None:
-            launch._HOPPER_STAGES[q.shape[-1]] = stages
-        if dq_parts is not None:
-            launch._HOPPER_DQ_PARTS[q.shape[-1]] = dq_parts
+        for table, value in ((launch._HOPPER_STAGES, stages), (launch._HOPPER_DQ_PARTS, dq_parts)):
+            if value is not None:
+                for dd in list(table):
+                    table[dd] = value
         try:
-            return sf.sparse_attention(q, k, v, layout)
+            yield
         finally:
             launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ = saved, saved_bwd, saved_fused
-            launch._HOPPER_STAGES.clear()
             launch._HOPPER_STAGES.update(saved_stages)
-            launch._HOPPER_DQ_PARTS.clear()
             launch._HOPPER_DQ_PARTS.update(saved_parts)
+            launch._HOPPER_DQ_ADD = saved_add
+
+    def fn(q, k, v):
+        with switches():
+            return sf.sparse_attention(q, k, v, layout)
+    fn.switches = switches
     return fn
 
 
 def variants(layout, d, wanted, pbwd=False, nofuse=False, parts=()):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-nofuse`` (the portable dQ kernel beside
-    the Hopper dK/dV) with ``--nofuse``, ``ours-p<n>`` (``--dq-parts d:n,...``)."""
+    the Hopper dK/dV) with ``--nofuse``, ``ours-atomic-p<n>``
+    (``--dq-parts d:n,...``: the fused dQ by atomic adds, n products per step)."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
-    extra.update({f"ours-p{n}": ours_fn(layout, False, dq_parts=n) for dd, n in parts if dd == d})
+    extra.update({f"ours-atomic-p{n}": ours_fn(layout, False, dq_parts=n, dq_add="atomic")
+                  for dd, n in parts if dd == d})
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if nofuse:
@@ -145,7 +163,10 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
     for name, fn in impls.items():
         def step(fn=fn):
-            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+            import contextlib
+
+            with getattr(fn, "switches", contextlib.nullcontext)():
+                return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
         try:
             ms, _ = timer(step)
             add("hopper", case, name, "fwd+bwd", ms, 3.5 * flops, peak(step, dev))

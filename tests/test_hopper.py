@@ -46,12 +46,16 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      FUSED_DQ=False, CONSUMER_REGS=232, PRODUCER_REGS=24)
-    rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64}
+                      FUSED_DQ=False, DQ_PARTS=2, DQ_TMA=False, CONSUMER_REGS=232, PRODUCER_REGS=24)
+    rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
 
 
-def desc(r):
+def desc(r, name=""):
+    if name == "dq_desc":                 # the fused dQ's fp32 accumulator, DQ_PARTS column blocks
+        cols = d // constexprs["DQ_PARTS"]
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, cols], gl.float32)
+        return f"tensordesc<fp32[1,1,{r},{cols}],{layout!r}>"
     layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, d], gdt)
     return f"tensordesc<{dtype}[1,1,{r},{d}],{layout!r}>"
 
@@ -65,7 +69,7 @@ for name in kernel.arg_names:
     if name in constexprs:
         signature[name] = "constexpr"
     elif name in rows:
-        signature[name] = desc(rows[name])
+        signature[name] = desc(rows[name], name)
     elif name in pointers:
         signature[name] = pointers[name]
     elif name in tables:
@@ -135,27 +139,38 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     assert not re.search(r"\b(atom|red)\.global[.a-z]*\.add", ptx), "dQ adds without FUSED_DQ"
 
 
-@pytest.mark.parametrize("d,dtype,flags", [
-    (128, "bf16", dict(DQ_PARTS=2)),
-    (64, "fp16", dict(DQ_PARTS=1, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True, PER_SEQ=True,
-                      PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
-], ids=["d128-bf16-2parts", "d64-fp16-gqa-masks-mods"])
+FUSED_FLAGS = [
+    (128, "bf16", dict(DQ_PARTS=4, DQ_TMA=True)),
+    (64, "fp16", dict(DQ_PARTS=2, DQ_TMA=True, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True,
+                      PER_SEQ=True, PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
+    (128, "bf16", dict(DQ_PARTS=2, DQ_TMA=False)),
+]
+
+
+@pytest.mark.parametrize("d,dtype,flags", FUSED_FLAGS,
+                         ids=["d128-bf16-tma", "d64-fp16-tma-gqa-masks-mods", "d128-bf16-atomic"])
 def test_fused_dq_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """With FUSED_DQ the dK/dV kernel also runs dQ's product (per step: DQ_PARTS more
-    wgmma groups, dS^T read transposed from shared memory) and adds it to the fp32
-    accumulator with two-float vector atomics (the pointers are 16-byte aligned), masked only
-    on partial blocks."""
+    wgmma groups, dS^T read transposed from shared memory, fenced) and adds it to the fp32
+    accumulator: with DQ_TMA by the copy engine's reduce-add, one per part and consumer
+    partition; else with two-float vector atomics (the pointers are 16-byte aligned), masked
+    only on partial blocks."""
     ptx = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=True))
-    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False))
+    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False, DQ_TMA=False))
     n = lambda pat, text: len(re.findall(pat, text))  # noqa: E731
     assert n(r"wgmma\.mma_async", ptx) > n(r"wgmma\.mma_async", plain), "no dQ product"
-    adds = n(r"(atom|red)\.global[.a-z]*\.add\.v2\.f32", ptx)
-    rows, cols = 64, d // flags["DQ_PARTS"]
-    # per consumer warpgroup and part: rows * cols / (128 threads * 2 floats) adds per thread,
-    # once masked and once not, in each of the two consumer partitions
-    assert adds == 2 * 2 * flags["DQ_PARTS"] * rows * cols // 256, adds
-    assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.f32", ptx), "scalar adds"
     assert re.search(r"fence\.proxy\.async\.shared::cta", ptx), "dS^T not fenced for the product"
+    reduces = n(r"cp\.reduce\.async\.bulk\.tensor\.4d\.global\.shared::cta\.add", ptx)
+    adds = n(r"(atom|red)\.global[.a-z]*\.add\.v2\.f32", ptx)
+    assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.f32", ptx), "scalar adds"
+    if flags["DQ_TMA"]:
+        assert reduces == 2 * flags["DQ_PARTS"] and adds == 0, (reduces, adds)
+        assert re.search(r"cp\.async\.bulk\.wait_group\.read", ptx), "staging tile reused unwaited"
+    else:
+        rows, cols = 64, d // flags["DQ_PARTS"]
+        # per consumer warpgroup and part: rows * cols / (128 threads * 2 floats) adds per
+        # thread, once masked and once not, in each of the two consumer partitions
+        assert reduces == 0 and adds == 2 * 2 * flags["DQ_PARTS"] * rows * cols // 256, adds
 
 
 def test_prep_kernel_writes_delta_and_lse2(monkeypatch):

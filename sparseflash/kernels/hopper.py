@@ -39,7 +39,20 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                                warpgroup_mma, warpgroup_mma_wait)
 
+from triton._C.libtriton import ir as _ir
+from triton.experimental.gluon.language._core import builtin as _builtin
+
 from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh
+
+
+@_builtin
+def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    """``tensor[coord + box] += src`` by the copy engine (``cp.reduce.async.bulk.tensor``, add):
+    Triton's ``AsyncTMAReduceOp``, which Gluon 3.6 builds but does not wrap. Completes like a
+    TMA store (``tma.store_wait``); coordinates outside the tensor are skipped."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
+                                              coord, src.handle)
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
 
@@ -483,8 +496,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 
 @gluon.jit
-def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
+                  LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                   lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -494,7 +507,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                   SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
-                  WG: gl.constexpr):
+                  DQ_TMA: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -605,20 +618,35 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty
                     dq = warpgroup_mma(ds_tile.permute((1, 0)), k_tile.slice(c * DQ_COLS, DQ_COLS, 1),
                                        dq_zero, use_acc=False, is_async=True)
                     dq = warpgroup_mma_wait(0, deps=(dq, )) * sm_scale
-                    offs_d = c * DQ_COLS + gl.arange(0, DQ_COLS, qcol_layout)
-                    dq_ptrs = dq_head + orows[:, None] * HEAD_DIM + offs_d[None, :]
-                    if t >= full_trips:
-                        # rows outside the sequence (past the tensor, or another document's)
-                        orow_ok = (orows >= q_lo) & (orows < q_hi)
-                        gl.atomic_add(dq_ptrs, dq, mask=orow_ok[:, None], sem="relaxed")
+                    if DQ_TMA:
+                        # through a double-buffered staging tile, added by the copy engine; rows
+                        # outside the sequence add dS = 0 (partial blocks zero them) or fall
+                        # outside the tensor, which the copy engine skips
+                        buf = dq_smem.index(WG * 2 + c % 2)
+                        tma.store_wait(1)         # this buffer's add from two parts ago has read it
+                        gl.thread_barrier()
+                        buf.store(dq)
+                        fence_async_shared()
+                        gl.thread_barrier()
+                        _tma_reduce_add(dq_desc, [off_b, off_h, start_m + q_row0, c * DQ_COLS],
+                                        buf.reshape([1, 1, BLOCK_M, DQ_COLS]))
                     else:
-                        # a full block's rows are all in the sequence: no predicate per add
-                        gl.atomic_add(dq_ptrs, dq, sem="relaxed")
+                        offs_d = c * DQ_COLS + gl.arange(0, DQ_COLS, qcol_layout)
+                        dq_ptrs = dq_head + orows[:, None] * HEAD_DIM + offs_d[None, :]
+                        if t >= full_trips:
+                            # rows outside the sequence (past the tensor, or another document's)
+                            orow_ok = (orows >= q_lo) & (orows < q_hi)
+                            gl.atomic_add(dq_ptrs, dq, mask=orow_ok[:, None], sem="relaxed")
+                        else:
+                            # a full block's rows are all in the sequence: no predicate per add
+                            gl.atomic_add(dq_ptrs, dq, sem="relaxed")
             else:
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
 
+    if DQ_TMA:
+        tma.store_wait(0)
     dk = dk * sm_scale
     okeys = first + gl.arange(0, KEYS, orow_layout)
     offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
@@ -630,7 +658,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ, dq_desc,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -641,7 +669,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                         SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
-                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                        DQ_TMA: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -663,6 +691,11 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
     # each warpgroup's dS^T [keys, queries] for the fused dQ product (unused without it)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
     ds_smem = gl.allocate_shared_memory(dtype, [2, HALF, BLOCK_M], ds_layout)
+    # the fused dQ's fp32 staging tiles for the copy engine's adds: two per warpgroup
+    DQ_COLS: gl.constexpr = HEAD_DIM // DQ_PARTS
+    DQ_BUFS: gl.constexpr = 4 if DQ_TMA else 1
+    dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, DQ_COLS], gl.float32)
+    dq_smem = gl.allocate_shared_memory(gl.float32, [DQ_BUFS, BLOCK_M, DQ_COLS], dq_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -672,22 +705,22 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
     gl.warp_specialize(
-        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_PARTS, 0)),
-         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, DQ, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          SCHEDULED, FUSED_DQ, DQ_PARTS, DQ_TMA, 0)),
+         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_PARTS, 1)),
+                          SCHEDULED, FUSED_DQ, DQ_PARTS, DQ_TMA, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

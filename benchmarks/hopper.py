@@ -58,11 +58,10 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_parts=None,
-            dq_add=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_split=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``fused_dq`` sets ``USE_FUSED_DQ`` and
-    ``dq_parts`` the fused dQ's products per step (variants; the plan cache keys on them).
+    ``dq_split`` the fused dQ's ``_HOPPER_DQ_SPLIT`` (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
@@ -73,25 +72,22 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
     @contextlib.contextmanager
     def switches():
         saved, saved_bwd, saved_fused = launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ
-        saved_stages, saved_parts = dict(launch._HOPPER_STAGES), dict(launch._HOPPER_DQ_PARTS)
-        saved_add = launch._HOPPER_DQ_ADD
-        if dq_add is not None:
-            launch._HOPPER_DQ_ADD = dq_add
+        saved_stages, saved_split = dict(launch._HOPPER_STAGES), launch._HOPPER_DQ_SPLIT
+        if dq_split is not None:
+            launch._HOPPER_DQ_SPLIT = dq_split
         launch.USE_HOPPER = False if portable else saved
         launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
         if fused_dq is not None:
             launch.USE_FUSED_DQ = fused_dq
-        for table, value in ((launch._HOPPER_STAGES, stages), (launch._HOPPER_DQ_PARTS, dq_parts)):
-            if value is not None:
-                for dd in list(table):
-                    table[dd] = value
+        if stages is not None:
+            for dd in list(launch._HOPPER_STAGES):
+                launch._HOPPER_STAGES[dd] = stages
         try:
             yield
         finally:
             launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ = saved, saved_bwd, saved_fused
             launch._HOPPER_STAGES.update(saved_stages)
-            launch._HOPPER_DQ_PARTS.update(saved_parts)
-            launch._HOPPER_DQ_ADD = saved_add
+            launch._HOPPER_DQ_SPLIT = saved_split
 
     def fn(q, k, v):
         with switches():
@@ -100,14 +96,14 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, nofuse=False, parts=()):
+def variants(layout, d, wanted, pbwd=False, nofuse=False, nosplit=False):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-nofuse`` (the portable dQ kernel beside
-    the Hopper dK/dV) with ``--nofuse``, ``ours-atomic-p<n>``
-    (``--dq-parts d:n,...``: the fused dQ by atomic adds, n products per step)."""
+    the Hopper dK/dV) with ``--nofuse``, ``ours-nosplit``
+    (the fused dQ without DQ_SPLIT) with ``--nosplit``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
-    extra.update({f"ours-atomic-p{n}": ours_fn(layout, False, dq_parts=n, dq_add="atomic")
-                  for dd, n in parts if dd == d})
+    if nosplit:
+        extra["ours-nosplit"] = ours_fn(layout, False, dq_split=False)
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if nofuse:
@@ -225,7 +221,8 @@ def main(argv=None):
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--nofuse", action="store_true",
                     help="also time the Hopper dK/dV kernel beside the portable dQ kernel (no fused dQ)")
-    ap.add_argument("--dq-parts", default="", help="fused dQ products per step to time, e.g. 128:1,128:4")
+    ap.add_argument("--nosplit", action="store_true",
+                    help="also time the fused dQ with each warpgroup adding its own keys' dS K")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
     args = ap.parse_args(argv)
     args.suites = "hopper"
@@ -234,8 +231,7 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    parts = [tuple(int(x) for x in item.split(":")) for item in args.dq_parts.split(",") if item]
-    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, parts=parts)
+    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, nosplit=args.nosplit)
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"

@@ -46,22 +46,21 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      FUSED_DQ=False, DQ_PARTS=2, DQ_TMA=False, CONSUMER_REGS=232, PRODUCER_REGS=24)
+                      FUSED_DQ=False, DQ_SPLIT=True, CONSUMER_REGS=232, PRODUCER_REGS=24)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
 
 
 def desc(r, name=""):
-    if name == "dq_desc":                 # the fused dQ's fp32 accumulator, DQ_PARTS column blocks
-        cols = d // constexprs["DQ_PARTS"]
-        layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, cols], gl.float32)
-        return f"tensordesc<fp32[1,1,{r},{cols}],{layout!r}>"
+    if name == "dq_desc":                 # the fused dQ's fp32 accumulator, 32-column blocks
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, 32], gl.float32)
+        return f"tensordesc<fp32[1,1,{r},32],{layout!r}>"
     layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, d], gdt)
     return f"tensordesc<{dtype}[1,1,{r},{d}],{layout!r}>"
 
 
 pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
-            "LSE2": "*fp32", "Delta": "*fp32", "DQ": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
+            "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
             "sm_scale": "fp32", "softcap2": "fp32"}
 tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
 signature = {}
@@ -140,37 +139,30 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
 
 
 FUSED_FLAGS = [
-    (128, "bf16", dict(DQ_PARTS=4, DQ_TMA=True)),
-    (64, "fp16", dict(DQ_PARTS=2, DQ_TMA=True, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True,
-                      PER_SEQ=True, PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
-    (128, "bf16", dict(DQ_PARTS=2, DQ_TMA=False)),
+    (128, "bf16", dict(DQ_SPLIT=True)),
+    (64, "fp16", dict(DQ_SPLIT=True, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True, PER_SEQ=True,
+                      PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
+    (128, "bf16", dict(DQ_SPLIT=False, NUM_STAGES=2)),
 ]
 
 
 @pytest.mark.parametrize("d,dtype,flags", FUSED_FLAGS,
-                         ids=["d128-bf16-tma", "d64-fp16-tma-gqa-masks-mods", "d128-bf16-atomic"])
+                         ids=["d128-bf16-split", "d64-fp16-split-gqa-masks-mods", "d128-bf16-nosplit"])
 def test_fused_dq_kernel_compiles_to_hopper_instructions(d, dtype, flags):
-    """With FUSED_DQ the dK/dV kernel also runs dQ's product (per step: DQ_PARTS more
-    wgmma groups, dS^T read transposed from shared memory, fenced) and adds it to the fp32
-    accumulator: with DQ_TMA by the copy engine's reduce-add, one per part and consumer
-    partition; else with two-float vector atomics (the pointers are 16-byte aligned), masked
-    only on partial blocks."""
+    """With FUSED_DQ the dK/dV kernel also runs dQ's product (dS^T stored to shared memory,
+    fenced, read transposed) and adds each [64, 32] fp32 result to the accumulator by the
+    copy engine's reduce-add, one per product and consumer partition: d / 64 products per
+    warpgroup with DQ_SPLIT (half of d each), d / 32 without; no atomics from registers."""
     ptx = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=True))
-    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False, DQ_TMA=False))
+    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False))
     n = lambda pat, text: len(re.findall(pat, text))  # noqa: E731
     assert n(r"wgmma\.mma_async", ptx) > n(r"wgmma\.mma_async", plain), "no dQ product"
     assert re.search(r"fence\.proxy\.async\.shared::cta", ptx), "dS^T not fenced for the product"
     reduces = n(r"cp\.reduce\.async\.bulk\.tensor\.4d\.global\.shared::cta\.add", ptx)
-    adds = n(r"(atom|red)\.global[.a-z]*\.add\.v2\.f32", ptx)
-    assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.f32", ptx), "scalar adds"
-    if flags["DQ_TMA"]:
-        assert reduces == 2 * flags["DQ_PARTS"] and adds == 0, (reduces, adds)
-        assert re.search(r"cp\.async\.bulk\.wait_group\.read", ptx), "staging tile reused unwaited"
-    else:
-        rows, cols = 64, d // flags["DQ_PARTS"]
-        # per consumer warpgroup and part: rows * cols / (128 threads * 2 floats) adds per
-        # thread, once masked and once not, in each of the two consumer partitions
-        assert reduces == 0 and adds == 2 * 2 * flags["DQ_PARTS"] * rows * cols // 256, adds
+    assert reduces == 2 * d // (64 if flags["DQ_SPLIT"] else 32), reduces
+    assert n(r"cp\.reduce\.async\.bulk", plain) == 0
+    assert re.search(r"cp\.async\.bulk\.wait_group\.read", ptx), "staging tiles reused unwaited"
+    assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.[v2.]*f32", ptx), "atomics from registers"
 
 
 def test_prep_kernel_writes_delta_and_lse2(monkeypatch):

@@ -473,9 +473,9 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
     for w in gl.static_range(2):
         row = start_n + k_start - k_lo + w * HALF
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        k_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+                                        k_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+                                        v_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
     step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
@@ -497,7 +497,7 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+                  ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                   lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -506,8 +506,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
-                  DQ_TMA: gl.constexpr, WG: gl.constexpr):
+                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_SPLIT: gl.constexpr,
+                  WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -521,11 +521,12 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     query_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
     orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
     ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
-    DQ_COLS: gl.constexpr = HEAD_DIM // DQ_PARTS
+    DQ_COLS: gl.constexpr = 32                # a staging tile's columns: 128-byte fp32 rows
+    DQ_PARTS: gl.constexpr = HEAD_DIM // DQ_COLS // (2 if DQ_SPLIT else 1)     # products per step
+    DQ_PAD: gl.constexpr = BLOCK                # the accumulator's rows before row 0
+    DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2) if DQ_SPLIT else 0          # this warpgroup's columns
     q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, DQ_COLS, 16])
-    qrow_layout: gl.constexpr = gl.SliceLayout(1, q_layout)
-    qcol_layout: gl.constexpr = gl.SliceLayout(0, q_layout)
 
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
         schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
@@ -539,8 +540,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     if HAS_KPM:
         keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
         key_ok = key_ok & (keep != 0)
-    k_tile = k_smem.index(WG)
-    v_tile = v_smem.index(WG)
+    k_tile = k_smem.slice(WG * KEYS, KEYS)
+    v_tile = v_smem.slice(WG * KEYS, KEYS)
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     mbarrier.wait(kv_bar, 0)
@@ -552,7 +553,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
         bh = (off_b * num_heads + off_h).to(gl.int64)
         lse2_head = LSE2 + bh * lse_len + q_row0
         delta_head = Delta + bh * lse_len + q_row0
-        dq_head = DQ + (bh * lse_len + q_row0) * HEAD_DIM
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
@@ -602,50 +602,51 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
             dsT = (pT * (dpT - delta[None, :])).to(dtype)
             dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
             if FUSED_DQ:
-                # dQ += dS K over this warpgroup's 64 keys (FA3): dS^T through shared memory
-                # (the product needs it transposed, as an operand from shared memory), the
-                # partial sum added to the fp32 dQ accumulator in global memory
-                ds_tile = ds_smem.index(WG)
-                ds_tile.store(dsT)
+                # dQ += dS K (FA3): dS^T through shared memory (the product reads it transposed),
+                # each product's [64, 32] fp32 result through a staging tile to the copy
+                # engine's reduce-add into the accumulator; rows outside the sequence add
+                # dS = 0 (partial blocks zero them) inside the accumulator's padding, or fall
+                # past it, which the copy engine skips
+                if DQ_SPLIT:
+                    # both warpgroups' dS^T make the step's [128 keys, 64 queries]; each adds
+                    # dS K for its half of K's columns over all 128 keys, so an element of dQ
+                    # is added once per key tile
+                    mbarrier.wait(ds_empty, (step & 1) ^ 1)        # last step's products read it
+                ds_smem.slice(WG * KEYS, KEYS).store(dsT)
                 fence_async_shared()
                 gl.thread_barrier()           # every warp's dS^T is in place before the product
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
-                orows = start_m + gl.arange(0, BLOCK_M, qrow_layout)
-                # in DQ_PARTS column slices of K: a slice's product needs fewer registers
+                if DQ_SPLIT:
+                    mbarrier.arrive(ds_full)
+                    mbarrier.wait(ds_full, step & 1)
+                    ds_op = ds_smem.permute((1, 0))                                   # [64, 128]
+                    k_op = k_smem
+                else:
+                    ds_op = ds_smem.slice(WG * KEYS, KEYS).permute((1, 0))            # [64, 64]
+                    k_op = k_tile
+                dq_row = start_m + q_row0 + DQ_PAD
+                tma.store_wait(0)             # the staging tiles' adds of the last step read them
+                gl.thread_barrier()
                 for c in gl.static_range(DQ_PARTS):
                     dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout)
-                    dq = warpgroup_mma(ds_tile.permute((1, 0)), k_tile.slice(c * DQ_COLS, DQ_COLS, 1),
-                                       dq_zero, use_acc=False, is_async=True)
-                    dq = warpgroup_mma_wait(0, deps=(dq, )) * sm_scale
-                    if DQ_TMA:
-                        # through a double-buffered staging tile, added by the copy engine; rows
-                        # outside the sequence add dS = 0 (partial blocks zero them) or fall
-                        # outside the tensor, which the copy engine skips
-                        buf = dq_smem.index(WG * 2 + c % 2)
-                        tma.store_wait(1)         # this buffer's add from two parts ago has read it
-                        gl.thread_barrier()
-                        buf.store(dq)
-                        fence_async_shared()
-                        gl.thread_barrier()
-                        _tma_reduce_add(dq_desc, [off_b, off_h, start_m + q_row0, c * DQ_COLS],
-                                        buf.reshape([1, 1, BLOCK_M, DQ_COLS]))
-                    else:
-                        offs_d = c * DQ_COLS + gl.arange(0, DQ_COLS, qcol_layout)
-                        dq_ptrs = dq_head + orows[:, None] * HEAD_DIM + offs_d[None, :]
-                        if t >= full_trips:
-                            # rows outside the sequence (past the tensor, or another document's)
-                            orow_ok = (orows >= q_lo) & (orows < q_hi)
-                            gl.atomic_add(dq_ptrs, dq, mask=orow_ok[:, None], sem="relaxed")
-                        else:
-                            # a full block's rows are all in the sequence: no predicate per add
-                            gl.atomic_add(dq_ptrs, dq, sem="relaxed")
+                    dq = warpgroup_mma(ds_op, k_op.slice(DQ_COL0 + c * DQ_COLS, DQ_COLS, 1), dq_zero,
+                                       use_acc=False, is_async=True)
+                    dq = warpgroup_mma_wait(0, deps=(dq, ))
+                    if DQ_SPLIT and c == DQ_PARTS - 1:
+                        mbarrier.arrive(ds_empty)
+                    buf = dq_smem.index(WG * DQ_PARTS + c)
+                    buf.store(dq * sm_scale)
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    _tma_reduce_add(dq_desc, [off_b, off_h, dq_row, DQ_COL0 + c * DQ_COLS],
+                                    buf.reshape([1, 1, BLOCK_M, DQ_COLS]))
             else:
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
 
-    if DQ_TMA:
+    if FUSED_DQ:
         tma.store_wait(0)
     dk = dk * sm_scale
     okeys = first + gl.arange(0, KEYS, orow_layout)
@@ -658,7 +659,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ, dq_desc,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq_desc,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -668,8 +669,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_PARTS: gl.constexpr,
-                        DQ_TMA: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_SPLIT: gl.constexpr,
+                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -686,16 +687,20 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
     kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, HEAD_DIM], dtype)
     q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
-    k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
-    v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], kv_layout)
+    v_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], kv_layout)
     # each warpgroup's dS^T [keys, queries] for the fused dQ product (unused without it)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
-    ds_smem = gl.allocate_shared_memory(dtype, [2, HALF, BLOCK_M], ds_layout)
-    # the fused dQ's fp32 staging tiles for the copy engine's adds: two per warpgroup
-    DQ_COLS: gl.constexpr = HEAD_DIM // DQ_PARTS
-    DQ_BUFS: gl.constexpr = 4 if DQ_TMA else 1
-    dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, DQ_COLS], gl.float32)
-    dq_smem = gl.allocate_shared_memory(gl.float32, [DQ_BUFS, BLOCK_M, DQ_COLS], dq_layout)
+    ds_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, BLOCK_M], ds_layout)
+    # the fused dQ's fp32 staging tiles for the copy engine's adds: one per product and
+    # warpgroup (32 columns; each warpgroup's products cover d, or d / 2 with DQ_SPLIT)
+    DQ_BUFS: gl.constexpr = (HEAD_DIM // 32 // (2 if DQ_SPLIT else 1)) * 2 if FUSED_DQ else 1
+    dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, 32], gl.float32)
+    dq_smem = gl.allocate_shared_memory(gl.float32, [DQ_BUFS, BLOCK_M, 32], dq_layout)
+    ds_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ds_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(ds_full, count=2)                     # DQ_SPLIT: both warpgroups' dS^T stored
+    mbarrier.init(ds_empty, count=2)                    # DQ_SPLIT: both warpgroups' dQ read them
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -706,21 +711,21 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, DQ
 
     gl.warp_specialize(
         [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_PARTS, DQ_TMA, 0)),
+                          SCHEDULED, FUSED_DQ, DQ_SPLIT, 0)),
          (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, DQ, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_PARTS, DQ_TMA, 1)),
+                          SCHEDULED, FUSED_DQ, DQ_SPLIT, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

@@ -518,25 +518,22 @@ USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD"
 USE_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
-# fused dQ, how each step's dS K reaches the fp32 accumulator: "tma", the copy engine's
-# reduce-add from a shared-memory staging tile (32 columns per product, so DQ_PARTS = d / 32);
-# "atomic": two-float atomic adds from registers (DQ_PARTS products per step)
-_HOPPER_DQ_ADD = "tma"
-_HOPPER_DQ_PARTS = {64: 1, 128: 2}       # "atomic": K's columns in this many products per step
-_DQ_TMA_COLS = 32                         # "tma": the staging tile's columns (128-byte rows)
+# fused dQ: DQ_SPLIT True, the two consumer warpgroups share the step's dS^T and each adds
+# dS K for half of d over all 128 keys (an element of dQ is added once per key tile); False,
+# each adds its own 64 keys' dS K for all of d (twice the adds, no coupling between them)
+_HOPPER_DQ_SPLIT = True
+# (Q, dO) ring depth with the fused dQ without DQ_SPLIT at d=128: its staging tiles take 64 KB
+_HOPPER_FUSED_STAGES = {64: 4, 128: 2}
 
 
-def _dq_parts(d: int) -> int:
-    return d // _DQ_TMA_COLS if _HOPPER_DQ_ADD == "tma" else _HOPPER_DQ_PARTS[d]
-
-
-def _dq_descriptor(base: torch.Tensor, shape, cols: int):
-    """A (B, H, N, d) fp32 descriptor with block [1, 1, 64, cols] for the fused dQ's adds."""
+def _dq_descriptor(base: torch.Tensor, shape):
+    """The fused dQ's fp32 accumulator (B, H, pad + N, d) as a descriptor with block
+    [1, 1, 64, 32] (the kernel's staging tile)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, H, N, d = shape
-    block = [1, 1, _HOPPER_TILE // 2, cols]
+    block = [1, 1, _HOPPER_TILE // 2, 32]
     return TensorDescriptor(base, [B, H, N, d], [H * N * d, N * d, d, 1], block,
                             gl.NVMMASharedLayout.get_default_for(block, gl.float32))
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
@@ -663,9 +660,13 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     half = _HOPPER_TILE // 2
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do))
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
-    parts = _dq_parts(d)
-    # rebased on each call's fp32 dQ accumulator (or, unused, on delta)
-    plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device), q.shape, d // parts), None)
+    # rebased on each call's fp32 dQ accumulator (or, unused, on delta): ``block_size`` rows of
+    # padding before row 0 take a step's rows before the sequence's first (absolute positions)
+    plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
+                                           (B, H, layout.block_size + N, d)), None)
+    stages = _HOPPER_BWD_STAGES[d]
+    if fused_dq and not _HOPPER_DQ_SPLIT:
+        stages = min(stages, _HOPPER_FUSED_STAGES[d])
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
@@ -676,11 +677,11 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
-                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_PARTS=parts,
-                   DQ_TMA=fused_dq and _HOPPER_DQ_ADD == "tma", **{n: constexprs[n] for n in names})
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=stages, CONSUMER_REGS=232,
+                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_SPLIT=_HOPPER_DQ_SPLIT,
+                   **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 16, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -936,7 +937,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), USE_FUSED_DQ,
-           _HOPPER_DQ_ADD, _HOPPER_DQ_PARTS.get(d), dkdv_first is not None)
+           _HOPPER_DQ_SPLIT, dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
@@ -953,9 +954,10 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     alibi_arg = t.fwd_ptr if alibi is None else alibi
     dq_acc = delta                 # the dK/dV kernel's dQ argument (unused without fused dQ)
     if plan.fused_dq:
-        # delta and lse2, then the dK/dV kernel adds every block's dS K to dq_acc (fp32)
+        # delta and lse2, then the dK/dV kernel adds every block's dS K to dq_acc (fp32, with
+        # block_size rows of padding before row 0)
         plan.prep(dev, out, do, lse, dlse, delta, lse2)
-        dq_acc = torch.zeros((B, H, N, d), dtype=torch.float32, device=q.device)
+        dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32, device=q.device)
     else:
         # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
         plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
@@ -972,14 +974,13 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, dq_acc,
-                   _rebased(plan.dq_desc, dq_acc), t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
+            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, _rebased(plan.dq_desc, dq_acc), t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
                    kpm_arg, alibi_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
     if plan.fused_dq:
-        dq.copy_(dq_acc)
+        dq.copy_(dq_acc[:, :, layout.block_size:])
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

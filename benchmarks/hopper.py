@@ -58,10 +58,10 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_split=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_defer=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``fused_dq`` sets ``USE_FUSED_DQ`` and
-    ``dq_split`` the fused dQ's ``_HOPPER_DQ_SPLIT`` (variants; the plan cache keys on them).
+    ``dq_defer`` the fused dQ's ``_HOPPER_DQ_DEFER`` (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
@@ -72,9 +72,9 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
     @contextlib.contextmanager
     def switches():
         saved, saved_bwd, saved_fused = launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ
-        saved_stages, saved_split = dict(launch._HOPPER_STAGES), launch._HOPPER_DQ_SPLIT
-        if dq_split is not None:
-            launch._HOPPER_DQ_SPLIT = dq_split
+        saved_stages, saved_defer = dict(launch._HOPPER_STAGES), launch._HOPPER_DQ_DEFER
+        if dq_defer is not None:
+            launch._HOPPER_DQ_DEFER = dq_defer
         launch.USE_HOPPER = False if portable else saved
         launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
         if fused_dq is not None:
@@ -87,7 +87,7 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
         finally:
             launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ = saved, saved_bwd, saved_fused
             launch._HOPPER_STAGES.update(saved_stages)
-            launch._HOPPER_DQ_SPLIT = saved_split
+            launch._HOPPER_DQ_DEFER = saved_defer
 
     def fn(q, k, v):
         with switches():
@@ -96,14 +96,14 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, nofuse=False, nosplit=False):
+def variants(layout, d, wanted, pbwd=False, nofuse=False, nodefer=False):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-nofuse`` (the portable dQ kernel beside
-    the Hopper dK/dV) with ``--nofuse``, ``ours-nosplit``
-    (the fused dQ without DQ_SPLIT) with ``--nosplit``."""
+    the Hopper dK/dV) with ``--nofuse``, ``ours-nodefer``
+    (the fused dQ, each step waiting for its own dQ products) with ``--nodefer``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
-    if nosplit:
-        extra["ours-nosplit"] = ours_fn(layout, False, dq_split=False)
+    if nodefer:
+        extra["ours-nodefer"] = ours_fn(layout, False, dq_defer=False)
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if nofuse:
@@ -157,6 +157,7 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
         add("hopper", case, name, "fwd", ms, flops, peak(lambda: fn(q, k, v), dev), note)
     del outs
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+    ours_grads = None
     for name, fn in impls.items():
         def step(fn=fn):
             import contextlib
@@ -164,8 +165,14 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
             with getattr(fn, "switches", contextlib.nullcontext)():
                 return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
         try:
+            grads = step()
+            if name == "ours":
+                ours_grads = grads
+            note = "" if name == "ours" or ours_grads is None else "grads max|diff|/max|ours| = " + ", ".join(
+                f"{rel_err(a, b):.2e}" for a, b in zip(grads, ours_grads))
+            del grads
             ms, _ = timer(step)
-            add("hopper", case, name, "fwd+bwd", ms, 3.5 * flops, peak(step, dev))
+            add("hopper", case, name, "fwd+bwd", ms, 3.5 * flops, peak(step, dev), note)
         except Exception as exc:  # noqa: BLE001
             add("hopper", case, name, "fwd+bwd", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:200]}")
 
@@ -221,8 +228,8 @@ def main(argv=None):
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--nofuse", action="store_true",
                     help="also time the Hopper dK/dV kernel beside the portable dQ kernel (no fused dQ)")
-    ap.add_argument("--nosplit", action="store_true",
-                    help="also time the fused dQ with each warpgroup adding its own keys' dS K")
+    ap.add_argument("--nodefer", action="store_true",
+                    help="also time the fused dQ with each step waiting for its own dQ products")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
     args = ap.parse_args(argv)
     args.suites = "hopper"
@@ -231,7 +238,7 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, nosplit=args.nosplit)
+    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, nodefer=args.nodefer)
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"

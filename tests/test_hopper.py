@@ -46,7 +46,7 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      FUSED_DQ=False, DQ_SPLIT=True, CONSUMER_REGS=232, PRODUCER_REGS=24)
+                      FUSED_DQ=False, DQ_DEFER=False, CONSUMER_REGS=232, PRODUCER_REGS=24)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
 
@@ -139,27 +139,29 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
 
 
 FUSED_FLAGS = [
-    (128, "bf16", dict(DQ_SPLIT=True)),
-    (64, "fp16", dict(DQ_SPLIT=True, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True, PER_SEQ=True,
+    (128, "bf16", dict(DQ_DEFER=True)),
+    (64, "fp16", dict(DQ_DEFER=True, GROUP_SIZE=2, CAUSAL=True, HAS_KPM=True, PER_SEQ=True,
                       PACKED=True, SCHEDULED=True, HAS_SOFTCAP=2, HAS_ALIBI=2)),
-    (128, "bf16", dict(DQ_SPLIT=False, NUM_STAGES=2)),
+    (128, "bf16", dict(DQ_DEFER=False)),
 ]
 
 
 @pytest.mark.parametrize("d,dtype,flags", FUSED_FLAGS,
-                         ids=["d128-bf16-split", "d64-fp16-split-gqa-masks-mods", "d128-bf16-nosplit"])
+                         ids=["d128-bf16-defer", "d64-fp16-defer-gqa-masks-mods", "d128-bf16-nodefer"])
 def test_fused_dq_kernel_compiles_to_hopper_instructions(d, dtype, flags):
-    """With FUSED_DQ the dK/dV kernel also runs dQ's product (dS^T stored to shared memory,
-    fenced, read transposed) and adds each [64, 32] fp32 result to the accumulator by the
-    copy engine's reduce-add, one per product and consumer partition: d / 64 products per
-    warpgroup with DQ_SPLIT (half of d each), d / 32 without; no atomics from registers."""
+    """With FUSED_DQ the dK/dV kernel also runs dQ's products (dS^T stored to shared memory,
+    fenced, read transposed; each warpgroup takes half of d, d / 64 products of 32 columns)
+    and adds each [64, 32] fp32 result to the accumulator by the copy engine's reduce-add
+    (inlined once per flush site: in the loop, and with DQ_DEFER once more after it, for the
+    last step), never by atomics from registers."""
     ptx = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=True))
-    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False))
+    plain = _ptx("dkdv", d, dtype, dict(flags, FUSED_DQ=False, DQ_DEFER=False))
     n = lambda pat, text: len(re.findall(pat, text))  # noqa: E731
     assert n(r"wgmma\.mma_async", ptx) > n(r"wgmma\.mma_async", plain), "no dQ product"
     assert re.search(r"fence\.proxy\.async\.shared::cta", ptx), "dS^T not fenced for the product"
     reduces = n(r"cp\.reduce\.async\.bulk\.tensor\.4d\.global\.shared::cta\.add", ptx)
-    assert reduces == 2 * d // (64 if flags["DQ_SPLIT"] else 32), reduces
+    sites = 2 if flags["DQ_DEFER"] else 1
+    assert reduces == 2 * (d // 64) * sites, reduces          # 2 consumer partitions
     assert n(r"cp\.reduce\.async\.bulk", plain) == 0
     assert re.search(r"cp\.async\.bulk\.wait_group\.read", ptx), "staging tiles reused unwaited"
     assert not re.search(r"(atom|red)\.global[.a-z]*\.add\.[v2.]*f32", ptx), "atomics from registers"

@@ -37,7 +37,8 @@ Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
-                                                               warpgroup_mma, warpgroup_mma_wait)
+                                                               warpgroup_mma, warpgroup_mma_init,
+                                                               warpgroup_mma_wait)
 
 from triton._C.libtriton import ir as _ir
 from triton.experimental.gluon.language._core import builtin as _builtin
@@ -496,6 +497,24 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 
 @gluon.jit
+def _dq_flush(dq_smem, dq_desc, dq0, dq1, off_b, off_h, dq_row, sm_scale,
+              WG: gl.constexpr, DQ_PARTS: gl.constexpr, DQ_COL0: gl.constexpr,
+              DQ_COLS: gl.constexpr, BLOCK_M: gl.constexpr):
+    """A step's dQ products (``dq0``, and ``dq1`` when DQ_PARTS is 2) through this warpgroup's
+    staging tiles to the copy engine's reduce-add into the accumulator at row ``dq_row``."""
+    tma.store_wait(0)                 # the staging tiles' adds of the last step have read them
+    gl.thread_barrier()
+    dq_smem.index(WG * DQ_PARTS).store(dq0 * sm_scale)
+    if DQ_PARTS == 2:
+        dq_smem.index(WG * DQ_PARTS + 1).store(dq1 * sm_scale)
+    fence_async_shared()
+    gl.thread_barrier()
+    for c in gl.static_range(DQ_PARTS):
+        _tma_reduce_add(dq_desc, [off_b, off_h, dq_row, DQ_COL0 + c * DQ_COLS],
+                        dq_smem.index(WG * DQ_PARTS + c).reshape([1, 1, BLOCK_M, DQ_COLS]))
+
+
+@gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
                   ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
@@ -506,7 +525,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_SPLIT: gl.constexpr,
+                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_DEFER: gl.constexpr,
                   WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
@@ -522,9 +541,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
     ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
     DQ_COLS: gl.constexpr = 32                # a staging tile's columns: 128-byte fp32 rows
-    DQ_PARTS: gl.constexpr = HEAD_DIM // DQ_COLS // (2 if DQ_SPLIT else 1)     # products per step
+    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // DQ_COLS     # products per step: half of d each
+    gl.static_assert(DQ_PARTS <= 2)
     DQ_PAD: gl.constexpr = BLOCK                # the accumulator's rows before row 0
-    DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2) if DQ_SPLIT else 0          # this warpgroup's columns
+    DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2)              # this warpgroup's columns of dQ
     q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, DQ_COLS, 16])
 
@@ -545,6 +565,12 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     mbarrier.wait(kv_bar, 0)
+    # DQ_DEFER: a step's dQ products run beside the next step's S^T and dP^T, and are staged
+    # and added there (their registers and the row they add to carry over)
+    dq0 = warpgroup_mma_init(gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout))
+    dq1 = warpgroup_mma_init(gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout))
+    dq_h = off_kvh * 0
+    dq_row = off_kvh * 0
     step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
@@ -569,6 +595,17 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
             s_zero = gl.zeros([KEYS, BLOCK_M], gl.float32, s_layout)
             sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            if DQ_DEFER:
+                if step > 0:
+                    # the last step's dQ products, issued before S^T and dP^T
+                    if DQ_PARTS == 2:
+                        w0, w1 = warpgroup_mma_wait(2, deps=(dq0, dq1))
+                    else:
+                        w0 = warpgroup_mma_wait(2, deps=(dq0, ))
+                        w1 = w0
+                    mbarrier.arrive(ds_empty)
+                    _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG,
+                              DQ_PARTS, DQ_COL0, DQ_COLS, BLOCK_M)
             sT = warpgroup_mma_wait(1, deps=(sT, ))
             # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
             # sT * qk_scale, dcapT = 1.0)
@@ -602,50 +639,52 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
             dsT = (pT * (dpT - delta[None, :])).to(dtype)
             dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
             if FUSED_DQ:
-                # dQ += dS K (FA3): dS^T through shared memory (the product reads it transposed),
-                # each product's [64, 32] fp32 result through a staging tile to the copy
-                # engine's reduce-add into the accumulator; rows outside the sequence add
-                # dS = 0 (partial blocks zero them) inside the accumulator's padding, or fall
-                # past it, which the copy engine skips
-                if DQ_SPLIT:
-                    # both warpgroups' dS^T make the step's [128 keys, 64 queries]; each adds
-                    # dS K for its half of K's columns over all 128 keys, so an element of dQ
-                    # is added once per key tile
-                    mbarrier.wait(ds_empty, (step & 1) ^ 1)        # last step's products read it
+                # dQ += dS K (FA3): both warpgroups' dS^T (the step's [128 keys, 64 queries])
+                # through shared memory, which the products read transposed; each warpgroup
+                # takes half of K's columns over all 128 keys, so an element of dQ is added
+                # once per key tile, by the copy engine's reduce-add from a staging tile (rows
+                # outside the sequence add dS = 0, which partial blocks zero, inside the
+                # accumulator's padding, or fall past it, which the copy engine skips)
+                mbarrier.wait(ds_empty, (step & 1) ^ 1)            # last step's products read it
                 ds_smem.slice(WG * KEYS, KEYS).store(dsT)
                 fence_async_shared()
                 gl.thread_barrier()           # every warp's dS^T is in place before the product
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
-                if DQ_SPLIT:
-                    mbarrier.arrive(ds_full)
-                    mbarrier.wait(ds_full, step & 1)
-                    ds_op = ds_smem.permute((1, 0))                                   # [64, 128]
-                    k_op = k_smem
-                else:
-                    ds_op = ds_smem.slice(WG * KEYS, KEYS).permute((1, 0))            # [64, 64]
-                    k_op = k_tile
+                mbarrier.arrive(ds_full)
+                mbarrier.wait(ds_full, step & 1)
+                ds_op = ds_smem.permute((1, 0))                                       # [64, 128]
                 dq_row = start_m + q_row0 + DQ_PAD
-                tma.store_wait(0)             # the staging tiles' adds of the last step read them
-                gl.thread_barrier()
-                for c in gl.static_range(DQ_PARTS):
-                    dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout)
-                    dq = warpgroup_mma(ds_op, k_op.slice(DQ_COL0 + c * DQ_COLS, DQ_COLS, 1), dq_zero,
-                                       use_acc=False, is_async=True)
-                    dq = warpgroup_mma_wait(0, deps=(dq, ))
-                    if DQ_SPLIT and c == DQ_PARTS - 1:
-                        mbarrier.arrive(ds_empty)
-                    buf = dq_smem.index(WG * DQ_PARTS + c)
-                    buf.store(dq * sm_scale)
-                    fence_async_shared()
-                    gl.thread_barrier()
-                    _tma_reduce_add(dq_desc, [off_b, off_h, dq_row, DQ_COL0 + c * DQ_COLS],
-                                    buf.reshape([1, 1, BLOCK_M, DQ_COLS]))
+                dq_h = off_h
+                dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout)
+                dq0 = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, DQ_COLS, 1), dq_zero, use_acc=False,
+                                    is_async=True)
+                if DQ_PARTS == 2:
+                    dq1 = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0 + DQ_COLS, DQ_COLS, 1), dq_zero,
+                                        use_acc=False, is_async=True)
+                if not DQ_DEFER:
+                    if DQ_PARTS == 2:
+                        w0, w1 = warpgroup_mma_wait(0, deps=(dq0, dq1))
+                    else:
+                        w0 = warpgroup_mma_wait(0, deps=(dq0, ))
+                        w1 = w0
+                    mbarrier.arrive(ds_empty)
+                    _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG,
+                              DQ_PARTS, DQ_COL0, DQ_COLS, BLOCK_M)
             else:
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
 
+    if DQ_DEFER:
+        if step > 0:
+            if DQ_PARTS == 2:
+                w0, w1 = warpgroup_mma_wait(0, deps=(dq0, dq1))
+            else:
+                w0 = warpgroup_mma_wait(0, deps=(dq0, ))
+                w1 = w0
+            _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG, DQ_PARTS,
+                      DQ_COL0, DQ_COLS, BLOCK_M)
     if FUSED_DQ:
         tma.store_wait(0)
     dk = dk * sm_scale
@@ -669,7 +708,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_SPLIT: gl.constexpr,
+                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_DEFER: gl.constexpr,
                         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
@@ -692,15 +731,15 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
     # each warpgroup's dS^T [keys, queries] for the fused dQ product (unused without it)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
     ds_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, BLOCK_M], ds_layout)
-    # the fused dQ's fp32 staging tiles for the copy engine's adds: one per product and
-    # warpgroup (32 columns; each warpgroup's products cover d, or d / 2 with DQ_SPLIT)
-    DQ_BUFS: gl.constexpr = (HEAD_DIM // 32 // (2 if DQ_SPLIT else 1)) * 2 if FUSED_DQ else 1
+    # the fused dQ's fp32 staging tiles for the copy engine's adds: one per product (32 columns)
+    # and warpgroup (each warpgroup's products cover half of d)
+    DQ_BUFS: gl.constexpr = HEAD_DIM // 32 if FUSED_DQ else 1
     dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, 32], gl.float32)
     dq_smem = gl.allocate_shared_memory(gl.float32, [DQ_BUFS, BLOCK_M, 32], dq_layout)
     ds_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ds_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(ds_full, count=2)                     # DQ_SPLIT: both warpgroups' dS^T stored
-    mbarrier.init(ds_empty, count=2)                    # DQ_SPLIT: both warpgroups' dQ read them
+    mbarrier.init(ds_full, count=2)                     # fused dQ: both warpgroups' dS^T stored
+    mbarrier.init(ds_empty, count=2)                    # fused dQ: both warpgroups' products read them
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -717,7 +756,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_SPLIT, 0)),
+                          SCHEDULED, FUSED_DQ, DQ_DEFER, 0)),
          (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
                           ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
@@ -725,7 +764,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_SPLIT, 1)),
+                          SCHEDULED, FUSED_DQ, DQ_DEFER, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

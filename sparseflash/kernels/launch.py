@@ -518,12 +518,9 @@ USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD"
 USE_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
-# fused dQ: DQ_SPLIT True, the two consumer warpgroups share the step's dS^T and each adds
-# dS K for half of d over all 128 keys (an element of dQ is added once per key tile); False,
-# each adds its own 64 keys' dS K for all of d (twice the adds, no coupling between them)
-_HOPPER_DQ_SPLIT = True
-# (Q, dO) ring depth with the fused dQ without DQ_SPLIT at d=128: its staging tiles take 64 KB
-_HOPPER_FUSED_STAGES = {64: 4, 128: 2}
+# fused dQ: DQ_DEFER True, a step's dQ products run beside the next step's S^T and dP^T and
+# are added there; False, each step waits for its own
+_HOPPER_DQ_DEFER = True
 
 
 def _dq_descriptor(base: torch.Tensor, shape):
@@ -664,9 +661,6 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     # padding before row 0 take a step's rows before the sequence's first (absolute positions)
     plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
                                            (B, H, layout.block_size + N, d)), None)
-    stages = _HOPPER_BWD_STAGES[d]
-    if fused_dq and not _HOPPER_DQ_SPLIT:
-        stages = min(stages, _HOPPER_FUSED_STAGES[d])
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
@@ -677,8 +671,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=stages, CONSUMER_REGS=232,
-                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_SPLIT=_HOPPER_DQ_SPLIT,
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
+                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_DEFER=fused_dq and _HOPPER_DQ_DEFER,
                    **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 16, tail, 4, 1, cached,
@@ -937,7 +931,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), USE_FUSED_DQ,
-           _HOPPER_DQ_SPLIT, dkdv_first is not None)
+           _HOPPER_DQ_DEFER, dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

@@ -1,0 +1,81 @@
+"""Per-kernel GPU time of one forward+backward on the Hopper path, by torch.profiler, for the
+backward's variants: the dQ kernel beside the Hopper dK/dV kernel (``USE_FUSED_DQ=False``)
+and the fused dQ (``USE_FUSED_DQ=True``, with and without ``_HOPPER_DQ_DEFER``).
+
+Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
+``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sparseflash as sf  # noqa: E402
+from sparseflash.kernels import launch  # noqa: E402
+
+CASES = [  # (name, pattern, N, d, causal, B)
+    ("dense", sf.dense(), 16384, 128, False, 1),
+    ("dense causal", sf.dense(), 16384, 128, True, 1),
+    ("local(8)", sf.local(8), 16384, 128, False, 1),
+    ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
+    ("dense d=64", sf.dense(), 4096, 64, False, 4),
+]
+VARIANTS = {"dq kernel": dict(USE_FUSED_DQ=False), "fused": dict(USE_FUSED_DQ=True, _HOPPER_DQ_DEFER=True),
+            "fused nodefer": dict(USE_FUSED_DQ=True, _HOPPER_DQ_DEFER=False)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--iters", type=int, default=5)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, pattern, N, d, causal, B in CASES:
+        H = 2048 // d
+        layout = sf.compile(pattern, N, block_size=128, causal=causal, num_heads=H)
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+        q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        for variant, switches in VARIANTS.items():
+            saved = {a: getattr(launch, a) for a in switches}
+            for a, x in switches.items():
+                setattr(launch, a, x)
+            launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
+            try:
+                def step():
+                    return torch.autograd.grad(sf.sparse_attention(q, k, v, layout), (q, k, v), do)
+                for _ in range(3):
+                    step()
+                torch.cuda.synchronize()
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    for _ in range(args.iters):
+                        step()
+                    torch.cuda.synchronize()
+            finally:
+                for a, x in saved.items():
+                    setattr(launch, a, x)
+                launch.USE_HOPPER = launch.USE_HOPPER_BWD = None
+            mine = []
+            for evt in prof.key_averages():
+                ms = evt.device_time_total / 1e3 / args.iters
+                if ms > 0:
+                    mine.append(dict(case=name, variant=variant, kernel=evt.key[:70], ms=round(ms, 4)))
+            mine.sort(key=lambda r: -r["ms"])
+            mine.append(dict(case=name, variant=variant, kernel="TOTAL", ms=round(sum(r["ms"] for r in mine), 4)))
+            for r in mine:
+                print(f"{name:15s} {variant:13s} {r['kernel']:70s} {r['ms']:8.4f} ms", flush=True)
+            rows += mine
+    meta = dict(command="PYTHONPATH=. python " + " ".join(sys.argv), torch=torch.__version__,
+                gpu=torch.cuda.get_device_name(), iters=args.iters)
+    (out / "bwd_breakdown.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()

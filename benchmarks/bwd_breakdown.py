@@ -25,8 +25,8 @@ CASES = [  # (name, pattern, N, d, causal, B)
     ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
     ("dense d=64", sf.dense(), 4096, 64, False, 4),
 ]
-VARIANTS = {"dq kernel": dict(USE_FUSED_DQ=False), "fused": dict(USE_FUSED_DQ=True, _HOPPER_DQ_DEFER=True),
-            "fused nodefer": dict(USE_FUSED_DQ=True, _HOPPER_DQ_DEFER=False)}
+VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True, USE_FUSED_DQ=False),
+            "portable dkdv": dict(USE_HOPPER_BWD=False, USE_FUSED_DQ=False)}
 
 
 def main(argv=None):
@@ -47,7 +47,7 @@ def main(argv=None):
             saved = {a: getattr(launch, a) for a in switches}
             for a, x in switches.items():
                 setattr(launch, a, x)
-            launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
+            launch.USE_HOPPER = True
             try:
                 def step():
                     return torch.autograd.grad(sf.sparse_attention(q, k, v, layout), (q, k, v), do)
@@ -61,7 +61,7 @@ def main(argv=None):
             finally:
                 for a, x in saved.items():
                     setattr(launch, a, x)
-                launch.USE_HOPPER = launch.USE_HOPPER_BWD = None
+                launch.USE_HOPPER = None
             mine = []
             for evt in prof.key_averages():
                 ms = evt.device_time_total / 1e3 / args.iters

@@ -1,6 +1,6 @@
-"""Per-kernel GPU time of one forward+backward on the Hopper path, by torch.profiler, for the
-backward's variants: the dQ kernel beside the Hopper dK/dV kernel (``USE_FUSED_DQ=False``)
-and the fused dQ (``USE_FUSED_DQ=True``, with and without ``_HOPPER_DQ_DEFER``).
+"""Per-kernel GPU time of one forward+backward with the Hopper forward, by torch.profiler, for
+the two dK/dV kernels: the Hopper one (``USE_HOPPER_BWD=True``) and the portable one
+(``False``); dQ is the portable kernel in both.
 
 Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
 ``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.
@@ -25,8 +25,7 @@ CASES = [  # (name, pattern, N, d, causal, B)
     ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
     ("dense d=64", sf.dense(), 4096, 64, False, 4),
 ]
-VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True, USE_FUSED_DQ=False),
-            "portable dkdv": dict(USE_HOPPER_BWD=False, USE_FUSED_DQ=False)}
+VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True), "portable dkdv": dict(USE_HOPPER_BWD=False)}
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ block-sparse layouts of docs/anchors (local, butterfly, bigbird, strided at 16K-
 Impls, each forward and forward+backward:
 
 * ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward and dK/dV
-  kernels where they apply; dQ inside the Hopper dK/dV kernel, ``launch.USE_FUSED_DQ``);
+  kernels where they apply; dQ is the portable kernel's);
 * ``portable``: the same call with the Hopper kernels switched off (``launch.USE_HOPPER`` and
   ``USE_HOPPER_BWD`` False);
 * ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables
@@ -58,10 +58,10 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq_defer=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
-    ``stages`` overrides its K/V ring depth, ``fused_dq`` sets ``USE_FUSED_DQ`` and
-    ``dq_defer`` the fused dQ's ``_HOPPER_DQ_DEFER`` (variants; the plan cache keys on them).
+    ``stages`` overrides its K/V ring depth, ``portable_bwd`` / ``hopper_bwd`` force the
+    portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
@@ -71,23 +71,17 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
 
     @contextlib.contextmanager
     def switches():
-        saved, saved_bwd, saved_fused = launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ
-        saved_stages, saved_defer = dict(launch._HOPPER_STAGES), launch._HOPPER_DQ_DEFER
-        if dq_defer is not None:
-            launch._HOPPER_DQ_DEFER = dq_defer
+        saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
         launch.USE_HOPPER = False if portable else saved
-        launch.USE_HOPPER_BWD = False if portable or portable_bwd else saved_bwd
-        if fused_dq is not None:
-            launch.USE_FUSED_DQ = fused_dq
+        launch.USE_HOPPER_BWD = False if portable or portable_bwd else (True if hopper_bwd else saved_bwd)
         if stages is not None:
             for dd in list(launch._HOPPER_STAGES):
                 launch._HOPPER_STAGES[dd] = stages
         try:
             yield
         finally:
-            launch.USE_HOPPER, launch.USE_HOPPER_BWD, launch.USE_FUSED_DQ = saved, saved_bwd, saved_fused
+            launch.USE_HOPPER, launch.USE_HOPPER_BWD = saved, saved_bwd
             launch._HOPPER_STAGES.update(saved_stages)
-            launch._HOPPER_DQ_DEFER = saved_defer
 
     def fn(q, k, v):
         with switches():
@@ -96,18 +90,15 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, fused_dq=None, dq
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, nofuse=False, nodefer=False):
+def variants(layout, d, wanted, pbwd=False, hbwd=False):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
-    forward, portable dK/dV) with ``--pbwd``, ``ours-nofuse`` (the portable dQ kernel beside
-    the Hopper dK/dV) with ``--nofuse``, ``ours-nodefer``
-    (the fused dQ, each step waiting for its own dQ products) with ``--nodefer``."""
+    forward, portable dK/dV) with ``--pbwd``, ``ours-hbwd`` (Hopper forward and dK/dV) with
+    ``--hbwd``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
-    if nodefer:
-        extra["ours-nodefer"] = ours_fn(layout, False, dq_defer=False)
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
-    if nofuse:
-        extra["ours-nofuse"] = ours_fn(layout, False, fused_dq=False)
+    if hbwd:
+        extra["ours-hbwd"] = ours_fn(layout, False, hopper_bwd=True)
     return extra
 
 
@@ -226,11 +217,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
-    ap.add_argument("--nofuse", action="store_true",
-                    help="also time the Hopper dK/dV kernel beside the portable dQ kernel (no fused dQ)")
-    ap.add_argument("--nodefer", action="store_true",
-                    help="also time the fused dQ with each step waiting for its own dQ products")
+    ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
+    ap.add_argument("--only", choices=("dense", "sparse"), help="run only the dense or the sparse cases")
+    ap.add_argument("--skip", default="", help="impls not to run, e.g. portable,cudnn")
     args = ap.parse_args(argv)
     args.suites = "hopper"
     if args.report:
@@ -238,26 +228,28 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, nofuse=args.nofuse, nodefer=args.nodefer)
+    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd)
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"
-    for N, d, causal in (QUICK_DENSE if quick else DENSE):
+    for N, d, causal in ([] if args.only == "sparse" else QUICK_DENSE if quick else DENSE):
         H, B = 2048 // d, max(1, 16384 // N)
         layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
         impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
         if not args.no_peers:
             impls.update(portable=ours_fn(layout, True), cudnn=cudnn_fn(causal))
+        impls = {n: f for n, f in impls.items() if n not in args.skip.split(",")}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
         flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
         run_case(timer, dev, f"dense{' causal' if causal else ''} N={N} d={d}", impls, B, H, N, d, flops)
-    for name, pattern, N, d in (QUICK_SPARSE if quick else SPARSE):
+    for name, pattern, N, d in ([] if args.only == "dense" else QUICK_SPARSE if quick else SPARSE):
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, num_heads=H)
         impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
         if not args.no_peers:
             impls["portable"] = ours_fn(layout, True)
+        impls = {n: f for n, f in impls.items() if n not in args.skip.split(",")}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

@@ -355,15 +355,14 @@ def test_split_backward_equals_one_launch(marked, size, monkeypatch):
     # the backward's dK/dV launch cut in two (marked columns first, the sends in between):
     # every key tile runs exactly once, so the gradients are bitwise those of one launch, and
     # when ``between`` runs, dQ and the marked columns' dK/dV are already final. "hopper":
-    # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only). A split
-    # backward runs the dQ kernel (the fused dQ is complete only at the end): the one launch
-    # compared against does too.
+    # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only), forced on
+    # (the dispatcher's default gives causal layouts the portable one).
     from sparseflash.attention import _backward_impl, _forward_impl
     from sparseflash.kernels import launch
 
-    monkeypatch.setattr(launch, "USE_FUSED_DQ", False)
-
     dev, bs, d, dtype, N, layout = _kernel_case(size)
+    if size == "hopper":
+        monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
     g = torch.Generator().manual_seed(len(marked))
     q, do = (torch.randn(1, 4, N, d, generator=g).to(dev, dtype) for _ in range(2))
     k, v = (torch.randn(1, 2, N, d, generator=g).to(dev, dtype) for _ in range(2))

@@ -339,35 +339,3 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \
         + tl.arange(0, BLOCK_M)[:, None] * stride_dqm + offs_d[None, :] * stride_dqd
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-
-
-@triton.jit
-def _bwd_prep_kernel(Out, DO, LSE, DLSE, Delta, LSE2, num_heads, seq_len,
-                     stride_ob, stride_oh, stride_om, stride_od,
-                     stride_dob, stride_doh, stride_dom, stride_dod,
-                     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                     HAS_DLSE: tl.constexpr):
-    """``delta`` and ``lse2`` of ``_bwd_dq_kernel``'s prologue, alone: for the Hopper backward
-    whose dK/dV kernel also accumulates dQ (kernels/hopper.py, ``FUSED_DQ``), so no dQ kernel
-    runs to write them. One program per (BLOCK_M rows, batch * head); every row of the tensor
-    (rows outside the sequences are never read unmasked). Base-2 units only (the Hopper
-    kernels never run the natural-unit softmax)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    off_b = bh // num_heads
-    off_h = bh % num_heads
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    row_ok = rows < seq_len
-    ok = row_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
-                + rows.to(tl.int64)[:, None] * stride_om + offs_d[None, :] * stride_od, mask=ok, other=0.0)
-    do = tl.load(DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
-                 + rows.to(tl.int64)[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    stat = bh.to(tl.int64) * seq_len + rows                       # (B, H, N), contiguous
-    if HAS_DLSE:
-        delta -= tl.load(DLSE + stat, mask=row_ok, other=0.0)
-    lse = tl.load(LSE + stat, mask=row_ok, other=0.0)
-    tl.store(Delta + stat, delta, mask=row_ok)
-    tl.store(LSE2 + stat, tl.where(lse == float("-inf"), 0.0, lse * LOG2E), mask=row_ok)

@@ -36,24 +36,10 @@ Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
-                                                               warpgroup_mma, warpgroup_mma_init,
+from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-from triton._C.libtriton import ir as _ir
-from triton.experimental.gluon.language._core import builtin as _builtin
-
 from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh
-
-
-@_builtin
-def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
-    """``tensor[coord + box] += src`` by the copy engine (``cp.reduce.async.bulk.tensor``, add):
-    Triton's ``AsyncTMAReduceOp``, which Gluon 3.6 builds but does not wrap. Completes like a
-    TMA store (``tma.store_wait``); coordinates outside the tensor are skipped."""
-    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
-    _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
-                                              coord, src.handle)
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
 
@@ -474,9 +460,9 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
     for w in gl.static_range(2):
         row = start_n + k_start - k_lo + w * HALF
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        k_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
+                                        k_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        v_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
+                                        v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
     step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
@@ -497,26 +483,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 
 @gluon.jit
-def _dq_flush(dq_smem, dq_desc, dq0, dq1, off_b, off_h, dq_row, sm_scale,
-              WG: gl.constexpr, DQ_PARTS: gl.constexpr, DQ_COL0: gl.constexpr,
-              DQ_COLS: gl.constexpr, BLOCK_M: gl.constexpr):
-    """A step's dQ products (``dq0``, and ``dq1`` when DQ_PARTS is 2) through this warpgroup's
-    staging tiles to the copy engine's reduce-add into the accumulator at row ``dq_row``."""
-    tma.store_wait(0)                 # the staging tiles' adds of the last step have read them
-    gl.thread_barrier()
-    dq_smem.index(WG * DQ_PARTS).store(dq0 * sm_scale)
-    if DQ_PARTS == 2:
-        dq_smem.index(WG * DQ_PARTS + 1).store(dq1 * sm_scale)
-    fence_async_shared()
-    gl.thread_barrier()
-    for c in gl.static_range(DQ_PARTS):
-        _tma_reduce_add(dq_desc, [off_b, off_h, dq_row, DQ_COL0 + c * DQ_COLS],
-                        dq_smem.index(WG * DQ_PARTS + c).reshape([1, 1, BLOCK_M, DQ_COLS]))
-
-
-@gluon.jit
-def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                  ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                   lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -525,8 +493,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                  SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_DEFER: gl.constexpr,
-                  WG: gl.constexpr):
+                  SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -538,15 +505,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     key_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     query_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
-    orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
-    ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
-    DQ_COLS: gl.constexpr = 32                # a staging tile's columns: 128-byte fp32 rows
-    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // DQ_COLS     # products per step: half of d each
-    gl.static_assert(DQ_PARTS <= 2)
-    DQ_PAD: gl.constexpr = BLOCK                # the accumulator's rows before row 0
-    DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2)              # this warpgroup's columns of dQ
-    q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, DQ_COLS, 16])
 
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
         schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
@@ -560,17 +518,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
     if HAS_KPM:
         keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
         key_ok = key_ok & (keep != 0)
-    k_tile = k_smem.slice(WG * KEYS, KEYS)
-    v_tile = v_smem.slice(WG * KEYS, KEYS)
+    k_tile = k_smem.index(WG)
+    v_tile = v_smem.index(WG)
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     mbarrier.wait(kv_bar, 0)
-    # DQ_DEFER: a step's dQ products run beside the next step's S^T and dP^T, and are staged
-    # and added there (their registers and the row they add to carry over)
-    dq0 = warpgroup_mma_init(gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout))
-    dq1 = warpgroup_mma_init(gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout))
-    dq_h = off_kvh * 0
-    dq_row = off_kvh * 0
     step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
@@ -595,17 +547,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
             s_zero = gl.zeros([KEYS, BLOCK_M], gl.float32, s_layout)
             sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            if DQ_DEFER:
-                if step > 0:
-                    # the last step's dQ products, issued before S^T and dP^T
-                    if DQ_PARTS == 2:
-                        w0, w1 = warpgroup_mma_wait(2, deps=(dq0, dq1))
-                    else:
-                        w0 = warpgroup_mma_wait(2, deps=(dq0, ))
-                        w1 = w0
-                    mbarrier.arrive(ds_empty)
-                    _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG,
-                              DQ_PARTS, DQ_COL0, DQ_COLS, BLOCK_M)
             sT = warpgroup_mma_wait(1, deps=(sT, ))
             # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
             # sT * qk_scale, dcapT = 1.0)
@@ -636,60 +577,15 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
             # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
             delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-            dsT = (pT * (dpT - delta[None, :])).to(dtype)
-            dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
-            if FUSED_DQ:
-                # dQ += dS K (FA3): both warpgroups' dS^T (the step's [128 keys, 64 queries])
-                # through shared memory, which the products read transposed; each warpgroup
-                # takes half of K's columns over all 128 keys, so an element of dQ is added
-                # once per key tile, by the copy engine's reduce-add from a staging tile (rows
-                # outside the sequence add dS = 0, which partial blocks zero, inside the
-                # accumulator's padding, or fall past it, which the copy engine skips)
-                mbarrier.wait(ds_empty, (step & 1) ^ 1)            # last step's products read it
-                ds_smem.slice(WG * KEYS, KEYS).store(dsT)
-                fence_async_shared()
-                gl.thread_barrier()           # every warp's dS^T is in place before the product
-                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-                mbarrier.arrive(empty.index(s))
-                mbarrier.arrive(ds_full)
-                mbarrier.wait(ds_full, step & 1)
-                ds_op = ds_smem.permute((1, 0))                                       # [64, 128]
-                dq_row = start_m + q_row0 + DQ_PAD
-                dq_h = off_h
-                dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout)
-                dq0 = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, DQ_COLS, 1), dq_zero, use_acc=False,
-                                    is_async=True)
-                if DQ_PARTS == 2:
-                    dq1 = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0 + DQ_COLS, DQ_COLS, 1), dq_zero,
-                                        use_acc=False, is_async=True)
-                if not DQ_DEFER:
-                    if DQ_PARTS == 2:
-                        w0, w1 = warpgroup_mma_wait(0, deps=(dq0, dq1))
-                    else:
-                        w0 = warpgroup_mma_wait(0, deps=(dq0, ))
-                        w1 = w0
-                    mbarrier.arrive(ds_empty)
-                    _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG,
-                              DQ_PARTS, DQ_COL0, DQ_COLS, BLOCK_M)
-            else:
-                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-                mbarrier.arrive(empty.index(s))
+            dsT = pT * (dpT - delta[None, :])
+            dk = warpgroup_mma(gl.convert_layout(dsT.to(dtype), a_layout), q_tile, dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s))
             step += 1
 
-    if DQ_DEFER:
-        if step > 0:
-            if DQ_PARTS == 2:
-                w0, w1 = warpgroup_mma_wait(0, deps=(dq0, dq1))
-            else:
-                w0 = warpgroup_mma_wait(0, deps=(dq0, ))
-                w1 = w0
-            _dq_flush(dq_smem, dq_desc, w0, w1, off_b, dq_h, dq_row, sm_scale, WG, DQ_PARTS,
-                      DQ_COL0, DQ_COLS, BLOCK_M)
-    if FUSED_DQ:
-        tma.store_wait(0)
     dk = dk * sm_scale
-    okeys = first + gl.arange(0, KEYS, orow_layout)
-    offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
+    okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
+    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
     base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
         + (okeys + k_row0).to(gl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
     ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
@@ -698,7 +594,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, rea
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq_desc,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -708,8 +604,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                        SCHEDULED: gl.constexpr, FUSED_DQ: gl.constexpr, DQ_DEFER: gl.constexpr,
-                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                        SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                        PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -726,20 +622,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
     kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, HEAD_DIM], dtype)
     q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
-    k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], kv_layout)
-    v_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], kv_layout)
-    # each warpgroup's dS^T [keys, queries] for the fused dQ product (unused without it)
-    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
-    ds_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, BLOCK_M], ds_layout)
-    # the fused dQ's fp32 staging tiles for the copy engine's adds: one per product (32 columns)
-    # and warpgroup (each warpgroup's products cover half of d)
-    DQ_BUFS: gl.constexpr = HEAD_DIM // 32 if FUSED_DQ else 1
-    dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, 32], gl.float32)
-    dq_smem = gl.allocate_shared_memory(gl.float32, [DQ_BUFS, BLOCK_M, 32], dq_layout)
-    ds_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ds_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(ds_full, count=2)                     # fused dQ: both warpgroups' dS^T stored
-    mbarrier.init(ds_empty, count=2)                    # fused dQ: both warpgroups' products read them
+    k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -749,22 +633,22 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV, dq
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
     gl.warp_specialize(
-        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                          ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_DEFER, 0)),
-         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready, empty,
-                          ds_full, ds_empty, LSE2, Delta, DK, DV, dq_desc, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          SCHEDULED, 0)),
+         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                           num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, FUSED_DQ, DQ_DEFER, 1)),
+                          SCHEDULED, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from triton import knobs as _knobs
 
-from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_prep_kernel
+from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
 from .decode import _decode_combine_kernel, _decode_split_kernel
 from .fwd import _fwd_kernel
 
@@ -510,29 +510,8 @@ USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") !
 # The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``) after the portable dQ
 # kernel: the same None/False/True meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
-# dQ inside the Hopper dK/dV kernel (kernels/hopper.py ``FUSED_DQ``): each step's dS K added to
-# an fp32 accumulator in global memory, so no dQ kernel recomputes S and dP (5 block products
-# per step instead of 4 + 3). The same None/False/True meaning; SPARSEFLASH_FUSED_DQ=0 sets
-# False. It needs the Hopper dK/dV kernel, and is not used when the backward is split
-# (``dkdv_first``: dQ must be complete before the second part).
-USE_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
-# fused dQ: DQ_DEFER True, a step's dQ products run beside the next step's S^T and dP^T and
-# are added there; False, each step waits for its own
-_HOPPER_DQ_DEFER = True
-
-
-def _dq_descriptor(base: torch.Tensor, shape):
-    """The fused dQ's fp32 accumulator (B, H, pad + N, d) as a descriptor with block
-    [1, 1, 64, 32] (the kernel's staging tile)."""
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    B, H, N, d = shape
-    block = [1, 1, _HOPPER_TILE // 2, 32]
-    return TensorDescriptor(base, [B, H, N, d], [H * N * d, N * d, d, 1], block,
-                            gl.NVMMASharedLayout.get_default_for(block, gl.float32))
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -642,14 +621,21 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
         # 9.25 without (benchmarks/results/h200-parity/run3-hopper-mods), slower than the
         # portable backward's softcap
         reason = "softcap (the Hopper dK/dV kernel spills with it; the portable one is faster)"
+    if reason is None and USE_HOPPER_BWD is None and (layout.causal or q.shape[-1] == 64):
+        # per-kernel GPU times on an H200 (benchmarks/bwd_breakdown.py, bf16, H*d = 2048;
+        # benchmarks/results/h200-hopper/run6-dkdv-dispatch): the portable dK/dV kernel took
+        # 4.51 ms against 5.30 on dense causal 16K at d=128, and 2.70 against 2.90 on dense 4K
+        # at d=64; the Hopper one was ahead on dense 16K (8.07 against 8.83 ms), local(8)
+        # (1.06 / 1.21) and bigbird (0.90 / 0.99) at d=128
+        reason = ("a causal layout or head_dim 64 (the portable dK/dV kernel measured faster "
+                  "there)")
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
 def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
-                      qk_scale, mod_tail, schedule_cache, cached, fused_dq):
+                      qk_scale, mod_tail, schedule_cache, cached):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
-    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``);
-    ``fused_dq``: the kernel also accumulates dQ (``USE_FUSED_DQ``)."""
+    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``)."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -657,10 +643,6 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     half = _HOPPER_TILE // 2
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do))
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
-    # rebased on each call's fp32 dQ accumulator (or, unused, on delta): ``block_size`` rows of
-    # padding before row 0 take a step's rows before the sequence's first (absolute positions)
-    plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
-                                           (B, H, layout.block_size + N, d)), None)
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
@@ -672,10 +654,9 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
-                   PRODUCER_REGS=24, FUSED_DQ=fused_dq, DQ_DEFER=fused_dq and _HOPPER_DQ_DEFER,
-                   **{n: constexprs[n] for n in names})
+                   PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 16, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -762,11 +743,10 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq", "prep", "dq_desc")
+                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits")
 
     def __init__(self):
         self.hopper, self.hopper_descs = False, None
-        self.fused_dq, self.prep, self.dq = False, None, None
         self.splits = {}
 
     def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
@@ -797,18 +777,8 @@ class _BwdPlan:
         return got
 
 
-def _use_fused_dq(split: bool) -> bool:
-    """Whether the Hopper dK/dV kernel (which runs) also accumulates dQ."""
-    if USE_FUSED_DQ is False:
-        return False
-    return _forced(USE_FUSED_DQ, "USE_FUSED_DQ",
-                   "the backward is split (dkdv_first): dQ must be complete after the first part"
-                   if split else None)
-
-
 def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
-              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0,
-              split=False):
+              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_size, causal = layout.block_size, layout.causal
@@ -829,15 +799,11 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
-    hopper = _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
-                             alibi=alibi, dropout_p=dropout_p)
-    if not hopper and USE_FUSED_DQ:
-        raise RuntimeError("USE_FUSED_DQ=True but the Hopper dK/dV kernel does not run this call")
-    if hopper:
-        plan.fused_dq = _use_fused_dq(split)
+    if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
+                       alibi=alibi, dropout_p=dropout_p):
         _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
-                          schedule_cache=schedule_cache, cached=cached, fused_dq=plan.fused_dq)
+                          schedule_cache=schedule_cache, cached=cached)
     else:
         num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
         plan.order_dkdv = None if _no_order(layout) else _launch_order(
@@ -855,13 +821,6 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
             _bwd_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, cfg.num_warps,
             cfg.num_stages, cached, SCHEDULED=order is not None, **options)
         plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
-    if plan.fused_dq:
-        # delta and lse2 alone (the dQ kernel's prologue); dQ comes from the dK/dV kernel
-        plan.prep = _Launch(
-            _bwd_prep_kernel, (_cdiv(N, _PREP_ROWS), B * H), 6,
-            (H, N, *out.stride(), *do.stride()), 4, 1, cached,
-            HEAD_DIM=d, HEAD_DIM_PAD=d_pad, BLOCK_M=_PREP_ROWS, HAS_DLSE=has_dlse)
-        return plan, qdo + kv
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
@@ -877,9 +836,6 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
         SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, fp_fusion=not natural, **constexprs)
     return plan, qdo + kv
-
-
-_PREP_ROWS = 64
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -930,14 +886,13 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), USE_FUSED_DQ,
-           _HOPPER_DQ_DEFER, dkdv_first is not None)
+           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d))
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
             do, q, k, v, out, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale, has_dlse=has_dlse,
             config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
-            softcap=softcap, alibi=alibi, dropout_p=dropout_p, split=dkdv_first is not None)
+            softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
@@ -945,18 +900,11 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
+    # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
     alibi_arg = t.fwd_ptr if alibi is None else alibi
-    dq_acc = delta                 # the dK/dV kernel's dQ argument (unused without fused dQ)
-    if plan.fused_dq:
-        # delta and lse2, then the dK/dV kernel adds every block's dS K to dq_acc (fp32, with
-        # block_size rows of padding before row 0)
-        plan.prep(dev, out, do, lse, dlse, delta, lse2)
-        dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32, device=q.device)
-    else:
-        # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
-        plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
-                t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
-                t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
+    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
+            t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
+            t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
     launches = [(plan.dkdv, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)]
     if dkdv_first is not None:
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
@@ -968,13 +916,11 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, _rebased(plan.dq_desc, dq_acc), t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
-                   kpm_arg, alibi_arg, order)
+            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
+                   t.seqs, kpm_arg, alibi_arg, order)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
-    if plan.fused_dq:
-        dq.copy_(dq_acc[:, :, layout.block_size:])
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

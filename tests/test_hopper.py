@@ -74,12 +74,25 @@ for name in kernel.arg_names:
         signature[name] = "i32"
 compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-sys.stdout.write(compiled.asm["ptx"])
+if len(sys.argv) > 2 and sys.argv[2] == "sass":
+    # instead of the PTX: the sm_90 SASS's counts of wgmma issues and of waits on them
+    import subprocess
+    import tempfile
+    from triton import knobs
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
+                              text=True, check=True).stdout
+    sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"),
+                                 "DEPBAR": sass.count("WARPGROUP.DEPBAR")}))
+else:
+    sys.stdout.write(compiled.asm["ptx"])
 """
 
 
-def compiled_in_fresh_process(script: str, arg: str) -> str:
-    """What ``script`` (a compile script, given ``arg``) prints, run in a fresh process with the
+def compiled_in_fresh_process(script: str, *args: str) -> str:
+    """What ``script`` (a compile script, given ``args``) prints, run in a fresh process with the
     interpreter off: under TRITON_INTERPRET=1 (CI) Gluon's decorator yields an interpreted
     function that cannot be compiled."""
     import os
@@ -89,7 +102,7 @@ def compiled_in_fresh_process(script: str, arg: str) -> str:
     env = dict(os.environ, TRITON_INTERPRET="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
@@ -161,6 +174,20 @@ def test_softcap_and_alibi_variants_compile_to_hopper_instructions(which, d, dty
         assert tanh == 0
     if which == "fwd":
         assert not re.search(r"\b(ld|st)\.local", ptx), "register spills"
+
+
+@pytest.mark.parametrize("which,d,dtype", [("fwd", 128, "bf16"), ("dkdv", 128, "bf16")])
+def test_hopper_kernels_keep_wgmma_asynchronous(which, d, dtype):
+    """ptxas serialises every wgmma of a kernel (advisory C7514) when other instructions read a
+    product's accumulator registers while it runs, e.g. a product carried in flight across a
+    loop's back edge; the kernel then waits after each wgmma. The sm_90 SASS must keep the
+    waits few: one per group of products, not one per wgmma instruction (the serialised dK/dV
+    variant tried had 48 waits for 48 HGMMA; the kernels have 6 and 8)."""
+    import json
+
+    counts = json.loads(compiled_in_fresh_process(_COMPILE, json.dumps([which, d, dtype, {}]), "sass"))
+    assert counts["HGMMA"] >= 16, counts
+    assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
 
 
 def test_dispatcher_says_why_it_falls_back():

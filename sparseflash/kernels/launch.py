@@ -512,6 +512,7 @@ USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") !
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
+_HOPPER_BWD_REGS = 232                   # registers a consumer thread of the dK/dV kernel takes
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -653,7 +654,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=232,
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=_HOPPER_BWD_REGS,
                    PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
@@ -886,7 +887,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d))
+           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), _HOPPER_BWD_REGS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

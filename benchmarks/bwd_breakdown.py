@@ -21,14 +21,14 @@ from sparseflash.kernels import launch  # noqa: E402
 CASES = [  # (name, pattern, N, d, causal, B)
     ("dense", sf.dense(), 16384, 128, False, 1),
     ("dense causal", sf.dense(), 16384, 128, True, 1),
+    ("dense causal 4K", sf.dense(), 4096, 128, True, 4),
     ("local(8)", sf.local(8), 16384, 128, False, 1),
     ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
     ("dense d=64", sf.dense(), 4096, 64, False, 4),
 ]
 VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True), "portable dkdv": dict(USE_HOPPER_BWD=False)}
-# --regs N: also the Hopper dK/dV kernel with N registers per consumer thread
-# (``launch._HOPPER_BWD_REGS``; the sm_90 SASS of the causal kernel spills 53 stores at 232
-# and 33 at 240)
+# --regs N: also the Hopper dK/dV kernel with N registers per consumer thread, causal or not
+# (``launch._HOPPER_BWD_REGS``)
 
 
 def main(argv=None):
@@ -40,7 +40,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     variants = dict(VARIANTS)
     if args.regs:
-        variants[f"hopper dkdv r{args.regs}"] = dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS=args.regs)
+        variants[f"hopper dkdv r{args.regs}"] = dict(USE_HOPPER_BWD=True,
+                                                     _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -356,7 +356,7 @@ def test_split_backward_equals_one_launch(marked, size, monkeypatch):
     # every key tile runs exactly once, so the gradients are bitwise those of one launch, and
     # when ``between`` runs, dQ and the marked columns' dK/dV are already final. "hopper":
     # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only), forced on
-    # (the dispatcher's default gives causal layouts the portable one).
+    # (it is the dispatcher's default here too; forcing keeps the test on it).
     from sparseflash.attention import _backward_impl, _forward_impl
     from sparseflash.kernels import launch
 

@@ -512,7 +512,12 @@ USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") !
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
-_HOPPER_BWD_REGS = 232                   # registers a consumer thread of the dK/dV kernel takes
+# registers a consumer thread of the dK/dV kernel takes, by layout: the causal kernel's
+# comparison of key and query positions keeps 16 more registers live; at 232 it spilled 53 stores
+# (sm_90 SASS) and took 5.19 ms on dense causal 16K d=128 (an H200), at 240 33 stores and 4.39 ms;
+# the non-causal one took 7.88 ms at 232 and 8.03 at 240 (benchmarks/bwd_breakdown.py --regs,
+# benchmarks/results/h200-hopper/run6-dkdv-dispatch/breakdown-regs)
+_HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -622,14 +627,13 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
         # 9.25 without (benchmarks/results/h200-parity/run3-hopper-mods), slower than the
         # portable backward's softcap
         reason = "softcap (the Hopper dK/dV kernel spills with it; the portable one is faster)"
-    if reason is None and USE_HOPPER_BWD is None and (layout.causal or q.shape[-1] == 64):
+    if reason is None and USE_HOPPER_BWD is None and q.shape[-1] == 64:
         # per-kernel GPU times on an H200 (benchmarks/bwd_breakdown.py, bf16, H*d = 2048;
         # benchmarks/results/h200-hopper/run6-dkdv-dispatch): the portable dK/dV kernel took
-        # 4.51 ms against 5.30 on dense causal 16K at d=128, and 2.70 against 2.90 on dense 4K
-        # at d=64; the Hopper one was ahead on dense 16K (8.07 against 8.83 ms), local(8)
-        # (1.06 / 1.21) and bigbird (0.90 / 0.99) at d=128
-        reason = ("a causal layout or head_dim 64 (the portable dK/dV kernel measured faster "
-                  "there)")
+        # 2.70-2.71 ms against 2.90-2.93 on dense 4K at d=64; at d=128 the Hopper one was
+        # ahead on dense 16K (7.88 against 8.75 ms), local(8) (1.08 / 1.20), bigbird (0.90 /
+        # 0.99), and, with 240 registers (_HOPPER_BWD_REGS), on dense causal 16K (4.39 / 4.51)
+        reason = "head_dim 64 (the portable dK/dV kernel measured faster there)"
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
@@ -654,7 +658,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail[:2])
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d], CONSUMER_REGS=_HOPPER_BWD_REGS,
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
+                   CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
@@ -887,7 +892,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     key = ("bwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), do.stride(),
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
-           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d), _HOPPER_BWD_REGS)
+           dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
+           tuple(_HOPPER_BWD_REGS.values()))
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

@@ -21,6 +21,7 @@ Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -67,8 +68,6 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False)
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
     the backward as well. (Before this, ``--pbwd`` timed the default backward for both impls:
     the A/B of benchmarks/results/h200-hopper/run3-bwd-ab compared a backward with itself.)"""
-    import contextlib
-
     @contextlib.contextmanager
     def switches():
         saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
@@ -151,8 +150,6 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
     ours_grads = None
     for name, fn in impls.items():
         def step(fn=fn):
-            import contextlib
-
             with getattr(fn, "switches", contextlib.nullcontext)():
                 return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
         try:
@@ -229,6 +226,7 @@ def main(argv=None):
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
     extra = dict(pbwd=args.pbwd, hbwd=args.hbwd)
+    skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()
     meta["fa4"] = "missing" if fa4 is None else "flash_attn.cute"
@@ -238,7 +236,7 @@ def main(argv=None):
         impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
         if not args.no_peers:
             impls.update(portable=ours_fn(layout, True), cudnn=cudnn_fn(causal))
-        impls = {n: f for n, f in impls.items() if n not in args.skip.split(",")}
+        impls = {n: f for n, f in impls.items() if n not in skip}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
         flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
@@ -249,7 +247,7 @@ def main(argv=None):
         impls = {"ours": ours_fn(layout, False), **variants(layout, d, wanted, **extra)}
         if not args.no_peers:
             impls["portable"] = ours_fn(layout, True)
-        impls = {n: f for n, f in impls.items() if n not in args.skip.split(",")}
+        impls = {n: f for n, f in impls.items() if n not in skip}
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

@@ -115,6 +115,14 @@ def _ptx(which, d, dtype, flags):
     return compiled_in_fresh_process(_COMPILE, json.dumps([which, d, dtype, flags]))
 
 
+def _sass_counts(which, d, dtype, flags):
+    """Counts in the kernel's sm_90 SASS (``HGMMA``, ``DEPBAR``: wgmma waits, ``STL``: spill
+    stores), compiled in a fresh process."""
+    import json
+
+    return json.loads(compiled_in_fresh_process(_COMPILE, json.dumps([which, d, dtype, flags]), "sass"))
+
+
 @pytest.mark.parametrize("d,dtype,flags", [
     (128, "bf16", {}),
     (64, "fp16", dict(CAUSAL=True, HAS_WL=True, HAS_KPM=True, PER_SEQ=True, PACKED=True,
@@ -183,9 +191,7 @@ def test_hopper_kernels_keep_wgmma_asynchronous(which, d, dtype):
     loop's back edge; the kernel then waits after each wgmma. The sm_90 SASS must keep the
     waits few: one per group of products, not one per wgmma instruction (the serialised dK/dV
     variant tried had 48 waits for 48 HGMMA; the kernels have 6 and 8)."""
-    import json
-
-    counts = json.loads(compiled_in_fresh_process(_COMPILE, json.dumps([which, d, dtype, {}]), "sass"))
+    counts = _sass_counts(which, d, dtype, {})
     assert counts["HGMMA"] >= 16, counts
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
 
@@ -195,14 +201,12 @@ def test_causal_dkdv_kernel_spills_less_with_its_registers():
     (``launch._HOPPER_BWD_REGS``): its comparison of key and query positions keeps 16 more
     live across the loop. With them it spills fewer registers than with the plain count (in
     the sm_90 SASS, 33 stores against 53 at the time of writing)."""
-    import json
-
     regs = launch._HOPPER_BWD_REGS
     assert regs["causal"] > regs["plain"]
     spills = {}
     for name in ("plain", "causal"):
         flags = dict(CAUSAL=True, CONSUMER_REGS=regs[name])
-        counts = json.loads(compiled_in_fresh_process(_COMPILE, json.dumps(["dkdv", 128, "bf16", flags]), "sass"))
+        counts = _sass_counts("dkdv", 128, "bf16", flags)
         assert counts["DEPBAR"] * 4 <= counts["HGMMA"], counts
         spills[name] = counts["STL"]
     assert spills["causal"] < spills["plain"], spills

@@ -30,6 +30,7 @@ the other formulation. ``--only softcap,alibi`` keeps the variants whose names s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -65,6 +66,22 @@ def kernels(q, layout, **opt) -> str:
         bwd_why = "softcap: the Hopper dK/dV spills"
     why = "; ".join(r for r in (fwd_why, bwd_why) if r)
     return f"fwd {fwd}, dK/dV {'Hopper' if bwd_hopper else 'portable'}" + (f" ({why})" if why else "")
+
+
+@contextlib.contextmanager
+def launch_switches(**values):
+    """``kernels.launch`` switches (USE_HOPPER, USE_HOPPER_BWD) set for the block: around the
+    whole timed step, so that autograd's backward runs under them too."""
+    from sparseflash.kernels import launch
+
+    old = {name: getattr(launch, name) for name in values}
+    for name, value in values.items():
+        setattr(launch, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(launch, name, value)
 
 
 def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
@@ -146,6 +163,17 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
             rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,
                    kernels(q, layout, **opt))
             overhead(case, f"sparseflash {opt_name}", base, with_opt, target)
+        # dropout on other kernels, same run: the portable dK/dV (the Hopper forward kept), and
+        # the portable kernels throughout (the only path before the Hopper kernels drew it)
+        for opt_name, switches in (("dropout_p=0.1, portable dK/dV", dict(USE_HOPPER_BWD=False)),
+                                   ("dropout_p=0.1, portable kernels", dict(USE_HOPPER=False,
+                                                                            USE_HOPPER_BWD=False))):
+            with launch_switches(**switches):
+                with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(dropout_p=0.1),
+                                     q, k, v, do, ff, fb)
+                rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,
+                       kernels(q, layout, dropout_p=0.1))
+            overhead(case, f"sparseflash {opt_name}", base, with_opt, 1.15)
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N // 1024}K, H={H}, d={d}", q, k, v, do, bs)
 
 

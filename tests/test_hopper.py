@@ -26,7 +26,7 @@ gpu = pytest.mark.skipif(not IS_HOPPER, reason="needs a Hopper GPU (sm_90): Gluo
 
 
 _COMPILE = r"""
-import json, sys
+import json, re, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon import language as gl
@@ -37,7 +37,7 @@ which, d, dtype, flags = json.loads(sys.argv[1])
 gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
 common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HAS_WR=False,
               HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False, HAS_SOFTCAP=0,
-              HAS_ALIBI=0)
+              HAS_ALIBI=0, HAS_DROPOUT=0)
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
@@ -58,7 +58,7 @@ def desc(r):
 
 pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
             "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
-            "sm_scale": "fp32", "softcap2": "fp32"}
+            "sm_scale": "fp32", "softcap2": "fp32", "seed": "i64", "drop_scale": "fp32"}
 tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
 signature = {}
 for name in kernel.arg_names:
@@ -85,7 +85,8 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         sass = subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
                               text=True, check=True).stdout
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
-                                 "STL": sass.count("STL")}))
+                                 "STL": sass.count("STL"), "STS": sass.count("STS"),
+                                 "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass))}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
 """
@@ -182,6 +183,30 @@ def test_softcap_and_alibi_variants_compile_to_hopper_instructions(which, d, dty
         assert tanh == 0
     if which == "fwd":
         assert not re.search(r"\b(ld|st)\.local", ptx), "register spills"
+
+
+
+@pytest.mark.parametrize("which,d,dtype,flags", [
+    ("fwd", 128, "bf16", dict(HAS_DROPOUT=16110)),
+    ("fwd", 64, "fp16", dict(HAS_DROPOUT=8107, CAUSAL=True, PER_SEQ=True, PACKED=True)),
+    ("dkdv", 128, "bf16", dict(HAS_DROPOUT=16110, CAUSAL=True, CONSUMER_REGS=240)),
+    ("dkdv", 64, "fp16", dict(HAS_DROPOUT=8110, GROUP_SIZE=2, HAS_KPM=True)),
+], ids=["fwd-d128-16bit", "fwd-d64-8bit-7rounds-packed", "dkdv-d128-16bit-causal",
+        "dkdv-d64-8bit-gqa"])
+def test_dropout_compiles_into_both_hopper_kernels(which, d, dtype, flags):
+    """Dropout (the "mma" mapping, 16- and 8-bit draws) in the Gluon kernels: the Philox
+    multiplies are there (two 32x32 products a round, in each of the two consumer partitions),
+    the wgmma stay asynchronous, and in the forward the draws reach the accumulator layout
+    without a shared-memory round trip (as many STS as without dropout) and without spills."""
+    plain = {k: v for k, v in flags.items() if k != "HAS_DROPOUT"}
+    base = _sass_counts(which, d, dtype, plain)
+    got = _sass_counts(which, d, dtype, flags)
+    rounds = flags["HAS_DROPOUT"] % 100
+    assert got["IMAD.HI"] - base["IMAD.HI"] >= 2 * 2 * rounds, (base, got)
+    assert got["DEPBAR"] * 4 <= got["HGMMA"], got
+    if which == "fwd":
+        assert got["STS"] == base["STS"], (base, got)
+        assert got["STL"] == 0, got
 
 
 @pytest.mark.parametrize("which,d,dtype", [("fwd", 128, "bf16"), ("dkdv", 128, "bf16")])
@@ -289,12 +314,15 @@ def test_hopper_runs_device_built_per_batch_tables(hopper_only):
 
 
 @gpu
-def test_portable_fallbacks_still_run_under_auto():
-    """With the default dispatch, calls the Hopper kernel does not cover (dropout, d=80,
-    block 64) run the portable kernel instead of failing."""
+def test_portable_fallbacks_still_run_under_auto(monkeypatch):
+    """With the default dispatch, calls the Hopper kernel does not cover (d=80, block 64,
+    dropout in the "interleave" mapping) run the portable kernel instead of failing."""
     q = torch.randn(1, 2, 512, 80, device="cuda", dtype=torch.bfloat16)
     out = sf.sparse_attention(q, q, q, sf.local(1), block_size=64, causal=True)
     assert out.shape == q.shape and not torch.isnan(out).any()
+    from sparseflash import philox
+
+    monkeypatch.setattr(philox, "DROPOUT_MAPPING", "interleave")
     q = torch.randn(1, 2, 512, 128, device="cuda", dtype=torch.bfloat16)
     out = sf.sparse_attention(q, q, q, sf.local(1), block_size=128, dropout_p=0.1)
     assert not torch.isnan(out).any()
@@ -395,11 +423,97 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
 
 
 @gpu
-def test_hopper_still_refuses_dropout(hopper_only):
-    """Dropout stays on the portable kernel: forcing the Hopper path says so."""
+def test_hopper_refuses_the_interleave_dropout_mapping(hopper_only, monkeypatch):
+    """The Hopper kernels draw the "mma" mapping only: forcing them with the other says so."""
+    from sparseflash import philox
+
+    monkeypatch.setattr(philox, "DROPOUT_MAPPING", "interleave")
     q = torch.randn(1, 2, 256, 128, device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="dropout"):
+    with pytest.raises(RuntimeError, match="interleave"):
         sf.sparse_attention(q, q, q, sf.local(1), block_size=128, dropout_p=0.1)
+
+
+# ------------------------------------------------------------------ dropout, on a Hopper GPU
+DROPOUT_CASES = [
+    # (name, pattern, shape kwargs, causal, extra call kwargs, philox variant)
+    ("local-global-causal-1000", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=2, Hkv=2, N=1000, Nk=1000, d=128), True, {}, {}),
+    ("dense-kv-longer-gqa-batch-2", sf.dense(),
+     dict(B=2, H=4, Hkv=2, N=300, Nk=1000, d=128), True, {}, {}),
+    ("bigbird-noncausal-d64-8bit", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, {}, dict(DROPOUT_BITS=8)),
+    ("window-softcap-alibi-7rounds", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
+     dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_ROUNDS=7)),
+]
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,shape,causal,extra,variant", DROPOUT_CASES,
+                         ids=[c[0] for c in DROPOUT_CASES])
+def test_hopper_dropout_matches_the_oracle_with_its_mask(name, pattern, shape, causal, extra,
+                                                         variant, monkeypatch):
+    """Dropout through the Hopper forward and dK/dV kernels (forced on) against the float64
+    oracle given the Philox mask the call drew (sparseflash.philox, the torch backend's bits),
+    forward, LSE and every gradient, within twice the portable kernels' error on the same
+    inputs and seed plus the dtype's floor; the portable kernels must drop the same entries
+    (their outputs agree far more closely than dropout moves them)."""
+    from sparseflash import philox
+    from sparseflash.attention import _rng_ints
+    from sparseflash.reference import reference_attention, token_mask
+
+    B, H, Hkv, N, Nk, d = (shape[x] for x in ("B", "H", "Hkv", "N", "Nk", "d"))
+    dtype = torch.float16 if d == 64 else torch.bfloat16
+    for attr, value in variant.items():
+        monkeypatch.setattr(philox, attr, value)
+    p = 0.2
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    k = torch.randn(B, Hkv, Nk, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    v = torch.randn(B, Hkv, Nk, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)
+    do = torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g)
+    kw = {key: val for key, val in extra.items() if key != "alibi"}
+    if extra.get("alibi") == "heads":
+        kw["alibi_slopes"] = torch.tensor([2.0 ** -(2 * h + 1) for h in range(H)], device="cuda")
+    kw["dropout_p"] = p
+
+    def run(hopper):
+        monkeypatch.setattr(launch, "USE_HOPPER", hopper)
+        monkeypatch.setattr(launch, "USE_HOPPER_BWD", hopper)
+        torch.manual_seed(11)
+        return _run(q, k, v, do, pattern, causal, kw)
+
+    got, portable = run(True), run(False)
+    torch.manual_seed(11)
+    seed, offset = _rng_ints(philox.draw_seed())
+    bh = (torch.arange(B)[:, None] * H + torch.arange(H)[None, :])[:, :, None, None]
+    keep = philox.dropout_keep(seed, offset, bh, torch.arange(N), torch.arange(Nk), p)
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=128, causal=causal, num_heads=H,
+                        window_size=kw.get("window_size"))
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref, ref_lse = reference_attention(
+        q64, k64, v64, layout, mask=token_mask(layout, B), positions=positions(N, Nk),
+        softcap=kw.get("softcap", 0.0), alibi_slopes=kw.get("alibi_slopes"), keep=keep,
+        dropout_p=p)
+    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), do.double())
+    undropped, _ = reference_attention(
+        q64, k64, v64, layout, mask=token_mask(layout, B), positions=positions(N, Nk),
+        softcap=kw.get("softcap", 0.0), alibi_slopes=kw.get("alibi_slopes"))
+    finite = ~torch.isinf(ref_lse)
+    floor = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    errors = {}
+    for name_, h, pt, r in zip(("out", "lse", "dq", "dk", "dv"), got, portable, (ref, ref_lse, *ref_grads)):
+        assert torch.isfinite(h[finite] if name_ == "lse" else h).all(), f"{name_}: NaN or Inf"
+        sel = finite if name_ == "lse" else torch.ones_like(r, dtype=torch.bool)
+        e_h = errors[name_] = (h.double() - r)[sel].abs().max().item()
+        e_p = (pt.double() - r)[sel].abs().max().item()
+        assert e_h <= 2 * e_p + (1e-4 if name_ == "lse" else floor), \
+            f"{name_}: Hopper error {e_h:.2e} vs portable {e_p:.2e}"
+    # dropout moves the output far beyond the error (a kernel that ignored the mask, or drew
+    # other bits, would fail here)
+    effect = (undropped.detach() - ref.detach()).abs().max().item()
+    assert effect > 4 * errors["out"], f"dropout effect {effect:.2e} vs error {errors['out']:.2e}"
+    assert 0.75 < keep.float().mean().item() < 0.85
 
 
 def test_dispatcher_gives_d64_backwards_the_portable_dkdv(monkeypatch):

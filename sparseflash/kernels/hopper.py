@@ -34,12 +34,13 @@ huge scales are left to the portable kernel (the dispatcher in launch.py decides
 Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 (tests/test_hopper.py); the CPU suite compiles it to sm_90 machine code without running it.
 """
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh
+from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh, _word_pieces
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
 
@@ -51,6 +52,53 @@ LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to na
 _UPCAST = gl.constexpr(False)
 _PRECISION = gl.constexpr("tf32")
 _NATURAL = gl.constexpr(False)
+
+
+# ------------------------------------------------------------------ dropout
+@gluon.constexpr_function
+def _draw_layout(rows, calls):
+    """Where the Philox calls ``[rows, calls]`` of a tile sit: call ``c*4 + t`` of a row in the
+    thread that holds that row, and lane ``t`` (mod 4), of the wgmma accumulator of 4 warps
+    (16 rows each; ``rows`` = 64). That thread holds exactly the keys ``c*CH + n*8 + t*2 + h``
+    the call serves (tiles.py ``_keep``, the "mma" mapping), so the draws expand into the
+    accumulator layout by register relabeling alone."""
+    assert rows == 64 and calls % 4 == 0, (rows, calls)
+    reg = [[8, 0]] + [[0, 4 << i] for i in range((calls // 4).bit_length() - 1)]
+    lane = [[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]]
+    return gl.DistributedLinearLayout(reg, lane, [[16, 0], [32, 0]], [], [rows, calls])
+
+
+@gluon.jit
+def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
+                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
+    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
+    along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
+    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
+    The Philox calls run in :func:`_draw_layout`; the joins, permute and reshapes below only
+    relabel registers (``assert_trivial``: no data moves)."""
+    BITS: gl.constexpr = VARIANT // 1000
+    ROUNDS: gl.constexpr = VARIANT % 100
+    gl.static_assert((VARIANT // 100) % 10 == 1, "the Hopper kernels draw the mma mapping only")
+    CH: gl.constexpr = 4 * (128 // BITS)           # keys served by 4 calls: 32 or 64
+    gl.static_assert(COLS % CH == 0)
+    C: gl.constexpr = COLS // CH
+    cnt_layout: gl.constexpr = _draw_layout(ROWS, 4 * C)
+    g = (u0 // CH) * 4 + gl.arange(0, 4 * C, gl.SliceLayout(0, cnt_layout))   # c*4 + t
+    rows = row0 + gl.arange(0, ROWS, gl.SliceLayout(1, cnt_layout))
+    c0 = g[None, :] + rows[:, None] * 0
+    c1 = rows[:, None] + g[None, :] * 0
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+    x = gl.join(gl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
+                gl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
+    if BITS == 16:
+        # [R, 4C, h, n0, n1] -> [R, C, n1, n0, t, h]: key c*32 + n*8 + t*2 + h
+        x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2)), (0, 1, 5, 4, 2, 3))
+    else:
+        # draw 4w + x + 2y = 2n + h: h = x, n = y + 2 w0 + 4 w1
+        x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2, 2)), (0, 1, 6, 5, 4, 2, 3))
+    draws = gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+    return draws >= threshold.to(gl.uint32)
 
 
 @gluon.jit
@@ -210,15 +258,15 @@ def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
-              stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
+              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+              num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
               q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right, qk_scale,
-              softcap2, stride_alibi_b,
+              softcap2, stride_alibi_b, drop_threshold, drop_scale,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, NUM_WARPS: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
@@ -251,6 +299,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     first = start_m + WG * ROWS
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
+    bh = off_b * num_heads + off_h
+    row0 = first + q_start - q_lo                                           # first tensor row
 
     m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
     l_i = gl.zeros([ROWS], gl.float32, row_layout)
@@ -274,6 +324,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
         e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)   # [BLOCK_M, BLOCK_N]
         l_i = gl.sum(e, 1)
+        if HAS_DROPOUT:
+            # l_i sums every probability; only the values see the dropout (its scale at the end)
+            e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
+                                       _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N),
+                                       drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT), e, 0.0)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
             st = t % NUM_STAGES
@@ -304,6 +359,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
+            if HAS_DROPOUT:
+                e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
+                                           _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
+                                           drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
+                             e, 0.0)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
@@ -319,7 +379,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
         # the row term of the causal ALiBi bias the scores left out (_log2_scores), R = first
         lse2 = lse2 - alibi2 * (rows_pos - first).to(gl.float32)
     lse = gl.where(empty, float("-inf"), lse2 * LN2)
-    out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
+    if HAS_DROPOUT:
+        out = acc * gl.convert_layout(drop_scale / l_safe, orow_layout)[:, None]
+    else:
+        out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
     q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
     row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
     orows = first + gl.arange(0, ROWS, orow_layout)
@@ -332,16 +395,17 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     gl.store(lse_ptrs, lse, mask=row_ok)
 
 
-@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI,
-                       schedule, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
-                       group_size, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
+                       schedule, seed, rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om,
+                       stride_kpm_b, num_heads, group_size, lse_len, q_len, k_len, q_pos, k_pos, nq,
+                       nk, table_heads_gt1, window_left, window_right, qk_scale, softcap2,
+                       stride_alibi_b, drop_threshold, drop_scale,
                        BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                        HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
@@ -370,19 +434,21 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # only through the K/V ring, so one's softmax overlaps the other's matrix products
     gl.warp_specialize(
         [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
-                      stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
-                      q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                      qk_scale, softcap2, stride_alibi_b, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
+                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                      rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                      num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                      window_left, window_right, qk_scale, softcap2, stride_alibi_b,
+                      drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, REVERSE_M, SCHEDULED, 0)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, num_m_tiles,
-                      stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
-                      q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                      qk_scale, softcap2, stride_alibi_b, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
+                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                      rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                      num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                      window_left, window_right, qk_scale, softcap2, stride_alibi_b,
+                      drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, REVERSE_M, SCHEDULED, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -485,14 +551,14 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                   LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
-                  num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
-                  lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
+                  num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
-                  BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  drop_threshold, drop_scale, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
@@ -505,6 +571,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     key_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     query_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+    # dropout's draws come in the forward's orientation (queries along rows), then transpose
+    qk_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, KEYS, 16])
 
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
         schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
@@ -528,9 +597,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
-        bh = (off_b * num_heads + off_h).to(gl.int64)
-        lse2_head = LSE2 + bh * lse_len + q_row0
-        delta_head = Delta + bh * lse_len + q_row0
+        bh = off_b * num_heads + off_h
+        lse2_head = LSE2 + bh.to(gl.int64) * lse_len + q_row0
+        delta_head = Delta + bh.to(gl.int64) * lse_len + q_row0
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
@@ -568,7 +637,20 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                 if HAS_WR:
                     visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
                 pT = gl.where(visible, pT, 0.0)
-            dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv, is_async=True)
+            if HAS_DROPOUT:
+                # the forward's mask, drawn again and transposed (through shared memory: no
+                # thread holds a call's keys in this orientation). A dropped probability keeps
+                # its value with a minus sign (P >= 0): the mask needs no registers of its own
+                # until dP^T arrives. Its scale goes to dV at the end and to dP^T below.
+                keepT = gl.convert_layout(gl.permute(_dropout_keep(
+                    seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
+                    BLOCK_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
+                pT = gl.where(keepT, pT, -pT)
+                dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
+                                   do_tile, dv, is_async=True)
+            else:
+                dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
+                                   is_async=True)
             if HAS_SOFTCAP:
                 # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here frees
                 # its registers before dP^T is waited on (bwd.py multiplies it last; the same
@@ -577,13 +659,19 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
             # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
             delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-            dsT = pT * (dpT - delta[None, :])
+            if HAS_DROPOUT:
+                # kept: P (dP * scale - delta); dropped: P (0 - delta)
+                dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
+            else:
+                dsT = pT * (dpT - delta[None, :])
             dk = warpgroup_mma(gl.convert_layout(dsT.to(dtype), a_layout), q_tile, dk, is_async=True)
             dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
             mbarrier.arrive(empty.index(s))
             step += 1
 
     dk = dk * sm_scale
+    if HAS_DROPOUT:
+        dv = dv * drop_scale
     okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
     offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
     base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
@@ -593,17 +681,18 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
     gl.store(DV + base, dv.to(dtype), mask=ok)
 
 
-@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk"])
+@gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
-                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                         window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
+                        drop_threshold, drop_scale,
                         BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                         HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                         CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
@@ -635,20 +724,22 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
     gl.warp_specialize(
         [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                           LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                          schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
-                          num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                          window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
+                          schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                          nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                          softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, 0)),
+                          HAS_DROPOUT, SCHEDULED, 0)),
          (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                           LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                          schedule, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
-                          num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                          window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
+                          schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                          nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                          softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          SCHEDULED, 1)),
+                          HAS_DROPOUT, SCHEDULED, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                           ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
                           num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

@@ -524,10 +524,13 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
+    from ..philox import dropout_variant
+
     """Why the Hopper forward cannot run this call (None: it can). The reasons are what the
-    Gluon kernels leave to the portable one: dropout, huge scales, other tiles and GPUs
-    (softcap and ALiBi run in the Hopper kernels too; ``softcap`` and ``alibi`` are kept in
-    the signature for the callers)."""
+    Gluon kernels leave to the portable one: dropout drawn in the "interleave" mapping, huge
+    scales, other tiles and GPUs (softcap, ALiBi and dropout in the default "mma" mapping run in
+    the Hopper kernels too; ``softcap`` and ``alibi`` are kept in the signature for the
+    callers)."""
     if is_interpreted() or not q.is_cuda:
         return "not a CUDA tensor"
     if torch.cuda.get_device_capability(q.device)[0] != 9:
@@ -540,8 +543,8 @@ def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p
         return "head_dim is not 64 or 128"
     if layout.block_size % _HOPPER_TILE:
         return "block_size is not a multiple of 128"
-    if dropout_p > 0:
-        return "dropout (portable kernel)"
+    if dropout_p > 0 and not dropout_variant()[1]:
+        return "dropout in the 'interleave' mapping (portable kernel)"
     if _natural(scale):
         return "scale above NATURAL_SCALE, natural-unit softmax (portable kernel)"
     if not _tma_capable(q, k, v):
@@ -586,7 +589,7 @@ def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
 
 
 def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached,
-                     softcap=0.0, alibi=None):
+                     softcap=0.0, alibi=None, dropout_p=0.0):
     from .hopper import _hopper_fwd_kernel
 
     B, H, N, d = q.shape
@@ -602,15 +605,15 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=_HOPPER_TILE,
         block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     # the portable kernels' modifier arguments (never natural units here: _hopper_applies)
-    mod_tail, mods, qk_scale = _mods(softcap, alibi, 0.0, False, causal, scale)
+    mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
     tail = (num_m_tiles, H * N * d, N * d, d, geometry[0], H, H // Hkv, N, *geometry[1:],
-            qk_scale, *mod_tail[:2])
+            qk_scale, *mod_tail)
     plan.launch = _Launch(
-        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 12, tail, 4, 1, cached,
+        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, 4, 1, cached,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
-        HAS_ALIBI=mods["HAS_ALIBI"], **constexprs)
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -653,16 +656,17 @@ def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, 
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
         per_head=layout.table_heads > 1, num_tiles=num_n_tiles, tile=_HOPPER_TILE,
         block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]))
-    names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED", "HAS_SOFTCAP", "HAS_ALIBI")
+    names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED", "HAS_SOFTCAP", "HAS_ALIBI",
+             "HAS_DROPOUT")
     plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
-            qk_scale, *mod_tail[:2])
+            qk_scale, *mod_tail)
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 15, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -721,7 +725,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
                        dropout_p=dropout_p):
             plan, (q_src, k_src, v_src) = _hopper_fwd_plan(
                 q, k, v, layout, t.fwd_ptr, kpm, scale=scale, schedule_cache=schedule_cache,
-                cached=cacheable, softcap=softcap, alibi=alibi)
+                cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         else:
             plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
                                              config=config, use_tma=use_tma,
@@ -737,7 +741,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     if plan.hopper:
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
-                    t.fwd_ptr if alibi is None else alibi, order)
+                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1])
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
@@ -924,7 +928,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             continue
         if plan.hopper:
             launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                   t.seqs, kpm_arg, alibi_arg, order)
+                   t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40)
+                      DROP_EARLY=False, CONSUMER_REGS=232, PRODUCER_REGS=40)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -445,6 +445,8 @@ DROPOUT_CASES = [
     ("window-softcap-alibi-7rounds", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_ROUNDS=7)),
+    ("packed-docs-early-draw", sf.local(1) | sf.global_blocks(1),
+     dict(B=1, H=2, Hkv=1, N=1000, Nk=1000, d=128), True, {}, dict(HOPPER_DROPOUT_DRAW="early")),
 ]
 
 
@@ -465,7 +467,7 @@ def test_hopper_dropout_matches_the_oracle_with_its_mask(name, pattern, shape, c
     B, H, Hkv, N, Nk, d = (shape[x] for x in ("B", "H", "Hkv", "N", "Nk", "d"))
     dtype = torch.float16 if d == 64 else torch.bfloat16
     for attr, value in variant.items():
-        monkeypatch.setattr(philox, attr, value)
+        monkeypatch.setattr(philox if attr.startswith("DROPOUT") else launch, attr, value)
     p = 0.2
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g).requires_grad_(True)

@@ -69,14 +69,10 @@ def _draw_layout(rows, calls):
 
 
 @gluon.jit
-def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
-                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
-    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
-    along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
-    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
-    The Philox calls run in :func:`_draw_layout`; the joins, permute and reshapes below only
-    relabel registers (``assert_trivial``: no data moves)."""
+def _dropout_calls(seed, rng_offset, bh, row0, u0, ROWS: gl.constexpr, COLS: gl.constexpr,
+                   VARIANT: gl.constexpr):
+    """The four Philox outputs ``[ROWS, 4 * COLS // CH]`` of a tile's calls (see
+    :func:`_dropout_keep`), in :func:`_draw_layout`."""
     BITS: gl.constexpr = VARIANT // 1000
     ROUNDS: gl.constexpr = VARIANT % 100
     gl.static_assert((VARIANT // 100) % 10 == 1, "the Hopper kernels draw the mma mapping only")
@@ -88,7 +84,16 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
     rows = row0 + gl.arange(0, ROWS, gl.SliceLayout(1, cnt_layout))
     c0 = g[None, :] + rows[:, None] * 0
     c1 = rows[:, None] + g[None, :] * 0
-    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+    return tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+
+
+@gluon.jit
+def _dropout_expand(r0, r1, r2, r3, threshold, layout: gl.constexpr, ROWS: gl.constexpr,
+                    COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The keep mask ``[ROWS, COLS]`` in ``layout`` from the calls' outputs: the joins, permute
+    and reshapes only relabel registers (``assert_trivial``: no data moves)."""
+    BITS: gl.constexpr = VARIANT // 1000
+    C: gl.constexpr = COLS // (4 * (128 // BITS))
     x = gl.join(gl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
                 gl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
     if BITS == 16:
@@ -99,6 +104,19 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
         x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2, 2)), (0, 1, 6, 5, 4, 2, 3))
     draws = gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
     return draws >= threshold.to(gl.uint32)
+
+
+@gluon.jit
+def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
+                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
+    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
+    along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
+    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
+    The Philox calls run in :func:`_draw_layout` (:func:`_dropout_calls`), then
+    :func:`_dropout_expand` relabels their outputs into ``layout``."""
+    r0, r1, r2, r3 = _dropout_calls(seed, rng_offset, bh, row0, u0, ROWS, COLS, VARIANT)
+    return _dropout_expand(r0, r1, r2, r3, threshold, layout, ROWS, COLS, VARIANT)
 
 
 @gluon.jit
@@ -267,7 +285,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
+              DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+              WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
     dtype: gl.constexpr = k_smem.dtype
@@ -339,6 +358,12 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
+            if HAS_DROPOUT and DROP_EARLY:
+                # the Philox calls while both products run (their outputs, 4 registers a call,
+                # wait for the scores; the mask is expanded at its use)
+                r0, r1, r2, r3 = _dropout_calls(seed, rng_offset, bh, row0,
+                                                _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
+                                                ROWS, BLOCK_N, HAS_DROPOUT)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
                 s = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos, first,
@@ -360,10 +385,14 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
-                e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
-                                           _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
-                                           drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
-                             e, 0.0)
+                if DROP_EARLY:
+                    keep = _dropout_expand(r0, r1, r2, r3, drop_threshold, s_layout, ROWS, BLOCK_N,
+                                           HAS_DROPOUT)
+                else:
+                    keep = _dropout_keep(seed, rng_offset, bh, row0,
+                                         _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
+                                         drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+                e = gl.where(keep, e, 0.0)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
@@ -406,7 +435,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                       REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                       DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
@@ -440,7 +469,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 0)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
+                      0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
@@ -448,7 +478,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
+                      1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,

@@ -445,7 +445,7 @@ DROPOUT_CASES = [
     ("window-softcap-alibi-7rounds", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_ROUNDS=7)),
-    ("packed-docs-early-draw", sf.local(1) | sf.global_blocks(1),
+    ("gqa-early-draw", sf.local(1) | sf.global_blocks(1),
      dict(B=1, H=2, Hkv=1, N=1000, Nk=1000, d=128), True, {}, dict(HOPPER_DROPOUT_DRAW="early")),
 ]
 

@@ -11,7 +11,9 @@ Each row gives ms, TFLOP/s on computed blocks and peak memory; the ``overhead`` 
 time with the option divided by the time without it, from the same run; the ``kernel`` rows
 say which kernels ran (Hopper or portable, forward and dK/dV, with the dispatcher's reason). Before timing, the
 option's forward is checked: softcap/ALiBi against an SDPA run with the same bias (dense
-causal), dropout for finiteness and the kept fraction. Usage:
+causal), dropout for finiteness and the kept fraction. Dropout is also timed with the portable
+dK/dV kernel and with the portable kernels throughout (``USE_HOPPER_BWD`` / ``USE_HOPPER``
+held over the whole step), in the same run. Usage:
 ``PYTHONPATH=. python benchmarks/parity.py --out DIR``; writes ``parity.json`` and ``parity.csv``.
 
 ``--variants``: A/B of the selectable formulations in ONE process (``variants.json``/``.csv``):

@@ -28,8 +28,13 @@ and both ``ALIBI_VARIANT`` forms, ``(H,)`` or ``(B, H)`` slopes) are computed as
 kernels compute them (tiles.py ``_log2_scores`` itself: elementwise ``@triton.jit`` helpers are
 called from these Gluon kernels like their own): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
 the GPU), the folded softcap's row max over tanh, the causal ALiBi's row term moved into the
-LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout and the natural-unit softmax of
-huge scales are left to the portable kernel (the dispatcher in launch.py decides).
+LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout draws the portable kernels' bits
+(tiles.py ``_keep``, "mma" mapping, 16- or 8-bit draws, any Philox round count): the forward
+computes the Philox calls in a layout whose threads hold exactly the keys each call serves
+(:func:`_draw_layout`), so the draws reach the wgmma accumulator by register relabeling; the
+dK/dV kernel draws them in the same orientation and transposes the mask through shared memory.
+The natural-unit softmax of huge scales and the "interleave" mapping are left to the portable
+kernel (the dispatcher in launch.py decides).
 
 Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 (tests/test_hopper.py); the CPU suite compiles it to sm_90 machine code without running it.

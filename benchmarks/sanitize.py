@@ -6,14 +6,20 @@
 Cases: a causal ``local(2) | global_blocks(1)`` at N=1000 (a partial last block), d=128,
 and GQA 4/2 at d=64 with key padding that crosses a block; bf16. Prints the largest
 difference from the float64 oracle so a run that the tool slows down still checks values.
+
+``--dropout``: the same cases with ``dropout_p=0.2`` (the oracle is the torch backend on the
+same seed, which drops the same entries); ``--pingpong``: the forward's ping-pong on
+(``launch.HOPPER_PINGPONG``).
 """
+import sys
+
 import torch
 
 import sparseflash as sf
 from sparseflash.kernels import launch
 
 
-def run_case(H, Hkv, N, d, pattern, causal, kpm=False):
+def run_case(H, Hkv, N, d, pattern, causal, kpm=False, dropout_p=0.0):
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
     k = torch.randn(1, Hkv, N, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
@@ -23,21 +29,26 @@ def run_case(H, Hkv, N, d, pattern, causal, kpm=False):
         mask = torch.ones(1, N, dtype=torch.bool, device="cuda")
         mask[0, N // 2 - 70: N // 2 + 70] = False
         kw["key_padding_mask"] = mask
-    out = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal, **kw)
+    torch.manual_seed(5)
+    out = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal, dropout_p=dropout_p, **kw)
     out.float().square().sum().backward()
+    torch.manual_seed(5)
     ref = sf.sparse_attention(*(t.detach().double().cpu().requires_grad_() for t in (q, k, v)), pattern,
-                              block_size=128, causal=causal,
+                              block_size=128, causal=causal, dropout_p=dropout_p,
                               **{n: t.cpu() for n, t in kw.items()})
     err = (out.detach().double().cpu() - ref).abs().max().item()
     torch.cuda.synchronize()
-    print(f"H={H}/{Hkv} N={N} d={d} {pattern}: max |out - oracle| = {err:.3e}, "
+    print(f"H={H}/{Hkv} N={N} d={d} {pattern} dropout {dropout_p}: max |out - oracle| = {err:.3e}, "
           f"grads finite: {all(t.grad.isfinite().all().item() for t in (q, k, v))}", flush=True)
 
 
 def main():
     launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
-    run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True)
-    run_case(4, 2, 1024, 64, sf.local(1) | sf.global_blocks(1), False, kpm=True)
+    p = 0.2 if "--dropout" in sys.argv else 0.0
+    if "--pingpong" in sys.argv:
+        launch.HOPPER_PINGPONG = True
+    run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True, dropout_p=p)
+    run_case(4, 2, 1024, 64, sf.local(1) | sf.global_blocks(1), False, kpm=True, dropout_p=p)
 
 
 if __name__ == "__main__":

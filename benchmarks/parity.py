@@ -103,8 +103,8 @@ def overhead(case, name, base, with_opt, target, suite="parity"):
     for i, p in enumerate(("fwd", "fwd+bwd")):
         ratio = with_opt[i] / base[i]
         rb.add(suite, case, name, f"overhead {p}", ratio, None, None,
-               f"time with ÷ time without, same run; target <= {target:.2f}: "
-               f"{'met' if ratio <= target else 'NOT met'}")
+               "time with ÷ time without, same run; " + ("no target" if target is None else
+               f"target <= {target:.2f}: {'met' if ratio <= target else 'NOT met'}"))
 
 
 def fa2_dropout_overhead(timer, dev, case, q, k, v, do, bs, suite="parity"):

@@ -59,11 +59,10 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, pingpong=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``portable_bwd`` / ``hopper_bwd`` force the
-    portable / the Hopper dK/dV kernel, ``pingpong`` sets ``launch.HOPPER_PINGPONG`` (variants;
-    the plan cache keys on them).
+    portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
@@ -72,9 +71,6 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
     @contextlib.contextmanager
     def switches():
         saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
-        saved_pp = launch.HOPPER_PINGPONG
-        if pingpong is not None:
-            launch.HOPPER_PINGPONG = pingpong
         launch.USE_HOPPER = False if portable else saved
         launch.USE_HOPPER_BWD = False if portable or portable_bwd else (True if hopper_bwd else saved_bwd)
         if stages is not None:
@@ -85,7 +81,6 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
         finally:
             launch.USE_HOPPER, launch.USE_HOPPER_BWD = saved, saved_bwd
             launch._HOPPER_STAGES.update(saved_stages)
-            launch.HOPPER_PINGPONG = saved_pp
 
     def fn(q, k, v):
         with switches():
@@ -94,19 +89,15 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, hbwd=False, pingpong=False):
+def variants(layout, d, wanted, pbwd=False, hbwd=False):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-hbwd`` (Hopper forward and dK/dV) with
-    ``--hbwd``, ``ours-pp`` / ``ours-nopp`` (the forward's ping-pong on / off, whichever is
-    not the default) with ``--pingpong``."""
+    ``--hbwd``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if hbwd:
         extra["ours-hbwd"] = ours_fn(layout, False, hopper_bwd=True)
-    if pingpong:
-        other = not launch.HOPPER_PINGPONG
-        extra["ours-pp" if other else "ours-nopp"] = ours_fn(layout, False, pingpong=other)
     return extra
 
 
@@ -224,7 +215,6 @@ def main(argv=None):
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
-    ap.add_argument("--pingpong", action="store_true", help="also time the forward's other ping-pong setting")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
     ap.add_argument("--only", choices=("dense", "sparse"), help="run only the dense or the sparse cases")
     ap.add_argument("--skip", default="", help="impls not to run, e.g. portable,cudnn")
@@ -235,7 +225,7 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, pingpong=args.pingpong)
+    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd)
     skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 
 import sparseflash as sf
 from sparseflash.attention import sparse_attention
-from sparseflash.kernels import launch as _launch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import real_batches as rb  # noqa: E402
@@ -192,17 +191,14 @@ DROPOUT_VARIANTS = {
                                                   HOPPER_DROPOUT_DRAW="early"),
     "dropout 8-bit mma, 7 rounds, Hopper early draw": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma",
                                                            DROPOUT_ROUNDS=7, HOPPER_DROPOUT_DRAW="early"),
-    # the Hopper forward's ping-pong (kernels.launch.HOPPER_PINGPONG) against its other setting
-    "dropout 16-bit mma, ping-pong toggled": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
-                                                  HOPPER_PINGPONG="toggle"),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_DRAW="late", HOPPER_PINGPONG=_launch.HOPPER_PINGPONG)
+                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_DRAW="late")
 
 
 def variant_list(H):
     """[(name, option kwargs builder, settings, target)]; kwargs built on the device later."""
-    out = [("none", {}, {}, None), ("ping-pong toggled (no option)", {}, dict(HOPPER_PINGPONG="toggle"), None)]
+    out = [("none", {}, {}, None)]
     for name, settings in DROPOUT_VARIANTS.items():
         out.append((name, dict(dropout_p=0.1), settings, 1.15))
     out.append(("softcap=30 plain", dict(softcap=30.0), dict(SOFTCAP_VARIANT="plain"), 1.10))
@@ -217,8 +213,6 @@ def apply_settings(settings):
     from sparseflash.kernels import launch
 
     for key, value in {**DEFAULTS, **settings}.items():
-        if key == "HOPPER_PINGPONG":
-            value = (not DEFAULTS["HOPPER_PINGPONG"]) if value == "toggle" else value
         setattr(philox if key.startswith("DROPOUT") else launch, key, value)
 
 

@@ -8,8 +8,7 @@ and GQA 4/2 at d=64 with key padding that crosses a block; bf16. Prints the larg
 difference from the float64 oracle so a run that the tool slows down still checks values.
 
 ``--dropout``: the same cases with ``dropout_p=0.2`` (the oracle is the torch backend on the
-same seed, which drops the same entries); ``--pingpong``: the forward's ping-pong on
-(``launch.HOPPER_PINGPONG``).
+same seed, which drops the same entries).
 """
 import sys
 
@@ -45,8 +44,6 @@ def run_case(H, Hkv, N, d, pattern, causal, kpm=False, dropout_p=0.0):
 def main():
     launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
     p = 0.2 if "--dropout" in sys.argv else 0.0
-    if "--pingpong" in sys.argv:
-        launch.HOPPER_PINGPONG = True
     run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True, dropout_p=p)
     run_case(4, 2, 1024, 64, sf.local(1) | sf.global_blocks(1), False, kpm=True, dropout_p=p)
 

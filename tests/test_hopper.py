@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      DROP_EARLY=False, PINGPONG=False, CONSUMER_REGS=232, PRODUCER_REGS=40)
+                      DROP_EARLY=False, CONSUMER_REGS=232, PRODUCER_REGS=40)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel

@@ -280,24 +280,7 @@ def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
 
 
 @gluon.jit
-def _turn_wait(turn, event, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """Ping-pong (FA3's warp scheduler barrier): before issuing its products of ``event``, a
-    consumer warpgroup waits until the other one has issued its products of the previous event
-    (warpgroup 0 goes first: a fresh barrier passes parity 1), so the tensor cores take the two
-    warpgroups' products in turn while the other runs its softmax."""
-    if PINGPONG:
-        mbarrier.wait(turn.index(WG), (event & 1) ^ (1 - WG))
-
-
-@gluon.jit
-def _turn_pass(turn, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """The other warpgroup's turn (see :func:`_turn_wait`)."""
-    if PINGPONG:
-        mbarrier.arrive(turn.index(1 - WG))
-
-
-@gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
+def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
               Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
               num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
               q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right, qk_scale,
@@ -307,8 +290,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              DROP_EARLY: gl.constexpr, PINGPONG: gl.constexpr, REVERSE_M: gl.constexpr,
-              SCHEDULED: gl.constexpr, WG: gl.constexpr):
+              DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+              WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
     dtype: gl.constexpr = k_smem.dtype
@@ -351,9 +334,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
     mbarrier.wait(q_bar, 0)
     if trips > 0:
         mbarrier.wait(k_ready.index(0), 0)
-        _turn_wait(turn, 0, WG, PINGPONG)
         s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        _turn_pass(turn, WG, PINGPONG)
         s = warpgroup_mma_wait(0, deps=(s, ))
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
@@ -377,17 +358,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
             st = t % NUM_STAGES
             prev = (t - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), (t // NUM_STAGES) & 1)
-            if PINGPONG:
-                # both products are issued in one turn
-                mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
-            _turn_wait(turn, t, WG, PINGPONG)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
             # O += P V of the previous step runs while this step's softmax does
-            if not PINGPONG:
-                mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
+            mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
-            _turn_pass(turn, WG, PINGPONG)
             if HAS_DROPOUT and DROP_EARLY:
                 # the Philox calls while both products run (their outputs, 4 registers a call,
                 # wait for the scores; the mask is expanded at its use)
@@ -426,9 +401,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
-        _turn_wait(turn, trips, WG, PINGPONG)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
-        _turn_pass(turn, WG, PINGPONG)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(kv_empty.index(last))
 
@@ -467,9 +440,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                       DROP_EARLY: gl.constexpr, PINGPONG: gl.constexpr, REVERSE_M: gl.constexpr,
-                       SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                       PRODUCER_REGS: gl.constexpr):
+                       DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                       CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
@@ -486,9 +458,6 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(turn.index(0), count=1)
-    mbarrier.init(turn.index(1), count=1)
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
@@ -498,24 +467,24 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # two consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the other's matrix products
     gl.warp_specialize(
-        [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
+        [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, PINGPONG, REVERSE_M,
-                      SCHEDULED, 0)),
-         (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty, turn,
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
+                      0)),
+         (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, PINGPONG, REVERSE_M,
-                      SCHEDULED, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
+                      1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,

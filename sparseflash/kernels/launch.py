@@ -416,9 +416,6 @@ NATURAL_SCALE = 4.0
 #       waiting on them, their outputs held until the mask is used.
 ALIBI_VARIANT = os.environ.get("SPARSEFLASH_ALIBI_VARIANT", "column")
 HOPPER_DROPOUT_DRAW = os.environ.get("SPARSEFLASH_HOPPER_DROPOUT_DRAW", "late")
-#   HOPPER_PINGPONG: the Hopper forward's two consumer warpgroups issue their products in turn
-#       (FA3's warp-scheduler barrier), so one's softmax runs while the other's products do.
-HOPPER_PINGPONG = os.environ.get("SPARSEFLASH_HOPPER_PINGPONG", "0") == "1"
 SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 
 
@@ -432,7 +429,7 @@ def _variants():
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
     if HOPPER_DROPOUT_DRAW not in ("late", "early"):
         raise ValueError(f"HOPPER_DROPOUT_DRAW must be 'late' or 'early', got {HOPPER_DROPOUT_DRAW!r}")
-    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_DRAW, bool(HOPPER_PINGPONG)
+    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_DRAW
 
 
 def _dropout_code() -> int:
@@ -623,7 +620,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"],
-        DROP_EARLY=HOPPER_DROPOUT_DRAW == "early", PINGPONG=HOPPER_PINGPONG, **constexprs)
+        DROP_EARLY=HOPPER_DROPOUT_DRAW == "early", **constexprs)
     plan.hopper = True
     return plan, sources
 

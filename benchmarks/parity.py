@@ -186,14 +186,9 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
     "dropout 8-bit mma": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
     "dropout 8-bit mma, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
-    # the Hopper forward's placement of the Philox calls (kernels.launch.HOPPER_DROPOUT_DRAW)
-    "dropout 16-bit mma, Hopper early draw": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
-                                                  HOPPER_DROPOUT_DRAW="early"),
-    "dropout 8-bit mma, 7 rounds, Hopper early draw": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma",
-                                                           DROPOUT_ROUNDS=7, HOPPER_DROPOUT_DRAW="early"),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_DRAW="late")
+                SOFTCAP_VARIANT="folded")
 
 
 def variant_list(H):

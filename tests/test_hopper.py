@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      DROP_EARLY=False, CONSUMER_REGS=232, PRODUCER_REGS=40)
+                      CONSUMER_REGS=232, PRODUCER_REGS=40)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -445,8 +445,8 @@ DROPOUT_CASES = [
     ("window-softcap-alibi-7rounds", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_ROUNDS=7)),
-    ("gqa-early-draw", sf.local(1) | sf.global_blocks(1),
-     dict(B=1, H=2, Hkv=1, N=1000, Nk=1000, d=128), True, {}, dict(HOPPER_DROPOUT_DRAW="early")),
+    ("gqa-2-to-1", sf.local(1) | sf.global_blocks(1),
+     dict(B=1, H=2, Hkv=1, N=1000, Nk=1000, d=128), True, {}, {}),
 ]
 
 

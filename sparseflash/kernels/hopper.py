@@ -290,8 +290,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
-              WG: gl.constexpr):
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
     dtype: gl.constexpr = k_smem.dtype
@@ -363,12 +362,6 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
-            if HAS_DROPOUT and DROP_EARLY:
-                # the Philox calls while both products run (their outputs, 4 registers a call,
-                # wait for the scores; the mask is expanded at its use)
-                r0, r1, r2, r3 = _dropout_calls(seed, rng_offset, bh, row0,
-                                                _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
-                                                ROWS, BLOCK_N, HAS_DROPOUT)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
                 s = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos, first,
@@ -390,14 +383,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
-                if DROP_EARLY:
-                    keep = _dropout_expand(r0, r1, r2, r3, drop_threshold, s_layout, ROWS, BLOCK_N,
-                                           HAS_DROPOUT)
-                else:
-                    keep = _dropout_keep(seed, rng_offset, bh, row0,
-                                         _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
-                                         drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
-                e = gl.where(keep, e, 0.0)
+                e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
+                                           _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
+                                           drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
+                             e, 0.0)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
@@ -440,7 +429,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                       DROP_EARLY: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                       REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
@@ -474,8 +463,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
-                      0)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
@@ -483,8 +471,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, DROP_EARLY, REVERSE_M, SCHEDULED,
-                      1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,

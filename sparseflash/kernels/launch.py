@@ -411,11 +411,7 @@ NATURAL_SCALE = 4.0
 #   SOFTCAP_VARIANT "folded" (default): scale/softcap folded on the host into the tanh argument
 #       (one multiply), and in the forward without ALiBi the row max taken over tanh so that
 #       cap*tanh - max is one FMA inside exp2. "plain": scale, then * (1/cap), tanh, * cap.
-#   HOPPER_DROPOUT_DRAW "late" (default): the Hopper forward draws a tile's dropout mask after
-#       its scores arrive; "early": its Philox calls run between issuing the tile's products and
-#       waiting on them, their outputs held until the mask is used.
 ALIBI_VARIANT = os.environ.get("SPARSEFLASH_ALIBI_VARIANT", "column")
-HOPPER_DROPOUT_DRAW = os.environ.get("SPARSEFLASH_HOPPER_DROPOUT_DRAW", "late")
 SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 
 
@@ -427,9 +423,7 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if HOPPER_DROPOUT_DRAW not in ("late", "early"):
-        raise ValueError(f"HOPPER_DROPOUT_DRAW must be 'late' or 'early', got {HOPPER_DROPOUT_DRAW!r}")
-    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_DRAW
+    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT
 
 
 def _dropout_code() -> int:
@@ -619,8 +613,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"],
-        DROP_EARLY=HOPPER_DROPOUT_DRAW == "early", **constexprs)
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True
     return plan, sources
 

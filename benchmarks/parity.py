@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import sys
 from pathlib import Path
@@ -177,6 +178,39 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
                        kernels(q, layout, dropout_p=0.1))
             overhead(case, f"sparseflash {opt_name}", base, with_opt, 1.15)
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N // 1024}K, H={H}, d={d}", q, k, v, do, bs)
+
+
+def plot(rows, path: Path) -> None:
+    """The overhead rows (time with the option ÷ without, same run): one bar per option and
+    layout, forward and forward+backward, with the targets as lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    over = [r for r in rows if str(r["pass"]).startswith("overhead")]
+    cases = list(dict.fromkeys(r["case"] for r in over))
+    impls = list(dict.fromkeys(r["impl"] for r in over))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(impls) * len(cases) + 2.5), sharey=True)
+    for ax, p in zip(axes, ("fwd", "fwd+bwd")):
+        val = {(r["case"], r["impl"]): r["ms"] for r in over if r["pass"] == f"overhead {p}"}
+        labels, ys = [], []
+        for c in cases:
+            for impl in impls:
+                if (c, impl) in val:
+                    labels.append(f"{impl} | {c.split(',')[0]}")
+                    ys.append(val[(c, impl)])
+        ax.barh(range(len(ys)), ys, color=["tab:orange" if "FA2" in lb else "tab:blue" for lb in labels])
+        ax.set_yticks(range(len(ys)))
+        ax.set_yticklabels(labels, fontsize=7)
+        for target, style in ((1.10, ":"), (1.15, "--")):
+            ax.axvline(target, color="k", linestyle=style, linewidth=0.8, label=f"target {target:.2f}")
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"{p}: time with ÷ time without (same run)")
+        ax.invert_yaxis()
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Cost of dropout, softcap and ALiBi (sparseflash; FA2's own dropout in orange)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------ --variants
@@ -347,8 +381,13 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'")
+    ap.add_argument("--report", action="store_true", help="only redraw the PNG from --out's parity.json / variants.json")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"
+    if args.report:
+        out = Path(args.out)
+        plot(json.loads((out / f"{args.suites}.json").read_text())["rows"], out / f"{args.suites}.png")
+        return
     if args.smoke:
         dev, out, meta, timer = _smoke_run(args, argv)
     else:
@@ -366,6 +405,10 @@ def main(argv=None):
     except Exception as exc:  # keep what was measured
         rb.add(args.suites, "-", "error", "-", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:300]}")
     rb.write_rows(out, args.suites, meta)
+    try:
+        plot(rb.ROWS, Path(out) / f"{args.suites}.png")
+    except Exception as exc:  # noqa: BLE001 - matplotlib is optional
+        print("plot skipped:", exc)
 
 
 if __name__ == "__main__":

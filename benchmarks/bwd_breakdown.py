@@ -4,6 +4,8 @@ the two dK/dV kernels: the Hopper one (``USE_HOPPER_BWD=True``) and the portable
 
 Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
 ``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.
+``--dropout P``: every call with ``dropout_p=P`` (and, for the split of its cost, the same
+cases without it as variant ``... p=0``).
 """
 from __future__ import annotations
 
@@ -37,11 +39,15 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--regs", type=int, default=0, help="also the Hopper dK/dV kernel at this register count")
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     args = ap.parse_args(argv)
-    variants = dict(VARIANTS)
+    variants = {name: dict(sw, dropout_p=args.dropout) for name, sw in VARIANTS.items()}
+    if args.dropout:
+        variants["hopper dkdv p=0"] = dict(USE_HOPPER_BWD=True, dropout_p=0.0)
     if args.regs:
         variants[f"hopper dkdv r{args.regs}"] = dict(USE_HOPPER_BWD=True,
-                                                     _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs})
+                                                     _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs},
+                                                     dropout_p=args.dropout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -54,13 +60,15 @@ def main(argv=None):
         q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
         for variant, switches in variants.items():
+            switches = dict(switches)
+            p = switches.pop("dropout_p", 0.0)
             saved = {a: getattr(launch, a) for a in switches}
             for a, x in switches.items():
                 setattr(launch, a, x)
             launch.USE_HOPPER = True
             try:
                 def step():
-                    return torch.autograd.grad(sf.sparse_attention(q, k, v, layout), (q, k, v), do)
+                    return torch.autograd.grad(sf.sparse_attention(q, k, v, layout, dropout_p=p), (q, k, v), do)
                 for _ in range(3):
                     step()
                 torch.cuda.synchronize()

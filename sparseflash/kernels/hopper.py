@@ -74,10 +74,14 @@ def _draw_layout(rows, calls):
 
 
 @gluon.jit
-def _dropout_calls(seed, rng_offset, bh, row0, u0, ROWS: gl.constexpr, COLS: gl.constexpr,
-                   VARIANT: gl.constexpr):
-    """The four Philox outputs ``[ROWS, 4 * COLS // CH]`` of a tile's calls (see
-    :func:`_dropout_keep`), in :func:`_draw_layout`."""
+def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
+                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
+    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
+    along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
+    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
+    The Philox calls run in :func:`_draw_layout`; the joins, permute and reshapes below only
+    relabel registers (``assert_trivial``: no data moves)."""
     BITS: gl.constexpr = VARIANT // 1000
     ROUNDS: gl.constexpr = VARIANT % 100
     gl.static_assert((VARIANT // 100) % 10 == 1, "the Hopper kernels draw the mma mapping only")
@@ -89,16 +93,7 @@ def _dropout_calls(seed, rng_offset, bh, row0, u0, ROWS: gl.constexpr, COLS: gl.
     rows = row0 + gl.arange(0, ROWS, gl.SliceLayout(1, cnt_layout))
     c0 = g[None, :] + rows[:, None] * 0
     c1 = rows[:, None] + g[None, :] * 0
-    return tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-
-
-@gluon.jit
-def _dropout_expand(r0, r1, r2, r3, threshold, layout: gl.constexpr, ROWS: gl.constexpr,
-                    COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """The keep mask ``[ROWS, COLS]`` in ``layout`` from the calls' outputs: the joins, permute
-    and reshapes only relabel registers (``assert_trivial``: no data moves)."""
-    BITS: gl.constexpr = VARIANT // 1000
-    C: gl.constexpr = COLS // (4 * (128 // BITS))
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
     x = gl.join(gl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
                 gl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
     if BITS == 16:
@@ -109,20 +104,6 @@ def _dropout_expand(r0, r1, r2, r3, threshold, layout: gl.constexpr, ROWS: gl.co
         x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2, 2)), (0, 1, 6, 5, 4, 2, 3))
     draws = gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
     return draws >= threshold.to(gl.uint32)
-
-
-@gluon.jit
-def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
-                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
-    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
-    along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
-    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
-    The Philox calls run in :func:`_draw_layout` (:func:`_dropout_calls`), then
-    :func:`_dropout_expand` relabels their outputs into ``layout``."""
-    r0, r1, r2, r3 = _dropout_calls(seed, rng_offset, bh, row0, u0, ROWS, COLS, VARIANT)
-    return _dropout_expand(r0, r1, r2, r3, threshold, layout, ROWS, COLS, VARIANT)
-
 
 @gluon.jit
 def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h,

@@ -524,13 +524,13 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
-    from ..philox import dropout_variant
-
     """Why the Hopper forward cannot run this call (None: it can). The reasons are what the
     Gluon kernels leave to the portable one: dropout drawn in the "interleave" mapping, huge
     scales, other tiles and GPUs (softcap, ALiBi and dropout in the default "mma" mapping run in
     the Hopper kernels too; ``softcap`` and ``alibi`` are kept in the signature for the
     callers)."""
+    from ..philox import dropout_variant
+
     if is_interpreted() or not q.is_cuda:
         return "not a CUDA tensor"
     if torch.cuda.get_device_capability(q.device)[0] != 9:
@@ -635,7 +635,9 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
         # benchmarks/results/h200-hopper/run6-dkdv-dispatch): the portable dK/dV kernel took
         # 2.70-2.71 ms against 2.90-2.93 on dense 4K at d=64; at d=128 the Hopper one was
         # ahead on dense 16K (7.88 against 8.75 ms), local(8) (1.08 / 1.20), bigbird (0.90 /
-        # 0.99), and, with 240 registers (_HOPPER_BWD_REGS), on dense causal 16K (4.39 / 4.51)
+        # 0.99), and, with 240 registers (_HOPPER_BWD_REGS), on dense causal 16K (4.39 / 4.51);
+        # with dropout 0.1 too (dense causal 16K 7.73 against 10.64, local(8) 2.09 / 2.74:
+        # benchmarks/results/h200-parity/run7-hopper-dropout/call6-breakdown)
         reason = "head_dim 64 (the portable dK/dV kernel measured faster there)"
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 

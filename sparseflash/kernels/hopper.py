@@ -105,6 +105,7 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
     draws = gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
     return draws >= threshold.to(gl.uint32)
 
+
 @gluon.jit
 def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, PER_SEQ: gl.constexpr):
@@ -299,12 +300,13 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     full_trips = n_full * SUB
     j0 = k_lo // BLOCK
     k_row0 = k_start - k_lo
+    q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
     first = start_m + WG * ROWS
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
     bh = off_b * num_heads + off_h
-    row0 = first + q_start - q_lo                                           # first tensor row
+    row0 = first + q_row0                                                   # first tensor row
 
     m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
     l_i = gl.zeros([ROWS], gl.float32, row_layout)
@@ -387,7 +389,6 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
         out = acc * gl.convert_layout(drop_scale / l_safe, orow_layout)[:, None]
     else:
         out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
-    q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
     row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
     orows = first + gl.arange(0, ROWS, orow_layout)
     orow_ok = (orows >= q_lo) & (orows < q_hi)

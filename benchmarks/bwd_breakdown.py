@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
-from sparseflash.kernels import launch  # noqa: E402
+from benchmarks.real_batches import launch_switches  # noqa: E402
 
 CASES = [  # (name, pattern, N, d, causal, B)
     ("dense", sf.dense(), 16384, 128, False, 1),
@@ -41,13 +41,14 @@ def main(argv=None):
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     args = ap.parse_args(argv)
-    variants = {name: dict(sw, dropout_p=args.dropout) for name, sw in VARIANTS.items()}
+    # name -> (launch switches, dropout_p)
+    variants = {name: (sw, args.dropout) for name, sw in VARIANTS.items()}
     if args.dropout:
-        variants["hopper dkdv p=0"] = dict(USE_HOPPER_BWD=True, dropout_p=0.0)
+        variants["hopper dkdv p=0"] = (dict(USE_HOPPER_BWD=True), 0.0)
     if args.regs:
-        variants[f"hopper dkdv r{args.regs}"] = dict(USE_HOPPER_BWD=True,
-                                                     _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs},
-                                                     dropout_p=args.dropout)
+        variants[f"hopper dkdv r{args.regs}"] = (
+            dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs}),
+            args.dropout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -59,14 +60,8 @@ def main(argv=None):
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-        for variant, switches in variants.items():
-            switches = dict(switches)
-            p = switches.pop("dropout_p", 0.0)
-            saved = {a: getattr(launch, a) for a in switches}
-            for a, x in switches.items():
-                setattr(launch, a, x)
-            launch.USE_HOPPER = True
-            try:
+        for variant, (switches, p) in variants.items():
+            with launch_switches(USE_HOPPER=True, **switches):
                 def step():
                     return torch.autograd.grad(sf.sparse_attention(q, k, v, layout, dropout_p=p), (q, k, v), do)
                 for _ in range(3):
@@ -76,10 +71,6 @@ def main(argv=None):
                     for _ in range(args.iters):
                         step()
                     torch.cuda.synchronize()
-            finally:
-                for a, x in saved.items():
-                    setattr(launch, a, x)
-                launch.USE_HOPPER = None
             mine = []
             for evt in prof.key_averages():
                 ms = evt.device_time_total / 1e3 / args.iters

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
-from benchmarks.real_batches import ROWS, add, peak, rel_err, start_run, write_rows  # noqa: E402
+from benchmarks.real_batches import (ROWS, add, launch_switches, peak, rel_err, start_run,  # noqa: E402
+                                     write_rows)
 from sparseflash.kernels import launch  # noqa: E402
 
 DENSE = [(n, d, causal) for d in (128, 64) for n in (4096, 16384) for causal in (False, True)]
@@ -68,19 +69,17 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False)
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around
     the backward as well. (Before this, ``--pbwd`` timed the default backward for both impls:
     the A/B of benchmarks/results/h200-hopper/run3-bwd-ab compared a backward with itself.)"""
-    @contextlib.contextmanager
     def switches():
-        saved, saved_bwd, saved_stages = launch.USE_HOPPER, launch.USE_HOPPER_BWD, dict(launch._HOPPER_STAGES)
-        launch.USE_HOPPER = False if portable else saved
-        launch.USE_HOPPER_BWD = False if portable or portable_bwd else (True if hopper_bwd else saved_bwd)
+        values = {}
+        if portable:
+            values["USE_HOPPER"] = False
+        if portable or portable_bwd:
+            values["USE_HOPPER_BWD"] = False
+        elif hopper_bwd:
+            values["USE_HOPPER_BWD"] = True
         if stages is not None:
-            for dd in list(launch._HOPPER_STAGES):
-                launch._HOPPER_STAGES[dd] = stages
-        try:
-            yield
-        finally:
-            launch.USE_HOPPER, launch.USE_HOPPER_BWD = saved, saved_bwd
-            launch._HOPPER_STAGES.update(saved_stages)
+            values["_HOPPER_STAGES"] = dict.fromkeys(launch._HOPPER_STAGES, stages)
+        return launch_switches(**values)
 
     def fn(q, k, v):
         with switches():

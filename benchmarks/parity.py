@@ -32,7 +32,6 @@ the other formulation. ``--only softcap,alibi`` keeps the variants whose names s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -69,22 +68,6 @@ def kernels(q, layout, **opt) -> str:
         bwd_why = "softcap: the Hopper dK/dV spills"
     why = "; ".join(r for r in (fwd_why, bwd_why) if r)
     return f"fwd {fwd}, dK/dV {'Hopper' if bwd_hopper else 'portable'}" + (f" ({why})" if why else "")
-
-
-@contextlib.contextmanager
-def launch_switches(**values):
-    """``kernels.launch`` switches (USE_HOPPER, USE_HOPPER_BWD) set for the block: around the
-    whole timed step, so that autograd's backward runs under them too."""
-    from sparseflash.kernels import launch
-
-    old = {name: getattr(launch, name) for name in values}
-    for name, value in values.items():
-        setattr(launch, name, value)
-    try:
-        yield
-    finally:
-        for name, value in old.items():
-            setattr(launch, name, value)
 
 
 def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
@@ -171,7 +154,7 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
         for opt_name, switches in (("dropout_p=0.1, portable dK/dV", dict(USE_HOPPER_BWD=False)),
                                    ("dropout_p=0.1, portable kernels", dict(USE_HOPPER=False,
                                                                             USE_HOPPER_BWD=False))):
-            with launch_switches(**switches):
+            with rb.launch_switches(**switches):
                 with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(dropout_p=0.1),
                                      q, k, v, do, ff, fb)
                 rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,

@@ -19,6 +19,7 @@ the backward). Usage: ``PYTHONPATH=. python benchmarks/real_batches.py --out DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -45,6 +46,23 @@ def add(suite, case, impl, pass_name, ms, flops, peak_gib, note=""):
                peak_gib=None if peak_gib is None else round(peak_gib, 3), note=note)
     ROWS.append(row)
     print(json.dumps(row), flush=True)
+
+
+@contextlib.contextmanager
+def launch_switches(**values):
+    """``sparseflash.kernels.launch`` module settings (USE_HOPPER, USE_HOPPER_BWD,
+    _HOPPER_STAGES, ...) set for the block and restored after it. Hold it around a whole timed
+    step: autograd runs the backward after the forward has returned, and reads them then."""
+    from sparseflash.kernels import launch
+
+    old = {name: getattr(launch, name) for name in values}
+    for name, value in values.items():
+        setattr(launch, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(launch, name, value)
 
 
 def peak(fn, dev):

@@ -5,7 +5,10 @@ the two dK/dV kernels: the Hopper one (``USE_HOPPER_BWD=True``) and the portable
 Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
 ``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.
 ``--dropout P``: every call with ``dropout_p=P`` (and, for the split of its cost, the same
-cases without it as variant ``... p=0``).
+cases without it as variant ``... p=0``). ``--softcap C``: every call with ``softcap=C``.
+``--stats-ab``: also the Hopper dK/dV kernel with its lse2/delta loaded from global memory by
+the consumer warpgroups (``launch.HOPPER_BWD_STATS_TMA=False``) instead of copied by the
+producer warp.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
-from benchmarks.real_batches import launch_switches  # noqa: E402
+from benchmarks.real_batches import launch_switches, rel_err  # noqa: E402
 
 CASES = [  # (name, pattern, N, d, causal, B)
     ("dense", sf.dense(), 16384, 128, False, 1),
@@ -40,6 +43,9 @@ def main(argv=None):
     ap.add_argument("--regs", type=int, default=0, help="also the Hopper dK/dV kernel at this register count")
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
+    ap.add_argument("--softcap", type=float, default=0.0, help="softcap of every call (0: none)")
+    ap.add_argument("--stats-ab", action="store_true",
+                    help="also the Hopper dK/dV kernel with lse2/delta loaded by its consumers")
     args = ap.parse_args(argv)
     # name -> (launch switches, dropout_p)
     variants = {name: (sw, args.dropout) for name, sw in VARIANTS.items()}
@@ -49,6 +55,9 @@ def main(argv=None):
         variants[f"hopper dkdv r{args.regs}"] = (
             dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs}),
             args.dropout)
+    if args.stats_ab:
+        variants["hopper dkdv, stats loaded"] = (dict(USE_HOPPER_BWD=True, HOPPER_BWD_STATS_TMA=False),
+                                                 args.dropout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -60,11 +69,22 @@ def main(argv=None):
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, do = (torch.randn(B, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        first = {}
         for variant, (switches, p) in variants.items():
             with launch_switches(USE_HOPPER=True, **switches):
                 def step():
-                    return torch.autograd.grad(sf.sparse_attention(q, k, v, layout, dropout_p=p), (q, k, v), do)
-                for _ in range(3):
+                    torch.manual_seed(1)            # the same dropout mask in every variant
+                    return torch.autograd.grad(sf.sparse_attention(q, k, v, layout, dropout_p=p,
+                                                                softcap=args.softcap), (q, k, v), do)
+                grads = step()
+                # each variant's gradients against the first variant's with the same dropout_p
+                if p in first:
+                    diff = max(rel_err(a, b) for a, b in zip(grads, first[p]))
+                    print(f"{name:15s} {variant:26s} max|grad - first's|/max|first's| {diff:.2e}")
+                    rows.append(dict(case=name, variant=variant, kernel="grad rel diff", rel_diff=diff))
+                else:
+                    first[p] = grads
+                for _ in range(2):
                     step()
                 torch.cuda.synchronize()
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -79,7 +99,7 @@ def main(argv=None):
             mine.sort(key=lambda r: -r["ms"])
             mine.append(dict(case=name, variant=variant, kernel="TOTAL", ms=round(sum(r["ms"] for r in mine), 4)))
             for r in mine:
-                print(f"{name:15s} {variant:13s} {r['kernel']:70s} {r['ms']:8.4f} ms", flush=True)
+                print(f"{name:15s} {variant:26s} {r['kernel']:70s} {r['ms']:8.4f} ms", flush=True)
             rows += mine
     meta = dict(command="PYTHONPATH=. python " + " ".join(sys.argv), torch=torch.__version__,
                 gpu=torch.cuda.get_device_name(), iters=args.iters)

@@ -47,11 +47,15 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24)
-    rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64}
+    rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
+            "delta_desc": 64}
 constexprs.update(flags)
 
 
-def desc(r):
+def desc(r, name):
+    if name in ("lse2_desc", "delta_desc"):           # flat fp32 statistics
+        layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+        return f"tensordesc<fp32[{r}],{layout!r}>"
     layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, d], gdt)
     return f"tensordesc<{dtype}[1,1,{r},{d}],{layout!r}>"
 
@@ -65,7 +69,7 @@ for name in kernel.arg_names:
     if name in constexprs:
         signature[name] = "constexpr"
     elif name in rows:
-        signature[name] = desc(rows[name])
+        signature[name] = desc(rows[name], name)
     elif name in pointers:
         signature[name] = pointers[name]
     elif name in tables:
@@ -518,16 +522,34 @@ def test_hopper_dropout_matches_the_oracle_with_its_mask(name, pattern, shape, c
     assert 0.75 < keep.float().mean().item() < 0.85
 
 
-def test_dispatcher_gives_d64_backwards_the_portable_dkdv(monkeypatch):
-    """With the default switch, the Hopper dK/dV kernel is chosen only where it measured faster
-    (head_dim 128, causal or not); forced on, it runs at d=64 too (a preference, not a limit).
-    The checks before this rule (a CUDA Hopper tensor) are bypassed: this runs on the CPU."""
+def test_dispatcher_gives_every_applicable_backward_the_hopper_dkdv(monkeypatch):
+    """With the default switch the Hopper dK/dV kernel runs wherever the Hopper kernels apply:
+    d=64 and d=128, causal or not, with softcap (it measured faster than the portable dK/dV
+    kernel on all of them once its statistics came through the copy engine). Switched off it
+    never runs. The checks before this rule (a CUDA Hopper tensor) are bypassed: this runs on
+    the CPU."""
     monkeypatch.setattr(launch, "_hopper_applies", lambda *a, **kw: None)
     monkeypatch.setattr(launch, "_tma_capable", lambda *t: True)
-    kw = dict(scale=0.1, config=None, softcap=0.0, alibi=None, dropout_p=0.0)
-    for causal, d, want in ((False, 128, True), (True, 128, True), (False, 64, False), (True, 64, False)):
-        layout = sf.compile(sf.local(1), 512, block_size=128, causal=causal)
-        q = torch.zeros(1, 1, 512, d)
-        assert launch._use_hopper_bwd(q, q, q, q, layout, **kw) is want, (causal, d)
-    monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)
-    assert q.shape[-1] == 64 and launch._use_hopper_bwd(q, q, q, q, layout, **kw)
+    for softcap in (0.0, 30.0):
+        kw = dict(scale=0.1, config=None, softcap=softcap, alibi=None, dropout_p=0.0)
+        for causal, d in ((False, 128), (True, 128), (False, 64), (True, 64)):
+            layout = sf.compile(sf.local(1), 512, block_size=128, causal=causal)
+            q = torch.zeros(1, 1, 512, d)
+            assert launch._use_hopper_bwd(q, q, q, q, layout, **kw), (causal, d, softcap)
+    monkeypatch.setattr(launch, "USE_HOPPER_BWD", False)
+    assert not launch._use_hopper_bwd(q, q, q, q, layout, **kw)
+
+
+def test_dkdv_statistics_come_through_the_copy_engine():
+    """lse2 and delta reach the dK/dV consumers through shared memory: the producer copies a
+    step's 64 rows of each (1-D TMA) beside its Q and dO. Loaded by the consumers from global
+    memory, the two [64]-query vectors held 32 registers a thread across the products' waits,
+    and the kernel spilled (sm_90 SASS stores to local memory: 151 with softcap on a causal
+    layout, 33 causal, 17 plain; with the copies 30, 12 and 13)."""
+    ptx = _ptx("dkdv", 128, "bf16", {})
+    assert len(re.findall(r"cp\.async\.bulk\.tensor\.1d", ptx)) == 2, "no 1-D copies of lse2/delta"
+    # what remains of the consumers' global loads: table entries (the old kernel had 75)
+    assert len(re.findall(r"ld\.global", ptx)) <= 16
+    counts = _sass_counts("dkdv", 128, "bf16", dict(HAS_SOFTCAP=2, CAUSAL=True, CONSUMER_REGS=240))
+    assert counts["STL"] <= 60, counts
+    assert counts["DEPBAR"] * 4 <= counts["HGMMA"], counts

@@ -513,9 +513,10 @@ def _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n, k_
 
 
 @gluon.jit
-def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                  ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
-                  num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem, do_smem, k_smem,
+                  v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr, bwd_idx, bwd_nfull,
+                  seqs, schedule, num_n_tiles, num_heads, num_kv_heads, lse_len, q_len, k_len,
+                  q_pos, k_pos, nq, nk, table_heads_gt1,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
@@ -539,13 +540,22 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
+        # the step's lse2 and delta: rows of the flat (B * H * N) statistics
+        stat0 = (off_b * num_heads + off_h) * lse_len
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
             phase = ((step // NUM_STAGES) & 1) ^ 1       # the first lap passes fresh barriers
             q_block_idx = gl.load(bwd_idx + lo + t // SUB)
             row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
             mbarrier.wait(empty.index(s), phase)
-            mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes)
+            mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes
+                            + 2 * lse2_desc.block_type.nbytes)
+            # rows outside the sequence (masked in the consumers) are read as they are: the
+            # backward zero-fills the statistics first, so they are finite
+            tma.async_copy_global_to_shared(lse2_desc, [stat0 + row], ready.index(s),
+                                            lse2_smem.index(s))
+            tma.async_copy_global_to_shared(delta_desc, [stat0 + row], ready.index(s),
+                                            delta_smem.index(s))
             tma.async_copy_global_to_shared(q_desc, [off_b, off_h, row, 0], ready.index(s),
                                             q_smem.index(s).reshape([1, 1, BLOCK_M, HEAD_DIM]))
             tma.async_copy_global_to_shared(do_desc, [off_b, off_h, row, 0], ready.index(s),
@@ -554,10 +564,10 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_sm
 
 
 @gluon.jit
-def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
+                  DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
-                  num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                   drop_threshold, drop_scale, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
@@ -603,8 +613,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
         bh = off_b * num_heads + off_h
-        lse2_head = LSE2 + bh.to(gl.int64) * lse_len + q_row0
-        delta_head = Delta + bh.to(gl.int64) * lse_len + q_row0
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
@@ -613,8 +621,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
             start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
             rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)          # [BLOCK_M]
             row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
-            lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
             mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
+            # the step's statistics, copied by the producer beside Q and dO: read from shared
+            # memory where they are used, they hold no registers across the products' waits
+            lse2 = lse2_smem.index(s).load(query_layout)
             q_tile = q_smem.index(s)
             do_tile = do_smem.index(s)
             # use_acc=False ignores the zeros: made here, they need no register across the loop
@@ -661,8 +671,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
                 # its registers before dP^T is waited on (bwd.py multiplies it last; the same
                 # product in another fp32 rounding order)
                 pT = pT * dcapT
-            # loaded late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
-            delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
+            # read late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
+            delta = delta_smem.index(s).load(query_layout)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
             if HAS_DROPOUT:
                 # kept: P (dP * scale - delta); dropped: P (0 - delta)
@@ -687,7 +697,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, DK, DV,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -704,7 +714,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
     LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
-    come from the portable dQ kernel, which runs first (bwd.py). Softcap and ALiBi as bwd.py's
+    come from the portable dQ kernel, which runs first (bwd.py); the producer copies each
+    step's 64 rows of lse2 and delta (flat 1-D descriptors) beside its Q and dO. Softcap and ALiBi as bwd.py's
     ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
     to the LSE, dS^T times ``1 - tanh^2``."""
     gl.static_assert(BLOCK % BLOCK_M == 0)
@@ -718,6 +729,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
     v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    stat_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+    lse2_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
+    delta_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -727,27 +741,28 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, LSE2, Delta, DK, DV,
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
     gl.warp_specialize(
-        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
+                          DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                          stride_kpm_b, num_heads, num_kv_heads, q_len, k_len, q_pos, k_pos,
                           nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                           softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                           HAS_DROPOUT, SCHEDULED, 0)),
-         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
+                          DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                          stride_kpm_b, num_heads, num_kv_heads, q_len, k_len, q_pos, k_pos,
                           nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                           softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                           HAS_DROPOUT, SCHEDULED, 1)),
-         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                          ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
-                          num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem, do_smem,
+                          k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                          bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
+                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           PER_SEQ, PACKED, SCHEDULED))],
         [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

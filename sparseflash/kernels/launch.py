@@ -624,34 +624,43 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     reason = _hopper_applies(q, k, v, layout, **kw)
     if reason is None and not _tma_capable(do):
         reason = "dO strides or alignment the copy engine cannot take"
-    if reason is None and kw.get("softcap") and USE_HOPPER_BWD is None:
-        # the Hopper dK/dV kernel takes softcap (forced on, the GPU tests check it) but spills
-        # registers with it: on an H200, dense causal 16K, d=128, fwd+bwd 12.91 ms against
-        # 9.25 without (benchmarks/results/h200-parity/run3-hopper-mods), slower than the
-        # portable backward's softcap
-        reason = "softcap (the Hopper dK/dV kernel spills with it; the portable one is faster)"
-    if reason is None and USE_HOPPER_BWD is None and q.shape[-1] == 64:
-        # per-kernel GPU times on an H200 (benchmarks/bwd_breakdown.py, bf16, H*d = 2048;
-        # benchmarks/results/h200-hopper/run6-dkdv-dispatch): the portable dK/dV kernel took
-        # 2.70-2.71 ms against 2.90-2.93 on dense 4K at d=64; at d=128 the Hopper one was
-        # ahead on dense 16K (7.88 against 8.75 ms), local(8) (1.08 / 1.20), bigbird (0.90 /
-        # 0.99), and, with 240 registers (_HOPPER_BWD_REGS), on dense causal 16K (4.39 / 4.51);
-        # with dropout 0.1 too (dense causal 16K 7.73 against 10.64, local(8) 2.09 / 2.74:
-        # benchmarks/results/h200-parity/run7-hopper-dropout/call6-breakdown)
-        reason = "head_dim 64 (the portable dK/dV kernel measured faster there)"
+    if reason is None and q.shape[0] * q.shape[1] * q.shape[2] >= 2 ** 31:
+        # the producer copies lse2/delta rows of the flat (B * H * N) statistics: int32 coordinates
+        reason = "B * H * N of 2**31 rows or more (the statistics' copy coordinates are int32)"
+    # By default it runs wherever it applies: with its lse2/delta copied beside each step's Q
+    # and dO it beat the portable dK/dV kernel on every case measured, d=64 and softcap included
+    # (an H200, benchmarks/bwd_breakdown.py, ms: dense 16K d=128 6.48 against 8.77, dense causal
+    # 16K 2.92 / 4.46, dense 4K d=64 1.99 / 2.68, local(8) 0.85 / 1.19; softcap 30 dense causal
+    # 3.41 / 5.35; dropout 0.1 dense causal 5.94 / 10.58:
+    # benchmarks/results/h200-hopper/run8-dkdv-stats). Before that copy it lost at d=64 and with
+    # softcap, which it then left to the portable kernel.
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
-def _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots, *, scale,
-                      qk_scale, mod_tail, schedule_cache, cached):
+def _stat_descriptor(stat: torch.Tensor, rows: int):
+    """A 1-D Gluon descriptor over a flat fp32 (B * H * N) statistic (lse2 or delta), block
+    ``rows``: any start row, no stride to align; rows past either end are zero-filled."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    flat = stat.view(-1)
+    return TensorDescriptor(flat, [flat.numel()], [1], [rows],
+                            gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1))
+
+
+def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots, *,
+                      scale, qk_scale, mod_tail, schedule_cache, cached):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
-    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``)."""
+    ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``).
+    ``stats``: the (lse2, delta) pair the dQ kernel writes, which the producer warp copies
+    beside each step's Q and dO tiles."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     half = _HOPPER_TILE // 2
-    sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do))
+    sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
+        _stat_descriptor(t, half) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
@@ -789,7 +798,7 @@ class _BwdPlan:
         return got
 
 
-def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
+def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
               use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
@@ -813,7 +822,7 @@ def _bwd_plan(do, q, k, v, out, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dls
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
     if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
                        alibi=alibi, dropout_p=dropout_p):
-        _hopper_dkdv_plan(plan, q, k, v, do, layout, bwd_ptr, geometry, constexprs, slots,
+        _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
                           schedule_cache=schedule_cache, cached=cached)
     else:
@@ -886,8 +895,9 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     # d lse_i / d s_ij = p_ij: the gradient of the returned lse folds into delta (dQ kernel)
     has_dlse = dlse is not None
     dlse = dlse.to(torch.float32).contiguous() if has_dlse else lse
-    delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
-    lse2 = torch.empty_like(delta)
+    # one buffer: (lse2, delta), both (B, H, N)
+    stats = torch.empty((2, B, H, N), dtype=torch.float32, device=q.device)
+    lse2, delta = stats[0], stats[1]
     cacheable = (CACHE_PLANS and schedule_cache is not None
                  and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, t.fwd_ptr,
                               t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
@@ -903,7 +913,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
-            do, q, k, v, out, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale, has_dlse=has_dlse,
+            do, q, k, v, out, (lse2, delta), layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
+            has_dlse=has_dlse,
             config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
             softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
@@ -913,6 +924,10 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
+    if plan.hopper:
+        # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel copies
+        # whole 64-row steps, whose masked rows must hold finite statistics (0 * NaN is NaN)
+        stats.zero_()
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
     alibi_arg = t.fwd_ptr if alibi is None else alibi
     plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
@@ -922,15 +937,16 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if dkdv_first is not None:
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
-        qd, kd, vd, dod = _fast_descriptors(plan.hopper_descs, q, k, v, do)
+        qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do,
+                                                           lse2.view(-1), delta.view(-1))
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx, t.bwd_nfull,
-                   t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+            launch(dev, qd, kd, vd, dod, lse2d, deltad, dk, dv, t.bwd_ptr, t.bwd_idx,
+                   t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

@@ -6,9 +6,6 @@ Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
 ``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.
 ``--dropout P``: every call with ``dropout_p=P`` (and, for the split of its cost, the same
 cases without it as variant ``... p=0``). ``--softcap C``: every call with ``softcap=C``.
-``--stats-ab``: also the Hopper dK/dV kernel with its lse2/delta loaded from global memory by
-the consumer warpgroups (``launch.HOPPER_BWD_STATS_TMA=False``) instead of copied by the
-producer warp.
 """
 from __future__ import annotations
 
@@ -44,8 +41,6 @@ def main(argv=None):
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     ap.add_argument("--softcap", type=float, default=0.0, help="softcap of every call (0: none)")
-    ap.add_argument("--stats-ab", action="store_true",
-                    help="also the Hopper dK/dV kernel with lse2/delta loaded by its consumers")
     args = ap.parse_args(argv)
     # name -> (launch switches, dropout_p)
     variants = {name: (sw, args.dropout) for name, sw in VARIANTS.items()}
@@ -55,9 +50,6 @@ def main(argv=None):
         variants[f"hopper dkdv r{args.regs}"] = (
             dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs}),
             args.dropout)
-    if args.stats_ab:
-        variants["hopper dkdv, stats loaded"] = (dict(USE_HOPPER_BWD=True, HOPPER_BWD_STATS_TMA=False),
-                                                 args.dropout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

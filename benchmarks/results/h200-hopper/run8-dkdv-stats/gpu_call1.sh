@@ -14,3 +14,6 @@ timeout 100 python benchmarks/bwd_breakdown.py --stats-ab --softcap 30 --cases "
 grep -E "TOTAL|_hopper_dkdv|_bwd_dkdv|rel diff" "$OUT/softcap.txt"
 timeout 100 python benchmarks/bwd_breakdown.py --stats-ab --dropout 0.1 --cases "dense causal,local(8)" --out "$OUT/dropout" > "$OUT/dropout.txt" 2>&1
 grep -E "TOTAL|_hopper_dkdv|_bwd_dkdv|rel diff" "$OUT/dropout.txt"
+# Ran on tree 8757bd4 plus the A/B switch launch.HOPPER_BWD_STATS_TMA (a STATS_TMA constexpr
+# choosing the consumers' global loads of lse2/delta, the kernel before this change) and
+# bwd_breakdown.py's --stats-ab option, both removed once the copies won.

@@ -540,8 +540,9 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
-        # the step's lse2 and delta: rows of the flat (B * H * N) statistics
-        stat0 = (off_b * num_heads + off_h) * lse_len
+        # the step's lse2 and delta: values of the statistics rows, (B, H, N) after a block of
+        # padding (launch._stat_rows: a step may start up to a block before its sequence)
+        stat0 = (off_b * num_heads + off_h) * lse_len + BLOCK
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
             phase = ((step // NUM_STAGES) & 1) ^ 1       # the first lap passes fresh barriers
@@ -551,7 +552,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
             mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes
                             + 2 * lse2_desc.block_type.nbytes)
             # rows outside the sequence (masked in the consumers) are read as they are: the
-            # backward zero-fills the statistics first, so they are finite
+            # backward zero-fills the statistics first, so they are finite; every copy starts
+            # inside the padded row (a box wholly outside its tensor faults)
             tma.async_copy_global_to_shared(lse2_desc, [stat0 + row], ready.index(s),
                                             lse2_smem.index(s))
             tma.async_copy_global_to_shared(delta_desc, [stat0 + row], ready.index(s),

@@ -637,14 +637,26 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
-def _stat_descriptor(stat: torch.Tensor, rows: int):
-    """A 1-D Gluon descriptor over a flat fp32 (B * H * N) statistic (lse2 or delta), block
-    ``rows``: any start row, no stride to align; rows past either end are zero-filled."""
+def _stat_rows(n: int, pad: int, device) -> torch.Tensor:
+    """The backward's statistics buffer: 2 fp32 rows (lse2, delta) of ``pad + n + pad``
+    values, rounded up to 4 (16-byte aligned rows for the copy engine)."""
+    width = -(-(n + 2 * pad) // 4) * 4
+    return torch.empty((2, width), dtype=torch.float32, device=device)
+
+
+def _stat_view(row: torch.Tensor, pad: int, shape) -> torch.Tensor:
+    """The contiguous ``shape`` (B, H, N) statistic inside a padded row of :func:`_stat_rows`."""
+    n = shape[0] * shape[1] * shape[2]
+    return row[pad:pad + n].view(shape)
+
+
+def _stat_descriptor(row: torch.Tensor, rows: int):
+    """A 1-D Gluon descriptor over a padded fp32 statistics row (:func:`_stat_rows`), block
+    ``rows``: any start in the row, no stride to align; values past its end are zero-filled."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    flat = stat.view(-1)
-    return TensorDescriptor(flat, [flat.numel()], [1], [rows],
+    return TensorDescriptor(row, [row.numel()], [1], [rows],
                             gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1))
 
 
@@ -652,8 +664,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                       scale, qk_scale, mod_tail, schedule_cache, cached):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
     ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``).
-    ``stats``: the (lse2, delta) pair the dQ kernel writes, which the producer warp copies
-    beside each step's Q and dO tiles."""
+    ``stats``: the padded (lse2, delta) rows (:func:`_stat_rows`) the dQ kernel writes, which
+    the producer warp copies beside each step's Q and dO tiles."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -895,9 +907,13 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     # d lse_i / d s_ij = p_ij: the gradient of the returned lse folds into delta (dQ kernel)
     has_dlse = dlse is not None
     dlse = dlse.to(torch.float32).contiguous() if has_dlse else lse
-    # one buffer: (lse2, delta), both (B, H, N)
-    stats = torch.empty((2, B, H, N), dtype=torch.float32, device=q.device)
-    lse2, delta = stats[0], stats[1]
+    # lse2 and delta, (B, H, N) each, as rows of one buffer with a block of padding before and
+    # after: the Hopper dK/dV kernel copies 64-row steps of them (1-D descriptors over the
+    # whole rows), and a step of a block's rows may start up to a block before its sequence or
+    # past the tensor's end. The copy engine faults (illegal instruction) on a box that lies
+    # wholly outside its tensor, so every step must start inside a row (_stat_rows)
+    stats = _stat_rows(B * H * N, layout.block_size, q.device)
+    lse2, delta = (_stat_view(r, layout.block_size, (B, H, N)) for r in stats)
     cacheable = (CACHE_PLANS and schedule_cache is not None
                  and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, t.fwd_ptr,
                               t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
@@ -913,7 +929,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
-            do, q, k, v, out, (lse2, delta), layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
+            do, q, k, v, out, (stats[0], stats[1]), layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
             has_dlse=has_dlse,
             config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
             softcap=softcap, alibi=alibi, dropout_p=dropout_p)
@@ -926,7 +942,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
     if plan.hopper:
         # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel copies
-        # whole 64-row steps, whose masked rows must hold finite statistics (0 * NaN is NaN)
+        # whole 64-row steps, whose masked rows (padding, other sequences) must hold finite
+        # statistics (0 * NaN is NaN)
         stats.zero_()
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
     alibi_arg = t.fwd_ptr if alibi is None else alibi
@@ -938,7 +955,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
         qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do,
-                                                           lse2.view(-1), delta.view(-1))
+                                                           stats[0], stats[1])
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)

@@ -1,5 +1,7 @@
-"""Which packed-document shapes make the Hopper dK/dV kernel fault (run8 call 4): each case in
-a fresh process (a fault poisons the CUDA context). Usage: python debug_packed.py"""
+"""Packed-document shapes whose last 64-query steps lie wholly past the tensor's end (the
+statistics copy of such a step faulted before the rows were padded), each in a fresh process
+(a fault poisons the CUDA context), with the Hopper dK/dV kernel and, as control, without.
+Usage: PYTHONPATH=. python debug_packed.py"""
 import json
 import subprocess
 import sys
@@ -23,11 +25,8 @@ torch.cuda.synchronize()
 print("ok", max(float(t.float().abs().max()) for t in gr))
 """
 cases = [([1, 300, 1, 520], 2, 1, 128, "lg", True), ([1, 300, 1, 520], 2, 1, 128, "lg", False),
-         ([1, 300, 1, 520], 2, 2, 128, "lg", True), ([1, 300, 1, 520], 1, 1, 128, "lg", True),
-         ([300, 520], 2, 1, 128, "lg", True), ([1, 821], 2, 1, 128, "lg", True),
-         ([1, 300, 1, 520], 2, 1, 128, "dense", True), ([64, 300], 1, 1, 128, "dense", True),
-         ([2, 300, 2, 520], 2, 1, 128, "lg", True), ([1, 300, 1, 520], 2, 1, 64, "lg", True),
-         ([130, 300], 1, 1, 128, "dense", True), ([1, 127], 1, 1, 128, "dense", True)]
+         ([300, 520], 2, 1, 128, "lg", True), ([130, 300], 1, 1, 128, "dense", True),
+         ([1, 300, 1, 520], 2, 1, 64, "lg", True), ([1, 127], 1, 1, 128, "dense", True)]
 for c in cases:
     r = subprocess.run([sys.executable, "-c", CASE, json.dumps(c)], capture_output=True, text=True,
                        timeout=120)

@@ -46,7 +46,7 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      CONSUMER_REGS=232, PRODUCER_REGS=24)
+                      CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=True)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64}
 constexprs.update(flags)
@@ -146,8 +146,8 @@ def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
 @pytest.mark.parametrize("d,dtype,flags", [
     (128, "bf16", {}),
     (64, "fp16", dict(GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True, PER_SEQ=True,
-                      PACKED=True, SCHEDULED=True)),
-], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask"])
+                      PACKED=True, SCHEDULED=True, STATS_TMA=False)),
+], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-loaded"])
 def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     ptx = _ptx("dkdv", d, dtype, flags)
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
@@ -538,6 +538,29 @@ def test_dispatcher_gives_every_applicable_backward_the_hopper_dkdv(monkeypatch)
             assert launch._use_hopper_bwd(q, q, q, q, layout, **kw), (causal, d, softcap)
     monkeypatch.setattr(launch, "USE_HOPPER_BWD", False)
     assert not launch._use_hopper_bwd(q, q, q, q, layout, **kw)
+
+
+def test_dkdv_statistics_copies_need_aligned_rows(monkeypatch):
+    """The producer copies a step's lse2/delta rows only where every copy starts 16-byte
+    aligned (an unaligned 1-D copy faulted on an H200): N and each sequence's tensor-row offset
+    (q_start - q_pos) multiples of 4. Elsewhere the consumers load them, and that kernel is
+    the default only where it measured faster than the portable one (d=128 without softcap)."""
+    from sparseflash.attention import _packed_layout
+
+    pattern = sf.local(1) | sf.global_blocks(1)
+    for lens, want in (((300, 520), True), ((1, 300, 1, 520), False), ((130, 300), False),
+                       ((4, 8), True)):
+        layout = _packed_layout(pattern, lens, lens, 128, True, 2, None)
+        assert launch._stats_tma(layout, sum(lens)) is want, lens
+    dense = sf.compile(sf.dense(), 1000, block_size=128, causal=True)
+    assert launch._stats_tma(dense, 1000) and not launch._stats_tma(dense, 1001)
+    monkeypatch.setattr(launch, "_hopper_applies", lambda *a, **kw: None)
+    monkeypatch.setattr(launch, "_tma_capable", lambda *t: True)
+    layout = _packed_layout(pattern, (1, 300, 1, 520), (1, 300, 1, 520), 128, True, 2, None)
+    for d, softcap, want in ((128, 0.0, True), (128, 30.0, False), (64, 0.0, False)):
+        q = torch.zeros(1, 2, 822, d)
+        kw = dict(scale=0.1, config=None, softcap=softcap, alibi=None, dropout_p=0.0)
+        assert launch._use_hopper_bwd(q, q, q, q, layout, **kw) is want, (d, softcap)
 
 
 def test_dkdv_statistics_come_through_the_copy_engine():

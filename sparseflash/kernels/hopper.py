@@ -519,7 +519,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
                   q_pos, k_pos, nq, nk, table_heads_gt1,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
+                  PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
+                  STATS_TMA: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     HALF: gl.constexpr = BLOCK_N // 2
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
@@ -541,7 +542,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
         # the step's lse2 and delta: values of the statistics rows, (B, H, N) after a block of
-        # padding (launch._stat_rows: a step may start up to a block before its sequence)
+        # padding (launch._stat_rows: a step may start up to a block before its sequence; with
+        # the padding no copy starts at a negative coordinate)
         stat0 = (off_b * num_heads + off_h) * lse_len + BLOCK
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
@@ -549,15 +551,17 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
             q_block_idx = gl.load(bwd_idx + lo + t // SUB)
             row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
             mbarrier.wait(empty.index(s), phase)
-            mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes
-                            + 2 * lse2_desc.block_type.nbytes)
-            # rows outside the sequence (masked in the consumers) are read as they are: the
-            # backward zero-fills the statistics first, so they are finite; every copy starts
-            # inside the padded row (a box wholly outside its tensor faults)
-            tma.async_copy_global_to_shared(lse2_desc, [stat0 + row], ready.index(s),
-                                            lse2_smem.index(s))
-            tma.async_copy_global_to_shared(delta_desc, [stat0 + row], ready.index(s),
-                                            delta_smem.index(s))
+            if STATS_TMA:
+                mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes
+                                + 2 * lse2_desc.block_type.nbytes)
+                # rows outside the sequence (masked in the consumers) are read as they are:
+                # the backward zero-fills the statistics first, so they are finite
+                tma.async_copy_global_to_shared(lse2_desc, [stat0 + row], ready.index(s),
+                                                lse2_smem.index(s))
+                tma.async_copy_global_to_shared(delta_desc, [stat0 + row], ready.index(s),
+                                                delta_smem.index(s))
+            else:
+                mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [off_b, off_h, row, 0], ready.index(s),
                                             q_smem.index(s).reshape([1, 1, BLOCK_M, HEAD_DIM]))
             tma.async_copy_global_to_shared(do_desc, [off_b, off_h, row, 0], ready.index(s),
@@ -567,16 +571,16 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                  DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
-                  num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                   drop_threshold, drop_scale, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                  SCHEDULED: gl.constexpr, WG: gl.constexpr):
+                  SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -615,6 +619,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
         bh = off_b * num_heads + off_h
+        lse2_head = LSE2 + bh.to(gl.int64) * lse_len + q_row0
+        delta_head = Delta + bh.to(gl.int64) * lse_len + q_row0
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
@@ -623,10 +629,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
             start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
             rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)          # [BLOCK_M]
             row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
+            if not STATS_TMA:
+                lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
             mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
-            # the step's statistics, copied by the producer beside Q and dO: read from shared
-            # memory where they are used, they hold no registers across the products' waits
-            lse2 = lse2_smem.index(s).load(query_layout)
+            if STATS_TMA:
+                # the step's statistics, copied by the producer beside Q and dO: read from
+                # shared memory where used, they hold no registers across the products' waits
+                lse2 = lse2_smem.index(s).load(query_layout)
             q_tile = q_smem.index(s)
             do_tile = do_smem.index(s)
             # use_acc=False ignores the zeros: made here, they need no register across the loop
@@ -674,7 +683,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
                 # product in another fp32 rounding order)
                 pT = pT * dcapT
             # read late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
-            delta = delta_smem.index(s).load(query_layout)
+            if STATS_TMA:
+                delta = delta_smem.index(s).load(query_layout)
+            else:
+                delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
             dpT = warpgroup_mma_wait(1, deps=(dpT, ))
             if HAS_DROPOUT:
                 # kept: P (dP * scale - delta); dropped: P (0 - delta)
@@ -699,7 +711,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, DK, DV,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, DK, DV,
                         bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -711,13 +723,15 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr):
+                        PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
     LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
-    come from the portable dQ kernel, which runs first (bwd.py); the producer copies each
-    step's 64 rows of lse2 and delta (flat 1-D descriptors) beside its Q and dO. Softcap and ALiBi as bwd.py's
+    come from the portable dQ kernel, which runs first (bwd.py); with STATS_TMA the producer
+    copies each step's 64 rows of lse2 and delta (1-D descriptors) beside its Q and dO, else the
+    consumers load them from global memory (the copy engine faults on a 1-D copy whose start is
+    not 16-byte aligned: launch._stats_tma says when they are). Softcap and ALiBi as bwd.py's
     ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
     to the LSE, dS^T times ``1 - tanh^2``."""
     gl.static_assert(BLOCK % BLOCK_M == 0)
@@ -744,27 +758,27 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
 
     gl.warp_specialize(
         [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                          DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, q_len, k_len, q_pos, k_pos,
+                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                           nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                           softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          HAS_DROPOUT, SCHEDULED, 0)),
+                          HAS_DROPOUT, SCHEDULED, STATS_TMA, 0)),
          (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                          DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                           schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, q_len, k_len, q_pos, k_pos,
+                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                           nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                           softcap2, stride_alibi_b, drop_threshold, drop_scale,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          HAS_DROPOUT, SCHEDULED, 1)),
+                          HAS_DROPOUT, SCHEDULED, STATS_TMA, 1)),
          (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem, do_smem,
                           k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
                           bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                           lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          PER_SEQ, PACKED, SCHEDULED))],
+                          PER_SEQ, PACKED, SCHEDULED, STATS_TMA))],
         [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

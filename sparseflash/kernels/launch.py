@@ -627,13 +627,18 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     if reason is None and q.shape[0] * q.shape[1] * q.shape[2] >= 2 ** 31:
         # the producer copies lse2/delta rows of the flat (B * H * N) statistics: int32 coordinates
         reason = "B * H * N of 2**31 rows or more (the statistics' copy coordinates are int32)"
-    # By default it runs wherever it applies: with its lse2/delta copied beside each step's Q
-    # and dO it beat the portable dK/dV kernel on every case measured, d=64 and softcap included
-    # (an H200, benchmarks/bwd_breakdown.py, ms: dense 16K d=128 6.48 against 8.77, dense causal
-    # 16K 2.92 / 4.46, dense 4K d=64 1.99 / 2.68, local(8) 0.85 / 1.19; softcap 30 dense causal
-    # 3.41 / 5.35; dropout 0.1 dense causal 5.94 / 10.58:
-    # benchmarks/results/h200-hopper/run8-dkdv-stats). Before that copy it lost at d=64 and with
-    # softcap, which it then left to the portable kernel.
+    # By default it runs wherever it applies when its producer copies lse2/delta beside each
+    # step's Q and dO (_stats_tma): it then beat the portable dK/dV kernel on every case
+    # measured, d=64 and softcap included (an H200, benchmarks/bwd_breakdown.py, ms: dense 16K
+    # d=128 6.48 against 8.77, dense causal 16K 2.92 / 4.46, dense 4K d=64 1.99 / 2.68, local(8)
+    # 0.85 / 1.19; softcap 30 dense causal 3.41 / 5.35; dropout 0.1 dense causal 5.94 / 10.58:
+    # benchmarks/results/h200-hopper/run8-dkdv-stats). Where the copies cannot start aligned its
+    # consumers load them, and that kernel lost at d=64 (2.90 / 2.68 ms) and with softcap
+    # (12.98 / 5.35 ms, spilling): those calls take the portable kernel.
+    if (reason is None and USE_HOPPER_BWD is None and not _stats_tma(layout, q.shape[2])
+            and (kw.get("softcap") or q.shape[-1] == 64)):
+        reason = ("statistics rows not 16-byte aligned for the copy engine, with softcap or "
+                  "head_dim 64 (the portable dK/dV kernel measured faster there)")
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
@@ -658,6 +663,17 @@ def _stat_descriptor(row: torch.Tensor, rows: int):
 
     return TensorDescriptor(row, [row.numel()], [1], [rows],
                             gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1))
+
+
+def _stats_tma(layout, n: int) -> bool:
+    """Whether the Hopper dK/dV kernel's producer can copy its steps' lse2/delta rows (1-D
+    descriptors): every copy must start 16 bytes aligned, i.e. at a multiple of 4 values. A
+    step's start is ``pad + bh * N + (block-aligned position) + q_start - q_pos``: aligned for
+    all steps iff N and every sequence's ``q_start - q_pos`` are multiples of 4. On an H200 an
+    unaligned start faulted ("illegal instruction": packed documents of lengths 1, 300, 1, 520
+    and 130, 300; 300, 520 ran). Otherwise the consumers load them from global memory."""
+    seqs = np.asarray(layout.seqs)
+    return n % 4 == 0 and bool(np.all((seqs[:, 0] - seqs[:, 4]) % 4 == 0))
 
 
 def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots, *,
@@ -687,9 +703,10 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
-                   PRODUCER_REGS=24, **{n: constexprs[n] for n in names})
+                   PRODUCER_REGS=24, STATS_TMA=_stats_tma(layout, N),
+                   **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 19, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -909,9 +926,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     dlse = dlse.to(torch.float32).contiguous() if has_dlse else lse
     # lse2 and delta, (B, H, N) each, as rows of one buffer with a block of padding before and
     # after: the Hopper dK/dV kernel copies 64-row steps of them (1-D descriptors over the
-    # whole rows), and a step of a block's rows may start up to a block before its sequence or
-    # past the tensor's end. The copy engine faults (illegal instruction) on a box that lies
-    # wholly outside its tensor, so every step must start inside a row (_stat_rows)
+    # whole rows, _stats_tma), and a step of a block's rows may start up to a block before its
+    # sequence or past the tensor's end: with the padding every copy starts inside a row
     stats = _stat_rows(B * H * N, layout.block_size, q.device)
     lse2, delta = (_stat_view(r, layout.block_size, (B, H, N)) for r in stats)
     cacheable = (CACHE_PLANS and schedule_cache is not None
@@ -962,8 +978,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2d, deltad, dk, dv, t.bwd_ptr, t.bwd_idx,
-                   t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+            launch(dev, qd, kd, vd, dod, lse2d, deltad, lse2, delta, dk, dv, t.bwd_ptr,
+                   t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

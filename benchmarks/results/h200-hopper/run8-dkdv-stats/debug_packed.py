@@ -24,9 +24,8 @@ gr = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
 torch.cuda.synchronize()
 print("ok", max(float(t.float().abs().max()) for t in gr))
 """
-cases = [([1, 300, 1, 520], 2, 1, 128, "lg", True), ([1, 300, 1, 520], 2, 1, 128, "lg", False),
-         ([300, 520], 2, 1, 128, "lg", True), ([130, 300], 1, 1, 128, "dense", True),
-         ([1, 300, 1, 520], 2, 1, 64, "lg", True), ([1, 127], 1, 1, 128, "dense", True)]
+cases = [([1, 300, 1, 520], 2, 1, 128, "lg", True), ([130, 300], 1, 1, 128, "dense", True),
+         ([1, 300, 1, 520], 2, 1, 64, "lg", True)]
 for c in cases:
     r = subprocess.run([sys.executable, "-c", CASE, json.dumps(c)], capture_output=True, text=True,
                        timeout=120)

@@ -680,8 +680,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                       scale, qk_scale, mod_tail, schedule_cache, cached):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
     ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``).
-    ``stats``: the padded (lse2, delta) rows (:func:`_stat_rows`) the dQ kernel writes, which
-    the producer warp copies beside each step's Q and dO tiles."""
+    ``stats``: the padded (lse2, delta) rows (:func:`_stat_rows`, a [2, width] tensor) the dQ
+    kernel writes, which the producer warp copies beside each step's Q and dO tiles."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -690,6 +690,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
         _stat_descriptor(t, half) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
+    plan.stats_tma = _stats_tma(layout, N)
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
@@ -703,7 +704,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
-                   PRODUCER_REGS=24, STATS_TMA=_stats_tma(layout, N),
+                   PRODUCER_REGS=24, STATS_TMA=plan.stats_tma,
                    **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 19, tail, 4, 1, cached,
@@ -793,10 +794,10 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs", "dkdv_launch", "dkdv_tiles", "splits")
+                 "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits")
 
     def __init__(self):
-        self.hopper, self.hopper_descs = False, None
+        self.hopper, self.hopper_descs, self.stats_tma = False, None, False
         self.splits = {}
 
     def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
@@ -945,10 +946,9 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
-            do, q, k, v, out, (stats[0], stats[1]), layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
-            has_dlse=has_dlse,
-            config=config, use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
-            softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            do, q, k, v, out, stats, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
+            has_dlse=has_dlse, config=config, use_tma=use_tma, schedule_cache=schedule_cache,
+            cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
@@ -956,10 +956,10 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
-    if plan.hopper:
-        # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel copies
-        # whole 64-row steps, whose masked rows (padding, other sequences) must hold finite
-        # statistics (0 * NaN is NaN)
+    if plan.stats_tma:
+        # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel's copies
+        # take whole 64-row steps, whose masked rows (padding, other sequences) must hold finite
+        # statistics (0 * NaN is NaN). Its consumers' own loads (no copies) mask those rows.
         stats.zero_()
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
     alibi_arg = t.fwd_ptr if alibi is None else alibi
@@ -970,8 +970,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if dkdv_first is not None:
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
-        qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do,
-                                                           stats[0], stats[1])
+        qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do, *stats)
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)

@@ -41,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     ap.add_argument("--softcap", type=float, default=0.0, help="softcap of every call (0: none)")
+    ap.add_argument("--stats-modes", default="", help="also the Hopper dK/dV kernel with these "
+                    "launch.HOPPER_BWD_STATS values, e.g. cpasync,load")
     args = ap.parse_args(argv)
     # name -> (launch switches, dropout_p)
     variants = {name: (sw, args.dropout) for name, sw in VARIANTS.items()}
@@ -50,6 +52,9 @@ def main(argv=None):
         variants[f"hopper dkdv r{args.regs}"] = (
             dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs}),
             args.dropout)
+    for mode in filter(None, args.stats_modes.split(",")):
+        variants[f"hopper dkdv, stats {mode}"] = (dict(USE_HOPPER_BWD=True, HOPPER_BWD_STATS=mode),
+                                                  args.dropout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -46,7 +46,7 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=True)
+                      CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64}
 constexprs.update(flags)
@@ -146,8 +146,9 @@ def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
 @pytest.mark.parametrize("d,dtype,flags", [
     (128, "bf16", {}),
     (64, "fp16", dict(GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True, PER_SEQ=True,
-                      PACKED=True, SCHEDULED=True, STATS_TMA=False)),
-], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-loaded"])
+                      PACKED=True, SCHEDULED=True, STATS_TMA=2)),
+    (128, "bf16", dict(CAUSAL=True, STATS_TMA=0)),
+], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-cpasync", "d128-causal-stats-loaded"])
 def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     ptx = _ptx("dkdv", d, dtype, flags)
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
@@ -540,11 +541,28 @@ def test_dispatcher_gives_every_applicable_backward_the_hopper_dkdv(monkeypatch)
     assert not launch._use_hopper_bwd(q, q, q, q, layout, **kw)
 
 
+@gpu
+@pytest.mark.parametrize("mode,d,lens", [
+    ("cpasync", 128, [1, 300, 1, 520]), ("cpasync", 64, [130, 300]), ("load", 128, [1, 127]),
+    ("tma", 64, [300, 520]), (None, 128, [130, 300])],
+    ids=["cpasync-d128-one-token-docs", "cpasync-d64-130-300", "load-d128-1-127",
+         "tma-d64-aligned", "default-d128-130-300"])
+def test_hopper_dkdv_statistics_modes_match_the_oracle(mode, d, lens, hopper_only, monkeypatch):
+    """Each way the dK/dV kernel's consumers get lse2/delta (``launch.HOPPER_BWD_STATS``): the
+    1-D copies (aligned rows only), the producer's 4-byte asynchronous copies (any alignment,
+    the default where TMA cannot start aligned: packed documents of odd lengths faulted with
+    TMA), and the consumers' own loads, against the float64 oracle with GQA."""
+    monkeypatch.setattr(launch, "HOPPER_BWD_STATS", mode)
+    check(sf.local(1) | sf.global_blocks(1), H=4, Hkv=2, q_lens=lens, packed=True, causal=True,
+          d=d, bs=128, dtype=torch.bfloat16)
+
+
 def test_dkdv_statistics_copies_need_aligned_rows(monkeypatch):
-    """The producer copies a step's lse2/delta rows only where every copy starts 16-byte
-    aligned (an unaligned 1-D copy faulted on an H200): N and each sequence's tensor-row offset
-    (q_start - q_pos) multiples of 4. Elsewhere the consumers load them, and that kernel is
-    the default only where it measured faster than the portable one (d=128 without softcap)."""
+    """The producer copies a step's lse2/delta rows with TMA only where every copy starts
+    16-byte aligned (an unaligned 1-D copy faulted on an H200): N and each sequence's tensor-row
+    offset (q_start - q_pos) multiples of 4; elsewhere with 4-byte asynchronous copies. With
+    the consumers loading them (``HOPPER_BWD_STATS="load"``) the kernel is the default only
+    where it measured faster than the portable one (d=128 without softcap)."""
     from sparseflash.attention import _packed_layout
 
     pattern = sf.local(1) | sf.global_blocks(1)
@@ -557,10 +575,17 @@ def test_dkdv_statistics_copies_need_aligned_rows(monkeypatch):
     monkeypatch.setattr(launch, "_hopper_applies", lambda *a, **kw: None)
     monkeypatch.setattr(launch, "_tma_capable", lambda *t: True)
     layout = _packed_layout(pattern, (1, 300, 1, 520), (1, 300, 1, 520), 128, True, 2, None)
-    for d, softcap, want in ((128, 0.0, True), (128, 30.0, False), (64, 0.0, False)):
+    assert launch._stats_mode(layout, 822) == 2
+    with pytest.raises(RuntimeError, match="not 16-byte aligned"):
+        monkeypatch.setattr(launch, "HOPPER_BWD_STATS", "tma")
+        launch._stats_mode(layout, 822)
+    for stats, d, softcap, want in ((None, 128, 30.0, True), (None, 64, 0.0, True),
+                                    ("load", 128, 0.0, True), ("load", 128, 30.0, False),
+                                    ("load", 64, 0.0, False)):
+        monkeypatch.setattr(launch, "HOPPER_BWD_STATS", stats)
         q = torch.zeros(1, 2, 822, d)
         kw = dict(scale=0.1, config=None, softcap=softcap, alibi=None, dropout_p=0.0)
-        assert launch._use_hopper_bwd(q, q, q, q, layout, **kw) is want, (d, softcap)
+        assert launch._use_hopper_bwd(q, q, q, q, layout, **kw) is want, (stats, d, softcap)
 
 
 def test_dkdv_statistics_come_through_the_copy_engine():
@@ -569,6 +594,9 @@ def test_dkdv_statistics_come_through_the_copy_engine():
     memory, the two [64]-query vectors held 32 registers a thread across the products' waits,
     and the kernel spilled (sm_90 SASS stores to local memory: 151 with softcap on a causal
     layout, 33 causal, 17 plain; with the copies 30, 12 and 13)."""
+    cpasync = _ptx("dkdv", 128, "bf16", dict(STATS_TMA=2))
+    assert re.search(r"cp\.async\.ca\.shared\.global", cpasync), "no 4-byte asynchronous copies"
+    assert re.search(r"cp\.async\.mbarrier\.arrive\.shared", cpasync), "copies not tracked"
     ptx = _ptx("dkdv", 128, "bf16", {})
     assert len(re.findall(r"cp\.async\.bulk\.tensor\.1d", ptx)) == 2, "no 1-D copies of lse2/delta"
     # what remains of the consumers' global loads: table entries (the old kernel had 75)

@@ -42,6 +42,7 @@ Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
@@ -513,8 +514,9 @@ def _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n, k_
 
 
 @gluon.jit
-def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem, do_smem, k_smem,
-                  v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr, bwd_idx, bwd_nfull,
+def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+                  do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                  bwd_idx, bwd_nfull,
                   seqs, schedule, num_n_tiles, num_heads, num_kv_heads, lse_len, q_len, k_len,
                   q_pos, k_pos, nq, nk, table_heads_gt1,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -545,13 +547,30 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem
         # padding (launch._stat_rows: a step may start up to a block before its sequence; with
         # the padding no copy starts at a negative coordinate)
         stat0 = (off_b * num_heads + off_h) * lse_len + BLOCK
+        if STATS_TMA == 2:
+            # 4-byte asynchronous copies (any alignment), 2 values a lane; rows outside the
+            # sequence are zero-filled
+            STAT_LAYOUT: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
+            stat_offs = gl.arange(0, BLOCK_M, STAT_LAYOUT)
+            lse2_head = LSE2 + (off_b * num_heads + off_h).to(gl.int64) * lse_len
+            delta_head = Delta + (off_b * num_heads + off_h).to(gl.int64) * lse_len
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
             phase = ((step // NUM_STAGES) & 1) ^ 1       # the first lap passes fresh barriers
             q_block_idx = gl.load(bwd_idx + lo + t // SUB)
             row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
             mbarrier.wait(empty.index(s), phase)
-            if STATS_TMA:
+            if STATS_TMA == 2:
+                rows = row + stat_offs
+                pos_ok = (rows - q_row0 >= q_lo) & (rows - q_row0 < q_hi)
+                async_copy.async_copy_global_to_shared(lse2_smem.index(s), lse2_head + rows, mask=pos_ok)
+                async_copy.async_copy_global_to_shared(delta_smem.index(s), delta_head + rows,
+                                                       mask=pos_ok)
+                # the barrier's phase waits for these copies too (the pending count is raised
+                # first, so the expected arrivals do not change)
+                async_copy.mbarrier_arrive(ready.index(s))
+                mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes)
+            elif STATS_TMA:
                 mbarrier.expect(ready.index(s), 2 * q_desc.block_type.nbytes
                                 + 2 * lse2_desc.block_type.nbytes)
                 # rows outside the sequence (masked in the consumers) are read as they are:
@@ -745,7 +764,11 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
     v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
-    stat_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+    if STATS_TMA == 2:
+        stat_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    else:
+        stat_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32,
+                                                         rank=1)
     lse2_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
     delta_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -775,8 +798,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                           CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                           HAS_DROPOUT, SCHEDULED, STATS_TMA, 1)),
-         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, q_smem, do_smem,
-                          k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+                          do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
                           bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                           lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                           BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,

@@ -632,10 +632,11 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     # measured, d=64 and softcap included (an H200, benchmarks/bwd_breakdown.py, ms: dense 16K
     # d=128 6.48 against 8.77, dense causal 16K 2.92 / 4.46, dense 4K d=64 1.99 / 2.68, local(8)
     # 0.85 / 1.19; softcap 30 dense causal 3.41 / 5.35; dropout 0.1 dense causal 5.94 / 10.58:
-    # benchmarks/results/h200-hopper/run8-dkdv-stats). Where the copies cannot start aligned its
-    # consumers load them, and that kernel lost at d=64 (2.90 / 2.68 ms) and with softcap
-    # (12.98 / 5.35 ms, spilling): those calls take the portable kernel.
-    if (reason is None and USE_HOPPER_BWD is None and not _stats_tma(layout, q.shape[2])
+    # benchmarks/results/h200-hopper/run8-dkdv-stats). Where 1-D copies cannot start aligned the
+    # producer copies them with 4-byte asynchronous copies (_stats_mode). With the consumers
+    # loading them (HOPPER_BWD_STATS="load") the kernel lost at d=64 (2.90 / 2.68 ms) and with
+    # softcap (12.98 / 5.35 ms, spilling): those calls then take the portable kernel.
+    if (reason is None and USE_HOPPER_BWD is None and _stats_mode(layout, q.shape[2]) == 0
             and (kw.get("softcap") or q.shape[-1] == 64)):
         reason = ("statistics rows not 16-byte aligned for the copy engine, with softcap or "
                   "head_dim 64 (the portable dK/dV kernel measured faster there)")
@@ -676,6 +677,28 @@ def _stats_tma(layout, n: int) -> bool:
     return n % 4 == 0 and bool(np.all((seqs[:, 0] - seqs[:, 4]) % 4 == 0))
 
 
+# How the Hopper dK/dV kernel's consumers get each step's lse2/delta: None picks "tma" (1-D
+# copies by the producer warp) where every copy starts aligned (_stats_tma), else "cpasync"
+# (the producer's 4-byte asynchronous copies, any alignment, rows outside the sequence
+# zero-filled); "load": the consumers load them from global memory (run7's kernel).
+HOPPER_BWD_STATS: Optional[str] = None
+_STATS_MODES = {"load": 0, "tma": 1, "cpasync": 2}
+
+
+def _stats_mode(layout, n: int) -> int:
+    """The dK/dV kernel's STATS_TMA constexpr (see HOPPER_BWD_STATS)."""
+    mode = HOPPER_BWD_STATS
+    if mode is None:
+        return 1 if _stats_tma(layout, n) else 2
+    if mode not in _STATS_MODES:
+        raise ValueError(f"launch.HOPPER_BWD_STATS must be None or one of {sorted(_STATS_MODES)}, "
+                         f"got {mode!r}")
+    if mode == "tma" and not _stats_tma(layout, n):
+        raise RuntimeError("HOPPER_BWD_STATS='tma' but the statistics rows are not 16-byte aligned "
+                           "(N and every sequence's q_start - q_pos must be multiples of 4)")
+    return _STATS_MODES[mode]
+
+
 def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots, *,
                       scale, qk_scale, mod_tail, schedule_cache, cached):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
@@ -690,7 +713,9 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
         _stat_descriptor(t, half) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
-    plan.stats_tma = _stats_tma(layout, N)
+    stats_mode = _stats_mode(layout, N)
+    # only the TMA copies read the masked rows of a step (the 4-byte copies zero-fill them)
+    plan.stats_tma = stats_mode == 1
     num_n_tiles = _num_tiles(layout.seqs, 5, 3, _HOPPER_TILE)
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
@@ -704,7 +729,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
-                   PRODUCER_REGS=24, STATS_TMA=plan.stats_tma,
+                   PRODUCER_REGS=24, STATS_TMA=stats_mode,
                    **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 19, tail, 4, 1, cached,
@@ -942,7 +967,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()))
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

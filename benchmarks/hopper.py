@@ -60,10 +60,9 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, exp_emu=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
-    ``stages`` overrides its K/V ring depth, ``exp_emu`` its polynomial share of the
-    exponentials (``launch._HOPPER_EXP_EMU``), ``portable_bwd`` / ``hopper_bwd`` force the
+    ``stages`` overrides its K/V ring depth, ``portable_bwd`` / ``hopper_bwd`` force the
     portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
@@ -80,8 +79,6 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
             values["USE_HOPPER_BWD"] = True
         if stages is not None:
             values["_HOPPER_STAGES"] = dict.fromkeys(launch._HOPPER_STAGES, stages)
-        if exp_emu is not None:
-            values["_HOPPER_EXP_EMU"] = dict.fromkeys(launch._HOPPER_EXP_EMU, exp_emu)
         return launch_switches(**values)
 
     def fn(q, k, v):
@@ -91,13 +88,11 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, hbwd=False, exp_emu=()):
-    """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-e<n>`` (``--exp-emu
-    n,...``: the forward's exponentials with that polynomial share), ``ours-pbwd`` (Hopper
+def variants(layout, d, wanted, pbwd=False, hbwd=False):
+    """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-hbwd`` (Hopper forward and dK/dV) with
     ``--hbwd``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
-    extra.update({f"ours-e{e}": ours_fn(layout, False, exp_emu=e) for e in exp_emu})
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if hbwd:
@@ -217,8 +212,6 @@ def main(argv=None):
     ap.add_argument("--report", action="store_true", help="only redraw hopper.png from --out/hopper.json")
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
-    ap.add_argument("--exp-emu", default="", help="extra launch._HOPPER_EXP_EMU values to time "
-                    "(every head dim), e.g. 1,2")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
@@ -231,8 +224,7 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd,
-                 exp_emu=tuple(int(e) for e in args.exp_emu.split(",") if e))
+    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd)
     skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()

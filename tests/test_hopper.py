@@ -282,23 +282,6 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
 
 
 @gpu
-@pytest.mark.parametrize("emu", [1, 2], ids=["poly-1-in-4", "poly-1-in-2"])
-@pytest.mark.parametrize("d", [64, 128])
-def test_hopper_forward_with_polynomial_exponentials_matches_the_oracle(emu, d, hopper_only,
-                                                                        monkeypatch):
-    """Exponentials partly by the FMA-unit polynomial (``launch._HOPPER_EXP_EMU``): out, lse
-    and every gradient against the float64 oracle, with a key padding mask that crosses a block
-    and empties batch element 1's rows (their exponentials must be exactly 0)."""
-    monkeypatch.setattr(launch, "_HOPPER_EXP_EMU", {64: emu, 128: emu})
-    N = 600
-    kpm = torch.ones(2, N, dtype=torch.bool, device="cuda")
-    kpm[0, 100:450] = False
-    kpm[1, :] = False
-    check(sf.local(1) | sf.global_blocks(1), B=2, q_lens=[N], d=d, bs=128, causal=True,
-          dtype=torch.bfloat16, kpm=kpm)
-
-
-@gpu
 def test_hopper_key_padding_crosses_a_block_and_empties_a_row(hopper_only):
     N = 600
     kpm = torch.ones(2, N, dtype=torch.bool, device="cuda")

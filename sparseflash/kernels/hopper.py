@@ -251,70 +251,15 @@ def _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.co
         return gl.max(s, 1) * qk_scale
 
 
-# 2^x in FMA-unit instructions (FlashAttention-4's exp2 emulation): x = n + f with n = round(x)
-# from the float-add rounding trick (1.5 * 2^23), 2^f a degree-3 polynomial on [-0.5, 0.5]
-# (relative error 7.5e-5 in fp32, below bf16's and fp16's rounding of the probabilities), and
-# n added to the exponent bits. x below -125 (masked scores are -inf) gives exactly 0, as
-# ex2.approx.ftz does there. One element of every ``pack`` takes this path; the others take
-# ex2.approx (the multi-function unit, 16 results a clock per SM: the forward's limit at d=64,
-# where a 64x128 tile's two products take as long as its 8192 exponentials).
-_EX2_POLY = """
-    max.ftz.f32 ex_x, {x}, 0fC2FA0000;
-    add.rn.ftz.f32 ex_t, ex_x, 0f4B400000;
-    sub.rn.ftz.f32 ex_j, ex_t, 0f4B400000;
-    sub.rn.ftz.f32 ex_f, ex_x, ex_j;
-    fma.rn.ftz.f32 ex_p, ex_f, 0f3D61FB83, 0f3E786F02;
-    fma.rn.ftz.f32 ex_p, ex_p, ex_f, 0f3F31798D;
-    fma.rn.ftz.f32 ex_p, ex_p, ex_f, 0f3F7FFB49;
-    mov.b32 ex_tb, ex_t;
-    shl.b32 ex_tb, ex_tb, 23;
-    mov.b32 ex_pb, ex_p;
-    add.s32 ex_pb, ex_pb, ex_tb;
-    setp.lt.ftz.f32 ex_small, {x}, 0fC2FA0000;
-    selp.b32 {out}, 0, ex_pb, ex_small;
-"""
-
-
-def _ex2_asm(pack: int) -> str:
-    """PTX for ``pack`` exponentials: the last by the polynomial, the others by ex2.approx."""
-    body = "".join(f"ex2.approx.ftz.f32 ${i}, ${pack + i};\n" for i in range(pack - 1))
-    poly = _EX2_POLY.format(x=f"${2 * pack - 1}", out=f"${pack - 1}")
-    return ("{\n.reg .f32 ex_x, ex_t, ex_j, ex_f, ex_p;\n.reg .b32 ex_tb, ex_pb;\n.reg .pred ex_small;\n"
-            + body + poly + "}")
-
-
-_EX2_ASM2 = gl.constexpr(_ex2_asm(2))
-_EX2_ASM4 = gl.constexpr(_ex2_asm(4))
-_EX2_CONSTRAINTS2 = gl.constexpr("=r,=r,f,f")
-_EX2_CONSTRAINTS4 = gl.constexpr("=r,=r,=r,=r,f,f,f,f")
-
-
 @gluon.jit
-def _exp2(x, EXP_EMU: gl.constexpr):
-    """``2^x`` of an fp32 tile: ``gl.exp2`` (EXP_EMU 0), or one element in 4 (EXP_EMU 1) or in
-    2 (EXP_EMU 2) by the FMA-unit polynomial (``_EX2_POLY``), the rest by ex2.approx."""
-    if EXP_EMU == 0:
-        return gl.exp2(x)
-    else:
-        if EXP_EMU == 1:
-            bits = gl.inline_asm_elementwise(_EX2_ASM4, _EX2_CONSTRAINTS4, [x], dtype=gl.int32,
-                                             is_pure=True, pack=4)
-        else:
-            bits = gl.inline_asm_elementwise(_EX2_ASM2, _EX2_CONSTRAINTS2, [x], dtype=gl.int32,
-                                             is_pure=True, pack=2)
-        return bits.to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-              EXP_EMU: gl.constexpr = 0):
+def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """``2^(score - max)``: one FMA inside exp2 for raw scores and CAP_MAX's tanh values."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
-        return _exp2(softcap2 * s - m_use[:, None], EXP_EMU)
+        return gl.exp2(softcap2 * s - m_use[:, None])
     elif HAS_SOFTCAP or HAS_ALIBI:
-        return _exp2(s - m_use[:, None], EXP_EMU)
+        return gl.exp2(s - m_use[:, None])
     else:
-        return _exp2(s * qk_scale - m_use[:, None], EXP_EMU)
+        return gl.exp2(s * qk_scale - m_use[:, None])
 
 
 @gluon.jit
@@ -328,8 +273,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, EXP_EMU: gl.constexpr,
-              WG: gl.constexpr):
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
     dtype: gl.constexpr = k_smem.dtype
@@ -385,7 +329,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
         m_i = _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI, EXP_EMU)   # [BLOCK_M, BLOCK_N]
+        e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)   # [BLOCK_M, BLOCK_N]
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
@@ -415,7 +359,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
             m_new = gl.maximum(m_i, _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-            e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI, EXP_EMU)
+            e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
             alpha = gl.exp2(m_i - m_use)
             l_i = l_i * alpha + gl.sum(e, 1)
             m_i = m_new
@@ -469,8 +413,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
-                       CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                       EXP_EMU: gl.constexpr = 0):
+                       CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
@@ -503,7 +446,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, EXP_EMU, 0)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
@@ -511,7 +454,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, EXP_EMU, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
                       kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,

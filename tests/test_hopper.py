@@ -132,7 +132,8 @@ def _sass_counts(which, d, dtype, flags):
     (128, "bf16", {}),
     (64, "fp16", dict(CAUSAL=True, HAS_WL=True, HAS_KPM=True, PER_SEQ=True, PACKED=True,
                       SCHEDULED=True)),
-], ids=["d128-bf16-plain", "d64-fp16-every-mask"])
+    (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True)),
+], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent"])
 def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """The sm_90 build uses what the design rests on: asynchronous wgmma, TMA copies into the
     ring, register reallocation between the warp-specialised partitions, and no spills."""
@@ -279,6 +280,40 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=dtype, backend="triton", **kw)
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_persistent_forward_matches_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
+    """The persistent forward (``launch.HOPPER_PERSISTENT``) with at most 3 CTAs, so that each
+    walks many query tiles (the K/V ring and Q's barriers carried across them), on every
+    layout of the oracle cases: packed documents, kv-longer, windows, GQA, batches."""
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 3)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
+
+
+@gpu
+@pytest.mark.parametrize("dropout_p", [0.0, 0.2])
+def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_only, monkeypatch):
+    """Each tile's arithmetic does not depend on which CTA runs it: the persistent forward,
+    with one CTA per SM and with 5 CTAs, gives bit for bit the outputs and LSE of one CTA per
+    tile, on a causal scheduled layout (heavy rows first, many tiles per CTA), with and without
+    dropout (the same seed draws the same mask)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 4096, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+               for _ in range(3))
+    pattern = sf.local(3) | sf.global_blocks(1)
+    results = []
+    for persistent in (False, True, 5):
+        monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+        torch.manual_seed(7)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=True,
+                                           dropout_p=dropout_p, return_lse=True))
+    for out, lse in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(lse, results[0][1])
+    assert torch.isfinite(results[0][0]).all()
 
 
 @gpu

@@ -135,32 +135,69 @@ def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, 
 
 
 @gluon.jit
-def _program(schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
-             PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
-    """(query tile, head, table sequence, batch index) of this program (tiles.py rules)."""
+def _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr,
+                SCHEDULED: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
+    """(query tile, head, table sequence, batch index) of the forward's virtual program ``v``
+    (tiles.py rules): the linear index of a ``(num_m_tiles, slots * heads)`` grid, or the
+    position in the launch order ``schedule``."""
     if SCHEDULED:
-        t = gl.load(schedule + gl.program_id(0))
+        t = gl.load(schedule + v)
         pid_m = t % num_m_tiles
         pid_sh = t // num_m_tiles
     else:
-        pid_m = gl.program_id(0)
+        pid_m = v % num_m_tiles
         if REVERSE_M:
-            pid_m = gl.num_programs(0) - 1 - pid_m
-        pid_sh = gl.program_id(1)
+            pid_m = num_m_tiles - 1 - pid_m
+        pid_sh = v // num_m_tiles
     ts, off_b = _slot_sequence(pid_sh // num_heads, PER_SEQ, PACKED)
     return pid_m, pid_sh % num_heads, ts, off_b
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
-              fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_heads, group_size,
-              q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+def _programs(num_programs, PERSISTENT: gl.constexpr):
+    """(first, end, stride) of the virtual programs this CTA runs: its own one, or with
+    PERSISTENT (a 1-D grid of at most one CTA per SM) every ``num_programs(0)``-th of the
+    ``num_programs`` in launch order, so one tile's epilogue and the next one's copies overlap."""
+    if PERSISTENT:
+        first = gl.program_id(0)
+        return first, num_programs, gl.num_programs(0)
+    else:
+        first = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
+        return first, first + 1, 1
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
+              kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+              num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr):
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr):
+    first, end, stride = _programs(num_programs, PERSISTENT)
+    step = 0                         # K/V ring position, continued across this CTA's tiles
+    tile_i = 0
+    for v in range(first, end, stride):
+        step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
+                              k_ready, v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule,
+                              num_m_tiles, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
+                              table_heads_gt1, v, step, tile_i, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
+                              NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED)
+        tile_i += 1
+
+
+@gluon.jit
+def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
+                  v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
+                  group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
+                  BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
+                  PACKED: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr):
+    """The copies of one query tile: its Q (once both consumers have released the previous
+    tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
+    number of K/V steps."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
-    pid_m, off_h, ts, off_b = _program(schedule, num_m_tiles, num_heads, REVERSE_M, SCHEDULED,
-                                       PER_SEQ, PACKED)
+    pid_m, off_h, ts, off_b = _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M,
+                                          SCHEDULED, PER_SEQ, PACKED)
     off_kvh = off_h // group_size
     q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
         seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
@@ -172,14 +209,16 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_
     # Q once; the copy engine zero-fills rows past the tensor (rows of another document are
     # read but never stored)
     HALF: gl.constexpr = BLOCK_M // 2
+    # a fresh barrier counts as completed for parity 1: the first tile does not wait
+    mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
     for w in gl.static_range(2):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
                                         q_bar, q_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
     for t in range((hi - lo) * SUB):
-        s = t % NUM_STAGES
-        # a fresh barrier counts as completed for parity 1: the first lap does not wait
-        phase = ((t // NUM_STAGES) & 1) ^ 1
+        s = (step + t) % NUM_STAGES
+        # the first lap passes fresh barriers
+        phase = (((step + t) // NUM_STAGES) & 1) ^ 1
         kv_block_idx = gl.load(fwd_idx + lo + t // SUB)
         start_n = (kv_block_idx + j0) * BLOCK + (t % SUB) * BLOCK_N + k_row0
         mbarrier.wait(kv_empty.index(s), phase)
@@ -189,6 +228,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_
         mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, start_n, 0], v_ready.index(s),
                                         v_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
+    return (hi - lo) * SUB
 
 
 @gluon.jit
@@ -263,17 +303,50 @@ def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
               Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-              num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads, lse_len,
-              q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right, qk_scale,
-              softcap2, stride_alibi_b, drop_threshold, drop_scale,
+              num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+              lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+              qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, NUM_WARPS: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
+              WG: gl.constexpr):
+    first, end, stride = _programs(num_programs, PERSISTENT)
+    step = 0                         # K/V ring position, continued across this CTA's tiles
+    tile_i = 0
+    for v in range(first, end, stride):
+        step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+                              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule,
+                              seed, rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om,
+                              stride_kpm_b, num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq,
+                              table_heads_gt1, window_left, window_right, qk_scale, softcap2,
+                              stride_alibi_b, drop_threshold, drop_scale, v, step, tile_i,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL,
+                              HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                              HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
+        tile_i += 1
+
+
+@gluon.jit
+def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+                  Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                  rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                  num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                  window_left, window_right, qk_scale, softcap2, stride_alibi_b, drop_threshold,
+                  drop_scale, v, step, tile_i,
+                  BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, NUM_WARPS: gl.constexpr,
+                  CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
+                  HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
+                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
+                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
+    """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
+    position ``step``, Q released (``q_empty``) once its last product has completed, then the
+    output and LSE stored. Returns the number of K/V steps."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
     dtype: gl.constexpr = k_smem.dtype
@@ -289,8 +362,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     orow_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
     ocol_layout: gl.constexpr = gl.SliceLayout(0, o_layout)
 
-    pid_m, off_h, ts, off_b = _program(schedule, num_m_tiles, num_heads, REVERSE_M, SCHEDULED,
-                                       PER_SEQ, PACKED)
+    pid_m, off_h, ts, off_b = _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M,
+                                          SCHEDULED, PER_SEQ, PACKED)
     q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
         seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
         PER_SEQ)
@@ -314,10 +387,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
 
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, tile_i & 1)
     if trips > 0:
-        mbarrier.wait(k_ready.index(0), 0)
-        s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
+        s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
+                          use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=(s, ))
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
@@ -338,13 +412,13 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                                        drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT), e, 0.0)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
-            st = t % NUM_STAGES
-            prev = (t - 1) % NUM_STAGES
-            mbarrier.wait(k_ready.index(st), (t // NUM_STAGES) & 1)
+            st = (step + t) % NUM_STAGES
+            prev = (step + t - 1) % NUM_STAGES
+            mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
             # O += P V of the previous step runs while this step's softmax does
-            mbarrier.wait(v_ready.index(prev), ((t - 1) // NUM_STAGES) & 1)
+            mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
@@ -372,11 +446,14 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
                                            drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
                              e, 0.0)
             p = gl.convert_layout(e.to(dtype), p_layout)
-        last = (trips - 1) % NUM_STAGES
-        mbarrier.wait(v_ready.index(last), ((trips - 1) // NUM_STAGES) & 1)
+        last = (step + trips - 1) % NUM_STAGES
+        mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(kv_empty.index(last))
+    # every product that read this warpgroup's Q has completed: the producer may load the
+    # next tile's while this one's output is written
+    mbarrier.arrive(q_empty)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
@@ -399,11 +476,12 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
     gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
     lse_ptrs = LSE + (off_b * num_heads + off_h).to(gl.int64) * lse_len + (rows_pos + q_row0)
     gl.store(lse_ptrs, lse, mask=row_ok)
+    return trips
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI,
-                       schedule, seed, rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om,
+                       schedule, seed, rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om,
                        stride_kpm_b, num_heads, group_size, lse_len, q_len, k_len, q_pos, k_pos, nq,
                        nk, table_heads_gt1, window_left, window_right, qk_scale, softcap2,
                        stride_alibi_b, drop_threshold, drop_scale,
@@ -413,7 +491,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
-                       CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                       CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                       PERSISTENT: gl.constexpr = False):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
@@ -427,10 +506,12 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
+    mbarrier.init(q_empty, count=2)                     # both consumer warpgroups release Q
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
@@ -439,27 +520,27 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # two consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the other's matrix products
     gl.warp_specialize(
-        [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+        [(_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
-                      rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                      rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 0)),
-         (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, kv_empty,
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 0)),
+         (_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
-                      rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                      rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, 1)),
-         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
-                      kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
-                      num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
-                      BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M,
-                      SCHEDULED))],
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 1)),
+         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
+                      v_ready, kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
+                      num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
+                      table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ,
+                      PACKED, REVERSE_M, SCHEDULED, PERSISTENT))],
         [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 

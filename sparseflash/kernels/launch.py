@@ -521,6 +521,11 @@ _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
+# The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
+# order (every num_SMs-th), its producer loading the next tile's Q and K/V while the consumers
+# write the last one's output. False: one CTA per tile; an int n > 0: persistent with at most
+# n CTAs (tests use it to give each CTA many tiles).
+HOPPER_PERSISTENT = False
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -606,10 +611,21 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     # the portable kernels' modifier arguments (never natural units here: _hopper_applies)
     mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
-    tail = (num_m_tiles, H * N * d, N * d, d, geometry[0], H, H // Hkv, N, *geometry[1:],
-            qk_scale, *mod_tail)
+    grid = _grid(plan.order, num_m_tiles, slots * H)
+    num_programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
+    persistent = HOPPER_PERSISTENT is not False and HOPPER_PERSISTENT is not None
+    if persistent:
+        ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
+        if HOPPER_PERSISTENT is not True:
+            if not isinstance(HOPPER_PERSISTENT, int) or HOPPER_PERSISTENT < 1:
+                raise ValueError("launch.HOPPER_PERSISTENT must be a bool or a positive int (CTAs), "
+                                 f"got {HOPPER_PERSISTENT!r}")
+            ctas = HOPPER_PERSISTENT
+        grid = (min(num_programs, ctas),)
+    tail = (num_m_tiles, num_programs, H * N * d, N * d, d, geometry[0], H, H // Hkv, N,
+            *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
-        _hopper_fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, 4, 1, cached,
+        _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
@@ -784,7 +800,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
-           _HOPPER_STAGES.get(d))
+           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

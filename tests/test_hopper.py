@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40)
+                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -590,6 +590,23 @@ def test_hopper_dkdv_statistics_modes_match_the_oracle(mode, d, lens, hopper_onl
     monkeypatch.setattr(launch, "HOPPER_BWD_STATS", mode)
     check(sf.local(1) | sf.global_blocks(1), H=4, Hkv=2, q_lens=lens, packed=True, causal=True,
           d=d, bs=128, dtype=torch.bfloat16)
+
+
+def test_persistent_forward_is_the_default_on_short_even_rows():
+    """``launch._persistent_default``: the persistent forward where the tiles are short (at
+    most 32 steps of 128 keys) and even (none above 1.25x the mean), where it measured faster;
+    not on causal or global rows, nor on long rows; never for several sequences (it would
+    read the table on the host) or without a per-layout cache."""
+    cases = [(sf.local(2), 16384, False, True), (sf.butterfly(), 16384, False, True),
+             (sf.strided(16) | sf.local(1), 16384, False, True), (sf.local(8), 16384, False, True),
+             (sf.dense(), 16384, True, False), (sf.dense(), 4096, True, False),
+             (sf.bigbird(3, 2, 3), 16384, False, False), (sf.local(32), 65536, False, False),
+             (sf.dense(), 16384, False, False)]
+    for pattern, n, causal, want in cases:
+        layout = sf.compile(pattern, n, block_size=128, causal=causal)
+        ptr = torch.from_numpy(np.array(layout.fwd_ptr))
+        assert launch._persistent_default(layout, ptr, {}) is want, (pattern, n, causal)
+        assert launch._persistent_default(layout, ptr, None) is False
 
 
 def test_dkdv_statistics_copies_need_aligned_rows(monkeypatch):

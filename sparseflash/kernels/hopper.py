@@ -154,16 +154,9 @@ def _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr,
 
 
 @gluon.jit
-def _programs(num_programs, PERSISTENT: gl.constexpr):
-    """(first, end, stride) of the virtual programs this CTA runs: its own one, or with
-    PERSISTENT (a 1-D grid of at most one CTA per SM) every ``num_programs(0)``-th of the
-    ``num_programs`` in launch order, so one tile's epilogue and the next one's copies overlap."""
-    if PERSISTENT:
-        first = gl.program_id(0)
-        return first, num_programs, gl.num_programs(0)
-    else:
-        first = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
-        return first, first + 1, 1
+def _own_program():
+    """The virtual program of a CTA that runs one (a 1-D or 2-D grid in launch order)."""
+    return gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
 
 
 @gluon.jit
@@ -173,16 +166,24 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr):
-    first, end, stride = _programs(num_programs, PERSISTENT)
-    step = 0                         # K/V ring position, continued across this CTA's tiles
-    tile_i = 0
-    for v in range(first, end, stride):
-        step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                              k_ready, v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule,
-                              num_m_tiles, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
-                              table_heads_gt1, v, step, tile_i, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
-                              NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED)
-        tile_i += 1
+    if PERSISTENT:
+        # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
+        # order, the K/V ring position carried across them
+        step = 0
+        tile_i = 0
+        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
+            step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
+                                  k_ready, v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule,
+                                  num_m_tiles, num_heads, group_size, q_len, k_len, q_pos, k_pos,
+                                  nq, table_heads_gt1, v, step, tile_i, BLOCK, BLOCK_M, BLOCK_N,
+                                  HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED)
+            tile_i += 1
+    else:
+        _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
+                      v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
+                      group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, _own_program(),
+                      0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
+                      REVERSE_M, SCHEDULED)
 
 
 @gluon.jit
@@ -315,20 +316,31 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               WG: gl.constexpr):
-    first, end, stride = _programs(num_programs, PERSISTENT)
-    step = 0                         # K/V ring position, continued across this CTA's tiles
-    tile_i = 0
-    for v in range(first, end, stride):
-        step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule,
-                              seed, rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om,
-                              stride_kpm_b, num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq,
-                              table_heads_gt1, window_left, window_right, qk_scale, softcap2,
-                              stride_alibi_b, drop_threshold, drop_scale, v, step, tile_i,
-                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL,
-                              HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
-        tile_i += 1
+    if PERSISTENT:
+        # the producer's programs, in its order (see _producer)
+        step = 0
+        tile_i = 0
+        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
+            step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
+                                  kv_empty, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
+                                  stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
+                                  k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
+                                  window_right, qk_scale, softcap2, stride_alibi_b,
+                                  drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
+                                  BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
+                                  HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
+            tile_i += 1
+    else:
+        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
+                      LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                      rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
+                      num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                      window_left, window_right, qk_scale, softcap2, stride_alibi_b,
+                      drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
+                      HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
 
 
 @gluon.jit

@@ -5,7 +5,7 @@
 # per part, with the persistent forward forced on as an extra impl.
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:$PYTHONPATH
-bash benchmarks/gpu_shards.sh tests/test_hopper.py 4 240 $OUT
+bash benchmarks/gpu_shards.sh tests/test_hopper.py 6 250 $OUT
 timeout 170 python benchmarks/hopper.py --only dense --skip portable --out $OUT/dense 2>&1 | tail -1
 timeout 170 python benchmarks/hopper.py --only sparse --skip portable --persistent --out $OUT/sparse 2>&1 | tail -1
 rm -f $OUT/*/hopper.png $OUT/*/hopper.csv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run11 call 2 (after the FA4 prefix of ../shared/fa4, which puts FA4 on PYTHONPATH): the
-# whole GPU suite in 4 shards (persistent forward by default on short even rows; the
+# whole GPU suite in 6 shards (persistent forward by default on short even rows; the
 # one-CTA-per-tile form without the tile loop), then issue 10's peers (FA4, cuDNN) in one run
 # per part, with the persistent forward forced on as an extra impl.
 cd "$(dirname "$0")/../../../.."

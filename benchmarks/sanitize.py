@@ -10,6 +10,9 @@ difference from the float64 oracle so a run that the tool slows down still check
 ``--dropout``: the same cases with ``dropout_p=0.2`` (the oracle is the torch backend on the
 same seed, which drops the same entries).
 
+``--persistent N``: the persistent forward with at most N CTAs (``launch.HOPPER_PERSISTENT``),
+so that each CTA walks several query tiles.
+
 ``--stats MODE``: how the dK/dV kernel gets its statistics (``launch.HOPPER_BWD_STATS``:
 ``tma``, ``cpasync`` or ``load``; default: the dispatcher's choice, TMA on these aligned
 shapes).
@@ -48,6 +51,8 @@ def run_case(H, Hkv, N, d, pattern, causal, kpm=False, dropout_p=0.0):
 def main():
     launch.USE_HOPPER = launch.USE_HOPPER_BWD = True
     p = 0.2 if "--dropout" in sys.argv else 0.0
+    if "--persistent" in sys.argv:
+        launch.HOPPER_PERSISTENT = int(sys.argv[sys.argv.index("--persistent") + 1])
     if "--stats" in sys.argv:
         launch.HOPPER_BWD_STATS = sys.argv[sys.argv.index("--stats") + 1]
     run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True, dropout_p=p)

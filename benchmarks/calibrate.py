@@ -1,15 +1,20 @@
 """Fit the estimator's device profile to measured times of our kernel.
 
-    python -m benchmarks.calibrate RESULTS_DIR [--device h100] [--no-write]
+    python -m benchmarks.calibrate RESULTS [RESULTS ...] [--device h100] [--fields ...] [--no-write]
 
-Reads ``results.json`` from ``python -m benchmarks.run``, rebuilds the layout of every timed
-case of ours (pattern text, lengths, block, causal, heads are in each row), and fits the
-profile's calibration factors so that ``sparseflash.estimate(...).predicted_ms`` matches the
-measured medians:
+Reads ``results.json`` from ``python -m benchmarks.run`` (or ``hopper.json`` files from
+``benchmarks/hopper.py``, whose cases it maps to layouts: dense at B*N = 16K, sparse at B = 1,
+H = 2048 / d, bf16, blocks of 128), rebuilds the layout of every timed case of ours (pattern
+text, lengths, block, causal, heads are in each row), and fits the profile's calibration
+factors so that ``sparseflash.estimate(...).predicted_ms`` matches the measured medians:
 
 * ``attn_fwd_efficiency`` -- achieved fraction of peak matmul throughput, forward kernel;
 * ``attn_bwd_efficiency`` -- the same for the backward kernels;
+* ``attn_exp_per_ns``     -- exponentials a nanosecond, the softmax's limit at small head dims;
+* ``attn_tile_overhead_us`` -- fixed time of a query or key tile (start and finish), per SM;
 * ``launch_overhead_us``  -- the fixed cost per kernel launch.
+
+``--fields`` picks which (default: all five); the others keep the profile's values.
 
 The fit minimises the squared log error, sum(log(predicted / measured)^2), with bounds, so a
 2x over-prediction weighs the same as a 2x under-prediction. It prints the fitted values, the
@@ -23,16 +28,20 @@ import argparse
 import dataclasses
 import json
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-# Fitted fields, their bounds and whether to search them on a log scale.
+# Fitted fields: (lower bound, upper bound, step scale, start where the profile has None).
 PARAMETERS = {
-    "attn_fwd_efficiency": (0.02, 1.0),
-    "attn_bwd_efficiency": (0.02, 1.0),
-    "launch_overhead_us": (0.0, 200.0),
+    "attn_fwd_efficiency": (0.02, 1.0, 0.1, 0.5),
+    "attn_bwd_efficiency": (0.02, 1.0, 0.1, 0.44),
+    "attn_exp_per_ns": (100.0, 20000.0, 1000.0, 2000.0),
+    "attn_tile_overhead_us": (0.0, 50.0, 1.0, 0.0),
+    "launch_overhead_us": (0.0, 200.0, 10.0, 4.0),
 }
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -40,9 +49,32 @@ DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 def load_rows(path: Path) -> Tuple[dict, List[dict]]:
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        path = path / ("hopper.json" if (path / "hopper.json").exists() else "results.json")
     data = json.loads(path.read_text())
+    if data["meta"].get("suites") == "hopper":
+        return data["meta"], hopper_rows(data["rows"])
     return data["meta"], data["rows"]
+
+
+_HOPPER_CASE = re.compile(r"^(?P<pattern>\S+?)(?P<causal> causal)? N=(?P<n>\d+) d=(?P<d>\d+)")
+
+
+def hopper_rows(rows: Sequence[dict]) -> List[dict]:
+    """``benchmarks/hopper.py`` rows of ours as calibration rows: the case name gives the
+    pattern, causal flag, N and d; dense cases ran at B*N = 16K and the sparse ones at B = 1,
+    both with H = 2048 / d, bf16, blocks of 128 (the script's shapes)."""
+    out = []
+    for r in rows:
+        m = _HOPPER_CASE.match(r.get("case", ""))
+        if r.get("impl") != "ours" or m is None or r.get("pass") not in ("fwd", "fwd+bwd"):
+            continue
+        pattern, n, d = m["pattern"], int(m["n"]), int(m["d"])
+        dense = pattern == "dense"
+        out.append(dict(r, suite="dense" if dense else "sparse", status="ok",
+                        pattern=pattern if "(" in pattern else pattern + "()", seq_len=n,
+                        block_size=128, causal=bool(m["causal"]), heads=2048 // d, head_dim=d,
+                        batch=max(1, 16384 // n) if dense else 1, dtype="bf16"))
+    return out
 
 
 def timed_rows(rows: Sequence[dict]) -> List[dict]:
@@ -55,7 +87,7 @@ def timed_rows(rows: Sequence[dict]) -> List[dict]:
 class Model:
     """``estimate()`` over every row's layout, for a profile with some fields replaced."""
 
-    def __init__(self, rows: Sequence[dict], device: str):
+    def __init__(self, rows: Sequence[dict], device: str, fields: Sequence[str] = tuple(PARAMETERS)):
         import torch
 
         import sparseflash as sf
@@ -64,8 +96,10 @@ class Model:
 
         self.estimate, self.base = estimate, get_device(device)
         self.rows = list(rows)
-        fields = {f.name for f in dataclasses.fields(self.base)}
-        self.names = [n for n in PARAMETERS if n in fields]
+        unknown = set(fields) - set(PARAMETERS)
+        if unknown:
+            raise ValueError(f"fields must be among {sorted(PARAMETERS)}, got {sorted(unknown)}")
+        self.names = [n for n in PARAMETERS if n in fields and n in {f.name for f in dataclasses.fields(self.base)}]
         layouts: Dict[tuple, object] = {}
         self.layouts = []
         for r in self.rows:
@@ -78,7 +112,9 @@ class Model:
         self.measured = np.array([r["ms"] for r in self.rows], dtype=float)
 
     def initial(self) -> np.ndarray:
-        return np.array([getattr(self.base, n) for n in self.names], dtype=float)
+        values = [getattr(self.base, n) for n in self.names]
+        return np.array([PARAMETERS[n][3] if v is None else v for n, v in zip(self.names, values)],
+                        dtype=float)
 
     def predict(self, x: Sequence[float]) -> np.ndarray:
         profile = self.base.replace(**dict(zip(self.names, map(float, x))))
@@ -105,7 +141,7 @@ def fit(model: Model) -> np.ndarray:
         from scipy.optimize import least_squares
     except ImportError:
         return _fit_median_ratio(model, x0, lo, hi)
-    scale = np.where(hi > 1.0, 10.0, 0.1)   # microseconds vs fractions
+    scale = np.array([PARAMETERS[n][2] for n in model.names])
     result = least_squares(model.residuals, x0, bounds=(lo, hi), x_scale=scale, diff_step=1e-3)
     return result.x
 
@@ -126,18 +162,24 @@ def _fit_median_ratio(model: Model, x: np.ndarray, lo, hi) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.calibrate", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", type=Path, help="a results directory or its results.json")
+    p.add_argument("results", type=Path, nargs="+",
+                   help="results directories or files (results.json, or hopper.json of benchmarks/hopper.py)")
+    p.add_argument("--fields", default=",".join(PARAMETERS),
+                   help=f"comma-separated fields to fit (default: {','.join(PARAMETERS)})")
     p.add_argument("--device", default=None, help="profile to fit (default: the run's --estimate-device)")
     p.add_argument("--no-write", action="store_true", help="do not write calibration.json")
     p.add_argument("--worst", type=int, default=10, help="rows of the largest errors to print")
     args = p.parse_args(argv)
-    meta, rows = load_rows(args.results)
+    rows = []
+    for path in args.results:
+        meta, more = load_rows(path)
+        rows += more
     device = args.device or meta.get("estimate_device") or "h100"
     rows = timed_rows(rows)
     if not rows:
         print("no timed rows of ours in the results: nothing to fit")
         return 1
-    model = Model(rows, device)
+    model = Model(rows, device, [f for f in args.fields.split(",") if f])
     before = model.predict(model.initial())
     x = fit(model)
     after = model.predict(x)
@@ -148,7 +190,8 @@ def main(argv=None) -> int:
           f"from {meta.get('gpu') or 'CPU'} ({meta.get('date_utc')})")
     print(f"  {'field':<22}{'before':>10}{'fitted':>10}")
     for n in model.names:
-        print(f"  {n:<22}{getattr(model.base, n):>10.4g}{fitted[n]:>10.4g}")
+        before_value = getattr(model.base, n)
+        print(f"  {n:<22}{'None' if before_value is None else format(before_value, '.4g'):>10}{fitted[n]:>10.4g}")
     print(f"  median |predicted - measured| / measured: before {err_before:.1%}, after {err_after:.1%} "
           f"(target <= 25%)")
     for pass_name in ("fwd", "fwd+bwd"):
@@ -166,9 +209,11 @@ def main(argv=None) -> int:
         device, device, ", ".join(f"{k}={v:.3g}" for k, v in fitted.items())))
 
     if not args.no_write:
-        out = (args.results if args.results.is_dir() else args.results.parent) / "calibration.json"
+        first = args.results[0]
+        out = (first if first.is_dir() else first.parent) / "calibration.json"
         out.write_text(json.dumps({
             "device": device, "source": meta.get("gpu"), "date_utc": meta.get("date_utc"),
+            "command": "python -m benchmarks.calibrate " + " ".join(map(str, argv if argv is not None else sys.argv[1:])),
             "fitted": fitted, "initial": {n: getattr(model.base, n) for n in model.names},
             "before": {"median_rel_error": err_before}, "after": {"median_rel_error": err_after},
             "rows": [{"case": r["case"], "suite": r["suite"], "pass": r["pass"], "measured_ms": r["ms"],

@@ -61,6 +61,15 @@ class DeviceProfile:
     # -- calibration: fraction of peak matmul throughput achieved ---------------------------
     attn_fwd_efficiency: float = 0.50   # our attention forward kernel
     attn_bwd_efficiency: float = 0.44   # our attention backward kernels (dK/dV and dQ)
+    # Exponentials a nanosecond our attention kernels reach (one per computed score and
+    # kernel: the forward's softmax, the backward kernels' recomputed P), a second compute
+    # limit beside the matmuls': the special-function units (16 a clock per SM on Hopper) bind
+    # at small head dims, where a score costs few FLOPs. None: no such limit.
+    attn_exp_per_ns: Optional[float] = None
+    # Fixed time of one query (or key) tile of our attention kernels, its start and finish
+    # (Q's copy, the output's stores), spread over the SMs: what makes short rows slower per
+    # FLOP than long ones.
+    attn_tile_overhead_us: float = 0.0
     matmul_efficiency: float = 0.80     # cuBLAS matmuls of standard attention
     bandwidth_efficiency: float = 0.90  # fraction of hbm_gbps a streaming kernel reaches
     launch_overhead_us: float = 4.0     # fixed cost per kernel launch
@@ -98,8 +107,11 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        calibrated="H100 efficiencies; checked on H200, 2026-11-24: median error 7.7% over 136 "
-                   "timings (benchmarks/results/h200/calibration.json)"),
+        attn_fwd_efficiency=0.634, attn_bwd_efficiency=0.448, attn_exp_per_ns=1905.0,
+        attn_tile_overhead_us=4.08,
+        calibrated="fitted to the Hopper kernels on H200, 2026-12-02: median error 2.4% over 34 "
+                   "timings, bf16, d=64/128, 4K-64K (benchmarks/results/h200-hopper/"
+                   "run11-persistent/calibration.json)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,
@@ -132,7 +144,7 @@ class KernelCost:
     flops: float
     hbm_bytes: float
     ms: float
-    bound: str  # "compute" or "memory"
+    bound: str  # "compute" (matmuls or exponentials) or "memory"
 
 
 @dataclass(frozen=True)
@@ -268,11 +280,18 @@ class _Roofline:
 
     def kernel(self, name: str, flops: float, hbm_bytes: float, tflops: float,
                efficiency: float, *, reread_bytes: float = 0.0,
-               slowdown: float = 1.0) -> KernelCost:
-        """``reread_bytes`` (part of ``hbm_bytes``) may hit in L2 at ``tile_l2_hit_rate``."""
+               slowdown: float = 1.0, exps: float = 0.0, tiles: int = 0) -> KernelCost:
+        """``reread_bytes`` (part of ``hbm_bytes``) may hit in L2 at ``tile_l2_hit_rate``;
+        ``exps`` exponentials run at the profile's ``attn_exp_per_ns`` (compute-bound too);
+        ``tiles`` programs each add ``attn_tile_overhead_us``, ``num_sms`` at a time."""
         compute_ms = flops / (tflops * 1e12 * efficiency / 1e3) if flops else 0.0
+        rate = self.profile.attn_exp_per_ns
+        if exps and rate:
+            compute_ms = max(compute_ms, exps / (rate * 1e6))
         memory_ms = (hbm_bytes - reread_bytes * self.profile.tile_l2_hit_rate) / self.bytes_per_ms
         ms = max(compute_ms, memory_ms) * slowdown + self.profile.launch_overhead_us / 1e3
+        if tiles:
+            ms += tiles / self.profile.num_sms * self.profile.attn_tile_overhead_us / 1e3
         return KernelCost(name, float(flops), float(hbm_bytes), ms,
                           "compute" if compute_ms >= memory_ms else "memory")
 
@@ -320,6 +339,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
     p = roof.profile
     tile = b * d * e                      # one Q, K, V, O, dO, dQ, dK or dV tile, bytes
     block_flops = 4.0 * d * b * b         # QK^T and PV of one b x b block
+    scores = batch * nnz * b * b          # one exponential each, per kernel that computes P
     fwd_tables = (table_rows * 2 + nnz) * _INDEX_BYTES      # ptr + nfull per row, idx per block
     bwd_tables = (kv_table_rows * 2 + nnz) * _INDEX_BYTES
 
@@ -329,7 +349,8 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
                  + rows * _LSE_BYTES       # write LSE
                  + nnz * 2 * tile          # K and V tile per computed block
                  + fwd_tables),
-        tflops, p.attn_fwd_efficiency, reread_bytes=batch * nnz * 2 * tile)
+        tflops, p.attn_fwd_efficiency, reread_bytes=batch * nnz * 2 * tile, exps=scores,
+        tiles=batch * table_rows)
     kernels = [fwd]
     workspace = batch * rows * _LSE_BYTES
     if backward:
@@ -344,7 +365,8 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
             batch * (rows * d * e * 4 + rows * 3 * _LSE_BYTES
                      + nnz * 2 * tile
                      + fwd_tables),
-            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile))
+            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile, exps=scores,
+            tiles=batch * table_rows))
         # dK/dV: per key block, read K, V and write dK, dV once; per computed block read the
         # Q and dO tiles plus their lse2 and delta rows. S, dV, dP, dK: 8 d b^2 per block.
         kernels.append(roof.kernel(
@@ -353,7 +375,8 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
                      + nnz * (2 * tile + 2 * b * _LSE_BYTES)
                      + bwd_tables),
             tflops, p.attn_bwd_efficiency,
-            reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES)))
+            reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES), exps=scores,
+            tiles=batch * kv_table_rows))
         workspace += batch * rows * 2 * _LSE_BYTES   # delta, lse2
     return kernels, workspace
 

@@ -208,8 +208,11 @@ def test_device_override_and_registration():
         assert estimate(layout, 128, device="TEST-GPU").predicted_ms == est.predicted_ms
     finally:
         del DEVICES["test-gpu"]
-    # h200: same compute, more bandwidth -> never slower than h100
-    assert estimate(layout, 128, device="h200").predicted_ms <= base.predicted_ms
+    # h200: same compute, more bandwidth -> never slower than h100 with h200's calibration
+    fitted = ("attn_fwd_efficiency", "attn_bwd_efficiency", "attn_exp_per_ns", "attn_tile_overhead_us")
+    h100_fitted = DEVICES["h100"].replace(**{f: getattr(DEVICES["h200"], f) for f in fitted})
+    assert (estimate(layout, 128, device="h200").predicted_ms
+            <= estimate(layout, 128, device=h100_fitted).predicted_ms)
     assert estimate(layout, 128, device="a100").predicted_ms > base.predicted_ms
     with pytest.raises(ValueError, match="device"):
         estimate(layout, 128, device="tpu")
@@ -297,3 +300,56 @@ def test_density_denominator_sums_every_sequence():
     est = estimate(layout, 64)
     assert est.grid_blocks == layout.grid_blocks == 2 * (2 * 2 + 5 * 5)
     assert est.density == pytest.approx(layout.nnz / est.grid_blocks)
+
+
+def test_exponentials_bind_at_small_head_dims():
+    """``attn_exp_per_ns``: one exponential per computed score and kernel (forward; dQ and
+    dK/dV recompute P). With a slow enough unit the forward is exp-bound at d=64 and its time
+    is the scores over the rate; at d=128 the same rate hides under the matmuls."""
+    layout = sf.compile(sf.dense(), 16384, num_heads=32)
+    scores = layout.nnz * 128 * 128
+    base = DEVICES["h100"].replace(launch_overhead_us=0.0)
+    slow = base.replace(attn_exp_per_ns=1000.0)
+    fwd = estimate(layout, 64, device=slow).sparse.kernels[0]
+    assert fwd.name == "attn_fwd" and fwd.bound == "compute"
+    assert fwd.ms == pytest.approx(scores / 1e9)                    # 1000 a ns = 1e12 a s
+    assert fwd.ms > estimate(layout, 64, device=base).sparse.kernels[0].ms
+    at128 = estimate(layout, 128, device=slow).sparse.kernels[0]
+    assert at128.ms == pytest.approx(estimate(layout, 128, device=base).sparse.kernels[0].ms)
+    bwd = estimate(layout, 64, device=slow, backward=True).sparse.kernels
+    assert [k.name for k in bwd] == ["attn_fwd", "attn_bwd_dq", "attn_bwd_dkdv"]
+    assert all(k.ms >= scores / 1e9 for k in bwd)
+
+
+def test_tile_overhead_adds_per_tile_time_spread_over_the_sms():
+    """``attn_tile_overhead_us``: each query tile (forward, dQ) or key tile (dK/dV) adds a
+    fixed time, ``num_sms`` tiles at a time: short rows cost more per FLOP than long ones."""
+    layout = sf.compile(sf.local(2), 16384, num_heads=8)
+    base = DEVICES["h100"].replace(launch_overhead_us=0.0)
+    plus = base.replace(attn_tile_overhead_us=5.0)
+    tiles = 8 * (16384 // 128)
+    for backward, kernels in ((False, 1), (True, 3)):
+        a = estimate(layout, 128, device=base, backward=backward, batch=2).sparse
+        b = estimate(layout, 128, device=plus, backward=backward, batch=2).sparse
+        extra = kernels * 2 * tiles / base.num_sms * 5.0 / 1e3
+        assert b.predicted_ms == pytest.approx(a.predicted_ms + extra)
+
+
+def test_calibrate_reads_the_hopper_benchmark_rows():
+    """``benchmarks.calibrate`` maps ``benchmarks/hopper.py`` cases to the layouts they ran
+    (dense at B*N = 16K, sparse at B = 1, H = 2048 / d) and fits on them."""
+    from benchmarks.calibrate import Model, hopper_rows, timed_rows
+
+    rows = [dict(case="dense causal N=4096 d=64", impl="ours", **{"pass": "fwd"}, ms=0.74),
+            dict(case="bigbird(3,2,3) N=16384 d=128 density=0.106", impl="ours", **{"pass": "fwd+bwd"},
+                 ms=1.98),
+            dict(case="dense N=4096 d=64", impl="fa4", **{"pass": "fwd"}, ms=1.0),
+            dict(case="dense N=4096 d=64", impl="ours", **{"pass": "kernel"}, ms=float("nan"))]
+    got = timed_rows(hopper_rows(rows))
+    assert [(r["pattern"], r["seq_len"], r["causal"], r["heads"], r["head_dim"], r["batch"], r["suite"])
+            for r in got] == [("dense()", 4096, True, 32, 64, 4, "dense"),
+                              ("bigbird(3,2,3)", 16384, False, 16, 128, 1, "sparse")]
+    model = Model(got, "h200", ["attn_fwd_efficiency"])
+    assert model.names == ["attn_fwd_efficiency"] and model.predict(model.initial()).shape == (2,)
+    with pytest.raises(ValueError, match="fields"):
+        Model(got, "h200", ["not_a_field"])

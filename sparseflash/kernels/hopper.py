@@ -15,6 +15,12 @@ softmax to Triton's pipeliner. Here it is written out, as FlashAttention-3 does:
   from registers, never through shared memory. Both release a slot (count 2) after their
   ``P V`` has read it.
 
+With ``PERSISTENT`` (launch.py ``HOPPER_PERSISTENT``; the default on short, even rows) the
+grid is at most one CTA per SM and each walks every ``num_programs(0)``-th query tile in launch
+order: the producer copies a tile's Q once both consumers have released the previous one
+(``q_empty``), and the ring position carries across tiles, so a tile's output stores overlap
+the next tile's copies.
+
 Measured on an H200 (benchmarks/hopper.py, bf16, d=128, 16K): one partition of 8 warps ran
 at 0.95x the portable kernel; two partitions with a 2-slot ring at 1.06x, with 3 slots at 1.18x
 (614 TFLOP/s dense, 606 causal).

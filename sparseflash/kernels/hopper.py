@@ -846,10 +846,12 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
     LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
-    come from the portable dQ kernel, which runs first (bwd.py); with STATS_TMA the producer
-    copies each step's 64 rows of lse2 and delta (1-D descriptors) beside its Q and dO, else the
-    consumers load them from global memory (the copy engine faults on a 1-D copy whose start is
-    not 16-byte aligned: launch._stats_tma says when they are). Softcap and ALiBi as bwd.py's
+    come from the portable dQ kernel, which runs first (bwd.py). Each step's 64 rows of lse2
+    and delta reach the consumers by STATS_TMA (launch._stats_mode): 1, the producer's 1-D
+    copies beside its Q and dO (the copy engine faults on a start that is not 16-byte aligned:
+    launch._stats_tma says when they are); 2, the producer's 4-byte asynchronous copies (any
+    alignment, rows outside the sequence zero-filled); 0, the consumers' own global loads.
+    Softcap and ALiBi as bwd.py's
     ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
     to the LSE, dS^T times ``1 - tanh^2``."""
     gl.static_assert(BLOCK % BLOCK_M == 0)

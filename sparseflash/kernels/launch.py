@@ -710,7 +710,8 @@ def _stats_tma(layout, n: int) -> bool:
     step's start is ``pad + bh * N + (block-aligned position) + q_start - q_pos``: aligned for
     all steps iff N and every sequence's ``q_start - q_pos`` are multiples of 4. On an H200 an
     unaligned start faulted ("illegal instruction": packed documents of lengths 1, 300, 1, 520
-    and 130, 300; 300, 520 ran). Otherwise the consumers load them from global memory."""
+    and 130, 300; 300, 520 ran). Otherwise the producer copies them with 4-byte asynchronous
+    copies (:func:`_stats_mode`)."""
     seqs = np.asarray(layout.seqs)
     return n % 4 == 0 and bool(np.all((seqs[:, 0] - seqs[:, 4]) % 4 == 0))
 

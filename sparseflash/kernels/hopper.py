@@ -451,7 +451,7 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             if ROWSUM_MMA:
                 l_acc = warpgroup_mma(gl.convert_layout(p, pl_layout, assert_trivial=True),
-                                      ones_smem, l_acc, is_async=True)
+                                      ones_smem.permute((1, 0)), l_acc, is_async=True)
                 s = warpgroup_mma_wait(2, deps=(s, ))
             else:
                 s = warpgroup_mma_wait(1, deps=(s, ))
@@ -488,8 +488,8 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
         if ROWSUM_MMA:
-            l_acc = warpgroup_mma(gl.convert_layout(p, pl_layout, assert_trivial=True), ones_smem,
-                                  l_acc, is_async=True)
+            l_acc = warpgroup_mma(gl.convert_layout(p, pl_layout, assert_trivial=True),
+                                  ones_smem.permute((1, 0)), l_acc, is_async=True)
             acc, l_acc = warpgroup_mma_wait(0, deps=(acc, l_acc))
             l_i = gl.convert_layout(gl.max(l_acc, 1), row_layout)
         else:
@@ -561,13 +561,13 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(kv_empty.index(i), count=2)       # both consumer warpgroups release a slot
-    # ROWSUM_MMA: a [BLOCK_N, 8] tile of ones, the B operand of the row sums' product P 1
-    # (its values are all ones, so any swizzle holds it)
+    # ROWSUM_MMA: a tile of ones, the B operand of the row sums' product P 1, stored [8, BLOCK_N]
+    # with the keys contiguous and read transposed, as the K tiles are for S = Q K^T
     if ROWSUM_MMA:
-        ones_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, ROWSUM_N], dtype)
-        ones = gl.full([BLOCK_N, ROWSUM_N], 1.0, dtype,
-                       gl.BlockedLayout([1, ROWSUM_N], [32, 1], [NUM_WARPS, 1], [1, 0]))
-        ones_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, ROWSUM_N], ones_layout, ones)
+        ones_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWSUM_N, BLOCK_N], dtype)
+        ones = gl.full([ROWSUM_N, BLOCK_N], 1.0, dtype,
+                       gl.BlockedLayout([1, 8], [1, 32], [1, NUM_WARPS], [1, 0]))
+        ones_smem = gl.allocate_shared_memory(dtype, [ROWSUM_N, BLOCK_N], ones_layout, ones)
         fence_async_shared()        # the generic-proxy stores, before the wgmma reads them
     else:
         ones_smem = q_bar           # a placeholder the consumers never read

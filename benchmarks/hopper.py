@@ -60,11 +60,10 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, persistent=False,
-            rowsum=None):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, persistent=False):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``persistent`` makes it the persistent kernel
-    (``launch.HOPPER_PERSISTENT``), ``rowsum`` sets ``launch.HOPPER_ROWSUM``, ``portable_bwd`` / ``hopper_bwd`` force the
+    (``launch.HOPPER_PERSISTENT``), ``portable_bwd`` / ``hopper_bwd`` force the
     portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
@@ -83,8 +82,6 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
             values["_HOPPER_STAGES"] = dict.fromkeys(launch._HOPPER_STAGES, stages)
         if persistent:
             values["HOPPER_PERSISTENT"] = persistent
-        if rowsum is not None:
-            values["HOPPER_ROWSUM"] = rowsum
         return launch_switches(**values)
 
     def fn(q, k, v):
@@ -94,17 +91,14 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, hbwd=False, persistent=False, rowsum=None):
+def variants(layout, d, wanted, pbwd=False, hbwd=False, persistent=False):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-persist`` (the persistent
-    forward, ``--persistent``), ``ours-rowsum-<mode>`` (the forward's row sums by ``mode``,
-    ``--rowsum mma|alu``), ``ours-pbwd`` (Hopper
+    forward, ``--persistent``), ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-hbwd`` (Hopper forward and dK/dV) with
     ``--hbwd``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
     if persistent:
         extra["ours-persist"] = ours_fn(layout, False, persistent=True)
-    if rowsum:
-        extra[f"ours-rowsum-{rowsum}"] = ours_fn(layout, False, rowsum=rowsum)
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if hbwd:
@@ -225,8 +219,6 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--persistent", action="store_true", help="also time the persistent Hopper forward")
-    ap.add_argument("--rowsum", choices=("mma", "alu"),
-                    help="also time the Hopper forward with its row sums by this mode (launch.HOPPER_ROWSUM)")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
@@ -239,7 +231,7 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent, rowsum=args.rowsum)
+    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent)
     skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()

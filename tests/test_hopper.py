@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, ROWSUM_MMA=False)
+                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -90,8 +90,7 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                               text=True, check=True).stdout
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
-                                 "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
-                                 "HGMMA_N8": len(re.findall(r"HGMMA\.64x8x16", sass))}))
+                                 "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass))}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
 """
@@ -228,35 +227,6 @@ def test_hopper_kernels_keep_wgmma_asynchronous(which, d, dtype):
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
 
 
-@pytest.mark.parametrize("d,dtype,flags", [
-    (128, "bf16", {}),
-    (64, "fp16", dict(CAUSAL=True, HAS_SOFTCAP=2)),
-    (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True)),
-], ids=["d128-bf16-plain", "d64-fp16-causal-softcap", "d128-persistent"])
-def test_forward_row_sums_on_the_tensor_cores(d, dtype, flags):
-    """``launch.HOPPER_ROWSUM = "mma"``: the forward adds the row sums with a product P 1 of
-    N = 8 beside each O += P V (both sites: the loop and the last step), keeps its products
-    asynchronous, and at the registers the launcher gives it (``_HOPPER_FWD_REGS``) spills
-    nothing; with "alu" there is no such product."""
-    regs = launch._HOPPER_FWD_REGS["mma" if d == 128 else "alu"]
-    got = _sass_counts("fwd", d, dtype, dict(flags, ROWSUM_MMA=True, CONSUMER_REGS=regs[0],
-                                               PRODUCER_REGS=regs[1]))
-    assert got["HGMMA_N8"] >= 2 * 128 // 16, got          # K = 128 keys in steps of 16, twice
-    assert got["DEPBAR"] * 4 <= got["HGMMA"], got
-    assert got["STL"] == 0, got
-    assert _sass_counts("fwd", d, dtype, flags)["HGMMA_N8"] == 0
-
-
-def test_row_sum_mode_is_checked_and_dropout_sums_in_registers(monkeypatch):
-    monkeypatch.setattr(launch, "HOPPER_ROWSUM", "mma")
-    assert launch._rowsum_mma(0.0) and not launch._rowsum_mma(0.1)
-    monkeypatch.setattr(launch, "HOPPER_ROWSUM", "alu")
-    assert not launch._rowsum_mma(0.0)
-    monkeypatch.setattr(launch, "HOPPER_ROWSUM", "tensor")
-    with pytest.raises(ValueError, match="HOPPER_ROWSUM"):
-        launch._rowsum_mma(0.0)
-
-
 def test_causal_dkdv_kernel_spills_less_with_its_registers():
     """The causal dK/dV kernel gets more registers per consumer thread than the plain one
     (``launch._HOPPER_BWD_REGS``): its comparison of key and query positions keeps 16 more
@@ -344,45 +314,6 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
     for out, lse in results[1:]:
         assert torch.equal(out, results[0][0]) and torch.equal(lse, results[0][1])
     assert torch.isfinite(results[0][0]).all()
-
-
-@gpu
-@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
-def test_hopper_forward_with_row_sums_in_registers_matches_the_oracle(name, pattern, kw, hopper_only,
-                                                                     monkeypatch):
-    """The other row-sum mode (``launch.HOPPER_ROWSUM = "alu"``; the oracle tests above run
-    the default, "mma") on every oracle case."""
-    monkeypatch.setattr(launch, "HOPPER_ROWSUM", "alu")
-    kw = dict(kw)
-    kw.setdefault("d", 128)
-    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
-
-
-@gpu
-@pytest.mark.parametrize("d", [64, 128])
-def test_hopper_row_sum_modes_agree(d, hopper_only, monkeypatch):
-    """Row sums of the 16-bit probabilities on the tensor cores ("mma") against fp32 sums in
-    registers ("alu"): the same outputs and LSE to within the 16-bit rounding of P, and the
-    same gradients (the backward reads the LSE), on a causal layout with a global row, an
-    uneven length and GQA; both against the float64 reference error of a same-dtype SDPA."""
-    g = torch.Generator(device="cuda").manual_seed(3)
-    N = 1500
-    q = torch.randn(2, 4, N, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 2, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
-    pattern = sf.local(2) | sf.global_blocks(1)
-    results = {}
-    for mode in ("mma", "alu"):
-        monkeypatch.setattr(launch, "HOPPER_ROWSUM", mode)
-        qq, kk, vv = (t.detach().clone().requires_grad_() for t in (q, k, v))
-        out, lse = sf.sparse_attention(qq, kk, vv, pattern, block_size=128, causal=True,
-                                       return_lse=True)
-        out.float().square().sum().backward()
-        results[mode] = (out.float(), lse, qq.grad.float(), kk.grad.float(), vv.grad.float())
-    mma, alu = results["mma"], results["alu"]
-    assert all(torch.isfinite(t).all() for t in mma)
-    assert (mma[1] - alu[1]).abs().max() < 4e-3                      # lse (natural log)
-    for a, b in zip(mma[:1] + mma[2:], alu[:1] + alu[2:]):
-        assert (a - b).abs().max() <= 0.01 * b.abs().max(), (a - b).abs().max() / b.abs().max()
 
 
 @gpu

@@ -49,13 +49,12 @@ import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
-                                                               warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
+                                                               warpgroup_mma_wait)
 
 from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh, _word_pieces
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
-ROWSUM_N = gl.constexpr(8)                  # columns of the row sums' product P 1 (wgmma's least N)
 
 
 # Shared with the portable kernels: tiles.py's ``_slot_sequence`` and score modifiers (``_tanh``,
@@ -311,7 +310,7 @@ def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
               Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
               num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -322,13 +321,13 @@ def _consumer(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_read
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              ROWSUM_MMA: gl.constexpr, WG: gl.constexpr):
+              WG: gl.constexpr):
     if PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
-            step += _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready,
+            step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                                   kv_empty, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
@@ -337,22 +336,21 @@ def _consumer(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_read
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, ROWSUM_MMA, WG)
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
             tile_i += 1
     else:
-        _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
+        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
                       LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
-                      ROWSUM_MMA, WG)
+                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
 
 
 @gluon.jit
-def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                   Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                   rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                   num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -363,8 +361,7 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, ROWSUM_MMA: gl.constexpr,
-                  WG: gl.constexpr):
+                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps."""
@@ -407,13 +404,6 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
     l_i = gl.zeros([ROWS], gl.float32, row_layout)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
-    # ROWSUM_MMA: the row sums as a product, l += P 1 beside O += P V (every column of l_acc
-    # holds the sum), rescaled like O; the sums are then of the 16-bit P the values see
-    l_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                       instr_shape=[16, ROWSUM_N, 16])
-    pl_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=l_layout, k_width=2)
-    lrow_layout: gl.constexpr = gl.SliceLayout(1, l_layout)
-    l_acc = gl.zeros([ROWS, ROWSUM_N], gl.float32, l_layout)
 
     mbarrier.wait(q_bar, tile_i & 1)
     if trips > 0:
@@ -432,8 +422,7 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
         m_i = _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
         e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)   # [BLOCK_M, BLOCK_N]
-        if not ROWSUM_MMA:
-            l_i = gl.sum(e, 1)
+        l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
             e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
@@ -449,12 +438,7 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
-            if ROWSUM_MMA:
-                l_acc = warpgroup_mma(gl.convert_layout(p, pl_layout, assert_trivial=True),
-                                      ones_smem.permute((1, 0)), l_acc, is_async=True)
-                s = warpgroup_mma_wait(2, deps=(s, ))
-            else:
-                s = warpgroup_mma_wait(1, deps=(s, ))
+            s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
                 s = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos, first,
                                 qk_scale, softcap2, alibi2, col_layout, BLOCK_N, HAS_SOFTCAP,
@@ -469,13 +453,9 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
             e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
             alpha = gl.exp2(m_i - m_use)
+            l_i = l_i * alpha + gl.sum(e, 1)
             m_i = m_new
-            if ROWSUM_MMA:
-                acc, l_acc = warpgroup_mma_wait(0, deps=(acc, l_acc))
-                l_acc = l_acc * gl.convert_layout(alpha, lrow_layout)[:, None]
-            else:
-                l_i = l_i * alpha + gl.sum(e, 1)
-                acc = warpgroup_mma_wait(0, deps=(acc, ))
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
@@ -487,13 +467,7 @@ def _consume_tile(q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_
         last = (step + trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
-        if ROWSUM_MMA:
-            l_acc = warpgroup_mma(gl.convert_layout(p, pl_layout, assert_trivial=True),
-                                  ones_smem.permute((1, 0)), l_acc, is_async=True)
-            acc, l_acc = warpgroup_mma_wait(0, deps=(acc, l_acc))
-            l_i = gl.convert_layout(gl.max(l_acc, 1), row_layout)
-        else:
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(kv_empty.index(last))
     # every product that read this warpgroup's Q has completed: the producer may load the
     # next tile's while this one's output is written
@@ -536,9 +510,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                       PERSISTENT: gl.constexpr = False, ROWSUM_MMA: gl.constexpr = False):
+                       PERSISTENT: gl.constexpr = False):
     gl.static_assert(BLOCK % BLOCK_M == 0)
-    gl.static_assert(not (ROWSUM_MMA and HAS_DROPOUT), "dropout sums the probabilities before the mask")
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
     gl.static_assert(NUM_WARPS == 4)
@@ -561,36 +534,26 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(kv_empty.index(i), count=2)       # both consumer warpgroups release a slot
-    # ROWSUM_MMA: a tile of ones, the B operand of the row sums' product P 1, stored [8, BLOCK_N]
-    # with the keys contiguous and read transposed, as the K tiles are for S = Q K^T
-    if ROWSUM_MMA:
-        ones_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWSUM_N, BLOCK_N], dtype)
-        ones = gl.full([ROWSUM_N, BLOCK_N], 1.0, dtype,
-                       gl.BlockedLayout([1, 8], [1, 32], [1, NUM_WARPS], [1, 0]))
-        ones_smem = gl.allocate_shared_memory(dtype, [ROWSUM_N, BLOCK_N], ones_layout, ones)
-        fence_async_shared()        # the generic-proxy stores, before the wgmma reads them
-    else:
-        ones_smem = q_bar           # a placeholder the consumers never read
 
     # two consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the other's matrix products
     gl.warp_specialize(
-        [(_consumer, (q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+        [(_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, ROWSUM_MMA, 0)),
-         (_consumer, (q_smem, k_smem, v_smem, ones_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 0)),
+         (_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, ROWSUM_MMA, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
                       v_ready, kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,

@@ -527,23 +527,6 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 # tile; True: persistent; an int n > 0: persistent with at most n CTAs (tests use it to give
 # each CTA many tiles).
 HOPPER_PERSISTENT: Union[None, bool, int] = None
-# How the Hopper forward sums a row's probabilities: "mma" adds the product P 1 (a [128, 8] tile
-# of ones in shared memory) beside O += P V, so the tensor cores sum the 16-bit P the values see
-# and the consumers skip 64 adds and 4 shuffles a thread per step; "alu" sums the fp32
-# probabilities in registers. Dropout always takes "alu" (its sum is of the probabilities before
-# the mask). SPARSEFLASH_HOPPER_ROWSUM sets it.
-HOPPER_ROWSUM = os.environ.get("SPARSEFLASH_HOPPER_ROWSUM", "mma")
-# Registers a consumer / the producer thread of the Hopper forward takes: the "mma" row sums
-# keep a [64, 8] accumulator more live, which at d=128 spilled 13 registers at 232 / 40 and none
-# at 240 / 24 (sm_90 SASS, tests/test_hopper.py).
-_HOPPER_FWD_REGS = {"alu": (232, 40), "mma": (240, 24)}
-
-
-def _rowsum_mma(dropout_p: float) -> bool:
-    """Whether the Hopper forward sums its rows on the tensor cores (``HOPPER_ROWSUM``)."""
-    if HOPPER_ROWSUM not in ("mma", "alu"):
-        raise ValueError(f"launch.HOPPER_ROWSUM must be 'mma' or 'alu', got {HOPPER_ROWSUM!r}")
-    return HOPPER_ROWSUM == "mma" and not dropout_p > 0
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -658,8 +641,6 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         raise ValueError("launch.HOPPER_PERSISTENT must be None, a bool or a positive int (CTAs), "
                          f"got {HOPPER_PERSISTENT!r}")
     persistent = switch is not False
-    rowsum = _rowsum_mma(dropout_p)
-    consumer_regs, producer_regs = _HOPPER_FWD_REGS["mma" if rowsum and d == 128 else "alu"]
     if persistent:
         ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
         grid = (min(num_programs, ctas if switch is True else switch),)
@@ -669,8 +650,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, ROWSUM_MMA=rowsum,
-        HAS_SOFTCAP=mods["HAS_SOFTCAP"],
+        CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True
     return plan, sources
@@ -843,7 +823,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
-           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_ROWSUM)
+           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

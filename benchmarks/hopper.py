@@ -21,6 +21,7 @@ Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import sys
@@ -60,10 +61,11 @@ def fa4_function():
     return flash_attn_func
 
 
-def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, persistent=False):
+def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False, persistent=False,
+            settings=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``persistent`` makes it the persistent kernel
-    (``launch.HOPPER_PERSISTENT``), ``portable_bwd`` / ``hopper_bwd`` force the
+    (``launch.HOPPER_PERSISTENT``), ``settings`` other launch module values, ``portable_bwd`` / ``hopper_bwd`` force the
     portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
@@ -82,6 +84,7 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
             values["_HOPPER_STAGES"] = dict.fromkeys(launch._HOPPER_STAGES, stages)
         if persistent:
             values["HOPPER_PERSISTENT"] = persistent
+        values.update(settings or {})
         return launch_switches(**values)
 
     def fn(q, k, v):
@@ -91,14 +94,17 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
     return fn
 
 
-def variants(layout, d, wanted, pbwd=False, hbwd=False, persistent=False):
+def variants(layout, d, wanted, pbwd=False, hbwd=False, persistent=False, settings=()):
     """Extra impls: ``ours-s<stages>`` (``--stages d:n,...``), ``ours-persist`` (the persistent
-    forward, ``--persistent``), ``ours-pbwd`` (Hopper
+    forward, ``--persistent``), ``ours-NAME=VALUE`` (a launch module value, ``--set``),
+    ``ours-pbwd`` (Hopper
     forward, portable dK/dV) with ``--pbwd``, ``ours-hbwd`` (Hopper forward and dK/dV) with
     ``--hbwd``."""
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
     if persistent:
         extra["ours-persist"] = ours_fn(layout, False, persistent=True)
+    for name, value in settings:
+        extra[f"ours-{name}={value}"] = ours_fn(layout, False, settings={name: value})
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if hbwd:
@@ -219,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--persistent", action="store_true", help="also time the persistent Hopper forward")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="also time ours with a sparseflash.kernels.launch value set, e.g. "
+                         "HOPPER_FWD_OVERLAP=False (a Python literal; repeatable)")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
@@ -231,7 +240,13 @@ def main(argv=None):
         return
     quick = args.quick
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
-    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent)
+    settings = []
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not hasattr(launch, name):
+            ap.error(f"--set wants NAME=VALUE with NAME a sparseflash.kernels.launch value, got {item!r}")
+        settings.append((name, ast.literal_eval(value)))
+    extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent, settings=settings)
     skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")
     fa4 = None if args.no_peers else fa4_function()

@@ -41,7 +41,7 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False)
+                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, OVERLAP_PV=False)
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel

@@ -321,7 +321,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              WG: gl.constexpr):
+              OVERLAP_PV: gl.constexpr, WG: gl.constexpr):
     if PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -336,7 +336,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, WG)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
@@ -346,7 +346,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, WG)
+                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
+                      OVERLAP_PV, WG)
 
 
 @gluon.jit
@@ -361,7 +362,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, WG: gl.constexpr):
+                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
+                  WG: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps."""
@@ -448,13 +450,22 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
                             window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
                             HAS_WR, HAS_KPM)
-            m_new = gl.maximum(m_i, _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI))
-            # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
-            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-            e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
-            alpha = gl.exp2(m_i - m_use)
-            l_i = l_i * alpha + gl.sum(e, 1)
-            m_i = m_new
+            # OVERLAP_PV: the softmax in a branch of its own (its condition always holds, but
+            # the compiler cannot know it), so that the wait for P V below starts a later basic
+            # block: ptxas otherwise moves that wait, the release barrier and the slot's arrive
+            # to the top of the softmax's block, and P_{t-1} V_{t-1} no longer overlaps the
+            # exponentials (the sm_90 SASS of tests/test_hopper.py)
+            if (t + n_full >= 0) or (not OVERLAP_PV):
+                m_new = gl.maximum(m_i, _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI))
+                # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
+                alpha = gl.exp2(m_i - m_use)
+                l_i = l_i * alpha + gl.sum(e, 1)
+                m_i = m_new
+            else:       # never runs
+                e = s
+                alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
@@ -510,7 +521,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                       PERSISTENT: gl.constexpr = False):
+                       PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False):
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
@@ -545,7 +556,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 0)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, OVERLAP_PV, 0)),
          (_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
                       Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
@@ -553,7 +564,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
                       NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, 1)),
+                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, OVERLAP_PV, 1)),
          (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
                       v_ready, kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
                       num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,

@@ -527,6 +527,10 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 # tile; True: persistent; an int n > 0: persistent with at most n CTAs (tests use it to give
 # each CTA many tiles).
 HOPPER_PERSISTENT: Union[None, bool, int] = None
+# The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
+# that ptxas leaves the wait for the previous step's P V after the exponentials instead of
+# moving it above them. SPARSEFLASH_HOPPER_OVERLAP=0 sets False.
+HOPPER_FWD_OVERLAP: bool = os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0"
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -650,7 +654,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=232, PRODUCER_REGS=40, HAS_SOFTCAP=mods["HAS_SOFTCAP"],
+        CONSUMER_REGS=232, PRODUCER_REGS=40, OVERLAP_PV=bool(HOPPER_FWD_OVERLAP),
+        HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True
     return plan, sources
@@ -823,7 +828,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
-           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT)
+           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

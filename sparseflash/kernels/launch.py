@@ -529,8 +529,19 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 HOPPER_PERSISTENT: Union[None, bool, int] = None
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
-# moving it above them. SPARSEFLASH_HOPPER_OVERLAP=0 sets False.
-HOPPER_FWD_OVERLAP: bool = os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0"
+# moving it above them. None: at d=128 only; True / False: always / never
+# (SPARSEFLASH_HOPPER_OVERLAP=0 sets False). On an H200 (benchmarks/results/h200-hopper/
+# run12-rowsum/call5, forward time before / after) it gained 1.00-1.055x on 9 of the 11 d=128
+# cases (dense causal 16K 1.055, local(32) 64K 1.037, dense 16K 1.022) and lost 0.94-0.97 on
+# two short persistent ones; at d=64 0.955-1.007 (dense 16K 0.955).
+HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0" else False
+
+
+def _overlap_pv(d: int) -> bool:
+    """Whether the Hopper forward puts its softmax in a block of its own (HOPPER_FWD_OVERLAP)."""
+    if HOPPER_FWD_OVERLAP not in (None, True, False):
+        raise ValueError(f"launch.HOPPER_FWD_OVERLAP must be None, True or False, got {HOPPER_FWD_OVERLAP!r}")
+    return d == 128 if HOPPER_FWD_OVERLAP is None else HOPPER_FWD_OVERLAP
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -654,7 +665,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
         _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
         BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=232, PRODUCER_REGS=40, OVERLAP_PV=bool(HOPPER_FWD_OVERLAP),
+        CONSUMER_REGS=232, PRODUCER_REGS=40, OVERLAP_PV=_overlap_pv(d),
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True

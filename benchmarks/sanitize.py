@@ -13,6 +13,9 @@ same seed, which drops the same entries).
 ``--persistent N``: the persistent forward with at most N CTAs (``launch.HOPPER_PERSISTENT``),
 so that each CTA walks several query tiles.
 
+``--overlap``: the forward's softmax in a block of its own at every head dim
+(``launch.HOPPER_FWD_OVERLAP = True``; by default only at d=128).
+
 ``--stats MODE``: how the dK/dV kernel gets its statistics (``launch.HOPPER_BWD_STATS``:
 ``tma``, ``cpasync`` or ``load``; default: the dispatcher's choice, TMA on these aligned
 shapes).
@@ -53,6 +56,8 @@ def main():
     p = 0.2 if "--dropout" in sys.argv else 0.0
     if "--persistent" in sys.argv:
         launch.HOPPER_PERSISTENT = int(sys.argv[sys.argv.index("--persistent") + 1])
+    if "--overlap" in sys.argv:
+        launch.HOPPER_FWD_OVERLAP = True
     if "--stats" in sys.argv:
         launch.HOPPER_BWD_STATS = sys.argv[sys.argv.index("--stats") + 1]
     run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True, dropout_p=p)

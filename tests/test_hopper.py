@@ -88,9 +88,16 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         f.flush()
         sass = subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
                               text=True, check=True).stdout
+    # exponentials issued between a wait for the older of two product groups (DEPBAR.LE 1:
+    # S_t done, P_{t-1} V_{t-1} may run) and the next wait for all (DEPBAR.LE 0): the most
+    # over the kernel's code, i.e. how many of a step's exponentials overlap its P V
+    overlap = 0
+    for part in sass.split("WARPGROUP.DEPBAR.LE gsb0, 0x1")[1:]:
+        overlap = max(overlap, part.split("WARPGROUP.DEPBAR.LE gsb0, 0x0")[0].count("MUFU.EX2"))
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
-                                 "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass))}))
+                                 "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
+                                 "EX2_OVERLAPPING_PV": overlap}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
 """
@@ -225,6 +232,34 @@ def test_hopper_kernels_keep_wgmma_asynchronous(which, d, dtype):
     counts = _sass_counts(which, d, dtype, {})
     assert counts["HGMMA"] >= 16, counts
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
+
+
+@pytest.mark.parametrize("d,dtype,flags", [
+    (128, "bf16", {}),
+    (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True)),
+    (64, "fp16", dict(HAS_SOFTCAP=2, HAS_KPM=True)),
+], ids=["d128-bf16-plain", "d128-causal-persistent", "d64-fp16-softcap-kpm"])
+def test_forward_softmax_overlaps_the_previous_value_product(d, dtype, flags):
+    """With ``OVERLAP_PV`` (``launch.HOPPER_FWD_OVERLAP``) a step's exponentials sit between the
+    wait for its S = Q K^T and the wait for the previous step's P V in the sm_90 SASS (all 64
+    per thread of a [64, 128] tile, plus alpha's), so the tensor cores run P V while the
+    softmax does; the kernel keeps its products asynchronous and spills nothing. Without it
+    ptxas moved the second wait, with the slot's release, above the exponentials (none of the
+    66 in between at the time of writing: benchmarks/results/h200-hopper/run12-rowsum)."""
+    got = _sass_counts("fwd", d, dtype, dict(flags, OVERLAP_PV=True))
+    assert got["EX2_OVERLAPPING_PV"] >= 64, got
+    assert got["DEPBAR"] * 4 <= got["HGMMA"], got
+    assert got["STL"] == 0, got
+
+
+def test_forward_overlap_default_and_bad_value(monkeypatch):
+    monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", None)
+    assert launch._overlap_pv(128) and not launch._overlap_pv(64)
+    monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", True)
+    assert launch._overlap_pv(64)
+    monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", "yes")
+    with pytest.raises(ValueError, match="HOPPER_FWD_OVERLAP"):
+        launch._overlap_pv(128)
 
 
 def test_causal_dkdv_kernel_spills_less_with_its_registers():

@@ -644,6 +644,36 @@ def test_persistent_forward_is_the_default_on_short_even_rows():
         assert launch._persistent_default(layout, ptr, None) is False
 
 
+def test_forward_row_counts_are_read_from_the_device_once_per_layout(monkeypatch):
+    """The launch order and the persistent rule share one host copy of the forward table's row
+    counts per layout (``launch._row_counts``), and the dK/dV order keeps its own (the
+    transposed table's)."""
+    layout = sf.compile(sf.local(2) | sf.global_blocks(1), 4096, block_size=128)
+    fwd_ptr = torch.from_numpy(np.array(layout.fwd_ptr))
+    bwd_ptr = torch.from_numpy(np.array(layout.bwd_ptr))
+    reads = []
+    cpu = torch.Tensor.cpu
+
+    def counting_cpu(t, *a, **k):
+        reads.append(t.data_ptr())
+        return cpu(t, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    cache = {}
+    launch._launch_order(fwd_ptr, cache, kind="fwd", batch=1, num_heads=2, group=1,
+                         per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
+                         first_pos=0)
+    launch._persistent_default(layout, fwd_ptr, cache)
+    launch._launch_order(fwd_ptr, cache, kind="dq", batch=1, num_heads=2, group=1,
+                         per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
+                         first_pos=0)
+    assert reads == [fwd_ptr.data_ptr()]
+    launch._launch_order(bwd_ptr, cache, kind="dkdv", batch=1, num_heads=2, group=1,
+                         per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
+                         first_pos=0)
+    assert reads == [fwd_ptr.data_ptr(), bwd_ptr.data_ptr()]
+
+
 def test_dkdv_statistics_copies_need_aligned_rows(monkeypatch):
     """The producer copies a step's lse2/delta rows with TMA only where every copy starts
     16-byte aligned (an unaligned 1-D copy faulted on an H200): N and each sequence's tensor-row

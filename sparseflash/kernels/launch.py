@@ -169,6 +169,17 @@ def _descriptors(use_tma: bool, rows: int, d_pad: int, *tensors: torch.Tensor):
                  for t in tensors)
 
 
+def _row_counts(row_ptr: torch.Tensor, cache: dict, table: str) -> np.ndarray:
+    """Entries per row of the layout's forward (``table`` "fwd": ``fwd_ptr``, read by the
+    forward and dQ kernels) or transposed ("bwd": ``bwd_ptr``, the dK/dV kernels') CSR table,
+    int64 on the host: copied from the device once per layout, table and device (``cache``, the
+    layout's schedule cache), then shared by the launch orders and the persistent rule."""
+    key = ("row_counts", table, str(row_ptr.device))
+    if key not in cache:
+        cache[key] = np.diff(row_ptr.cpu().numpy().astype(np.int64))
+    return cache[key]
+
+
 def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, batch: int,
                   num_heads: int, group: int, per_head: bool, num_tiles: int, tile: int,
                   block_size: int, reverse: bool, first_pos: int = 0) -> Optional[torch.Tensor]:
@@ -186,7 +197,7 @@ def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, ba
     key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse, first_pos)
     if key in cache:
         return cache[key]
-    counts = np.diff(row_ptr.cpu().numpy().astype(np.int64))
+    counts = _row_counts(row_ptr, cache, "bwd" if kind == "dkdv" else "fwd")
     table_heads = num_heads if per_head else 1
     counts = counts.reshape(table_heads, -1)                         # [table_heads, rows]
     # local table row of each tile (tiles are aligned to absolute positions from first_pos)
@@ -617,7 +628,7 @@ def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) ->
         return False
     key = ("persistent", str(row_ptr.device))
     if key not in cache:
-        counts = np.diff(row_ptr.cpu().numpy().astype(np.int64))
+        counts = _row_counts(row_ptr, cache, "fwd")
         steps = counts[counts > 0] * (layout.block_size // _HOPPER_TILE)
         cache[key] = bool(steps.size and steps.mean() <= 32 and steps.max() <= 1.25 * steps.mean())
     return cache[key]

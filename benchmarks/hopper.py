@@ -11,7 +11,9 @@ Impls, each forward and forward+backward:
   ``USE_HOPPER_BWD`` False);
 * ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables
   (:func:`sparseflash.to_fa4_block_sparse`), skipped with a one-line note when FA4 is missing;
-* ``cudnn``: SDPA's cuDNN backend, dense cases only.
+* ``cudnn``: SDPA's cuDNN backend, dense cases only;
+* ``flex`` (``--flex``): FlexAttention's compiled Triton kernel on a BlockMask of the same
+  blocks.
 
 Every impl's output is checked against ``ours`` (max |diff| / max |ours|) before timing.
 FLOPs count computed blocks only. Writes ``hopper.json``/``hopper.csv`` and ``fa4_ratio.json``
@@ -129,6 +131,21 @@ def fa4_fn(flash_attn_func, layout, B, dense_causal):
     return fn
 
 
+def flex_fn(layout, dev):
+    """FlexAttention's compiled Triton kernel on a BlockMask holding exactly the layout's blocks
+    (benchmarks/run.py ``flex_block_mask``; the dynamo cache limits raised so that many shapes
+    keep the fused kernel)."""
+    from benchmarks.real_batches import flex_fn as compiled_flex
+    from benchmarks.run import flex_block_mask
+
+    flex = compiled_flex()
+    block_mask = flex_block_mask(layout, dev)
+
+    def fn(q, k, v):
+        return flex(q, k, v, block_mask=block_mask)
+    return fn
+
+
 def cudnn_fn(causal):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -228,6 +245,8 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="also time ours with a sparseflash.kernels.launch value set, e.g. "
                          "HOPPER_FWD_OVERLAP=False (a Python literal; repeatable)")
+    ap.add_argument("--flex", action="store_true",
+                    help="also time FlexAttention's compiled Triton kernel on the same blocks")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
     ap.add_argument("--hbwd", action="store_true", help="also time the Hopper dK/dV kernel forced on")
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
@@ -258,6 +277,8 @@ def main(argv=None):
         if not args.no_peers:
             impls.update(portable=ours_fn(layout, True), cudnn=cudnn_fn(causal))
         impls = {n: f for n, f in impls.items() if n not in skip}
+        if args.flex:
+            impls["flex"] = flex_fn(layout, dev)
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None, B, causal)
         flops = 4.0 * d * 128 ** 2 * layout.nnz * B      # nnz counts every head
@@ -269,6 +290,8 @@ def main(argv=None):
         if not args.no_peers:
             impls["portable"] = ours_fn(layout, True)
         impls = {n: f for n, f in impls.items() if n not in skip}
+        if args.flex:
+            impls["flex"] = flex_fn(layout, dev)
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, layout, 1, False)
         flops = 4.0 * d * 128 ** 2 * layout.nnz

@@ -67,8 +67,9 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
             settings=None):
     """sparse_attention on the layout; ``portable`` switches the Hopper forward off,
     ``stages`` overrides its K/V ring depth, ``persistent`` makes it the persistent kernel
-    (``launch.HOPPER_PERSISTENT``), ``settings`` other launch module values, ``portable_bwd`` / ``hopper_bwd`` force the
-    portable / the Hopper dK/dV kernel (variants; the plan cache keys on them).
+    (``launch.HOPPER_PERSISTENT``), ``settings`` sets other launch module values (a dict),
+    ``portable_bwd`` / ``hopper_bwd`` force the portable / the Hopper dK/dV kernel (variants;
+    the plan cache keys on them).
 
     The backward reads the switches when autograd runs it, after ``fn`` has returned:
     ``fn.switches()`` is a context manager that sets them, and ``run_case`` holds it around

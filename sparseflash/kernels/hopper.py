@@ -13,7 +13,9 @@ softmax to Triton's pipeliner. Here it is written out, as FlashAttention-3 does:
   ``warpgroup_mma``. ``P_{t-1} V_{t-1}`` is issued right after ``S_t`` and runs while the
   softmax of step ``t`` does (FA3's intra-warpgroup overlap); ``P`` feeds the second product
   from registers, never through shared memory. Both release a slot (count 2) after their
-  ``P V`` has read it.
+  ``P V`` has read it. With ``OVERLAP_PV`` (launch.py ``HOPPER_FWD_OVERLAP``, default at
+  d=128) the softmax sits in a basic block of its own, without which ptxas hoists the wait for
+  ``P_{t-1} V_{t-1}`` above the exponentials and the overlap is lost.
 
 With ``PERSISTENT`` (launch.py ``HOPPER_PERSISTENT``; the default on short, even rows) the
 grid is at most one CTA per SM and each walks every ``num_programs(0)``-th query tile in launch

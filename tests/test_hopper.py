@@ -41,7 +41,11 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, OVERLAP_PV=False)
+                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, OVERLAP_PV=False,
+                      NUM_CONSUMERS=2)
+    if flags.get("NUM_CONSUMERS") == 3:
+        constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD3_REGS[0],
+                          PRODUCER_REGS=launch._HOPPER_FWD3_REGS[1])
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -140,7 +144,10 @@ def _sass_counts(which, d, dtype, flags):
     (64, "fp16", dict(CAUSAL=True, HAS_WL=True, HAS_KPM=True, PER_SEQ=True, PACKED=True,
                       SCHEDULED=True)),
     (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True)),
-], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent"])
+    (64, "bf16", dict(NUM_CONSUMERS=3, CAUSAL=True, SCHEDULED=True)),
+    (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, HAS_DROPOUT=16110)),
+], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent", "d64-three-consumers-causal",
+        "d64-three-consumers-persistent-dropout"])
 def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """The sm_90 build uses what the design rests on: asynchronous wgmma, TMA copies into the
     ring, register reallocation between the warp-specialised partitions, and no spills."""
@@ -278,6 +285,96 @@ def test_causal_dkdv_kernel_spills_less_with_its_registers():
     assert spills["causal"] < spills["plain"], spills
 
 
+def test_three_consumer_forward_partitions_and_registers():
+    """The 192-query forward (``NUM_CONSUMERS=3``): three consumer warpgroups and the producer
+    warp, each consumer thread with 160 registers and the producer's with 24
+    (``launch._HOPPER_FWD3_REGS``: 4 warpgroups fill the SM's 65536), three products per
+    warpgroup per step site as with two, and the same steady-state loop without spills: the
+    persistent build's sm_90 SASS stores nothing to local memory."""
+    ptx = _ptx("fwd", 64, "bf16", dict(NUM_CONSUMERS=3))
+    inc = [int(r) for r in re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+)", ptx)]
+    dec = [int(r) for r in re.findall(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+(\d+)", ptx)]
+    consumer, producer = launch._HOPPER_FWD3_REGS
+    assert inc.count(consumer) == 2, inc             # the two worker consumer partitions
+    assert producer in dec, dec
+    # the default partition (the first consumer) keeps what the others leave: 168
+    assert 65536 // 128 - 2 * consumer - producer in dec, dec
+    two = _sass_counts("fwd", 64, "bf16", dict(PERSISTENT=True))
+    three = _sass_counts("fwd", 64, "bf16", dict(NUM_CONSUMERS=3, PERSISTENT=True))
+    assert three["HGMMA"] == two["HGMMA"] * 3 // 2, (two, three)
+    assert three["STL"] == 0, three
+
+
+def _prefix_rows_slow(layout):
+    """``launch._prefix_rows`` by its definition, row by row."""
+    ptr, idx = np.array(layout.fwd_ptr), np.array(layout.fwd_idx)
+    rows = (len(ptr) - 1) // layout.table_heads
+    for r in range(len(ptr) - 2):
+        if (r + 1) % rows == 0:
+            continue
+        a, b = list(idx[ptr[r]:ptr[r + 1]]), list(idx[ptr[r + 1]:ptr[r + 2]])
+        if b[:len(a)] != a:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("pattern,n,causal,kw,want", [
+    (sf.dense(), 4096, False, {}, True),
+    (sf.dense(), 4096, True, {}, True),
+    (sf.dense(), 1000, True, dict(kv_len=3000), True),
+    (sf.local(2), 4096, True, {}, False),
+    (sf.local(2) | sf.global_blocks(1), 2048, False, {}, False),
+    (sf.global_blocks(1), 2048, False, {}, False),
+    (sf.bigbird(window=1, globals=1, random=2), 2048, False, dict(num_heads=4), False),
+], ids=["dense", "causal", "causal-kv-longer", "local", "local-global", "global-rows", "bigbird-per-head"])
+def test_prefix_rows_rule(pattern, n, causal, kw, want):
+    """Three consumers need every table row to be a prefix of the next one of its head:
+    dense and causal tables are (with kv_len > seq_len too); sliding windows, global rows (a
+    full row before a short one) and random per-head rows are not. Checked against the row-by-row definition."""
+    layout = sf.compile(pattern, n, block_size=128, causal=causal, **kw)
+    ptr = torch.from_numpy(np.array(layout.fwd_ptr))
+    idx = torch.from_numpy(np.array(layout.fwd_idx))
+    got = launch._prefix_rows(ptr, idx, {}, layout.table_heads)
+    assert got is want is _prefix_rows_slow(layout)
+
+
+def test_three_consumers_where_the_rule_allows(monkeypatch):
+    """``launch._fwd_consumers``: by default three at d=64 on prefix tables without softcap,
+    ALiBi, key padding or windows, two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming
+    the reason where three cannot run; other values are refused."""
+    dense = sf.compile(sf.dense(), 4096, block_size=128, causal=True)
+    local = sf.compile(sf.local(2), 4096, block_size=128)
+    window = sf.compile(sf.dense(), 4096, block_size=128, causal=True, window_size=(300, 0))
+
+    def pick(layout, d=64, **kw):
+        ptr = torch.from_numpy(np.array(layout.fwd_ptr))
+        idx = torch.from_numpy(np.array(layout.fwd_idx))
+        args = dict(kpm=None, softcap=0.0, alibi=None)
+        args.update(kw)
+        return launch._fwd_consumers(layout, d, ptr, idx, {}, **args)
+
+    assert pick(dense) == 3
+    assert pick(dense, d=128) == 2
+    assert pick(local) == 2
+    assert pick(window) == 2
+    assert pick(dense, softcap=30.0) == 2
+    assert pick(dense, alibi=torch.ones(2)) == 2
+    ptr = torch.from_numpy(np.array(dense.fwd_ptr))
+    idx = torch.from_numpy(np.array(dense.fwd_idx))
+    assert launch._fwd_consumers(dense, 64, ptr, idx, None, None, 0.0, None) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 3)
+    assert pick(dense, softcap=30.0) == 3
+    with pytest.raises(RuntimeError, match="HOPPER_FWD_CONSUMERS=3.*not a prefix"):
+        pick(local)
+    with pytest.raises(RuntimeError, match="head_dim is not 64"):
+        pick(dense, d=128)
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 2)
+    assert pick(dense) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 4)
+    with pytest.raises(ValueError, match="HOPPER_FWD_CONSUMERS must be None, 2 or 3"):
+        pick(dense)
+
+
 def test_dispatcher_says_why_it_falls_back():
     layout = sf.compile(sf.local(1), 256, block_size=128)
     q = torch.zeros(1, 1, 256, 64)
@@ -348,6 +445,55 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
                                            dropout_p=dropout_p, return_lse=True))
     for out, lse in results[1:]:
         assert torch.equal(out, results[0][0]) and torch.equal(lse, results[0][1])
+    assert torch.isfinite(results[0][0]).all()
+
+
+THREE_CASES = [
+    # (name, pattern, kwargs for check): tables whose rows are prefixes of the next
+    ("dense-causal-1000", sf.dense(), dict(q_lens=[1000], causal=True)),
+    ("dense-kv-longer", sf.dense(), dict(q_lens=[300], k_lens=[1000], causal=True)),
+    ("dense-kv-longer-700", sf.dense(), dict(q_lens=[700], k_lens=[900], causal=True)),
+    ("dense-batch-2", sf.dense(), dict(q_lens=[1300], B=2)),
+    ("gqa-causal", sf.dense(), dict(q_lens=[700], H=4, Hkv=2, causal=True)),
+    ("one-query", sf.dense(), dict(q_lens=[1], k_lens=[500], causal=True)),
+    ("causal-130", sf.dense(), dict(q_lens=[130], causal=True)),
+]
+
+
+@gpu
+@pytest.mark.parametrize("persistent", [False, 3], ids=["one-cta-per-tile", "persistent-3"])
+@pytest.mark.parametrize("name,pattern,kw", THREE_CASES, ids=[c[0] for c in THREE_CASES])
+def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, persistent, hopper_only,
+                                                          monkeypatch):
+    """The 192-query forward (three consumer warpgroups, ``launch.HOPPER_FWD_CONSUMERS=3``)
+    against the float64 oracle at d=64: lengths not multiples of 192, kv_len > seq_len (the
+    first tile's thirds before the sequence start), GQA, batches, and persistent CTAs."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 3)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", d=64, **kw)
+
+
+@gpu
+@pytest.mark.parametrize("dropout_p", [0.0, 0.2])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_hopper_three_consumers_equal_two(dropout_p, causal, hopper_only, monkeypatch):
+    """A query row's arithmetic does not depend on how many warpgroups share its tile: each
+    warpgroup walks its own row's blocks in the table's order with the same 64-row products,
+    so three consumers give bit for bit the outputs and LSE of two, with and without dropout
+    (the same seed draws the same mask), here with kv_len > seq_len (2000 queries against
+    2500 keys, bottom-right aligned)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(2, 4, 2000, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 4, 2500, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    results = []
+    for consumers in (2, 3):
+        monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+        torch.manual_seed(7)
+        results.append(sf.sparse_attention(q, k, v, sf.dense(), block_size=128, causal=causal,
+                                           dropout_p=dropout_p, return_lse=True))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
     assert torch.isfinite(results[0][0]).all()
 
 

@@ -143,6 +143,32 @@ def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, 
 
 
 @gluon.jit
+def _wg_row(row, start_m, first, q_lo, q_hi, tile_ok, BLOCK: gl.constexpr,
+            NUM_CONSUMERS: gl.constexpr):
+    """(table row, holds rows of the sequence) of the consumer warpgroup whose 64 queries start
+    at ``first``. With two consumers (a 128-query tile inside one block) it is the tile's row;
+    with three (192 queries: 64-query thirds, each inside one block, the tile across two) the
+    row of its own block."""
+    if NUM_CONSUMERS == 2:
+        return row, tile_ok
+    else:
+        ok = tile_ok & (first + 64 > q_lo) & (first < q_hi)
+        return gl.where(ok, row + first // BLOCK - start_m // BLOCK, 0), ok
+
+
+@gluon.jit
+def _walked_row(row, start_m, q_hi, tile_ok, BLOCK: gl.constexpr, NUM_CONSUMERS: gl.constexpr):
+    """The table row the producer walks: the tile's, or with three consumers the row of the last
+    warpgroup that holds a query of the sequence. Every other warpgroup's row is a prefix of
+    it (launch.py ``_prefix_rows`` checks this on the host before choosing three)."""
+    if NUM_CONSUMERS == 2:
+        return row
+    else:
+        last = gl.minimum((q_hi - 1 - start_m) // 64, NUM_CONSUMERS - 1)
+        return gl.where(tile_ok, row + (start_m + last * 64) // BLOCK - start_m // BLOCK, 0)
+
+
+@gluon.jit
 def _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr,
                 SCHEDULED: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr):
     """(query tile, head, table sequence, batch index) of the forward's virtual program ``v``
@@ -173,7 +199,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
               num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr):
+              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
+              NUM_CONSUMERS: gl.constexpr):
     if PERSISTENT:
         # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
         # order, the K/V ring position carried across them
@@ -184,14 +211,15 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
                                   k_ready, v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule,
                                   num_m_tiles, num_heads, group_size, q_len, k_len, q_pos, k_pos,
                                   nq, table_heads_gt1, v, step, tile_i, BLOCK, BLOCK_M, BLOCK_N,
-                                  HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED)
+                                  HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
+                                  NUM_CONSUMERS)
             tile_i += 1
     else:
         _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
                       v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
                       group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, _own_program(),
                       0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                      REVERSE_M, SCHEDULED)
+                      REVERSE_M, SCHEDULED, NUM_CONSUMERS)
 
 
 @gluon.jit
@@ -200,8 +228,9 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
                   group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
-                  PACKED: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr):
-    """The copies of one query tile: its Q (once both consumers have released the previous
+                  PACKED: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                  NUM_CONSUMERS: gl.constexpr):
+    """The copies of one query tile: its Q (once every consumer has released the previous
     tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
     number of K/V steps."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
@@ -211,17 +240,18 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
         seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
         PER_SEQ)
+    row = _walked_row(row, start_m, q_hi, tile_ok, BLOCK, NUM_CONSUMERS)
     lo = gl.load(fwd_ptr + row)
     hi = gl.where(tile_ok, gl.load(fwd_ptr + row + 1), lo)
     j0 = k_lo // BLOCK
     k_row0 = k_start - k_lo
     # Q once; the copy engine zero-fills rows past the tensor (rows of another document are
     # read but never stored)
-    HALF: gl.constexpr = BLOCK_M // 2
+    HALF: gl.constexpr = BLOCK_M // NUM_CONSUMERS
     # a fresh barrier counts as completed for parity 1: the first tile does not wait
     mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    for w in gl.static_range(2):
+    mbarrier.expect(q_bar, NUM_CONSUMERS * q_desc.block_type.nbytes)
+    for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
                                         q_bar, q_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
     for t in range((hi - lo) * SUB):
@@ -323,7 +353,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              OVERLAP_PV: gl.constexpr, WG: gl.constexpr):
+              OVERLAP_PV: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr):
     if PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -338,7 +368,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, WG)
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
+                                  WG)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
@@ -349,7 +380,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
-                      OVERLAP_PV, WG)
+                      OVERLAP_PV, NUM_CONSUMERS, WG)
 
 
 @gluon.jit
@@ -365,12 +396,14 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
-                  WG: gl.constexpr):
+                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
-    output and LSE stored. Returns the number of K/V steps."""
+    output and LSE stored. Returns the number of K/V steps the producer issued for the tile
+    (with three consumers a warpgroup's own row may be a shorter prefix of them: it lets the
+    rest pass, see ``_walked_row``)."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
-    ROWS: gl.constexpr = BLOCK_M // 2          # this warpgroup's query rows
+    ROWS: gl.constexpr = BLOCK_M // NUM_CONSUMERS          # this warpgroup's query rows: 64
     dtype: gl.constexpr = k_smem.dtype
     q_tile = q_smem.index(WG)
     # a warpgroup of 4 warps, 16 rows each
@@ -389,16 +422,23 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
         seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
         PER_SEQ)
-    lo = gl.load(fwd_ptr + row)
-    hi = gl.where(tile_ok, gl.load(fwd_ptr + row + 1), lo)
-    n_full = gl.where(tile_ok, gl.load(fwd_nfull + row), 0)
+    first = start_m + WG * ROWS
+    wg_row, wg_ok = _wg_row(row, start_m, first, q_lo, q_hi, tile_ok, BLOCK, NUM_CONSUMERS)
+    lo = gl.load(fwd_ptr + wg_row)
+    hi = gl.where(wg_ok, gl.load(fwd_ptr + wg_row + 1), lo)
+    n_full = gl.where(wg_ok, gl.load(fwd_nfull + wg_row), 0)
     trips = (hi - lo) * SUB
     full_trips = n_full * SUB
+    if NUM_CONSUMERS == 2:
+        walked = trips
+    else:
+        # the producer's steps: those of the tile's longest row
+        w_row = _walked_row(row, start_m, q_hi, tile_ok, BLOCK, NUM_CONSUMERS)
+        walked = gl.where(tile_ok, gl.load(fwd_ptr + w_row + 1) - gl.load(fwd_ptr + w_row), 0) * SUB
     j0 = k_lo // BLOCK
     k_row0 = k_start - k_lo
     q_row0 = q_start - q_lo                                                 # tensor row = pos + q_row0
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
-    first = start_m + WG * ROWS
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
     bh = off_b * num_heads + off_h
@@ -485,6 +525,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # every product that read this warpgroup's Q has completed: the producer may load the
     # next tile's while this one's output is written
     mbarrier.arrive(q_empty)
+    # steps of a longer row of the tile (three consumers): released once their K has landed,
+    # which the producer copies only after the slot's previous lap was released by all
+    for t in range(trips, walked):
+        mbarrier.wait(k_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
+        mbarrier.arrive(kv_empty.index((step + t) % NUM_STAGES))
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
@@ -507,7 +552,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
     lse_ptrs = LSE + (off_b * num_heads + off_h).to(gl.int64) * lse_len + (rows_pos + q_row0)
     gl.store(lse_ptrs, lse, mask=row_ok)
-    return trips
+    return walked
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
@@ -523,17 +568,24 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                       PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False):
-    gl.static_assert(BLOCK % BLOCK_M == 0)
+                       PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
+                       NUM_CONSUMERS: gl.constexpr = 2):
+    # two consumer warpgroups share a 128-query tile inside one table block; three share a
+    # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
+    # three only where every row of such a pair is a prefix of the next, see _walked_row)
+    gl.static_assert(NUM_CONSUMERS == 2 or NUM_CONSUMERS == 3)
+    gl.static_assert(BLOCK_M == 64 * NUM_CONSUMERS)
+    if NUM_CONSUMERS == 2:
+        gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     NUM_WARPS: gl.constexpr = gl.num_warps()
     gl.static_assert(NUM_WARPS == 4)
-    HALF: gl.constexpr = BLOCK_M // 2
+    QROWS: gl.constexpr = 64
     dtype: gl.constexpr = k_desc.dtype
     # 2-D views of the descriptors' [1, 1, rows, d] blocks, as the matrix units read them
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, HEAD_DIM], dtype)
-    q_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], q_layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([QROWS, HEAD_DIM], dtype)
+    q_smem = gl.allocate_shared_memory(dtype, [NUM_CONSUMERS, QROWS, HEAD_DIM], q_layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -542,37 +594,78 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    mbarrier.init(q_empty, count=2)                     # both consumer warpgroups release Q
+    mbarrier.init(q_empty, count=NUM_CONSUMERS)         # every consumer warpgroup releases Q
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)       # both consumer warpgroups release a slot
+        mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)   # every consumer releases a slot
 
-    # two consumer warpgroups as separate partitions (64 query rows each): they synchronise
-    # only through the K/V ring, so one's softmax overlaps the other's matrix products
-    gl.warp_specialize(
-        [(_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
-                      rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
-                      num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
-                      window_left, window_right, qk_scale, softcap2, stride_alibi_b,
-                      drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
-                      NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, OVERLAP_PV, 0)),
-         (_consumer, (q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                      Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
-                      rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b,
-                      num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
-                      window_left, window_right, qk_scale, softcap2, stride_alibi_b,
-                      drop_threshold, drop_scale, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
-                      NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED,
-                      HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT, OVERLAP_PV, 1)),
-         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                      v_ready, kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles,
-                      num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
-                      table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ,
-                      PACKED, REVERSE_M, SCHEDULED, PERSISTENT))],
-        [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    # the consumer warpgroups as separate partitions (64 query rows each): they synchronise
+    # only through the K/V ring, so one's softmax overlaps the others' matrix products
+    # (Gluon takes each partition's arguments as a literal tuple: written out per partition)
+    if NUM_CONSUMERS == 2:
+        gl.warp_specialize([
+            (_consumer, (
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
+                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                OVERLAP_PV, NUM_CONSUMERS, 0)),
+            (_consumer, (
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
+                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                OVERLAP_PV, NUM_CONSUMERS, 1)),
+            (_producer, (
+                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
+                kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+                num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, BLOCK,
+                BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
+                PERSISTENT, NUM_CONSUMERS))],
+            [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer, (
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
+                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                OVERLAP_PV, NUM_CONSUMERS, 0)),
+            (_consumer, (
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
+                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                OVERLAP_PV, NUM_CONSUMERS, 1)),
+            (_consumer, (
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
+                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
+                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                OVERLAP_PV, NUM_CONSUMERS, 2)),
+            (_producer, (
+                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
+                kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+                num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, BLOCK,
+                BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
+                PERSISTENT, NUM_CONSUMERS))],
+            [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
 # ------------------------------------------------------------------ backward: dK and dV

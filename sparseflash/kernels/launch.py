@@ -532,6 +532,9 @@ _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
+# (consumer, producer) registers a thread of the three-consumer forward takes (4 warpgroups:
+# 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
+_HOPPER_FWD3_REGS = (160, 24)
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
 # order (every num_SMs-th), its producer loading the next tile's Q and K/V while the consumers
 # write the last one's output. None: where _persistent_default says so; False: one CTA per
@@ -546,6 +549,64 @@ HOPPER_PERSISTENT: Union[None, bool, int] = None
 # cases (dense causal 16K 1.055, local(32) 64K 1.037, dense 16K 1.022) and lost 0.94-0.97 on
 # two short persistent ones; at d=64 0.955-1.007 (dense 16K 0.955).
 HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0" else False
+
+
+# Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
+# 192-query tile across two table blocks, as FlashAttention-3/4 run dense d=64). None: 3 at d=64
+# where ``_fwd_consumers`` allows it, else 2; 2 / 3: always (3 raises where it cannot run).
+# SPARSEFLASH_HOPPER_CONSUMERS=2 sets 2.
+HOPPER_FWD_CONSUMERS: Optional[int] = (None if os.environ.get("SPARSEFLASH_HOPPER_CONSUMERS", "") != "2"
+                                       else 2)
+
+
+def _prefix_rows(fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, cache: dict, table_heads: int) -> bool:
+    """Whether every row of the forward table is a prefix of the next row of its head (the
+    same block indices in the same order, then possibly more): then the 64-query thirds of a
+    192-query tile, whose rows are two neighbours, can share the lower row's copies (dense and
+    causal tables are; sliding windows are not). Read on the host once per layout (``cache``)."""
+    key = ("prefix_rows", str(fwd_ptr.device))
+    if key not in cache:
+        counts = _row_counts(fwd_ptr, cache, "fwd")
+        ptr = np.concatenate([[0], np.cumsum(counts)])
+        idx = fwd_idx.cpu().numpy().astype(np.int64)
+        rows = counts.size // max(table_heads, 1)
+        r = np.arange(counts.size - 1)
+        r = r[(r + 1) % rows != 0]                       # pairs inside one head's rows
+        ok = bool(np.all(counts[r] <= counts[r + 1]))
+        if ok and r.size:
+            n = counts[r]
+            k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)   # position in row
+            ok = bool(np.array_equal(idx[np.repeat(ptr[r], n) + k], idx[np.repeat(ptr[r + 1], n) + k]))
+        cache[key] = ok
+    return cache[key]
+
+
+def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
+                   cache: Optional[dict], kpm, softcap: float, alibi) -> int:
+    """The Hopper forward's consumer warpgroups (HOPPER_FWD_CONSUMERS). Three need tables read
+    on the host (one sequence, not built on the device) whose rows are prefixes of their
+    successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
+    160 registers cannot hold the tiles) without softcap, ALiBi, key padding or token windows,
+    whose extra registers spill at 160 (sm_90 SASS: 82, 31 and 183 spill stores)."""
+    switch = HOPPER_FWD_CONSUMERS
+    if switch not in (None, 2, 3):
+        raise ValueError(f"launch.HOPPER_FWD_CONSUMERS must be None, 2 or 3, got {switch!r}")
+    if switch == 2:
+        return 2
+    if d != 64:
+        reason = "head_dim is not 64"
+    elif cache is None or _no_order(layout):
+        reason = "tables not readable on the host (several sequences, built on the device, or no cache)"
+    elif not _prefix_rows(fwd_ptr, fwd_idx, cache, layout.table_heads):
+        reason = "a table row is not a prefix of the next"
+    elif switch is None and (softcap or alibi is not None or kpm is not None
+                             or layout.window is not None):
+        reason = "softcap, ALiBi, key padding or a token window"
+    else:
+        return 3
+    if switch == 3:
+        raise RuntimeError(f"launch.HOPPER_FWD_CONSUMERS=3 but the three-consumer forward cannot run: {reason}")
+    return 2
 
 
 def _overlap_pv(d: int) -> bool:
@@ -640,7 +701,7 @@ def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
             _gluon_descriptor(v, _HOPPER_TILE))
 
 
-def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, cached,
+def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_cache, cached,
                      softcap=0.0, alibi=None, dropout_p=0.0):
     from .hopper import _hopper_fwd_kernel
 
@@ -651,10 +712,12 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
     sources = _hopper_descriptors(q, k, v)
     plan.descs = tuple(_rebased(desc, None) for desc in sources)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
-    num_m_tiles = _num_tiles(layout.seqs, 4, 1, _HOPPER_TILE)
+    consumers = _fwd_consumers(layout, d, fwd_ptr, fwd_idx, schedule_cache, kpm, softcap, alibi)
+    tile_m = 64 * consumers
+    num_m_tiles = _num_tiles(layout.seqs, 4, 1, tile_m)
     plan.order = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
-        per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=_HOPPER_TILE,
+        per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=tile_m,
         block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     # the portable kernels' modifier arguments (never natural units here: _hopper_applies)
     mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
@@ -674,9 +737,11 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, schedule_cache, ca
             *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
-        BLOCK=layout.block_size, BLOCK_M=_HOPPER_TILE, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
+        BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=232, PRODUCER_REGS=40, OVERLAP_PV=_overlap_pv(d),
+        CONSUMER_REGS=232 if consumers == 2 else _HOPPER_FWD3_REGS[0],
+        PRODUCER_REGS=40 if consumers == 2 else _HOPPER_FWD3_REGS[1], OVERLAP_PV=_overlap_pv(d),
+        NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
     plan.hopper = True
@@ -850,13 +915,13 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
-           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP)
+           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
                        dropout_p=dropout_p):
             plan, (q_src, k_src, v_src) = _hopper_fwd_plan(
-                q, k, v, layout, t.fwd_ptr, kpm, scale=scale, schedule_cache=schedule_cache,
+                q, k, v, layout, t.fwd_ptr, t.fwd_idx, kpm, scale=scale, schedule_cache=schedule_cache,
                 cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         else:
             plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,

@@ -16,6 +16,9 @@ so that each CTA walks several query tiles.
 ``--overlap``: the forward's softmax in a block of its own at every head dim
 (``launch.HOPPER_FWD_OVERLAP = True``; by default only at d=128).
 
+``--consumers 3``: the three-consumer forward (192-query tiles, ``launch.HOPPER_FWD_CONSUMERS``)
+on the tables it takes: dense causal at N=1000 and dense at N=700, GQA 4/2, d=64.
+
 ``--stats MODE``: how the dK/dV kernel gets its statistics (``launch.HOPPER_BWD_STATS``:
 ``tma``, ``cpasync`` or ``load``; default: the dispatcher's choice, TMA on these aligned
 shapes).
@@ -60,6 +63,11 @@ def main():
         launch.HOPPER_FWD_OVERLAP = True
     if "--stats" in sys.argv:
         launch.HOPPER_BWD_STATS = sys.argv[sys.argv.index("--stats") + 1]
+    if "--consumers" in sys.argv:
+        launch.HOPPER_FWD_CONSUMERS = int(sys.argv[sys.argv.index("--consumers") + 1])
+        run_case(4, 2, 1000, 64, sf.dense(), True, dropout_p=p)
+        run_case(4, 2, 700, 64, sf.dense(), False, dropout_p=p)
+        return
     run_case(2, 2, 1000, 128, sf.local(2) | sf.global_blocks(1), True, dropout_p=p)
     run_case(4, 2, 1024, 64, sf.local(1) | sf.global_blocks(1), False, kpm=True, dropout_p=p)
 

@@ -340,7 +340,7 @@ def test_prefix_rows_rule(pattern, n, causal, kw, want):
 
 def test_three_consumers_where_the_rule_allows(monkeypatch):
     """``launch._fwd_consumers``: by default three at d=64 on prefix tables without softcap,
-    ALiBi, key padding or windows, two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming
+    ALiBi, key padding, windows or dropout, two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming
     the reason where three cannot run; other values are refused."""
     dense = sf.compile(sf.dense(), 4096, block_size=128, causal=True)
     local = sf.compile(sf.local(2), 4096, block_size=128)
@@ -359,6 +359,7 @@ def test_three_consumers_where_the_rule_allows(monkeypatch):
     assert pick(window) == 2
     assert pick(dense, softcap=30.0) == 2
     assert pick(dense, alibi=torch.ones(2)) == 2
+    assert pick(dense, dropout_p=0.1) == 2
     ptr = torch.from_numpy(np.array(dense.fwd_ptr))
     idx = torch.from_numpy(np.array(dense.fwd_idx))
     assert launch._fwd_consumers(dense, 64, ptr, idx, None, None, 0.0, None) == 2

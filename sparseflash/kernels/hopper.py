@@ -17,6 +17,12 @@ softmax to Triton's pipeliner. Here it is written out, as FlashAttention-3 does:
   d=128) the softmax sits in a basic block of its own, without which ptxas hoists the wait for
   ``P_{t-1} V_{t-1}`` above the exponentials and the overlap is lost.
 
+With ``NUM_CONSUMERS=3`` (launch.py ``HOPPER_FWD_CONSUMERS``; the default at d=64 on dense and
+causal tables without options) three consumer warpgroups share a 192-query tile: each
+64-query third lies inside one table block and walks its own row; the producer walks the
+tile's longest row, of which the others are prefixes (launch.py ``_prefix_rows``), and a
+warpgroup with a shorter row releases the remaining slots once their K has landed.
+
 With ``PERSISTENT`` (launch.py ``HOPPER_PERSISTENT``; the default on short, even rows) the
 grid is at most one CTA per SM and each walks every ``num_programs(0)``-th query tile in launch
 order: the producer copies a tile's Q once both consumers have released the previous one

@@ -582,12 +582,14 @@ def _prefix_rows(fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, cache: dict, tabl
 
 
 def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
-                   cache: Optional[dict], kpm, softcap: float, alibi) -> int:
+                   cache: Optional[dict], kpm, softcap: float, alibi, dropout_p: float = 0.0) -> int:
     """The Hopper forward's consumer warpgroups (HOPPER_FWD_CONSUMERS). Three need tables read
     on the host (one sequence, not built on the device) whose rows are prefixes of their
     successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
     160 registers cannot hold the tiles) without softcap, ALiBi, key padding or token windows,
-    whose extra registers spill at 160 (sm_90 SASS: 82, 31 and 183 spill stores)."""
+    whose extra registers spill at 160 (sm_90 SASS: 82, 31 and 183 spill stores), and without
+    dropout, whose draws made three consumers slower (an H200, dense 16K d=64, p=0.1: forward
+    0.86x, causal 0.81x the speed of two; benchmarks/results/h200-hopper/run13-three-wg/call4)."""
     switch = HOPPER_FWD_CONSUMERS
     if switch not in (None, 2, 3):
         raise ValueError(f"launch.HOPPER_FWD_CONSUMERS must be None, 2 or 3, got {switch!r}")
@@ -600,8 +602,8 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     elif not _prefix_rows(fwd_ptr, fwd_idx, cache, layout.table_heads):
         reason = "a table row is not a prefix of the next"
     elif switch is None and (softcap or alibi is not None or kpm is not None
-                             or layout.window is not None):
-        reason = "softcap, ALiBi, key padding or a token window"
+                             or layout.window is not None or dropout_p > 0):
+        reason = "softcap, ALiBi, key padding, a token window or dropout"
     else:
         return 3
     if switch == 3:
@@ -712,7 +714,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     sources = _hopper_descriptors(q, k, v)
     plan.descs = tuple(_rebased(desc, None) for desc in sources)
     slots, geometry, constexprs = _geometry(layout, q, kpm)
-    consumers = _fwd_consumers(layout, d, fwd_ptr, fwd_idx, schedule_cache, kpm, softcap, alibi)
+    consumers = _fwd_consumers(layout, d, fwd_ptr, fwd_idx, schedule_cache, kpm, softcap, alibi,
+                               dropout_p)
     tile_m = 64 * consumers
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, tile_m)
     plan.order = None if _no_order(layout) else _launch_order(

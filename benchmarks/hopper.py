@@ -106,8 +106,8 @@ def variants(layout, d, wanted, pbwd=False, hbwd=False, persistent=False, settin
     extra = {f"ours-s{n}": ours_fn(layout, False, n) for dd, n in wanted if dd == d}
     if persistent:
         extra["ours-persist"] = ours_fn(layout, False, persistent=True)
-    for name, value in settings:
-        extra[f"ours-{name}={value}"] = ours_fn(layout, False, settings={name: value})
+    for item, values in settings:
+        extra[f"ours-{item}"] = ours_fn(layout, False, settings=values)
     if pbwd:
         extra["ours-pbwd"] = ours_fn(layout, False, portable_bwd=True)
     if hbwd:
@@ -243,9 +243,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few cases, for a first look")
     ap.add_argument("--stages", default="", help="extra ring depths to time, e.g. 128:3,64:3")
     ap.add_argument("--persistent", action="store_true", help="also time the persistent Hopper forward")
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE[;NAME=VALUE]",
                     help="also time ours with a sparseflash.kernels.launch value set, e.g. "
-                         "HOPPER_FWD_OVERLAP=False (a Python literal; repeatable)")
+                         "HOPPER_FWD_OVERLAP=False (a Python literal; several for one impl joined by ';'; "
+                         "repeatable)")
     ap.add_argument("--flex", action="store_true",
                     help="also time FlexAttention's compiled Triton kernel on the same blocks")
     ap.add_argument("--pbwd", action="store_true", help="also time the portable dK/dV kernel")
@@ -262,10 +263,14 @@ def main(argv=None):
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
     settings = []
     for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not hasattr(launch, name):
-            ap.error(f"--set wants NAME=VALUE with NAME a sparseflash.kernels.launch value, got {item!r}")
-        settings.append((name, ast.literal_eval(value)))
+        values = {}
+        for pair in item.split(";"):
+            name, sep, value = pair.partition("=")
+            if not sep or not hasattr(launch, name):
+                ap.error(f"--set wants NAME=VALUE[;NAME=VALUE...] with NAME a sparseflash.kernels.launch "
+                         f"value, got {item!r}")
+            values[name] = ast.literal_eval(value)
+        settings.append((item, values))
     extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent, settings=settings)
     skip = set(args.skip.split(","))
     dev, out, meta, timer = start_run(args, argv, "hopper.py")

@@ -13,6 +13,9 @@ same seed, which drops the same entries).
 ``--persistent N``: the persistent forward with at most N CTAs (``launch.HOPPER_PERSISTENT``),
 so that each CTA walks several query tiles.
 
+``--dynamic``: with ``--persistent``, the tiles handed out at run time
+(``launch.HOPPER_DYNAMIC_TILES``).
+
 ``--overlap``: the forward's softmax in a block of its own at every head dim
 (``launch.HOPPER_FWD_OVERLAP = True``; by default only at d=128).
 
@@ -59,6 +62,8 @@ def main():
     p = 0.2 if "--dropout" in sys.argv else 0.0
     if "--persistent" in sys.argv:
         launch.HOPPER_PERSISTENT = int(sys.argv[sys.argv.index("--persistent") + 1])
+    if "--dynamic" in sys.argv:
+        launch.HOPPER_DYNAMIC_TILES = True
     if "--overlap" in sys.argv:
         launch.HOPPER_FWD_OVERLAP = True
     if "--stats" in sys.argv:

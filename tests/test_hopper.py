@@ -42,7 +42,7 @@ if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
                       CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, OVERLAP_PV=False,
-                      NUM_CONSUMERS=2)
+                      NUM_CONSUMERS=2, DYNAMIC=False)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD3_REGS[0],
                           PRODUCER_REGS=launch._HOPPER_FWD3_REGS[1])
@@ -67,7 +67,8 @@ def desc(r, name):
 pointers = {"Out": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "LSE": "*fp32",
             "LSE2": "*fp32", "Delta": "*fp32", "KPM": "*i8", "ALIBI": "*fp32", "qk_scale": "fp32",
             "sm_scale": "fp32", "softcap2": "fp32", "seed": "i64", "drop_scale": "fp32"}
-tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule")
+tables = ("fwd_ptr", "fwd_idx", "fwd_nfull", "bwd_ptr", "bwd_idx", "bwd_nfull", "seqs", "schedule",
+          "tile_counter")
 signature = {}
 for name in kernel.arg_names:
     if name in constexprs:
@@ -146,8 +147,11 @@ def _sass_counts(which, d, dtype, flags):
     (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True)),
     (64, "bf16", dict(NUM_CONSUMERS=3, CAUSAL=True, SCHEDULED=True)),
     (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, HAS_DROPOUT=16110)),
+    (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=True)),
+    (64, "bf16", dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
 ], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent", "d64-three-consumers-causal",
-        "d64-three-consumers-persistent-dropout"])
+        "d64-three-consumers-persistent-dropout", "d128-persistent-dynamic",
+        "d64-three-consumers-dynamic"])
 def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """The sm_90 build uses what the design rests on: asynchronous wgmma, TMA copies into the
     ring, register reallocation between the warp-specialised partitions, and no spills."""
@@ -305,6 +309,23 @@ def test_three_consumer_forward_partitions_and_registers():
     assert three["STL"] == 0, three
 
 
+def test_dynamic_tiles_take_one_atomic_per_program():
+    """``DYNAMIC``: the producer warp takes each program after its first from a counter in
+    global memory, one lane's atomic add per program (broadcast to the warp), and hands it to
+    the consumers through shared memory; ``launch.HOPPER_DYNAMIC_TILES`` must be a bool."""
+    ptx = _ptx("fwd", 128, "bf16", dict(PERSISTENT=True, DYNAMIC=True))
+    assert len(re.findall(r"atom\.global\.gpu\.acq_rel\.add\.u32", ptx)) == 1
+    static = _ptx("fwd", 128, "bf16", dict(PERSISTENT=True))
+    assert not re.search(r"atom\.global", static)
+    assert launch._dynamic_tiles() is launch.HOPPER_DYNAMIC_TILES
+
+
+def test_dynamic_tiles_switch_is_checked(monkeypatch):
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", 1)
+    with pytest.raises(ValueError, match="HOPPER_DYNAMIC_TILES must be True or False"):
+        launch._dynamic_tiles()
+
+
 def _prefix_rows_slow(layout):
     """``launch._prefix_rows`` by its definition, row by row."""
     ptr, idx = np.array(layout.fwd_ptr), np.array(layout.fwd_idx)
@@ -416,12 +437,15 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
 
 
 @gpu
+@pytest.mark.parametrize("dynamic", [False, True], ids=["fixed-tiles", "dynamic-tiles"])
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
-def test_hopper_persistent_forward_matches_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
+def test_hopper_persistent_forward_matches_the_oracle(name, pattern, kw, dynamic, hopper_only, monkeypatch):
     """The persistent forward (``launch.HOPPER_PERSISTENT``) with at most 3 CTAs, so that each
-    walks many query tiles (the K/V ring and Q's barriers carried across them), on every
-    layout of the oracle cases: packed documents, kv-longer, windows, GQA, batches."""
+    walks many query tiles (the K/V ring and Q's barriers carried across them), its tiles
+    fixed at launch or handed out at run time (``HOPPER_DYNAMIC_TILES``), on every layout of
+    the oracle cases: packed documents, kv-longer, windows, GQA, batches."""
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 3)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
@@ -431,16 +455,17 @@ def test_hopper_persistent_forward_matches_the_oracle(name, pattern, kw, hopper_
 @pytest.mark.parametrize("dropout_p", [0.0, 0.2])
 def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_only, monkeypatch):
     """Each tile's arithmetic does not depend on which CTA runs it: the persistent forward,
-    with one CTA per SM and with 5 CTAs, gives bit for bit the outputs and LSE of one CTA per
-    tile, on a causal scheduled layout (heavy rows first, many tiles per CTA), with and without
+    with one CTA per SM and with 5 CTAs, its tiles fixed at launch or handed out at run time,
+    gives bit for bit the outputs and LSE of one CTA per tile, on a causal scheduled layout (heavy rows first, many tiles per CTA), with and without
     dropout (the same seed draws the same mask)."""
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(2, 8, 4096, 128, device="cuda", dtype=torch.bfloat16, generator=g)
                for _ in range(3))
     pattern = sf.local(3) | sf.global_blocks(1)
     results = []
-    for persistent in (False, True, 5):
+    for persistent, dynamic in ((False, False), (True, False), (5, False), (True, True), (5, True)):
         monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+        monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
         torch.manual_seed(7)
         results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=True,
                                            dropout_p=dropout_p, return_lse=True))
@@ -462,15 +487,17 @@ THREE_CASES = [
 
 
 @gpu
-@pytest.mark.parametrize("persistent", [False, 3], ids=["one-cta-per-tile", "persistent-3"])
+@pytest.mark.parametrize("persistent,dynamic", [(False, False), (3, False), (3, True)],
+                         ids=["one-cta-per-tile", "persistent-3", "persistent-3-dynamic"])
 @pytest.mark.parametrize("name,pattern,kw", THREE_CASES, ids=[c[0] for c in THREE_CASES])
-def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, persistent, hopper_only,
-                                                          monkeypatch):
+def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, persistent, dynamic,
+                                                          hopper_only, monkeypatch):
     """The 192-query forward (three consumer warpgroups, ``launch.HOPPER_FWD_CONSUMERS=3``)
     against the float64 oracle at d=64: lengths not multiples of 192, kv_len > seq_len (the
     first tile's thirds before the sequence start), GQA, batches, and persistent CTAs."""
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 3)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", d=64, **kw)
 
 

@@ -200,42 +200,77 @@ def _own_program():
 
 
 @gluon.jit
+def _publish_tile(tile_smem, v):
+    """The producer warp hands the consumers the virtual program it copies next (-1: none
+    left) through shared memory, ahead of the ``q_bar`` arrive that releases it to them."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    tile_smem.store(gl.full([1], v, gl.int32, layout))
+
+
+@gluon.jit
+def _read_tile(tile_smem, NUM_WARPS: gl.constexpr):
+    """A consumer warpgroup's read of the program the producer published (after ``q_bar``)."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
+    return gl.max(tile_smem.load(layout), 0)
+
+
+@gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-              kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+              kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+              num_m_tiles, num_programs,
               num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              NUM_CONSUMERS: gl.constexpr):
-    if PERSISTENT:
+              NUM_CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
+    if PERSISTENT and DYNAMIC:
+        # at most one CTA per SM; after its first program each takes the next one in launch
+        # order at run time (a counter in global memory), so uneven tiles balance
+        step = 0
+        tile_i = 0
+        v = gl.program_id(0)
+        while v < num_programs:
+            step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
+                                  k_ready, v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs,
+                                  schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
+                                  q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
+                                  BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
+                                  REVERSE_M, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
+            tile_i += 1
+            v = gl.num_programs(0) + gl.atomic_add(tile_counter, 1)
+        # none left: once the consumers have released the last Q, tell them
+        mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
+        _publish_tile(tile_smem, -1)
+        mbarrier.arrive(q_bar)
+    elif PERSISTENT:
         # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
         # order, the K/V ring position carried across them
         step = 0
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                                  k_ready, v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule,
-                                  num_m_tiles, num_heads, group_size, q_len, k_len, q_pos, k_pos,
-                                  nq, table_heads_gt1, v, step, tile_i, BLOCK, BLOCK_M, BLOCK_N,
-                                  HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
-                                  NUM_CONSUMERS)
+                                  k_ready, v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs,
+                                  schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
+                                  q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
+                                  BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
+                                  REVERSE_M, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
             tile_i += 1
     else:
         _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                      v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
-                      group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, _own_program(),
-                      0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                      REVERSE_M, SCHEDULED, NUM_CONSUMERS)
+                      v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
+                      num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
+                      _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      PER_SEQ, PACKED, REVERSE_M, SCHEDULED, NUM_CONSUMERS, False)
 
 
 @gluon.jit
 def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                  v_ready, kv_empty, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
+                  v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
                   group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
                   PACKED: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
-                  NUM_CONSUMERS: gl.constexpr):
+                  NUM_CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
     """The copies of one query tile: its Q (once every consumer has released the previous
     tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
     number of K/V steps."""
@@ -256,6 +291,8 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     HALF: gl.constexpr = BLOCK_M // NUM_CONSUMERS
     # a fresh barrier counts as completed for parity 1: the first tile does not wait
     mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
+    if DYNAMIC:
+        _publish_tile(tile_smem, v)
     mbarrier.expect(q_bar, NUM_CONSUMERS * q_desc.block_type.nbytes)
     for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
@@ -348,7 +385,7 @@ def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem,
               Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
               num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -359,8 +396,30 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              OVERLAP_PV: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr):
-    if PERSISTENT:
+              OVERLAP_PV: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr,
+              DYNAMIC: gl.constexpr):
+    if PERSISTENT and DYNAMIC:
+        # the programs the producer publishes, each with its Q (see _producer); -1 ends
+        step = 0
+        tile_i = 0
+        mbarrier.wait(q_bar, 0)
+        v = _read_tile(tile_smem, NUM_WARPS)
+        while v >= 0:
+            step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
+                                  kv_empty, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
+                                  stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
+                                  k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
+                                  window_right, qk_scale, softcap2, stride_alibi_b,
+                                  drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
+                                  BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
+                                  HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
+                                  WG, True)
+            tile_i += 1
+            mbarrier.wait(q_bar, tile_i & 1)
+            v = _read_tile(tile_smem, NUM_WARPS)
+    elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
         tile_i = 0
@@ -375,7 +434,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
-                                  WG)
+                                  WG, False)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
@@ -386,7 +445,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
-                      OVERLAP_PV, NUM_CONSUMERS, WG)
+                      OVERLAP_PV, NUM_CONSUMERS, WG, False)
 
 
 @gluon.jit
@@ -402,7 +461,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
-                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr):
+                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -455,7 +514,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
 
-    mbarrier.wait(q_bar, tile_i & 1)
+    if not Q_WAITED:        # (the run-time handout waited already, to read the program)
+        mbarrier.wait(q_bar, tile_i & 1)
     if trips > 0:
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
@@ -563,7 +623,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI,
-                       schedule, seed, rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om,
+                       schedule, seed, rng_offset, tile_counter, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om,
                        stride_kpm_b, num_heads, group_size, lse_len, q_len, k_len, q_pos, k_pos, nq,
                        nk, table_heads_gt1, window_left, window_right, qk_scale, softcap2,
                        stride_alibi_b, drop_threshold, drop_scale,
@@ -575,7 +635,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
-                       NUM_CONSUMERS: gl.constexpr = 2):
+                       NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -599,6 +659,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time)
+    tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     mbarrier.init(q_bar, count=1)
     mbarrier.init(q_empty, count=NUM_CONSUMERS)         # every consumer warpgroup releases Q
     for i in gl.static_range(NUM_STAGES):
@@ -612,65 +674,65 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     if NUM_CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out, LSE,
                 fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0)),
+                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out, LSE,
                 fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1)),
+                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+                kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
                 num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, BLOCK,
                 BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
-                PERSISTENT, NUM_CONSUMERS))],
+                PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
             [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out, LSE,
                 fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0)),
+                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out, LSE,
                 fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1)),
+                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out, LSE,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out, LSE,
                 fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 2)),
+                OVERLAP_PV, NUM_CONSUMERS, 2, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
+                kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule, num_m_tiles, num_programs,
                 num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, BLOCK,
                 BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED, REVERSE_M, SCHEDULED,
-                PERSISTENT, NUM_CONSUMERS))],
+                PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
             [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 

@@ -473,10 +473,11 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natur
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
-    __slots__ = ("launch", "order", "descs", "hopper")
+    __slots__ = ("launch", "order", "descs", "hopper", "dynamic")
 
     def __init__(self):
         self.hopper = False
+        self.dynamic = False
 
 
 def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached,
@@ -541,6 +542,11 @@ _HOPPER_FWD3_REGS = (160, 24)
 # tile; True: persistent; an int n > 0: persistent with at most n CTAs (tests use it to give
 # each CTA many tiles).
 HOPPER_PERSISTENT: Union[None, bool, int] = None
+# How a persistent Hopper forward's CTAs get their tiles: False, every num_CTAs-th program of
+# the launch order (fixed at launch); True, the first one fixed, then the next program of the
+# launch order at run time from a counter in global memory (kernels/hopper.py DYNAMIC), so that
+# uneven tiles balance across the SMs.
+HOPPER_DYNAMIC_TILES: bool = False
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
 # moving it above them. None: at d=128 only; True / False: always / never
@@ -677,6 +683,13 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
                             gl.NVMMASharedLayout.get_default_for(block, dt))
 
 
+def _dynamic_tiles() -> bool:
+    """Whether a persistent Hopper forward takes its tiles at run time (HOPPER_DYNAMIC_TILES)."""
+    if HOPPER_DYNAMIC_TILES is not True and HOPPER_DYNAMIC_TILES is not False:
+        raise ValueError(f"launch.HOPPER_DYNAMIC_TILES must be True or False, got {HOPPER_DYNAMIC_TILES!r}")
+    return HOPPER_DYNAMIC_TILES
+
+
 def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
     """Whether the Hopper forward runs persistent by default: where its tiles are short and
     even, at most 32 steps of 128 keys with none above 1.25x the mean. There one CTA per tile
@@ -733,13 +746,15 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         raise ValueError("launch.HOPPER_PERSISTENT must be None, a bool or a positive int (CTAs), "
                          f"got {HOPPER_PERSISTENT!r}")
     persistent = switch is not False
+    plan.dynamic = persistent and _dynamic_tiles()
     if persistent:
         ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
         grid = (min(num_programs, ctas if switch is True else switch),)
     tail = (num_m_tiles, num_programs, H * N * d, N * d, d, geometry[0], H, H // Hkv, N,
             *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
-        _hopper_fwd_kernel, grid, 14, tail, 4, 1, cached, PERSISTENT=persistent,
+        _hopper_fwd_kernel, grid, 15, tail, 4, 1, cached, PERSISTENT=persistent,
+        DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=232 if consumers == 2 else _HOPPER_FWD3_REGS[0],
@@ -918,7 +933,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     key = ("fwd", q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
-           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS)
+           _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
+           HOPPER_DYNAMIC_TILES)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -939,9 +955,11 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         k_src, v_src = _fast_descriptors(plan.descs, k, v)
     order = t.fwd_ptr if plan.order is None else plan.order
     if plan.hopper:
+        # DYNAMIC: the counter of programs handed out at run time, zero at each launch
+        counter = torch.zeros(1, dtype=torch.int32, device=q.device) if plan.dynamic else t.fwd_ptr
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
-                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1])
+                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter)
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,

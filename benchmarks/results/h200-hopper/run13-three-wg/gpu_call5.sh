@@ -35,7 +35,7 @@ for part in ("dense", "sparse"):
     for case in dict.fromkeys(r["case"] for r in rows):
         r = ms.get((case, "ours", "fwd"))
         b = ms.get((case, "ours-HOPPER_PERSISTENT=True;HOPPER_DYNAMIC_TILES=True", "fwd"))
-        print(f"{case[:44]:44s} fwd ours {r['ms']:.3f} ({r['tflops']:.0f}) {r.get('note', '')[:30]} | "
-              f"persistent+dynamic {b['ms']:.3f}: {r['ms'] / b['ms']:.3f}x")
+        print(f"{case[:44]:44s} fwd ours {r['ms']:.3f} ({r['tflops']:.0f}) | "
+              f"persistent+dynamic {b['ms']:.3f}: {r['ms'] / b['ms']:.3f}x {b.get('note', '')[:40]}")
 PY
 rm -f $OUT/*/hopper.png $OUT/*/hopper.csv $OUT/*/fa4_ratio.json

@@ -317,13 +317,21 @@ def test_dynamic_tiles_take_one_atomic_per_program():
     assert len(re.findall(r"atom\.global\.gpu\.acq_rel\.add\.u32", ptx)) == 1
     static = _ptx("fwd", 128, "bf16", dict(PERSISTENT=True))
     assert not re.search(r"atom\.global", static)
-    assert launch._dynamic_tiles() is launch.HOPPER_DYNAMIC_TILES
 
 
-def test_dynamic_tiles_switch_is_checked(monkeypatch):
-    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", 1)
-    with pytest.raises(ValueError, match="HOPPER_DYNAMIC_TILES must be True or False"):
-        launch._dynamic_tiles()
+def test_dynamic_tiles_default_and_switch(monkeypatch):
+    """``launch._dynamic_tiles``: by default run-time tiles with three consumers (which then
+    run persistent), fixed tiles with two; True / False force; other values are refused."""
+    assert launch.HOPPER_DYNAMIC_TILES is None
+    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is False
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
+    assert launch._dynamic_tiles(2) is True
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
+    assert launch._dynamic_tiles(3) is False
+    for bad in (1, 0, "yes"):
+        monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", bad)
+        with pytest.raises(ValueError, match="HOPPER_DYNAMIC_TILES must be None, True or False"):
+            launch._dynamic_tiles(3)
 
 
 def _prefix_rows_slow(layout):

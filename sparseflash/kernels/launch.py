@@ -545,8 +545,13 @@ HOPPER_PERSISTENT: Union[None, bool, int] = None
 # How a persistent Hopper forward's CTAs get their tiles: False, every num_CTAs-th program of
 # the launch order (fixed at launch); True, the first one fixed, then the next program of the
 # launch order at run time from a counter in global memory (kernels/hopper.py DYNAMIC), so that
-# uneven tiles balance across the SMs.
-HOPPER_DYNAMIC_TILES: bool = False
+# uneven tiles balance across the SMs. None (the default): at run time where the forward has
+# three consumer warpgroups, which then also runs persistent by default; fixed elsewhere. On an
+# H200 (benchmarks/results/h200-hopper/run13-three-wg/call5, forward, two samples) persistent
+# with run-time tiles against the default before: dense d=64 1.008-1.071x (causal 4K 1.068 and
+# 1.071), d=128 and the sparse cases 0.96-1.02x (fixed tiles where persistent, else one CTA
+# per tile).
+HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
 # moving it above them. None: at d=128 only; True / False: always / never
@@ -683,11 +688,12 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
                             gl.NVMMASharedLayout.get_default_for(block, dt))
 
 
-def _dynamic_tiles() -> bool:
-    """Whether a persistent Hopper forward takes its tiles at run time (HOPPER_DYNAMIC_TILES)."""
-    if HOPPER_DYNAMIC_TILES is not True and HOPPER_DYNAMIC_TILES is not False:
-        raise ValueError(f"launch.HOPPER_DYNAMIC_TILES must be True or False, got {HOPPER_DYNAMIC_TILES!r}")
-    return HOPPER_DYNAMIC_TILES
+def _dynamic_tiles(consumers: int) -> bool:
+    """Whether a persistent Hopper forward with ``consumers`` consumer warpgroups takes its
+    tiles at run time (HOPPER_DYNAMIC_TILES; None: with three)."""
+    if not (HOPPER_DYNAMIC_TILES is None or isinstance(HOPPER_DYNAMIC_TILES, bool)):
+        raise ValueError(f"launch.HOPPER_DYNAMIC_TILES must be None, True or False, got {HOPPER_DYNAMIC_TILES!r}")
+    return consumers == 3 if HOPPER_DYNAMIC_TILES is None else HOPPER_DYNAMIC_TILES
 
 
 def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
@@ -741,12 +747,13 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     num_programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
     switch = HOPPER_PERSISTENT
     if switch is None:
-        switch = _persistent_default(layout, fwd_ptr, schedule_cache)
+        # three consumers: persistent, with tiles handed out at run time (HOPPER_DYNAMIC_TILES)
+        switch = consumers == 3 or _persistent_default(layout, fwd_ptr, schedule_cache)
     if not isinstance(switch, (bool, int)) or (switch is not False and switch < 1):
         raise ValueError("launch.HOPPER_PERSISTENT must be None, a bool or a positive int (CTAs), "
                          f"got {HOPPER_PERSISTENT!r}")
     persistent = switch is not False
-    plan.dynamic = persistent and _dynamic_tiles()
+    plan.dynamic = persistent and _dynamic_tiles(consumers)
     if persistent:
         ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
         grid = (min(num_programs, ctas if switch is True else switch),)

@@ -27,7 +27,10 @@ With ``PERSISTENT`` (launch.py ``HOPPER_PERSISTENT``; the default on short, even
 grid is at most one CTA per SM and each walks every ``num_programs(0)``-th query tile in launch
 order: the producer copies a tile's Q once both consumers have released the previous one
 (``q_empty``), and the ring position carries across tiles, so a tile's output stores overlap
-the next tile's copies.
+the next tile's copies. With ``DYNAMIC`` (launch.py ``HOPPER_DYNAMIC_TILES``; the default with
+three consumers) a CTA takes each program after its first from a counter in global memory
+instead, and publishes it to the consumers in shared memory beside the tile's Q (-1: none
+left), so that uneven tiles balance.
 
 Measured on an H200 (benchmarks/hopper.py, bf16, d=128, 16K): one partition of 8 warps ran
 at 0.95x the portable kernel; two partitions with a 2-slot ring at 1.06x, with 3 slots at 1.18x

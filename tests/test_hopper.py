@@ -41,11 +41,12 @@ common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HA
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
-                      CONSUMER_REGS=232, PRODUCER_REGS=40, PERSISTENT=False, OVERLAP_PV=False,
+                      CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
+                      PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False)
     if flags.get("NUM_CONSUMERS") == 3:
-        constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD3_REGS[0],
-                          PRODUCER_REGS=launch._HOPPER_FWD3_REGS[1])
+        constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
+                          PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
     rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
 else:
     kernel = hopper._hopper_dkdv_kernel
@@ -292,13 +293,13 @@ def test_causal_dkdv_kernel_spills_less_with_its_registers():
 def test_three_consumer_forward_partitions_and_registers():
     """The 192-query forward (``NUM_CONSUMERS=3``): three consumer warpgroups and the producer
     warp, each consumer thread with 160 registers and the producer's with 24
-    (``launch._HOPPER_FWD3_REGS``: 4 warpgroups fill the SM's 65536), three products per
+    (``launch._HOPPER_FWD_REGS[3]``: 4 warpgroups fill the SM's 65536), three products per
     warpgroup per step site as with two, and the same steady-state loop without spills: the
     persistent build's sm_90 SASS stores nothing to local memory."""
     ptx = _ptx("fwd", 64, "bf16", dict(NUM_CONSUMERS=3))
     inc = [int(r) for r in re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+)", ptx)]
     dec = [int(r) for r in re.findall(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+(\d+)", ptx)]
-    consumer, producer = launch._HOPPER_FWD3_REGS
+    consumer, producer = launch._HOPPER_FWD_REGS[3]
     assert inc.count(consumer) == 2, inc             # the two worker consumer partitions
     assert producer in dec, dec
     # the default partition (the first consumer) keeps what the others leave: 168

@@ -533,9 +533,9 @@ _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
-# (consumer, producer) registers a thread of the three-consumer forward takes (4 warpgroups:
-# 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
-_HOPPER_FWD3_REGS = (160, 24)
+# (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
+# (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
+_HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
 # order (every num_SMs-th), its producer loading the next tile's Q and K/V while the consumers
 # write the last one's output. None: where _persistent_default says so; False: one CTA per
@@ -764,8 +764,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=232 if consumers == 2 else _HOPPER_FWD3_REGS[0],
-        PRODUCER_REGS=40 if consumers == 2 else _HOPPER_FWD3_REGS[1], OVERLAP_PV=_overlap_pv(d),
+        CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
+        OVERLAP_PV=_overlap_pv(d),
         NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)

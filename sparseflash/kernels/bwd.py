@@ -207,6 +207,11 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
     SUB: tl.constexpr = BLOCK // BLOCK_N
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
+    if HAS_ALIBI == 2:
+        # the causal column term alibi2 * (u - R) as alibi2 * (u - start_n), the same vector
+        # every step (added with the scale's FMA), plus the step's scalar
+        # alibi2 * (start_n - R), taken off lse2 per row instead of added per score
+        acol = alibi2 * offs_n.to(tl.float32)
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
         kv_block_idx = next_idx
@@ -221,9 +226,16 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
-        s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
-                                cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
-        p = _exp(tl.minimum(s2 - lse2[:, None], 0.0), NATURAL)      # <= 1, as in _dkdv_inner
+        if HAS_ALIBI == 2:
+            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
+                                    pos_ref, HAS_SOFTCAP, 0, UPCAST, PRECISION)
+            s2 = s2 + acol[None, :]
+            lse_t = lse2 - alibi2 * (start_n - pos_ref).to(tl.float32)
+        else:
+            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
+                                    cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
+            lse_t = lse2
+        p = _exp(tl.minimum(s2 - lse_t[:, None], 0.0), NATURAL)     # <= 1, as in _dkdv_inner
         if MASKED:
             key_ok = _key_ok(KPM, kpm_row, k_row0, cols_pos, col_ok, HAS_KPM)
             visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,

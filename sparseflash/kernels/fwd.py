@@ -44,6 +44,12 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
     TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI or NATURAL
     CAP_MAX: tl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI) and (not NATURAL)
     d_ok = offs_d < HEAD_DIM
+    if HAS_ALIBI == 2:
+        # the causal column term alibi2 * (u - R) as alibi2 * (u - start_n), the same vector
+        # every step (added with the scale's FMA), plus the step's scalar `shift` =
+        # alibi2 * (start_n - R), added to the row max and taken off it inside exp (per row,
+        # not per score)
+        acol = alibi2 * offs_n.to(tl.float32)
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
         kv_block_idx = next_idx
@@ -60,6 +66,11 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                 # folded softcap alone: the row max over tanh, times the cap (> 0, so the same
                 # max), and cap * tanh - max is one FMA inside exp2
                 s2 = _tanh(qk * qk_scale, UPCAST, PRECISION)
+            elif HAS_ALIBI == 2:
+                s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
+                                     pos_ref, HAS_SOFTCAP, 0, UPCAST, PRECISION)
+                s2 = s2 + acol[None, :]
+                shift = alibi2 * (start_n - pos_ref).to(tl.float32)
             else:
                 s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
                                      cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)
@@ -70,12 +81,16 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                 s2 = tl.where(visible, s2, float("-inf"))
             if CAP_MAX:
                 m_new = tl.maximum(m_i, tl.max(s2, 1) * softcap2)
+            elif HAS_ALIBI == 2:
+                m_new = tl.maximum(m_i, tl.max(s2, 1) + shift)
             else:
                 m_new = tl.maximum(m_i, tl.max(s2, 1))
             # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
             if CAP_MAX:
                 p = tl.math.exp2(softcap2 * s2 - m_use[:, None])
+            elif HAS_ALIBI == 2:
+                p = _exp(s2 - (m_use - shift)[:, None], NATURAL)
             else:
                 p = _exp(s2 - m_use[:, None], NATURAL)
         else:

@@ -348,28 +348,51 @@ def _key_start(fwd_idx, lo, t, j0, BLOCK: gl.constexpr, BLOCK_N: gl.constexpr):
 
 
 @gluon.jit
-def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, col_layout: gl.constexpr,
-                BLOCK_N: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
+                col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
+                HAS_ALIBI: gl.constexpr):
     """The modified scores of a tile as fwd.py ``_fwd_inner`` computes them (before the token
-    rule): with the folded softcap alone (CAP_MAX) just ``tanh(q.k * scale / softcap)``, the cap
-    multiplying in the row max and inside exp2; otherwise ``_log2_scores``, the causal ALiBi
-    relative to ``ref`` (the warpgroup's first query position)."""
+    rule), and the tile's ``shift``: with the folded softcap alone (CAP_MAX) just
+    ``tanh(q.k * scale / softcap)``, the cap multiplying in the row max and inside exp2;
+    otherwise ``_log2_scores``. The causal ALiBi's column term ``alibi2 * (u - R)`` (R = ``ref``,
+    the warpgroup's first query position) is split in two: ``acol = alibi2 * (u - start_n)``,
+    the same vector every step (made once, added with the scale's FMA), and the step's scalar
+    ``shift = alibi2 * (start_n - R)``, which ``_tile_max`` adds to the row max and
+    ``_tile_exp`` takes out of it inside exp2 (the scores themselves leave it out). Per score
+    that is the FMA alone, where the whole term took a conversion, a multiply and an add per
+    column and step. Without it the shift is 0 and unused."""
     CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
     if CAP_MAX:
-        return _tanh(s * qk_scale, _UPCAST, _PRECISION)
+        return _tanh(s * qk_scale, _UPCAST, _PRECISION), 0.0
+    elif HAS_ALIBI == 2:
+        s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], ref,
+                             HAS_SOFTCAP, 0, _UPCAST, _PRECISION)
+        return s2 + acol[None, :], alibi2 * (start_n - ref).to(gl.float32)
     else:
         cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
         s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], cols_pos[None, :],
                              HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
-        return s2
+        return s2, 0.0
 
 
 @gluon.jit
-def _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` for the causal ALiBi, else 0."""
+    if HAS_ALIBI == 2:
+        return alibi2 * gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
+    else:
+        return 0.0
+
+
+@gluon.jit
+def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """Row max of a tile in log2 units: raw scores are scaled after the max (``qk_scale`` > 0),
-    CAP_MAX's tanh values times the cap (> 0), modified scores as they are."""
+    CAP_MAX's tanh values times the cap (> 0), modified scores as they are, plus the causal
+    ALiBi's ``shift`` (``_fwd_scores``)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
         return gl.max(s, 1) * softcap2
+    elif HAS_ALIBI == 2:
+        return gl.max(s, 1) + shift
     elif HAS_SOFTCAP or HAS_ALIBI:
         return gl.max(s, 1)
     else:
@@ -377,10 +400,14 @@ def _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.co
 
 
 @gluon.jit
-def _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
-    """``2^(score - max)``: one FMA inside exp2 for raw scores and CAP_MAX's tanh values."""
+def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
+              HAS_ALIBI: gl.constexpr):
+    """``2^(score - max)``: one FMA inside exp2 for raw scores and CAP_MAX's tanh values; the
+    causal ALiBi's ``shift`` comes off the row max (one subtract per row, not per score)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
         return gl.exp2(softcap2 * s - m_use[:, None])
+    elif HAS_ALIBI == 2:
+        return gl.exp2(s - (m_use - shift)[:, None])
     elif HAS_SOFTCAP or HAS_ALIBI:
         return gl.exp2(s - m_use[:, None])
     else:
@@ -509,6 +536,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
+    acol = _alibi_cols(alibi2, col_layout, BLOCK_N, HAS_ALIBI)
     bh = off_b * num_heads + off_h
     row0 = first + q_row0                                                   # first tensor row
 
@@ -526,15 +554,18 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         s = warpgroup_mma_wait(0, deps=(s, ))
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
-            s = _fwd_scores(s, _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), rows_pos, first,
-                            qk_scale, softcap2, alibi2, col_layout, BLOCK_N, HAS_SOFTCAP, HAS_ALIBI)
+            s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), rows_pos,
+                                    first, qk_scale, softcap2, alibi2, acol, col_layout, BLOCK_N,
+                                    HAS_SOFTCAP, HAS_ALIBI)
+        else:
+            shift0 = 0.0
         if full_trips == 0:
             s = _masked(s, j0 * BLOCK + gl.load(fwd_idx + lo) * BLOCK, rows_pos, q_lo, q_hi, k_lo,
                         k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
-        m_i = _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
+        m_i = _tile_max(s, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)   # [BLOCK_M, BLOCK_N]
+        e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
@@ -553,9 +584,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
-                s = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos, first,
-                                qk_scale, softcap2, alibi2, col_layout, BLOCK_N, HAS_SOFTCAP,
-                                HAS_ALIBI)
+                s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos,
+                                       first, qk_scale, softcap2, alibi2, acol, col_layout,
+                                       BLOCK_N, HAS_SOFTCAP, HAS_ALIBI)
+            else:
+                shift = 0.0
             if t >= full_trips:
                 start_n = _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N)
                 s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
@@ -567,10 +600,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             # to the top of the softmax's block, and P_{t-1} V_{t-1} no longer overlaps the
             # exponentials (the sm_90 SASS of tests/test_hopper.py)
             if (t + n_full >= 0) or (not OVERLAP_PV):
-                m_new = gl.maximum(m_i, _tile_max(s, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI))
+                m_new = gl.maximum(m_i, _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP,
+                                                  HAS_ALIBI))
                 # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                e = _tile_exp(s, m_use, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
+                e = _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
                 alpha = gl.exp2(m_i - m_use)
                 l_i = l_i * alpha + gl.sum(e, 1)
                 m_i = m_new

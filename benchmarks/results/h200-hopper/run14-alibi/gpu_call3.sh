@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run14 call 3: the GPU tests of the Hopper kernels and of issue 11's options (the ALiBi split
 # touches the Hopper forward, the portable forward and the dQ kernel), in 6 shards; then a
-# second ALiBi A/B sample in the other order (new, then old); then profile_step.py.
+# second ALiBi A/B sample in the other order (new, then old).
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.
 bash benchmarks/gpu_shards.sh "tests/test_hopper.py tests/test_parity.py" 6 280 /tmp/shards
@@ -11,5 +11,3 @@ for tag in new old; do
   tree=$([ $tag = old ] && echo _old_tree || echo .)
   PYTHONPATH=$tree:$PYTHONPATH timeout 150 python $R/alibi_ab.py --out $OUT/ab2_$tag --tag $tag 2>&1 | grep -E "overhead|check|Error" | cut -c1-200
 done
-# where a dense forward+backward step's GPU time goes, kernel by kernel
-timeout 150 python $R/profile_step.py > $OUT/profile.txt 2>&1; grep -E "^===|Self CUDA time total" $OUT/profile.txt

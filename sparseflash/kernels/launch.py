@@ -530,6 +530,11 @@ _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kerne
 # the non-causal one took 7.88 ms at 232 and 8.03 at 240 (benchmarks/bwd_breakdown.py --regs,
 # benchmarks/results/h200-hopper/run6-dkdv-dispatch/breakdown-regs)
 _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
+# The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
+# num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
+# the dQ kernel, the Gluon one does not. These are _BWD_TABLE's values (tuned in run 6 for both
+# portable kernels together).
+_HOPPER_DQ_TABLE = {64: (64, 64, 4, 3), 128: (128, 64, 8, 3)}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
@@ -1020,6 +1025,13 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
     per_head = layout.table_heads > 1
     d_pad = _head_dim_pad(d)
     cfg = config or bwd_config(d_pad, block_size, q.dtype)
+    hopper_bwd = _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
+                                 alibi=alibi, dropout_p=dropout_p)
+    if hopper_bwd:
+        # the Gluon dK/dV kernel: the dQ kernel alone reads the config's tile, warps and stages
+        m2, n2, warps, stages = _HOPPER_DQ_TABLE[d_pad]
+        cfg = _replace(cfg, block_m2=_fit(m2, block_size), block_n2=_fit(n2, block_size),
+                       num_warps=warps, num_stages=stages)
     if dropout_p > 0 and config is None:
         cfg = _dropout_stages(cfg)
     upcast, precision = _flags(q.dtype)
@@ -1034,8 +1046,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
     constexprs = {**constexprs, **mod_constexprs}
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
-    if _use_hopper_bwd(do, q, k, v, layout, scale=scale, config=config, softcap=softcap,
-                       alibi=alibi, dropout_p=dropout_p):
+    if hopper_bwd:
         _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
                           schedule_cache=schedule_cache, cached=cached)
@@ -1126,7 +1137,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS)
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d))
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

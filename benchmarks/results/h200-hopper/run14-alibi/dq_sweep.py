@@ -1,7 +1,7 @@
-"""run14: the dQ kernel's tile config on Hopper. Since the dK/dV kernel runs in Gluon, the
-portable dQ kernel alone reads launch._BWD_TABLE's (BLOCK_M2, BLOCK_N2, num_warps,
-num_stages); this times the dense forward+backward step (hopper.py's shapes: bf16, H*d = 2048,
-B*N = 16K, (B, N, H, d) storage) under several of them, one process, each on a fresh layout
+"""run14: the dQ kernel's tile config on Hopper (launch._HOPPER_DQ_TABLE: BLOCK_M2, BLOCK_N2,
+num_warps, num_stages, which the portable dQ kernel alone reads beside the Gluon dK/dV
+kernel; the defaults are _BWD_TABLE's, tuned in run 6 with the portable dK/dV). This times
+the dense forward+backward step (hopper.py's shapes: bf16, H*d = 2048, B*N = 16K, (B, N, H, d) storage) under several of them, one process, each on a fresh layout
 (no cached plan), and compares each config's gradients with the default's. Usage:
 ``PYTHONPATH=. python dq_sweep.py``."""
 import json
@@ -17,7 +17,7 @@ CONFIGS = {64: [(64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 4, 
                 (64, 64, 4, 4), (128, 64, 8, 2)],
            128: [(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2),
                  (64, 64, 4, 4), (128, 32, 8, 3)]}
-default = dict(launch._BWD_TABLE)
+default = dict(launch._HOPPER_DQ_TABLE)
 for N, d, causal in ((4096, 64, False), (4096, 64, True), (16384, 128, False), (16384, 128, True)):
     H, B = 2048 // d, max(1, 16384 // N)
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -26,8 +26,7 @@ for N, d, causal in ((4096, 64, False), (4096, 64, True), (16384, 128, False), (
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
     ref = None
     for m2, n2, warps, stages in CONFIGS[d]:
-        m1, n1, _, _, _, _, tma = default[d]
-        launch._BWD_TABLE[d] = (m1, n1, m2, n2, warps, stages, tma)
+        launch._HOPPER_DQ_TABLE[d] = (m2, n2, warps, stages)
         layout = sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H)
 
         def step():
@@ -46,4 +45,4 @@ for N, d, causal in ((4096, 64, False), (4096, 64, True), (16384, 128, False), (
             row = dict(case=f"dense{' causal' if causal else ''} N={N} d={d}", dq=[m2, n2, warps, stages],
                        error=f"{type(exc).__name__}: {str(exc)[:150]}")
         print(json.dumps(row), flush=True)
-    launch._BWD_TABLE[d] = default[d]
+    launch._HOPPER_DQ_TABLE[d] = default[d]

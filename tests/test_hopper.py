@@ -100,10 +100,29 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
     overlap = 0
     for part in sass.split("WARPGROUP.DEPBAR.LE gsb0, 0x1")[1:]:
         overlap = max(overlap, part.split("WARPGROUP.DEPBAR.LE gsb0, 0x0")[0].count("MUFU.EX2"))
+    # the step loop: the smallest loop (a branch back to an earlier label) holding both wgmma
+    # and exponentials, i.e. one consumer's loop over its K/V steps
+    body, labels = [], {}
+    for line in sass.splitlines():
+        m = re.match(r"^\s*(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(body)
+        elif re.match(r"^\s*/\*[0-9a-f]+\*/\s+\S", line):
+            body.append(line)
+    step = None
+    for i, line in enumerate(body):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i + 1) <= i:
+            loop = body[labels[m.group(1)]:i + 1]
+            text = "\n".join(loop)
+            if "HGMMA" in text and "MUFU.EX2" in text and (step is None or len(loop) < len(step)):
+                step = loop
+    step_text = "\n".join(step or [])
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
-                                 "EX2_OVERLAPPING_PV": overlap}))
+                                 "EX2_OVERLAPPING_PV": overlap,
+                                 "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F")}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
 """
@@ -209,6 +228,21 @@ def test_softcap_and_alibi_variants_compile_to_hopper_instructions(which, d, dty
     if which == "fwd":
         assert not re.search(r"\b(ld|st)\.local", ptx), "register spills"
 
+
+
+def test_causal_alibi_costs_the_forward_one_add_per_score():
+    """The causal ALiBi's column term (``_fwd_scores``): a vector made once before the loop and a
+    scalar per step, so a consumer's step loop converts no key positions to float (it did 32 a
+    thread per step before run14: conversion, multiply and add per column) and grows by about
+    one add per score (64 a thread) over the loop without ALiBi (sm_90 SASS: 903 against 854
+    instructions; the form before took 989)."""
+    flags = dict(CAUSAL=True, OVERLAP_PV=True)
+    plain = _sass_counts("fwd", 128, "bf16", flags)
+    alibi = _sass_counts("fwd", 128, "bf16", dict(flags, HAS_ALIBI=2))
+    assert plain["STEP_LOOP"] > 0 and alibi["STEP_LOOP"] > 0, "no step loop found"
+    assert alibi["STEP_I2F"] <= 2, f"{alibi['STEP_I2F']} int-to-float conversions a step"
+    assert alibi["STEP_LOOP"] <= plain["STEP_LOOP"] + 72, (alibi["STEP_LOOP"], plain["STEP_LOOP"])
+    assert alibi["STL"] == 0, "register spills"
 
 
 @pytest.mark.parametrize("which,d,dtype,flags", [

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .tiles import (LOG2E, _alibi2, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
-                    _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
+                    _column_split_scores, _load_tile, _log2_scores, _program_tile, _query_tile, _sequence, _slot_sequence,
                     _visible)
 
 
@@ -208,10 +208,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     d_ok = offs_d < HEAD_DIM
     if HAS_ALIBI == 2:
-        # the causal column term alibi2 * (u - R) as alibi2 * (u - start_n), the same vector
-        # every step (added with the scale's FMA), plus the step's scalar
-        # alibi2 * (start_n - R), taken off lse2 per row instead of added per score
-        acol = alibi2 * offs_n.to(tl.float32)
+        acol = alibi2 * offs_n.to(tl.float32)         # tiles.py _column_split_scores
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
         kv_block_idx = next_idx
@@ -227,10 +224,9 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
                         True, USE_TMA)
         qk = _dot(q, kT, None, UPCAST, PRECISION)                     # [BLOCK_M, BLOCK_N]
         if HAS_ALIBI == 2:
-            s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
-                                    pos_ref, HAS_SOFTCAP, 0, UPCAST, PRECISION)
-            s2 = s2 + acol[None, :]
-            lse_t = lse2 - alibi2 * (start_n - pos_ref).to(tl.float32)
+            s2, shift, dcap = _column_split_scores(qk, qk_scale, softcap2, alibi2, acol, start_n,
+                                                   pos_ref, HAS_SOFTCAP, UPCAST, PRECISION)
+            lse_t = lse2 - shift
         else:
             s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
                                     cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .tiles import (LN2, _alibi2, _tanh, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
-                    _load_tile, _log2_scores, _program_tile, _query_tile, _slot_sequence,
+                    _column_split_scores, _load_tile, _log2_scores, _program_tile, _query_tile, _slot_sequence,
                     _visible)
 
 
@@ -45,11 +45,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
     CAP_MAX: tl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI) and (not NATURAL)
     d_ok = offs_d < HEAD_DIM
     if HAS_ALIBI == 2:
-        # the causal column term alibi2 * (u - R) as alibi2 * (u - start_n), the same vector
-        # every step (added with the scale's FMA), plus the step's scalar `shift` =
-        # alibi2 * (start_n - R), added to the row max and taken off it inside exp (per row,
-        # not per score)
-        acol = alibi2 * offs_n.to(tl.float32)
+        acol = alibi2 * offs_n.to(tl.float32)         # tiles.py _column_split_scores
     next_idx = _block_at(idx_ptr, it_lo, it_hi, SUB)
     for it in range(it_lo, it_hi):
         kv_block_idx = next_idx
@@ -67,10 +63,8 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                 # max), and cap * tanh - max is one FMA inside exp2
                 s2 = _tanh(qk * qk_scale, UPCAST, PRECISION)
             elif HAS_ALIBI == 2:
-                s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
-                                     pos_ref, HAS_SOFTCAP, 0, UPCAST, PRECISION)
-                s2 = s2 + acol[None, :]
-                shift = alibi2 * (start_n - pos_ref).to(tl.float32)
+                s2, shift, _ = _column_split_scores(qk, qk_scale, softcap2, alibi2, acol, start_n,
+                                                    pos_ref, HAS_SOFTCAP, UPCAST, PRECISION)
             else:
                 s2, _ = _log2_scores(qk, qk_scale, softcap2, alibi2, pos_ref, rows_pos[:, None],
                                      cols_pos[None, :], HAS_SOFTCAP, HAS_ALIBI, UPCAST, PRECISION)

@@ -63,7 +63,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-from .tiles import _alibi2, _log2_scores, _slot_sequence, _tanh, _word_pieces
+from .tiles import _alibi2, _column_split_scores, _log2_scores, _slot_sequence, _tanh, _word_pieces
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
 
@@ -365,9 +365,9 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
     if CAP_MAX:
         return _tanh(s * qk_scale, _UPCAST, _PRECISION), 0.0
     elif HAS_ALIBI == 2:
-        s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], ref,
-                             HAS_SOFTCAP, 0, _UPCAST, _PRECISION)
-        return s2 + acol[None, :], alibi2 * (start_n - ref).to(gl.float32)
+        s2, shift, _ = _column_split_scores(s, qk_scale, softcap2, alibi2, acol, start_n, ref,
+                                            HAS_SOFTCAP, _UPCAST, _PRECISION)
+        return s2, shift
     else:
         cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
         s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], cols_pos[None, :],

@@ -202,6 +202,21 @@ def _log2_scores(qk, qk_scale, softcap2, alibi2, t_ref, t_pos, u_pos,
 
 
 @triton.jit
+def _column_split_scores(qk, qk_scale, softcap2, alibi2, acol, start_n, t_ref,
+                         HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """The causal ALiBi's scores (HAS_ALIBI 2) for the loops over key tiles whose rows are
+    queries: its column term ``alibi2 * (u - R)`` split once more, into ``acol = alibi2 * (u -
+    start_n)`` (``[BLOCK_N]``, the same at every step: the caller makes it once before its loop
+    and it is added with the scale's FMA) and the step's scalar ``shift = alibi2 * (start_n -
+    R)``, left out of the scores: the forwards add it to the row max and take it off that max
+    inside exp, the dQ kernel takes it off lse2 (per row, not per score). Returns the scores
+    without the shift, the shift, and ``dcap`` as ``_log2_scores`` gives it."""
+    s2, dcap = _log2_scores(qk, qk_scale, softcap2, alibi2, t_ref, t_ref, t_ref, HAS_SOFTCAP, 0,
+                            UPCAST, PRECISION)
+    return s2 + acol[None, :], alibi2 * (start_n - t_ref).to(tl.float32), dcap
+
+
+@triton.jit
 def _exp(x, NATURAL: tl.constexpr):
     """e^x for natural-unit scores (NATURAL), else 2^x for log2-unit ones."""
     if NATURAL:

@@ -25,6 +25,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
 ap.add_argument("--tag", required=True)
 args = ap.parse_args()
+args.suites = "alibi"
 dev, out, meta, timer = rb.start_run(args, sys.argv[1:], "alibi_ab.py")
 meta["sparseflash_from"] = os.path.dirname(sf.__file__)
 meta["tag"] = args.tag

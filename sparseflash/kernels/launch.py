@@ -534,7 +534,7 @@ _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. These are _BWD_TABLE's values (tuned in run 6 for both
 # portable kernels together).
-_HOPPER_DQ_TABLE = {64: (64, 64, 4, 3), 128: (128, 64, 8, 3)}
+_HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}

@@ -603,7 +603,7 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     on the host (one sequence, not built on the device) whose rows are prefixes of their
     successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
     160 registers cannot hold the tiles) without softcap, ALiBi, key padding or token windows,
-    whose extra registers spill at 160 (sm_90 SASS: 82, 31 and 183 spill stores), and without
+    whose extra registers spill at 160 (sm_90 SASS: 82, 74 and 183 spill stores), and without
     dropout, whose draws made three consumers slower (an H200, dense 16K d=64, p=0.1: forward
     0.86x, causal 0.81x the speed of two; benchmarks/results/h200-hopper/run13-three-wg/call4)."""
     switch = HOPPER_FWD_CONSUMERS

@@ -532,8 +532,10 @@ _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kerne
 _HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
-# the dQ kernel, the Gluon one does not. These are _BWD_TABLE's values (tuned in run 6 for both
-# portable kernels together).
+# the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both
+# portable kernels together); d=64 takes 128x64 (was 64x64): 1.004-1.070x faster forward+backward
+# on dense 4K, dense causal 4K and local(8) 16K in two samples, no other tile won at d=128
+# (an H200, benchmarks/results/h200-hopper/run14-alibi, dq_sweep.py).
 _HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).

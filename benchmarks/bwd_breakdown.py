@@ -28,7 +28,9 @@ CASES = [  # (name, pattern, N, d, causal, B)
     ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
     ("dense d=64", sf.dense(), 4096, 64, False, 4),
 ]
-VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True), "portable dkdv": dict(USE_HOPPER_BWD=False)}
+VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True, HOPPER_FUSED_DQ=False),
+            "portable dkdv": dict(USE_HOPPER_BWD=False)}
+# --fused: also the Hopper dK/dV kernel that computes dQ itself (``launch.HOPPER_FUSED_DQ``)
 # --regs N: also the Hopper dK/dV kernel with N registers per consumer thread, causal or not
 # (``launch._HOPPER_BWD_REGS``)
 
@@ -38,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--regs", type=int, default=0, help="also the Hopper dK/dV kernel at this register count")
+    ap.add_argument("--fused", action="store_true", help="also the Hopper dK/dV kernel with dQ fused in")
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     ap.add_argument("--softcap", type=float, default=0.0, help="softcap of every call (0: none)")
@@ -46,8 +49,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     # name -> (launch switches, dropout_p)
     variants = {name: (sw, args.dropout) for name, sw in VARIANTS.items()}
+    if args.fused:
+        variants["hopper fused dq"] = (dict(USE_HOPPER_BWD=True, HOPPER_FUSED_DQ=True), args.dropout)
+
     if args.dropout:
-        variants["hopper dkdv p=0"] = (dict(USE_HOPPER_BWD=True), 0.0)
+        variants["hopper dkdv p=0"] = (dict(USE_HOPPER_BWD=True, HOPPER_FUSED_DQ=False), 0.0)
     if args.regs:
         variants[f"hopper dkdv r{args.regs}"] = (
             dict(USE_HOPPER_BWD=True, _HOPPER_BWD_REGS={"plain": args.regs, "causal": args.regs}),

@@ -51,13 +51,17 @@ if which == "fwd":
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
-                      CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1)
+                      CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
+                      FUSED_DQ=False)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
-            "delta_desc": 64}
+            "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
 
 
 def desc(r, name):
+    if name == "dq_desc":                             # the fused dQ's fp32 accumulator
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, r, 32], gl.float32)
+        return f"tensordesc<fp32[1,1,{r},32],{layout!r}>"
     if name in ("lse2_desc", "delta_desc"):           # flat fp32 statistics
         layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
         return f"tensordesc<fp32[{r}],{layout!r}>"

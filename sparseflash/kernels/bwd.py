@@ -270,7 +270,7 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                    REVERSE_M: tl.constexpr,
                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-                   SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr):
+                   SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr, STATS_ONLY: tl.constexpr = False):
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -303,7 +303,6 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
         + tl.arange(0, BLOCK_M)[:, None] * stride_dom + offs_d[None, :] * stride_dod
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh + row0 * stride_om \
         + tl.arange(0, BLOCK_M)[:, None] * stride_om + offs_d[None, :] * stride_od
-    q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
     do = _load_tile(do_ptrs, row_ok, d_ok, True, PAD_D)
     # this tile's rows of delta and lse2, for this loop and for the dK/dV kernel after it
     o = _load_tile(o_ptrs, row_ok, d_ok, True, PAD_D)
@@ -315,35 +314,38 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     lse2 = tl.where(lse == float("-inf"), 0.0, lse if NATURAL else lse * LOG2E)
     tl.store(Delta + stat, delta, mask=row_ok)
     tl.store(LSE2 + stat, lse2, mask=row_ok)
-    K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
-    V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
-    kpm_row = off_b.to(tl.int64) * stride_kpm_b
-    j0 = k_lo // BLOCK
-    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
-    bh = off_b * num_heads + off_h
-    dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
-    if HAS_ALIBI == 2:
-        # the scores leave out the causal bias's row term (tiles.py, _log2_scores): so does
-        # this loop's LSE (the stored lse2 above keeps it, for the dK/dV kernel)
-        lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
+    if not STATS_ONLY:
+        # (STATS_ONLY: the statistics alone, for the Hopper dK/dV kernel that also computes dQ)
+        q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]
+        K_head = _head_base(K, off_b, off_kvh, stride_kb, stride_kh, USE_TMA)
+        V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
+        kpm_row = off_b.to(tl.int64) * stride_kpm_b
+        j0 = k_lo // BLOCK
+        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
+        bh = off_b * num_heads + off_h
+        dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
+        if HAS_ALIBI == 2:
+            # the scores leave out the causal bias's row term (tiles.py, _log2_scores): so does
+            # this loop's LSE (the stored lse2 above keeps it, for the dK/dV kernel)
+            lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
 
-    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                   lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
-                   stride_kn, stride_kd, stride_vn, stride_vd,
-                   qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
-                   softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
-                   BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
-                   UPCAST, PRECISION, USE_TMA)
-    dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
-                   (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
-                   stride_kn, stride_kd, stride_vn, stride_vd,
-                   qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
-                   softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
-                   BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                   True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
-                   UPCAST, PRECISION, USE_TMA)
-    dq = dq * sm_scale
-    dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \
-        + tl.arange(0, BLOCK_M)[:, None] * stride_dqm + offs_d[None, :] * stride_dqd
-    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+        dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
+                       lo * SUB, (lo + n_full) * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
+                       stride_kn, stride_kd, stride_vn, stride_vd,
+                       qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                       softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
+                       BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
+                       False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
+                       UPCAST, PRECISION, USE_TMA)
+        dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
+                       (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
+                       stride_kn, stride_kd, stride_vn, stride_vd,
+                       qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
+                       softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
+                       BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
+                       True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
+                       UPCAST, PRECISION, USE_TMA)
+        dq = dq * sm_scale
+        dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \
+            + tl.arange(0, BLOCK_M)[:, None] * stride_dqm + offs_d[None, :] * stride_dqd
+        tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])

@@ -60,12 +60,25 @@ import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
-                                                               warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                               warpgroup_mma, warpgroup_mma_wait)
+from triton._C.libtriton import ir as _ir
+from triton.experimental.gluon.language._core import builtin as _builtin
 
 from .tiles import _alibi2, _column_split_scores, _log2_scores, _slot_sequence, _tanh, _word_pieces
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
+
+
+@_builtin
+def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    """``tensor[coord + box] += src`` by the copy engine (``cp.reduce.async.bulk.tensor``, add):
+    Triton's ``AsyncTMAReduceOp``, which Gluon 3.6 builds but does not export. It completes
+    like a TMA store (a bulk group: ``tma.store_wait``); coordinates past the tensor's end are
+    skipped, negative ones fault (the accumulator is padded)."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
+                                              coord, src.handle)
 
 
 # Shared with the portable kernels: tiles.py's ``_slot_sequence`` and score modifiers (``_tanh``,
@@ -75,6 +88,9 @@ LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to na
 _UPCAST = gl.constexpr(False)
 _PRECISION = gl.constexpr("tf32")
 _NATURAL = gl.constexpr(False)
+# the fused dQ's staging tiles: [64, _DQ_COLS] fp32, rows of 128 bytes (the copy engine's widest
+# swizzle)
+_DQ_COLS = gl.constexpr(32)
 
 
 # ------------------------------------------------------------------ dropout
@@ -845,7 +861,7 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
     for w in gl.static_range(2):
         row = start_n + k_start - k_lo + w * HALF
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        k_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+                                        k_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
                                         v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
     step = 0
@@ -899,8 +915,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
 
 
 @gluon.jit
-def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                  LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                   num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -909,7 +925,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                  SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, WG: gl.constexpr):
+                  SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
+                  WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -937,7 +954,16 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
     if HAS_KPM:
         keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
         key_ok = key_ok & (keep != 0)
-    k_tile = k_smem.index(WG)
+    # the fused dQ (FUSED_DQ): dQ[:, DQ_COL0 : DQ_COL0 + d/2] += dS K over all the tile's keys,
+    # in DQ_PARTS products of DQ_COLS columns (a staging tile's fp32 rows are 128 bytes)
+    DQ_COLS: gl.constexpr = _DQ_COLS
+    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // DQ_COLS
+    DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2)
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, HEAD_DIM // 2, 16])
+    part_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                          instr_shape=[16, DQ_COLS, 16])
+    k_tile = k_smem.slice(WG * KEYS, KEYS)
     v_tile = v_smem.index(WG)
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
@@ -1022,9 +1048,50 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
                 dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
             else:
                 dsT = pT * (dpT - delta[None, :])
-            dk = warpgroup_mma(gl.convert_layout(dsT.to(dtype), a_layout), q_tile, dk, is_async=True)
-            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-            mbarrier.arrive(empty.index(s))
+            dsT = dsT.to(dtype)
+            if FUSED_DQ:
+                # both warpgroups' dS^T of the step ([128 keys, 64 queries], two buffers by step
+                # parity) through shared memory, from where dK's product also reads this
+                # warpgroup's half (no register operand held while the dQ products run); each
+                # warpgroup takes half of dQ's columns over all 128 keys, so an element of dQ is
+                # added once per key tile. Waiting for the other warpgroup's half every step
+                # also frees the buffer two steps on: the other has finished its dQ products of
+                # this step before it stores the next step's half.
+                buf = step % 2
+                ds_own = ds_smem.index(buf).slice(WG * KEYS, KEYS)
+                ds_own.store(dsT)
+                fence_async_shared()
+                gl.thread_barrier()          # the warpgroup's four warps have stored their rows
+                dk = warpgroup_mma(ds_own, q_tile, dk, is_async=True)
+                mbarrier.arrive(ds_full.index(buf))
+                dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
+                mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
+                ds_op = ds_smem.index(buf).permute((1, 0))                  # [BLOCK_M, BLOCK_N]
+                dq_zero = gl.zeros([BLOCK_M, HEAD_DIM // 2], gl.float32, dq_layout)
+                dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
+                                   use_acc=False, is_async=True)
+                dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
+                mbarrier.arrive(empty.index(s))
+                # the product to this warpgroup's staging tiles (DQ_COLS columns each, split in
+                # registers: a relabeling), which the writer warp adds to the fp32 accumulator
+                # once its adds of the last step have read them
+                dq = dq * sm_scale
+                mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
+                if DQ_PARTS == 2:
+                    dq0, dq1 = dq.reshape([BLOCK_M, 2, DQ_COLS]).permute((0, 2, 1)).split()
+                    dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout,
+                                                                         assert_trivial=True))
+                    dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
+                                                                             assert_trivial=True))
+                else:
+                    dq_smem.index(WG * DQ_PARTS).store(dq)
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(dq_full.index(WG))
+            else:
+                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                mbarrier.arrive(empty.index(s))
             step += 1
 
     dk = dk * sm_scale
@@ -1039,9 +1106,47 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar
     gl.store(DV + base, dv.to(dtype), mask=ok)
 
 
+@gluon.jit
+def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
+                   schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk,
+                   table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
+                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
+    """The fused dQ's writer warp: walks the producer's steps and, per step, adds each consumer
+    warpgroup's staging tiles (its half of dQ's columns, scaled) to the fp32 accumulator at the
+    step's rows with the copy engine's reduce-add, then hands the tiles back. The accumulator
+    has ``BLOCK`` rows of padding before row 0: a step may start up to a block before its
+    sequence (absolute positions), and the copy engine faults on negative coordinates."""
+    SUB: gl.constexpr = BLOCK // BLOCK_M
+    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // _DQ_COLS
+    off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        PER_SEQ, PACKED, SCHEDULED)
+    q_row0 = q_start - q_lo + BLOCK
+    i0 = q_lo // BLOCK
+    step = 0
+    for g in range(GROUP_SIZE):
+        off_h = off_kvh * GROUP_SIZE + g
+        lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
+                                 k_lo, tile_ok, BLOCK)
+        for t in range((hi - lo) * SUB):
+            q_block_idx = gl.load(bwd_idx + lo + t // SUB)
+            row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
+            for w in gl.static_range(2):
+                mbarrier.wait(dq_full.index(w), step & 1)
+                for c in gl.static_range(DQ_PARTS):
+                    _tma_reduce_add(dq_desc, [off_b, off_h, row, w * (HEAD_DIM // 2) + c * _DQ_COLS],
+                                    dq_smem.index(w * DQ_PARTS + c).reshape([1, 1, BLOCK_M, _DQ_COLS]))
+            tma.store_wait(DQ_PARTS)          # warpgroup 0's adds have read its tiles
+            mbarrier.arrive(dq_empty.index(0))
+            tma.store_wait(0)
+            mbarrier.arrive(dq_empty.index(1))
+            step += 1
+
+
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
-def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, DK, DV,
-                        bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, dq_desc, LSE2, Delta,
+                        DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                         num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                         window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -1052,7 +1157,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr):
+                        PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
+                        FUSED_DQ: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -1064,7 +1170,14 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     alignment, rows outside the sequence zero-filled); 0, the consumers' own global loads.
     Softcap and ALiBi as bwd.py's
     ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
-    to the LSE, dS^T times ``1 - tanh^2``."""
+    to the LSE, dS^T times ``1 - tanh^2``.
+
+    With FUSED_DQ (launch.py ``HOPPER_FUSED_DQ``) the kernel also computes dQ, as
+    FlashAttention-3 does: per step both warpgroups' dS^T go through shared memory, each
+    warpgroup multiplies the step's dS by K for half of dQ's columns, and a writer warp adds the
+    products (fp32, scaled) to ``dq_desc``'s accumulator with the copy engine's reduce-add. No
+    dQ kernel then recomputes S and dP: 5 products a step instead of 4 + 3. delta and lse2
+    come from the dQ kernel's prologue run alone (bwd.py ``STATS_ONLY``)."""
     gl.static_assert(BLOCK % BLOCK_M == 0)
     gl.static_assert(BLOCK % BLOCK_N == 0)
     gl.static_assert(gl.num_warps() == 4)
@@ -1074,8 +1187,26 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, HEAD_DIM], dtype)
     q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
     do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_layout)
-    k_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], kv_layout)
     v_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], kv_layout)
+    # the fused dQ's buffers (a token size without it): dS^T of both warpgroups by step parity,
+    # and each warpgroup's fp32 staging tiles
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
+    dq_stage_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, _DQ_COLS], gl.float32)
+    if FUSED_DQ:
+        ds_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_N, BLOCK_M], ds_layout)
+        dq_smem = gl.allocate_shared_memory(gl.float32, [HEAD_DIM // _DQ_COLS, BLOCK_M, _DQ_COLS],
+                                            dq_stage_layout)
+    else:
+        ds_smem = gl.allocate_shared_memory(dtype, [1, 8, BLOCK_M], ds_layout)
+        dq_smem = gl.allocate_shared_memory(gl.float32, [1, 8, _DQ_COLS], dq_stage_layout)
+    ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    dq_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    dq_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(ds_full.index(i), count=2)        # both warpgroups' halves of dS^T stored
+        mbarrier.init(dq_full.index(i), count=1)        # warpgroup i's staging tiles written
+        mbarrier.init(dq_empty.index(i), count=1)       # ... and read by the writer's adds
     if STATS_TMA == 2:
         stat_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     else:
@@ -1091,29 +1222,61 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
-    gl.warp_specialize(
-        [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                          schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
-                          nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
-                          softcap2, stride_alibi_b, drop_threshold, drop_scale,
-                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          HAS_DROPOUT, SCHEDULED, STATS_TMA, 0)),
-         (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty,
-                          LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                          schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
-                          stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
-                          nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
-                          softcap2, stride_alibi_b, drop_threshold, drop_scale,
-                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                          HAS_DROPOUT, SCHEDULED, STATS_TMA, 1)),
-         (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
-                          do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
-                          bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
-                          lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                          BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                          PER_SEQ, PACKED, SCHEDULED, STATS_TMA))],
-        [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    if FUSED_DQ:
+        gl.warp_specialize(
+            [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                              stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                              nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                              softcap2, stride_alibi_b, drop_threshold, drop_scale,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
+             (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                              stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                              nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                              softcap2, stride_alibi_b, drop_threshold, drop_scale,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
+             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                              bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
+                              lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA)),
+             (_bwd_dq_writer, (dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
+                               schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq,
+                               nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
+                               PER_SEQ, PACKED, SCHEDULED))],
+            [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize(
+            [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                              stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                              nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                              softcap2, stride_alibi_b, drop_threshold, drop_scale,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
+             (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
+                              stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
+                              nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
+                              softcap2, stride_alibi_b, drop_threshold, drop_scale,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
+             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                              bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
+                              lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                              BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
+                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA))],
+            [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

@@ -522,8 +522,21 @@ USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") !
 # The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``) after the portable dQ
 # kernel: the same None/False/True meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
+# dQ inside the Hopper dK/dV kernel (kernels/hopper.py ``FUSED_DQ``), as FlashAttention-3
+# computes it: each step's dS K is added to an fp32 accumulator by the copy engine, so no dQ
+# kernel recomputes S and dP (5 block products a step instead of 4 + 3); the dQ kernel runs its
+# prologue alone (delta, lse2). The same None/False/True meaning as USE_HOPPER_BWD, where the
+# Hopper dK/dV kernel runs; SPARSEFLASH_FUSED_DQ=0 sets False. Not used when the backward is
+# split (``dkdv_first``: dQ must be complete after the first part). dQ is then summed in an
+# order that varies from run to run (fp32 adds of the key tiles): not bitwise deterministic.
+HOPPER_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
+# ... with the fused dQ, whose dS^T and staging buffers take 64 KB more at d=128. 3 slots fit
+# there (226 KB) but ran slower than 2 on an H200: dense 16K 11.68 against 9.57 ms, dense causal
+# 6.85 against 4.73, local(8) 1.59 against 1.29; d=64 equal (3.20 / 3.19 ms, 2 slots),
+# benchmarks/results/h200-hopper/run15-fused-dq/call2
+_HOPPER_FUSED_STAGES = {64: 4, 128: 2}
 # registers a consumer thread of the dK/dV kernel takes, by layout: the causal kernel's
 # comparison of key and query positions keeps 16 more registers live; at 232 it spilled 53 stores
 # (sm_90 SASS) and took 5.19 ms on dense causal 16K d=128 (an H200), at 240 33 stores and 4.39 ms;
@@ -862,12 +875,42 @@ def _stats_mode(layout, n: int) -> int:
     return _STATS_MODES[mode]
 
 
+def _dq_descriptor(base: torch.Tensor, shape):
+    """The fused dQ's fp32 accumulator, (B, H, pad + N, d), as a descriptor with block
+    [1, 1, 64, 32]: the kernel's staging tile (kernels/hopper.py ``_DQ_COLS``)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    B, H, N, d = shape
+    block = [1, 1, _HOPPER_TILE // 2, 32]
+    return TensorDescriptor(base, [B, H, N, d], [H * N * d, N * d, d, 1], block,
+                            gl.NVMMASharedLayout.get_default_for(block, gl.float32))
+
+
+def _fused_stages(d: int, constexprs) -> int:
+    """The (Q, dO) ring depth of the dK/dV kernel with the fused dQ: at most 2 at d=128 with
+    dropout, whose transposed mask also goes through shared memory (3 would need 234 KB)."""
+    stages = _HOPPER_FUSED_STAGES[d]
+    return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
+
+
+def _use_fused_dq(split: bool) -> bool:
+    """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
+    if HOPPER_FUSED_DQ is False:
+        return False
+    return _forced(HOPPER_FUSED_DQ, "HOPPER_FUSED_DQ",
+                   "the backward is split (dkdv_first): dQ must be complete after the first part"
+                   if split else None)
+
+
 def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots, *,
-                      scale, qk_scale, mod_tail, schedule_cache, cached):
+                      scale, qk_scale, mod_tail, schedule_cache, cached, fused_dq=False):
     """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
     ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``).
     ``stats``: the padded (lse2, delta) rows (:func:`_stat_rows`, a [2, width] tensor) the dQ
-    kernel writes, which the producer warp copies beside each step's Q and dO tiles."""
+    kernel writes, which the producer warp copies beside each step's Q and dO tiles.
+    ``fused_dq``: the kernel also adds dQ to an fp32 accumulator (:data:`HOPPER_FUSED_DQ`)
+    whose descriptor (``plan.dq_desc``, a template) each call rebases."""
     from .hopper import _hopper_dkdv_kernel
 
     B, H, N, d = q.shape
@@ -876,6 +919,10 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
         _stat_descriptor(t, half) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
+    # block_size rows of padding before row 0 (_dq_rows): a step may start up to a block before
+    # its sequence, and the copy engine's reduce faults on negative coordinates
+    plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
+                                           (B, H, layout.block_size + N, d)), None)
     stats_mode = _stats_mode(layout, N)
     # only the TMA copies read the masked rows of a step (the 4-byte copies zero-fill them)
     plan.stats_tma = stats_mode == 1
@@ -890,12 +937,12 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail)
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=_HOPPER_BWD_STAGES[d],
+                   GROUP_SIZE=H // Hkv, NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
-                   PRODUCER_REGS=24, STATS_TMA=stats_mode,
+                   PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    **{n: constexprs[n] for n in names})
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 19, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -985,10 +1032,11 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits")
+                 "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq", "dq_desc")
 
     def __init__(self):
         self.hopper, self.hopper_descs, self.stats_tma = False, None, False
+        self.fused_dq, self.dq_desc = False, None
         self.splits = {}
 
     def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
@@ -1020,7 +1068,8 @@ class _BwdPlan:
 
 
 def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
-              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0):
+              use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0,
+              split=False):
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_size, causal = layout.block_size, layout.causal
@@ -1049,9 +1098,12 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
     dq_strides = (H * N * d, N * d, d, 1)
     dkv_strides = (Hkv * Nk * d, Nk * d, d, 1)
     if hopper_bwd:
+        plan.fused_dq = _use_fused_dq(split)
         _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
-                          schedule_cache=schedule_cache, cached=cached)
+                          schedule_cache=schedule_cache, cached=cached, fused_dq=plan.fused_dq)
+    elif HOPPER_FUSED_DQ:
+        raise RuntimeError("HOPPER_FUSED_DQ=True but the Hopper dK/dV kernel does not run this call")
     else:
         num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)
         plan.order_dkdv = None if _no_order(layout) else _launch_order(
@@ -1082,7 +1134,8 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
-        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, fp_fusion=not natural, **constexprs)
+        SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, STATS_ONLY=plan.fused_dq,
+        fp_fusion=not natural, **constexprs)
     return plan, qdo + kv
 
 
@@ -1139,13 +1192,15 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d))
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d),
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
             do, q, k, v, out, stats, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
             has_dlse=has_dlse, config=config, use_tma=use_tma, schedule_cache=schedule_cache,
-            cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p,
+            split=dkdv_first is not None)
         if cacheable:
             _store(schedule_cache, key, plan)
     else:
@@ -1158,7 +1213,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         # take whole 64-row steps, whose masked rows (padding, other sequences) must hold finite
         # statistics (0 * NaN is NaN). Its consumers' own loads (no copies) mask those rows.
         stats.zero_()
-    # dQ first: it also writes delta and lse2, which the dK/dV kernel reads
+    # dQ first: it also writes delta and lse2, which the dK/dV kernel reads (with the fused dQ,
+    # those alone)
     alibi_arg = t.fwd_ptr if alibi is None else alibi
     plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
             t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
@@ -1168,17 +1224,26 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
         qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do, *stats)
+        dq_acc = None
+        if plan.fused_dq:
+            # the dK/dV kernel adds every step's dS K (scaled) here: fp32, block_size rows of
+            # padding before row 0 (rows past the end the copy engine skips)
+            dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32,
+                                 device=q.device)
+        dq_d = _rebased(plan.dq_desc, deltad.base if dq_acc is None else dq_acc)
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2d, deltad, lse2, delta, dk, dv, t.bwd_ptr,
+            launch(dev, qd, kd, vd, dod, lse2d, deltad, dq_d, lse2, delta, dk, dv, t.bwd_ptr,
                    t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+    if plan.hopper and plan.fused_dq:
+        dq.copy_(dq_acc[:, :, layout.block_size:])
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

@@ -25,6 +25,7 @@ CASES = [  # (name, pattern, N, d, causal, B)
     ("dense causal", sf.dense(), 16384, 128, True, 1),
     ("dense causal 4K", sf.dense(), 4096, 128, True, 4),
     ("local(8)", sf.local(8), 16384, 128, False, 1),
+    ("local(2)", sf.local(2), 16384, 128, False, 1),
     ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 16384, 128, False, 1),
     ("dense d=64", sf.dense(), 4096, 64, False, 4),
 ]

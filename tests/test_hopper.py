@@ -126,7 +126,8 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
                                  "EX2_OVERLAPPING_PV": overlap,
-                                 "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F")}))
+                                 "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
+                                 "SHARED": compiled.metadata.shared}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
 """
@@ -197,6 +198,50 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     assert len(re.findall(r"wgmma\.mma_async", ptx)) >= 4 * 4, "four products per step"
     assert re.search(r"cp\.async\.bulk\.tensor", ptx), "no TMA copies"
     assert re.search(r"setmaxnreg", ptx), "no warp specialisation"
+
+
+@pytest.mark.parametrize("d,dtype,flags", [
+    (128, "bf16", {}),
+    (64, "fp16", dict(GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True, PER_SEQ=True,
+                      PACKED=True, SCHEDULED=True, STATS_TMA=2)),
+    (128, "bf16", dict(CAUSAL=True, HAS_DROPOUT=16110, HAS_SOFTCAP=2, CONSUMER_REGS=240)),
+], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-cpasync", "d128-causal-dropout-softcap"])
+def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
+    """With FUSED_DQ (``launch.HOPPER_FUSED_DQ``) the dK/dV kernel runs a fifth product a step
+    (dS K, half of dQ's columns per warpgroup) and adds it to the accumulator with the copy
+    engine's reduce (``cp.reduce.async.bulk.tensor``, issued by the writer warp); its products
+    stay asynchronous, and at the ring depth the launch picks it fits the 227 KB of shared
+    memory an SM gives a CTA."""
+    stages = launch._fused_stages(d, dict(HAS_DROPOUT=flags.get("HAS_DROPOUT", 0)))
+    fused = dict(flags, FUSED_DQ=True, NUM_STAGES=stages)
+    plain_ptx = _ptx("dkdv", d, dtype, flags)
+    ptx = _ptx("dkdv", d, dtype, fused)
+    assert not re.search(r"cp\.reduce\.async\.bulk", plain_ptx)
+    assert re.search(r"cp\.reduce\.async\.bulk\.tensor\S*\.add\b", ptx), "no copy-engine add"
+    # dS K over 128 keys: 8 more wgmma instructions (K = 16 each) in each consumer partition
+    wgmmas = [len(re.findall(r"wgmma\.mma_async", text)) for text in (plain_ptx, ptx)]
+    assert wgmmas[1] - wgmmas[0] >= 2 * 128 // 16, wgmmas
+    counts = _sass_counts("dkdv", d, dtype, fused)
+    assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
+    assert counts["SHARED"] <= 232448, counts
+
+
+def test_fused_dq_dispatch(monkeypatch):
+    """The fused dQ runs wherever the Hopper dK/dV kernel does, except in a split backward
+    (context parallelism's ``dkdv_first``, where dQ must be complete after the first part);
+    forced on there it says why it cannot. Its ring depth at d=128 is 2 (3 with dropout would
+    not fit)."""
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", None)
+    assert launch._use_fused_dq(split=False) is True
+    assert launch._use_fused_dq(split=True) is False
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", False)
+    assert launch._use_fused_dq(split=False) is False
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
+    assert launch._use_fused_dq(split=False) is True
+    with pytest.raises(RuntimeError, match="HOPPER_FUSED_DQ.*split"):
+        launch._use_fused_dq(split=True)
+    assert launch._fused_stages(128, dict(HAS_DROPOUT=16110)) == 2
+    assert launch._fused_stages(64, dict(HAS_DROPOUT=0)) == launch._HOPPER_FUSED_STAGES[64]
 
 
 @pytest.mark.parametrize("which,d,dtype,flags", [
@@ -830,6 +875,21 @@ def test_dispatcher_gives_every_applicable_backward_the_hopper_dkdv(monkeypatch)
             assert launch._use_hopper_bwd(q, q, q, q, layout, **kw), (causal, d, softcap)
     monkeypatch.setattr(launch, "USE_HOPPER_BWD", False)
     assert not launch._use_hopper_bwd(q, q, q, q, layout, **kw)
+
+
+@gpu
+@pytest.mark.parametrize("fused", [False, True], ids=["dq-kernel", "fused-dq"])
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_backward_with_and_without_the_fused_dq(name, pattern, kw, fused, hopper_only,
+                                                         monkeypatch):
+    """Both backward forms (``launch.HOPPER_FUSED_DQ``: the dK/dV kernel adds dS K to an fp32
+    accumulator, or the portable dQ kernel recomputes S and dP) against the float64 oracle on
+    the awkward shapes: kv_len > seq_len (steps that start before row 0, which the
+    accumulator's padding takes), packed one-token documents, GQA, a token window, d=64."""
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", fused)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

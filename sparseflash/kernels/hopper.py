@@ -861,7 +861,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
     for w in gl.static_range(2):
         row = start_n + k_start - k_lo + w * HALF
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, row, 0], kv_bar,
-                                        k_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF, HALF, 2))
+                                        k_smem.reshape([1, 1, BLOCK_N, HEAD_DIM]).slice(w * HALF,
+                                                                                        HALF, 2))
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
                                         v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
     step = 0
@@ -916,7 +917,8 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
-                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
+                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
+                  bwd_nfull, seqs, KPM, ALIBI, schedule,
                   seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                   num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -1135,7 +1137,8 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
             for w in gl.static_range(2):
                 mbarrier.wait(dq_full.index(w), step & 1)
                 for c in gl.static_range(DQ_PARTS):
-                    _tma_reduce_add(dq_desc, [off_b, off_h, row, w * (HEAD_DIM // 2) + c * _DQ_COLS],
+                    col = w * (HEAD_DIM // 2) + c * _DQ_COLS
+                    _tma_reduce_add(dq_desc, [off_b, off_h, row, col],
                                     dq_smem.index(w * DQ_PARTS + c).reshape([1, 1, BLOCK_M, _DQ_COLS]))
             tma.store_wait(DQ_PARTS)          # warpgroup 0's adds have read its tiles
             mbarrier.arrive(dq_empty.index(0))
@@ -1225,7 +1228,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     if FUSED_DQ:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
@@ -1234,7 +1238,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                               HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
@@ -1242,7 +1247,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                               HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
-             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
+                              q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
                               bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                               lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
@@ -1256,7 +1262,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     else:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
@@ -1265,7 +1272,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                               HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
@@ -1273,7 +1281,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                               HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
-             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
+             (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
+                              q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
                               bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                               lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,

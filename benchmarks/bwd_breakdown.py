@@ -42,6 +42,7 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--regs", type=int, default=0, help="also the Hopper dK/dV kernel at this register count")
     ap.add_argument("--fused", action="store_true", help="also the Hopper dK/dV kernel with dQ fused in")
+    ap.add_argument("--variants", default="", help="comma-separated variant names to run (default: all)")
     ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout_p of every call (0: none)")
     ap.add_argument("--softcap", type=float, default=0.0, help="softcap of every call (0: none)")
@@ -62,6 +63,9 @@ def main(argv=None):
     for mode in filter(None, args.stats_modes.split(",")):
         variants[f"hopper dkdv, stats {mode}"] = (dict(USE_HOPPER_BWD=True, HOPPER_BWD_STATS=mode),
                                                   args.dropout)
+    if args.variants:
+        keep = args.variants.split(",")
+        variants = {name: v for name, v in variants.items() if name in keep}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -1052,19 +1052,17 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 dsT = pT * (dpT - delta[None, :])
             dsT = dsT.to(dtype)
             if FUSED_DQ:
-                # both warpgroups' dS^T of the step ([128 keys, 64 queries], two buffers by step
-                # parity) through shared memory, from where dK's product also reads this
-                # warpgroup's half (no register operand held while the dQ products run); each
-                # warpgroup takes half of dQ's columns over all 128 keys, so an element of dQ is
-                # added once per key tile. Waiting for the other warpgroup's half every step
-                # also frees the buffer two steps on: the other has finished its dQ products of
-                # this step before it stores the next step's half.
+                # dK's product from registers (as without the fused dQ), then both warpgroups'
+                # dS^T of the step ([128 keys, 64 queries], two buffers by step parity) through
+                # shared memory; each warpgroup takes half of dQ's columns over all 128 keys, so
+                # an element of dQ is added once per key tile. Waiting for the other
+                # warpgroup's half every step also frees the buffer two steps on: the other has
+                # finished its dQ products of this step before it stores the next step's half.
+                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
                 buf = step % 2
-                ds_own = ds_smem.index(buf).slice(WG * KEYS, KEYS)
-                ds_own.store(dsT)
+                ds_smem.index(buf).slice(WG * KEYS, KEYS).store(dsT)
                 fence_async_shared()
                 gl.thread_barrier()          # the warpgroup's four warps have stored their rows
-                dk = warpgroup_mma(ds_own, q_tile, dk, is_async=True)
                 mbarrier.arrive(ds_full.index(buf))
                 dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
                 mbarrier.wait(ds_full.index(buf), (step // 2) & 1)

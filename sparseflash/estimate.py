@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _LSE_BYTES = 4     # LSE and delta are float32, one per query row
+_ACC_BYTES = 4     # the fused backward's dQ accumulator is float32
 _INDEX_BYTES = 4   # table entries are int32
 _MASK_BYTES = 1    # a bool N x N mask, read by standard attention's masking pass
 
@@ -81,6 +82,11 @@ class DeviceProfile:
     # the model's 186 TFLOP/s gives 4.
     eager_slowdown: float = 4.0
     calibrated: str = "not calibrated"  # where the efficiency numbers come from
+    # The backward our kernels run on this device: False, a dQ kernel that recomputes S and dP
+    # beside the dK/dV kernel (the portable kernels); True, the Hopper dK/dV kernel with dQ
+    # fused in (kernels/launch.py HOPPER_FUSED_DQ): a statistics prologue, one kernel that adds
+    # each block's dS K to an fp32 accumulator, and the accumulator's zero fill and conversion.
+    fused_dq_backward: bool = False
 
     def matmul_tflops(self, dtype: torch.dtype, *, tf32: bool) -> float:
         """Peak matmul throughput for ``dtype`` (fp32 uses tf32 when ``tf32`` is set)."""
@@ -107,11 +113,12 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        attn_fwd_efficiency=0.634, attn_bwd_efficiency=0.448, attn_exp_per_ns=1905.0,
-        attn_tile_overhead_us=4.08,
-        calibrated="fitted to the Hopper kernels on H200, 2026-12-02: median error 2.4% over 34 "
-                   "timings, bf16, d=64/128, 4K-64K (benchmarks/results/h200-hopper/"
-                   "run11-persistent/calibration.json)"),
+        attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.481, attn_exp_per_ns=2096.0,
+        attn_tile_overhead_us=4.92, fused_dq_backward=True,
+        calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
+                   "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
+                   "d=64/128, 4K-64K (benchmarks/results/h200-hopper/run15-fused-dq/"
+                   "calibration.json)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,
@@ -195,8 +202,9 @@ class CostEstimate:
     device: DeviceProfile
     backward: bool
     layout_summary: str = field(repr=False)
-    # 16-bit dropout draws: one per computed score in the forward, and again in each of the two
-    # backward kernels (the mask is regenerated, never stored); one Philox-4x32-10 call makes
+    # 16-bit dropout draws: one per computed score in the forward, and again in each backward
+    # kernel that computes P (the mask is regenerated, never stored): two (dQ, dK/dV), or one
+    # with the fused dQ (DeviceProfile.fused_dq_backward); one Philox-4x32-10 call makes
     # eight, so the kernels run dropout_random_numbers / 8 Philox calls
     dropout_random_numbers: int = 0
 
@@ -353,7 +361,31 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
         tiles=batch * table_rows)
     kernels = [fwd]
     workspace = batch * rows * _LSE_BYTES
-    if backward:
+    if backward and p.fused_dq_backward:
+        # FLOPs follow the 3.5x convention: the backward is 5 block matmuls (S again, dV, dP,
+        # dK, dQ), 2.5x the forward. The statistics prologue reads O, dO and the LSE once and
+        # writes delta and lse2; the fused kernel reads K, V and writes dK, dV once per key
+        # block, and per computed block reads the Q and dO tiles with their lse2 and delta rows
+        # and adds a dQ tile in fp32 (read and written by the copy engine's reduce, in L2
+        # mostly). The fp32 accumulator is zeroed before and converted to dQ after.
+        acc = rows * d * _ACC_BYTES
+        kernels.append(roof.kernel("attn_bwd_stats", 0.0,
+                                   batch * (rows * d * e * 2 + rows * 3 * _LSE_BYTES),
+                                   tflops, p.attn_bwd_efficiency))
+        kernels.append(roof.kernel("attn_bwd_dq_zero", 0.0, batch * acc, tflops,
+                                   p.attn_bwd_efficiency))
+        kernels.append(roof.kernel(
+            "attn_bwd_fused", batch * nnz * 2.5 * block_flops,
+            batch * (kv_rows * d * e * 4
+                     + nnz * (2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES)
+                     + bwd_tables),
+            tflops, p.attn_bwd_efficiency,
+            reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES),
+            exps=scores, tiles=batch * kv_table_rows))
+        kernels.append(roof.kernel("attn_bwd_dq_convert", 0.0, batch * (acc + rows * d * e),
+                                   tflops, p.attn_bwd_efficiency))
+        workspace += batch * (rows * 2 * _LSE_BYTES + acc)   # delta, lse2, the dQ accumulator
+    elif backward:
         # FLOPs follow the 3.5x convention: the backward is 5 block matmuls (S again, dV, dP,
         # dK, dQ), 2.5x the forward. A dQ kernel that recomputes S and dP a second time does
         # more work; that shows up in the calibrated attn_bwd_efficiency, not here.
@@ -433,8 +465,9 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         backward: count forward plus backward instead of forward only.
         dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``,
             16-bit draws, eight per Philox call: block_size**2 per computed block pair and
-            batch element, once in the forward and twice more in the backward). Their time is
-            not in the roofline (not calibrated).
+            batch element, once in the forward and twice more in the backward, once more
+            where the device's backward has dQ fused into the dK/dV kernel). Their time is not
+            in the roofline (not calibrated).
 
     Returns:
         A :class:`CostEstimate`; ``flops`` = 4 * head_dim * block_size**2 * nnz * batch for the
@@ -488,5 +521,6 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),
-        dropout_random_numbers=int(nnz * b * b * batch * (3 if backward else 1)) if dropout_p > 0 else 0,
+        dropout_random_numbers=int(nnz * b * b * batch * (
+            (2 if profile.fused_dq_backward else 3) if backward else 1)) if dropout_p > 0 else 0,
     )

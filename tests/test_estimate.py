@@ -288,6 +288,11 @@ def test_dropout_random_numbers_are_counted():
     fwd = estimate(layout, 64, batch=3, dropout_p=0.1)
     assert fwd.dropout_random_numbers == layout.nnz * 64 * 64 * 3
     assert estimate(layout, 64, batch=3, dropout_p=0.1, backward=True).dropout_random_numbers == 3 * fwd.dropout_random_numbers
+    # the fused dQ backward (the Hopper kernels' on an H200) draws the mask once, not twice
+    fused = estimate(layout, 64, batch=3, dropout_p=0.1, backward=True, device="h200")
+    assert fused.dropout_random_numbers == 2 * fwd.dropout_random_numbers
+    assert [k.name for k in fused.sparse.kernels if k.name.startswith("attn_bwd")] == [
+        "attn_bwd_stats", "attn_bwd_dq_zero", "attn_bwd_fused", "attn_bwd_dq_convert"]
     with pytest.raises(ValueError, match="dropout_p"):
         estimate(layout, 64, dropout_p=1.0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +35,11 @@ VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True, HOPPER_FUSED_DQ=False),
 # --fused: also the Hopper dK/dV kernel that computes dQ itself (``launch.HOPPER_FUSED_DQ``)
 # --regs N: also the Hopper dK/dV kernel with N registers per consumer thread, causal or not
 # (``launch._HOPPER_BWD_REGS``)
+
+
+def _names(text: str):
+    """Comma-separated names; commas inside parentheses (``bigbird(3,2,3)``) do not split."""
+    return [n.strip() for n in re.split(r",(?![^()]*\))", text) if n.strip()]
 
 
 def main(argv=None):
@@ -64,13 +70,13 @@ def main(argv=None):
         variants[f"hopper dkdv, stats {mode}"] = (dict(USE_HOPPER_BWD=True, HOPPER_BWD_STATS=mode),
                                                   args.dropout)
     if args.variants:
-        keep = args.variants.split(",")
+        keep = _names(args.variants)
         variants = {name: v for name, v in variants.items() if name in keep}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, pattern, N, d, causal, B in CASES:
-        if args.cases and name not in args.cases.split(","):
+        if args.cases and name not in _names(args.cases):
             continue
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, causal=causal, num_heads=H)

@@ -53,6 +53,12 @@ dK/dV kernel draws them in the same orientation and transposes the mask through 
 The natural-unit softmax of huge scales and the "interleave" mapping are left to the portable
 kernel (the dispatcher in launch.py decides).
 
+The backward (``_hopper_dkdv_kernel``) walks key tiles the same way, (Q, dO) tiles streamed
+down the key block's column of the transposed tables; with ``FUSED_DQ`` (the default, launch.py
+``HOPPER_FUSED_DQ``) it also computes dQ, as FlashAttention-3 does: both warpgroups' dS^T of a
+step meet in shared memory, each multiplies the step's dS by half of K's columns, and a writer
+warp adds the products to an fp32 accumulator with the copy engine's reduce (``_tma_reduce_add``).
+
 Gluon has no interpreter: this file is compiled and tested on Hopper GPUs only
 (tests/test_hopper.py); the CPU suite compiles it to sm_90 machine code without running it.
 """
@@ -957,7 +963,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
         key_ok = key_ok & (keep != 0)
     # the fused dQ (FUSED_DQ): dQ[:, DQ_COL0 : DQ_COL0 + d/2] += dS K over all the tile's keys,
-    # in DQ_PARTS products of DQ_COLS columns (a staging tile's fp32 rows are 128 bytes)
+    # one product, staged in DQ_PARTS tiles of DQ_COLS columns (fp32 rows of 128 bytes)
     DQ_COLS: gl.constexpr = _DQ_COLS
     DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // DQ_COLS
     DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2)

@@ -244,6 +244,44 @@ def test_fused_dq_dispatch(monkeypatch):
     assert launch._fused_stages(64, dict(HAS_DROPOUT=0)) == launch._HOPPER_FUSED_STAGES[64]
 
 
+@pytest.mark.parametrize("dlse", [False, True], ids=["no-dlse", "dlse"])
+def test_dq_kernel_statistics_alone_equal_the_full_kernels(dlse, monkeypatch):
+    """The fused Hopper backward runs the portable dQ kernel's prologue alone (``STATS_ONLY``:
+    delta and lse2, no dQ). Interpreted here under the portable dK/dV kernel, which reads them:
+    its dK and dV must equal those of the full dQ kernel's statistics bit for bit (packed
+    documents with a one-token one, causal, GQA; with a gradient of the returned LSE, which
+    folds into delta)."""
+    from sparseflash.kernels import launch
+
+    cu = torch.tensor([0, 1, 121, 200], dtype=torch.int32)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 200, 32, generator=g, requires_grad=True)
+    k, v = (torch.randn(1, 2, 200, 32, generator=g, requires_grad=True) for _ in range(2))
+    do = torch.randn(1, 4, 200, 32, generator=g)
+    dl = torch.randn(1, 4, 200, generator=g)
+
+    def grads():
+        out, lse = sf.sparse_attention(q, k, v, sf.local(1) | sf.global_blocks(1), block_size=32,
+                                       causal=True, cu_seqlens=cu, backend="triton",
+                                       return_lse=True)
+        loss = (out * do).sum() + ((lse.nan_to_num(neginf=0.0) * dl).sum() if dlse else 0.0)
+        return torch.autograd.grad(loss, (q, k, v))
+
+    full = grads()
+    init = launch._BwdPlan.__init__
+
+    def stats_only(plan):
+        init(plan)
+        plan.fused_dq = True         # as the Hopper branch sets it: the dQ launch gets STATS_ONLY
+
+    monkeypatch.setattr(launch._BwdPlan, "__init__", stats_only)
+    monkeypatch.setattr(launch, "CACHE_PLANS", False)
+    alone = grads()
+    assert torch.equal(alone[1], full[1]) and torch.equal(alone[2], full[2])
+    # no dQ written (packed documents allocate it zeroed): the kernel stopped after the statistics
+    assert torch.count_nonzero(alone[0]) == 0 and torch.count_nonzero(full[0]) > 0
+
+
 @pytest.mark.parametrize("which,d,dtype,flags", [
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2)),
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2, HAS_ALIBI=2, CAUSAL=True, HAS_KPM=True)),

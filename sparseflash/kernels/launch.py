@@ -919,8 +919,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
         _stat_descriptor(t, half) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
-    # block_size rows of padding before row 0 (_dq_rows): a step may start up to a block before
-    # its sequence, and the copy engine's reduce faults on negative coordinates
+    # block_size rows of padding before row 0: a step may start up to a block before its
+    # sequence, and the copy engine's reduce faults on negative coordinates
     plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
                                            (B, H, layout.block_size + N, d)), None)
     stats_mode = _stats_mode(layout, N)
@@ -937,7 +937,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail)
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-                   GROUP_SIZE=H // Hkv, NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
+                   GROUP_SIZE=H // Hkv,
+                   NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    **{n: constexprs[n] for n in names})
@@ -1032,7 +1033,8 @@ class _BwdPlan:
     """The backward's two launches (dQ first), their launch orders and descriptor templates."""
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
-                 "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq", "dq_desc")
+                 "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq",
+                 "dq_desc")
 
     def __init__(self):
         self.hopper, self.hopper_descs, self.stats_tma = False, None, False
@@ -1230,6 +1232,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             # padding before row 0 (rows past the end the copy engine skips)
             dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32,
                                  device=q.device)
+        # (without the fused dQ the kernel never reads its descriptor: any aligned fp32 base)
         dq_d = _rebased(plan.dq_desc, deltad.base if dq_acc is None else dq_acc)
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:

@@ -519,8 +519,9 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
 # (benchmarks and GPU tests use it to be sure which kernel ran). SPARSEFLASH_HOPPER=0 in the
 # environment sets False.
 USE_HOPPER: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER", "1") != "0" else False
-# The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``) after the portable dQ
-# kernel: the same None/False/True meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
+# The Hopper dK/dV kernel (kernels/hopper.py ``_hopper_dkdv_kernel``; with HOPPER_FUSED_DQ it
+# computes dQ too, else the portable dQ kernel runs before it): the same None/False/True
+# meaning; SPARSEFLASH_HOPPER_BWD=0 sets False.
 USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD", "1") != "0" else False
 # dQ inside the Hopper dK/dV kernel (kernels/hopper.py ``FUSED_DQ``), as FlashAttention-3
 # computes it: each step's dS K is added to an fp32 accumulator by the copy engine, so no dQ

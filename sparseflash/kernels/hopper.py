@@ -1229,6 +1229,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
+    # The two calls differ only by the writer partition: Gluon 3.6 takes the partitions' argument
+    # tuples as literals (one built in a variable loses its constexprs, "cannot convert").
     if FUSED_DQ:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,

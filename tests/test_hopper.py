@@ -240,6 +240,9 @@ def test_fused_dq_dispatch(monkeypatch):
     assert launch._use_fused_dq(split=False) is True
     with pytest.raises(RuntimeError, match="HOPPER_FUSED_DQ.*split"):
         launch._use_fused_dq(split=True)
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", 1)
+    with pytest.raises(ValueError, match="HOPPER_FUSED_DQ must be None, True or False"):
+        launch._use_fused_dq(split=False)
     assert launch._fused_stages(128, dict(HAS_DROPOUT=16110)) == 2
     assert launch._fused_stages(64, dict(HAS_DROPOUT=0)) == launch._HOPPER_FUSED_STAGES[64]
 
@@ -390,9 +393,10 @@ def test_forward_overlap_default_and_bad_value(monkeypatch):
     assert launch._overlap_pv(128) and not launch._overlap_pv(64)
     monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", True)
     assert launch._overlap_pv(64)
-    monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", "yes")
-    with pytest.raises(ValueError, match="HOPPER_FWD_OVERLAP"):
-        launch._overlap_pv(128)
+    for bad in (1, 0, "yes"):
+        monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_OVERLAP must be None, True or False"):
+            launch._overlap_pv(128)
 
 
 def test_causal_dkdv_kernel_spills_less_with_its_registers():

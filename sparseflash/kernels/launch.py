@@ -643,11 +643,19 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     return 2
 
 
+def _switch(name: str) -> Optional[bool]:
+    """The value of the module's None/True/False switch ``name``; anything else (1, 0, "yes")
+    is refused, naming the switch."""
+    value = globals()[name]
+    if not (value is None or isinstance(value, bool)):
+        raise ValueError(f"launch.{name} must be None, True or False, got {value!r}")
+    return value
+
+
 def _overlap_pv(d: int) -> bool:
     """Whether the Hopper forward puts its softmax in a block of its own (HOPPER_FWD_OVERLAP)."""
-    if HOPPER_FWD_OVERLAP not in (None, True, False):
-        raise ValueError(f"launch.HOPPER_FWD_OVERLAP must be None, True or False, got {HOPPER_FWD_OVERLAP!r}")
-    return d == 128 if HOPPER_FWD_OVERLAP is None else HOPPER_FWD_OVERLAP
+    switch = _switch("HOPPER_FWD_OVERLAP")
+    return d == 128 if switch is None else switch
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -712,9 +720,8 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
 def _dynamic_tiles(consumers: int) -> bool:
     """Whether a persistent Hopper forward with ``consumers`` consumer warpgroups takes its
     tiles at run time (HOPPER_DYNAMIC_TILES; None: with three)."""
-    if not (HOPPER_DYNAMIC_TILES is None or isinstance(HOPPER_DYNAMIC_TILES, bool)):
-        raise ValueError(f"launch.HOPPER_DYNAMIC_TILES must be None, True or False, got {HOPPER_DYNAMIC_TILES!r}")
-    return consumers == 3 if HOPPER_DYNAMIC_TILES is None else HOPPER_DYNAMIC_TILES
+    switch = _switch("HOPPER_DYNAMIC_TILES")
+    return consumers == 3 if switch is None else switch
 
 
 def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
@@ -897,9 +904,10 @@ def _fused_stages(d: int, constexprs) -> int:
 
 def _use_fused_dq(split: bool) -> bool:
     """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
-    if HOPPER_FUSED_DQ is False:
+    switch = _switch("HOPPER_FUSED_DQ")
+    if switch is False:
         return False
-    return _forced(HOPPER_FUSED_DQ, "HOPPER_FUSED_DQ",
+    return _forced(switch, "HOPPER_FUSED_DQ",
                    "the backward is split (dkdv_first): dQ must be complete after the first part"
                    if split else None)
 
@@ -1105,7 +1113,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots,
                           scale=scale, qk_scale=qk_scale, mod_tail=mod_tail,
                           schedule_cache=schedule_cache, cached=cached, fused_dq=plan.fused_dq)
-    elif HOPPER_FUSED_DQ:
+    elif _switch("HOPPER_FUSED_DQ"):
         raise RuntimeError("HOPPER_FUSED_DQ=True but the Hopper dK/dV kernel does not run this call")
     else:
         num_n_tiles = _num_tiles(layout.seqs, 5, 3, cfg.block_n1)

@@ -243,6 +243,12 @@ def test_fused_dq_dispatch(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", 1)
     with pytest.raises(ValueError, match="HOPPER_FUSED_DQ must be None, True or False"):
         launch._use_fused_dq(split=False)
+    # forced on where the portable backward runs (here: the CPU), the backward says so
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
+    q = torch.randn(1, 1, 64, 32, requires_grad=True)
+    out = sf.sparse_attention(q, q, q, sf.dense(), block_size=32, backend="triton")
+    with pytest.raises(RuntimeError, match="HOPPER_FUSED_DQ=True but the Hopper dK/dV kernel does not run"):
+        out.sum().backward()
     assert launch._fused_stages(128, dict(HAS_DROPOUT=16110)) == 2
     assert launch._fused_stages(64, dict(HAS_DROPOUT=0)) == launch._HOPPER_FUSED_STAGES[64]
 

@@ -280,7 +280,10 @@ def test_gpu_planned_calls_skip_the_jit_unless_a_launch_hook_is_set(monkeypatch)
         monkeypatch.setattr(kernel, "run", lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
     again = step()
     assert calls == [], f"{len(calls)} launches went through JITFunction.run"
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    # dK, dV bitwise; dQ to its last bf16 bit (on a Hopper GPU the fused backward sums it with
+    # atomic adds, whose order varies)
+    assert torch.equal(first[1], again[1]) and torch.equal(first[2], again[2])
+    assert (first[0].float() - again[0].float()).abs().max() <= 2 ** -7 * first[0].float().abs().max()
     seen = []
     hook = lambda metadata: seen.append(metadata)   # noqa: E731
     knobs.runtime.launch_enter_hook.add(hook)

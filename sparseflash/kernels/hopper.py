@@ -1169,9 +1169,10 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
-    LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. dQ, delta and lse2
-    come from the portable dQ kernel, which runs first (bwd.py). Each step's 64 rows of lse2
-    and delta reach the consumers by STATS_TMA (launch._stats_mode): 1, the producer's 1-D
+    LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. delta and lse2 (and,
+    without FUSED_DQ, dQ) come from the portable dQ kernel, which runs first (bwd.py). Each
+    step's 64 rows of lse2 and delta reach the consumers by STATS_TMA (launch._stats_mode): 1,
+    the producer's 1-D
     copies beside its Q and dO (the copy engine faults on a start that is not 16-byte aligned:
     launch._stats_tma says when they are); 2, the producer's 4-byte asynchronous copies (any
     alignment, rows outside the sequence zero-filled); 0, the consumers' own global loads.

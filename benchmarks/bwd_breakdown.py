@@ -1,6 +1,7 @@
 """Per-kernel GPU time of one forward+backward with the Hopper forward, by torch.profiler, for
 the two dK/dV kernels: the Hopper one (``USE_HOPPER_BWD=True``) and the portable one
-(``False``); dQ is the portable kernel in both.
+(``False``), with the portable dQ kernel (``HOPPER_FUSED_DQ=False``); ``--fused`` adds the
+Hopper dK/dV kernel that computes dQ itself (the default dispatch on Hopper).
 
 Usage: ``PYTHONPATH=. python benchmarks/bwd_breakdown.py --out DIR``; writes
 ``bwd_breakdown.json`` (rows: case, variant, kernel, ms per iteration) and prints a table.

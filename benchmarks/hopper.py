@@ -6,7 +6,7 @@ block-sparse layouts of docs/anchors (local, butterfly, bigbird, strided at 16K-
 Impls, each forward and forward+backward:
 
 * ``ours``: ``sparse_attention`` with the default dispatch (the Hopper forward and dK/dV
-  kernels where they apply; dQ is the portable kernel's);
+  kernels where they apply, the latter computing dQ too: ``launch.HOPPER_FUSED_DQ``);
 * ``portable``: the same call with the Hopper kernels switched off (``launch.USE_HOPPER`` and
   ``USE_HOPPER_BWD`` False);
 * ``fa4``: ``flash_attn.cute.flash_attn_func`` on the same tables

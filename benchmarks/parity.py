@@ -55,7 +55,8 @@ def alibi_slopes(H: int) -> torch.Tensor:
 def kernels(q, layout, **opt) -> str:
     """Which kernels the dispatcher picks for this call (kernels.launch ``_use_hopper`` and
     ``_use_hopper_bwd``, which apply the USE_HOPPER / USE_HOPPER_BWD switches): forward, and
-    the backward's dK/dV (its dQ is always the portable kernel), with the reasons."""
+    the backward's dK/dV and where its dQ comes from (the Hopper dK/dV kernel itself with
+    ``HOPPER_FUSED_DQ``, else the portable dQ kernel), with the reasons."""
     from sparseflash.kernels import launch
 
     kw = dict(scale=q.shape[-1] ** -0.5, config=None, softcap=opt.get("softcap", 0.0),
@@ -67,7 +68,9 @@ def kernels(q, layout, **opt) -> str:
     if not bwd_hopper and kw["softcap"] and fwd_why is None:
         bwd_why = "softcap: the Hopper dK/dV spills"
     why = "; ".join(r for r in (fwd_why, bwd_why) if r)
-    return f"fwd {fwd}, dK/dV {'Hopper' if bwd_hopper else 'portable'}" + (f" ({why})" if why else "")
+    fused = bwd_hopper and launch._use_fused_dq(split=False)
+    bwd = "Hopper, dQ fused" if fused else ("Hopper, portable dQ" if bwd_hopper else "portable")
+    return f"fwd {fwd}, dK/dV {bwd}" + (f" ({why})" if why else "")
 
 
 def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):

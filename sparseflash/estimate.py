@@ -369,6 +369,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
         # and adds a dQ tile in fp32 (read and written by the copy engine's reduce, in L2
         # mostly). The fp32 accumulator is zeroed before and converted to dQ after.
         acc = rows * d * _ACC_BYTES
+        per_block = 2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES   # Q, dO, stats, dQ add
         kernels.append(roof.kernel("attn_bwd_stats", 0.0,
                                    batch * (rows * d * e * 2 + rows * 3 * _LSE_BYTES),
                                    tflops, p.attn_bwd_efficiency))
@@ -376,11 +377,8 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
                                    p.attn_bwd_efficiency))
         kernels.append(roof.kernel(
             "attn_bwd_fused", batch * nnz * 2.5 * block_flops,
-            batch * (kv_rows * d * e * 4
-                     + nnz * (2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES)
-                     + bwd_tables),
-            tflops, p.attn_bwd_efficiency,
-            reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES),
+            batch * (kv_rows * d * e * 4 + nnz * per_block + bwd_tables),
+            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * per_block,
             exps=scores, tiles=batch * kv_table_rows))
         kernels.append(roof.kernel("attn_bwd_dq_convert", 0.0, batch * (acc + rows * d * e),
                                    tflops, p.attn_bwd_efficiency))

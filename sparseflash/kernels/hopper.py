@@ -1057,14 +1057,14 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
             else:
                 dsT = pT * (dpT - delta[None, :])
             dsT = dsT.to(dtype)
+            dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
             if FUSED_DQ:
-                # dK's product from registers (as without the fused dQ), then both warpgroups'
-                # dS^T of the step ([128 keys, 64 queries], two buffers by step parity) through
-                # shared memory; each warpgroup takes half of dQ's columns over all 128 keys, so
-                # an element of dQ is added once per key tile. Waiting for the other
-                # warpgroup's half every step also frees the buffer two steps on: the other has
-                # finished its dQ products of this step before it stores the next step's half.
-                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                # both warpgroups' dS^T of the step ([128 keys, 64 queries], two buffers by step
+                # parity) through shared memory; each warpgroup takes half of dQ's columns over
+                # all 128 keys, so an element of dQ is added once per key tile. Waiting for the
+                # other warpgroup's half every step also frees the buffer two steps on: the
+                # other has finished its dQ products of this step before it stores the next
+                # step's half.
                 buf = step % 2
                 ds_smem.index(buf).slice(WG * KEYS, KEYS).store(dsT)
                 fence_async_shared()
@@ -1095,7 +1095,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 gl.thread_barrier()
                 mbarrier.arrive(dq_full.index(WG))
             else:
-                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1

@@ -208,7 +208,7 @@ DROPOUT_VARIANTS = {
     "dropout 8-bit mma, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded")
+                SOFTCAP_VARIANT="folded", HOPPER_EXP2_EMU=None)
 
 
 def variant_list(H):
@@ -218,6 +218,12 @@ def variant_list(H):
         out.append((name, dict(dropout_p=0.1), settings, 1.15))
     out.append(("softcap=30 plain", dict(softcap=30.0), dict(SOFTCAP_VARIANT="plain"), 1.10))
     out.append(("softcap=30 folded", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    # quarters of the Hopper forward's exponentials by polynomial (launch.HOPPER_EXP2_EMU)
+    for quarters in (0, 1, 2, 3):
+        out.append((f"softcap=30 folded, exp2 poly {quarters}/4", dict(softcap=30.0),
+                    dict(SOFTCAP_VARIANT="folded", HOPPER_EXP2_EMU=quarters), 1.10))
+    for quarters in (1, 2):
+        out.append((f"exp2 poly {quarters}/4 (no option)", {}, dict(HOPPER_EXP2_EMU=quarters), None))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     return out
@@ -315,7 +321,10 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
                        f"{dropout_scale(0.1):.5f}; {'OK' if err < 0.05 else 'MASKS DIFFER?'}")
                 out = fn(q, k, v)
                 assert torch.isfinite(out).all(), f"{name}: output not finite"
-            elif name != "none":
+            elif name == "none":
+                # the exponentials' emulation without an option changes nothing else: compare
+                outs["exp2"] = (name, fn(q, k, v))
+            else:
                 out = fn(q, k, v)
                 assert torch.isfinite(out).all(), f"{name}: output not finite"
                 family = name.split()[0]
@@ -363,6 +372,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq-len", type=int, default=16384)
+    ap.add_argument("--head-dim", type=int, default=128, help="--variants: head dim (64 or 128)")
     ap.add_argument("--variants", action="store_true", help="A/B the selectable formulations (see above)")
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
@@ -384,8 +394,8 @@ def main(argv=None):
                 bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True,
                                only=[o for o in args.only.split(",") if o])
             else:
-                bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, workers=args.workers,
-                               only=[o for o in args.only.split(",") if o])
+                bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, d=args.head_dim,
+                               workers=args.workers, only=[o for o in args.only.split(",") if o])
         else:
             bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured

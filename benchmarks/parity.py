@@ -208,7 +208,7 @@ DROPOUT_VARIANTS = {
     "dropout 8-bit mma, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_EXP2_EMU=None)
+                SOFTCAP_VARIANT="folded")
 
 
 def variant_list(H):
@@ -218,12 +218,6 @@ def variant_list(H):
         out.append((name, dict(dropout_p=0.1), settings, 1.15))
     out.append(("softcap=30 plain", dict(softcap=30.0), dict(SOFTCAP_VARIANT="plain"), 1.10))
     out.append(("softcap=30 folded", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
-    # quarters of the Hopper forward's exponentials by polynomial (launch.HOPPER_EXP2_EMU)
-    for quarters in (0, 1, 2, 3):
-        out.append((f"softcap=30 folded, exp2 poly {quarters}/4", dict(softcap=30.0),
-                    dict(SOFTCAP_VARIANT="folded", HOPPER_EXP2_EMU=quarters), 1.10))
-    for quarters in (1, 2):
-        out.append((f"exp2 poly {quarters}/4 (no option)", {}, dict(HOPPER_EXP2_EMU=quarters), None))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     return out
@@ -321,10 +315,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
                        f"{dropout_scale(0.1):.5f}; {'OK' if err < 0.05 else 'MASKS DIFFER?'}")
                 out = fn(q, k, v)
                 assert torch.isfinite(out).all(), f"{name}: output not finite"
-            elif name == "none":
-                # the exponentials' emulation without an option changes nothing else: compare
-                outs["exp2"] = (name, fn(q, k, v))
-            else:
+            elif name != "none":
                 out = fn(q, k, v)
                 assert torch.isfinite(out).all(), f"{name}: output not finite"
                 family = name.split()[0]

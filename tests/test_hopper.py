@@ -43,7 +43,7 @@ if which == "fwd":
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
-                      NUM_CONSUMERS=2, DYNAMIC=False, EXP2_EMU=0)
+                      NUM_CONSUMERS=2, DYNAMIC=False)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -127,8 +127,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
                                  "EX2_OVERLAPPING_PV": overlap,
                                  "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
-                                 "STEP_EX2": step_text.count("MUFU.EX2"),
-                                 "STEP_TANH": step_text.count("MUFU.TANH"),
                                  "SHARED": compiled.metadata.shared}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
@@ -396,86 +394,6 @@ def test_forward_softmax_overlaps_the_previous_value_product(d, dtype, flags):
     assert got["STL"] == 0, got
 
 
-def _exp2_poly_torch(x: torch.Tensor, coeffs) -> torch.Tensor:
-    """kernels/hopper.py ``_exp2_poly`` in float32 torch ops, step for step (the kernel is
-    compiled without reassociation, so each rounding is the same)."""
-    x = torch.clamp(x.float(), min=-127.0)
-    shifter = torch.tensor(12582912.0, dtype=torch.float32)
-    t = x + shifter
-    f = x - (t - shifter)
-    p = torch.full_like(f, coeffs[-1])
-    for c in reversed((1.0, *coeffs[:-1])):
-        p = p * f + c
-    bits = p.view(torch.int32) + (t.view(torch.int32) << 23)
-    return bits.view(torch.float32)
-
-
-@pytest.mark.parametrize("degree,bound", [(3, 1.02e-4), (4, 3.2e-6)])
-def test_exp2_polynomial(degree, bound):
-    """The forward's polynomial exponential (``launch.HOPPER_EXP2_EMU``): its coefficients are
-    the minimax fit they claim (an iteratively reweighted least-squares fit of 2^f's relative
-    error on [-1/2, 1/2] with 2^0 = 1 reproduces them); relative error within ``bound`` of
-    exp2 over every float32 step of [-126, 0] sampled, exactly 1 at 0, exactly 0 at and
-    below -127 and at -inf (masked scores; an empty row's sum stays 0), never negative,
-    NaN or above 1."""
-    import numpy as np
-
-    from sparseflash.kernels.hopper import EXP2_POLY3, EXP2_POLY4
-
-    coeffs = EXP2_POLY3 if degree == 3 else EXP2_POLY4
-    f = np.linspace(-0.5, 0.5, 200001)
-    y = np.exp2(f)
-    a = np.stack([f ** k / y for k in range(1, degree + 1)], 1)
-    b = (y - 1) / y
-    w = np.ones_like(f)
-    for _ in range(200):
-        fit = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)[0]
-        r = a @ fit - b
-        w *= (np.abs(r) / np.abs(r).max()) ** 0.5 + 1e-3
-        w /= w.max()
-    np.testing.assert_allclose(fit, coeffs, rtol=1e-5)
-
-    x = torch.cat([torch.linspace(-126.0, 0.0, 2_000_001), -torch.rand(100_000) * 3])
-    got = _exp2_poly_torch(x, coeffs).double()
-    want = torch.exp2(x.double())
-    rel = ((got - want) / want).abs().max().item()
-    assert rel <= bound, rel
-    assert rel >= bound / 4, f"{rel} far below the bound: the test would not see a worse polynomial"
-    assert got.max() <= 1.0 and (got >= 0).all() and not got.isnan().any()
-    edge = _exp2_poly_torch(torch.tensor([0.0, -127.0, -200.0, -1e30, float("-inf")]), coeffs)
-    assert edge.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
-    tail = _exp2_poly_torch(torch.linspace(-127.0, -126.0, 1001), coeffs).double()
-    assert (tail >= 0).all() and (tail <= 2.0 ** -125).all()
-
-
-def test_polynomial_exponentials_replace_special_function_ops():
-    """``EXP2_EMU`` quarters of the forward's exponentials leave the MUFU: in the sm_90 SASS of
-    one consumer's step loop the ex2 count drops by 16 per quarter of a [64, 128] tile (a
-    thread's 64 scores), with softcap's 64 tanh kept, without spills or layout conversions
-    through shared memory (the quarters are split and joined in registers)."""
-    flags = dict(HAS_SOFTCAP=2, OVERLAP_PV=True, CAUSAL=True)
-    base = _sass_counts("fwd", 128, "bf16", dict(flags, EXP2_EMU=0))
-    half = _sass_counts("fwd", 128, "bf16", dict(flags, EXP2_EMU=2))
-    assert base["STEP_TANH"] == half["STEP_TANH"] >= 64, (base, half)
-    assert half["STEP_EX2"] == base["STEP_EX2"] - 32, (base, half)
-    assert half["STL"] == 0 and half["STS"] == base["STS"], (base, half)
-    assert half["DEPBAR"] * 4 <= half["HGMMA"], half
-    every = _sass_counts("fwd", 64, "fp16", dict(EXP2_EMU=4))
-    assert every["STEP_EX2"] <= 2 and every["STL"] == 0, every     # alpha's per row stay
-
-
-def test_exp2_emulation_default_and_bad_value(monkeypatch):
-    monkeypatch.setattr(launch, "HOPPER_EXP2_EMU", None)
-    assert launch._exp2_emu(128, 30.0) == 2 and launch._exp2_emu(128, 0.0) == 0
-    assert launch._exp2_emu(64, 30.0) == 2 and launch._exp2_emu(64, 0.0) == 0
-    monkeypatch.setattr(launch, "HOPPER_EXP2_EMU", 3)
-    assert launch._exp2_emu(128, 0.0) == 3
-    for bad in (5, -1, True, 2.0, "2"):
-        monkeypatch.setattr(launch, "HOPPER_EXP2_EMU", bad)
-        with pytest.raises(ValueError, match="HOPPER_EXP2_EMU must be None or an int in"):
-            launch._exp2_emu(128, 0.0)
-
-
 def test_forward_overlap_default_and_bad_value(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", None)
     assert launch._overlap_pv(128) and not launch._overlap_pv(64)
@@ -659,21 +577,6 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
 
 
 @gpu
-@pytest.mark.parametrize("emu,dtype", [(4, torch.bfloat16), (4, torch.float16), (2, torch.bfloat16)],
-                         ids=["all-bf16", "all-fp16", "half-bf16"])
-@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
-def test_hopper_forward_with_polynomial_exponentials_matches_the_oracle(name, pattern, kw, emu, dtype,
-                                                                       hopper_only, monkeypatch):
-    """The forward with ``emu`` quarters of its exponentials by polynomial
-    (``launch.HOPPER_EXP2_EMU``; 4: all of them, the strictest) on every oracle layout: packed
-    one-token documents, kv-longer, windows, GQA, batches, d=64."""
-    monkeypatch.setattr(launch, "HOPPER_EXP2_EMU", emu)
-    kw = dict(kw)
-    kw.setdefault("d", 128)
-    check(pattern, bs=128, dtype=dtype, backend="triton", **kw)
-
-
-@gpu
 @pytest.mark.parametrize("dynamic", [False, True], ids=["fixed-tiles", "dynamic-tiles"])
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
 def test_hopper_persistent_forward_matches_the_oracle(name, pattern, kw, dynamic, hopper_only, monkeypatch):
@@ -763,9 +666,7 @@ def test_hopper_three_consumers_equal_two(dropout_p, causal, hopper_only, monkey
 
 
 @gpu
-@pytest.mark.parametrize("emu", [None, 4], ids=["default-exp2", "every-exp2-by-polynomial"])
-def test_hopper_key_padding_crosses_a_block_and_empties_a_row(emu, hopper_only, monkeypatch):
-    monkeypatch.setattr(launch, "HOPPER_EXP2_EMU", emu)
+def test_hopper_key_padding_crosses_a_block_and_empties_a_row(hopper_only):
     N = 600
     kpm = torch.ones(2, N, dtype=torch.bool, device="cuda")
     kpm[0, 100:450] = False               # crosses the 128- and 256-token block edges
@@ -839,12 +740,6 @@ MOD_CASES = [
      dict(ALIBI_VARIANT="abs")),
     ("softcap-alibi-batch-causal-kv-longer", sf.bigbird(window=1, globals=1, random=2),
      dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"), {}),
-    ("softcap-folded-causal-gqa-exp2-half-poly", sf.local(2) | sf.global_blocks(1),
-     dict(B=1, H=4, Hkv=2, N=1000, Nk=1000, d=128), True, dict(softcap=1.0),
-     dict(HOPPER_EXP2_EMU=2)),
-    ("softcap-folded-noncausal-d64-exp2-poly-3q", sf.bigbird(window=1, globals=1, random=2),
-     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, dict(softcap=1.0),
-     dict(HOPPER_EXP2_EMU=3)),
     ("softcap-alibi-window", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),

@@ -421,88 +421,19 @@ def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
         return gl.max(s, 1) * qk_scale
 
 
-# 2^f on [-1/2, 1/2] with 2^0 = 1 exactly: minimax in relative error, 1.0e-4 at degree 3 (the
-# bf16 probabilities round to 2^-9 relative), 2.8e-6 at degree 4 (fp16: 2^-12). Fitted by
-# tests/test_hopper.py ``test_exp2_polynomial`` (its least-squares fit reproduces them).
-EXP2_POLY3 = (0.69328288, 0.2422102, 0.05500862)
-EXP2_POLY4 = (0.6931242, 0.24024099, 0.05590634, 0.00958282)
-_P3_1, _P3_2, _P3_3 = (gl.constexpr(c) for c in EXP2_POLY3)
-_P4_1, _P4_2, _P4_3, _P4_4 = (gl.constexpr(c) for c in EXP2_POLY4)
-_SHIFTER = gl.constexpr(12582912.0)     # 1.5 * 2^23: x + it rounds x to an integer in the low bits
-
-
-@gluon.jit
-def _exp2_poly(x, BF16: gl.constexpr):
-    """``2^x`` for ``x <= 0`` (a score minus its row max, or -inf) on the FMA and integer
-    units instead of the special-function unit (FlashAttention-4's emulation): x clamped at
-    -127, rounded to j + f (|f| <= 1/2) by the 1.5 * 2^23 shifter, 2^f by a polynomial,
-    j added to its exponent bits. 2^-127 comes out as exactly 0 (f = 0, 2^f = 1.0: the
-    exponent field becomes 0), so masked scores give 0 and an empty row's sum stays 0;
-    x in (-127, -126.5] gives a denormal of the right size. 8 operations, 1 on the MUFU."""
-    x = gl.maximum(x, -127.0)
-    t = x + _SHIFTER
-    f = x - (t - _SHIFTER)
-    if BF16:
-        p = ((_P3_3 * f + _P3_2) * f + _P3_1) * f + 1.0
-    else:
-        p = (((_P4_4 * f + _P4_3) * f + _P4_2) * f + _P4_1) * f + 1.0
-    bits = p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)
-    return bits.to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _exp2_tile(x, EMU: gl.constexpr, BF16: gl.constexpr):
-    """``2^x`` of a [ROWS, N] tile in the wgmma accumulator layout, ``EMU`` quarters of its
-    columns by :func:`_exp2_poly` and the rest by the special-function unit (``ex2``), which
-    softcap's tanh also occupies (two of its ops per score). A thread holds columns
-    ``n*8 + t*2 + h``: the quarters are the (n mod 2, h) classes, split and joined back by
-    register relabeling (``assert_trivial``)."""
-    if EMU == 0:
-        return gl.exp2(x)
-    else:
-        R: gl.constexpr = x.shape[0]
-        N: gl.constexpr = x.shape[1]
-        layout: gl.constexpr = x.type.layout
-        y = gl.permute(gl.reshape(x, (R, N // 16, 2, 4, 2)), (0, 1, 3, 2, 4))   # [.., t, n0, h]
-        a, b = gl.split(y)                                                     # h = 0, 1
-        a0, a1 = gl.split(a)                                                   # n0 = 0, 1
-        b0, b1 = gl.split(b)
-        # quarters in the order (h, n0) = (1, 1), (0, 1), (1, 0) take the polynomial
-        if EMU >= 1:
-            b1 = _exp2_poly(b1, BF16)
-        else:
-            b1 = gl.exp2(b1)
-        if EMU >= 2:
-            a1 = _exp2_poly(a1, BF16)
-        else:
-            a1 = gl.exp2(a1)
-        if EMU >= 3:
-            b0 = _exp2_poly(b0, BF16)
-        else:
-            b0 = gl.exp2(b0)
-        if EMU >= 4:
-            a0 = _exp2_poly(a0, BF16)
-        else:
-            a0 = gl.exp2(a0)
-        y = gl.join(gl.join(a0, a1), gl.join(b0, b1))                          # [.., t, n0, h]
-        y = gl.reshape(gl.permute(y, (0, 1, 3, 2, 4)), (R, N))                 # [.., n0, t, h]
-        return gl.convert_layout(y, layout, assert_trivial=True)
-
-
 @gluon.jit
 def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
-              HAS_ALIBI: gl.constexpr, EXP2_EMU: gl.constexpr, BF16: gl.constexpr):
+              HAS_ALIBI: gl.constexpr):
     """``2^(score - max)``: one FMA inside exp2 for raw scores and CAP_MAX's tanh values; the
-    causal ALiBi's ``shift`` comes off the row max (one subtract per row, not per score).
-    ``EXP2_EMU`` quarters of the columns take the polynomial (``_exp2_tile``)."""
+    causal ALiBi's ``shift`` comes off the row max (one subtract per row, not per score)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
-        return _exp2_tile(softcap2 * s - m_use[:, None], EXP2_EMU, BF16)
+        return gl.exp2(softcap2 * s - m_use[:, None])
     elif HAS_ALIBI == 2:
-        return _exp2_tile(s - (m_use - shift)[:, None], EXP2_EMU, BF16)
+        return gl.exp2(s - (m_use - shift)[:, None])
     elif HAS_SOFTCAP or HAS_ALIBI:
-        return _exp2_tile(s - m_use[:, None], EXP2_EMU, BF16)
+        return gl.exp2(s - m_use[:, None])
     else:
-        return _exp2_tile(s * qk_scale - m_use[:, None], EXP2_EMU, BF16)
+        return gl.exp2(s * qk_scale - m_use[:, None])
 
 
 @gluon.jit
@@ -518,7 +449,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr,
-              DYNAMIC: gl.constexpr, EXP2_EMU: gl.constexpr):
+              DYNAMIC: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -536,7 +467,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
-                                  WG, True, EXP2_EMU)
+                                  WG, True)
             tile_i += 1
             mbarrier.wait(q_bar, tile_i & 1)
             v = _read_tile(tile_smem, NUM_WARPS)
@@ -555,7 +486,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
-                                  WG, False, EXP2_EMU)
+                                  WG, False)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
@@ -566,7 +497,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
-                      OVERLAP_PV, NUM_CONSUMERS, WG, False, EXP2_EMU)
+                      OVERLAP_PV, NUM_CONSUMERS, WG, False)
 
 
 @gluon.jit
@@ -582,8 +513,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
-                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  EXP2_EMU: gl.constexpr):
+                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -657,8 +587,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
         m_i = _tile_max(s, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
         m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI, EXP2_EMU,
-                      dtype == gl.bfloat16)  # [ROWS, BLOCK_N]
+        e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
@@ -697,8 +626,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                                                   HAS_ALIBI))
                 # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                e = _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI, EXP2_EMU,
-                              dtype == gl.bfloat16)
+                e = _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
                 alpha = gl.exp2(m_i - m_use)
                 l_i = l_i * alpha + gl.sum(e, 1)
                 m_i = m_new
@@ -766,8 +694,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
-                       NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
-                       EXP2_EMU: gl.constexpr = 0):
+                       NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -813,7 +740,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC, EXP2_EMU)),
+                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -822,7 +749,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC, EXP2_EMU)),
+                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -840,7 +767,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC, EXP2_EMU)),
+                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -849,7 +776,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC, EXP2_EMU)),
+                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -858,7 +785,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 2, DYNAMIC, EXP2_EMU)),
+                OVERLAP_PV, NUM_CONSUMERS, 2, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

@@ -583,24 +583,6 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0" else False
 
 
-# Quarters (0-4) of the Hopper forward's exponentials that a polynomial computes on the FMA
-# units instead of the special-function unit (kernels/hopper.py ``_exp2_tile``, FlashAttention-4's
-# emulation). The MUFU runs 16 operations per clock per SM; softcap adds a tanh per score to the
-# exponential. None: the measured rule of ``_exp2_emu``; an int: always
-# (SPARSEFLASH_EXP2_EMU=<n> sets it).
-HOPPER_EXP2_EMU: Optional[int] = (None if os.environ.get("SPARSEFLASH_EXP2_EMU", "") == ""
-                                  else int(os.environ["SPARSEFLASH_EXP2_EMU"]))
-
-
-def _exp2_emu(d: int, softcap: float) -> int:
-    """The Hopper forward's EXP2_EMU constexpr (HOPPER_EXP2_EMU)."""
-    switch = HOPPER_EXP2_EMU
-    if switch is None:
-        return 2 if softcap else 0
-    if isinstance(switch, bool) or not isinstance(switch, int) or not 0 <= switch <= 4:
-        raise ValueError(f"launch.HOPPER_EXP2_EMU must be None or an int in [0, 4], got {switch!r}")
-    return switch
-
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
 # 192-query tile across two table blocks, as FlashAttention-3/4 run dense d=64). None: 3 at d=64
 # where ``_fwd_consumers`` allows it, else 2; 2 / 3: always (3 raises where it cannot run).
@@ -811,7 +793,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
-        OVERLAP_PV=_overlap_pv(d), EXP2_EMU=_exp2_emu(d, softcap),
+        OVERLAP_PV=_overlap_pv(d),
         NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
@@ -1023,7 +1005,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_EXP2_EMU)
+           HOPPER_DYNAMIC_TILES)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

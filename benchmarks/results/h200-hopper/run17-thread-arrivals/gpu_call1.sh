@@ -2,16 +2,17 @@
 # run17 call 1: the K/V ring's slots released by every consumer thread (cp.async.mbarrier.arrive
 # .noinc, the barriers initialised with the threads' count; this tree) against one elected thread
 # after a partition barrier (Gluon's mbarrier.arrive; _old_tree = git archive of 0b00885's
-# sparseflash and benchmarks). Forward and forward+backward of hopper.py's 17 cases without
-# peers, then the backward's kernels, two processes per tree, alternating.
+# sparseflash and benchmarks), after a subset of the GPU oracle tests. Forward and forward+backward of hopper.py's 17 cases without
+# peers (--quick: 5 cases), then the backward's kernels, two processes per tree, alternating.
 cd "$(dirname "$0")/../../../.."
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+PYTHONPATH=. timeout 170 python -m pytest -q -x -p no:cacheprovider tests/test_hopper.py -k "forward_matches_the_oracle and bf16 or with_and_without_the_fused_dq or three_consumers_equal_two" > $OUT/pytest.txt 2>&1; tail -2 $OUT/pytest.txt
 C="dense,dense causal,local(8),dense d=64"
 for i in 1 2; do
   for t in old new; do
     R=.; [ $t = old ] && R=_old_tree       # the scripts put their own tree first on sys.path
-    PYTHONPATH=$R timeout 130 python $R/benchmarks/hopper.py --no-peers --out $OUT/$t$i > $OUT/$t$i.log 2>&1 || tail -3 $OUT/$t$i.log
-    PYTHONPATH=$R timeout 60 python $R/benchmarks/bwd_breakdown.py --variants "hopper fused dq" --fused --iters 10 --cases "$C" --out $OUT/bwd_$t$i > $OUT/bwd_$t$i.log 2>&1
+    PYTHONPATH=$R timeout 75 python $R/benchmarks/hopper.py --no-peers --quick --out $OUT/$t$i > $OUT/$t$i.log 2>&1 || tail -3 $OUT/$t$i.log
+    PYTHONPATH=$R timeout 45 python $R/benchmarks/bwd_breakdown.py --variants "hopper fused dq" --fused --iters 10 --cases "$C" --out $OUT/bwd_$t$i > $OUT/bwd_$t$i.log 2>&1
     grep -E "_hopper_dkdv_kernel" $OUT/bwd_$t$i.log | sed "s/^/$t$i /" | cut -c1-40,120-
   done
 done

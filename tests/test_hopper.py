@@ -406,9 +406,9 @@ def test_consumers_release_ring_slots_without_a_partition_barrier(which, d, flag
     ``cp.async.mbarrier.arrive.noinc`` on a barrier initialised with all their count, instead of
     Gluon's ``mbarrier.arrive``: that one is issued by one elected thread, so the compiler puts
     a partition-wide ``bar.sync`` before it (run17). In the sm_90 SASS of a consumer's step loop
-    that leaves the forward one barrier a step (it had 2, with three consumers too) and the dK/dV kernel 5 with the fused
-    dQ (had 7; the dS^T and dQ tiles still need theirs) and 1 without (had 2): fewer would mean
-    a lost synchronisation, more the elected arrive back."""
+    that leaves the forward one barrier a step (it had 2, with three consumers too) and the
+    dK/dV kernel 5 with the fused dQ (had 7; the dS^T and dQ tiles still need theirs) and 1
+    without (had 2): fewer would mean a lost synchronisation, more the elected arrive back."""
     ptx = _ptx(which, d, "bf16", flags)
     assert "cp.async.mbarrier.arrive.noinc.shared.b64" in ptx
     threads = (3 if flags.get("NUM_CONSUMERS") == 3 else 2) * 128

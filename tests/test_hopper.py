@@ -127,7 +127,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
                                  "EX2_OVERLAPPING_PV": overlap,
                                  "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
-                                 "STEP_BAR": step_text.count("BAR.SYNC"),
                                  "SHARED": compiled.metadata.shared}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
@@ -393,29 +392,6 @@ def test_forward_softmax_overlaps_the_previous_value_product(d, dtype, flags):
     assert got["EX2_OVERLAPPING_PV"] >= 64, got
     assert got["DEPBAR"] * 4 <= got["HGMMA"], got
     assert got["STL"] == 0, got
-
-
-@pytest.mark.parametrize("which,d,flags,step_bars", [
-    ("fwd", 128, dict(OVERLAP_PV=True, CAUSAL=True), 1),
-    ("fwd", 64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True), 1),
-    ("dkdv", 128, dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True), 5),
-    ("dkdv", 128, dict(), 1),
-], ids=["fwd-d128", "fwd-d64-three-consumers", "dkdv-fused-dq", "dkdv"])
-def test_consumers_release_ring_slots_without_a_partition_barrier(which, d, flags, step_bars):
-    """Every consumer thread releases a ring slot (and the forward's Q) itself, with
-    ``cp.async.mbarrier.arrive.noinc`` on a barrier initialised with all their count, instead of
-    Gluon's ``mbarrier.arrive``: that one is issued by one elected thread, so the compiler puts
-    a partition-wide ``bar.sync`` before it (run17). In the sm_90 SASS of a consumer's step loop
-    that leaves the forward one barrier a step (it had 2, with three consumers too) and the
-    dK/dV kernel 5 with the fused dQ (had 7; the dS^T and dQ tiles still need theirs) and 1
-    without (had 2): fewer would mean a lost synchronisation, more the elected arrive back."""
-    ptx = _ptx(which, d, "bf16", flags)
-    assert "cp.async.mbarrier.arrive.noinc.shared.b64" in ptx
-    threads = (3 if flags.get("NUM_CONSUMERS") == 3 else 2) * 128
-    assert re.search(rf"mbarrier.init.shared(::cta)?.b64\s+\[[^]]+\],\s*{threads};", ptx), \
-        "no barrier initialised with every consumer thread's arrival"
-    got = _sass_counts(which, d, "bf16", flags)
-    assert got["STEP_BAR"] == step_bars, got
 
 
 def test_forward_overlap_default_and_bad_value(monkeypatch):

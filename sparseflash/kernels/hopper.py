@@ -147,18 +147,6 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
 
 
 @gluon.jit
-def _release(bar):
-    """Every thread of a consumer partition arrives on ``bar``, a ring slot's (or Q's) release,
-    initialised with the count of all the consumer threads. ``cp.async.mbarrier.arrive.noinc``
-    arrives once the thread's own copies are done (a consumer issues none, so at once), and
-    each thread calls it after its own wait for the products that read the slot. Gluon's
-    ``mbarrier.arrive`` is issued by one elected thread instead, for which the compiler puts a
-    barrier of the whole partition before it, so that its warps met at every release (run17:
-    one partition barrier less per forward step, two less per dK/dV step in the sm_90 SASS)."""
-    async_copy.mbarrier_arrive(bar, increment_count=False)
-
-
-@gluon.jit
 def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, PER_SEQ: gl.constexpr):
     """The query tile's sequence (the ``seqs`` row, or the scalars shared by the batch) and
@@ -646,7 +634,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 e = s
                 alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            _release(kv_empty.index(prev))
+            mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
                 e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
@@ -658,15 +646,15 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        _release(kv_empty.index(last))
+        mbarrier.arrive(kv_empty.index(last))
     # every product that read this warpgroup's Q has completed: the producer may load the
     # next tile's while this one's output is written
-    _release(q_empty)
+    mbarrier.arrive(q_empty)
     # steps of a longer row of the tile (three consumers): released once their K has landed,
     # which the producer copies only after the slot's previous lap was released by all
     for t in range(trips, walked):
         mbarrier.wait(k_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
-        _release(kv_empty.index((step + t) % NUM_STAGES))
+        mbarrier.arrive(kv_empty.index((step + t) % NUM_STAGES))
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
@@ -733,11 +721,11 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time)
     tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     mbarrier.init(q_bar, count=1)
-    mbarrier.init(q_empty, count=NUM_CONSUMERS * NUM_WARPS * 32)   # every consumer thread releases Q
+    mbarrier.init(q_empty, count=NUM_CONSUMERS)         # every consumer warpgroup releases Q
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS * NUM_WARPS * 32)   # every consumer thread releases a slot
+        mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)   # every consumer releases a slot
 
     # the consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the others' matrix products
@@ -1089,7 +1077,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
                                    use_acc=False, is_async=True)
                 dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
-                _release(empty.index(s))
+                mbarrier.arrive(empty.index(s))
                 # the product to this warpgroup's staging tiles (DQ_COLS columns each, split in
                 # registers: a relabeling), which the writer warp adds to the fp32 accumulator
                 # once its adds of the last step have read them
@@ -1108,7 +1096,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 mbarrier.arrive(dq_full.index(WG))
             else:
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-                _release(empty.index(s))
+                mbarrier.arrive(empty.index(s))
             step += 1
 
     dk = dk * sm_scale
@@ -1239,7 +1227,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2 * 4 * 32)   # every thread of both consumer warpgroups
+        mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
 
     # The two calls differ only by the writer partition: Gluon 3.6 takes the partitions' argument
     # tuples as literals (one built in a variable loses its constexprs, "cannot convert").

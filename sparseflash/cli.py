@@ -5,6 +5,7 @@ Expected errors (bad patterns, bad arguments) print one line to stderr and exit 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import List, Optional
@@ -53,6 +54,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    """A dropout probability in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
+    return value
+
+
+def _softcap(text: str) -> float:
+    """A softcap: a finite float >= 0 (0: off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0: off), got {text!r}")
+    return value
+
+
 def _param(text: str):
     """``KEY=VALUE`` for a preset parameter; VALUE is an int or a list of ints."""
     key, sep, value = text.partition("=")
@@ -96,10 +119,13 @@ def _summary(layout, compile_ms: float) -> str:
             f"{layout.max_row_blocks} key blocks max per query block; compiled in {compile_ms:.2f} ms")
 
 
-def _print_estimates(layout, head_dim: int, batch: int, dtype, device: str) -> None:
+def _print_estimates(layout, head_dim: int, batch: int, dtype, device: str, **options) -> None:
+    """Forward and forward+backward estimates; ``options``: estimate()'s dropout_p, softcap,
+    alibi."""
     for backward in (False, True):
         print()
-        print(estimate(layout, head_dim, batch=batch, dtype=dtype, device=device, backward=backward))
+        print(estimate(layout, head_dim, batch=batch, dtype=dtype, device=device, backward=backward,
+                       **options))
 
 
 def _add_layout_args(p: argparse.ArgumentParser, *, seq_len: Optional[int], kv_len: bool) -> None:
@@ -119,6 +145,11 @@ def _add_estimate_args(p: argparse.ArgumentParser, *, heads: int, head_dim: int,
     if shape:
         p.add_argument("--batch", type=_positive, default=1, help="batch size for the estimate (default 1)")
         p.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="dtype for the estimate")
+        p.add_argument("--dropout", type=_probability, default=0.0, metavar="P",
+                       help="attention dropout for the estimate (default 0)")
+        p.add_argument("--softcap", type=_softcap, default=0.0, metavar="CAP",
+                       help="softcap for the estimate (default 0: off)")
+        p.add_argument("--alibi", action="store_true", help="estimate with ALiBi slopes")
     p.add_argument("--device", dest="gpu", default="h100",
                    help=f"GPU profile for the estimate: {', '.join(sorted(DEVICES))} (default h100)")
 
@@ -170,7 +201,8 @@ def _cmd_show(args) -> int:
     print(f"pattern: {pattern}")
     print(picture)
     print(_summary(layout, compile_ms))
-    _print_estimates(layout, args.head_dim, args.batch, _DTYPES[args.dtype], args.gpu)
+    _print_estimates(layout, args.head_dim, args.batch, _DTYPES[args.dtype], args.gpu,
+                     dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
     if args.png:
         from .visualize import plot
 

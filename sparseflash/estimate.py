@@ -23,6 +23,7 @@ calibration knobs that the performance issue fits on a real H100.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -87,6 +88,13 @@ class DeviceProfile:
     # fused in (kernels/launch.py HOPPER_FUSED_DQ): a statistics prologue, one kernel that adds
     # each block's dS K to an fp32 accumulator, and the accumulator's zero fill and conversion.
     fused_dq_backward: bool = False
+    # Time the attention options add on this device, in picoseconds per computed score (each
+    # score of each computed block pair, per head and batch element): (option, forward,
+    # backward) for "dropout", "softcap" and "alibi". Measured as differences of times with and
+    # without the option in one run (benchmarks/parity.py), not from a model of the kernels.
+    # Empty: not measured here; estimate() then leaves the options out of the time and says so
+    # (CostEstimate.unpriced_options).
+    option_ps_per_score: Tuple[Tuple[str, float, float], ...] = ()
 
     def matmul_tflops(self, dtype: torch.dtype, *, tf32: bool) -> float:
         """Peak matmul throughput for ``dtype`` (fp32 uses tf32 when ``tf32`` is set)."""
@@ -115,6 +123,14 @@ DEVICES: Dict[str, DeviceProfile] = {
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
         attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.481, attn_exp_per_ns=2096.0,
         attn_tile_overhead_us=4.92, fused_dq_backward=True,
+        # benchmarks/results/h200-hopper/run15-fused-dq/call6/parity (dense causal and
+        # local(8)|global_blocks(1) causal, 16K, d=128, H=16, bf16: dropout 0.1, softcap 30,
+        # ALiBi) and run16-exp2-poly/call1 (softcap, the same two layouts at d=128 and d=64):
+        # the median per score of those samples (docs/estimator.md, "Options"). Dropout's
+        # were consistent (forward 0.65-0.77, backward 1.73-2.06); softcap's backward ranged
+        # 0.09-0.56 and ALiBi's backward 0.005-0.38 between samples.
+        option_ps_per_score=(("dropout", 0.71, 1.90), ("softcap", 0.20, 0.26),
+                             ("alibi", 0.11, 0.19)),
         calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
                    "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
                    "d=64/128, 4K-64K (benchmarks/results/h200-hopper/run15-fused-dq/"
@@ -207,6 +223,9 @@ class CostEstimate:
     # with the fused dQ (DeviceProfile.fused_dq_backward); one Philox-4x32-10 call makes
     # eight, so the kernels run dropout_random_numbers / 8 Philox calls
     dropout_random_numbers: int = 0
+    # options asked for ("dropout", "softcap", "alibi") whose time this device's profile has
+    # no measurement of (DeviceProfile.option_ps_per_score): not in predicted_ms
+    unpriced_options: Tuple[str, ...] = ()
 
     @property
     def flops(self) -> float:
@@ -265,6 +284,14 @@ class CostEstimate:
                 f"  {method.name:<22}{_si(method.flops):>10}{_si(method.hbm_bytes, 'B'):>11}"
                 f"{intensity:>8.0f}{_si(method.workspace_bytes, 'B'):>11}{method.bound:>9}"
                 f"{method.predicted_ms:>11.3f}{speedup:>12.2f}x")
+        priced = list(dict.fromkeys(k.name.split()[1] for k in self.sparse.kernels
+                                    if k.name.startswith("option ")))
+        if priced:
+            lines.append(f"  (included: {', '.join(priced)}, measured per computed score on this "
+                         f"device; the standard attention row leaves them out)")
+        if self.unpriced_options:
+            lines.append(f"  (not in the times: {', '.join(self.unpriced_options)}, not measured "
+                         f"on {self.device.name})")
         lines.append(f"  (roofline efficiencies: {self.device.calibrated})")
         return "\n".join(lines)
 
@@ -445,7 +472,8 @@ def _standard_kernels(roof: _Roofline, *, heads: int, n: int, nk: int, d: int, e
 def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
              dtype: torch.dtype = torch.bfloat16,
              device: Union[str, DeviceProfile] = "h100",
-             backward: bool = False, dropout_p: float = 0.0) -> CostEstimate:
+             backward: bool = False, dropout_p: float = 0.0, softcap: float = 0.0,
+             alibi: bool = False) -> CostEstimate:
     """Predict FLOPs, HBM traffic and time of attention over ``layout``.
 
     Args:
@@ -464,8 +492,14 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``,
             16-bit draws, eight per Philox call: block_size**2 per computed block pair and
             batch element, once in the forward and twice more in the backward, once more
-            where the device's backward has dQ fused into the dK/dV kernel). Their time is not
-            in the roofline (not calibrated).
+            where the device's backward has dQ fused into the dK/dV kernel).
+        softcap: sparse_attention's ``softcap`` (0: off).
+        alibi: whether ``alibi_slopes`` are passed.
+
+        The time dropout, softcap and ALiBi add comes from measurements on the device
+        (``DeviceProfile.option_ps_per_score``, a cost per computed score and pass), added to
+        ours and to dense FlashAttention as ``option <name> (forward|backward)`` kernel rows;
+        on a profile without them it is left out and ``unpriced_options`` names them.
 
     Returns:
         A :class:`CostEstimate`; ``flops`` = 4 * head_dim * block_size**2 * nnz * batch for the
@@ -488,6 +522,11 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         raise ValueError(f"dtype must be torch.bfloat16, torch.float16 or torch.float32, got {dtype!r}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+            or not math.isfinite(softcap) or softcap < 0):
+        raise ValueError(f"softcap must be a finite float >= 0 (0: off), got {softcap!r}")
+    if not isinstance(alibi, bool):
+        raise ValueError(f"alibi must be True or False (whether alibi_slopes are passed), got {alibi!r}")
     profile = get_device(device)
     head_dim, batch = int(head_dim), int(batch)
     e = dtype.itemsize
@@ -505,6 +544,11 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
     grid_blocks = layout.grid_blocks // tables
     sparse_k, sparse_ws = _flash_kernels(roof, nnz=nnz, **common)
     dense_k, dense_ws = _flash_kernels(roof, nnz=dense_nnz, **common)
+    options = [name for name, on in (("dropout", dropout_p > 0), ("softcap", softcap > 0),
+                                     ("alibi", alibi)) if on]
+    prices = {name: (fwd, bwd) for name, fwd, bwd in profile.option_ps_per_score}
+    sparse_k += _option_kernels(options, prices, batch * nnz * b * b, backward)
+    dense_k += _option_kernels(options, prices, batch * dense_nnz * b * b, backward)
     # Standard attention works on exactly N x Nk scores; it needs a mask unless all pass.
     masked = layout.causal or layout.window is not None or nnz < grid_blocks
     standard_k, standard_ws = _standard_kernels(
@@ -521,4 +565,19 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
                         f"block {b}{', causal' if layout.causal else ''}"),
         dropout_random_numbers=int(nnz * b * b * batch * (
             (2 if profile.fused_dq_backward else 3) if backward else 1)) if dropout_p > 0 else 0,
+        unpriced_options=tuple(name for name in options if name not in prices),
     )
+
+
+def _option_kernels(options, prices, scores: float, backward: bool) -> List[KernelCost]:
+    """The time each priced option adds over ``scores`` computed scores: a row per pass,
+    inside the attention kernels (no launch, FLOPs or traffic of its own)."""
+    rows = []
+    for name in options:
+        if name in prices:
+            fwd, bwd = prices[name]
+            rows.append(KernelCost(f"option {name} (forward)", 0.0, 0.0, scores * fwd * 1e-9, "compute"))
+            if backward:
+                rows.append(KernelCost(f"option {name} (backward)", 0.0, 0.0, scores * bwd * 1e-9,
+                                       "compute"))
+    return rows

@@ -206,3 +206,25 @@ def test_readme_test_command_is_what_ci_runs():
     commands = quick_start.strip().splitlines()
     assert len(commands) == 2 and "sparseflash demo" in commands[0]
     assert commands[1] in ci.read_text().splitlines()
+
+
+def test_show_estimates_with_options(capsys):
+    code, out, _ = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--heads", "4", "--causal",
+                            "--device", "h200", "--dropout", "0.1", "--softcap", "30", "--alibi")
+    assert code == 0
+    assert out.count("included: dropout, softcap, alibi") == 2          # forward, forward+backward
+    code, out, _ = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--dropout", "0.1")
+    assert code == 0 and out.count("not in the times: dropout") == 2     # h100: not measured
+    plain = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--device", "h200")[1]
+    assert "included" not in plain
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--dropout", "1"], "--dropout: expected a probability in"),
+    (["--dropout", "x"], "--dropout: expected a probability in"),
+    (["--softcap", "-2"], "--softcap: expected a finite number >= 0"),
+    (["--softcap", "inf"], "--softcap: expected a finite number >= 0"),
+])
+def test_show_refuses_bad_options(capsys, args, match):
+    code, _, err = run_main(capsys, "show", "local(2)", "--seq-len", "4k", *args)
+    assert code == 2 and match in err

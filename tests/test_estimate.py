@@ -358,3 +358,115 @@ def test_calibrate_reads_the_hopper_benchmark_rows():
     assert model.names == ["attn_fwd_efficiency"] and model.predict(model.initial()).shape == (2,)
     with pytest.raises(ValueError, match="fields"):
         Model(got, "h200", ["not_a_field"])
+
+
+# ------------------------------------------------------------------ options' measured time
+_RESULTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "h200-hopper"
+
+
+def _parity_layouts(N=16384, H=16, b=128):
+    return {"dense": sf.compile(sf.dense(), N, block_size=b, causal=True, num_heads=H),
+            "local": sf.compile(sf.local(8) | sf.global_blocks(1), N, block_size=b, causal=True,
+                                num_heads=H)}
+
+
+def _option_samples():
+    """(option, case) -> [(forward ps, backward ps) a computed score] from the committed H200
+    runs the h200 profile's prices come from: run15's parity run (dropout 0.1, softcap 30,
+    ALiBi; d=128) and run16's variants (softcap, the default kernel, at d=128 and d=64)."""
+    import json
+
+    scores = {case: layout.nnz * 128 * 128 for case, layout in _parity_layouts().items()}
+    samples = {}
+
+    def add(option, case, base, with_opt):
+        fwd = (with_opt["fwd"] - base["fwd"]) * 1e9 / scores[case]
+        bwd = (with_opt["fwd+bwd"] - base["fwd+bwd"]) * 1e9 / scores[case] - fwd
+        samples.setdefault(option, []).append((fwd, bwd))
+
+    rows = json.loads((_RESULTS / "run15-fused-dq/call6/parity/parity.json").read_text())["rows"]
+    t = {}
+    for r in rows:
+        if r["suite"] == "parity" and r["pass"] in ("fwd", "fwd+bwd"):
+            case = "dense" if r["case"].startswith("dense") else "local"
+            t.setdefault((case, r["impl"]), {})[r["pass"]] = r["ms"]
+    for case in ("dense", "local"):
+        base = t[(case, "sparseflash")]
+        for option, impl in (("dropout", "sparseflash dropout_p=0.1"), ("softcap", "sparseflash softcap=30"),
+                             ("alibi", "sparseflash alibi_slopes (H,)")):
+            add(option, case, base, t[(case, impl)])
+    for d in ("d128", "d64"):
+        rows = json.loads((_RESULTS / f"run16-exp2-poly/call1/{d}/variants.json").read_text())["rows"]
+        t = {}
+        for r in rows:
+            if r["pass"] in ("fwd", "fwd+bwd"):
+                case = "dense" if r["case"].startswith("dense") else "local"
+                t.setdefault((case, r["impl"]), {})[r["pass"]] = r["ms"]
+        for case in ("dense", "local"):
+            add("softcap", case, t[(case, "none")], t[(case, "softcap=30 folded, exp2 poly 0/4")])
+    return samples
+
+
+def test_h200_option_prices_are_the_medians_of_the_committed_measurements():
+    """Each (forward, backward) price of the h200 profile is the median, per pass, of the
+    per-score differences in the committed runs (to the profile's two decimals)."""
+    prices = {name: (fwd, bwd) for name, fwd, bwd in DEVICES["h200"].option_ps_per_score}
+    samples = _option_samples()
+    assert set(prices) == set(samples) == {"dropout", "softcap", "alibi"}
+    for name, pairs in samples.items():
+        for i in (0, 1):
+            assert prices[name][i] == pytest.approx(float(np.median([p[i] for p in pairs])), abs=0.006), \
+                (name, i, pairs)
+
+
+def test_options_add_their_measured_time_to_ours_and_dense():
+    layout = _parity_layouts()["dense"]
+    scores = layout.nnz * 128 * 128
+    prices = {name: (fwd, bwd) for name, fwd, bwd in DEVICES["h200"].option_ps_per_score}
+    for backward in (False, True):
+        base = estimate(layout, 128, device="h200", backward=backward)
+        got = estimate(layout, 128, device="h200", backward=backward, dropout_p=0.1, softcap=30.0,
+                       alibi=True)
+        added = sum(f + (b if backward else 0.0) for f, b in prices.values()) * scores * 1e-9
+        assert got.predicted_ms - base.predicted_ms == pytest.approx(added, rel=1e-9)
+        assert got.dense.predicted_ms - base.dense.predicted_ms == pytest.approx(added, rel=1e-9)
+        assert got.standard.predicted_ms == base.standard.predicted_ms
+        assert got.flops == base.flops and got.hbm_bytes == base.hbm_bytes
+        assert got.unpriced_options == ()
+        assert "included: dropout, softcap, alibi" in str(got)
+    # the predicted overhead of dropout against run15's measured 1.75 (forward+backward) and
+    # 1.88 (forward), dense causal 16K: the base times are the model's own, within 10%
+    for backward, measured in ((True, 1.746), (False, 1.884)):
+        ratio = (estimate(layout, 128, device="h200", backward=backward, dropout_p=0.1).predicted_ms
+                 / estimate(layout, 128, device="h200", backward=backward).predicted_ms)
+        assert ratio == pytest.approx(measured, rel=0.1)
+
+
+def test_options_without_measurements_are_named_not_priced():
+    layout = sf.compile(sf.local(2), 4096, block_size=128, causal=True, num_heads=4)
+    base = estimate(layout, 64, device="h100", backward=True)
+    got = estimate(layout, 64, device="h100", backward=True, dropout_p=0.2, alibi=True)
+    assert got.predicted_ms == base.predicted_ms
+    assert got.unpriced_options == ("dropout", "alibi")
+    assert "not in the times: dropout, alibi" in str(got)
+    # a profile given prices for some options prices those only
+    partial = DEVICES["h100"].replace(option_ps_per_score=(("softcap", 1.0, 2.0),))
+    got = estimate(layout, 64, device=partial, softcap=5.0, alibi=True)
+    assert got.unpriced_options == ("alibi",)
+    assert got.predicted_ms - estimate(layout, 64, device=partial).predicted_ms == \
+        pytest.approx(layout.nnz * 128 * 128 * 1.0e-9)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(softcap=-1.0), "softcap must be a finite float >= 0"),
+    (dict(softcap=float("nan")), "softcap must be a finite float >= 0"),
+    (dict(softcap=float("inf")), "softcap must be a finite float >= 0"),
+    (dict(softcap=True), "softcap must be a finite float >= 0"),
+    (dict(softcap="30"), "softcap must be a finite float >= 0"),
+    (dict(alibi=1), "alibi must be True or False"),
+    (dict(alibi=None), "alibi must be True or False"),
+])
+def test_option_arguments_are_checked(kw, match):
+    layout = sf.compile(sf.local(1), 512, block_size=128)
+    with pytest.raises(ValueError, match=match):
+        estimate(layout, 64, **kw)

@@ -44,36 +44,30 @@ def _tokens(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
+def _checked(text: str, convert, ok, expected: str):
+    """``convert(text)`` if it parses and passes ``ok``, else an argparse error saying what was
+    expected."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _checked(text, int, lambda v: v > 0, "a positive integer")
 
 
 def _probability(text: str) -> float:
     """A dropout probability in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
 
 
 def _softcap(text: str) -> float:
     """A softcap: a finite float >= 0 (0: off)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0: off), got {text!r}")
-    return value
+    return _checked(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0: off)")
 
 
 def _param(text: str):

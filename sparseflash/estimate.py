@@ -126,9 +126,9 @@ DEVICES: Dict[str, DeviceProfile] = {
         # benchmarks/results/h200-hopper/run15-fused-dq/call6/parity (dense causal and
         # local(8)|global_blocks(1) causal, 16K, d=128, H=16, bf16: dropout 0.1, softcap 30,
         # ALiBi) and run16-exp2-poly/call1 (softcap, the same two layouts at d=128 and d=64):
-        # the median per score of those samples (docs/estimator.md, "Options"). Dropout's
-        # were consistent (forward 0.65-0.77, backward 1.73-2.06); softcap's backward ranged
-        # 0.09-0.56 and ALiBi's backward 0.005-0.38 between samples.
+        # the median per score of those samples (docs/estimator.md, "Dropout, softcap and
+        # ALiBi"). Dropout's were consistent (forward 0.65-0.77, backward 1.73-2.06); softcap's
+        # backward ranged 0.09-0.56 and ALiBi's backward 0.005-0.38 between samples.
         option_ps_per_score=(("dropout", 0.71, 1.90), ("softcap", 0.20, 0.26),
                              ("alibi", 0.11, 0.19)),
         calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "

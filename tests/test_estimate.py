@@ -2,6 +2,7 @@
 import dataclasses
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,7 +362,7 @@ def test_calibrate_reads_the_hopper_benchmark_rows():
 
 
 # ------------------------------------------------------------------ options' measured time
-_RESULTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "h200-hopper"
+_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "h200-hopper"
 
 
 def _parity_layouts(N=16384, H=16, b=128):
@@ -370,12 +371,22 @@ def _parity_layouts(N=16384, H=16, b=128):
                                 num_heads=H)}
 
 
-def _option_samples():
-    """(option, case) -> [(forward ps, backward ps) a computed score] from the committed H200
-    runs the h200 profile's prices come from: run15's parity run (dropout 0.1, softcap 30,
-    ALiBi; d=128) and run16's variants (softcap, the default kernel, at d=128 and d=64)."""
+def _times(path, suite=None):
+    """{(layout, impl): {"fwd": ms, "fwd+bwd": ms}} of a committed parity.py result file."""
     import json
 
+    times = {}
+    for r in json.loads((_RESULTS / path).read_text())["rows"]:
+        if r["pass"] in ("fwd", "fwd+bwd") and suite in (None, r["suite"]):
+            case = "dense" if r["case"].startswith("dense") else "local"
+            times.setdefault((case, r["impl"]), {})[r["pass"]] = r["ms"]
+    return times
+
+
+def _option_samples():
+    """option -> [(forward ps, backward ps) a computed score] from the committed H200 runs the
+    h200 profile's prices come from: run15's parity run (dropout 0.1, softcap 30, ALiBi; d=128)
+    and run16's variants (softcap, the default kernel, at d=128 and d=64)."""
     scores = {case: layout.nnz * 128 * 128 for case, layout in _parity_layouts().items()}
     samples = {}
 
@@ -384,24 +395,13 @@ def _option_samples():
         bwd = (with_opt["fwd+bwd"] - base["fwd+bwd"]) * 1e9 / scores[case] - fwd
         samples.setdefault(option, []).append((fwd, bwd))
 
-    rows = json.loads((_RESULTS / "run15-fused-dq/call6/parity/parity.json").read_text())["rows"]
-    t = {}
-    for r in rows:
-        if r["suite"] == "parity" and r["pass"] in ("fwd", "fwd+bwd"):
-            case = "dense" if r["case"].startswith("dense") else "local"
-            t.setdefault((case, r["impl"]), {})[r["pass"]] = r["ms"]
+    t = _times("run15-fused-dq/call6/parity/parity.json", suite="parity")
     for case in ("dense", "local"):
-        base = t[(case, "sparseflash")]
         for option, impl in (("dropout", "sparseflash dropout_p=0.1"), ("softcap", "sparseflash softcap=30"),
                              ("alibi", "sparseflash alibi_slopes (H,)")):
-            add(option, case, base, t[(case, impl)])
+            add(option, case, t[(case, "sparseflash")], t[(case, impl)])
     for d in ("d128", "d64"):
-        rows = json.loads((_RESULTS / f"run16-exp2-poly/call1/{d}/variants.json").read_text())["rows"]
-        t = {}
-        for r in rows:
-            if r["pass"] in ("fwd", "fwd+bwd"):
-                case = "dense" if r["case"].startswith("dense") else "local"
-                t.setdefault((case, r["impl"]), {})[r["pass"]] = r["ms"]
+        t = _times(f"run16-exp2-poly/call1/{d}/variants.json")
         for case in ("dense", "local"):
             add("softcap", case, t[(case, "none")], t[(case, "softcap=30 folded, exp2 poly 0/4")])
     return samples

@@ -1175,7 +1175,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     Hkv, Nk = k.shape[1], k.shape[2]
     sparse_seqs = layout.packed or layout.num_seqs > 1
     alloc = torch.zeros if sparse_seqs else torch.empty   # tokens outside every sequence: 0
-    dq = alloc((B, H, N, d), dtype=q.dtype, device=q.device)
+    # (dQ's zeros, where needed, once the plan says whether the fused dQ overwrites it whole)
+    dq = torch.empty((B, H, N, d), dtype=q.dtype, device=q.device)
     dk = alloc((B, Hkv, Nk, d), dtype=k.dtype, device=k.device)
     dv = alloc((B, Hkv, Nk, d), dtype=v.dtype, device=v.device)
     if B * H == 0 or N == 0 or Nk == 0:
@@ -1219,6 +1220,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
+    if sparse_seqs and not (plan.hopper and plan.fused_dq):
+        dq.zero_()       # the dQ kernel writes the rows of the sequences only
     if plan.stats_tma:
         # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel's copies
         # take whole 64-row steps, whose masked rows (padding, other sequences) must hold finite

@@ -114,16 +114,81 @@ def _draw_layout(rows, calls):
 
 
 @gluon.jit
-def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
-                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """Dropout's keep mask ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against
-    key positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
+def _mulwide_a(x):
+    """(hi, lo) 32-bit halves of ``x * 0xD2511F53`` (Philox's round multiplier A) by one
+    ``mul.wide.u32`` (one IMAD.WIDE.U32), where ``tl.philox``'s ``umulhi`` and ``mul`` compile
+    to two instructions (IMAD.HI.U32 and IMAD)."""
+    return gl.inline_asm_elementwise("{.reg .b64 t; mul.wide.u32 t, $2, 0xD2511F53; mov.b64 {$1, $0}, t;}",
+                                     "=r,=r,r", [x], dtype=(gl.uint32, gl.uint32), is_pure=True,
+                                     pack=1)
+
+
+@gluon.jit
+def _mulwide_b(x):
+    """(hi, lo) of ``x * 0xCD9E8D57`` (round multiplier B), as :func:`_mulwide_a`."""
+    return gl.inline_asm_elementwise("{.reg .b64 t; mul.wide.u32 t, $2, 0xCD9E8D57; mov.b64 {$1, $0}, t;}",
+                                     "=r,=r,r", [x], dtype=(gl.uint32, gl.uint32), is_pure=True,
+                                     pack=1)
+
+
+@gluon.jit
+def _philox_wide(seed, c0, c1, c2, c3, ROUNDS: gl.constexpr):
+    """Philox-4x32 bit for bit as ``tl.philox(seed, c0, c1, c2, c3, ROUNDS)`` (int32 counters,
+    an int64 seed: key = its low and high words), each round's two 32x32 products one
+    ``mul.wide.u32`` apiece (:func:`_mulwide_a`)."""
+    seed = seed.to(gl.uint64)
+    k0 = (seed & 0xFFFFFFFF).to(gl.uint32)
+    k1 = ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)
+    c0 = c0.to(gl.uint32, bitcast=True)
+    c1 = c1.to(gl.uint32, bitcast=True)
+    c2 = c2.to(gl.uint32, bitcast=True)
+    c3 = c3.to(gl.uint32, bitcast=True)
+    for _ in gl.static_range(ROUNDS):
+        hi_b, lo_b = _mulwide_b(c2)
+        hi_a, lo_a = _mulwide_a(c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+    return c0, c1, c2, c3
+
+
+@gluon.jit
+def _topped(r, BITS: gl.constexpr):
+    """Each draw of the 32-bit word ``r`` moved to its top bits, along new trailing axes laid out
+    as tiles.py ``_word_pieces``: draw b is ``r << (32 - BITS * (b + 1))``, whose top ``BITS``
+    bits are the draw (the bits below it do not change a comparison with a cut whose low bits
+    are 0, :func:`_dropout_cut`). One shift per draw but the top one; no mask."""
+    if BITS == 16:
+        return gl.join(r << 16, r)
+    else:
+        return gl.join(gl.join(r << 24, r << 16), gl.join(r << 8, r))
+
+
+@gluon.jit
+def _dropout_cut(threshold, VARIANT: gl.constexpr):
+    """The keep threshold in the top bits of a word (:func:`_topped`): a draw is kept iff its
+    topped word is >= this (unsigned)."""
+    BITS: gl.constexpr = (VARIANT // 1000) % 100
+    return threshold.to(gl.uint32) << (32 - BITS)
+
+
+@gluon.jit
+def _dropout_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr,
+                   ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """Dropout's draws ``[ROWS, COLS]`` of query tensor rows ``row0 + [0, ROWS)`` against key
+    positions ``u0 + [0, COLS)``, in ``layout`` (the wgmma accumulator of 4 warps, queries
     along rows): the bits tiles.py ``_keep`` draws (and the torch backend, sparseflash.philox)
-    under the "mma" mapping, 16- or 8-bit draws (``VARIANT``: the kernels' HAS_DROPOUT code).
-    The Philox calls run in :func:`_draw_layout`; the joins, permute and reshapes below only
-    relabel registers (``assert_trivial``: no data moves)."""
-    BITS: gl.constexpr = VARIANT // 1000
+    under the "mma" mapping, 16- or 8-bit draws, each in the top bits of a uint32 (compare with
+    :func:`_dropout_cut`).
+
+    ``VARIANT`` is the kernels' HAS_DROPOUT code, ``BITS * 1000 + MMA * 100 + ROUNDS``, plus
+    ``100000 * FORM`` (``launch.HOPPER_DROPOUT_FORM``): FORM bit 0 runs the Philox rounds with
+    ``mul.wide.u32`` (:func:`_philox_wide`), else ``tl.philox``; bit 1 is read by the forward
+    (:func:`_dropped`). The Philox calls run in :func:`_draw_layout`; the joins, permute and
+    reshapes below only relabel registers (``assert_trivial``: no data moves)."""
+    BITS: gl.constexpr = (VARIANT // 1000) % 100
     ROUNDS: gl.constexpr = VARIANT % 100
+    WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     gl.static_assert((VARIANT // 100) % 10 == 1, "the Hopper kernels draw the mma mapping only")
     CH: gl.constexpr = 4 * (128 // BITS)           # keys served by 4 calls: 32 or 64
     gl.static_assert(COLS % CH == 0)
@@ -133,17 +198,46 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
     rows = row0 + gl.arange(0, ROWS, gl.SliceLayout(1, cnt_layout))
     c0 = g[None, :] + rows[:, None] * 0
     c1 = rows[:, None] + g[None, :] * 0
-    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-    x = gl.join(gl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
-                gl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
+    if WIDE:
+        r0, r1, r2, r3 = _philox_wide(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+    else:
+        r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+    x = gl.join(gl.join(_topped(r0, BITS), _topped(r1, BITS)),
+                gl.join(_topped(r2, BITS), _topped(r3, BITS)))
     if BITS == 16:
         # [R, 4C, h, n0, n1] -> [R, C, n1, n0, t, h]: key c*32 + n*8 + t*2 + h
         x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2)), (0, 1, 5, 4, 2, 3))
     else:
         # draw 4w + x + 2y = 2n + h: h = x, n = y + 2 w0 + 4 w1
         x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2, 2)), (0, 1, 6, 5, 4, 2, 3))
-    draws = gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
-    return draws >= threshold.to(gl.uint32)
+    return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
+                  ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """Dropout's keep mask (bool) of the draws :func:`_dropout_words` makes."""
+    return _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS,
+                          VARIANT) >= _dropout_cut(threshold, VARIANT)
+
+
+@gluon.jit
+def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
+             ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """``e`` (fp32, ``layout``) with the dropped entries zeroed. With FORM bit 1 (see
+    :func:`_dropout_words`) each entry is one compare and one select in PTX (``setp.hs.u32``,
+    ``selp.f32``) on its topped word, which the compiler cannot move past the conversion to
+    16 bits; as a ``gl.where`` LLVM selects on the converted halves instead (split, select and
+    repack: about twice the instructions in the sm_90 SASS)."""
+    if (VARIANT // 200000) % 2 == 1:
+        words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
+        return gl.inline_asm_elementwise(
+            "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
+            "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
+    else:
+        return gl.where(_dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout, ROWS,
+                                      COLS, VARIANT), e, 0.0)
 
 
 @gluon.jit
@@ -591,9 +685,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
-            e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
-                                       _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N),
-                                       drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT), e, 0.0)
+            e = _dropped(e, seed, rng_offset, bh, row0,
+                         _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), drop_threshold,
+                         s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
             st = (step + t) % NUM_STAGES
@@ -637,10 +731,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             mbarrier.arrive(kv_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
-                e = gl.where(_dropout_keep(seed, rng_offset, bh, row0,
-                                           _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N),
-                                           drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
-                             e, 0.0)
+                e = _dropped(e, seed, rng_offset, bh, row0,
+                             _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), drop_threshold,
+                             s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (step + trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)

@@ -424,6 +424,12 @@ NATURAL_SCALE = 4.0
 #       cap*tanh - max is one FMA inside exp2. "plain": scale, then * (1/cap), tanh, * cap.
 ALIBI_VARIANT = os.environ.get("SPARSEFLASH_ALIBI_VARIANT", "column")
 SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
+# How the Hopper kernels compute dropout's draws (the same bits in every form; kernels/hopper.py
+# ``_dropout_words``): bit 0 runs Philox's 32x32 products as one mul.wide.u32 each (IMAD.WIDE)
+# instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
+# probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
+# gl.where that LLVM moves past the conversion to 16 bits. 0-3; SPARSEFLASH_HOPPER_DROPOUT_FORM.
+HOPPER_DROPOUT_FORM = int(os.environ.get("SPARSEFLASH_HOPPER_DROPOUT_FORM", "3"))
 
 
 def _variants():
@@ -434,7 +440,15 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT
+    if HOPPER_DROPOUT_FORM not in (0, 1, 2, 3):
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3, got {HOPPER_DROPOUT_FORM!r}")
+    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
+
+
+def _hopper_dropout(code: int) -> int:
+    """The Hopper kernels' HAS_DROPOUT constexpr: the portable kernels' code (0: no dropout)
+    plus ``100000 * HOPPER_DROPOUT_FORM``."""
+    return code + 100000 * HOPPER_DROPOUT_FORM if code else 0
 
 
 def _dropout_code() -> int:
@@ -796,7 +810,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         OVERLAP_PV=_overlap_pv(d),
         NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=mods["HAS_DROPOUT"], **constexprs)
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -951,6 +965,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    **{n: constexprs[n] for n in names})
+    options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)

@@ -211,9 +211,16 @@ def test_compiled_builder_gives_the_eager_tables():
                                 include=include)
         return tuple(getattr(layout, name) for name in TABLES)
 
-    compiled = torch.compile(build, fullgraph=True)(scores)
-    for got, want in zip(compiled, build(scores)):
-        assert torch.equal(got, want)
+    compiled = dict(zip(TABLES, torch.compile(build, fullgraph=True)(scores)))
+    eager = dict(zip(TABLES, build(scores)))
+    for name in TABLES:
+        got, want = compiled[name], eager[name]
+        if name.endswith("_idx"):
+            # the used entries: on CUDA the eager build's kernels leave the capacity tail unwritten
+            used = int(eager[name[:3] + "_ptr"][-1])
+            assert int(compiled[name[:3] + "_ptr"][-1]) == used, name
+            got, want = got[:used], want[:used]
+        assert torch.equal(got, want), name
 
     def from_mask(m):
         return sf.layout_from_block_mask(m, seq_len=80, kv_len=100, block_size=16, causal=True)

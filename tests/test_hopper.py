@@ -22,6 +22,7 @@ from test_parity import positions
 from test_real_batches import check
 
 IS_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not IS_HOPPER, reason="needs a Hopper GPU (sm_90): Gluon has no interpreter")
 
 
@@ -246,9 +247,10 @@ def test_fused_dq_dispatch(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", 1)
     with pytest.raises(ValueError, match="HOPPER_FUSED_DQ must be None, True or False"):
         launch._use_fused_dq(split=False)
-    # forced on where the portable backward runs (here: the CPU), the backward says so
+    # forced on where the portable backward runs (head dim 32; on the CPU, interpreted), the
+    # backward says so
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
-    q = torch.randn(1, 1, 64, 32, requires_grad=True)
+    q = torch.randn(1, 1, 64, 32, device=DEVICE, requires_grad=True)
     out = sf.sparse_attention(q, q, q, sf.dense(), block_size=32, backend="triton")
     with pytest.raises(RuntimeError, match="HOPPER_FUSED_DQ=True but the Hopper dK/dV kernel does not run"):
         out.sum().backward()
@@ -259,18 +261,18 @@ def test_fused_dq_dispatch(monkeypatch):
 @pytest.mark.parametrize("dlse", [False, True], ids=["no-dlse", "dlse"])
 def test_dq_kernel_statistics_alone_equal_the_full_kernels(dlse, monkeypatch):
     """The fused Hopper backward runs the portable dQ kernel's prologue alone (``STATS_ONLY``:
-    delta and lse2, no dQ). Interpreted here under the portable dK/dV kernel, which reads them:
+    delta and lse2, no dQ). Interpreted on the CPU (compiled on a GPU, head dim 32) under the portable dK/dV kernel, which reads them:
     its dK and dV must equal those of the full dQ kernel's statistics bit for bit (packed
     documents with a one-token one, causal, GQA; with a gradient of the returned LSE, which
     folds into delta)."""
     from sparseflash.kernels import launch
 
-    cu = torch.tensor([0, 1, 121, 200], dtype=torch.int32)
+    cu = torch.tensor([0, 1, 121, 200], dtype=torch.int32, device=DEVICE)
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 4, 200, 32, generator=g, requires_grad=True)
-    k, v = (torch.randn(1, 2, 200, 32, generator=g, requires_grad=True) for _ in range(2))
-    do = torch.randn(1, 4, 200, 32, generator=g)
-    dl = torch.randn(1, 4, 200, generator=g)
+    q = torch.randn(1, 4, 200, 32, generator=g).to(DEVICE).requires_grad_(True)
+    k, v = (torch.randn(1, 2, 200, 32, generator=g).to(DEVICE).requires_grad_(True) for _ in range(2))
+    do = torch.randn(1, 4, 200, 32, generator=g).to(DEVICE)
+    dl = torch.randn(1, 4, 200, generator=g).to(DEVICE)
 
     def grads():
         out, lse = sf.sparse_attention(q, k, v, sf.local(1) | sf.global_blocks(1), block_size=32,

@@ -123,14 +123,16 @@ DEVICES: Dict[str, DeviceProfile] = {
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
         attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.481, attn_exp_per_ns=2096.0,
         attn_tile_overhead_us=4.92, fused_dq_backward=True,
-        # benchmarks/results/h200-hopper/run15-fused-dq/call6/parity (dense causal and
-        # local(8)|global_blocks(1) causal, 16K, d=128, H=16, bf16: dropout 0.1, softcap 30,
-        # ALiBi) and run16-exp2-poly/call1 (softcap, the same two layouts at d=128 and d=64):
-        # the median per score of those samples (docs/estimator.md, "Dropout, softcap and
-        # ALiBi"). Dropout's were consistent (forward 0.65-0.77, backward 1.73-2.06); softcap's
-        # backward ranged 0.09-0.56 and ALiBi's backward 0.005-0.38 between samples.
-        option_ps_per_score=(("dropout", 0.71, 1.90), ("softcap", 0.20, 0.26),
-                             ("alibi", 0.11, 0.19)),
+        # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
+        # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
+        # d=128, H=16, bf16: softcap 30 and ALiBi in both, dropout 0.1 in run18's, whose draws
+        # took fewer instructions), run16-exp2-poly/call1 (softcap at d=128 and d=64) and
+        # run18-dropout-ops/call1 and call3 (dropout at d=128 and d=64): the median per score of
+        # those samples (docs/estimator.md, "Dropout, softcap and ALiBi"). Dropout's forward
+        # was consistent (0.48-0.54), its backward 1.67-2.08 at d=128 and 0.79-0.83 at d=64;
+        # softcap's backward ranged 0.01-0.56 and ALiBi's 0.005-0.38 between samples.
+        option_ps_per_score=(("dropout", 0.50, 1.71), ("softcap", 0.21, 0.26),
+                             ("alibi", 0.10, 0.19)),
         calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
                    "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
                    "d=64/128, 4K-64K (benchmarks/results/h200-hopper/run15-fused-dq/"

@@ -9,6 +9,7 @@ too, with the portable kernels' error on the same inputs as the yardstick.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -390,6 +391,24 @@ def test_dropout_forms_compile_to_fewer_instructions(which, code):
         assert form3["STL"] == 0, form3
     else:
         assert form3["STEP_LOOP"] < form0["STEP_LOOP"], (form0, form3)
+
+
+def test_dropout_form_setting(monkeypatch):
+    """``launch.HOPPER_DROPOUT_FORM`` reaches only the Hopper kernels' HAS_DROPOUT code (the
+    portable kernels' code is unchanged), no dropout stays 0, and a bad value is refused
+    naming the setting (at the next call, interpreted here)."""
+    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 3)
+    assert launch._hopper_dropout(16110) == 316110 and launch._hopper_dropout(0) == 0
+    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 0)
+    assert launch._hopper_dropout(8107) == 8107
+    for bad in (4, -1, "3"):
+        monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3"):
+            launch._variants()
+    q = torch.randn(1, 1, 64, 32, device=DEVICE)
+    with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
+        sf.sparse_attention(q, q, q, sf.dense(), block_size=32, dropout_p=0.1, backend="triton"
+                            if DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1" else "torch")
 
 
 @pytest.mark.parametrize("which,d,dtype", [("fwd", 128, "bf16"), ("dkdv", 128, "bf16")])

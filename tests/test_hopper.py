@@ -45,7 +45,7 @@ if which == "fwd":
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
-                      NUM_CONSUMERS=2, DYNAMIC=False)
+                      NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -124,6 +124,18 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
             if "HGMMA" in text and "MUFU.EX2" in text and (step is None or len(loop) < len(step)):
                 step = loop
     step_text = "\n".join(step or [])
+    # products skipped by a branch: in-place FMULs (FMUL Rn, Rn, ...) right after a predicated
+    # branch, i.e. the conditional rescale's groups of the output accumulator
+    branched, run = 0, False
+    for line in step or []:
+        if re.search(r"@!?P\d BRA", line):
+            run = True
+            continue
+        m = re.search(r"\sFMUL (R\d+), (R\d+),", line)
+        if run and m and m.group(1) == m.group(2):
+            branched += 1
+        else:
+            run = False
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
@@ -132,6 +144,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_IMAD_HI": step_text.count("IMAD.HI.U32"),
                                  "STEP_IMAD_WIDE": step_text.count("IMAD.WIDE.U32"),
                                  "STEP_SEL": len(re.findall(r"\sSEL\s", step_text)),
+                                 "STEP_VOTE": step_text.count("VOTE.ANY"),
+                                 "STEP_MOV": len(re.findall(r"\sMOV\s", step_text)),
+                                 "STEP_BRANCHED_FMUL": branched,
                                  "SHARED": compiled.metadata.shared}))
 else:
     sys.stdout.write(compiled.asm["ptx"])
@@ -450,6 +465,40 @@ def test_forward_overlap_default_and_bad_value(monkeypatch):
         monkeypatch.setattr(launch, "HOPPER_FWD_OVERLAP", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_OVERLAP must be None, True or False"):
             launch._overlap_pv(128)
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, {}),
+    (64, dict(CAUSAL=True, SCHEDULED=True)),
+    (128, dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, OVERLAP_PV=True)),
+], ids=["d128-plain", "d64-causal", "d128-causal-persistent-overlap"])
+def test_forward_conditional_rescale_branches_around_the_products(d, flags):
+    """With ``RESCALE`` (``launch.HOPPER_FWD_RESCALE``) the output accumulator's products of a
+    step (d/2 a thread: [64, d] over 128 threads) sit behind warp-uniform branches on one
+    ``VOTE.ANY`` in the sm_90 SASS, in place (no register moves added), so a warp whose rows
+    kept their max skips them; without it none is branched around. At d=128 the step that
+    skips runs 420 instructions a thread against 469 before, when written."""
+    off = _sass_counts("fwd", d, "bf16", dict(flags, RESCALE=0.0))
+    on = _sass_counts("fwd", d, "bf16", dict(flags, RESCALE=8.0))
+    assert off["STEP_LOOP"] > 0 and on["STEP_LOOP"] > 0, "no step loop found"
+    assert off["STEP_VOTE"] == 0 and off["STEP_BRANCHED_FMUL"] == 0, off
+    assert on["STEP_VOTE"] == 1, on
+    assert on["STEP_BRANCHED_FMUL"] == d // 2, on
+    assert on["STEP_MOV"] <= off["STEP_MOV"], (off, on)
+    assert on["STL"] == off["STL"] and on["DEPBAR"] * 4 <= on["HGMMA"], (off, on)
+
+
+def test_forward_rescale_setting(monkeypatch):
+    """``launch.HOPPER_FWD_RESCALE``: 8 by default, any number in [0, 15], part of the forward
+    plan's key; anything else refused naming the setting."""
+    assert launch.HOPPER_FWD_RESCALE == 8.0 or "SPARSEFLASH_HOPPER_FWD_RESCALE" in os.environ
+    for good in (0, 0.5, 8, 15.0):
+        monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", good)
+        assert launch._fwd_rescale() == float(good)
+    for bad in (-1, 16, float("nan"), float("inf"), True, "8", None):
+        monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_RESCALE must be a number in"):
+            launch._fwd_rescale()
 
 
 def test_causal_dkdv_kernel_spills_less_with_its_registers():
@@ -804,6 +853,54 @@ def _run(q, k, v, do, pattern, causal, kw):
     out, lse = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
                                    return_lse=True, **kw)
     return (out, lse, *torch.autograd.grad(out, (q, k, v), do))
+
+
+RESCALE_CASES = [
+    # (name, pattern, N, d, causal, dtype, softcap)
+    ("dense-d128-bf16", sf.dense(), 1500, 128, False, torch.bfloat16, 0.0),
+    ("local-global-causal-d64-fp16", sf.local(3) | sf.global_blocks(1), 1400, 64, True,
+     torch.float16, 0.0),
+    ("dense-causal-softcap-d128", sf.dense(), 1100, 128, True, torch.bfloat16, 20.0),
+]
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,N,d,causal,dtype,softcap", RESCALE_CASES,
+                         ids=[c[0] for c in RESCALE_CASES])
+def test_hopper_conditional_rescale_on_rows_whose_max_grows(name, pattern, N, d, causal, dtype,
+                                                           softcap, hopper_only, monkeypatch):
+    """Keys scaled by a ramp (0.2 at the first key, 6 at the last), so that a row's max grows
+    by ~20 powers of two along the row and the forward's stale max (``HOPPER_FWD_RESCALE``)
+    must move several times mid-row: at thresholds 8 (the default) and 15 the output, LSE
+    and every gradient stay within twice the error of the kernel that rescales at every step
+    (threshold 0) against the float64 oracle, plus the dtype's floor; nothing is NaN."""
+    from sparseflash.reference import reference_attention, token_mask
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    ramp = torch.linspace(0.2, 6.0, N, device="cuda")[None, None, :, None]
+    q = torch.randn(1, 2, N, d, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    k = (torch.randn(1, 2, N, d, device="cuda", generator=g) * ramp).to(dtype).requires_grad_(True)
+    v = torch.randn(1, 2, N, d, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    do = torch.randn(1, 2, N, d, device="cuda", generator=g).to(dtype)
+    kw = dict(softcap=softcap) if softcap else {}
+    results = {}
+    for threshold in (0.0, 8.0, 15.0):
+        monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", threshold)
+        results[threshold] = _run(q, k, v, do, pattern, causal, kw)
+    layout = sf.compile(pattern, N, block_size=128, causal=causal, num_heads=2)
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref, ref_lse = reference_attention(q64, k64, v64, layout, mask=token_mask(layout, 1),
+                                       softcap=softcap)
+    refs = (ref, ref_lse, *torch.autograd.grad(ref, (q64, k64, v64), do.double()))
+    floor = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    for i, name_ in enumerate(("out", "lse", "dq", "dk", "dv")):
+        base = (results[0.0][i].double() - refs[i]).abs().max().item()
+        for threshold in (8.0, 15.0):
+            got = results[threshold][i]
+            assert not torch.isnan(got).any(), f"{name_} at {threshold}: NaN"
+            err = (got.double() - refs[i]).abs().max().item()
+            scale_ = refs[i].abs().max().item()
+            assert err <= 2 * base + floor * max(scale_, 1.0) * 0.1, (name_, threshold, err, base)
 
 
 MOD_CASES = [

@@ -240,6 +240,54 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
                                       COLS, VARIANT), e, 0.0)
 
 
+# ------------------------------------------------------------------ conditional rescale
+# With RESCALE > 0 (launch.py HOPPER_FWD_RESCALE) a row's running max moves only when a tile's
+# max exceeds it by more than RESCALE (log2 units); until then the row's exponentials are taken
+# against the stale max (each at most 2**RESCALE) and its factor alpha is exactly 1. The
+# output accumulator is multiplied only where some row of the warp moved (one vote and a
+# warp-uniform branch around the products), which in a long row is about its first steps.
+_RESCALE_PACK = gl.constexpr(16)     # accumulator entries per branch
+
+
+@gluon.jit
+def _warp_moved(alpha):
+    """1.0 in every lane of a warp where any lane's row factor ``alpha`` (``[rows]``, a thread's
+    rows r and r + 8, consecutive in the accumulator's row layout) is not exactly 1, else 0.0:
+    ``vote.sync.any`` over both rows."""
+    return gl.inline_asm_elementwise(
+        "{.reg .pred p, q; setp.neu.f32 p, $2, 0f3F800000; setp.neu.f32 q, $3, 0f3F800000; "
+        "or.pred p, p, q; vote.sync.any.pred p, p, 0xffffffff; "
+        "selp.f32 $0, 0f3F800000, 0f00000000, p; mov.f32 $1, $0;}",
+        "=f,=f,f,f", [alpha], dtype=gl.float32, is_pure=True, pack=2)
+
+
+@gluon.constexpr_function
+def _rescale_asm(n):
+    """PTX for ``n`` accumulator entries ($0..: outputs, then the entries, their factors and
+    the warp's flag): the entries as they are, multiplied only where the flag is not 0. The
+    branch condition is warp-uniform (``bra.uni``); ``${:uid}`` makes each copy's label
+    unique. ptxas gives the outputs the entries' registers (no moves in the sm_90 SASS)."""
+    movs = " ".join(f"mov.f32 ${i}, ${n + i};" for i in range(n))
+    muls = " ".join(f"mul.f32 ${i}, ${i}, ${2 * n + i};" for i in range(n))
+    return ("{.reg .pred p; " + movs + f" setp.eq.f32 p, ${3 * n}, 0f00000000; "
+            "@p bra.uni SKIP${:uid}; " + muls + " SKIP${:uid}: }")
+
+
+@gluon.constexpr_function
+def _rescale_constraints(n):
+    return ",".join(["=f"] * n + ["f"] * (3 * n))
+
+
+@gluon.jit
+def _rescaled(acc, alpha, moved):
+    """``acc * alpha[:, None]`` where ``moved`` (:func:`_warp_moved`, ``[rows]``) is not 0,
+    else ``acc``: a branch per :data:`_RESCALE_PACK` entries of a thread."""
+    a, _ = gl.broadcast(alpha[:, None], acc)
+    f, _ = gl.broadcast(moved[:, None], acc)
+    return gl.inline_asm_elementwise(_rescale_asm(_RESCALE_PACK), _rescale_constraints(_RESCALE_PACK),
+                                     [acc, a, f], dtype=gl.float32, is_pure=True, pack=_RESCALE_PACK)
+
+
 @gluon.jit
 def _geometry(seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, PER_SEQ: gl.constexpr):
@@ -542,8 +590,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
-              OVERLAP_PV: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr,
-              DYNAMIC: gl.constexpr):
+              OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
+              WG: gl.constexpr, DYNAMIC: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -560,7 +608,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, True)
             tile_i += 1
             mbarrier.wait(q_bar, tile_i & 1)
@@ -579,7 +627,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, NUM_CONSUMERS,
+                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, False)
             tile_i += 1
     else:
@@ -591,7 +639,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
-                      OVERLAP_PV, NUM_CONSUMERS, WG, False)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False)
 
 
 @gluon.jit
@@ -607,7 +655,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
-                  NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
+                  RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -718,6 +766,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             if (t + n_full >= 0) or (not OVERLAP_PV):
                 m_new = gl.maximum(m_i, _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP,
                                                   HAS_ALIBI))
+                if RESCALE > 0:
+                    m_new = gl.where(m_new > m_i + RESCALE, m_new, m_i)
                 # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 e = _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
@@ -729,7 +779,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(kv_empty.index(prev))
-            acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
+            if RESCALE > 0:
+                alpha_o = gl.convert_layout(alpha, orow_layout)
+                acc = _rescaled(acc, alpha_o, _warp_moved(alpha_o))
+            else:
+                acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
             if HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), drop_threshold,
@@ -787,7 +841,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
-                       NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False):
+                       NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
+                       RESCALE: gl.constexpr = 0.0):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -833,7 +888,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -842,7 +897,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -860,7 +915,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 0, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -869,7 +924,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 1, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
                 LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -878,7 +933,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, NUM_CONSUMERS, 2, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

@@ -595,6 +595,13 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # cases (dense causal 16K 1.055, local(32) 64K 1.037, dense 16K 1.022) and lost 0.94-0.97 on
 # two short persistent ones; at d=64 0.955-1.007 (dense 16K 0.955).
 HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_OVERLAP", "1") != "0" else False
+# The Hopper forward's conditional rescale (kernels/hopper.py RESCALE): a row's running max
+# moves only when a tile's max exceeds it by more than this many powers of two, so that the
+# output accumulator's products (64 a thread and step at d=128, 32 at d=64) are skipped,
+# warp by warp, on the steps where no row of the warp moved. Probabilities are then at most
+# 2**HOPPER_FWD_RESCALE before the final division (fp32 statistics, 16-bit P: 256 at the
+# default 8). 0 rescales at every step (the kernel before). SPARSEFLASH_HOPPER_FWD_RESCALE.
+HOPPER_FWD_RESCALE = float(os.environ.get("SPARSEFLASH_HOPPER_FWD_RESCALE", "8"))
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -670,6 +677,16 @@ def _overlap_pv(d: int) -> bool:
     """Whether the Hopper forward puts its softmax in a block of its own (HOPPER_FWD_OVERLAP)."""
     switch = _switch("HOPPER_FWD_OVERLAP")
     return d == 128 if switch is None else switch
+
+
+def _fwd_rescale() -> float:
+    """HOPPER_FWD_RESCALE, validated: a number in [0, 15] (at 16, 16-bit P could reach
+    65536, past fp16's range)."""
+    value = HOPPER_FWD_RESCALE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 15:
+        raise ValueError(f"launch.HOPPER_FWD_RESCALE must be a number in [0, 15] (powers of two), "
+                         f"got {value!r}")
+    return float(value)
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -807,7 +824,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
-        OVERLAP_PV=_overlap_pv(d),
+        OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(),
         NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
@@ -1020,7 +1037,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

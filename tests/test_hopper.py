@@ -489,9 +489,17 @@ def test_forward_conditional_rescale_branches_around_the_products(d, flags):
 
 
 def test_forward_rescale_setting(monkeypatch):
-    """``launch.HOPPER_FWD_RESCALE``: 8 by default, any number in [0, 15], part of the forward
-    plan's key; anything else refused naming the setting."""
-    assert launch.HOPPER_FWD_RESCALE == 8.0 or "SPARSEFLASH_HOPPER_FWD_RESCALE" in os.environ
+    """``launch.HOPPER_FWD_RESCALE``: 0 (rescale at every step) by default, any number in
+    [0, 15]; anything else refused naming the setting, and a non-number in
+    ``SPARSEFLASH_HOPPER_FWD_RESCALE`` naming the variable."""
+    assert launch.HOPPER_FWD_RESCALE == 0.0 or "SPARSEFLASH_HOPPER_FWD_RESCALE" in os.environ
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "6.5")
+    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0) == 6.5
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "eight")
+    with pytest.raises(ValueError, match="SPARSEFLASH_HOPPER_FWD_RESCALE must be a number"):
+        launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0)
+    monkeypatch.delenv("SPARSEFLASH_HOPPER_FWD_RESCALE")
+    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0) == 0.0
     for good in (0, 0.5, 8, 15.0):
         monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", good)
         assert launch._fwd_rescale() == float(good)
@@ -871,7 +879,7 @@ def test_hopper_conditional_rescale_on_rows_whose_max_grows(name, pattern, N, d,
                                                            softcap, hopper_only, monkeypatch):
     """Keys scaled by a ramp (0.2 at the first key, 6 at the last), so that a row's max grows
     by ~20 powers of two along the row and the forward's stale max (``HOPPER_FWD_RESCALE``)
-    must move several times mid-row: at thresholds 8 (the default) and 15 the output, LSE
+    must move several times mid-row: at thresholds 8 and 15 the output, LSE
     and every gradient stay within twice the error of the kernel that rescales at every step
     (threshold 0) against the float64 oracle, plus the dtype's floor; nothing is NaN."""
     from sparseflash.reference import reference_attention, token_mask

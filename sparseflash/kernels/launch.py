@@ -600,8 +600,20 @@ HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_
 # output accumulator's products (64 a thread and step at d=128, 32 at d=64) are skipped,
 # warp by warp, on the steps where no row of the warp moved. Probabilities are then at most
 # 2**HOPPER_FWD_RESCALE before the final division (fp32 statistics, 16-bit P: 256 at the
-# default 8). 0 rescales at every step (the kernel before). SPARSEFLASH_HOPPER_FWD_RESCALE.
-HOPPER_FWD_RESCALE = float(os.environ.get("SPARSEFLASH_HOPPER_FWD_RESCALE", "8"))
+# threshold 8). 0 rescales at every step (the kernel measured on the GPU, and the default:
+# the branch has passed its sm_90 SASS tests on the CPU but has not yet been timed or run on a
+# GPU, docs/hopper.md "The conditional rescale"). SPARSEFLASH_HOPPER_FWD_RESCALE sets it.
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
+
+
+HOPPER_FWD_RESCALE = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0)
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a

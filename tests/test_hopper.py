@@ -489,24 +489,28 @@ def test_forward_conditional_rescale_branches_around_the_products(d, flags):
 
 
 def test_forward_rescale_setting(monkeypatch):
-    """``launch.HOPPER_FWD_RESCALE``: 0 (rescale at every step) by default, any number in
-    [0, 15]; anything else refused naming the setting, and a non-number in
-    ``SPARSEFLASH_HOPPER_FWD_RESCALE`` naming the variable."""
-    assert launch.HOPPER_FWD_RESCALE == 0.0 or "SPARSEFLASH_HOPPER_FWD_RESCALE" in os.environ
-    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "6.5")
-    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0) == 6.5
-    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "eight")
-    with pytest.raises(ValueError, match="SPARSEFLASH_HOPPER_FWD_RESCALE must be a number"):
-        launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0)
-    monkeypatch.delenv("SPARSEFLASH_HOPPER_FWD_RESCALE")
-    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0) == 0.0
+    """``launch.HOPPER_FWD_RESCALE``: None by default (threshold 8 at d=128, 0 at other head
+    dims, run19's A/B), or any number in [0, 15] for every head dim; anything else refused
+    naming the setting, and a non-number in ``SPARSEFLASH_HOPPER_FWD_RESCALE`` naming the
+    variable."""
+    if "SPARSEFLASH_HOPPER_FWD_RESCALE" not in os.environ:
+        assert launch.HOPPER_FWD_RESCALE is None
+    monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", None)
+    assert [launch._fwd_rescale(d) for d in (64, 80, 128, 256)] == [0.0, 0.0, 8.0, 0.0]
     for good in (0, 0.5, 8, 15.0):
         monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", good)
-        assert launch._fwd_rescale() == float(good)
-    for bad in (-1, 16, float("nan"), float("inf"), True, "8", None):
+        assert launch._fwd_rescale(64) == launch._fwd_rescale(128) == float(good)
+    for bad in (-1, 16, float("nan"), float("inf"), True, "8"):
         monkeypatch.setattr(launch, "HOPPER_FWD_RESCALE", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_RESCALE must be a number in"):
-            launch._fwd_rescale()
+            launch._fwd_rescale(128)
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "6.5")
+    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None) == 6.5
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_FWD_RESCALE", "eight")
+    with pytest.raises(ValueError, match="SPARSEFLASH_HOPPER_FWD_RESCALE must be a number"):
+        launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
+    monkeypatch.delenv("SPARSEFLASH_HOPPER_FWD_RESCALE")
+    assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None) is None
 
 
 def test_causal_dkdv_kernel_spills_less_with_its_registers():

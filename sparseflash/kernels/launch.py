@@ -599,11 +599,13 @@ HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_
 # moves only when a tile's max exceeds it by more than this many powers of two, so that the
 # output accumulator's products (64 a thread and step at d=128, 32 at d=64) are skipped,
 # warp by warp, on the steps where no row of the warp moved. Probabilities are then at most
-# 2**HOPPER_FWD_RESCALE before the final division (fp32 statistics, 16-bit P: 256 at the
-# threshold 8). 0 rescales at every step (the kernel measured on the GPU, and the default:
-# the branch has passed its sm_90 SASS tests on the CPU but has not yet been timed or run on a
-# GPU, docs/hopper.md "The conditional rescale"). SPARSEFLASH_HOPPER_FWD_RESCALE sets it.
-def _env_number(name: str, default: float) -> float:
+# 2**HOPPER_FWD_RESCALE before the final division (fp32 statistics, 16-bit P: 256 at 8).
+# 0 rescales at every step (the kernel before). None: 8 at d=128, 0 otherwise. On an H200
+# (benchmarks/results/h200-hopper/run19-rescale, two runs of the 17 peers cases, forward time
+# at 0 / at 8): d=128 geomean 1.013 (0.988-1.043; butterfly 1.03/1.04, strided|local 1.02/1.02,
+# dense 4K 1.02/1.02), d=64 0.991 (local(8) 0.97/0.97, bigbird 0.98/0.98): kept at d=128 only.
+# SPARSEFLASH_HOPPER_FWD_RESCALE sets one value for every head dim.
+def _env_number(name: str, default: Optional[float]) -> Optional[float]:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -613,7 +615,7 @@ def _env_number(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
-HOPPER_FWD_RESCALE = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", 0.0)
+HOPPER_FWD_RESCALE: Optional[float] = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -691,10 +693,12 @@ def _overlap_pv(d: int) -> bool:
     return d == 128 if switch is None else switch
 
 
-def _fwd_rescale() -> float:
-    """HOPPER_FWD_RESCALE, validated: a number in [0, 15] (at 16, 16-bit P could reach
-    65536, past fp16's range)."""
+def _fwd_rescale(d: int) -> float:
+    """HOPPER_FWD_RESCALE for head dim ``d``, validated: None (8 at d=128, else 0) or a number
+    in [0, 15] (at 16, 16-bit P could reach 65536, past fp16's range)."""
     value = HOPPER_FWD_RESCALE
+    if value is None:
+        return 8.0 if d == 128 else 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 15:
         raise ValueError(f"launch.HOPPER_FWD_RESCALE must be a number in [0, 15] (powers of two), "
                          f"got {value!r}")
@@ -836,7 +840,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
-        OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(),
+        OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers,
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)

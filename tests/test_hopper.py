@@ -511,6 +511,12 @@ def test_forward_rescale_setting(monkeypatch):
         launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
     monkeypatch.delenv("SPARSEFLASH_HOPPER_FWD_RESCALE")
     assert launch._env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None) is None
+    # the integer settings read the same way (SPARSEFLASH_HOPPER_DROPOUT_FORM)
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_DROPOUT_FORM", "2")
+    assert launch._env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int) == 2
+    monkeypatch.setenv("SPARSEFLASH_HOPPER_DROPOUT_FORM", "2.5")
+    with pytest.raises(ValueError, match="SPARSEFLASH_HOPPER_DROPOUT_FORM must be an integer"):
+        launch._env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
 def test_causal_dkdv_kernel_spills_less_with_its_registers():

@@ -779,11 +779,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(kv_empty.index(prev))
+            alpha_o = gl.convert_layout(alpha, orow_layout)
             if RESCALE > 0:
-                alpha_o = gl.convert_layout(alpha, orow_layout)
                 acc = _rescaled(acc, alpha_o, _warp_moved(alpha_o))
             else:
-                acc = acc * gl.convert_layout(alpha, orow_layout)[:, None]
+                acc = acc * alpha_o[:, None]
             if HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), drop_threshold,

@@ -411,6 +411,19 @@ def _natural(scale: float) -> bool:
 NATURAL_SCALE = 4.0
 
 
+def _env_number(name: str, default, kind=float):
+    """The environment variable ``name`` read as ``kind`` (float or int), ``default`` where it
+    is not set; a value that is not such a number is refused, naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"environment variable {name} must be {what}, got {raw!r}") from None
+
+
 # Score-modifier variants (private; for A/B benchmarks, benchmarks/parity.py --variants).
 # Read at every call and part of the launch-plan keys; never change them between a forward and
 # its backward. The dropout draw variant lives in sparseflash.philox (DROPOUT_BITS, _MAPPING,
@@ -429,7 +442,7 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
 # gl.where that LLVM moves past the conversion to 16 bits. 0-3; SPARSEFLASH_HOPPER_DROPOUT_FORM.
-HOPPER_DROPOUT_FORM = int(os.environ.get("SPARSEFLASH_HOPPER_DROPOUT_FORM", "3"))
+HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
 def _variants():
@@ -605,16 +618,6 @@ HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_
 # at 0 / at 8): d=128 geomean 1.013 (0.988-1.043; butterfly 1.03/1.04, strided|local 1.02/1.02,
 # dense 4K 1.02/1.02), d=64 0.991 (local(8) 0.97/0.97, bigbird 0.98/0.98): kept at d=128 only.
 # SPARSEFLASH_HOPPER_FWD_RESCALE sets one value for every head dim.
-def _env_number(name: str, default: Optional[float]) -> Optional[float]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
-
-
 HOPPER_FWD_RESCALE: Optional[float] = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run19 call 1: the GPU oracle test of the forward's conditional rescale, then its A/B without
 # peers (ours at the default HOPPER_FWD_RESCALE=0 against ours at 8, in one process per part):
-# dense, then sparse. gpu_call2.sh is the same with FA4 and cuDNN beside them.
+# dense, then sparse. gpu_call4.sh times the default against FA4 and cuDNN.
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv | tee $OUT/gpu.txt

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# run19 call 4 (after the FA4 prefix of ../shared/fa4, which puts FA4 on PYTHONPATH; call 3's
-# stash first): the peers run with the rescale's default (threshold 8 at d=128), dense then
+# run19 call 4 (after the FA4 prefix of ../shared/fa4, which puts FA4 on PYTHONPATH, after the
+# stash call): the peers run with the rescale's default (threshold 8 at d=128), dense then
 # sparse, each part in one process: ours, FA4, cuDNN.
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:$PYTHONPATH

@@ -558,6 +558,13 @@ USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD"
 # split (``dkdv_first``: dQ must be complete after the first part). dQ is then summed in an
 # order that varies from run to run (fp32 adds of the key tiles): not bitwise deterministic.
 HOPPER_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
+# The order of the fused dQ's two last products a step (kernels/hopper.py DQ_FIRST): True runs
+# dQ = dS K before dK += dS^T Q, as FlashAttention-3/4 do, so that dQ's trip through the
+# staging tiles to the writer warp overlaps dK's product; False, dK first (then both waited on
+# before dQ is staged). None: the measured default (_dq_first); SPARSEFLASH_HOPPER_DQ_FIRST=0/1
+# sets False/True.
+HOPPER_DQ_FIRST: Optional[bool] = {"0": False, "1": True}.get(
+    os.environ.get("SPARSEFLASH_HOPPER_DQ_FIRST", ""), None)
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
 # ... with the fused dQ, whose dS^T and staging buffers take 64 KB more at d=128. 3 slots fit
@@ -952,6 +959,12 @@ def _fused_stages(d: int, constexprs) -> int:
     return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
 
 
+def _dq_first(d: int) -> bool:
+    """Whether the fused dQ's product runs before dK's (HOPPER_DQ_FIRST)."""
+    switch = _switch("HOPPER_DQ_FIRST")
+    return False if switch is None else switch
+
+
 def _use_fused_dq(split: bool) -> bool:
     """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
     switch = _switch("HOPPER_FUSED_DQ")
@@ -1000,7 +1013,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   **{n: constexprs[n] for n in names})
+                   DQ_FIRST=fused_dq and _dq_first(d), **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1256,7 +1269,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), HOPPER_DQ_FIRST, dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
@@ -1291,7 +1304,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do, *stats)
         dq_acc = None
         if plan.fused_dq:
-            # the dK/dV kernel adds every step's dS K (scaled) here: fp32, block_size rows of
+            # the dK/dV kernel adds every step's dS K (unscaled) here: fp32, block_size rows of
             # padding before row 0 (rows past the end the copy engine skips)
             dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32,
                                  device=q.device)
@@ -1309,7 +1322,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
     if plan.hopper and plan.fused_dq:
-        dq.copy_(dq_acc[:, :, layout.block_size:])
+        torch.mul(dq_acc[:, :, layout.block_size:], scale, out=dq)   # the kernel adds dS K
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

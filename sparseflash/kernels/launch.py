@@ -558,13 +558,6 @@ USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD"
 # split (``dkdv_first``: dQ must be complete after the first part). dQ is then summed in an
 # order that varies from run to run (fp32 adds of the key tiles): not bitwise deterministic.
 HOPPER_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
-# The order of the fused dQ's two last products a step (kernels/hopper.py DQ_FIRST): True runs
-# dQ = dS K before dK += dS^T Q, as FlashAttention-3/4 do, so that dQ's trip through the
-# staging tiles to the writer warp overlaps dK's product; False, dK first (then both waited on
-# before dQ is staged). None: the measured default (_dq_first); SPARSEFLASH_HOPPER_DQ_FIRST=0/1
-# sets False/True.
-HOPPER_DQ_FIRST: Optional[bool] = {"0": False, "1": True}.get(
-    os.environ.get("SPARSEFLASH_HOPPER_DQ_FIRST", ""), None)
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
 # ... with the fused dQ, whose dS^T and staging buffers take 64 KB more at d=128. 3 slots fit
@@ -959,12 +952,6 @@ def _fused_stages(d: int, constexprs) -> int:
     return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
 
 
-def _dq_first(d: int) -> bool:
-    """Whether the fused dQ's product runs before dK's (HOPPER_DQ_FIRST)."""
-    switch = _switch("HOPPER_DQ_FIRST")
-    return False if switch is None else switch
-
-
 def _use_fused_dq(split: bool) -> bool:
     """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
     switch = _switch("HOPPER_FUSED_DQ")
@@ -1013,7 +1000,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   DQ_FIRST=fused_dq and _dq_first(d), **{n: constexprs[n] for n in names})
+                   **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1269,7 +1256,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), HOPPER_DQ_FIRST, dkdv_first is not None)
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

@@ -1,0 +1,123 @@
+"""Probe: are the short forward+backward cases host-bound? (run20)
+
+For each case and impl (ours; FA4 where ``flash_attn.cute`` imports; cuDNN on dense cases) it
+prints, forward and forward+backward:
+
+* ``timer ms``: the median of ``benchmarks/run.py``'s ``Timer`` (L2 flushed, CUDA events
+  around each call), as ``benchmarks/hopper.py`` times;
+* ``ahead ms``: the same, but with a GPU sleep (``torch.cuda._sleep``, ~2 ms) queued between
+  the flush and the start event, so that the host has queued the whole call before the GPU
+  reaches it: the GPU's time alone;
+* ``host us``: host time per call, 30 calls queued without a sync.
+
+Where ``timer`` exceeds ``ahead`` and ``host us`` exceeds ``ahead``, the harness timed the
+host, not the kernels. It also writes a cProfile of ours (forward+backward) per case.
+
+    PYTHONPATH=. python benchmarks/host_bound_probe.py --out DIR
+"""
+import argparse
+import cProfile
+import contextlib
+import io
+import json
+import pstats
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import sparseflash as sf
+from benchmarks.hopper import cudnn_fn, fa4_fn, fa4_function, ours_fn
+from benchmarks.run import Timer
+
+CASES = [  # name, pattern (None: dense), N, d, causal
+    ("local(2) N=16384 d=128", sf.local(2), 16384, 128, False),
+    ("butterfly N=16384 d=128", sf.butterfly(), 16384, 128, False),
+    ("strided(16)|local(1) N=16384 d=128", sf.strided(16) | sf.local(1), 16384, 128, False),
+    ("local(8) N=16384 d=64", sf.local(8), 16384, 64, False),
+    ("local(2) N=65536 d=128", sf.local(2), 65536, 128, False),
+    ("dense causal N=4096 d=128", None, 4096, 128, True),
+    ("dense causal N=4096 d=64", None, 4096, 64, True),
+]
+
+
+def ahead_ms(timer, fn, n_rep=60, sleep_cycles=4_000_000):
+    for _ in range(5):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+    for s, e in zip(starts, ends):
+        timer._flush.zero_()
+        torch.cuda._sleep(sleep_cycles)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()     # the next sleep starts with an empty queue
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def host_us(fn, n=30):
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    us = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return us
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda")
+    timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)   # as hopper.py (start_run)
+    fa4 = fa4_function()
+    rows = []
+    print(f"{'case':<36}{'impl':<8}{'pass':<9}{'timer ms':>10}{'ahead ms':>10}{'host us':>9}", flush=True)
+    for name, pattern, N, d, causal in CASES:
+        H = 2048 // d
+        B = 1 if pattern is not None else max(1, 16384 // N)
+        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+        impls = {"ours": ours_fn(layout, False)}
+        if pattern is None:
+            impls["cudnn"] = cudnn_fn(causal)
+        if fa4 is not None:
+            impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
+        g = torch.Generator(device=dev).manual_seed(0)
+        q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                       for _ in range(4))
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        for impl, fn in impls.items():
+            def fwd(fn=fn):
+                return fn(q, k, v)
+
+            def step(fn=fn):
+                with getattr(fn, "switches", contextlib.nullcontext)():
+                    return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+            for p, f in (("fwd", fwd), ("fwd+bwd", step)):
+                row = dict(case=name, impl=impl, pass_=p, timer_ms=timer(f)[0], ahead_ms=ahead_ms(timer, f),
+                           host_us=host_us(f))
+                rows.append(row)
+                print(f"{name:<36}{impl:<8}{p:<9}{row['timer_ms']:>10.3f}{row['ahead_ms']:>10.3f}"
+                      f"{row['host_us']:>9.0f}", flush=True)
+            if impl == "ours":
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(20):
+                    step()
+                prof.disable()
+                torch.cuda.synchronize()
+                s = io.StringIO()
+                pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(40)
+                (out / f"profile_{name.split()[0]}_{N}_{d}.txt").write_text(s.getvalue())
+        (out / "host_bound.json").write_text(json.dumps(
+            {"gpu": torch.cuda.get_device_name(dev), "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

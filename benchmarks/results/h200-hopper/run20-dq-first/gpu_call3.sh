@@ -2,7 +2,8 @@
 # run20 call 3: the persistent Hopper dK/dV kernel (launch.HOPPER_BWD_PERSISTENT). First the GPU
 # oracle tests of the Hopper backward (fused_tests.txt) with at most 2 CTAs, so that every CTA
 # walks many key tiles; then the A/B without peers (ours at the default, one CTA per key tile,
-# against ours persistent, one CTA per SM), one process per part: dense, then sparse.
+# against ours persistent, one CTA per SM, at the default registers and at 248 a consumer
+# thread), one process per part: dense, then sparse.
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv | tee $OUT/gpu.txt
@@ -16,6 +17,8 @@ rm -rf $OUT/tests
 cat $OUT/tests.txt | head -30
 for part in dense sparse; do
   timeout ${LIMIT:-170} python benchmarks/hopper.py --only $part --no-peers \
-    --set "HOPPER_BWD_PERSISTENT=True" --out $OUT/$part 2>&1 | tail -2
+    --set "HOPPER_BWD_PERSISTENT=True" \
+    --set "HOPPER_BWD_PERSISTENT=True;_HOPPER_BWD_REGS={'plain': 248, 'causal': 248}" \
+    --out $OUT/$part 2>&1 | tail -2
 done
 rm -f $OUT/*/hopper.png

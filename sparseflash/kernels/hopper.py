@@ -361,13 +361,6 @@ def _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M: gl.constexpr,
 
 
 @gluon.jit
-def _zero():
-    """An int32 zero as a tensor: the start of a count a callee carries through its loops (a
-    literal would be a constexpr there)."""
-    return gl.program_id(0) * 0
-
-
-@gluon.jit
 def _own_program():
     """The virtual program of a CTA that runs one (a 1-D or 2-D grid in launch order)."""
     return gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
@@ -966,19 +959,18 @@ def _sequence(seqs, ts, q_len, k_len, q_pos, k_pos, nq, nk, PER_SEQ: gl.constexp
 
 
 @gluon.jit
-def _key_tile(v, schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk,
+def _key_tile(schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk,
               BLOCK_N: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               SCHEDULED: gl.constexpr):
-    """(off_b, off_kvh, the sequence's columns, start_n, tile_ok) of the dK/dV kernel's virtual
-    program ``v``: key tile ``pid_n`` of (slot, kv head), aligned to absolute positions (bwd.py
-    rules); ``v`` is the linear index of a ``(num_n_tiles, slots * kv heads)`` grid, or the
-    position in the launch order ``schedule``."""
+    """(off_b, off_kvh, the sequence's columns, start_n, tile_ok) of a dK/dV program: key
+    tile ``pid_n`` of (slot, kv head), aligned to absolute positions (bwd.py rules)."""
     if SCHEDULED:
-        t = gl.load(schedule + v)
+        t = gl.load(schedule + gl.program_id(0))
+        pid_n = t % num_n_tiles
+        pid_skv = t // num_n_tiles
     else:
-        t = v
-    pid_n = t % num_n_tiles
-    pid_skv = t // num_n_tiles
+        pid_n = gl.program_id(0)
+        pid_skv = gl.program_id(1)
     off_kvh = pid_skv % num_kv_heads
     ts, off_b = _slot_sequence(pid_skv // num_kv_heads, PER_SEQ, PACKED)
     q_start, q_len, k_start, k_len, q_lo, k_lo, row_off, col_off, nq, nk = _sequence(
@@ -1003,59 +995,22 @@ def _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n, k_
 
 @gluon.jit
 def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
-                  do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, kv_empty, ready, empty,
-                  bwd_ptr, bwd_idx, bwd_nfull,
-                  seqs, schedule, num_n_tiles, num_programs, num_heads, num_kv_heads, lse_len, q_len,
-                  k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                  bwd_idx, bwd_nfull,
+                  seqs, schedule, num_n_tiles, num_heads, num_kv_heads, lse_len, q_len, k_len,
+                  q_pos, k_pos, nq, nk, table_heads_gt1,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
-                  STATS_TMA: gl.constexpr, PERSISTENT: gl.constexpr):
-    if PERSISTENT:
-        # at most one CTA per SM: every num_programs(0)-th program of the launch order, the
-        # ring position carried across them
-        step = 0
-        tile_i = 0
-        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
-            step = _bwd_produce_tile(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2,
-                                     Delta, q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem,
-                                     kv_bar, kv_empty, ready, empty, bwd_ptr, bwd_idx, bwd_nfull,
-                                     seqs, schedule, num_n_tiles, num_heads, num_kv_heads, lse_len,
-                                     q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1, v, step,
-                                     tile_i, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
-                                     NUM_STAGES, PER_SEQ, PACKED, SCHEDULED, STATS_TMA)
-            tile_i += 1
-    else:
-        _bwd_produce_tile(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
-                          q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, kv_empty,
-                          ready, empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles,
-                          num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk,
-                          table_heads_gt1, _own_program(), _zero(), _zero(), BLOCK, BLOCK_M, BLOCK_N,
-                          HEAD_DIM, GROUP_SIZE, NUM_STAGES, PER_SEQ, PACKED, SCHEDULED, STATS_TMA)
-
-
-@gluon.jit
-def _bwd_produce_tile(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta, q_smem,
-                      do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, kv_empty, ready,
-                      empty, bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads,
-                      num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
-                      v, step, tile_i, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
-                      BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
-                      NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-                      SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr):
-    """The copies of key tile ``v`` (program ``tile_i`` of this CTA): its K and V, once both
-    consumers have released the last tile's (``kv_empty``), then its (Q, dO) steps into the
-    ring from position ``step``. Returns the ring position after them."""
+                  STATS_TMA: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     HALF: gl.constexpr = BLOCK_N // 2
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
-        v, schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
         PER_SEQ, PACKED, SCHEDULED)
     q_row0 = q_start - q_lo
     i0 = q_lo // BLOCK
-    # this key tile's K and V, one 64-row half per consumer warpgroup (a fresh barrier counts as
-    # completed for parity 1: the first tile does not wait)
-    mbarrier.wait(kv_empty, (tile_i & 1) ^ 1)
+    # this key tile's K and V, one 64-row half per consumer warpgroup
     mbarrier.expect(kv_bar, 4 * k_desc.block_type.nbytes)
     for w in gl.static_range(2):
         row = start_n + k_start - k_lo + w * HALF
@@ -1064,6 +1019,7 @@ def _bwd_produce_tile(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LS
                                                                                         HALF, 2))
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, row, 0], kv_bar,
                                         v_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+    step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
@@ -1111,15 +1067,14 @@ def _bwd_produce_tile(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LS
             tma.async_copy_global_to_shared(do_desc, [off_b, off_h, row, 0], ready.index(s),
                                             do_smem.index(s).reshape([1, 1, BLOCK_M, HEAD_DIM]))
             step += 1
-    return step
 
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
-                  kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr,
-                  bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
-                  seed, rng_offset, num_n_tiles, num_programs, stride_dkb, stride_dkh, stride_kpm_b,
-                  num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
+                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
+                  bwd_nfull, seqs, KPM, ALIBI, schedule,
+                  seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
+                  num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                   drop_threshold, drop_scale, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr,
@@ -1127,53 +1082,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  PERSISTENT: gl.constexpr, WG: gl.constexpr):
-    if PERSISTENT:
-        # the producer's programs, in its order; the step count (ring, dS and staging buffer
-        # parities) carried across them
-        step = 0
-        tile_i = 0
-        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
-            step = _bwd_consume_tile(
-                q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
-                kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr,
-                bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset, num_n_tiles,
-                stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len,
-                k_len, q_pos, k_pos, nq, nk, table_heads_gt1, window_left, window_right, sm_scale,
-                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, v, step, tile_i,
-                BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES, CAUSAL, HAS_WL, HAS_WR,
-                HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, SCHEDULED, STATS_TMA,
-                FUSED_DQ, WG)
-            tile_i += 1
-    else:
-        _bwd_consume_tile(
-            q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
-                kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr,
-                bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset, num_n_tiles,
-                stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len,
-                k_len, q_pos, k_pos, nq, nk, table_heads_gt1, window_left, window_right, sm_scale,
-                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, _own_program(), _zero(), _zero(),
-            BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES, CAUSAL, HAS_WL, HAS_WR,
-                HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, SCHEDULED, STATS_TMA,
-                FUSED_DQ, WG)
-
-
-@gluon.jit
-def _bwd_consume_tile(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                      kv_bar, kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK,
-                      DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-                      num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
-                      lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1, window_left,
-                      window_right, sm_scale, qk_scale, softcap2, stride_alibi_b, drop_threshold,
-                      drop_scale, v, step, tile_i, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
-                      BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
-                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_WL: gl.constexpr,
-                      HAS_WR: gl.constexpr, HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr,
-                      PACKED: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                      HAS_DROPOUT: gl.constexpr, SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr,
-                      FUSED_DQ: gl.constexpr, WG: gl.constexpr):
-    """dK and dV of key tile ``v`` (this CTA's program ``tile_i``) for this warpgroup's 64 keys,
-    its steps from ring position ``step``; returns the position after them."""
+                  WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -1190,7 +1099,7 @@ def _bwd_consume_tile(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds
                                                         instr_shape=[16, KEYS, 16])
 
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
-        v, schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
         PER_SEQ, PACKED, SCHEDULED)
     q_row0 = q_start - q_lo
     k_row0 = k_start - k_lo
@@ -1214,7 +1123,8 @@ def _bwd_consume_tile(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds
     v_tile = v_smem.index(WG)
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
-    mbarrier.wait(kv_bar, tile_i & 1)
+    mbarrier.wait(kv_bar, 0)
+    step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
@@ -1338,8 +1248,6 @@ def _bwd_consume_tile(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
-    # every product of the tile has been waited on: its K and V may be overwritten
-    mbarrier.arrive(kv_empty)
 
     dk = dk * sm_scale
     if HAS_DROPOUT:
@@ -1351,37 +1259,14 @@ def _bwd_consume_tile(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds
     ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
     gl.store(DK + base, dk.to(dtype), mask=ok)
     gl.store(DV + base, dv.to(dtype), mask=ok)
-    return step
 
 
 @gluon.jit
 def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
-                   schedule, num_n_tiles, num_programs, num_kv_heads, q_len, k_len, q_pos, k_pos,
-                   nq, nk, table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
+                   schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk,
+                   table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
-                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
-                   PERSISTENT: gl.constexpr):
-    if PERSISTENT:
-        step = 0
-        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
-            step = _bwd_write_tile(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx,
-                                   bwd_nfull, seqs, schedule, num_n_tiles, num_kv_heads, q_len,
-                                   k_len, q_pos, k_pos, nq, nk, table_heads_gt1, v, step, BLOCK,
-                                   BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, PER_SEQ, PACKED,
-                                   SCHEDULED)
-    else:
-        _bwd_write_tile(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
-                        schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk,
-                        table_heads_gt1, _own_program(), _zero(), BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM,
-                        GROUP_SIZE, PER_SEQ, PACKED, SCHEDULED)
-
-
-@gluon.jit
-def _bwd_write_tile(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
-                    schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk,
-                    table_heads_gt1, v, step, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
-                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
-                    PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
+                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
     """The fused dQ's writer warp: walks the producer's steps and, per step, adds each consumer
     warpgroup's staging tiles (its half of dQ's columns, scaled) to the fp32 accumulator at the
     step's rows with the copy engine's reduce-add, then hands the tiles back. The accumulator
@@ -1390,10 +1275,11 @@ def _bwd_write_tile(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_n
     SUB: gl.constexpr = BLOCK // BLOCK_M
     DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // _DQ_COLS
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
-        v, schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
+        schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
         PER_SEQ, PACKED, SCHEDULED)
     q_row0 = q_start - q_lo + BLOCK
     i0 = q_lo // BLOCK
+    step = 0
     for g in range(GROUP_SIZE):
         off_h = off_kvh * GROUP_SIZE + g
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
@@ -1412,13 +1298,12 @@ def _bwd_write_tile(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_n
             tma.store_wait(0)
             mbarrier.arrive(dq_empty.index(1))
             step += 1
-    return step
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, dq_desc, LSE2, Delta,
                         DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-                        num_n_tiles, num_programs, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                        num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                         window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                         drop_threshold, drop_scale,
@@ -1429,7 +1314,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
-                        FUSED_DQ: gl.constexpr, PERSISTENT: gl.constexpr):
+                        FUSED_DQ: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -1487,11 +1372,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     lse2_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
     delta_smem = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], stat_layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_bar, count=1)
-    mbarrier.init(kv_empty, count=2)                    # both consumers done with a tile's K, V
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
@@ -1501,66 +1384,64 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     if FUSED_DQ:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                              schedule, seed, rng_offset, num_n_tiles, num_programs, stride_dkb, stride_dkh,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, PERSISTENT, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                              schedule, seed, rng_offset, num_n_tiles, num_programs, stride_dkb, stride_dkh,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, PERSISTENT, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
-                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, kv_empty, ready, empty,
-                              bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_programs,
-                              num_heads, num_kv_heads,
+                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                              bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                               lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA, PERSISTENT)),
+                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA)),
              (_bwd_dq_writer, (dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
-                               schedule, num_n_tiles, num_programs, num_kv_heads, q_len, k_len,
-                               q_pos, k_pos, nq, nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N,
-                               HEAD_DIM, GROUP_SIZE, PER_SEQ, PACKED, SCHEDULED, PERSISTENT))],
+                               schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq,
+                               nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
+                               PER_SEQ, PACKED, SCHEDULED))],
             [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                              schedule, seed, rng_offset, num_n_tiles, num_programs, stride_dkb, stride_dkh,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, PERSISTENT, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, kv_empty, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
-                              schedule, seed, rng_offset, num_n_tiles, num_programs, stride_dkb, stride_dkh,
+                              schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
                               nq, nk, table_heads_gt1, window_left, window_right, sm_scale, qk_scale,
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, PERSISTENT, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
-                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, kv_empty, ready, empty,
-                              bwd_ptr, bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_programs,
-                              num_heads, num_kv_heads,
+                              do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
+                              bwd_idx, bwd_nfull, seqs, schedule, num_n_tiles, num_heads, num_kv_heads,
                               lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
-                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA, PERSISTENT))],
+                              PER_SEQ, PACKED, SCHEDULED, STATS_TMA))],
             [4, 1], [CONSUMER_REGS, PRODUCER_REGS])

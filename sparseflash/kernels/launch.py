@@ -558,15 +558,6 @@ USE_HOPPER_BWD: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD"
 # split (``dkdv_first``: dQ must be complete after the first part). dQ is then summed in an
 # order that varies from run to run (fp32 adds of the key tiles): not bitwise deterministic.
 HOPPER_FUSED_DQ: Optional[bool] = None if os.environ.get("SPARSEFLASH_FUSED_DQ", "1") != "0" else False
-# The Hopper dK/dV kernel as a persistent kernel (kernels/hopper.py PERSISTENT): one CTA per SM
-# walks the key tiles in launch order (every num_SMs-th), its producer loading the next tile's
-# K, V and first (Q, dO) steps while the consumers store the last tile's dK and dV. None: the
-# measured default (_bwd_persistent); True / False: always / never; an int n > 0: persistent
-# with at most n CTAs (tests use it to give each CTA many tiles).
-# SPARSEFLASH_HOPPER_BWD_PERSISTENT=0 sets False, 1 True, n > 1 that many CTAs.
-HOPPER_BWD_PERSISTENT: Union[None, bool, int] = {"0": False, "1": True}.get(
-    os.environ.get("SPARSEFLASH_HOPPER_BWD_PERSISTENT", ""),
-    _env_number("SPARSEFLASH_HOPPER_BWD_PERSISTENT", None, kind=int))
 _HOPPER_TILE = 128
 _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kernel
 # ... with the fused dQ, whose dS^T and staging buffers take 64 KB more at d=128. 3 slots fit
@@ -961,20 +952,6 @@ def _fused_stages(d: int, constexprs) -> int:
     return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
 
 
-def _bwd_persistent() -> int:
-    """The Hopper dK/dV kernel's CTAs when it runs persistent (HOPPER_BWD_PERSISTENT): 0, not
-    persistent; -1, one per SM; n > 0, at most n."""
-    switch = HOPPER_BWD_PERSISTENT
-    if switch is None or switch is False:
-        return 0
-    if switch is True:
-        return -1
-    if not isinstance(switch, int) or switch < 1:
-        raise ValueError("launch.HOPPER_BWD_PERSISTENT must be None, a bool or a positive int (CTAs), "
-                         f"got {switch!r}")
-    return switch
-
-
 def _use_fused_dq(split: bool) -> bool:
     """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
     switch = _switch("HOPPER_FUSED_DQ")
@@ -1016,9 +993,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED", "HAS_SOFTCAP", "HAS_ALIBI",
              "HAS_DROPOUT")
     plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
-    tail = (Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale, qk_scale,
-            *mod_tail)
-    persistent = _bwd_persistent()
+    tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
+            qk_scale, *mod_tail)
     options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv,
                    NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
@@ -1026,15 +1002,9 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
-
-    def dkdv_launch(order):
-        # the key tiles to run: the launch order's, or the whole (tiles, slots x kv heads) grid
-        programs = num_n_tiles * slots * Hkv if order is None else order.numel()
-        ctas = _sm_count(q.device) if persistent == -1 else persistent
-        grid = (max(1, min(programs, ctas)),) if persistent else _grid(order, num_n_tiles, slots * Hkv)
-        return _Launch(_hopper_dkdv_kernel, grid, 20, (num_n_tiles, programs, *tail), 4, 1, cached,
-                       SCHEDULED=order is not None, PERSISTENT=bool(persistent), **options)
-    plan.dkdv_launch = dkdv_launch
+    plan.dkdv_launch = lambda order: _Launch(
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
+        SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
 
@@ -1286,7 +1256,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), HOPPER_BWD_PERSISTENT, dkdv_first is not None)
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(

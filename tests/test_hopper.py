@@ -246,6 +246,32 @@ def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     assert counts["SHARED"] <= 232448, counts
 
 
+@pytest.mark.parametrize("B,H,N,d,pad,dtype", [
+    (1, 2, 100, 64, 128, torch.float16),
+    (2, 3, 4200, 80, 64, torch.bfloat16),
+    (1, 1, 1, 128, 128, torch.bfloat16),
+], ids=["fp16-short", "bf16-d80-several-programs", "bf16-one-token"])
+def test_fused_dq_conversion_kernel(B, H, N, d, pad, dtype):
+    """The fused dQ's conversion (bwd.py ``_dq_convert_kernel``) writes ``scale * acc`` past
+    the accumulator's padding rows, in dQ's dtype: as torch rounds it (fp16 bitwise; bf16
+    bitwise on a GPU, within one unit in the last place under the interpreter, whose bf16 cast
+    truncates), lengths that are no multiple of a program's block, padding rows (NaN here)
+    never read."""
+    g = torch.Generator(device=DEVICE).manual_seed(B * 1000 + N)
+    acc = torch.randn(B, H, pad + N, d, generator=g, device=DEVICE) * 50
+    acc[:, :, :pad] = float("nan")
+    dq = torch.full((B, H, N, d), float("inf"), dtype=dtype, device=DEVICE)
+    launch._dq_convert_launch(B * H, N, d, pad, 0.37, False)(dq.device.index, acc, dq)
+    ref = (acc[:, :, pad:] * 0.37).to(dtype)
+    assert torch.isfinite(dq).all()
+    if dtype == torch.float16 or DEVICE == "cuda":
+        assert torch.equal(dq, ref)
+    else:
+        ulp = ref.float().abs() * 2.0 ** -7
+        assert ((dq.float() - ref.float()).abs() <= ulp).all()
+        assert not torch.equal(dq, torch.zeros_like(dq))
+
+
 def test_fused_dq_dispatch(monkeypatch):
     """The fused dQ runs wherever the Hopper dK/dV kernel does, except in a split backward
     (context parallelism's ``dkdv_first``, where dQ must be complete after the first part);

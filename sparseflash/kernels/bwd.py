@@ -349,3 +349,18 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
         dq_ptrs = DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh + row0 * stride_dqm \
             + tl.arange(0, BLOCK_M)[:, None] * stride_dqm + offs_d[None, :] * stride_dqd
         tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _dq_convert_kernel(ACC, DQ, scale, row_elems, acc_stride, acc_pad, BLOCK: tl.constexpr):
+    """The fused Hopper backward's last step: ``DQ = scale * ACC`` in DQ's dtype, where ACC is
+    the fp32 accumulator the dK/dV kernel added dS K to. Per (batch * head) ``pid 1``, ACC's
+    rows start ``acc_pad`` elements (a block of padding rows) into a stride of ``acc_stride``;
+    DQ is contiguous, ``row_elems`` (tokens x head dim) per (batch * head). One program per
+    ``BLOCK`` elements: contiguous vectors in and out (torch's cast-and-multiply took 0.108 ms
+    at 16K x 16 heads x d=128 on an H200, 1.9 TB/s, run20)."""
+    bh = tl.program_id(1).to(tl.int64)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < row_elems
+    x = tl.load(ACC + bh * acc_stride + acc_pad + offs, mask=ok, other=0.0)
+    tl.store(DQ + bh * row_elems + offs, (x * scale).to(DQ.dtype.element_ty), mask=ok)

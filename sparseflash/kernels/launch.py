@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from triton import knobs as _knobs
 
-from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
+from .bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _dq_convert_kernel
 from .decode import _decode_combine_kernel, _decode_split_kernel
 from .fwd import _fwd_kernel
 
@@ -952,6 +952,22 @@ def _fused_stages(d: int, constexprs) -> int:
     return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
 
 
+_DQ_CONVERT_BLOCK = 4096   # elements a program of the dQ conversion (16 KB of fp32 in)
+
+
+def _dq_convert_launch(num_bh: int, n: int, d: int, pad_rows: int, scale: float,
+                       cached: bool) -> "_Launch":
+    """The fused dQ's conversion (bwd.py ``_dq_convert_kernel``): called with ``(device index,
+    acc, dq)``, it writes ``dq = scale * acc[:, :, pad_rows:]`` in dq's dtype, for ``acc`` the
+    contiguous fp32 ``(B, H, pad_rows + n, d)`` accumulator and ``dq`` contiguous ``(B, H, n,
+    d)``, ``num_bh = B * H``."""
+    grid = (_cdiv(n * d, _DQ_CONVERT_BLOCK), num_bh)
+    if num_bh > 65535:
+        raise ValueError(f"batch * heads = {num_bh} exceeds the grid's 65535 limit")
+    return _Launch(_dq_convert_kernel, grid, 2, (scale, n * d, (pad_rows + n) * d, pad_rows * d), 4, 1,
+                   cached, BLOCK=_DQ_CONVERT_BLOCK)
+
+
 def _use_fused_dq(split: bool) -> bool:
     """Whether the Hopper dK/dV kernel (which runs this call) also computes dQ."""
     switch = _switch("HOPPER_FUSED_DQ")
@@ -982,6 +998,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     # sequence, and the copy engine's reduce faults on negative coordinates
     plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
                                            (B, H, layout.block_size + N, d)), None)
+    plan.dq_convert = _dq_convert_launch(B * H, N, d, layout.block_size, scale, cached)
     stats_mode = _stats_mode(layout, N)
     # only the TMA copies read the masked rows of a step (the 4-byte copies zero-fill them)
     plan.stats_tma = stats_mode == 1
@@ -1094,11 +1111,11 @@ class _BwdPlan:
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
                  "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq",
-                 "dq_desc")
+                 "dq_desc", "dq_convert")
 
     def __init__(self):
         self.hopper, self.hopper_descs, self.stats_tma = False, None, False
-        self.fused_dq, self.dq_desc = False, None
+        self.fused_dq, self.dq_desc, self.dq_convert = False, None, None
         self.splits = {}
 
     def dkdv_split(self, first_cols: np.ndarray, block_size: int, device: torch.device):
@@ -1309,7 +1326,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
     if plan.hopper and plan.fused_dq:
-        torch.mul(dq_acc[:, :, layout.block_size:], scale, out=dq)   # the kernel adds dS K
+        plan.dq_convert(dev, dq_acc, dq)        # dq = scale * dq_acc past its padding rows
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
     return dq, dk, dv

@@ -360,7 +360,7 @@ def _dq_convert_kernel(ACC, DQ, scale, row_elems, acc_stride, acc_pad, BLOCK: tl
     ``BLOCK`` elements: contiguous vectors in and out (torch's cast-and-multiply took 0.108 ms
     at 16K x 16 heads x d=128 on an H200, 1.9 TB/s, run20)."""
     bh = tl.program_id(1).to(tl.int64)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < row_elems
     x = tl.load(ACC + bh * acc_stride + acc_pad + offs, mask=ok, other=0.0)
     tl.store(DQ + bh * row_elems + offs, (x * scale).to(DQ.dtype.element_ty), mask=ok)

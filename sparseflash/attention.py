@@ -31,6 +31,7 @@ Three layers, as flash-attn does it:
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import operator
 import os
@@ -458,6 +459,12 @@ class _EagerAttention(torch.autograd.Function):
         out, lse = _EagerAttention.apply(fold(q, in_dims[0]), fold(k, in_dims[1]), fold(v, in_dims[2]),
                                          layout, scale, backend, kpm, mods)
         return (out.reshape(V, -1, *out.shape[1:]), lse.reshape(V, -1, *lse.shape[1:])), (0, 0)
+
+
+# torch's Function.apply binds each call's arguments to ``forward``'s signature (setup_context
+# is defined), and inspect.signature honours a precomputed ``__signature__``: about 5 instead
+# of 15 microseconds of host time a call (CPU, Python 3.11)
+_EagerAttention.forward.__signature__ = inspect.signature(_EagerAttention.forward)
 
 
 # ------------------------------------------------------------------ 3. public function

@@ -211,7 +211,7 @@ def ratios(gpu: str) -> dict:
             "min_fwd_bwd_ratio": min(vals("fwd_bwd_ratio"), default=None), "cases": cases}
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, title: str = "Hopper kernels vs FA4 / cuDNN / portable, bf16, same tables, one run") -> None:
     """TFLOP/s per case and impl, forward and forward+backward, one panel each."""
     import matplotlib
     matplotlib.use("Agg")
@@ -231,7 +231,7 @@ def plot(rows, path: Path) -> None:
     axes[0].legend(ncol=len(impls))
     axes[1].set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])
     axes[1].set_xticklabels([c.replace(" density=", "\n") for c in cases], rotation=60, ha="right", fontsize=7)
-    fig.suptitle("Hopper kernels vs FA4 / cuDNN / portable, bf16, same tables, one run")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -38,6 +38,22 @@ VARIANTS = {"hopper dkdv": dict(USE_HOPPER_BWD=True, HOPPER_FUSED_DQ=False),
 # (``launch._HOPPER_BWD_REGS``)
 
 
+def kernel_times(step, iters: int, warmup: int = 2):
+    """GPU time an iteration of each kernel that ``step()`` launches (torch.profiler over
+    ``iters`` calls after ``warmup`` untimed ones): ``(name, calls an iteration, ms)``, heaviest
+    first."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    times = [(evt.key, evt.count // iters, evt.device_time_total / 1e3 / iters)
+             for evt in prof.key_averages() if evt.device_time_total > 0]
+    return sorted(times, key=lambda t: -t[2])
+
+
 def _names(text: str):
     """Comma-separated names; commas inside parentheses (``bigbird(3,2,3)``) do not split."""
     return [n.strip() for n in re.split(r",(?![^()]*\))", text) if n.strip()]
@@ -99,19 +115,8 @@ def main(argv=None):
                     rows.append(dict(case=name, variant=variant, kernel="grad rel diff", rel_diff=diff))
                 else:
                     first[p] = grads
-                for _ in range(2):
-                    step()
-                torch.cuda.synchronize()
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                    for _ in range(args.iters):
-                        step()
-                    torch.cuda.synchronize()
-            mine = []
-            for evt in prof.key_averages():
-                ms = evt.device_time_total / 1e3 / args.iters
-                if ms > 0:
-                    mine.append(dict(case=name, variant=variant, kernel=evt.key[:70], ms=round(ms, 4)))
-            mine.sort(key=lambda r: -r["ms"])
+                times = kernel_times(step, args.iters)
+            mine = [dict(case=name, variant=variant, kernel=key[:70], ms=round(ms, 4)) for key, _, ms in times]
             mine.append(dict(case=name, variant=variant, kernel="TOTAL", ms=round(sum(r["ms"] for r in mine), 4)))
             for r in mine:
                 print(f"{name:15s} {variant:26s} {r['kernel']:70s} {r['ms']:8.4f} ms", flush=True)

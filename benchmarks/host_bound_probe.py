@@ -22,13 +22,13 @@ import io
 import json
 import pstats
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import sparseflash as sf
 from benchmarks.hopper import cudnn_fn, fa4_fn, fa4_function, ours_fn
+from benchmarks.host_overhead_probe import host_us
 from benchmarks.run import Timer
 
 CASES = [  # name, pattern (None: dense), N, d, causal
@@ -55,17 +55,6 @@ def ahead_ms(timer, fn, n_rep=60, sleep_cycles=4_000_000):
         e.record()
         torch.cuda.synchronize()     # the next sleep starts with an empty queue
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
-
-
-def host_us(fn, n=30):
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    us = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
-    return us
 
 
 def main():
@@ -101,7 +90,7 @@ def main():
                     return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
             for p, f in (("fwd", fwd), ("fwd+bwd", step)):
                 row = dict(case=name, impl=impl, pass_=p, timer_ms=timer(f)[0], ahead_ms=ahead_ms(timer, f),
-                           host_us=host_us(f))
+                           host_us=host_us(f, n=30))
                 rows.append(row)
                 print(f"{name:<36}{impl:<8}{p:<9}{row['timer_ms']:>10.3f}{row['ahead_ms']:>10.3f}"
                       f"{row['host_us']:>9.0f}", flush=True)

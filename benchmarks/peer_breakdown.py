@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
+from benchmarks.bwd_breakdown import kernel_times  # noqa: E402
 from benchmarks.hopper import fa4_fn, fa4_function, ours_fn  # noqa: E402
 
 CASES = [  # name, pattern (None: dense), N, d, causal
@@ -54,20 +55,8 @@ def main(argv=None):
             def step(fn=fn):
                 with getattr(fn, "switches", contextlib.nullcontext)():
                     return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                for _ in range(args.iters):
-                    step()
-                torch.cuda.synchronize()
-            mine = []
-            for evt in prof.key_averages():
-                ms = evt.device_time_total / 1e3 / args.iters
-                if ms > 0:
-                    mine.append(dict(case=name, impl=impl, kernel=evt.key[:90], calls=evt.count // args.iters,
-                                     ms=round(ms, 4)))
-            mine.sort(key=lambda r: -r["ms"])
+            mine = [dict(case=name, impl=impl, kernel=key[:90], calls=calls, ms=round(ms, 4))
+                    for key, calls, ms in kernel_times(step, args.iters, warmup=3)]
             mine.append(dict(case=name, impl=impl, kernel="TOTAL", calls=0,
                              ms=round(sum(r["ms"] for r in mine), 4)))
             for r in mine:

@@ -1225,7 +1225,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
                                    use_acc=False, is_async=True)
                 # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
-                # product: 0.95-0.99x forward+backward at d=64 on an H200, run20)
+                # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
+                # on an H200, run20)
                 dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
                 mbarrier.arrive(empty.index(s))
                 # the product (unscaled: sm_scale is applied where the accumulator is converted,

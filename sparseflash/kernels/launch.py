@@ -961,9 +961,7 @@ def _dq_convert_launch(num_bh: int, n: int, d: int, pad_rows: int, scale: float,
     acc, dq)``, it writes ``dq = scale * acc[:, :, pad_rows:]`` in dq's dtype, for ``acc`` the
     contiguous fp32 ``(B, H, pad_rows + n, d)`` accumulator and ``dq`` contiguous ``(B, H, n,
     d)``, ``num_bh = B * H``."""
-    grid = (_cdiv(n * d, _DQ_CONVERT_BLOCK), num_bh)
-    if num_bh > 65535:
-        raise ValueError(f"batch * heads = {num_bh} exceeds the grid's 65535 limit")
+    grid = _grid(None, _cdiv(n * d, _DQ_CONVERT_BLOCK), num_bh)    # refuses num_bh > 65535
     return _Launch(_dq_convert_kernel, grid, 2, (scale, n * d, (pad_rows + n) * d, pad_rows * d), 4, 1,
                    cached, BLOCK=_DQ_CONVERT_BLOCK)
 

@@ -90,16 +90,17 @@ class _Mods:
             s = s - slopes * (t[:, None] - u[None, :]).abs().to(s.dtype)
         return s, dcap
 
-    def keep(self, bsel, heads, rows, u, batch):
-        """Bool ``[b, h, len(rows), len(u)]`` for query tensor rows and key positions ``u``
-        (None without dropout)."""
+    def keep(self, bsel, heads, rows, u, batch, t):
+        """Bool ``[b, h, len(rows), len(u)]`` for query tensor rows (at query positions ``t``)
+        and key positions ``u`` (None without dropout)."""
         if self.dropout_p == 0:
             return None
         from .philox import dropout_keep
 
         b = torch.arange(batch, device=rows.device)[bsel]
         bh = b[:, None] * self.num_heads + torch.tensor(heads, device=rows.device)[None, :]
-        return dropout_keep(self.rng[0], self.rng[1], bh[:, :, None, None], rows, u, self.dropout_p)
+        return dropout_keep(self.rng[0], self.rng[1], bh[:, :, None, None], rows, u, self.dropout_p,
+                            positions=t)
 
 
 class _Rule:
@@ -185,7 +186,7 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
                 l = p.sum(-1, keepdim=True)
                 l_safe = torch.where(l == 0, torch.ones_like(l), l)
                 r0, r1 = int(rows[0]), int(rows[-1]) + 1
-                keep = mods.keep(bsel, heads, rows, u, B)
+                keep = mods.keep(bsel, heads, rows, u, B, t)
                 if keep is not None:
                     p = torch.where(keep, p * dropout_scale(dropout_p), torch.zeros_like(p))
                 out[bsel, heads, r0:r1] = (p @ vj) / l_safe
@@ -232,7 +233,7 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
         s = s.masked_fill(~rule.mask(t, u), float("-inf"))
         p = torch.exp(s - lse_c[bsel][:, :, rows][:, hs][..., None])
         dp = doi @ vj.transpose(-1, -2)
-        keep = mods.keep(bsel, heads, rows, u, B)
+        keep = mods.keep(bsel, heads, rows, u, B, t)
         p_v = p
         if keep is not None:
             scale_drop = dropout_scale(dropout_p)

@@ -61,6 +61,14 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
 #                 "interleave" (16 bits only): the original mapping, counter (u // 8, ...),
 #                    key u takes half u % 2 of output (u % 8) // 2; its tl.join interleave
 #                    compiles to layout conversions through shared memory.
+#                 "quad" (16 bits only): a call serves the queries {p, p+1, p+8, p+9} (query
+#                    positions, p % 16 in {0, 2, 4, 6}) against the keys {k, k+8} (k % 16 < 8):
+#                    counter ((k // 16) * 8 + k % 8, R, bh, offset) with R the tensor row of
+#                    position p; query p + y + 8z against key k + 8x takes half z of output
+#                    2y + x. Both orientations of the MMA accumulator (queries along rows in the
+#                    forward, keys along rows in the dK/dV kernel) hold whole calls or halves
+#                    of a call in two lanes, so neither kernel moves the mask through shared
+#                    memory (the "mma" mapping's draws are native to the forward only).
 # DROPOUT_ROUNDS  Philox rounds: 10 (Philox-4x32-10, the standard), or 7 (the fewest that
 #                    pass BigCrush per Salmon et al. 2011; 30% fewer integer ops).
 import os as _os
@@ -70,16 +78,21 @@ DROPOUT_MAPPING = _os.environ.get("SPARSEFLASH_DROPOUT_MAPPING", "mma")
 DROPOUT_ROUNDS = int(_os.environ.get("SPARSEFLASH_DROPOUT_ROUNDS", "10"))
 
 
-def dropout_variant() -> Tuple[int, bool, int]:
-    """(bits, mma mapping, rounds) now in force, validated."""
+MAPPINGS = ("interleave", "mma", "quad")      # DROPOUT_MAPPING's values, by code 0, 1, 2
+
+
+def dropout_variant() -> Tuple[int, int, int]:
+    """(bits, mapping code, rounds) now in force, validated; the code indexes
+    :data:`MAPPINGS` (0 "interleave", 1 "mma", 2 "quad")."""
     bits, mapping, rounds = int(DROPOUT_BITS), str(DROPOUT_MAPPING), int(DROPOUT_ROUNDS)
     if bits not in (8, 16):
         raise ValueError(f"DROPOUT_BITS must be 8 or 16, got {bits}")
-    if mapping not in ("mma", "interleave") or (mapping == "interleave" and bits != 16):
-        raise ValueError(f"DROPOUT_MAPPING must be 'mma', or 'interleave' with 16 bits; got {mapping!r}")
+    if mapping not in MAPPINGS or (mapping != "mma" and bits != 16):
+        raise ValueError(f"DROPOUT_MAPPING must be 'mma', or 'interleave' or 'quad' with 16-bit "
+                         f"draws; got {mapping!r} with {bits}-bit draws")
     if not 1 <= rounds <= 10:
         raise ValueError(f"DROPOUT_ROUNDS must be in 1..10, got {rounds}")
-    return bits, mapping == "mma", rounds
+    return bits, MAPPINGS.index(mapping), rounds
 
 
 def dropout_threshold(p: float, bits: int = None) -> int:
@@ -101,14 +114,32 @@ def dropout_scale(p: float, bits: int = None) -> float:
 
 
 def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
-                  cols: torch.Tensor) -> torch.Tensor:
+                  cols: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
     """The draws ``[..., len(rows), len(cols)]`` (int64, ``DROPOUT_BITS`` wide) of query tensor
     rows ``rows`` against key positions ``cols`` (positions in their sequence), for the
     (batch * num_heads + head) indices ``bh`` (shape ``[..., 1, 1]``), as the kernels draw them
-    (kernels/tiles.py, ``_keep``) under the variant in force (see ``DROPOUT_MAPPING``)."""
-    bits, mma, rounds = dropout_variant()
+    (kernels/tiles.py, ``_keep``) under the variant in force (see ``DROPOUT_MAPPING``).
+    ``positions``: the rows' query positions (default ``rows``: a sequence that starts at tensor
+    row 0 and position 0); only the "quad" mapping reads them, which groups queries by position
+    mod 16."""
+    bits, mapping, rounds = dropout_variant()
     cols = cols.long()
-    if mma:
+    if mapping == 2:
+        rows = rows.long()
+        pos = rows if positions is None else positions.long()
+        if pos.shape != rows.shape:
+            raise ValueError(f"positions must have the shape of rows {tuple(rows.shape)}, got "
+                             f"{tuple(pos.shape)}")
+        y, z = pos % 2, (pos % 16) // 8
+        base = rows - y - 8 * z                     # tensor row of the call's first query
+        counter = (cols // 16) * 8 + cols % 8
+        out = philox4x32(seed, counter[None, :], base[:, None], bh.long(),
+                         torch.tensor(offset, dtype=torch.long, device=rows.device), rounds=rounds)
+        r = torch.stack(torch.broadcast_tensors(*out), dim=-1)              # [..., R, C, 4]
+        word = (2 * y[:, None] + (cols % 16 // 8)[None, :]).expand(r.shape[:-1])
+        picked = torch.gather(r, -1, word[..., None])[..., 0]
+        return (picked >> (16 * z[:, None])) & 0xFFFF
+    if mapping == 1:
         per_call = 128 // bits                      # draws per call: 8 (16-bit) or 16 (8-bit)
         chunk = 4 * per_call                        # keys served by the 4 calls of a chunk
         counter = (cols // chunk) * 4 + (cols % 8) // 2
@@ -126,10 +157,11 @@ def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
 
 
 def dropout_keep(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                 p: float) -> torch.Tensor:
-    """Bool keep mask ``[..., len(rows), len(cols)]`` for query tensor rows ``rows`` and key
-    positions ``cols`` (see :func:`dropout_draws`)."""
-    return dropout_draws(seed, offset, bh, rows, cols) >= dropout_threshold(p)
+                 p: float, positions: torch.Tensor = None) -> torch.Tensor:
+    """Bool keep mask ``[..., len(rows), len(cols)]`` for query tensor rows ``rows`` (at query
+    positions ``positions``, default ``rows``) and key positions ``cols`` (see
+    :func:`dropout_draws`)."""
+    return dropout_draws(seed, offset, bh, rows, cols, positions) >= dropout_threshold(p)
 
 
 def draw_seed(generator=None) -> torch.Tensor:

@@ -182,7 +182,8 @@ def test_peaked_softmax_stays_finite(scale, backend):
 # The dropout draws (sparseflash.philox: DROPOUT_BITS, DROPOUT_MAPPING, DROPOUT_ROUNDS) and the
 # ALiBi/softcap formulations (kernels.launch: ALIBI_VARIANT, SOFTCAP_VARIANT) are selectable for
 # benchmarking; each must give the oracle's result, and the kernels the host's mask.
-DROPOUT_VARIANTS = [(16, "interleave", 10), (16, "mma", 10), (8, "mma", 10), (8, "mma", 7)]
+DROPOUT_VARIANTS = [(16, "interleave", 10), (16, "mma", 10), (8, "mma", 10), (8, "mma", 7),
+                    (16, "quad", 10), (16, "quad", 7)]
 
 
 def set_dropout(monkeypatch, variant):
@@ -201,10 +202,9 @@ from sparseflash.kernels.tiles import _keep  # noqa: E402
 
 
 @triton.jit
-def _keep_kernel(Out, seed, offset, bh, row0, u0, threshold, BLOCK_M: tl.constexpr,
+def _keep_kernel(Out, seed, offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, VARIANT: tl.constexpr):
-    rows = row0 + tl.arange(0, BLOCK_M)
-    keep = _keep(seed, offset, bh, rows, u0, threshold, BLOCK_M, BLOCK_N, VARIANT)
+    keep = _keep(seed, offset, bh, start_m, q_row0, u0, threshold, BLOCK_M, BLOCK_N, VARIANT)
     offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     tl.store(Out + offs, keep.to(tl.int8))
 
@@ -212,23 +212,112 @@ def _keep_kernel(Out, seed, offset, bh, row0, u0, threshold, BLOCK_M: tl.constex
 @pytest.mark.skipif(DEVICE == "cpu" and __import__("os").environ.get("TRITON_INTERPRET") != "1",
                     reason="the Triton kernels need CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("variant", DROPOUT_VARIANTS)
-@pytest.mark.parametrize("block_n", [16, 32, 64, 128])
+@pytest.mark.parametrize("block_n", [8, 16, 32, 64, 128])
 def test_kernel_mask_is_the_host_mask(variant, block_n, monkeypatch):
     """``_keep`` (fast path for tiles >= the mapping's chunk, element by element below) draws
-    exactly ``philox.dropout_keep``'s bits, for every variant, tile width and tile offset."""
+    exactly ``philox.dropout_keep``'s bits, for every variant, tile width and tile offset, and
+    for query positions that are not the tensor rows (the "quad" mapping groups by position)."""
     from sparseflash.kernels.launch import _dropout_code
     from sparseflash.philox import dropout_threshold
 
     set_dropout(monkeypatch, variant)
     kernel = _keep_kernel
-    seed, offset, bh, row0, p = 0x1234_5678_9ABC, 977, 5, 48, 0.3
-    for u0 in (0, 3 * block_n, 1 << 20):
-        out = torch.empty(16, block_n, dtype=torch.int8, device=DEVICE)
-        kernel[(1,)](out, seed, offset, bh, row0, u0, dropout_threshold(p), BLOCK_M=16, BLOCK_N=block_n,
-                     VARIANT=_dropout_code())
-        host = dropout_keep(seed, offset, torch.tensor(bh)[None, None], torch.arange(row0, row0 + 16),
-                            torch.arange(u0, u0 + block_n), p)
-        assert torch.equal(out.cpu().bool(), host.cpu()), (variant, block_n, u0)
+    seed, offset, bh, start_m, p = 0x1234_5678_9ABC, 977, 5, 48, 0.3
+    for u0, block_m, q_row0 in ((0, 16, 0), (3 * block_n, 16, 5), (1 << 20, 16, -37), (block_n, 8, 3)):
+        out = torch.empty(block_m, block_n, dtype=torch.int8, device=DEVICE)
+        kernel[(1,)](out, seed, offset, bh, start_m, q_row0, u0, dropout_threshold(p), BLOCK_M=block_m,
+                     BLOCK_N=block_n, VARIANT=_dropout_code())
+        pos = torch.arange(start_m, start_m + block_m)
+        host = dropout_keep(seed, offset, torch.tensor(bh)[None, None], pos + q_row0,
+                            torch.arange(u0, u0 + block_n), p, positions=pos)
+        assert torch.equal(out.cpu().bool(), host.cpu()), (variant, block_n, u0, block_m, q_row0)
+
+
+def test_quad_mapping_draws():
+    """The "quad" mapping's bits by definition: query p + y + 8z (p % 16 in {0, 2, 4, 6}) against
+    key k + 8x (k % 16 < 8) is half z of word 2y + x of the call with counter
+    ((k // 16) * 8 + k % 8, tensor row of p, bh, offset); the groups follow positions, not rows;
+    every element of a 16 x 16 block gets its own draw; bad ``positions`` are refused."""
+    from sparseflash import philox
+
+    seed, offset, bh = 0xABCDEF0123, 31, 3
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(philox, "DROPOUT_MAPPING", "quad")
+        rows, cols = torch.arange(16, 48), torch.arange(32, 64)
+        got = philox.dropout_draws(seed, offset, torch.tensor(bh), rows, cols)
+        for r in (16, 17, 25, 30, 47):
+            for u in (32, 40, 45, 63):
+                p, y, z = r - r % 2 - 8 * ((r % 16) // 8), r % 2, (r % 16) // 8
+                x = (u % 16) // 8
+                words = philox.philox4x32(seed, torch.tensor((u // 16) * 8 + u % 8), torch.tensor(p),
+                                          torch.tensor(bh), torch.tensor(offset))
+                want = (int(words[2 * y + x]) >> (16 * z)) & 0xFFFF
+                assert int(got[r - 16, u - 32]) == want, (r, u)
+        block = got[:16, :16].reshape(-1)
+        assert block.unique().numel() >= 250           # 256 draws, collisions of 16 bits rare
+        # rows 3 apart from their positions: the tensor rows pick other calls than positions' own
+        shifted = philox.dropout_draws(seed, offset, torch.tensor(bh), rows + 3, cols, positions=rows)
+        assert not torch.equal(shifted, got)
+        same = philox.dropout_draws(seed, offset, torch.tensor(bh), rows + 16, cols, positions=rows + 16)
+        assert torch.equal(same, philox.dropout_draws(seed, offset, torch.tensor(bh), rows + 16, cols))
+        with pytest.raises(ValueError, match="positions"):
+            philox.dropout_draws(seed, offset, torch.tensor(bh), rows, cols, positions=rows[:3])
+        mp.setattr(philox, "DROPOUT_BITS", 8)
+        with pytest.raises(ValueError, match="DROPOUT_MAPPING"):
+            philox.dropout_variant()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_quad_dropout_with_offset_positions_and_documents(backend, monkeypatch):
+    """The "quad" mapping where query positions are not tensor rows: queries aligned bottom-right
+    (kv_len > seq_len, positions 60 + i) and packed documents of odd lengths (each document's
+    positions restart at 0 mid-tile); both backends drop the host mask's entries and match the
+    float64 oracle."""
+    set_dropout(monkeypatch, (16, "quad", 10))
+    from sparseflash.attention import _rng_ints
+    from sparseflash.philox import draw_seed
+    p = 0.25
+    # bottom-right aligned queries
+    q, k, v, do = inputs(B=2, H=2, Hkv=1, N=100, Nk=160, d=16)
+    pattern = sf.local(2) | sf.global_blocks(1)
+    torch.manual_seed(9)
+    out, lse = sparse_attention(q, k, v, pattern, block_size=32, causal=True, dropout_p=p,
+                                return_lse=True, backend=backend)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    torch.manual_seed(9)
+    seed, offset = _rng_ints(draw_seed())
+    bh = (torch.arange(2)[:, None] * 2 + torch.arange(2)[None, :])[:, :, None, None]
+    qpos, kpos = positions(100, 160)
+    keep = dropout_keep(seed, offset, bh, torch.arange(100), kpos, p, positions=qpos)
+    assert not torch.equal(keep, dropout_keep(seed, offset, bh, torch.arange(100), kpos, p))
+    layout = sf.compile(pattern, 100, kv_len=160, block_size=32, causal=True, num_heads=2)
+    ref, ref_lse, ref_grads = oracle(q, k, v, do, layout, keep=keep, dropout_p=p)
+    assert (out.double() - ref).abs().max() < 3e-5
+    for g, r in zip(grads, ref_grads):
+        assert (g.double() - r).abs().max() < 8e-5
+    # packed documents: lengths 37, 1, 50 (tensor rows 0, 37, 38 start positions 0)
+    lens = [37, 1, 50]
+    cu = torch.tensor([0, 37, 38, 88], dtype=torch.int32)
+    q, k, v, do = inputs(B=1, H=2, Hkv=2, N=88, Nk=88, d=16)
+    torch.manual_seed(4)
+    out = sparse_attention(q, k, v, sf.dense(), block_size=16, causal=True, dropout_p=p,
+                           cu_seqlens=cu, backend=backend)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    torch.manual_seed(4)
+    seed, offset = _rng_ints(draw_seed())
+    start = 0
+    for n in lens:
+        sl = slice(start, start + n)
+        bh1 = torch.arange(2)[None, :, None, None]
+        keep = dropout_keep(seed, offset, bh1, torch.arange(start, start + n), torch.arange(n), p,
+                            positions=torch.arange(n))
+        layout = sf.compile(sf.dense(), n, block_size=16, causal=True, num_heads=2)
+        qs, ks, vs, dos = (t.detach()[:, :, sl] for t in (q, k, v, do))
+        ref, _, ref_grads = oracle(qs, ks, vs, dos, layout, keep=keep, dropout_p=p)
+        assert (out[:, :, sl].double() - ref).abs().max() < 3e-5, n
+        for g, r in zip(grads, ref_grads):
+            assert (g[:, :, sl].double() - r).abs().max() < 8e-5, n
+        start += n
 
 
 def test_dropout_quantisation():

@@ -74,7 +74,7 @@ def _dkdv_inner(dk, dv, k, v, Q_head, DO_head, LSE2_head, Delta_head, off_b, off
                         False, USE_TMA)                               # [BLOCK_M, D]
         dpT = _dot(v, tl.trans(do), None, UPCAST, PRECISION)         # [BLOCK_N, BLOCK_M]
         if HAS_DROPOUT:
-            keepT = tl.trans(_keep(seed, rng_offset, bh, rows_pos + q_row0, cols_start, drop_threshold,
+            keepT = tl.trans(_keep(seed, rng_offset, bh, start_m, q_row0, cols_start, drop_threshold,
                                    BLOCK_M, cols_pos.shape[0], HAS_DROPOUT))
             dv = _dot(tl.where(keepT, pT * drop_scale, 0.0).to(do.dtype), do, dv, UPCAST, PRECISION)
             dpT = tl.where(keepT, dpT * drop_scale, 0.0)
@@ -239,7 +239,7 @@ def _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_k
             p = tl.where(visible, p, 0.0)
         dp = _dot(do, vT, None, UPCAST, PRECISION)
         if HAS_DROPOUT:
-            keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
+            keep = _keep(seed, rng_offset, bh, pos_ref, q_row0, start_n, drop_threshold,
                          rows_pos.shape[0], BLOCK_N, HAS_DROPOUT)
             dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])

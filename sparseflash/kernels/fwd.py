@@ -100,7 +100,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                        False, USE_TMA)                                # [BLOCK_N, D]
         if HAS_DROPOUT:
             # the normaliser l_i sums every probability; only the values see the dropout
-            keep = _keep(seed, rng_offset, bh, rows_pos + q_row0, start_n, drop_threshold,
+            keep = _keep(seed, rng_offset, bh, pos_ref, q_row0, start_n, drop_threshold,
                          rows_pos.shape[0], BLOCK_N, HAS_DROPOUT)
             p = tl.where(keep, p * drop_scale, 0.0)
         acc = _dot(p.to(v.dtype), v, acc, UPCAST, PRECISION)

@@ -213,6 +213,97 @@ def _dropout_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr,
     return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
 
 
+# The "quad" mapping (philox.py): the call with counter ``(g(k), R0, bh, offset)`` serves the
+# queries {p, p+1, p+8, p+9} (p % 16 in {0, 2, 4, 6}, positions; R0 the tensor row of p) against
+# the keys {k, k+8} (k % 16 < 8; g(k) = (k // 16) * 8 + k % 8): word 2y + x is query p + y
+# against key k + 8x, its low half query p, its high half query p + 8. The transposed
+# accumulator of the dK/dV kernel holds every call's 8 draws in one thread; the forward's pairs
+# of threads (rows r and r + 1, lanes 4 apart) each draw half the calls and swap half the words.
+@gluon.constexpr_function
+def _quad_layout(rows, calls):
+    """Where the Philox calls ``[rows, calls]`` of a quad-mapped tile sit: call row
+    ``8 w + r`` in warp ``w`` and lanes ``4 r + c``, call column ``4 m + c`` in register ``m``:
+    rows = 32 (one per 16-slab row pair of 4 warps), lane ``t % 4`` = ``c``."""
+    assert rows == 32 and calls % 4 == 0, (rows, calls)
+    reg = [[0, 4 << i] for i in range((calls // 4).bit_length() - 1)]
+    lane = [[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]]
+    return gl.DistributedLinearLayout(reg, lane, [[8, 0], [16, 0]], [], [rows, calls])
+
+
+@gluon.jit
+def _philox_any(seed, c0, c1, c2, c3, ROUNDS: gl.constexpr, WIDE: gl.constexpr):
+    if WIDE:
+        return _philox_wide(seed, c0, c1, c2, c3, ROUNDS)
+    else:
+        return tl.philox(seed, c0, c1, c2, c3, ROUNDS)
+
+
+@gluon.jit
+def _swap_lanes4(x):
+    """``x`` of the lane 4 apart (``shfl.sync.bfly`` by 4: accumulator rows r and r ^ 1)."""
+    return gl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 31, -1;", "=r,r", [x],
+                                     dtype=gl.uint32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+                COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
+    forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
+    first query, whose position is a multiple of 16; ``u0 % 16 == 0``). The thread of rows
+    r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows and
+    trades the others with the thread of rows r ^ 1 (one shuffle a word)."""
+    ROUNDS: gl.constexpr = VARIANT % 100
+    WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
+    gl.static_assert(ROWS == 64)
+    gl.static_assert(COLS % 16 == 0)
+    M: gl.constexpr = COLS // 16
+    cnt_layout: gl.constexpr = _quad_layout(32, 4 * M)
+    i = gl.arange(0, 32, gl.SliceLayout(1, cnt_layout))            # 8 w + r
+    j = gl.arange(0, 4 * M, gl.SliceLayout(0, cnt_layout))         # 4 m + c
+    y0 = (i & 1)[:, None]                                          # the thread's row parity
+    c0 = (u0 // 16) * 8 + (j >> 2)[None, :] * 8 + (j & 3)[None, :] * 2 + y0
+    c1 = (row0 + (i >> 3) * 16 + (i & 6))[:, None] + j[None, :] * 0
+    r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+    even = (y0 + j[None, :] * 0) == 0
+    # even rows keep words 0, 1 (queries p, p + 8) and send 2, 3; odd rows the reverse
+    g0 = _swap_lanes4(gl.where(even, r2, r0))
+    g1 = _swap_lanes4(gl.where(even, r3, r1))
+    # key parity 0 then 1: the even thread's own call is of even keys
+    h00 = gl.where(even, r0, g0)
+    h01 = gl.where(even, r1, g1)
+    h10 = gl.where(even, g0, r2)
+    h11 = gl.where(even, g1, r3)
+    x = gl.join(gl.join(_topped(h00, 16), _topped(h01, 16)),
+                gl.join(_topped(h10, 16), _topped(h11, 16)))          # [32, 4M, z, x, h]
+    # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
+    x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))
+    return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
+                  QUERIES: gl.constexpr, VARIANT: gl.constexpr):
+    """The quad mapping's draws ``[KEYS, QUERIES]`` (topped) in the dK/dV kernel's transposed
+    accumulator ``layout`` (keys along rows): each thread draws exactly the calls it holds."""
+    ROUNDS: gl.constexpr = VARIANT % 100
+    WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
+    gl.static_assert(KEYS == 64)
+    gl.static_assert(QUERIES % 16 == 0)
+    M: gl.constexpr = QUERIES // 16
+    cnt_layout: gl.constexpr = _quad_layout(32, 4 * M)
+    i = gl.arange(0, 32, gl.SliceLayout(1, cnt_layout))            # 8 w + k
+    j = gl.arange(0, 4 * M, gl.SliceLayout(0, cnt_layout))         # 4 m + c
+    c0 = ((u0 // 16) * 8 + i)[:, None] + j[None, :] * 0
+    c1 = row0 + (j >> 2)[None, :] * 16 + (j & 3)[None, :] * 2 + i[:, None] * 0
+    r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+    x = gl.join(gl.join(_topped(r0, 16), _topped(r1, 16)),
+                gl.join(_topped(r2, 16), _topped(r3, 16)))            # [32, 4M, z, x, y]
+    # [w, k, m, c, z, x, y] -> [w, x, k, m, z, c, y]: key 16w + 8x + k, query 16m + 8z + 2c + y
+    x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 5, 1, 2, 4, 3, 6))
+    return gl.convert_layout(gl.reshape(x, (KEYS, QUERIES)), layout, assert_trivial=True)
+
+
 @gluon.jit
 def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
                   ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
@@ -229,7 +320,13 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
     ``selp.f32``) on its topped word, which the compiler cannot move past the conversion to
     16 bits; as a ``gl.where`` LLVM selects on the converted halves instead (split, select and
     repack: about twice the instructions in the sm_90 SASS)."""
-    if (VARIANT // 200000) % 2 == 1:
+    if (VARIANT // 100) % 10 == 2:
+        words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
+        return gl.inline_asm_elementwise(
+            "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
+            "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
+    elif (VARIANT // 200000) % 2 == 1:
         words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
         cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
         return gl.inline_asm_elementwise(
@@ -1179,9 +1276,14 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 # thread holds a call's keys in this orientation). A dropped probability keeps
                 # its value with a minus sign (P >= 0): the mask needs no registers of its own
                 # until dP^T arrives. Its scale goes to dV at the end and to dP^T below.
-                keepT = gl.convert_layout(gl.permute(_dropout_keep(
-                    seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
-                    BLOCK_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
+                if (HAS_DROPOUT // 100) % 10 == 2:
+                    keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
+                                          KEYS, BLOCK_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
+                                                                                      HAS_DROPOUT)
+                else:
+                    keepT = gl.convert_layout(gl.permute(_dropout_keep(
+                        seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
+                        BLOCK_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
                 pT = gl.where(keepT, pT, -pT)
                 dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
                                    do_tile, dv, is_async=True)

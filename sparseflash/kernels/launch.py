@@ -465,12 +465,12 @@ def _hopper_dropout(code: int) -> int:
 
 
 def _dropout_code() -> int:
-    """The kernels' HAS_DROPOUT constexpr when dropout is on: BITS * 1000 + MMA * 100 + ROUNDS
-    (kernels/tiles.py, ``_keep``)."""
+    """The kernels' HAS_DROPOUT constexpr when dropout is on: BITS * 1000 + MAPPING * 100 + ROUNDS
+    (kernels/tiles.py, ``_keep``; MAPPING 0 "interleave", 1 "mma", 2 "quad")."""
     from ..philox import dropout_variant
 
-    bits, mma, rounds = dropout_variant()
-    return bits * 1000 + int(mma) * 100 + rounds
+    bits, mapping, rounds = dropout_variant()
+    return bits * 1000 + mapping * 100 + rounds
 
 
 def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natural: bool,

@@ -243,12 +243,19 @@ def _word_pieces(r, BITS: tl.constexpr):
 
 
 @triton.jit
-def _keep(seed, rng_offset, bh, q_rows, u0, threshold, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-          VARIANT: tl.constexpr):
-    """Dropout's keep mask ``[BLOCK_M, BLOCK_N]`` of query tensor rows ``q_rows`` against key
-    positions ``u0 + [0, BLOCK_N)`` (``u0 % BLOCK_N == 0``): kept where the ``BITS``-wide draw
-    is >= ``threshold``. The torch backend draws the same bits (``sparseflash.philox``, whose
-    ``DROPOUT_*`` settings pick BITS, MMA and ROUNDS).
+def _keep(seed, rng_offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.constexpr,
+          BLOCK_N: tl.constexpr, VARIANT: tl.constexpr):
+    """Dropout's keep mask ``[BLOCK_M, BLOCK_N]`` of the queries at positions ``start_m + [0,
+    BLOCK_M)`` (``start_m % BLOCK_M == 0``; tensor rows ``q_row0`` further) against key positions
+    ``u0 + [0, BLOCK_N)`` (``u0 % BLOCK_N == 0``): kept where the ``BITS``-wide draw is >=
+    ``threshold``. The torch backend draws the same bits (``sparseflash.philox``, whose
+    ``DROPOUT_*`` settings pick BITS, the mapping and ROUNDS).
+
+    QUAD (``DROPOUT_MAPPING = "quad"``, 16-bit): the call with counter ``((k // 16) * 8 + k % 8,
+    R, bh, offset)`` serves queries {p, p+1, p+8, p+9} (positions, p % 16 in {0, 2, 4, 6}; R the
+    tensor row of p) against keys {k, k+8} (k % 16 < 8): query p + y + 8z against key k + 8x
+    takes half z of output 2y + x. Tiles of at least 16 a side draw by calls (the reshapes
+    below); smaller ones element by element (one call per score, same bits).
 
     MMA (``DROPOUT_MAPPING = "mma"``): key ``u = c*CH + n*8 + t*2 + h`` takes draw ``2n + h``
     of the call with counter ``(c*4 + t, row, bh, offset)``, CH = 32 (16-bit, 8 draws a call)
@@ -265,8 +272,37 @@ def _keep(seed, rng_offset, bh, q_rows, u0, threshold, BLOCK_M: tl.constexpr, BL
     ``kernels.launch._dropout_code``)."""
     BITS: tl.constexpr = VARIANT // 1000
     MMA: tl.constexpr = (VARIANT // 100) % 10 == 1
+    QUAD: tl.constexpr = (VARIANT // 100) % 10 == 2
     ROUNDS: tl.constexpr = VARIANT % 100
-    if MMA:
+    q_rows = start_m + q_row0 + tl.arange(0, BLOCK_M)
+    if QUAD:
+        tl.static_assert(BITS == 16, "the quad mapping draws 16 bits")
+        if (BLOCK_M % 16 == 0) and (BLOCK_N % 16 == 0):
+            A: tl.constexpr = BLOCK_M // 16
+            KB: tl.constexpr = BLOCK_N // 16
+            gi = tl.arange(0, 4 * A)                                       # 4a + r: row pairs
+            gk = tl.arange(0, 8 * KB)                                      # 8b + k: key pairs
+            c0 = (u0 // 16) * 8 + gk[None, :] + gi[:, None] * 0            # [4A, 8KB]
+            c1 = (start_m + q_row0 + (gi // 4) * 16 + (gi % 4) * 2)[:, None] + gk[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            # [.., z, x, y]: half z of word 2y + x
+            x = tl.join(tl.join(_word_pieces(r0, 16), _word_pieces(r1, 16)),
+                        tl.join(_word_pieces(r2, 16), _word_pieces(r3, 16)))
+            # [a, r, b, k, z, x, y] -> [a, z, r, y, b, x, k]: query 16a + 8z + 2r + y, key 16b + 8x + k
+            x = tl.permute(tl.reshape(x, (A, 4, KB, 8, 2, 2, 2)), (0, 4, 1, 6, 2, 5, 3))
+            draws = tl.reshape(x, (BLOCK_M, BLOCK_N))
+        else:
+            pos = start_m + tl.arange(0, BLOCK_M)
+            u = u0 + tl.arange(0, BLOCK_N)
+            y = pos % 2
+            z = (pos % 16) // 8
+            c0 = ((u // 16) * 8 + u % 8)[None, :] + pos[:, None] * 0
+            c1 = (q_rows - y - 8 * z)[:, None] + u[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            w = 2 * y[:, None] + ((u % 16) // 8)[None, :]
+            word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
+            draws = (word >> (16 * z)[:, None].to(tl.uint32)) & 0xFFFF
+    elif MMA:
         PER: tl.constexpr = 128 // BITS            # draws per call: 8 or 16
         CH: tl.constexpr = 4 * PER                 # keys per chunk of 4 calls: 32 or 64
         if BLOCK_N >= CH:

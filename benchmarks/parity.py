@@ -206,6 +206,8 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
     "dropout 8-bit mma": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10),
     "dropout 8-bit mma, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
+    "dropout 16-bit quad": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=10),
+    "dropout 16-bit quad, 7 rounds": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7),
     # how the Hopper kernels compute the same draws (kernels.launch.HOPPER_DROPOUT_FORM; the
     # variants above run the default form 3)
     "dropout 16-bit mma, Hopper form 0": dict(HOPPER_DROPOUT_FORM=0),
@@ -284,8 +286,9 @@ def precompile(jobs, workers):
 def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8, only=None):
     from sparseflash.philox import dropout_scale, dropout_threshold, dropout_variant
 
+    # an --only entry is a prefix of the names to run, or a whole name followed by "$"
     variants = [v for v in variant_list(H) if v[0] == "none" or not only
-                or any(v[0].startswith(o) for o in only)]
+                or any(v[0] == o[:-1] if o.endswith("$") else v[0].startswith(o) for o in only)]
     if not smoke and workers > 0:
         secs, ok = precompile([(st, opt, N, H, d, bs) for _, opt, st, _ in variants], workers)
         rb.add("variants", "-", f"precompile ({len(variants)} variants, {workers} workers)", "-", secs * 1e3,
@@ -373,7 +376,8 @@ def main(argv=None):
     ap.add_argument("--variants", action="store_true", help="A/B the selectable formulations (see above)")
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
-    ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'")
+    ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'; "
+                    "a whole name ending in '$' runs that variant only")
     ap.add_argument("--report", action="store_true", help="only redraw the PNG from --out's parity.json / variants.json")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"

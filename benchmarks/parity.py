@@ -210,12 +210,13 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit quad, 7 rounds": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7),
     # how the Hopper kernels compute the same draws (kernels.launch.HOPPER_DROPOUT_FORM; the
     # variants above run the default form 3)
-    "dropout 16-bit mma, Hopper form 0": dict(HOPPER_DROPOUT_FORM=0),
-    "dropout 16-bit mma, Hopper form 1": dict(HOPPER_DROPOUT_FORM=1),
-    "dropout 16-bit mma, Hopper form 2": dict(HOPPER_DROPOUT_FORM=2),
-    "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, HOPPER_DROPOUT_FORM=0),
+    "dropout 16-bit mma, Hopper form 0": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=0),
+    "dropout 16-bit mma, Hopper form 1": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=1),
+    "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
+    "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
+                                             HOPPER_DROPOUT_FORM=0),
 }
-DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, ALIBI_VARIANT="column",
+DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3)
 
 

@@ -69,13 +69,18 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
 #                    forward, keys along rows in the dK/dV kernel) hold whole calls or halves
 #                    of a call in two lanes, so neither kernel moves the mask through shared
 #                    memory (the "mma" mapping's draws are native to the forward only).
-# DROPOUT_ROUNDS  Philox rounds: 10 (Philox-4x32-10, the standard), or 7 (the fewest that
-#                    pass BigCrush per Salmon et al. 2011; 30% fewer integer ops).
+#                 "auto" (the default): "quad" with 16-bit draws, "mma" with 8-bit ones.
+# DROPOUT_ROUNDS  Philox rounds: 7 (the default: the fewest that pass BigCrush per Salmon et al.
+#                    2011, and FlashAttention-2's count, csrc/flash_attn/src/philox.cuh), 10
+#                    (Philox-4x32-10, the usual standard; 43% more integer work), or any 1..10.
+# Defaults since run21 (docs/hopper.md, "Dropout's quad mapping"): 16 bits, "quad", 7 rounds;
+# before, 16 bits, "mma", 10 rounds (set SPARSEFLASH_DROPOUT_MAPPING=mma and
+# SPARSEFLASH_DROPOUT_ROUNDS=10 to draw the earlier releases' masks).
 import os as _os
 
 DROPOUT_BITS = int(_os.environ.get("SPARSEFLASH_DROPOUT_BITS", "16"))
-DROPOUT_MAPPING = _os.environ.get("SPARSEFLASH_DROPOUT_MAPPING", "mma")
-DROPOUT_ROUNDS = int(_os.environ.get("SPARSEFLASH_DROPOUT_ROUNDS", "10"))
+DROPOUT_MAPPING = _os.environ.get("SPARSEFLASH_DROPOUT_MAPPING", "auto")
+DROPOUT_ROUNDS = int(_os.environ.get("SPARSEFLASH_DROPOUT_ROUNDS", "7"))
 
 
 MAPPINGS = ("interleave", "mma", "quad")      # DROPOUT_MAPPING's values, by code 0, 1, 2
@@ -87,9 +92,11 @@ def dropout_variant() -> Tuple[int, int, int]:
     bits, mapping, rounds = int(DROPOUT_BITS), str(DROPOUT_MAPPING), int(DROPOUT_ROUNDS)
     if bits not in (8, 16):
         raise ValueError(f"DROPOUT_BITS must be 8 or 16, got {bits}")
+    if mapping == "auto":
+        mapping = "quad" if bits == 16 else "mma"
     if mapping not in MAPPINGS or (mapping != "mma" and bits != 16):
-        raise ValueError(f"DROPOUT_MAPPING must be 'mma', or 'interleave' or 'quad' with 16-bit "
-                         f"draws; got {mapping!r} with {bits}-bit draws")
+        raise ValueError(f"DROPOUT_MAPPING must be 'auto', 'mma', or 'interleave' or 'quad' with "
+                         f"16-bit draws; got {mapping!r} with {bits}-bit draws")
     if not 1 <= rounds <= 10:
         raise ValueError(f"DROPOUT_ROUNDS must be in 1..10, got {rounds}")
     return bits, MAPPINGS.index(mapping), rounds

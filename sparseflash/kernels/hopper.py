@@ -46,10 +46,13 @@ kernels compute them (tiles.py ``_log2_scores`` itself: elementwise ``@triton.ji
 called from these Gluon kernels like their own): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
 the GPU), the folded softcap's row max over tanh, the causal ALiBi's row term moved into the
 LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout draws the portable kernels' bits
-(tiles.py ``_keep``, "mma" mapping, 16- or 8-bit draws, any Philox round count): the forward
-computes the Philox calls in a layout whose threads hold exactly the keys each call serves
-(:func:`_draw_layout`), so the draws reach the wgmma accumulator by register relabeling; the
-dK/dV kernel draws them in the same orientation and transposes the mask through shared memory.
+(tiles.py ``_keep``; any Philox round count). In the "quad" mapping (16-bit, the default) the
+dK/dV kernel draws each call in the thread that holds its 8 scores (:func:`_quad_words_t`) and
+the forward's lane pairs trade half the words (:func:`_quad_words`). In the "mma" mapping (16-
+or 8-bit) the forward computes the Philox calls in a layout whose threads hold exactly the keys
+each call serves (:func:`_draw_layout`), so the draws reach the wgmma accumulator by register
+relabeling; the dK/dV kernel draws them in the same orientation and transposes the mask through
+shared memory.
 The natural-unit softmax of huge scales and the "interleave" mapping are left to the portable
 kernel (the dispatcher in launch.py decides).
 

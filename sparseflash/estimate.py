@@ -125,13 +125,14 @@ DEVICES: Dict[str, DeviceProfile] = {
         attn_tile_overhead_us=4.92, fused_dq_backward=True,
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
-        # d=128, H=16, bf16: softcap 30 and ALiBi in both, dropout 0.1 in run18's, whose draws
-        # took fewer instructions), run16-exp2-poly/call1 (softcap at d=128 and d=64) and
-        # run18-dropout-ops/call1 and call3 (dropout at d=128 and d=64): the median per score of
-        # those samples (docs/estimator.md, "Dropout, softcap and ALiBi"). Dropout's forward
-        # was consistent (0.48-0.54), its backward 1.67-2.08 at d=128 and 0.79-0.83 at d=64;
-        # softcap's backward ranged 0.01-0.56 and ALiBi's 0.005-0.38 between samples.
-        option_ps_per_score=(("dropout", 0.50, 1.71), ("softcap", 0.21, 0.26),
+        # d=128, H=16, bf16: softcap 30 and ALiBi in both) and run16-exp2-poly/call1 (softcap
+        # at d=128 and d=64); dropout 0.1 in its default draws since run21 (16-bit "quad", 7
+        # Philox rounds): benchmarks/results/h200-parity/run21-quad, call1 and call2
+        # (parity.py --variants at d=128 and d=64) and call3 (the parity suite, d=128). The
+        # median per score of those samples (docs/estimator.md, "Dropout, softcap and ALiBi").
+        # Dropout's forward was consistent (0.42-0.49), its backward 0.75-0.97 at d=128 and
+        # 0.45-0.48 at d=64; softcap's backward ranged 0.01-0.56 and ALiBi's 0.005-0.38.
+        option_ps_per_score=(("dropout", 0.44, 0.76), ("softcap", 0.21, 0.26),
                              ("alibi", 0.10, 0.19)),
         calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
                    "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
@@ -222,8 +223,8 @@ class CostEstimate:
     layout_summary: str = field(repr=False)
     # 16-bit dropout draws: one per computed score in the forward, and again in each backward
     # kernel that computes P (the mask is regenerated, never stored): two (dQ, dK/dV), or one
-    # with the fused dQ (DeviceProfile.fused_dq_backward); one Philox-4x32-10 call makes
-    # eight, so the kernels run dropout_random_numbers / 8 Philox calls
+    # with the fused dQ (DeviceProfile.fused_dq_backward); one Philox-4x32 call (7 rounds by
+    # default) makes eight, so the kernels run dropout_random_numbers / 8 Philox calls
     dropout_random_numbers: int = 0
     # options asked for ("dropout", "softcap", "alibi") whose time this device's profile has
     # no measurement of (DeviceProfile.option_ps_per_score): not in predicted_ms

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run21 call 2: the new defaults (16-bit "quad" draws, 7 Philox rounds): the GPU dropout tests
+# run21 call 3: the new defaults (16-bit "quad" draws, 7 Philox rounds): the GPU dropout tests
 # again (their default cases now draw quad/7), then the parity suite (dropout, softcap, ALiBi
 # against none and FA2's dropout, one run; parity.py --out).
 cd "$(dirname "$0")/../../../.."

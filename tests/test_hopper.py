@@ -1065,6 +1065,69 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
 
 
 @gpu
+@pytest.mark.parametrize("d,pattern", [(128, sf.local(2) | sf.global_blocks(1)), (64, sf.dense())],
+                         ids=["d128-local-global", "d64-dense"])
+def test_hopper_quad_dropout_over_packed_documents(d, pattern, monkeypatch):
+    """Packed documents of odd lengths with dropout in the default "quad" draws, through the
+    Hopper forward and fused backward (forced on): positions restart inside a 64-row tile, so
+    the quad mapping's query
+    groups are not the tensor rows'. Output and every gradient equal the float64 oracle of each
+    document given the host mask drawn by position (``dropout_keep(..., positions=)``), within
+    twice the portable kernels' error plus the dtype's floor, and the mask moves the output far
+    beyond that error."""
+    from sparseflash import philox
+    from sparseflash.attention import _rng_ints
+    from sparseflash.reference import reference_attention, token_mask
+
+    assert philox.dropout_variant()[1] == 2, "the default 16-bit draws are quad"
+    lens, H, Hkv, p = [300, 1, 457, 266], 4, 2, 0.2
+    total = sum(lens)
+    cu = torch.tensor(np.cumsum([0] + lens), dtype=torch.int32, device="cuda")
+    dtype = torch.float16 if d == 64 else torch.bfloat16
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q = torch.randn(1, H, total, d, device="cuda", dtype=dtype, generator=g)
+    k, v = (torch.randn(1, Hkv, total, d, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    do = torch.randn_like(q)
+
+    def run(hopper):
+        monkeypatch.setattr(launch, "USE_HOPPER", hopper)
+        monkeypatch.setattr(launch, "USE_HOPPER_BWD", hopper)
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        torch.manual_seed(21)
+        out = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=True, dropout_p=p,
+                                  cu_seqlens=cu)
+        return (out, *torch.autograd.grad(out, (qg, kg, vg), do))
+
+    got, portable = run(True), run(False)
+    torch.manual_seed(21)
+    seed, offset = _rng_ints(philox.draw_seed())
+    floor = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    start, effect, err_out = 0, 0.0, 0.0
+    for n in lens:
+        sl = slice(start, start + n)
+        keep = philox.dropout_keep(seed, offset, torch.arange(H)[None, :, None, None],
+                                   torch.arange(start, start + n), torch.arange(n), p,
+                                   positions=torch.arange(n))
+        layout = sf.compile(pattern, n, block_size=128, causal=True, num_heads=H)
+        q64, k64, v64 = (t[:, :, sl].double().requires_grad_(True) for t in (q, k, v))
+        ref, _ = reference_attention(q64, k64, v64, layout, mask=token_mask(layout, 1),
+                                     positions=positions(n, n), keep=keep, dropout_p=p)
+        refs = (ref, *torch.autograd.grad(ref, (q64, k64, v64), do[:, :, sl].double()))
+        plain, _ = reference_attention(q64, k64, v64, layout, mask=token_mask(layout, 1),
+                                       positions=positions(n, n))
+        for name, h, pt, r in zip(("out", "dq", "dk", "dv"), got, portable, refs):
+            assert torch.isfinite(h).all(), f"{name}: NaN or Inf"
+            e_h = (h[:, :, sl].double() - r).abs().max().item()
+            e_p = (pt[:, :, sl].double() - r).abs().max().item()
+            assert e_h <= 2 * e_p + floor, f"doc of {n}, {name}: Hopper {e_h:.2e} vs portable {e_p:.2e}"
+            if name == "out":
+                err_out = max(err_out, e_h)
+        effect = max(effect, (plain.detach() - ref.detach()).abs().max().item())
+        start += n
+    assert effect > 4 * err_out, f"dropout effect {effect:.2e} vs error {err_out:.2e}"
+
+
+@gpu
 def test_hopper_refuses_the_interleave_dropout_mapping(hopper_only, monkeypatch):
     """The Hopper kernels draw the "mma" mapping only: forcing them with the other says so."""
     from sparseflash import philox

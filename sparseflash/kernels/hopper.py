@@ -168,6 +168,14 @@ def _topped(r, BITS: gl.constexpr):
 
 
 @gluon.jit
+def _topped4(w0, w1, w2, w3, BITS: gl.constexpr):
+    """The draws of four words along new trailing axes ``[..., pieces.., a, b]`` (word
+    ``a + 2 b``), each in the top bits of a uint32 (:func:`_topped`)."""
+    return gl.join(gl.join(_topped(w0, BITS), _topped(w1, BITS)),
+                   gl.join(_topped(w2, BITS), _topped(w3, BITS)))
+
+
+@gluon.jit
 def _dropout_cut(threshold, VARIANT: gl.constexpr):
     """The keep threshold in the top bits of a word (:func:`_topped`): a draw is kept iff its
     topped word is >= this (unsigned)."""
@@ -205,8 +213,7 @@ def _dropout_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr,
         r0, r1, r2, r3 = _philox_wide(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
     else:
         r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-    x = gl.join(gl.join(_topped(r0, BITS), _topped(r1, BITS)),
-                gl.join(_topped(r2, BITS), _topped(r3, BITS)))
+    x = _topped4(r0, r1, r2, r3, BITS)
     if BITS == 16:
         # [R, 4C, h, n0, n1] -> [R, C, n1, n0, t, h]: key c*32 + n*8 + t*2 + h
         x = gl.permute(gl.reshape(x, (ROWS, C, 4, 2, 2, 2)), (0, 1, 5, 4, 2, 3))
@@ -231,6 +238,16 @@ def _quad_layout(rows, calls):
     reg = [[0, 4 << i] for i in range((calls // 4).bit_length() - 1)]
     lane = [[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]]
     return gl.DistributedLinearLayout(reg, lane, [[8, 0], [16, 0]], [], [rows, calls])
+
+
+@gluon.jit
+def _quad_grid(M: gl.constexpr):
+    """The call indices of a quad-mapped tile of ``16 M`` columns, slices of
+    :func:`_quad_layout`: rows ``8 w + r`` (``[32]``) and columns ``4 m + c`` (``[4M]``)."""
+    cnt_layout: gl.constexpr = _quad_layout(32, 4 * M)
+    i = gl.arange(0, 32, gl.SliceLayout(1, cnt_layout))
+    j = gl.arange(0, 4 * M, gl.SliceLayout(0, cnt_layout))
+    return i, j
 
 
 @gluon.jit
@@ -259,11 +276,8 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     gl.static_assert(ROWS == 64)
-    gl.static_assert(COLS % 16 == 0)
     M: gl.constexpr = COLS // 16
-    cnt_layout: gl.constexpr = _quad_layout(32, 4 * M)
-    i = gl.arange(0, 32, gl.SliceLayout(1, cnt_layout))            # 8 w + r
-    j = gl.arange(0, 4 * M, gl.SliceLayout(0, cnt_layout))         # 4 m + c
+    i, j = _quad_grid(M)                                           # 8 w + r, 4 m + c
     y0 = (i & 1)[:, None]                                          # the thread's row parity
     c0 = (u0 // 16) * 8 + (j >> 2)[None, :] * 8 + (j & 3)[None, :] * 2 + y0
     c1 = (row0 + (i >> 3) * 16 + (i & 6))[:, None] + j[None, :] * 0
@@ -277,8 +291,7 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     h01 = gl.where(even, r1, g1)
     h10 = gl.where(even, g0, r2)
     h11 = gl.where(even, g1, r3)
-    x = gl.join(gl.join(_topped(h00, 16), _topped(h01, 16)),
-                gl.join(_topped(h10, 16), _topped(h11, 16)))          # [32, 4M, z, x, h]
+    x = _topped4(h00, h01, h10, h11, 16)                           # [32, 4M, z, x, h]
     # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
     x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))
     return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
@@ -292,16 +305,12 @@ def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     gl.static_assert(KEYS == 64)
-    gl.static_assert(QUERIES % 16 == 0)
     M: gl.constexpr = QUERIES // 16
-    cnt_layout: gl.constexpr = _quad_layout(32, 4 * M)
-    i = gl.arange(0, 32, gl.SliceLayout(1, cnt_layout))            # 8 w + k
-    j = gl.arange(0, 4 * M, gl.SliceLayout(0, cnt_layout))         # 4 m + c
+    i, j = _quad_grid(M)                                           # 8 w + k, 4 m + c
     c0 = ((u0 // 16) * 8 + i)[:, None] + j[None, :] * 0
     c1 = row0 + (j >> 2)[None, :] * 16 + (j & 3)[None, :] * 2 + i[:, None] * 0
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
-    x = gl.join(gl.join(_topped(r0, 16), _topped(r1, 16)),
-                gl.join(_topped(r2, 16), _topped(r3, 16)))            # [32, 4M, z, x, y]
+    x = _topped4(r0, r1, r2, r3, 16)                               # [32, 4M, z, x, y]
     # [w, k, m, c, z, x, y] -> [w, x, k, m, z, c, y]: key 16w + 8x + k, query 16m + 8z + 2c + y
     x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 5, 1, 2, 4, 3, 6))
     return gl.convert_layout(gl.reshape(x, (KEYS, QUERIES)), layout, assert_trivial=True)

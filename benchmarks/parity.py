@@ -285,6 +285,12 @@ def precompile(jobs, workers):
     return time.perf_counter() - t0, all(results)
 
 
+def _only(text):
+    """--only's entries: split on ";" when there is one (names hold commas, e.g. "dropout 8-bit
+    mma, 7 rounds$"), else on ","."""
+    return [o.strip() for o in text.split(";" if ";" in text else ",") if o.strip()]
+
+
 def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8, only=None):
     from sparseflash.philox import dropout_scale, dropout_threshold, dropout_variant
 
@@ -379,7 +385,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'; "
-                    "a whole name ending in '$' runs that variant only")
+                    "a whole name ending in '$' runs that variant only; separate with ';' when a name has a comma")
     ap.add_argument("--report", action="store_true", help="only redraw the PNG from --out's parity.json / variants.json")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"
@@ -395,10 +401,10 @@ def main(argv=None):
         if args.variants:
             if args.smoke:
                 bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True,
-                               only=[o for o in args.only.split(",") if o])
+                               only=_only(args.only))
             else:
                 bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, d=args.head_dim,
-                               workers=args.workers, only=[o for o in args.only.split(",") if o])
+                               workers=args.workers, only=_only(args.only))
         else:
             bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured

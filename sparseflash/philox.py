@@ -1,6 +1,8 @@
-"""Philox-4x32-10 in PyTorch integer ops, bit for bit the generator of ``tl.philox``.
+"""Philox-4x32 (7 rounds by default, any 1..10) in PyTorch integer ops, bit for bit the
+generator of ``tl.philox``.
 
-Dropout masks are a pure function of ``(seed, key position, query row, batch*head, offset)``:
+Dropout masks are a pure function of ``(seed, key position, query row, batch*head, offset)``
+(and, in the "quad" mapping, the query's position mod 16):
 the Triton kernels draw them with ``tl.philox`` and the torch backend with :func:`philox4x32`
 below, so both backends drop exactly the same attention probabilities for one seed, and
 each backward regenerates its forward's mask (no N x N mask is ever stored).

@@ -132,31 +132,28 @@ def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
     row 0 and position 0); only the "quad" mapping reads them, which groups queries by position
     mod 16."""
     bits, mapping, rounds = dropout_variant()
-    cols = cols.long()
+    cols, rows = cols.long(), rows.long()
     if mapping == 2:
-        rows = rows.long()
         pos = rows if positions is None else positions.long()
         if pos.shape != rows.shape:
             raise ValueError(f"positions must have the shape of rows {tuple(rows.shape)}, got "
                              f"{tuple(pos.shape)}")
         y, z = pos % 2, (pos % 16) // 8
-        base = rows - y - 8 * z                     # tensor row of the call's first query
         counter = (cols // 16) * 8 + cols % 8
-        out = philox4x32(seed, counter[None, :], base[:, None], bh.long(),
-                         torch.tensor(offset, dtype=torch.long, device=rows.device), rounds=rounds)
-        r = torch.stack(torch.broadcast_tensors(*out), dim=-1)              # [..., R, C, 4]
-        word = (2 * y[:, None] + (cols % 16 // 8)[None, :]).expand(r.shape[:-1])
-        picked = torch.gather(r, -1, word[..., None])[..., 0]
-        return (picked >> (16 * z[:, None])) & 0xFFFF
-    if mapping == 1:
-        per_call = 128 // bits                      # draws per call: 8 (16-bit) or 16 (8-bit)
-        chunk = 4 * per_call                        # keys served by the 4 calls of a chunk
-        counter = (cols // chunk) * 4 + (cols % 8) // 2
-        j = 2 * ((cols % chunk) // 8) + cols % 2    # draw index in the call
+        row_counter = rows - y - 8 * z              # tensor row of the call's first query
+        # half z of word 2y + x (x = (col % 16) // 8): draw 2 (2y + x) + z of the call
+        j = 2 * (2 * y[:, None] + (cols % 16 // 8)[None, :]) + z[:, None]
     else:
-        counter = cols // 8
-        j = cols % 8
-    out = philox4x32(seed, counter[None, :], rows.long()[:, None], bh.long(),
+        row_counter = rows
+        if mapping == 1:
+            per_call = 128 // bits                  # draws per call: 8 (16-bit) or 16 (8-bit)
+            chunk = 4 * per_call                    # keys served by the 4 calls of a chunk
+            counter = (cols // chunk) * 4 + (cols % 8) // 2
+            j = 2 * ((cols % chunk) // 8) + cols % 2    # draw index in the call
+        else:
+            counter = cols // 8
+            j = cols % 8
+    out = philox4x32(seed, counter[None, :], row_counter[:, None], bh.long(),
                      torch.tensor(offset, dtype=torch.long, device=rows.device), rounds=rounds)
     r = torch.stack(torch.broadcast_tensors(*out), dim=-1)                  # [..., R, C, 4]
     per_word = 32 // bits

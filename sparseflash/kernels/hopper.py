@@ -331,15 +331,14 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
     :func:`_dropout_words`) each entry is one compare and one select in PTX (``setp.hs.u32``,
     ``selp.f32``) on its topped word, which the compiler cannot move past the conversion to
     16 bits; as a ``gl.where`` LLVM selects on the converted halves instead (split, select and
-    repack: about twice the instructions in the sm_90 SASS)."""
-    if (VARIANT // 100) % 10 == 2:
-        words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
-        cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
-        return gl.inline_asm_elementwise(
-            "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
-            "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
-    elif (VARIANT // 200000) % 2 == 1:
-        words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+    repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's draws
+    (:func:`_quad_words`) always take the explicit compare and select."""
+    QUAD: gl.constexpr = (VARIANT // 100) % 10 == 2
+    if QUAD or (VARIANT // 200000) % 2 == 1:
+        if QUAD:
+            words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        else:
+            words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
         cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
         return gl.inline_asm_elementwise(
             "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",

@@ -218,7 +218,7 @@ DROPOUT_VARIANTS = {
                                              HOPPER_DROPOUT_FORM=0),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3)
+                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None)
 
 
 def variant_list(H):
@@ -230,6 +230,14 @@ def variant_list(H):
     out.append(("softcap=30 folded", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
+    # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is
+    # "last-first"), and the same kernel with slopes of 0: the cost of its add per score alone
+    for walk in ("table", "descending"):
+        out.append((f"alibi column, walk {walk}", dict(alibi_slopes=True),
+                    dict(ALIBI_VARIANT="column", HOPPER_FWD_WALK=walk), 1.10))
+    out.append(("alibi column, zero slopes", dict(alibi_slopes="zero"), dict(ALIBI_VARIANT="column"), 1.10))
+    for walk in ("descending", "last-first"):
+        out.append((f"none, walk {walk}", {}, dict(HOPPER_FWD_WALK=walk), 1.10))
     return out
 
 
@@ -253,7 +261,12 @@ def make_inputs(dev, dtype, N, H, d):
 
 
 def option_kwargs(opt, slopes):
-    return {k: (slopes if k == "alibi_slopes" else v) for k, v in opt.items()}
+    """The call's keyword arguments: ``alibi_slopes`` True stands for ``slopes``, "zero" for
+    as many zeros."""
+    out = dict(opt)
+    if "alibi_slopes" in out:
+        out["alibi_slopes"] = torch.zeros_like(slopes) if out["alibi_slopes"] == "zero" else slopes
+    return out
 
 
 def _warm_one(job):

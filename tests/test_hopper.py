@@ -45,7 +45,7 @@ if which == "fwd":
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
-                      NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0)
+                      NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -572,6 +572,37 @@ def test_forward_rescale_setting(monkeypatch):
         launch._env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
+def test_forward_walk_setting(monkeypatch):
+    """``launch.HOPPER_FWD_WALK``: None by default ("last-first" with the causal ALiBi, table
+    order otherwise), or a walk name for every two-consumer forward; table order with three
+    consumers; anything else refused naming the setting."""
+    if "SPARSEFLASH_HOPPER_WALK" not in os.environ:
+        assert launch.HOPPER_FWD_WALK is None
+    monkeypatch.setattr(launch, "HOPPER_FWD_WALK", None)
+    assert [launch._walk(2, a) for a in (0, 1, 2)] == [0, 0, 2]
+    assert launch._walk(3, 2) == 0
+    for name, code in (("table", 0), ("descending", 1), ("last-first", 2)):
+        monkeypatch.setattr(launch, "HOPPER_FWD_WALK", name)
+        assert [launch._walk(2, a) for a in (0, 1, 2)] == [code] * 3
+        assert launch._walk(3, 0) == 0
+    for bad in ("reverse", 1, True):
+        monkeypatch.setattr(launch, "HOPPER_FWD_WALK", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_WALK must be None or one of"):
+            launch._walk(2, 2)
+
+
+@pytest.mark.parametrize("walk", [1, 2], ids=["descending", "last-first"])
+def test_walks_compile_to_the_same_step_loop(walk):
+    """Another walk changes which table entry a step reads (``_walk``), not the step's work:
+    the causal ALiBi forward's step loop is within a few instructions of the table-order one
+    (sm_90 SASS), unspilled."""
+    flags = dict(CAUSAL=True, OVERLAP_PV=True, HAS_ALIBI=2, RESCALE=8.0)
+    table = _sass_counts("fwd", 128, "bf16", flags)
+    other = _sass_counts("fwd", 128, "bf16", dict(flags, WALK=walk))
+    assert other["STEP_LOOP"] > 0 and abs(other["STEP_LOOP"] - table["STEP_LOOP"]) <= 8, (table, other)
+    assert other["STL"] == 0, "register spills"
+
+
 def test_causal_dkdv_kernel_spills_less_with_its_registers():
     """The causal dK/dV kernel gets more registers per consumer thread than the plain one
     (``launch._HOPPER_BWD_REGS``): its comparison of key and query positions keeps 16 more
@@ -741,6 +772,24 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=dtype, backend="triton", **kw)
+
+
+@gpu
+@pytest.mark.parametrize("walk,persistent", [("descending", False), ("last-first", False),
+                                             ("last-first", 3)],
+                         ids=["descending", "last-first", "last-first-persistent"])
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_forward_walks_match_the_oracle(name, pattern, kw, walk, persistent, hopper_only,
+                                               monkeypatch):
+    """Every row walked in another order (``launch.HOPPER_FWD_WALK``; "last-first" is the
+    causal ALiBi's default) on every layout of the oracle cases: partial blocks first,
+    documents, kv-longer, windows, GQA, batches; one CTA per tile and persistent (the ring
+    carried across tiles)."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_WALK", walk)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

@@ -496,7 +496,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
               num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
+              REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               NUM_CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # at most one CTA per SM; after its first program each takes the next one in launch
@@ -510,7 +510,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                                  REVERSE_M, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
+                                  REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
             tile_i += 1
             v = gl.num_programs(0) + gl.atomic_add(tile_counter, 1)
         # none left: once the consumers have released the last Q, tell them
@@ -528,14 +528,14 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                                  REVERSE_M, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
+                                  REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
             tile_i += 1
     else:
         _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
                       v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                      PER_SEQ, PACKED, REVERSE_M, SCHEDULED, NUM_CONSUMERS, False)
+                      PER_SEQ, PACKED, REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, False)
 
 
 @gluon.jit
@@ -544,7 +544,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
                   group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
-                  PACKED: gl.constexpr, REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr,
+                  PACKED: gl.constexpr, REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr,
                   NUM_CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr):
     """The copies of one query tile: its Q (once every consumer has released the previous
     tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
@@ -572,12 +572,12 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
                                         q_bar, q_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
-    for t in range((hi - lo) * SUB):
+    trips = (hi - lo) * SUB
+    for t in range(trips):
         s = (step + t) % NUM_STAGES
         # the first lap passes fresh barriers
         phase = (((step + t) // NUM_STAGES) & 1) ^ 1
-        kv_block_idx = gl.load(fwd_idx + lo + t // SUB)
-        start_n = (kv_block_idx + j0) * BLOCK + (t % SUB) * BLOCK_N + k_row0
+        start_n = _key_start(fwd_idx, lo, _walk(t, trips, WALK), j0, BLOCK, BLOCK_N) + k_row0
         mbarrier.wait(kv_empty.index(s), phase)
         mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, start_n, 0], k_ready.index(s),
@@ -585,7 +585,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
         mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, start_n, 0], v_ready.index(s),
                                         v_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
-    return (hi - lo) * SUB
+    return trips
 
 
 @gluon.jit
@@ -609,6 +609,23 @@ def _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
     if HAS_WR:
         visible = visible & (cols_pos[None, :] <= rows_pos[:, None] + window_right)
     return gl.where(visible, s, float("-inf"))
+
+
+@gluon.jit
+def _walk(t, trips, WALK: gl.constexpr):
+    """The trip (position in the row's table order) that step ``t`` of ``trips`` takes. The
+    table lists a row's full blocks, then its partial ones, each by ascending key. WALK 0:
+    that order; 1: last to first; 2: the last trip first, then the others in order (a causal
+    row starts at its diagonal, then walks up from key 0). With the causal ALiBi, whose
+    column term grows with the key, starting at the diagonal finds the row max at the first
+    step, so the conditional rescale (RESCALE) skips the steps after; in table order the max
+    rose at nearly every step."""
+    if WALK == 1:
+        return trips - 1 - t
+    elif WALK == 2:
+        return gl.where(t == 0, trips - 1, t - 1)
+    else:
+        return t
 
 
 @gluon.jit
@@ -697,7 +714,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
               HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-              REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
+              REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
               WG: gl.constexpr, DYNAMIC: gl.constexpr):
     if PERSISTENT and DYNAMIC:
@@ -716,7 +733,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
+                                  HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, True)
             tile_i += 1
             mbarrier.wait(q_bar, tile_i & 1)
@@ -735,7 +752,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   drop_threshold, drop_scale, v, step, tile_i, BLOCK, BLOCK_M,
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                                  HAS_DROPOUT, REVERSE_M, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
+                                  HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, False)
             tile_i += 1
     else:
@@ -746,7 +763,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED,
+                      PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
                       OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False)
 
 
@@ -762,7 +779,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr,
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
-                  REVERSE_M: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
+                  REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
@@ -820,19 +837,20 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     if not Q_WAITED:        # (the run-time handout waited already, to read the program)
         mbarrier.wait(q_bar, tile_i & 1)
     if trips > 0:
+        w0 = _walk(0, trips, WALK)          # the trip of the first step
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=(s, ))
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
-            s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), rows_pos,
+            s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
                                     first, qk_scale, softcap2, alibi2, acol, col_layout, BLOCK_N,
                                     HAS_SOFTCAP, HAS_ALIBI)
         else:
             shift0 = 0.0
-        if full_trips == 0:
-            s = _masked(s, j0 * BLOCK + gl.load(fwd_idx + lo) * BLOCK, rows_pos, q_lo, q_hi, k_lo,
+        if w0 >= full_trips:
+            s = _masked(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos, q_lo, q_hi, k_lo,
                         k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
         m_i = _tile_max(s, shift0, qk_scale, softcap2, HAS_SOFTCAP, HAS_ALIBI)
@@ -842,10 +860,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
             e = _dropped(e, seed, rng_offset, bh, row0,
-                         _key_start(fwd_idx, lo, 0, j0, BLOCK, BLOCK_N), drop_threshold,
+                         _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
                          s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
+            w = _walk(t, trips, WALK)
             st = (step + t) % NUM_STAGES
             prev = (step + t - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
@@ -856,13 +875,13 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if HAS_SOFTCAP or HAS_ALIBI:
-                s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), rows_pos,
+                s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
                                        first, qk_scale, softcap2, alibi2, acol, col_layout,
                                        BLOCK_N, HAS_SOFTCAP, HAS_ALIBI)
             else:
                 shift = 0.0
-            if t >= full_trips:
-                start_n = _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N)
+            if w >= full_trips:
+                start_n = _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N)
                 s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
                             window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
                             HAS_WR, HAS_KPM)
@@ -894,7 +913,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 acc = acc * alpha_o[:, None]
             if HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
-                             _key_start(fwd_idx, lo, t, j0, BLOCK, BLOCK_N), drop_threshold,
+                             _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
                              s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (step + trips - 1) % NUM_STAGES
@@ -950,11 +969,15 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
-                       RESCALE: gl.constexpr = 0.0):
+                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
     gl.static_assert(NUM_CONSUMERS == 2 or NUM_CONSUMERS == 3)
+    # a row's steps in another order (WALK): with three consumers a shorter row must be a
+    # prefix of the walked one, which that breaks
+    if WALK != 0:
+        gl.static_assert(NUM_CONSUMERS == 2)
     gl.static_assert(BLOCK_M == 64 * NUM_CONSUMERS)
     if NUM_CONSUMERS == 2:
         gl.static_assert(BLOCK % BLOCK_M == 0)
@@ -995,7 +1018,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
@@ -1004,14 +1027,14 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                REVERSE_M, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
+                REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
             [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
@@ -1022,7 +1045,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
@@ -1031,7 +1054,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
@@ -1040,14 +1063,14 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, SCHEDULED, PERSISTENT,
+                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                REVERSE_M, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
+                REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
             [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 

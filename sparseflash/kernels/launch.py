@@ -619,6 +619,15 @@ HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_
 # dense 4K 1.02/1.02), d=64 0.991 (local(8) 0.97/0.97, bigbird 0.98/0.98): kept at d=128 only.
 # SPARSEFLASH_HOPPER_FWD_RESCALE sets one value for every head dim.
 HOPPER_FWD_RESCALE: Optional[float] = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
+# The order in which the Hopper forward walks a row's key blocks (kernels/hopper.py WALK):
+# "table" (the table's order: full blocks, then partial ones, each by ascending key),
+# "descending" (last to first) or "last-first" (the last block first, then the others in table
+# order: a causal row starts at its diagonal). None: "last-first" with the causal ALiBi, whose
+# column term grows with the key (in table order the row max rises at nearly every step and the
+# conditional rescale rarely skips), else "table". Never other than "table" with three consumers.
+# SPARSEFLASH_HOPPER_WALK sets it.
+HOPPER_FWD_WALK: Optional[str] = os.environ.get("SPARSEFLASH_HOPPER_WALK") or None
+_WALKS = {"table": 0, "descending": 1, "last-first": 2}
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -706,6 +715,19 @@ def _fwd_rescale(d: int) -> float:
         raise ValueError(f"launch.HOPPER_FWD_RESCALE must be a number in [0, 15] (powers of two), "
                          f"got {value!r}")
     return float(value)
+
+
+def _walk(consumers: int, has_alibi: int) -> int:
+    """The Hopper forward's WALK constexpr (HOPPER_FWD_WALK), validated; 0 (table order) with
+    three consumers, whose shorter rows share a prefix of the walked one."""
+    name = HOPPER_FWD_WALK
+    if name is not None and name not in _WALKS:
+        raise ValueError(f"launch.HOPPER_FWD_WALK must be None or one of {sorted(_WALKS)}, got {name!r}")
+    if consumers != 2:
+        return 0
+    if name is None:
+        name = "last-first" if has_alibi == 2 else "table"
+    return _WALKS[name]
 
 
 def _hopper_applies(q, k, v, layout, *, scale, config, softcap, alibi, dropout_p) -> Optional[str]:
@@ -844,7 +866,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
-        NUM_CONSUMERS=consumers,
+        NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=mods["HAS_SOFTCAP"],
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
     plan.hopper = True
@@ -1071,7 +1093,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

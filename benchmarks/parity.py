@@ -8,7 +8,9 @@
 * ``alibi``: ``alibi_slopes`` (flash-attn's geometric slopes, shape (H,)) against off.
 
 Each row gives ms, TFLOP/s on computed blocks and peak memory; the ``overhead`` rows give the
-time with the option divided by the time without it, from the same run; the ``kernel`` rows
+time with the option divided by the time without it, from the same run, the two timed
+interleaved (``--rounds``, 2 by default: every impl of a case timed once in order, then once in
+reverse, each time the mean; the GPU's clock drifts over a run, ``time_jobs``); the ``kernel`` rows
 say which kernels ran (Hopper or portable, forward and dK/dV, with the dispatcher's reason). Before timing, the
 option's forward is checked: softcap/ALiBi against an SDPA run with the same bias (dense
 causal), dropout for finiteness and the kept fraction. Dropout is also timed with the portable
@@ -32,6 +34,8 @@ the other formulation. ``--only softcap,alibi`` keeps the variants whose names s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import sys
@@ -73,16 +77,39 @@ def kernels(q, layout, **opt) -> str:
     return f"fwd {fwd}, dK/dV {bwd}" + (f" ({why})" if why else "")
 
 
-def time_case(timer, dev, case, name, fn, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
-    ms_f, _ = timer(lambda: fn(q, k, v))
-    rb.add(suite, case, name, "fwd", ms_f, flops_fwd, rb.peak(lambda: fn(q, k, v), dev))
-    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+ROUNDS = 2          # --rounds
 
-    def step():
-        return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-    ms_b, _ = timer(step)
-    rb.add(suite, case, name, "fwd+bwd", ms_b, flops_bwd, rb.peak(step, dev))
-    return ms_f, ms_b
+
+def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
+    """Forward and forward+backward times of every job ``(name, fn, setup)`` (``setup()``: a
+    context manager that holds the job's settings over its timed calls, backward included),
+    interleaved: ``ROUNDS`` rounds over all jobs, every other round in reverse order, each job's
+    time the mean of its rounds. The GPU's clock drifts over a run (it warms and slows: one
+    run22 A/B timed the same kernel 17% slower last than first), which a job timed after the
+    others would carry alone; a drift linear in time cancels in the mean of a forward and a
+    reversed round. Adds each job's rows (its rounds in the note) and returns
+    ``{name: (ms_fwd, ms_fwd_bwd)}``."""
+    times = {name: ([], []) for name, _, _ in jobs}
+    peaks = {}
+    for r in range(ROUNDS):
+        for name, fn, setup in (jobs if r % 2 == 0 else jobs[::-1]):
+            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+            def step(fn=fn, qg=qg, kg=kg, vg=vg):
+                return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+            with setup():
+                times[name][0].append(timer(lambda fn=fn: fn(q, k, v))[0])
+                times[name][1].append(timer(step)[0])
+                if name not in peaks:
+                    peaks[name] = (rb.peak(lambda fn=fn: fn(q, k, v), dev), rb.peak(step, dev))
+    out = {}
+    for name, _, _ in jobs:
+        means = tuple(sum(t) / len(t) for t in times[name])
+        for i, (p, flops) in enumerate((("fwd", flops_fwd), ("fwd+bwd", flops_bwd))):
+            note = f"mean of {ROUNDS} interleaved rounds: " + ", ".join(f"{x:.4f}" for x in times[name][i])
+            rb.add(suite, case, name, p, means[i], flops, peaks[name][i], note)
+        out[name] = means
+    return out
 
 
 def overhead(case, name, base, with_opt, target, suite="parity"):
@@ -107,10 +134,11 @@ def fa2_dropout_overhead(timer, dev, case, q, k, v, do, bs, suite="parity"):
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return fn
-    base = time_case(timer, dev, case, "FA2 (SDPA flash)", fa2(0.0), q, k, v, do, ff, fb, suite=suite)
-    with_opt = time_case(timer, dev, case, "FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), q, k, v, do, ff, fb,
-                         suite=suite)
-    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", base, with_opt, float("inf"), suite=suite)
+    ms = time_jobs(timer, dev, case, [("FA2 (SDPA flash)", fa2(0.0), contextlib.nullcontext),
+                                      ("FA2 (SDPA flash) dropout_p=0.1", fa2(0.1), contextlib.nullcontext)],
+                   q, k, v, do, ff, fb, suite=suite)
+    overhead(case, "FA2 (SDPA flash) dropout_p=0.1", ms["FA2 (SDPA flash)"],
+             ms["FA2 (SDPA flash) dropout_p=0.1"], float("inf"), suite=suite)
 
 
 def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
@@ -124,11 +152,10 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
 
         def ours(**opt):
             return lambda q, k, v: sparse_attention(q, k, v, pattern, causal=True, **opt)
-        base = time_case(timer, dev, case, "sparseflash", ours(), q, k, v, do, ff, fb)
         rb.add("parity", case, "sparseflash", "kernel", float("nan"), None, None, kernels(q, layout))
         # correctness before timing the options
         if pname == "dense":      # on 2K tokens: the SDPA reference materialises the bias
-            n = 2048
+            n = min(2048, N)
             q2, k2, v2 = (t[:, :, :n] for t in (q, k, v))
             pos = torch.arange(n, device=dev)
             bias = -slopes[:, None, None] * (pos[:, None] - pos[None, :]).abs().float()
@@ -145,24 +172,24 @@ def bench(timer, dev, dtype, N=16384, H=16, d=128, bs=128):
             del bias, causal, ref, capped
         out = sparse_attention(q, k, v, pattern, causal=True, dropout_p=0.1)
         assert torch.isfinite(out).all(), "dropout output not finite"
-        for opt_name, opt, target in (("dropout_p=0.1", dict(dropout_p=0.1), 1.15),
-                                      ("softcap=30", dict(softcap=30.0), 1.10),
-                                      ("alibi_slopes (H,)", dict(alibi_slopes=slopes), 1.10)):
-            with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(**opt), q, k, v, do, ff, fb)
-            rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,
-                   kernels(q, layout, **opt))
-            overhead(case, f"sparseflash {opt_name}", base, with_opt, target)
-        # dropout on other kernels, same run: the portable dK/dV (the Hopper forward kept), and
-        # the portable kernels throughout (the only path before the Hopper kernels drew it)
-        for opt_name, switches in (("dropout_p=0.1, portable dK/dV", dict(USE_HOPPER_BWD=False)),
-                                   ("dropout_p=0.1, portable kernels", dict(USE_HOPPER=False,
-                                                                            USE_HOPPER_BWD=False))):
+        # the options, then dropout on other kernels (the portable dK/dV with the Hopper forward
+        # kept, and the portable kernels throughout: the only path before the Hopper kernels
+        # drew it), timed interleaved with the baseline
+        options = (("dropout_p=0.1", dict(dropout_p=0.1), 1.15, {}),
+                   ("softcap=30", dict(softcap=30.0), 1.10, {}),
+                   ("alibi_slopes (H,)", dict(alibi_slopes=slopes), 1.10, {}),
+                   ("dropout_p=0.1, portable dK/dV", dict(dropout_p=0.1), 1.15, dict(USE_HOPPER_BWD=False)),
+                   ("dropout_p=0.1, portable kernels", dict(dropout_p=0.1), 1.15,
+                    dict(USE_HOPPER=False, USE_HOPPER_BWD=False)))
+        jobs = [("sparseflash", ours(), contextlib.nullcontext)]
+        jobs += [(f"sparseflash {name}", ours(**opt), functools.partial(rb.launch_switches, **switches))
+                 for name, opt, _, switches in options]
+        ms = time_jobs(timer, dev, case, jobs, q, k, v, do, ff, fb)
+        for name, opt, target, switches in options:
             with rb.launch_switches(**switches):
-                with_opt = time_case(timer, dev, case, f"sparseflash {opt_name}", ours(dropout_p=0.1),
-                                     q, k, v, do, ff, fb)
-                rb.add("parity", case, f"sparseflash {opt_name}", "kernel", float("nan"), None, None,
-                       kernels(q, layout, dropout_p=0.1))
-            overhead(case, f"sparseflash {opt_name}", base, with_opt, 1.15)
+                rb.add("parity", case, f"sparseflash {name}", "kernel", float("nan"), None, None,
+                       kernels(q, layout, **opt))
+            overhead(case, f"sparseflash {name}", ms["sparseflash"], ms[f"sparseflash {name}"], target)
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N // 1024}K, H={H}, d={d}", q, k, v, do, bs)
 
 
@@ -249,6 +276,16 @@ def apply_settings(settings):
         setattr(philox if key.startswith("DROPOUT") else launch, key, value)
 
 
+@contextlib.contextmanager
+def _settings_held(settings):
+    """A variant's settings over its timed calls (``apply_settings``), the defaults after."""
+    apply_settings(settings)
+    try:
+        yield
+    finally:
+        apply_settings({})
+
+
 def patterns(smoke):
     if smoke:
         return (("dense", sf.dense()), ("local(1)|global_blocks(1)", sf.local(1) | sf.global_blocks(1)))
@@ -320,8 +357,8 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
         layout = sf.compile(pattern, N, block_size=bs, causal=True, num_heads=H)
         ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
         case = f"{pname} causal, N={N}, H={H}, d={d}"
-        base = None
         outs = {}
+        jobs, kinds = [], []
         for name, opt, settings, target in variants:
             apply_settings(settings)
             kw = option_kwargs(opt, slopes)
@@ -354,12 +391,13 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
                            None, None, "max|diff|/max|other|, same inputs")
                 else:
                     outs[family] = (name, out)
-            ms = time_case(timer, dev, case, name, fn, q, k, v, do, ff, fb, suite="variants")
-            rb.add("variants", case, name, "kernel", float("nan"), None, None, kernels(q, layout, **kw))
-            if base is None:
-                base = ms
-            else:
-                overhead(case, name, base, ms, target, suite="variants")
+            kinds.append((name, kernels(q, layout, **kw), target))
+            jobs.append((name, fn, functools.partial(_settings_held, settings)))
+        ms = time_jobs(timer, dev, case, jobs, q, k, v, do, ff, fb, suite="variants")
+        for name, kind, target in kinds:
+            rb.add("variants", case, name, "kernel", float("nan"), None, None, kind)
+            if name != "none":
+                overhead(case, name, ms["none"], ms[name], target, suite="variants")
     apply_settings({})
     if smoke or (only and not any(o.startswith("dropout") for o in only)):
         return
@@ -390,6 +428,7 @@ def _smoke_run(args, argv):
 
 
 def main(argv=None):
+    global ROUNDS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq-len", type=int, default=16384)
@@ -399,9 +438,14 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'; "
                     "a whole name ending in '$' runs that variant only; separate with ';' when a name has a comma")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="interleaved timing rounds, every other one reversed (see time_jobs)")
     ap.add_argument("--report", action="store_true", help="only redraw the PNG from --out's parity.json / variants.json")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    ROUNDS = args.rounds
     if args.report:
         out = Path(args.out)
         plot(json.loads((out / f"{args.suites}.json").read_text())["rows"], out / f"{args.suites}.png")

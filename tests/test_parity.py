@@ -424,3 +424,51 @@ def test_alibi_softcap_variants_against_float64(case, alibi_variant, softcap_var
     assert (lse.double() - ref_lse)[finite].abs().max() < 2e-5
     for g, r in zip(grads, ref_grads):
         assert (g.double() - r).abs().max() < 5e-5
+
+
+def test_parity_benchmark_times_its_impls_interleaved(monkeypatch):
+    """benchmarks/parity.py ``time_jobs``: every impl timed in every round, the order reversed
+    every other round, each time the mean of its rounds, the settings held around each impl's
+    timed calls; a timer whose readings grow with time (a GPU slowing as it warms) then gives
+    every impl of equal cost the same mean over a forward and a reversed round."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import parity, real_batches as rb
+
+    clock = [0.0]
+    calls = []
+
+    def drifting_timer(fn):
+        fn()
+        clock[0] += 1.0
+        return clock[0], 1             # each timing reads 1 ms more than the one before
+
+    held = []
+
+    @contextlib.contextmanager
+    def setup(name):
+        held.append(name)
+        yield
+
+    def job(name):
+        def fn(q, k, v):
+            calls.append((name, held[-1]))
+            return q * k * v
+        return fn
+
+    monkeypatch.setattr(rb, "peak", lambda fn, dev: 0.0)
+    monkeypatch.setattr(rb, "ROWS", [])
+    monkeypatch.setattr(parity, "ROUNDS", 2)
+    x = torch.randn(1, 1, 4, 2, requires_grad=False)
+    names = ["base", "a", "b"]
+    jobs = [(n, job(n), lambda n=n: setup(n)) for n in names]
+    ms = parity.time_jobs(drifting_timer, "cpu", "case", jobs, x, x, x, x, 1.0, 1.0, suite="t")
+    # round 1: base, a, b (fwd then fwd+bwd each: readings 1..6); round 2 reversed: b, a, base (7..12)
+    assert ms == {"base": ((1 + 11) / 2, (2 + 12) / 2), "a": ((3 + 9) / 2, (4 + 10) / 2),
+                  "b": ((5 + 7) / 2, (6 + 8) / 2)}
+    assert all(name == setting for name, setting in calls), "a job ran outside its settings"
+    assert [r["impl"] for r in rb.ROWS] == ["base", "base", "a", "a", "b", "b"]
+    assert "mean of 2 interleaved rounds: 1.0000, 11.0000" in rb.ROWS[0]["note"]

@@ -10,7 +10,8 @@
 Each row gives ms, TFLOP/s on computed blocks and peak memory; the ``overhead`` rows give the
 time with the option divided by the time without it, from the same run, the two timed
 interleaved (``--rounds``, 2 by default: every impl of a case timed once in order, then once in
-reverse, each time the mean; the GPU's clock drifts over a run, ``time_jobs``); the ``kernel`` rows
+reverse, each time the mean, after ``--heat`` seconds of all of them in turn; the GPU's clock
+drifts over a run, ``time_jobs``); the ``kernel`` rows
 say which kernels ran (Hopper or portable, forward and dK/dV, with the dispatcher's reason). Before timing, the
 option's forward is checked: softcap/ALiBi against an SDPA run with the same bias (dense
 causal), dropout for finiteness and the kept fraction. Dropout is also timed with the portable
@@ -39,6 +40,7 @@ import functools
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -78,6 +80,7 @@ def kernels(q, layout, **opt) -> str:
 
 
 ROUNDS = 2          # --rounds
+HEAT_S = 6.0        # --heat
 
 
 def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
@@ -91,6 +94,18 @@ def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="
     ``{name: (ms_fwd, ms_fwd_bwd)}``."""
     times = {name: ([], []) for name, _, _ in jobs}
     peaks = {}
+    # the drift is not linear: the first seconds of load run fastest (run22 call 4, 2 rounds
+    # without this: the impl timed first took 1.568 ms in round 1 and 1.792 in round 2, the
+    # impls timed between 1.80-1.82 in both), so the GPU is first run at the load for HEAT_S
+    # seconds, every job in turn (which also compiles them)
+    t_end = time.perf_counter() + HEAT_S
+    while time.perf_counter() < t_end:
+        for name, fn, setup in jobs:
+            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+            with setup():
+                torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        if q.is_cuda:
+            torch.cuda.synchronize(q.device)
     for r in range(ROUNDS):
         for name, fn, setup in (jobs if r % 2 == 0 else jobs[::-1]):
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
@@ -428,7 +443,7 @@ def _smoke_run(args, argv):
 
 
 def main(argv=None):
-    global ROUNDS
+    global ROUNDS, HEAT_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seq-len", type=int, default=16384)
@@ -440,12 +455,15 @@ def main(argv=None):
                     "a whole name ending in '$' runs that variant only; separate with ';' when a name has a comma")
     ap.add_argument("--rounds", type=int, default=2,
                     help="interleaved timing rounds, every other one reversed (see time_jobs)")
+    ap.add_argument("--heat", type=float, default=HEAT_S,
+                    help="seconds of every job in turn before the rounds (see time_jobs; 0 with --smoke)")
     ap.add_argument("--report", action="store_true", help="only redraw the PNG from --out's parity.json / variants.json")
     args = ap.parse_args(argv)
     args.suites = "variants" if args.variants else "parity"
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     ROUNDS = args.rounds
+    HEAT_S = 0.0 if args.smoke else max(args.heat, 0.0)
     if args.report:
         out = Path(args.out)
         plot(json.loads((out / f"{args.suites}.json").read_text())["rows"], out / f"{args.suites}.png")

@@ -462,6 +462,7 @@ def test_parity_benchmark_times_its_impls_interleaved(monkeypatch):
     monkeypatch.setattr(rb, "peak", lambda fn, dev: 0.0)
     monkeypatch.setattr(rb, "ROWS", [])
     monkeypatch.setattr(parity, "ROUNDS", 2)
+    monkeypatch.setattr(parity, "HEAT_S", 0.0)
     x = torch.randn(1, 1, 4, 2, requires_grad=False)
     names = ["base", "a", "b"]
     jobs = [(n, job(n), lambda n=n: setup(n)) for n in names]

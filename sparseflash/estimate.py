@@ -125,15 +125,18 @@ DEVICES: Dict[str, DeviceProfile] = {
         attn_tile_overhead_us=4.92, fused_dq_backward=True,
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
-        # d=128, H=16, bf16: softcap 30 and ALiBi in both) and run16-exp2-poly/call1 (softcap
-        # at d=128 and d=64); dropout 0.1 in its default draws since run21 (16-bit "quad", 7
-        # Philox rounds): benchmarks/results/h200-parity/run21-quad, call1 and call2
-        # (parity.py --variants at d=128 and d=64) and call3 (the parity suite, d=128). The
-        # median per score of those samples (docs/estimator.md, "Dropout, softcap and ALiBi").
-        # Dropout's forward was consistent (0.42-0.49), its backward 0.75-0.97 at d=128 and
-        # 0.45-0.48 at d=64; softcap's backward ranged 0.01-0.56 and ALiBi's 0.005-0.38.
-        option_ps_per_score=(("dropout", 0.44, 0.76), ("softcap", 0.21, 0.26),
-                             ("alibi", 0.10, 0.19)),
+        # d=128, H=16, bf16: softcap 30) and run16-exp2-poly/call1 (softcap at d=128 and d=64);
+        # dropout 0.1 in its default draws since run21 (16-bit "quad", 7 Philox rounds):
+        # benchmarks/results/h200-parity/run21-quad, call1 and call2 (parity.py --variants at
+        # d=128 and d=64) and call3 (the parity suite, d=128); and run22-descending/call5 (the
+        # impls timed interleaved after a heat phase: the parity suite for all three, the
+        # variants for ALiBi, whose samples are run22's alone since its forward walks rows from
+        # the diagonal). The median per score of those samples (docs/estimator.md, "Dropout,
+        # softcap and ALiBi"). Dropout's forward ranged 0.36-0.49, its backward 0.70-0.97 at
+        # d=128 and 0.45-0.48 at d=64; softcap's backward 0.01-0.56; ALiBi's forward 0.016-0.068,
+        # its backward 0.06-0.29.
+        option_ps_per_score=(("dropout", 0.43, 0.75), ("softcap", 0.20, 0.29),
+                             ("alibi", 0.04, 0.17)),
         calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
                    "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
                    "d=64/128, 4K-64K (benchmarks/results/h200-hopper/run15-fused-dq/"

@@ -385,10 +385,10 @@ def _times(path, suite=None):
 
 def _option_samples():
     """option -> [(forward ps, backward ps) a computed score] from the committed H200 runs the
-    h200 profile's prices come from: the parity runs of run15 and run18 (softcap 30 and ALiBi
-    in both; d=128), run16's variants (softcap, the default kernel, at d=128 and d=64), and for
-    dropout 0.1 in its default draws since run21 (16-bit "quad", 7 rounds) run21's variants
-    (d=128 and d=64) and parity suite (d=128)."""
+    h200 profile's prices come from: the parity runs of run15 and run18 (softcap 30; d=128),
+    run16's variants (softcap, the default kernel, at d=128 and d=64), for dropout 0.1 in its
+    default draws since run21 (16-bit "quad", 7 rounds) run21's variants (d=128 and d=64) and
+    parity suite (d=128), and run22's parity suite (all three) and variants (ALiBi)."""
     scores = {case: layout.nnz * 128 * 128 for case, layout in _parity_layouts().items()}
     samples = {}
 
@@ -400,9 +400,20 @@ def _option_samples():
     for run in ("run15-fused-dq/call6", "run18-dropout-ops/call4"):
         t = _times(f"{run}/parity/parity.json", suite="parity")
         for case in ("dense", "local"):
-            for option, impl in (("softcap", "sparseflash softcap=30"),
-                                 ("alibi", "sparseflash alibi_slopes (H,)")):
-                add(option, case, t[(case, "sparseflash")], t[(case, impl)])
+            add("softcap", case, t[(case, "sparseflash")], t[(case, "sparseflash softcap=30")])
+    # run22 (the impls timed interleaved after a heat phase; the causal ALiBi's forward walks
+    # from the diagonal since, so ALiBi's samples are run22's alone): the parity suite and the
+    # variants at d=128
+    run22 = "../h200-parity/run22-descending/call5"
+    t = _times(f"{run22}/parity/parity.json", suite="parity")
+    for case in ("dense", "local"):
+        for option, impl in (("dropout", "sparseflash dropout_p=0.1"),
+                             ("softcap", "sparseflash softcap=30"),
+                             ("alibi", "sparseflash alibi_slopes (H,)")):
+            add(option, case, t[(case, "sparseflash")], t[(case, impl)])
+    t = _times(f"{run22}/variants/variants.json")
+    for case in ("dense", "local"):
+        add("alibi", case, t[(case, "none")], t[(case, "alibi column")])
     for d in ("d128", "d64"):
         t = _times(f"run16-exp2-poly/call1/{d}/variants.json")
         for case in ("dense", "local"):

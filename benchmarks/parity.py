@@ -92,6 +92,12 @@ def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="
     others would carry alone; a drift linear in time cancels in the mean of a forward and a
     reversed round. Adds each job's rows (its rounds in the note) and returns
     ``{name: (ms_fwd, ms_fwd_bwd)}``."""
+    def passes(fn):
+        """The job's two timed calls: forward, and forward then the gradients of q, k, v."""
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        return (lambda: fn(q, k, v), lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do))
+
+    calls = {name: passes(fn) for name, fn, _ in jobs}
     times = {name: ([], []) for name, _, _ in jobs}
     peaks = {}
     # the drift is not linear: the first seconds of load run fastest (run22 call 4, 2 rounds
@@ -100,23 +106,18 @@ def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="
     # seconds, every job in turn (which also compiles them)
     t_end = time.perf_counter() + HEAT_S
     while time.perf_counter() < t_end:
-        for name, fn, setup in jobs:
-            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        for name, _, setup in jobs:
             with setup():
-                torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+                calls[name][1]()
         if q.is_cuda:
             torch.cuda.synchronize(q.device)
     for r in range(ROUNDS):
-        for name, fn, setup in (jobs if r % 2 == 0 else jobs[::-1]):
-            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-
-            def step(fn=fn, qg=qg, kg=kg, vg=vg):
-                return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        for name, _, setup in (jobs if r % 2 == 0 else jobs[::-1]):
             with setup():
-                times[name][0].append(timer(lambda fn=fn: fn(q, k, v))[0])
-                times[name][1].append(timer(step)[0])
+                for i, call in enumerate(calls[name]):
+                    times[name][i].append(timer(call)[0])
                 if name not in peaks:
-                    peaks[name] = (rb.peak(lambda fn=fn: fn(q, k, v), dev), rb.peak(step, dev))
+                    peaks[name] = tuple(rb.peak(call, dev) for call in calls[name])
     out = {}
     for name, _, _ in jobs:
         means = tuple(sum(t) / len(t) for t in times[name])

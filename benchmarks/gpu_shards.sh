@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Run pytest files on a GPU host in parallel shards (a CUDA fault poisons the rest of its
+# Run pytest tests on a GPU host in parallel shards (a CUDA fault poisons the rest of its
 # process, and the serial GPU suite takes ~13 minutes).
 #   bash benchmarks/gpu_shards.sh "TEST_PATHS" NUM_SHARDS TIMEOUT_S OUT_DIR
-# Writes OUT_DIR/pytest_shard<i>.txt; prints each shard's summary and the failures.
+# TEST_PATHS: pytest paths or node ids, or @FILE for a file of node ids, one a line.
+# Writes OUT_DIR/pytest_shard<i>.txt; prints each shard's summary and the failures. Its id lists
+# go to a folder of its own (mktemp), so several selections may run at once, each with its own
+# environment (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
 set -u
 paths=$1; shards=$2; limit=$3; out=$4
 mkdir -p "$out"
-python -m pytest --collect-only -q $paths 2>/dev/null | grep "::" > /tmp/gpu_shard_ids.txt
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_shards.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+if [[ $paths == @* ]]; then
+  grep "::" "${paths#@}" > "$tmp/ids.txt"
+else
+  python -m pytest --collect-only -q $paths 2>/dev/null | grep "::" > "$tmp/ids.txt"
+fi
 for ((i = 0; i < shards; i++)); do
-  awk -v i=$i -v n=$shards 'NR % n == i' /tmp/gpu_shard_ids.txt > /tmp/gpu_shard$i.txt
-  timeout "$limit" python -m pytest -q -p no:cacheprovider $(cat /tmp/gpu_shard$i.txt) \
-    > "$out/pytest_shard$i.txt" 2>&1 &
+  awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"
+  if [ -s "$tmp/shard$i.txt" ]; then
+    timeout "$limit" python -m pytest -q -p no:cacheprovider $(cat "$tmp/shard$i.txt") \
+      > "$out/pytest_shard$i.txt" 2>&1 &
+  fi
 done
 wait
 tail -n 2 "$out"/pytest_shard*.txt

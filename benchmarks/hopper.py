@@ -15,7 +15,11 @@ Impls, each forward and forward+backward:
 * ``flex`` (``--flex``): FlexAttention's compiled Triton kernel on a BlockMask of the same
   blocks.
 
-Every impl's output is checked against ``ours`` (max |diff| / max |ours|) before timing.
+Every impl's output and gradients are checked against ``ours`` (max |diff| / max |ours|) before
+timing. The impls of a case are timed interleaved after a heat phase (``--heat`` seconds of all
+of them in turn, then ``--rounds`` rounds, every other one reversed, each time the mean:
+benchmarks/timing.py); until run23 ``ours`` was timed first, right after the case's compiles,
+on a GPU that had idled and ran faster, which favoured it by up to a few percent.
 FLOPs count computed blocks only. Writes ``hopper.json``/``hopper.csv`` and ``fa4_ratio.json``
 (FA4 time / our time per case, the issue's summary format) to ``--out``.
 Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
 from benchmarks.real_batches import (ROWS, add, launch_switches, peak, rel_err, start_run,  # noqa: E402
                                      write_rows)
+from benchmarks import timing  # noqa: E402
 from sparseflash.kernels import launch  # noqa: E402
 
 DENSE = [(n, d, causal) for d in (128, 64) for n in (4096, 16384) for causal in (False, True)]
@@ -52,6 +57,8 @@ SPARSE = [  # (name, pattern, N, d)
 ]
 QUICK_DENSE = [(16384, 128, False), (16384, 128, True), (4096, 64, False)]
 QUICK_SPARSE = [SPARSE[0], SPARSE[3]]
+ROUNDS = timing.ROUNDS      # --rounds
+HEAT_S = timing.HEAT_S      # --heat
 
 
 def fa4_function():
@@ -156,7 +163,17 @@ def cudnn_fn(causal):
     return fn
 
 
+def _held(fn):
+    """The context manager that holds an impl's settings (``fn.switches``, see :func:`ours_fn`)."""
+    return getattr(fn, "switches", contextlib.nullcontext)()
+
+
 def run_case(timer, dev, case, impls, B, H, N, d, flops):
+    """Checks every impl of ``impls`` ({name: fn(q, k, v)}) against ``ours``, forward and
+    gradients, then times them interleaved (benchmarks/timing.py: ``--heat`` seconds of all of
+    them in turn, then ``--rounds`` rounds, every other one reversed; each time the mean of its
+    rounds). An impl whose forward raises is dropped with an ``error`` row; one whose backward
+    raises keeps its forward timing and gets an ``error`` row for forward+backward."""
     g = torch.Generator(device=dev).manual_seed(0)
     # FA4 reads (B, N, H, d): make that the storage order and give every impl the same view
     q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
@@ -164,34 +181,53 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
     outs = {}
     for name, fn in list(impls.items()):
         try:
-            outs[name] = fn(q, k, v)
+            with _held(fn):
+                outs[name] = fn(q, k, v)
         except Exception as exc:  # noqa: BLE001 - record and go on
             add("hopper", case, name, "error", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:200]}")
             del impls[name]
     if "ours" not in outs:
         return
-    for name, fn in impls.items():
-        note = "" if name == "ours" else f"max|diff|/max|ours| = {rel_err(outs[name], outs['ours']):.2e}"
-        ms, _ = timer(lambda: fn(q, k, v))
-        add("hopper", case, name, "fwd", ms, flops, peak(lambda: fn(q, k, v), dev), note)
+    notes = {name: ["" if name == "ours" else f"max|diff|/max|ours| = {rel_err(outs[name], outs['ours']):.2e}"]
+             for name in impls}
     del outs
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-    ours_grads = None
-    for name, fn in impls.items():
-        def step(fn=fn):
-            with getattr(fn, "switches", contextlib.nullcontext)():
+
+    def passes(fn):
+        def fwd():
+            with _held(fn):
+                return fn(q, k, v)
+
+        def step():
+            with _held(fn):
                 return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        return fwd, step
+    calls, bwd_errors, ours_grads = {}, {}, None
+    for name, fn in impls.items():
+        fwd, step = passes(fn)
         try:
             grads = step()
-            if name == "ours":
-                ours_grads = grads
-            note = "" if name == "ours" or ours_grads is None else "grads max|diff|/max|ours| = " + ", ".join(
-                f"{rel_err(a, b):.2e}" for a, b in zip(grads, ours_grads))
-            del grads
-            ms, _ = timer(step)
-            add("hopper", case, name, "fwd+bwd", ms, 3.5 * flops, peak(step, dev), note)
-        except Exception as exc:  # noqa: BLE001
-            add("hopper", case, name, "fwd+bwd", float("nan"), None, None, f"{type(exc).__name__}: {str(exc)[:200]}")
+        except Exception as exc:  # noqa: BLE001 - keep its forward, record the backward's error
+            calls[name] = (fwd,)
+            bwd_errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        calls[name] = (fwd, step)
+        if name == "ours":
+            ours_grads = grads
+        notes[name].append("" if name == "ours" or ours_grads is None else "grads max|diff|/max|ours| = " + ", ".join(
+            f"{rel_err(a, b):.2e}" for a, b in zip(grads, ours_grads)))
+        del grads
+    del ours_grads
+    res = timing.interleaved(timer, dev, [(name, calls[name], contextlib.nullcontext) for name in impls],
+                             rounds=ROUNDS, heat_s=HEAT_S, peak=peak)
+    for i, (p, f) in enumerate((("fwd", flops), ("fwd+bwd", 3.5 * flops))):
+        for name in impls:
+            times, peaks = res[name]
+            if i < len(times):
+                note = "; ".join(x for x in (notes[name][i], timing.rounds_note(times[i])) if x)
+                add("hopper", case, name, p, timing.mean(times[i]), f, peaks[i], note)
+            elif p == "fwd+bwd":
+                add("hopper", case, name, p, float("nan"), None, None, bwd_errors[name])
 
 
 def ratios(gpu: str) -> dict:
@@ -237,6 +273,7 @@ def plot(rows, path: Path, title: str = "Hopper kernels vs FA4 / cuDNN / portabl
 
 
 def main(argv=None):
+    global ROUNDS, HEAT_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", action="store_true", help="only redraw hopper.png from --out/hopper.json")
@@ -254,7 +291,14 @@ def main(argv=None):
     ap.add_argument("--no-peers", action="store_true", help="skip FA4, cuDNN and the portable kernels")
     ap.add_argument("--only", choices=("dense", "sparse"), help="run only the dense or the sparse cases")
     ap.add_argument("--skip", default="", help="impls not to run, e.g. portable,cudnn")
+    ap.add_argument("--rounds", type=int, default=ROUNDS,
+                    help="interleaved timing rounds per case, every other one reversed (benchmarks/timing.py)")
+    ap.add_argument("--heat", type=float, default=HEAT_S,
+                    help="seconds of every impl of a case in turn before its rounds (benchmarks/timing.py)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    ROUNDS, HEAT_S = args.rounds, max(args.heat, 0.0)
     args.suites = "hopper"
     if args.report:
         plot(json.loads((Path(args.out) / "hopper.json").read_text())["rows"], Path(args.out) / "hopper.png")

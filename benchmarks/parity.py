@@ -50,7 +50,7 @@ import sparseflash as sf
 from sparseflash.attention import sparse_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import real_batches as rb  # noqa: E402
+from benchmarks import real_batches as rb, timing  # noqa: E402
 
 
 def alibi_slopes(H: int) -> torch.Tensor:
@@ -79,52 +79,30 @@ def kernels(q, layout, **opt) -> str:
     return f"fwd {fwd}, dK/dV {bwd}" + (f" ({why})" if why else "")
 
 
-ROUNDS = 2          # --rounds
-HEAT_S = 6.0        # --heat
+ROUNDS = timing.ROUNDS      # --rounds
+HEAT_S = timing.HEAT_S      # --heat
 
 
 def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="parity"):
     """Forward and forward+backward times of every job ``(name, fn, setup)`` (``setup()``: a
     context manager that holds the job's settings over its timed calls, backward included),
-    interleaved: ``ROUNDS`` rounds over all jobs, every other round in reverse order, each job's
-    time the mean of its rounds. The GPU's clock drifts over a run (it warms and slows: one
-    run22 A/B timed the same kernel 17% slower last than first), which a job timed after the
-    others would carry alone; a drift linear in time cancels in the mean of a forward and a
-    reversed round. Adds each job's rows (its rounds in the note) and returns
-    ``{name: (ms_fwd, ms_fwd_bwd)}``."""
+    interleaved after a heat phase (benchmarks/timing.py :func:`~benchmarks.timing.interleaved`:
+    ``ROUNDS`` rounds over all jobs, every other one reversed, each job's time the mean of its
+    rounds, after ``HEAT_S`` seconds of every job in turn). Adds each job's rows (its rounds in
+    the note) and returns ``{name: (ms_fwd, ms_fwd_bwd)}``."""
     def passes(fn):
         """The job's two timed calls: forward, and forward then the gradients of q, k, v."""
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
         return (lambda: fn(q, k, v), lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do))
 
-    calls = {name: passes(fn) for name, fn, _ in jobs}
-    times = {name: ([], []) for name, _, _ in jobs}
-    peaks = {}
-    # the drift is not linear: the first seconds of load run fastest (run22 call 4, 2 rounds
-    # without this: the impl timed first took 1.568 ms in round 1 and 1.792 in round 2, the
-    # impls timed between 1.80-1.82 in both), so the GPU is first run at the load for HEAT_S
-    # seconds, every job in turn (which also compiles them)
-    t_end = time.perf_counter() + HEAT_S
-    while time.perf_counter() < t_end:
-        for name, _, setup in jobs:
-            with setup():
-                calls[name][1]()
-        if q.is_cuda:
-            torch.cuda.synchronize(q.device)
-    for r in range(ROUNDS):
-        for name, _, setup in (jobs if r % 2 == 0 else jobs[::-1]):
-            with setup():
-                for i, call in enumerate(calls[name]):
-                    times[name][i].append(timer(call)[0])
-                if name not in peaks:
-                    peaks[name] = tuple(rb.peak(call, dev) for call in calls[name])
+    res = timing.interleaved(timer, dev, [(name, passes(fn), setup) for name, fn, setup in jobs],
+                             rounds=ROUNDS, heat_s=HEAT_S, peak=rb.peak)
     out = {}
     for name, _, _ in jobs:
-        means = tuple(sum(t) / len(t) for t in times[name])
+        times, peaks = res[name]
         for i, (p, flops) in enumerate((("fwd", flops_fwd), ("fwd+bwd", flops_bwd))):
-            note = f"mean of {ROUNDS} interleaved rounds: " + ", ".join(f"{x:.4f}" for x in times[name][i])
-            rb.add(suite, case, name, p, means[i], flops, peaks[name][i], note)
-        out[name] = means
+            rb.add(suite, case, name, p, timing.mean(times[i]), flops, peaks[i], timing.rounds_note(times[i]))
+        out[name] = tuple(timing.mean(t) for t in times)
     return out
 
 

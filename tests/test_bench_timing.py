@@ -1,0 +1,107 @@
+"""benchmarks/timing.py (interleaved timing after a heat phase) and its use by
+benchmarks/hopper.py's ``run_case``: the FA4 ratios of issue 10 come from there."""
+import contextlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import hopper, real_batches as rb, timing  # noqa: E402
+
+
+def drifting_timer(log):
+    """A timer whose readings grow by 1 ms a call (a GPU slowing as it warms); it runs the call
+    and logs its reading."""
+    clock = [0.0]
+
+    def timer(fn):
+        fn()
+        clock[0] += 1.0
+        log.append(clock[0])
+        return clock[0], 1
+    return timer
+
+
+def test_interleaved_reverses_every_other_round_and_heats_with_the_last_call():
+    order, log = [], []
+
+    def job(name):
+        return (name, (lambda: order.append((name, "fwd")), lambda: order.append((name, "step"))),
+                contextlib.nullcontext)
+    jobs = [job("a"), job("b"), job("c")]
+    res = timing.interleaved(drifting_timer(log), "cpu", jobs, rounds=3, heat_s=0.05,
+                             peak=lambda fn, dev: (fn(), 7.0)[1])
+    heat = [x for x in order[:order.index(("a", "fwd"))]]
+    assert heat and set(heat) == {("a", "step"), ("b", "step"), ("c", "step")}, heat
+    # rounds: a b c, c b a, a b c; two calls each (readings 1..18)
+    assert res["a"][0] == [[1, 11, 13], [2, 12, 14]]
+    assert res["c"][0] == [[5, 7, 17], [6, 8, 18]]
+    assert res["b"][1] == [7.0, 7.0]
+    # a drift linear in time: the middle job's mean equals the outer ones' over rounds 1-2
+    assert timing.mean(res["b"][0][0][:2]) == timing.mean(res["a"][0][0][:2]) == 6.0
+    assert timing.rounds_note([1.0, 2.5]) == "mean of 2 interleaved rounds: 1.0000, 2.5000"
+
+
+def test_interleaved_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        timing.interleaved(lambda fn: (0.0, 1), "cpu", [], rounds=0)
+    same = ("x", (lambda: None,), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="distinct names"):
+        timing.interleaved(lambda fn: (0.0, 1), "cpu", [same, same], rounds=1)
+
+
+def test_hopper_run_case_checks_then_times_interleaved(monkeypatch):
+    """``run_case``: an impl whose forward raises is dropped with an error row; one whose
+    backward raises keeps its forward row; the others are compared with ``ours`` (forward and
+    gradients) and timed in interleaved rounds with their settings held (``fn.switches``),
+    backward included."""
+    held, ran = [], []
+
+    def impl(name, scale=1.0, fail=None):
+        @contextlib.contextmanager
+        def switches():
+            held.append(name)
+            try:
+                yield
+            finally:
+                held.pop()
+
+        def fn(q, k, v):
+            if fail == "fwd":
+                raise RuntimeError("no forward here")
+            ran.append((name, tuple(held)))
+            out = torch.softmax(q.float() @ k.float().transpose(-1, -2), -1) @ v.float() * scale
+            if fail == "bwd":
+                out = out.detach()          # autograd.grad then raises
+            return out.to(q.dtype)
+        fn.switches = switches
+        return fn
+
+    monkeypatch.setattr(rb, "ROWS", [])
+    monkeypatch.setattr(hopper, "ROWS", rb.ROWS)
+    monkeypatch.setattr(hopper, "peak", lambda fn, dev: (fn(), 1.5)[1])
+    monkeypatch.setattr(hopper, "HEAT_S", 0.0)
+    monkeypatch.setattr(hopper, "ROUNDS", 2)
+    log = []
+    impls = {"ours": impl("ours"), "twice": impl("twice", 2.0), "nofwd": impl("nofwd", fail="fwd"),
+             "nobwd": impl("nobwd", fail="bwd")}
+    hopper.run_case(drifting_timer(log), torch.device("cpu"), "case", impls, 1, 2, 8, 4, 1e6)
+    rows = {(r["impl"], r["pass"]): r for r in rb.ROWS}
+    assert "RuntimeError: no forward here" in rows[("nofwd", "error")]["note"]
+    assert "nofwd" not in impls
+    assert math.isnan(rows[("nobwd", "fwd+bwd")]["ms"]) and "RuntimeError" in rows[("nobwd", "fwd+bwd")]["note"]
+    # twice the output and gradients of ours: relative difference 1 in each
+    assert "max|diff|/max|ours| = 1.00e+00" in rows[("twice", "fwd")]["note"]
+    assert rows[("twice", "fwd+bwd")]["note"].startswith("grads max|diff|/max|ours| = 1.00e+00, 1.00e+00, 1.00e+00")
+    # readings: round 1 ours(1,2) twice(3,4) nobwd(5); round 2 reversed nobwd(6) twice(7,8) ours(9,10)
+    assert rows[("ours", "fwd")]["ms"] == 5.0 and rows[("ours", "fwd+bwd")]["ms"] == 6.0
+    assert rows[("twice", "fwd")]["ms"] == 5.0 and rows[("nobwd", "fwd")]["ms"] == 5.5
+    assert "mean of 2 interleaved rounds: 1.0000, 9.0000" in rows[("ours", "fwd")]["note"]
+    assert rows[("ours", "fwd")]["peak_gib"] == 1.5
+    assert all(h and h[-1] == name for name, h in ran), "an impl ran outside its settings"
+    assert [(r["impl"], r["pass"]) for r in rb.ROWS if r["pass"] != "error"] == [
+        ("ours", "fwd"), ("twice", "fwd"), ("nobwd", "fwd"),
+        ("ours", "fwd+bwd"), ("twice", "fwd+bwd"), ("nobwd", "fwd+bwd")]

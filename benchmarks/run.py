@@ -22,7 +22,9 @@ Suites (issue 4 has the targets they measure):
 Every measurement is one row (see ``ROW_FIELDS``) written to ``results.json`` and
 ``results.csv`` after every case, so a run cut short still leaves its data. Times are
 medians of CUDA-event-timed calls with the L2 cache flushed before each (the method of
-``triton.testing.do_bench``); peak memory is ``torch.cuda.max_memory_allocated`` over one
+``triton.testing.do_bench``), the impls of a case timed interleaved (``benchmarks/timing.py``:
+on the GPU ``--heat`` seconds of all of them in turn, then ``--rounds`` rounds, every other one
+reversed; ``ms`` the mean of the rounds' medians, ``ms_rounds`` each); peak memory is ``torch.cuda.max_memory_allocated`` over one
 call after a reset. A peer that is missing or fails is recorded with a note, never a crash.
 
 FLOP conventions, recorded side by side:
@@ -40,6 +42,7 @@ FLOP conventions, recorded side by side:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime as _dt
@@ -66,6 +69,9 @@ import sparseflash as sf
 from sparseflash import BlockLayout
 from sparseflash.layout import K_POS, Q_POS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import timing  # noqa: E402
+
 PASSES = ("fwd", "fwd+bwd")
 FWD_BWD_FACTOR = 3.5           # forward+backward FLOPs over forward FLOPs (docs/anchors.md)
 SUITES = ("dense", "sparse", "scaling", "compile")
@@ -81,7 +87,7 @@ ROW_FIELDS = (
     "batch", "heads", "head_dim", "block_size", "causal", "dtype", "impl", "pass", "status",
     "note", "ms", "tflops", "tflops_blocks", "tflops_anchor", "flops_blocks", "flops_anchor",
     "peak_mem_gib", "extra_mem_gib", "first_call_ms", "reps", "predicted_ms", "err_ref",
-    "err_out_rel", "err_out_max_abs", "err_grad_rel", "err_ok",
+    "err_out_rel", "err_out_max_abs", "err_grad_rel", "err_ok", "ms_rounds",
 )
 
 
@@ -919,27 +925,68 @@ class Runner:
         # 2. correctness guard, before any timing
         self.guard(case, q, k, v, dout, rows, fns, steps)
 
-        # 3. time and measure memory
+        # 3. time and measure memory: the impls interleaved after a heat phase
+        #    (benchmarks/timing.py: the GPU runs faster for its first seconds of load)
+        self.time_interleaved(case, rows, steps, input_bytes)
         for (impl, p), row in rows.items():
-            step = steps.get((impl, p))
-            if step is not None and self.over_budget():
-                row.update(status="skipped", note="time budget")
-            elif step is not None:
-                try:
-                    row["ms"], row["reps"] = self.timer(step)
-                    row["peak_mem_gib"], row["extra_mem_gib"] = self.timer.peak_memory(step, input_bytes)
-                    secs = row["ms"] / 1e3
-                    row["tflops_blocks"] = row["flops_blocks"] / secs / 1e12
-                    row["tflops_anchor"] = row["flops_anchor"] / secs / 1e12
-                    row["tflops"] = row["tflops_anchor"] if case.is_dense else row["tflops_blocks"]
-                except Exception as exc:  # noqa: BLE001
-                    self._record_failure(case, impl, row, exc)
             if impl == "ours":
                 row["predicted_ms"] = self.predicted_ms(layout, case, p)
             self.add_row(row)
         del q, k, v, dout, steps, fns
         self.cleanup()
         self.write()
+
+    def time_interleaved(self, case: Case, rows, steps, input_bytes: int):
+        """Times every step that ran its first call (``steps``), the impls interleaved: on the GPU
+        ``--heat`` seconds of all of them in turn, then ``--rounds`` rounds, every other one
+        reversed (:func:`benchmarks.timing.interleaved`); each row's ``ms`` is the mean of its
+        rounds' medians (``ms_rounds``), ``reps`` the timed calls of all rounds. A step that
+        raises is recorded as before (``_record_failure``) and not called again."""
+        todo = [(key, step) for key, step in steps.items()]
+        if todo and self.over_budget():
+            for key, _ in todo:
+                rows[key].update(status="skipped", note="time budget")
+            return
+        failed: Dict[Tuple[str, str], BaseException] = {}
+        reps: Dict[Tuple[str, str], int] = {}
+
+        def guarded(key, step):
+            def call():
+                if key in failed:
+                    return None
+                try:
+                    return step()
+                except Exception as exc:  # noqa: BLE001 - recorded below, never fatal
+                    failed[key] = exc
+                    self.cleanup()
+                    return None
+            call.key = key
+            return call
+
+        def timer(call):
+            ms, n = self.timer(call)
+            reps[call.key] = reps.get(call.key, 0) + n
+            return ms, n
+        impls = list(dict.fromkeys(impl for (impl, _), _ in todo))
+        jobs = [(impl, tuple(guarded(key, step) for key, step in todo if key[0] == impl),
+                 contextlib.nullcontext) for impl in impls]
+        heat = self.args.heat if self.device.type == "cuda" else 0.0
+        res = timing.interleaved(timer, self.device, jobs, rounds=self.args.rounds, heat_s=heat,
+                                 peak=lambda call, dev: self.timer.peak_memory(call, input_bytes))
+        for impl, calls, _ in jobs:
+            times, peaks = res[impl]
+            for call, t, pk in zip(calls, times, peaks):
+                row = rows[call.key]
+                if call.key in failed:
+                    self._record_failure(case, impl, row, failed[call.key])
+                    continue
+                row["ms"], row["reps"] = timing.mean(t), reps[call.key]
+                row["ms_rounds"] = [round(x, 5) for x in t]
+                row["peak_mem_gib"], row["extra_mem_gib"] = pk
+                secs = row["ms"] / 1e3
+                row["tflops_blocks"] = row["flops_blocks"] / secs / 1e12
+                row["tflops_anchor"] = row["flops_anchor"] / secs / 1e12
+                row["tflops"] = row["tflops_anchor"] if case.is_dense else row["tflops_blocks"]
 
     def _record_failure(self, case: Case, impl: str, row: dict, exc: BaseException):
         if _is_oom(exc):
@@ -1174,10 +1221,14 @@ PLAN_FIRST_CALL_S = {"flex": 15.0, "ours": 6.0, "fa4": 8.0}     # new shape (Fle
 PLAN_COMPILE_SUITE_S = {"quick": 20.0, "full": 90.0}
 
 
-def plan_seconds(cases: Sequence[Case], cfg: Config, flex_dynamic_scaling: bool) -> float:
+def plan_seconds(cases: Sequence[Case], cfg: Config, flex_dynamic_scaling: bool, rounds: int = 1,
+                 heat_s: float = 0.0) -> float:
+    """Planned seconds of ``cases``: first calls, then ``rounds`` timings of each pass after
+    ``heat_s`` seconds of heat a case."""
     total, seen = 0.0, set()
     for c in cases:
         layout = compile_layout(c)
+        total += heat_s
         for impl in c.impls:
             if impl == "flex":
                 key = ("flex", c.head_dim) if (flex_dynamic_scaling and c.suite == "scaling") \
@@ -1191,7 +1242,7 @@ def plan_seconds(cases: Sequence[Case], cfg: Config, flex_dynamic_scaling: bool)
                 factor = FWD_BWD_FACTOR if p == "fwd+bwd" else 1.0
                 nnz = (c.heads * layout.num_q_blocks * layout.num_kv_blocks) if impl == "eager" else layout.nnz
                 t = 4.0 * c.head_dim * c.block_size ** 2 * nnz * c.batch * factor / (PLAN_TFLOPS[impl][i] * 1e12)
-                calls = 4 + max(1.0, cfg.warmup_ms / 1e3 / t) + max(cfg.min_reps, cfg.rep_ms / 1e3 / t)
+                calls = 4 + rounds * (max(1.0, cfg.warmup_ms / 1e3 / t) + max(cfg.min_reps, cfg.rep_ms / 1e3 / t))
                 total += calls * (t + 2e-4)
     return total
 
@@ -1216,6 +1267,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--estimate-device", default="h100", help="device profile for sparseflash.estimate")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=timing.ROUNDS,
+                   help="interleaved timing rounds per case, every other one reversed (benchmarks/timing.py)")
+    p.add_argument("--heat", type=float, default=3.0,
+                   help="seconds of every impl of a case in turn before its rounds, on the GPU (benchmarks/timing.py)")
     p.add_argument("--dry-run", action="store_true", help="list the cases and exit")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failing implementations")
     args = p.parse_args(argv)
@@ -1230,6 +1285,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     if bad:
         p.error(f"--impls: unknown {bad}; choose from {ALL_IMPLS}")
     args.impl_list = impls
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    if not args.heat >= 0:
+        p.error(f"--heat must be a number of seconds >= 0, got {args.heat}")
     return args
 
 
@@ -1258,7 +1317,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"  {c.name:<70} {','.join(c.impls)}")
         print(f"{n_measure} measurements" + (" (+ the compile suite)" if "compile" in args.suites else ""))
         if not args.tiny:
-            parts = {suite: plan_seconds(cs, cfg, args.flex_dynamic_scaling) for suite, cs in cases.items()}
+            parts = {suite: plan_seconds(cs, cfg, args.flex_dynamic_scaling, args.rounds,
+                                         args.heat if device.type == "cuda" else 0.0)
+                     for suite, cs in cases.items()}
             if "compile" in args.suites:
                 parts["compile"] = PLAN_COMPILE_SUITE_S["quick" if args.quick else "full"]
             print(f"rough H100 wall time (a planning guess, not a measurement): {sum(parts.values()):.0f} s = "

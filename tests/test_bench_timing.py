@@ -105,3 +105,45 @@ def test_hopper_run_case_checks_then_times_interleaved(monkeypatch):
     assert [(r["impl"], r["pass"]) for r in rb.ROWS if r["pass"] != "error"] == [
         ("ours", "fwd"), ("twice", "fwd"), ("nobwd", "fwd"),
         ("ours", "fwd+bwd"), ("twice", "fwd+bwd"), ("nobwd", "fwd+bwd")]
+
+
+def test_run_py_times_a_case_interleaved_and_records_a_failing_step():
+    """benchmarks/run.py ``Runner.time_interleaved``: every step timed in ``--rounds`` rounds
+    (``ms`` their mean, ``ms_rounds`` each, ``reps`` all timed calls), a step that raises
+    recorded as an error row without stopping the others, and the budget respected."""
+    import functools
+    import types
+
+    from benchmarks import run
+
+    calls = []
+
+    def step(name, fail=False):
+        def fn():
+            calls.append(name)
+            if fail and len([c for c in calls if c == name]) > 1:   # the first call passed
+                raise RuntimeError(f"{name} broke")
+        return fn
+    runner = types.SimpleNamespace(
+        args=types.SimpleNamespace(heat=5.0, rounds=3, verbose=False), device=torch.device("cpu"),
+        timer=run.Timer(torch.device("cpu"), warmup_ms=0.0, rep_ms=0.0, min_reps=2),
+        eager_oom_at={}, cleanup=lambda: None, over_budget=lambda: False)
+    runner._record_failure = functools.partial(run.Runner._record_failure, runner)
+    case = types.SimpleNamespace(suite="dense", sweep=None, seq_len=64, is_dense=True)
+    keys = [("ours", "fwd"), ("ours", "fwd+bwd"), ("flex", "fwd")]
+    rows = {key: dict(status="ok", note="", flops_blocks=1e9, flops_anchor=2e9) for key in keys}
+    steps = {keys[0]: step("a"), keys[1]: step("b"), keys[2]: step("c", fail=True)}
+    run.Runner.time_interleaved(runner, case, rows, steps, input_bytes=0)
+    for key in keys[:2]:
+        row = rows[key]
+        assert row["status"] == "ok" and len(row["ms_rounds"]) == 3, row
+        assert row["ms"] == pytest.approx(sum(row["ms_rounds"]) / 3, rel=1e-3, abs=1e-4)
+        assert row["reps"] >= 3 * 2 and row["tflops"] == row["tflops_anchor"]
+    assert rows[keys[2]]["status"] == "error" and "c broke" in rows[keys[2]]["note"]
+    assert "ms_rounds" not in rows[keys[2]]
+    # no heat on the CPU: the first call is the first round's (estimate, then reps)
+    assert calls[0] == "a"
+    over = {key: dict(status="ok", note="") for key in keys}
+    runner.over_budget = lambda: True
+    run.Runner.time_interleaved(runner, case, over, steps, input_bytes=0)
+    assert all(r["status"] == "skipped" and r["note"] == "time budget" for r in over.values())

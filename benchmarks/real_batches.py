@@ -11,8 +11,9 @@
 * ``window``: ``window_size=(4096, 0)`` at 64K, causal, forward+backward, against
   FlexAttention's sliding-window mask.
 
-Every case checks our output against the peer's (max |diff| / max |peer|) before timing.
-FLOPs count computed (query, key) blocks only: 4 * d * b^2 per stored block (x 2.5 more for
+Every case checks our output against the peer's (max |diff| / max |peer|) before timing; the
+impls of a case are then timed interleaved after a heat phase (benchmarks/timing.py, since
+stop 36; each time the mean of 2 rounds, the second reversed, the rounds in the note). FLOPs count computed (query, key) blocks only: 4 * d * b^2 per stored block (x 2.5 more for
 the backward). Usage: ``PYTHONPATH=. python benchmarks/real_batches.py --out DIR``; writes
 ``real_batches.json``, ``real_batches.csv`` and ``real_batches.png``.
 """
@@ -35,6 +36,7 @@ import sparseflash as sf
 from sparseflash.attention import resolve_layout, sparse_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import timing  # noqa: E402
 from benchmarks.run import GIB, Timer, environment  # noqa: E402
 
 ROWS = []
@@ -90,21 +92,26 @@ def flex_fn():
 
 def timed_pair(timer, suite, case, impls, q, k, v, do, flops_fwd, flops_bwd, dev, check=True):
     """Time forward and forward+backward of each impl (name -> fn(q, k, v)) after checking
-    the outputs against the last impl's."""
+    the outputs against the last impl's, the impls interleaved after a heat phase
+    (benchmarks/timing.py; each time the mean of the rounds, in the note)."""
     outs = {name: fn(q, k, v) for name, fn in impls.items()}
     ref_name = list(impls)[-1]
-    for name, out in outs.items():
-        note = "" if name == ref_name else f"max|diff|/max|{ref_name}| = {rel_err(out, outs[ref_name]):.2e}"
-        ms, _ = timer(lambda: impls[name](q, k, v))
-        add(suite, case, name, "fwd", ms, flops_fwd, peak(lambda: impls[name](q, k, v), dev), note)
+    notes = {name: "" if name == ref_name else f"max|diff|/max|{ref_name}| = {rel_err(out, outs[ref_name]):.2e}"
+             for name, out in outs.items()}
     del outs
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-    for name, fn in impls.items():
-        def step(fn=fn):
-            out = fn(qg, kg, vg)
-            return torch.autograd.grad(out, (qg, kg, vg), do)
-        ms, _ = timer(step)
-        add(suite, case, name, "fwd+bwd", ms, flops_bwd, peak(step, dev))
+
+    def calls(fn):
+        def step():
+            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        return (lambda: fn(q, k, v)), step
+    res = timing.interleaved(timer, dev, [(name, calls(fn), contextlib.nullcontext) for name, fn in impls.items()],
+                             rounds=timing.ROUNDS, heat_s=timing.HEAT_S if dev.type == "cuda" else 0.0, peak=peak)
+    for i, (p, flops) in enumerate((("fwd", flops_fwd), ("fwd+bwd", flops_bwd))):
+        for name in impls:
+            times, peaks = res[name]
+            note = "; ".join(x for x in ((notes[name] if i == 0 else ""), timing.rounds_note(times[i])) if x)
+            add(suite, case, name, p, timing.mean(times[i]), flops, peaks[i], note)
 
 
 # ---------------------------------------------------------------------- packed documents
@@ -176,11 +183,16 @@ def bench_decode(timer, dev, dtype, B=8, H=32, Hkv=8, d=128, bs=128, lengths=(81
         layout = sf.compile(pattern, 1, kv_len=L, block_size=bs, causal=True)
         keys = int(layout.to_token_mask().sum())
         flops = 4.0 * d * keys * B * H                      # one query row per head
-        for name, fn in impls.items():
-            note = f"max|diff|/max|flex| = {rel_err(fn(), out_flex):.2e}" if name != "flex" else f"{keys} keys visible"
-            ms, _ = timer(fn)
-            add("decode", f"B={B} Hq={H} Hkv={Hkv} d={d} cache {L // 1024}K", name, "fwd", ms,
-                flops if "dense" not in name else 4.0 * d * L * B * H, peak(fn, dev), note)
+        notes = {name: f"max|diff|/max|flex| = {rel_err(fn(), out_flex):.2e}" if name != "flex"
+                 else f"{keys} keys visible" for name, fn in impls.items()}
+        res = timing.interleaved(timer, dev, [(name, (fn,), contextlib.nullcontext) for name, fn in impls.items()],
+                                 rounds=timing.ROUNDS, heat_s=timing.HEAT_S if dev.type == "cuda" else 0.0,
+                                 peak=peak)
+        for name in impls:
+            times, peaks = res[name]
+            add("decode", f"B={B} Hq={H} Hkv={Hkv} d={d} cache {L // 1024}K", name, "fwd", timing.mean(times[0]),
+                flops if "dense" not in name else 4.0 * d * L * B * H, peaks[0],
+                f"{notes[name]}; {timing.rounds_note(times[0])}")
         # host time per step: back-to-back calls, GPU not the bottleneck (one sync per batch
         # of calls); the median over 9 batches of 100, since one batch is noisy on a shared host
         for name, fn in (("sparseflash", ours), ("flex", impls["flex"])):

@@ -147,3 +147,24 @@ def test_run_py_times_a_case_interleaved_and_records_a_failing_step():
     runner.over_budget = lambda: True
     run.Runner.time_interleaved(runner, case, over, steps, input_bytes=0)
     assert all(r["status"] == "skipped" and r["note"] == "time budget" for r in over.values())
+
+
+def test_real_batches_timed_pair_interleaves_its_impls(monkeypatch):
+    """benchmarks/real_batches.py ``timed_pair``: outputs compared with the last impl's, then
+    forward and forward+backward of every impl timed in interleaved rounds (the mean, the
+    rounds in the note)."""
+    monkeypatch.setattr(rb, "ROWS", [])
+    monkeypatch.setattr(rb, "peak", lambda fn, dev: (fn(), 0.5)[1])
+    log = []
+
+    def impl(scale):
+        return lambda q, k, v: (torch.softmax(q @ k.transpose(-1, -2), -1) @ v) * scale
+    x = torch.randn(1, 2, 8, 4)
+    rb.timed_pair(drifting_timer(log), "s", "case", {"a": impl(1.0), "ref": impl(0.5)}, x, x, x, x,
+                  1e6, 3.5e6, torch.device("cpu"))
+    rows = {(r["impl"], r["pass"]): r for r in rb.ROWS}
+    # round 1: a (1, 2), ref (3, 4); round 2 reversed: ref (5, 6), a (7, 8)
+    assert rows[("a", "fwd")]["ms"] == 4.0 and rows[("ref", "fwd")]["ms"] == 4.0
+    assert rows[("a", "fwd+bwd")]["ms"] == 5.0 and rows[("ref", "fwd+bwd")]["ms"] == 5.0
+    assert rows[("a", "fwd")]["note"].startswith("max|diff|/max|ref| = 1.00e+00; mean of 2 interleaved rounds")
+    assert rows[("ref", "fwd+bwd")]["peak_gib"] == 0.5

@@ -338,7 +338,26 @@ def environment(args, device: torch.device) -> dict:
                                             text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         meta["git_commit"] = None
+    # the code that ran, whatever .git says (the GPU machine's copy of the tree can carry a
+    # stale .git: run23's records read an older HEAD than the tree that ran)
+    meta["source_sha256"] = source_digest(Path(__file__).resolve().parent.parent)
     return meta
+
+
+def source_digest(root: Path) -> str:
+    """sha256 over the paths and bytes of the package's and the benchmarks' Python files
+    (``sparseflash/**/*.py``, ``benchmarks/*.py``), in path order: equal digests, same code.
+    To match a record with a commit, check the commit out and compare
+    ``python -c "from pathlib import Path; from benchmarks.run import source_digest;
+    print(source_digest(Path('.')))"`` with its ``meta.source_sha256``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted(list(root.glob("sparseflash/**/*.py")) + list(root.glob("benchmarks/*.py")))
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 # ============================================================================ implementations

@@ -168,3 +168,27 @@ def test_real_batches_timed_pair_interleaves_its_impls(monkeypatch):
     assert rows[("a", "fwd+bwd")]["ms"] == 5.0 and rows[("ref", "fwd+bwd")]["ms"] == 5.0
     assert rows[("a", "fwd")]["note"].startswith("max|diff|/max|ref| = 1.00e+00; mean of 2 interleaved rounds")
     assert rows[("ref", "fwd+bwd")]["peak_gib"] == 0.5
+
+
+def test_records_carry_a_digest_of_the_code_that_ran(tmp_path):
+    """benchmarks/run.py ``source_digest`` (``meta.source_sha256`` of every benchmark record):
+    the same files give the same digest, a changed byte, a renamed file or a new module a
+    different one; files outside ``sparseflash/**/*.py`` and ``benchmarks/*.py`` do not count."""
+    from benchmarks import run
+
+    (tmp_path / "sparseflash" / "kernels").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "sparseflash" / "kernels" / "a.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "b.py").write_text("y = 2\n")
+    first = run.source_digest(tmp_path)
+    assert len(first) == 64 and run.source_digest(tmp_path) == first
+    (tmp_path / "benchmarks" / "results" / "combine.py").write_text("z = 3\n")
+    (tmp_path / "README.md").write_text("text\n")
+    assert run.source_digest(tmp_path) == first
+    (tmp_path / "sparseflash" / "kernels" / "a.py").write_text("x = 2\n")
+    changed = run.source_digest(tmp_path)
+    assert changed != first
+    (tmp_path / "sparseflash" / "kernels" / "a.py").rename(tmp_path / "sparseflash" / "kernels" / "c.py")
+    assert run.source_digest(tmp_path) not in (first, changed)
+    root = Path(__file__).resolve().parent.parent
+    assert run.source_digest(root) == run.source_digest(root)

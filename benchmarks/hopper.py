@@ -195,20 +195,9 @@ def run_case(timer, dev, case, impls, B, H, N, d, flops):
     notes = {name: ["" if name == "ours" else f"max|diff|/max|ours| = {rel_err(outs[name], outs['ours']):.2e}"]
              for name in impls}
     del outs
-    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-
-    def passes(fn):
-        def fwd():
-            with _held(fn):
-                return fn(q, k, v)
-
-        def step():
-            with _held(fn):
-                return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-        return fwd, step
     calls, bwd_errors, ours_grads = {}, {}, None
     for name, fn in impls.items():
-        fwd, step = passes(fn)
+        fwd, step = timing.passes(fn, q, k, v, do, hold=lambda fn=fn: _held(fn))
         try:
             grads = step()
         except Exception as exc:  # noqa: BLE001 - keep its forward, record the backward's error

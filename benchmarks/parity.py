@@ -90,12 +90,7 @@ def time_jobs(timer, dev, case, jobs, q, k, v, do, flops_fwd, flops_bwd, suite="
     ``ROUNDS`` rounds over all jobs, every other one reversed, each job's time the mean of its
     rounds, after ``HEAT_S`` seconds of every job in turn). Adds each job's rows (its rounds in
     the note) and returns ``{name: (ms_fwd, ms_fwd_bwd)}``."""
-    def passes(fn):
-        """The job's two timed calls: forward, and forward then the gradients of q, k, v."""
-        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-        return (lambda: fn(q, k, v), lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do))
-
-    res = timing.interleaved(timer, dev, [(name, passes(fn), setup) for name, fn, setup in jobs],
+    res = timing.interleaved(timer, dev, [(name, timing.passes(fn, q, k, v, do), setup) for name, fn, setup in jobs],
                              rounds=ROUNDS, heat_s=HEAT_S, peak=rb.peak)
     out = {}
     for name, _, _ in jobs:
@@ -432,7 +427,7 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'; "
                     "a whole name ending in '$' runs that variant only; separate with ';' when a name has a comma")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=ROUNDS,
                     help="interleaved timing rounds, every other one reversed (see time_jobs)")
     ap.add_argument("--heat", type=float, default=HEAT_S,
                     help="seconds of every job in turn before the rounds (see time_jobs; 0 with --smoke)")

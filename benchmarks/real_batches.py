@@ -13,8 +13,9 @@
 
 Every case checks our output against the peer's (max |diff| / max |peer|) before timing; the
 impls of a case are then timed interleaved after a heat phase (benchmarks/timing.py, since
-stop 36; each time the mean of 2 rounds, the second reversed, the rounds in the note). FLOPs count computed (query, key) blocks only: 4 * d * b^2 per stored block (x 2.5 more for
-the backward). Usage: ``PYTHONPATH=. python benchmarks/real_batches.py --out DIR``; writes
+stop 36; each time the mean of 2 rounds, the second reversed, the rounds in the note). FLOPs
+count computed (query, key) blocks only: 4 * d * b^2 per stored block (x 2.5 more for the
+backward). Usage: ``PYTHONPATH=. python benchmarks/real_batches.py --out DIR``; writes
 ``real_batches.json``, ``real_batches.csv`` and ``real_batches.png``.
 """
 from __future__ import annotations
@@ -99,14 +100,9 @@ def timed_pair(timer, suite, case, impls, q, k, v, do, flops_fwd, flops_bwd, dev
     notes = {name: "" if name == ref_name else f"max|diff|/max|{ref_name}| = {rel_err(out, outs[ref_name]):.2e}"
              for name, out in outs.items()}
     del outs
-    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-
-    def calls(fn):
-        def step():
-            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-        return (lambda: fn(q, k, v)), step
-    res = timing.interleaved(timer, dev, [(name, calls(fn), contextlib.nullcontext) for name, fn in impls.items()],
-                             rounds=timing.ROUNDS, heat_s=timing.HEAT_S if dev.type == "cuda" else 0.0, peak=peak)
+    res = timing.interleaved(timer, dev, [(name, timing.passes(fn, q, k, v, do), contextlib.nullcontext)
+                                          for name, fn in impls.items()],
+                             rounds=timing.ROUNDS, heat_s=timing.gpu_heat(dev, timing.HEAT_S), peak=peak)
     for i, (p, flops) in enumerate((("fwd", flops_fwd), ("fwd+bwd", flops_bwd))):
         for name in impls:
             times, peaks = res[name]
@@ -186,8 +182,7 @@ def bench_decode(timer, dev, dtype, B=8, H=32, Hkv=8, d=128, bs=128, lengths=(81
         notes = {name: f"max|diff|/max|flex| = {rel_err(fn(), out_flex):.2e}" if name != "flex"
                  else f"{keys} keys visible" for name, fn in impls.items()}
         res = timing.interleaved(timer, dev, [(name, (fn,), contextlib.nullcontext) for name, fn in impls.items()],
-                                 rounds=timing.ROUNDS, heat_s=timing.HEAT_S if dev.type == "cuda" else 0.0,
-                                 peak=peak)
+                                 rounds=timing.ROUNDS, heat_s=timing.gpu_heat(dev, timing.HEAT_S), peak=peak)
         for name in impls:
             times, peaks = res[name]
             add("decode", f"B={B} Hq={H} Hkv={Hkv} d={d} cache {L // 1024}K", name, "fwd", timing.mean(times[0]),

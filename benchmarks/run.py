@@ -24,8 +24,8 @@ Every measurement is one row (see ``ROW_FIELDS``) written to ``results.json`` an
 medians of CUDA-event-timed calls with the L2 cache flushed before each (the method of
 ``triton.testing.do_bench``), the impls of a case timed interleaved (``benchmarks/timing.py``:
 on the GPU ``--heat`` seconds of all of them in turn, then ``--rounds`` rounds, every other one
-reversed; ``ms`` the mean of the rounds' medians, ``ms_rounds`` each); peak memory is ``torch.cuda.max_memory_allocated`` over one
-call after a reset. A peer that is missing or fails is recorded with a note, never a crash.
+reversed; ``ms`` the mean of the rounds' medians, ``ms_rounds`` each); peak memory is
+``torch.cuda.max_memory_allocated`` over one call after a reset. A peer that is missing or fails is recorded with a note, never a crash.
 
 FLOP conventions, recorded side by side:
 
@@ -961,7 +961,7 @@ class Runner:
         reversed (:func:`benchmarks.timing.interleaved`); each row's ``ms`` is the mean of its
         rounds' medians (``ms_rounds``), ``reps`` the timed calls of all rounds. A step that
         raises is recorded as before (``_record_failure``) and not called again."""
-        todo = [(key, step) for key, step in steps.items()]
+        todo = list(steps.items())
         if todo and self.over_budget():
             for key, _ in todo:
                 rows[key].update(status="skipped", note="time budget")
@@ -989,8 +989,8 @@ class Runner:
         impls = list(dict.fromkeys(impl for (impl, _), _ in todo))
         jobs = [(impl, tuple(guarded(key, step) for key, step in todo if key[0] == impl),
                  contextlib.nullcontext) for impl in impls]
-        heat = self.args.heat if self.device.type == "cuda" else 0.0
-        res = timing.interleaved(timer, self.device, jobs, rounds=self.args.rounds, heat_s=heat,
+        res = timing.interleaved(timer, self.device, jobs, rounds=self.args.rounds,
+                                 heat_s=timing.gpu_heat(self.device, self.args.heat),
                                  peak=lambda call, dev: self.timer.peak_memory(call, input_bytes))
         for impl, calls, _ in jobs:
             times, peaks = res[impl]
@@ -1337,7 +1337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{n_measure} measurements" + (" (+ the compile suite)" if "compile" in args.suites else ""))
         if not args.tiny:
             parts = {suite: plan_seconds(cs, cfg, args.flex_dynamic_scaling, args.rounds,
-                                         args.heat if device.type == "cuda" else 0.0)
+                                         timing.gpu_heat(device, args.heat))
                      for suite, cs in cases.items()}
             if "compile" in args.suites:
                 parts["compile"] = PLAN_COMPILE_SUITE_S["quick" if args.quick else "full"]

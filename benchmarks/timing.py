@@ -1,4 +1,5 @@
-"""Interleaved timing of several impls of one case, shared by ``parity.py`` and ``hopper.py``.
+"""Interleaved timing of several impls of one case, shared by ``parity.py``, ``hopper.py``,
+``real_batches.py`` and ``run.py``.
 
 The GPU's clock drifts over a run: it runs fastest for the first seconds of load and slows as it
 warms (run22 call 4: the same forward took 1.559 ms timed first and 1.792 ms timed last, see
@@ -13,6 +14,7 @@ and reports each call's round times, whose mean cancels a drift linear in time.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -56,6 +58,28 @@ def interleaved(timer, dev, jobs, rounds: int = ROUNDS, heat_s: float = HEAT_S, 
     return out
 
 
+def passes(fn, q, k, v, do, hold=contextlib.nullcontext):
+    """An impl's two timed calls: the forward ``fn(q, k, v)``, and the forward on fresh leaves
+    of q, k, v followed by their gradients against ``do``; each inside ``hold()`` (the impl's
+    settings, which the backward reads when autograd runs it)."""
+    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+    def fwd():
+        with hold():
+            return fn(q, k, v)
+
+    def step():
+        with hold():
+            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+    return fwd, step
+
+
+def gpu_heat(dev, seconds: float) -> float:
+    """The heat phase's length on ``dev``: ``seconds`` on a GPU, 0 elsewhere (the drift it
+    absorbs is the GPU clock's)."""
+    return seconds if torch.device(dev).type == "cuda" else 0.0
+
+
 def mean(xs) -> float:
     return sum(xs) / len(xs)
 
@@ -65,4 +89,4 @@ def rounds_note(times) -> str:
     return f"mean of {len(times)} interleaved rounds: " + ", ".join(f"{x:.4f}" for x in times)
 
 
-__all__ = ["HEAT_S", "ROUNDS", "interleaved", "mean", "rounds_note"]
+__all__ = ["HEAT_S", "ROUNDS", "gpu_heat", "interleaved", "mean", "passes", "rounds_note"]

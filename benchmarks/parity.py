@@ -76,6 +76,12 @@ def kernels(q, layout, **opt) -> str:
     why = "; ".join(r for r in (fwd_why, bwd_why) if r)
     fused = bwd_hopper and launch._use_fused_dq(split=False)
     bwd = "Hopper, dQ fused" if fused else ("Hopper, portable dQ" if bwd_hopper else "portable")
+    if fwd == "Hopper" and kw["softcap"]:
+        # the Hopper forward's softmax with the softcap: fixed shift or running max
+        _, mods, _ = launch._mods(kw["softcap"], kw["alibi"], kw["dropout_p"], False, layout.causal,
+                                  kw["scale"])
+        fixed = launch._hopper_softcap(mods["HAS_SOFTCAP"], kw["softcap"], mods["HAS_ALIBI"], q.dtype) >= 10
+        fwd += " (softcap fixed shift)" if fixed else " (softcap running max)"
     return f"fwd {fwd}, dK/dV {bwd}" + (f" ({why})" if why else "")
 
 
@@ -234,7 +240,8 @@ DROPOUT_VARIANTS = {
                                              HOPPER_DROPOUT_FORM=0),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None)
+                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
+                HOPPER_SOFTCAP_SHIFT=None)
 
 
 def variant_list(H):
@@ -244,6 +251,11 @@ def variant_list(H):
         out.append((name, dict(dropout_p=0.1), settings, 1.15))
     out.append(("softcap=30 plain", dict(softcap=30.0), dict(SOFTCAP_VARIANT="plain"), 1.10))
     out.append(("softcap=30 folded", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    # the Hopper forward's softmax with the folded softcap: a fixed shift (the default where it
+    # applies, launch.HOPPER_SOFTCAP_SHIFT) or the running row max; and Gemma-2's cap of 50
+    out.append(("softcap=30 folded, running max", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=False), 1.10))
+    out.append(("softcap=50 folded", dict(softcap=50.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

@@ -1113,6 +1113,99 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
     assert effect > 4 * errors["out"], f"modifier effect {effect:.2e} vs error {errors['out']:.2e}"
 
 
+def test_softcap_fixed_shift_applies_where_its_exponentials_stay_normal(monkeypatch):
+    """``launch._hopper_softcap``: the Hopper forward's fixed shift (HAS_SOFTCAP + 10) only for
+    the folded softcap, bfloat16, no ALiBi and a cap whose log2 scores span at most 180
+    (softcap <= 62.38); the switch turns it off and refuses anything but None/True/False."""
+    import math
+
+    bf16, fp16 = torch.bfloat16, torch.float16
+    edge = launch._SOFTCAP_SHIFT_SPAN / (2 * launch._LOG2E)
+    assert 62.3 < edge < 62.4
+    assert launch._hopper_softcap(2, 30.0, 0, bf16) == 12
+    assert launch._hopper_softcap(2, 50.0, 0, bf16) == 12          # Gemma-2's attention cap
+    assert launch._hopper_softcap(2, math.nextafter(edge, 0), 0, bf16) == 12
+    assert launch._hopper_softcap(2, edge * 1.001, 0, bf16) == 2
+    assert launch._hopper_softcap(2, 30.0, 0, fp16) == 2            # fp16's P underflows
+    assert launch._hopper_softcap(2, 30.0, 2, bf16) == 2            # ALiBi: unbounded scores
+    assert launch._hopper_softcap(1, 30.0, 0, bf16) == 1            # the plain variant
+    assert launch._hopper_softcap(0, 0.0, 0, bf16) == 0
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", False)
+    assert launch._hopper_softcap(2, 30.0, 0, bf16) == 2
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", 1)
+    with pytest.raises(ValueError, match="HOPPER_SOFTCAP_SHIFT must be None, True or False"):
+        launch._hopper_softcap(2, 30.0, 0, bf16)
+
+
+def test_softcap_fixed_shift_takes_the_row_max_off_the_step():
+    """With the fixed shift (HAS_SOFTCAP 12) the forward's step loop has no row max and no
+    rescale: shorter than the running max's (HAS_SOFTCAP 2) by more than a tile's 64 max
+    operations a thread, and no longer than the loop without softcap (sm_90 SASS, d=128 causal,
+    the launch's d=128 settings), unspilled."""
+    flags = dict(CAUSAL=True, OVERLAP_PV=True, RESCALE=8.0)
+    counts = {sc: _sass_counts("fwd", 128, "bf16", dict(flags, HAS_SOFTCAP=sc)) for sc in (0, 2, 12)}
+    assert counts[12]["STEP_LOOP"] + 64 < counts[2]["STEP_LOOP"], counts
+    assert counts[12]["STEP_LOOP"] <= counts[0]["STEP_LOOP"], counts
+    assert counts[12]["STL"] == 0, counts
+    assert counts[12]["EX2_OVERLAPPING_PV"] >= 64, counts        # P V still overlaps the softmax
+
+
+SHIFT_CASES = [
+    # (name, d, N, Nk, causal, softcap, pattern)
+    ("cap1-d128-causal-kv-longer", 128, 700, 1100, True, 1.0, sf.local(2) | sf.global_blocks(1)),
+    ("cap30-d128-dense", 128, 1000, 1000, False, 30.0, sf.dense()),
+    ("cap62-d64-causal", 64, 900, 900, True, 62.0, sf.dense()),
+    ("cap50-d128-bigbird", 128, 1300, 1300, False, 50.0, sf.bigbird(window=1, globals=1, random=2)),
+]
+
+
+@gpu
+@pytest.mark.parametrize("name,d,N,Nk,causal,softcap,pattern", SHIFT_CASES, ids=[c[0] for c in SHIFT_CASES])
+def test_hopper_softcap_fixed_shift_matches_the_oracle(name, d, N, Nk, causal, softcap, pattern,
+                                                       hopper_only, monkeypatch):
+    """The fixed shift at its extremes: a third of the rows see every key at -cap (their
+    exponentials near 2^(HI - span), 2^-115 at cap 62), a third at +cap (2^HI), the rest
+    random. Output, LSE and every gradient (bfloat16, Hopper kernels forced on) within twice
+    the error of the same kernels with the running max (``HOPPER_SOFTCAP_SHIFT=False``) against
+    the float64 oracle, plus the dtype's floor; nothing NaN or infinite where the oracle is
+    finite."""
+    from sparseflash.reference import reference_attention, token_mask
+
+    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16) == 12
+    g = torch.Generator(device="cuda").manual_seed(3)
+    B, H = 1, 2
+    u = torch.randn(d, device="cuda", generator=g)
+    u = u / u.norm() * 4.0
+    k = (u + 0.3 * torch.randn(B, H, Nk, d, device="cuda", generator=g)).to(torch.bfloat16)
+    q = torch.randn(B, H, N, d, device="cuda", generator=g)
+    rows = torch.arange(N, device="cuda") % 3
+    q[:, :, rows == 0] = -2.0 * softcap * u          # scale * q.k far below -cap: every key capped
+    q[:, :, rows == 1] = 2.0 * softcap * u           # ... far above +cap
+    q = q.to(torch.bfloat16)
+    v = torch.randn(B, H, Nk, d, device="cuda", generator=g).to(torch.bfloat16)
+    do = torch.randn(B, H, N, d, device="cuda", generator=g).to(torch.bfloat16)
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    kw = dict(softcap=softcap)
+    got = _run(q, k, v, do, pattern, causal, kw)
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", False)
+    running = _run(q, k, v, do, pattern, causal, kw)
+
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=128, causal=causal, num_heads=H)
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref, ref_lse = reference_attention(q64, k64, v64, layout, mask=token_mask(layout, B),
+                                       positions=positions(N, Nk), softcap=softcap)
+    refs = (ref, ref_lse, *torch.autograd.grad(ref, (q64, k64, v64), do.double()))
+    finite = ~torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(got[1]), ~finite), "rows that see nothing"
+    for name_, h, r_run, r in zip(("out", "lse", "dq", "dk", "dv"), got, running, refs):
+        sel = finite if name_ == "lse" else torch.ones_like(r, dtype=torch.bool)
+        assert torch.isfinite(h[sel]).all(), f"{name_}: not finite"
+        e_h = (h.double() - r)[sel].abs().max().item()
+        e_r = (r_run.double() - r)[sel].abs().max().item()
+        floor = 1e-4 if name_ == "lse" else 1e-2 * 0.1 * max(r.abs().max().item(), 1.0)
+        assert e_h <= 2 * e_r + floor, f"{name_}: fixed shift {e_h:.2e} vs running max {e_r:.2e}"
+
+
 @gpu
 @pytest.mark.parametrize("d,pattern", [(128, sf.local(2) | sf.global_blocks(1)), (64, sf.dense())],
                          ids=["d128-local-global", "d64-dense"])

@@ -628,6 +628,28 @@ HOPPER_FWD_RESCALE: Optional[float] = _env_number("SPARSEFLASH_HOPPER_FWD_RESCAL
 # SPARSEFLASH_HOPPER_WALK sets it.
 HOPPER_FWD_WALK: Optional[str] = os.environ.get("SPARSEFLASH_HOPPER_WALK") or None
 _WALKS = {"table": 0, "descending": 1, "last-first": 2}
+# The Hopper forward's softmax with the folded softcap: scores are then bounded (|softcap *
+# tanh| <= softcap), so a fixed shift can replace the running row max (kernels/hopper.py FIXED):
+# no row max, no rescale, no statistics on the path from S to P. It applies where the shifted
+# exponentials stay normal numbers far from overflow in fp32 and in the 16-bit P
+# (``_hopper_softcap``: bfloat16 inputs, no ALiBi, softcap * log2(e) <= 90, i.e. softcap <=
+# 62.4). None / True: there; False: never (SPARSEFLASH_HOPPER_SOFTCAP_SHIFT=0).
+HOPPER_SOFTCAP_SHIFT: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPPER_SOFTCAP_SHIFT", "1") != "0"
+                                        else False)
+# The widest span of the folded softcap's log2 scores (2 * softcap * log2(e)) the fixed shift
+# takes: its exponentials then lie in [2^(HI - span), 2^HI], HI = clamp(span - 100, 16, 64),
+# so at least 2^-116 (fp32's and bfloat16's normal numbers reach 2^-126).
+_SOFTCAP_SHIFT_SPAN = 180.0
+
+
+def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype) -> int:
+    """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
+    the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies."""
+    switch = _switch("HOPPER_SOFTCAP_SHIFT")
+    if (switch is not False and code == 2 and not alibi_code and dtype == torch.bfloat16
+            and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
+        return code + 10
+    return code
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -867,7 +889,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
-        HAS_SOFTCAP=mods["HAS_SOFTCAP"],
+        HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
     plan.hopper = True
     return plan, sources
@@ -1093,7 +1115,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -241,7 +241,7 @@ DROPOUT_VARIANTS = {
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
-                HOPPER_SOFTCAP_SHIFT=None)
+                HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None)
 
 
 def variant_list(H):
@@ -256,6 +256,10 @@ def variant_list(H):
     out.append(("softcap=30 folded, running max", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=False), 1.10))
     out.append(("softcap=50 folded", dict(softcap=50.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    # the softmax in its own basic block (launch.HOPPER_FWD_OVERLAP; by default at d=128 only)
+    out.append(("softcap=30 folded, overlap", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_OVERLAP=True), 1.10))
+    out.append(("none, overlap", {}, dict(HOPPER_FWD_OVERLAP=True), 1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

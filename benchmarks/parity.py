@@ -80,7 +80,8 @@ def kernels(q, layout, **opt) -> str:
         # the Hopper forward's softmax with the softcap: fixed shift or running max
         _, mods, _ = launch._mods(kw["softcap"], kw["alibi"], kw["dropout_p"], False, layout.causal,
                                   kw["scale"])
-        fixed = launch._hopper_softcap(mods["HAS_SOFTCAP"], kw["softcap"], mods["HAS_ALIBI"], q.dtype) >= 10
+        fixed = launch._hopper_softcap(mods["HAS_SOFTCAP"], kw["softcap"], mods["HAS_ALIBI"], q.dtype,
+                                       q.shape[-1]) >= 10
         fwd += " (softcap fixed shift)" if fixed else " (softcap running max)"
     return f"fwd {fwd}, dK/dV {bwd}" + (f" ({why})" if why else "")
 
@@ -241,7 +242,8 @@ DROPOUT_VARIANTS = {
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
-                HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None)
+                HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
+                HOPPER_SOFTCAP_EXP2_EMU=0)
 
 
 def variant_list(H):
@@ -260,6 +262,9 @@ def variant_list(H):
     out.append(("softcap=30 folded, overlap", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_OVERLAP=True), 1.10))
     out.append(("none, overlap", {}, dict(HOPPER_FWD_OVERLAP=True), 1.10))
+    for quarters in (1, 2):
+        out.append((f"softcap=30 folded, exp2 poly {quarters}/4", dict(softcap=30.0),
+                    dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_EXP2_EMU=quarters), 1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

@@ -1116,25 +1116,31 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
 def test_softcap_fixed_shift_applies_where_its_exponentials_stay_normal(monkeypatch):
     """``launch._hopper_softcap``: the Hopper forward's fixed shift (HAS_SOFTCAP + 10) only for
     the folded softcap, bfloat16, no ALiBi and a cap whose log2 scores span at most 180
-    (softcap <= 62.38); the switch turns it off and refuses anything but None/True/False."""
+    (softcap <= 62.38); by default at d=128 only, at any head dim when forced; the switch turns
+    it off and refuses anything but None/True/False."""
     import math
 
     bf16, fp16 = torch.bfloat16, torch.float16
     edge = launch._SOFTCAP_SHIFT_SPAN / (2 * launch._LOG2E)
     assert 62.3 < edge < 62.4
-    assert launch._hopper_softcap(2, 30.0, 0, bf16) == 12
-    assert launch._hopper_softcap(2, 50.0, 0, bf16) == 12          # Gemma-2's attention cap
-    assert launch._hopper_softcap(2, math.nextafter(edge, 0), 0, bf16) == 12
-    assert launch._hopper_softcap(2, edge * 1.001, 0, bf16) == 2
-    assert launch._hopper_softcap(2, 30.0, 0, fp16) == 2            # fp16's P underflows
-    assert launch._hopper_softcap(2, 30.0, 2, bf16) == 2            # ALiBi: unbounded scores
-    assert launch._hopper_softcap(1, 30.0, 0, bf16) == 1            # the plain variant
-    assert launch._hopper_softcap(0, 0.0, 0, bf16) == 0
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_EXP2_EMU", 0)
+    assert launch._hopper_softcap(2, 30.0, 0, bf16, 128) == 12
+    assert launch._hopper_softcap(2, 50.0, 0, bf16, 128) == 12          # Gemma-2's attention cap
+    assert launch._hopper_softcap(2, math.nextafter(edge, 0), 0, bf16, 128) == 12
+    assert launch._hopper_softcap(2, edge * 1.001, 0, bf16, 128) == 2
+    assert launch._hopper_softcap(2, 30.0, 0, fp16, 128) == 2            # fp16's P underflows
+    assert launch._hopper_softcap(2, 30.0, 2, bf16, 128) == 2            # ALiBi: unbounded scores
+    assert launch._hopper_softcap(1, 30.0, 0, bf16, 128) == 1            # the plain variant
+    assert launch._hopper_softcap(0, 0.0, 0, bf16, 128) == 0
+    assert launch._hopper_softcap(2, 30.0, 0, bf16, 64) == 2             # measured slower there
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", True)
+    assert launch._hopper_softcap(2, 30.0, 0, bf16, 64) == 12
+    assert launch._hopper_softcap(2, 30.0, 0, fp16, 64) == 2
     monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", False)
-    assert launch._hopper_softcap(2, 30.0, 0, bf16) == 2
+    assert launch._hopper_softcap(2, 30.0, 0, bf16, 128) == 2
     monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", 1)
     with pytest.raises(ValueError, match="HOPPER_SOFTCAP_SHIFT must be None, True or False"):
-        launch._hopper_softcap(2, 30.0, 0, bf16)
+        launch._hopper_softcap(2, 30.0, 0, bf16, 128)
 
 
 def test_softcap_fixed_shift_takes_the_row_max_off_the_step():
@@ -1171,7 +1177,8 @@ def test_hopper_softcap_fixed_shift_matches_the_oracle(name, d, N, Nk, causal, s
     finite."""
     from sparseflash.reference import reference_attention, token_mask
 
-    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16) == 12
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", True)            # d=64 too
+    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16, d) >= 12
     g = torch.Generator(device="cuda").manual_seed(3)
     B, H = 1, 2
     u = torch.randn(d, device="cuda", generator=g)

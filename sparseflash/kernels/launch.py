@@ -633,7 +633,11 @@ _WALKS = {"table": 0, "descending": 1, "last-first": 2}
 # no row max, no rescale, no statistics on the path from S to P. It applies where the shifted
 # exponentials stay normal numbers far from overflow in fp32 and in the 16-bit P
 # (``_hopper_softcap``: bfloat16 inputs, no ALiBi, softcap * log2(e) <= 90, i.e. softcap <=
-# 62.4). None / True: there; False: never (SPARSEFLASH_HOPPER_SOFTCAP_SHIFT=0).
+# 62.4). None: there at d=128; True: there at any head dim; False: never
+# (SPARSEFLASH_HOPPER_SOFTCAP_SHIFT=0). On an H200 (benchmarks/results/h200-parity/
+# run23-softcap-shift, softcap 30, 16K causal, H=16, forward time with softcap / without, same
+# run): d=128 dense 1.238 -> 1.173, local(8)|global 1.177 -> 1.121; at d=64 dense 1.36 -> 1.44
+# (1.565 -> 1.655 ms), local 1.30 -> 1.27, so not by default at d=64.
 HOPPER_SOFTCAP_SHIFT: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPPER_SOFTCAP_SHIFT", "1") != "0"
                                         else False)
 # The widest span of the folded softcap's log2 scores (2 * softcap * log2(e)) the fixed shift
@@ -642,14 +646,20 @@ HOPPER_SOFTCAP_SHIFT: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPP
 _SOFTCAP_SHIFT_SPAN = 180.0
 
 
-def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype) -> int:
+def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int) -> int:
     """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
     the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies."""
     switch = _switch("HOPPER_SOFTCAP_SHIFT")
-    if (switch is not False and code == 2 and not alibi_code and dtype == torch.bfloat16
-            and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
-        return code + 10
+    if (switch is not False and (switch or d == 128) and code == 2 and not alibi_code
+            and dtype == torch.bfloat16 and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
+        return code + 10 + 10 * HOPPER_SOFTCAP_EXP2_EMU
     return code
+
+
+# Quarters of the fixed-shift softcap forward's exponentials computed by a polynomial on the
+# FMA units (kernels/hopper.py _exp2_tile) instead of the special-function unit, which the
+# tanh shares: 0-3 (an A/B setting).
+HOPPER_SOFTCAP_EXP2_EMU = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_EMU", 0, int)
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -889,7 +899,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
-        HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype),
+        HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
     plan.hopper = True
     return plan, sources
@@ -1115,7 +1125,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, HOPPER_SOFTCAP_EXP2_EMU)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -243,7 +243,7 @@ DROPOUT_VARIANTS = {
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
-                HOPPER_SOFTCAP_EXP2_EMU=0)
+                _HOPPER_BWD_REGS=dict(plain=232, causal=240))
 
 
 def variant_list(H):
@@ -262,9 +262,13 @@ def variant_list(H):
     out.append(("softcap=30 folded, overlap", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_OVERLAP=True), 1.10))
     out.append(("none, overlap", {}, dict(HOPPER_FWD_OVERLAP=True), 1.10))
-    for quarters in (1, 2):
-        out.append((f"softcap=30 folded, exp2 poly {quarters}/4", dict(softcap=30.0),
-                    dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_EXP2_EMU=quarters), 1.10))
+    # the dK/dV consumers' registers on causal layouts (launch._HOPPER_BWD_REGS): 248, the most
+    # beside the producer and writer warps' 24, against 240
+    more = dict(_HOPPER_BWD_REGS=dict(plain=232, causal=248))
+    out.append(("none, dK/dV 248 regs", {}, more, None))
+    out.append(("softcap=30 folded, dK/dV 248 regs", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded", **more), 1.10))
+    out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

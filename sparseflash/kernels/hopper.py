@@ -642,74 +642,6 @@ def _key_start(fwd_idx, lo, t, j0, BLOCK: gl.constexpr, BLOCK_N: gl.constexpr):
     return (gl.load(fwd_idx + lo + t // SUB) + j0) * BLOCK + (t % SUB) * BLOCK_N
 
 
-# 2^f on [-1/2, 1/2] with 2^0 = 1 exactly: minimax in relative error, 1.0e-4 at degree 3 (the
-# bf16 probabilities round to 2^-9 relative), 2.8e-6 at degree 4 (fp16: 2^-12). Fitted by
-# tests/test_hopper.py ``test_exp2_polynomial`` (its least-squares fit reproduces them).
-EXP2_POLY3 = (0.69328288, 0.2422102, 0.05500862)
-EXP2_POLY4 = (0.6931242, 0.24024099, 0.05590634, 0.00958282)
-_P3_1, _P3_2, _P3_3 = (gl.constexpr(c) for c in EXP2_POLY3)
-_P4_1, _P4_2, _P4_3, _P4_4 = (gl.constexpr(c) for c in EXP2_POLY4)
-_SHIFTER = gl.constexpr(12582912.0)     # 1.5 * 2^23: x + it rounds x to an integer in the low bits
-
-
-@gluon.jit
-def _exp2_poly(x, BF16: gl.constexpr):
-    """``2^x`` for ``x <= 0`` (a score minus its row max, or -inf) on the FMA and integer
-    units instead of the special-function unit (FlashAttention-4's emulation): x clamped at
-    -127, rounded to j + f (|f| <= 1/2) by the 1.5 * 2^23 shifter, 2^f by a polynomial,
-    j added to its exponent bits. 2^-127 comes out as exactly 0 (f = 0, 2^f = 1.0: the
-    exponent field becomes 0), so masked scores give 0 and an empty row's sum stays 0;
-    x in (-127, -126.5] gives a denormal of the right size. 8 operations, 1 on the MUFU."""
-    x = gl.maximum(x, -127.0)
-    t = x + _SHIFTER
-    f = x - (t - _SHIFTER)
-    if BF16:
-        p = ((_P3_3 * f + _P3_2) * f + _P3_1) * f + 1.0
-    else:
-        p = (((_P4_4 * f + _P4_3) * f + _P4_2) * f + _P4_1) * f + 1.0
-    bits = p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)
-    return bits.to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _exp2_tile(x, EMU: gl.constexpr, BF16: gl.constexpr):
-    """``2^x`` of a [ROWS, N] tile in the wgmma accumulator layout, ``EMU`` quarters of its
-    columns by :func:`_exp2_poly` and the rest by the special-function unit (``ex2``), which
-    softcap's tanh also occupies (two of its ops per score). A thread holds columns
-    ``n*8 + t*2 + h``: the quarters are the (n mod 2, h) classes, split and joined back by
-    register relabeling (``assert_trivial``)."""
-    if EMU == 0:
-        return gl.exp2(x)
-    else:
-        R: gl.constexpr = x.shape[0]
-        N: gl.constexpr = x.shape[1]
-        layout: gl.constexpr = x.type.layout
-        y = gl.permute(gl.reshape(x, (R, N // 16, 2, 4, 2)), (0, 1, 3, 2, 4))   # [.., t, n0, h]
-        a, b = gl.split(y)                                                     # h = 0, 1
-        a0, a1 = gl.split(a)                                                   # n0 = 0, 1
-        b0, b1 = gl.split(b)
-        # quarters in the order (h, n0) = (1, 1), (0, 1), (1, 0) take the polynomial
-        if EMU >= 1:
-            b1 = _exp2_poly(b1, BF16)
-        else:
-            b1 = gl.exp2(b1)
-        if EMU >= 2:
-            a1 = _exp2_poly(a1, BF16)
-        else:
-            a1 = gl.exp2(a1)
-        if EMU >= 3:
-            b0 = _exp2_poly(b0, BF16)
-        else:
-            b0 = gl.exp2(b0)
-        if EMU >= 4:
-            a0 = _exp2_poly(a0, BF16)
-        else:
-            a0 = gl.exp2(a0)
-        y = gl.join(gl.join(a0, a1), gl.join(b0, b1))                          # [.., t, n0, h]
-        y = gl.reshape(gl.permute(y, (0, 1, 3, 2, 4)), (R, N))                 # [.., n0, t, h]
-        return gl.convert_layout(y, layout, assert_trivial=True)
-
-
 @gluon.jit
 def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
                 col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
@@ -871,7 +803,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # from S to P but the tanh and the exponential.
     SOFTCAP: gl.constexpr = HAS_SOFTCAP % 10
     FIXED: gl.constexpr = HAS_SOFTCAP >= 10
-    EMU: gl.constexpr = HAS_SOFTCAP // 10 - 1 if HAS_SOFTCAP >= 10 else 0
     gl.static_assert((not FIXED) or ((SOFTCAP == 2) and (not HAS_ALIBI)))
     dtype: gl.constexpr = k_smem.dtype
     q_tile = q_smem.index(WG)
@@ -944,7 +875,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                         k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
                         BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
         if FIXED:
-            e = _exp2_tile(softcap2 * s - cap_shift, EMU, True)
+            e = gl.exp2(softcap2 * s - cap_shift)
         else:
             m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
@@ -985,7 +916,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             # exponentials (the sm_90 SASS of tests/test_hopper.py)
             if (t + n_full >= 0) or (not OVERLAP_PV):
                 if FIXED:
-                    e = _exp2_tile(softcap2 * s - cap_shift, EMU, True)
+                    e = gl.exp2(softcap2 * s - cap_shift)
                     l_i = l_i + gl.sum(e, 1)
                     alpha = l_i         # unused: nothing to rescale
                 else:

@@ -652,14 +652,9 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
     switch = _switch("HOPPER_SOFTCAP_SHIFT")
     if (switch is not False and (switch or d == 128) and code == 2 and not alibi_code
             and dtype == torch.bfloat16 and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
-        return code + 10 + 10 * HOPPER_SOFTCAP_EXP2_EMU
+        return code + 10
     return code
 
-
-# Quarters of the fixed-shift softcap forward's exponentials computed by a polynomial on the
-# FMA units (kernels/hopper.py _exp2_tile) instead of the special-function unit, which the
-# tanh shares: 0-3 (an A/B setting).
-HOPPER_SOFTCAP_EXP2_EMU = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_EMU", 0, int)
 
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
@@ -1125,7 +1120,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, HOPPER_SOFTCAP_EXP2_EMU)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -1310,6 +1310,10 @@ DROPOUT_CASES = [
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"),
      dict(DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7)),
+    # softcap without ALiBi, bfloat16 at d=128: the forward's fixed shift (launch._hopper_softcap)
+    ("quad-softcap-fixed-shift-kv-longer", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=2, Hkv=1, N=900, Nk=1300, d=128), True, dict(softcap=2.0),
+     dict(DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7)),
 ]
 
 

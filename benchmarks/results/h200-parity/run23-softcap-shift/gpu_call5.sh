@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run23 call 5: every GPU test of tests/test_hopper.py (the @gpu ones) on the final tree, in
-# 6 shards: the forward's softmax code changed for every variant (the softcap's code taken
+# 10 shards: the forward's softmax code changed for every variant (the softcap's code taken
 # apart into SOFTCAP and FIXED), and a dropout case now runs the fixed shift.
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:$PYTHONPATH
@@ -8,9 +8,9 @@ mkdir -p $OUT/tests
 python -m pytest -q -p no:cacheprovider --collect-only tests/test_hopper.py \
   -k "test_hopper_forward_matches_the_oracle or test_hopper_forward_walks_match_the_oracle or test_hopper_persistent_forward_matches_the_oracle or test_hopper_persistent_forward_equals_one_cta_per_tile or test_hopper_three_consumer_forward_matches_the_oracle or test_hopper_dropout_forms_are_bit_identical or test_hopper_three_consumers_equal_two or test_hopper_key_padding_crosses_a_block_and_empties_a_row or test_hopper_reads_transposed_views_in_place or test_hopper_runs_device_built_per_batch_tables or test_portable_fallbacks_still_run_under_auto or test_hopper_conditional_rescale_on_rows_whose_max_grows or test_hopper_softcap_and_alibi_match_the_oracle or test_hopper_softcap_fixed_shift_matches_the_oracle or test_hopper_quad_dropout_over_packed_documents or test_hopper_refuses_the_interleave_dropout_mapping or test_hopper_dropout_matches_the_oracle_with_its_mask or test_hopper_backward_with_and_without_the_fused_dq or test_hopper_dkdv_statistics_modes_match_the_oracle" 2>/dev/null | grep "::" > /tmp/sel.txt
 wc -l < /tmp/sel.txt
-for ((i = 0; i < 6; i++)); do
-  awk -v i=$i 'NR % 6 == i' /tmp/sel.txt > /tmp/shard$i.txt
-  timeout ${TLIMIT:-330} python -m pytest -q -p no:cacheprovider $(cat /tmp/shard$i.txt) \
+for ((i = 0; i < 10; i++)); do
+  awk -v i=$i 'NR % 10 == i' /tmp/sel.txt > /tmp/shard$i.txt
+  timeout ${TLIMIT:-420} python -m pytest -q -p no:cacheprovider $(cat /tmp/shard$i.txt) \
     > $OUT/tests/pytest_$i.txt 2>&1 &
 done
 wait

@@ -266,7 +266,8 @@ def variant_list(H):
     # beside the producer and writer warps' 24, against 240
     more = dict(_HOPPER_BWD_REGS=dict(plain=232, causal=248))
     out.append(("none, dK/dV 248 regs", {}, more, None))
-    out.append(("softcap=30 folded, dK/dV 248 regs", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded", **more), 1.10))
+    out.append(("softcap=30 folded, dK/dV 248 regs", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **more), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))

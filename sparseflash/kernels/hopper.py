@@ -43,10 +43,11 @@ documents, GQA, rows that see nothing give 0 and ``lse = -inf``. Tiles are 128 x
 the layout's block size must be a multiple of 128. Softcap and ALiBi (both ``SOFTCAP_VARIANT``
 and both ``ALIBI_VARIANT`` forms, ``(H,)`` or ``(B, H)`` slopes) are computed as the portable
 kernels compute them (tiles.py ``_log2_scores`` itself: elementwise ``@triton.jit`` helpers are
-called from these Gluon kernels like their own): the same constants, ``tanh.approx.f32`` (the portable kernels' tanh for 16-bit inputs on
-the GPU), the folded softcap's row max over tanh, the causal ALiBi's row term moved into the
-LSE, and in the dK/dV kernel dS times ``1 - tanh^2``. Dropout draws the portable kernels' bits
-(tiles.py ``_keep``; any Philox round count). In the "quad" mapping (16-bit, the default) the
+called from these Gluon kernels like their own): the same constants, ``tanh.approx.f32`` (the
+portable kernels' tanh for 16-bit inputs on the GPU), the folded softcap's row max over tanh
+(or, the scores being bounded by the cap, a fixed shift in its place: ``_consume_tile``,
+FIXED), the causal ALiBi's row term moved into the LSE, and in the dK/dV kernel dS times
+``1 - tanh^2``. Dropout draws the portable kernels' bits (tiles.py ``_keep``; any Philox round count). In the "quad" mapping (16-bit, the default) the
 dK/dV kernel draws each call in the thread that holds its 8 scores (:func:`_quad_words_t`) and
 the forward's lane pairs trade half the words (:func:`_quad_words`). In the "mma" mapping (16-
 or 8-bit) the forward computes the Philox calls in a layout whose threads hold exactly the keys

@@ -385,10 +385,10 @@ def _times(path, suite=None):
 
 def _option_samples():
     """option -> [(forward ps, backward ps) a computed score] from the committed H200 runs the
-    h200 profile's prices come from: the parity runs of run15 and run18 (softcap 30; d=128),
-    run16's variants (softcap, the default kernel, at d=128 and d=64), for dropout 0.1 in its
+    h200 profile's prices come from: softcap 30 since the forward's fixed shift, run23's parity
+    suite and variants (d=128 with the shift, d=64 with the running max); for dropout 0.1 in its
     default draws since run21 (16-bit "quad", 7 rounds) run21's variants (d=128 and d=64) and
-    parity suite (d=128), and run22's parity suite (all three) and variants (ALiBi)."""
+    parity suite (d=128), and run22's parity suite (dropout, ALiBi) and variants (ALiBi)."""
     scores = {case: layout.nnz * 128 * 128 for case, layout in _parity_layouts().items()}
     samples = {}
 
@@ -397,10 +397,18 @@ def _option_samples():
         bwd = (with_opt["fwd+bwd"] - base["fwd+bwd"]) * 1e9 / scores[case] - fwd
         samples.setdefault(option, []).append((fwd, bwd))
 
-    for run in ("run15-fused-dq/call6", "run18-dropout-ops/call4"):
-        t = _times(f"{run}/parity/parity.json", suite="parity")
+    # softcap: run23, the forward's fixed shift (d=128, the default there) and at d=64 the
+    # running max (the default there)
+    run23 = "../h200-parity/run23-softcap-shift"
+    t = _times(f"{run23}/call2/parity/parity.json", suite="parity")
+    for case in ("dense", "local"):
+        add("softcap", case, t[(case, "sparseflash")], t[(case, "sparseflash softcap=30")])
+    for path, impl in (("call3/variants_d128", "softcap=30 folded"),
+                       ("call4/variants_d128", "softcap=30 folded"),
+                       ("call2/variants_d64", "softcap=30 folded, running max")):
+        t = _times(f"{run23}/{path}/variants.json")
         for case in ("dense", "local"):
-            add("softcap", case, t[(case, "sparseflash")], t[(case, "sparseflash softcap=30")])
+            add("softcap", case, t[(case, "none")], t[(case, impl)])
     # run22 (the impls timed interleaved after a heat phase; the causal ALiBi's forward walks
     # from the diagonal since, so ALiBi's samples are run22's alone): the parity suite and the
     # variants at d=128
@@ -408,16 +416,11 @@ def _option_samples():
     t = _times(f"{run22}/parity/parity.json", suite="parity")
     for case in ("dense", "local"):
         for option, impl in (("dropout", "sparseflash dropout_p=0.1"),
-                             ("softcap", "sparseflash softcap=30"),
                              ("alibi", "sparseflash alibi_slopes (H,)")):
             add(option, case, t[(case, "sparseflash")], t[(case, impl)])
     t = _times(f"{run22}/variants/variants.json")
     for case in ("dense", "local"):
         add("alibi", case, t[(case, "none")], t[(case, "alibi column")])
-    for d in ("d128", "d64"):
-        t = _times(f"run16-exp2-poly/call1/{d}/variants.json")
-        for case in ("dense", "local"):
-            add("softcap", case, t[(case, "none")], t[(case, "softcap=30 folded, exp2 poly 0/4")])
     run21 = "../h200-parity/run21-quad"
     for path in ("call1/variants_d128/variants.json", "call2/variants_d64/variants.json"):
         t = _times(f"{run21}/{path}")

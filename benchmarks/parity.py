@@ -243,7 +243,8 @@ DROPOUT_VARIANTS = {
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
-                _HOPPER_BWD_REGS=dict(plain=232, causal=240))
+                _HOPPER_BWD_REGS=dict(plain=232, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
+                SOFTCAP_SHIFT=None)
 
 
 def variant_list(H):
@@ -262,6 +263,14 @@ def variant_list(H):
     out.append(("softcap=30 folded, overlap", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_OVERLAP=True), 1.10))
     out.append(("none, overlap", {}, dict(HOPPER_FWD_OVERLAP=True), 1.10))
+    # the portable kernels throughout (what GPUs other than Hopper run), softcap's forward with
+    # the fixed shift (launch.SOFTCAP_SHIFT) or the running max
+    portable = dict(USE_HOPPER=False, USE_HOPPER_BWD=False)
+    out.append(("none, portable", {}, portable, None))
+    out.append(("softcap=30 folded, portable", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **portable), 1.10))
+    out.append(("softcap=30 folded, portable, running max", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", SOFTCAP_SHIFT=False, **portable), 1.10))
     # the dK/dV consumers' registers on causal layouts (launch._HOPPER_BWD_REGS): 248, the most
     # beside the producer and writer warps' 24, against 240
     more = dict(_HOPPER_BWD_REGS=dict(plain=232, causal=248))

@@ -71,6 +71,81 @@ def test_softcap_and_alibi_against_float64(case, backend):
     assert (plain - out).abs().max() > 1e-3
 
 
+def test_softcap_fixed_shift_decision():
+    """``launch._portable_softcap``: the portable forward's fixed shift (HAS_SOFTCAP + 10) for
+    the folded softcap in base 2 with bfloat16 or float32, no ALiBi, softcap <= 62.4; off with
+    the switch, which takes only None/True/False."""
+    from sparseflash.kernels import launch
+
+    f = launch._portable_softcap
+    assert f(2, 30.0, 0, torch.float32, False) == 12
+    assert f(2, 62.0, 0, torch.bfloat16, False) == 12
+    assert f(2, 63.0, 0, torch.float32, False) == 2            # span over 180 in log2 units
+    assert f(2, 30.0, 0, torch.float16, False) == 2            # fp16's P would underflow
+    assert f(2, 30.0, 1, torch.float32, False) == 2            # ALiBi
+    assert f(2, 30.0, 0, torch.float32, True) == 2             # natural units (huge scale)
+    assert f(1, 30.0, 0, torch.float32, False) == 1            # the plain variant
+    old = launch.SOFTCAP_SHIFT
+    try:
+        launch.SOFTCAP_SHIFT = False
+        assert f(2, 30.0, 0, torch.float32, False) == 2
+        launch.SOFTCAP_SHIFT = "yes"
+        with pytest.raises(ValueError, match="SOFTCAP_SHIFT must be None, True or False"):
+            f(2, 30.0, 0, torch.float32, False)
+    finally:
+        launch.SOFTCAP_SHIFT = old
+
+
+@pytest.mark.parametrize("softcap,dtype", [(62.0, torch.float32), (30.0, torch.bfloat16), (2.0, torch.float32)],
+                         ids=["cap62-fp32", "cap30-bf16", "cap2-fp32"])
+def test_softcap_fixed_shift_at_its_extremes(softcap, dtype, monkeypatch):
+    """The portable forward's fixed shift (the Triton kernels, interpreted on the CPU): a third
+    of the rows see every key at -cap (exponentials near 2^-115 at cap 62), a third at +cap,
+    the rest random; kv_len > seq_len, lengths off the block. Output, LSE and every gradient
+    within twice the running max's error against the float64 oracle (plus the dtype's floor),
+    and the shift is what ran."""
+    from sparseflash.kernels import launch
+
+    B, H, N, Nk, d = 1, 2, 70, 90, 32
+    assert launch._portable_softcap(2, softcap, 0, dtype, False) == 12
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(d, generator=g)
+    u = u / u.norm() * 4.0
+    k = u + 0.3 * torch.randn(B, H, Nk, d, generator=g)
+    q = torch.randn(B, H, N, d, generator=g)
+    rows = torch.arange(N) % 3
+    q[:, :, rows == 0] = -2.0 * softcap * u
+    q[:, :, rows == 1] = 2.0 * softcap * u
+    v = torch.randn(B, H, Nk, d, generator=g)
+    do = torch.randn(B, H, N, d, generator=g)
+    q, k, v, do = (t.to(DEVICE, dtype) for t in (q, k, v, do))
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    pattern = sf.local(1) | sf.global_blocks(1)
+
+    def run():
+        out, lse = sparse_attention(q, k, v, pattern, block_size=32, causal=True, return_lse=True,
+                                    backend="triton", softcap=softcap)
+        return (out, lse, *torch.autograd.grad(out, (q, k, v), do))
+
+    calls = []
+    real = launch._portable_softcap
+    monkeypatch.setattr(launch, "_portable_softcap", lambda *a: calls.append(real(*a)) or calls[-1])
+    got = run()
+    monkeypatch.setattr(launch, "SOFTCAP_SHIFT", False)
+    running = run()
+    assert calls and calls[0] == 12 and calls[-1] == 2, calls
+    layout = sf.compile(pattern, N, kv_len=Nk, block_size=32, causal=True, num_heads=H)
+    ref, ref_lse, ref_grads = oracle(q, k, v, do, layout, softcap=softcap)
+    finite = ~torch.isinf(ref_lse)
+    floor = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    for name, h, r_run, r in zip(("out", "lse", "dq", "dk", "dv"), got, running, (ref, ref_lse, *ref_grads)):
+        sel = finite if name == "lse" else torch.ones_like(r, dtype=torch.bool)
+        assert torch.isfinite(h[sel]).all(), name
+        e_h = (h.double() - r)[sel].abs().max().item()
+        e_r = (r_run.double() - r)[sel].abs().max().item()
+        assert e_h <= 2 * e_r + floor * max(r.abs().max().item(), 1.0), (name, e_h, e_r)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dropout_against_float64_with_its_mask(backend):
     """Forward and all gradients equal the oracle given the Philox mask the call drew."""

@@ -34,7 +34,8 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr,
                HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
-               UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
+               UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+               FIXED_SHIFT: tl.constexpr = False):
     # Key block j of the table is absolute block j0 + j; key position u is tensor row
     # u + k_row0; the sequence's keys are positions [k_lo, k_hi).
     SUB: tl.constexpr = BLOCK // BLOCK_N
@@ -43,6 +44,10 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
     # any rounding multiply, so the backward recomputes the max's exponent as exactly 0
     TRANSFORM: tl.constexpr = HAS_SOFTCAP or HAS_ALIBI or NATURAL
     CAP_MAX: tl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI) and (not NATURAL)
+    # FIXED (HAS_SOFTCAP 12, launch._portable_softcap): the folded softcap bounds every score,
+    # so a fixed shift (m_i, set by the caller and never moved) replaces the running max
+    FIXED: tl.constexpr = FIXED_SHIFT
+    tl.static_assert((not FIXED) or CAP_MAX)
     d_ok = offs_d < HEAD_DIM
     if HAS_ALIBI == 2:
         acol = alibi2 * offs_n.to(tl.float32)         # tiles.py _column_split_scores
@@ -73,7 +78,9 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                 visible = _visible(rows_pos, cols_pos, row_ok, key_ok, window_left, window_right,
                                    CAUSAL, HAS_WL, HAS_WR)
                 s2 = tl.where(visible, s2, float("-inf"))
-            if CAP_MAX:
+            if FIXED:
+                m_new = m_i
+            elif CAP_MAX:
                 m_new = tl.maximum(m_i, tl.max(s2, 1) * softcap2)
             elif HAS_ALIBI == 2:
                 m_new = tl.maximum(m_i, tl.max(s2, 1) + shift)
@@ -92,9 +99,12 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_use = m_new
             p = tl.math.exp2(qk * qk_scale - m_use[:, None])
-        alpha = _exp(m_i - m_use, NATURAL)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
+        if FIXED:
+            l_i = l_i + tl.sum(p, 1)
+        else:
+            alpha = _exp(m_i - m_use, NATURAL)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
         v = _load_rows(V_head, off_b, off_kvh, start_n + k_row0, offs_n, offs_d, col_ok, d_ok,
                        stride_vn, stride_vd, BLOCK_N, HEAD_DIM_PAD, MASKED, PAD_D,
                        False, USE_TMA)                                # [BLOCK_N, D]
@@ -131,6 +141,12 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_N
+    # the softcap's code, and whether its softmax takes a fixed shift (HAS_SOFTCAP + 10:
+    # launch._portable_softcap): |softcap2 * tanh| <= softcap2, so the exponentials lie in
+    # [2^(HI - 2 softcap2), 2^HI], HI = clamp(2 softcap2 - 100, 16, 64), normal numbers in fp32
+    # and bfloat16; no running max, no rescale (as kernels/hopper.py ``_consume_tile``)
+    SOFTCAP: tl.constexpr = HAS_SOFTCAP % 10
+    FIXED: tl.constexpr = HAS_SOFTCAP >= 10
     pid_m, pid_sh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
     slot = pid_sh // num_heads                      # batch element, or document when PACKED
     off_h = pid_sh % num_heads
@@ -163,7 +179,11 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
     bh = off_b * num_heads + off_h
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    if FIXED:
+        m_i = tl.zeros([BLOCK_M], tl.float32) + (
+            softcap2 - tl.minimum(tl.maximum(2.0 * softcap2 - 100.0, 16.0), 64.0))
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
 
@@ -173,16 +193,16 @@ def _fwd_kernel(Q, K, V, Out, LSE,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
-                               UPCAST, PRECISION, USE_TMA)
+                               False, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
+                               UPCAST, PRECISION, USE_TMA, FIXED)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,
                                (lo + n_full) * SUB, hi * SUB, rows_pos, row_ok, offs_n, offs_d, start_m,
                                stride_kn, stride_kd, stride_vn, stride_vd,
                                qk_scale, k_row0, k_lo, k_hi, j0, window_left, window_right,
                                softcap2, alibi2, seed, rng_offset, bh, q_row0, drop_threshold, drop_scale,
                                BLOCK, BLOCK_N, HEAD_DIM, HEAD_DIM_PAD,
-                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
-                               UPCAST, PRECISION, USE_TMA)
+                               True, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, SOFTCAP, HAS_ALIBI, HAS_DROPOUT, NATURAL,
+                               UPCAST, PRECISION, USE_TMA, FIXED)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0

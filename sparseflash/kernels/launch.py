@@ -530,6 +530,8 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
     natural = _natural(scale)
     mod_tail, mod_constexprs, qk_scale = _mods(softcap, alibi, dropout_p, natural, causal, scale)
+    mod_constexprs["HAS_SOFTCAP"] = _portable_softcap(mod_constexprs["HAS_SOFTCAP"], softcap,
+                                                      mod_constexprs["HAS_ALIBI"], q.dtype, natural)
     tail = (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *out_strides,
             geometry[0], H, H // Hkv, N, *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
@@ -644,6 +646,23 @@ HOPPER_SOFTCAP_SHIFT: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPP
 # takes: its exponentials then lie in [2^(HI - span), 2^HI], HI = clamp(span - 100, 16, 64),
 # so at least 2^-116 (fp32's and bfloat16's normal numbers reach 2^-126).
 _SOFTCAP_SHIFT_SPAN = 180.0
+
+
+# The portable forward's counterpart (kernels/fwd.py FIXED): the same shift under the same
+# bounds, with bfloat16 or float32 inputs (float32's P stays fp32), in base 2 (not the natural
+# units of huge scales). None / True: there; False: never (SPARSEFLASH_SOFTCAP_SHIFT=0).
+SOFTCAP_SHIFT: Optional[bool] = None if os.environ.get("SPARSEFLASH_SOFTCAP_SHIFT", "1") != "0" else False
+
+
+def _portable_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype,
+                      natural: bool) -> int:
+    """The portable forward's HAS_SOFTCAP constexpr: ``code``, plus 10 where the fixed shift
+    (:data:`SOFTCAP_SHIFT`) applies."""
+    if (_switch("SOFTCAP_SHIFT") is not False and code == 2 and not alibi_code and not natural
+            and dtype in (torch.bfloat16, torch.float32)
+            and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
+        return code + 10
+    return code
 
 
 def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int) -> int:
@@ -1120,7 +1139,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -71,7 +71,9 @@ def kernels(q, layout, **opt) -> str:
     fwd = "Hopper" if launch._use_hopper(q, q, q, layout, **kw) else "portable"
     bwd_hopper = launch._use_hopper_bwd(q, q, q, q, layout, **kw)
     bwd_why = None
-    if not bwd_hopper and kw["softcap"] and fwd_why is None:
+    if not bwd_hopper and launch.USE_HOPPER_BWD is False:
+        bwd_why = "USE_HOPPER_BWD=False"
+    elif not bwd_hopper and kw["softcap"] and fwd_why is None:
         bwd_why = "softcap: the Hopper dK/dV spills"
     why = "; ".join(r for r in (fwd_why, bwd_why) if r)
     fused = bwd_hopper and launch._use_fused_dq(split=False)

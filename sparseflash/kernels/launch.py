@@ -678,7 +678,6 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
     return code
 
 
-
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
 # 192-query tile across two table blocks, as FlashAttention-3/4 run dense d=64). None: 3 at d=64
 # where ``_fwd_consumers`` allows it, else 2; 2 / 3: always (3 raises where it cannot run).

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .tiles import (LN2, _alibi2, _tanh, _block_at, _dot, _exp, _head_base, _keep, _key_ok, _load_rows,
                     _column_split_scores, _load_tile, _log2_scores, _program_tile, _query_tile, _slot_sequence,
-                    _visible)
+                    _softcap_shift, _visible)
 
 
 @triton.jit
@@ -35,7 +35,7 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
                HAS_WR: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-               FIXED_SHIFT: tl.constexpr = False):
+               FIXED: tl.constexpr):
     # Key block j of the table is absolute block j0 + j; key position u is tensor row
     # u + k_row0; the sequence's keys are positions [k_lo, k_hi).
     SUB: tl.constexpr = BLOCK // BLOCK_N
@@ -46,7 +46,6 @@ def _fwd_inner(acc, l_i, m_i, q, K_head, V_head, KPM, kpm_row, off_b, off_kvh, i
     CAP_MAX: tl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI) and (not NATURAL)
     # FIXED (HAS_SOFTCAP 12, launch._portable_softcap): the folded softcap bounds every score,
     # so a fixed shift (m_i, set by the caller and never moved) replaces the running max
-    FIXED: tl.constexpr = FIXED_SHIFT
     tl.static_assert((not FIXED) or CAP_MAX)
     d_ok = offs_d < HEAD_DIM
     if HAS_ALIBI == 2:
@@ -142,9 +141,8 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
     SUB: tl.constexpr = BLOCK // BLOCK_N
     # the softcap's code, and whether its softmax takes a fixed shift (HAS_SOFTCAP + 10:
-    # launch._portable_softcap): |softcap2 * tanh| <= softcap2, so the exponentials lie in
-    # [2^(HI - 2 softcap2), 2^HI], HI = clamp(2 softcap2 - 100, 16, 64), normal numbers in fp32
-    # and bfloat16; no running max, no rescale (as kernels/hopper.py ``_consume_tile``)
+    # launch._portable_softcap; tiles.py ``_softcap_shift``): no running max, no rescale (as
+    # kernels/hopper.py ``_consume_tile``)
     SOFTCAP: tl.constexpr = HAS_SOFTCAP % 10
     FIXED: tl.constexpr = HAS_SOFTCAP >= 10
     pid_m, pid_sh = _program_tile(schedule, num_m_tiles, REVERSE_M, SCHEDULED)
@@ -180,8 +178,7 @@ def _fwd_kernel(Q, K, V, Out, LSE,
     bh = off_b * num_heads + off_h
 
     if FIXED:
-        m_i = tl.zeros([BLOCK_M], tl.float32) + (
-            softcap2 - tl.minimum(tl.maximum(2.0 * softcap2 - 100.0, 16.0), 64.0))
+        m_i = tl.zeros([BLOCK_M], tl.float32) + _softcap_shift(softcap2)
     else:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)

@@ -75,7 +75,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton._C.libtriton import ir as _ir
 from triton.experimental.gluon.language._core import builtin as _builtin
 
-from .tiles import _alibi2, _column_split_scores, _log2_scores, _slot_sequence, _tanh, _word_pieces
+from .tiles import (_alibi2, _column_split_scores, _log2_scores, _slot_sequence, _softcap_shift, _tanh,
+                    _word_pieces)
 
 LN2 = gl.constexpr(0.6931471805599453)      # ln 2: log2-domain statistics to natural log
 
@@ -795,13 +796,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     rest pass, see ``_walked_row``)."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // NUM_CONSUMERS          # this warpgroup's query rows: 64
-    # the softcap's code (tiles.py), and FIXED: the folded softcap's scores are bounded
-    # (|softcap2 * tanh| <= softcap2), so the softmax subtracts one fixed shift instead of a
-    # running row max (launch._hopper_softcap: 16-bit inputs of bfloat16's range, no ALiBi, a
-    # cap whose scores span at most 180 in log2 units). Its exponentials lie in [2^(HI - 2 *
-    # softcap2), 2^HI], HI = clamp(2 * softcap2 - 100, 16, 64): normal fp32 and bfloat16
-    # numbers, never near overflow. No row max, no rescale of the output, nothing on the path
-    # from S to P but the tanh and the exponential.
+    # the softcap's code (tiles.py), and FIXED: the folded softcap's scores are bounded, so the
+    # softmax subtracts one fixed shift (tiles.py ``_softcap_shift``) instead of a running row
+    # max (launch._hopper_softcap: bfloat16, no ALiBi, a cap whose scores span at most 180 in
+    # log2 units). No row max, no rescale of the output, nothing on the path from S to P but
+    # the tanh and the exponential.
     SOFTCAP: gl.constexpr = HAS_SOFTCAP % 10
     FIXED: gl.constexpr = HAS_SOFTCAP >= 10
     gl.static_assert((not FIXED) or ((SOFTCAP == 2) and (not HAS_ALIBI)))
@@ -847,7 +846,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     row0 = first + q_row0                                                   # first tensor row
 
     if FIXED:
-        cap_shift = softcap2 - gl.minimum(gl.maximum(2.0 * softcap2 - 100.0, 16.0), 64.0)
+        cap_shift = _softcap_shift(softcap2)
         m_i = gl.full([ROWS], 0.0, gl.float32, row_layout) + cap_shift
     else:
         cap_shift = 0.0
@@ -919,7 +918,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 if FIXED:
                     e = gl.exp2(softcap2 * s - cap_shift)
                     l_i = l_i + gl.sum(e, 1)
-                    alpha = l_i         # unused: nothing to rescale
                 else:
                     m_new = gl.maximum(m_i, _tile_max(s, shift, qk_scale, softcap2, SOFTCAP,
                                                       HAS_ALIBI))

@@ -643,9 +643,16 @@ _WALKS = {"table": 0, "descending": 1, "last-first": 2}
 HOPPER_SOFTCAP_SHIFT: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPPER_SOFTCAP_SHIFT", "1") != "0"
                                         else False)
 # The widest span of the folded softcap's log2 scores (2 * softcap * log2(e)) the fixed shift
-# takes: its exponentials then lie in [2^(HI - span), 2^HI], HI = clamp(span - 100, 16, 64),
-# so at least 2^-116 (fp32's and bfloat16's normal numbers reach 2^-126).
+# takes: its exponentials then lie in [2^(HI - span), 2^HI], HI = clamp(span - 100, 16, 64)
+# (kernels/tiles.py ``_softcap_shift``), so at least 2^-116 (fp32's and bfloat16's normal
+# numbers reach 2^-126).
 _SOFTCAP_SHIFT_SPAN = 180.0
+
+
+def _softcap_shift_bounded(code: int, softcap: float, alibi_code: int) -> bool:
+    """Whether the scores are bounded as the fixed shift needs, whichever forward runs: the
+    folded softcap (``code`` 2), no ALiBi, a span of at most :data:`_SOFTCAP_SHIFT_SPAN`."""
+    return code == 2 and not alibi_code and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN
 
 
 # The portable forward's counterpart (kernels/fwd.py FIXED): the same shift under the same
@@ -661,9 +668,8 @@ def _portable_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.d
                       natural: bool) -> int:
     """The portable forward's HAS_SOFTCAP constexpr: ``code``, plus 10 where the fixed shift
     (:data:`SOFTCAP_SHIFT`) applies."""
-    if (_switch("SOFTCAP_SHIFT") is not False and code == 2 and not alibi_code and not natural
-            and dtype in (torch.bfloat16, torch.float32)
-            and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
+    if (_switch("SOFTCAP_SHIFT") is not False and not natural
+            and dtype in (torch.bfloat16, torch.float32) and _softcap_shift_bounded(code, softcap, alibi_code)):
         return code + 10
     return code
 
@@ -672,8 +678,8 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
     """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
     the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies."""
     switch = _switch("HOPPER_SOFTCAP_SHIFT")
-    if (switch is not False and (switch or d == 128) and code == 2 and not alibi_code
-            and dtype == torch.bfloat16 and 2.0 * softcap * _LOG2E <= _SOFTCAP_SHIFT_SPAN):
+    if (switch is not False and (switch or d == 128) and dtype == torch.bfloat16
+            and _softcap_shift_bounded(code, softcap, alibi_code)):
         return code + 10
     return code
 

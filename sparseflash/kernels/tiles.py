@@ -162,6 +162,17 @@ def _tanh(x, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _softcap_shift(softcap2):
+    """The fixed shift of the folded softcap's softmax (the forwards' FIXED, HAS_SOFTCAP 12;
+    launch._softcap_shift_bounded says where it applies). With the scores bounded by the cap,
+    ``|softcap2 * tanh| <= softcap2`` (log2 units), the shift ``softcap2 - HI``, HI =
+    clamp(2 softcap2 - 100, 16, 64), puts every exponential in [2^(HI - 2 softcap2), 2^HI]:
+    normal numbers in fp32 and bfloat16 while 2 softcap2 <= launch._SOFTCAP_SHIFT_SPAN (180),
+    so the softmax needs no running row max and no rescale."""
+    return softcap2 - tl.minimum(tl.maximum(2.0 * softcap2 - 100.0, 16.0), 64.0)
+
+
+@triton.jit
 def _log2_scores(qk, qk_scale, softcap2, alibi2, t_ref, t_pos, u_pos,
                  HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):

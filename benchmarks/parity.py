@@ -245,7 +245,7 @@ DROPOUT_VARIANTS = {
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
-                _HOPPER_BWD_REGS=dict(plain=232, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
+                _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None)
 
 
@@ -275,7 +275,7 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", SOFTCAP_SHIFT=False, **portable), 1.10))
     # the dK/dV consumers' registers on causal layouts (launch._HOPPER_BWD_REGS): 248, the most
     # beside the producer and writer warps' 24, against 240
-    more = dict(_HOPPER_BWD_REGS=dict(plain=232, causal=248))
+    more = dict(_HOPPER_BWD_REGS=dict(plain=248, causal=248))
     out.append(("none, dK/dV 248 regs", {}, more, None))
     out.append(("softcap=30 folded, dK/dV 248 regs", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", **more), 1.10))

@@ -567,12 +567,20 @@ _HOPPER_BWD_STAGES = {64: 4, 128: 3}     # (Q, dO) ring depth of the dK/dV kerne
 # 6.85 against 4.73, local(8) 1.59 against 1.29; d=64 equal (3.20 / 3.19 ms, 2 slots),
 # benchmarks/results/h200-hopper/run15-fused-dq/call2
 _HOPPER_FUSED_STAGES = {64: 4, 128: 2}
-# registers a consumer thread of the dK/dV kernel takes, by layout: the causal kernel's
-# comparison of key and query positions keeps 16 more registers live; at 232 it spilled 53 stores
-# (sm_90 SASS) and took 5.19 ms on dense causal 16K d=128 (an H200), at 240 33 stores and 4.39 ms;
-# the non-causal one took 7.88 ms at 232 and 8.03 at 240 (benchmarks/bwd_breakdown.py --regs,
-# benchmarks/results/h200-hopper/run6-dkdv-dispatch/breakdown-regs)
-_HOPPER_BWD_REGS = {"plain": 232, "causal": 240}
+# registers a consumer thread of the dK/dV kernel's worker consumer warpgroup takes, by layout.
+# The first consumer (Gluon's default partition) keeps what the others leave: 480 minus this,
+# beside the producer and writer warps' 24 (sm_90 SASS: setmaxnreg 248 at 232, 232 at 248).
+# The causal kernel's comparison of key and query positions keeps 16 more registers live; at 232
+# it spilled 53 stores (sm_90 SASS) and took 5.19 ms on dense causal 16K d=128 (an H200), at 240
+# 33 stores and 4.39 ms (benchmarks/results/h200-hopper/run6-dkdv-dispatch/breakdown-regs). The
+# non-causal one kept 232 until run24. Nsight Compute then found its worker warpgroup loading 14
+# and storing 4 spilled words a step (the other none), the first loaded at the top of the step
+# and waited on (4% of the stall samples), and the other warpgroup waiting for it where they
+# meet. At 240 the two split the spills (10 and 3 local accesses a step, against 18 and 0 at 232
+# and 0 and 12 at 248) and forward+backward ran 1.022-1.036x faster on six non-causal d=128
+# cases, at 248 1.002-1.025x; d=64 unchanged (0.997-1.006x):
+# benchmarks/results/h200-hopper/run24-bwd-profile, call 3.
+_HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both

@@ -246,7 +246,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=True)
 
 
 def variant_list(H):
@@ -281,6 +281,14 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", **more), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
+    # the dK/dV consumers reading a step's table entry before its first products are issued
+    # (launch.HOPPER_BWD_ROWS_LATE=False, the order before run24)
+    early = dict(HOPPER_BWD_ROWS_LATE=False)
+    out.append(("none, rows early", {}, early, None))
+    out.append(("softcap=30 folded, rows early", dict(softcap=30.0), dict(SOFTCAP_VARIANT="folded", **early), 1.10))
+    out.append(("dropout 16-bit quad, 7 rounds, rows early", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **early), 1.15))
+    out.append(("alibi column, rows early", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **early), 1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

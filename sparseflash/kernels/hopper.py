@@ -1230,6 +1230,17 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
 
 
 @gluon.jit
+def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout: gl.constexpr, BLOCK: gl.constexpr,
+                   BLOCK_M: gl.constexpr):
+    """A dK/dV step's first query position, its [BLOCK_M] query positions and which of them lie
+    in the sequence (the table entry ``t // SUB`` of the key tile's column)."""
+    q_block_idx = gl.load(bwd_idx + lo + t // (BLOCK // BLOCK_M))
+    start_m = (q_block_idx + i0) * BLOCK + (t % (BLOCK // BLOCK_M)) * BLOCK_M
+    rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)
+    return start_m, rows_pos, (rows_pos >= q_lo) & (rows_pos < q_hi)
+
+
+@gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
                   ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
                   bwd_nfull, seqs, KPM, ALIBI, schedule,
@@ -1242,7 +1253,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  WG: gl.constexpr):
+                  ROWS_LATE: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     dtype: gl.constexpr = q_smem.dtype
@@ -1296,10 +1307,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
-            q_block_idx = gl.load(bwd_idx + lo + t // SUB)
-            start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
-            rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)          # [BLOCK_M]
-            row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
+            LATE: gl.constexpr = ROWS_LATE and STATS_TMA
+            if not LATE:
+                start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout,
+                                                           BLOCK, BLOCK_M)
             if not STATS_TMA:
                 lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
             mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
@@ -1313,6 +1324,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
             s_zero = gl.zeros([KEYS, BLOCK_M], gl.float32, s_layout)
             sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            if LATE:
+                # the step's query positions (its table entry) read once its products are
+                # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
+                # spilled register) held the products back (run24, Nsight Compute: 4% of the
+                # stall samples at the top of the step), and the kernel spilled more
+                start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout,
+                                                           BLOCK, BLOCK_M)
             sT = warpgroup_mma_wait(1, deps=(sT, ))
             # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
             # sT * qk_scale, dcapT = 1.0)
@@ -1480,7 +1498,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
-                        FUSED_DQ: gl.constexpr):
+                        FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
     the key block's column (transposed tables) through a ring; two consumer warpgroups own
     64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
@@ -1558,7 +1576,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1568,7 +1586,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -1592,7 +1610,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1602,7 +1620,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

@@ -581,6 +581,15 @@ _HOPPER_FUSED_STAGES = {64: 4, 128: 2}
 # cases, at 248 1.002-1.025x; d=64 unchanged (0.997-1.006x):
 # benchmarks/results/h200-hopper/run24-bwd-profile, call 3.
 _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
+# The dK/dV kernel's consumers read a step's table entry (its query positions) once the step's
+# first two products are issued, not before (its ROWS_LATE; with the statistics in shared
+# memory, STATS_TMA, which the other mode's load of lse2 needs first). Read first, its address,
+# a spilled register, held the products' issue back (run24: Nsight Compute put 4% of the stall
+# samples there); read late, the sm_90 SASS of the d=128 kernel has fewer local-memory accesses
+# in its step loops (non-causal 5 and 0 against 10 and 3, causal 5 and 2 against 7 and 3,
+# folded softcap 30 and 23 against 42 and 26, dropout 25 and 37 against 35 and 40; d=64 none
+# either way). False: the order before (an A/B switch, in the plan-cache key).
+HOPPER_BWD_ROWS_LATE = True
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both
@@ -1099,7 +1108,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   **{n: constexprs[n] for n in names})
+                   ROWS_LATE=HOPPER_BWD_ROWS_LATE, **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1354,7 +1363,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_STATS, _HOPPER_DQ_TABLE.get(d),
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STATS,
+           _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:

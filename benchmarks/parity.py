@@ -246,7 +246,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=True)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None)
 
 
 def variant_list(H):

@@ -588,8 +588,16 @@ _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 # samples there); read late, the sm_90 SASS of the d=128 kernel has fewer local-memory accesses
 # in its step loops (non-causal 5 and 0 against 10 and 3, causal 5 and 2 against 7 and 3,
 # folded softcap 30 and 23 against 42 and 26, dropout 25 and 37 against 35 and 40; d=64 none
-# either way). False: the order before (an A/B switch, in the plan-cache key).
-HOPPER_BWD_ROWS_LATE = True
+# either way). Timed forward+backward (run24 call 4, interleaved, 240 registers both): 1.9-2.0%
+# faster on dense causal 4K and 16K, 1.3% on bigbird, within +-0.7% on the other d=128 cases,
+# and 2% slower at d=64 (dense 4K, local(8)). None: at d=128 only; True / False: always / never
+# (False is the order before; an A/B switch, in the plan-cache key).
+HOPPER_BWD_ROWS_LATE: Optional[bool] = None
+
+
+def _bwd_rows_late(d: int) -> bool:
+    """The dK/dV kernel's ROWS_LATE for head dim ``d`` (:data:`HOPPER_BWD_ROWS_LATE`)."""
+    return d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both
@@ -1108,7 +1116,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=HOPPER_BWD_ROWS_LATE, **{n: constexprs[n] for n in names})
+                   ROWS_LATE=_bwd_rows_late(d), **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,

@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import sparseflash as sf  # noqa: E402
-from benchmarks.hopper import fa4_fn, fa4_function, ours_fn  # noqa: E402
-from benchmarks.peer_breakdown import CASES  # noqa: E402
+from benchmarks.hopper import fa4_function  # noqa: E402
+from benchmarks.peer_breakdown import CASES, case_setup  # noqa: E402
 
 
 def main(argv=None):
@@ -37,16 +36,7 @@ def main(argv=None):
         raise SystemExit(f"--cases: unknown {unknown}; expected names from {[c[0] for c in CASES]}")
     fa4 = None if args.no_fa4 else fa4_function()
     for name, pattern, N, d, causal in (c for c in CASES if c[0] in wanted):
-        H = 2048 // d
-        B = 1 if pattern is not None else max(1, 16384 // N)
-        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
-        impls = {"ours": ours_fn(layout, False)}
-        if fa4 is not None:
-            impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
-        g = torch.Generator(device="cuda").manual_seed(0)
-        q, k, v, do = (torch.randn(B, N, H, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
-                       for _ in range(4))
-        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        impls, (qg, kg, vg, do) = case_setup(pattern, N, d, causal, fa4)
         for rep in range(args.reps):
             for impl, fn in impls.items():
                 with getattr(fn, "switches", contextlib.nullcontext)():

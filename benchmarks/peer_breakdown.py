@@ -31,6 +31,22 @@ CASES = [  # name, pattern (None: dense), N, d, causal
 ]
 
 
+def case_setup(pattern, N, d, causal, fa4):
+    """A case of :data:`CASES` as ``benchmarks/hopper.py`` runs it: ``({"ours": fn, "fa4": fn
+    (when ``fa4``, FA4's ``flash_attn_func``, is given)}, (q, k, v, do))``, bf16 on the GPU,
+    (B, N, H, d) storage seen as (B, H, N, d), q, k and v requiring grad."""
+    H = 2048 // d
+    B = 1 if pattern is not None else max(1, 16384 // N)
+    layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+    impls = {"ours": ours_fn(layout, False)}
+    if fa4 is not None:
+        impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (torch.randn(B, N, H, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                   for _ in range(4))
+    return impls, (*(t.detach().requires_grad_(True) for t in (q, k, v)), do)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -41,16 +57,7 @@ def main(argv=None):
     fa4 = fa4_function()
     rows = []
     for name, pattern, N, d, causal in CASES:
-        H = 2048 // d
-        B = 1 if pattern is not None else max(1, 16384 // N)
-        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
-        impls = {"ours": ours_fn(layout, False)}
-        if fa4 is not None:
-            impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
-        g = torch.Generator(device="cuda").manual_seed(0)
-        q, k, v, do = (torch.randn(B, N, H, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
-                       for _ in range(4))
-        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        impls, (qg, kg, vg, do) = case_setup(pattern, N, d, causal, fa4)
         for impl, fn in impls.items():
             def step(fn=fn):
                 with getattr(fn, "switches", contextlib.nullcontext)():

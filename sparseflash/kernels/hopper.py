@@ -1234,8 +1234,9 @@ def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout: gl.constexpr, B
                    BLOCK_M: gl.constexpr):
     """A dK/dV step's first query position, its [BLOCK_M] query positions and which of them lie
     in the sequence (the table entry ``t // SUB`` of the key tile's column)."""
-    q_block_idx = gl.load(bwd_idx + lo + t // (BLOCK // BLOCK_M))
-    start_m = (q_block_idx + i0) * BLOCK + (t % (BLOCK // BLOCK_M)) * BLOCK_M
+    SUB: gl.constexpr = BLOCK // BLOCK_M
+    q_block_idx = gl.load(bwd_idx + lo + t // SUB)
+    start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
     rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)
     return start_m, rows_pos, (rows_pos >= q_lo) & (rows_pos < q_hi)
 
@@ -1256,6 +1257,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   ROWS_LATE: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
+    # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
+    # without the statistics in shared memory the load of lse2 needs the rows first
+    LATE: gl.constexpr = ROWS_LATE and STATS_TMA
     dtype: gl.constexpr = q_smem.dtype
     # transposed scores [KEYS, BLOCK_M] (keys along rows, queries along columns)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -1307,7 +1311,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
-            LATE: gl.constexpr = ROWS_LATE and STATS_TMA
             if not LATE:
                 start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout,
                                                            BLOCK, BLOCK_M)

@@ -576,9 +576,9 @@ _HOPPER_FUSED_STAGES = {64: 4, 128: 2}
 # non-causal one kept 232 until run24. Nsight Compute then found its worker warpgroup loading 14
 # and storing 4 spilled words a step (the other none), the first loaded at the top of the step
 # and waited on (4% of the stall samples), and the other warpgroup waiting for it where they
-# meet. At 240 the two split the spills (10 and 3 local accesses a step, against 18 and 0 at 232
-# and 0 and 12 at 248) and forward+backward ran 1.022-1.036x faster on six non-causal d=128
-# cases, at 248 1.002-1.025x; d=64 unchanged (0.997-1.006x):
+# meet. At 240 the two split the spills (with the rows read first, 10 and 3 local accesses a
+# step, against 18 and 0 at 232 and 0 and 12 at 248) and forward+backward ran 1.022-1.036x
+# faster on six non-causal d=128 cases, at 248 1.002-1.025x; d=64 unchanged (0.997-1.006x):
 # benchmarks/results/h200-hopper/run24-bwd-profile, call 3.
 _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 # The dK/dV kernel's consumers read a step's table entry (its query positions) once the step's
@@ -586,9 +586,10 @@ _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 # memory, STATS_TMA, which the other mode's load of lse2 needs first). Read first, its address,
 # a spilled register, held the products' issue back (run24: Nsight Compute put 4% of the stall
 # samples there); read late, the sm_90 SASS of the d=128 kernel has fewer local-memory accesses
-# in its step loops (non-causal 5 and 0 against 10 and 3, causal 5 and 2 against 7 and 3,
-# folded softcap 30 and 23 against 42 and 26, dropout 25 and 37 against 35 and 40; d=64 none
-# either way). Timed forward+backward (run24 call 4, interleaved, 240 registers both): 1.9-2.0%
+# in its step loops (non-causal 5 and 0 against 7 and 1, 10 and 3 in the kernel before; causal
+# 5 and 2 against 7 and 3; folded softcap 30 and 23 against 42 and 26; dropout 25 and 37
+# against 35 and 40; softcap with dropout 119 and 128 against 119 and 121; d=64 none either
+# way). Timed forward+backward (run24 call 4, interleaved, 240 registers both): 1.9-2.0%
 # faster on dense causal 4K and 16K, 1.3% on bigbird, within +-0.7% on the other d=128 cases,
 # and 2% slower at d=64 (dense 4K, local(8)). None: at d=128 only; True / False: always / never
 # (False is the order before; an A/B switch, in the plan-cache key).

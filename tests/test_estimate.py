@@ -498,22 +498,43 @@ def test_option_arguments_are_checked(kw, match):
         estimate(layout, 64, **kw)
 
 
-def test_h200_profile_predicts_the_interleaved_peers_run():
-    """The h200 profile (fitted to run15's timings) against run23's 40 timings of the same
-    kernels on 20 cases (``benchmarks/hopper.py``, impls timed interleaved: dense 4K-16K,
-    sparse 1-43% density at 16K-64K, d=64/128), out of sample: median error 4.4% when written
-    (forward 3.2%, forward+backward 5.9%), worst about 11%. Fails if the profile or the cost
-    model drifts from the measured kernels."""
+# (run, its two hopper.json files, bound on the median, on the forward+backward median, on
+# each row, rows allowed more, and how much more)
+_PEERS_RUNS = {
+    "run23": ("run23-interleaved", ("call8/dense", "call7/sparse"), 0.065, 0.08, 0.13, (), 0.0),
+    "run24": ("run24-bwd-profile", ("call6/peers", "call7/peers"), 0.07, 0.10, 0.17,
+              (("local(2) N=16384 d=128", "fwd+bwd"),), 0.30),
+}
+
+
+@pytest.mark.parametrize("run", sorted(_PEERS_RUNS))
+def test_h200_profile_predicts_the_interleaved_peers_run(run):
+    """The h200 profile (fitted to run15's timings) against two later peers runs it was not
+    fitted to, 40 timings each on the same 20 cases (``benchmarks/hopper.py``, impls timed
+    interleaved: dense 4K-16K, sparse 1-43% density at 16K-64K, d=64/128). run23, the same
+    kernels as run15: median error 4.4% when written (forward 3.2%, forward+backward 5.9%),
+    worst +11.3% (dense causal 16K d=128 forward+backward). run24, the dK/dV kernel 2-3%
+    faster at d=128: median 5.1% (forward 2.5%, forward+backward 8.0%), the d=128
+    forward+backward rows over-predicted by 5.5-14.8%; local(2) 16K's forward+backward ran in
+    its slow mode (-26.7%) and gets its own bound. A refit on run24 did not lower the median
+    (5.3%; docs/estimator.md, "Drift after run24"). Fails if the profile or the cost model
+    drifts from the measured kernels."""
     from benchmarks.calibrate import Model, load_rows, median_rel_error, timed_rows
 
-    run = _RESULTS / "run23-interleaved"
+    folder, files, median_max, fwd_bwd_max, row_max, loose_rows, loose_max = _PEERS_RUNS[run]
     rows = []
-    for path in (run / "call8/dense/hopper.json", run / "call7/sparse/hopper.json"):
-        rows += load_rows(path)[1]
+    for name in files:
+        rows += load_rows(_RESULTS / folder / name / "hopper.json")[1]
     rows = timed_rows(rows)
     assert len(rows) == 40
     model = Model(rows, "h200", ["attn_fwd_efficiency"])
     pred = model.predict(model.initial())
     err = np.abs(pred - model.measured) / model.measured
-    assert median_rel_error(pred, model.measured) <= 0.08, sorted(err)[-5:]
-    assert err.max() <= 0.25, [(r["case"], r["pass"], e) for r, e in zip(rows, err) if e > 0.25]
+    assert median_rel_error(pred, model.measured) <= median_max, sorted(err)[-5:]
+    both = [i for i, r in enumerate(rows) if r["pass"] == "fwd+bwd"]
+    assert len(both) == 20 and np.median(err[both]) <= fwd_bwd_max, sorted(err[both])[-5:]
+    loose = [any(r["case"].startswith(case) and r["pass"] == pass_ for case, pass_ in loose_rows)
+             for r in rows]
+    assert sum(loose) == len(loose_rows)
+    bounds = np.where(loose, loose_max, row_max)
+    assert (err <= bounds).all(), [(r["case"], r["pass"], e) for r, e, b in zip(rows, err, bounds) if e > b]

@@ -58,6 +58,9 @@ else:
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
+if which != "fwd":                                    # a step's rows (launch.HOPPER_BWD_STEP_M)
+    rows.update({name: constexprs["BLOCK_M"] for name in ("q_desc", "do_desc", "lse2_desc",
+                                                          "delta_desc", "dq_desc")})
 
 
 def desc(r, name):
@@ -234,25 +237,34 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     (64, "fp16", dict(GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True, PER_SEQ=True,
                       PACKED=True, SCHEDULED=True, STATS_TMA=2)),
     (128, "bf16", dict(CAUSAL=True, HAS_DROPOUT=16110, HAS_SOFTCAP=2, CONSUMER_REGS=240)),
-], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-cpasync", "d128-causal-dropout-softcap"])
+    (64, "bf16", dict(BLOCK_M=128, CAUSAL=True, HAS_DROPOUT=16110, HAS_SOFTCAP=2)),
+    (64, "fp16", dict(BLOCK_M=128, GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True,
+                      PER_SEQ=True, PACKED=True, SCHEDULED=True, STATS_TMA=2)),
+], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-cpasync", "d128-causal-dropout-softcap",
+        "d64-128-query-steps-dropout-softcap", "d64-128-query-steps-gqa-every-mask-stats-cpasync"])
 def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     """With FUSED_DQ (``launch.HOPPER_FUSED_DQ``) the dK/dV kernel runs a fifth product a step
     (dS K, half of dQ's columns per warpgroup) and adds it to the accumulator with the copy
     engine's reduce (``cp.reduce.async.bulk.tensor``, issued by the writer warp); its products
     stay asynchronous, and at the ring depth the launch picks it fits the 227 KB of shared
     memory an SM gives a CTA."""
-    stages = launch._fused_stages(d, dict(HAS_DROPOUT=flags.get("HAS_DROPOUT", 0)))
+    step_m = flags.get("BLOCK_M", 64)
+    stages = launch._fused_stages(d, dict(HAS_DROPOUT=flags.get("HAS_DROPOUT", 0)), step_m)
     fused = dict(flags, FUSED_DQ=True, NUM_STAGES=stages)
-    plain_ptx = _ptx("dkdv", d, dtype, flags)
+    plain_ptx = _ptx("dkdv", d, dtype, dict(flags, NUM_STAGES=stages) if step_m == 128 else flags)
     ptx = _ptx("dkdv", d, dtype, fused)
     assert not re.search(r"cp\.reduce\.async\.bulk", plain_ptx)
     assert re.search(r"cp\.reduce\.async\.bulk\.tensor\S*\.add\b", ptx), "no copy-engine add"
-    # dS K over 128 keys: 8 more wgmma instructions (K = 16 each) in each consumer partition
+    # dS K over 128 keys: 8 more wgmma instructions (K = 16 each) per 64 rows of the step, in
+    # each consumer partition
     wgmmas = [len(re.findall(r"wgmma\.mma_async", text)) for text in (plain_ptx, ptx)]
-    assert wgmmas[1] - wgmmas[0] >= 2 * 128 // 16, wgmmas
+    assert wgmmas[1] - wgmmas[0] >= 2 * 128 // 16 * step_m // 64, wgmmas
     counts = _sass_counts("dkdv", d, dtype, fused)
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
     assert counts["SHARED"] <= 232448, counts
+    # 128-query steps (launch.HOPPER_BWD_STEP_M) keep the 64-query form's registers: no spills
+    if step_m == 128:
+        assert counts["STL"] == 0 and not any(counts["STEP_LOOPS_LOCAL"]), counts
 
 
 @pytest.mark.parametrize("B,H,N,d,pad,dtype", [
@@ -1455,6 +1467,69 @@ def test_hopper_backward_with_and_without_the_fused_dq(name, pattern, kw, fused,
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
+
+
+@gpu
+@pytest.mark.parametrize("step_m", [64, 128])
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_d64_backward_steps_match_the_oracle(name, pattern, kw, step_m, hopper_only,
+                                                    monkeypatch):
+    """The fused backward at d=64 with either step (``launch.HOPPER_BWD_STEP_M``: 64 queries,
+    or 128 in two parts of 64 that share a slot, a meeting and one dQ product) against the
+    float64 oracle on the awkward shapes of CASES (kv_len > seq_len, packed one-token documents,
+    GQA, a token window, a batch of 2, 1000- and 1300-token rows: steps past the sequence's
+    end)."""
+    monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", step_m)
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **dict(kw, d=64))
+
+
+@gpu
+@pytest.mark.parametrize("opts", [
+    dict(), dict(causal=True), dict(causal=True, softcap=20.0), dict(alibi=True),
+    dict(causal=True, alibi=True), dict(causal=True, dropout_p=0.2),
+    dict(causal=True, packed=True), dict(padding=True)],
+    ids=["plain", "causal", "causal-softcap", "alibi", "causal-alibi", "causal-dropout",
+         "packed-docs", "key-padding"])
+def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
+    """A key's dK and dV take the same products in the same order with either step size (128
+    queries are 64 and then 64), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV
+    of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
+    run), with every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
+    draws the same mask), packed documents of odd lengths (the 4-byte statistics copies),
+    key padding that crosses a block; GQA, kv_len > seq_len throughout."""
+    opts = dict(opts)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    packed, padding = opts.pop("packed", False), opts.pop("padding", False)
+    B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
+    q = torch.randn(B, 4, n, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(B, 2, nk, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    if opts.pop("alibi", False):
+        opts["alibi_slopes"] = torch.rand(4, device="cuda", generator=g) * 0.2
+    if packed:
+        opts["cu_seqlens"] = torch.tensor([0, 1, 301, 302, 1133], dtype=torch.int32, device="cuda")
+    if padding:
+        kpm = torch.ones(B, nk, dtype=torch.bool, device="cuda")
+        kpm[0, 200:333] = False
+        opts["key_padding_mask"] = kpm
+    monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
+    results = []
+    for step_m in (64, 128):
+        monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", step_m)
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        torch.manual_seed(7)
+        out = sf.sparse_attention(qg, kg, vg, sf.local(2) | sf.global_blocks(1), block_size=128,
+                                  **opts)
+        results.append((out, ) + torch.autograd.grad(out, (qg, kg, vg), do))
+    ref, got = results
+    assert all(torch.isfinite(t).all() for t in ref + got)
+    assert torch.equal(got[0], ref[0])
+    assert (ref[2] != 0).any() and (ref[3] != 0).any()
+    assert torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3]), "dK, dV"
+    err = (got[1].float() - ref[1].float()).abs().max()
+    assert err <= 1e-2 * ref[1].float().abs().max(), f"dq differs by {err:.3e}"
 
 
 @gpu

@@ -1230,14 +1230,15 @@ def _bwd_producer(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, 
 
 
 @gluon.jit
-def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout: gl.constexpr, BLOCK: gl.constexpr,
-                   BLOCK_M: gl.constexpr):
-    """A dK/dV step's first query position, its [BLOCK_M] query positions and which of them lie
-    in the sequence (the table entry ``t // SUB`` of the key tile's column)."""
+def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, part, query_layout: gl.constexpr, BLOCK: gl.constexpr,
+                   BLOCK_M: gl.constexpr, MMA_M: gl.constexpr):
+    """The first query position of a dK/dV step's part ``part`` (its rows ``part * MMA_M`` on),
+    the part's [MMA_M] query positions and which of them lie in the sequence (the table entry
+    ``t // SUB`` of the key tile's column)."""
     SUB: gl.constexpr = BLOCK // BLOCK_M
     q_block_idx = gl.load(bwd_idx + lo + t // SUB)
-    start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M
-    rows_pos = start_m + gl.arange(0, BLOCK_M, query_layout)
+    start_m = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + part * MMA_M
+    rows_pos = start_m + gl.arange(0, MMA_M, query_layout)
     return start_m, rows_pos, (rows_pos >= q_lo) & (rows_pos < q_hi)
 
 
@@ -1257,13 +1258,17 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   ROWS_LATE: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
+    # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
+    # launch.HOPPER_BWD_STEP_M), two parts of 64 that share the step's slot and meeting
+    MMA_M: gl.constexpr = 64
+    PARTS: gl.constexpr = BLOCK_M // MMA_M
     # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
     # without the statistics in shared memory the load of lse2 needs the rows first
     LATE: gl.constexpr = ROWS_LATE and STATS_TMA
     dtype: gl.constexpr = q_smem.dtype
-    # transposed scores [KEYS, BLOCK_M] (keys along rows, queries along columns)
+    # transposed scores [KEYS, MMA_M] (keys along rows, queries along columns)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_M, 16])
+                                                       instr_shape=[16, MMA_M, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -1311,96 +1316,116 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         full_trips = n_full * SUB
         for t in range((hi - lo) * SUB):
             s = step % NUM_STAGES
-            if not LATE:
-                start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout,
-                                                           BLOCK, BLOCK_M)
-            if not STATS_TMA:
-                lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
-            mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
-            if STATS_TMA:
-                # the step's statistics, copied by the producer beside Q and dO: read from
-                # shared memory where used, they hold no registers across the products' waits
-                lse2 = lse2_smem.index(s).load(query_layout)
-            q_tile = q_smem.index(s)
-            do_tile = do_smem.index(s)
-            # use_acc=False ignores the zeros: made here, they need no register across the loop
-            s_zero = gl.zeros([KEYS, BLOCK_M], gl.float32, s_layout)
-            sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            if LATE:
-                # the step's query positions (its table entry) read once its products are
-                # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
-                # spilled register) held the products back (run24, Nsight Compute: 4% of the
-                # stall samples at the top of the step), and the kernel spilled more
-                start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, query_layout,
-                                                           BLOCK, BLOCK_M)
-            sT = warpgroup_mma_wait(1, deps=(sT, ))
-            # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
-            # sT * qk_scale, dcapT = 1.0)
-            if HAS_ALIBI == 2:
-                # the scores leave out the causal bias's row term (R = start_m): so does the LSE
-                # (in float: the integer form is a loop-invariant arange the compiler hoists, a
-                # [BLOCK_M] vector held across the loop; positions are exact in float32 to 2**24)
-                lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
-            s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
-                                      keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
-            # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
-            pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, BLOCK_M]
-            if t >= full_trips:
-                visible = key_ok[:, None] & row_ok[None, :]
-                if CAUSAL:
-                    visible = visible & (keys_pos[:, None] <= rows_pos[None, :])
-                if HAS_WL:
-                    visible = visible & (keys_pos[:, None] >= rows_pos[None, :] - window_left)
-                if HAS_WR:
-                    visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
-                pT = gl.where(visible, pT, 0.0)
-            if HAS_DROPOUT:
-                # the forward's mask, drawn again and transposed (through shared memory: no
-                # thread holds a call's keys in this orientation). A dropped probability keeps
-                # its value with a minus sign (P >= 0): the mask needs no registers of its own
-                # until dP^T arrives. Its scale goes to dV at the end and to dP^T below.
-                if (HAS_DROPOUT // 100) % 10 == 2:
-                    keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
-                                          KEYS, BLOCK_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
-                                                                                      HAS_DROPOUT)
+            # a step of BLOCK_M queries in PARTS parts of MMA_M: one meeting of the warpgroups
+            # (the fused dQ) and one slot of the ring per step, S^T, dP^T, dV and dK per part
+            for h in gl.static_range(PARTS):
+                if not LATE:
+                    start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
+                                                               query_layout, BLOCK, BLOCK_M, MMA_M)
+                if not STATS_TMA:
+                    lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
+                if h == 0:
+                    mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
+                if STATS_TMA:
+                    # the step's statistics, copied by the producer beside Q and dO: read from
+                    # shared memory where used, they hold no registers across the products' waits
+                    if PARTS == 1:
+                        lse2 = lse2_smem.index(s).load(query_layout)
+                    else:
+                        lse2 = lse2_smem.index(s).slice(h * MMA_M, MMA_M).load(query_layout)
+                if PARTS == 1:
+                    q_tile = q_smem.index(s)
+                    do_tile = do_smem.index(s)
                 else:
-                    keepT = gl.convert_layout(gl.permute(_dropout_keep(
-                        seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
-                        BLOCK_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
-                pT = gl.where(keepT, pT, -pT)
-                dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
-                                   do_tile, dv, is_async=True)
-            else:
-                dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
-                                   is_async=True)
-            if HAS_SOFTCAP:
-                # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here frees
-                # its registers before dP^T is waited on (bwd.py multiplies it last; the same
-                # product in another fp32 rounding order)
-                pT = pT * dcapT
-            # read late: [BLOCK_M] vectors cost 16 registers a thread each in this layout
-            if STATS_TMA:
-                delta = delta_smem.index(s).load(query_layout)
-            else:
-                delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
-            dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-            if HAS_DROPOUT:
-                # kept: P (dP * scale - delta); dropped: P (0 - delta)
-                dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
-            else:
-                dsT = pT * (dpT - delta[None, :])
-            dsT = dsT.to(dtype)
-            dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                    q_tile = q_smem.index(s).slice(h * MMA_M, MMA_M)
+                    do_tile = do_smem.index(s).slice(h * MMA_M, MMA_M)
+                # use_acc=False ignores the zeros: made here, they need no register across the loop
+                s_zero = gl.zeros([KEYS, MMA_M], gl.float32, s_layout)
+                sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                if LATE:
+                    # the step's query positions (its table entry) read once its products are
+                    # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
+                    # spilled register) held the products back (run24, Nsight Compute: 4% of the
+                    # stall samples at the top of the step), and the kernel spilled more
+                    start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
+                                                               query_layout, BLOCK, BLOCK_M, MMA_M)
+                sT = warpgroup_mma_wait(1, deps=(sT, ))
+                # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
+                # sT * qk_scale, dcapT = 1.0)
+                if HAS_ALIBI == 2:
+                    # the scores leave out the causal bias's row term (R = start_m): so does the
+                    # LSE (in float: the integer form is a loop-invariant arange the compiler
+                    # hoists, a [MMA_M] vector held across the loop; positions are exact in
+                    # float32 to 2**24)
+                    lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
+                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
+                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
+                # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
+                pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, MMA_M]
+                if t >= full_trips:
+                    visible = key_ok[:, None] & row_ok[None, :]
+                    if CAUSAL:
+                        visible = visible & (keys_pos[:, None] <= rows_pos[None, :])
+                    if HAS_WL:
+                        visible = visible & (keys_pos[:, None] >= rows_pos[None, :] - window_left)
+                    if HAS_WR:
+                        visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
+                    pT = gl.where(visible, pT, 0.0)
+                if HAS_DROPOUT:
+                    # the forward's mask, drawn again and transposed (through shared memory: no
+                    # thread holds a call's keys in this orientation). A dropped probability
+                    # keeps its value with a minus sign (P >= 0): the mask needs no registers of
+                    # its own until dP^T arrives. Its scale goes to dV at the end and to dP^T
+                    # below.
+                    if (HAS_DROPOUT // 100) % 10 == 2:
+                        keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
+                                              KEYS, MMA_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
+                                                                                      HAS_DROPOUT)
+                    else:
+                        keepT = gl.convert_layout(gl.permute(_dropout_keep(
+                            seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
+                            MMA_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
+                    pT = gl.where(keepT, pT, -pT)
+                    dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
+                                       do_tile, dv, is_async=True)
+                else:
+                    dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
+                                       is_async=True)
+                if HAS_SOFTCAP:
+                    # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here
+                    # frees its registers before dP^T is waited on (bwd.py multiplies it last;
+                    # the same product in another fp32 rounding order)
+                    pT = pT * dcapT
+                # read late: [MMA_M] vectors cost 16 registers a thread each in this layout
+                if STATS_TMA:
+                    if PARTS == 1:
+                        delta = delta_smem.index(s).load(query_layout)
+                    else:
+                        delta = delta_smem.index(s).slice(h * MMA_M, MMA_M).load(query_layout)
+                else:
+                    delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
+                dpT = warpgroup_mma_wait(1, deps=(dpT, ))
+                if HAS_DROPOUT:
+                    # kept: P (dP * scale - delta); dropped: P (0 - delta)
+                    dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
+                else:
+                    dsT = pT * (dpT - delta[None, :])
+                dsT = dsT.to(dtype)
+                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                if FUSED_DQ:
+                    # both warpgroups' dS^T of the step ([128 keys, BLOCK_M queries], two buffers
+                    # by step parity); each warpgroup takes half of dQ's columns over all 128
+                    # keys, so an element of dQ is added once per key tile. Waiting for the
+                    # other warpgroup's half every step also frees the buffer two steps on: the
+                    # other has finished its dQ products of this step before it stores the next
+                    # step's half.
+                    buf = step % 2
+                    if PARTS == 1:
+                        ds_smem.index(buf).slice(WG * KEYS, KEYS).store(dsT)
+                    else:
+                        ds_smem.index(buf).slice(WG * KEYS, KEYS).slice(h * MMA_M, MMA_M, 1).store(dsT)
             if FUSED_DQ:
-                # both warpgroups' dS^T of the step ([128 keys, 64 queries], two buffers by step
-                # parity) through shared memory; each warpgroup takes half of dQ's columns over
-                # all 128 keys, so an element of dQ is added once per key tile. Waiting for the
-                # other warpgroup's half every step also frees the buffer two steps on: the
-                # other has finished its dQ products of this step before it stores the next
-                # step's half.
-                buf = step % 2
-                ds_smem.index(buf).slice(WG * KEYS, KEYS).store(dsT)
                 fence_async_shared()
                 gl.thread_barrier()          # the warpgroup's four warps have stored their rows
                 mbarrier.arrive(ds_full.index(buf))

@@ -599,6 +599,27 @@ HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 def _bwd_rows_late(d: int) -> bool:
     """The dK/dV kernel's ROWS_LATE for head dim ``d`` (:data:`HOPPER_BWD_ROWS_LATE`)."""
     return d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
+# The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 64, or 128 as
+# FlashAttention-3/4 step there, in two parts of 64 for the products (kernels/hopper.py
+# ``MMA_M``, ``PARTS``) that share the step's slot of the ring (2 slots of 128 rows: 194 KB of
+# shared memory), its meeting of the warpgroups, its dQ product and staging (half as many, twice
+# the size). d=128 and the unfused kernel keep 64 (at d=128 the ring would not fit). None: 64
+# (see docs/hopper.md); 64 / 128: that (128 only at d=64 with the fused dQ). An A/B switch, in
+# the plan-cache key; SPARSEFLASH_HOPPER_BWD_STEP_M sets it.
+HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
+                                    if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
+_HOPPER_BWD_STEP_M_DEFAULT = {64: 64}
+
+
+def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
+    """The dK/dV kernel's BLOCK_M (queries a step) for head dim ``d`` (:data:`HOPPER_BWD_STEP_M`).
+    Dropout with ALiBi keeps 64: with 128 its step loops spill (sm_90 SASS: 3 local accesses a
+    step in each consumer, 23 with softcap too; none with any one option or any other pair)."""
+    if HOPPER_BWD_STEP_M not in (None, 64, 128):
+        raise ValueError(f"HOPPER_BWD_STEP_M must be None, 64 or 128, got {HOPPER_BWD_STEP_M!r}")
+    if d != 64 or not fused_dq or (constexprs["HAS_DROPOUT"] and constexprs["HAS_ALIBI"]):
+        return _HOPPER_TILE // 2
+    return _HOPPER_BWD_STEP_M_DEFAULT[d] if HOPPER_BWD_STEP_M is None else HOPPER_BWD_STEP_M
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both
@@ -1035,22 +1056,26 @@ def _stats_mode(layout, n: int) -> int:
     return _STATS_MODES[mode]
 
 
-def _dq_descriptor(base: torch.Tensor, shape):
+def _dq_descriptor(base: torch.Tensor, shape, rows: int = _HOPPER_TILE // 2):
     """The fused dQ's fp32 accumulator, (B, H, pad + N, d), as a descriptor with block
-    [1, 1, 64, 32]: the kernel's staging tile (kernels/hopper.py ``_DQ_COLS``)."""
+    [1, 1, rows, 32]: the kernel's staging tile (rows: its BLOCK_M; kernels/hopper.py
+    ``_DQ_COLS``)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, H, N, d = shape
-    block = [1, 1, _HOPPER_TILE // 2, 32]
+    block = [1, 1, rows, 32]
     return TensorDescriptor(base, [B, H, N, d], [H * N * d, N * d, d, 1], block,
                             gl.NVMMASharedLayout.get_default_for(block, gl.float32))
 
 
-def _fused_stages(d: int, constexprs) -> int:
+def _fused_stages(d: int, constexprs, step_m: int = _HOPPER_TILE // 2) -> int:
     """The (Q, dO) ring depth of the dK/dV kernel with the fused dQ: at most 2 at d=128 with
-    dropout, whose transposed mask also goes through shared memory (3 would need 234 KB)."""
+    dropout, whose transposed mask also goes through shared memory (3 would need 234 KB), and
+    2 with 128-query steps (``step_m``; 3 would need 226 KB with the larger dS^T buffers)."""
     stages = _HOPPER_FUSED_STAGES[d]
+    if step_m > _HOPPER_TILE // 2:
+        return 2
     return min(stages, 2) if d == 128 and constexprs["HAS_DROPOUT"] else stages
 
 
@@ -1091,13 +1116,14 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     half = _HOPPER_TILE // 2
-    sources = tuple(_gluon_descriptor(t, half) for t in (q, k, v, do)) + tuple(
-        _stat_descriptor(t, half) for t in stats)
+    step_m = _bwd_step_m(d, fused_dq, constexprs)           # the queries of a step (K and V: halves of the tile)
+    sources = tuple(_gluon_descriptor(t, step_m if t is q or t is do else half)
+                    for t in (q, k, v, do)) + tuple(_stat_descriptor(t, step_m) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
     # block_size rows of padding before row 0: a step may start up to a block before its
     # sequence, and the copy engine's reduce faults on negative coordinates
     plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
-                                           (B, H, layout.block_size + N, d)), None)
+                                           (B, H, layout.block_size + N, d), step_m), None)
     plan.dq_convert = _dq_convert_launch(B * H, N, d, layout.block_size, scale, cached)
     stats_mode = _stats_mode(layout, N)
     # only the TMA copies read the masked rows of a step (the 4-byte copies zero-fill them)
@@ -1112,9 +1138,9 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
     tail = (num_n_tiles, Hkv * Nk * d, Nk * d, geometry[0], H, Hkv, N, *geometry[1:], scale,
             qk_scale, *mod_tail)
-    options = dict(BLOCK=layout.block_size, BLOCK_M=half, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
+    options = dict(BLOCK=layout.block_size, BLOCK_M=step_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv,
-                   NUM_STAGES=_fused_stages(d, constexprs) if fused_dq else _HOPPER_BWD_STAGES[d],
+                   NUM_STAGES=_fused_stages(d, constexprs, step_m) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    ROWS_LATE=_bwd_rows_late(d), **{n: constexprs[n] for n in names})
@@ -1372,7 +1398,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STATS,
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None

@@ -1549,10 +1549,11 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
                         FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, AHEAD: gl.constexpr):
-    """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of 64 queries of
-    the key block's column (transposed tables) through a ring; two consumer warpgroups own
-    64 keys each and run, per step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's
-    LSE, dV += P^T dO and dK += dS^T Q with P^T and dS^T from registers. delta and lse2 (and,
+    """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
+    (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
+    (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
+    64 queries of a step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's LSE, dV += P^T
+    dO and dK += dS^T Q with P^T and dS^T from registers. delta and lse2 (and,
     without FUSED_DQ, dQ) come from the portable dQ kernel, which runs first (bwd.py). Each
     step's 64 rows of lse2 and delta reach the consumers by STATS_TMA (launch._stats_mode): 1,
     the producer's 1-D

@@ -599,16 +599,22 @@ HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 def _bwd_rows_late(d: int) -> bool:
     """The dK/dV kernel's ROWS_LATE for head dim ``d`` (:data:`HOPPER_BWD_ROWS_LATE`)."""
     return d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
-# The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 64, or 128 as
-# FlashAttention-3/4 step there, in two parts of 64 for the products (kernels/hopper.py
-# ``MMA_M``, ``PARTS``) that share the step's slot of the ring (2 slots of 128 rows: 194 KB of
-# shared memory), its meeting of the warpgroups, its dQ product and staging (half as many, twice
-# the size). d=128 and the unfused kernel keep 64 (at d=128 the ring would not fit). None: 64
-# (see docs/hopper.md); 64 / 128: that (128 only at d=64 with the fused dQ). An A/B switch, in
-# the plan-cache key; SPARSEFLASH_HOPPER_BWD_STEP_M sets it.
+# The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
+# step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
+# share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
+# of the warpgroups, its dQ product and staging (half as many, twice the size), or 64. d=128
+# and the unfused kernel keep 64 (at d=128 the ring would not fit). On an H200, forward+backward
+# with 64 took 1.012-2.1% longer than with 128 on the seven d=64 cases of the peers table, in
+# two calls (benchmarks/results/h200-hopper/run25-d64-steps, calls 1 and 2, interleaved); dK and
+# dV are bit for bit the same. None: 128 at d=64 (with the fused dQ, without dropout with
+# ALiBi); 64 / 128: that (128 only at d=64 with the fused dQ). In the plan-cache key;
+# SPARSEFLASH_HOPPER_BWD_STEP_M sets it.
 # With 128-query steps: both parts' S^T and dP^T issued at the step's start (the kernel's
-# AHEAD), so that the second part's products run under the first part's softmax. None: off
-# (see docs/hopper.md); True / False. An A/B switch, in the plan-cache key.
+# AHEAD), so that the second part's products run under the first part's softmax. It spills
+# (sm_90 SASS, d=64, local accesses in the two step loops: 6 and 2, causal 11 and 4, softcap 47
+# and 39; none without) and measured 0.992-1.007x the time of the default forward+backward on
+# the seven d=64 cases (run25 call 2): None (off) / False; True. An A/B switch, in the
+# plan-cache key.
 HOPPER_BWD_AHEAD: Optional[bool] = None
 HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
                                     if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
@@ -1109,7 +1115,8 @@ def _use_fused_dq(split: bool) -> bool:
 
 def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, constexprs, slots, *,
                       scale, qk_scale, mod_tail, schedule_cache, cached, fused_dq=False):
-    """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps. ``qk_scale``,
+    """The dK/dV launch of the Hopper backward: 128-key tiles, 64-query steps (128 at d=64 with
+    the fused dQ: :data:`HOPPER_BWD_STEP_M`). ``qk_scale``,
     ``mod_tail`` and the HAS_SOFTCAP/HAS_ALIBI constexprs are the portable kernels' (``_mods``).
     ``stats``: the padded (lse2, delta) rows (:func:`_stat_rows`, a [2, width] tensor) the dQ
     kernel writes, which the producer warp copies beside each step's Q and dO tiles.

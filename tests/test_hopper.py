@@ -54,7 +54,8 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
-                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), AHEAD=False)
+                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), AHEAD=False,
+                      LAG=False)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)

@@ -54,8 +54,7 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
-                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), AHEAD=False,
-                      LAG=False)
+                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d))
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
@@ -1494,8 +1493,7 @@ def test_hopper_d64_backward_steps_match_the_oracle(name, pattern, kw, step_m, h
          "packed-docs", "key-padding"])
 def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
     """A key's dK and dV take the same products in the same order with either step size (128
-    queries are 64 and then 64; with ``HOPPER_BWD_AHEAD`` both parts' first products are only
-    issued earlier), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
+    queries are 64 and then 64), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
     run), with every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
     draws the same mask), packed documents of odd lengths (the 4-byte statistics copies),
     key padding that crosses a block; GQA, kv_len > seq_len throughout."""
@@ -1517,9 +1515,8 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
         opts["key_padding_mask"] = kpm
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
     results = []
-    for step_m, ahead in ((64, False), (128, False), (128, True)):
+    for step_m in (64, 128):
         monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", step_m)
-        monkeypatch.setattr(launch, "HOPPER_BWD_AHEAD", ahead)
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
         torch.manual_seed(7)
         out = sf.sparse_attention(qg, kg, vg, sf.local(2) | sf.global_blocks(1), block_size=128,
@@ -1527,7 +1524,7 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
         results.append((out, ) + torch.autograd.grad(out, (qg, kg, vg), do))
     ref = results[0]
     assert (ref[2] != 0).any() and (ref[3] != 0).any()
-    for form, got in zip(("128", "128-ahead"), results[1:]):
+    for form, got in zip(("128", ), results[1:]):
         assert all(torch.isfinite(t).all() for t in ref + got), form
         assert torch.equal(got[0], ref[0]), form
         assert torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3]), f"dK, dV ({form})"

@@ -1243,26 +1243,6 @@ def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, part, query_layout: gl.conste
 
 
 @gluon.jit
-def _bwd_stage_dq(dq, dq_smem, dq_empty, dq_full, step, WG: gl.constexpr, BLOCK_M: gl.constexpr,
-                  DQ_COLS: gl.constexpr, DQ_PARTS: gl.constexpr, part_layout: gl.constexpr):
-    """A step's dQ product (unscaled: sm_scale is applied where the accumulator is converted,
-    launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns each, split in
-    registers: a relabeling), which the writer warp adds to the fp32 accumulator once its adds
-    of the step before have read them."""
-    mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
-    if DQ_PARTS == 2:
-        dq0, dq1 = dq.reshape([BLOCK_M, 2, DQ_COLS]).permute((0, 2, 1)).split()
-        dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout, assert_trivial=True))
-        dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
-                                                                 assert_trivial=True))
-    else:
-        dq_smem.index(WG * DQ_PARTS).store(dq)
-    fence_async_shared()
-    gl.thread_barrier()
-    mbarrier.arrive(dq_full.index(WG))
-
-
-@gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
                   ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
                   bwd_nfull, seqs, KPM, ALIBI, schedule,
@@ -1275,17 +1255,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  ROWS_LATE: gl.constexpr, AHEAD: gl.constexpr, LAG: gl.constexpr, WG: gl.constexpr):
+                  ROWS_LATE: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
     # launch.HOPPER_BWD_STEP_M), two parts of 64 that share the step's slot and meeting
     MMA_M: gl.constexpr = 64
     PARTS: gl.constexpr = BLOCK_M // MMA_M
-    # the product groups that may stay in flight at each of a part's two waits: with AHEAD
-    # (both parts' S^T and dP^T issued first) the next part's two products (first part) or the
-    # first part's dV and dK (second part)
-    PENDING: gl.constexpr = 3 if AHEAD and PARTS == 2 else 1
     # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
     # without the statistics in shared memory the load of lse2 needs the rows first
     LATE: gl.constexpr = ROWS_LATE and STATS_TMA
@@ -1327,11 +1303,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     v_tile = v_smem.index(WG)
     dk = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
     dv = gl.zeros([KEYS, HEAD_DIM], gl.float32, o_layout)
-    # the fused dQ's staging a step late (DQ_LAG): the last step's dQ product
-    DQ_LAG: gl.constexpr = LAG and FUSED_DQ
-    if DQ_LAG:
-        dq_prev = gl.zeros([BLOCK_M, HEAD_DIM // 2], gl.float32, dq_layout)
-        has_prev = 0
     mbarrier.wait(kv_bar, 0)
     step = 0
     for g in range(GROUP_SIZE):
@@ -1370,31 +1341,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     do_tile = do_smem.index(s).slice(h * MMA_M, MMA_M)
                 # use_acc=False ignores the zeros: made here, they need no register across the loop
                 s_zero = gl.zeros([KEYS, MMA_M], gl.float32, s_layout)
-                if AHEAD and PARTS == 2:
-                    # both parts' S^T and dP^T issued at the step's start (AHEAD): the second
-                    # part's run while the first part's softmax does
-                    if h == 0:
-                        sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False,
-                                           is_async=True)
-                        dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False,
-                                            is_async=True)
-                        q_next = q_smem.index(s).slice(MMA_M, MMA_M)
-                        do_next = do_smem.index(s).slice(MMA_M, MMA_M)
-                        sT_next = warpgroup_mma(k_tile, q_next.permute((1, 0)), s_zero, use_acc=False,
-                                                is_async=True)
-                        dpT_next = warpgroup_mma(v_tile, do_next.permute((1, 0)), s_zero, use_acc=False,
-                                                 is_async=True)
-                    else:
-                        sT = sT_next
-                        dpT = dpT_next
-                else:
-                    sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                    dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                if DQ_LAG and h == 0:
-                    # the last step's dQ staged while this step's first products run
-                    if has_prev != 0:
-                        _bwd_stage_dq(dq_prev, dq_smem, dq_empty, dq_full, step - 1, WG, BLOCK_M, DQ_COLS,
-                                      DQ_PARTS, part_layout)
+                sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                dpT = warpgroup_mma(v_tile, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 if LATE:
                     # the step's query positions (its table entry) read once its products are
                     # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
@@ -1402,7 +1350,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # stall samples at the top of the step), and the kernel spilled more
                     start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
                                                                query_layout, BLOCK, BLOCK_M, MMA_M)
-                sT = warpgroup_mma_wait(PENDING, deps=(sT, ))
+                sT = warpgroup_mma_wait(1, deps=(sT, ))
                 # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
                 # sT * qk_scale, dcapT = 1.0)
                 if HAS_ALIBI == 2:
@@ -1457,7 +1405,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                         delta = delta_smem.index(s).slice(h * MMA_M, MMA_M).load(query_layout)
                 else:
                     delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
-                dpT = warpgroup_mma_wait(PENDING, deps=(dpT, ))
+                dpT = warpgroup_mma_wait(1, deps=(dpT, ))
                 if HAS_DROPOUT:
                     # kept: P (dP * scale - delta); dropped: P (0 - delta)
                     dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
@@ -1492,25 +1440,26 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 # on an H200, run20)
                 dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
                 mbarrier.arrive(empty.index(s))
-                if DQ_LAG:
-                    # staged by the next step once its first products are issued, under them
-                    # (an accumulator still in flight cannot cross the loop's back edge: ptxas
-                    # then serialises every wgmma)
-                    # (copied by an add: carried as the wgmma's own registers, ptxas made the
-                    # next step wait for all its products before the staging's first store)
-                    dq_prev = dq + 0.0
-                    has_prev = 1
+                # the product (unscaled: sm_scale is applied where the accumulator is converted,
+                # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
+                # each, split in registers: a relabeling), which the writer warp adds to the
+                # fp32 accumulator once its adds of the last step have read them
+                mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
+                if DQ_PARTS == 2:
+                    dq0, dq1 = dq.reshape([BLOCK_M, 2, DQ_COLS]).permute((0, 2, 1)).split()
+                    dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout,
+                                                                         assert_trivial=True))
+                    dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
+                                                                             assert_trivial=True))
                 else:
-                    _bwd_stage_dq(dq, dq_smem, dq_empty, dq_full, step, WG, BLOCK_M, DQ_COLS, DQ_PARTS,
-                                  part_layout)
+                    dq_smem.index(WG * DQ_PARTS).store(dq)
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(dq_full.index(WG))
             else:
                 dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
-    if DQ_LAG:
-        if has_prev != 0:
-            _bwd_stage_dq(dq_prev, dq_smem, dq_empty, dq_full, step - 1, WG, BLOCK_M, DQ_COLS, DQ_PARTS,
-                          part_layout)
 
     dk = dk * sm_scale
     if HAS_DROPOUT:
@@ -1577,8 +1526,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
-                        FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, AHEAD: gl.constexpr,
-                        LAG: gl.constexpr):
+                        FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -1657,7 +1605,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, AHEAD, LAG, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1667,7 +1615,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, AHEAD, LAG, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -1691,7 +1639,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, AHEAD, LAG, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1701,7 +1649,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, AHEAD, LAG, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

@@ -609,20 +609,6 @@ def _bwd_rows_late(d: int) -> bool:
 # dV are bit for bit the same. None: 128 at d=64 (with the fused dQ, without dropout with
 # ALiBi); 64 / 128: that (128 only at d=64 with the fused dQ). In the plan-cache key;
 # SPARSEFLASH_HOPPER_BWD_STEP_M sets it.
-# With 128-query steps: both parts' S^T and dP^T issued at the step's start (the kernel's
-# AHEAD), so that the second part's products run under the first part's softmax. It spills
-# (sm_90 SASS, d=64, local accesses in the two step loops: 6 and 2, causal 11 and 4, softcap 47
-# and 39; none without) and measured 0.992-1.007x the time of the default forward+backward on
-# the seven d=64 cases (run25 call 2): None (off) / False; True. An A/B switch, in the
-# plan-cache key.
-HOPPER_BWD_AHEAD: Optional[bool] = None
-# The fused dQ's staging a step late (the kernel's LAG), at d=64: the next step issues its first
-# products, then stages the last step's dQ (its shared-memory stores, fence and barrier) while
-# they run. (Leaving the dQ product itself in flight across steps made ptxas serialise every
-# wgmma: an accumulator in flight cannot cross the loop's back edge.) At d=128 the dQ tile's 32
-# registers a thread spill (sm_90 SASS: 64 local accesses a step in each consumer). None: off
-# (see docs/hopper.md); True / False. An A/B switch, in the plan-cache key.
-HOPPER_BWD_LAG: Optional[bool] = None
 HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
                                     if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
 _HOPPER_BWD_STEP_M_DEFAULT = {64: 128}
@@ -1161,9 +1147,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs, step_m) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), AHEAD=bool(HOPPER_BWD_AHEAD) and step_m > half,
-                   LAG=bool(HOPPER_BWD_LAG) and fused_dq and d == 64,
-                   **{n: constexprs[n] for n in names})
+                   ROWS_LATE=_bwd_rows_late(d), **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1418,8 +1402,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_AHEAD, HOPPER_BWD_LAG,
-           HOPPER_BWD_STATS,
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None

@@ -54,13 +54,15 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
-                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d))
+                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
 if which != "fwd":                                    # a step's rows (launch.HOPPER_BWD_STEP_M)
     rows.update({name: constexprs["BLOCK_M"] for name in ("q_desc", "do_desc", "lse2_desc",
                                                           "delta_desc", "dq_desc")})
+    if constexprs["DQ_ROWS"]:                         # a warpgroup's dQ tile: half the step's rows
+        rows["dq_desc"] = constexprs["BLOCK_M"] // 2
 
 
 def desc(r, name):
@@ -240,8 +242,10 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     (64, "bf16", dict(BLOCK_M=128, CAUSAL=True, HAS_DROPOUT=16110, HAS_SOFTCAP=2)),
     (64, "fp16", dict(BLOCK_M=128, GROUP_SIZE=4, CAUSAL=True, HAS_WR=True, HAS_KPM=True,
                       PER_SEQ=True, PACKED=True, SCHEDULED=True, STATS_TMA=2)),
+    (64, "bf16", dict(BLOCK_M=128, DQ_ROWS=True, CAUSAL=True)),
 ], ids=["d128-bf16-plain", "d64-fp16-gqa-every-mask-stats-cpasync", "d128-causal-dropout-softcap",
-        "d64-128-query-steps-dropout-softcap", "d64-128-query-steps-gqa-every-mask-stats-cpasync"])
+        "d64-128-query-steps-dropout-softcap", "d64-128-query-steps-gqa-every-mask-stats-cpasync",
+        "d64-128-query-steps-dq-by-rows"])
 def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     """With FUSED_DQ (``launch.HOPPER_FUSED_DQ``) the dK/dV kernel runs a fifth product a step
     (dS K, half of dQ's columns per warpgroup) and adds it to the accumulator with the copy
@@ -256,9 +260,10 @@ def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     assert not re.search(r"cp\.reduce\.async\.bulk", plain_ptx)
     assert re.search(r"cp\.reduce\.async\.bulk\.tensor\S*\.add\b", ptx), "no copy-engine add"
     # dS K over 128 keys: 8 more wgmma instructions (K = 16 each) per 64 rows of the step, in
-    # each consumer partition
+    # each consumer partition (per warpgroup, with the rows split between them: DQ_ROWS)
     wgmmas = [len(re.findall(r"wgmma\.mma_async", text)) for text in (plain_ptx, ptx)]
-    assert wgmmas[1] - wgmmas[0] >= 2 * 128 // 16 * step_m // 64, wgmmas
+    per_rows = 64 * (2 if flags.get("DQ_ROWS") else 1)
+    assert wgmmas[1] - wgmmas[0] >= 2 * 128 // 16 * step_m // per_rows, wgmmas
     counts = _sass_counts("dkdv", d, dtype, fused)
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
     assert counts["SHARED"] <= 232448, counts
@@ -1493,7 +1498,8 @@ def test_hopper_d64_backward_steps_match_the_oracle(name, pattern, kw, step_m, h
          "packed-docs", "key-padding"])
 def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
     """A key's dK and dV take the same products in the same order with either step size (128
-    queries are 64 and then 64), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
+    queries are 64 and then 64; ``HOPPER_BWD_DQ_ROWS`` changes only how dQ is split between the
+    warpgroups), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
     run), with every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
     draws the same mask), packed documents of odd lengths (the 4-byte statistics copies),
     key padding that crosses a block; GQA, kv_len > seq_len throughout."""
@@ -1515,8 +1521,9 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
         opts["key_padding_mask"] = kpm
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
     results = []
-    for step_m in (64, 128):
+    for step_m, dq_rows in ((64, False), (128, False), (128, True)):
         monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", step_m)
+        monkeypatch.setattr(launch, "HOPPER_BWD_DQ_ROWS", dq_rows)
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
         torch.manual_seed(7)
         out = sf.sparse_attention(qg, kg, vg, sf.local(2) | sf.global_blocks(1), block_size=128,
@@ -1524,7 +1531,7 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
         results.append((out, ) + torch.autograd.grad(out, (qg, kg, vg), do))
     ref = results[0]
     assert (ref[2] != 0).any() and (ref[3] != 0).any()
-    for form, got in zip(("128", ), results[1:]):
+    for form, got in zip(("128", "128-dq-rows"), results[1:]):
         assert all(torch.isfinite(t).all() for t in ref + got), form
         assert torch.equal(got[0], ref[0]), form
         assert torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3]), f"dK, dV ({form})"

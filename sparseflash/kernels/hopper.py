@@ -1255,7 +1255,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  ROWS_LATE: gl.constexpr, WG: gl.constexpr):
+                  ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr, WG: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
@@ -1291,12 +1291,15 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         keep = gl.load(KPM + off_b.to(gl.int64) * stride_kpm_b + (keys_pos + k_row0), mask=key_ok, other=0)
         key_ok = key_ok & (keep != 0)
     # the fused dQ (FUSED_DQ): dQ[:, DQ_COL0 : DQ_COL0 + d/2] += dS K over all the tile's keys,
-    # one product, staged in DQ_PARTS tiles of DQ_COLS columns (fp32 rows of 128 bytes)
+    # one product, staged in DQ_PARTS tiles of DQ_COLS columns (fp32 rows of 128 bytes); with
+    # DQ_ROWS (128-query steps) the warpgroup's half is the step's rows WG * 64 on, every column
     DQ_COLS: gl.constexpr = _DQ_COLS
-    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // DQ_COLS
+    DQ_R: gl.constexpr = BLOCK_M // 2 if DQ_ROWS else BLOCK_M
+    DQ_W: gl.constexpr = HEAD_DIM if DQ_ROWS else HEAD_DIM // 2
+    DQ_PARTS: gl.constexpr = DQ_W // DQ_COLS
     DQ_COL0: gl.constexpr = WG * (HEAD_DIM // 2)
     dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, HEAD_DIM // 2, 16])
+                                                        instr_shape=[16, DQ_W, 16])
     part_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                           instr_shape=[16, DQ_COLS, 16])
     k_tile = k_smem.slice(WG * KEYS, KEYS)
@@ -1431,10 +1434,15 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 mbarrier.arrive(ds_full.index(buf))
                 dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
                 mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
-                ds_op = ds_smem.index(buf).permute((1, 0))                  # [BLOCK_M, BLOCK_N]
-                dq_zero = gl.zeros([BLOCK_M, HEAD_DIM // 2], gl.float32, dq_layout)
-                dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
-                                   use_acc=False, is_async=True)
+                dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
+                if DQ_ROWS:
+                    # [DQ_R, BLOCK_N]: this warpgroup's queries of dS against every key
+                    ds_op = ds_smem.index(buf).slice(WG * DQ_R, DQ_R, 1).permute((1, 0))
+                    dq = warpgroup_mma(ds_op, k_smem, dq_zero, use_acc=False, is_async=True)
+                else:
+                    ds_op = ds_smem.index(buf).permute((1, 0))              # [BLOCK_M, BLOCK_N]
+                    dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
+                                       use_acc=False, is_async=True)
                 # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
                 # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
                 # on an H200, run20)
@@ -1446,7 +1454,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 # fp32 accumulator once its adds of the last step have read them
                 mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
                 if DQ_PARTS == 2:
-                    dq0, dq1 = dq.reshape([BLOCK_M, 2, DQ_COLS]).permute((0, 2, 1)).split()
+                    dq0, dq1 = dq.reshape([DQ_R, 2, DQ_COLS]).permute((0, 2, 1)).split()
                     dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout,
                                                                          assert_trivial=True))
                     dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
@@ -1478,14 +1486,16 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
                    schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq, nk,
                    table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
-                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr):
+                   PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
+                   DQ_ROWS: gl.constexpr):
     """The fused dQ's writer warp: walks the producer's steps and, per step, adds each consumer
     warpgroup's staging tiles (its half of dQ's columns, scaled) to the fp32 accumulator at the
     step's rows with the copy engine's reduce-add, then hands the tiles back. The accumulator
     has ``BLOCK`` rows of padding before row 0: a step may start up to a block before its
     sequence (absolute positions), and the copy engine faults on negative coordinates."""
     SUB: gl.constexpr = BLOCK // BLOCK_M
-    DQ_PARTS: gl.constexpr = HEAD_DIM // 2 // _DQ_COLS
+    DQ_R: gl.constexpr = BLOCK_M // 2 if DQ_ROWS else BLOCK_M      # a warpgroup's tiles (see _bwd_consumer)
+    DQ_PARTS: gl.constexpr = (HEAD_DIM if DQ_ROWS else HEAD_DIM // 2) // _DQ_COLS
     off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
         schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
         PER_SEQ, PACKED, SCHEDULED)
@@ -1502,9 +1512,12 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
             for w in gl.static_range(2):
                 mbarrier.wait(dq_full.index(w), step & 1)
                 for c in gl.static_range(DQ_PARTS):
-                    col = w * (HEAD_DIM // 2) + c * _DQ_COLS
-                    _tma_reduce_add(dq_desc, [off_b, off_h, row, col],
-                                    dq_smem.index(w * DQ_PARTS + c).reshape([1, 1, BLOCK_M, _DQ_COLS]))
+                    if DQ_ROWS:
+                        coord = [off_b, off_h, row + w * DQ_R, c * _DQ_COLS]
+                    else:
+                        coord = [off_b, off_h, row, w * (HEAD_DIM // 2) + c * _DQ_COLS]
+                    _tma_reduce_add(dq_desc, coord,
+                                    dq_smem.index(w * DQ_PARTS + c).reshape([1, 1, DQ_R, _DQ_COLS]))
             tma.store_wait(DQ_PARTS)          # warpgroup 0's adds have read its tiles
             mbarrier.arrive(dq_empty.index(0))
             tma.store_wait(0)
@@ -1526,7 +1539,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
-                        FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr):
+                        FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -1562,10 +1575,11 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     # the fused dQ's buffers (a token size without it): dS^T of both warpgroups by step parity,
     # and each warpgroup's fp32 staging tiles
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF, BLOCK_M], dtype)
-    dq_stage_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, _DQ_COLS], gl.float32)
+    DQ_R: gl.constexpr = BLOCK_M // 2 if DQ_ROWS else BLOCK_M      # the staging tiles' rows
+    dq_stage_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([DQ_R, _DQ_COLS], gl.float32)
     if FUSED_DQ:
         ds_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_N, BLOCK_M], ds_layout)
-        dq_smem = gl.allocate_shared_memory(gl.float32, [HEAD_DIM // _DQ_COLS, BLOCK_M, _DQ_COLS],
+        dq_smem = gl.allocate_shared_memory(gl.float32, [HEAD_DIM // _DQ_COLS * BLOCK_M // DQ_R, DQ_R, _DQ_COLS],
                                             dq_stage_layout)
     else:
         ds_smem = gl.allocate_shared_memory(dtype, [1, 8, BLOCK_M], ds_layout)
@@ -1605,7 +1619,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1615,7 +1629,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -1626,7 +1640,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
              (_bwd_dq_writer, (dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
                                schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq,
                                nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
-                               PER_SEQ, PACKED, SCHEDULED))],
+                               PER_SEQ, PACKED, SCHEDULED, DQ_ROWS))],
             [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize(
@@ -1639,7 +1653,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, 0)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1649,7 +1663,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, 1)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

@@ -609,6 +609,12 @@ def _bwd_rows_late(d: int) -> bool:
 # dV are bit for bit the same. None: 128 at d=64 (with the fused dQ, without dropout with
 # ALiBi); 64 / 128: that (128 only at d=64 with the fused dQ). In the plan-cache key;
 # SPARSEFLASH_HOPPER_BWD_STEP_M sets it.
+# With 128-query steps: each warpgroup's dQ product over its 64 of the step's queries and every
+# column ([64, d] += dS[64, 128] K[128, d]; the kernel's DQ_ROWS) instead of every query and half
+# the columns ([128, d/2]): the product reads less shared memory (dS 16 KB and K 16 KB a
+# warpgroup, against 32 and 8 KB at d=64) and takes N = d instructions. None: off (see
+# docs/hopper.md); True / False. An A/B switch, in the plan-cache key.
+HOPPER_BWD_DQ_ROWS: Optional[bool] = None
 HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
                                     if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
 _HOPPER_BWD_STEP_M_DEFAULT = {64: 128}
@@ -1121,13 +1127,15 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     Hkv, Nk = k.shape[1], k.shape[2]
     half = _HOPPER_TILE // 2
     step_m = _bwd_step_m(d, fused_dq, constexprs)           # the queries of a step (K and V: halves of the tile)
+    dq_rows = bool(HOPPER_BWD_DQ_ROWS) and step_m > half     # a warpgroup's dQ tile: half the rows
     sources = tuple(_gluon_descriptor(t, step_m if t is q or t is do else half)
                     for t in (q, k, v, do)) + tuple(_stat_descriptor(t, step_m) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)
     # block_size rows of padding before row 0: a step may start up to a block before its
     # sequence, and the copy engine's reduce faults on negative coordinates
     plan.dq_desc = _rebased(_dq_descriptor(torch.empty(4, device=q.device),
-                                           (B, H, layout.block_size + N, d), step_m), None)
+                                           (B, H, layout.block_size + N, d),
+                                           step_m // 2 if dq_rows else step_m), None)
     plan.dq_convert = _dq_convert_launch(B * H, N, d, layout.block_size, scale, cached)
     stats_mode = _stats_mode(layout, N)
     # only the TMA copies read the masked rows of a step (the 4-byte copies zero-fill them)
@@ -1147,7 +1155,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    NUM_STAGES=_fused_stages(d, constexprs, step_m) if fused_dq else _HOPPER_BWD_STAGES[d],
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), **{n: constexprs[n] for n in names})
+                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows, **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1402,7 +1410,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_STATS,
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_DQ_ROWS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None

@@ -268,8 +268,9 @@ def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
     assert counts["SHARED"] <= 232448, counts
     # 128-query steps (launch.HOPPER_BWD_STEP_M) keep the 64-query form's registers: no spills
+    # in the step loops (the every-mask GQA form stores one word outside them)
     if step_m == 128:
-        assert counts["STL"] == 0 and not any(counts["STEP_LOOPS_LOCAL"]), counts
+        assert counts["STL"] <= 1 and not any(counts["STEP_LOOPS_LOCAL"]), counts
 
 
 @pytest.mark.parametrize("B,H,N,d,pad,dtype", [

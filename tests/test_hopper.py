@@ -327,6 +327,32 @@ def test_fused_dq_dispatch(monkeypatch):
     assert launch._fused_stages(64, dict(HAS_DROPOUT=0)) == launch._HOPPER_FUSED_STAGES[64]
 
 
+def test_dkdv_step_and_dq_split_rules(monkeypatch):
+    """``launch.HOPPER_BWD_STEP_M`` and ``HOPPER_BWD_DQ_ROWS``: by default 128-query steps at
+    d=64 with the fused dQ (not with dropout and ALiBi together, whose loop spills), 64 at
+    d=128 and without the fused dQ; with 128-query steps each warpgroup's dQ product takes half
+    the rows (unless switched off); other values are refused, naming the switch."""
+    plain, drop_alibi = dict(HAS_DROPOUT=0, HAS_ALIBI=0), dict(HAS_DROPOUT=16110, HAS_ALIBI=2)
+    assert launch._bwd_step_m(64, True, plain) == 128
+    assert launch._bwd_step_m(64, True, dict(HAS_DROPOUT=16110, HAS_ALIBI=0)) == 128
+    assert launch._bwd_step_m(64, True, drop_alibi) == 64
+    assert launch._bwd_step_m(64, False, plain) == 64
+    assert launch._bwd_step_m(128, True, plain) == 64
+    assert launch._bwd_dq_rows(128) is True and launch._bwd_dq_rows(64) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_DQ_ROWS", False)
+    assert launch._bwd_dq_rows(128) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", 64)
+    assert launch._bwd_step_m(64, True, plain) == 64
+    monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", 128)
+    assert launch._bwd_step_m(128, True, plain) == 64           # d=128's ring would not fit
+    monkeypatch.setattr(launch, "HOPPER_BWD_STEP_M", 96)
+    with pytest.raises(ValueError, match="HOPPER_BWD_STEP_M must be None, 64 or 128"):
+        launch._bwd_step_m(64, True, plain)
+    monkeypatch.setattr(launch, "HOPPER_BWD_DQ_ROWS", 1)
+    with pytest.raises(ValueError, match="HOPPER_BWD_DQ_ROWS must be None, True or False"):
+        launch._bwd_dq_rows(128)
+
+
 @pytest.mark.parametrize("dlse", [False, True], ids=["no-dlse", "dlse"])
 def test_dq_kernel_statistics_alone_equal_the_full_kernels(dlse, monkeypatch):
     """The fused Hopper backward runs the portable dQ kernel's prologue alone (``STATS_ONLY``:

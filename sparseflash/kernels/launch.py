@@ -612,12 +612,22 @@ def _bwd_rows_late(d: int) -> bool:
 # With 128-query steps: each warpgroup's dQ product over its 64 of the step's queries and every
 # column ([64, d] += dS[64, 128] K[128, d]; the kernel's DQ_ROWS) instead of every query and half
 # the columns ([128, d/2]): the product reads less shared memory (dS 16 KB and K 16 KB a
-# warpgroup, against 32 and 8 KB at d=64) and takes N = d instructions. None: off (see
-# docs/hopper.md); True / False. An A/B switch, in the plan-cache key.
+# warpgroup, against 32 and 8 KB at d=64) in 8 instructions of N = 64 instead of 16 of N = 32.
+# Forward+backward with the columns split took 1.017-1.038x as long as with the rows split on
+# the seven d=64 cases (an H200, interleaved: benchmarks/results/h200-hopper/run25-d64-steps,
+# call 5). None: on wherever the steps take 128 queries; False: the columns split; True: the
+# same as None. In the plan-cache key.
 HOPPER_BWD_DQ_ROWS: Optional[bool] = None
 HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
                                     if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
 _HOPPER_BWD_STEP_M_DEFAULT = {64: 128}
+
+
+def _bwd_dq_rows(step_m: int) -> bool:
+    """The dK/dV kernel's DQ_ROWS for steps of ``step_m`` queries (:data:`HOPPER_BWD_DQ_ROWS`)."""
+    if not (HOPPER_BWD_DQ_ROWS is None or isinstance(HOPPER_BWD_DQ_ROWS, bool)):
+        raise ValueError(f"HOPPER_BWD_DQ_ROWS must be None, True or False, got {HOPPER_BWD_DQ_ROWS!r}")
+    return HOPPER_BWD_DQ_ROWS is not False and step_m > _HOPPER_TILE // 2
 
 
 def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
@@ -1127,7 +1137,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     Hkv, Nk = k.shape[1], k.shape[2]
     half = _HOPPER_TILE // 2
     step_m = _bwd_step_m(d, fused_dq, constexprs)           # the queries of a step (K and V: halves of the tile)
-    dq_rows = bool(HOPPER_BWD_DQ_ROWS) and step_m > half     # a warpgroup's dQ tile: half the rows
+    dq_rows = _bwd_dq_rows(step_m)       # a warpgroup's dQ tile: half the step's rows, every column
     sources = tuple(_gluon_descriptor(t, step_m if t is q or t is do else half)
                     for t in (q, k, v, do)) + tuple(_stat_descriptor(t, step_m) for t in stats)
     plan.hopper, plan.hopper_descs = True, tuple(_rebased(desc, None) for desc in sources)

@@ -1557,7 +1557,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
 
     With FUSED_DQ (launch.py ``HOPPER_FUSED_DQ``) the kernel also computes dQ, as
     FlashAttention-3 does: per step both warpgroups' dS^T go through shared memory, each
-    warpgroup multiplies the step's dS by K for half of dQ's columns, and a writer warp adds the
+    warpgroup multiplies the step's dS by K for half of dQ's columns (with DQ_ROWS, for half of
+    the step's rows and every column), and a writer warp adds the
     products (fp32, scaled) to ``dq_desc``'s accumulator with the copy engine's reduce-add. No
     dQ kernel then recomputes S and dP: 5 products a step instead of 4 + 3. delta and lse2
     come from the dQ kernel's prologue run alone (bwd.py ``STATS_ONLY``)."""

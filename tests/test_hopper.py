@@ -248,8 +248,8 @@ def test_dkdv_kernel_compiles_to_hopper_instructions(d, dtype, flags):
         "d64-128-query-steps-dq-by-rows"])
 def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     """With FUSED_DQ (``launch.HOPPER_FUSED_DQ``) the dK/dV kernel runs a fifth product a step
-    (dS K, half of dQ's columns per warpgroup) and adds it to the accumulator with the copy
-    engine's reduce (``cp.reduce.async.bulk.tensor``, issued by the writer warp); its products
+    (dS K, half of dQ's columns per warpgroup, or with DQ_ROWS half of the step's rows) and
+    adds it to the accumulator with the copy engine's reduce (``cp.reduce.async.bulk.tensor``, issued by the writer warp); its products
     stay asynchronous, and at the ring depth the launch picks it fits the 227 KB of shared
     memory an SM gives a CTA."""
     step_m = flags.get("BLOCK_M", 64)
@@ -1526,8 +1526,9 @@ def test_hopper_d64_backward_steps_match_the_oracle(name, pattern, kw, step_m, h
 def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
     """A key's dK and dV take the same products in the same order with either step size (128
     queries are 64 and then 64; ``HOPPER_BWD_DQ_ROWS`` changes only how dQ is split between the
-    warpgroups), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ within the fp32 adds' order (their order across key tiles varies from run to
-    run), with every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
+    warpgroups), so ``HOPPER_BWD_STEP_M`` 128 gives bit for bit the dK and dV of 64 and dQ
+    within the fp32 adds' order (their order across key tiles varies from run to run), with
+    every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
     draws the same mask), packed documents of odd lengths (the 4-byte statistics copies),
     key padding that crosses a block; GQA, kv_len > seq_len throughout."""
     opts = dict(opts)

@@ -1243,6 +1243,16 @@ def _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, part, query_layout: gl.conste
 
 
 @gluon.jit
+def _part(view, h, MMA_M: gl.constexpr, PARTS: gl.constexpr, DIM: gl.constexpr = 0):
+    """Part ``h`` (MMA_M rows, or columns for DIM 1) of a step's shared-memory ``view``: the view
+    itself when the step is one part."""
+    if PARTS == 1:
+        return view
+    else:
+        return view.slice(h * MMA_M, MMA_M, DIM)
+
+
+@gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
                   ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
                   bwd_nfull, seqs, KPM, ALIBI, schedule,
@@ -1332,16 +1342,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 if STATS_TMA:
                     # the step's statistics, copied by the producer beside Q and dO: read from
                     # shared memory where used, they hold no registers across the products' waits
-                    if PARTS == 1:
-                        lse2 = lse2_smem.index(s).load(query_layout)
-                    else:
-                        lse2 = lse2_smem.index(s).slice(h * MMA_M, MMA_M).load(query_layout)
-                if PARTS == 1:
-                    q_tile = q_smem.index(s)
-                    do_tile = do_smem.index(s)
-                else:
-                    q_tile = q_smem.index(s).slice(h * MMA_M, MMA_M)
-                    do_tile = do_smem.index(s).slice(h * MMA_M, MMA_M)
+                    lse2 = _part(lse2_smem.index(s), h, MMA_M, PARTS).load(query_layout)
+                q_tile = _part(q_smem.index(s), h, MMA_M, PARTS)
+                do_tile = _part(do_smem.index(s), h, MMA_M, PARTS)
                 # use_acc=False ignores the zeros: made here, they need no register across the loop
                 s_zero = gl.zeros([KEYS, MMA_M], gl.float32, s_layout)
                 sT = warpgroup_mma(k_tile, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
@@ -1402,10 +1405,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     pT = pT * dcapT
                 # read late: [MMA_M] vectors cost 16 registers a thread each in this layout
                 if STATS_TMA:
-                    if PARTS == 1:
-                        delta = delta_smem.index(s).load(query_layout)
-                    else:
-                        delta = delta_smem.index(s).slice(h * MMA_M, MMA_M).load(query_layout)
+                    delta = _part(delta_smem.index(s), h, MMA_M, PARTS).load(query_layout)
                 else:
                     delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
                 dpT = warpgroup_mma_wait(1, deps=(dpT, ))
@@ -1424,10 +1424,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # other has finished its dQ products of this step before it stores the next
                     # step's half.
                     buf = step % 2
-                    if PARTS == 1:
-                        ds_smem.index(buf).slice(WG * KEYS, KEYS).store(dsT)
-                    else:
-                        ds_smem.index(buf).slice(WG * KEYS, KEYS).slice(h * MMA_M, MMA_M, 1).store(dsT)
+                    _part(ds_smem.index(buf).slice(WG * KEYS, KEYS), h, MMA_M, PARTS, 1).store(dsT)
             if FUSED_DQ:
                 fence_async_shared()
                 gl.thread_barrier()          # the warpgroup's four warps have stored their rows

@@ -620,7 +620,6 @@ def _bwd_rows_late(d: int) -> bool:
 HOPPER_BWD_DQ_ROWS: Optional[bool] = None
 HOPPER_BWD_STEP_M: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_STEP_M"])
                                     if os.environ.get("SPARSEFLASH_HOPPER_BWD_STEP_M") else None)
-_HOPPER_BWD_STEP_M_DEFAULT = {64: 128}
 
 
 def _bwd_dq_rows(step_m: int) -> bool:
@@ -638,7 +637,7 @@ def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
         raise ValueError(f"HOPPER_BWD_STEP_M must be None, 64 or 128, got {HOPPER_BWD_STEP_M!r}")
     if d != 64 or not fused_dq or (constexprs["HAS_DROPOUT"] and constexprs["HAS_ALIBI"]):
         return _HOPPER_TILE // 2
-    return _HOPPER_BWD_STEP_M_DEFAULT[d] if HOPPER_BWD_STEP_M is None else HOPPER_BWD_STEP_M
+    return 128 if HOPPER_BWD_STEP_M is None else HOPPER_BWD_STEP_M
 # The dQ kernel's tile where the dK/dV kernel is the Gluon one: (BLOCK_M2, BLOCK_N2, num_warps,
 # num_stages) by head dim; the portable dK/dV kernel shares _BWD_TABLE's warps and stages with
 # the dQ kernel, the Gluon one does not. d=128 keeps _BWD_TABLE's tile (tuned in run 6 for both
@@ -1136,7 +1135,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     half = _HOPPER_TILE // 2
-    step_m = _bwd_step_m(d, fused_dq, constexprs)           # the queries of a step (K and V: halves of the tile)
+    step_m = _bwd_step_m(d, fused_dq, constexprs)   # the queries of a step (K, V: tile halves)
     dq_rows = _bwd_dq_rows(step_m)       # a warpgroup's dQ tile: half the step's rows, every column
     sources = tuple(_gluon_descriptor(t, step_m if t is q or t is do else half)
                     for t in (q, k, v, do)) + tuple(_stat_descriptor(t, step_m) for t in stats)
@@ -1162,10 +1161,12 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
             qk_scale, *mod_tail)
     options = dict(BLOCK=layout.block_size, BLOCK_M=step_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
                    GROUP_SIZE=H // Hkv,
-                   NUM_STAGES=_fused_stages(d, constexprs, step_m) if fused_dq else _HOPPER_BWD_STAGES[d],
+                   NUM_STAGES=(_fused_stages(d, constexprs, step_m) if fused_dq
+                               else _HOPPER_BWD_STAGES[d]),
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows, **{n: constexprs[n] for n in names})
+                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
+                   **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
@@ -1420,7 +1421,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            out.stride(), q.dtype, q.device, None if kpm is None else kpm.stride(), scale,
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
-           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M, HOPPER_BWD_DQ_ROWS, HOPPER_BWD_STATS,
+           tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M,
+           HOPPER_BWD_DQ_ROWS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None

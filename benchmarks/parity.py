@@ -246,7 +246,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None)
 
 
 def variant_list(H):
@@ -289,6 +289,18 @@ def variant_list(H):
     out.append(("dropout 16-bit quad, 7 rounds, rows early", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **early), 1.15))
     out.append(("alibi column, rows early", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **early), 1.10))
+    # d=64: the dK/dV kernel's K and V in shared memory (launch.HOPPER_BWD_KV_REGS=False) where
+    # they are A operands from registers by default, and in registers where they are not
+    # (dropout, the causal ALiBi's column form: the step loops spill); d=128 keeps them in shared
+    # memory either way
+    smem, regs = dict(HOPPER_BWD_KV_REGS=False), dict(HOPPER_BWD_KV_REGS=True)
+    out.append(("none, K/V in shared memory", {}, smem, None))
+    out.append(("softcap=30 folded, K/V in shared memory", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **smem), 1.10))
+    out.append(("dropout 16-bit quad, 7 rounds, K/V in registers", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **regs), 1.15))
+    out.append(("alibi column, K/V in registers", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **regs),
+                1.10))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is

@@ -54,7 +54,8 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
-                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False)
+                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
+                      KV_REGS=False)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
@@ -148,6 +149,7 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         else:
             run = False
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
+                                 "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
                                  "EX2_OVERLAPPING_PV": overlap,
@@ -351,6 +353,28 @@ def test_dkdv_step_and_dq_split_rules(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_BWD_DQ_ROWS", 1)
     with pytest.raises(ValueError, match="HOPPER_BWD_DQ_ROWS must be None, True or False"):
         launch._bwd_dq_rows(128)
+
+
+def test_dkdv_kv_registers_rule(monkeypatch):
+    """``launch.HOPPER_BWD_KV_REGS``: by default K and V are register operands at d=64 without
+    GQA, dropout or the causal ALiBi's column form (whose step loops then spill), never at
+    d=128; True forces them at d=64, False keeps them in shared memory; other values are
+    refused, naming the switch."""
+    plain = dict(HAS_DROPOUT=0, HAS_ALIBI=0)
+    assert launch._bwd_kv_regs(64, plain, 1) is True
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=1), 1) is True
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=2), 1) is False
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=0), 1) is False
+    assert launch._bwd_kv_regs(64, plain, 4) is False
+    assert launch._bwd_kv_regs(128, plain, 1) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", True)
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=2), 4) is True
+    assert launch._bwd_kv_regs(128, plain, 1) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", False)
+    assert launch._bwd_kv_regs(64, plain, 1) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", "yes")
+    with pytest.raises(ValueError, match="HOPPER_BWD_KV_REGS must be None, True or False"):
+        launch._bwd_kv_regs(64, plain, 1)
 
 
 @pytest.mark.parametrize("dlse", [False, True], ids=["no-dlse", "dlse"])
@@ -667,6 +691,29 @@ def test_causal_dkdv_kernel_spills_less_with_its_registers():
         assert counts["DEPBAR"] * 4 <= counts["HGMMA"], counts
         spills[n] = counts["STL"]
     assert spills[regs] < spills[232], spills
+
+
+@pytest.mark.parametrize("flags", [{}, dict(CAUSAL=True, HAS_SOFTCAP=2), dict(HAS_ALIBI=1, HAS_KPM=True)],
+                         ids=["plain", "causal-softcap", "alibi-key-padding"])
+def test_dkdv_kv_register_operands_at_d64(flags):
+    """``launch.HOPPER_BWD_KV_REGS`` (the kernel's KV_REGS): at d=64 with 128-query steps, S^T
+    = K Q^T and dP^T = V dO^T take K and V from registers: 4 wgmma instructions (K = 16) each,
+    per 64-query part (2 a step) and consumer partition (2), so 32 more with a register A
+    operand in the sm_90 SASS, none with both operands in shared memory; and no spill. With GQA
+    (4 query heads a key head) the same form spills in a step loop, which is why the launch
+    keeps K and V in shared memory there."""
+    base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
+                NUM_STAGES=launch._fused_stages(64, dict(HAS_DROPOUT=0), 128))
+    regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=True))
+    smem = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=False))
+    assert regs["HGMMA"] == smem["HGMMA"], (regs, smem)
+    assert regs["HGMMA_RS"] - smem["HGMMA_RS"] == 2 * 2 * 2 * 4, (regs, smem)
+    assert regs["STL"] == 0 and not any(regs["STEP_LOOPS_LOCAL"]), regs
+    assert regs["DEPBAR"] * 4 <= regs["HGMMA"], regs
+    if not flags:
+        gqa = dict(base, GROUP_SIZE=4)
+        assert any(_sass_counts("dkdv", 64, "bf16", dict(gqa, KV_REGS=True))["STEP_LOOPS_LOCAL"])
+        assert not any(_sass_counts("dkdv", 64, "bf16", dict(gqa, KV_REGS=False))["STEP_LOOPS_LOCAL"])
 
 
 def test_fused_dkdv_registers_split_the_spills_between_the_consumers():
@@ -1565,6 +1612,53 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
         assert torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3]), f"dK, dV ({form})"
         err = (got[1].float() - ref[1].float()).abs().max()
         assert err <= 1e-2 * ref[1].float().abs().max(), f"dq differs by {err:.3e} ({form})"
+
+
+@gpu
+@pytest.mark.parametrize("opts", [
+    dict(), dict(causal=True), dict(causal=True, softcap=20.0), dict(causal=True, alibi=True),
+    dict(causal=True, dropout_p=0.2), dict(causal=True, packed=True), dict(padding=True),
+    dict(mha=True)],
+    ids=["plain", "causal", "causal-softcap", "causal-alibi", "causal-dropout", "packed-docs",
+         "key-padding", "mha"])
+def test_hopper_d64_kv_in_registers_equals_shared_memory(opts, hopper_only, monkeypatch):
+    """``launch.HOPPER_BWD_KV_REGS``: the d=64 dK/dV kernel's S^T = K Q^T and dP^T = V dO^T
+    with K and V as A operands from registers are the same products as from shared memory, so
+    dK and dV are bit for bit equal and dQ within the fp32 adds' order (across key tiles it
+    varies from run to run), with every option, forced on where the default keeps them in
+    shared memory (GQA, dropout, the causal ALiBi's column form) and on by default (MHA)."""
+    opts = dict(opts)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    packed, padding = opts.pop("packed", False), opts.pop("padding", False)
+    hkv = 4 if opts.pop("mha", False) else 2
+    B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
+    q = torch.randn(B, 4, n, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(B, hkv, nk, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    if opts.pop("alibi", False):
+        opts["alibi_slopes"] = torch.rand(4, device="cuda", generator=g) * 0.2
+    if packed:
+        opts["cu_seqlens"] = torch.tensor([0, 1, 301, 302, 1133], dtype=torch.int32, device="cuda")
+    if padding:
+        kpm = torch.ones(B, nk, dtype=torch.bool, device="cuda")
+        kpm[0, 200:333] = False
+        opts["key_padding_mask"] = kpm
+    results = []
+    for kv_regs in (False, True):
+        monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", kv_regs)
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        torch.manual_seed(7)
+        out = sf.sparse_attention(qg, kg, vg, sf.local(2) | sf.global_blocks(1), block_size=128,
+                                  **opts)
+        results.append((out, ) + torch.autograd.grad(out, (qg, kg, vg), do))
+    ref, got = results
+    assert (ref[2] != 0).any() and (ref[3] != 0).any()
+    assert all(torch.isfinite(t).all() for t in ref + got)
+    assert torch.equal(got[0], ref[0])
+    assert torch.equal(got[2], ref[2]) and torch.equal(got[3], ref[3]), "dK, dV"
+    err = (got[1].float() - ref[1].float()).abs().max()
+    assert err <= 1e-2 * ref[1].float().abs().max(), f"dq differs by {err:.3e}"
 
 
 @gpu

@@ -629,6 +629,29 @@ def _bwd_dq_rows(step_m: int) -> bool:
     return HOPPER_BWD_DQ_ROWS is not False and step_m > _HOPPER_TILE // 2
 
 
+# At d=64: each consumer warpgroup holds its 64 keys of K and V in registers (16 + 16 a thread,
+# loaded once a tile) as the A operands of S^T = K Q^T and dP^T = V dO^T (the kernel's KV_REGS).
+# These M=64, N=64 products, with both operands in shared memory, read 4 KB an instruction of 32
+# clocks at the tensor cores' rate: all that shared memory serves (128 bytes a clock). With A
+# from registers they read half. Not with dropout, the causal ALiBi's column form or GQA, whose
+# step loops then spill (sm_90 SASS: 1-3 local accesses a step in a consumer; 12-16 with softcap
+# and dropout), nor at d=128 (64 registers more a thread, where the consumers spill already).
+# None: there; True: wherever d=64 (an A/B switch); False: never. In the plan-cache key;
+# SPARSEFLASH_HOPPER_BWD_KV_REGS=0 / 1 sets False / True.
+HOPPER_BWD_KV_REGS: Optional[bool] = {"0": False, "1": True}.get(
+    os.environ.get("SPARSEFLASH_HOPPER_BWD_KV_REGS", ""))
+
+
+def _bwd_kv_regs(d: int, constexprs, group: int) -> bool:
+    """The dK/dV kernel's KV_REGS for head dim ``d``, the score modifiers' ``constexprs`` and
+    ``group`` query heads a key head (:data:`HOPPER_BWD_KV_REGS`)."""
+    if not (HOPPER_BWD_KV_REGS is None or isinstance(HOPPER_BWD_KV_REGS, bool)):
+        raise ValueError(f"HOPPER_BWD_KV_REGS must be None, True or False, got {HOPPER_BWD_KV_REGS!r}")
+    if HOPPER_BWD_KV_REGS is not None:
+        return d == 64 and HOPPER_BWD_KV_REGS
+    return d == 64 and group == 1 and not constexprs["HAS_DROPOUT"] and constexprs["HAS_ALIBI"] != 2
+
+
 def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
     """The dK/dV kernel's BLOCK_M (queries a step) for head dim ``d`` (:data:`HOPPER_BWD_STEP_M`).
     Dropout with ALiBi keeps 64: with 128 its step loops spill (sm_90 SASS: 3 local accesses a
@@ -1165,7 +1188,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                                else _HOPPER_BWD_STAGES[d]),
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
+                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows, KV_REGS=_bwd_kv_regs(d, constexprs, H // Hkv),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(
@@ -1422,7 +1445,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            has_dlse, config, use_tma, USE_TMA, softcap, None if alibi is None else alibi.stride(),
            dropout_p, _variants(), USE_HOPPER_BWD, _HOPPER_BWD_STAGES.get(d),
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M,
-           HOPPER_BWD_DQ_ROWS, HOPPER_BWD_STATS,
+           HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None

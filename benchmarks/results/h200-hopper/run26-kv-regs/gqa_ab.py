@@ -27,7 +27,7 @@ do = torch.randn_like(q)
 rows = []
 for name, pattern in (("dense causal", sf.dense()), ("local(8)|global_blocks(1) causal",
                                                       sf.local(8) | sf.global_blocks(1))):
-    layout = sf.compile(pattern, N, block_size=128, causal=True)
+    layout = sf.compile(pattern, N, block_size=128, causal=True, num_heads=H)
 
     def fn(q, k, v, layout=layout):
         return sf.sparse_attention(q, k, v, layout)

@@ -55,7 +55,7 @@ else:
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
                       FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
-                      KV_REGS=False)
+                      KV_REGS=0)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64}
 constexprs.update(flags)
@@ -148,7 +148,52 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
             branched += 1
         else:
             run = False
+    # register A operands that a loop's wgmma reads as they came into the loop (no write before
+    # it in the loop: loop-invariant, K and V with KV_REGS) and that the loop then overwrites,
+    # so the next trip reads something else: (wgmma, writer) pairs, over every loop
+    def written(line):
+        # the registers an instruction writes: its first operand (the second after a predicate
+        # output), as wide as the instruction's suffixes say
+        m = re.match(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s+([^;]*);", line)
+        if not m:
+            return range(0)
+        op, args = m.group(1), [a.strip() for a in m.group(2).split(",")]
+        if args and re.fullmatch(r"!?U?P(\d|T)", args[0]):
+            args = args[1:]
+        r = re.fullmatch(r"R(\d+)", args[0]) if args else None
+        if not r:
+            return range(0)
+        width = 1
+        if op.startswith("HGMMA"):
+            width = int(re.search(r"\.64x(\d+)x", op).group(1)) // 2
+        elif re.search(r"\.M88\.(\d)", op):
+            width = int(re.search(r"\.M88\.(\d)", op).group(1))
+        elif ".128" in op:
+            width = 4
+        elif ".64" in op or ".WIDE" in op:
+            width = 2
+        return range(int(r.group(1)), int(r.group(1)) + width)
+
+    clobbered = []
+    for i, line in enumerate(body):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if not (m and labels.get(m.group(1), i + 1) <= i):
+            continue
+        loop = body[labels[m.group(1)]:i + 1]
+        if any("EXIT" in x for x in loop):
+            continue                                  # a wait's retry block returning to its place
+        writes = [set(written(x)) for x in loop]
+        for j, x in enumerate(loop):
+            a = re.search(r"HGMMA\.\S+ R\d+, R(\d+),", x)
+            if not a:
+                continue
+            regs = set(range(int(a.group(1)), int(a.group(1)) + 4))
+            if any(regs & w for w in writes[:j]):
+                continue                              # made in the loop before it is read
+            clobbered += [(x.strip(), y.strip()) for y, w in zip(loop[j + 1:], writes[j + 1:])
+                          if regs & w]
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
+                                 "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
                                  "IMAD.HI": len(re.findall(r"IMAD\.(HI|WIDE)", sass)),
@@ -356,25 +401,28 @@ def test_dkdv_step_and_dq_split_rules(monkeypatch):
 
 
 def test_dkdv_kv_registers_rule(monkeypatch):
-    """``launch.HOPPER_BWD_KV_REGS``: by default K and V are register operands at d=64 without
-    GQA, dropout or the causal ALiBi's column form (whose step loops then spill), never at
-    d=128; True forces them at d=64, False keeps them in shared memory; other values are
-    refused, naming the switch."""
+    """``launch.HOPPER_BWD_KV_REGS``: by default K and V are register operands of the fused
+    kernel at d=64 (any GQA group) without dropout or the causal ALiBi's column form, and not
+    passed through the step's waits (KV_REGS 2); never at d=128 nor, by default, in the
+    unfused kernel. True forces them at d=64, through the waits in the unfused kernel (1, the
+    form that ptxas does not miscompile there); False keeps them in shared memory; other values
+    are refused, naming the switch."""
     plain = dict(HAS_DROPOUT=0, HAS_ALIBI=0)
-    assert launch._bwd_kv_regs(64, plain, 1) is True
-    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=1), 1) is True
-    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=2), 1) is False
-    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=0), 1) is False
-    assert launch._bwd_kv_regs(64, plain, 4) is False
-    assert launch._bwd_kv_regs(128, plain, 1) is False
+    assert launch._bwd_kv_regs(64, plain, True) == 2
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=1), True) == 2
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=2), True) == 0
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=0), True) == 0
+    assert launch._bwd_kv_regs(64, plain, False) == 0
+    assert launch._bwd_kv_regs(128, plain, True) == 0
     monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", True)
-    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=2), 4) is True
-    assert launch._bwd_kv_regs(128, plain, 1) is False
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=2), True) == 2
+    assert launch._bwd_kv_regs(64, plain, False) == 1
+    assert launch._bwd_kv_regs(128, plain, True) == 0
     monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", False)
-    assert launch._bwd_kv_regs(64, plain, 1) is False
+    assert launch._bwd_kv_regs(64, plain, True) == 0
     monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", "yes")
     with pytest.raises(ValueError, match="HOPPER_BWD_KV_REGS must be None, True or False"):
-        launch._bwd_kv_regs(64, plain, 1)
+        launch._bwd_kv_regs(64, plain, True)
 
 
 @pytest.mark.parametrize("dlse", [False, True], ids=["no-dlse", "dlse"])
@@ -693,27 +741,44 @@ def test_causal_dkdv_kernel_spills_less_with_its_registers():
     assert spills[regs] < spills[232], spills
 
 
-@pytest.mark.parametrize("flags", [{}, dict(CAUSAL=True, HAS_SOFTCAP=2), dict(HAS_ALIBI=1, HAS_KPM=True)],
-                         ids=["plain", "causal-softcap", "alibi-key-padding"])
+@pytest.mark.parametrize("flags", [{}, dict(CAUSAL=True, HAS_SOFTCAP=2), dict(HAS_ALIBI=1, HAS_KPM=True),
+                                   dict(CAUSAL=True, GROUP_SIZE=2)],
+                         ids=["plain", "causal-softcap", "alibi-key-padding", "causal-gqa"])
 def test_dkdv_kv_register_operands_at_d64(flags):
-    """``launch.HOPPER_BWD_KV_REGS`` (the kernel's KV_REGS): at d=64 with 128-query steps, S^T
-    = K Q^T and dP^T = V dO^T take K and V from registers: 4 wgmma instructions (K = 16) each,
-    per 64-query part (2 a step) and consumer partition (2), so 32 more with a register A
-    operand in the sm_90 SASS, none with both operands in shared memory; and no spill. With GQA
-    (4 query heads a key head) the same form spills in a step loop, which is why the launch
-    keeps K and V in shared memory there."""
+    """``launch.HOPPER_BWD_KV_REGS`` (the kernel's KV_REGS 2, the fused kernel's form): at d=64
+    with 128-query steps, S^T = K Q^T and dP^T = V dO^T take K and V from registers: 4 wgmma
+    instructions (K = 16) each, per 64-query part (2 a step) and consumer partition (2), so 32
+    more with a register A operand in the sm_90 SASS (64 with dV's and dK's) than with both in
+    shared memory. No step loop overwrites them (RS_CLOBBERED: they are not passed through the
+    waits, so only the SASS says ptxas keeps them), and none spills but GQA's."""
     base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
                 NUM_STAGES=launch._fused_stages(64, dict(HAS_DROPOUT=0), 128))
-    regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=True))
-    smem = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=False))
-    assert regs["HGMMA"] == smem["HGMMA"], (regs, smem)
-    assert regs["HGMMA_RS"] - smem["HGMMA_RS"] == 2 * 2 * 2 * 4, (regs, smem)
-    assert regs["STL"] == 0 and not any(regs["STEP_LOOPS_LOCAL"]), regs
+    regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2))
+    assert regs["RS_CLOBBERED"] == [], regs["RS_CLOBBERED"][:4]
+    assert regs["HGMMA_RS"] == 2 * 2 * 4 * 4, regs
     assert regs["DEPBAR"] * 4 <= regs["HGMMA"], regs
+    if "GROUP_SIZE" not in flags:
+        assert regs["STL"] == 0 and not any(regs["STEP_LOOPS_LOCAL"]), regs
     if not flags:
-        gqa = dict(base, GROUP_SIZE=4)
-        assert any(_sass_counts("dkdv", 64, "bf16", dict(gqa, KV_REGS=True))["STEP_LOOPS_LOCAL"])
-        assert not any(_sass_counts("dkdv", 64, "bf16", dict(gqa, KV_REGS=False))["STEP_LOOPS_LOCAL"])
+        smem = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=0))
+        assert regs["HGMMA"] == smem["HGMMA"], (regs, smem)
+        assert regs["HGMMA_RS"] - smem["HGMMA_RS"] == 2 * 2 * 2 * 4, (regs, smem)
+
+
+def test_unfused_dkdv_kv_registers_go_through_the_wait():
+    """The unfused d=64 dK/dV kernel (no dQ, 64-query steps) with K and V in registers: not
+    passed through a wait (KV_REGS 2), ptxas gives K's registers to P^T inside the step loop,
+    so from the second step on S^T multiplies P^T (run26: dK and dV off by 0.4-1.1 on the GPU),
+    and RS_CLOBBERED finds it; passed through the step's last wait (KV_REGS 1, the launch's
+    form for this kernel) the loop keeps them, without a spill."""
+    base = dict(FUSED_DQ=False, BLOCK_M=64, NUM_STAGES=launch._HOPPER_BWD_STAGES[64])
+    untied = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2))
+    fresh = [mma for mma, _ in untied["RS_CLOBBERED"] if re.search(r"R\d+, R\d+, gdesc\[\w+\], RZ", mma)]
+    assert fresh, untied["RS_CLOBBERED"][:4]          # S^T's or dP^T's K or V
+    tied = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=1))
+    assert tied["RS_CLOBBERED"] == [], tied["RS_CLOBBERED"][:4]
+    assert tied["HGMMA_RS"] == untied["HGMMA_RS"] == 2 * 4 * 4, tied
+    assert tied["STL"] == 0, tied
 
 
 def test_fused_dkdv_registers_split_the_spills_between_the_consumers():
@@ -1618,18 +1683,22 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
 @pytest.mark.parametrize("opts", [
     dict(), dict(causal=True), dict(causal=True, softcap=20.0), dict(causal=True, alibi=True),
     dict(causal=True, dropout_p=0.2), dict(causal=True, packed=True), dict(padding=True),
-    dict(mha=True)],
+    dict(mha=True), dict(unfused=True), dict(causal=True, unfused=True, mha=True)],
     ids=["plain", "causal", "causal-softcap", "causal-alibi", "causal-dropout", "packed-docs",
-         "key-padding", "mha"])
+         "key-padding", "mha", "unfused-dq", "unfused-dq-causal-mha"])
 def test_hopper_d64_kv_in_registers_equals_shared_memory(opts, hopper_only, monkeypatch):
     """``launch.HOPPER_BWD_KV_REGS``: the d=64 dK/dV kernel's S^T = K Q^T and dP^T = V dO^T
     with K and V as A operands from registers are the same products as from shared memory, so
     dK and dV are bit for bit equal and dQ within the fp32 adds' order (across key tiles it
-    varies from run to run), with every option, forced on where the default keeps them in
-    shared memory (GQA, dropout, the causal ALiBi's column form) and on by default (MHA)."""
+    varies from run to run), with every option (GQA 4/2 unless ``mha``), forced on where the
+    default keeps them in shared memory (dropout, the causal ALiBi's column form, the unfused
+    kernel: ``HOPPER_FUSED_DQ=False``, whose loop multiplied P^T in place of K from the second
+    step on until the registers went through the step's last wait, run26)."""
     opts = dict(opts)
     g = torch.Generator(device="cuda").manual_seed(3)
     packed, padding = opts.pop("packed", False), opts.pop("padding", False)
+    if opts.pop("unfused", False):
+        monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", False)
     hkv = 4 if opts.pop("mha", False) else 2
     B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
     q = torch.randn(B, 4, n, 64, device="cuda", dtype=torch.bfloat16, generator=g)

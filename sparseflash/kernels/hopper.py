@@ -1322,7 +1322,12 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         # K and V as S^T's and dP^T's A operands from registers, loaded once (launch.
         # HOPPER_BWD_KV_REGS): an M=64, N=64 product with both operands in shared memory reads
         # them as fast as the copy serves them (4 KB an instruction of 32 clocks); with A in
-        # registers it reads half
+        # registers it reads half. KV_REGS 1 passes them through each step's last wait, as
+        # Gluon asks of a register operand (warpgroup_mma_wait's deps): without it ptxas gave
+        # their registers to P^T in the unfused kernel's loop, so the next step multiplied P^T
+        # (run26). KV_REGS 2 leaves the wait out: the fused kernel's loop then runs 37 fewer
+        # instructions and no spill, and its sm_90 SASS keeps them (tests/test_hopper.py checks
+        # every form the launch takes: RS_CLOBBERED)
         kv_op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
         k_op = k_tile.load(kv_op_layout)
         v_op = v_tile.load(kv_op_layout)
@@ -1455,7 +1460,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
                 # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
                 # on an H200, run20)
-                dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
+                if KV_REGS == 1:
+                    dk, dq, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, dq, k_op, v_op))
+                else:
+                    dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
                 mbarrier.arrive(empty.index(s))
                 # the product (unscaled: sm_scale is applied where the accumulator is converted,
                 # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
@@ -1474,7 +1482,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 gl.thread_barrier()
                 mbarrier.arrive(dq_full.index(WG))
             else:
-                dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                if KV_REGS == 1:
+                    dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
+                else:
+                    dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
                 mbarrier.arrive(empty.index(s))
             step += 1
 
@@ -1554,7 +1565,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
     64 queries of a step, S^T = K Q^T and dP^T = V dO^T, P^T from the forward's LSE, dV += P^T
-    dO and dK += dS^T Q with P^T and dS^T from registers. delta and lse2 (and,
+    dO and dK += dS^T Q with P^T and dS^T from registers (with KV_REGS 1 or 2, K and V too:
+    launch.HOPPER_BWD_KV_REGS, _bwd_consumer). delta and lse2 (and,
     without FUSED_DQ, dQ) come from the portable dQ kernel, which runs first (bwd.py). Each
     step's 64 rows of lse2 and delta reach the consumers by STATS_TMA (launch._stats_mode): 1,
     the producer's 1-D

@@ -633,23 +633,35 @@ def _bwd_dq_rows(step_m: int) -> bool:
 # loaded once a tile) as the A operands of S^T = K Q^T and dP^T = V dO^T (the kernel's KV_REGS).
 # These M=64, N=64 products, with both operands in shared memory, read 4 KB an instruction of 32
 # clocks at the tensor cores' rate: all that shared memory serves (128 bytes a clock). With A
-# from registers they read half. Not with dropout, the causal ALiBi's column form or GQA, whose
-# step loops then spill (sm_90 SASS: 1-3 local accesses a step in a consumer; 12-16 with softcap
-# and dropout), nor at d=128 (64 registers more a thread, where the consumers spill already).
-# None: there; True: wherever d=64 (an A/B switch); False: never. In the plan-cache key;
+# from registers they read half. Forward+backward on an H200, shared memory ÷ registers, same
+# process (benchmarks/results/h200-hopper/run26-kv-regs): 1.025-1.049 on the seven d=64 peers
+# cases (MHA), 1.055 and 1.069 with GQA 32/8 (dense causal, local(8)|global_blocks(1) at 16K),
+# 1.023 with softcap, 1.006-1.008 with dropout (its loops spill: not taken), 1.018 and 0.876
+# with the causal ALiBi's column form (not taken). Not at d=128 (64 registers more a thread,
+# where the consumers spill already).
+# The fused kernel takes KV_REGS 2 (the registers are not passed through the step's waits; its
+# sm_90 SASS keeps them: tests/test_hopper.py's RS_CLOBBERED); the unfused kernel, whose loop
+# ptxas then miscompiled (K's registers given to P^T), takes 1 (passed through the step's last
+# wait) when forced.
+# None: the fused kernel at d=64 without dropout or the causal ALiBi column form; True: wherever
+# d=64 (an A/B switch; the unfused kernel too); False: never. In the plan-cache key;
 # SPARSEFLASH_HOPPER_BWD_KV_REGS=0 / 1 sets False / True.
 HOPPER_BWD_KV_REGS: Optional[bool] = {"0": False, "1": True}.get(
     os.environ.get("SPARSEFLASH_HOPPER_BWD_KV_REGS", ""))
 
 
-def _bwd_kv_regs(d: int, constexprs, group: int) -> bool:
-    """The dK/dV kernel's KV_REGS for head dim ``d``, the score modifiers' ``constexprs`` and
-    ``group`` query heads a key head (:data:`HOPPER_BWD_KV_REGS`)."""
+def _bwd_kv_regs(d: int, constexprs, fused_dq: bool) -> int:
+    """The dK/dV kernel's KV_REGS (0: K and V in shared memory; 1, 2: in registers, passed
+    through each step's last wait or not) for head dim ``d``, the score modifiers'
+    ``constexprs`` and whether the kernel computes dQ (:data:`HOPPER_BWD_KV_REGS`)."""
     if not (HOPPER_BWD_KV_REGS is None or isinstance(HOPPER_BWD_KV_REGS, bool)):
         raise ValueError(f"HOPPER_BWD_KV_REGS must be None, True or False, got {HOPPER_BWD_KV_REGS!r}")
-    if HOPPER_BWD_KV_REGS is not None:
-        return d == 64 and HOPPER_BWD_KV_REGS
-    return d == 64 and group == 1 and not constexprs["HAS_DROPOUT"] and constexprs["HAS_ALIBI"] != 2
+    if d != 64 or HOPPER_BWD_KV_REGS is False:
+        return 0
+    if HOPPER_BWD_KV_REGS is None and not (fused_dq and not constexprs["HAS_DROPOUT"]
+                                           and constexprs["HAS_ALIBI"] != 2):
+        return 0
+    return 2 if fused_dq else 1
 
 
 def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
@@ -1188,7 +1200,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                                else _HOPPER_BWD_STAGES[d]),
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows, KV_REGS=_bwd_kv_regs(d, constexprs, H // Hkv),
+                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
+                   KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     plan.dkdv_launch = lambda order: _Launch(

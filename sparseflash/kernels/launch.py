@@ -634,9 +634,9 @@ def _bwd_dq_rows(step_m: int) -> bool:
 # These M=64, N=64 products, with both operands in shared memory, read 4 KB an instruction of 32
 # clocks at the tensor cores' rate: all that shared memory serves (128 bytes a clock). With A
 # from registers they read half. Forward+backward on an H200, shared memory ÷ registers, same
-# process (benchmarks/results/h200-hopper/run26-kv-regs): 1.025-1.049 on the seven d=64 peers
+# process (benchmarks/results/h200-hopper/run26-kv-regs): 1.026-1.049 on the seven d=64 peers
 # cases (MHA), 1.055 and 1.069 with GQA 32/8 (dense causal, local(8)|global_blocks(1) at 16K),
-# 1.023 with softcap, 1.006-1.008 with dropout (its loops spill: not taken), 1.018 and 0.876
+# 1.005-1.023 with softcap, 1.006-1.008 with dropout (its loops spill: not taken), 1.018 and 0.876
 # with the causal ALiBi's column form (not taken). Not at d=128 (64 registers more a thread,
 # where the consumers spill already).
 # The fused kernel takes KV_REGS 2 (the registers are not passed through the step's waits; its

@@ -19,7 +19,9 @@ fi
 for ((i = 0; i < shards; i++)); do
   awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"
   if [ -s "$tmp/shard$i.txt" ]; then
-    timeout "$limit" python -m pytest -q -p no:cacheprovider $(cat "$tmp/shard$i.txt") \
+    # one argument a line: parametrised ids may hold spaces ("rows[-1, 0, 0]")
+    mapfile -t ids < "$tmp/shard$i.txt"
+    timeout "$limit" python -m pytest -q -p no:cacheprovider "${ids[@]}" \
       > "$out/pytest_shard$i.txt" 2>&1 &
   fi
 done

@@ -274,12 +274,14 @@ def test_gpu_planned_calls_skip_the_jit_unless_a_launch_hook_is_set(monkeypatch)
 
     first = step()
     calls = []
-    kernels = [launch._fwd_kernel, launch._bwd_dq_kernel, launch._bwd_dkdv_kernel]
+    kernels = [launch._fwd_kernel, launch._bwd_dq_kernel, launch._bwd_dkdv_kernel,
+               launch._dq_convert_kernel]
     try:        # on a Hopper GPU the forward and dK/dV are Gluon kernels (the dQ kernel's
         from sparseflash.kernels import hopper       # statistics run before the fused dK/dV)
         kernels += [hopper._hopper_fwd_kernel, hopper._hopper_dkdv_kernel]
     except ImportError:
         pass
+    hopper_gpu = torch.cuda.get_device_capability()[0] == 9
     for kernel in kernels:
         real = kernel.run
         monkeypatch.setattr(kernel, "run", lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
@@ -296,9 +298,11 @@ def test_gpu_planned_calls_skip_the_jit_unless_a_launch_hook_is_set(monkeypatch)
         step()
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
-    # three launches a step on every path (portable: forward, dQ, dK/dV; Hopper: forward, the
-    # dQ kernel's statistics, dK/dV with dQ fused), each through the JIT and seen by the hook
-    assert len(calls) == 3 and len(seen) == 3, (len(calls), len(seen))
+    # three launches a step on the portable path (forward, dQ, dK/dV), four on Hopper's
+    # (forward, the dQ kernel's statistics, dK/dV with dQ fused, the fp32 dQ's conversion),
+    # each through the JIT and seen by the hook
+    launches = 4 if hopper_gpu else 3
+    assert len(calls) == launches and len(seen) == launches, (len(calls), len(seen))
 
 
 @pytest.mark.parametrize("tma", [False, True], ids=["pointers", "descriptors"])

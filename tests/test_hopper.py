@@ -1628,6 +1628,29 @@ def test_hopper_d64_backward_steps_match_the_oracle(name, pattern, kw, step_m, h
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **dict(kw, d=64))
 
 
+def _d64_batch(opts, seed, hkv=2, device="cuda"):
+    """bf16 q, k, v, dO at d=64 with 4 query heads over ``hkv`` key heads and the call's
+    keyword arguments from ``opts``: ``packed`` (documents of 1, 300, 1 and 831 tokens, B=1),
+    else B=2 with 900 queries and 1100 keys; ``padding`` (key padding across a block in the
+    first row); ``alibi`` (random slopes); the rest passed on."""
+    opts = dict(opts)
+    g = torch.Generator(device=device).manual_seed(seed)
+    packed, padding = opts.pop("packed", False), opts.pop("padding", False)
+    B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
+    q = torch.randn(B, 4, n, 64, device=device, dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(B, hkv, nk, 64, device=device, dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    if opts.pop("alibi", False):
+        opts["alibi_slopes"] = torch.rand(4, device=device, generator=g) * 0.2
+    if packed:
+        opts["cu_seqlens"] = torch.tensor([0, 1, 301, 302, 1133], dtype=torch.int32, device=device)
+    if padding:
+        kpm = torch.ones(B, nk, dtype=torch.bool, device=device)
+        kpm[0, 200:333] = False
+        opts["key_padding_mask"] = kpm
+    return q, k, v, torch.randn_like(q), opts
+
+
 @gpu
 @pytest.mark.parametrize("opts", [
     dict(), dict(causal=True), dict(causal=True, softcap=20.0), dict(alibi=True),
@@ -1643,22 +1666,7 @@ def test_hopper_d64_128_query_steps_equal_64(opts, hopper_only, monkeypatch):
     every option the kernel has: softcap, both ALiBi forms, dropout (the same seed
     draws the same mask), packed documents of odd lengths (the 4-byte statistics copies),
     key padding that crosses a block; GQA, kv_len > seq_len throughout."""
-    opts = dict(opts)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    packed, padding = opts.pop("packed", False), opts.pop("padding", False)
-    B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
-    q = torch.randn(B, 4, n, 64, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(B, 2, nk, 64, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    do = torch.randn_like(q)
-    if opts.pop("alibi", False):
-        opts["alibi_slopes"] = torch.rand(4, device="cuda", generator=g) * 0.2
-    if packed:
-        opts["cu_seqlens"] = torch.tensor([0, 1, 301, 302, 1133], dtype=torch.int32, device="cuda")
-    if padding:
-        kpm = torch.ones(B, nk, dtype=torch.bool, device="cuda")
-        kpm[0, 200:333] = False
-        opts["key_padding_mask"] = kpm
+    q, k, v, do, opts = _d64_batch(opts, 1)
     monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", True)
     results = []
     for step_m, dq_rows in ((64, False), (128, False), (128, True)):
@@ -1695,24 +1703,9 @@ def test_hopper_d64_kv_in_registers_equals_shared_memory(opts, hopper_only, monk
     kernel: ``HOPPER_FUSED_DQ=False``, whose loop multiplied P^T in place of K from the second
     step on until the registers went through the step's last wait, run26)."""
     opts = dict(opts)
-    g = torch.Generator(device="cuda").manual_seed(3)
-    packed, padding = opts.pop("packed", False), opts.pop("padding", False)
     if opts.pop("unfused", False):
         monkeypatch.setattr(launch, "HOPPER_FUSED_DQ", False)
-    hkv = 4 if opts.pop("mha", False) else 2
-    B, n, nk = (1, 1133, 1133) if packed else (2, 900, 1100)
-    q = torch.randn(B, 4, n, 64, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(B, hkv, nk, 64, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    do = torch.randn_like(q)
-    if opts.pop("alibi", False):
-        opts["alibi_slopes"] = torch.rand(4, device="cuda", generator=g) * 0.2
-    if packed:
-        opts["cu_seqlens"] = torch.tensor([0, 1, 301, 302, 1133], dtype=torch.int32, device="cuda")
-    if padding:
-        kpm = torch.ones(B, nk, dtype=torch.bool, device="cuda")
-        kpm[0, 200:333] = False
-        opts["key_padding_mask"] = kpm
+    q, k, v, do, opts = _d64_batch(opts, 3, hkv=4 if opts.pop("mha", False) else 2)
     results = []
     for kv_regs in (False, True):
         monkeypatch.setattr(launch, "HOPPER_BWD_KV_REGS", kv_regs)

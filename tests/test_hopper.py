@@ -120,17 +120,21 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
             labels[m.group(1)] = len(body)
         elif re.match(r"^\s*/\*[0-9a-f]+\*/\s+\S", line):
             body.append(line)
+    # every branch back to an earlier label, (first, last)
+    back_edges = []
+    for i, line in enumerate(body):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i + 1) <= i:
+            back_edges.append((labels[m.group(1)], i))
     # the loops holding wgmma and exponentials, (first, last, text). The step loop is the
     # smallest, one consumer's loop over its K/V steps; every consumer's step loop (a
     # warp-specialised kernel has one per consumer partition) is an innermost one, whose
     # local-memory accesses are counted
     loops = []
-    for i, line in enumerate(body):
-        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-        if m and labels.get(m.group(1), i + 1) <= i:
-            text = "\n".join(body[labels[m.group(1)]:i + 1])
-            if "HGMMA" in text and "MUFU.EX2" in text:
-                loops.append((labels[m.group(1)], i, text))
+    for a, b in back_edges:
+        text = "\n".join(body[a:b + 1])
+        if "HGMMA" in text and "MUFU.EX2" in text:
+            loops.append((a, b, text))
     smallest = min(loops, key=lambda loop: loop[1] - loop[0], default=None)
     step = body[smallest[0]:smallest[1] + 1] if smallest else None
     step_text = "\n".join(step or [])
@@ -175,11 +179,8 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         return range(int(r.group(1)), int(r.group(1)) + width)
 
     clobbered = []
-    for i, line in enumerate(body):
-        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-        if not (m and labels.get(m.group(1), i + 1) <= i):
-            continue
-        loop = body[labels[m.group(1)]:i + 1]
+    for a, b in back_edges:
+        loop = body[a:b + 1]
         if any("EXIT" in x for x in loop):
             continue                                  # a wait's retry block returning to its place
         writes = [set(written(x)) for x in loop]

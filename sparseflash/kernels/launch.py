@@ -658,8 +658,8 @@ def _bwd_kv_regs(d: int, constexprs, fused_dq: bool) -> int:
         raise ValueError(f"HOPPER_BWD_KV_REGS must be None, True or False, got {HOPPER_BWD_KV_REGS!r}")
     if d != 64 or HOPPER_BWD_KV_REGS is False:
         return 0
-    if HOPPER_BWD_KV_REGS is None and not (fused_dq and not constexprs["HAS_DROPOUT"]
-                                           and constexprs["HAS_ALIBI"] != 2):
+    if HOPPER_BWD_KV_REGS is None and (not fused_dq or constexprs["HAS_DROPOUT"]
+                                       or constexprs["HAS_ALIBI"] == 2):
         return 0
     return 2 if fused_dq else 1
 

@@ -67,7 +67,7 @@ print("\ncuDNN time / ours:")
 for case in dict.fromkeys(r["case"] for r in main_rows):
     if (case, "cudnn", "fwd") in m:
         print(f"  {case}: fwd {ratio(m, case, 'fwd', 'cudnn'):.3f}, fwd+bwd {ratio(m, case, 'fwd+bwd', 'cudnn'):.3f}")
-print(f"\nK and V in shared memory ÷ in registers (call 1, ms, fwd+bwd):")
+print("\nK and V in shared memory ÷ in registers (call 1, ms, fwd+bwd):")
 for case in sorted(new_cases, key=list(dict.fromkeys(r["case"] for r in call1)).index):
     print(f"  {case}: {c1[(case, SHARED, 'fwd+bwd')]['ms']:.4f} / {c1[(case, 'ours', 'fwd+bwd')]['ms']:.4f} = "
           f"{ratio(c1, case, 'fwd+bwd', SHARED):.3f} (fwd {ratio(c1, case, 'fwd', SHARED):.3f})")

@@ -246,7 +246,8 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
+                HOPPER_FWD_THREE_SOFTCAP=None)
 
 
 def variant_list(H):
@@ -261,6 +262,16 @@ def variant_list(H):
     out.append(("softcap=30 folded, running max", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=False), 1.10))
     out.append(("softcap=50 folded", dict(softcap=50.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    # d=64: the softcap forward on three consumer warpgroups where the table allows (dense; the
+    # default since stop 42, launch.HOPPER_FWD_THREE_SOFTCAP) or two (before), and three with
+    # the fixed shift (at d=64 not the default)
+    out.append(("softcap=30 folded, two consumers", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_THREE_SOFTCAP=False), 1.10))
+    out.append(("softcap=30 folded, fixed shift", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=True), 1.10))
+    out.append(("softcap=30 folded, two consumers, fixed shift", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_THREE_SOFTCAP=False, HOPPER_SOFTCAP_SHIFT=True),
+                1.10))
     # the softmax in its own basic block (launch.HOPPER_FWD_OVERLAP; by default at d=128 only)
     out.append(("softcap=30 folded, overlap", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_FWD_OVERLAP=True), 1.10))

@@ -256,9 +256,12 @@ def _sass_counts(which, d, dtype, flags):
     (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, HAS_DROPOUT=16110)),
     (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=True)),
     (64, "bf16", dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
+    # the default d=64 softcap forward since stop 42 (launch.HOPPER_FWD_THREE_SOFTCAP)
+    (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True, SCHEDULED=True,
+                      HAS_SOFTCAP=2)),
 ], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent", "d64-three-consumers-causal",
         "d64-three-consumers-persistent-dropout", "d128-persistent-dynamic",
-        "d64-three-consumers-dynamic"])
+        "d64-three-consumers-dynamic", "d64-three-consumers-softcap"])
 def test_kernel_compiles_to_hopper_instructions(d, dtype, flags):
     """The sm_90 build uses what the design rests on: asynchronous wgmma, TMA copies into the
     ring, register reallocation between the warp-specialised partitions, and no spills."""
@@ -894,9 +897,10 @@ def test_prefix_rows_rule(pattern, n, causal, kw, want):
 
 
 def test_three_consumers_where_the_rule_allows(monkeypatch):
-    """``launch._fwd_consumers``: by default three at d=64 on prefix tables without softcap,
-    ALiBi, key padding, windows or dropout, two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming
-    the reason where three cannot run; other values are refused."""
+    """``launch._fwd_consumers``: by default three at d=64 on prefix tables without ALiBi, key
+    padding, windows or dropout (softcap included unless ``HOPPER_FWD_THREE_SOFTCAP`` is False),
+    two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming the reason where three cannot run;
+    other values are refused."""
     dense = sf.compile(sf.dense(), 4096, block_size=128, causal=True)
     local = sf.compile(sf.local(2), 4096, block_size=128)
     window = sf.compile(sf.dense(), 4096, block_size=128, causal=True, window_size=(300, 0))
@@ -912,7 +916,16 @@ def test_three_consumers_where_the_rule_allows(monkeypatch):
     assert pick(dense, d=128) == 2
     assert pick(local) == 2
     assert pick(window) == 2
+    assert pick(dense, softcap=30.0) == 3
+    assert pick(local, softcap=30.0) == 2
+    assert pick(dense, softcap=30.0, alibi=torch.ones(2)) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_THREE_SOFTCAP", False)
     assert pick(dense, softcap=30.0) == 2
+    assert pick(dense) == 3
+    monkeypatch.setattr(launch, "HOPPER_FWD_THREE_SOFTCAP", 1)
+    with pytest.raises(ValueError, match="HOPPER_FWD_THREE_SOFTCAP must be None, True or False"):
+        pick(dense)
+    monkeypatch.setattr(launch, "HOPPER_FWD_THREE_SOFTCAP", None)
     assert pick(dense, alibi=torch.ones(2)) == 2
     assert pick(dense, dropout_p=0.1) == 2
     ptr = torch.from_numpy(np.array(dense.fwd_ptr))
@@ -1092,24 +1105,35 @@ def test_hopper_dropout_forms_are_bit_identical(bits, hopper_only, monkeypatch):
 
 
 @gpu
-@pytest.mark.parametrize("dropout_p", [0.0, 0.2])
+@pytest.mark.parametrize("dropout_p,softcap", [(0.0, 0.0), (0.2, 0.0), (0.0, 2.0), (0.0, 30.0)],
+                         ids=["plain", "dropout", "softcap-2", "softcap-30"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_hopper_three_consumers_equal_two(dropout_p, causal, hopper_only, monkeypatch):
+def test_hopper_three_consumers_equal_two(dropout_p, softcap, causal, hopper_only, monkeypatch):
     """A query row's arithmetic does not depend on how many warpgroups share its tile: each
     warpgroup walks its own row's blocks in the table's order with the same 64-row products,
     so three consumers give bit for bit the outputs and LSE of two, with and without dropout
-    (the same seed draws the same mask), here with kv_len > seq_len (2000 queries against
-    2500 keys, bottom-right aligned)."""
+    (the same seed draws the same mask) and softcap (running max, the d=64 default, and the
+    fixed shift), here with kv_len > seq_len (2000 queries against 2500 keys, bottom-right
+    aligned)."""
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(2, 4, 2000, 64, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 4, 2500, 64, device="cuda", dtype=torch.bfloat16, generator=g)
             for _ in range(2))
+    kw = dict(softcap=softcap) if softcap else {}
+    shifts = (None, True) if softcap else (None,)
     results = []
-    for consumers in (2, 3):
-        monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
-        torch.manual_seed(7)
-        results.append(sf.sparse_attention(q, k, v, sf.dense(), block_size=128, causal=causal,
-                                           dropout_p=dropout_p, return_lse=True))
+    for shift in shifts:
+        monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", shift)
+        for consumers in (2, 3):
+            monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+            torch.manual_seed(7)
+            results.append(sf.sparse_attention(q, k, v, sf.dense(), block_size=128, causal=causal,
+                                               dropout_p=dropout_p, return_lse=True, **kw))
+    if softcap:
+        # the two softmax forms differ by rounding only
+        assert (results[0][0].float() - results[2][0].float()).abs().max() < 2e-2
+        assert torch.equal(results[2][0], results[3][0])
+        assert torch.equal(results[2][1], results[3][1])
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
     assert torch.isfinite(results[0][0]).all()
@@ -1238,6 +1262,8 @@ MOD_CASES = [
      dict(ALIBI_VARIANT="abs")),
     ("softcap-alibi-batch-causal-kv-longer", sf.bigbird(window=1, globals=1, random=2),
      dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"), {}),
+    ("softcap-folded-causal-d64-three-consumers", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=1000, Nk=1200, d=64), True, dict(softcap=1.0), {}),
     ("softcap-alibi-window", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),

@@ -790,6 +790,13 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
 # SPARSEFLASH_HOPPER_CONSUMERS=2 sets 2.
 HOPPER_FWD_CONSUMERS: Optional[int] = (None if os.environ.get("SPARSEFLASH_HOPPER_CONSUMERS", "") != "2"
                                        else 2)
+# Whether the default rule (``_fwd_consumers``) gives the softcap three consumers at d=64
+# (None / True: yes; False: two, the rule before stop 42). Run13 had left softcap out because
+# its build spilled at 160 registers (82 stores); the persistent build that three consumers run
+# (run-time tiles) now spills nothing with either softcap form, running max or fixed shift
+# (sm_90 SASS, causal, bf16 and fp16; tests/test_hopper.py). The one-CTA-per-tile build
+# (HOPPER_PERSISTENT=False) still spills 41 words with the fixed shift.
+HOPPER_FWD_THREE_SOFTCAP: Optional[bool] = None
 
 
 def _prefix_rows(fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, cache: dict, table_heads: int) -> bool:
@@ -819,13 +826,15 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     """The Hopper forward's consumer warpgroups (HOPPER_FWD_CONSUMERS). Three need tables read
     on the host (one sequence, not built on the device) whose rows are prefixes of their
     successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
-    160 registers cannot hold the tiles) without softcap, ALiBi, key padding or token windows,
-    whose extra registers spill at 160 (sm_90 SASS: 82, 74 and 183 spill stores), and without
+    160 registers cannot hold the tiles) without ALiBi, key padding or token windows, whose
+    extra registers spill at 160 (sm_90 SASS: 73, 56 and about 300 spill stores; the softcap,
+    which spilled in run13, no longer does: ``HOPPER_FWD_THREE_SOFTCAP``), and without
     dropout, whose draws made three consumers slower (an H200, dense 16K d=64, p=0.1: forward
     0.86x, causal 0.81x the speed of two; benchmarks/results/h200-hopper/run13-three-wg/call4)."""
     switch = HOPPER_FWD_CONSUMERS
     if switch not in (None, 2, 3):
         raise ValueError(f"launch.HOPPER_FWD_CONSUMERS must be None, 2 or 3, got {switch!r}")
+    three_softcap = _switch("HOPPER_FWD_THREE_SOFTCAP")
     if switch == 2:
         return 2
     if d != 64:
@@ -834,9 +843,11 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
         reason = "tables not readable on the host (several sequences, built on the device, or no cache)"
     elif not _prefix_rows(fwd_ptr, fwd_idx, cache, layout.table_heads):
         reason = "a table row is not a prefix of the next"
-    elif switch is None and (softcap or alibi is not None or kpm is not None
-                             or layout.window is not None or dropout_p > 0):
-        reason = "softcap, ALiBi, key padding, a token window or dropout"
+    elif switch is None and softcap and three_softcap is False:
+        reason = "softcap (launch.HOPPER_FWD_THREE_SOFTCAP is False)"
+    elif switch is None and (alibi is not None or kpm is not None or layout.window is not None
+                             or dropout_p > 0):
+        reason = "ALiBi, key padding, a token window or dropout"
     else:
         return 3
     if switch == 3:
@@ -1258,7 +1269,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
+           HOPPER_FWD_THREE_SOFTCAP)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

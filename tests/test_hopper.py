@@ -256,7 +256,7 @@ def _sass_counts(which, d, dtype, flags):
     (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, HAS_DROPOUT=16110)),
     (128, "bf16", dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=True)),
     (64, "bf16", dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
-    # the default d=64 softcap forward since stop 42 (launch.HOPPER_FWD_THREE_SOFTCAP)
+    # the d=64 softcap forward on three consumers (launch.HOPPER_FWD_THREE_SOFTCAP)
     (64, "fp16", dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True, SCHEDULED=True,
                       HAS_SOFTCAP=2)),
 ], ids=["d128-bf16-plain", "d64-fp16-every-mask", "d128-persistent", "d64-three-consumers-causal",
@@ -897,9 +897,8 @@ def test_prefix_rows_rule(pattern, n, causal, kw, want):
 
 
 def test_three_consumers_where_the_rule_allows(monkeypatch):
-    """``launch._fwd_consumers``: by default three at d=64 on prefix tables without ALiBi, key
-    padding, windows or dropout (softcap included unless ``HOPPER_FWD_THREE_SOFTCAP`` is False),
-    two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming the reason where three cannot run;
+    """``launch._fwd_consumers``: by default three at d=64 on prefix tables without softcap
+    (unless ``HOPPER_FWD_THREE_SOFTCAP``), ALiBi, key padding, windows or dropout, two elsewhere; ``HOPPER_FWD_CONSUMERS=3`` raises naming the reason where three cannot run;
     other values are refused."""
     dense = sf.compile(sf.dense(), 4096, block_size=128, causal=True)
     local = sf.compile(sf.local(2), 4096, block_size=128)
@@ -916,6 +915,8 @@ def test_three_consumers_where_the_rule_allows(monkeypatch):
     assert pick(dense, d=128) == 2
     assert pick(local) == 2
     assert pick(window) == 2
+    assert pick(dense, softcap=30.0) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_THREE_SOFTCAP", True)
     assert pick(dense, softcap=30.0) == 3
     assert pick(local, softcap=30.0) == 2
     assert pick(dense, softcap=30.0, alibi=torch.ones(2)) == 2
@@ -1263,7 +1264,8 @@ MOD_CASES = [
     ("softcap-alibi-batch-causal-kv-longer", sf.bigbird(window=1, globals=1, random=2),
      dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"), {}),
     ("softcap-folded-causal-d64-three-consumers", sf.dense(),
-     dict(B=1, H=4, Hkv=2, N=1000, Nk=1200, d=64), True, dict(softcap=1.0), {}),
+     dict(B=1, H=4, Hkv=2, N=1000, Nk=1200, d=64), True, dict(softcap=1.0),
+     dict(HOPPER_FWD_THREE_SOFTCAP=True)),
     ("softcap-alibi-window", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),

@@ -791,11 +791,14 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
 HOPPER_FWD_CONSUMERS: Optional[int] = (None if os.environ.get("SPARSEFLASH_HOPPER_CONSUMERS", "") != "2"
                                        else 2)
 # Whether the default rule (``_fwd_consumers``) gives the softcap three consumers at d=64
-# (None / True: yes; False: two, the rule before stop 42). Run13 had left softcap out because
-# its build spilled at 160 registers (82 stores); the persistent build that three consumers run
-# (run-time tiles) now spills nothing with either softcap form, running max or fixed shift
-# (sm_90 SASS, causal, bf16 and fp16; tests/test_hopper.py). The one-CTA-per-tile build
-# (HOPPER_PERSISTENT=False) still spills 41 words with the fixed shift.
+# (None / False: no, two; True: three where the table allows). Run13 had left softcap out
+# because its build spilled at 160 registers (82 stores); the persistent build that three
+# consumers run (run-time tiles) now spills nothing with either softcap form, running max or
+# fixed shift (sm_90 SASS, causal, bf16 and fp16; tests/test_hopper.py; the one-CTA-per-tile
+# build, HOPPER_PERSISTENT=False, still spills 41 words with the fixed shift). But three were
+# slower: an H200, dense causal 16K d=64, H=16, softcap 30, forward ms in one process
+# (benchmarks/results/h200-hopper/run27-three-softcap/call1): two consumers 1.566 (running
+# max, the default) / 1.649 (fixed shift), three 1.681 / 1.582; without softcap 1.135.
 HOPPER_FWD_THREE_SOFTCAP: Optional[bool] = None
 
 
@@ -827,8 +830,8 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     on the host (one sequence, not built on the device) whose rows are prefixes of their
     successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
     160 registers cannot hold the tiles) without ALiBi, key padding or token windows, whose
-    extra registers spill at 160 (sm_90 SASS: 73, 56 and about 300 spill stores; the softcap,
-    which spilled in run13, no longer does: ``HOPPER_FWD_THREE_SOFTCAP``), and without
+    extra registers spill at 160 (sm_90 SASS: 73, 56 and about 300 spill stores), without
+    softcap (no longer spilling, but slower on three: ``HOPPER_FWD_THREE_SOFTCAP``), and without
     dropout, whose draws made three consumers slower (an H200, dense 16K d=64, p=0.1: forward
     0.86x, causal 0.81x the speed of two; benchmarks/results/h200-hopper/run13-three-wg/call4)."""
     switch = HOPPER_FWD_CONSUMERS
@@ -843,8 +846,8 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
         reason = "tables not readable on the host (several sequences, built on the device, or no cache)"
     elif not _prefix_rows(fwd_ptr, fwd_idx, cache, layout.table_heads):
         reason = "a table row is not a prefix of the next"
-    elif switch is None and softcap and three_softcap is False:
-        reason = "softcap (launch.HOPPER_FWD_THREE_SOFTCAP is False)"
+    elif switch is None and softcap and not three_softcap:
+        reason = "softcap (launch.HOPPER_FWD_THREE_SOFTCAP is not set)"
     elif switch is None and (alibi is not None or kpm is not None or layout.window is not None
                              or dropout_p > 0):
         reason = "ALiBi, key padding, a token window or dropout"

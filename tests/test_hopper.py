@@ -1141,6 +1141,49 @@ def test_hopper_three_consumers_equal_two(dropout_p, softcap, causal, hopper_onl
 
 
 @gpu
+@pytest.mark.parametrize("d", [128, 64])
+def test_longest_first_launch_order_changes_no_result(d, hopper_only, monkeypatch):
+    """``launch.LAUNCH_LPT`` (causal tiles longest first by L2 section; here sections of one
+    batch-head) only reorders programs: the forward's output and LSE and the dK/dV kernel's
+    gradients are bit for bit those of the natural order, dQ (added with atomics) within
+    rounding, on a causal GQA batch with kv_len > seq_len, Hopper kernels and portable ones."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    monkeypatch.setattr(launch, "_LPT_L2_BYTES", 1)
+    built = []
+    order_of = launch._launch_order
+
+    def recording(*args, **kw):
+        order = order_of(*args, **kw)
+        built.append((kw["kind"], launch.LAUNCH_LPT, order is not None))
+        return order
+
+    monkeypatch.setattr(launch, "_launch_order", recording)
+    for hopper in (True, False):
+        monkeypatch.setattr(launch, "USE_HOPPER", hopper)
+        monkeypatch.setattr(launch, "USE_HOPPER_BWD", hopper)
+        results = []
+        for lpt in (None, False):
+            monkeypatch.setattr(launch, "LAUNCH_LPT", lpt)
+            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+            out, lse = sf.sparse_attention(qg, kg, vg, sf.dense(), block_size=128, causal=True,
+                                           return_lse=True)
+            results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
+        # the orders were built (plans are cached per call's switches: each call built its own)
+        assert ("fwd", None, True) in built and ("fwd", False, False) in built, built
+        assert ("dkdv", None, True) in built, built
+        built.clear()
+        for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), *results):
+            if name == "dq":
+                assert (a.float() - b.float()).abs().max() <= 1e-2 * b.float().abs().max(), (hopper, name)
+            else:
+                assert torch.equal(a, b), (hopper, name)
+
+
+@gpu
 def test_hopper_key_padding_crosses_a_block_and_empties_a_row(hopper_only):
     N = 600
     kpm = torch.ones(2, N, dtype=torch.bool, device="cuda")

@@ -223,44 +223,6 @@ def test_heavy_rows_launch_order(causal):
     check_against_reference(layout, q, k, v, do, backend="triton")
 
 
-def test_uneven_tiles_launch_longest_first_by_l2_section(monkeypatch):
-    """``launch._launch_order`` on a causal table (tiles of 1 to 32 blocks, none heavy): longest
-    first within sections of batch-heads whose streamed K and V fit in ``_LPT_L2_BYTES`` (here
-    16 of 2 MiB each), so that no head's longest tile starts last; the natural order without
-    ``stream_bytes``, on even tables, and with ``LAUNCH_LPT`` False."""
-    from sparseflash.kernels import launch
-
-    layout = sf.compile(sf.dense(), 4096, block_size=128, causal=True, num_heads=16)
-    ptr = torch.from_numpy(np.array(layout.fwd_ptr))
-    k = torch.empty(4, 16, 4096, 128, dtype=torch.bfloat16)
-    stream = launch._stream_bytes(k, 16)
-    assert stream == 2 * 4096 * 128 * 2
-    kw = dict(kind="fwd", batch=4, num_heads=16, group=1, per_head=False, num_tiles=32, tile=128,
-              block_size=128, reverse=True)
-    order = launch._launch_order(ptr, {}, stream_bytes=stream, **kw).numpy()
-    assert sorted(order.tolist()) == list(range(4 * 16 * 32))
-    section = launch._LPT_L2_BYTES // stream
-    assert section == 16
-    bh, tile = order // 32, order % 32
-    for s in range(4):
-        part = slice(s * section * 32, (s + 1) * section * 32)
-        assert set(bh[part].tolist()) == set(range(s * section, (s + 1) * section))
-        assert (np.diff(tile[part]) <= 0).all()               # tile 31 walks 32 blocks, tile 0 one
-        assert list(bh[part][:section]) == list(range(s * section, (s + 1) * section))
-    assert launch._launch_order(ptr, {}, **kw) is None
-    even = sf.compile(sf.local(2), 4096, block_size=128, num_heads=16)
-    assert launch._launch_order(torch.from_numpy(np.array(even.fwd_ptr)), {}, stream_bytes=stream,
-                                **dict(kw, reverse=False)) is None
-    # GQA: query heads of one K/V head share its bytes; dK/dV programs stream Q and dO of a group
-    assert launch._stream_bytes(torch.empty(1, 4, 4096, 128, dtype=torch.bfloat16), 16) == stream // 4
-    assert launch._stream_bytes(torch.empty(1, 16, 4096, 128, dtype=torch.bfloat16), 4) == stream * 4
-    monkeypatch.setattr(launch, "LAUNCH_LPT", False)
-    assert launch._launch_order(ptr, {}, stream_bytes=stream, **kw) is None
-    monkeypatch.setattr(launch, "LAUNCH_LPT", "yes")
-    with pytest.raises(ValueError, match="LAUNCH_LPT must be None, True or False"):
-        launch._launch_order(ptr, {}, stream_bytes=stream, **kw)
-
-
 def _plans(layout, forget=False):
     """The launch plans cached for a layout (``forget``: drop them first; layouts are shared
     between tests through the compile cache)."""

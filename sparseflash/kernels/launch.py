@@ -180,43 +180,21 @@ def _row_counts(row_ptr: torch.Tensor, cache: dict, table: str) -> np.ndarray:
     return cache[key]
 
 
-# Longest tiles first among uneven tiles (causal tables), in sections of heads whose streamed
-# operands fit in L2 (FlashAttention-3's scheduler does the same). In the natural order a
-# causal grid walks one head's tiles longest first, then the next head's: the last head's
-# longest tiles start when little else is left and run alone at the end (dense causal 4K d=128,
-# B=4, H=16: 32 tiles of 1-32 steps per head; an estimated tail of ~20 steps in ~256 per SM).
-# None / True: on; False: the natural order (and heavy rows first, below).
-LAUNCH_LPT: Optional[bool] = None if os.environ.get("SPARSEFLASH_LAUNCH_LPT", "1") != "0" else False
-# The L2 bytes a section's streamed operands may take (K and V for the forward and dQ, Q and dO
-# for dK/dV); FlashAttention-3 budgets 32 MiB of the H100's 50.
-_LPT_L2_BYTES = 32 * 2 ** 20
-# Tiles are uneven when the longest walks at least this many times the mean.
-_LPT_UNEVEN = 1.5
-
-
 def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, batch: int,
                   num_heads: int, group: int, per_head: bool, num_tiles: int, tile: int,
-                  block_size: int, reverse: bool, first_pos: int = 0,
-                  stream_bytes: int = 0) -> Optional[torch.Tensor]:
+                  block_size: int, reverse: bool, first_pos: int = 0) -> Optional[torch.Tensor]:
     """Launch order (int32 ``bh * num_tiles + tile`` per program) putting heavy tiles first.
 
     A tile is heavy when it walks more than twice the mean number of blocks (the rows or
     columns of global tokens). Started in natural order, such a tile of the last head begins
     near the end of the grid and runs alone long after the rest: a tail. Heavy tiles go
-    first, longest first. The others keep the natural order (one head's tiles together), unless
-    they are uneven (the longest at least ``_LPT_UNEVEN`` times the mean: causal tables) and
-    ``stream_bytes`` (the bytes of the operands a program of one batch-head streams) is given:
-    then they go longest first within sections of batch-heads whose streamed operands fit in
-    ``_LPT_L2_BYTES`` (:data:`LAUNCH_LPT`). Returns None (natural 2-D grid) when the order is
-    the natural one, or without a ``cache`` (a dict the caller keeps per layout; building the
-    order reads the table on the host once).
+    first, longest first; the others keep the natural order (one head's tiles together).
+    Returns None (natural 2-D grid) when nothing is heavy, or without a ``cache`` (a dict the
+    caller keeps per layout; building the order reads the table on the host once).
     """
     if cache is None:
         return None
-    lpt = _switch("LAUNCH_LPT") is not False and stream_bytes > 0
-    section = max(1, _LPT_L2_BYTES // max(int(stream_bytes), 1)) if lpt else 0
-    key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse, first_pos,
-           section)
+    key = (kind, str(row_ptr.device), batch, num_heads, group, num_tiles, tile, reverse, first_pos)
     if key in cache:
         return cache[key]
     counts = _row_counts(row_ptr, cache, "bwd" if kind == "dkdv" else "fwd")
@@ -233,29 +211,13 @@ def _launch_order(row_ptr: torch.Tensor, cache: Optional[dict], *, kind: str, ba
     natural = (bh[:, None] * num_tiles + tiles[None, :]).ravel()
     work = np.tile(work, (batch, 1)).ravel()
     heavy = work > 2 * max(work.mean(), 1.0)
-    rest = natural[~heavy]
-    uneven = False
-    if section and rest.size:
-        rest_work = work[~heavy]
-        uneven = rest_work.max() >= _LPT_UNEVEN * max(rest_work.mean(), 1.0)
-        if uneven:
-            # by section of batch-heads, longest first, then the natural order
-            rest = rest[np.lexsort((np.arange(rest.size), -rest_work, (rest // num_tiles) // section))]
     order = None
-    if heavy.any() or uneven:
+    if heavy.any():
         first = natural[heavy][np.argsort(-work[heavy], kind="stable")]
-        order = torch.from_numpy(np.concatenate([first, rest]).astype(np.int32))
+        order = torch.from_numpy(np.concatenate([first, natural[~heavy]]).astype(np.int32))
         order = order.to(row_ptr.device)
     cache[key] = order
     return order
-
-
-def _stream_bytes(x: torch.Tensor, heads: int) -> int:
-    """The bytes of two operands shaped like ``x`` ([B, H', N, d]: K and V, or Q and dO) that the
-    programs of one of ``heads`` heads stream (``heads`` < H' for dK/dV under GQA, whose
-    programs take a group of query heads each; heads > H' for the forward: query heads share
-    a K/V head), for :func:`_launch_order`'s L2 sections."""
-    return 2 * x.shape[2] * x.shape[3] * x.element_size() * x.shape[1] // heads
 
 
 def _no_order(layout) -> bool:
@@ -493,7 +455,7 @@ def _variants():
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
     if HOPPER_DROPOUT_FORM not in (0, 1, 2, 3):
         raise ValueError(f"HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3, got {HOPPER_DROPOUT_FORM!r}")
-    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM, _switch("LAUNCH_LPT")
+    return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 
 
 def _hopper_dropout(code: int) -> int:
@@ -564,8 +526,7 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
     plan.order = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=cfg.block_m,
-        block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]),
-        stream_bytes=_stream_bytes(k, H))
+        block_size=block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     out_strides = (H * N * d, N * d, d, 1)     # out is allocated contiguous
     natural = _natural(scale)
     mod_tail, mod_constexprs, qk_scale = _mods(softcap, alibi, dropout_p, natural, causal, scale)
@@ -829,16 +790,6 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
 # SPARSEFLASH_HOPPER_CONSUMERS=2 sets 2.
 HOPPER_FWD_CONSUMERS: Optional[int] = (None if os.environ.get("SPARSEFLASH_HOPPER_CONSUMERS", "") != "2"
                                        else 2)
-# Whether the default rule (``_fwd_consumers``) gives the softcap three consumers at d=64
-# (None / False: no, two; True: three where the table allows). Run13 had left softcap out
-# because its build spilled at 160 registers (82 stores); the persistent build that three
-# consumers run (run-time tiles) now spills nothing with either softcap form, running max or
-# fixed shift (sm_90 SASS, causal, bf16 and fp16; tests/test_hopper.py; the one-CTA-per-tile
-# build, HOPPER_PERSISTENT=False, still spills 41 words with the fixed shift). But three were
-# slower: an H200, dense causal 16K d=64, H=16, softcap 30, forward ms in one process
-# (benchmarks/results/h200-hopper/run27-three-softcap/call1): two consumers 1.566 (running
-# max, the default) / 1.649 (fixed shift), three 1.681 / 1.582; without softcap 1.135.
-HOPPER_FWD_THREE_SOFTCAP: Optional[bool] = None
 
 
 def _prefix_rows(fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor, cache: dict, table_heads: int) -> bool:
@@ -868,15 +819,13 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
     """The Hopper forward's consumer warpgroups (HOPPER_FWD_CONSUMERS). Three need tables read
     on the host (one sequence, not built on the device) whose rows are prefixes of their
     successors (``_prefix_rows``); by default they also run only at d=64 (at d=128 a thread's
-    160 registers cannot hold the tiles) without ALiBi, key padding or token windows, whose
-    extra registers spill at 160 (sm_90 SASS: 73, 56 and about 300 spill stores), without
-    softcap (no longer spilling, but slower on three: ``HOPPER_FWD_THREE_SOFTCAP``), and without
+    160 registers cannot hold the tiles) without softcap, ALiBi, key padding or token windows,
+    whose extra registers spill at 160 (sm_90 SASS: 82, 74 and 183 spill stores), and without
     dropout, whose draws made three consumers slower (an H200, dense 16K d=64, p=0.1: forward
     0.86x, causal 0.81x the speed of two; benchmarks/results/h200-hopper/run13-three-wg/call4)."""
     switch = HOPPER_FWD_CONSUMERS
     if switch not in (None, 2, 3):
         raise ValueError(f"launch.HOPPER_FWD_CONSUMERS must be None, 2 or 3, got {switch!r}")
-    three_softcap = _switch("HOPPER_FWD_THREE_SOFTCAP")
     if switch == 2:
         return 2
     if d != 64:
@@ -885,11 +834,9 @@ def _fwd_consumers(layout, d: int, fwd_ptr: torch.Tensor, fwd_idx: torch.Tensor,
         reason = "tables not readable on the host (several sequences, built on the device, or no cache)"
     elif not _prefix_rows(fwd_ptr, fwd_idx, cache, layout.table_heads):
         reason = "a table row is not a prefix of the next"
-    elif switch is None and softcap and not three_softcap:
-        reason = "softcap (launch.HOPPER_FWD_THREE_SOFTCAP is not set)"
-    elif switch is None and (alibi is not None or kpm is not None or layout.window is not None
-                             or dropout_p > 0):
-        reason = "ALiBi, key padding, a token window or dropout"
+    elif switch is None and (softcap or alibi is not None or kpm is not None
+                             or layout.window is not None or dropout_p > 0):
+        reason = "softcap, ALiBi, key padding, a token window or dropout"
     else:
         return 3
     if switch == 3:
@@ -1047,8 +994,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     plan.order = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="fwd", batch=B, num_heads=H, group=1,
         per_head=layout.table_heads > 1, num_tiles=num_m_tiles, tile=tile_m,
-        block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]),
-        stream_bytes=_stream_bytes(k, H))
+        block_size=layout.block_size, reverse=causal, first_pos=int(layout.seqs[0, 4]))
     # the portable kernels' modifier arguments (never natural units here: _hopper_applies)
     mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
     grid = _grid(plan.order, num_m_tiles, slots * H)
@@ -1242,8 +1188,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     plan.order_dkdv = None if _no_order(layout) else _launch_order(
         bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
         per_head=layout.table_heads > 1, num_tiles=num_n_tiles, tile=_HOPPER_TILE,
-        block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]),
-        stream_bytes=_stream_bytes(q, Hkv))
+        block_size=layout.block_size, reverse=False, first_pos=int(layout.seqs[0, 5]))
     names = ("CAUSAL", "HAS_WL", "HAS_WR", "HAS_KPM", "PER_SEQ", "PACKED", "HAS_SOFTCAP", "HAS_ALIBI",
              "HAS_DROPOUT")
     plan.dkdv_tiles = (num_n_tiles, _HOPPER_TILE, int(layout.seqs[0, 5]), slots * Hkv)
@@ -1313,8 +1258,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
-           HOPPER_FWD_THREE_SOFTCAP)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -1429,7 +1373,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         plan.order_dkdv = None if _no_order(layout) else _launch_order(
             bwd_ptr, schedule_cache, kind="dkdv", batch=B, num_heads=H, group=H // Hkv,
             per_head=per_head, num_tiles=num_n_tiles, tile=cfg.block_n1, block_size=block_size,
-            reverse=False, first_pos=int(layout.seqs[0, 5]), stream_bytes=_stream_bytes(q, Hkv))
+            reverse=False, first_pos=int(layout.seqs[0, 5]))
         plan.dkdv_tiles = (num_n_tiles, cfg.block_n1, int(layout.seqs[0, 5]), slots * Hkv)
         # values only (no tensors): the plan is cached, and a split builds launches later
         tail = (num_n_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dkv_strides,
@@ -1445,7 +1389,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
     plan.order_dq = None if _no_order(layout) else _launch_order(
         fwd_ptr, schedule_cache, kind="dq", batch=B, num_heads=H, group=1, per_head=per_head,
         num_tiles=num_m_tiles, tile=cfg.block_m2, block_size=block_size, reverse=causal,
-        first_pos=int(layout.seqs[0, 4]), stream_bytes=_stream_bytes(k, H))
+        first_pos=int(layout.seqs[0, 4]))
     plan.dq = _Launch(
         _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, slots * H), 19,
         (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *out.stride(),

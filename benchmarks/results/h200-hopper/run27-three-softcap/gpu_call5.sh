@@ -14,7 +14,7 @@ for n in 4096 16384; do
   ncu -i "$OUT/fwd$n.ncu-rep" --page details --print-units base > "$OUT/fwd$n.details.txt" 2>&1
   ncu -i "$OUT/fwd$n.ncu-rep" --page source --csv --print-source sass > "$OUT/fwd$n.source.csv" 2>&1 || true
   python benchmarks/ncu_hot_sass.py "$OUT/fwd$n.source.csv" "$OUT/fwd$n.hot.txt" --min 0.3 || true
-  rm -f "$OUT/fwd$n.ncu-rep"
+  rm -f "$OUT/fwd$n.ncu-rep" "$OUT/fwd$n.source.csv"
   grep -E "Duration|Elapsed Cycles|SM Busy|Issue Slots Busy|Executed Ipc A|Registers Per|Achieved Occupancy" "$OUT/fwd$n.details.txt" | head -12
   head -40 "$OUT/fwd$n.hot.txt"
 done

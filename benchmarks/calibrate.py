@@ -1,6 +1,7 @@
 """Fit the estimator's device profile to measured times of our kernel.
 
-    python -m benchmarks.calibrate RESULTS [RESULTS ...] [--device h100] [--fields ...] [--no-write]
+    python -m benchmarks.calibrate RESULTS[@D] [RESULTS ...] [--device h100] [--fields ...]
+        [--exclude 'CASE_PREFIX|PASS' ...] [--no-write]
 
 Reads ``results.json`` from ``python -m benchmarks.run`` (or ``hopper.json`` files from
 ``benchmarks/hopper.py``, whose cases it maps to layouts: dense at B*N = 16K, sparse at B = 1,
@@ -10,11 +11,12 @@ factors so that ``sparseflash.estimate(...).predicted_ms`` matches the measured 
 
 * ``attn_fwd_efficiency`` -- achieved fraction of peak matmul throughput, forward kernel;
 * ``attn_bwd_efficiency`` -- the same for the backward kernels;
+* ``attn_bwd_efficiency_d64`` -- the backward's at head dims up to 64 (None: the one above);
 * ``attn_exp_per_ns``     -- exponentials a nanosecond, the softmax's limit at small head dims;
 * ``attn_tile_overhead_us`` -- fixed time of a query or key tile (start and finish), per SM;
 * ``launch_overhead_us``  -- the fixed cost per kernel launch.
 
-``--fields`` picks which (default: all five); the others keep the profile's values.
+``--fields`` picks which (default: all six); the others keep the profile's values.
 
 The fit minimises the squared log error, sum(log(predicted / measured)^2), with bounds, so a
 2x over-prediction weighs the same as a 2x under-prediction. It prints the fitted values, the
@@ -39,6 +41,7 @@ import numpy as np
 PARAMETERS = {
     "attn_fwd_efficiency": (0.02, 1.0, 0.1, 0.5),
     "attn_bwd_efficiency": (0.02, 1.0, 0.1, 0.44),
+    "attn_bwd_efficiency_d64": (0.02, 1.0, 0.1, 0.44),
     "attn_exp_per_ns": (100.0, 20000.0, 1000.0, 2000.0),
     "attn_tile_overhead_us": (0.0, 50.0, 1.0, 0.0),
     "launch_overhead_us": (0.0, 200.0, 10.0, 4.0),
@@ -113,6 +116,9 @@ class Model:
 
     def initial(self) -> np.ndarray:
         values = [getattr(self.base, n) for n in self.names]
+        # an unset small-head-dim backward efficiency starts from the backward's one
+        values = [self.base.attn_bwd_efficiency if n == "attn_bwd_efficiency_d64" and v is None else v
+                  for n, v in zip(self.names, values)]
         return np.array([PARAMETERS[n][3] if v is None else v for n, v in zip(self.names, values)],
                         dtype=float)
 
@@ -162,8 +168,12 @@ def _fit_median_ratio(model: Model, x: np.ndarray, lo, hi) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.calibrate", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", type=Path, nargs="+",
-                   help="results directories or files (results.json, or hopper.json of benchmarks/hopper.py)")
+    p.add_argument("results", nargs="+",
+                   help="results directories or files (results.json, or hopper.json of benchmarks/hopper.py); "
+                        "PATH@D keeps that file's rows of head dim D only")
+    p.add_argument("--exclude", action="append", default=[], metavar="CASE_PREFIX|PASS",
+                   help="leave out the rows whose case starts with CASE_PREFIX and whose pass is PASS "
+                        "(fwd or fwd+bwd), e.g. a row timed in a slow mode; repeatable")
     p.add_argument("--fields", default=",".join(PARAMETERS),
                    help=f"comma-separated fields to fit (default: {','.join(PARAMETERS)})")
     p.add_argument("--device", default=None, help="profile to fit (default: the run's --estimate-device)")
@@ -171,9 +181,22 @@ def main(argv=None) -> int:
     p.add_argument("--worst", type=int, default=10, help="rows of the largest errors to print")
     args = p.parse_args(argv)
     rows = []
-    for path in args.results:
-        meta, more = load_rows(path)
-        rows += more
+    paths = []
+    for item in args.results:
+        path, sep, dim = item.rpartition("@") if "@" in item else (item, "", "")
+        if sep and not dim.isdigit():
+            p.error(f"results: PATH@D wants a head dim D, got {item!r}")
+        paths.append(Path(path))
+        meta, more = load_rows(Path(path))
+        rows += [r for r in more if not sep or r.get("head_dim") == int(dim)]
+    excluded = []
+    for item in args.exclude:
+        case, sep, pass_name = item.rpartition("|")
+        if not sep or pass_name not in ("fwd", "fwd+bwd"):
+            p.error(f"--exclude wants CASE_PREFIX|fwd or CASE_PREFIX|fwd+bwd, got {item!r}")
+        excluded.append((case, pass_name))
+    rows = [r for r in rows if not any(str(r.get("case", "")).startswith(c) and r.get("pass") == q
+                                       for c, q in excluded)]
     device = args.device or meta.get("estimate_device") or "h100"
     rows = timed_rows(rows)
     if not rows:
@@ -209,7 +232,7 @@ def main(argv=None) -> int:
         device, device, ", ".join(f"{k}={v:.3g}" for k, v in fitted.items())))
 
     if not args.no_write:
-        first = args.results[0]
+        first = paths[0]
         out = (first if first.is_dir() else first.parent) / "calibration.json"
         out.write_text(json.dumps({
             "device": device, "source": meta.get("gpu"), "date_utc": meta.get("date_utc"),

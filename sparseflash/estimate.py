@@ -63,6 +63,9 @@ class DeviceProfile:
     # -- calibration: fraction of peak matmul throughput achieved ---------------------------
     attn_fwd_efficiency: float = 0.50   # our attention forward kernel
     attn_bwd_efficiency: float = 0.44   # our attention backward kernels (dK/dV and dQ)
+    # The backward's at head dims up to 64, where the Hopper kernels take another form (128-query
+    # steps, K and V as register operands); None: ``attn_bwd_efficiency`` at every head dim.
+    attn_bwd_efficiency_d64: Optional[float] = None
     # Exponentials a nanosecond our attention kernels reach (one per computed score and
     # kernel: the forward's softmax, the backward kernels' recomputed P), a second compute
     # limit beside the matmuls': the special-function units (16 a clock per SM on Hopper) bind
@@ -121,8 +124,11 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.481, attn_exp_per_ns=2096.0,
-        attn_tile_overhead_us=4.92, fused_dq_backward=True,
+        attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.560, attn_bwd_efficiency_d64=0.495,
+        attn_exp_per_ns=2096.0, attn_tile_overhead_us=4.92, fused_dq_backward=True,
+        # the backward efficiencies (stop 42) fitted to the kernels of run26: run24's d=128 rows
+        # and run26-kv-regs/call1's d=64 rows (docs/estimator.md, "A backward efficiency per
+        # head dim"); the other fields are run15's fit
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
         # d=128, H=16, bf16: softcap 30) and run16-exp2-poly/call1 (softcap at d=128 and d=64);
@@ -140,10 +146,11 @@ DEVICES: Dict[str, DeviceProfile] = {
         # 0.11-0.21, backward -0.37-0.49 (before: 0.20 / 0.29).
         option_ps_per_score=(("dropout", 0.43, 0.75), ("softcap", 0.14, 0.27),
                              ("alibi", 0.04, 0.17)),
-        calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02: median "
-                   "error 4.0% over 34 timings (forward 2.5%, forward+backward 5.4%), bf16, "
-                   "d=64/128, 4K-64K (benchmarks/results/h200-hopper/run15-fused-dq/"
-                   "calibration.json)"),
+        calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02, the "
+                   "backward's efficiencies by head dim refitted 2026-12-04: median error 2.1% "
+                   "over the 40 timings of the kernels since run26 (forward 2.5%, "
+                   "forward+backward 1.3%), bf16, d=64/128, 4K-64K (benchmarks/results/"
+                   "h200-hopper/run15-fused-dq/calibration.json, docs/estimator.md)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,
@@ -381,6 +388,8 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
     Returns (kernels, workspace bytes).
     """
     p = roof.profile
+    bwd_efficiency = (p.attn_bwd_efficiency_d64 if d <= 64 and p.attn_bwd_efficiency_d64 is not None
+                      else p.attn_bwd_efficiency)
     tile = b * d * e                      # one Q, K, V, O, dO, dQ, dK or dV tile, bytes
     block_flops = 4.0 * d * b * b         # QK^T and PV of one b x b block
     scores = batch * nnz * b * b          # one exponential each, per kernel that computes P
@@ -408,16 +417,16 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
         per_block = 2 * tile + 2 * b * _LSE_BYTES + 2 * b * d * _ACC_BYTES   # Q, dO, stats, dQ add
         kernels.append(roof.kernel("attn_bwd_stats", 0.0,
                                    batch * (rows * d * e * 2 + rows * 3 * _LSE_BYTES),
-                                   tflops, p.attn_bwd_efficiency))
+                                   tflops, bwd_efficiency))
         kernels.append(roof.kernel("attn_bwd_dq_zero", 0.0, batch * acc, tflops,
-                                   p.attn_bwd_efficiency))
+                                   bwd_efficiency))
         kernels.append(roof.kernel(
             "attn_bwd_fused", batch * nnz * 2.5 * block_flops,
             batch * (kv_rows * d * e * 4 + nnz * per_block + bwd_tables),
-            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * per_block,
+            tflops, bwd_efficiency, reread_bytes=batch * nnz * per_block,
             exps=scores, tiles=batch * kv_table_rows))
         kernels.append(roof.kernel("attn_bwd_dq_convert", 0.0, batch * (acc + rows * d * e),
-                                   tflops, p.attn_bwd_efficiency))
+                                   tflops, bwd_efficiency))
         workspace += batch * (rows * 2 * _LSE_BYTES + acc)   # delta, lse2, the dQ accumulator
     elif backward:
         # FLOPs follow the 3.5x convention: the backward is 5 block matmuls (S again, dV, dP,
@@ -431,7 +440,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
             batch * (rows * d * e * 4 + rows * 3 * _LSE_BYTES
                      + nnz * 2 * tile
                      + fwd_tables),
-            tflops, p.attn_bwd_efficiency, reread_bytes=batch * nnz * 2 * tile, exps=scores,
+            tflops, bwd_efficiency, reread_bytes=batch * nnz * 2 * tile, exps=scores,
             tiles=batch * table_rows))
         # dK/dV: per key block, read K, V and write dK, dV once; per computed block read the
         # Q and dO tiles plus their lse2 and delta rows. S, dV, dP, dK: 8 d b^2 per block.
@@ -440,7 +449,7 @@ def _flash_kernels(roof: _Roofline, *, nnz: int, rows: int, kv_rows: int, table_
             batch * (kv_rows * d * e * 4
                      + nnz * (2 * tile + 2 * b * _LSE_BYTES)
                      + bwd_tables),
-            tflops, p.attn_bwd_efficiency,
+            tflops, bwd_efficiency,
             reread_bytes=batch * nnz * (2 * tile + 2 * b * _LSE_BYTES), exps=scores,
             tiles=batch * kv_table_rows))
         workspace += batch * rows * 2 * _LSE_BYTES   # delta, lse2

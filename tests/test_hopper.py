@@ -185,10 +185,10 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
             continue                                  # a wait's retry block returning to its place
         writes = [set(written(x)) for x in loop]
         for j, x in enumerate(loop):
-            a = re.search(r"HGMMA\.\S+ R\d+, R(\d+),", x)
-            if not a:
+            rs = re.search(r"HGMMA\.\S+ R\d+, R(\d+),", x)
+            if not rs:
                 continue
-            regs = set(range(int(a.group(1)), int(a.group(1)) + 4))
+            regs = set(range(int(rs.group(1)), int(rs.group(1)) + 4))
             if any(regs & w for w in writes[:j]):
                 continue                              # made in the loop before it is read
             clobbered += [(x.strip(), y.strip()) for y, w in zip(loop[j + 1:], writes[j + 1:])

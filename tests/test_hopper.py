@@ -45,11 +45,12 @@ if which == "fwd":
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
-                      NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0)
+                      NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
+                      OUT_TMA=launch.HOPPER_FWD_OUT_TMA is not False)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
-    rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128}
+    rows = {"q_desc": 64, "k_desc": 128, "v_desc": 128, "o_desc": 64}
 else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],

@@ -713,8 +713,8 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem,
-              Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-              num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
+              Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+              rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
               qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -724,7 +724,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-              WG: gl.constexpr, DYNAMIC: gl.constexpr):
+              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -733,7 +733,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         v = _read_tile(tile_smem, NUM_WARPS)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -742,7 +742,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True)
+                                  WG, True, OUT_TMA)
             tile_i += 1
             mbarrier.wait(q_bar, tile_i & 1)
             v = _read_tile(tile_smem, NUM_WARPS)
@@ -752,7 +752,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -761,23 +761,23 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False)
+                                  WG, False, OUT_TMA)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
-                      LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                      o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA)
 
 
 @gluon.jit
 def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                  Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                  Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                   rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                   num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                   window_left, window_right, qk_scale, softcap2, stride_alibi_b, drop_threshold,
@@ -788,7 +788,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_KPM: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
-                  RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr):
+                  RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
+                  OUT_TMA: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -951,8 +952,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(kv_empty.index(last))
     # every product that read this warpgroup's Q has completed: the producer may load the
-    # next tile's while this one's output is written
-    mbarrier.arrive(q_empty)
+    # next tile's while this one's output is written (OUT_TMA: the Q slot stages the output,
+    # released once the copy engine has read it, below)
+    if not OUT_TMA:
+        mbarrier.arrive(q_empty)
     # steps of a longer row of the tile (three consumers): released once their K has landed,
     # which the producer copies only after the slot's previous lap was released by all
     for t in range(trips, walked):
@@ -972,20 +975,38 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     else:
         out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
     row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
-    orows = first + gl.arange(0, ROWS, orow_layout)
-    orow_ok = (orows >= q_lo) & (orows < q_hi)
-    offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
-    o_ptrs = Out + off_b.to(gl.int64) * stride_ob + off_h.to(gl.int64) * stride_oh \
-        + (orows + q_row0).to(gl.int64)[:, None] * stride_om + offs_d[None, :]
-    gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
+    if OUT_TMA:
+        # every row of the warpgroup's 64 is the tile's: the output goes through its Q slot
+        # (free: its last product has completed) and one bulk copy, as FlashAttention-3/4
+        # store it. Written from the registers, a [64, d] tile took 32 4-byte stores a thread,
+        # each touching 8 rows (run28: 2.3 us a tile at d=128, more than a K/V step).
+        # A partial block (another document's or past a sequence's rows) keeps the masked stores.
+        whole = (first >= q_lo) & (first + ROWS <= q_hi)
+    else:
+        whole = False
+    if whole:
+        q_tile.store(out.to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, first + q_row0, 0],
+                                        q_tile.reshape([1, 1, ROWS, HEAD_DIM]))
+    else:
+        orows = first + gl.arange(0, ROWS, orow_layout)
+        orow_ok = (orows >= q_lo) & (orows < q_hi)
+        offs_d = gl.arange(0, HEAD_DIM, ocol_layout)
+        o_ptrs = Out + off_b.to(gl.int64) * stride_ob + off_h.to(gl.int64) * stride_oh \
+            + (orows + q_row0).to(gl.int64)[:, None] * stride_om + offs_d[None, :]
+        gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
     lse_ptrs = LSE + (off_b * num_heads + off_h).to(gl.int64) * lse_len + (rows_pos + q_row0)
     gl.store(lse_ptrs, lse, mask=row_ok)
+    if OUT_TMA:
+        tma.store_wait(0)
+        mbarrier.arrive(q_empty)
     return walked
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI,
-                       schedule, seed, rng_offset, tile_counter, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om,
+                       schedule, seed, rng_offset, tile_counter, o_desc, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om,
                        stride_kpm_b, num_heads, group_size, lse_len, q_len, k_len, q_pos, k_pos, nq,
                        nk, table_heads_gt1, window_left, window_right, qk_scale, softcap2,
                        stride_alibi_b, drop_threshold, drop_scale,
@@ -998,7 +1019,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
-                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0):
+                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1042,22 +1063,22 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
         gl.warp_specialize([
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
-                LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
-                LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1069,31 +1090,31 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
         gl.warp_specialize([
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
-                LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
-                LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
-                LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

@@ -500,11 +500,12 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natur
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
-    __slots__ = ("launch", "order", "descs", "hopper", "dynamic")
+    __slots__ = ("launch", "order", "descs", "hopper", "dynamic", "out_desc")
 
     def __init__(self):
         self.hopper = False
         self.dynamic = False
+        self.out_desc = None
 
 
 def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached,
@@ -702,6 +703,13 @@ HOPPER_PERSISTENT: Union[None, bool, int] = None
 # 1.071), d=128 and the sparse cases 0.96-1.02x (fixed tiles where persistent, else one CTA
 # per tile).
 HOPPER_DYNAMIC_TILES: Optional[bool] = None
+# The Hopper forward's output stored through each consumer warpgroup's Q slot in shared memory
+# and one bulk (TMA) copy, where its 64 rows all belong to the tile (kernels/hopper.py OUT_TMA;
+# a partial block keeps the masked register stores). Stored from the registers, a 64 x d tile
+# takes 32 4-byte stores a thread, each touching 8 rows: run28's cycle stamps put that
+# epilogue at 2.3 us a tile at d=128 (benchmarks/results/h200-hopper/run28-lpt-dynamic).
+# None / True: on; False: the register stores.
+HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
 # moving it above them. None: at d=128 only; True / False: always / never
@@ -1014,7 +1022,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     tail = (num_m_tiles, num_programs, H * N * d, N * d, d, geometry[0], H, H // Hkv, N,
             *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
-        _hopper_fwd_kernel, grid, 15, tail, 4, 1, cached, PERSISTENT=persistent,
+        _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
@@ -1022,9 +1030,19 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]), **constexprs)
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
+        OUT_TMA=_switch("HOPPER_FWD_OUT_TMA") is not False, **constexprs)
     plan.hopper = True
     return plan, sources
+
+
+def _out_descriptor(plan: _FwdPlan, out: torch.Tensor):
+    """The Hopper forward's output descriptor on ``out`` (blocks of a consumer's 64 rows),
+    from the plan's template (out is always a contiguous (B, H, N, d) tensor of q's dtype, so
+    the plan's key fixes it)."""
+    if plan.out_desc is None:
+        plan.out_desc = _rebased(_gluon_descriptor(out, _HOPPER_TILE // 2), None)
+    return _rebased(plan.out_desc, out)
 
 
 def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
@@ -1258,7 +1276,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if kpm is None else kpm.stride(), scale, config, use_tma, USE_TMA, softcap,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
-           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT)
+           HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
+           HOPPER_FWD_OUT_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -1283,7 +1302,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         counter = torch.zeros(1, dtype=torch.int32, device=q.device) if plan.dynamic else t.fwd_ptr
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
-                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter)
+                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter,
+                    _out_descriptor(plan, out))
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,

@@ -46,7 +46,7 @@ if which == "fwd":
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
-                      OUT_TMA=launch.HOPPER_FWD_OUT_TMA is not False)
+                      OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)))
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -865,6 +865,40 @@ def test_dynamic_tiles_default_and_switch(monkeypatch):
             launch._dynamic_tiles(3)
 
 
+def test_output_copy_default_and_switch(monkeypatch):
+    """``launch._out_tma``: by default the output goes through shared memory and a bulk copy
+    with two consumer warpgroups and through register stores with three; True / False force;
+    other values are refused."""
+    assert launch.HOPPER_FWD_OUT_TMA is None
+    assert launch._out_tma(2) is True and launch._out_tma(3) is False
+    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", True)
+    assert launch._out_tma(3) is True
+    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
+    assert launch._out_tma(2) is False
+    for bad in (1, "on"):
+        monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_OUT_TMA must be None, True or False"):
+            launch._out_tma(2)
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, dict(CAUSAL=True, SCHEDULED=True)),
+    (64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
+], ids=["d128-two-consumers", "d64-three-consumers-dynamic"])
+def test_output_copy_compiles_to_one_bulk_store_per_consumer(d, flags):
+    """With ``OUT_TMA`` each consumer partition stores its output tile with one bulk tensor
+    copy from shared memory (the masked register stores stay for partial blocks) and waits
+    for the copy to have read its Q slot; without it, no bulk store."""
+    consumers = flags.get("NUM_CONSUMERS", 2)
+    on = _ptx("fwd", d, "bf16", dict(flags, OUT_TMA=True))
+    off = _ptx("fwd", d, "bf16", dict(flags, OUT_TMA=False))
+    store = r"cp\.async\.bulk\.tensor\.4d\.global\.shared::cta"
+    assert len(re.findall(store, on)) == consumers
+    assert len(re.findall(r"cp\.async\.bulk\.wait_group", on)) >= consumers
+    assert not re.search(store, off)
+    assert not re.search(r"\b(ld|st)\.local", on), "register spills"
+
+
 def _prefix_rows_slow(layout):
     """``launch._prefix_rows`` by its definition, row by row."""
     ptr, idx = np.array(layout.fwd_ptr), np.array(layout.fwd_idx)
@@ -1031,6 +1065,47 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
     assert torch.isfinite(results[0][0]).all()
 
 
+@gpu
+@pytest.mark.parametrize("consumers,persistent,dynamic,causal,n", [
+    (2, False, False, True, 4000), (2, True, False, True, 4000), (2, 5, True, True, 4000),
+    (2, False, False, False, 1000), (3, None, None, True, 4000), (3, False, False, False, 1300),
+], ids=["two-one-cta-per-tile", "two-persistent", "two-persistent-5-dynamic", "two-noncausal-1000",
+        "three-default", "three-one-cta-per-tile-1300"])
+def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynamic, causal, n,
+                                                   hopper_only, monkeypatch):
+    """The output through shared memory and a bulk copy (``launch.HOPPER_FWD_OUT_TMA``) gives
+    bit for bit the outputs and LSE of the register stores: lengths that end inside a
+    warpgroup's 64 rows (those blocks keep the masked stores), GQA, a batch of 2, causal and
+    not, one CTA per tile and persistent (where the Q slot is released after the copy)."""
+    d = 128 if consumers == 2 else 64
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
+    results = []
+    for copy in (True, False):
+        monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", copy)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
+                                           return_lse=True))
+    (out, lse), (out_reg, lse_reg) = results
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, out_reg) and torch.equal(lse, lse_reg)
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_forward_register_stores_match_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
+    """The register-store epilogue (``HOPPER_FWD_OUT_TMA=False``, no longer the default with
+    two consumers) on every layout of the oracle cases."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
+
+
 THREE_CASES = [
     # (name, pattern, kwargs for check): tables whose rows are prefixes of the next
     ("dense-causal-1000", sf.dense(), dict(q_lens=[1000], causal=True)),
@@ -1044,14 +1119,18 @@ THREE_CASES = [
 
 
 @gpu
-@pytest.mark.parametrize("persistent,dynamic", [(False, False), (3, False), (3, True)],
-                         ids=["one-cta-per-tile", "persistent-3", "persistent-3-dynamic"])
+@pytest.mark.parametrize("persistent,dynamic,out_tma", [(False, False, None), (3, False, None), (3, True, None),
+                                                        (3, True, True)],
+                         ids=["one-cta-per-tile", "persistent-3", "persistent-3-dynamic",
+                              "persistent-3-dynamic-output-copy"])
 @pytest.mark.parametrize("name,pattern,kw", THREE_CASES, ids=[c[0] for c in THREE_CASES])
 def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, persistent, dynamic,
-                                                          hopper_only, monkeypatch):
+                                                          out_tma, hopper_only, monkeypatch):
     """The 192-query forward (three consumer warpgroups, ``launch.HOPPER_FWD_CONSUMERS=3``)
     against the float64 oracle at d=64: lengths not multiples of 192, kv_len > seq_len (the
-    first tile's thirds before the sequence start), GQA, batches, and persistent CTAs."""
+    first tile's thirds before the sequence start), GQA, batches, and persistent CTAs; also
+    with the output through shared memory and a bulk copy (``HOPPER_FWD_OUT_TMA``)."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", out_tma)
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 3)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)

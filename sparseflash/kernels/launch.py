@@ -708,7 +708,9 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # a partial block keeps the masked register stores). Stored from the registers, a 64 x d tile
 # takes 32 4-byte stores a thread, each touching 8 rows: run28's cycle stamps put that
 # epilogue at 2.3 us a tile at d=128 (benchmarks/results/h200-hopper/run28-lpt-dynamic).
-# None / True: on; False: the register stores.
+# None: on with two consumer warpgroups; with three (d=64, persistent) the later release of Q
+# made the dense forwards no faster (run28 call 3, forward time without ÷ with: 4K 1.003 and
+# 1.002 causal, 16K 0.992 and 0.986 causal); True / False: always / never.
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
@@ -1031,9 +1033,16 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_switch("HOPPER_FWD_OUT_TMA") is not False, **constexprs)
+        OUT_TMA=_out_tma(consumers), **constexprs)
     plan.hopper = True
     return plan, sources
+
+
+def _out_tma(consumers: int) -> bool:
+    """Whether the Hopper forward stores its output through shared memory and a bulk copy
+    (HOPPER_FWD_OUT_TMA; None: with two consumer warpgroups)."""
+    switch = _switch("HOPPER_FWD_OUT_TMA")
+    return consumers == 2 if switch is None else switch
 
 
 def _out_descriptor(plan: _FwdPlan, out: torch.Tensor):

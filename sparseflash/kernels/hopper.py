@@ -1275,8 +1275,8 @@ def _part(view, h, MMA_M: gl.constexpr, PARTS: gl.constexpr, DIM: gl.constexpr =
 
 @gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
-                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, bwd_ptr, bwd_idx,
-                  bwd_nfull, seqs, KPM, ALIBI, schedule,
+                  ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
+                  bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
                   seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads,
                   num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                   window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
@@ -1287,7 +1287,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
                   ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr, KV_REGS: gl.constexpr,
-                  WG: gl.constexpr):
+                  WG: gl.constexpr, OUT_TMA: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
@@ -1513,13 +1513,37 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     dk = dk * sm_scale
     if HAS_DROPOUT:
         dv = dv * drop_scale
-    okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
-    base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
-        + (okeys + k_row0).to(gl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
-    ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
-    gl.store(DK + base, dk.to(dtype), mask=ok)
-    gl.store(DV + base, dv.to(dtype), mask=ok)
+    if OUT_TMA:
+        # every key of the warpgroup's 64 is the tile's: dV, then dK, through this warpgroup's
+        # V slot (its own, read by no other product: its last has completed) and a bulk copy
+        # each, as the forward's output (launch.HOPPER_BWD_OUT_TMA); a partial block keeps
+        # the masked register stores
+        whole = (first >= k_lo) & (first + KEYS <= k_hi)
+    else:
+        whole = False
+    # in the stored type first: half the registers held across the branch (with the fp32
+    # accumulators held, the KV_REGS form spilled 2 words here)
+    dk = dk.to(dtype)
+    dv = dv.to(dtype)
+    if whole:
+        v_tile.store(dv)
+        fence_async_shared()
+        tma.async_copy_shared_to_global(dv_desc, [off_b, off_kvh, first + k_row0, 0],
+                                        v_tile.reshape([1, 1, KEYS, HEAD_DIM]))
+        tma.store_wait(0)
+        v_tile.store(dk)
+        fence_async_shared()
+        tma.async_copy_shared_to_global(dk_desc, [off_b, off_kvh, first + k_row0, 0],
+                                        v_tile.reshape([1, 1, KEYS, HEAD_DIM]))
+        tma.store_wait(0)
+    else:
+        okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))
+        offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
+        base = off_b.to(gl.int64) * stride_dkb + off_kvh.to(gl.int64) * stride_dkh \
+            + (okeys + k_row0).to(gl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
+        ok = ((okeys >= k_lo) & (okeys < k_hi))[:, None]
+        gl.store(DK + base, dk, mask=ok)
+        gl.store(DV + base, dv, mask=ok)
 
 
 @gluon.jit
@@ -1569,7 +1593,7 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
 def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, dq_desc, LSE2, Delta,
                         DK, DV, bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-                        num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
+                        dk_desc, dv_desc, num_n_tiles, stride_dkb, stride_dkh, stride_kpm_b, num_heads, num_kv_heads,
                         lse_len, q_len, k_len, q_pos, k_pos, nq, nk, table_heads_gt1,
                         window_left, window_right, sm_scale, qk_scale, softcap2, stride_alibi_b,
                         drop_threshold, drop_scale,
@@ -1581,7 +1605,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
                         FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr,
-                        KV_REGS: gl.constexpr):
+                        KV_REGS: gl.constexpr, OUT_TMA: gl.constexpr = False):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -1655,7 +1679,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     if FUSED_DQ:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
@@ -1663,9 +1687,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
@@ -1673,7 +1697,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -1689,7 +1713,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     else:
         gl.warp_specialize(
             [(_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
@@ -1697,9 +1721,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
-                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV,
+                              kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
                               schedule, seed, rng_offset, num_n_tiles, stride_dkb, stride_dkh,
                               stride_kpm_b, num_heads, num_kv_heads, lse_len, q_len, k_len, q_pos, k_pos,
@@ -1707,7 +1731,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

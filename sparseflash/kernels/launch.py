@@ -712,6 +712,10 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # made the dense forwards no faster (run28 call 3, forward time without ÷ with: 4K 1.003 and
 # 1.002 causal, 16K 0.992 and 0.986 causal); True / False: always / never.
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
+# The Hopper dK/dV kernel's dV and dK stored the same way, one after the other through each
+# consumer warpgroup's V slot, where its 64 keys all belong to the tile (kernels/hopper.py
+# _bwd_consumer OUT_TMA). None / True: on; False: the register stores.
+HOPPER_BWD_OUT_TMA: Optional[bool] = None
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
 # moving it above them. None: at d=128 only; True / False: always / never
@@ -1231,8 +1235,9 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
+    options["OUT_TMA"] = _switch("HOPPER_BWD_OUT_TMA") is not False
     plan.dkdv_launch = lambda order: _Launch(
-        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 20, tail, 4, 1, cached,
+        _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 22, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
@@ -1325,10 +1330,11 @@ class _BwdPlan:
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
                  "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq",
-                 "dq_desc", "dq_convert")
+                 "dq_desc", "dq_convert", "dkdv_out_desc")
 
     def __init__(self):
         self.hopper, self.hopper_descs, self.stats_tma = False, None, False
+        self.dkdv_out_desc = None
         self.fused_dq, self.dq_desc, self.dq_convert = False, None, None
         self.splits = {}
 
@@ -1489,7 +1495,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M,
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None)
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
@@ -1530,6 +1536,11 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                                  device=q.device)
         # (without the fused dQ the kernel never reads its descriptor: any aligned fp32 base)
         dq_d = _rebased(plan.dq_desc, deltad.base if dq_acc is None else dq_acc)
+        # dK and dV (contiguous (B, Hkv, Nk, d), k's dtype: the plan's key fixes them) in
+        # blocks of a consumer's 64 keys, for the kernel's bulk stores
+        if plan.dkdv_out_desc is None:
+            plan.dkdv_out_desc = _rebased(_gluon_descriptor(dk, _HOPPER_TILE // 2), None)
+        dk_d, dv_d = _rebased(plan.dkdv_out_desc, dk), _rebased(plan.dkdv_out_desc, dv)
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)
@@ -1537,7 +1548,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             continue
         if plan.hopper:
             launch(dev, qd, kd, vd, dod, lse2d, deltad, dq_d, lse2, delta, dk, dv, t.bwd_ptr,
-                   t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
+                   t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1],
+                   dk_d, dv_d)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

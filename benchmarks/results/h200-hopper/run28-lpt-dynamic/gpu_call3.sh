@@ -15,5 +15,5 @@ echo "rc=$?" >> $OUT/peers.log
 cp $OUT/peers/fa4_ratio.json $OUT/fa4_ratio.json 2>/dev/null
 grep '"impl"' $OUT/peers.log > $OUT/rows.jsonl
 python benchmarks/results/h200-hopper/run28-lpt-dynamic/ab_summary.py $OUT/rows.jsonl \
-  "ours[HOPPER_FWD_OUT_TMA=False]" | tee $OUT/summary.txt
+  "ours-HOPPER_FWD_OUT_TMA=False" | tee $OUT/summary.txt
 tail -n 2 $OUT/peers.log

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run28 call 5 (on the FA4 host prefix): dK and dV through shared memory and bulk
-# copy (launch.HOPPER_FWD_OUT_TMA, the new default) against the register stores it replaces
+# copies (launch.HOPPER_BWD_OUT_TMA, on in this tree) against the register stores it replaces
 # (--set HOPPER_BWD_OUT_TMA=False), beside FA4 and cuDNN, every case of benchmarks/hopper.py:
 #   OUT=DIR bash benchmarks/results/h200-hopper/run28-lpt-dynamic/gpu_call5.sh
 cd "$(dirname "$0")/../../../.."
@@ -15,5 +15,5 @@ echo "rc=$?" >> $OUT/peers.log
 cp $OUT/peers/fa4_ratio.json $OUT/fa4_ratio.json 2>/dev/null
 grep '"impl"' $OUT/peers.log > $OUT/rows.jsonl
 python benchmarks/results/h200-hopper/run28-lpt-dynamic/ab_summary.py $OUT/rows.jsonl \
-  "ours[HOPPER_BWD_OUT_TMA=False]" | tee $OUT/summary.txt
+  "ours-HOPPER_BWD_OUT_TMA=False" | tee $OUT/summary.txt
 tail -n 2 $OUT/peers.log

@@ -56,7 +56,7 @@ else:
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
                       FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
-                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is not False)
+                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64, "dk_desc": 64, "dv_desc": 64}
 constexprs.update(flags)
@@ -321,11 +321,9 @@ def test_fused_dq_compiles_into_the_dkdv_kernel(d, dtype, flags):
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], f"wgmma serialised: {counts}"
     assert counts["SHARED"] <= 232448, counts
     # 128-query steps (launch.HOPPER_BWD_STEP_M) keep the 64-query form's registers: no spills
-    # in the step loops (outside them the every-mask GQA form stores one word, and the
-    # dropout-softcap form two since dK/dV leave through shared memory, HOPPER_BWD_OUT_TMA;
-    # none with the register stores)
+    # in the step loops (the every-mask GQA form stores one word outside them)
     if step_m == 128:
-        assert counts["STL"] <= 2 and not any(counts["STEP_LOOPS_LOCAL"]), counts
+        assert counts["STL"] <= 1 and not any(counts["STEP_LOOPS_LOCAL"]), counts
 
 
 @pytest.mark.parametrize("B,H,N,d,pad,dtype", [
@@ -758,7 +756,7 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     instructions (K = 16) each, per 64-query part (2 a step) and consumer partition (2), so 32
     more with a register A operand in the sm_90 SASS (64 with dV's and dK's) than with both in
     shared memory. No step loop overwrites them (RS_CLOBBERED: they are not passed through the
-    waits, so only the SASS says ptxas keeps them), and none spills in a step loop."""
+    waits, so only the SASS says ptxas keeps them), and none spills but GQA's."""
     base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
                 NUM_STAGES=launch._fused_stages(64, dict(HAS_DROPOUT=0), 128))
     regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2))
@@ -766,11 +764,12 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     assert regs["HGMMA_RS"] == 2 * 2 * 4 * 4, regs
     assert regs["DEPBAR"] * 4 <= regs["HGMMA"], regs
     if "GROUP_SIZE" not in flags:
-        # none in the step loops; after them the bulk stores of dV and dK (the kernel's
-        # OUT_TMA, launch.HOPPER_BWD_OUT_TMA) keep 2 words in local memory (none without)
-        assert regs["STL"] <= 2 and not any(regs["STEP_LOOPS_LOCAL"]), regs
+        assert regs["STL"] == 0 and not any(regs["STEP_LOOPS_LOCAL"]), regs
     if not flags:
-        assert _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2, OUT_TMA=False))["STL"] == 0
+        # with dV and dK through shared memory (OUT_TMA, launch.HOPPER_BWD_OUT_TMA) none in
+        # the step loops either; after them ptxas keeps 2 words in local memory
+        copy = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2, OUT_TMA=True))
+        assert copy["STL"] <= 2 and not any(copy["STEP_LOOPS_LOCAL"]), copy
         smem = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=0))
         assert regs["HGMMA"] == smem["HGMMA"], (regs, smem)
         assert regs["HGMMA_RS"] - smem["HGMMA_RS"] == 2 * 2 * 2 * 4, (regs, smem)
@@ -868,6 +867,47 @@ def test_dynamic_tiles_default_and_switch(monkeypatch):
         monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", bad)
         with pytest.raises(ValueError, match="HOPPER_DYNAMIC_TILES must be None, True or False"):
             launch._dynamic_tiles(3)
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, dict(CAUSAL=True, FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240)),
+    (64, dict(BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True, NUM_STAGES=2, KV_REGS=2)),
+], ids=["d128-fused-causal", "d64-fused-kv-registers"])
+def test_dkdv_output_copy_compiles_to_two_bulk_stores_per_consumer(d, flags):
+    """With the dK/dV kernel's ``OUT_TMA`` each consumer partition stores dV and then dK with
+    a bulk tensor copy each from its V slot, waiting in between for the first copy to have
+    read it; without it, no bulk store (the copy engine's dQ adds are reductions)."""
+    on = _ptx("dkdv", d, "bf16", dict(flags, OUT_TMA=True))
+    off = _ptx("dkdv", d, "bf16", dict(flags, OUT_TMA=False))
+    store = r"cp\.async\.bulk\.tensor\.4d\.global\.shared::cta"
+    assert len(re.findall(store, on)) == 2 * 2
+    assert len(re.findall(r"cp\.async\.bulk\.wait_group", on)) >= 2 * 2
+    assert not re.search(store, off)
+
+
+@pytest.mark.parametrize("pattern,n,causal,want", [
+    (sf.local(2), 16384, False, True),
+    (sf.dense(), 4096, True, True),
+    (sf.dense(), 4096, False, False),
+    (sf.dense(), 16384, True, False),
+    (sf.local(28), 16384, False, False),
+], ids=["local2-16k", "dense-causal-4k", "dense-4k", "dense-causal-16k", "local28-16k"])
+def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
+    """``launch._bwd_out_tma``: by default dK and dV go through shared memory where the
+    table's non-empty columns hold at most 3072 queries on average (read once per layout into
+    its cache), through register stores elsewhere and without a cache; True / False force;
+    other values are refused."""
+    layout = sf.compile(pattern, n, block_size=128, causal=causal)
+    bwd_ptr = torch.tensor(np.array(layout.bwd_ptr))
+    cache = {}
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache) is want
+    assert ("bwd_out_tma", "cpu") in cache
+    assert launch._bwd_out_tma(layout, bwd_ptr, None) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", not want)
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache) is (not want)
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", 1)
+    with pytest.raises(ValueError, match="HOPPER_BWD_OUT_TMA must be None, True or False"):
+        launch._bwd_out_tma(layout, bwd_ptr, cache)
 
 
 def test_output_copy_default_and_switch(monkeypatch):
@@ -1098,6 +1138,45 @@ def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynami
     (out, lse), (out_reg, lse_reg) = results
     assert torch.isfinite(out).all()
     assert torch.equal(out, out_reg) and torch.equal(lse, lse_reg)
+
+
+@gpu
+@pytest.mark.parametrize("d,n,pattern,causal", [
+    (128, 4000, "local-global", True), (128, 1000, "local-global", False),
+    (64, 4000, "local-global", True), (64, 2600, "dense", False),
+], ids=["d128-causal-4000", "d128-1000", "d64-causal-4000", "d64-dense-2600"])
+def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, hopper_only,
+                                                        monkeypatch):
+    """dK and dV through shared memory and bulk copies (``launch.HOPPER_BWD_OUT_TMA``) equal
+    the register stores bit for bit (dQ: to the fp32 adds' order), with lengths that end
+    inside a consumer's 64 keys (those blocks keep the masked stores), GQA and a batch of 2."""
+    g = torch.Generator(device="cuda").manual_seed(2)
+    q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    do = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    pat = sf.local(3) | sf.global_blocks(1) if pattern == "local-global" else sf.dense()
+    grads = []
+    for copy in (True, False):
+        monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", copy)
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        out = sf.sparse_attention(*leaves, pat, block_size=128, causal=causal)
+        grads.append(torch.autograd.grad(out, leaves, do))
+    (dq, dk, dv), (dq_reg, dk_reg, dv_reg) = grads
+    assert torch.isfinite(dk).all() and torch.isfinite(dv).all()
+    assert torch.equal(dk, dk_reg) and torch.equal(dv, dv_reg)
+    assert (dq.float() - dq_reg.float()).abs().max() <= 1e-2 * dq_reg.float().abs().max()
+
+
+@gpu
+@pytest.mark.parametrize("copy", [True, False], ids=["dkdv-output-copy", "dkdv-register-stores"])
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_dkdv_stores_match_the_oracle(name, pattern, kw, copy, hopper_only, monkeypatch):
+    """The dK/dV kernel with either store (``HOPPER_BWD_OUT_TMA`` forced) on every layout of
+    the oracle cases, forward and gradients against float64."""
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", copy)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

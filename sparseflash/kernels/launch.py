@@ -714,8 +714,17 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # The Hopper dK/dV kernel's dV and dK stored the same way, one after the other through each
 # consumer warpgroup's V slot, where its 64 keys all belong to the tile (kernels/hopper.py
-# _bwd_consumer OUT_TMA). None / True: on; False: the register stores.
+# _bwd_consumer OUT_TMA). It saves a fixed time per key tile but costs the step loops a few
+# local-memory accesses at d=128 (sm_90 SASS, causal, 240 registers: 8+3 against 5+2 in the
+# two consumers' loops). None: where the table's columns are short, at most
+# _BWD_OUT_TMA_QUERIES queries on average (read on the host once per layout, as the launch
+# orders: never for tables built on the device); run28 call 5, forward+backward, time
+# without ÷ with: local(2) 16K and 64K 1.059 / 1.067, butterfly 1.036, strided(16)|local(1)
+# 1.028, dense causal 4K 1.024 (d=128), bigbird(3,2,3) 1.022 / 1.010 (d=64), local(8)
+# 1.001 / 1.022; the longer columns 0.982-0.997 (dense, local(28), local(32) 64K, the 34-43%
+# cases). True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
+_BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
 # moving it above them. None: at d=128 only; True / False: always / never
@@ -1042,6 +1051,23 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     return plan, sources
 
 
+def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
+    """Whether the Hopper dK/dV kernel stores dK and dV through shared memory and bulk copies
+    (HOPPER_BWD_OUT_TMA; None: where the table's non-empty columns hold at most
+    ``_BWD_OUT_TMA_QUERIES`` queries on average)."""
+    switch = _switch("HOPPER_BWD_OUT_TMA")
+    if switch is not None:
+        return switch
+    if cache is None or _no_order(layout):
+        return False
+    key = ("bwd_out_tma", str(bwd_ptr.device))
+    if key not in cache:
+        counts = _row_counts(bwd_ptr, cache, "bwd")
+        counts = counts[counts > 0]
+        cache[key] = bool(counts.size and counts.mean() * layout.block_size <= _BWD_OUT_TMA_QUERIES)
+    return cache[key]
+
+
 def _out_tma(consumers: int) -> bool:
     """Whether the Hopper forward stores its output through shared memory and a bulk copy
     (HOPPER_FWD_OUT_TMA; None: with two consumer warpgroups)."""
@@ -1235,7 +1261,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
-    options["OUT_TMA"] = _switch("HOPPER_BWD_OUT_TMA") is not False
+    options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache)
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 22, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)

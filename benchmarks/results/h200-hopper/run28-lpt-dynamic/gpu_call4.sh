@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# run28 call 4: tests/test_hopper.py whole on the GPU with the forward's output copy
-# (launch.HOPPER_FWD_OUT_TMA) in the tree, 16 shards:
+# run28 call 4 (and 6): tests/test_hopper.py whole on the GPU with the output copies
+# (launch.HOPPER_FWD_OUT_TMA; call 6 also HOPPER_BWD_OUT_TMA) in the tree, 16 shards:
 #   OUT=DIR bash benchmarks/results/h200-hopper/run28-lpt-dynamic/gpu_call4.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}

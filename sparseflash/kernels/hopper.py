@@ -1521,8 +1521,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         whole = (first >= k_lo) & (first + KEYS <= k_hi)
     else:
         whole = False
-    # in the stored type first: half the registers held across the branch (with the fp32
-    # accumulators held, the KV_REGS form spilled 2 words here)
+    # in the stored type before the branch (both branches store it)
     dk = dk.to(dtype)
     dv = dv.to(dtype)
     if whole:

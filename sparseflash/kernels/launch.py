@@ -721,8 +721,8 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # orders: never for tables built on the device); run28 call 5, forward+backward, time
 # without ÷ with: local(2) 16K and 64K 1.059 / 1.067, butterfly 1.036, strided(16)|local(1)
 # 1.028, dense causal 4K 1.024 (d=128), bigbird(3,2,3) 1.022 / 1.010 (d=64), local(8)
-# 1.001 / 1.022; the longer columns 0.982-0.997 (dense, local(28), local(32) 64K, the 34-43%
-# cases). True / False: always / never.
+# 1.001 / 1.022, dense causal 4K d=64 0.995; the longer columns 0.982-0.997 (dense, local(28),
+# local(32) 64K, the 34-43% cases). True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so

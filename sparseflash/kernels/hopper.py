@@ -985,10 +985,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     else:
         whole = False
     if whole:
-        q_tile.store(out.to(dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, first + q_row0, 0],
-                                        q_tile.reshape([1, 1, ROWS, HEAD_DIM]))
+        _bulk_store(q_tile, out.to(dtype), o_desc, off_b, off_h, first + q_row0, ROWS, HEAD_DIM)
     else:
         orows = first + gl.arange(0, ROWS, orow_layout)
         orow_ok = (orows >= q_lo) & (orows < q_hi)
@@ -1002,6 +999,18 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         tma.store_wait(0)
         mbarrier.arrive(q_empty)
     return walked
+
+
+@gluon.jit
+def _bulk_store(tile_smem, value, desc, off_b, off_h, row, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """``value`` ([ROWS, HEAD_DIM], registers) to rows ``row..row+ROWS`` of head ``off_h`` of
+    batch ``off_b`` through ``tile_smem`` (a free [ROWS, HEAD_DIM] slot in the descriptor's
+    swizzle) and one bulk copy (the launch.py OUT_TMA stores). The copy is left in flight: wait
+    for it (``tma.store_wait``) before the slot is written again or released."""
+    tile_smem.store(value)
+    fence_async_shared()
+    tma.async_copy_shared_to_global(desc, [off_b, off_h, row, 0],
+                                    tile_smem.reshape([1, 1, ROWS, HEAD_DIM]))
 
 
 @gluon.jit(do_not_specialize=["q_len", "k_len", "q_pos", "k_pos", "nq", "nk", "seed", "rng_offset"])
@@ -1525,15 +1534,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     dk = dk.to(dtype)
     dv = dv.to(dtype)
     if whole:
-        v_tile.store(dv)
-        fence_async_shared()
-        tma.async_copy_shared_to_global(dv_desc, [off_b, off_kvh, first + k_row0, 0],
-                                        v_tile.reshape([1, 1, KEYS, HEAD_DIM]))
-        tma.store_wait(0)
-        v_tile.store(dk)
-        fence_async_shared()
-        tma.async_copy_shared_to_global(dk_desc, [off_b, off_kvh, first + k_row0, 0],
-                                        v_tile.reshape([1, 1, KEYS, HEAD_DIM]))
+        _bulk_store(v_tile, dv, dv_desc, off_b, off_kvh, first + k_row0, KEYS, HEAD_DIM)
+        tma.store_wait(0)       # the slot is dK's next
+        _bulk_store(v_tile, dk, dk_desc, off_b, off_kvh, first + k_row0, KEYS, HEAD_DIM)
         tma.store_wait(0)
     else:
         okeys = first + gl.arange(0, KEYS, gl.SliceLayout(1, o_layout))

@@ -1075,13 +1075,16 @@ def _out_tma(consumers: int) -> bool:
     return consumers == 2 if switch is None else switch
 
 
-def _out_descriptor(plan: _FwdPlan, out: torch.Tensor):
-    """The Hopper forward's output descriptor on ``out`` (blocks of a consumer's 64 rows),
-    from the plan's template (out is always a contiguous (B, H, N, d) tensor of q's dtype, so
-    the plan's key fixes it)."""
-    if plan.out_desc is None:
-        plan.out_desc = _rebased(_gluon_descriptor(out, _HOPPER_TILE // 2), None)
-    return _rebased(plan.out_desc, out)
+def _out_descriptor(plan, name: str, t: torch.Tensor):
+    """A Hopper kernel's descriptor on the output ``t`` (blocks of a consumer's 64 rows, for
+    the OUT_TMA bulk stores), from the plan's template in slot ``name``, built on the plan's
+    first call. The outputs (the forward's out, the backward's dK and dV) are allocated
+    contiguous in the inputs' dtype, so the plan's key fixes the template."""
+    template = getattr(plan, name)
+    if template is None:
+        template = _rebased(_gluon_descriptor(t, _HOPPER_TILE // 2), None)
+        setattr(plan, name, template)
+    return _rebased(template, t)
 
 
 def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
@@ -1343,7 +1346,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
                     t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter,
-                    _out_descriptor(plan, out))
+                    _out_descriptor(plan, "out_desc", out))
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
@@ -1562,11 +1565,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                                  device=q.device)
         # (without the fused dQ the kernel never reads its descriptor: any aligned fp32 base)
         dq_d = _rebased(plan.dq_desc, deltad.base if dq_acc is None else dq_acc)
-        # dK and dV (contiguous (B, Hkv, Nk, d), k's dtype: the plan's key fixes them) in
-        # blocks of a consumer's 64 keys, for the kernel's bulk stores
-        if plan.dkdv_out_desc is None:
-            plan.dkdv_out_desc = _rebased(_gluon_descriptor(dk, _HOPPER_TILE // 2), None)
-        dk_d, dv_d = _rebased(plan.dkdv_out_desc, dk), _rebased(plan.dkdv_out_desc, dv)
+        dk_d, dv_d = (_out_descriptor(plan, "dkdv_out_desc", t) for t in (dk, dv))
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)

@@ -1,0 +1,139 @@
+"""run29 probe: the forward's output staged in buffers of its own (stop 44), forward only.
+
+Run28 moved the Hopper forward's output through each consumer's Q slot and one bulk copy
+(``launch.HOPPER_FWD_OUT_TMA``). A persistent CTA's producer can then load the next tile's Q
+only after the copy has read the slot, so the three-consumer (d=64) forward, persistent by
+default, gained nothing from it. ``launch.HOPPER_FWD_OUT_SLOT="own"`` stages the output in a
+buffer of each consumer's own instead (its copy waited for at the next tile's epilogue) and
+gives Q back when the tile's last product completes. At d=128 that buffer fits only beside a
+2-stage K/V ring (``_HOPPER_STAGES``), so the probe also times 2 stages alone, and persistent
+CTAs with run-time tiles (``pd``: run28's best on dense causal 4K d=128) with and without it.
+
+Forward only, dense causal 4K and 16K and dense 4K at d=128 and d=64 (H = 2048 / d, B = 16384 / N)
+and five block-sparse 16K cases, beside FA4 and cuDNN where installed, interleaved
+(benchmarks/timing.py). Every variant's output is compared with the default's.
+
+    PYTHONPATH=. python benchmarks/results/h200-hopper/run29-own-out/out_probe.py --out DIR
+"""
+import argparse
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+
+import sparseflash as sf
+from benchmarks import timing
+from benchmarks.hopper import cudnn_fn, fa4_fn, fa4_function, ours_fn
+from benchmarks.run import Timer
+
+S2 = dict(_HOPPER_STAGES={64: 4, 128: 2})
+PD = dict(HOPPER_PERSISTENT=True, HOPPER_DYNAMIC_TILES=True)
+OWN = dict(S2, HOPPER_FWD_OUT_SLOT="own")
+VARIANTS = {
+    "ours": None,
+    "own": OWN,                     # d=64: the three consumers' copies on, in own buffers
+    "s2": S2,                       # d=64: the default
+    "pd": PD,                       # d=64 dense: the default
+    "pd-own": dict(PD, **OWN),
+    "pd-s2": dict(PD, **S2),
+}
+SPARSE = [("local(2)", sf.local(2), 128), ("local(8)", sf.local(8), 128),
+          ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 128), ("local(8)", sf.local(8), 64),
+          ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 64)]
+
+
+def cases(dims, lengths, sparse):
+    for d in dims:
+        H = 2048 // d
+        for N in lengths:
+            for causal in (True, False):
+                if not causal and N != 4096:
+                    continue
+                B = 16384 // N
+                yield (f"dense{' causal' if causal else ''} N={N} d={d}",
+                       sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H), B, H, N, d, causal)
+    if sparse:
+        for name, pattern, d in SPARSE:
+            layout = sf.compile(pattern, 16384, block_size=128, num_heads=2048 // d)
+            yield f"{name} N=16384 d={d}", layout, 1, 2048 // d, 16384, d, False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--heat", type=float, default=1.5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dims", default="128,64")
+    ap.add_argument("--lengths", default="4096,16384")
+    ap.add_argument("--no-sparse", action="store_true")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda")
+    timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)
+    fa4 = fa4_function()
+    rows = []
+    names = args.variants.split(",")
+    for case, layout, B, H, N, d, causal in cases([int(x) for x in args.dims.split(",")],
+                                                  [int(x) for x in args.lengths.split(",")],
+                                                  not args.no_sparse):
+        if d == 64:
+            # the dense d=64 forward runs three consumers, persistent with run-time tiles, by
+            # default: there pd is ours and pd-own own; s2 changes nothing at d=64
+            skip = {"s2", "pd-s2"} | ({"pd", "pd-own"} if case.startswith("dense") else set())
+        else:
+            skip = set()
+        impls = {name: ours_fn(layout, False, settings=VARIANTS[name]) for name in names
+                 if name not in skip}
+        if case.startswith("dense"):
+            impls["cudnn"] = cudnn_fn(causal)
+        if fa4 is not None:
+            impls["fa4"] = fa4_fn(fa4, None, B, causal) if case.startswith("dense") else fa4_fn(fa4, layout, 1, False)
+        g = torch.Generator(device=dev).manual_seed(0)
+        q, k, v = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                   for _ in range(3))
+        ref = impls["ours"](q, k, v)
+        diffs, errors = {}, {}
+        for name, fn in list(impls.items()):
+            try:
+                with getattr(fn, "switches", contextlib.nullcontext)():
+                    o = fn(q, k, v)
+                diffs[name] = float((o.float() - ref.float()).abs().max())
+            except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported
+                errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+                del impls[name]
+        jobs = [(name, (lambda fn=fn: fn(q, k, v),), getattr(fn, "switches", contextlib.nullcontext))
+                for name, fn in impls.items()]
+        res = timing.interleaved(timer, dev, jobs, rounds=args.rounds, heat_s=args.heat)
+        flops = 4.0 * d * 128 ** 2 * layout.nnz * B
+        for name in impls:
+            times = res[name][0][0]
+            ms = timing.mean(times)
+            row = dict(case=case, impl=name, pass_="fwd", ms=round(ms, 4),
+                       tflops=round(flops / ms / 1e9, 1), max_abs_diff_vs_ours=diffs[name],
+                       rounds=[round(t, 4) for t in times])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        for name, err in errors.items():
+            rows.append(dict(case=case, impl=name, error=err))
+            print(json.dumps(rows[-1]), flush=True)
+        (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    base = {r["case"]: r["ms"] for r in rows if r["impl"] == "ours"}
+    fa4_ms = {r["case"]: r["ms"] for r in rows if r["impl"] == "fa4"}
+    lines = [f"{'case':30s} {'impl':8s} {'ms':>8s} {'TF/s':>6s} {'ours/x':>7s} {'fa4/x':>7s} diff"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['case']:30s} {r['impl']:8s} error: {r['error'][:80]}")
+            continue
+        f = fa4_ms.get(r["case"])
+        lines.append(f"{r['case']:30s} {r['impl']:8s} {r['ms']:8.4f} {r['tflops']:6.1f} "
+                     f"{base[r['case']] / r['ms']:7.3f} {(f / r['ms']) if f else float('nan'):7.3f} "
+                     f"{r['max_abs_diff_vs_ours']:.1e}")
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ and five block-sparse 16K cases, beside FA4 and cuDNN where installed, interleav
 (benchmarks/timing.py). Every variant's output is compared with the default's.
 
     PYTHONPATH=. python benchmarks/results/h200-hopper/run29-own-out/out_probe.py --out DIR
+    (call 2: --no-sparse --rounds 5 --variants ours,pd,own64 --dense 4096c,8192c,16384c,16384)
 """
 import argparse
 import contextlib
@@ -37,22 +38,21 @@ VARIANTS = {
     "pd": PD,                       # d=64 dense: the default
     "pd-own": dict(PD, **OWN),
     "pd-s2": dict(PD, **S2),
+    "own64": dict(HOPPER_FWD_OUT_SLOT="own"),   # d=64 only (call 2)
 }
 SPARSE = [("local(2)", sf.local(2), 128), ("local(8)", sf.local(8), 128),
           ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 128), ("local(8)", sf.local(8), 64),
           ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 64)]
 
 
-def cases(dims, lengths, sparse):
+def cases(dims, dense, sparse):
     for d in dims:
         H = 2048 // d
-        for N in lengths:
-            for causal in (True, False):
-                if not causal and N != 4096:
-                    continue
-                B = 16384 // N
-                yield (f"dense{' causal' if causal else ''} N={N} d={d}",
-                       sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H), B, H, N, d, causal)
+        for item in dense:
+            N, causal = int(item.rstrip("c")), item.endswith("c")
+            B = 16384 // N
+            yield (f"dense{' causal' if causal else ''} N={N} d={d}",
+                   sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H), B, H, N, d, causal)
     if sparse:
         for name, pattern, d in SPARSE:
             layout = sf.compile(pattern, 16384, block_size=128, num_heads=2048 // d)
@@ -65,7 +65,8 @@ def main():
     ap.add_argument("--heat", type=float, default=1.5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dims", default="128,64")
-    ap.add_argument("--lengths", default="4096,16384")
+    ap.add_argument("--dense", default="4096c,4096,16384c",
+                    help="dense cases: lengths, 'c' for causal")
     ap.add_argument("--no-sparse", action="store_true")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
@@ -77,14 +78,14 @@ def main():
     rows = []
     names = args.variants.split(",")
     for case, layout, B, H, N, d, causal in cases([int(x) for x in args.dims.split(",")],
-                                                  [int(x) for x in args.lengths.split(",")],
+                                                  args.dense.split(","),
                                                   not args.no_sparse):
         if d == 64:
             # the dense d=64 forward runs three consumers, persistent with run-time tiles, by
             # default: there pd is ours and pd-own own; s2 changes nothing at d=64
             skip = {"s2", "pd-s2"} | ({"pd", "pd-own"} if case.startswith("dense") else set())
         else:
-            skip = set()
+            skip = {"own64"}
         impls = {name: ours_fn(layout, False, settings=VARIANTS[name]) for name in names
                  if name not in skip}
         if case.startswith("dense"):

@@ -14,7 +14,8 @@ and five block-sparse 16K cases, beside FA4 and cuDNN where installed, interleav
 (benchmarks/timing.py). Every variant's output is compared with the default's.
 
     PYTHONPATH=. python benchmarks/results/h200-hopper/run29-own-out/out_probe.py --out DIR
-    (call 2: --no-sparse --rounds 5 --variants ours,pd,own64 --dense 4096c,8192c,16384c,16384)
+    (call 2: --dims 128 --all-sparse --rounds 4 --variants ours,pd --dense 4096c,8192c,16384c,16384,
+    then --dims 64 --no-sparse --rounds 4 --variants ours,own64 --dense 4096c,16384c,4096,16384)
 """
 import argparse
 import contextlib
@@ -45,7 +46,7 @@ SPARSE = [("local(2)", sf.local(2), 128), ("local(8)", sf.local(8), 128),
           ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 64)]
 
 
-def cases(dims, dense, sparse):
+def cases(dims, dense, sparse, all_sparse=False):
     for d in dims:
         H = 2048 // d
         for item in dense:
@@ -54,9 +55,12 @@ def cases(dims, dense, sparse):
             yield (f"dense{' causal' if causal else ''} N={N} d={d}",
                    sf.compile(sf.dense(), N, block_size=128, causal=causal, num_heads=H), B, H, N, d, causal)
     if sparse:
-        for name, pattern, d in SPARSE:
-            layout = sf.compile(pattern, 16384, block_size=128, num_heads=2048 // d)
-            yield f"{name} N=16384 d={d}", layout, 1, 2048 // d, 16384, d, False
+        from benchmarks.hopper import SPARSE as ALL
+        chosen = [(n, p, N, d) for n, p, N, d in ALL if d in dims] if all_sparse else \
+            [(n, p, 16384, d) for n, p, d in SPARSE]
+        for name, pattern, N, d in chosen:
+            layout = sf.compile(pattern, N, block_size=128, num_heads=2048 // d)
+            yield f"{name} N={N} d={d}", layout, 1, 2048 // d, N, d, False
 
 
 def main():
@@ -68,6 +72,7 @@ def main():
     ap.add_argument("--dense", default="4096c,4096,16384c",
                     help="dense cases: lengths, 'c' for causal")
     ap.add_argument("--no-sparse", action="store_true")
+    ap.add_argument("--all-sparse", action="store_true", help="benchmarks/hopper.py's sparse cases")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
     out = Path(args.out)
@@ -79,7 +84,7 @@ def main():
     names = args.variants.split(",")
     for case, layout, B, H, N, d, causal in cases([int(x) for x in args.dims.split(",")],
                                                   args.dense.split(","),
-                                                  not args.no_sparse):
+                                                  not args.no_sparse, args.all_sparse):
         if d == 64:
             # the dense d=64 forward runs three consumers, persistent with run-time tiles, by
             # default: there pd is ours and pd-own own; s2 changes nothing at d=64

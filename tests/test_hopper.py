@@ -46,7 +46,7 @@ if which == "fwd":
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
-                      OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2), d))
+                      OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)))
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -895,47 +895,27 @@ def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
 
 
 def test_output_copy_default_and_switch(monkeypatch):
-    """``launch._out_tma``: by default the output goes through the Q slots and bulk copies
-    (1) with two consumer warpgroups and through register stores (0) with three; True / False
-    force; other values are refused. ``HOPPER_FWD_OUT_SLOT="own"`` stages it in buffers of its
-    own (2), with three consumers too, where shared memory has room: not beside d=128's
-    3-stage ring, whose refusal names the switch and the bytes."""
-    assert launch.HOPPER_FWD_OUT_TMA is None and launch.HOPPER_FWD_OUT_SLOT is None
-    assert launch._out_tma(2) == 1 and launch._out_tma(3) == 0
-    assert launch._out_tma(2, 64) == 1 and launch._out_tma(3, 64) == 0
+    """``launch._out_tma``: by default the output goes through shared memory and a bulk copy
+    with two consumer warpgroups and through register stores with three; True / False force;
+    other values are refused."""
+    assert launch.HOPPER_FWD_OUT_TMA is None
+    assert launch._out_tma(2) is True and launch._out_tma(3) is False
     monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", True)
-    assert launch._out_tma(3, 64) == 1
+    assert launch._out_tma(3) is True
     monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
-    assert launch._out_tma(2) == 0
+    assert launch._out_tma(2) is False
     for bad in (1, "on"):
         monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_OUT_TMA must be None, True or False"):
             launch._out_tma(2)
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", None)
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_SLOT", "own")
-    assert launch._out_tma(3, 64) == 2 and launch._out_tma(2, 64) == 2
-    assert launch._out_tma(2, 128, 2) == 2
-    with pytest.raises(ValueError, match=r'HOPPER_FWD_OUT_SLOT="own" needs 262144 bytes'):
-        launch._out_tma(2, 128)
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
-    assert launch._out_tma(3, 64) == 0
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_SLOT", "v")
-    with pytest.raises(ValueError, match='HOPPER_FWD_OUT_SLOT must be None, "q" or "own"'):
-        launch._out_tma(2)
-    # the byte counts: d=128's default ring and Q leave 3 KiB of the CTA's 227 KiB
-    assert launch._fwd_smem_bytes(2, 128, 3, False) == 229376
-    assert launch._fwd_smem_bytes(3, 64, 4, True) == 180224
 
 
 @pytest.mark.parametrize("which,d,flags,stores,spill_free", [
     ("fwd", 128, dict(CAUSAL=True, SCHEDULED=True), 2, True),
     ("fwd", 64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True), 3, True),
-    ("fwd", 64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True, OUT_TMA=2), 3, True),
-    ("fwd", 128, dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, NUM_STAGES=2, OUT_TMA=2), 2, True),
     ("dkdv", 128, dict(CAUSAL=True, FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240), 2 * 2, False),
     ("dkdv", 64, dict(BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True, NUM_STAGES=2, KV_REGS=2), 2 * 2, False),
-], ids=["d128-two-consumers", "d64-three-consumers-dynamic", "d64-three-own-buffers",
-        "d128-persistent-own-buffers-two-stages", "dkdv-d128-fused-causal",
+], ids=["d128-two-consumers", "d64-three-consumers-dynamic", "dkdv-d128-fused-causal",
         "dkdv-d64-fused-kv-registers"])
 def test_output_copies_compile_to_bulk_stores(which, d, flags, stores, spill_free):
     """With ``OUT_TMA`` each consumer partition of the forward stores its output tile with one
@@ -944,7 +924,7 @@ def test_output_copies_compile_to_bulk_stores(which, d, flags, stores, spill_fre
     waiting in between for the first copy to have read it (the masked register stores stay
     for partial blocks). Without it, no bulk store (the copy engine's dQ adds are
     reductions). The forward's builds do not spill."""
-    on = _ptx(which, d, "bf16", dict({"OUT_TMA": True}, **flags))
+    on = _ptx(which, d, "bf16", dict(flags, OUT_TMA=True))
     off = _ptx(which, d, "bf16", dict(flags, OUT_TMA=False))
     store = r"cp\.async\.bulk\.tensor\.4d\.global\.shared::cta"
     assert len(re.findall(store, on)) == stores
@@ -1126,19 +1106,13 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
     (2, False, False, False, 1000), (3, None, None, True, 4000), (3, False, False, False, 1300),
 ], ids=["two-one-cta-per-tile", "two-persistent", "two-persistent-5-dynamic", "two-noncausal-1000",
         "three-default", "three-one-cta-per-tile-1300"])
-@pytest.mark.parametrize("slot", ["q", "own"])
-def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynamic, causal, n, slot,
+def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynamic, causal, n,
                                                    hopper_only, monkeypatch):
     """The output through shared memory and a bulk copy (``launch.HOPPER_FWD_OUT_TMA``) gives
     bit for bit the outputs and LSE of the register stores: lengths that end inside a
     warpgroup's 64 rows (those blocks keep the masked stores), GQA, a batch of 2, causal and
-    not, one CTA per tile and persistent (where the Q slot is released after the copy), staged
-    in the Q slots or in buffers of their own (``HOPPER_FWD_OUT_SLOT``; at d=128 with a 2-stage
-    K/V ring, both stores)."""
+    not, one CTA per tile and persistent (where the Q slot is released after the copy)."""
     d = 128 if consumers == 2 else 64
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_SLOT", slot)
-    if slot == "own" and d == 128:
-        monkeypatch.setitem(launch._HOPPER_STAGES, 128, 2)
     g = torch.Generator(device="cuda").manual_seed(1)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
@@ -1196,20 +1170,11 @@ def test_hopper_dkdv_stores_match_the_oracle(name, pattern, kw, copy, hopper_onl
 
 
 @gpu
-@pytest.mark.parametrize("store", ["registers", "own-buffers-persistent"])
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
-def test_hopper_forward_stores_match_the_oracle(name, pattern, kw, store, hopper_only, monkeypatch):
+def test_hopper_forward_register_stores_match_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
     """The register-store epilogue (``HOPPER_FWD_OUT_TMA=False``, no longer the default with
-    two consumers), and the output staged in buffers of its own (``HOPPER_FWD_OUT_SLOT="own"``,
-    a 2-stage K/V ring at d=128) by persistent CTAs with run-time tiles, on every layout of the
-    oracle cases."""
-    if store == "registers":
-        monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
-    else:
-        monkeypatch.setattr(launch, "HOPPER_FWD_OUT_SLOT", "own")
-        monkeypatch.setitem(launch._HOPPER_STAGES, 128, 2)
-        monkeypatch.setattr(launch, "HOPPER_PERSISTENT", True)
-        monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
+    two consumers) on every layout of the oracle cases."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
@@ -1228,21 +1193,18 @@ THREE_CASES = [
 
 
 @gpu
-@pytest.mark.parametrize("persistent,dynamic,out_tma,slot", [
-    (False, False, None, None), (3, False, None, None), (3, True, None, None), (3, True, True, "q"),
-    (3, True, True, "own"), (False, False, True, "own")],
-    ids=["one-cta-per-tile", "persistent-3", "persistent-3-dynamic", "persistent-3-dynamic-output-copy",
-         "persistent-3-dynamic-own-output-buffers", "one-cta-per-tile-own-output-buffers"])
+@pytest.mark.parametrize("persistent,dynamic,out_tma", [(False, False, None), (3, False, None), (3, True, None),
+                                                        (3, True, True)],
+                         ids=["one-cta-per-tile", "persistent-3", "persistent-3-dynamic",
+                              "persistent-3-dynamic-output-copy"])
 @pytest.mark.parametrize("name,pattern,kw", THREE_CASES, ids=[c[0] for c in THREE_CASES])
 def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, persistent, dynamic,
-                                                          out_tma, slot, hopper_only, monkeypatch):
+                                                          out_tma, hopper_only, monkeypatch):
     """The 192-query forward (three consumer warpgroups, ``launch.HOPPER_FWD_CONSUMERS=3``)
     against the float64 oracle at d=64: lengths not multiples of 192, kv_len > seq_len (the
     first tile's thirds before the sequence start), GQA, batches, and persistent CTAs; also
-    with the output through shared memory and a bulk copy (``HOPPER_FWD_OUT_TMA``), staged in
-    the Q slots or in buffers of their own (``HOPPER_FWD_OUT_SLOT``)."""
+    with the output through shared memory and a bulk copy (``HOPPER_FWD_OUT_TMA``)."""
     monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", out_tma)
-    monkeypatch.setattr(launch, "HOPPER_FWD_OUT_SLOT", slot)
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", 3)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)

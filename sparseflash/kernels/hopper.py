@@ -713,7 +713,7 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem,
-              o_smem, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+              Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
               rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
               qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale,
@@ -733,7 +733,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         v = _read_tile(tile_smem, NUM_WARPS)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, o_smem, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -746,15 +746,13 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
             tile_i += 1
             mbarrier.wait(q_bar, tile_i & 1)
             v = _read_tile(tile_smem, NUM_WARPS)
-        if OUT_TMA == 2:
-            tma.store_wait(0)       # the last tile's copy has read its buffer
     elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, o_smem, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -765,11 +763,9 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, False, OUT_TMA)
             tile_i += 1
-        if OUT_TMA == 2:
-            tma.store_wait(0)
     else:
-        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, o_smem,
-                      Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
+                      o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       window_left, window_right, qk_scale, softcap2, stride_alibi_b,
@@ -777,13 +773,11 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
                       OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA)
-        if OUT_TMA == 2:
-            tma.store_wait(0)
 
 
 @gluon.jit
 def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                  o_smem, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                  Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                   rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                   num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                   window_left, window_right, qk_scale, softcap2, stride_alibi_b, drop_threshold,
@@ -958,9 +952,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(kv_empty.index(last))
     # every product that read this warpgroup's Q has completed: the producer may load the
-    # next tile's while this one's output is written (OUT_TMA 1: the Q slot stages the output,
+    # next tile's while this one's output is written (OUT_TMA: the Q slot stages the output,
     # released once the copy engine has read it, below)
-    if OUT_TMA != 1:
+    if not OUT_TMA:
         mbarrier.arrive(q_empty)
     # steps of a longer row of the tile (three consumers): released once their K has landed,
     # which the producer copies only after the slot's previous lap was released by all
@@ -981,24 +975,17 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     else:
         out = acc / gl.convert_layout(l_safe, orow_layout)[:, None]
     row_ok = (rows_pos >= q_lo) & (rows_pos < q_hi)
-    if OUT_TMA > 0:
-        # every row of the warpgroup's 64 is the tile's: the output goes through shared memory
-        # and one bulk copy, as FlashAttention-3/4 store it. Written from the registers, a
-        # [64, d] tile took 32 4-byte stores a thread, each touching 8 rows (run28: 2.3 us a
-        # tile at d=128, more than a K/V step). OUT_TMA 1: through its Q slot (free: its last
-        # product has completed); 2: through a buffer of its own, whose previous copy is
-        # waited for only here, so that Q went back to the producer before the epilogue.
+    if OUT_TMA:
+        # every row of the warpgroup's 64 is the tile's: the output goes through its Q slot
+        # (free: its last product has completed) and one bulk copy, as FlashAttention-3/4
+        # store it. Written from the registers, a [64, d] tile took 32 4-byte stores a thread,
+        # each touching 8 rows (run28: 2.3 us a tile at d=128, more than a K/V step).
         # A partial block (another document's or past a sequence's rows) keeps the masked stores.
         whole = (first >= q_lo) & (first + ROWS <= q_hi)
     else:
         whole = False
     if whole:
-        if OUT_TMA == 2:
-            tma.store_wait(0)       # the previous tile's copy has read the buffer
-            _bulk_store(o_smem.index(WG), out.to(dtype), o_desc, off_b, off_h, first + q_row0,
-                        ROWS, HEAD_DIM)
-        else:
-            _bulk_store(q_tile, out.to(dtype), o_desc, off_b, off_h, first + q_row0, ROWS, HEAD_DIM)
+        _bulk_store(q_tile, out.to(dtype), o_desc, off_b, off_h, first + q_row0, ROWS, HEAD_DIM)
     else:
         orows = first + gl.arange(0, ROWS, orow_layout)
         orow_ok = (orows >= q_lo) & (orows < q_hi)
@@ -1008,7 +995,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         gl.store(o_ptrs, out.to(dtype), mask=orow_ok[:, None])
     lse_ptrs = LSE + (off_b * num_heads + off_h).to(gl.int64) * lse_len + (rows_pos + q_row0)
     gl.store(lse_ptrs, lse, mask=row_ok)
-    if OUT_TMA == 1:
+    if OUT_TMA:
         tma.store_wait(0)
         mbarrier.arrive(q_empty)
     return walked
@@ -1041,7 +1028,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
-                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = 0):
+                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1062,11 +1049,6 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([QROWS, HEAD_DIM], dtype)
     q_smem = gl.allocate_shared_memory(dtype, [NUM_CONSUMERS, QROWS, HEAD_DIM], q_layout)
-    if OUT_TMA == 2:
-        # each consumer's output tile of its own (launch.py _out_tma), in Q's swizzle
-        o_smem = gl.allocate_shared_memory(dtype, [NUM_CONSUMERS, QROWS, HEAD_DIM], q_layout)
-    else:
-        o_smem = q_smem         # unused
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -1089,8 +1071,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     if NUM_CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, o_smem,
-                Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
@@ -1098,8 +1080,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, o_smem,
-                Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
@@ -1116,8 +1098,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     else:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, o_smem,
-                Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
@@ -1125,8 +1107,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, o_smem,
-                Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
@@ -1134,8 +1116,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, o_smem,
-                Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,

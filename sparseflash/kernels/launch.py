@@ -712,15 +712,6 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # made the dense forwards no faster (run28 call 3, forward time without ÷ with: 4K 1.003 and
 # 1.002 causal, 16K 0.992 and 0.986 causal); True / False: always / never.
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
-# Where that output is staged: "q", the consumer warpgroup's Q slot, which goes back to the
-# producer only once the copy has read it (so a persistent CTA's next Q is loaded after the
-# epilogue); "own", a [64, d] buffer of each consumer's own, whose copy is waited for at its
-# next tile's epilogue (Q goes back to the producer when the tile's last product completes, as
-# with register stores). "own" takes 64 x d x 2 bytes a consumer more shared memory: room at
-# d=64, not beside d=128's 3-stage K/V ring (launch._fwd_smem_bytes). None: "q".
-HOPPER_FWD_OUT_SLOT: Optional[str] = None
-# an sm_90 CTA's shared memory, less 1 KiB for the barriers and the tile's program
-_SM90_SMEM_BYTES = 232448 - 1024
 # The Hopper dK/dV kernel's dV and dK stored the same way, one after the other through each
 # consumer warpgroup's V slot, where its 64 keys all belong to the tile (kernels/hopper.py
 # _bwd_consumer OUT_TMA). It saves a fixed time per key tile but costs the step loops a few
@@ -1055,7 +1046,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_out_tma(consumers, d, _HOPPER_STAGES[d]), **constexprs)
+        OUT_TMA=_out_tma(consumers), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -1077,35 +1068,11 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
     return cache[key]
 
 
-def _fwd_smem_bytes(consumers: int, d: int, stages: int, own_out: bool) -> int:
-    """The Hopper forward's tiles in shared memory (16-bit elements): Q (64 rows a consumer),
-    the K/V ring (128-key tiles), and with ``own_out`` an output tile a consumer."""
-    return 2 * d * (64 * consumers * (2 if own_out else 1) + 2 * 128 * stages)
-
-
-def _out_tma(consumers: int, d: int = 128, stages: Optional[int] = None) -> int:
-    """How the Hopper forward stores its output (the kernel's OUT_TMA): 0 from the registers,
-    1 through the Q slots and bulk copies, 2 through buffers of their own and bulk copies
-    (HOPPER_FWD_OUT_TMA, None: with two consumer warpgroups, or with "own" slots;
-    HOPPER_FWD_OUT_SLOT, None: "q")."""
+def _out_tma(consumers: int) -> bool:
+    """Whether the Hopper forward stores its output through shared memory and a bulk copy
+    (HOPPER_FWD_OUT_TMA; None: with two consumer warpgroups)."""
     switch = _switch("HOPPER_FWD_OUT_TMA")
-    slot = HOPPER_FWD_OUT_SLOT
-    if slot not in (None, "q", "own"):
-        raise ValueError(f'launch.HOPPER_FWD_OUT_SLOT must be None, "q" or "own", got {slot!r}')
-    own = slot == "own"
-    on = (consumers == 2 or own) if switch is None else switch
-    if not on:
-        return 0
-    if not own:
-        return 1
-    stages = _HOPPER_STAGES[d] if stages is None else stages
-    need = _fwd_smem_bytes(consumers, d, stages, True)
-    if need > _SM90_SMEM_BYTES:
-        raise ValueError(
-            f'launch.HOPPER_FWD_OUT_SLOT="own" needs {need} bytes of shared memory at d={d} with '
-            f"{consumers} consumer warpgroups and a {stages}-stage K/V ring, more than an sm_90 "
-            f"CTA has ({_SM90_SMEM_BYTES}); use fewer stages (launch._HOPPER_STAGES) or \"q\"")
-    return 2
+    return consumers == 2 if switch is None else switch
 
 
 def _out_descriptor(plan, name: str, t: torch.Tensor):
@@ -1353,7 +1320,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
-           HOPPER_FWD_OUT_TMA, HOPPER_FWD_OUT_SLOT)
+           HOPPER_FWD_OUT_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -879,16 +879,22 @@ def test_dynamic_tiles_default_and_switch(monkeypatch):
 def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
     """``launch._bwd_out_tma``: by default dK and dV go through shared memory where the
     table's non-empty columns hold at most 3072 queries on average (read once per layout into
-    its cache), through register stores elsewhere and without a cache; True / False force;
-    other values are refused."""
+    its cache), through register stores elsewhere, without a cache and with ALiBi at d=128
+    (either form; at d=64 the table decides); True / False force, ALiBi or not; other values
+    are refused."""
     layout = sf.compile(pattern, n, block_size=128, causal=causal)
     bwd_ptr = torch.tensor(np.array(layout.bwd_ptr))
     cache = {}
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is want
     assert ("bwd_out_tma", "cpu") in cache
     assert launch._bwd_out_tma(layout, bwd_ptr, None) is False
+    for alibi in (1, 2):
+        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 128) is False
+        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 64) is want
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 0, 64) is want
     monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is (not want)
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is (not want)
     monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", 1)
     with pytest.raises(ValueError, match="HOPPER_BWD_OUT_TMA must be None, True or False"):
         launch._bwd_out_tma(layout, bwd_ptr, cache)

@@ -722,7 +722,11 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # without ÷ with: local(2) 16K and 64K 1.059 / 1.067, butterfly 1.036, strided(16)|local(1)
 # 1.028, dense causal 4K 1.024 (d=128), bigbird(3,2,3) 1.022 / 1.010 (d=64), local(8)
 # 1.001 / 1.022, dense causal 4K d=64 0.995; the longer columns 0.982-0.997 (dense, local(28),
-# local(32) 64K, the 34-43% cases). True / False: always / never.
+# local(32) 64K, the 34-43% cases). Never with ALiBi at d=128: there the copy took the causal
+# step loops' local-memory accesses from 17+33 to 50+49 (sm_90 SASS) and run29 call 4 measured
+# local(8)|global_blocks(1) causal 16K forward+backward 3.4% slower with it (1.477 against
+# 1.429 ms; softcap 1.491 / 1.494, dropout 1.663 / 1.699, none 1.298 / 1.313 with / without).
+# True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
@@ -1051,14 +1055,16 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     return plan, sources
 
 
-def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
+def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: int = 0,
+                 d: int = 128) -> bool:
     """Whether the Hopper dK/dV kernel stores dK and dV through shared memory and bulk copies
     (HOPPER_BWD_OUT_TMA; None: where the table's non-empty columns hold at most
-    ``_BWD_OUT_TMA_QUERIES`` queries on average)."""
+    ``_BWD_OUT_TMA_QUERIES`` queries on average, and not with ALiBi (``alibi``, the kernel's
+    HAS_ALIBI) at d=128)."""
     switch = _switch("HOPPER_BWD_OUT_TMA")
     if switch is not None:
         return switch
-    if cache is None or _no_order(layout):
+    if cache is None or _no_order(layout) or (alibi and d == 128):
         return False
     key = ("bwd_out_tma", str(bwd_ptr.device))
     if key not in cache:
@@ -1264,7 +1270,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
-    options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache)
+    options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 22, tail, 4, 1, cached,
         SCHEDULED=order is not None, **options)

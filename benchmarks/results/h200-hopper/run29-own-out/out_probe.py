@@ -13,9 +13,13 @@ Forward only, dense causal 4K and 16K and dense 4K at d=128 and d=64 (H = 2048 /
 and five block-sparse 16K cases, beside FA4 and cuDNN where installed, interleaved
 (benchmarks/timing.py). Every variant's output is compared with the default's.
 
+    git apply benchmarks/results/h200-hopper/run29-own-out/own-out-buffers-removed.patch
     PYTHONPATH=. python benchmarks/results/h200-hopper/run29-own-out/out_probe.py --out DIR
-    (call 2: --dims 128 --all-sparse --rounds 4 --variants ours,pd --dense 4096c,8192c,16384c,16384,
-    then --dims 64 --no-sparse --rounds 4 --variants ours,own64 --dense 4096c,16384c,4096,16384)
+
+(call 2: ``--dims 128 --all-sparse --rounds 4 --variants ours,pd --dense
+4096c,8192c,16384c,16384``, then ``--dims 64 --no-sparse --rounds 4 --variants ours,own64
+--dense 4096c,16384c,4096,16384``). The buffers were not kept: the variants with "own" need the
+patch (calls 1 and 2 ran it in the tree).
 """
 import argparse
 import contextlib
@@ -82,6 +86,10 @@ def main():
     fa4 = fa4_function()
     rows = []
     names = args.variants.split(",")
+    from sparseflash.kernels import launch
+    if any("own" in n for n in names) and not hasattr(launch, "HOPPER_FWD_OUT_SLOT"):
+        ap.error("launch.HOPPER_FWD_OUT_SLOT is missing: apply own-out-buffers-removed.patch first, "
+                 "or leave the own variants out (--variants ours,pd,s2,pd-s2)")
     for case, layout, B, H, N, d, causal in cases([int(x) for x in args.dims.split(",")],
                                                   args.dense.split(","),
                                                   not args.no_sparse, args.all_sparse):

@@ -10,6 +10,7 @@ register stores (HOPPER_BWD_OUT_TMA=False) and the forward's register stores
 and on dense causal 16K (where the dK/dV copy is off by the rule: only the forward's variant).
 
     PYTHONPATH=. python benchmarks/results/h200-hopper/run29-own-out/opts_probe.py --out DIR
+    (call 6: --layouts dense --variants default,bwd-copy --options none,dropout,softcap)
 """
 import argparse
 import functools
@@ -24,7 +25,7 @@ from benchmarks.parity import alibi_slopes
 from benchmarks.run import Timer
 
 VARIANTS = {"default": {}, "bwd-reg": dict(HOPPER_BWD_OUT_TMA=False),
-            "fwd-reg": dict(HOPPER_FWD_OUT_TMA=False)}
+            "fwd-reg": dict(HOPPER_FWD_OUT_TMA=False), "bwd-copy": dict(HOPPER_BWD_OUT_TMA=True)}
 
 
 def main():
@@ -32,6 +33,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--heat", type=float, default=1.5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", default="default,bwd-reg,fwd-reg",
+                    help="of " + ",".join(VARIANTS) + " (bwd-reg is left out on the dense layout, "
+                         "bwd-copy on the local one: there they are the default)")
+    ap.add_argument("--layouts", default="local,dense")
+    ap.add_argument("--options", default="none,softcap,alibi,dropout")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,11 +49,15 @@ def main():
     slopes = alibi_slopes(H).to(dev)
     options = {"none": {}, "softcap": dict(softcap=30.0), "alibi": dict(alibi_slopes=slopes),
                "dropout": dict(dropout_p=0.1)}
+    options = {n: options[n] for n in args.options.split(",")}
+    wanted = args.variants.split(",")
     rows = []
-    for pname, pattern in (("local(8)|global_blocks(1)", sf.local(8) | sf.global_blocks(1)),
-                           ("dense", sf.dense())):
+    layouts = {"local": ("local(8)|global_blocks(1)", sf.local(8) | sf.global_blocks(1)),
+               "dense": ("dense", sf.dense())}
+    for pname, pattern in (layouts[n] for n in args.layouts.split(",")):
         case = f"{pname} causal N=16K d=128"
-        variants = VARIANTS if pname != "dense" else {k_: v_ for k_, v_ in VARIANTS.items() if k_ != "bwd-reg"}
+        same = "bwd-reg" if pname == "dense" else "bwd-copy"
+        variants = {k_: v_ for k_, v_ in VARIANTS.items() if k_ in wanted and k_ != same}
         jobs, ref = [], {}
         for oname, opt in options.items():
             fn = functools.partial(lambda q, k, v, opt=opt: sf.sparse_attention(q, k, v, pattern, causal=True, **opt))

@@ -724,10 +724,9 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # 1.001 / 1.022, dense causal 4K d=64 0.995; the longer columns 0.982-0.997 (dense, local(28),
 # local(32) 64K, the 34-43% cases). Never with ALiBi at d=128: there the copy took the causal
 # step loops' local-memory accesses from 17+33 to 50+49 (sm_90 SASS; the non-causal abs form's
-# 25+1 to 40+3), and run29 call 4 measured
-# local(8)|global_blocks(1) causal 16K forward+backward 3.4% slower with it (1.477 against
-# 1.429 ms; softcap 1.491 / 1.494, dropout 1.663 / 1.699, none 1.298 / 1.313 with / without).
-# True / False: always / never.
+# 25+1 to 40+3), and run29 call 4 measured local(8)|global_blocks(1) causal 16K forward+
+# backward 3.4% slower with it (1.477 against 1.429 ms; softcap 1.491 / 1.494, dropout 1.663 /
+# 1.699, none 1.298 / 1.313 with / without). True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so

@@ -46,7 +46,8 @@ if which == "fwd":
                       CONSUMER_REGS=launch._HOPPER_FWD_REGS[2][0],
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
-                      OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)))
+                      OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
+                      KV_SPLIT=launch._kv_split())
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -1104,6 +1105,91 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
     for out, lse in results[1:]:
         assert torch.equal(out, results[0][0]) and torch.equal(lse, results[0][1])
     assert torch.isfinite(results[0][0]).all()
+
+
+def test_forward_ring_switches(monkeypatch):
+    """``launch._kv_split`` and ``launch._fwd_stages``: the defaults (joint release,
+    ``_HOPPER_STAGES``), an override that fits, and refusals naming the switch: a ring past
+    227 KiB of shared memory at d=128, a non-int depth, a non-bool switch."""
+    assert launch.HOPPER_FWD_KV_SPLIT is None and launch._kv_split() is False
+    assert launch.HOPPER_FWD_STAGES is None
+    assert launch._fwd_stages(128, 2) == launch._HOPPER_STAGES[128]
+    assert launch._fwd_stages(64, 3) == launch._HOPPER_STAGES[64]
+    monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
+    assert launch._kv_split() is True
+    monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", 1)
+    with pytest.raises(ValueError, match="HOPPER_FWD_KV_SPLIT must be None, True or False"):
+        launch._kv_split()
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
+    assert launch._fwd_stages(128, 2) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 4)
+    with pytest.raises(ValueError, match="HOPPER_FWD_STAGES=4 needs .* past 227 KiB"):
+        launch._fwd_stages(128, 2)
+    assert launch._fwd_stages(64, 3) == 4
+    for bad in (1, True, 2.0, "3"):
+        monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_STAGES must be None or an int >= 2"):
+            launch._fwd_stages(64, 2)
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, dict(CAUSAL=True, OUT_TMA=True, OVERLAP_PV=True, RESCALE=8.0)),
+    (64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
+], ids=["d128", "d64-three-consumers"])
+def test_split_release_compiles_without_spills(d, flags):
+    """The forward with a K/V slot released in two halves (``KV_SPLIT``) compiles to sm_90
+    with no spills and one more barrier arrive a step (its loop grows by a few
+    instructions, not more), also on a 2-stage ring at d=128."""
+    base = _sass_counts("fwd", d, "bf16", flags)
+    split = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True))
+    assert split["STL"] == 0 and base["STL"] == 0
+    assert split["HGMMA"] == base["HGMMA"]
+    assert base["STEP_LOOP"] < split["STEP_LOOP"] <= base["STEP_LOOP"] + 12
+    if d == 128:
+        two = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True, NUM_STAGES=2))
+        assert two["STL"] == 0 and two["SHARED"] < split["SHARED"] - 60000
+
+
+@gpu
+@pytest.mark.parametrize("d,stages,consumers,persistent,causal,n", [
+    (128, 3, 2, False, True, 4000), (128, 2, 2, False, True, 4000), (128, 2, 2, 5, False, 1000),
+    (64, 4, 3, None, True, 4000), (64, 3, 2, False, False, 2600),
+], ids=["d128-3-stages", "d128-2-stages", "d128-2-stages-persistent-1000", "d64-three-consumers",
+        "d64-3-stages-2600"])
+def test_hopper_split_release_equals_joint(d, stages, consumers, persistent, causal, n,
+                                           hopper_only, monkeypatch):
+    """The forward with K and V released separately (``launch.HOPPER_FWD_KV_SPLIT``) and any
+    ring depth (``HOPPER_FWD_STAGES``) gives bit for bit the outputs and LSE of the default
+    ring: lengths not multiples of the tile, GQA, a batch of 2, causal and not, one CTA per
+    tile and persistent, two and three consumers (whose shorter rows release skipped steps)."""
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    results = []
+    for split, depth in ((False, None), (True, stages)):
+        monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", split)
+        monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", depth)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
+                                           return_lse=True))
+    (out, lse), (out_split, lse_split) = results
+    assert torch.isfinite(out_split).all()
+    assert torch.equal(out, out_split) and torch.equal(lse, lse_split)
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_split_release_two_stages_matches_the_oracle(name, pattern, kw, hopper_only,
+                                                            monkeypatch):
+    """The forward on a 2-stage ring with K and V released separately, on every layout of the
+    oracle cases, forward and gradients against float64."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

@@ -552,6 +552,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
     number of K/V steps."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
+    KV_SPLIT: gl.constexpr = kv_empty.shape[0] == 2 * NUM_STAGES
     pid_m, off_h, ts, off_b = _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M,
                                           SCHEDULED, PER_SEQ, PACKED)
     off_kvh = off_h // group_size
@@ -584,6 +585,9 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
         mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, start_n, 0], k_ready.index(s),
                                         k_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
+        if KV_SPLIT:
+            # V's slot has a release of its own (after the step's P V; K's after Q K^T)
+            mbarrier.wait(kv_empty.index(NUM_STAGES + s), phase)
         mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, start_n, 0], v_ready.index(s),
                                         v_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
@@ -797,6 +801,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     rest pass, see ``_walked_row``)."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // NUM_CONSUMERS          # this warpgroup's query rows: 64
+    # KV_SPLIT (launch.HOPPER_FWD_KV_SPLIT): a slot's K is released once the step's Q K^T has
+    # completed, its V once P V has (kv_empty holds K's barriers, then V's); else both at once
+    KV_SPLIT: gl.constexpr = kv_empty.shape[0] == 2 * NUM_STAGES
+    V_EMPTY: gl.constexpr = NUM_STAGES * int(KV_SPLIT)
     # the softcap's code (tiles.py), and FIXED: the folded softcap's scores are bounded, so the
     # softmax subtracts one fixed shift (tiles.py ``_softcap_shift``) instead of a running row
     # max (launch._hopper_softcap: bfloat16, no ALiBi, a cap whose scores span at most 180 in
@@ -864,6 +872,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=(s, ))
+        if KV_SPLIT:
+            mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
             s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
@@ -899,6 +909,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
+            if KV_SPLIT:
+                mbarrier.arrive(kv_empty.index(st))
             if HAS_SOFTCAP or HAS_ALIBI:
                 s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
                                        first, qk_scale, softcap2, alibi2, acol, col_layout,
@@ -934,7 +946,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 e = s
                 alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(kv_empty.index(prev))
+            mbarrier.arrive(kv_empty.index(V_EMPTY + prev))
             if not FIXED:
                 alpha_o = gl.convert_layout(alpha, orow_layout)
                 if RESCALE > 0:
@@ -950,7 +962,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(kv_empty.index(last))
+        mbarrier.arrive(kv_empty.index(V_EMPTY + last))
     # every product that read this warpgroup's Q has completed: the producer may load the
     # next tile's while this one's output is written (OUT_TMA: the Q slot stages the output,
     # released once the copy engine has read it, below)
@@ -961,6 +973,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     for t in range(trips, walked):
         mbarrier.wait(k_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
         mbarrier.arrive(kv_empty.index((step + t) % NUM_STAGES))
+        if KV_SPLIT:
+            mbarrier.wait(v_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
+            mbarrier.arrive(kv_empty.index(NUM_STAGES + (step + t) % NUM_STAGES))
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
@@ -1028,7 +1043,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
-                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False):
+                       RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
+                       KV_SPLIT: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1055,7 +1071,9 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    # a slot's release: one barrier, or K's then V's (KV_SPLIT, read off its shape below)
+    KV_EMPTY: gl.constexpr = NUM_STAGES * (1 + int(KV_SPLIT))
+    kv_empty = gl.allocate_shared_memory(gl.int64, [KV_EMPTY, 1], mbarrier.MBarrierLayout())
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time)
     tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     mbarrier.init(q_bar, count=1)
@@ -1063,6 +1081,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
+    for i in gl.static_range(KV_EMPTY):
         mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)   # every consumer releases a slot
 
     # the consumer warpgroups as separate partitions (64 query rows each): they synchronise

@@ -684,6 +684,14 @@ _HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
 # K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
 # take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
 _HOPPER_STAGES = {64: 4, 128: 3}
+# The Hopper forward's K/V ring depth, overriding _HOPPER_STAGES for every head dim where it
+# fits in shared memory (None: _HOPPER_STAGES). For experiments; the GPU tests run 2 at d=128.
+HOPPER_FWD_STAGES: Optional[int] = None
+# How the Hopper forward's consumers give a K/V slot back (kernels/hopper.py KV_SPLIT): True,
+# K once the step's Q K^T has completed and V once its P V has, on barriers of their own, so
+# that the producer copies the next K a step earlier (as FlashAttention-3's separate K and V
+# pipelines do); False, both once P V has completed. None: False.
+HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
@@ -1044,13 +1052,13 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        NUM_STAGES=_HOPPER_STAGES[d], REVERSE_M=causal, SCHEDULED=plan.order is not None,
+        NUM_STAGES=_fwd_stages(d, consumers), REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_out_tma(consumers), **constexprs)
+        OUT_TMA=_out_tma(consumers), KV_SPLIT=_kv_split(), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -1072,6 +1080,26 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
         counts = counts[counts > 0]
         cache[key] = bool(counts.size and counts.mean() * layout.block_size <= _BWD_OUT_TMA_QUERIES)
     return cache[key]
+
+
+def _kv_split() -> bool:
+    """Whether the Hopper forward releases a slot's K and V separately (HOPPER_FWD_KV_SPLIT)."""
+    return bool(_switch("HOPPER_FWD_KV_SPLIT"))
+
+
+def _fwd_stages(d: int, consumers: int) -> int:
+    """The Hopper forward's K/V ring depth (HOPPER_FWD_STAGES, else _HOPPER_STAGES), refused
+    where its slots and the consumers' Q tiles pass the 227 KiB of shared memory a block has."""
+    stages = HOPPER_FWD_STAGES
+    if stages is None:
+        return _HOPPER_STAGES[d]
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
+        raise ValueError(f"launch.HOPPER_FWD_STAGES must be None or an int >= 2, got {stages!r}")
+    need = (2 * stages * _HOPPER_TILE + consumers * 64) * d * 2 + 1024
+    if need > 227 * 1024:
+        raise ValueError(f"launch.HOPPER_FWD_STAGES={stages} needs {need} bytes of shared memory "
+                         f"at head dim {d} with {consumers} consumers, past 227 KiB")
+    return stages
 
 
 def _out_tma(consumers: int) -> bool:
@@ -1326,7 +1354,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
-           HOPPER_FWD_OUT_TMA)
+           HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

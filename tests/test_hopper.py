@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=launch._kv_split())
+                      KV_SPLIT=launch._kv_split(), Q_BUFS=launch._q_buffers())
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -1123,55 +1123,83 @@ def test_forward_ring_switches(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
     assert launch._fwd_stages(128, 2) == 2
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 4)
-    with pytest.raises(ValueError, match="HOPPER_FWD_STAGES=4 needs .* past 227 KiB"):
+    with pytest.raises(ValueError, match="HOPPER_FWD_STAGES=4 .* past 227 KiB"):
         launch._fwd_stages(128, 2)
     assert launch._fwd_stages(64, 3) == 4
     for bad in (1, True, 2.0, "3"):
         monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_STAGES must be None or an int >= 2"):
             launch._fwd_stages(64, 2)
+    # two Q buffers fit beside 2 stages at d=128, not beside the default 3
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", None)
+    assert launch.HOPPER_FWD_Q_BUFFERS is None and launch._q_buffers() == 1
+    with pytest.raises(ValueError, match="a ring of 3.* with 2 Q buffers .* past 227 KiB"):
+        launch._fwd_stages(128, 2, 2)
+    assert launch._fwd_stages(64, 3, 2) == launch._HOPPER_STAGES[64]
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
+    assert launch._fwd_stages(128, 2, 2) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 2)
+    assert launch._q_buffers() == 2
+    for bad in (0, 3, True, 2.0):
+        monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_Q_BUFFERS must be None, 1 or 2"):
+            launch._q_buffers()
 
 
 @pytest.mark.parametrize("d,flags", [
-    (128, dict(CAUSAL=True, OUT_TMA=True, OVERLAP_PV=True, RESCALE=8.0)),
+    (128, dict(CAUSAL=True, OUT_TMA=True, OVERLAP_PV=True, RESCALE=8.0, PERSISTENT=True)),
     (64, dict(NUM_CONSUMERS=3, PERSISTENT=True, DYNAMIC=True, CAUSAL=True)),
-], ids=["d128", "d64-three-consumers"])
+], ids=["d128-persistent", "d64-three-consumers"])
 def test_split_release_compiles_without_spills(d, flags):
     """The forward with a K/V slot released in two halves (``KV_SPLIT``) compiles to sm_90
     with no spills and one more barrier arrive a step (its loop grows by a few
-    instructions, not more), also on a 2-stage ring at d=128."""
+    instructions, not more); with two Q buffers (``Q_BUFS``) too, at d=128 on a 2-stage ring
+    (32 KiB more for Q, 64 KiB less for K/V)."""
     base = _sass_counts("fwd", d, "bf16", flags)
     split = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True))
     assert split["STL"] == 0 and base["STL"] == 0
     assert split["HGMMA"] == base["HGMMA"]
     assert base["STEP_LOOP"] < split["STEP_LOOP"] <= base["STEP_LOOP"] + 12
-    if d == 128:
-        two = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True, NUM_STAGES=2))
-        assert two["STL"] == 0 and two["SHARED"] < split["SHARED"] - 60000
+    ring = dict(NUM_STAGES=2) if d == 128 else {}
+    two = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True, Q_BUFS=2, DYNAMIC=True, **ring))
+    assert two["STL"] == 0 and two["STEP_LOOP"] <= base["STEP_LOOP"] + 12
+    q_bytes = 3 * 64 * d * 2 if d == 64 else 2 * 64 * d * 2
+    assert two["SHARED"] - split["SHARED"] <= q_bytes - (64 * 1024 if d == 128 else 0) + 256
 
 
 @gpu
-@pytest.mark.parametrize("d,stages,consumers,persistent,causal,n", [
-    (128, 3, 2, False, True, 4000), (128, 2, 2, False, True, 4000), (128, 2, 2, 5, False, 1000),
-    (64, 4, 3, None, True, 4000), (64, 3, 2, False, False, 2600),
-], ids=["d128-3-stages", "d128-2-stages", "d128-2-stages-persistent-1000", "d64-three-consumers",
-        "d64-3-stages-2600"])
-def test_hopper_split_release_equals_joint(d, stages, consumers, persistent, causal, n,
-                                           hopper_only, monkeypatch):
-    """The forward with K and V released separately (``launch.HOPPER_FWD_KV_SPLIT``) and any
-    ring depth (``HOPPER_FWD_STAGES``) gives bit for bit the outputs and LSE of the default
-    ring: lengths not multiples of the tile, GQA, a batch of 2, causal and not, one CTA per
-    tile and persistent, two and three consumers (whose shorter rows release skipped steps)."""
+@pytest.mark.parametrize("d,stages,consumers,persistent,causal,n,qbufs,dynamic", [
+    (128, 3, 2, False, True, 4000, 1, None), (128, 2, 2, False, True, 4000, 1, None),
+    (128, 2, 2, 5, False, 1000, 1, None), (128, 2, 2, 5, True, 4000, 2, False),
+    (128, 2, 2, 7, True, 4000, 2, True), (128, 2, 2, True, False, 1000, 2, True),
+    (64, 4, 3, None, True, 4000, 1, None), (64, 4, 3, 5, True, 4000, 2, True),
+    (64, 3, 2, False, False, 2600, 1, None), (64, 3, 2, 3, False, 2600, 2, False),
+], ids=["d128-3-stages", "d128-2-stages", "d128-2-stages-persistent-1000",
+        "d128-two-q-persistent-5", "d128-two-q-persistent-7-dynamic", "d128-two-q-every-sm-1000",
+        "d64-three-consumers", "d64-three-consumers-two-q", "d64-3-stages-2600",
+        "d64-3-stages-two-q-persistent-3"])
+def test_hopper_split_release_equals_joint(d, stages, consumers, persistent, causal, n, qbufs,
+                                           dynamic, hopper_only, monkeypatch):
+    """The forward with K and V released separately (``launch.HOPPER_FWD_KV_SPLIT``), any
+    ring depth (``HOPPER_FWD_STAGES``) and one or two Q buffers (``HOPPER_FWD_Q_BUFFERS``,
+    used in turn by a persistent CTA's tiles) gives bit for bit the outputs and LSE of the
+    default ring: lengths not multiples of the tile, GQA, a batch of 2, causal and not, one
+    CTA per tile and persistent with fixed and run-time tiles (5 and 7 CTAs: many tiles each,
+    both buffers reused), two and three consumers (whose shorter rows release skipped
+    steps)."""
     g = torch.Generator(device="cuda").manual_seed(3)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
     pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
-    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
     results = []
-    for split, depth in ((False, None), (True, stages)):
+    for split, depth, q_buffers, ctas, handout in ((False, None, None, False, None),
+                                                   (True, stages, qbufs, persistent, dynamic)):
         monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", split)
         monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", depth)
+        monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", q_buffers)
+        monkeypatch.setattr(launch, "HOPPER_PERSISTENT", ctas)
+        monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", handout)
         results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
                                            return_lse=True))
     (out, lse), (out_split, lse_split) = results
@@ -1183,10 +1211,14 @@ def test_hopper_split_release_equals_joint(d, stages, consumers, persistent, cau
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
 def test_hopper_split_release_two_stages_matches_the_oracle(name, pattern, kw, hopper_only,
                                                             monkeypatch):
-    """The forward on a 2-stage ring with K and V released separately, on every layout of the
-    oracle cases, forward and gradients against float64."""
+    """The forward on a 2-stage ring with K and V released separately and two Q buffers,
+    persistent on 3 CTAs with run-time tiles, on every layout of the oracle cases, forward and
+    gradients against float64."""
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
+    monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 2)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 3)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
     kw = dict(kw)
     kw.setdefault("d", 128)
     check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)

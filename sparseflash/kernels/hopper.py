@@ -515,10 +515,12 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
                                   REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
             tile_i += 1
             v = gl.num_programs(0) + gl.atomic_add(tile_counter, 1)
-        # none left: once the consumers have released the last Q, tell them
-        mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
-        _publish_tile(tile_smem, -1)
-        mbarrier.arrive(q_bar)
+        # none left: once the consumers have released this buffer's last Q, tell them
+        Q_BUFS: gl.constexpr = q_bar.shape[0]
+        qb = tile_i % Q_BUFS
+        mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
+        _publish_tile(tile_smem.index(qb), -1)
+        mbarrier.arrive(q_bar.index(qb))
     elif PERSISTENT:
         # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
         # order, the K/V ring position carried across them
@@ -567,14 +569,19 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     # Q once; the copy engine zero-fills rows past the tensor (rows of another document are
     # read but never stored)
     HALF: gl.constexpr = BLOCK_M // NUM_CONSUMERS
-    # a fresh barrier counts as completed for parity 1: the first tile does not wait
-    mbarrier.wait(q_empty, (tile_i & 1) ^ 1)
+    # Q_BUFS (launch.HOPPER_FWD_Q_BUFFERS) Q buffers, used in turn by a persistent CTA's
+    # tiles: with two, the next tile's Q is copied while this one runs. A fresh barrier counts
+    # as completed for parity 1: a buffer's first tile does not wait
+    Q_BUFS: gl.constexpr = q_bar.shape[0]
+    qb = tile_i % Q_BUFS
+    mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
     if DYNAMIC:
-        _publish_tile(tile_smem, v)
-    mbarrier.expect(q_bar, NUM_CONSUMERS * q_desc.block_type.nbytes)
+        _publish_tile(tile_smem.index(qb), v)
+    mbarrier.expect(q_bar.index(qb), NUM_CONSUMERS * q_desc.block_type.nbytes)
     for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
-                                        q_bar, q_smem.index(w).reshape([1, 1, HALF, HEAD_DIM]))
+                                        q_bar.index(qb),
+                                        q_smem.index(qb * NUM_CONSUMERS + w).reshape([1, 1, HALF, HEAD_DIM]))
     trips = (hi - lo) * SUB
     for t in range(trips):
         s = (step + t) % NUM_STAGES
@@ -733,8 +740,9 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
         tile_i = 0
-        mbarrier.wait(q_bar, 0)
-        v = _read_tile(tile_smem, NUM_WARPS)
+        Q_BUFS: gl.constexpr = q_bar.shape[0]
+        mbarrier.wait(q_bar.index(0), 0)
+        v = _read_tile(tile_smem.index(0), NUM_WARPS)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                                   kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
@@ -748,8 +756,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, True, OUT_TMA)
             tile_i += 1
-            mbarrier.wait(q_bar, tile_i & 1)
-            v = _read_tile(tile_smem, NUM_WARPS)
+            mbarrier.wait(q_bar.index(tile_i % Q_BUFS), (tile_i // Q_BUFS) & 1)
+            v = _read_tile(tile_smem.index(tile_i % Q_BUFS), NUM_WARPS)
     elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -814,7 +822,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     FIXED: gl.constexpr = HAS_SOFTCAP >= 10
     gl.static_assert((not FIXED) or ((SOFTCAP == 2) and (not HAS_ALIBI)))
     dtype: gl.constexpr = k_smem.dtype
-    q_tile = q_smem.index(WG)
+    Q_BUFS: gl.constexpr = q_bar.shape[0]
+    qb = tile_i % Q_BUFS
+    q_tile = q_smem.index(qb * NUM_CONSUMERS + WG)
     # a warpgroup of 4 warps, 16 rows each
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -865,7 +875,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
 
     if not Q_WAITED:        # (the run-time handout waited already, to read the program)
-        mbarrier.wait(q_bar, tile_i & 1)
+        mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
     if trips > 0:
         w0 = _walk(0, trips, WALK)          # the trip of the first step
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
@@ -967,7 +977,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # next tile's while this one's output is written (OUT_TMA: the Q slot stages the output,
     # released once the copy engine has read it, below)
     if not OUT_TMA:
-        mbarrier.arrive(q_empty)
+        mbarrier.arrive(q_empty.index(qb))
     # steps of a longer row of the tile (three consumers): released once their K has landed,
     # which the producer copies only after the slot's previous lap was released by all
     for t in range(trips, walked):
@@ -1012,7 +1022,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     gl.store(lse_ptrs, lse, mask=row_ok)
     if OUT_TMA:
         tma.store_wait(0)
-        mbarrier.arrive(q_empty)
+        mbarrier.arrive(q_empty.index(qb))
     return walked
 
 
@@ -1044,7 +1054,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
-                       KV_SPLIT: gl.constexpr = False):
+                       KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1064,20 +1074,21 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # 2-D views of the descriptors' [1, 1, rows, d] blocks, as the matrix units read them
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([QROWS, HEAD_DIM], dtype)
-    q_smem = gl.allocate_shared_memory(dtype, [NUM_CONSUMERS, QROWS, HEAD_DIM], q_layout)
+    q_smem = gl.allocate_shared_memory(dtype, [Q_BUFS * NUM_CONSUMERS, QROWS, HEAD_DIM], q_layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], tile_layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     # a slot's release: one barrier, or K's then V's (KV_SPLIT, read off its shape below)
     KV_EMPTY: gl.constexpr = NUM_STAGES * (1 + int(KV_SPLIT))
     kv_empty = gl.allocate_shared_memory(gl.int64, [KV_EMPTY, 1], mbarrier.MBarrierLayout())
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time)
-    tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    mbarrier.init(q_bar, count=1)
-    mbarrier.init(q_empty, count=NUM_CONSUMERS)         # every consumer warpgroup releases Q
+    tile_smem = gl.allocate_shared_memory(gl.int32, [Q_BUFS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    for i in gl.static_range(Q_BUFS):
+        mbarrier.init(q_bar.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=NUM_CONSUMERS)    # every consumer warpgroup releases Q
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)

@@ -687,6 +687,11 @@ _HOPPER_STAGES = {64: 4, 128: 3}
 # The Hopper forward's K/V ring depth, overriding _HOPPER_STAGES for every head dim where it
 # fits in shared memory (None: _HOPPER_STAGES). For experiments; the GPU tests run 2 at d=128.
 HOPPER_FWD_STAGES: Optional[int] = None
+# Q buffers of the Hopper forward (kernels/hopper.py Q_BUFS): with 2, a persistent CTA's
+# producer copies the next tile's Q into the second while the consumers run this one (a CTA of
+# one tile uses only the first). Needs the shared memory of a K/V slot at d=128 (2 stages).
+# None: 1.
+HOPPER_FWD_Q_BUFFERS: Optional[int] = None
 # How the Hopper forward's consumers give a K/V slot back (kernels/hopper.py KV_SPLIT): True,
 # K once the step's Q K^T has completed and V once its P V has, on barriers of their own, so
 # that the producer copies the next K a step earlier (as FlashAttention-3's separate K and V
@@ -1052,13 +1057,13 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        NUM_STAGES=_fwd_stages(d, consumers), REVERSE_M=causal, SCHEDULED=plan.order is not None,
+        NUM_STAGES=_fwd_stages(d, consumers, _q_buffers()), REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_out_tma(consumers), KV_SPLIT=_kv_split(), **constexprs)
+        OUT_TMA=_out_tma(consumers), KV_SPLIT=_kv_split(), Q_BUFS=_q_buffers(), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -1087,19 +1092,30 @@ def _kv_split() -> bool:
     return bool(_switch("HOPPER_FWD_KV_SPLIT"))
 
 
-def _fwd_stages(d: int, consumers: int) -> int:
+def _q_buffers() -> int:
+    """The Hopper forward's Q buffers (HOPPER_FWD_Q_BUFFERS: None for 1, or 1 or 2)."""
+    value = HOPPER_FWD_Q_BUFFERS
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
+        raise ValueError(f"launch.HOPPER_FWD_Q_BUFFERS must be None, 1 or 2, got {value!r}")
+    return value
+
+
+def _fwd_stages(d: int, consumers: int, q_buffers: int = 1) -> int:
     """The Hopper forward's K/V ring depth (HOPPER_FWD_STAGES, else _HOPPER_STAGES), refused
-    where its slots and the consumers' Q tiles pass the 227 KiB of shared memory a block has."""
+    where its slots and the consumers' Q tiles (``q_buffers`` each) pass the 227 KiB of shared
+    memory a block has."""
     stages = HOPPER_FWD_STAGES
-    if stages is None:
-        return _HOPPER_STAGES[d]
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
+    if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int) or stages < 2):
         raise ValueError(f"launch.HOPPER_FWD_STAGES must be None or an int >= 2, got {stages!r}")
-    need = (2 * stages * _HOPPER_TILE + consumers * 64) * d * 2 + 1024
+    depth = _HOPPER_STAGES[d] if stages is None else stages
+    need = (2 * depth * _HOPPER_TILE + q_buffers * consumers * 64) * d * 2 + 1024
     if need > 227 * 1024:
-        raise ValueError(f"launch.HOPPER_FWD_STAGES={stages} needs {need} bytes of shared memory "
-                         f"at head dim {d} with {consumers} consumers, past 227 KiB")
-    return stages
+        raise ValueError(f"launch.HOPPER_FWD_STAGES={stages} (a ring of {depth}) with {q_buffers} Q "
+                         f"buffers needs {need} bytes of shared memory at head dim {d} with "
+                         f"{consumers} consumers, past 227 KiB")
+    return depth
 
 
 def _out_tma(consumers: int) -> bool:
@@ -1354,7 +1370,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
-           HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT)
+           HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -6,7 +6,9 @@ K arrived a step late, 12-29% slower). ``launch.HOPPER_FWD_KV_SPLIT=True`` gives
 step's ``Q K^T`` has completed and V once ``P V`` has, on barriers of their own, as
 FlashAttention-3's separate K and V pipelines do; ``launch.HOPPER_FWD_STAGES`` sets the ring
 depth. Variants: ``split`` (the default depth), ``split2``/``split3`` (2 or 3 stages, split),
-``s2``/``s3`` (2 or 3 stages, joint).
+``s2``/``s3`` (2 or 3 stages, joint); with persistent CTAs and two Q buffers
+(``launch.HOPPER_FWD_Q_BUFFERS``: the next tile's Q copied while this one runs), the names in
+``VARIANTS``.
 
 Forward only, dense cases at d=128 and d=64 (H = 2048 / d, B = 16384 / N) and
 benchmarks/hopper.py's block-sparse cases, beside FA4 and cuDNN where installed, interleaved
@@ -26,13 +28,25 @@ from benchmarks import timing
 from benchmarks.hopper import cudnn_fn, fa4_fn, fa4_function, ours_fn
 from benchmarks.run import Timer
 
+SPLIT2 = dict(HOPPER_FWD_KV_SPLIT=True, HOPPER_FWD_STAGES=2)
+PERSIST = dict(HOPPER_PERSISTENT=True, HOPPER_DYNAMIC_TILES=False)
+PD = dict(HOPPER_PERSISTENT=True, HOPPER_DYNAMIC_TILES=True)
+Q2 = dict(HOPPER_FWD_Q_BUFFERS=2)
 VARIANTS = {
     "ours": None,
     "split": dict(HOPPER_FWD_KV_SPLIT=True),
-    "split2": dict(HOPPER_FWD_KV_SPLIT=True, HOPPER_FWD_STAGES=2),
+    "split2": SPLIT2,
     "split3": dict(HOPPER_FWD_KV_SPLIT=True, HOPPER_FWD_STAGES=3),
     "s2": dict(HOPPER_FWD_STAGES=2),
     "s3": dict(HOPPER_FWD_STAGES=3),
+    # call 2 (d=128): persistent CTAs on the 2-stage split ring, with one or two Q buffers
+    "split2-p": dict(SPLIT2, **PERSIST),
+    "split2-pq": dict(SPLIT2, **PERSIST, **Q2),
+    "split2-pdq": dict(SPLIT2, **PD, **Q2),
+    # call 3 (d=64): two Q buffers on the default ring, with the output copy, split
+    "q2": Q2,
+    "q2-out": dict(Q2, HOPPER_FWD_OUT_TMA=True),
+    "split-q2-out": dict(Q2, HOPPER_FWD_OUT_TMA=True, HOPPER_FWD_KV_SPLIT=True),
 }
 SPARSE = [("local(2)", sf.local(2), 128), ("local(8)", sf.local(8), 128),
           ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 128), ("local(8)", sf.local(8), 64),
@@ -79,7 +93,8 @@ def main():
                                                   args.dense.split(","),
                                                   not args.no_sparse, args.all_sparse):
         # depths that do not apply: 2 at d=64, the default depth itself
-        skip = {"split2", "s2"} if d == 64 else {"split3", "s3"}
+        skip = ({"split2", "s2", "split2-p", "split2-pq", "split2-pdq"} if d == 64
+                else {"split3", "s3", "q2", "q2-out", "split-q2-out"})
         impls = {name: ours_fn(layout, False, settings=VARIANTS[name]) for name in names
                  if name not in skip}
         if case.startswith("dense"):

@@ -47,6 +47,8 @@ VARIANTS = {
     "q2": Q2,
     "q2-out": dict(Q2, HOPPER_FWD_OUT_TMA=True),
     "split-q2-out": dict(Q2, HOPPER_FWD_OUT_TMA=True, HOPPER_FWD_KV_SPLIT=True),
+    "pdq": dict(PD, **Q2),
+    "split-pdq": dict(PD, **Q2, HOPPER_FWD_KV_SPLIT=True),
 }
 SPARSE = [("local(2)", sf.local(2), 128), ("local(8)", sf.local(8), 128),
           ("bigbird(3,2,3)", sf.bigbird(3, 2, 3), 128), ("local(8)", sf.local(8), 64),
@@ -94,7 +96,7 @@ def main():
                                                   not args.no_sparse, args.all_sparse):
         # depths that do not apply: 2 at d=64, the default depth itself
         skip = ({"split2", "s2", "split2-p", "split2-pq", "split2-pdq"} if d == 64
-                else {"split3", "s3", "q2", "q2-out", "split-q2-out"})
+                else {"split3", "s3", "q2", "q2-out", "split-q2-out", "pdq", "split-pdq"})
         impls = {name: ours_fn(layout, False, settings=VARIANTS[name]) for name in names
                  if name not in skip}
         if case.startswith("dense"):

@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=launch._kv_split(), Q_BUFS=launch._q_buffers())
+                      KV_SPLIT=launch._kv_split(d), Q_BUFS=1)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -856,10 +856,12 @@ def test_dynamic_tiles_take_one_atomic_per_program():
 
 
 def test_dynamic_tiles_default_and_switch(monkeypatch):
-    """``launch._dynamic_tiles``: by default run-time tiles with three consumers (which then
-    run persistent), fixed tiles with two; True / False force; other values are refused."""
+    """``launch._dynamic_tiles``: by default run-time tiles (since run30, with two consumers
+    too); True / False force; other values are refused."""
     assert launch.HOPPER_DYNAMIC_TILES is None
-    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is False
+    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is True
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
+    assert launch._dynamic_tiles(2) is False
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
     assert launch._dynamic_tiles(2) is True
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
@@ -903,10 +905,11 @@ def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
 
 def test_output_copy_default_and_switch(monkeypatch):
     """``launch._out_tma``: by default the output goes through shared memory and a bulk copy
-    with two consumer warpgroups and through register stores with three; True / False force;
-    other values are refused."""
+    with two consumer warpgroups or two Q buffers, and through register stores with three
+    consumers and one Q buffer; True / False force; other values are refused."""
     assert launch.HOPPER_FWD_OUT_TMA is None
     assert launch._out_tma(2) is True and launch._out_tma(3) is False
+    assert launch._out_tma(3, 2) is True and launch._out_tma(2, 2) is True
     monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", True)
     assert launch._out_tma(3) is True
     monkeypatch.setattr(launch, "HOPPER_FWD_OUT_TMA", False)
@@ -1108,18 +1111,23 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
 
 
 def test_forward_ring_switches(monkeypatch):
-    """``launch._kv_split`` and ``launch._fwd_stages``: the defaults (joint release,
-    ``_HOPPER_STAGES``), an override that fits, and refusals naming the switch: a ring past
-    227 KiB of shared memory at d=128, a non-int depth, a non-bool switch."""
-    assert launch.HOPPER_FWD_KV_SPLIT is None and launch._kv_split() is False
+    """``launch._kv_split``, ``launch._q_buffers`` and ``launch._fwd_stages``: the defaults
+    (since run30 at d=128 2 slots released in two halves, at d=64 4 slots released whole; two
+    Q buffers where persistent), overrides that fit, and refusals naming the switch: a ring
+    and Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool switch."""
+    assert launch.HOPPER_FWD_KV_SPLIT is None
+    assert launch._kv_split(128) is True and launch._kv_split(64) is False
     assert launch.HOPPER_FWD_STAGES is None
-    assert launch._fwd_stages(128, 2) == launch._HOPPER_STAGES[128]
-    assert launch._fwd_stages(64, 3) == launch._HOPPER_STAGES[64]
+    assert launch._HOPPER_STAGES == {64: 4, 128: 2}
+    assert launch._fwd_stages(128, 2, 2) == 2
+    assert launch._fwd_stages(64, 3, 2) == 4
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
-    assert launch._kv_split() is True
+    assert launch._kv_split(64) is True
+    monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", False)
+    assert launch._kv_split(128) is False
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", 1)
     with pytest.raises(ValueError, match="HOPPER_FWD_KV_SPLIT must be None, True or False"):
-        launch._kv_split()
+        launch._kv_split(128)
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
     assert launch._fwd_stages(128, 2) == 2
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 4)
@@ -1130,20 +1138,24 @@ def test_forward_ring_switches(monkeypatch):
         monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_STAGES must be None or an int >= 2"):
             launch._fwd_stages(64, 2)
-    # two Q buffers fit beside 2 stages at d=128, not beside the default 3
-    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", None)
-    assert launch.HOPPER_FWD_Q_BUFFERS is None and launch._q_buffers() == 1
+    # two Q buffers fit beside 2 stages at d=128, not beside 3
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 3)
+    assert launch._fwd_stages(128, 2, 1) == 3
+    assert launch.HOPPER_FWD_Q_BUFFERS is None
+    assert launch._q_buffers(True) == 2 and launch._q_buffers(False) == 1
     with pytest.raises(ValueError, match="a ring of 3.* with 2 Q buffers .* past 227 KiB"):
         launch._fwd_stages(128, 2, 2)
-    assert launch._fwd_stages(64, 3, 2) == launch._HOPPER_STAGES[64]
+    assert launch._fwd_stages(64, 3, 2) == 3
     monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
     assert launch._fwd_stages(128, 2, 2) == 2
     monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 2)
-    assert launch._q_buffers() == 2
+    assert launch._q_buffers(False) == 2
+    monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 1)
+    assert launch._q_buffers(True) == 1
     for bad in (0, 3, True, 2.0):
         monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_Q_BUFFERS must be None, 1 or 2"):
-            launch._q_buffers()
+            launch._q_buffers(True)
 
 
 @pytest.mark.parametrize("d,flags", [
@@ -1153,18 +1165,17 @@ def test_forward_ring_switches(monkeypatch):
 def test_split_release_compiles_without_spills(d, flags):
     """The forward with a K/V slot released in two halves (``KV_SPLIT``) compiles to sm_90
     with no spills and one more barrier arrive a step (its loop grows by a few
-    instructions, not more); with two Q buffers (``Q_BUFS``) too, at d=128 on a 2-stage ring
-    (32 KiB more for Q, 64 KiB less for K/V)."""
-    base = _sass_counts("fwd", d, "bf16", flags)
+    instructions, not more); with two Q buffers (``Q_BUFS``) too, whose second Q tiles take
+    the shared memory they need and no more (at d=128 beside the default 2-stage ring)."""
+    base = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=False))
     split = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True))
     assert split["STL"] == 0 and base["STL"] == 0
     assert split["HGMMA"] == base["HGMMA"]
     assert base["STEP_LOOP"] < split["STEP_LOOP"] <= base["STEP_LOOP"] + 12
-    ring = dict(NUM_STAGES=2) if d == 128 else {}
-    two = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True, Q_BUFS=2, DYNAMIC=True, **ring))
+    two = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True, Q_BUFS=2, DYNAMIC=True))
     assert two["STL"] == 0 and two["STEP_LOOP"] <= base["STEP_LOOP"] + 12
-    q_bytes = 3 * 64 * d * 2 if d == 64 else 2 * 64 * d * 2
-    assert two["SHARED"] - split["SHARED"] <= q_bytes - (64 * 1024 if d == 128 else 0) + 256
+    q_bytes = 3 * 64 * d * 2 if d == 64 else 2 * 64 * d * 2        # a second Q per consumer
+    assert q_bytes <= two["SHARED"] - split["SHARED"] <= q_bytes + 256
 
 
 @gpu
@@ -2036,25 +2047,8 @@ def test_hopper_dkdv_statistics_modes_match_the_oracle(mode, d, lens, hopper_onl
           d=d, bs=128, dtype=torch.bfloat16)
 
 
-def test_persistent_forward_is_the_default_on_short_even_rows():
-    """``launch._persistent_default``: the persistent forward where the tiles are short (at
-    most 32 steps of 128 keys) and even (none above 1.25x the mean), where it measured faster;
-    not on causal or global rows, nor on long rows; never for several sequences (it would
-    read the table on the host) or without a per-layout cache."""
-    cases = [(sf.local(2), 16384, False, True), (sf.butterfly(), 16384, False, True),
-             (sf.strided(16) | sf.local(1), 16384, False, True), (sf.local(8), 16384, False, True),
-             (sf.dense(), 16384, True, False), (sf.dense(), 4096, True, False),
-             (sf.bigbird(3, 2, 3), 16384, False, False), (sf.local(32), 65536, False, False),
-             (sf.dense(), 16384, False, False)]
-    for pattern, n, causal, want in cases:
-        layout = sf.compile(pattern, n, block_size=128, causal=causal)
-        ptr = torch.from_numpy(np.array(layout.fwd_ptr))
-        assert launch._persistent_default(layout, ptr, {}) is want, (pattern, n, causal)
-        assert launch._persistent_default(layout, ptr, None) is False
-
-
 def test_forward_row_counts_are_read_from_the_device_once_per_layout(monkeypatch):
-    """The launch order and the persistent rule share one host copy of the forward table's row
+    """The launch orders and the three-consumer rule share one host copy of the forward table's row
     counts per layout (``launch._row_counts``), and the dK/dV order keeps its own (the
     transposed table's)."""
     layout = sf.compile(sf.local(2) | sf.global_blocks(1), 4096, block_size=128)
@@ -2072,7 +2066,7 @@ def test_forward_row_counts_are_read_from_the_device_once_per_layout(monkeypatch
     launch._launch_order(fwd_ptr, cache, kind="fwd", batch=1, num_heads=2, group=1,
                          per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
                          first_pos=0)
-    launch._persistent_default(layout, fwd_ptr, cache)
+    launch._row_counts(fwd_ptr, cache, "fwd")           # as the three-consumer rule reads them
     launch._launch_order(fwd_ptr, cache, kind="dq", batch=1, num_heads=2, group=1,
                          per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
                          first_pos=0)

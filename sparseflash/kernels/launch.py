@@ -681,37 +681,49 @@ def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
 # on dense 4K, dense causal 4K and local(8) 16K in two samples, no other tile won at d=128
 # (an H200, benchmarks/results/h200-hopper/run14-alibi, dq_sweep.py).
 _HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
-# K/V ring depth by head dim (a slot holds a K and a V tile: 64 KB at d=128; with Q the 3 slots
-# take 224 KB of the 227 KB limit). 3 slots beat 2 by 5-17% forward at d=128 on an H200 (run q2).
-_HOPPER_STAGES = {64: 4, 128: 3}
+# K/V ring depth of the Hopper forward by head dim (a slot holds a K and a V tile: 64 KB at
+# d=128). At d=128 since run30 2 slots with K and V released separately (HOPPER_FWD_KV_SPLIT),
+# which leaves room for a second Q buffer (HOPPER_FWD_Q_BUFFERS): 128 + 2 x 32 KB. With the
+# slot released whole, 3 slots had beaten 2 by 5-17% (run q2; run30 call 1: 2 joint slots
+# 0.69-0.89x the speed of 3), and 2 split slots ran level with 3 joint ones (0.97-1.01x).
+_HOPPER_STAGES = {64: 4, 128: 2}
 # The Hopper forward's K/V ring depth, overriding _HOPPER_STAGES for every head dim where it
-# fits in shared memory (None: _HOPPER_STAGES). For experiments; the GPU tests run 2 at d=128.
+# fits in shared memory beside the Q buffers (None: _HOPPER_STAGES). For experiments.
 HOPPER_FWD_STAGES: Optional[int] = None
 # Q buffers of the Hopper forward (kernels/hopper.py Q_BUFS): with 2, a persistent CTA's
 # producer copies the next tile's Q into the second while the consumers run this one (a CTA of
-# one tile uses only the first). Needs the shared memory of a K/V slot at d=128 (2 stages).
-# None: 1.
+# one tile uses only the first). None: 2 where the forward is persistent (the default), else 1.
 HOPPER_FWD_Q_BUFFERS: Optional[int] = None
 # How the Hopper forward's consumers give a K/V slot back (kernels/hopper.py KV_SPLIT): True,
 # K once the step's Q K^T has completed and V once its P V has, on barriers of their own, so
 # that the producer copies the next K a step earlier (as FlashAttention-3's separate K and V
-# pipelines do); False, both once P V has completed. None: False.
+# pipelines do); False, both once P V has completed. None: True at d=128 (its 2-slot ring),
+# False at d=64 (4 slots; split there ran level, 0.98-1.01x, run30 call 3).
 HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
-# order (every num_SMs-th), its producer loading the next tile's Q and K/V while the consumers
-# write the last one's output. None: where _persistent_default says so; False: one CTA per
-# tile; True: persistent; an int n > 0: persistent with at most n CTAs (tests use it to give
-# each CTA many tiles).
+# order, its producer loading the next tile's Q (a second Q buffer) and K/V while the consumers
+# finish the last one. None (the default since run30): persistent, with tiles handed out at
+# run time (HOPPER_DYNAMIC_TILES) and two Q buffers; False: one CTA per tile; True:
+# persistent; an int n > 0: persistent with at most n CTAs (tests use it to give each CTA many
+# tiles). On an H200 (benchmarks/results/h200-hopper/run30-kv-split, forward, the default
+# before ÷ this, two samples at d=128): local(2) 16K 1.106/1.116 and 64K 1.074/1.089, butterfly
+# 1.052/1.052, bigbird(3,2,3) 1.048/1.042, strided(16)|local(1) 1.048/1.053, local(8)
+# 1.052/1.025, the 34-43% cases and local(32) 64K 1.005-1.016, dense causal 4K 1.014/1.026,
+# 8K 1.006/0.988, 16K 1.003/1.003, dense 4K 1.015/1.008, dense 16K 0.996/0.994. At d=64 (one
+# sample, call 3): dense 1.02-1.04 (with the output copy, below), local(8) 1.034,
+# bigbird(3,2,3) 1.072, local(28) 1.015. Before run30 it was persistent only on short, even
+# rows or with three consumers: with one Q buffer a persistent CTA waited for each tile's Q
+# (persistent with fixed tiles and one Q: bigbird 0.83x, dense causal 16K 0.73x).
 HOPPER_PERSISTENT: Union[None, bool, int] = None
 # How a persistent Hopper forward's CTAs get their tiles: False, every num_CTAs-th program of
 # the launch order (fixed at launch); True, the first one fixed, then the next program of the
 # launch order at run time from a counter in global memory (kernels/hopper.py DYNAMIC), so that
-# uneven tiles balance across the SMs. None (the default): at run time where the forward has
-# three consumer warpgroups, which then also runs persistent by default; fixed elsewhere. On an
-# H200 (benchmarks/results/h200-hopper/run13-three-wg/call5, forward, two samples) persistent
+# uneven tiles balance across the SMs. None (the default): at run time (since run30; before,
+# only with three consumer warpgroups, fixed elsewhere: with one Q buffer run-time tiles at
+# d=128 moved by -4% to +3%, run29). On an H200 (benchmarks/results/h200-hopper/run13-three-wg/call5, forward, two samples) persistent
 # with run-time tiles against the default before: dense d=64 1.008-1.071x (causal 4K 1.068 and
 # 1.071), d=128 and the sparse cases 0.96-1.02x (fixed tiles where persistent, else one CTA
 # per tile).
@@ -721,9 +733,11 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # a partial block keeps the masked register stores). Stored from the registers, a 64 x d tile
 # takes 32 4-byte stores a thread, each touching 8 rows: run28's cycle stamps put that
 # epilogue at 2.3 us a tile at d=128 (benchmarks/results/h200-hopper/run28-lpt-dynamic).
-# None: on with two consumer warpgroups; with three (d=64, persistent) the later release of Q
-# made the dense forwards no faster (run28 call 3, forward time without ÷ with: 4K 1.003 and
-# 1.002 causal, 16K 0.992 and 0.986 causal); True / False: always / never.
+# None: on with two consumer warpgroups, or two Q buffers (since run30). With three and one Q
+# buffer the later release of Q made the dense forwards no faster (run28 call 3, forward time
+# without ÷ with: 4K 1.003 and 1.002 causal, 16K 0.992 and 0.986 causal); with two Q buffers
+# the next tile's Q no longer waits for it (run30 call 3, dense d=64, two Q buffers with ÷
+# without the copy: 1.002, 1.010, 1.021, 1.003). True / False: always / never.
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # The Hopper dK/dV kernel's dV and dK stored the same way, one after the other through each
 # consumer warpgroup's V slot, where its 64 keys all belong to the tile (kernels/hopper.py
@@ -985,29 +999,9 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
 
 def _dynamic_tiles(consumers: int) -> bool:
     """Whether a persistent Hopper forward with ``consumers`` consumer warpgroups takes its
-    tiles at run time (HOPPER_DYNAMIC_TILES; None: with three)."""
+    tiles at run time (HOPPER_DYNAMIC_TILES; None: yes, since run30)."""
     switch = _switch("HOPPER_DYNAMIC_TILES")
-    return consumers == 3 if switch is None else switch
-
-
-def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
-    """Whether the Hopper forward runs persistent by default: where its tiles are short and
-    even, at most 32 steps of 128 keys with none above 1.25x the mean. There one CTA per tile
-    spends a large share of its time starting (Q's copy) and ending (the output's stores),
-    which a persistent CTA overlaps with its next tile; with uneven tiles (causal, global
-    rows) its fixed share of the tiles finishes late, where the hardware's own scheduling
-    of one CTA per tile balances them. On an H200 (benchmarks/results/h200-hopper/
-    run11-persistent): forward 1.03-1.11x on local(2), butterfly, strided and local(8) at
-    d=64, 0.75x on dense causal 16K and 0.84x on bigbird. Like the launch order it reads the
-    table on the host once per layout (``cache``), so never for tables built on the device."""
-    if cache is None or _no_order(layout):
-        return False
-    key = ("persistent", str(row_ptr.device))
-    if key not in cache:
-        counts = _row_counts(row_ptr, cache, "fwd")
-        steps = counts[counts > 0] * (layout.block_size // _HOPPER_TILE)
-        cache[key] = bool(steps.size and steps.mean() <= 32 and steps.max() <= 1.25 * steps.mean())
-    return cache[key]
+    return True if switch is None else switch
 
 
 def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
@@ -1039,10 +1033,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
     grid = _grid(plan.order, num_m_tiles, slots * H)
     num_programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
-    switch = HOPPER_PERSISTENT
-    if switch is None:
-        # three consumers: persistent, with tiles handed out at run time (HOPPER_DYNAMIC_TILES)
-        switch = consumers == 3 or _persistent_default(layout, fwd_ptr, schedule_cache)
+    switch = True if HOPPER_PERSISTENT is None else HOPPER_PERSISTENT
     if not isinstance(switch, (bool, int)) or (switch is not False and switch < 1):
         raise ValueError("launch.HOPPER_PERSISTENT must be None, a bool or a positive int (CTAs), "
                          f"got {HOPPER_PERSISTENT!r}")
@@ -1057,13 +1048,14 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        NUM_STAGES=_fwd_stages(d, consumers, _q_buffers()), REVERSE_M=causal, SCHEDULED=plan.order is not None,
+        NUM_STAGES=_fwd_stages(d, consumers, _q_buffers(persistent)), REVERSE_M=causal, SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_out_tma(consumers), KV_SPLIT=_kv_split(), Q_BUFS=_q_buffers(), **constexprs)
+        OUT_TMA=_out_tma(consumers, _q_buffers(persistent)), KV_SPLIT=_kv_split(d),
+        Q_BUFS=_q_buffers(persistent), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -1087,16 +1079,19 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
     return cache[key]
 
 
-def _kv_split() -> bool:
-    """Whether the Hopper forward releases a slot's K and V separately (HOPPER_FWD_KV_SPLIT)."""
-    return bool(_switch("HOPPER_FWD_KV_SPLIT"))
+def _kv_split(d: int) -> bool:
+    """Whether the Hopper forward releases a slot's K and V separately (HOPPER_FWD_KV_SPLIT;
+    None: at d=128)."""
+    switch = _switch("HOPPER_FWD_KV_SPLIT")
+    return d == 128 if switch is None else switch
 
 
-def _q_buffers() -> int:
-    """The Hopper forward's Q buffers (HOPPER_FWD_Q_BUFFERS: None for 1, or 1 or 2)."""
+def _q_buffers(persistent: bool) -> int:
+    """The Hopper forward's Q buffers (HOPPER_FWD_Q_BUFFERS: None for 2 where ``persistent``,
+    else 1; or 1 or 2)."""
     value = HOPPER_FWD_Q_BUFFERS
     if value is None:
-        return 1
+        return 2 if persistent else 1
     if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
         raise ValueError(f"launch.HOPPER_FWD_Q_BUFFERS must be None, 1 or 2, got {value!r}")
     return value
@@ -1118,11 +1113,11 @@ def _fwd_stages(d: int, consumers: int, q_buffers: int = 1) -> int:
     return depth
 
 
-def _out_tma(consumers: int) -> bool:
+def _out_tma(consumers: int, q_buffers: int = 1) -> bool:
     """Whether the Hopper forward stores its output through shared memory and a bulk copy
-    (HOPPER_FWD_OUT_TMA; None: with two consumer warpgroups)."""
+    (HOPPER_FWD_OUT_TMA; None: with two consumer warpgroups, or two Q buffers)."""
     switch = _switch("HOPPER_FWD_OUT_TMA")
-    return consumers == 2 if switch is None else switch
+    return (consumers == 2 or q_buffers == 2) if switch is None else switch
 
 
 def _out_descriptor(plan, name: str, t: torch.Tensor):

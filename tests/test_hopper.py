@@ -856,12 +856,14 @@ def test_dynamic_tiles_take_one_atomic_per_program():
 
 
 def test_dynamic_tiles_default_and_switch(monkeypatch):
-    """``launch._dynamic_tiles``: by default run-time tiles (since run30, with two consumers
-    too); True / False force; other values are refused."""
+    """``launch._dynamic_tiles``: by default run-time tiles with three consumers (which then
+    run persistent), fixed tiles with two, run-time tiles with any in the "run30" pipeline;
+    True / False force; other values are refused."""
     assert launch.HOPPER_DYNAMIC_TILES is None
-    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is True
-    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
-    assert launch._dynamic_tiles(2) is False
+    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is False
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run30")
+    assert launch._dynamic_tiles(2) is True
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
     assert launch._dynamic_tiles(2) is True
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
@@ -1110,21 +1112,59 @@ def test_hopper_persistent_forward_equals_one_cta_per_tile(dropout_p, hopper_onl
     assert torch.isfinite(results[0][0]).all()
 
 
+@gpu
+@pytest.mark.parametrize("d", [128, 64])
+@pytest.mark.parametrize("option", ["none", "dropout", "softcap", "alibi-causal", "alibi-abs"])
+def test_hopper_run30_pipeline_equals_run29(option, d, hopper_only, monkeypatch):
+    """The "run30" forward pipeline (``launch.HOPPER_FWD_PIPELINE``: at d=128 2 slots
+    released in two halves, persistent CTAs on every SM with run-time tiles and two Q buffers)
+    gives bit for bit the outputs and LSE of the default with each option (the same seed draws
+    the same dropout mask), GQA, a batch of 2 and a length that ends inside a tile."""
+    g = torch.Generator(device="cuda").manual_seed(4)
+    q = torch.randn(2, 8, 3000, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 4, 3000, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    kw = dict(causal=option != "alibi-abs")
+    if option == "dropout":
+        kw["dropout_p"] = 0.1
+    elif option == "softcap":
+        kw["softcap"] = 30.0
+    elif option.startswith("alibi"):
+        kw["alibi_slopes"] = torch.rand(8, device="cuda", dtype=torch.float32) * 0.1
+    pattern = sf.local(3) | sf.global_blocks(1)
+    results = []
+    for pipeline in (None, "run30"):
+        monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", pipeline)
+        torch.manual_seed(7)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, return_lse=True, **kw))
+    (out, lse), (out30, lse30) = results
+    assert torch.isfinite(out30).all()
+    assert torch.equal(out, out30) and torch.equal(lse, lse30)
+
+
 def test_forward_ring_switches(monkeypatch):
-    """``launch._kv_split``, ``launch._q_buffers`` and ``launch._fwd_stages``: the defaults
-    (since run30 at d=128 2 slots released in two halves, at d=64 4 slots released whole; two
-    Q buffers where persistent), overrides that fit, and refusals naming the switch: a ring
-    and Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool switch."""
-    assert launch.HOPPER_FWD_KV_SPLIT is None
-    assert launch._kv_split(128) is True and launch._kv_split(64) is False
+    """``launch._pipeline``, ``launch._kv_split``, ``launch._q_buffers`` and
+    ``launch._fwd_stages``: the defaults ("run29": 3 slots at d=128 and 4 at d=64, released
+    whole, one Q buffer), the "run30" pipeline (2 slots released in two halves at d=128, two Q
+    buffers where persistent), overrides that fit, and refusals naming the switch: a ring and
+    Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool switch, an
+    unknown pipeline."""
+    assert launch.HOPPER_FWD_PIPELINE is None and launch._pipeline() == "run29"
+    assert launch.HOPPER_FWD_KV_SPLIT is None and launch.HOPPER_FWD_Q_BUFFERS is None
+    assert launch._kv_split(128) is False and launch._kv_split(64) is False
+    assert launch._q_buffers(True) == 1 and launch._q_buffers(False) == 1
     assert launch.HOPPER_FWD_STAGES is None
-    assert launch._HOPPER_STAGES == {64: 4, 128: 2}
-    assert launch._fwd_stages(128, 2, 2) == 2
-    assert launch._fwd_stages(64, 3, 2) == 4
+    assert launch._fwd_stages(128, 2) == 3 and launch._fwd_stages(64, 3) == 4
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run30")
+    assert launch._kv_split(128) is True and launch._kv_split(64) is False
+    assert launch._q_buffers(True) == 2 and launch._q_buffers(False) == 1
+    assert launch._fwd_stages(128, 2, 2) == 2 and launch._fwd_stages(64, 3, 2) == 4
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run31")
+    with pytest.raises(ValueError, match="HOPPER_FWD_PIPELINE .* must be None or one of"):
+        launch._kv_split(128)
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
     assert launch._kv_split(64) is True
-    monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", False)
-    assert launch._kv_split(128) is False
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", 1)
     with pytest.raises(ValueError, match="HOPPER_FWD_KV_SPLIT must be None, True or False"):
         launch._kv_split(128)
@@ -1138,20 +1178,13 @@ def test_forward_ring_switches(monkeypatch):
         monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_STAGES must be None or an int >= 2"):
             launch._fwd_stages(64, 2)
-    # two Q buffers fit beside 2 stages at d=128, not beside 3
-    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 3)
-    assert launch._fwd_stages(128, 2, 1) == 3
-    assert launch.HOPPER_FWD_Q_BUFFERS is None
-    assert launch._q_buffers(True) == 2 and launch._q_buffers(False) == 1
+    # two Q buffers fit beside 2 slots at d=128, not beside 3
+    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", None)
     with pytest.raises(ValueError, match="a ring of 3.* with 2 Q buffers .* past 227 KiB"):
         launch._fwd_stages(128, 2, 2)
-    assert launch._fwd_stages(64, 3, 2) == 3
-    monkeypatch.setattr(launch, "HOPPER_FWD_STAGES", 2)
-    assert launch._fwd_stages(128, 2, 2) == 2
+    assert launch._fwd_stages(64, 3, 2) == 4
     monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 2)
     assert launch._q_buffers(False) == 2
-    monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", 1)
-    assert launch._q_buffers(True) == 1
     for bad in (0, 3, True, 2.0):
         monkeypatch.setattr(launch, "HOPPER_FWD_Q_BUFFERS", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_Q_BUFFERS must be None, 1 or 2"):
@@ -1167,6 +1200,8 @@ def test_split_release_compiles_without_spills(d, flags):
     with no spills and one more barrier arrive a step (its loop grows by a few
     instructions, not more); with two Q buffers (``Q_BUFS``) too, whose second Q tiles take
     the shared memory they need and no more (at d=128 beside the default 2-stage ring)."""
+    if d == 128:
+        flags = dict(flags, NUM_STAGES=2)            # where two Q buffers fit
     base = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=False))
     split = _sass_counts("fwd", d, "bf16", dict(flags, KV_SPLIT=True))
     assert split["STL"] == 0 and base["STL"] == 0
@@ -2047,8 +2082,25 @@ def test_hopper_dkdv_statistics_modes_match_the_oracle(mode, d, lens, hopper_onl
           d=d, bs=128, dtype=torch.bfloat16)
 
 
+def test_persistent_forward_is_the_default_on_short_even_rows():
+    """``launch._persistent_default``: the persistent forward where the tiles are short (at
+    most 32 steps of 128 keys) and even (none above 1.25x the mean), where it measured faster;
+    not on causal or global rows, nor on long rows; never for several sequences (it would
+    read the table on the host) or without a per-layout cache."""
+    cases = [(sf.local(2), 16384, False, True), (sf.butterfly(), 16384, False, True),
+             (sf.strided(16) | sf.local(1), 16384, False, True), (sf.local(8), 16384, False, True),
+             (sf.dense(), 16384, True, False), (sf.dense(), 4096, True, False),
+             (sf.bigbird(3, 2, 3), 16384, False, False), (sf.local(32), 65536, False, False),
+             (sf.dense(), 16384, False, False)]
+    for pattern, n, causal, want in cases:
+        layout = sf.compile(pattern, n, block_size=128, causal=causal)
+        ptr = torch.from_numpy(np.array(layout.fwd_ptr))
+        assert launch._persistent_default(layout, ptr, {}) is want, (pattern, n, causal)
+        assert launch._persistent_default(layout, ptr, None) is False
+
+
 def test_forward_row_counts_are_read_from_the_device_once_per_layout(monkeypatch):
-    """The launch orders and the three-consumer rule share one host copy of the forward table's row
+    """The launch order and the persistent rule share one host copy of the forward table's row
     counts per layout (``launch._row_counts``), and the dK/dV order keeps its own (the
     transposed table's)."""
     layout = sf.compile(sf.local(2) | sf.global_blocks(1), 4096, block_size=128)
@@ -2066,7 +2118,7 @@ def test_forward_row_counts_are_read_from_the_device_once_per_layout(monkeypatch
     launch._launch_order(fwd_ptr, cache, kind="fwd", batch=1, num_heads=2, group=1,
                          per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
                          first_pos=0)
-    launch._row_counts(fwd_ptr, cache, "fwd")           # as the three-consumer rule reads them
+    launch._persistent_default(layout, fwd_ptr, cache)
     launch._launch_order(fwd_ptr, cache, kind="dq", batch=1, num_heads=2, group=1,
                          per_head=False, num_tiles=32, tile=128, block_size=128, reverse=False,
                          first_pos=0)

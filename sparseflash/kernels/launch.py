@@ -681,49 +681,65 @@ def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
 # on dense 4K, dense causal 4K and local(8) 16K in two samples, no other tile won at d=128
 # (an H200, benchmarks/results/h200-hopper/run14-alibi, dq_sweep.py).
 _HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
+# The Hopper forward's pipeline: which of run30's forward settings apply where the switches
+# below are None. "run29" (the default): the settings before run30 (3 K/V slots at d=128
+# released whole; persistent CTAs only on short, even rows or with three consumers). "run30":
+# at d=128 2 slots with K and V released separately (HOPPER_FWD_KV_SPLIT), and everywhere
+# persistent CTAs with run-time tiles (HOPPER_DYNAMIC_TILES) and two Q buffers
+# (HOPPER_FWD_Q_BUFFERS), the output through shared memory with three consumers too. On an
+# H200 "run30" measured faster (benchmarks/results/h200-hopper/run30-kv-split: forward,
+# "run29" ÷ "run30", two samples at d=128: local(2) 16K 1.106/1.116 and 64K 1.074/1.089,
+# butterfly 1.052/1.052, bigbird(3,2,3) 1.048/1.042, strided(16)|local(1) 1.048/1.053,
+# local(8) 1.052/1.025, the 34-43% cases and local(32) 64K 1.005-1.016, dense causal 4K
+# 1.014/1.026, 8K 1.006/0.988, 16K 1.003/1.003, dense 4K 1.015/1.008, dense 16K 0.996/0.994;
+# at d=64, one sample: dense 1.020-1.040, local(8) 1.034, bigbird(3,2,3) 1.072, local(28)
+# 1.015). It is not the default yet: its GPU tests passed on the combinations of its switches
+# (run30 call 2, 19 tests), but the whole GPU suite has not run with it (run30 call 4 did not
+# return). SPARSEFLASH_HOPPER_FWD_PIPELINE sets it.
+HOPPER_FWD_PIPELINE: Optional[str] = os.environ.get("SPARSEFLASH_HOPPER_FWD_PIPELINE") or None
+_PIPELINES = ("run29", "run30")
 # K/V ring depth of the Hopper forward by head dim (a slot holds a K and a V tile: 64 KB at
-# d=128). At d=128 since run30 2 slots with K and V released separately (HOPPER_FWD_KV_SPLIT),
-# which leaves room for a second Q buffer (HOPPER_FWD_Q_BUFFERS): 128 + 2 x 32 KB. With the
-# slot released whole, 3 slots had beaten 2 by 5-17% (run q2; run30 call 1: 2 joint slots
-# 0.69-0.89x the speed of 3), and 2 split slots ran level with 3 joint ones (0.97-1.01x).
-_HOPPER_STAGES = {64: 4, 128: 2}
+# d=128; with Q the 3 slots take 224 KB of the 227 KB limit). With the slot released whole,
+# 3 slots beat 2 by 5-17% (run q2; run30 call 1: 2 joint slots 0.69-0.89x the speed of 3);
+# released in two halves (HOPPER_FWD_KV_SPLIT), 2 slots ran level with 3 joint ones
+# (0.97-1.01x, run30 calls 1-2), which leaves room for a second Q buffer: "run30" takes 2.
+_HOPPER_STAGES = {64: 4, 128: 3}
+_HOPPER_STAGES_RUN30 = {64: 4, 128: 2}
 # The Hopper forward's K/V ring depth, overriding _HOPPER_STAGES for every head dim where it
-# fits in shared memory beside the Q buffers (None: _HOPPER_STAGES). For experiments.
+# fits in shared memory beside the Q buffers (None: _HOPPER_STAGES, or _HOPPER_STAGES_RUN30 in
+# the "run30" pipeline). For experiments.
 HOPPER_FWD_STAGES: Optional[int] = None
 # Q buffers of the Hopper forward (kernels/hopper.py Q_BUFS): with 2, a persistent CTA's
 # producer copies the next tile's Q into the second while the consumers run this one (a CTA of
-# one tile uses only the first). None: 2 where the forward is persistent (the default), else 1.
+# one tile uses only the first). None: 2 where the forward is persistent in the "run30"
+# pipeline, else 1.
 HOPPER_FWD_Q_BUFFERS: Optional[int] = None
 # How the Hopper forward's consumers give a K/V slot back (kernels/hopper.py KV_SPLIT): True,
 # K once the step's Q K^T has completed and V once its P V has, on barriers of their own, so
 # that the producer copies the next K a step earlier (as FlashAttention-3's separate K and V
-# pipelines do); False, both once P V has completed. None: True at d=128 (its 2-slot ring),
-# False at d=64 (4 slots; split there ran level, 0.98-1.01x, run30 call 3).
+# pipelines do); False, both once P V has completed. None: True at d=128 in the "run30"
+# pipeline (its 2-slot ring), else False (at d=64, 4 slots, split ran level: 0.98-1.01x,
+# run30 call 3).
 HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
-# order, its producer loading the next tile's Q (a second Q buffer) and K/V while the consumers
-# finish the last one. None (the default since run30): persistent, with tiles handed out at
-# run time (HOPPER_DYNAMIC_TILES) and two Q buffers; False: one CTA per tile; True:
-# persistent; an int n > 0: persistent with at most n CTAs (tests use it to give each CTA many
-# tiles). On an H200 (benchmarks/results/h200-hopper/run30-kv-split, forward, the default
-# before ÷ this, two samples at d=128): local(2) 16K 1.106/1.116 and 64K 1.074/1.089, butterfly
-# 1.052/1.052, bigbird(3,2,3) 1.048/1.042, strided(16)|local(1) 1.048/1.053, local(8)
-# 1.052/1.025, the 34-43% cases and local(32) 64K 1.005-1.016, dense causal 4K 1.014/1.026,
-# 8K 1.006/0.988, 16K 1.003/1.003, dense 4K 1.015/1.008, dense 16K 0.996/0.994. At d=64 (one
-# sample, call 3): dense 1.02-1.04 (with the output copy, below), local(8) 1.034,
-# bigbird(3,2,3) 1.072, local(28) 1.015. Before run30 it was persistent only on short, even
-# rows or with three consumers: with one Q buffer a persistent CTA waited for each tile's Q
-# (persistent with fixed tiles and one Q: bigbird 0.83x, dense causal 16K 0.73x).
+# order, its producer loading the next tile's Q (into a second Q buffer where there is one) and
+# K/V while the consumers finish the last one. None: in the "run29" pipeline where
+# _persistent_default says so or with three consumers, in "run30" always; False: one CTA per
+# tile; True: persistent; an int n > 0: persistent with at most n CTAs (tests use it to give
+# each CTA many tiles). With one Q buffer a persistent CTA waits for each tile's Q (run30 call
+# 2, d=128, persistent with fixed tiles and one Q ÷ one CTA per tile: bigbird(3,2,3) 0.83,
+# dense causal 16K 0.73; with two Q buffers and run-time tiles 1.04 and 1.00).
 HOPPER_PERSISTENT: Union[None, bool, int] = None
 # How a persistent Hopper forward's CTAs get their tiles: False, every num_CTAs-th program of
 # the launch order (fixed at launch); True, the first one fixed, then the next program of the
 # launch order at run time from a counter in global memory (kernels/hopper.py DYNAMIC), so that
-# uneven tiles balance across the SMs. None (the default): at run time (since run30; before,
-# only with three consumer warpgroups, fixed elsewhere: with one Q buffer run-time tiles at
-# d=128 moved by -4% to +3%, run29). On an H200 (benchmarks/results/h200-hopper/run13-three-wg/call5, forward, two samples) persistent
+# uneven tiles balance across the SMs. None (the default): at run time with three consumer
+# warpgroups (which then also run persistent), fixed elsewhere; at run time everywhere in the
+# "run30" pipeline (with one Q buffer run-time tiles at d=128 had moved by -4% to +3%, run29).
+# On an H200 (benchmarks/results/h200-hopper/run13-three-wg/call5, forward, two samples) persistent
 # with run-time tiles against the default before: dense d=64 1.008-1.071x (causal 4K 1.068 and
 # 1.071), d=128 and the sparse cases 0.96-1.02x (fixed tiles where persistent, else one CTA
 # per tile).
@@ -733,7 +749,7 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # a partial block keeps the masked register stores). Stored from the registers, a 64 x d tile
 # takes 32 4-byte stores a thread, each touching 8 rows: run28's cycle stamps put that
 # epilogue at 2.3 us a tile at d=128 (benchmarks/results/h200-hopper/run28-lpt-dynamic).
-# None: on with two consumer warpgroups, or two Q buffers (since run30). With three and one Q
+# None: on with two consumer warpgroups, or two Q buffers ("run30"). With three and one Q
 # buffer the later release of Q made the dense forwards no faster (run28 call 3, forward time
 # without ÷ with: 4K 1.003 and 1.002 causal, 16K 0.992 and 0.986 causal); with two Q buffers
 # the next tile's Q no longer waits for it (run30 call 3, dense d=64, two Q buffers with ÷
@@ -997,11 +1013,40 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
                             gl.NVMMASharedLayout.get_default_for(block, dt))
 
 
+def _pipeline() -> str:
+    """HOPPER_FWD_PIPELINE, validated: None is "run29"."""
+    name = HOPPER_FWD_PIPELINE or "run29"
+    if name not in _PIPELINES:
+        raise ValueError(f"launch.HOPPER_FWD_PIPELINE (SPARSEFLASH_HOPPER_FWD_PIPELINE) must be None "
+                         f"or one of {_PIPELINES}, got {HOPPER_FWD_PIPELINE!r}")
+    return name
+
+
 def _dynamic_tiles(consumers: int) -> bool:
     """Whether a persistent Hopper forward with ``consumers`` consumer warpgroups takes its
-    tiles at run time (HOPPER_DYNAMIC_TILES; None: yes, since run30)."""
+    tiles at run time (HOPPER_DYNAMIC_TILES; None: with three, or in the "run30" pipeline)."""
     switch = _switch("HOPPER_DYNAMIC_TILES")
-    return True if switch is None else switch
+    return (consumers == 3 or _pipeline() == "run30") if switch is None else switch
+
+
+def _persistent_default(layout, row_ptr: torch.Tensor, cache: Optional[dict]) -> bool:
+    """Whether the "run29" Hopper forward runs persistent by default: where its tiles are short and
+    even, at most 32 steps of 128 keys with none above 1.25x the mean. There one CTA per tile
+    spends a large share of its time starting (Q's copy) and ending (the output's stores),
+    which a persistent CTA overlaps with its next tile; with uneven tiles (causal, global
+    rows) its fixed share of the tiles finishes late, where the hardware's own scheduling
+    of one CTA per tile balances them. On an H200 (benchmarks/results/h200-hopper/
+    run11-persistent): forward 1.03-1.11x on local(2), butterfly, strided and local(8) at
+    d=64, 0.75x on dense causal 16K and 0.84x on bigbird. Like the launch order it reads the
+    table on the host once per layout (``cache``), so never for tables built on the device."""
+    if cache is None or _no_order(layout):
+        return False
+    key = ("persistent", str(row_ptr.device))
+    if key not in cache:
+        counts = _row_counts(row_ptr, cache, "fwd")
+        steps = counts[counts > 0] * (layout.block_size // _HOPPER_TILE)
+        cache[key] = bool(steps.size and steps.mean() <= 32 and steps.max() <= 1.25 * steps.mean())
+    return cache[key]
 
 
 def _hopper_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
@@ -1033,7 +1078,12 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     mod_tail, mods, qk_scale = _mods(softcap, alibi, dropout_p, False, causal, scale)
     grid = _grid(plan.order, num_m_tiles, slots * H)
     num_programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
-    switch = True if HOPPER_PERSISTENT is None else HOPPER_PERSISTENT
+    switch = HOPPER_PERSISTENT
+    if switch is None:
+        # "run29": three consumers persistent, with tiles handed out at run time
+        # (HOPPER_DYNAMIC_TILES), and short even rows; "run30": always
+        switch = (_pipeline() == "run30" or consumers == 3
+                  or _persistent_default(layout, fwd_ptr, schedule_cache))
     if not isinstance(switch, (bool, int)) or (switch is not False and switch < 1):
         raise ValueError("launch.HOPPER_PERSISTENT must be None, a bool or a positive int (CTAs), "
                          f"got {HOPPER_PERSISTENT!r}")
@@ -1081,30 +1131,34 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
 
 def _kv_split(d: int) -> bool:
     """Whether the Hopper forward releases a slot's K and V separately (HOPPER_FWD_KV_SPLIT;
-    None: at d=128)."""
+    None: at d=128 in the "run30" pipeline)."""
     switch = _switch("HOPPER_FWD_KV_SPLIT")
-    return d == 128 if switch is None else switch
+    return (d == 128 and _pipeline() == "run30") if switch is None else switch
 
 
 def _q_buffers(persistent: bool) -> int:
-    """The Hopper forward's Q buffers (HOPPER_FWD_Q_BUFFERS: None for 2 where ``persistent``,
-    else 1; or 1 or 2)."""
+    """The Hopper forward's Q buffers (HOPPER_FWD_Q_BUFFERS: None for 2 where ``persistent``
+    in the "run30" pipeline, else 1; or 1 or 2)."""
     value = HOPPER_FWD_Q_BUFFERS
     if value is None:
-        return 2 if persistent else 1
+        return 2 if persistent and _pipeline() == "run30" else 1
     if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
         raise ValueError(f"launch.HOPPER_FWD_Q_BUFFERS must be None, 1 or 2, got {value!r}")
     return value
 
 
 def _fwd_stages(d: int, consumers: int, q_buffers: int = 1) -> int:
-    """The Hopper forward's K/V ring depth (HOPPER_FWD_STAGES, else _HOPPER_STAGES), refused
+    """The Hopper forward's K/V ring depth (HOPPER_FWD_STAGES, else _HOPPER_STAGES or, in the
+    "run30" pipeline, _HOPPER_STAGES_RUN30), refused
     where its slots and the consumers' Q tiles (``q_buffers`` each) pass the 227 KiB of shared
     memory a block has."""
     stages = HOPPER_FWD_STAGES
     if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int) or stages < 2):
         raise ValueError(f"launch.HOPPER_FWD_STAGES must be None or an int >= 2, got {stages!r}")
-    depth = _HOPPER_STAGES[d] if stages is None else stages
+    if stages is None:
+        depth = (_HOPPER_STAGES_RUN30 if _pipeline() == "run30" else _HOPPER_STAGES)[d]
+    else:
+        depth = stages
     need = (2 * depth * _HOPPER_TILE + q_buffers * consumers * 64) * d * 2 + 1024
     if need > 227 * 1024:
         raise ValueError(f"launch.HOPPER_FWD_STAGES={stages} (a ring of {depth}) with {q_buffers} Q "
@@ -1365,7 +1419,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            None if alibi is None else alibi.stride(), dropout_p, _variants(), USE_HOPPER,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
-           HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS)
+           HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
+           HOPPER_FWD_PIPELINE)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run30 calls 1-3: the GPU tests of the forward's split K/V release (bit for bit against the joint
+# run30 calls 1-2: the GPU tests of the forward's split K/V release (bit for bit against the joint
 # release at 2-4 stages, the oracle cases on a 2-stage split ring), then kvsplit_probe.py:
 #   OUT=DIR bash benchmarks/results/h200-hopper/run30-kv-split/gpu_call1.sh
 cd "$(dirname "$0")/../../../.."

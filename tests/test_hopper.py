@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=launch._kv_split(d), Q_BUFS=1)
+                      KV_SPLIT=False, Q_BUFS=1)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -860,6 +860,7 @@ def test_dynamic_tiles_default_and_switch(monkeypatch):
     run persistent), fixed tiles with two, run-time tiles with any in the "run30" pipeline;
     True / False force; other values are refused."""
     assert launch.HOPPER_DYNAMIC_TILES is None
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)     # (SPARSEFLASH_HOPPER_FWD_PIPELINE)
     assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is False
     monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run30")
     assert launch._dynamic_tiles(2) is True
@@ -1149,7 +1150,8 @@ def test_forward_ring_switches(monkeypatch):
     buffers where persistent), overrides that fit, and refusals naming the switch: a ring and
     Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool switch, an
     unknown pipeline."""
-    assert launch.HOPPER_FWD_PIPELINE is None and launch._pipeline() == "run29"
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)     # (SPARSEFLASH_HOPPER_FWD_PIPELINE)
+    assert launch._pipeline() == "run29"
     assert launch.HOPPER_FWD_KV_SPLIT is None and launch.HOPPER_FWD_Q_BUFFERS is None
     assert launch._kv_split(128) is False and launch._kv_split(64) is False
     assert launch._q_buffers(True) == 1 and launch._q_buffers(False) == 1

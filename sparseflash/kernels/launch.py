@@ -702,7 +702,7 @@ _PIPELINES = ("run29", "run30")
 # d=128; with Q the 3 slots take 224 KB of the 227 KB limit). With the slot released whole,
 # 3 slots beat 2 by 5-17% (run q2; run30 call 1: 2 joint slots 0.69-0.89x the speed of 3);
 # released in two halves (HOPPER_FWD_KV_SPLIT), 2 slots ran level with 3 joint ones
-# (0.97-1.01x, run30 calls 1-2), which leaves room for a second Q buffer: "run30" takes 2.
+# (0.97-1.03x, run30 calls 1-2), which leaves room for a second Q buffer: "run30" takes 2.
 _HOPPER_STAGES = {64: 4, 128: 3}
 _HOPPER_STAGES_RUN30 = {64: 4, 128: 2}
 # The Hopper forward's K/V ring depth, overriding _HOPPER_STAGES for every head dim where it

@@ -95,7 +95,8 @@ def ours_fn(layout, portable, stages=None, portable_bwd=False, hopper_bwd=False,
         elif hopper_bwd:
             values["USE_HOPPER_BWD"] = True
         if stages is not None:
-            values["_HOPPER_STAGES"] = dict.fromkeys(launch._HOPPER_STAGES, stages)
+            # the forward's ring depth in either pipeline (launch.HOPPER_FWD_PIPELINE)
+            values["HOPPER_FWD_STAGES"] = stages
         if persistent:
             values["HOPPER_PERSISTENT"] = persistent
         values.update(settings or {})

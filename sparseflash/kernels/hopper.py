@@ -756,8 +756,9 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
                                   WG, True, OUT_TMA)
             tile_i += 1
-            mbarrier.wait(q_bar.index(tile_i % Q_BUFS), (tile_i // Q_BUFS) & 1)
-            v = _read_tile(tile_smem.index(tile_i % Q_BUFS), NUM_WARPS)
+            qb = tile_i % Q_BUFS
+            mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
+            v = _read_tile(tile_smem.index(qb), NUM_WARPS)
     elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -981,11 +982,13 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # steps of a longer row of the tile (three consumers): released once their K has landed,
     # which the producer copies only after the slot's previous lap was released by all
     for t in range(trips, walked):
-        mbarrier.wait(k_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
-        mbarrier.arrive(kv_empty.index((step + t) % NUM_STAGES))
+        slot = (step + t) % NUM_STAGES
+        lap = ((step + t) // NUM_STAGES) & 1
+        mbarrier.wait(k_ready.index(slot), lap)
+        mbarrier.arrive(kv_empty.index(slot))
         if KV_SPLIT:
-            mbarrier.wait(v_ready.index((step + t) % NUM_STAGES), ((step + t) // NUM_STAGES) & 1)
-            mbarrier.arrive(kv_empty.index(NUM_STAGES + (step + t) % NUM_STAGES))
+            mbarrier.wait(v_ready.index(slot), lap)
+            mbarrier.arrive(kv_empty.index(V_EMPTY + slot))
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0

@@ -753,7 +753,7 @@ HOPPER_DYNAMIC_TILES: Optional[bool] = None
 # buffer the later release of Q made the dense forwards no faster (run28 call 3, forward time
 # without ÷ with: 4K 1.003 and 1.002 causal, 16K 0.992 and 0.986 causal); with two Q buffers
 # the next tile's Q no longer waits for it (run30 call 3, dense d=64, two Q buffers with ÷
-# without the copy: 1.002, 1.010, 1.021, 1.003). True / False: always / never.
+# without the copy: 1.003, 1.010, 1.021, 1.003). True / False: always / never.
 HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # The Hopper dK/dV kernel's dV and dK stored the same way, one after the other through each
 # consumer warpgroup's V slot, where its 64 keys all belong to the tile (kernels/hopper.py
@@ -1089,6 +1089,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
                          f"got {HOPPER_PERSISTENT!r}")
     persistent = switch is not False
     plan.dynamic = persistent and _dynamic_tiles(consumers)
+    q_buffers = _q_buffers(persistent)
     if persistent:
         ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
         grid = (min(num_programs, ctas if switch is True else switch),)
@@ -1098,14 +1099,15 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         DYNAMIC=plan.dynamic,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        NUM_STAGES=_fwd_stages(d, consumers, _q_buffers(persistent)), REVERSE_M=causal, SCHEDULED=plan.order is not None,
+        NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
+        SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
-        OUT_TMA=_out_tma(consumers, _q_buffers(persistent)), KV_SPLIT=_kv_split(d),
-        Q_BUFS=_q_buffers(persistent), **constexprs)
+        OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
+        **constexprs)
     plan.hopper = True
     return plan, sources
 

@@ -1,12 +1,14 @@
 """The ``backend="torch"`` implementation: blockwise attention in PyTorch over a layout's tables.
 
-It walks the same CSR tables as the Triton kernels, one query block (forward, dQ) or key
-block (dK/dV) at a time, gathering only that block's rows (rows first, then heads: never a
-whole head), so time and memory grow with the number of stored blocks, never N x N. Every block is masked token by token with the rule
-of :class:`~sparseflash.BlockLayout` (lengths, causal line, window, padding), so it also
-accepts tables that list more blocks than the call needs (a layout compiled for a longer
-sequence, as decoding uses). It computes in fp32 for half inputs and in the input dtype
-otherwise.
+It walks the forward CSR table of the Triton kernels one query block at a time, gathering only
+that block's rows and its keys' rows (rows first, then heads: never a whole head; views where
+the rows are contiguous), so time and memory grow with the number of stored blocks, never
+N x N. The backward makes the same walk once: each query block's scores are recomputed once
+and give its dQ rows and its keys' dK/dV contributions. Every block is masked token by token
+with the rule of :class:`~sparseflash.BlockLayout` (lengths, causal line, window, padding),
+so it also accepts tables that list more blocks than the call needs (a layout compiled for a
+longer sequence, as decoding uses). It computes in fp32 for half inputs and in the input
+dtype otherwise.
 
 Shapes everywhere: ``q (B, Hq, N, d)``, ``k, v (B, Hkv, Nk, d)``, ``lse (B, Hq, N)``;
 query head ``h`` reads kv head ``h // (Hq // Hkv)``.
@@ -63,23 +65,31 @@ def _head_groups(num_heads: int, table_heads: int) -> List[List[int]]:
 
 
 def _positions(blocks: List[int], first_block: int, lo: int, hi: int, bs: int, device) -> torch.Tensor:
-    """Absolute positions in [lo, hi) covered by local blocks ``blocks``."""
+    """Absolute positions in [lo, hi) covered by local blocks ``blocks``, ascending."""
     parts = [torch.arange(max((b + first_block) * bs, lo), min((b + first_block + 1) * bs, hi),
-                          device=device) for b in blocks]
+                          device=device) for b in sorted(blocks)]
     parts = [p for p in parts if p.numel()]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=device)
 
 
-class _Mods:
-    """Score modifiers and dropout of one call: ``scores(qk, t, u, bsel, heads)`` gives the
-    scores (scale, softcap, ALiBi) and d(capped)/d(raw); ``keep(...)`` dropout's mask."""
+def _index(rows: torch.Tensor):
+    """``rows`` (ascending tensor rows) as an index along a tensor's row axis: a slice when
+    they are contiguous (a view, no copy: one query block, or a run of neighbouring key
+    blocks), else the index tensor itself."""
+    first, last = int(rows[0]), int(rows[-1])
+    return slice(first, last + 1) if last - first + 1 == rows.numel() else rows
 
-    def __init__(self, scale, softcap, alibi, dropout_p, rng, num_heads):
-        self.scale, self.softcap, self.alibi = scale, softcap, alibi
+
+class _Mods:
+    """Score modifiers and dropout of one call: ``scores(s, t, u, bsel, heads)`` turns the
+    scaled products ``s = (scale q) k^T`` into the scores (softcap, ALiBi) and gives
+    d(capped)/d(raw); ``keep(...)`` dropout's mask."""
+
+    def __init__(self, softcap, alibi, dropout_p, rng, num_heads):
+        self.softcap, self.alibi = softcap, alibi
         self.dropout_p, self.rng, self.num_heads = dropout_p, rng, num_heads
 
-    def scores(self, qk, t, u, bsel, heads):
-        s = qk * self.scale
+    def scores(self, s, t, u, bsel, heads):
         dcap = None
         if self.softcap > 0:
             th = torch.tanh(s / self.softcap)
@@ -111,6 +121,14 @@ class _Rule:
         self.k_row0 = seq.k_row0
         self.kpm = None if kpm is None else kpm[seq.bsel]             # [b, Nk] bool
 
+    def apply(self, s: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``s`` (``[b, h, len(t), len(u)]``) with the pairs that fail set to -inf, in place;
+        untouched when every pair passes (full blocks, no padding)."""
+        m = self.mask(t, u)
+        if not bool(m.all()):
+            s.masked_fill_(~m, float("-inf"))
+        return s
+
     def mask(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``[b or 1, 1, len(t), len(u)]`` bool."""
         m = torch.ones(t.numel(), u.numel(), dtype=torch.bool, device=t.device)
@@ -126,6 +144,38 @@ class _Rule:
         if self.kpm is not None:
             m = m & self.kpm[:, u + self.k_row0][:, None, None, :]
         return m
+
+
+def _gather(x: torch.Tensor, bsel: slice, rows, heads: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x[bsel]``'s ``rows`` (a slice or an index, along dim 2) of heads ``heads`` (None: all,
+    in order). Rows first, then heads: never a copy of a whole head; a view where both are
+    slices."""
+    x = x[bsel][:, :, rows]
+    return x if heads is None else x[:, heads]
+
+
+def _head_index(heads: List[int], num_heads: int, group: int, device):
+    """The query heads' index and their kv heads' index for :func:`_gather` (None where it is
+    every head in order)."""
+    every = heads == list(range(num_heads))
+    hs = torch.tensor(heads, device=device)
+    return (None if every else hs), (None if every and group == 1 else hs // group)
+
+
+def _add_rows(acc: torch.Tensor, part: torch.Tensor, bsel: slice, cols, heads: List[int], group: int,
+              per_head: bool) -> None:
+    """Add ``part`` (``[b, len(heads), L, d]``, query heads ``heads``) to the kv-head
+    accumulator ``acc`` (``[B, Hkv, Nk, d]``) at rows ``cols``, summing each GQA group's heads."""
+    if per_head:                                   # one query head: its kv head
+        target, part = acc[bsel, heads[0] // group], part[:, 0]                 # [b, Nk, d]
+        dim = 1
+    else:                                          # every head: sum each group
+        target, part = acc[bsel], part.view(part.shape[0], acc.shape[1], group, -1, part.shape[-1]).sum(2)
+        dim = 2
+    if isinstance(cols, slice):
+        target.narrow(dim, cols.start, cols.stop - cols.start).add_(part)
+    else:
+        target.index_add_(dim, cols, part)
 
 
 def _row_entries(ptr: List[int], idx: List[int], r: int) -> List[int]:
@@ -158,7 +208,7 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
     ct = _compute_dtype(q.dtype)
     bs = layout.block_size
     ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
-    mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)
+    mods = _Mods(softcap, alibi_slopes, dropout_p, rng, H)
     out = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
     lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
     if B == 0:
@@ -167,30 +217,29 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
         bsel = seq.bsel
         rule = _Rule(layout, seq, key_padding_mask)
         for th, heads in enumerate(_head_groups(H, layout.table_heads)):
-            hs = torch.tensor(heads, device=q.device)
+            qh, kh = _head_index(heads, H, group, q.device)
             for i in range(seq.nq):
                 blocks = _row_entries(ptr, idx, seq.row_off + th * seq.nq + i)
                 t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
                 u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
                 if u.numel() == 0:
                     continue
-                rows, cols = t + seq.q_row0, u + seq.k_row0
-                qi = q[bsel][:, :, rows][:, hs].to(ct)                 # [b, h, Lq, d]
-                kj = k[bsel][:, :, cols][:, hs // group].to(ct)        # [b, h, Lk, d]
-                vj = v[bsel][:, :, cols][:, hs // group].to(ct)
+                rows, cols = _index(t + seq.q_row0), _index(u + seq.k_row0)
+                qi = _gather(q, bsel, rows, qh).to(ct) * scale         # [b, h, Lq, d]
+                kj = _gather(k, bsel, cols, kh).to(ct)                 # [b, h, Lk, d]
+                vj = _gather(v, bsel, cols, kh).to(ct)
                 s, _ = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
-                s = s.masked_fill(~rule.mask(t, u), float("-inf"))
+                s = rule.apply(s, t, u)
                 m = s.amax(-1, keepdim=True)
                 m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-                p = torch.exp(s - m)
+                p = s.sub_(m).exp_()                                      # in place: s is ours
                 l = p.sum(-1, keepdim=True)
                 l_safe = torch.where(l == 0, torch.ones_like(l), l)
-                r0, r1 = int(rows[0]), int(rows[-1]) + 1
-                keep = mods.keep(bsel, heads, rows, u, B, t)
+                keep = mods.keep(bsel, heads, t + seq.q_row0, u, B, t)
                 if keep is not None:
                     p = torch.where(keep, p * dropout_scale(dropout_p), torch.zeros_like(p))
-                out[bsel, heads, r0:r1] = (p @ vj) / l_safe
-                lse[bsel, heads, r0:r1] = torch.where(
+                out[bsel, heads, rows] = (p @ vj) / l_safe
+                lse[bsel, heads, rows] = torch.where(
                     l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
     return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
 
@@ -201,7 +250,9 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
                        key_padding_mask: Optional[torch.Tensor] = None, softcap: float = 0.0,
                        alibi_slopes: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
                        rng: Tuple[int, int] = (0, 0)):
-    """Backward over the CSR rows: dQ walks the forward table, dK/dV the transposed one."""
+    """Backward in one walk over the forward table's rows: each query block's scores are
+    recomputed once and give its dQ rows and its keys' dK/dV contributions, added at their
+    rows (each row's keys are distinct, so the adds never collide)."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     group = H // Hkv
@@ -218,62 +269,40 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     dv = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
     if B == 0:
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
-    fptr, fidx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
-    bptr, bidx = layout.bwd_ptr.tolist(), layout.bwd_idx.tolist()
-    mods = _Mods(scale, softcap, alibi_slopes, dropout_p, rng, H)
-
-    def block_grads(bsel, hs, heads, rule, t, u, rows, cols):
-        """Dropped probabilities (what multiplies V) and ds of one block pair, ``[b, h, Lq, Lk]``,
-        plus the gathered operands."""
-        qi = q[bsel][:, :, rows][:, hs].to(ct)
-        doi = do[bsel][:, :, rows][:, hs].to(ct)
-        kj = k[bsel][:, :, cols][:, hs // group].to(ct)
-        vj = v[bsel][:, :, cols][:, hs // group].to(ct)
-        s, dcap = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
-        s = s.masked_fill(~rule.mask(t, u), float("-inf"))
-        p = torch.exp(s - lse_c[bsel][:, :, rows][:, hs][..., None])
-        dp = doi @ vj.transpose(-1, -2)
-        keep = mods.keep(bsel, heads, rows, u, B, t)
-        p_v = p
-        if keep is not None:
-            scale_drop = dropout_scale(dropout_p)
-            p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
-            dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
-        ds = p * (dp - delta[bsel][:, :, rows][:, hs][..., None])
-        if dcap is not None:
-            ds = ds * dcap
-        return p_v, ds, qi, doi, kj
-
+    ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
+    mods = _Mods(softcap, alibi_slopes, dropout_p, rng, H)
     for seq in _slots(layout, B):
         bsel = seq.bsel
         rule = _Rule(layout, seq, key_padding_mask)
         for th, heads in enumerate(_head_groups(H, layout.table_heads)):
-            hs = torch.tensor(heads, device=q.device)
-            for i in range(seq.nq):                                    # dQ, one query block
-                blocks = _row_entries(fptr, fidx, seq.row_off + th * seq.nq + i)
+            qh, kh = _head_index(heads, H, group, q.device)
+            for i in range(seq.nq):
+                blocks = _row_entries(ptr, idx, seq.row_off + th * seq.nq + i)
                 t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
                 u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
                 if u.numel() == 0:
                     continue
-                rows, cols = t + seq.q_row0, u + seq.k_row0
-                p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
-                dq[bsel, heads, int(rows[0]):int(rows[-1]) + 1] = (ds @ kj) * scale
-            for j in range(seq.nk):                                    # dK/dV, one key block
-                blocks = _row_entries(bptr, bidx, seq.col_off + th * seq.nk + j)
-                u = _positions([j], seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
-                t = _positions(blocks, seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
-                if t.numel() == 0 or u.numel() == 0:
-                    continue
-                rows, cols = t + seq.q_row0, u + seq.k_row0
-                p, ds, qi, doi, kj = block_grads(bsel, hs, heads, rule, t, u, rows, cols)
-                dv_j = p.transpose(-1, -2) @ doi                        # [b, h, Lk, d]
+                rows, cols = _index(t + seq.q_row0), _index(u + seq.k_row0)
+                qi = _gather(q, bsel, rows, qh).to(ct)                  # [b, h, Lq, d]
+                doi = _gather(do, bsel, rows, qh).to(ct)
+                kj = _gather(k, bsel, cols, kh).to(ct)                  # [b, h, Lk, d]
+                vj = _gather(v, bsel, cols, kh).to(ct)
+                s, dcap = mods.scores((qi * scale) @ kj.transpose(-1, -2), t, u, bsel, heads)
+                s = rule.apply(s, t, u)
+                p = s.sub_(_gather(lse_c, bsel, rows, qh)[..., None]).exp_()
+                dp = doi @ vj.transpose(-1, -2)
+                keep = mods.keep(bsel, heads, t + seq.q_row0, u, B, t)
+                p_v = p                                                  # what multiplies V
+                if keep is not None:
+                    scale_drop = dropout_scale(dropout_p)
+                    p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
+                    dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
+                dv_j = p_v.transpose(-1, -2) @ doi                       # [b, h, Lk, d]
+                ds = p.mul_(dp.sub_(_gather(delta, bsel, rows, qh)[..., None]))   # p is spent
+                if dcap is not None:
+                    ds = ds.mul_(dcap)
+                dq[bsel, heads, rows] = (ds @ kj) * scale
                 dk_j = (ds.transpose(-1, -2) @ qi) * scale
-                sl = slice(int(cols[0]), int(cols[-1]) + 1)
-                nb = dk_j.shape[0]
-                if layout.table_heads > 1:
-                    dk[bsel, heads[0] // group, sl] += dk_j[:, 0]
-                    dv[bsel, heads[0] // group, sl] += dv_j[:, 0]
-                else:                                                  # sum each group's heads
-                    dk[bsel, :, sl] += dk_j.view(nb, Hkv, group, -1, d).sum(2)
-                    dv[bsel, :, sl] += dv_j.view(nb, Hkv, group, -1, d).sum(2)
+                _add_rows(dk, dk_j, bsel, cols, heads, group, layout.table_heads > 1)
+                _add_rows(dv, dv_j, bsel, cols, heads, group, layout.table_heads > 1)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

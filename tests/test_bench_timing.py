@@ -192,3 +192,30 @@ def test_records_carry_a_digest_of_the_code_that_ran(tmp_path):
     assert run.source_digest(tmp_path) not in (first, changed)
     root = Path(__file__).resolve().parent.parent
     assert run.source_digest(root) == run.source_digest(root)
+
+
+def test_cpu_backend_benchmark_times_this_tree_beside_a_revision(tmp_path):
+    """benchmarks/cpu_backend.py: this tree's torch backend, the same at a git revision (loaded
+    from ``git show``, here HEAD) and SDPA, interleaved; the two torch backends agree, and the
+    results carry their command and versions."""
+    import json
+    import subprocess
+
+    from benchmarks import cpu_backend
+
+    root = Path(__file__).resolve().parent.parent
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout: no revision to load")
+    assert cpu_backend.main(["--out", str(tmp_path), "--quick", "--rounds", "1", "--ref", "HEAD"]) == 0
+    data = json.loads((tmp_path / "cpu_backend.json").read_text())
+    rows = data["rows"]
+    assert {r["impl"] for r in rows} == {"torch backend", "torch backend @HEAD", "sdpa (dense causal)"}
+    assert len(rows) == 2 * 3 * len(cpu_backend.QUICK)
+    assert all(r["ms"] > 0 for r in rows)
+    for r in rows:
+        if r["impl"] == "torch backend":
+            diff = float(r["note"].split("(out, dq, dk, dv): ")[1])
+            assert diff < 1e-4
+            assert r["gflops"] > 0
+    assert data["meta"]["command"].startswith("python -m benchmarks.cpu_backend --out")
+    assert (tmp_path / "cpu_backend.csv").read_text().startswith("case,impl,mode,ms,gflops,note")

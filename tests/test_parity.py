@@ -548,3 +548,33 @@ def test_parity_benchmark_times_its_impls_interleaved(monkeypatch):
     assert all(name == setting for name, setting in calls), "a job ran outside its settings"
     assert [r["impl"] for r in rb.ROWS] == ["base", "base", "a", "a", "b", "b"]
     assert "mean of 2 interleaved rounds: 1.0000, 11.0000" in rb.ROWS[0]["note"]
+
+
+@pytest.mark.parametrize("pattern", [sf.local(1), sf.local(2) | sf.global_blocks(1)], ids=str)
+def test_torch_backend_work_grows_with_computed_blocks(pattern):
+    """The torch backend's matrix products, counted by torch's FLOP counter, are exactly those of
+    the stored blocks' token pairs: 2 products of 2 d FLOPs a pair forward, 5 backward (one walk:
+    S and dP recomputed once, then dQ, dK, dV), never N x N; so doubling N doubles them for a
+    local pattern."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    H, d, bs = 2, 16, 64
+
+    def counts(N):
+        q, k, v = (torch.randn(1, H, N, d, requires_grad=True) for _ in range(3))
+        layout = sf.compile(pattern, N, block_size=bs, causal=True, num_heads=H)
+        pairs = layout.nnz * bs * bs                  # every head's stored blocks (N multiple of bs)
+        with FlopCounterMode(display=False) as fwd:
+            out = sparse_attention(q, k, v, layout, backend="torch")
+        with FlopCounterMode(display=False) as bwd:
+            out.backward(torch.randn_like(out))
+        per_pair = 2 * d
+        assert fwd.get_total_flops() == 2 * per_pair * pairs
+        assert bwd.get_total_flops() == 5 * per_pair * pairs
+        return fwd.get_total_flops(), bwd.get_total_flops(), pairs
+
+    f1, b1, p1 = counts(4096)
+    f2, b2, p2 = counts(8192)
+    # local bands and one global column: pairs grow linearly (the global column's pairs too)
+    assert p2 < 2.1 * p1 and f2 < 2.1 * f1 and b2 < 2.1 * b1
+    assert p1 < 0.1 * H * 4096 * 4096   # far from the N x N products

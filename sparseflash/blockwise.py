@@ -178,8 +178,37 @@ def _add_rows(acc: torch.Tensor, part: torch.Tensor, bsel: slice, cols, heads: L
         target.index_add_(dim, cols, part)
 
 
-def _row_entries(ptr: List[int], idx: List[int], r: int) -> List[int]:
-    return idx[ptr[r]:ptr[r + 1]]
+class _BlockRow:
+    """One query block of the walk: its batch elements ``bsel``, query heads ``heads`` (and
+    their :func:`_head_index` ``qh``, ``kh``), token rule, query and key positions ``t``,
+    ``u`` and their tensor rows ``rows``, ``cols`` (slices where contiguous), and the query
+    tensor rows as a tensor, ``q_rows`` (dropout's draws)."""
+
+    __slots__ = ("bsel", "heads", "qh", "kh", "rule", "t", "u", "rows", "cols", "q_rows")
+
+
+def _block_rows(layout: BlockLayout, batch: int, num_heads: int, group: int,
+                kpm: Optional[torch.Tensor], device) -> Iterator[_BlockRow]:
+    """Every query block of the forward table that sees at least one key, sequence by
+    sequence and table head by table head."""
+    ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
+    bs = layout.block_size
+    for seq in _slots(layout, batch):
+        rule = _Rule(layout, seq, kpm)
+        for th, heads in enumerate(_head_groups(num_heads, layout.table_heads)):
+            qh, kh = _head_index(heads, num_heads, group, device)
+            for i in range(seq.nq):
+                r = seq.row_off + th * seq.nq + i
+                u = _positions(idx[ptr[r]:ptr[r + 1]], seq.j0, seq.k_lo, seq.k_hi, bs, device)
+                if u.numel() == 0:
+                    continue
+                row = _BlockRow()
+                row.bsel, row.heads, row.qh, row.kh, row.rule = seq.bsel, heads, qh, kh, rule
+                row.t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, device)
+                row.u = u
+                row.q_rows = row.t + seq.q_row0
+                row.rows, row.cols = _index(row.q_rows), _index(u + seq.k_row0)
+                yield row
 
 
 def _no_autocast(fn):
@@ -206,41 +235,26 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
     Hkv = k.shape[1]
     group = H // Hkv
     ct = _compute_dtype(q.dtype)
-    bs = layout.block_size
-    ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
     mods = _Mods(softcap, alibi_slopes, dropout_p, rng, H)
     out = torch.zeros((B, H, N, d), dtype=ct, device=q.device)
     lse = torch.full((B, H, N), float("-inf"), dtype=ct, device=q.device)
-    if B == 0:
-        return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-    for seq in _slots(layout, B):
-        bsel = seq.bsel
-        rule = _Rule(layout, seq, key_padding_mask)
-        for th, heads in enumerate(_head_groups(H, layout.table_heads)):
-            qh, kh = _head_index(heads, H, group, q.device)
-            for i in range(seq.nq):
-                blocks = _row_entries(ptr, idx, seq.row_off + th * seq.nq + i)
-                t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
-                u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
-                if u.numel() == 0:
-                    continue
-                rows, cols = _index(t + seq.q_row0), _index(u + seq.k_row0)
-                qi = _gather(q, bsel, rows, qh).to(ct) * scale         # [b, h, Lq, d]
-                kj = _gather(k, bsel, cols, kh).to(ct)                 # [b, h, Lk, d]
-                vj = _gather(v, bsel, cols, kh).to(ct)
-                s, _ = mods.scores(qi @ kj.transpose(-1, -2), t, u, bsel, heads)
-                s = rule.apply(s, t, u)
-                m = s.amax(-1, keepdim=True)
-                m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-                p = s.sub_(m).exp_()                                      # in place: s is ours
-                l = p.sum(-1, keepdim=True)
-                l_safe = torch.where(l == 0, torch.ones_like(l), l)
-                keep = mods.keep(bsel, heads, t + seq.q_row0, u, B, t)
-                if keep is not None:
-                    p = torch.where(keep, p * dropout_scale(dropout_p), torch.zeros_like(p))
-                out[bsel, heads, rows] = (p @ vj) / l_safe
-                lse[bsel, heads, rows] = torch.where(
-                    l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
+    for r in _block_rows(layout, B, H, group, key_padding_mask, q.device):
+        qi = _gather(q, r.bsel, r.rows, r.qh).to(ct) * scale           # [b, h, Lq, d]
+        kj = _gather(k, r.bsel, r.cols, r.kh).to(ct)                   # [b, h, Lk, d]
+        vj = _gather(v, r.bsel, r.cols, r.kh).to(ct)
+        s, _ = mods.scores(qi @ kj.transpose(-1, -2), r.t, r.u, r.bsel, r.heads)
+        s = r.rule.apply(s, r.t, r.u)
+        m = s.amax(-1, keepdim=True)
+        m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+        p = s.sub_(m).exp_()                                              # in place: s is ours
+        l = p.sum(-1, keepdim=True)
+        l_safe = torch.where(l == 0, torch.ones_like(l), l)
+        keep = mods.keep(r.bsel, r.heads, r.q_rows, r.u, B, r.t)
+        if keep is not None:
+            p = torch.where(keep, p * dropout_scale(dropout_p), torch.zeros_like(p))
+        out[r.bsel, r.heads, r.rows] = (p @ vj) / l_safe
+        lse[r.bsel, r.heads, r.rows] = torch.where(
+            l == 0, torch.full_like(l, float("-inf")), m + torch.log(l_safe))[..., 0]
     return out.to(q.dtype), lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
 
 
@@ -257,7 +271,6 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     Hkv, Nk = k.shape[1], k.shape[2]
     group = H // Hkv
     ct = _compute_dtype(q.dtype)
-    bs = layout.block_size
     delta = (do.to(ct) * out.to(ct)).sum(-1)                          # [B, H, N]
     if dlse is not None:
         delta = delta - dlse.to(ct)
@@ -269,40 +282,29 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
     dv = torch.zeros((B, Hkv, Nk, d), dtype=ct, device=q.device)
     if B == 0:
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
-    ptr, idx = layout.fwd_ptr.tolist(), layout.fwd_idx.tolist()
     mods = _Mods(softcap, alibi_slopes, dropout_p, rng, H)
-    for seq in _slots(layout, B):
-        bsel = seq.bsel
-        rule = _Rule(layout, seq, key_padding_mask)
-        for th, heads in enumerate(_head_groups(H, layout.table_heads)):
-            qh, kh = _head_index(heads, H, group, q.device)
-            for i in range(seq.nq):
-                blocks = _row_entries(ptr, idx, seq.row_off + th * seq.nq + i)
-                t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, q.device)
-                u = _positions(blocks, seq.j0, seq.k_lo, seq.k_hi, bs, q.device)
-                if u.numel() == 0:
-                    continue
-                rows, cols = _index(t + seq.q_row0), _index(u + seq.k_row0)
-                qi = _gather(q, bsel, rows, qh).to(ct)                  # [b, h, Lq, d]
-                doi = _gather(do, bsel, rows, qh).to(ct)
-                kj = _gather(k, bsel, cols, kh).to(ct)                  # [b, h, Lk, d]
-                vj = _gather(v, bsel, cols, kh).to(ct)
-                s, dcap = mods.scores((qi * scale) @ kj.transpose(-1, -2), t, u, bsel, heads)
-                s = rule.apply(s, t, u)
-                p = s.sub_(_gather(lse_c, bsel, rows, qh)[..., None]).exp_()
-                dp = doi @ vj.transpose(-1, -2)
-                keep = mods.keep(bsel, heads, t + seq.q_row0, u, B, t)
-                p_v = p                                                  # what multiplies V
-                if keep is not None:
-                    scale_drop = dropout_scale(dropout_p)
-                    p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
-                    dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
-                dv_j = p_v.transpose(-1, -2) @ doi                       # [b, h, Lk, d]
-                ds = p.mul_(dp.sub_(_gather(delta, bsel, rows, qh)[..., None]))   # p is spent
-                if dcap is not None:
-                    ds = ds.mul_(dcap)
-                dq[bsel, heads, rows] = (ds @ kj) * scale
-                dk_j = (ds.transpose(-1, -2) @ qi) * scale
-                _add_rows(dk, dk_j, bsel, cols, heads, group, layout.table_heads > 1)
-                _add_rows(dv, dv_j, bsel, cols, heads, group, layout.table_heads > 1)
+    per_head = layout.table_heads > 1
+    for r in _block_rows(layout, B, H, group, key_padding_mask, q.device):
+        qi = _gather(q, r.bsel, r.rows, r.qh).to(ct)                   # [b, h, Lq, d]
+        doi = _gather(do, r.bsel, r.rows, r.qh).to(ct)
+        kj = _gather(k, r.bsel, r.cols, r.kh).to(ct)                   # [b, h, Lk, d]
+        vj = _gather(v, r.bsel, r.cols, r.kh).to(ct)
+        s, dcap = mods.scores((qi * scale) @ kj.transpose(-1, -2), r.t, r.u, r.bsel, r.heads)
+        s = r.rule.apply(s, r.t, r.u)
+        p = s.sub_(_gather(lse_c, r.bsel, r.rows, r.qh)[..., None]).exp_()
+        dp = doi @ vj.transpose(-1, -2)
+        keep = mods.keep(r.bsel, r.heads, r.q_rows, r.u, B, r.t)
+        p_v = p                                                           # what multiplies V
+        if keep is not None:
+            scale_drop = dropout_scale(dropout_p)
+            p_v = torch.where(keep, p * scale_drop, torch.zeros_like(p))
+            dp = torch.where(keep, dp * scale_drop, torch.zeros_like(dp))
+        dv_j = p_v.transpose(-1, -2) @ doi                                # [b, h, Lk, d]
+        ds = p.mul_(dp.sub_(_gather(delta, r.bsel, r.rows, r.qh)[..., None]))   # p is spent
+        if dcap is not None:
+            ds = ds.mul_(dcap)
+        dq[r.bsel, r.heads, r.rows] = (ds @ kj) * scale
+        dk_j = (ds.transpose(-1, -2) @ qi) * scale
+        _add_rows(dk, dk_j, r.bsel, r.cols, r.heads, group, per_head)
+        _add_rows(dv, dv_j, r.bsel, r.cols, r.heads, group, per_head)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

@@ -59,13 +59,19 @@ _TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------ layouts for a call
-def _host_ints(name: str, t, total: int) -> Tuple[int, ...]:
-    """Validate ``cu_seqlens``-style offsets and bring them to the host (one sync)."""
+def _check_offsets(name: str, t) -> None:
+    """What can be checked of ``cu_seqlens``-style offsets without reading their values
+    (under torch.compile the values are read inside the op)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be an int32 torch.Tensor of shape (num_docs + 1,), got {type(t).__name__}")
     if t.dtype not in (torch.int32, torch.int64) or t.dim() != 1 or t.numel() < 2:
         raise ValueError(f"{name} must be an integer (int32) tensor of shape (num_docs + 1,), "
                          f"got dtype {t.dtype} and shape {tuple(t.shape)}")
+
+
+def _host_ints(name: str, t, total: int) -> Tuple[int, ...]:
+    """Validate ``cu_seqlens``-style offsets and bring them to the host (one sync)."""
+    _check_offsets(name, t)
     vals = tuple(int(x) for x in t.tolist())
     if vals[0] != 0:
         raise ValueError(f"{name} must start at 0, got {vals[0]}")
@@ -258,8 +264,9 @@ def _op_layout(pattern, block_size: int, causal: bool, window_left: int, window_
     """The layout of a Pattern or host BlockLayout for these shapes and tensors (cached)."""
     cu_q = cu_k = None
     if cu_seqlens is not None:
-        cu_q = tuple(cu_seqlens.tolist())
-        cu_k = tuple(cu_seqlens_k.tolist()) if cu_seqlens_k is not None else cu_q
+        # validated here too: under torch.compile the call's checks could not read them
+        cu_q = _host_ints("cu_seqlens", cu_seqlens, q.shape[2])
+        cu_k = cu_q if cu_seqlens_k is None else _host_ints("cu_seqlens_k", cu_seqlens_k, k.shape[2])
     return resolve_layout(pattern, seq_len=q.shape[2], kv_len=k.shape[2],
                           num_heads=q.shape[1], block_size=block_size, causal=causal,
                           window=check_window((window_left, window_right)), cu_seqlens=cu_q,
@@ -824,7 +831,10 @@ def _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqle
         raise ValueError(f"block_size must be >= 16 for the triton backend, got {call.block_size}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+    # comparisons, not math.isfinite: under torch.compile (dynamic=True, or a second scale
+    # seen) a float argument is symbolic, and math.isfinite cannot be traced
+    elif (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale
+          or not -float("inf") < scale < float("inf")):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
     call.scale = float(scale)
     call.cu_q = call.cu_k = call.cu_q_host = call.cu_k_host = None
@@ -834,11 +844,21 @@ def _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqle
         if B != 1:
             raise ValueError(f"cu_seqlens: packed documents need q, k, v of batch 1 (1, H, total, d), "
                              f"got batch {B}")
-        call.cu_q_host = _host_ints("cu_seqlens", cu_seqlens, N)
-        call.cu_k_host = call.cu_q_host if cu_seqlens_k is None else _host_ints("cu_seqlens_k", cu_seqlens_k, Nk)
-        if len(call.cu_k_host) != len(call.cu_q_host):
+        if torch.compiler.is_compiling() or q.is_meta:
+            # the values are data: the op reads (and checks) them when it runs
+            _check_offsets("cu_seqlens", cu_seqlens)
+            if cu_seqlens_k is not None:
+                _check_offsets("cu_seqlens_k", cu_seqlens_k)
+            docs_q = cu_seqlens.shape[0] - 1
+            docs_k = docs_q if cu_seqlens_k is None else cu_seqlens_k.shape[0] - 1
+        else:
+            call.cu_q_host = _host_ints("cu_seqlens", cu_seqlens, N)
+            call.cu_k_host = (call.cu_q_host if cu_seqlens_k is None
+                              else _host_ints("cu_seqlens_k", cu_seqlens_k, Nk))
+            docs_q, docs_k = len(call.cu_q_host) - 1, len(call.cu_k_host) - 1
+        if docs_k != docs_q:
             raise ValueError(f"cu_seqlens_k must have as many documents as cu_seqlens "
-                             f"({len(call.cu_q_host) - 1}), got {len(call.cu_k_host) - 1}")
+                             f"({docs_q}), got {docs_k}")
         if cu_seqlens_k is None and N != Nk:
             raise ValueError(f"cu_seqlens: q has {N} tokens but k has {Nk}; pass cu_seqlens_k")
         call.cu_q = cu_seqlens

@@ -37,6 +37,12 @@ def _qkv(B=1, H=2, N=64, d=16, requires_grad=False, device="cpu", dtype=torch.fl
     return q, k, v, do
 
 
+def _refused(match: str):
+    """A ValueError the call raises while dynamo traces it: with fullgraph=True dynamo re-raises
+    it as ``Unsupported`` ("Observed exception"), whose text quotes ours."""
+    return pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match=match)
+
+
 def _ops_in(gm) -> list:
     return [str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "sparseflash" in str(n.target)]
 
@@ -153,6 +159,63 @@ def test_dynamic_shapes_resolve_the_pattern_from_the_actual_lengths():
                                                                  causal=True, backend="torch"))
         compiled.append(len(backend.graphs))
     assert compiled[0] >= 1 and compiled[1:] == compiled[:1] * 2       # no new graph per length
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_packed_documents_under_compile(dynamic):
+    """cu_seqlens (and cu_seqlens_k) under torch.compile(fullgraph=True): their values are data,
+    read inside the op when it runs (not at trace time), so one graph serves other offsets;
+    forward and gradients equal the eager call's, and bad offsets are still refused with the
+    eager call's message, raised when the op runs."""
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    pattern = sf.local(1) | sf.global_blocks(1)
+
+    def f(q, k, v, cu, cu_k):
+        return sparse_attention(q, k, v, pattern, block_size=16, causal=True, cu_seqlens=cu,
+                                cu_seqlens_k=cu_k, backend="torch")
+    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    graphs = []
+    for q_lens, k_lens in (([30, 2, 32], [45, 2, 50]), ([1, 40, 23, 9], [3, 41, 30, 9])):
+        cu = torch.tensor(np.cumsum([0] + q_lens), dtype=torch.int32)
+        cu_k = torch.tensor(np.cumsum([0] + k_lens), dtype=torch.int32)
+        q = _qkv(N=sum(q_lens), requires_grad=True)[0]
+        k, v, _, _ = _qkv(N=sum(k_lens), requires_grad=True, seed=1)
+        do = torch.randn_like(q)
+        out_c = compiled(q, k, v, cu, cu_k)
+        grads_c = torch.autograd.grad(out_c, (q, k, v), do)
+        out_e = f(q, k, v, cu, cu_k)
+        grads_e = torch.autograd.grad(out_e, (q, k, v), do)
+        torch.testing.assert_close(out_c, out_e)
+        for a, b in zip(grads_c, grads_e):
+            torch.testing.assert_close(a, b)
+        graphs.append(len(backend.graphs))
+    assert graphs[0] >= 1
+    if dynamic:
+        assert graphs[1] == graphs[0]                        # no new graph for other offsets
+    q, k, v, _ = _qkv(N=64)
+    with pytest.raises(ValueError, match="cu_seqlens must end at the total number of tokens 64"):
+        compiled(q, k, v, torch.tensor([0, 10, 60], dtype=torch.int32), None)     # when the op runs
+    with _refused("cu_seqlens_k must have as many documents"):                    # at trace time
+        compiled(q, k, v, torch.tensor([0, 10, 64], dtype=torch.int32),
+                 torch.tensor([0, 64], dtype=torch.int32))
+
+
+def test_a_float_scale_under_compile():
+    """A float ``scale`` under torch.compile(fullgraph=True): with dynamic=True, and called with
+    several scales (dynamo then makes the float symbolic), the checks trace and every result
+    equals the eager call's; a non-finite scale is still refused."""
+    q, k, v, _ = _qkv()
+
+    def f(q, k, v, scale):
+        return sparse_attention(q, k, v, sf.local(1), block_size=16, scale=scale, backend="torch")
+    for dynamic in (True, None):
+        torch._dynamo.reset()
+        compiled = torch.compile(f, fullgraph=True, backend="aot_eager", dynamic=dynamic)
+        for scale in (0.05, 0.07, 0.5):
+            torch.testing.assert_close(compiled(q, k, v, scale), f(q, k, v, scale))
+    with _refused("scale must be a finite float"):
+        compiled(q, k, v, float("nan"))
 
 
 def test_a_pattern_passed_under_compile_can_be_collected():

@@ -7,8 +7,9 @@ packed documents or a batch with key padding, a token window, a scale, and the o
 Pattern itself (tests/test_real_batches.oracle_mask), with each document's own positions for
 ALiBi and the dropout draws (sparseflash.philox.dropout_keep), so it shares nothing with the
 compiled tables. Forward, LSE and all three gradients; no NaN or Inf; rows that see nothing
-agree. The torch backend runs many cases; the Triton kernels (through the interpreter on the
-CPU, compiled on a GPU) a few, since each costs seconds in the interpreter.
+agree. The torch backend runs many cases, and a few through torch.compile against eager; the
+Triton kernels (through the interpreter on the CPU, compiled on a GPU) a few, since each
+costs seconds in the interpreter.
 """
 from __future__ import annotations
 
@@ -170,3 +171,31 @@ def test_torch_backend_random_combination(seed):
 @pytest.mark.parametrize("seed", range(1000, 1012))
 def test_triton_kernels_random_combination(seed):
     run_case(seed, "triton")
+
+
+@pytest.mark.parametrize("seed", range(2000, 2008))
+def test_compiled_random_combination(seed):
+    """The same draws through ``torch.compile(fullgraph=True, dynamic=True)`` (aot_eager,
+    torch backend): forward and gradients equal the eager call's. Dropout is left out (the
+    compiled graph draws its seed through its own random stream)."""
+    c = draw_case(seed, "torch")
+    g = torch.Generator().manual_seed(seed)
+    nq, nk = sum(c["q_lens"]), sum(c["k_lens"])
+    q = torch.randn(c["B"], c["H"], nq, c["d"], generator=g).requires_grad_(True)
+    k = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g).requires_grad_(True)
+    v = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g).requires_grad_(True)
+    kw = dict(block_size=c["bs"], causal=c["causal"], scale=c["scale"], window_size=c["window"],
+              key_padding_mask=c["kpm"], softcap=c["softcap"], alibi_slopes=c["alibi"], backend="torch")
+    if c["packed"]:
+        kw["cu_seqlens"] = torch.tensor(np.cumsum([0] + c["q_lens"]), dtype=torch.int32)
+        kw["cu_seqlens_k"] = torch.tensor(np.cumsum([0] + c["k_lens"]), dtype=torch.int32)
+
+    def f(q, k, v):
+        return sparse_attention(q, k, v, c["pattern"], **kw)
+    compiled = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    outs = []
+    for fn in (f, compiled):
+        out = fn(q, k, v)
+        outs.append((out, *torch.autograd.grad(out.sum(), (q, k, v))))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -64,20 +64,33 @@ def _head_groups(num_heads: int, table_heads: int) -> List[List[int]]:
     return [[h] for h in range(num_heads)] if table_heads > 1 else [list(range(num_heads))]
 
 
-def _positions(blocks: List[int], first_block: int, lo: int, hi: int, bs: int, device) -> torch.Tensor:
-    """Absolute positions in [lo, hi) covered by local blocks ``blocks``, ascending."""
-    parts = [torch.arange(max((b + first_block) * bs, lo), min((b + first_block + 1) * bs, hi),
-                          device=device) for b in sorted(blocks)]
-    parts = [p for p in parts if p.numel()]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=device)
+def _ranges(blocks: List[int], first_block: int, lo: int, hi: int, bs: int) -> List[Tuple[int, int]]:
+    """The absolute positions in [lo, hi) that local blocks ``blocks`` cover, as ascending,
+    non-empty ``(start, stop)`` ranges with neighbouring blocks merged (host ints: no
+    device sync on a GPU)."""
+    out: List[Tuple[int, int]] = []
+    for b in sorted(blocks):
+        start, stop = max((b + first_block) * bs, lo), min((b + first_block + 1) * bs, hi)
+        if start >= stop:
+            continue
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
 
 
-def _index(rows: torch.Tensor):
-    """``rows`` (ascending tensor rows) as an index along a tensor's row axis: a slice when
-    they are contiguous (a view, no copy: one query block, or a run of neighbouring key
-    blocks), else the index tensor itself."""
-    first, last = int(rows[0]), int(rows[-1])
-    return slice(first, last + 1) if last - first + 1 == rows.numel() else rows
+def _positions(ranges: List[Tuple[int, int]], device) -> torch.Tensor:
+    return torch.cat([torch.arange(a, b, device=device) for a, b in ranges])
+
+
+def _index(ranges: List[Tuple[int, int]], positions: torch.Tensor, offset: int):
+    """The tensor rows ``positions + offset`` as an index along a tensor's row axis: a slice
+    when they are one range (a view, no copy: one query block, or a run of neighbouring key
+    blocks), else an index tensor."""
+    if len(ranges) == 1:
+        return slice(ranges[0][0] + offset, ranges[0][1] + offset)
+    return positions + offset
 
 
 class _Mods:
@@ -121,12 +134,26 @@ class _Rule:
         self.k_row0 = seq.k_row0
         self.kpm = None if kpm is None else kpm[seq.bsel]             # [b, Nk] bool
 
-    def apply(self, s: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``s`` (``[b, h, len(t), len(u)]``) with the pairs that fail set to -inf, in place;
-        untouched when every pair passes (full blocks, no padding)."""
-        m = self.mask(t, u)
-        if not bool(m.all()):
-            s.masked_fill_(~m, float("-inf"))
+    def passes_all(self, t_first: int, t_last: int, u_first: int, u_last: int) -> bool:
+        """Whether every pair of queries in [t_first, t_last] and keys in [u_first, u_last]
+        passes (decided on the host from the extremes; padding is data, so never)."""
+        if self.kpm is not None:
+            return False
+        if self.causal and u_last > t_first:
+            return False
+        if self.window is not None:
+            left, right = self.window
+            if left >= 0 and u_first < t_last - left:
+                return False
+            if right >= 0 and u_last > t_first + right:
+                return False
+        return True
+
+    def apply(self, s: torch.Tensor, row: "_BlockRow") -> torch.Tensor:
+        """``s`` (``[b, h, Lq, Lk]``) of block row ``row`` with the pairs that fail set to
+        -inf, in place; untouched when every pair passes (full blocks, no padding)."""
+        if not self.passes_all(row.t_first, row.t_last, row.u_first, row.u_last):
+            s.masked_fill_(~self.mask(row.t, row.u), float("-inf"))
         return s
 
     def mask(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -181,10 +208,12 @@ def _add_rows(acc: torch.Tensor, part: torch.Tensor, bsel: slice, cols, heads: L
 class _BlockRow:
     """One query block of the walk: its batch elements ``bsel``, query heads ``heads`` (and
     their :func:`_head_index` ``qh``, ``kh``), token rule, query and key positions ``t``,
-    ``u`` and their tensor rows ``rows``, ``cols`` (slices where contiguous), and the query
-    tensor rows as a tensor, ``q_rows`` (dropout's draws)."""
+    ``u`` (ascending; their extremes ``t_first`` ... ``u_last`` as host ints) and their tensor
+    rows ``rows``, ``cols`` (slices where contiguous), and the query tensor rows as a tensor,
+    ``q_rows`` (dropout's draws)."""
 
-    __slots__ = ("bsel", "heads", "qh", "kh", "rule", "t", "u", "rows", "cols", "q_rows")
+    __slots__ = ("bsel", "heads", "qh", "kh", "rule", "t", "u", "rows", "cols", "q_rows",
+                 "t_first", "t_last", "u_first", "u_last")
 
 
 def _block_rows(layout: BlockLayout, batch: int, num_heads: int, group: int,
@@ -199,15 +228,18 @@ def _block_rows(layout: BlockLayout, batch: int, num_heads: int, group: int,
             qh, kh = _head_index(heads, num_heads, group, device)
             for i in range(seq.nq):
                 r = seq.row_off + th * seq.nq + i
-                u = _positions(idx[ptr[r]:ptr[r + 1]], seq.j0, seq.k_lo, seq.k_hi, bs, device)
-                if u.numel() == 0:
+                u_ranges = _ranges(idx[ptr[r]:ptr[r + 1]], seq.j0, seq.k_lo, seq.k_hi, bs)
+                t_ranges = _ranges([i], seq.i0, seq.q_lo, seq.q_hi, bs)
+                if not u_ranges or not t_ranges:
                     continue
                 row = _BlockRow()
                 row.bsel, row.heads, row.qh, row.kh, row.rule = seq.bsel, heads, qh, kh, rule
-                row.t = _positions([i], seq.i0, seq.q_lo, seq.q_hi, bs, device)
-                row.u = u
+                row.t, row.u = _positions(t_ranges, device), _positions(u_ranges, device)
+                row.t_first, row.t_last = t_ranges[0][0], t_ranges[-1][1] - 1
+                row.u_first, row.u_last = u_ranges[0][0], u_ranges[-1][1] - 1
                 row.q_rows = row.t + seq.q_row0
-                row.rows, row.cols = _index(row.q_rows), _index(u + seq.k_row0)
+                row.rows = _index(t_ranges, row.t, seq.q_row0)
+                row.cols = _index(u_ranges, row.u, seq.k_row0)
                 yield row
 
 
@@ -243,7 +275,7 @@ def blockwise_forward(q, k, v, layout: BlockLayout, *, scale: float,
         kj = _gather(k, r.bsel, r.cols, r.kh).to(ct)                   # [b, h, Lk, d]
         vj = _gather(v, r.bsel, r.cols, r.kh).to(ct)
         s, _ = mods.scores(qi @ kj.transpose(-1, -2), r.t, r.u, r.bsel, r.heads)
-        s = r.rule.apply(s, r.t, r.u)
+        s = r.rule.apply(s, r)
         m = s.amax(-1, keepdim=True)
         m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
         p = s.sub_(m).exp_()                                              # in place: s is ours
@@ -290,7 +322,7 @@ def blockwise_backward(do, q, k, v, out, lse, layout: BlockLayout, *, scale: flo
         kj = _gather(k, r.bsel, r.cols, r.kh).to(ct)                   # [b, h, Lk, d]
         vj = _gather(v, r.bsel, r.cols, r.kh).to(ct)
         s, dcap = mods.scores((qi * scale) @ kj.transpose(-1, -2), r.t, r.u, r.bsel, r.heads)
-        s = r.rule.apply(s, r.t, r.u)
+        s = r.rule.apply(s, r)
         p = s.sub_(_gather(lse_c, r.bsel, r.rows, r.qh)[..., None]).exp_()
         dp = doi @ vj.transpose(-1, -2)
         keep = mods.keep(r.bsel, r.heads, r.q_rows, r.u, B, r.t)

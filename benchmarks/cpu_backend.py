@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 import sparseflash as sf
+from benchmarks.plots import _pyplot
 from benchmarks.timing import interleaved, mean, passes, rounds_note
 from sparseflash import attention as _attention
 
@@ -166,9 +167,7 @@ def main(argv=None) -> int:
 
 def _plot(rows, meta, path: Path) -> None:
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return

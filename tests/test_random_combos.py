@@ -112,28 +112,33 @@ def _oracle(c, q, k, v, do, seed):
     return out, lse, grads
 
 
-def run_case(seed: int, backend: str) -> None:
-    c = draw_case(seed, backend)
+def call_inputs(c: dict, seed: int, device=DEVICE):
+    """Case ``c``'s q, k, v (leaves that require grad), dO and ``sparse_attention`` keywords
+    (all but ``return_lse``), on ``device``."""
     g = torch.Generator().manual_seed(seed)
     nq, nk = sum(c["q_lens"]), sum(c["k_lens"])
     q = torch.randn(c["B"], c["H"], nq, c["d"], generator=g)
     k = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g)
     v = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g)
     do = torch.randn(c["B"], c["H"], nq, c["d"], generator=g)
-    q, k, v = (t.to(DEVICE).requires_grad_(True) for t in (q, k, v))
-    kw = {}
+    q, k, v = (t.to(device).requires_grad_(True) for t in (q, k, v))
+    kw = dict(block_size=c["bs"], causal=c["causal"], scale=c["scale"], window_size=c["window"],
+              key_padding_mask=None if c["kpm"] is None else c["kpm"].to(device),
+              softcap=c["softcap"], dropout_p=c["dropout_p"], backend=c["backend"],
+              alibi_slopes=None if c["alibi"] is None else c["alibi"].to(device))
     if c["packed"]:
-        kw["cu_seqlens"] = torch.tensor(np.cumsum([0] + c["q_lens"]), dtype=torch.int32, device=DEVICE)
-        kw["cu_seqlens_k"] = torch.tensor(np.cumsum([0] + c["k_lens"]), dtype=torch.int32, device=DEVICE)
-    if c["alibi"] is not None:
-        kw["alibi_slopes"] = c["alibi"].to(DEVICE)
+        kw["cu_seqlens"] = torch.tensor(np.cumsum([0] + c["q_lens"]), dtype=torch.int32, device=device)
+        kw["cu_seqlens_k"] = torch.tensor(np.cumsum([0] + c["k_lens"]), dtype=torch.int32, device=device)
+    return q, k, v, do.to(device), kw
+
+
+def run_case(seed: int, backend: str) -> None:
+    c = draw_case(seed, backend)
+    q, k, v, do, kw = call_inputs(c, seed)
     torch.manual_seed(seed)
-    out, lse = sparse_attention(q, k, v, c["pattern"], block_size=c["bs"], causal=c["causal"],
-                                scale=c["scale"], window_size=c["window"], return_lse=True,
-                                key_padding_mask=None if c["kpm"] is None else c["kpm"].to(DEVICE),
-                                softcap=c["softcap"], dropout_p=c["dropout_p"], backend=backend, **kw)
-    grads = torch.autograd.grad(out, (q, k, v), do.to(DEVICE))
-    ref, ref_lse, ref_grads = _oracle(c, q.cpu(), k.cpu(), v.cpu(), do, seed)
+    out, lse = sparse_attention(q, k, v, c["pattern"], return_lse=True, **kw)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    ref, ref_lse, ref_grads = _oracle(c, q.cpu(), k.cpu(), v.cpu(), do.cpu(), seed)
     where = {key: val for key, val in c.items() if key not in ("kpm", "alibi")}
     for name, t in [("out", out), ("lse", lse.nan_to_num(neginf=0.0))] + list(zip(("dq", "dk", "dv"), grads)):
         assert torch.isfinite(t).all(), f"{name} not finite: {where}"
@@ -178,17 +183,8 @@ def test_compiled_random_combination(seed):
     """The same draws through ``torch.compile(fullgraph=True, dynamic=True)`` (aot_eager,
     torch backend): forward and gradients equal the eager call's. Dropout is left out (the
     compiled graph draws its seed through its own random stream)."""
-    c = draw_case(seed, "torch")
-    g = torch.Generator().manual_seed(seed)
-    nq, nk = sum(c["q_lens"]), sum(c["k_lens"])
-    q = torch.randn(c["B"], c["H"], nq, c["d"], generator=g).requires_grad_(True)
-    k = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g).requires_grad_(True)
-    v = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g).requires_grad_(True)
-    kw = dict(block_size=c["bs"], causal=c["causal"], scale=c["scale"], window_size=c["window"],
-              key_padding_mask=c["kpm"], softcap=c["softcap"], alibi_slopes=c["alibi"], backend="torch")
-    if c["packed"]:
-        kw["cu_seqlens"] = torch.tensor(np.cumsum([0] + c["q_lens"]), dtype=torch.int32)
-        kw["cu_seqlens_k"] = torch.tensor(np.cumsum([0] + c["k_lens"]), dtype=torch.int32)
+    c = dict(draw_case(seed, "torch"), dropout_p=0.0)
+    q, k, v, _, kw = call_inputs(c, seed, "cpu")
 
     def f(q, k, v):
         return sparse_attention(q, k, v, c["pattern"], **kw)

@@ -8,25 +8,13 @@ import torch
 torch.set_num_threads(1)
 torch._dynamo.config.cache_size_limit = 1000
 import sparseflash as sf
-from test_random_combos import draw_case
+from test_random_combos import call_inputs, draw_case
 a, b = int(sys.argv[1]), int(sys.argv[2])
 dynamic = True if "--dynamic" in sys.argv else None
 fails = 0
 for seed in range(a, b):
-    c = draw_case(seed, "torch")
-    if c["dropout_p"] > 0:
-        c["dropout_p"] = 0.0       # compiled and eager draw different seeds unless reseeded
-    g = torch.Generator().manual_seed(seed)
-    nq, nk = sum(c["q_lens"]), sum(c["k_lens"])
-    q = torch.randn(c["B"], c["H"], nq, c["d"], generator=g, requires_grad=True)
-    k = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g, requires_grad=True)
-    v = torch.randn(c["B"], c["Hkv"], nk, c["d"], generator=g, requires_grad=True)
-    kw = dict(block_size=c["bs"], causal=c["causal"], scale=c["scale"], window_size=c["window"],
-              key_padding_mask=c["kpm"], softcap=c["softcap"], alibi_slopes=c["alibi"], backend="torch")
-    import numpy as np
-    if c["packed"]:
-        kw["cu_seqlens"] = torch.tensor(np.cumsum([0] + c["q_lens"]), dtype=torch.int32)
-        kw["cu_seqlens_k"] = torch.tensor(np.cumsum([0] + c["k_lens"]), dtype=torch.int32)
+    c = dict(draw_case(seed, "torch"), dropout_p=0.0)   # dropout: the graph draws its own seed
+    q, k, v, _, kw = call_inputs(c, seed, "cpu")
     pat = c["pattern"]
     def f(q, k, v):
         return sf.sparse_attention(q, k, v, pat, **kw)

@@ -10,7 +10,7 @@ export SPARSEFLASH_HOPPER_FWD_PIPELINE=run30
 mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > $OUT/gpu.txt
 python -c 'import torch, triton; print(torch.__version__, triton.__version__)' >> $OUT/gpu.txt
-bash benchmarks/gpu_shards.sh "${TESTS:-tests/test_hopper.py tests/test_parity.py}" 16 ${TLIMIT:-400} $OUT/tests > $OUT/tests.txt 2>&1
+bash benchmarks/gpu_shards.sh "${TESTS:-tests/test_hopper.py tests/test_parity.py}" ${SHARDS:-16} ${TLIMIT:-400} $OUT/tests > $OUT/tests.txt 2>&1
 grep -h -E " in [0-9.]+s" $OUT/tests/pytest_shard*.txt > $OUT/tests_summary.txt
 grep -h -E "^FAILED|^ERROR|^E  " $OUT/tests/pytest_shard*.txt | head -40 >> $OUT/tests_summary.txt
 for f in $OUT/tests/pytest_shard*.txt; do grep -q -E " in [0-9.]+s" $f || { echo "unfinished: $f"; tail -c 300 $f; }; done | tee -a $OUT/tests_summary.txt

@@ -769,8 +769,12 @@ def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]
     if alibi_slopes is None:
         return None
     B, H = q.shape[0], q.shape[1]
-    if (not isinstance(alibi_slopes, Tensor) or alibi_slopes.dtype != torch.float32
-            or tuple(alibi_slopes.shape) not in ((H,), (B, H))):
+    # each size compared on its own: under torch.compile B and H may be symbolic, and dynamo
+    # does not decide a tuple's membership among tuples of symbolic sizes
+    shape = tuple(getattr(alibi_slopes, "shape", ()))
+    fits = ((len(shape) == 1 and shape[0] == H)
+            or (len(shape) == 2 and shape[0] == B and shape[1] == H))
+    if not isinstance(alibi_slopes, Tensor) or alibi_slopes.dtype != torch.float32 or not fits:
         raise ValueError(f"alibi_slopes must be a float32 tensor of shape (num_heads,) = {(H,)} or "
                          f"(batch, num_heads) = {(B, H)}, got "
                          f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} "

@@ -218,6 +218,31 @@ def test_a_float_scale_under_compile():
         compiled(q, k, v, float("nan"))
 
 
+def test_alibi_slopes_held_by_the_function_while_heads_turn_symbolic():
+    """ALiBi slopes that the compiled function holds (a constant of the trace, its shape
+    fixed) while the head count is symbolic: the same function's code compiled again for
+    other head counts, so dynamo makes ``num_heads`` (and the batch) symbolic. The shape check
+    traces, both slope shapes give the eager call's results, and a wrong shape is still
+    refused. (Found by tests/fuzz/fuzz_compile.py, seed 209 after 201: the check compared
+    tuples of sizes, which dynamo could not decide with symbolic sizes, and refused valid
+    slopes.)"""
+    def attend(q, k, v, slopes):
+        def f(q, k, v):                       # one code object: its frame state is shared
+            return sparse_attention(q, k, v, sf.local(1), block_size=16, causal=True,
+                                    alibi_slopes=slopes, backend="torch")
+        return torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v), f(q, k, v)
+
+    torch._dynamo.reset()
+    for B, H, N, shape in ((2, 4, 40, None), (2, 2, 24, "heads"), (2, 2, 24, "batch-heads"),
+                           (3, 6, 24, "heads"), (3, 6, 24, "batch-heads")):
+        q, _, _, _ = _qkv(B=B, H=H, N=N, seed=H)
+        k, v = (torch.randn(B, 1, N, 16) for _ in range(2))
+        slopes = None if shape is None else torch.rand(H) if shape == "heads" else torch.rand(B, H)
+        compiled, eager = attend(q, k, v, slopes)
+        torch.testing.assert_close(compiled, eager)
+    with _refused("alibi_slopes must be a float32 tensor of shape"):
+        attend(q, k, v, torch.rand(H + 1))
+
 def test_a_pattern_passed_under_compile_can_be_collected():
     assert not hasattr(attention, "_PATTERNS")
     pattern = sf.local(1) | sf.global_blocks(2) | sf.strided(3)      # no other test builds it

@@ -856,15 +856,14 @@ def test_dynamic_tiles_take_one_atomic_per_program():
 
 
 def test_dynamic_tiles_default_and_switch(monkeypatch):
-    """``launch._dynamic_tiles``: by default run-time tiles with three consumers (which then
-    run persistent), fixed tiles with two, run-time tiles with any in the "run30" pipeline;
-    True / False force; other values are refused."""
+    """``launch._dynamic_tiles``: by default ("run30") run-time tiles with any number of
+    consumers; in the "run29" pipeline with three (which then run persistent) and fixed tiles
+    with two; True / False force; other values are refused."""
     assert launch.HOPPER_DYNAMIC_TILES is None
     monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)     # (SPARSEFLASH_HOPPER_FWD_PIPELINE)
+    assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is True
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run29")
     assert launch._dynamic_tiles(3) is True and launch._dynamic_tiles(2) is False
-    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run30")
-    assert launch._dynamic_tiles(2) is True
-    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
     assert launch._dynamic_tiles(2) is True
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", False)
@@ -1134,7 +1133,7 @@ def test_hopper_run30_pipeline_equals_run29(option, d, hopper_only, monkeypatch)
         kw["alibi_slopes"] = torch.rand(8, device="cuda", dtype=torch.float32) * 0.1
     pattern = sf.local(3) | sf.global_blocks(1)
     results = []
-    for pipeline in (None, "run30"):
+    for pipeline in ("run29", "run30"):
         monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", pipeline)
         torch.manual_seed(7)
         results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, return_lse=True, **kw))
@@ -1145,26 +1144,26 @@ def test_hopper_run30_pipeline_equals_run29(option, d, hopper_only, monkeypatch)
 
 def test_forward_ring_switches(monkeypatch):
     """``launch._pipeline``, ``launch._kv_split``, ``launch._q_buffers`` and
-    ``launch._fwd_stages``: the defaults ("run29": 3 slots at d=128 and 4 at d=64, released
-    whole, one Q buffer), the "run30" pipeline (2 slots released in two halves at d=128, two Q
-    buffers where persistent), overrides that fit, and refusals naming the switch: a ring and
-    Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool switch, an
-    unknown pipeline."""
+    ``launch._fwd_stages``: the defaults ("run30": 2 slots released in two halves at d=128 and
+    4 at d=64, two Q buffers where persistent), the "run29" pipeline (3 slots at d=128 and 4 at
+    d=64, released whole, one Q buffer), overrides that fit, and refusals naming the switch: a
+    ring and Q buffers past 227 KiB of shared memory at d=128, a non-int depth, a non-bool
+    switch, an unknown pipeline."""
     monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)     # (SPARSEFLASH_HOPPER_FWD_PIPELINE)
-    assert launch._pipeline() == "run29"
+    assert launch._pipeline() == "run30"
     assert launch.HOPPER_FWD_KV_SPLIT is None and launch.HOPPER_FWD_Q_BUFFERS is None
-    assert launch._kv_split(128) is False and launch._kv_split(64) is False
-    assert launch._q_buffers(True) == 1 and launch._q_buffers(False) == 1
-    assert launch.HOPPER_FWD_STAGES is None
-    assert launch._fwd_stages(128, 2) == 3 and launch._fwd_stages(64, 3) == 4
-    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run30")
     assert launch._kv_split(128) is True and launch._kv_split(64) is False
     assert launch._q_buffers(True) == 2 and launch._q_buffers(False) == 1
+    assert launch.HOPPER_FWD_STAGES is None
     assert launch._fwd_stages(128, 2, 2) == 2 and launch._fwd_stages(64, 3, 2) == 4
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run29")
+    assert launch._kv_split(128) is False and launch._kv_split(64) is False
+    assert launch._q_buffers(True) == 1 and launch._q_buffers(False) == 1
+    assert launch._fwd_stages(128, 2) == 3 and launch._fwd_stages(64, 3) == 4
     monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run31")
     with pytest.raises(ValueError, match="HOPPER_FWD_PIPELINE .* must be None or one of"):
         launch._kv_split(128)
-    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", None)
+    monkeypatch.setattr(launch, "HOPPER_FWD_PIPELINE", "run29")
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", True)
     assert launch._kv_split(64) is True
     monkeypatch.setattr(launch, "HOPPER_FWD_KV_SPLIT", 1)

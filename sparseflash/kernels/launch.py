@@ -682,20 +682,22 @@ def _bwd_step_m(d: int, fused_dq: bool, constexprs) -> int:
 # (an H200, benchmarks/results/h200-hopper/run14-alibi, dq_sweep.py).
 _HOPPER_DQ_TABLE = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
 # The Hopper forward's pipeline: which of run30's forward settings apply where the switches
-# below are None. "run29" (the default): the settings before run30 (3 K/V slots at d=128
-# released whole; persistent CTAs only on short, even rows or with three consumers). "run30":
-# at d=128 2 slots with K and V released separately (HOPPER_FWD_KV_SPLIT), and everywhere
-# persistent CTAs with run-time tiles (HOPPER_DYNAMIC_TILES) and two Q buffers
-# (HOPPER_FWD_Q_BUFFERS), the output through shared memory with three consumers too. On an
+# below are None. "run30" (the default): at d=128 2 slots with K and V released separately
+# (HOPPER_FWD_KV_SPLIT), and everywhere persistent CTAs with run-time tiles
+# (HOPPER_DYNAMIC_TILES) and two Q buffers (HOPPER_FWD_Q_BUFFERS), the output through shared
+# memory with three consumers too. "run29": the settings before run30 (3 K/V slots at d=128
+# released whole; persistent CTAs only on short, even rows or with three consumers). On an
 # H200 "run30" measured faster (benchmarks/results/h200-hopper/run30-kv-split: forward,
 # "run29" ÷ "run30", two samples at d=128: local(2) 16K 1.106/1.116 and 64K 1.074/1.089,
 # butterfly 1.052/1.052, bigbird(3,2,3) 1.048/1.042, strided(16)|local(1) 1.048/1.053,
 # local(8) 1.052/1.025, the 34-43% cases and local(32) 64K 1.005-1.016, dense causal 4K
 # 1.014/1.026, 8K 1.006/0.988, 16K 1.003/1.003, dense 4K 1.015/1.008, dense 16K 0.996/0.994;
 # at d=64, one sample: dense 1.020-1.040, local(8) 1.034, bigbird(3,2,3) 1.072, local(28)
-# 1.015). It is not the default yet: its GPU tests passed on the combinations of its switches
-# (run30 call 2, 19 tests), but the whole GPU suite has not run with it (run30 call 4 did not
-# return). SPARSEFLASH_HOPPER_FWD_PIPELINE sets it.
+# 1.015). Made the default after run30 calls 5-9 (stop 47): tests/test_hopper.py and
+# tests/test_parity.py on the GPU with it, 423 passed; compute-sanitizer memcheck 0 errors;
+# benchmarks/hopper.py beside FA4, two samples: forward run29 / run30 1.000-1.118 on all 20
+# cases, forward+backward 0.991-1.039 (one disturbed local(2) 16K row aside).
+# SPARSEFLASH_HOPPER_FWD_PIPELINE=run29 sets the old one.
 HOPPER_FWD_PIPELINE: Optional[str] = os.environ.get("SPARSEFLASH_HOPPER_FWD_PIPELINE") or None
 _PIPELINES = ("run29", "run30")
 # K/V ring depth of the Hopper forward by head dim (a slot holds a K and a V tile: 64 KB at
@@ -1014,8 +1016,8 @@ def _gluon_descriptor(t: torch.Tensor, rows: int):
 
 
 def _pipeline() -> str:
-    """HOPPER_FWD_PIPELINE, validated: None is "run29"."""
-    name = HOPPER_FWD_PIPELINE or "run29"
+    """HOPPER_FWD_PIPELINE, validated: None is "run30"."""
+    name = HOPPER_FWD_PIPELINE or "run30"
     if name not in _PIPELINES:
         raise ValueError(f"launch.HOPPER_FWD_PIPELINE (SPARSEFLASH_HOPPER_FWD_PIPELINE) must be None "
                          f"or one of {_PIPELINES}, got {HOPPER_FWD_PIPELINE!r}")

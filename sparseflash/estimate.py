@@ -124,11 +124,14 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        attn_fwd_efficiency=0.678, attn_bwd_efficiency=0.560, attn_bwd_efficiency_d64=0.495,
-        attn_exp_per_ns=2096.0, attn_tile_overhead_us=4.92, fused_dq_backward=True,
-        # the backward efficiencies (stop 42) fitted to the kernels of run26: run24's d=128 rows
-        # and run26-kv-regs/call1's d=64 rows (docs/estimator.md, "A backward efficiency per
-        # head dim"); the other fields are run15's fit
+        attn_fwd_efficiency=0.655, attn_bwd_efficiency=0.560, attn_bwd_efficiency_d64=0.495,
+        attn_exp_per_ns=1986.0, attn_tile_overhead_us=2.59, fused_dq_backward=True,
+        # the forward's three fields (stop 47) fitted to run30's forward, now the default
+        # (h200-hopper/run30-kv-split/call8/peers/calibration.txt; its two Q buffers and
+        # persistent CTAs roughly halved a tile's fixed cost, 4.92 -> 2.59 us); the backward
+        # efficiencies (stop 42) fitted to the kernels of run26: run24's d=128 rows and
+        # run26-kv-regs/call1's d=64 rows (docs/estimator.md, "A backward efficiency per head
+        # dim")
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
         # d=128, H=16, bf16: softcap 30) and run16-exp2-poly/call1 (softcap at d=128 and d=64);
@@ -146,11 +149,12 @@ DEVICES: Dict[str, DeviceProfile] = {
         # 0.11-0.21, backward -0.37-0.49 (before: 0.20 / 0.29).
         option_ps_per_score=(("dropout", 0.43, 0.75), ("softcap", 0.14, 0.27),
                              ("alibi", 0.04, 0.17)),
-        calibrated="fitted to the Hopper kernels on H200 (fused dQ backward), 2026-12-02, the "
-                   "backward's efficiencies by head dim refitted 2026-12-04: median error 2.1% "
-                   "over the 40 timings of the kernels since run26 (forward 2.5%, "
-                   "forward+backward 1.3%), bf16, d=64/128, 4K-64K (benchmarks/results/"
-                   "h200-hopper/run15-fused-dq/calibration.json, docs/estimator.md)"),
+        calibrated="fitted to the Hopper kernels on H200 (fused dQ backward): the forward's "
+                   "fields to run30's pipeline 2026-12-05, the backward's efficiencies by head "
+                   "dim 2026-12-04; out of sample on run30 call 7 median error 1.8% over 40 "
+                   "timings (forward 1.4%, forward+backward 2.2%), bf16, d=64/128, 4K-64K "
+                   "(benchmarks/results/h200-hopper/run30-kv-split/call8/peers/calibration.json, "
+                   "docs/estimator.md)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,

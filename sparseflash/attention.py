@@ -777,8 +777,7 @@ def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]
     if not isinstance(alibi_slopes, Tensor) or alibi_slopes.dtype != torch.float32 or not fits:
         raise ValueError(f"alibi_slopes must be a float32 tensor of shape (num_heads,) = {(H,)} or "
                          f"(batch, num_heads) = {(B, H)}, got "
-                         f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} "
-                         f"{tuple(getattr(alibi_slopes, 'shape', ()))}")
+                         f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} {shape}")
     return alibi_slopes.to(q.device).contiguous()
 
 

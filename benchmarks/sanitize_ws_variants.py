@@ -40,24 +40,24 @@ def _part(out, buf, bar, desc, tbuf, slot, base, value, N: gl.constexpr, WARPS: 
         if ROLE == 0:
             mbarrier.wait(bar, 0)
             result = result + buf.load(layout)
-    if MODE == 5:
+    if MODE == 5 or MODE == 6:
+        # mode 3's handshake, its phase completed by the copy's bytes; the value in buf (5) or
+        # in a one-int32 slot in the tile handout's layouts (6)
         if ROLE == 2:
-            buf.store(gl.full([N], 10.0, gl.float32, layout))
+            if MODE == 5:
+                buf.store(gl.full([N], 10.0, gl.float32, layout))
+            else:
+                one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+                slot.index(1).store(gl.full([1], 10, gl.int32, one))
             mbarrier.expect(bar, desc.block_type.nbytes)
             tma.async_copy_global_to_shared(desc, [0, 0, 0, 0], bar, tbuf)
         if ROLE == 0:
             mbarrier.wait(bar, 0)
-            result = result + buf.load(layout)
-    if MODE == 6:
-        if ROLE == 2:
-            one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
-            slot.index(1).store(gl.full([1], 10, gl.int32, one))
-            mbarrier.expect(bar, desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(desc, [0, 0, 0, 0], bar, tbuf)
-        if ROLE == 0:
-            mbarrier.wait(bar, 0)
-            every: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
-            result = result + gl.max(slot.index(1).load(every), 0).to(gl.float32)
+            if MODE == 5:
+                result = result + buf.load(layout)
+            else:
+                every: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+                result = result + gl.max(slot.index(1).load(every), 0).to(gl.float32)
     gl.store(out + offs, result)
 
 

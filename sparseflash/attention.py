@@ -522,14 +522,14 @@ def _settings(pattern, block_size, causal, window_size):
     return (128 if block_size is None else block_size), bool(causal), window
 
 
-def _check_padding(key_padding_mask, B: int, Nk: int, device) -> Optional[Tensor]:
+def _check_padding(key_padding_mask, B: int, Nk: int, device, length: str = "kv_len") -> Optional[Tensor]:
     if key_padding_mask is None:
         return None
     if not isinstance(key_padding_mask, Tensor):
-        raise TypeError(f"key_padding_mask must be a bool torch.Tensor of shape (batch, kv_len) = "
+        raise TypeError(f"key_padding_mask must be a bool torch.Tensor of shape (batch, {length}) = "
                         f"{(B, Nk)}, got {type(key_padding_mask).__name__}")
     if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, Nk):
-        raise ValueError(f"key_padding_mask must be a bool tensor of shape (batch, kv_len) = {(B, Nk)} "
+        raise ValueError(f"key_padding_mask must be a bool tensor of shape (batch, {length}) = {(B, Nk)} "
                          f"(True = the key may be attended), got dtype {key_padding_mask.dtype} and "
                          f"shape {tuple(key_padding_mask.shape)}")
     return key_padding_mask.to(device).contiguous().view(torch.int8)

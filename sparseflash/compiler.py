@@ -27,13 +27,13 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from .layout import (TABLE_FIELDS, BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN, Q_POS, Q_START,
-                     bottom_right, cdiv, seq_row)
+from .layout import (COL_OFF, ROW_OFF, TABLE_FIELDS, BlockLayout, K_LEN, K_POS, K_START, NK, NQ, Q_LEN,
+                     Q_POS, Q_START, bottom_right, cdiv, seq_row)
 from .parser import parse
 from .pattern import Dense, FromFn, FromMask, Grid, Pattern, PerHead
 
 __all__ = ["compile", "compile_cache_clear", "compile_cache_info", "compile_sequences",
-           "check_window", "restrict", "CacheInfo", "MAX_TABLE_BYTES", "CACHE_MAX_BYTES",
+           "with_key_padding", "check_window", "restrict", "CacheInfo", "MAX_TABLE_BYTES", "CACHE_MAX_BYTES",
            "CACHE_MAX_ENTRIES"]
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -510,6 +510,43 @@ def _with_padding(layout: BlockLayout, status: np.ndarray) -> dict:
     return _csr_tables(row, col, full, th * nq, nq, nk, th)
 
 
+def with_key_padding(layout: BlockLayout, key_padding_mask: np.ndarray) -> BlockLayout:
+    """``layout`` (one sequence) as one table set per batch element of ``key_padding_mask``
+    (bool ``[batch, kv_len]``, True = the key may be attended): each element's tables drop
+    the blocks with no valid key and make partly padded blocks partial. The layout's
+    positions are kept, wherever its queries sit against its keys (a context-parallel
+    rank's buffer puts them mid-way). O(batch x stored blocks)."""
+    t0 = time.perf_counter()
+    if layout.num_seqs != 1 or layout.packed:
+        raise ValueError("key_padding_mask: only a layout of one sequence takes a key-padding mask "
+                         "this way (packed documents: compile_sequences)")
+    mask = np.asarray(key_padding_mask)
+    if mask.dtype != bool or mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] != layout.kv_len:
+        raise ValueError(f"key_padding_mask must be a bool array of shape (batch, kv_len = "
+                         f"{layout.kv_len}), got {mask.dtype} {mask.shape}")
+    base = layout.seqs[0]
+    th, nq, nk = layout.table_heads, int(base[NQ]), int(base[NK])
+    parts, seqs, entries = [], [], 0
+    for b in range(mask.shape[0]):
+        tables = _with_padding(layout, key_block_status(mask[b], int(base[K_POS]), layout.block_size))
+        tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
+        tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
+        entries += int(tables["fwd_idx"].size)
+        parts.append(tables)
+        row = base.copy()
+        row[ROW_OFF], row[COL_OFF] = b * th * nq, b * th * nk
+        seqs.append(row)
+    if entries > _INT32_MAX:
+        raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
+    cat = {name: np.concatenate([p[name] for p in parts]) for name in TABLE_FIELDS}
+    cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
+    cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
+    return BlockLayout(seq_len=layout.seq_len, kv_len=layout.kv_len, block_size=layout.block_size,
+                       causal=layout.causal, num_heads=layout.num_heads, table_heads=th,
+                       window=layout.window, seqs=np.array(seqs, dtype=np.int64), packed=False,
+                       key_padding_mask=mask, compile_ms=(time.perf_counter() - t0) * 1e3, **cat)
+
+
 def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[int], *,
                       block_size: int, causal: bool, num_heads: int, window=None,
                       packed: bool, key_padding_mask: Optional[np.ndarray] = None) -> BlockLayout:
@@ -522,6 +559,11 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
     cache, so equal lengths compile once; assembling is O(total stored blocks)."""
     t0 = time.perf_counter()
     q_lens, k_lens = [int(x) for x in q_lens], [int(x) for x in k_lens]
+    if not packed and key_padding_mask is not None and q_lens[0] and k_lens[0]:
+        one = pattern if isinstance(pattern, BlockLayout) else compile(
+            pattern, q_lens[0], kv_len=k_lens[0], block_size=block_size, causal=causal,
+            num_heads=num_heads, window_size=window)
+        return with_key_padding(one, key_padding_mask)
     parts: List[dict] = []
     seqs = []
     q_start = k_start = row_off = col_off = entries = 0

@@ -44,9 +44,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_tensor, _forward_impl,
-                        _resolve_backend, _rng_ints)
-from .compiler import _check_block_size, _layout_of, _pattern_blocks, _sequence_blocks, check_window
+from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_padding, _check_tensor,
+                        _forward_impl, _resolve_backend, _rng_ints)
+from .compiler import (_check_block_size, _layout_of, _pattern_blocks, _sequence_blocks, check_window,
+                       with_key_padding)
 from .layout import BlockLayout
 from .pattern import Pattern
 from .philox import draw_seed
@@ -156,6 +157,16 @@ class ShardPlan:
     @property
     def num_guests(self) -> int:
         return sum(len(g) for g in self.guests_in)
+
+    def buffer_blocks(self) -> np.ndarray:
+        """The absolute key block in each block slot of the key buffer, -1 for the gaps of an
+        exact-offset buffer (never read): int64 ``[kv_len / block_size]``."""
+        out = np.full(self.kv_len // self.block_size, -1, dtype=np.int64)
+        own = self.own_row // self.block_size
+        out[own:own + len(self.own_blocks)] = self.own_blocks
+        for blocks, slots in zip(self.recv, self.recv_slots):
+            out[list(slots)] = blocks
+        return out
 
     def local_block(self, blocks) -> np.ndarray:
         """Block index within the rank's shard of its own absolute blocks (the shard's chunks
@@ -346,15 +357,17 @@ class _Indices:
             self.received_columns[list(slots)] = True
 
 
-def _pipeline(plan: "ShardPlan", B: int, Hkv: int, mods) -> Tuple[int, int]:
+def _pipeline(plan: "ShardPlan", B: int, Hkv: int, mods, padded: bool = False) -> Tuple[int, int]:
     """(pieces, dim) of the forward's pipelined exchange: dim 0 splits the batch, 1 the KV
-    heads (batch 1); (1, 0) when it does not apply."""
+    heads (batch 1); (1, 0) when it does not apply. ``padded``: the call has a key-padding
+    mask (its layout has a table set per batch element, which a piece of the batch cannot
+    take)."""
     # from what every rank's plan holds alike: both ends of each message must cut it the same
     if (mods[2] > 0 or mods[1] is not None or plan.any_guests
             or plan.max_blocks_received < OVERLAP_MIN_FRACTION * len(plan.own_blocks)):
         return 1, 0
     dim = 0 if B > 1 else 1
-    if dim == 1 and plan.layout.table_heads > 1:
+    if dim == 1 and plan.layout.table_heads > 1 or dim == 0 and padded:
         return 1, 0
     size = B if dim == 0 else Hkv
     pieces = max(p for p in range(1, min(PIPELINE_PIECES, size) + 1) if size % p == 0)
@@ -396,9 +409,41 @@ def _merge_into(out: Tensor, lse: Tensor, blocks: Tensor, o2: Tensor, l2: Tensor
     _scatter(lse.unsqueeze(-1), blocks, m.to(lse.dtype).unsqueeze(-1), bs)
 
 
+def _gathered_mask(kpm: Tensor, group, sharding: str) -> np.ndarray:
+    """The whole sequence's key-padding mask, bool ``(B, N)`` on the host, from every rank's
+    shard (int8 ``(B, N/W)`` on the rank's device; one all-gather)."""
+    world = dist.get_world_size(group)
+    parts = [torch.empty_like(kpm) for _ in range(world)]
+    dist.all_gather(parts, kpm, group=group)
+    B, n = kpm.shape
+    full = np.zeros((B, n * world), dtype=bool)
+    for r, part in enumerate(parts):
+        full[:, shard_index(n * world, world, r, sharding).numpy()] = part.cpu().numpy() != 0
+    return full
+
+
+def _buffer_padding(plan: ShardPlan, full: np.ndarray, device) -> Tuple[BlockLayout, Tensor]:
+    """The rank's layout with a table set per batch element (blocks of no valid key dropped,
+    partly padded ones partial) and the key buffer's mask as the kernels take it (int8
+    ``(B, kv_len)``), from the whole sequence's mask ``full`` (bool ``(B, N)``). The gaps of
+    an exact-offset buffer are never read; their keys count as padding."""
+    bs = plan.block_size
+    blocks = plan.buffer_blocks()
+    B = full.shape[0]
+    per_block = full.reshape(B, -1, bs)                          # [B, N / bs, bs]
+    buf = np.where((blocks >= 0)[None, :, None], per_block[:, np.maximum(blocks, 0)], False)
+    buf = buf.reshape(B, plan.kv_len)                            # [B, kv_len]
+    kpm = torch.from_numpy(buf).to(device).view(torch.int8)     # before the layout freezes buf
+    return with_key_padding(plan.layout, buf), kpm
+
+
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group, mods=_NO_MODS):
+    def forward(ctx, q, k, v, plan: ShardPlan, scale: float, backend: str, group, mods=_NO_MODS,
+                padding: Optional[Tuple[BlockLayout, Tensor]] = None):
+        # padding: the plan's layout with a table set per batch element and the key buffer's
+        # padding mask (int8 (B, kv_len)), or None
+        layout, kpm = padding if padding is not None else (plan.layout, None)
         B, H, n, d = q.shape
         Hkv = k.shape[1]
         bs, W = plan.block_size, plan.world
@@ -407,7 +452,7 @@ class _ContextParallel(torch.autograd.Function):
         qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
         # the K/V exchange in P pieces (batch elements, or KV heads with their query heads),
         # each its own point-to-point batch: piece i's attention runs while i+1 travels
-        Pm, dim = _pipeline(plan, B, Hkv, mods)
+        Pm, dim = _pipeline(plan, B, Hkv, mods, padded=kpm is not None)
 
         def kv_part(x, i):                      # x: (..., B, Hkv, rows, d)
             if Pm == 1:
@@ -469,10 +514,10 @@ class _ContextParallel(torch.autograd.Function):
             for blocks, buf in guest_q:
                 _scatter(qb, blocks, buf, bs)
             if Pm == 1:
-                out_b, lse_b = _forward_impl(qb, kb, vb, plan.layout, scale, backend, None, mods)
+                out_b, lse_b = _forward_impl(qb, kb, vb, layout, scale, backend, kpm, mods)
             else:
-                _forward_impl(q_part(qb, i), kv_part(kb, i), kv_part(vb, i), plan.layout, scale,
-                              backend, None, mods, out=q_part(out_b, i), lse=q_part(lse_b, i))
+                _forward_impl(q_part(qb, i), kv_part(kb, i), kv_part(vb, i), layout, scale,
+                              backend, kpm, mods, out=q_part(out_b, i), lse=q_part(lse_b, i))
         out, lse = (out_b[:, :, :n], lse_b[:, :, :n]) if plan.num_guests else (out_b, lse_b)
         if plan.num_guests or any(plan.guests_out):
             msgs, parts = [], []
@@ -493,6 +538,7 @@ class _ContextParallel(torch.autograd.Function):
         ctx.save_for_backward(q, k, v)
         ctx.buffers = (qb, kb, vb, out_b, lse_b)
         ctx.plan, ctx.scale, ctx.backend, ctx.group, ctx.mods = plan, scale, backend, group, mods
+        ctx.layout, ctx.kpm = layout, kpm
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -575,8 +621,8 @@ class _ContextParallel(torch.autograd.Function):
             waits.append(_p2p(plan, ctx.group, msgs))
 
         split = plan.blocks_received >= OVERLAP_MIN_FRACTION * len(plan.own_blocks)
-        dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, plan.layout,
-                                          ctx.scale, ctx.backend, None, ctx.mods,
+        dq_b, dk_b, dv_b = _backward_impl(do_b, qb, kb, vb, out_b, lse_b, dlse_b, ctx.layout,
+                                          ctx.scale, ctx.backend, ctx.kpm, ctx.mods,
                                           dkdv_first=ix.received_columns if split else None,
                                           between=send_home)
         wait, = waits
@@ -589,14 +635,15 @@ class _ContextParallel(torch.autograd.Function):
             _add_blocks(dv, blocks, buf[1], bs)
         for blocks, buf in arrived_q:
             _add_blocks(dq, blocks, buf, bs)
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group=None,
                      block_size: int = 128, causal: bool = False, scale: Optional[float] = None,
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
                      backend: str = "auto", sharding: str = "contiguous", softcap: float = 0.0,
-                     dropout_p: float = 0.0, alibi_slopes: Optional[Tensor] = None):
+                     dropout_p: float = 0.0, alibi_slopes: Optional[Tensor] = None,
+                     key_padding_mask: Optional[Tensor] = None):
     """Context-parallel :func:`sparseflash.sparse_attention` over the ranks of ``group``.
 
     Args:
@@ -630,11 +677,19 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
             (it spans from the first block read to the last; the gaps are allocated, never
             read or sent), and no query block is computed on another rank: a global column
             makes the buffer reach back to the sequence's start.
+        key_padding_mask: bool ``(batch, N/W)``, this rank's shard of the keys' mask (True =
+            the key may be attended), cut like ``k`` (``shard(mask, world, rank, sharding,
+            dim=1)``). The ranks gather the shards (one all-gather of ``batch * N`` bytes)
+            and each builds its buffer's mask and a table set per batch element, as
+            :func:`sparseflash.sparse_attention` does; the shards equal the one-process
+            result. Rows with no valid key give 0 and an LSE of -inf. It reads the mask on
+            the host (a device sync), and the forward's exchange is not pipelined over the
+            batch.
 
     Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE),
     in the shard's order. The shard length must be a multiple of ``block_size`` (of
-    ``2 * block_size`` for zigzag: a block lives on one rank). Packed documents and
-    key-padding masks are not supported across shards.
+    ``2 * block_size`` for zigzag: a block lives on one rank). Packed documents
+    (``cu_seqlens``) are not supported across shards.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t)
@@ -678,7 +733,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         seed, offset = _rng_ints(draw_seed())
         rng = (seed ^ (rank << 41), offset)         # the rank in the seed: independent streams
     mods = (float(softcap), alibi, float(dropout_p), rng)
+    kpm = _check_padding(key_padding_mask, B, n, q.device, length="N/W, the rank's shard")
     plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1],
                       exact=alibi is not None)
-    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods)
+    padding = None if kpm is None else _buffer_padding(plan, _gathered_mask(kpm, group, sharding), q.device)
+    out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods, padding)
     return (out, lse) if return_lse else out

@@ -27,18 +27,48 @@ B, H, HKV, N, D, BS = 2, 4, 2, 128, 16, 16
 
 
 # softcap and ALiBi across shards: (pattern, causal, window, sharding, guest fraction,
-# softcap, ALiBi slopes: None, "h" (num_heads,) or "bh" (batch, num_heads)); ALiBi keeps exact
-# key offsets (no guests even at fraction 1e-9), contiguous shards only
+# softcap, ALiBi slopes: None, "h" (num_heads,) or "bh" (batch, num_heads), key padding: see
+# _padding); ALiBi keeps exact key offsets (no guests even at fraction 1e-9), contiguous
+# shards only
 SOFTCAP_RUNS = [
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 5.0, None),
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 2.0, None),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 5.0, None, None),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 2.0, None, None),
 ]
 ALIBI_RUNS = [
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "contiguous", 1e-9, 0.0, "h"),
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 2.0, "bh"),
-    (sf.dense(), True, None, "contiguous", 0.5, 0.0, "bh"),
-    (sf.dense(), False, (20, 10), "contiguous", 0.5, 0.0, "h"),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "contiguous", 1e-9, 0.0, "h", None),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 2.0, "bh", None),
+    (sf.dense(), True, None, "contiguous", 0.5, 0.0, "bh", None),
+    (sf.dense(), False, (20, 10), "contiguous", 0.5, 0.0, "h", None),
 ]
+# key-padding masks across shards: guests (which read the host's keys and its mask), zigzag,
+# an exact-offset buffer (a window, ALiBi) whose gaps are never read, softcap
+PADDING_RUNS = [
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 0.0, None, "holes"),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 0.0, None, "tail"),
+    (sf.dense(), False, (20, 10), "contiguous", 0.5, 0.0, None, "empty"),
+    (sf.local(2) | sf.global_blocks(1), True, None, "contiguous", 0.5, 0.0, "bh", "holes"),
+    (sf.dense(), True, None, "zigzag", 0.5, 2.0, None, "tail"),
+]
+
+
+def _padding(kind, batch, generator):
+    """A key-padding mask (bool ``(batch, N)``, True = attend) of ``kind``: None; "tail" (each
+    element keeps a prefix of keys, ending inside a block, the second element's within the
+    first third of the sequence); "holes" (a random 30 % of keys padded, and one whole block);
+    "empty" ("holes", and the last element pads every key: its rows give 0 and an LSE of
+    -inf)."""
+    if kind is None:
+        return None
+    if kind == "tail":
+        mask = torch.zeros(batch, N, dtype=torch.bool)
+        for b in range(batch):
+            mask[b, :N - 3 - b * (N // 2 + 20)] = True
+        return mask
+    mask = torch.rand(batch, N, generator=generator) > 0.3
+    mask[:, 3 * BS:4 * BS] = False
+    if kind == "empty":
+        mask[-1] = False
+    return mask
 
 
 def _slopes(kind, batch, generator):
@@ -60,17 +90,18 @@ def _runs(world):
             for fraction in (0.5, 1e-9):
                 if fraction < 0.5 and (window is not None or world > 2 and ci not in (1, 2)):
                     continue
-                yield pattern, causal, window, sharding, fraction, 0.0, None
+                yield pattern, causal, window, sharding, fraction, 0.0, None, None
     yield from SOFTCAP_RUNS
     yield from ALIBI_RUNS
+    yield from PADDING_RUNS
 
 
 # the Triton kernels (interpreted on CPU) in buffer coordinates: packed received blocks,
 # guests' rows after the shard's, a zigzag shard's two chunks
 TRITON_RUNS = [
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 0.0, None),
-    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 3.0, None),
-    (sf.local(2) | sf.global_blocks(1), True, None, "contiguous", 0.5, 0.0, "h"),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 0.5, 0.0, None, None),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 3.0, None, "holes"),
+    (sf.local(2) | sf.global_blocks(1), True, None, "contiguous", 0.5, 0.0, "h", None),
 ]
 
 
@@ -92,21 +123,23 @@ def _worker(rank, world, init_file, failures, backend="torch"):
         # the interpreter runs a program at a time: one batch element keeps it short
         runs, dtype, atol, batch = ((_runs(world), torch.float64, 1e-10, B) if backend == "torch"
                                     else (TRITON_RUNS, torch.float32, 2e-5, 1))
-        for ci, (pattern, causal, window, sharding, fraction, softcap, alibi) in enumerate(runs):
+        for ci, (pattern, causal, window, sharding, fraction, softcap, alibi, padding) in enumerate(runs):
             sfd.GUEST_MIN_FRACTION = fraction
             sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4     # None: every candidate goes
             sfd.shard_plan.cache_clear()
             case = (f"case {ci} ({pattern}, causal={causal}, {sharding}, guests>={fraction}, softcap={softcap}, "
-                    f"alibi={alibi})")
+                    f"alibi={alibi}, padding={padding})")
             g = torch.Generator().manual_seed(ci)
             q, k, v, do = (torch.randn(batch, h, N, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
             slopes = _slopes(alibi, batch, g)
             slopes = None if slopes is None else slopes.to(dev)
+            kpm = _padding(padding, batch, g)
+            kpm = None if kpm is None else kpm.to(dev)
             dlse = torch.randn(batch, H, N, generator=g, dtype=dtype).to(dev)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             ref, ref_lse = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=causal,
                                                window_size=window, return_lse=True, backend=backend,
-                                               softcap=softcap, alibi_slopes=slopes)
+                                               softcap=softcap, alibi_slopes=slopes, key_padding_mask=kpm)
             # the LSE's gradient too (the guests' pieces carry it)
             ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
             qs, ks, vs = (sfd.shard(t.detach(), world, rank, sharding) for t in (q, k, v))
@@ -115,7 +148,9 @@ def _worker(rank, world, init_file, failures, backend="torch"):
             qs, ks, vs = (t.requires_grad_(True) for t in (qs, ks, vs))
             out, lse = sfd.sparse_attention(qs, ks, vs, pattern, block_size=BS, causal=causal,
                                             window_size=window, return_lse=True, backend=backend,
-                                            sharding=sharding, softcap=softcap, alibi_slopes=slopes)
+                                            sharding=sharding, softcap=softcap, alibi_slopes=slopes,
+                                            key_padding_mask=None if kpm is None else sfd.shard(kpm, world, rank,
+                                                                                                sharding, dim=1))
             grads = torch.autograd.grad((out, lse), (qs, ks, vs),
                                         (sfd.shard(do, world, rank, sharding), sfd.shard(dlse, world, rank, sharding)))
             mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
@@ -200,6 +235,37 @@ def _dropout_worker(rank, world, init_file, failures):
                                 sum((gr * u).sum() for gr, u in zip(grads, dirs))])
             dist.all_reduce(vals)
             assert torch.isclose(vals[0], vals[1], rtol=1e-6, atol=1e-8), f"{case}: {vals.tolist()}"
+        dist.destroy_process_group()
+    except Exception as exc:  # surfaced by the parent with the rank
+        failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _padded_pieces_worker(rank, world, init_file, failures):
+    """A key-padding mask at batch 1, where the forward's exchange goes in pieces of the KV
+    heads (each piece's call takes the whole buffer mask), against the one-process result."""
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        import sparseflash.distributed as sfd
+
+        pattern, Hkv = sf.local(2), 2
+        plan = sfd.shard_plan(pattern, N, world, rank, BS, True, H, None, "contiguous", Hkv)
+        assert sfd._pipeline(plan, 1, Hkv, sfd._NO_MODS, padded=True) == (2, 1)
+        g = torch.Generator().manual_seed(11)
+        q, k, v, do = (torch.randn(1, h, N, D, generator=g, dtype=torch.float64) for h in (H, Hkv, Hkv, H))
+        kpm = _padding("holes", 1, g)
+        q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        ref = sf.sparse_attention(q, k, v, pattern, block_size=BS, causal=True, key_padding_mask=kpm,
+                                  backend="torch")
+        ref_grads = torch.autograd.grad(ref, (q, k, v), do)
+        mine = lambda t: sfd.shard(t.detach(), world, rank)  # noqa: E731
+        shards = [mine(t).requires_grad_(True) for t in (q, k, v)]
+        out = sfd.sparse_attention(*shards, pattern, block_size=BS, causal=True, backend="torch",
+                                   key_padding_mask=sfd.shard(kpm, world, rank, dim=1))
+        grads = torch.autograd.grad(out, shards, mine(do))
+        torch.testing.assert_close(out, mine(ref), atol=1e-10, rtol=0)
+        for name, g_, r_ in zip("qkv", grads, ref_grads):
+            torch.testing.assert_close(g_, mine(r_), atol=1e-10, rtol=0, msg=lambda m: f"d{name}: {m}")
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank
         failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
@@ -295,6 +361,10 @@ def test_pipelined_forward_on_one_gpu():
 
 def test_dropout_across_shards():
     _spawn(2, target=_dropout_worker)
+
+
+def test_key_padding_with_the_exchange_in_pieces():
+    _spawn(2, target=_padded_pieces_worker)
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -435,6 +505,9 @@ def test_pipelined_exchange_agrees_across_ranks():
     assert _pipeline(plans[0], 2, 2, _NO_MODS) == (2, 0)        # the batch
     assert _pipeline(plans[0], 1, 8, _NO_MODS) == (4, 1)        # KV heads, at most 4 pieces
     assert _pipeline(plans[0], 6, 2, _NO_MODS) == (3, 0)
+    # a key-padding mask has a table set per batch element: pieces of the heads only
+    assert _pipeline(plans[0], 2, 2, _NO_MODS, padded=True) == (1, 0)
+    assert _pipeline(plans[0], 1, 8, _NO_MODS, padded=True) == (4, 1)
     # local(1): ranks receive 1 block of 8: too few to cut
     assert _pipeline(shard_plan(sf.local(1), 1024, 4, 1, 16, True, 4, None, "contiguous", 2), 2, 2, _NO_MODS) == (1, 0)
 
@@ -547,6 +620,12 @@ def test_bad_options():
                 cp_attention(q, q, q, sf.local(1), block_size=16, dropout_p=1.0)
             with pytest.raises(ValueError, match="softcap"):
                 cp_attention(q, q, q, sf.local(1), block_size=16, softcap=-1.0)
+            with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \(batch, N/W"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, key_padding_mask=torch.ones(1, 128, dtype=torch.bool))
+            with pytest.raises(ValueError, match="key_padding_mask must be a bool"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, key_padding_mask=torch.ones(1, 64))
+            with pytest.raises(TypeError, match="key_padding_mask must be a bool torch.Tensor"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, key_padding_mask=[[True] * 64])
             # one rank is the one-process call
             g = torch.Generator().manual_seed(0)
             q, k, v = (torch.randn(1, 2, 64, 16, generator=g, dtype=torch.float64) for _ in range(3))
@@ -555,5 +634,8 @@ def test_bad_options():
             slopes = torch.tensor([0.25, 0.5])
             torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes),
                                        sf.sparse_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes))
+            kpm = torch.arange(64)[None] % 5 != 2
+            torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, key_padding_mask=kpm),
+                                       sf.sparse_attention(q, k, v, sf.local(1), block_size=16, key_padding_mask=kpm))
         finally:
             dist.destroy_process_group()

@@ -223,6 +223,41 @@ def test_padding_skips_blocks_with_no_valid_key():
     assert layout.to_dense("full", seq=1)[0][:, 2:].all()
 
 
+def test_key_padding_keeps_a_layouts_own_positions():
+    # with_key_padding works on any one-sequence layout: here queries mid-way through their
+    # keys (q_pos 64 of 192 keys, as a context-parallel rank's buffer puts them), not
+    # bottom-right. Each element's tables are the base's blocks that hold a valid key, full
+    # only where the base block was full and every key is valid, at the base's positions.
+    from sparseflash.compiler import _layout_of, absolute_blocks, with_key_padding
+
+    base = sf.compile(sf.bigbird(window=1, globals=1, random=1), 256, block_size=32, causal=True, num_heads=2)
+    head, I, J = absolute_blocks(base)
+    keep = (I >= 2) & (I < 4)                      # query blocks 2, 3 only, against keys 0..5
+    keep &= J < 6
+    mid = _layout_of(None if head is None else head[keep], I[keep], J[keep], base.table_heads, 64, 192,
+                     64, 0, 32, True, 2, None, 0.0)
+    rng = np.random.default_rng(5)
+    kpm = rng.random((3, 192)) > 0.4
+    kpm[1] = False
+    kpm[2, 32:64] = False
+    padded = with_key_padding(mid, kpm)
+    assert padded.num_seqs == 3 and (padded.seqs[:, 4] == 64).all()       # q_pos kept
+    bs, nk = 32, 6
+    status = kpm.reshape(3, nk, bs).sum(2)
+    for b in range(3):
+        for h in range(2):
+            dense, full = mid.to_dense()[h], mid.to_dense("full")[h]
+            want = dense & (status[b] > 0)[None, :]
+            assert np.array_equal(padded.to_dense(seq=b)[h], want), (b, h)
+            assert np.array_equal(padded.to_dense("full", seq=b)[h], full & (status[b] == bs)[None, :])
+            assert np.array_equal(padded.to_token_mask(h, seq=b), mid.to_token_mask(h) & kpm[b][None, :])
+    assert not padded.to_dense(seq=1).any()
+    with pytest.raises(ValueError, match="key_padding_mask must be a bool array of shape"):
+        with_key_padding(mid, kpm[:, :100])
+    with pytest.raises(ValueError, match="only a layout of one sequence"):
+        with_key_padding(padded, kpm)
+
+
 # ---------------------------------------------------------------------- windows
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("window,causal", [((40, 0), True), ((17, 25), False), ((-1, 10), False), ((50, -1), True)])

@@ -45,9 +45,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_padding, _check_tensor,
-                        _forward_impl, _resolve_backend, _rng_ints)
-from .compiler import (_check_block_size, _layout_of, _pattern_blocks, _sequence_blocks, check_window,
-                       with_key_padding)
+                        _forward_impl, _host_ints, _resolve_backend, _rng_ints)
+from .compiler import (_check_block_size, _fwd_blocks, _layout_of, _pattern_blocks, _sequence_blocks,
+                       check_window, compile, with_key_padding)
 from .layout import BlockLayout
 from .pattern import Pattern
 from .philox import draw_seed
@@ -174,20 +174,54 @@ class ShardPlan:
         return np.searchsorted(np.asarray(self.own_blocks), np.asarray(blocks, dtype=np.int64))
 
 
+def _document_blocks(pattern: Pattern, docs: Tuple[int, ...], block_size: int, causal: bool,
+                     num_heads: int, window):
+    """The stored blocks of packed documents on the whole sequence's block grid: ``(head or
+    None, I, J, full, table_heads)``. ``docs``: token offsets (``cu_seqlens``), every one a
+    multiple of ``block_size``, so each document's own grid (its pattern, blocks and causal
+    line start at its first token, as on one GPU) is the sequence's grid moved along the
+    diagonal and its blocks keep their full/partial kind. Per document length, the layout
+    comes from the compile cache (a training step's lengths repeat)."""
+    bs = block_size
+    parts = []
+    for a, b in zip(docs, docs[1:]):
+        if b == a:
+            continue
+        one = compile(pattern, b - a, block_size=bs, causal=causal, num_heads=num_heads, window_size=window)
+        row, col, full = _fwd_blocks(one)
+        nq = one.num_q_blocks
+        parts.append((row // nq if one.table_heads > 1 else None, row % nq + a // bs, col + a // bs, full))
+    th = num_heads if any(h is not None for h, *_ in parts) else 1
+    if th > 1:                      # documents with one table for all heads: one per head
+        parts = [(h, I, J, f) if h is not None else
+                 (np.repeat(np.arange(th, dtype=np.int64), I.size), np.tile(I, th), np.tile(J, th), np.tile(f, th))
+                 for h, I, J, f in parts]
+    cat = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(1, 4)]
+    I, J, full = cat[0], cat[1], cat[2].astype(bool)
+    head = np.concatenate([p[0] for p in parts]) if th > 1 else None
+    order = np.lexsort((J, I) + ((head,) if head is not None else ()))
+    return (head[order] if head is not None else None), I[order], J[order], full[order], th
+
+
 @functools.lru_cache(maxsize=8)
 def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal: bool,
                    num_heads: int, window, sharding: str, guest_min_fraction: float,
-                   guest_cost: Optional[float], num_kv_heads: int, exact: bool = False):
+                   guest_cost: Optional[float], num_kv_heads: int, exact: bool = False,
+                   docs: Optional[Tuple[int, ...]] = None):
     """Every stored block of the whole sequence and who computes it: ``(head or None, I, J,
     full, table_heads, owner, executor, moved)``; ``moved`` marks blocks whose key block goes
     to the query's owner, ``executor != owner[I]`` marks guests (none when ``exact``, which
-    any window implies: a guest's rows would not keep their positions). O(stored blocks)."""
+    any window implies: a guest's rows would not keep their positions). ``docs``: packed
+    documents' token offsets (block multiples), or None for one sequence. O(stored blocks)."""
     bs = block_size
     nb = N // bs
-    head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
-    row, J, full = _sequence_blocks(head, I, J, N, N, 0, 0, bs, causal, window)
-    head = row // nb if th > 1 else None
-    I = row % nb
+    if docs is None:
+        head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
+        row, J, full = _sequence_blocks(head, I, J, N, N, 0, 0, bs, causal, window)
+        head = row // nb if th > 1 else None
+        I = row % nb
+    else:
+        head, I, J, full, th = _document_blocks(pattern, docs, bs, causal, num_heads, window)
     owner = np.empty(nb, dtype=np.int64)
     for r in range(world):
         owner[_own_blocks(N, world, r, bs, sharding)] = r
@@ -224,12 +258,15 @@ def _by_peer(values: np.ndarray, peers: np.ndarray, world: int) -> Tuple[Tuple[i
 @functools.lru_cache(maxsize=64)
 def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int, causal: bool,
                num_heads: int, window=None, sharding: str = "contiguous",
-               num_kv_heads: Optional[int] = None, exact: bool = False) -> ShardPlan:
+               num_kv_heads: Optional[int] = None, exact: bool = False,
+               docs: Optional[Tuple[int, ...]] = None) -> ShardPlan:
     """The :class:`ShardPlan` of ``rank`` (cached); O(stored blocks of the whole sequence)
     (and O(W^2) passes over the blocks read across ranks to choose guests). ``exact`` (and
     any ``window``): the buffer keeps every received block at its exact offset from the
     shard (it spans them; the gaps are never read) and no query block is a guest, so the
-    buffer's query-key distances are the sequence's (ALiBi needs them); contiguous shards only."""
+    buffer's query-key distances are the sequence's (ALiBi needs them); contiguous shards only.
+    ``docs``: packed documents' token offsets (``cu_seqlens``, each a multiple of
+    ``block_size``): the blocks are each document's, on its own grid."""
     bs = block_size
     exact = exact or window is not None
     if exact and sharding != "contiguous":
@@ -237,7 +274,7 @@ def shard_plan(pattern: Pattern, N: int, world: int, rank: int, block_size: int,
                          f"sharding='contiguous'")
     head, I, J, full, th, owner, executor, moved = _sequence_plan(
         pattern, N, world, bs, causal, num_heads, window, sharding, GUEST_MIN_FRACTION, GUEST_COST,
-        num_kv_heads or num_heads, exact)
+        num_kv_heads or num_heads, exact, docs)
     n = N // world
     own = _own_blocks(N, world, rank, bs, sharding)
     local = np.full(N // bs, -1, dtype=np.int64)
@@ -643,7 +680,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
                      backend: str = "auto", sharding: str = "contiguous", softcap: float = 0.0,
                      dropout_p: float = 0.0, alibi_slopes: Optional[Tensor] = None,
-                     key_padding_mask: Optional[Tensor] = None):
+                     key_padding_mask: Optional[Tensor] = None, cu_seqlens: Optional[Tensor] = None):
     """Context-parallel :func:`sparseflash.sparse_attention` over the ranks of ``group``.
 
     Args:
@@ -685,11 +722,19 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
             result. Rows with no valid key give 0 and an LSE of -inf. It reads the mask on
             the host (a device sync), and the forward's exchange is not pipelined over the
             batch.
+        cu_seqlens: int32/int64 ``(num_docs + 1,)``, packed documents' offsets over the whole
+            sequence (``0 ... N``, the same on every rank; batch must be 1), as in
+            :func:`sparseflash.sparse_attention`: each document is its own sequence (pattern,
+            blocks and causal line start at its first token) and no token attends another
+            document's. Across shards every offset must be a multiple of ``block_size``: pad
+            each document to a multiple and mask the padded keys with ``key_padding_mask``,
+            which gives the real tokens exactly the one-GPU result of the unpadded documents.
+            The plan is built per set of documents (host, O(stored blocks); a layout per
+            document length comes from the compile cache).
 
     Returns the rank's shard of the output ``(batch, num_heads, N/W, head_dim)`` (and its LSE),
     in the shard's order. The shard length must be a multiple of ``block_size`` (of
-    ``2 * block_size`` for zigzag: a block lives on one rank). Packed documents
-    (``cu_seqlens``) are not supported across shards.
+    ``2 * block_size`` for zigzag: a block lives on one rank).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t)
@@ -734,8 +779,18 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         rng = (seed ^ (rank << 41), offset)         # the rank in the seed: independent streams
     mods = (float(softcap), alibi, float(dropout_p), rng)
     kpm = _check_padding(key_padding_mask, B, n, q.device, length="N/W, the rank's shard")
+    docs = None
+    if cu_seqlens is not None:
+        docs = _host_ints("cu_seqlens", cu_seqlens, n * world)
+        if B != 1:
+            raise ValueError(f"cu_seqlens: packed documents need q, k, v of batch 1 (1, H, N/W, d), got batch {B}")
+        odd = [x for x in docs if x % block_size]
+        if odd:
+            raise ValueError(f"cu_seqlens: across shards every document offset must be a multiple of block_size "
+                             f"{block_size}, got {odd[:4]}; pad each document to a multiple and mask the padded "
+                             f"keys with key_padding_mask")
     plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1],
-                      exact=alibi is not None)
+                      exact=alibi is not None, docs=docs)
     padding = None if kpm is None else _buffer_padding(plan, _gathered_mask(kpm, group, sharding), q.device)
     out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods, padding)
     return (out, lse) if return_lse else out

@@ -241,6 +241,87 @@ def _dropout_worker(rank, world, init_file, failures):
         raise
 
 
+# packed documents across shards (batch 1): (pattern, causal, window, sharding, guest fraction,
+# ALiBi, cu_seqlens over N = 128 tokens); offsets are multiples of BS = 16: a one-block
+# document, an empty one, guests forced, zigzag, a window and ALiBi's exact buffer
+DOC_RUNS = [
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, None, [0, 32, 48, 96, 128]),
+    (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, None, [0, 64, 64, 112, 128]),
+    (sf.dense(), True, (20, 10), "contiguous", 0.5, None, [0, 48, 128]),
+    (sf.local(1) | sf.global_blocks(1), True, None, "contiguous", 0.5, "h", [0, 16, 80, 128]),
+]
+
+
+def _documents_worker(rank, world, init_file, failures, backend="torch"):
+    """Packed documents across shards against the one-process ``cu_seqlens`` call, output,
+    LSE and all gradients; then documents of any length (one of a single token), each padded
+    to a block multiple with its padded keys masked, against the one-process call of the
+    unpadded documents, on the real tokens (the padded rows' gradients are zero)."""
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        import sparseflash.distributed as sfd
+
+        dtype, atol = (torch.float64, 1e-10) if backend == "torch" else (torch.float32, 2e-5)
+        runs = DOC_RUNS if backend == "torch" else DOC_RUNS[1:2]
+        for ci, (pattern, causal, window, sharding, fraction, alibi, docs) in enumerate(runs):
+            sfd.GUEST_MIN_FRACTION = fraction
+            sfd.GUEST_COST = None if fraction < 0.5 else 5 / 4
+            sfd.shard_plan.cache_clear()
+            case = f"docs case {ci} ({pattern}, causal={causal}, {sharding}, docs={docs}, alibi={alibi})"
+            g = torch.Generator().manual_seed(40 + ci)
+            q, k, v, do = (torch.randn(1, h, N, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
+            dlse = torch.randn(1, H, N, generator=g, dtype=dtype)
+            slopes = _slopes(alibi, 1, g)
+            cu = torch.tensor(docs, dtype=torch.int32)
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+            kw = dict(block_size=BS, causal=causal, window_size=window, backend=backend, alibi_slopes=slopes,
+                      cu_seqlens=cu, return_lse=True)
+            ref, ref_lse = sf.sparse_attention(q, k, v, pattern, **kw)
+            ref_grads = torch.autograd.grad((ref, ref_lse), (q, k, v), (do, dlse))
+            mine = lambda t: sfd.shard(t.detach(), world, rank, sharding)  # noqa: E731
+            shards = [mine(t).requires_grad_(True) for t in (q, k, v)]
+            out, lse = sfd.sparse_attention(*shards, pattern, sharding=sharding, **kw)
+            grads = torch.autograd.grad((out, lse), shards, (mine(do), mine(dlse)))
+            torch.testing.assert_close(out, mine(ref), atol=atol, rtol=0, msg=lambda m: f"{case} out: {m}")
+            torch.testing.assert_close(lse, mine(ref_lse), atol=atol, rtol=0, msg=lambda m: f"{case} lse: {m}")
+            for name, g_, r_ in zip("qkv", grads, ref_grads):
+                torch.testing.assert_close(g_, mine(r_), atol=atol, rtol=0, msg=lambda m: f"{case} d{name}: {m}")
+
+        # unaligned documents (30, 45, 1 and 43 tokens), padded to 32, 48, 16 and 48, then a
+        # padding document to N = 192 (12 blocks: 6 a rank on 2, 3 on 4)
+        lens, padded_lens = [30, 45, 1, 43], [32, 48, 16, 48, 48]
+        total, Np = sum(lens), sum(padded_lens)
+        real = torch.cat([torch.arange(a, a + n) for a, n in zip(np.cumsum([0] + padded_lens[:-1]), lens)])
+        kpm = torch.zeros(1, Np, dtype=torch.bool)
+        kpm[0, real] = True
+        g = torch.Generator().manual_seed(77)
+        q, k, v, do = (torch.randn(1, h, total, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
+        q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        pattern = sf.local(1) | sf.global_blocks(1)
+        kw = dict(block_size=BS, causal=True, backend=backend)
+        ref = sf.sparse_attention(q, k, v, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + lens), dtype=torch.int32),
+                                  **kw)
+        ref_grads = torch.autograd.grad(ref, (q, k, v), do)
+
+        def spread(t):                      # real tokens at their padded rows, zeros between
+            out = t.new_zeros(t.shape[:2] + (Np,) + t.shape[3:])
+            out[:, :, real] = t.detach()
+            return out
+        mine = lambda t: sfd.shard(t, world, rank)  # noqa: E731
+        shards = [mine(spread(t)).requires_grad_(True) for t in (q, k, v)]
+        out = sfd.sparse_attention(*shards, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + padded_lens)),
+                                   key_padding_mask=mine(kpm.unsqueeze(1)).squeeze(1), **kw)
+        grads = torch.autograd.grad(out, shards, mine(spread(do)))
+        mask = mine(kpm.unsqueeze(1)).squeeze(1)[0]            # this rank's real rows
+        torch.testing.assert_close(out[:, :, mask], mine(spread(ref))[:, :, mask], atol=atol, rtol=0)
+        for name, g_, r_ in zip("qkv", grads, ref_grads):
+            torch.testing.assert_close(g_, mine(spread(r_)), atol=atol, rtol=0, msg=lambda m: f"padded d{name}: {m}")
+        dist.destroy_process_group()
+    except Exception as exc:  # surfaced by the parent with the rank
+        failures.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
 def _padded_pieces_worker(rank, world, init_file, failures):
     """A key-padding mask at batch 1, where the forward's exchange goes in pieces of the KV
     heads (each piece's call takes the whole buffer mask), against the one-process result."""
@@ -361,6 +442,32 @@ def test_pipelined_forward_on_one_gpu():
 
 def test_dropout_across_shards():
     _spawn(2, target=_dropout_worker)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_packed_documents_across_shards(world):
+    _spawn(world, target=_documents_worker)
+
+
+def test_packed_documents_triton_kernels():
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and no Triton interpreter")
+    if _on_gpus("triton") and torch.cuda.device_count() < 2:
+        pytest.skip("compiled kernels: needs 2 GPUs (a rank per GPU, NCCL)")
+    ctx = mp.get_context("spawn")
+    failures = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        procs = [ctx.Process(target=_documents_worker, args=(r, 2, init_file, failures, "triton")) for r in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=300)
+        errors = []
+        while not failures.empty():
+            errors.append(failures.get())
+        assert not errors, "\n".join(errors)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 
 def test_key_padding_with_the_exchange_in_pieces():
@@ -527,6 +634,24 @@ def test_exchange_moves_only_the_blocks_rows_read():
     assert [p.layout.kv_len for p in plans] == [256, 288, 288, 288]
 
 
+def test_documents_ending_at_shard_edges_exchange_nothing():
+    # no token reads another document: documents that end where shards end move no block,
+    # and one that spans the edge moves only its own blocks
+    from sparseflash.distributed import shard_plan
+
+    pattern = sf.local(2) | sf.global_blocks(1)
+    for rank in range(4):
+        plan = shard_plan(pattern, 1024, 4, rank, 16, True, 4, docs=(0, 256, 512, 768, 1024))
+        assert plan.blocks_received == 0 and plan.num_guests == 0 and not any(plan.send), rank
+        whole = shard_plan(pattern, 1024, 4, rank, 16, True, 4)
+        assert rank == 0 or whole.blocks_received > 0
+    # one document over ranks 1 and 2: rank 2 reads rank 1's blocks of it (its window's two
+    # and the document's first block, 16, as a global column), never rank 0's
+    plan = shard_plan(pattern, 1024, 4, 2, 16, True, 4, docs=(0, 256, 768, 1024))
+    assert plan.recv[0] == () and plan.recv[3] == ()
+    assert set(plan.recv[1]) == {16, 30, 31}
+
+
 def test_global_row_goes_to_the_keys():
     from sparseflash.distributed import shard_plan
 
@@ -634,8 +759,20 @@ def test_bad_options():
             slopes = torch.tensor([0.25, 0.5])
             torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes),
                                        sf.sparse_attention(q, k, v, sf.local(1), block_size=16, alibi_slopes=slopes))
+            with pytest.raises(ValueError, match="cu_seqlens: across shards every document offset must be a multiple"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, cu_seqlens=torch.tensor([0, 20, 64]))
+            with pytest.raises(ValueError, match="cu_seqlens must end at the total number of tokens 64"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, cu_seqlens=torch.tensor([0, 32]))
+            with pytest.raises(ValueError, match="cu_seqlens must be an integer"):
+                cp_attention(q, q, q, sf.local(1), block_size=16, cu_seqlens=torch.tensor([0.0, 64.0]))
+            with pytest.raises(ValueError, match="cu_seqlens: packed documents need q, k, v of batch 1"):
+                q2 = torch.zeros(2, 2, 64, 16)
+                cp_attention(q2, q2, q2, sf.local(1), block_size=16, cu_seqlens=torch.tensor([0, 32, 64]))
             kpm = torch.arange(64)[None] % 5 != 2
             torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, key_padding_mask=kpm),
                                        sf.sparse_attention(q, k, v, sf.local(1), block_size=16, key_padding_mask=kpm))
+            cu = torch.tensor([0, 16, 64], dtype=torch.int32)
+            torch.testing.assert_close(cp_attention(q, k, v, sf.local(1), block_size=16, cu_seqlens=cu),
+                                       sf.sparse_attention(q, k, v, sf.local(1), block_size=16, cu_seqlens=cu))
         finally:
             dist.destroy_process_group()

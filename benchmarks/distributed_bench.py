@@ -34,13 +34,26 @@ from sparseflash.attention import _backward_impl, _forward_impl  # noqa: E402
 from benchmarks.run import environment  # noqa: E402
 
 CASES = [
-    # name, pattern, N, causal, sharding, one-GPU baseline
-    ("local(3) | global_blocks(1) causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, True, "zigzag", True),
-    ("local(3) | global_blocks(1) non-causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, "contiguous", True),
-    ("bigbird(3, 2, 3) causal, 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, "zigzag", True),
-    ("dense causal, 256K", sf.dense(), 1 << 18, True, "zigzag", True),
-    ("local(3) | global_blocks(1) causal, 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, True, "zigzag", False),
+    # name, pattern, N, causal, sharding, one-GPU baseline, packed documents (None: one sequence)
+    ("local(3) | global_blocks(1) causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, True, "zigzag", True, None),
+    ("local(3) | global_blocks(1) non-causal, 1M", sf.local(3) | sf.global_blocks(1), 1 << 20, False, "contiguous", True,
+     None),
+    ("bigbird(3, 2, 3) causal, 1M", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, "zigzag", True, None),
+    ("dense causal, 256K", sf.dense(), 1 << 18, True, "zigzag", True, None),
+    ("local(3) | global_blocks(1) causal, 2M", sf.local(3) | sf.global_blocks(1), 1 << 21, True, "zigzag", False, None),
+    ("dense causal, 1M, 64 documents", sf.dense(), 1 << 20, True, "zigzag", True, 64),
+    ("bigbird(3, 2, 3) causal, 1M, 256 documents", sf.bigbird(window=3, globals=2, random=3), 1 << 20, True, "zigzag",
+     True, 256),
 ]
+
+
+def documents(N: int, bs: int, count: int, dev) -> torch.Tensor:
+    """``cu_seqlens`` of ``count`` documents of random lengths on block boundaries (seeded:
+    the same on every rank)."""
+    g = torch.Generator().manual_seed(count)
+    count = min(count, N // bs)
+    cuts = torch.randperm(N // bs - 1, generator=g)[:count - 1].add(1).sort().values * bs
+    return torch.cat([torch.tensor([0]), cuts, torch.tensor([N])]).to(dev, torch.int32)
 
 
 def _sync():
@@ -165,7 +178,7 @@ def main():
         meta.update(net)
         print(json.dumps(net), flush=True)
     wanted = [c for c in args.cases.split(",") if c]
-    for name, pattern, N, causal, sharding, baseline in CASES:
+    for name, pattern, N, causal, sharding, baseline, ndocs in CASES:
         if wanted and not any(w in name for w in wanted):
             continue
         if smoke:
@@ -175,10 +188,12 @@ def main():
         full = [torch.randn(1, H, N, d, device=dev, dtype=dtype, generator=g) for _ in range(4)]
         q, k, v, do = (sfd.shard(t, world, rank, sharding) for t in full)
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        cu = documents(N, bs, ndocs, dev) if ndocs else None
+        docs = tuple(cu.tolist()) if cu is not None else None
         t0 = time.perf_counter()
-        plan = sfd.shard_plan(pattern, N, world, rank, bs, causal, H, None, sharding)
+        plan = sfd.shard_plan(pattern, N, world, rank, bs, causal, H, None, sharding, docs=docs)
         plan_s = time.perf_counter() - t0
-        kw = dict(block_size=bs, causal=causal, sharding=sharding, backend=backend)
+        kw = dict(block_size=bs, causal=causal, sharding=sharding, backend=backend, cu_seqlens=cu)
 
         def cp_step():
             out = sfd.sparse_attention(q, k, v, pattern, **kw)
@@ -214,7 +229,7 @@ def main():
         if baseline:
             if rank == 0:
                 fq, fk, fv = (t.detach().clone().requires_grad_(True) for t in full[:3])
-                one = dict(block_size=bs, causal=causal, backend=backend)
+                one = dict(block_size=bs, causal=causal, backend=backend, cu_seqlens=cu)
 
                 def one_step():
                     o = sf.sparse_attention(fq, fk, fv, pattern, **one)

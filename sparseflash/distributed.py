@@ -467,6 +467,8 @@ def _gathered_mask(kpm: Tensor, group, sharding: str) -> np.ndarray:
     """The whole sequence's key-padding mask, bool ``(B, N)`` on the host, from every rank's
     shard (int8 ``(B, N/W)`` on the rank's device; one all-gather)."""
     world = dist.get_world_size(group)
+    if dist.get_backend(group) == "gloo":          # gloo gathers host tensors
+        kpm = kpm.cpu()
     parts = [torch.empty_like(kpm) for _ in range(world)]
     dist.all_gather(parts, kpm, group=group)
     B, n = kpm.shape

@@ -359,7 +359,8 @@ def _gpu_worker(rank, world, init_file, failures):
     with the compiled kernels (the sm_90 ones at bf16, d=128, block 128), under a caller's
     stream, against the one-process output and gradients. The exchange goes through the
     host (gloo moves CPU tensors; each piece lands with an asynchronous device copy at its
-    wait(), so the pieces' attention must wait for exactly their own piece)."""
+    wait(), so the pieces' attention must wait for exactly their own piece). Then ALiBi's
+    exact-offset buffer, and packed documents with a key-padding mask."""
     try:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
         import sparseflash.distributed as sfd
@@ -427,6 +428,30 @@ def _gpu_worker(rank, world, init_file, failures):
                 want = sfd.shard(want, world, rank).float()
                 err = ((got.float() - want).abs().max() / want.abs().max()).item()
                 assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"alibi d{name}: relative error {err}"
+        # packed documents on block boundaries with a key-padding mask (the buffer's mask and
+        # a table set per batch element), compiled kernels (sm_90 ones at bf16, d=128)
+        for dtype, bs, d in ((torch.bfloat16, 128, 128), (torch.float32, 16, 16)):
+            N = 8 * bs
+            pattern = sf.local(1) | sf.global_blocks(1)
+            g = torch.Generator().manual_seed(9)
+            q, k, v, do = (torch.randn(1, h, N, d, generator=g).to(dev, dtype) for h in (4, 2, 2, 4))
+            kpm = (torch.rand(1, N, generator=g) > 0.2).to(dev)
+            cu = torch.tensor([0, 3 * bs, 5 * bs, N], dtype=torch.int32, device=dev)
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+            kw = dict(block_size=bs, causal=True, key_padding_mask=kpm, cu_seqlens=cu)
+            ref = sf.sparse_attention(q, k, v, pattern, **kw)
+            ref_grads = torch.autograd.grad(ref, (q, k, v), do)
+            qs, ks, vs = (sfd.shard(t.detach(), world, rank).requires_grad_(True) for t in (q, k, v))
+            kw["key_padding_mask"] = sfd.shard(kpm, world, rank, dim=1)
+            out = sfd.sparse_attention(qs, ks, vs, pattern, **kw)
+            grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank))
+            torch.cuda.synchronize()
+            tol = 2e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(out.float(), sfd.shard(ref.detach(), world, rank).float(), atol=tol, rtol=0)
+            for name, got, want in zip("qkv", grads, ref_grads):
+                want = sfd.shard(want, world, rank).float()
+                err = ((got.float() - want).abs().max() / want.abs().max()).item()
+                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"docs d{name}: relative error {err}"
         sfd._p2p = real_p2p
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank

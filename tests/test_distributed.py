@@ -43,7 +43,7 @@ ALIBI_RUNS = [
 # key-padding masks across shards: guests (which read the host's keys and its mask), zigzag,
 # an exact-offset buffer (a window, ALiBi) whose gaps are never read, softcap
 PADDING_RUNS = [
-    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 0.0, None, "holes"),
+    (sf.local(2) | sf.global_blocks(1), False, None, "contiguous", 1e-9, 0.0, None, "empty"),
     (sf.bigbird(window=1, globals=1, random=2), True, None, "zigzag", 0.5, 0.0, None, "tail"),
     (sf.dense(), False, (20, 10), "contiguous", 0.5, 0.0, None, "empty"),
     (sf.local(2) | sf.global_blocks(1), True, None, "contiguous", 0.5, 0.0, "bh", "holes"),

@@ -169,7 +169,8 @@ def _spawn(world, backend="torch", target=None):
     failures = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        args = (lambda r: (r, world, init_file, failures)) if target else \
+        # a worker of its own takes a backend only when one is named
+        args = (lambda r: (r, world, init_file, failures)) if target and backend == "torch" else \
             (lambda r: (r, world, init_file, failures, backend))
         procs = [ctx.Process(target=target or _worker, args=args(r)) for r in range(world)]
         for p in procs:
@@ -258,7 +259,12 @@ def _documents_worker(rank, world, init_file, failures, backend="torch"):
     to a block multiple with its padded keys masked, against the one-process call of the
     unpadded documents, on the real tokens (the padded rows' gradients are zero)."""
     try:
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        gpus = _on_gpus(backend)
+        if gpus:
+            torch.cuda.set_device(rank)
+        dist.init_process_group("nccl" if gpus else "gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=world)
+        dev = torch.device("cuda", rank) if gpus else torch.device("cpu")
         import sparseflash.distributed as sfd
 
         dtype, atol = (torch.float64, 1e-10) if backend == "torch" else (torch.float32, 2e-5)
@@ -269,10 +275,11 @@ def _documents_worker(rank, world, init_file, failures, backend="torch"):
             sfd.shard_plan.cache_clear()
             case = f"docs case {ci} ({pattern}, causal={causal}, {sharding}, docs={docs}, alibi={alibi})"
             g = torch.Generator().manual_seed(40 + ci)
-            q, k, v, do = (torch.randn(1, h, N, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
-            dlse = torch.randn(1, H, N, generator=g, dtype=dtype)
+            q, k, v, do = (torch.randn(1, h, N, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
+            dlse = torch.randn(1, H, N, generator=g, dtype=dtype).to(dev)
             slopes = _slopes(alibi, 1, g)
-            cu = torch.tensor(docs, dtype=torch.int32)
+            slopes = None if slopes is None else slopes.to(dev)
+            cu = torch.tensor(docs, dtype=torch.int32, device=dev)
             q, k, v = (t.requires_grad_(True) for t in (q, k, v))
             kw = dict(block_size=BS, causal=causal, window_size=window, backend=backend, alibi_slopes=slopes,
                       cu_seqlens=cu, return_lse=True)
@@ -291,15 +298,15 @@ def _documents_worker(rank, world, init_file, failures, backend="torch"):
         # padding document to N = 192 (12 blocks: 6 a rank on 2, 3 on 4)
         lens, padded_lens = [30, 45, 1, 43], [32, 48, 16, 48, 48]
         total, Np = sum(lens), sum(padded_lens)
-        real = torch.cat([torch.arange(a, a + n) for a, n in zip(np.cumsum([0] + padded_lens[:-1]), lens)])
-        kpm = torch.zeros(1, Np, dtype=torch.bool)
+        real = torch.cat([torch.arange(a, a + n) for a, n in zip(np.cumsum([0] + padded_lens[:-1]), lens)]).to(dev)
+        kpm = torch.zeros(1, Np, dtype=torch.bool, device=dev)
         kpm[0, real] = True
         g = torch.Generator().manual_seed(77)
-        q, k, v, do = (torch.randn(1, h, total, D, generator=g, dtype=dtype) for h in (H, HKV, HKV, H))
+        q, k, v, do = (torch.randn(1, h, total, D, generator=g, dtype=dtype).to(dev) for h in (H, HKV, HKV, H))
         q, k, v = (t.requires_grad_(True) for t in (q, k, v))
         pattern = sf.local(1) | sf.global_blocks(1)
         kw = dict(block_size=BS, causal=True, backend=backend)
-        ref = sf.sparse_attention(q, k, v, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + lens), dtype=torch.int32),
+        ref = sf.sparse_attention(q, k, v, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + lens), dtype=torch.int32, device=dev),
                                   **kw)
         ref_grads = torch.autograd.grad(ref, (q, k, v), do)
 
@@ -309,7 +316,7 @@ def _documents_worker(rank, world, init_file, failures, backend="torch"):
             return out
         mine = lambda t: sfd.shard(t, world, rank)  # noqa: E731
         shards = [mine(spread(t)).requires_grad_(True) for t in (q, k, v)]
-        out = sfd.sparse_attention(*shards, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + padded_lens)),
+        out = sfd.sparse_attention(*shards, pattern, cu_seqlens=torch.tensor(np.cumsum([0] + padded_lens), device=dev),
                                    key_padding_mask=mine(kpm.unsqueeze(1)).squeeze(1), **kw)
         grads = torch.autograd.grad(out, shards, mine(spread(do)))
         mask = mine(kpm.unsqueeze(1)).squeeze(1)[0]            # this rank's real rows
@@ -479,20 +486,7 @@ def test_packed_documents_triton_kernels():
         pytest.skip("no CUDA and no Triton interpreter")
     if _on_gpus("triton") and torch.cuda.device_count() < 2:
         pytest.skip("compiled kernels: needs 2 GPUs (a rank per GPU, NCCL)")
-    ctx = mp.get_context("spawn")
-    failures = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "init")
-        procs = [ctx.Process(target=_documents_worker, args=(r, 2, init_file, failures, "triton")) for r in range(2)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=300)
-        errors = []
-        while not failures.empty():
-            errors.append(failures.get())
-        assert not errors, "\n".join(errors)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    _spawn(2, "triton", target=_documents_worker)
 
 
 def test_key_padding_with_the_exchange_in_pieces():

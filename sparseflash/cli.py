@@ -60,6 +60,10 @@ def _positive(text: str) -> int:
     return _checked(text, int, lambda v: v > 0, "a positive integer")
 
 
+def _positive_float(text: str) -> float:
+    return _checked(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+
+
 def _probability(text: str) -> float:
     """A dropout probability in [0, 1)."""
     return _checked(text, float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
@@ -180,6 +184,19 @@ def _check_show_args(args) -> None:
     _check_device(args.gpu)
     if not 0 <= args.head < args.heads:
         raise ValueError(f"--head must be in [0, {args.heads}) for --heads {args.heads}, got {args.head}")
+    if args.world > 1:
+        unit = args.world * args.block_size * (2 if args.sharding == "zigzag" else 1)
+        if args.kv_len not in (None, args.seq_len):
+            raise ValueError("--world: context parallelism splits one sequence of queries and keys; "
+                             "leave --kv-len unset")
+        if args.seq_len % unit:
+            raise ValueError(f"--world {args.world}: --seq-len {args.seq_len} must be a multiple of {unit} "
+                             f"(world x block_size{' x 2 for zigzag' if args.sharding == 'zigzag' else ''}: "
+                             f"a block lives on one rank)")
+        if args.alibi and args.sharding != "contiguous":
+            raise ValueError("--alibi across ranks needs --sharding contiguous")
+    elif args.link_gbps is not None:
+        raise ValueError("--link-gbps needs --world 2 or more")
     if args.png:
         _check_png(args.png)
 
@@ -197,12 +214,49 @@ def _cmd_show(args) -> int:
     print(_summary(layout, compile_ms))
     _print_estimates(layout, args.head_dim, args.batch, _DTYPES[args.dtype], args.gpu,
                      dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
+    if args.world > 1:
+        _print_shards(pattern, layout, args)
     if args.png:
         from .visualize import plot
 
         plot(layout, args.png)
         print(f"\nwrote {args.png}")
     return 0
+
+
+def _print_shards(pattern: Pattern, layout, args) -> None:
+    """Per rank of ``sparseflash.distributed.sparse_attention`` on ``args.world`` ranks: the
+    blocks it computes, the key blocks it receives and the guest query blocks it hosts (its
+    plan), and the estimator's time for its one call over its buffers; the slowest rank against
+    one GPU. The exchange is counted in bytes (and in ms at ``--link-gbps``), not overlapped."""
+    from .distributed import shard_plan
+
+    W, bs, d, B, H = args.world, args.block_size, args.head_dim, args.batch, args.heads
+    dtype = _DTYPES[args.dtype]
+    e = torch.tensor([], dtype=dtype).element_size()
+    options = dict(dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
+
+    def ms(lay, backward):
+        return estimate(lay, d, batch=B, dtype=dtype, device=args.gpu, backward=backward, **options).predicted_ms
+    print(f"\ncontext parallel (sparseflash.distributed): {W} ranks, {args.sharding} shards of "
+          f"{args.seq_len // W:,} tokens; per rank its plan and the estimate of its one call over its buffers")
+    link = f"  {'K/V in ms':>9}" if args.link_gbps else ""
+    print(f"  {'rank':>4}  {'blocks':>9}  {'K/V blocks in':>13}  {'guests':>6}  {'K/V in MB':>9}{link}  "
+          f"{'fwd ms':>8}  {'fwd+bwd ms':>10}")
+    worst = [0.0, 0.0]
+    for r in range(W):
+        plan = shard_plan(pattern, args.seq_len, W, r, bs, args.causal, H, None, args.sharding, H,
+                          exact=args.alibi)
+        kv_bytes = 2 * plan.blocks_received * bs * H * d * e * B      # K and V of the received blocks
+        f, fb = ms(plan.layout, False), ms(plan.layout, True)
+        worst = [max(worst[0], f), max(worst[1], fb)]
+        link = f"  {kv_bytes / args.link_gbps / 1e6:9.3f}" if args.link_gbps else ""
+        print(f"  {r:>4}  {plan.layout.nnz:>9,}  {plan.blocks_received:>13,}  {plan.num_guests:>6,}  "
+              f"{kv_bytes / 1e6:9.1f}{link}  {f:8.3f}  {fb:10.3f}")
+    one_f, one_fb = ms(layout, False), ms(layout, True)
+    print(f"  slowest rank {worst[0]:.3f} ms forward, {worst[1]:.3f} ms forward+backward against "
+          f"{one_f:.3f} / {one_fb:.3f} on one GPU: at most {one_f / worst[0]:.2f}x / {one_fb / worst[1]:.2f}x "
+          f"(compute only; the backward sends the received blocks' dK/dV home, as many bytes again)")
 
 
 def _cmd_presets(args) -> int:
@@ -355,6 +409,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_estimate_args(show, heads=1, head_dim=128, shape=True)
     show.add_argument("--head", type=int, default=0, help="head to draw in the ASCII map (default 0)")
     show.add_argument("--png", metavar="FILE", help="also save a matplotlib figure of the layout")
+    show.add_argument("--world", type=_positive, default=1,
+                      help="also plan context parallelism on this many ranks (default 1: off)")
+    show.add_argument("--sharding", choices=("contiguous", "zigzag"), default="contiguous",
+                      help="with --world: how the sequence is cut (default contiguous)")
+    show.add_argument("--link-gbps", type=_positive_float, default=None, metavar="GB/S",
+                      help="with --world: the link between ranks, to turn K/V bytes into ms")
     show.set_defaults(func=_cmd_show)
 
     presets = sub.add_parser("presets", help="list the named presets with their default expressions")

@@ -228,3 +228,41 @@ def test_show_estimates_with_options(capsys):
 def test_show_refuses_bad_options(capsys, args, match):
     code, _, err = run_main(capsys, "show", "local(2)", "--seq-len", "4k", *args)
     assert code == 2 and match in err
+
+
+def test_show_plans_context_parallel_ranks(capsys):
+    # --world: a row per rank from its shard plan; every stored block is computed by exactly
+    # one rank, the received blocks are the plan's, and each rank's time is the estimate of
+    # its own call
+    from sparseflash.distributed import shard_plan
+
+    pattern = sf.bigbird(window=1, globals=1, random=2)
+    code, out, err = run_main(capsys, "show", "bigbird(window=1, globals=1, random=2)", "--seq-len", "8k",
+                              "--causal", "--heads", "2", "--world", "4", "--sharding", "zigzag",
+                              "--link-gbps", "100", "--device", "h200")
+    assert code == 0 and err == ""
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s+\d+\s+[\d,]+\s+[\d,]+\s+\d+\s", line)]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3]
+    layout = sf.compile(pattern, 8192, causal=True, num_heads=2)
+    assert sum(int(r[1].replace(",", "")) for r in rows) == layout.nnz
+    for rank, row in enumerate(rows):
+        plan = shard_plan(pattern, 8192, 4, rank, 128, True, 2, None, "zigzag", 2)
+        assert int(row[2].replace(",", "")) == plan.blocks_received
+        mb = 2 * plan.blocks_received * 128 * 2 * 128 * 2 / 1e6             # K and V, bf16
+        assert row[4] == f"{mb:.1f}" and row[5] == f"{mb * 1e6 / 100 / 1e6:.3f}"
+        est = sf.estimate(plan.layout, 128, device="h200", backward=True)
+        assert row[7] == f"{est.predicted_ms:.3f}"
+    assert "slowest rank" in out and "on one GPU" in out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--world", "3"], "--seq-len 4096 must be a multiple of 384"),
+    (["--world", "2", "--sharding", "zigzag", "--seq-len", "384"], "multiple of 512 (world x block_size x 2"),
+    (["--world", "2", "--kv-len", "8k"], "leave --kv-len unset"),
+    (["--world", "2", "--alibi", "--sharding", "zigzag"], "--alibi across ranks needs --sharding contiguous"),
+    (["--link-gbps", "300"], "--link-gbps needs --world 2 or more"),
+], ids=["not-a-multiple", "zigzag-unit", "kv-len", "alibi-zigzag", "link-alone"])
+def test_show_world_checks_arguments_before_drawing(capsys, args, match):
+    code, out, err = run_main(capsys, "show", "local(2)", "--seq-len", "4k", *args)
+    assert out == ""
+    assert_one_line_error(code, out, err, match)

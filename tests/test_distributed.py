@@ -739,6 +739,76 @@ def test_zigzag_balances_causal_work():
     assert np.isclose(max(p.layout.nnz for p in plans) / min(p.layout.nnz for p in plans), 1.0, atol=0.1)
 
 
+def _plan_coverage(pattern, N, world, bs, causal, heads, window, sharding, docs, kpm):
+    """How many times the ranks' plans compute each (head, query, key) token pair, in the
+    whole sequence's positions: each rank's layout (with its per-batch padding tables when
+    ``kpm`` is given) mapped back through its query rows (shard, then hosted guests' blocks)
+    and its key buffer's slots. int ``[batch, heads, N, N]``."""
+    import sparseflash.distributed as sfd
+
+    B = 1 if kpm is None else kpm.shape[0]
+    count = np.zeros((B, heads, N, N), dtype=np.int64)
+    for rank in range(world):
+        plan = sfd.shard_plan(pattern, N, world, rank, bs, causal, heads, window, sharding, heads, docs=docs)
+        rows = sfd.shard_index(N, world, rank, sharding).numpy()
+        hosted = [b for g in plan.guests_in for b in g]
+        rows = np.concatenate([rows] + [np.arange(b * bs, (b + 1) * bs) for b in hosted])
+        slots = plan.buffer_blocks()
+        cols = (np.repeat(slots, bs) * bs + np.tile(np.arange(bs), slots.size))
+        layout = plan.layout
+        if kpm is not None:
+            layout = sfd._buffer_padding(plan, kpm, "cpu")[0]
+        for b in range(B):
+            for h in range(heads):
+                m = layout.to_token_mask(h, seq=b if kpm is not None else 0)
+                assert not m[:, np.repeat(slots, bs) < 0].any(), "a gap of the buffer is read"
+                qi, kj = np.nonzero(m)
+                np.add.at(count[b, h], (rows[qi], cols[kj]), 1)
+    return count
+
+
+def test_plans_cover_every_token_pair_exactly_once():
+    # random patterns, documents, padding, shardings, windows and guest rules: over all ranks,
+    # every token pair of the one-process mask is computed exactly once, and no other
+    import sparseflash.distributed as sfd
+    from sparseflash.attention import resolve_layout
+    from sparseflash.reference import token_mask
+
+    rng = np.random.default_rng(2026)
+    patterns = [sf.local(1), sf.local(2) | sf.global_blocks(1), sf.bigbird(window=1, globals=1, random=2),
+                sf.dense(), sf.strided(3) | sf.local(1)]
+    N, bs, heads = 256, 16, 2
+    saved = sfd.GUEST_MIN_FRACTION, sfd.GUEST_COST
+    try:
+        for case in range(24):
+            pattern = patterns[case % len(patterns)]
+            world = (2, 4)[rng.integers(2)]
+            sharding = ("contiguous", "zigzag")[rng.integers(2)]
+            causal = bool(rng.integers(2))
+            window = (int(rng.integers(0, 40)), int(rng.integers(-1, 40))) \
+                if sharding == "contiguous" and rng.random() < 0.3 else None
+            docs = None
+            if rng.random() < 0.5:
+                cuts = np.sort(rng.choice(np.arange(1, N // bs), int(rng.integers(1, 5)), replace=False))
+                docs = (0, *(int(c) * bs for c in cuts), N)
+            kpm = rng.random((2, N)) > 0.3 if rng.random() < 0.4 else None
+            sfd.GUEST_MIN_FRACTION, sfd.GUEST_COST = (1e-9, None) if rng.random() < 0.5 else (0.5, 5 / 4)
+            sfd.shard_plan.cache_clear()
+            got = _plan_coverage(pattern, N, world, bs, causal, heads, window, sharding, docs, kpm)
+            cu = None if docs is None else docs
+            want = token_mask(resolve_layout(pattern, seq_len=N, kv_len=N, num_heads=heads, block_size=bs,
+                                             causal=causal, window=window, cu_seqlens=cu, cu_seqlens_k=cu),
+                              1).numpy()
+            if kpm is not None:
+                want = want & kpm[:, None, None, :]
+            what = f"case {case}: {pattern}, W={world}, {sharding}, causal={causal}, window={window}, docs={docs}"
+            assert got.max() <= 1, f"{what}: a pair computed twice"
+            assert np.array_equal(got.astype(bool), np.broadcast_to(want, got.shape)), f"{what}: coverage differs"
+    finally:
+        sfd.GUEST_MIN_FRACTION, sfd.GUEST_COST = saved
+        sfd.shard_plan.cache_clear()
+
+
 def test_bad_input():
     from sparseflash.distributed import sparse_attention as cp_attention
 

@@ -225,37 +225,31 @@ def _cmd_show(args) -> int:
 
 
 def _print_shards(pattern: Pattern, layout, args) -> None:
-    """Per rank of ``sparseflash.distributed.sparse_attention`` on ``args.world`` ranks: the
-    blocks it computes, the key blocks it receives and the guest query blocks it hosts (its
-    plan), and the estimator's time for its one call over its buffers; the slowest rank against
-    one GPU. The exchange is counted in bytes (and in ms at ``--link-gbps``), not overlapped."""
-    from .distributed import shard_plan
+    """Per rank of ``sparseflash.distributed.sparse_attention`` on ``args.world`` ranks
+    (:func:`sparseflash.distributed.estimate_ranks`), and the slowest rank against one GPU.
+    The exchange is counted in bytes (and in ms at ``--link-gbps``), not overlapped."""
+    from .distributed import estimate_ranks
 
-    W, bs, d, B, H = args.world, args.block_size, args.head_dim, args.batch, args.heads
     dtype = _DTYPES[args.dtype]
-    e = torch.tensor([], dtype=dtype).element_size()
     options = dict(dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
-
-    def ms(lay, backward):
-        return estimate(lay, d, batch=B, dtype=dtype, device=args.gpu, backward=backward, **options).predicted_ms
-    print(f"\ncontext parallel (sparseflash.distributed): {W} ranks, {args.sharding} shards of "
-          f"{args.seq_len // W:,} tokens; per rank its plan and the estimate of its one call over its buffers")
+    ranks = estimate_ranks(pattern, args.seq_len, args.world, head_dim=args.head_dim, num_heads=args.heads,
+                           batch=args.batch, block_size=args.block_size, causal=args.causal,
+                           sharding=args.sharding, dtype=dtype, device=args.gpu, **options)
+    print(f"\ncontext parallel (sparseflash.distributed): {args.world} ranks, {args.sharding} shards of "
+          f"{args.seq_len // args.world:,} tokens; per rank its plan and the estimate of its one call over its buffers")
     link = f"  {'K/V in ms':>9}" if args.link_gbps else ""
     print(f"  {'rank':>4}  {'blocks':>9}  {'K/V blocks in':>13}  {'guests':>6}  {'K/V in MB':>9}{link}  "
           f"{'fwd ms':>8}  {'fwd+bwd ms':>10}")
-    worst = [0.0, 0.0]
-    for r in range(W):
-        plan = shard_plan(pattern, args.seq_len, W, r, bs, args.causal, H, None, args.sharding, H,
-                          exact=args.alibi)
-        kv_bytes = 2 * plan.blocks_received * bs * H * d * e * B      # K and V of the received blocks
-        f, fb = ms(plan.layout, False), ms(plan.layout, True)
-        worst = [max(worst[0], f), max(worst[1], fb)]
-        link = f"  {kv_bytes / args.link_gbps / 1e6:9.3f}" if args.link_gbps else ""
-        print(f"  {r:>4}  {plan.layout.nnz:>9,}  {plan.blocks_received:>13,}  {plan.num_guests:>6,}  "
-              f"{kv_bytes / 1e6:9.1f}{link}  {f:8.3f}  {fb:10.3f}")
-    one_f, one_fb = ms(layout, False), ms(layout, True)
-    print(f"  slowest rank {worst[0]:.3f} ms forward, {worst[1]:.3f} ms forward+backward against "
-          f"{one_f:.3f} / {one_fb:.3f} on one GPU: at most {one_f / worst[0]:.2f}x / {one_fb / worst[1]:.2f}x "
+    for r in ranks:
+        link = f"  {r.kv_bytes_in / args.link_gbps / 1e6:9.3f}" if args.link_gbps else ""
+        print(f"  {r.rank:>4}  {r.blocks:>9,}  {r.key_blocks_received:>13,}  {r.guest_blocks:>6,}  "
+              f"{r.kv_bytes_in / 1e6:9.1f}{link}  {r.forward_ms:8.3f}  {r.forward_backward_ms:10.3f}")
+    worst_f = max(r.forward_ms for r in ranks)
+    worst_fb = max(r.forward_backward_ms for r in ranks)
+    one = [estimate(layout, args.head_dim, batch=args.batch, dtype=dtype, device=args.gpu, backward=bwd,
+                    **options).predicted_ms for bwd in (False, True)]
+    print(f"  slowest rank {worst_f:.3f} ms forward, {worst_fb:.3f} ms forward+backward against "
+          f"{one[0]:.3f} / {one[1]:.3f} on one GPU: at most {one[0] / worst_f:.2f}x / {one[1] / worst_fb:.2f}x "
           f"(compute only; the backward sends the received blocks' dK/dV home, as many bytes again)")
 
 

@@ -37,7 +37,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,7 +52,8 @@ from .layout import BlockLayout
 from .pattern import Pattern
 from .philox import draw_seed
 
-__all__ = ["sparse_attention", "ShardPlan", "shard_plan", "shard", "shard_index", "SHARDINGS"]
+__all__ = ["sparse_attention", "ShardPlan", "shard_plan", "shard", "shard_index", "SHARDINGS", "RankCost",
+           "estimate_ranks"]
 
 SHARDINGS = ("contiguous", "zigzag")
 
@@ -813,3 +814,68 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
     padding = None if kpm is None else _buffer_padding(plan, _gathered_mask(kpm, group, sharding), q.device)
     out, lse = _ContextParallel.apply(q, k, v, plan, scale, backend, group, mods, padding)
     return (out, lse) if return_lse else out
+
+
+# ----------------------------------------------------------------------------- cost per rank
+@dataclass(frozen=True)
+class RankCost:
+    """One rank's share of a context-parallel call (:func:`estimate_ranks`)."""
+
+    rank: int
+    blocks: int                 # stored blocks it computes, over all heads (its layout's nnz)
+    key_blocks_received: int    # key blocks that come from other ranks
+    guest_blocks: int           # other ranks' query blocks it computes
+    kv_bytes_in: int            # their K and V in the forward (the backward sends dK, dV home: as many)
+    forward_ms: float           # the estimate of its one call over its buffers
+    forward_backward_ms: float
+
+
+def estimate_ranks(pattern: Pattern, seq_len: int, world: int, *, head_dim: int, num_heads: int = 1,
+                   num_kv_heads: Optional[int] = None, batch: int = 1, block_size: int = 128,
+                   causal: bool = False, sharding: str = "contiguous",
+                   window_size: Optional[Tuple[int, int]] = None,
+                   cu_seqlens: Optional[Union[Sequence[int], Tensor]] = None,
+                   dtype: torch.dtype = torch.bfloat16, device="h100", dropout_p: float = 0.0,
+                   softcap: float = 0.0, alibi: bool = False) -> List[RankCost]:
+    """What each of ``world`` ranks of :func:`sparse_attention` would compute and receive, and
+    :func:`sparseflash.estimate`'s time for its one call, before running it (host only; the
+    plans it builds are the calls' own, cached). The slowest rank's time bounds the step from
+    below; the exchange (``kv_bytes_in`` each way) overlaps it only in part (docs/distributed.md,
+    "Model and estimate"). Arguments as in :func:`sparse_attention` and
+    :func:`sparseflash.estimate`; ``alibi=True`` plans the exact-offset buffer ALiBi needs."""
+    from .estimate import estimate
+
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
+    _check_block_size(block_size)
+    window = check_window(window_size)
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be a positive int (ranks), got {world!r}")
+    unit = world * block_size * (2 if sharding == "zigzag" else 1)
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0 or seq_len % unit:
+        raise ValueError(f"seq_len must be a positive multiple of {unit} (world x block_size"
+                         f"{' x 2 for zigzag' if sharding == 'zigzag' else ''}: a block lives on one rank), "
+                         f"got {seq_len!r}")
+    if (window is not None or alibi) and sharding != "contiguous":
+        raise ValueError(f"sharding={sharding!r}: window_size and alibi need sharding='contiguous'")
+    docs = None
+    if cu_seqlens is not None:
+        docs = _host_ints("cu_seqlens", torch.as_tensor(cu_seqlens), seq_len)
+        if any(x % block_size for x in docs):
+            raise ValueError(f"cu_seqlens: across shards every document offset must be a multiple of "
+                             f"block_size {block_size}")
+    hkv = num_kv_heads or num_heads
+    e = torch.tensor([], dtype=dtype).element_size()
+    options = dict(batch=batch, dtype=dtype, device=device, dropout_p=dropout_p, softcap=softcap, alibi=alibi)
+    costs = []
+    for rank in range(world):
+        plan = shard_plan(pattern, seq_len, world, rank, block_size, causal, num_heads, window, sharding, hkv,
+                          exact=alibi, docs=docs)
+        costs.append(RankCost(
+            rank, plan.layout.nnz, plan.blocks_received, plan.num_guests,
+            2 * plan.blocks_received * block_size * hkv * head_dim * e * batch,
+            estimate(plan.layout, head_dim, backward=False, **options).predicted_ms,
+            estimate(plan.layout, head_dim, backward=True, **options).predicted_ms))
+    return costs

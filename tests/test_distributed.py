@@ -865,3 +865,36 @@ def test_bad_options():
                                        sf.sparse_attention(q, k, v, sf.local(1), block_size=16, cu_seqlens=cu))
         finally:
             dist.destroy_process_group()
+
+
+def test_estimate_ranks_before_running():
+    # the per-rank plan and estimate, on the host: blocks over the ranks are the whole
+    # layout's (documents too), K/V bytes follow the key heads, times are the estimator's
+    from sparseflash.attention import resolve_layout
+    from sparseflash.distributed import estimate_ranks, shard_plan
+
+    pattern = sf.local(2) | sf.global_blocks(1)
+    docs = [0, 1024, 1536, 4096]
+    ranks = estimate_ranks(pattern, 4096, 4, head_dim=64, num_heads=4, num_kv_heads=2, block_size=128,
+                           causal=True, sharding="zigzag", cu_seqlens=docs, device="h200", dropout_p=0.1)
+    whole = resolve_layout(pattern, seq_len=4096, kv_len=4096, num_heads=4, block_size=128, causal=True,
+                           cu_seqlens=docs, cu_seqlens_k=docs)
+    assert [r.rank for r in ranks] == [0, 1, 2, 3]
+    assert sum(r.blocks for r in ranks) == whole.nnz
+    for r in ranks:
+        plan = shard_plan(pattern, 4096, 4, r.rank, 128, True, 4, None, "zigzag", 2, docs=tuple(docs))
+        assert r.key_blocks_received == plan.blocks_received and r.guest_blocks == plan.num_guests
+        assert r.kv_bytes_in == 2 * plan.blocks_received * 128 * 2 * 64 * 2
+        est = sf.estimate(plan.layout, 64, device="h200", backward=True, dropout_p=0.1)
+        assert r.forward_backward_ms == est.predicted_ms and 0 < r.forward_ms < r.forward_backward_ms
+    assert any(r.key_blocks_received for r in ranks)
+    with pytest.raises(ValueError, match="seq_len must be a positive multiple of 1024"):
+        estimate_ranks(pattern, 4096 + 512, 4, head_dim=64, sharding="zigzag")
+    with pytest.raises(ValueError, match="cu_seqlens: across shards every document offset"):
+        estimate_ranks(pattern, 4096, 4, head_dim=64, cu_seqlens=[0, 100, 4096])
+    with pytest.raises(ValueError, match="window_size and alibi need sharding='contiguous'"):
+        estimate_ranks(pattern, 4096, 4, head_dim=64, sharding="zigzag", alibi=True)
+    with pytest.raises(ValueError, match="world must be a positive int"):
+        estimate_ranks(pattern, 4096, 0, head_dim=64)
+    with pytest.raises(TypeError, match="pattern must be a sparseflash Pattern"):
+        estimate_ranks("local(1)", 4096, 2, head_dim=64)

@@ -106,7 +106,7 @@ def _restricted(layout: BlockLayout, seq_len: int, kv_len: int) -> BlockLayout:
 
 _DEVICE_TABLES_SERVE = ("pattern: a layout with tables on a device serves calls of its own seq_len, "
                         "kv_len and batch (one table set, or one per batch element), without "
-                        "cu_seqlens or key_padding_mask")
+                        "cu_seqlens")
 
 
 def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_size: int,
@@ -116,7 +116,8 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
     """The layout a call runs: a Pattern compiled for the call's geometry (cached), or a
     BlockLayout checked against it (and restricted to a shorter call, or to per-batch
     padding tables). ``cu_seqlens``: host offsets of packed documents; ``key_padding_mask``:
-    host bool ``(batch, kv_len)``."""
+    host bool ``(batch, kv_len)`` (for a device-built layout only its presence counts: the
+    kernels read the mask, the host never does)."""
     from .pattern import Pattern
 
     if isinstance(pattern, Pattern):
@@ -173,20 +174,18 @@ def resolve_layout(pattern, *, seq_len: int, kv_len: int, num_heads: int, block_
 def _device_built(layout: BlockLayout, seq_len: int, kv_len: int, batch: int, cu_seqlens,
                   key_padding_mask) -> BlockLayout:
     """A device-built layout (topk_layout, layout_from_block_mask) checked against the call
-    from its host metadata alone: it serves calls of its own lengths and batch."""
+    from its host metadata alone: it serves calls of its own lengths and batch. With a
+    key-padding mask every block is made partial (:meth:`BlockLayout.every_block_partial`)."""
     what = "a device-built layout (topk_layout, layout_from_block_mask)"
     if cu_seqlens is not None:
         raise ValueError(f"cu_seqlens: {what} has one table per batch element, not packed documents")
-    if key_padding_mask is not None:
-        raise ValueError(f"key_padding_mask: not supported with {what}; leave the padded key "
-                         f"blocks out of the mask or give them -inf scores")
     if (layout.seq_len, layout.kv_len) != (seq_len, kv_len):
         raise ValueError(f"pattern: {what} built for seq_len={layout.seq_len}, kv_len={layout.kv_len} "
                          f"serves only calls of those lengths, not seq_len={seq_len}, kv_len={kv_len}")
     if layout.num_seqs not in (1, batch):
         raise ValueError(f"pattern: {what} with {layout.num_seqs} batch tables cannot serve a call "
                          f"of batch {batch}")
-    return layout
+    return layout if key_padding_mask is None else layout.every_block_partial()
 
 
 # ------------------------------------------------------------------ implementations
@@ -329,7 +328,11 @@ def _table_layout(tables: Tuple[Tensor, ...], seqs: List[int], seq_len: int, kv_
                 num_heads=num_heads, table_heads=table_heads, window=window, packed=packed,
                 seqs=np.asarray(seqs, dtype=np.int64))
     if not host_tables:
-        # built in the graph: used as they are, never read on the host
+        # built in the graph: used as they are, never read on the host; with a key-padding
+        # mask every block partial (BlockLayout.every_block_partial)
+        if kpm is not None:
+            tables = tuple(torch.zeros_like(t) if name.endswith("nfull") else t
+                           for name, t in zip(TABLE_FIELDS, tables))
         return BlockLayout(**meta, **dict(zip(TABLE_FIELDS, tables)))
     per_tables = _host_tables(tables[1])
     key = (tuple(seqs), seq_len, kv_len, num_heads, block_size, causal, table_heads, window, packed)
@@ -566,7 +569,7 @@ def _traced_attention(q: Tensor, k: Tensor, v: Tensor, pattern, call: "_Call", m
                               call.backend, wl, wr, call.cu_q, call.cu_k, call.kpm, *mods)
     B, H, N, Nk = call.shape
     if isinstance(pattern, BlockLayout) and isinstance(pattern.fwd_ptr, Tensor):    # tables_on_device
-        if (call.cu_q is not None or call.kpm is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk)
+        if (call.cu_q is not None or (pattern.seq_len, pattern.kv_len) != (N, Nk)
                 or pattern.packed or pattern.num_seqs not in (1, B)):
             raise ValueError(_DEVICE_TABLES_SERVE)
         tables = tuple(getattr(pattern, name) for name in TABLE_FIELDS)
@@ -789,11 +792,13 @@ class _Call:
 
     def layout(self) -> BlockLayout:
         B, H, N, Nk = self.shape
+        kpm = self.kpm
+        if kpm is not None and not (isinstance(self.pattern, BlockLayout) and self.pattern.on_device):
+            kpm = kpm.view(torch.bool).cpu().numpy()     # host tables are built with it
         return resolve_layout(self.pattern, seq_len=N, kv_len=Nk, num_heads=H,
                               block_size=self.block_size, causal=self.causal, window=self.window,
                               cu_seqlens=self.cu_q_host, cu_seqlens_k=self.cu_k_host, batch=B,
-                              key_padding_mask=None if self.kpm is None
-                              else self.kpm.view(torch.bool).cpu().numpy())
+                              key_padding_mask=kpm)
 
 
 def _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens, cu_seqlens_k,

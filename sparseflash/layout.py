@@ -295,6 +295,25 @@ class BlockLayout:
             object.__setattr__(layout, name, value)
         return layout
 
+    def every_block_partial(self) -> "BlockLayout":
+        """This device-built layout with every stored block partial (``fwd_nfull`` and
+        ``bwd_nfull`` zero): the kernels then apply the token rules (causal, window, a
+        key-padding mask) in every block. A device-built layout's full blocks were judged
+        without a key-padding mask, and judging them again would read the tables on the host,
+        so a padded call takes this instead (it costs the masked path on every block). Same
+        tables otherwise (no copy); two zero tensors."""
+        import torch
+
+        if not self.on_device:
+            raise ValueError("every_block_partial: a device-built layout's (a host layout drops and "
+                             "marks padded blocks itself)")
+        return BlockLayout.from_tensors(
+            seq_len=self.seq_len, kv_len=self.kv_len, block_size=self.block_size, causal=self.causal,
+            num_heads=self.num_heads, table_heads=self.table_heads, seq_rows=self._seq_rows,
+            seqs_tensor=self._device_cache.get(_SEQS_KEY), fwd_ptr=self.fwd_ptr, fwd_idx=self.fwd_idx,
+            fwd_nfull=torch.zeros_like(self.fwd_nfull), bwd_ptr=self.bwd_ptr, bwd_idx=self.bwd_idx,
+            bwd_nfull=torch.zeros_like(self.bwd_nfull))
+
     @property
     def on_device(self) -> bool:
         """True for a device-built layout (torch tables, see the class docstring)."""

@@ -413,6 +413,36 @@ def test_sf_topk_layout_is_one_graph(monkeypatch, kernels):
 _INCLUDE = sf.local(0) | sf.global_blocks(1)
 
 
+def test_key_padding_over_graph_built_tables_is_one_graph():
+    """A key-padding mask with tables built in the graph: the op makes every block partial
+    (the tables' full blocks were judged without the mask), so the Triton kernels mask the
+    padding inside blocks the tables call full; values and gradients equal eager's."""
+    backend_name = "triton" if HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
+    dev = "cuda" if HAS_CUDA else "cpu"
+
+    def f(q, k, v, kpm):
+        scores = _block_scores(q.detach(), k.detach(), 16)[None]            # [1, H, nq, nk]
+        layout = sf.topk_layout(scores, 3, seq_len=q.shape[2], block_size=16, causal=True, include=_INCLUDE)
+        return sparse_attention(q, k, v, layout, backend=backend_name, key_padding_mask=kpm)
+
+    backend = _CountingBackend()
+    q, k, v, do = _qkv(H=2, N=80, requires_grad=True, device=dev)
+    kpm = torch.ones(1, 80, dtype=torch.bool, device=dev)
+    kpm[0, 5:12] = False                           # inside block 0: a full block of later rows
+    scores = _block_scores(q.detach(), k.detach(), 16)[None]
+    assert int(sf.topk_layout(scores, 3, seq_len=80, block_size=16, causal=True,
+                              include=_INCLUDE).fwd_nfull.sum()) > 0
+    out = torch.compile(f, fullgraph=True, backend=backend)(q, k, v, kpm)
+    ref = f(q, k, v, kpm)
+    torch.testing.assert_close(out, ref)
+    assert len(backend.graphs) == 1
+    assert _ops_in(backend.graphs[0])[-1] == "sparseflash.attention_tables_fwd.default"
+    unpadded = f(q, k, v, None)
+    assert (out - unpadded).abs().max() > 1e-3     # the mask did something
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), do), torch.autograd.grad(ref, (q, k, v), do)):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU: checks that the build kernels and "
                                          "the attention run with no host sync, compiled")
 def test_gpu_sf_topk_layout_attention_has_no_host_sync():

@@ -498,6 +498,8 @@ def run_and_compare(layout, blocks, *, B, H, Hkv, N, Nk, d, bs, causal, backend,
     out, lse = sparse_attention(q, k, v, layout, return_lse=True, backend=backend, **mods)
     grads = torch.autograd.grad(out, (q, k, v), do)
     mask = token_oracle(np.broadcast_to(blocks, (B,) + blocks.shape[1:]), N, Nk, bs, causal)
+    if "key_padding_mask" in mods:
+        mask = mask & torch.as_tensor(mods["key_padding_mask"]).cpu()[:, None, None, :]
     kw = {}
     if "dropout_p" in mods:
         from sparseflash.attention import _rng_ints
@@ -692,8 +694,37 @@ def test_calls_a_device_layout_cannot_serve():
     with pytest.raises(ValueError, match="seq_len"):
         sparse_attention(q2, q2, q2, layout)
     q = rnd((2, 2, 64, 32), 0)
-    with pytest.raises(ValueError, match="key_padding_mask"):
-        sparse_attention(q, q, q, layout, key_padding_mask=torch.ones(2, 64, dtype=torch.bool, device=DEVICE))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        sparse_attention(q[:1], q[:1], q[:1], sf.layout_from_block_mask(bits((2, 4, 4), 1), seq_len=64, block_size=16),
+                         cu_seqlens=torch.tensor([0, 32, 64], dtype=torch.int32, device=DEVICE))
+    with pytest.raises(ValueError, match="key_padding_mask must be a bool tensor of shape"):
+        sparse_attention(q, q, q, layout, key_padding_mask=torch.ones(2, 48, dtype=torch.bool, device=DEVICE))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_key_padding_over_device_built_layouts(backend):
+    # a device-built layout's full blocks were judged without the mask: with one, every block
+    # goes through the masked path (BlockLayout.every_block_partial), padding inside blocks the
+    # tables call full, a whole padded block, and a batch element with no valid key at all
+    B, H, N, bs = 3, 2, 80, 16
+    scores = rnd((B, H, 5, 5), seed=12)
+    layout = sf.topk_layout(scores, 2, seq_len=N, block_size=bs, causal=True, include=sf.local(0))
+    blocks = expected_topk(scores, 2, N, N, bs, True, include=np.eye(5, dtype=bool))
+    kpm = torch.ones(B, N, dtype=torch.bool)
+    kpm[0, 3:9] = False                           # inside block 0, full for later rows
+    kpm[0, 32:48] = False                         # block 2, whole
+    kpm[1, 50:] = False                           # right padding crossing a block edge
+    kpm[2] = False                                # nothing to attend: out 0, lse -inf
+    kpm = kpm.to(DEVICE)
+    out, lse, grads = run_and_compare(layout, blocks, B=B, H=H, Hkv=H, N=N, Nk=N, d=32, bs=bs, causal=True,
+                                      backend=backend, key_padding_mask=kpm)
+    assert (out[2] == 0).all() and torch.isinf(lse[2]).all() and (grads[0][2] == 0).all()
+    assert layout.fwd_nfull.sum() > 0             # the layout itself keeps its full blocks
+    partial = layout.every_block_partial()
+    assert int(partial.fwd_nfull.sum()) == 0 and int(partial.bwd_nfull.sum()) == 0
+    assert partial.fwd_idx is layout.fwd_idx and partial.bwd_ptr is layout.bwd_ptr
+    with pytest.raises(ValueError, match="device-built"):
+        sf.compile(sf.local(1), 64, block_size=16).every_block_partial()
 
 
 def test_the_worked_example_in_the_docs_runs():

@@ -46,8 +46,8 @@ from torch import Tensor
 
 from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_padding, _check_tensor,
                         _forward_impl, _host_ints, _resolve_backend, _rng_ints)
-from .compiler import (_check_block_size, _fwd_blocks, _layout_of, _pattern_blocks, _sequence_blocks,
-                       check_window, compile, with_key_padding)
+from .compiler import (_check_block_size, _check_table_size, _fwd_blocks, _layout_of, _pattern_blocks,
+                       _sequence_blocks, check_window, compile, with_key_padding)
 from .layout import BlockLayout
 from .pattern import Pattern
 from .philox import draw_seed
@@ -217,6 +217,7 @@ def _sequence_plan(pattern: Pattern, N: int, world: int, block_size: int, causal
     bs = block_size
     nb = N // bs
     if docs is None:
+        _check_table_size(pattern, N, N, bs, causal, num_heads, window)     # before any keys
         head, I, J, th = _pattern_blocks(pattern, N, N, 0, 0, bs, causal, num_heads, window)
         row, J, full = _sequence_blocks(head, I, J, N, N, 0, 0, bs, causal, window)
         head = row // nb if th > 1 else None

@@ -809,6 +809,24 @@ def test_plans_cover_every_token_pair_exactly_once():
         sfd.shard_plan.cache_clear()
 
 
+def test_huge_plans_are_refused_before_allocating():
+    # the plan evaluates the pattern over the whole sequence: dense at 2M tokens in blocks of
+    # 16 would hold 8.6 billion blocks; refused at once, as compile refuses it (documents
+    # compile each length, with the same check)
+    import time
+
+    from sparseflash.distributed import estimate_ranks, shard_plan
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="block_size=16"):
+        shard_plan(sf.dense(), 1 << 21, 2, 0, 16, True, 1)
+    with pytest.raises(ValueError, match="block_size=16"):
+        shard_plan(sf.dense(), 1 << 21, 2, 0, 16, True, 1, docs=(0, 1 << 21))
+    with pytest.raises(ValueError, match="block_size=16"):
+        estimate_ranks(sf.dense(), 1 << 21, 2, head_dim=64, block_size=16)
+    assert time.perf_counter() - t0 < 5
+
+
 def test_bad_input():
     from sparseflash.distributed import sparse_attention as cp_attention
 

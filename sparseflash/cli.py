@@ -117,13 +117,16 @@ def _summary(layout, compile_ms: float) -> str:
             f"{layout.max_row_blocks} key blocks max per query block; compiled in {compile_ms:.2f} ms")
 
 
-def _print_estimates(layout, head_dim: int, batch: int, dtype, device: str, **options) -> None:
-    """Forward and forward+backward estimates; ``options``: estimate()'s dropout_p, softcap,
-    alibi."""
+def _print_estimates(layout, head_dim: int, batch: int, dtype, device: str, **options) -> list:
+    """Print and return the forward and forward+backward estimates; ``options``: estimate()'s
+    dropout_p, softcap, alibi."""
+    estimates = []
     for backward in (False, True):
+        estimates.append(estimate(layout, head_dim, batch=batch, dtype=dtype, device=device,
+                                  backward=backward, **options))
         print()
-        print(estimate(layout, head_dim, batch=batch, dtype=dtype, device=device, backward=backward,
-                       **options))
+        print(estimates[-1])
+    return estimates
 
 
 def _add_layout_args(p: argparse.ArgumentParser, *, seq_len: Optional[int], kv_len: bool) -> None:
@@ -212,10 +215,10 @@ def _cmd_show(args) -> int:
     print(f"pattern: {pattern}")
     print(picture)
     print(_summary(layout, compile_ms))
-    _print_estimates(layout, args.head_dim, args.batch, _DTYPES[args.dtype], args.gpu,
-                     dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
+    estimates = _print_estimates(layout, args.head_dim, args.batch, _DTYPES[args.dtype], args.gpu,
+                                 dropout_p=args.dropout, softcap=args.softcap, alibi=args.alibi)
     if args.world > 1:
-        _print_shards(pattern, layout, args)
+        _print_shards(pattern, [e.predicted_ms for e in estimates], args)
     if args.png:
         from .visualize import plot
 
@@ -224,9 +227,10 @@ def _cmd_show(args) -> int:
     return 0
 
 
-def _print_shards(pattern: Pattern, layout, args) -> None:
+def _print_shards(pattern: Pattern, one: List[float], args) -> None:
     """Per rank of ``sparseflash.distributed.sparse_attention`` on ``args.world`` ranks
-    (:func:`sparseflash.distributed.estimate_ranks`), and the slowest rank against one GPU.
+    (:func:`sparseflash.distributed.estimate_ranks`), and the slowest rank against one GPU
+    (``one``: its forward and forward+backward ms, as printed above).
     The exchange is counted in bytes (and in ms at ``--link-gbps``), not overlapped."""
     from .distributed import estimate_ranks
 
@@ -246,8 +250,6 @@ def _print_shards(pattern: Pattern, layout, args) -> None:
               f"{r.kv_bytes_in / 1e6:9.1f}{link}  {r.forward_ms:8.3f}  {r.forward_backward_ms:10.3f}")
     worst_f = max(r.forward_ms for r in ranks)
     worst_fb = max(r.forward_backward_ms for r in ranks)
-    one = [estimate(layout, args.head_dim, batch=args.batch, dtype=dtype, device=args.gpu, backward=bwd,
-                    **options).predicted_ms for bwd in (False, True)]
     print(f"  slowest rank {worst_f:.3f} ms forward, {worst_fb:.3f} ms forward+backward against "
           f"{one[0]:.3f} / {one[1]:.3f} on one GPU: at most {one[0] / worst_f:.2f}x / {one[1] / worst_fb:.2f}x "
           f"(compute only; the backward sends the received blocks' dK/dV home, as many bytes again)")

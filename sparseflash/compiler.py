@@ -510,6 +510,24 @@ def _with_padding(layout: BlockLayout, status: np.ndarray) -> dict:
     return _csr_tables(row, col, full, th * nq, nq, nk, th)
 
 
+def _concatenated_tables(parts: List[dict]) -> dict:
+    """Several sequences' tables (each with its own final pointer) one after another: each
+    sequence's pointers shifted by the entries before it and one final entry appended."""
+    entries, shifted = 0, []
+    for tables in parts:
+        tables = dict(tables)
+        tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
+        tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
+        entries += int(tables["fwd_idx"].size)
+        shifted.append(tables)
+    if entries > _INT32_MAX:
+        raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
+    cat = {name: np.concatenate([t[name] for t in shifted]) for name in TABLE_FIELDS}
+    cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
+    cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
+    return cat
+
+
 def with_key_padding(layout: BlockLayout, key_padding_mask: np.ndarray) -> BlockLayout:
     """``layout`` (one sequence) as one table set per batch element of ``key_padding_mask``
     (bool ``[batch, kv_len]``, True = the key may be attended): each element's tables drop
@@ -526,21 +544,13 @@ def with_key_padding(layout: BlockLayout, key_padding_mask: np.ndarray) -> Block
                          f"{layout.kv_len}), got {mask.dtype} {mask.shape}")
     base = layout.seqs[0]
     th, nq, nk = layout.table_heads, int(base[NQ]), int(base[NK])
-    parts, seqs, entries = [], [], 0
+    parts, seqs = [], []
     for b in range(mask.shape[0]):
-        tables = _with_padding(layout, key_block_status(mask[b], int(base[K_POS]), layout.block_size))
-        tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
-        tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
-        entries += int(tables["fwd_idx"].size)
-        parts.append(tables)
+        parts.append(_with_padding(layout, key_block_status(mask[b], int(base[K_POS]), layout.block_size)))
         row = base.copy()
         row[ROW_OFF], row[COL_OFF] = b * th * nq, b * th * nk
         seqs.append(row)
-    if entries > _INT32_MAX:
-        raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
-    cat = {name: np.concatenate([p[name] for p in parts]) for name in TABLE_FIELDS}
-    cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
-    cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
+    cat = _concatenated_tables(parts)
     return BlockLayout(seq_len=layout.seq_len, kv_len=layout.kv_len, block_size=layout.block_size,
                        causal=layout.causal, num_heads=layout.num_heads, table_heads=th,
                        window=layout.window, seqs=np.array(seqs, dtype=np.int64), packed=False,
@@ -566,7 +576,7 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
         return with_key_padding(one, key_padding_mask)
     parts: List[dict] = []
     seqs = []
-    q_start = k_start = row_off = col_off = entries = 0
+    q_start = k_start = row_off = col_off = 0
     table_heads = None
     for s, (q_len, k_len) in enumerate(zip(q_lens, k_lens)):
         q_pos, k_pos = bottom_right(q_len, k_len)
@@ -592,20 +602,13 @@ def compile_sequences(pattern: Pattern, q_lens: Sequence[int], k_lens: Sequence[
             else:
                 tables = {name: getattr(one, name) for name in TABLE_FIELDS}
         table_heads = th if table_heads is None else table_heads
-        tables["fwd_ptr"] = tables["fwd_ptr"][:-1].astype(np.int64) + entries
-        tables["bwd_ptr"] = tables["bwd_ptr"][:-1].astype(np.int64) + entries
-        entries += int(tables["fwd_idx"].size)
         parts.append(tables)
         seqs.append(row)
         row_off += th * row[NQ]
         col_off += th * row[NK]
         q_start += q_len
         k_start += k_len
-    if entries > _INT32_MAX:
-        raise ValueError(f"layout has {entries} stored blocks; the int32 tables hold at most {_INT32_MAX}")
-    cat = {name: np.concatenate([p[name] for p in parts]) for name in TABLE_FIELDS}
-    cat["fwd_ptr"] = np.append(cat["fwd_ptr"], entries)
-    cat["bwd_ptr"] = np.append(cat["bwd_ptr"], entries)
+    cat = _concatenated_tables(parts)
     seq_len = q_start if packed else q_lens[0]
     kv_len = k_start if packed else k_lens[0]
     return BlockLayout(seq_len=seq_len, kv_len=kv_len, block_size=block_size, causal=causal,

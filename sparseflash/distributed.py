@@ -696,6 +696,29 @@ class _ContextParallel(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None
 
 
+def _check_plan_args(pattern, sharding: str, block_size: int, window_size):
+    """The checks a plan's arguments need, for a call and for its estimate: the window."""
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
+    _check_block_size(block_size)
+    return check_window(window_size)
+
+
+def _document_offsets(cu_seqlens: Optional[Tensor], total: int, block_size: int) -> Optional[Tuple[int, ...]]:
+    """``cu_seqlens`` checked and on the host (one sync), each offset a block multiple, or None."""
+    if cu_seqlens is None:
+        return None
+    docs = _host_ints("cu_seqlens", cu_seqlens, total)
+    odd = [x for x in docs if x % block_size]
+    if odd:
+        raise ValueError(f"cu_seqlens: across shards every document offset must be a multiple of block_size "
+                         f"{block_size}, got {odd[:4]}; pad each document to a multiple and mask the padded "
+                         f"keys with key_padding_mask")
+    return docs
+
+
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group=None,
                      block_size: int = 128, causal: bool = False, scale: Optional[float] = None,
                      window_size: Optional[Tuple[int, int]] = None, return_lse: bool = False,
@@ -759,16 +782,11 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t)
-    if not isinstance(pattern, Pattern):
-        raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
+    window = _check_plan_args(pattern, sharding, block_size, window_size)
     if not dist.is_available() or not dist.is_initialized():
         raise ValueError("group: torch.distributed is not initialised (call init_process_group first)")
     if not isinstance(causal, bool):
         raise ValueError(f"causal must be a bool, got {causal!r}")
-    if sharding not in SHARDINGS:
-        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
-    _check_block_size(block_size)
-    window = check_window(window_size)
     if sharding == "zigzag" and window is not None:
         raise ValueError("sharding='zigzag' does not take window_size (use 'contiguous': a window's "
                          "work is balanced there)")
@@ -800,16 +818,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         rng = (seed ^ (rank << 41), offset)         # the rank in the seed: independent streams
     mods = (float(softcap), alibi, float(dropout_p), rng)
     kpm = _check_padding(key_padding_mask, B, n, q.device, length="N/W, the rank's shard")
-    docs = None
-    if cu_seqlens is not None:
-        docs = _host_ints("cu_seqlens", cu_seqlens, n * world)
-        if B != 1:
-            raise ValueError(f"cu_seqlens: packed documents need q, k, v of batch 1 (1, H, N/W, d), got batch {B}")
-        odd = [x for x in docs if x % block_size]
-        if odd:
-            raise ValueError(f"cu_seqlens: across shards every document offset must be a multiple of block_size "
-                             f"{block_size}, got {odd[:4]}; pad each document to a multiple and mask the padded "
-                             f"keys with key_padding_mask")
+    docs = _document_offsets(cu_seqlens, n * world, block_size)
+    if docs is not None and B != 1:
+        raise ValueError(f"cu_seqlens: packed documents need q, k, v of batch 1 (1, H, N/W, d), got batch {B}")
     plan = shard_plan(pattern, n * world, world, rank, block_size, causal, H, window, sharding, k.shape[1],
                       exact=alibi is not None, docs=docs)
     padding = None if kpm is None else _buffer_padding(plan, _gathered_mask(kpm, group, sharding), q.device)
@@ -846,12 +857,7 @@ def estimate_ranks(pattern: Pattern, seq_len: int, world: int, *, head_dim: int,
     :func:`sparseflash.estimate`; ``alibi=True`` plans the exact-offset buffer ALiBi needs."""
     from .estimate import estimate
 
-    if not isinstance(pattern, Pattern):
-        raise TypeError(f"pattern must be a sparseflash Pattern, got {type(pattern).__name__}")
-    if sharding not in SHARDINGS:
-        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
-    _check_block_size(block_size)
-    window = check_window(window_size)
+    window = _check_plan_args(pattern, sharding, block_size, window_size)
     if isinstance(world, bool) or not isinstance(world, int) or world < 1:
         raise ValueError(f"world must be a positive int (ranks), got {world!r}")
     unit = world * block_size * (2 if sharding == "zigzag" else 1)
@@ -861,12 +867,7 @@ def estimate_ranks(pattern: Pattern, seq_len: int, world: int, *, head_dim: int,
                          f"got {seq_len!r}")
     if (window is not None or alibi) and sharding != "contiguous":
         raise ValueError(f"sharding={sharding!r}: window_size and alibi need sharding='contiguous'")
-    docs = None
-    if cu_seqlens is not None:
-        docs = _host_ints("cu_seqlens", torch.as_tensor(cu_seqlens), seq_len)
-        if any(x % block_size for x in docs):
-            raise ValueError(f"cu_seqlens: across shards every document offset must be a multiple of "
-                             f"block_size {block_size}")
+    docs = _document_offsets(None if cu_seqlens is None else torch.as_tensor(cu_seqlens), seq_len, block_size)
     hkv = num_kv_heads or num_heads
     e = torch.tensor([], dtype=dtype).element_size()
     options = dict(batch=batch, dtype=dtype, device=device, dropout_p=dropout_p, softcap=softcap, alibi=alibi)

@@ -110,14 +110,20 @@ def _on_gpus(backend: str) -> bool:
     return backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available()
 
 
+def _init_group(rank, world, init_file, backend):
+    """Join the process group: NCCL with a GPU per rank for compiled Triton runs, else gloo
+    on the CPU. Returns the rank's device."""
+    gpus = _on_gpus(backend)
+    if gpus:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if gpus else "gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    return torch.device("cuda", rank) if gpus else torch.device("cpu")
+
+
 def _worker(rank, world, init_file, failures, backend="torch"):
     try:
-        gpus = _on_gpus(backend)
-        if gpus:
-            torch.cuda.set_device(rank)
-        dist.init_process_group("nccl" if gpus else "gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=world)
-        dev = torch.device("cuda", rank) if gpus else torch.device("cpu")
+        dev = _init_group(rank, world, init_file, backend)
         import sparseflash.distributed as sfd
 
         # the interpreter runs a program at a time: one batch element keeps it short
@@ -259,12 +265,7 @@ def _documents_worker(rank, world, init_file, failures, backend="torch"):
     to a block multiple with its padded keys masked, against the one-process call of the
     unpadded documents, on the real tokens (the padded rows' gradients are zero)."""
     try:
-        gpus = _on_gpus(backend)
-        if gpus:
-            torch.cuda.set_device(rank)
-        dist.init_process_group("nccl" if gpus else "gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=world)
-        dev = torch.device("cuda", rank) if gpus else torch.device("cpu")
+        dev = _init_group(rank, world, init_file, backend)
         import sparseflash.distributed as sfd
 
         dtype, atol = (torch.float64, 1e-10) if backend == "torch" else (torch.float32, 2e-5)
@@ -360,6 +361,21 @@ def _padded_pieces_worker(rank, world, init_file, failures):
         raise
 
 
+def _check_gpu_shards(out, grads, ref, ref_grads, world, rank, dtype, what, sharding="contiguous"):
+    """A rank's output and gradients on the GPU against its shard of the one-process ones:
+    the output to 2e-5 (fp32) or 2e-2 (bf16), each gradient's largest error relative to its
+    largest value below 1e-4 or 3e-2."""
+    import sparseflash.distributed as sfd
+
+    torch.cuda.synchronize()
+    tol = 2e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), sfd.shard(ref.detach(), world, rank, sharding).float(), atol=tol, rtol=0)
+    for name, got, want in zip("qkv", grads, ref_grads):
+        want = sfd.shard(want, world, rank, sharding).float()
+        err = ((got.float() - want).abs().max() / want.abs().max()).item()
+        assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"{what}d{name}: relative error {err}"
+
+
 def _gpu_worker(rank, world, init_file, failures):
     """Two ranks on one GPU: the pipelined forward (pieces of the heads at batch 1, of the
     batch at batch 2) and the split backward (its first part and the sends on a side stream)
@@ -407,13 +423,7 @@ def _gpu_worker(rank, world, init_file, failures):
                 out = sfd.sparse_attention(qs, ks, vs, pattern, block_size=bs, causal=True, sharding="zigzag")
                 # the split backward: its first part and the sends on a side stream
                 grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank, "zigzag"))
-            torch.cuda.synchronize()
-            tol = 2e-5 if dtype == torch.float32 else 2e-2
-            torch.testing.assert_close(out.float(), sfd.shard(ref, world, rank, "zigzag").float(), atol=tol, rtol=0)
-            for name, got, want in zip("qkv", grads, ref_grads):
-                want = sfd.shard(want, world, rank, "zigzag").float()
-                err = ((got.float() - want).abs().max() / want.abs().max()).item()
-                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"d{name}: relative error {err}"
+            _check_gpu_shards(out, grads, ref, ref_grads, world, rank, dtype, "", "zigzag")
         # ALiBi over exact key offsets (contiguous shards, the buffer spans back to the global
         # block), compiled kernels (sm_90 ones at bf16, d=128, block 128), causal and not
         for causal, dtype, bs, d in ((True, torch.bfloat16, 128, 128), (False, torch.float32, 16, 16)):
@@ -428,13 +438,7 @@ def _gpu_worker(rank, world, init_file, failures):
             qs, ks, vs = (sfd.shard(t.detach(), world, rank).requires_grad_(True) for t in (q, k, v))
             out = sfd.sparse_attention(qs, ks, vs, pattern, block_size=bs, causal=causal, alibi_slopes=slopes)
             grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank))
-            torch.cuda.synchronize()
-            tol = 2e-5 if dtype == torch.float32 else 2e-2
-            torch.testing.assert_close(out.float(), sfd.shard(ref.detach(), world, rank).float(), atol=tol, rtol=0)
-            for name, got, want in zip("qkv", grads, ref_grads):
-                want = sfd.shard(want, world, rank).float()
-                err = ((got.float() - want).abs().max() / want.abs().max()).item()
-                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"alibi d{name}: relative error {err}"
+            _check_gpu_shards(out, grads, ref, ref_grads, world, rank, dtype, "alibi ")
         # packed documents on block boundaries with a key-padding mask (the buffer's mask and
         # a table set per batch element), compiled kernels (sm_90 ones at bf16, d=128)
         for dtype, bs, d in ((torch.bfloat16, 128, 128), (torch.float32, 16, 16)):
@@ -452,13 +456,7 @@ def _gpu_worker(rank, world, init_file, failures):
             kw["key_padding_mask"] = sfd.shard(kpm, world, rank, dim=1)
             out = sfd.sparse_attention(qs, ks, vs, pattern, **kw)
             grads = torch.autograd.grad(out, (qs, ks, vs), sfd.shard(do, world, rank))
-            torch.cuda.synchronize()
-            tol = 2e-5 if dtype == torch.float32 else 2e-2
-            torch.testing.assert_close(out.float(), sfd.shard(ref.detach(), world, rank).float(), atol=tol, rtol=0)
-            for name, got, want in zip("qkv", grads, ref_grads):
-                want = sfd.shard(want, world, rank).float()
-                err = ((got.float() - want).abs().max() / want.abs().max()).item()
-                assert err < (1e-4 if dtype == torch.float32 else 3e-2), f"docs d{name}: relative error {err}"
+            _check_gpu_shards(out, grads, ref, ref_grads, world, rank, dtype, "docs ")
         sfd._p2p = real_p2p
         dist.destroy_process_group()
     except Exception as exc:  # surfaced by the parent with the rank

@@ -234,6 +234,7 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, 7 rounds": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=7),
     "dropout 16-bit quad": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=10),
     "dropout 16-bit quad, 7 rounds": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7),
+    "dropout 8-bit quad, 7 rounds": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7),
     # how the Hopper kernels compute the same draws (kernels.launch.HOPPER_DROPOUT_FORM; the
     # variants above run the default form 3)
     "dropout 16-bit mma, Hopper form 0": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=0),

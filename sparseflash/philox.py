@@ -63,7 +63,7 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
 #                 "interleave" (16 bits only): the original mapping, counter (u // 8, ...),
 #                    key u takes half u % 2 of output (u % 8) // 2; its tl.join interleave
 #                    compiles to layout conversions through shared memory.
-#                 "quad" (16 bits only): a call serves the queries {p, p+1, p+8, p+9} (query
+#                 "quad", 16 bits: a call serves the queries {p, p+1, p+8, p+9} (query
 #                    positions, p % 16 in {0, 2, 4, 6}) against the keys {k, k+8} (k % 16 < 8):
 #                    counter ((k // 16) * 8 + k % 8, R, bh, offset) with R the tensor row of
 #                    position p; query p + y + 8z against key k + 8x takes half z of output
@@ -71,7 +71,13 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor,
 #                    forward, keys along rows in the dK/dV kernel) hold whole calls or halves
 #                    of a call in two lanes, so neither kernel moves the mask through shared
 #                    memory (the "mma" mapping's draws are native to the forward only).
-#                 "auto" (the default): "quad" with 16-bit draws, "mma" with 8-bit ones.
+#                 "quad", 8 bits: a call serves the queries {p, p+1, p+8, p+9} against the
+#                    keys {k, k+1, k+8, k+9} (p % 16 and k % 16 in {0, 2, 4, 6}): counter
+#                    ((k // 16) * 4 + (k % 16) // 2, R, bh, offset); query p + y + 8z against
+#                    key k + x + 8v takes byte v + 2z of output 2y + x. In either orientation
+#                    a call's 16 draws sit in two lanes 4 apart, 8 each (two whole words), so
+#                    both kernels trade half the words of a call between lane pairs.
+#                 "auto" (the default): "quad".
 # DROPOUT_ROUNDS  Philox rounds: 7 (the default: the fewest that pass BigCrush per Salmon et al.
 #                    2011, and FlashAttention-2's count, csrc/flash_attn/src/philox.cuh), 10
 #                    (Philox-4x32-10, the usual standard; 43% more integer work), or any 1..10.
@@ -95,9 +101,9 @@ def dropout_variant() -> Tuple[int, int, int]:
     if bits not in (8, 16):
         raise ValueError(f"DROPOUT_BITS must be 8 or 16, got {bits}")
     if mapping == "auto":
-        mapping = "quad" if bits == 16 else "mma"
-    if mapping not in MAPPINGS or (mapping != "mma" and bits != 16):
-        raise ValueError(f"DROPOUT_MAPPING must be 'auto', 'mma', or 'interleave' or 'quad' with "
+        mapping = "quad"
+    if mapping not in MAPPINGS or (mapping == "interleave" and bits != 16):
+        raise ValueError(f"DROPOUT_MAPPING must be 'auto', 'mma', 'quad', or 'interleave' with "
                          f"16-bit draws; got {mapping!r} with {bits}-bit draws")
     if not 1 <= rounds <= 10:
         raise ValueError(f"DROPOUT_ROUNDS must be in 1..10, got {rounds}")
@@ -139,10 +145,15 @@ def dropout_draws(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor,
             raise ValueError(f"positions must have the shape of rows {tuple(rows.shape)}, got "
                              f"{tuple(pos.shape)}")
         y, z = pos % 2, (pos % 16) // 8
-        counter = (cols // 16) * 8 + cols % 8
         row_counter = rows - y - 8 * z              # tensor row of the call's first query
-        # half z of word 2y + x (x = (col % 16) // 8): draw 2 (2y + x) + z of the call
-        j = 2 * (2 * y[:, None] + (cols % 16 // 8)[None, :]) + z[:, None]
+        if bits == 16:
+            counter = (cols // 16) * 8 + cols % 8
+            # half z of word 2y + x (x = (col % 16) // 8): draw 2 (2y + x) + z of the call
+            j = 2 * (2 * y[:, None] + (cols % 16 // 8)[None, :]) + z[:, None]
+        else:
+            counter = (cols // 16) * 4 + (cols % 8) // 2
+            # byte v + 2z of word 2y + x (x = col % 2, v = (col % 16) // 8)
+            j = 4 * (2 * y[:, None] + (cols % 2)[None, :]) + (cols % 16 // 8)[None, :] + 2 * z[:, None]
     else:
         row_counter = rows
         if mapping == 1:

@@ -1383,18 +1383,16 @@ def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, per
 
 
 @gpu
-@pytest.mark.parametrize("bits", [16, 8, "quad"])
-def test_hopper_dropout_forms_are_bit_identical(bits, hopper_only, monkeypatch):
+@pytest.mark.parametrize("mapping,bits", [("mma", 16), ("mma", 8), ("quad", 16), ("quad", 8)])
+def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monkeypatch):
     """Every ``launch.HOPPER_DROPOUT_FORM`` draws the same mask: Philox by ``mul.wide.u32``
     (bit 0) and the forward's explicit select (bit 1) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
-    with kv_len > seq_len, 16- and 8-bit draws, d=128 and d=64."""
+    with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64."""
     from sparseflash import philox
 
-    if bits == "quad":
-        monkeypatch.setattr(philox, "DROPOUT_MAPPING", "quad")
-    else:
-        monkeypatch.setattr(philox, "DROPOUT_BITS", bits)
+    monkeypatch.setattr(philox, "DROPOUT_MAPPING", mapping)
+    monkeypatch.setattr(philox, "DROPOUT_BITS", bits)
     g = torch.Generator(device="cuda").manual_seed(0)
     for d in (128, 64):
         q = torch.randn(2, 4, 900, d, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -1832,7 +1830,7 @@ DROPOUT_CASES = [
     ("dense-kv-longer-gqa-batch-2", sf.dense(),
      dict(B=2, H=4, Hkv=2, N=300, Nk=1000, d=128), True, {}, {}),
     ("bigbird-noncausal-d64-8bit", sf.bigbird(window=1, globals=1, random=2),
-     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, {}, dict(DROPOUT_BITS=8)),
+     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, {}, dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma")),
     ("window-softcap-alibi-7rounds", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_ROUNDS=7)),
@@ -1848,6 +1846,16 @@ DROPOUT_CASES = [
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"),
      dict(DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7)),
+    # 8-bit draws in the quad mapping (lane pairs trade words in both kernels)
+    ("quad8-local-global-causal-1000", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=2, Hkv=2, N=1000, Nk=1000, d=128), True, {}, dict(DROPOUT_BITS=8, DROPOUT_ROUNDS=7)),
+    ("quad8-dense-kv-longer-gqa-batch-2", sf.dense(),
+     dict(B=2, H=4, Hkv=2, N=300, Nk=1000, d=128), True, {}, dict(DROPOUT_BITS=8)),
+    ("quad8-bigbird-noncausal-d64", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=1, H=2, Hkv=1, N=700, Nk=700, d=64), False, {}, dict(DROPOUT_BITS=8, DROPOUT_ROUNDS=7)),
+    ("quad8-window-softcap-alibi", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
+     dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_BITS=8, DROPOUT_ROUNDS=7)),
     # softcap without ALiBi, bfloat16 at d=128: the forward's fixed shift (launch._hopper_softcap)
     ("quad-softcap-fixed-shift-kv-longer", sf.local(2) | sf.global_blocks(1),
      dict(B=1, H=2, Hkv=1, N=900, Nk=1300, d=128), True, dict(softcap=2.0),

@@ -258,7 +258,7 @@ def test_peaked_softmax_stays_finite(scale, backend):
 # ALiBi/softcap formulations (kernels.launch: ALIBI_VARIANT, SOFTCAP_VARIANT) are selectable for
 # benchmarking; each must give the oracle's result, and the kernels the host's mask.
 DROPOUT_VARIANTS = [(16, "interleave", 10), (16, "mma", 10), (8, "mma", 10), (8, "mma", 7),
-                    (16, "quad", 10), (16, "quad", 7)]
+                    (16, "quad", 10), (16, "quad", 7), (8, "quad", 7)]
 
 
 def set_dropout(monkeypatch, variant):
@@ -338,18 +338,42 @@ def test_quad_mapping_draws():
         assert torch.equal(same, philox.dropout_draws(seed, offset, torch.tensor(bh), rows + 16, cols))
         with pytest.raises(ValueError, match="positions"):
             philox.dropout_draws(seed, offset, torch.tensor(bh), rows, cols, positions=rows[:3])
+        # 8-bit draws: query p + y + 8z against key k + x + 8v (k % 16 in {0, 2, 4, 6}) is byte
+        # v + 2z of word 2y + x of the call with counter ((k // 16) * 4 + (k % 16) // 2, ...)
         mp.setattr(philox, "DROPOUT_BITS", 8)
+        got = philox.dropout_draws(seed, offset, torch.tensor(bh), rows, cols)
+        for r in (16, 17, 25, 30, 47):
+            for u in (32, 33, 40, 45, 63):
+                p, y, z = r - r % 2 - 8 * ((r % 16) // 8), r % 2, (r % 16) // 8
+                x, vv = u % 2, (u % 16) // 8
+                words = philox.philox4x32(seed, torch.tensor((u // 16) * 4 + (u % 8) // 2),
+                                          torch.tensor(p), torch.tensor(bh), torch.tensor(offset),
+                                          rounds=7)
+                want = (int(words[2 * y + x]) >> (8 * (vv + 2 * z))) & 0xFF
+                assert int(got[r - 16, u - 32]) == want, (r, u)
+        # a 16 x 16 block is 16 calls of 16 bytes: every (call, byte) once
+        calls = set()
+        for r in range(16, 32):
+            for u in range(32, 48):
+                p, y, z = r - r % 2 - 8 * ((r % 16) // 8), r % 2, (r % 16) // 8
+                x, vv = u % 2, (u % 16) // 8
+                calls.add(((u // 16) * 4 + (u % 8) // 2, p, 2 * y + x, vv + 2 * z))
+        assert len(calls) == 256
+        mp.setattr(philox, "DROPOUT_MAPPING", "interleave")
         with pytest.raises(ValueError, match="DROPOUT_MAPPING"):
             philox.dropout_variant()
+        mp.setattr(philox, "DROPOUT_MAPPING", "auto")
+        assert philox.dropout_variant()[1] == philox.MAPPINGS.index("quad")
 
 
+@pytest.mark.parametrize("bits", [16, 8])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_quad_dropout_with_offset_positions_and_documents(backend, monkeypatch):
+def test_quad_dropout_with_offset_positions_and_documents(backend, bits, monkeypatch):
     """The "quad" mapping where query positions are not tensor rows: queries aligned bottom-right
     (kv_len > seq_len, positions 60 + i) and packed documents of odd lengths (each document's
     positions restart at 0 mid-tile); both backends drop the host mask's entries and match the
-    float64 oracle."""
-    set_dropout(monkeypatch, (16, "quad", 10))
+    float64 oracle; 16- and 8-bit draws."""
+    set_dropout(monkeypatch, (bits, "quad", 10))
     from sparseflash.attention import _rng_ints
     from sparseflash.philox import draw_seed
     p = 0.25

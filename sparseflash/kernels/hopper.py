@@ -267,6 +267,72 @@ def _swap_lanes4(x):
                                      dtype=gl.uint32, is_pure=True, pack=1)
 
 
+# 8-bit draws: the call with counter ``((k // 16) * 4 + (k % 16) // 2, R0, bh, offset)`` serves
+# the queries {p, p+1, p+8, p+9} against the keys {k, k+1, k+8, k+9} (p % 16, k % 16 in
+# {0, 2, 4, 6}): word 2y + x is query p + y against key k + x, its byte v + 2z query p + y + 8z
+# against key k + x + 8v. In either orientation a call's words split by one index between the
+# lanes 4 apart (rows r and r ^ 1): y in the forward (queries along rows), x in the dK/dV kernel
+# (keys along rows). Each lane of a pair draws the call of every other 16-wide block and trades
+# two words of it for two of its partner's: half the Philox work of 16-bit draws per score, the
+# same two shuffles a call.
+@gluon.jit
+def _quad8_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+                 COLS: gl.constexpr, ROUNDS: gl.constexpr, WIDE: gl.constexpr):
+    """:func:`_quad_words` for 8-bit draws: the thread of rows r, r + 8 draws the calls of the
+    key blocks ``2 m + r % 2`` (16 keys each) at its lane's key pair, keeps the words of its
+    rows (y = r % 2) and trades the other two with the thread of rows r ^ 1."""
+    gl.static_assert(COLS % 32 == 0)
+    M2: gl.constexpr = COLS // 32
+    i, j = _quad_grid(M2)                                          # 8 w + r, 4 m + c
+    y0 = (i & 1)[:, None]                                          # the thread's row parity
+    c0 = (u0 // 16) * 4 + (j >> 2)[None, :] * 8 + y0 * 4 + (j & 3)[None, :]
+    c1 = (row0 + (i >> 3) * 16 + (i & 6))[:, None] + j[None, :] * 0
+    r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+    even = (y0 + j[None, :] * 0) == 0
+    # even rows keep words 0, 1 (y = 0) of their call and send 2, 3; odd rows the reverse
+    g0 = _swap_lanes4(gl.where(even, r2, r0))
+    g1 = _swap_lanes4(gl.where(even, r3, r1))
+    # block 2m then 2m + 1 (the even thread's own call is block 2m's), key parity x = 0 then 1
+    h00 = gl.where(even, r0, g0)
+    h01 = gl.where(even, r1, g1)
+    h10 = gl.where(even, g0, r2)
+    h11 = gl.where(even, g1, r3)
+    x = _topped4(h00, h01, h10, h11, 8)                            # [32, 4M2, v, z, x, b]
+    # [w, r, m, c, v, z, x, b] -> [w, z, r, m, b, v, c, x]: row 16w + 8z + r,
+    # key 32m + 16b + 8v + 2c + x
+    x = gl.permute(gl.reshape(x, (4, 8, M2, 4, 2, 2, 2, 2)), (0, 5, 1, 2, 7, 4, 3, 6))
+    return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _quad8_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
+                   QUERIES: gl.constexpr, ROUNDS: gl.constexpr, WIDE: gl.constexpr):
+    """:func:`_quad_words_t` for 8-bit draws: the thread of key rows k, k + 8 draws the calls of
+    the query blocks ``2 m + k % 2`` at its lane's query pair, keeps the words of its keys
+    (x = k % 2) and trades the other two with the thread of key rows k ^ 1."""
+    gl.static_assert(QUERIES % 32 == 0)
+    M2: gl.constexpr = QUERIES // 32
+    i, j = _quad_grid(M2)                                          # 8 w + k, 4 m + c
+    x0 = (i & 1)[:, None]                                          # the thread's key parity
+    c0 = ((u0 // 16) * 4 + (i >> 3) * 4 + ((i & 7) >> 1))[:, None] + j[None, :] * 0
+    c1 = row0 + (j >> 2)[None, :] * 32 + x0 * 16 + (j & 3)[None, :] * 2
+    r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+    even = (x0 + j[None, :] * 0) == 0
+    # even key rows keep words 0, 2 (x = 0) of their call and send 1, 3; odd rows the reverse
+    g0 = _swap_lanes4(gl.where(even, r1, r0))
+    g1 = _swap_lanes4(gl.where(even, r3, r2))
+    # block 2m then 2m + 1, query parity y = 0 then 1
+    h00 = gl.where(even, r0, g0)
+    h01 = gl.where(even, r2, g1)
+    h10 = gl.where(even, g0, r1)
+    h11 = gl.where(even, g1, r3)
+    x = _topped4(h00, h01, h10, h11, 8)                            # [32, 4M2, v, z, y, b]
+    # [w, k, m, c, v, z, y, b] -> [w, v, k, m, b, z, c, y]: key 16w + 8v + k,
+    # query 32m + 16b + 8z + 2c + y
+    x = gl.permute(gl.reshape(x, (4, 8, M2, 4, 2, 2, 2, 2)), (0, 4, 1, 2, 7, 5, 3, 6))
+    return gl.convert_layout(gl.reshape(x, (KEYS, QUERIES)), layout, assert_trivial=True)
+
+
 @gluon.jit
 def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
                 COLS: gl.constexpr, VARIANT: gl.constexpr):
@@ -277,7 +343,10 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     trades the others with the thread of rows r ^ 1 (one shuffle a word)."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
+    BITS: gl.constexpr = (VARIANT // 1000) % 100
     gl.static_assert(ROWS == 64)
+    if BITS == 8:
+        return _quad8_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, ROUNDS, WIDE)
     M: gl.constexpr = COLS // 16
     i, j = _quad_grid(M)                                           # 8 w + r, 4 m + c
     y0 = (i & 1)[:, None]                                          # the thread's row parity
@@ -306,7 +375,10 @@ def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl
     accumulator ``layout`` (keys along rows): each thread draws exactly the calls it holds."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
+    BITS: gl.constexpr = (VARIANT // 1000) % 100
     gl.static_assert(KEYS == 64)
+    if BITS == 8:
+        return _quad8_words_t(seed, rng_offset, bh, row0, u0, layout, KEYS, QUERIES, ROUNDS, WIDE)
     M: gl.constexpr = QUERIES // 16
     i, j = _quad_grid(M)                                           # 8 w + k, 4 m + c
     c0 = ((u0 // 16) * 8 + i)[:, None] + j[None, :] * 0

@@ -262,11 +262,14 @@ def _keep(seed, rng_offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.cons
     ``threshold``. The torch backend draws the same bits (``sparseflash.philox``, whose
     ``DROPOUT_*`` settings pick BITS, the mapping and ROUNDS).
 
-    QUAD (``DROPOUT_MAPPING = "quad"``, 16-bit): the call with counter ``((k // 16) * 8 + k % 8,
+    QUAD (``DROPOUT_MAPPING = "quad"``), 16-bit: the call with counter ``((k // 16) * 8 + k % 8,
     R, bh, offset)`` serves queries {p, p+1, p+8, p+9} (positions, p % 16 in {0, 2, 4, 6}; R the
     tensor row of p) against keys {k, k+8} (k % 16 < 8): query p + y + 8z against key k + 8x
-    takes half z of output 2y + x. Tiles of at least 16 a side draw by calls (the reshapes
-    below); smaller ones element by element (one call per score, same bits).
+    takes half z of output 2y + x. 8-bit: the call with counter ``((k // 16) * 4 + (k % 16) //
+    2, R, bh, offset)`` serves the same queries against keys {k, k+1, k+8, k+9} (k % 16 in {0, 2,
+    4, 6}): query p + y + 8z against key k + x + 8v takes byte v + 2z of output 2y + x. Tiles of
+    at least 16 a side draw by calls (the reshapes below); smaller ones element by element (one
+    call per score, same bits).
 
     MMA (``DROPOUT_MAPPING = "mma"``): key ``u = c*CH + n*8 + t*2 + h`` takes draw ``2n + h``
     of the call with counter ``(c*4 + t, row, bh, offset)``, CH = 32 (16-bit, 8 draws a call)
@@ -286,8 +289,35 @@ def _keep(seed, rng_offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.cons
     QUAD: tl.constexpr = (VARIANT // 100) % 10 == 2
     ROUNDS: tl.constexpr = VARIANT % 100
     q_rows = start_m + q_row0 + tl.arange(0, BLOCK_M)
-    if QUAD:
-        tl.static_assert(BITS == 16, "the quad mapping draws 16 bits")
+    if QUAD and BITS == 8:
+        if (BLOCK_M % 16 == 0) and (BLOCK_N % 16 == 0):
+            A8: tl.constexpr = BLOCK_M // 16
+            KB8: tl.constexpr = BLOCK_N // 16
+            gi = tl.arange(0, 4 * A8)                                      # 4a + r: row pairs
+            gk = tl.arange(0, 4 * KB8)                                     # 4b + c: key pairs
+            c0 = (u0 // 16) * 4 + gk[None, :] + gi[:, None] * 0            # [4A, 4KB]
+            c1 = (start_m + q_row0 + (gi // 4) * 16 + (gi % 4) * 2)[:, None] + gk[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            # [.., v, z, x, y]: byte v + 2z of word 2y + x
+            x = tl.join(tl.join(_word_pieces(r0, 8), _word_pieces(r1, 8)),
+                        tl.join(_word_pieces(r2, 8), _word_pieces(r3, 8)))
+            # [a, r, b, c, v, z, x, y] -> [a, z, r, y, b, v, c, x]: query 16a + 8z + 2r + y,
+            # key 16b + 8v + 2c + x
+            x = tl.permute(tl.reshape(x, (A8, 4, KB8, 4, 2, 2, 2, 2)), (0, 5, 1, 7, 2, 4, 3, 6))
+            draws = tl.reshape(x, (BLOCK_M, BLOCK_N))
+        else:
+            pos = start_m + tl.arange(0, BLOCK_M)
+            u = u0 + tl.arange(0, BLOCK_N)
+            y = pos % 2
+            z = (pos % 16) // 8
+            c0 = ((u // 16) * 4 + (u % 8) // 2)[None, :] + pos[:, None] * 0
+            c1 = (q_rows - y - 8 * z)[:, None] + u[None, :] * 0
+            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
+            w = 2 * y[:, None] + (u % 2)[None, :]
+            word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
+            byte = ((u % 16) // 8)[None, :] + 2 * z[:, None]
+            draws = (word >> (8 * byte).to(tl.uint32)) & 0xFF
+    elif QUAD:
         if (BLOCK_M % 16 == 0) and (BLOCK_N % 16 == 0):
             A: tl.constexpr = BLOCK_M // 16
             KB: tl.constexpr = BLOCK_N // 16

@@ -267,6 +267,13 @@ def _swap_lanes4(x):
                                      dtype=gl.uint32, is_pure=True, pack=1)
 
 
+@gluon.jit
+def _pick(odd, a, b):
+    """``a`` where ``odd`` is all zeros, ``b`` where it is all ones (uint32 words): a bitwise
+    select, which ptxas makes one LOP3 that needs no predicate register."""
+    return (a & ~odd) | (b & odd)
+
+
 # 8-bit draws: the call with counter ``((k // 16) * 4 + (k % 16) // 2, R0, bh, offset)`` serves
 # the queries {p, p+1, p+8, p+9} against the keys {k, k+1, k+8, k+9} (p % 16, k % 16 in
 # {0, 2, 4, 6}): word 2y + x is query p + y against key k + x, its byte v + 2z query p + y + 8z
@@ -290,6 +297,7 @@ def _quad8_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
     even = (y0 + j[None, :] * 0) == 0
     # even rows keep words 0, 1 (y = 0) of their call and send 2, 3; odd rows the reverse
+    # (gl.where: SELs, 1024 instructions a step against 1048 with _pick's LOP3s)
     g0 = _swap_lanes4(gl.where(even, r2, r0))
     g1 = _swap_lanes4(gl.where(even, r3, r1))
     # block 2m then 2m + 1 (the even thread's own call is block 2m's), key parity x = 0 then 1
@@ -317,15 +325,18 @@ def _quad8_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: g
     c0 = ((u0 // 16) * 4 + (i >> 3) * 4 + ((i & 7) >> 1))[:, None] + j[None, :] * 0
     c1 = row0 + (j >> 2)[None, :] * 32 + x0 * 16 + (j & 3)[None, :] * 2
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
-    even = (x0 + j[None, :] * 0) == 0
+    # all ones in the odd threads: the selects below are bitwise (one LOP3 each, no predicate;
+    # with gl.where ptxas rebuilt the predicate before most SELs: 921 instructions a step
+    # against 872)
+    odd = (0 - (x0 + j[None, :] * 0)).to(gl.uint32, bitcast=True)
     # even key rows keep words 0, 2 (x = 0) of their call and send 1, 3; odd rows the reverse
-    g0 = _swap_lanes4(gl.where(even, r1, r0))
-    g1 = _swap_lanes4(gl.where(even, r3, r2))
+    g0 = _swap_lanes4(_pick(odd, r1, r0))
+    g1 = _swap_lanes4(_pick(odd, r3, r2))
     # block 2m then 2m + 1, query parity y = 0 then 1
-    h00 = gl.where(even, r0, g0)
-    h01 = gl.where(even, r2, g1)
-    h10 = gl.where(even, g0, r1)
-    h11 = gl.where(even, g1, r3)
+    h00 = _pick(odd, r0, g0)
+    h01 = _pick(odd, r2, g1)
+    h10 = _pick(odd, g0, r1)
+    h11 = _pick(odd, g1, r3)
     x = _topped4(h00, h01, h10, h11, 8)                            # [32, 4M2, v, z, y, b]
     # [w, k, m, c, v, z, y, b] -> [w, v, k, m, b, z, c, y]: key 16w + 8v + k,
     # query 32m + 16b + 8z + 2c + y

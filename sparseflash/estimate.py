@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .layout import BlockLayout
+from .philox import dropout_variant
 
 __all__ = [
     "DeviceProfile", "DEVICES", "register_device", "get_device",
@@ -238,11 +239,13 @@ class CostEstimate:
     device: DeviceProfile
     backward: bool
     layout_summary: str = field(repr=False)
-    # 16-bit dropout draws: one per computed score in the forward, and again in each backward
+    # dropout draws: one per computed score in the forward, and again in each backward
     # kernel that computes P (the mask is regenerated, never stored): two (dQ, dK/dV), or one
-    # with the fused dQ (DeviceProfile.fused_dq_backward); one Philox-4x32 call (7 rounds by
-    # default) makes eight, so the kernels run dropout_random_numbers / 8 Philox calls
+    # with the fused dQ (DeviceProfile.fused_dq_backward)
     dropout_random_numbers: int = 0
+    # the Philox-4x32 calls (7 rounds by default) that make them: one call makes eight 16-bit
+    # draws or sixteen 8-bit ones (sparseflash.philox.DROPOUT_BITS when estimated)
+    dropout_philox_calls: int = 0
     # options asked for ("dropout", "softcap", "alibi") whose time this device's profile has
     # no measurement of (DeviceProfile.option_ps_per_score): not in predicted_ms
     unpriced_options: Tuple[str, ...] = ()
@@ -512,7 +515,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
             :func:`register_device`) or a :class:`DeviceProfile`.
         backward: count forward plus backward instead of forward only.
         dropout_p: attention dropout; counts its random numbers (``dropout_random_numbers``,
-            16-bit draws, eight per Philox call: block_size**2 per computed block pair and
+            and ``dropout_philox_calls``: eight 16-bit or sixteen 8-bit draws a call, as
+            ``sparseflash.philox.DROPOUT_BITS`` says; block_size**2 per computed block pair and
             batch element, once in the forward and twice more in the backward, once more
             where the device's backward has dQ fused into the dK/dV kernel).
         softcap: sparse_attention's ``softcap`` (0: off).
@@ -576,6 +580,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
     standard_k, standard_ws = _standard_kernels(
         roof, heads=h, n=layout.seq_len, nk=layout.kv_len, d=head_dim, e=e, batch=batch,
         tflops=tflops, masked=masked, backward=backward)
+    numbers = int(nnz * b * b * batch * ((2 if profile.fused_dq_backward else 3) if backward
+                                         else 1)) if dropout_p > 0 else 0
     return CostEstimate(
         sparse=MethodCost("sparseflash (ours)", tuple(sparse_k), sparse_ws),
         dense=MethodCost("dense FlashAttention", tuple(dense_k), dense_ws),
@@ -585,8 +591,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         batch=batch, dtype=dtype, device=profile, backward=backward,
         layout_summary=(f"layout {layout.seq_len}x{layout.kv_len} tokens, {h} head(s), "
                         f"block {b}{', causal' if layout.causal else ''}"),
-        dropout_random_numbers=int(nnz * b * b * batch * (
-            (2 if profile.fused_dq_backward else 3) if backward else 1)) if dropout_p > 0 else 0,
+        dropout_random_numbers=numbers,
+        dropout_philox_calls=numbers // (128 // dropout_variant()[0]) if numbers else 0,
         unpriced_options=tuple(name for name in options if name not in prices),
     )
 

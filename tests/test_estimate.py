@@ -312,6 +312,15 @@ def test_dropout_random_numbers_are_counted():
     # the fused dQ backward (the Hopper kernels' on an H200) draws the mask once, not twice
     fused = estimate(layout, 64, batch=3, dropout_p=0.1, backward=True, device="h200")
     assert fused.dropout_random_numbers == 2 * fwd.dropout_random_numbers
+    # Philox calls: eight 16-bit draws a call, sixteen 8-bit ones
+    from sparseflash import philox
+    assert fwd.dropout_philox_calls * (128 // philox.dropout_variant()[0]) == fwd.dropout_random_numbers
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(philox, "DROPOUT_BITS", 16)
+        assert estimate(layout, 64, batch=3, dropout_p=0.1).dropout_philox_calls == layout.nnz * 64 * 64 * 3 // 8
+        mp.setattr(philox, "DROPOUT_BITS", 8)
+        assert estimate(layout, 64, batch=3, dropout_p=0.1).dropout_philox_calls == layout.nnz * 64 * 64 * 3 // 16
+    assert estimate(layout, 64).dropout_philox_calls == 0
     assert [k.name for k in fused.sparse.kernels if k.name.startswith("attn_bwd")] == [
         "attn_bwd_stats", "attn_bwd_dq_zero", "attn_bwd_fused", "attn_bwd_dq_convert"]
     with pytest.raises(ValueError, match="dropout_p"):

@@ -268,6 +268,18 @@ def _swap_lanes4(x):
 
 
 @gluon.jit
+def _trade_rows(even, r0, r1, r2, r3):
+    """The forward's lane-pair trade of the quad mappings: a thread of even rows keeps words
+    0, 1 of its call and sends 2, 3 to the thread of rows r ^ 1 (``shfl.sync.bfly`` by 4), which
+    keeps 2, 3 of its own call and sends 0, 1. Returns the thread's words of the even thread's
+    call then of the odd thread's. ``gl.where``'s SELs (with the 8-bit draws 1024 instructions
+    a step, against 1048 with :func:`_pick`'s LOP3s)."""
+    g0 = _swap_lanes4(gl.where(even, r2, r0))
+    g1 = _swap_lanes4(gl.where(even, r3, r1))
+    return gl.where(even, r0, g0), gl.where(even, r1, g1), gl.where(even, g0, r2), gl.where(even, g1, r3)
+
+
+@gluon.jit
 def _pick(odd, a, b):
     """``a`` where ``odd`` is all zeros, ``b`` where it is all ones (uint32 words): a bitwise
     select, which ptxas makes one LOP3 that needs no predicate register."""
@@ -295,16 +307,9 @@ def _quad8_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.
     c0 = (u0 // 16) * 4 + (j >> 2)[None, :] * 8 + y0 * 4 + (j & 3)[None, :]
     c1 = (row0 + (i >> 3) * 16 + (i & 6))[:, None] + j[None, :] * 0
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
-    even = (y0 + j[None, :] * 0) == 0
-    # even rows keep words 0, 1 (y = 0) of their call and send 2, 3; odd rows the reverse
-    # (gl.where: SELs, 1024 instructions a step against 1048 with _pick's LOP3s)
-    g0 = _swap_lanes4(gl.where(even, r2, r0))
-    g1 = _swap_lanes4(gl.where(even, r3, r1))
+    # even rows keep words 0, 1 (y = 0) of their call and send 2, 3; odd rows the reverse;
     # block 2m then 2m + 1 (the even thread's own call is block 2m's), key parity x = 0 then 1
-    h00 = gl.where(even, r0, g0)
-    h01 = gl.where(even, r1, g1)
-    h10 = gl.where(even, g0, r2)
-    h11 = gl.where(even, g1, r3)
+    h00, h01, h10, h11 = _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
     x = _topped4(h00, h01, h10, h11, 8)                            # [32, 4M2, v, z, x, b]
     # [w, r, m, c, v, z, x, b] -> [w, z, r, m, b, v, c, x]: row 16w + 8z + r,
     # key 32m + 16b + 8v + 2c + x
@@ -364,15 +369,9 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     c0 = (u0 // 16) * 8 + (j >> 2)[None, :] * 8 + (j & 3)[None, :] * 2 + y0
     c1 = (row0 + (i >> 3) * 16 + (i & 6))[:, None] + j[None, :] * 0
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
-    even = (y0 + j[None, :] * 0) == 0
-    # even rows keep words 0, 1 (queries p, p + 8) and send 2, 3; odd rows the reverse
-    g0 = _swap_lanes4(gl.where(even, r2, r0))
-    g1 = _swap_lanes4(gl.where(even, r3, r1))
-    # key parity 0 then 1: the even thread's own call is of even keys
-    h00 = gl.where(even, r0, g0)
-    h01 = gl.where(even, r1, g1)
-    h10 = gl.where(even, g0, r2)
-    h11 = gl.where(even, g1, r3)
+    # even rows keep words 0, 1 (queries p, p + 8) and send 2, 3; odd rows the reverse; key
+    # parity 0 then 1: the even thread's own call is of even keys
+    h00, h01, h10, h11 = _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
     x = _topped4(h00, h01, h10, h11, 16)                           # [32, 4M, z, x, h]
     # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
     x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))

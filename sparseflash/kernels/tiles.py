@@ -289,60 +289,47 @@ def _keep(seed, rng_offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.cons
     QUAD: tl.constexpr = (VARIANT // 100) % 10 == 2
     ROUNDS: tl.constexpr = VARIANT % 100
     q_rows = start_m + q_row0 + tl.arange(0, BLOCK_M)
-    if QUAD and BITS == 8:
-        if (BLOCK_M % 16 == 0) and (BLOCK_N % 16 == 0):
-            A8: tl.constexpr = BLOCK_M // 16
-            KB8: tl.constexpr = BLOCK_N // 16
-            gi = tl.arange(0, 4 * A8)                                      # 4a + r: row pairs
-            gk = tl.arange(0, 4 * KB8)                                     # 4b + c: key pairs
-            c0 = (u0 // 16) * 4 + gk[None, :] + gi[:, None] * 0            # [4A, 4KB]
-            c1 = (start_m + q_row0 + (gi // 4) * 16 + (gi % 4) * 2)[:, None] + gk[None, :] * 0
-            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-            # [.., v, z, x, y]: byte v + 2z of word 2y + x
-            x = tl.join(tl.join(_word_pieces(r0, 8), _word_pieces(r1, 8)),
-                        tl.join(_word_pieces(r2, 8), _word_pieces(r3, 8)))
-            # [a, r, b, c, v, z, x, y] -> [a, z, r, y, b, v, c, x]: query 16a + 8z + 2r + y,
-            # key 16b + 8v + 2c + x
-            x = tl.permute(tl.reshape(x, (A8, 4, KB8, 4, 2, 2, 2, 2)), (0, 5, 1, 7, 2, 4, 3, 6))
-            draws = tl.reshape(x, (BLOCK_M, BLOCK_N))
-        else:
-            pos = start_m + tl.arange(0, BLOCK_M)
-            u = u0 + tl.arange(0, BLOCK_N)
-            y = pos % 2
-            z = (pos % 16) // 8
-            c0 = ((u // 16) * 4 + (u % 8) // 2)[None, :] + pos[:, None] * 0
-            c1 = (q_rows - y - 8 * z)[:, None] + u[None, :] * 0
-            r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-            w = 2 * y[:, None] + (u % 2)[None, :]
-            word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
-            byte = ((u % 16) // 8)[None, :] + 2 * z[:, None]
-            draws = (word >> (8 * byte).to(tl.uint32)) & 0xFF
-    elif QUAD:
+    if QUAD:
+        PAIRS: tl.constexpr = BITS // 2           # calls a 16-key block: 8 (16-bit) or 4 (8-bit)
         if (BLOCK_M % 16 == 0) and (BLOCK_N % 16 == 0):
             A: tl.constexpr = BLOCK_M // 16
             KB: tl.constexpr = BLOCK_N // 16
             gi = tl.arange(0, 4 * A)                                       # 4a + r: row pairs
-            gk = tl.arange(0, 8 * KB)                                      # 8b + k: key pairs
-            c0 = (u0 // 16) * 8 + gk[None, :] + gi[:, None] * 0            # [4A, 8KB]
+            gk = tl.arange(0, PAIRS * KB)                                  # key pairs
+            c0 = (u0 // 16) * PAIRS + gk[None, :] + gi[:, None] * 0        # [4A, PAIRS KB]
             c1 = (start_m + q_row0 + (gi // 4) * 16 + (gi % 4) * 2)[:, None] + gk[None, :] * 0
             r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-            # [.., z, x, y]: half z of word 2y + x
-            x = tl.join(tl.join(_word_pieces(r0, 16), _word_pieces(r1, 16)),
-                        tl.join(_word_pieces(r2, 16), _word_pieces(r3, 16)))
-            # [a, r, b, k, z, x, y] -> [a, z, r, y, b, x, k]: query 16a + 8z + 2r + y, key 16b + 8x + k
-            x = tl.permute(tl.reshape(x, (A, 4, KB, 8, 2, 2, 2)), (0, 4, 1, 6, 2, 5, 3))
+            # 16-bit [.., z, x, y]: half z of word 2y + x; 8-bit [.., v, z, x, y]: byte v + 2z
+            x = tl.join(tl.join(_word_pieces(r0, BITS), _word_pieces(r1, BITS)),
+                        tl.join(_word_pieces(r2, BITS), _word_pieces(r3, BITS)))
+            if BITS == 16:
+                # [a, r, b, k, z, x, y] -> [a, z, r, y, b, x, k]: query 16a + 8z + 2r + y,
+                # key 16b + 8x + k
+                x = tl.permute(tl.reshape(x, (A, 4, KB, 8, 2, 2, 2)), (0, 4, 1, 6, 2, 5, 3))
+            else:
+                # [a, r, b, c, v, z, x, y] -> [a, z, r, y, b, v, c, x]: query 16a + 8z + 2r + y,
+                # key 16b + 8v + 2c + x
+                x = tl.permute(tl.reshape(x, (A, 4, KB, 4, 2, 2, 2, 2)), (0, 5, 1, 7, 2, 4, 3, 6))
             draws = tl.reshape(x, (BLOCK_M, BLOCK_N))
         else:
             pos = start_m + tl.arange(0, BLOCK_M)
             u = u0 + tl.arange(0, BLOCK_N)
             y = pos % 2
             z = (pos % 16) // 8
-            c0 = ((u // 16) * 8 + u % 8)[None, :] + pos[:, None] * 0
+            if BITS == 16:
+                pair = u % 8                           # k % 8 (keys k, k + 8)
+                x_u = (u % 16) // 8
+                piece = z[:, None] + u[None, :] * 0    # half z
+            else:
+                pair = (u % 8) // 2                    # (k % 16) // 2 (keys k, k+1, k+8, k+9)
+                x_u = u % 2
+                piece = ((u % 16) // 8)[None, :] + 2 * z[:, None]   # byte v + 2z
+            c0 = ((u // 16) * PAIRS + pair)[None, :] + pos[:, None] * 0
             c1 = (q_rows - y - 8 * z)[:, None] + u[None, :] * 0
             r0, r1, r2, r3 = tl.philox(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS)
-            w = 2 * y[:, None] + ((u % 16) // 8)[None, :]
+            w = 2 * y[:, None] + x_u[None, :]
             word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
-            draws = (word >> (16 * z)[:, None].to(tl.uint32)) & 0xFFFF
+            draws = (word >> (BITS * piece).to(tl.uint32)) & ((1 << BITS) - 1)
     elif MMA:
         PER: tl.constexpr = 128 // BITS            # draws per call: 8 or 16
         CH: tl.constexpr = 4 * PER                 # keys per chunk of 4 calls: 32 or 64

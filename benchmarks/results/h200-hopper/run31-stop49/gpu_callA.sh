@@ -11,7 +11,7 @@ mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader > $OUT/gpu.txt
 python -c "import torch, triton; print(torch.__version__, triton.__version__)" >> $OUT/gpu.txt
 OUT=$OUT/racecheck SLIMIT=${SLIMIT:-60} bash benchmarks/results/h200-hopper/run30-kv-split/gpu_next_racecheck.sh > $OUT/racecheck.log 2>&1 &
-OUT=$OUT/documents bash benchmarks/results/h200x2-distributed/gpu_next_documents.sh > $OUT/documents.log 2>&1 &
+OUT=$OUT/documents timeout 230 bash benchmarks/results/h200x2-distributed/gpu_next_documents.sh > $OUT/documents.log 2>&1 &
 bash benchmarks/gpu_shards.sh @benchmarks/results/h200-hopper/run31-stop49/tests_dropout.txt \
   8 ${TLIMIT:-220} $OUT/tests > /dev/null 2>&1 &
 wait

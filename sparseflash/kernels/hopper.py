@@ -47,9 +47,10 @@ called from these Gluon kernels like their own): the same constants, ``tanh.appr
 portable kernels' tanh for 16-bit inputs on the GPU), the folded softcap's row max over tanh
 (or, the scores being bounded by the cap, a fixed shift in its place: ``_consume_tile``,
 FIXED), the causal ALiBi's row term moved into the LSE, and in the dK/dV kernel dS times
-``1 - tanh^2``. Dropout draws the portable kernels' bits (tiles.py ``_keep``; any Philox round count). In the "quad" mapping (16-bit, the default) the
+``1 - tanh^2``. Dropout draws the portable kernels' bits (tiles.py ``_keep``; any Philox round count). In the "quad" mapping with 16-bit draws (the default) the
 dK/dV kernel draws each call in the thread that holds its 8 scores (:func:`_quad_words_t`) and
-the forward's lane pairs trade half the words (:func:`_quad_words`). In the "mma" mapping (16-
+the forward's lane pairs trade half the words (:func:`_quad_words`); with 8-bit draws the lane
+pairs trade half the words in both kernels (:func:`_quad8_words`, :func:`_quad8_words_t`). In the "mma" mapping (16-
 or 8-bit) the forward computes the Philox calls in a layout whose threads hold exactly the keys
 each call serves (:func:`_draw_layout`), so the draws reach the wgmma accumulator by register
 relabeling; the dK/dV kernel draws them in the same orientation and transposes the mask through
@@ -356,7 +357,8 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
     first query, whose position is a multiple of 16; ``u0 % 16 == 0``). The thread of rows
     r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows and
-    trades the others with the thread of rows r ^ 1 (one shuffle a word)."""
+    trades the others with the thread of rows r ^ 1 (one shuffle a word); 8-bit draws:
+    :func:`_quad8_words`."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     BITS: gl.constexpr = (VARIANT // 1000) % 100
@@ -382,7 +384,8 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
 def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
                   QUERIES: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's draws ``[KEYS, QUERIES]`` (topped) in the dK/dV kernel's transposed
-    accumulator ``layout`` (keys along rows): each thread draws exactly the calls it holds."""
+    accumulator ``layout`` (keys along rows): with 16-bit draws each thread draws exactly the
+    calls it holds; 8-bit draws: :func:`_quad8_words_t`."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     BITS: gl.constexpr = (VARIANT // 1000) % 100
@@ -1541,8 +1544,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                         visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
                     pT = gl.where(visible, pT, 0.0)
                 if HAS_DROPOUT:
-                    # the forward's mask, drawn again and transposed (through shared memory: no
-                    # thread holds a call's keys in this orientation). A dropped probability
+                    # the forward's mask, drawn again in this orientation (quad: in registers;
+                    # mma: drawn as the forward does and transposed through shared memory, no
+                    # thread holding a call's keys here). A dropped probability
                     # keeps its value with a minus sign (P >= 0): the mask needs no registers of
                     # its own until dP^T arrives. Its scale goes to dV at the end and to dP^T
                     # below.

@@ -319,7 +319,7 @@ def _keep(seed, rng_offset, bh, start_m, q_row0, u0, threshold, BLOCK_M: tl.cons
             if BITS == 16:
                 pair = u % 8                           # k % 8 (keys k, k + 8)
                 x_u = (u % 16) // 8
-                piece = z[:, None] + u[None, :] * 0    # half z
+                piece = z[:, None]                     # half z
             else:
                 pair = (u % 8) // 2                    # (k % 16) // 2 (keys k, k+1, k+8, k+9)
                 x_u = u % 2

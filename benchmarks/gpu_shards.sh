@@ -7,6 +7,9 @@
 # go to a folder of its own (mktemp), so several selections may run at once, each with its own
 # environment (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
 set -u
+# each failure's report is printed when it happens (tests/conftest.py), so a shard cut by its
+# time limit still shows it
+export SPARSEFLASH_REPORT_EARLY=1
 paths=$1; shards=$2; limit=$3; out=$4
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_shards.XXXXXX")
@@ -27,4 +30,4 @@ for ((i = 0; i < shards; i++)); do
 done
 wait
 tail -n 2 "$out"/pytest_shard*.txt
-grep -h -E "^FAILED|^ERROR" "$out"/pytest_shard*.txt | head -20
+grep -h -E "^FAILED|^ERROR|^EARLY FAILED" "$out"/pytest_shard*.txt | sort -u | head -20

@@ -183,10 +183,16 @@ def _spawn(world, backend="torch", target=None):
             p.start()
         for p in procs:
             p.join(timeout=300)
+        stuck = [r for r, p in enumerate(procs) if p.is_alive()]
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
         errors = []
         while not failures.empty():
             errors.append(failures.get())
         assert not errors, "\n".join(errors)
+        assert not stuck, f"ranks {stuck} of {world} still ran after 300 s (terminated)"
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 

@@ -12,8 +12,15 @@ which the handshake of mode 3 also emits before its wait); 5: mode 3's handshake
 phase completed by a TMA copy's bytes (``mbarrier.expect`` and a bulk copy into a second
 buffer, no plain arrive), the forward's Q handshake; 6: mode 5 with the value in a one-int32
 slot of a [2, 1] buffer, stored and read in the layouts of the forward's run-time tile
-handout (``_publish_tile``/``_read_tile`` in sparseflash/kernels/hopper.py). Each prints whether
-the values are right; racecheck prints its hazards.
+handout (``_publish_tile``/``_read_tile`` in sparseflash/kernels/hopper.py); 7: the run-time
+tile handout's whole protocol, the slot reused across phases (stop 50): two Q-like buffers, a
+[2, 1] slot, ``LAPS`` tiles; the producer waits ``empty[qb]``, all 32 lanes store the tile's
+number in slot ``qb``, one lane's ``expect`` and a bulk copy complete ``full[qb]``; each of two
+4-warp consumers waits ``full[qb]``, reads the slot, and releases with one arrive on
+``empty[qb]`` (count 2), as the forward's run-time tiles and two Q buffers do; 8: mode 7 with a
+``gl.thread_barrier()`` after the producer's store (``bar.warp.sync``: every lane's store
+before the one lane's arrive; run32's ``publish-warp-barrier.patch``). Each prints whether the
+values are right; racecheck prints its hazards.
 """
 import sys
 
@@ -76,8 +83,85 @@ def _ws_kernel(out, desc, N: gl.constexpr, MODE: gl.constexpr):
                        [4, 1], [232, 40])
 
 
+@gluon.jit
+def _publish(slot, v, FENCE: gl.constexpr):
+    """The tile's number into ``slot`` from all 32 lanes, in a function of its own as the
+    kernel's ``_publish_tile`` is (inlined, Triton's barrier analysis puts a ``bar.warp.sync``
+    before the next mbarrier operation; across the call it does not, as in the kernel's PTX)."""
+    one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    slot.store(gl.full([1], v, gl.int32, one))
+    if FENCE:
+        gl.thread_barrier()
+
+
+@gluon.jit
+def _lap_part(out, desc, tbuf, full, empty, slot, counter, base, value, laps, N: gl.constexpr,
+              WARPS: gl.constexpr, FENCE: gl.constexpr, ROLE: gl.constexpr):
+    """Modes 7 and 8: the forward's run-time tile handout over ``laps`` tiles (see the module
+    docstring; a run-time count, so the loop is not unrolled, as in the kernel); a consumer adds
+    the tile numbers it read, 1 + 2 + ... + laps."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+    offs = base + gl.arange(0, N, layout)
+    result = gl.full([N], value, gl.float32, layout)
+    if ROLE == 2:
+        for i in range(laps):
+            qb = i % 2
+            # the tile's number from a global counter, as the kernel's run-time tiles take it
+            # (its result reaches the warp through shared memory and a bar.warp.sync, which is
+            # why Triton puts no barrier before the expect below: nothing else orders the
+            # store of 31 lanes before the one lane's arrive)
+            t = gl.atomic_add(counter + gl.program_id(0), 1)
+            mbarrier.wait(empty.index(qb), ((i // 2) & 1) ^ 1)     # a fresh barrier passes
+            _publish(slot.index(qb), t + 1, FENCE)
+            mbarrier.expect(full.index(qb), desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(desc, [0, 0, 0, 0], full.index(qb),
+                                            tbuf.index(qb).reshape(desc.block_type.shape))
+    else:
+        every: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+        for i in range(laps):
+            qb = i % 2
+            mbarrier.wait(full.index(qb), (i // 2) & 1)
+            result = result + gl.max(slot.index(qb).load(every), 0).to(gl.float32)
+            mbarrier.arrive(empty.index(qb))
+    gl.store(out + offs, result)
+
+
+@gluon.jit
+def _laps_kernel(out, desc, counter, laps, N: gl.constexpr, FENCE: gl.constexpr):
+    ROWS: gl.constexpr = desc.block_type.shape[2]
+    COLS: gl.constexpr = desc.block_type.shape[3]
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, COLS], desc.dtype)
+    tbuf = gl.allocate_shared_memory(desc.dtype, [2, ROWS, COLS], tile_layout)
+    full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    slot = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    for i in gl.static_range(2):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)          # both consumers release a buffer
+    gl.warp_specialize([(_lap_part, (out, desc, tbuf, full, empty, slot, counter, 0, 1.0, laps, N, 4, FENCE, 0)),
+                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, N, 2.0, laps, N, 4, FENCE, 1)),
+                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, 2 * N, 3.0, laps, N, 1, FENCE, 2))],
+                       [4, 1], [232, 40])
+
+
+LAPS = 6
+
+
 def main():
     mode = int(sys.argv[1])
+    if mode in (7, 8):
+        out = torch.zeros(3 * 128, device="cuda")
+        t = torch.randn(1, 1, 64, 64, device="cuda", dtype=torch.bfloat16)
+        block = [1, 1, 64, 64]
+        desc = TensorDescriptor(t, list(t.shape), list(t.stride()), block,
+                                gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
+        counter = torch.zeros(2, device="cuda", dtype=torch.int32)       # one a CTA
+        _laps_kernel[(2,)](out, desc, counter, LAPS, N=128, FENCE=mode == 8, num_warps=4)
+        torch.cuda.synchronize()
+        total = LAPS * (LAPS + 1) // 2
+        want = torch.tensor([1.0 + total, 2.0 + total, 3.0], device="cuda").repeat_interleave(128)
+        print(f"ws variant {mode} values ok:", bool(torch.equal(out, want)), flush=True)
+        return
     out = torch.zeros(3 * 128, device="cuda")
     t = torch.randn(1, 1, 64, 64, device="cuda", dtype=torch.bfloat16)
     block = [1, 1, 64, 64]

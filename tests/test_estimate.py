@@ -584,8 +584,8 @@ def test_h200_profile_predicts_the_interleaved_peers_run(run):
     worst 5.7% but the row below); call 8 1.8% (1.2%, 1.9%; worst 6.4%, local(28) 16K d=64's
     forward). run32 call 3 (stop 50, the same kernels, out of sample): 1.8% (forward 1.7%,
     forward+backward 2.1%; under-predicted by 14% on butterfly's forward+backward, timed
-    slow like the row below, −37% there; then 6.4%). The older runs timed kernels that have changed since, whose forward paid a larger
-    fixed cost a tile; they bound the drift: run28 2.7% (worst 8.5%), run26 3.8%, run24 5.3%,
+    slow like the row below, −37% there; then 6.4%). The older runs timed kernels that have
+    changed since, whose forward paid a larger fixed cost a tile; they bound the drift: run28 2.7% (worst 8.5%), run26 3.8%, run24 5.3%,
     run23 7.2% (worst 13.6%). local(2) 16K's forward+backward row, timed in a slow mode in four
     of the runs (all impls slower in run30 call 7), is under-predicted by up to 38% and gets its
     own bound. Fails if the profile or the cost model drifts from the measured kernels."""

@@ -585,10 +585,10 @@ def test_h200_profile_predicts_the_interleaved_peers_run(run):
     forward). run32 call 3 (stop 50, the same kernels, out of sample): 1.8% (forward 1.7%,
     forward+backward 2.1%; under-predicted by 14% on butterfly's forward+backward, timed
     slow like the row below, −37% there; then 6.4%). The older runs timed kernels that have
-    changed since, whose forward paid a larger fixed cost a tile; they bound the drift: run28 2.7% (worst 8.5%), run26 3.8%, run24 5.3%,
-    run23 7.2% (worst 13.6%). local(2) 16K's forward+backward row, timed in a slow mode in four
-    of the runs (all impls slower in run30 call 7), is under-predicted by up to 38% and gets its
-    own bound. Fails if the profile or the cost model drifts from the measured kernels."""
+    changed since, whose forward paid a larger fixed cost a tile; they bound the drift: run28
+    2.7% (worst 8.5%), run26 3.8%, run24 5.3%, run23 7.2% (worst 13.6%). local(2) 16K's
+    forward+backward row, timed in a slow mode in five of the runs (all impls slower in run30
+    call 7 and run32 call 3), is under-predicted by up to 38% and gets its own bound. Fails if the profile or the cost model drifts from the measured kernels."""
     from benchmarks.calibrate import Model, load_rows, median_rel_error, timed_rows
 
     median_max, fwd_bwd_max, row_max, loose_rows, loose_max = _PEERS_BOUNDS[run]

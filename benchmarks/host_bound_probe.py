@@ -13,6 +13,17 @@ prints, forward and forward+backward:
 Where ``timer`` exceeds ``ahead`` and ``host us`` exceeds ``ahead``, the harness timed the
 host, not the kernels. It also writes a cProfile of ours (forward+backward) per case.
 
+Since stop 50, two checks of whether a call waits for the GPU (run20 measured 113 µs of host
+time for our local(2) 16K forward but 841 µs for forward+backward, about the GPU's 868 µs:
+either a slow backward host path or a synchronisation):
+
+* ``behind us``: host time per call with ~50 ms of GPU sleep queued ahead. A call that never
+  waits for the GPU returns long before the sleep ends; one that synchronises takes the sleep;
+* ``syncs``: the first torch operation that synchronises, under
+  ``torch.cuda.set_sync_debug_mode("error")`` (torch's own synchronising operations only).
+
+``--only-ours`` leaves out FA4 and cuDNN.
+
     PYTHONPATH=. python benchmarks/host_bound_probe.py --out DIR
 """
 import argparse
@@ -22,6 +33,8 @@ import io
 import json
 import pstats
 import statistics
+import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -57,23 +70,53 @@ def ahead_ms(timer, fn, n_rep=60, sleep_cycles=4_000_000):
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+def behind_us(fn, n=10, sleep_cycles=100_000_000):
+    """Host µs a call with about 50 ms of GPU sleep queued ahead (see the module docstring)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(sleep_cycles)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    elapsed = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return elapsed / n * 1e6
+
+
+def first_sync(fn):
+    """The tail of the traceback of ``fn``'s first synchronising torch operation, or None."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    except RuntimeError as exc:
+        return "".join(traceback.format_exception(exc))[-1500:]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only-ours", action="store_true", help="leave out FA4 and cuDNN")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda")
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)   # as hopper.py (start_run)
-    fa4 = fa4_function()
+    fa4 = None if args.only_ours else fa4_function()
     rows = []
-    print(f"{'case':<36}{'impl':<8}{'pass':<9}{'timer ms':>10}{'ahead ms':>10}{'host us':>9}", flush=True)
+    print(f"{'case':<36}{'impl':<8}{'pass':<9}{'timer ms':>10}{'ahead ms':>10}{'host us':>9}"
+          f"{'behind us':>10}  syncs", flush=True)
     for name, pattern, N, d, causal in CASES:
         H = 2048 // d
         B = 1 if pattern is not None else max(1, 16384 // N)
         layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
         impls = {"ours": ours_fn(layout, False)}
-        if pattern is None:
+        if pattern is None and not args.only_ours:
             impls["cudnn"] = cudnn_fn(causal)
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
@@ -90,10 +133,12 @@ def main():
                     return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
             for p, f in (("fwd", fwd), ("fwd+bwd", step)):
                 row = dict(case=name, impl=impl, pass_=p, timer_ms=timer(f)[0], ahead_ms=ahead_ms(timer, f),
-                           host_us=host_us(f, n=30))
+                           host_us=host_us(f, n=30), behind_us=behind_us(f),
+                           syncs=first_sync(f) if impl == "ours" else None)
                 rows.append(row)
+                sync = "none" if row["syncs"] is None else row["syncs"].strip().splitlines()[-1][:80]
                 print(f"{name:<36}{impl:<8}{p:<9}{row['timer_ms']:>10.3f}{row['ahead_ms']:>10.3f}"
-                      f"{row['host_us']:>9.0f}", flush=True)
+                      f"{row['host_us']:>9.0f}{row['behind_us']:>10.0f}  {sync}", flush=True)
             if impl == "ours":
                 prof = cProfile.Profile()
                 prof.enable()

@@ -42,3 +42,6 @@ for tree in patched unpatched; do
   timeout ${PLIMIT:-110} python benchmarks/hopper.py --only dense --no-peers --heat 2 \
     --cases "${CASES:-dense N=16384;dense causal N=4096}" --out $OUT/$tree 2>&1 | grep '"pass": "fwd"'
 done
+# then: does our forward+backward wait for the GPU? (run20: host 841 us a call against 113 for
+# the forward; run32's short rows ran slow with FA4 slow too). behind_us and syncs columns.
+timeout ${HLIMIT:-150} python benchmarks/host_bound_probe.py --only-ours --out $OUT/host 2>&1 | grep -v Warning | tail -16

@@ -5,7 +5,9 @@ query blocks; and the plan moves only the blocks the rows read, and balances cau
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -170,6 +172,23 @@ def _worker(rank, world, init_file, failures, backend="torch"):
         raise
 
 
+_STUCK_S = 300      # a rank still running this long after the start is reported and terminated
+
+
+def _traced(target, dump, *args):
+    """A rank's entry point: if it still runs 20 s before ``_STUCK_S``, faulthandler writes
+    every thread's Python stack to ``dump`` (and "worker returned" follows there once the
+    worker is done), so that ``_spawn`` can say where a stuck rank was: in the worker, or in
+    the teardown after it (run33: a GPU rank that never ended left nothing to go on)."""
+    import faulthandler
+
+    f = open(dump, "w")        # kept open: the dump may come during the interpreter's teardown
+    faulthandler.dump_traceback_later(_STUCK_S - 20, file=f)
+    target(*args)
+    f.write("worker returned\n")
+    f.flush()
+
+
 def _spawn(world, backend="torch", target=None):
     ctx = mp.get_context("spawn")
     failures = ctx.Queue()
@@ -178,21 +197,34 @@ def _spawn(world, backend="torch", target=None):
         # a worker of its own takes a backend only when one is named
         args = (lambda r: (r, world, init_file, failures)) if target and backend == "torch" else \
             (lambda r: (r, world, init_file, failures, backend))
-        procs = [ctx.Process(target=target or _worker, args=args(r)) for r in range(world)]
+        dumps = [os.path.join(tmp, f"stack{r}.txt") for r in range(world)]
+        procs = [ctx.Process(target=_traced, args=(target or _worker, dumps[r], *args(r)))
+                 for r in range(world)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join(timeout=300)
+        # the failures are read while the ranks run: a rank whose message fills the pipe
+        # cannot exit before it is read (multiprocessing's "joining processes that use queues")
+        errors = []
+        deadline = time.monotonic() + _STUCK_S
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            try:
+                errors.append(failures.get(timeout=0.5))
+            except queue.Empty:
+                pass
         stuck = [r for r, p in enumerate(procs) if p.is_alive()]
         for p in procs:
             if p.is_alive():
                 p.terminate()
-                p.join(timeout=10)
-        errors = []
-        while not failures.empty():
-            errors.append(failures.get())
+            p.join(timeout=10)
+        while True:
+            try:
+                errors.append(failures.get(timeout=0.1))
+            except queue.Empty:
+                break
         assert not errors, "\n".join(errors)
-        assert not stuck, f"ranks {stuck} of {world} still ran after 300 s (terminated)"
+        where = "".join(f"\n-- rank {r}:\n" + (open(dumps[r]).read().strip() or "(no stack written)")
+                        for r in stuck)
+        assert not stuck, f"ranks {stuck} of {world} still ran after {_STUCK_S} s (terminated){where}"
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 

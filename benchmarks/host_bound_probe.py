@@ -24,9 +24,21 @@ either a slow backward host path or a synchronisation):
 
 ``--only-ours`` leaves out FA4 and cuDNN.
 
-    PYTHONPATH=. python benchmarks/host_bound_probe.py --out DIR
+``--split`` (stop 51) times where our forward+backward's host time goes instead. run33
+(`benchmarks/results/h200-hopper/run33-stop51`, H100) found no synchronisation (``syncs``
+none, ``behind us`` 1107-1387 µs for forward+backward against 120-193 µs forward): the
+backward's host path itself takes about 1 ms, more than the GPU's 0.6 ms for local(2) 16K.
+The split wraps each stage with a clock (its own cost is a few hundred ns a call) and prints,
+per call, with ~50 ms of GPU sleep queued ahead (so no launch waits on a full queue): the whole
+step; ``sparse_attention`` (the forward, with the autograd Function); the forward's
+implementation, its launcher and its kernel launches; ``torch.autograd.grad``; the backward's
+implementation, its launcher and its launches (count and µs). ``grad`` minus the backward
+implementation is autograd's own time; the launcher minus its launches is our Python.
+
+    PYTHONPATH=. python benchmarks/host_bound_probe.py --out DIR [--only-ours] [--split]
 """
 import argparse
+import collections
 import cProfile
 import contextlib
 import io
@@ -98,13 +110,117 @@ def first_sync(fn):
     return None
 
 
+class StageClock:
+    """Host nanoseconds and calls per stage: ``wrap`` replaces an attribute (a module's
+    function or a class's method, looked up at call time by its callers) with a timed one;
+    launches count under the phase (forward/backward) of the launcher they run in."""
+
+    def __init__(self):
+        self.ns = collections.Counter()
+        self.calls = collections.Counter()
+        self.phase = "other"
+        self._undo = []
+
+    def wrap(self, owner, name: str, label: str, phase: str = None):
+        orig = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            key = label if phase is not None or label != "launch" else f"launch {self.phase}"
+            before = self.phase
+            if phase is not None:
+                self.phase = phase
+            t0 = time.perf_counter_ns()
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                self.ns[key] += time.perf_counter_ns() - t0
+                self.calls[key] += 1
+                self.phase = before
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, orig))
+
+    def restore(self):
+        for owner, name, orig in reversed(self._undo):
+            setattr(owner, name, orig)
+        self._undo.clear()
+
+    def reset(self):
+        self.ns.clear()
+        self.calls.clear()
+
+
+SPLIT_STAGES = ("step", "sparse_attention", "forward impl", "attention_forward", "launch forward",
+                "grad", "backward impl", "attention_backward", "launch backward")
+
+
+def split_host(step, n=10, sleep_cycles=100_000_000):
+    """Per-call host µs (and calls) of each stage of ``step`` (a forward+backward of ours),
+    with GPU sleep queued ahead when on CUDA. Returns {stage: (us, calls)}."""
+    import sparseflash.attention as sfa
+    from sparseflash.kernels import launch
+
+    clock = StageClock()
+    clock.wrap(sf, "sparse_attention", "sparse_attention")
+    clock.wrap(sfa, "_forward_impl", "forward impl")
+    clock.wrap(launch, "attention_forward", "attention_forward", phase="forward")
+    clock.wrap(torch.autograd, "grad", "grad")
+    clock.wrap(sfa, "_backward_impl", "backward impl")
+    clock.wrap(launch, "attention_backward", "attention_backward", phase="backward")
+    clock.wrap(launch._Launch, "__call__", "launch")
+    try:
+        step()
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda._sleep(sleep_cycles)
+        clock.reset()
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            step()
+            clock.ns["step"] += time.perf_counter_ns() - t0
+            clock.calls["step"] += 1
+        if cuda:
+            torch.cuda.synchronize()
+    finally:
+        clock.restore()
+    return {k: (clock.ns[k] / n / 1e3, clock.calls[k] / n) for k in SPLIT_STAGES}
+
+
+def main_split(out: Path):
+    dev = torch.device("cuda")
+    rows = []
+    print(f"{'case':<36}" + "".join(f"{s:>20}" for s in SPLIT_STAGES), flush=True)
+    for name, pattern, N, d, causal in CASES:
+        H = 2048 // d
+        B = 1 if pattern is not None else max(1, 16384 // N)
+        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+        fn = ours_fn(layout, False)
+        g = torch.Generator(device=dev).manual_seed(0)
+        q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                       for _ in range(4))
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+        def step():
+            with fn.switches():
+                return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+        split = split_host(step)
+        rows.append(dict(case=name, **{s: dict(us=us, calls=c) for s, (us, c) in split.items()}))
+        print(f"{name:<36}" + "".join(f"{us:>13.1f} us x{c:<4g}" for us, c in split.values()), flush=True)
+    (out / "host_split.json").write_text(json.dumps(
+        {"gpu": torch.cuda.get_device_name(dev), "torch": torch.__version__, "rows": rows}, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--only-ours", action="store_true", help="leave out FA4 and cuDNN")
+    ap.add_argument("--split", action="store_true",
+                    help="where our forward+backward's host time goes (the stages above), only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.split:
+        return main_split(out)
     dev = torch.device("cuda")
     timer = Timer(dev, warmup_ms=100, rep_ms=400, min_reps=10)   # as hopper.py (start_run)
     fa4 = None if args.only_ours else fa4_function()

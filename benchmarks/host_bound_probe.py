@@ -67,6 +67,17 @@ CASES = [  # name, pattern (None: dense), N, d, causal
 ]
 
 
+def case_inputs(pattern, N, d, causal, dev):
+    """A case's layout (blocks of 128, 2048 // d heads), batch (1 for a pattern; dense: 16K
+    tokens in all) and bf16 q, k, v, dO in (B, H, N, d) views of (B, N, H, d) tensors."""
+    H = 2048 // d
+    B = 1 if pattern is not None else max(1, 16384 // N)
+    layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+    g = torch.Generator(device=dev).manual_seed(0)
+    return layout, B, tuple(torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                            for _ in range(4))
+
+
 def ahead_ms(timer, fn, n_rep=60, sleep_cycles=4_000_000):
     for _ in range(5):
         fn()
@@ -191,13 +202,8 @@ def main_split(out: Path):
     rows = []
     print(f"{'case':<36}" + "".join(f"{s:>20}" for s in SPLIT_STAGES), flush=True)
     for name, pattern, N, d, causal in CASES:
-        H = 2048 // d
-        B = 1 if pattern is not None else max(1, 16384 // N)
-        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+        layout, B, (q, k, v, do) = case_inputs(pattern, N, d, causal, dev)
         fn = ours_fn(layout, False)
-        g = torch.Generator(device=dev).manual_seed(0)
-        q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
-                       for _ in range(4))
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
 
         def step():
@@ -228,17 +234,12 @@ def main():
     print(f"{'case':<36}{'impl':<8}{'pass':<9}{'timer ms':>10}{'ahead ms':>10}{'host us':>9}"
           f"{'behind us':>10}  syncs", flush=True)
     for name, pattern, N, d, causal in CASES:
-        H = 2048 // d
-        B = 1 if pattern is not None else max(1, 16384 // N)
-        layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+        layout, B, (q, k, v, do) = case_inputs(pattern, N, d, causal, dev)
         impls = {"ours": ours_fn(layout, False)}
         if pattern is None and not args.only_ours:
             impls["cudnn"] = cudnn_fn(causal)
         if fa4 is not None:
             impls["fa4"] = fa4_fn(fa4, None if pattern is None else layout, B, causal)
-        g = torch.Generator(device=dev).manual_seed(0)
-        q, k, v, do = (torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
-                       for _ in range(4))
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
         for impl, fn in impls.items():
             def fwd(fn=fn):

@@ -3,9 +3,9 @@
 # process, and the serial GPU suite takes ~13 minutes).
 #   bash benchmarks/gpu_shards.sh "TEST_PATHS" NUM_SHARDS TIMEOUT_S OUT_DIR
 # TEST_PATHS: pytest paths or node ids, or @FILE for a file of node ids, one a line.
-# Writes OUT_DIR/pytest_shard<i>.txt; prints each shard's summary and the failures. Its id lists
-# go to a folder of its own (mktemp), so several selections may run at once, each with its own
-# environment (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
+# Writes OUT_DIR/pytest_shard<i>.txt (with the shard's 10 slowest tests, to plan shards by);
+# prints each shard's summary and the failures. Its id lists go to a folder of its own
+# (mktemp), so several selections may run at once, each with its own environment (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
 set -u
 # each failure's report is printed when it happens (tests/conftest.py), so a shard cut by its
 # time limit still shows it
@@ -24,7 +24,7 @@ for ((i = 0; i < shards; i++)); do
   if [ -s "$tmp/shard$i.txt" ]; then
     # one argument a line: parametrised ids may hold spaces ("rows[-1, 0, 0]")
     mapfile -t ids < "$tmp/shard$i.txt"
-    timeout "$limit" python -m pytest -q -p no:cacheprovider "${ids[@]}" \
+    timeout "$limit" python -m pytest -q -p no:cacheprovider --durations=10 "${ids[@]}" \
       > "$out/pytest_shard$i.txt" 2>&1 &
   fi
 done

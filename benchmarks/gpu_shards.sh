@@ -5,7 +5,8 @@
 # TEST_PATHS: pytest paths or node ids, or @FILE for a file of node ids, one a line.
 # Writes OUT_DIR/pytest_shard<i>.txt (with the shard's 10 slowest tests, to plan shards by);
 # prints each shard's summary and the failures. Its id lists go to a folder of its own
-# (mktemp), so several selections may run at once, each with its own environment (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
+# (mktemp), so several selections may run at once, each with its own environment
+# (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
 set -u
 # each failure's report is printed when it happens (tests/conftest.py), so a shard cut by its
 # time limit still shows it

@@ -132,11 +132,13 @@ class StageClock:
         self.phase = "other"
         self._undo = []
 
-    def wrap(self, owner, name: str, label: str, phase: str = None):
+    def wrap(self, owner, name: str, label: str, phase: str = None, by_phase: bool = False):
+        """``phase``: the phase the wrapped call's callees count in; ``by_phase``: count this
+        stage under the caller's phase (``"launch forward"``)."""
         orig = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            key = label if phase is not None or label != "launch" else f"launch {self.phase}"
+            key = f"{label} {self.phase}" if by_phase else label
             before = self.phase
             if phase is not None:
                 self.phase = phase
@@ -177,7 +179,7 @@ def split_host(step, n=10, sleep_cycles=100_000_000):
     clock.wrap(torch.autograd, "grad", "grad")
     clock.wrap(sfa, "_backward_impl", "backward impl")
     clock.wrap(launch, "attention_backward", "attention_backward", phase="backward")
-    clock.wrap(launch._Launch, "__call__", "launch")
+    clock.wrap(launch._Launch, "__call__", "launch", by_phase=True)
     try:
         step()
         cuda = torch.cuda.is_available()

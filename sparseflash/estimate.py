@@ -99,6 +99,10 @@ class DeviceProfile:
     # Empty: not measured here; estimate() then leaves the options out of the time and says so
     # (CostEstimate.unpriced_options).
     option_ps_per_score: Tuple[Tuple[str, float, float], ...] = ()
+    # Fields that describe the portable kernels where the fields above describe the Hopper ones:
+    # (field, value) pairs that replace them for calls the Hopper kernels do not run (see
+    # :func:`runs_hopper_kernels`). Empty: the fields above describe every call.
+    portable_fields: Tuple[Tuple[str, object], ...] = ()
 
     def matmul_tflops(self, dtype: torch.dtype, *, tf32: bool) -> float:
         """Peak matmul throughput for ``dtype`` (fp32 uses tf32 when ``tf32`` is set)."""
@@ -112,27 +116,59 @@ class DeviceProfile:
         """A copy with some fields changed, e.g. ``DEVICES['h100'].replace(attn_fwd_efficiency=0.6)``."""
         return dataclasses.replace(self, **changes)
 
+    def for_call(self, block_size: int, head_dim: int, dtype: torch.dtype) -> "DeviceProfile":
+        """The profile of the kernels that run such a call: itself, or with
+        ``portable_fields`` applied where the Hopper kernels do not run it."""
+        if not self.portable_fields or runs_hopper_kernels(block_size, head_dim, dtype):
+            return self
+        return self.replace(portable_fields=(), **dict(self.portable_fields))
 
-# Provisional efficiencies: FlexAttention on H100 (docs/anchors.md), d=128, N=16K, non-causal,
-# 495 TFLOP/s forward and 432 TFLOP/s backward-only out of 989; matmul 795/989; copy 3.0/3.35 TB/s.
-# The A100 and H200 entries reuse them until measured.
+
+def runs_hopper_kernels(block_size: int, head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether sparse_attention runs the Hopper (sm_90) kernels for such a call on a Hopper
+    GPU: fp16/bf16, head dim 64 or 128, blocks a multiple of 128 (kernels/launch.py
+    ``_hopper_applies``; its other reasons, such as dropout's "interleave" mapping, strides
+    or huge scales, are the call's, not the layout's)."""
+    return dtype in (torch.float16, torch.bfloat16) and head_dim in (64, 128) and block_size % 128 == 0
+
+
+# Provisional efficiencies (the defaults above): FlexAttention on H100 (docs/anchors.md), d=128,
+# N=16K, non-causal, 495 TFLOP/s forward and 432 TFLOP/s backward-only out of 989; matmul
+# 795/989; copy 3.0/3.35 TB/s. The A100 entry reuses them until measured.
+#
+# The Hopper kernels (kernels/hopper.py, fused-dQ backward), fitted on an H200: the forward's
+# three fields (stop 47) to run30's forward, now the default (h200-hopper/run30-kv-split/call8/
+# peers/calibration.txt; its two Q buffers and persistent CTAs roughly halved a tile's fixed
+# cost, 4.92 -> 2.59 us); the backward efficiencies (stop 42) to the kernels of run26: run24's
+# d=128 rows and run26-kv-regs/call1's d=64 rows (docs/estimator.md, "A backward efficiency per
+# head dim"). The H100 has the H200's SMs, clocks and tensor peak, and the kernels' forward took
+# the same time on both (stop 51, run33: dense 16K d=128 3.418 ms on an H100, 3.434 on an H200
+# in run32), so its profile takes these fields too (before stop 51 it kept the provisional
+# ones for every call: median error 11.9% on run33's 18 timings, against 4.9% now); it keeps
+# them for the calls the portable kernels run.
+_HOPPER_KERNELS = dict(attn_fwd_efficiency=0.655, attn_bwd_efficiency=0.560,
+                       attn_bwd_efficiency_d64=0.495, attn_exp_per_ns=1986.0,
+                       attn_tile_overhead_us=2.59, fused_dq_backward=True)
+# The h100 profile's fields for the calls the Hopper kernels do not run (runs_hopper_kernels):
+# the provisional values, which its 2026-11-24 check of the portable kernels measured.
+_PORTABLE_KERNELS = tuple((f.name, f.default) for f in dataclasses.fields(DeviceProfile)
+                          if f.name in _HOPPER_KERNELS)
 DEVICES: Dict[str, DeviceProfile] = {
     "h100": DeviceProfile(
         name="NVIDIA H100 SXM5 80GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=3350.0, sram_kib_per_sm=228, num_sms=132,
-        calibrated="checked on H100 80GB HBM3, 2026-11-24: median error 6.0% over 136 timings "
-                   "(benchmarks/results/h100/calibration.json)"),
+        **_HOPPER_KERNELS, portable_fields=_PORTABLE_KERNELS,
+        calibrated="the Hopper kernels: the fields of the h200 fit, checked on H100 80GB HBM3 "
+                   "2026-12-05, median error 4.9% over 18 timings (max 26.6%, a short-row "
+                   "forward), bf16, d=64/128, blocks of 128 "
+                   "(benchmarks/results/h200-hopper/run33-stop51/estimator_check.txt); the "
+                   "portable kernels (other calls): the provisional fields, checked on H100 "
+                   "2026-11-24, median error 6.0% over 136 timings "
+                   "(benchmarks/results/h100/calibration.json); option costs not measured on it"),
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        attn_fwd_efficiency=0.655, attn_bwd_efficiency=0.560, attn_bwd_efficiency_d64=0.495,
-        attn_exp_per_ns=1986.0, attn_tile_overhead_us=2.59, fused_dq_backward=True,
-        # the forward's three fields (stop 47) fitted to run30's forward, now the default
-        # (h200-hopper/run30-kv-split/call8/peers/calibration.txt; its two Q buffers and
-        # persistent CTAs roughly halved a tile's fixed cost, 4.92 -> 2.59 us); the backward
-        # efficiencies (stop 42) fitted to the kernels of run26: run24's d=128 rows and
-        # run26-kv-regs/call1's d=64 rows (docs/estimator.md, "A backward efficiency per head
-        # dim")
+        **_HOPPER_KERNELS,
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
         # d=128, H=16, bf16: softcap 30) and run16-exp2-poly/call1 (softcap at d=128 and d=64);
@@ -553,8 +589,8 @@ def estimate(layout: BlockLayout, head_dim: int, *, batch: Optional[int] = None,
         raise ValueError(f"softcap must be a finite float >= 0 (0: off), got {softcap!r}")
     if not isinstance(alibi, bool):
         raise ValueError(f"alibi must be True or False (whether alibi_slopes are passed), got {alibi!r}")
-    profile = get_device(device)
     head_dim, batch = int(head_dim), int(batch)
+    profile = get_device(device).for_call(layout.block_size, head_dim, dtype)
     e = dtype.itemsize
     roof = _Roofline(profile)
     # sparse_attention runs fp32 dots in full fp32 (no tf32), as eager torch does by default

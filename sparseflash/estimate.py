@@ -149,8 +149,9 @@ def runs_hopper_kernels(block_size: int, head_dim: int, dtype: torch.dtype) -> b
 _HOPPER_KERNELS = dict(attn_fwd_efficiency=0.655, attn_bwd_efficiency=0.560,
                        attn_bwd_efficiency_d64=0.495, attn_exp_per_ns=1986.0,
                        attn_tile_overhead_us=2.59, fused_dq_backward=True)
-# The h100 profile's fields for the calls the Hopper kernels do not run (runs_hopper_kernels):
-# the provisional values, which its 2026-11-24 check of the portable kernels measured.
+# The fields for the calls the Hopper kernels do not run (runs_hopper_kernels): the
+# provisional values, which the 2026-11-24 checks of the portable kernels measured (median
+# error 6.0% on an H100, 7.7% on an H200: benchmarks/results/h100, h200/calibration.json).
 _PORTABLE_KERNELS = tuple((f.name, f.default) for f in dataclasses.fields(DeviceProfile)
                           if f.name in _HOPPER_KERNELS)
 DEVICES: Dict[str, DeviceProfile] = {
@@ -166,7 +167,7 @@ DEVICES: Dict[str, DeviceProfile] = {
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,
-        **_HOPPER_KERNELS,
+        **_HOPPER_KERNELS, portable_fields=_PORTABLE_KERNELS,
         # benchmarks/results/h200-hopper: the parity runs run15-fused-dq/call6 and
         # run18-dropout-ops/call4 (dense causal and local(8)|global_blocks(1) causal, 16K,
         # d=128, H=16, bf16: softcap 30) and run16-exp2-poly/call1 (softcap at d=128 and d=64);
@@ -189,7 +190,8 @@ DEVICES: Dict[str, DeviceProfile] = {
                    "dim 2026-12-04; out of sample on run30 call 7 median error 1.8% over 40 "
                    "timings (forward 1.4%, forward+backward 2.2%), bf16, d=64/128, 4K-64K "
                    "(benchmarks/results/h200-hopper/run30-kv-split/call8/peers/calibration.json, "
-                   "docs/estimator.md)"),
+                   "docs/estimator.md); portable kernels (other calls): provisional, checked "
+                   "2026-11-24, median error 7.7% over 136 timings (h200/calibration.json)"),
     "a100": DeviceProfile(
         name="NVIDIA A100 SXM4 80GB", peak_bf16_tflops=312.0, peak_tf32_tflops=156.0,
         peak_fp32_tflops=19.5, hbm_gbps=2039.0, sram_kib_per_sm=164, num_sms=108,

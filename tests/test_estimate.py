@@ -314,9 +314,14 @@ def test_dropout_random_numbers_are_counted():
     fwd = estimate(layout, 64, batch=3, dropout_p=0.1)
     assert fwd.dropout_random_numbers == layout.nnz * 64 * 64 * 3
     assert estimate(layout, 64, batch=3, dropout_p=0.1, backward=True).dropout_random_numbers == 3 * fwd.dropout_random_numbers
-    # the fused dQ backward (the Hopper kernels' on an H200) draws the mask once, not twice
-    fused = estimate(layout, 64, batch=3, dropout_p=0.1, backward=True, device="h200")
-    assert fused.dropout_random_numbers == 2 * fwd.dropout_random_numbers
+    # the fused dQ backward (the Hopper kernels', blocks of 128) draws the mask once, not
+    # twice; blocks of 64 run the portable kernels, whose dQ and dK/dV kernels both draw it
+    hopper = sf.compile(sf.local(1), 1024, block_size=128, causal=True, num_heads=2)
+    once = estimate(hopper, 64, batch=3, dropout_p=0.1, device="h200")
+    fused = estimate(hopper, 64, batch=3, dropout_p=0.1, backward=True, device="h200")
+    assert fused.dropout_random_numbers == 2 * once.dropout_random_numbers
+    portable = estimate(layout, 64, batch=3, dropout_p=0.1, backward=True, device="h200")
+    assert portable.dropout_random_numbers == 3 * fwd.dropout_random_numbers
     # Philox calls: eight 16-bit draws a call, sixteen 8-bit ones
     from sparseflash import philox
     assert fwd.dropout_philox_calls * (128 // philox.dropout_variant()[0]) == fwd.dropout_random_numbers
@@ -578,7 +583,7 @@ _PEERS_BOUNDS = {       # median, forward+backward median, each row; rows with t
 
 
 def test_h100_profile_describes_the_kernels_each_call_runs():
-    """``DeviceProfile.for_call``: the h100 profile's own fields (the Hopper kernels') for
+    """``DeviceProfile.for_call``: the h100 (and h200) profile's own fields (the Hopper kernels') for
     fp16/bf16 calls at head dim 64 or 128 on blocks of 128, its ``portable_fields`` for every
     other call; ``runs_hopper_kernels`` follows the dispatcher's constants."""
     from sparseflash.estimate import runs_hopper_kernels
@@ -598,8 +603,11 @@ def test_h100_profile_describes_the_kernels_each_call_runs():
     layout = sf.compile(sf.dense(), 8192, block_size=64, num_heads=8)
     assert estimate(layout, 128).predicted_ms == estimate(layout, 128, device=PLAIN).predicted_ms
     assert estimate(layout, 128).device == PLAIN
+    # h200 the same (its portable kernels were checked with these values too)
+    assert DEVICES["h200"].for_call(64, 80, torch.float32).attn_fwd_efficiency == 0.50
+    assert DEVICES["h200"].for_call(128, 64, torch.bfloat16) is DEVICES["h200"]
     # a profile without portable fields describes every call with its own
-    assert DEVICES["h200"].for_call(64, 80, torch.float32) is DEVICES["h200"]
+    assert DEVICES["a100"].for_call(64, 80, torch.float32) is DEVICES["a100"]
 
 
 def test_h100_profile_predicts_the_hopper_kernels_on_an_h100():

@@ -67,12 +67,17 @@ CASES = [  # name, pattern (None: dense), N, d, causal
 ]
 
 
-def case_inputs(pattern, N, d, causal, dev):
-    """A case's layout (blocks of 128, 2048 // d heads), batch (1 for a pattern; dense: 16K
-    tokens in all) and bf16 q, k, v, dO in (B, H, N, d) views of (B, N, H, d) tensors."""
-    H = 2048 // d
+def case_layout(pattern, N, d, causal):
+    """A case's layout (blocks of 128, 2048 // d heads) and batch (1 for a pattern; dense: 16K
+    tokens in all)."""
     B = 1 if pattern is not None else max(1, 16384 // N)
-    layout = sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=H)
+    return sf.compile(pattern or sf.dense(), N, block_size=128, causal=causal, num_heads=2048 // d), B
+
+
+def case_inputs(pattern, N, d, causal, dev):
+    """:func:`case_layout`, and bf16 q, k, v, dO in (B, H, N, d) views of (B, N, H, d) tensors."""
+    layout, B = case_layout(pattern, N, d, causal)
+    H = layout.num_heads
     g = torch.Generator(device=dev).manual_seed(0)
     return layout, B, tuple(torch.randn(B, N, H, d, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
                             for _ in range(4))

@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 import sparseflash as sf
+from sparseflash.layout import BlockLayout
 from benchmarks.hopper import cudnn_fn, fa4_fn, fa4_function, ours_fn
 from benchmarks.host_overhead_probe import host_us
 from benchmarks.run import Timer
@@ -168,7 +169,14 @@ class StageClock:
 
 
 SPLIT_STAGES = ("step", "sparse_attention", "forward impl", "attention_forward", "launch forward",
-                "grad", "backward impl", "attention_backward", "launch backward")
+                "grad", "backward impl", "attention_backward", "launch backward",
+                # finer, since stop 52: the layout's device tables, plan builds (a call each
+                # step means the plan cache missed), descriptor copies and TMA fills, CUDA
+                # allocations
+                "layout.to", "_fwd_plan", "_hopper_fwd_plan", "_bwd_plan", "_fast_descriptors",
+                "_out_descriptor", "_stat_rows", "tma fill forward", "tma fill backward",
+                "torch.empty forward", "torch.empty backward", "torch.zeros forward",
+                "torch.zeros backward")
 
 
 def split_host(step, n=10, sleep_cycles=100_000_000):
@@ -185,6 +193,17 @@ def split_host(step, n=10, sleep_cycles=100_000_000):
     clock.wrap(sfa, "_backward_impl", "backward impl")
     clock.wrap(launch, "attention_backward", "attention_backward", phase="backward")
     clock.wrap(launch._Launch, "__call__", "launch", by_phase=True)
+    clock.wrap(BlockLayout, "to", "layout.to")
+    for name in ("_fwd_plan", "_hopper_fwd_plan", "_bwd_plan", "_fast_descriptors",
+                 "_out_descriptor", "_stat_rows"):
+        clock.wrap(launch, name, name)
+    clock.wrap(torch, "empty", "torch.empty", by_phase=True)
+    clock.wrap(torch, "zeros", "torch.zeros", by_phase=True)
+    try:   # Triton's launcher fills each TMA descriptor argument through this module function
+        from triton.backends.nvidia import driver as nvidia_driver
+        clock.wrap(nvidia_driver, "make_tensordesc_arg", "tma fill", by_phase=True)
+    except ImportError:
+        pass
     try:
         step()
         cuda = torch.cuda.is_available()
@@ -207,7 +226,6 @@ def split_host(step, n=10, sleep_cycles=100_000_000):
 def main_split(out: Path):
     dev = torch.device("cuda")
     rows = []
-    print(f"{'case':<36}" + "".join(f"{s:>20}" for s in SPLIT_STAGES), flush=True)
     for name, pattern, N, d, causal in CASES:
         layout, B, (q, k, v, do) = case_inputs(pattern, N, d, causal, dev)
         fn = ours_fn(layout, False)
@@ -218,7 +236,8 @@ def main_split(out: Path):
                 return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
         split = split_host(step)
         rows.append(dict(case=name, **{s: dict(us=us, calls=c) for s, (us, c) in split.items()}))
-        print(f"{name:<36}" + "".join(f"{us:>13.1f} us x{c:<4g}" for us, c in split.values()), flush=True)
+        print(name + "".join(f"\n  {s:<22}{us:>9.1f} us x{c:g}" for s, (us, c) in split.items() if c),
+              flush=True)
     (out / "host_split.json").write_text(json.dumps(
         {"gpu": torch.cuda.get_device_name(dev), "torch": torch.__version__, "rows": rows}, indent=1))
 

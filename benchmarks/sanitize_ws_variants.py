@@ -19,8 +19,14 @@ number in slot ``qb``, one lane's ``expect`` and a bulk copy complete ``full[qb]
 4-warp consumers waits ``full[qb]``, reads the slot, and releases with one arrive on
 ``empty[qb]`` (count 2), as the forward's run-time tiles and two Q buffers do; 8: mode 7 with a
 ``gl.thread_barrier()`` after the producer's store (``bar.warp.sync``: every lane's store
-before the one lane's arrive; run32's ``publish-warp-barrier.patch``). Each prints whether the
-values are right; racecheck prints its hazards.
+before the one lane's arrive; run32's ``publish-warp-barrier.patch``); 9 (stop 52): mode 8
+with the slot in global memory (two int32 a CTA after its counter): one lane stores the tile's
+number (a replicated store, which Triton predicates to one lane), a ``bar.warp.sync``, then the
+one lane's ``expect``; each consumer reads it with a volatile load after its wait. The order is
+the mbarrier's (release by the arrive, acquire by the wait, CTA scope, which covers global
+memory); racecheck checks shared memory only, so this mode shows what is left in shared
+memory, not that the global slot is ordered. Each prints whether the values are right;
+racecheck prints its hazards.
 """
 import sys
 
@@ -84,19 +90,23 @@ def _ws_kernel(out, desc, N: gl.constexpr, MODE: gl.constexpr):
 
 
 @gluon.jit
-def _publish(slot, v, FENCE: gl.constexpr):
+def _publish(slot, v, FENCE: gl.constexpr, GLOBAL: gl.constexpr = False):
     """The tile's number into ``slot`` from all 32 lanes, in a function of its own as the
     kernel's ``_publish_tile`` is (inlined, Triton's barrier analysis puts a ``bar.warp.sync``
     before the next mbarrier operation; across the call it does not, as in the kernel's PTX)."""
     one: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
-    slot.store(gl.full([1], v, gl.int32, one))
+    if GLOBAL:
+        gl.store(slot + gl.arange(0, 1, one), gl.full([1], v, gl.int32, one))
+    else:
+        slot.store(gl.full([1], v, gl.int32, one))
     if FENCE:
         gl.thread_barrier()
 
 
 @gluon.jit
 def _lap_part(out, desc, tbuf, full, empty, slot, counter, base, value, laps, N: gl.constexpr,
-              WARPS: gl.constexpr, FENCE: gl.constexpr, ROLE: gl.constexpr):
+              WARPS: gl.constexpr, FENCE: gl.constexpr, ROLE: gl.constexpr,
+              GLOBAL: gl.constexpr = False):
     """Modes 7 and 8: the forward's run-time tile handout over ``laps`` tiles (see the module
     docstring; a run-time count, so the loop is not unrolled, as in the kernel); a consumer adds
     the tile numbers it read, 1 + 2 + ... + laps."""
@@ -112,7 +122,10 @@ def _lap_part(out, desc, tbuf, full, empty, slot, counter, base, value, laps, N:
             # store of 31 lanes before the one lane's arrive)
             t = gl.atomic_add(counter + gl.program_id(0), 1)
             mbarrier.wait(empty.index(qb), ((i // 2) & 1) ^ 1)     # a fresh barrier passes
-            _publish(slot.index(qb), t + 1, FENCE)
+            if GLOBAL:     # the CTA's two slots follow the two counters
+                _publish(counter + 2 + gl.program_id(0) * 2 + qb, t + 1, FENCE, True)
+            else:
+                _publish(slot.index(qb), t + 1, FENCE)
             mbarrier.expect(full.index(qb), desc.block_type.nbytes)
             tma.async_copy_global_to_shared(desc, [0, 0, 0, 0], full.index(qb),
                                             tbuf.index(qb).reshape(desc.block_type.shape))
@@ -121,13 +134,18 @@ def _lap_part(out, desc, tbuf, full, empty, slot, counter, base, value, laps, N:
         for i in range(laps):
             qb = i % 2
             mbarrier.wait(full.index(qb), (i // 2) & 1)
-            result = result + gl.max(slot.index(qb).load(every), 0).to(gl.float32)
+            if GLOBAL:
+                g = counter + 2 + gl.program_id(0) * 2 + qb + gl.arange(0, 1, every)
+                result = result + gl.max(gl.load(g, volatile=True), 0).to(gl.float32)
+            else:
+                result = result + gl.max(slot.index(qb).load(every), 0).to(gl.float32)
             mbarrier.arrive(empty.index(qb))
     gl.store(out + offs, result)
 
 
 @gluon.jit
-def _laps_kernel(out, desc, counter, laps, N: gl.constexpr, FENCE: gl.constexpr):
+def _laps_kernel(out, desc, counter, laps, N: gl.constexpr, FENCE: gl.constexpr,
+                 GLOBAL: gl.constexpr = False):
     ROWS: gl.constexpr = desc.block_type.shape[2]
     COLS: gl.constexpr = desc.block_type.shape[3]
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, COLS], desc.dtype)
@@ -138,9 +156,9 @@ def _laps_kernel(out, desc, counter, laps, N: gl.constexpr, FENCE: gl.constexpr)
     for i in gl.static_range(2):
         mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)          # both consumers release a buffer
-    gl.warp_specialize([(_lap_part, (out, desc, tbuf, full, empty, slot, counter, 0, 1.0, laps, N, 4, FENCE, 0)),
-                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, N, 2.0, laps, N, 4, FENCE, 1)),
-                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, 2 * N, 3.0, laps, N, 1, FENCE, 2))],
+    gl.warp_specialize([(_lap_part, (out, desc, tbuf, full, empty, slot, counter, 0, 1.0, laps, N, 4, FENCE, 0, GLOBAL)),
+                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, N, 2.0, laps, N, 4, FENCE, 1, GLOBAL)),
+                        (_lap_part, (out, desc, tbuf, full, empty, slot, counter, 2 * N, 3.0, laps, N, 1, FENCE, 2, GLOBAL))],
                        [4, 1], [232, 40])
 
 
@@ -154,9 +172,11 @@ def main():
     block = [1, 1, 64, 64]
     desc = TensorDescriptor(t, list(t.shape), list(t.stride()), block,
                             gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
-    if mode in (7, 8):
-        counter = torch.zeros(2, device="cuda", dtype=torch.int32)       # one a CTA
-        _laps_kernel[(2,)](out, desc, counter, LAPS, N=128, FENCE=mode == 8, num_warps=4)
+    if mode in (7, 8, 9):
+        # one counter a CTA, then (mode 9) two slots a CTA
+        counter = torch.zeros(2 + 4, device="cuda", dtype=torch.int32)
+        _laps_kernel[(2,)](out, desc, counter, LAPS, N=128, FENCE=mode >= 8, GLOBAL=mode == 9,
+                           num_warps=4)
         added = LAPS * (LAPS + 1) // 2                 # both consumers read 1 + 2 + ... + LAPS
         consumers = (1.0 + added, 2.0 + added)
     else:

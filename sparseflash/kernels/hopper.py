@@ -562,18 +562,33 @@ def _own_program():
 
 
 @gluon.jit
-def _publish_tile(tile_smem, v):
-    """The producer warp hands the consumers the virtual program it copies next (-1: none
-    left) through shared memory, ahead of the ``q_bar`` arrive that releases it to them."""
+def _publish_tile(tile_slots, qb, v, DYNAMIC: gl.constexpr):
+    """The producer warp hands the consumers the virtual program it copies next into Q buffer
+    ``qb`` (-1: none left), ahead of the ``q_bar`` arrive that releases it to them.
+
+    ``DYNAMIC`` 1: ``tile_slots`` is a [Q_BUFS, 1] shared buffer, stored by all 32 lanes. 2
+    (launch.HOPPER_TILE_SLOT "global"): a pointer to the CTA's Q_BUFS int32 slots in global
+    memory, stored by one lane (Triton predicates a replicated store) and followed by a
+    ``bar.warp.sync``; the arrive's release and the consumers' acquiring wait (CTA scope, which
+    covers global memory) order it."""
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
-    tile_smem.store(gl.full([1], v, gl.int32, layout))
+    if DYNAMIC == 2:
+        gl.store(tile_slots + qb + gl.arange(0, 1, layout), gl.full([1], v, gl.int32, layout))
+        gl.thread_barrier()
+    else:
+        tile_slots.index(qb).store(gl.full([1], v, gl.int32, layout))
 
 
 @gluon.jit
-def _read_tile(tile_smem, NUM_WARPS: gl.constexpr):
-    """A consumer warpgroup's read of the program the producer published (after ``q_bar``)."""
+def _read_tile(tile_slots, qb, NUM_WARPS: gl.constexpr, DYNAMIC: gl.constexpr):
+    """A consumer warpgroup's read of the program the producer published (after ``q_bar``);
+    ``tile_slots`` as in :func:`_publish_tile` (global: a volatile load, never cached across
+    the wait)."""
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
-    return gl.max(tile_smem.load(layout), 0)
+    if DYNAMIC == 2:
+        return gl.max(gl.load(tile_slots + qb + gl.arange(0, 1, layout), volatile=True), 0)
+    else:
+        return gl.max(tile_slots.index(qb).load(layout), 0)
 
 
 @gluon.jit
@@ -604,7 +619,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         Q_BUFS: gl.constexpr = q_bar.shape[0]
         qb = tile_i % Q_BUFS
         mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
-        _publish_tile(tile_smem.index(qb), -1)
+        _publish_tile(tile_smem, qb, -1, DYNAMIC)
         mbarrier.arrive(q_bar.index(qb))
     elif PERSISTENT:
         # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
@@ -661,7 +676,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     qb = tile_i % Q_BUFS
     mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
     if DYNAMIC:
-        _publish_tile(tile_smem.index(qb), v)
+        _publish_tile(tile_smem, qb, v, DYNAMIC)
     mbarrier.expect(q_bar.index(qb), NUM_CONSUMERS * q_desc.block_type.nbytes)
     for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
@@ -827,7 +842,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         tile_i = 0
         Q_BUFS: gl.constexpr = q_bar.shape[0]
         mbarrier.wait(q_bar.index(0), 0)
-        v = _read_tile(tile_smem.index(0), NUM_WARPS)
+        v = _read_tile(tile_smem, 0, NUM_WARPS, DYNAMIC)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                                   kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
@@ -843,7 +858,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
-            v = _read_tile(tile_smem.index(qb), NUM_WARPS)
+            v = _read_tile(tile_smem, qb, NUM_WARPS, DYNAMIC)
     elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -1172,8 +1187,12 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # a slot's release: one barrier, or K's then V's (KV_SPLIT, read off its shape below)
     KV_EMPTY: gl.constexpr = NUM_STAGES * (1 + int(KV_SPLIT))
     kv_empty = gl.allocate_shared_memory(gl.int64, [KV_EMPTY, 1], mbarrier.MBarrierLayout())
-    # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time)
-    tile_smem = gl.allocate_shared_memory(gl.int32, [Q_BUFS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time), in
+    # shared memory (1) or in the CTA's slots after the counter in global memory (2)
+    if DYNAMIC == 2:
+        tile_smem = tile_counter + 1 + gl.program_id(0) * Q_BUFS
+    else:
+        tile_smem = gl.allocate_shared_memory(gl.int32, [Q_BUFS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     for i in gl.static_range(Q_BUFS):
         mbarrier.init(q_bar.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=NUM_CONSUMERS)    # every consumer warpgroup releases Q

@@ -500,11 +500,12 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natur
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
-    __slots__ = ("launch", "order", "descs", "hopper", "dynamic", "out_desc")
+    __slots__ = ("launch", "order", "descs", "hopper", "dynamic", "counter_len", "out_desc")
 
     def __init__(self):
         self.hopper = False
         self.dynamic = False
+        self.counter_len = 1
         self.out_desc = None
 
 
@@ -746,6 +747,14 @@ HOPPER_PERSISTENT: Union[None, bool, int] = None
 # 1.071), d=128 and the sparse cases 0.96-1.02x (fixed tiles where persistent, else one CTA
 # per tile).
 HOPPER_DYNAMIC_TILES: Optional[bool] = None
+# Where the producer publishes a run-time tile to the consumers (kernels/hopper.py
+# ``_publish_tile``): "shared" (the default), a shared-memory slot beside each Q buffer, stored
+# by the producer warp's 32 lanes; "global" (stop 52), slots after the tile counter in global
+# memory, stored by one lane. Both are ordered by the Q buffer's mbarrier (release by the
+# producer's arrive, acquire by the consumers' wait); compute-sanitizer's racecheck reports
+# the shared slot's accesses as hazards (docs/hopper.md, "Tests") and does not look at global
+# memory.
+HOPPER_TILE_SLOT = os.environ.get("SPARSEFLASH_HOPPER_TILE_SLOT", "shared")
 # The Hopper forward's output stored through each consumer warpgroup's Q slot in shared memory
 # and one bulk (TMA) copy, where its 64 rows all belong to the tile (kernels/hopper.py OUT_TMA;
 # a partial block keeps the masked register stores). Stored from the registers, a 64 x d tile
@@ -1091,15 +1100,20 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
                          f"got {HOPPER_PERSISTENT!r}")
     persistent = switch is not False
     plan.dynamic = persistent and _dynamic_tiles(consumers)
+    if HOPPER_TILE_SLOT not in ("shared", "global"):
+        raise ValueError(f"launch.HOPPER_TILE_SLOT must be 'shared' or 'global', got {HOPPER_TILE_SLOT!r}")
     q_buffers = _q_buffers(persistent)
     if persistent:
         ctas = torch.cuda.get_device_properties(q.device).multi_processor_count
         grid = (min(num_programs, ctas if switch is True else switch),)
     tail = (num_m_tiles, num_programs, H * N * d, N * d, d, geometry[0], H, H // Hkv, N,
             *geometry[1:], qk_scale, *mod_tail)
+    # the run-time tiles' int32 counter, then (slots in global memory) each CTA's tile slots
+    global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
+    plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
-        DYNAMIC=plan.dynamic,
+        DYNAMIC=(2 if global_slot else 1) if plan.dynamic else 0,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
         SCHEDULED=plan.order is not None,
@@ -1424,7 +1438,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -1446,7 +1460,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     order = t.fwd_ptr if plan.order is None else plan.order
     if plan.hopper:
         # DYNAMIC: the counter of programs handed out at run time, zero at each launch
-        counter = torch.zeros(1, dtype=torch.int32, device=q.device) if plan.dynamic else t.fwd_ptr
+        counter = (torch.zeros(plan.counter_len, dtype=torch.int32, device=q.device)
+                   if plan.dynamic else t.fwd_ptr)
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
                     t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter,

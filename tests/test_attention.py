@@ -640,3 +640,99 @@ def test_gpu_torch_compile_inductor_fullgraph():
     for a, b in zip(torch.autograd.grad(out_c, (q1, k1, v1), do),
                     torch.autograd.grad(out_e, (q2, k2, v2), do)):
         assert torch.allclose(a.float(), b.float(), atol=2e-2)
+
+
+def test_direct_launch_passes_what_tritons_launcher_passes(monkeypatch):
+    """``launch._DirectLaunch`` (the cached launch of a binary with tensor descriptors) hands
+    Triton's C launcher the arguments Triton's own ``binary.run`` path hands it (a kernel of
+    two descriptors around a pointer, an int and a constexpr; one descriptor without
+    metadata), and fills a descriptor's TMA map once per base address. Triton 3.6's
+    launcher objects, with the C launcher and the map fill stubbed out (no GPU here)."""
+    from types import SimpleNamespace
+
+    from triton.backends.nvidia import driver as nvidia
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from sparseflash.kernels import launch
+
+    fills = []
+
+    def fill(arg, meta):                      # stands for make_tensordesc_arg's driver call
+        if meta is None:
+            return [arg.base, *arg.shape, *arg.strides, False, *arg.shape, *arg.strides]
+        fills.append(arg.base.data_ptr())
+        return [("map", arg.base.data_ptr(), tuple(arg.block_shape), meta["swizzle"]),
+                *arg.shape, *arg.strides]
+    monkeypatch.setattr(nvidia, "make_tensordesc_arg", fill)
+    received = []
+    signature = {"a": "tensordesc<fp16[32,32]>", "x": "*fp32", "b": "tensordesc<fp16[16,32]>",
+                 "c": "tensordesc<fp16[16,32]>", "n": "i32", "C": "constexpr"}
+    meta = [dict(swizzle=128), None, dict(swizzle=64)]
+    run = object.__new__(nvidia.CudaLauncher)
+    run.launch = nvidia.wrap_handle_tensordesc(lambda *a: received.append(a), signature, meta)
+    run.global_scratch_size = run.profile_scratch_size = 0
+    run.global_scratch_align = run.profile_scratch_align = 1
+    run.launch_cooperative_grid, run.launch_pdl, run.num_ctas = False, False, 1
+    binary = SimpleNamespace(run=run, function=77, packed_metadata=(4, 1, 0))
+
+    def template(rows, cols, block):
+        t = torch.zeros(rows, cols, dtype=torch.float16)
+        return launch._rebased(TensorDescriptor(t, [rows, cols], [cols, 1], block), None)
+    descs = {0: template(64, 32, [32, 32]), 2: template(48, 32, [16, 32]),
+             3: template(48, 32, [16, 32])}
+    direct = launch._DirectLaunch.of(binary, 4, descs)
+    assert direct is not None
+    tail = (5, 3)
+    grid = (2, 3, 1)
+    kept = []            # (alive, so that every new tensor has a fresh address)
+    for _ in range(3):   # new tensors each time: fresh addresses, then ones seen before
+        kept.append((torch.randn(64, 32).half(), torch.randn(48, 32).half(),
+                     torch.randn(48, 32).half()))
+        for a, b, c in [kept[-1]] * 2:
+            x = torch.randn(4)
+            head = (a, x, b, c)
+            described = [launch._rebased(descs[i], t) if i in descs else t for i, t in enumerate(head)]
+            binary.run(*grid, 9, binary.function, binary.packed_metadata, None, None, None,
+                       *described, *tail)
+            direct(grid, 9, head, tail)
+            want, got = received[-2:]
+            assert len(want) == len(got) and all(
+                w is g or (not torch.is_tensor(w) and w == g) for w, g in zip(want, got)), (want, got)
+    # the reference path filled 2 maps a call (6 calls); the direct path 2 per new pair of
+    # addresses (3 pairs, each seen twice)
+    assert len(fills) == 6 * 2 + 3 * 2, len(fills)
+    # a binary that needs scratch memory keeps Triton's path
+    run.global_scratch_size = 64
+    assert launch._DirectLaunch.of(binary, 4, descs) is None
+
+
+@pytest.mark.parametrize("hopper,fused,stats_tma", [(False, False, False), (True, False, True),
+                                                     (True, True, False), (True, True, True)])
+def test_backward_workspace_views(hopper, fused, stats_tma):
+    """``launch._bwd_workspace``: lse2 and delta are the (B, H, N) statistics at offset
+    ``pad`` of two 16-byte aligned rows, the fused dQ's (B, H, pad + N, d) accumulator follows
+    them, nothing overlaps, and the buffer starts at zero where the plan needs it to."""
+    from types import SimpleNamespace
+
+    from sparseflash.kernels import launch
+
+    B, H, N, d, pad = 2, 3, 100, 16, 64
+    plan = SimpleNamespace(hopper=hopper, fused_dq=fused, stats_tma=stats_tma)
+    work, lse2, delta, row1, dq_acc = launch._bwd_workspace(plan, B, H, N, d, pad, "cpu")
+    width = launch._stat_width(B * H * N, pad)
+    assert width % 4 == 0 and width >= B * H * N + 2 * pad
+    assert lse2.shape == delta.shape == (B, H, N) and lse2.is_contiguous() and delta.is_contiguous()
+    base = work.data_ptr()
+    assert lse2.data_ptr() == base + 4 * pad and delta.data_ptr() == base + 4 * (width + pad)
+    assert (row1 is None) == (not hopper) and (hopper is False or row1.data_ptr() == base + 4 * width)
+    assert (dq_acc is None) == (not fused)
+    if fused:
+        assert dq_acc.data_ptr() == base + 8 * width and dq_acc.numel() == B * H * (pad + N) * d
+    assert work.numel() == 2 * width + (B * H * (pad + N) * d if fused else 0)
+    work.zero_()
+    lse2.fill_(1.0)
+    delta.fill_(2.0)
+    assert work.sum().item() == B * H * N * 3.0        # disjoint, inside the buffer
+    if fused or stats_tma:
+        work2 = launch._bwd_workspace(plan, B, H, N, d, pad, "cpu")[0]
+        assert not work2.any()

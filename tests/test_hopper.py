@@ -2211,3 +2211,32 @@ def test_dkdv_statistics_come_through_the_copy_engine():
     counts = _sass_counts("dkdv", 128, "bf16", dict(HAS_SOFTCAP=2, CAUSAL=True, CONSUMER_REGS=240))
     assert counts["STL"] <= 60, counts
     assert counts["DEPBAR"] * 4 <= counts["HGMMA"], counts
+
+
+@gpu
+@pytest.mark.parametrize("slot,persistent", [("shared", 5), ("global", 5), ("shared", True)],
+                         ids=["shared-5", "global-5", "shared-every-sm"])
+def test_hopper_tile_counter_returns_to_zero(slot, persistent, hopper_only, monkeypatch):
+    """The run-time tiles' counter is one buffer per stream (``launch._tile_counter``), which
+    each launch leaves at zero (its last increment resets it): repeated forwards on the same
+    and on another stream give the oracle's output bit for bit each time, and the counters
+    read zero afterwards. With the tiles' slots in global memory too (``HOPPER_TILE_SLOT``)."""
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", True)
+    monkeypatch.setattr(launch, "HOPPER_TILE_SLOT", slot)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q = torch.randn(1, 4, 3000, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(1, 2, 3000, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    pattern = sf.local(3) | sf.global_blocks(1)
+    first = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=True)
+    ref = sf.sparse_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(), pattern,
+                              block_size=128, causal=True, backend="torch")
+    assert (first.double().cpu() - ref).abs().max() < 2e-2
+    side = torch.cuda.Stream()
+    for stream in (torch.cuda.current_stream(), side, side, torch.cuda.current_stream()):
+        with torch.cuda.stream(stream):
+            again = sf.sparse_attention(q, k, v, pattern, block_size=128, causal=True)
+        stream.synchronize()
+        assert torch.equal(first, again)
+    torch.cuda.synchronize()
+    assert launch._COUNTERS and all(int(c[0]) == 0 for c in launch._COUNTERS.values())

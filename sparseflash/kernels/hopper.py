@@ -615,6 +615,12 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
                                   REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, DYNAMIC)
             tile_i += 1
             v = gl.num_programs(0) + gl.atomic_add(tile_counter, 1)
+        # the launch's last increment sets the counter back to zero for the next launch
+        # (launch._tile_counter keeps one per stream): there are num_programs in all, one per
+        # program handed out after the first grid and one past the end per CTA, so the value
+        # num_programs - 1 comes last, after every other CTA's final increment
+        if v - gl.num_programs(0) == num_programs - 1:
+            gl.atomic_xchg(tile_counter, 0)
         # none left: once the consumers have released this buffer's last Q, tell them
         Q_BUFS: gl.constexpr = q_bar.shape[0]
         qb = tile_i % Q_BUFS

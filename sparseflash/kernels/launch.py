@@ -258,10 +258,15 @@ class _Launch:
     interpreter and a current device other than the tensors' take the JIT path every time.
     """
 
-    __slots__ = ("kernel", "grid", "tail", "num_warps", "num_stages", "cached", "binary", "options")
+    __slots__ = ("kernel", "grid", "tail", "num_warps", "num_stages", "cached", "binary", "options",
+                 "descs", "direct")
 
     def __init__(self, kernel, grid, num_head_args: int, tail, num_warps: int, num_stages: int,
-                 cached: bool, fp_fusion: bool = True, **constexprs):
+                 cached: bool, fp_fusion: bool = True, descs=None, **constexprs):
+        """``descs``: {head position: descriptor template (no base), or a function that builds
+        one from the first call's base tensor}. At those positions the caller passes the base
+        tensor; the launch puts it into the template (:class:`_DirectLaunch` on the cached
+        path)."""
         names = kernel.arg_names[num_head_args + len(tail):]
         self.kernel = kernel
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
@@ -271,28 +276,123 @@ class _Launch:
         self.num_warps, self.num_stages = num_warps, num_stages
         self.cached = cached and not is_interpreted()
         self.binary = None
+        self.direct = None
+        self.descs = dict(descs or {})
         # fp_fusion=False: no multiply-add contraction, so a product is rounded the same way
         # wherever it is recomputed (the NATURAL softmax relies on it); the interpreter never fuses
         self.options = {} if fp_fusion or is_interpreted() else {"enable_fp_fusion": False}
+
+    def _described(self, head):
+        """``head`` with each ``descs`` position's base tensor put into its template."""
+        if not self.descs:
+            return head
+        head = list(head)
+        for pos, template in self.descs.items():
+            if callable(template):
+                template = self.descs[pos] = _rebased(template(head[pos]), None)
+            head[pos] = _rebased(template, head[pos])
+        return head
 
     def __call__(self, device_index, *head):
         binary = self.binary
         if binary is not None and _no_launch_hooks() and torch.cuda.current_device() == device_index:
             g = self.grid
-            binary.run(g[0], g[1], g[2], _current_stream(device_index), binary.function,
-                       binary.packed_metadata, None, None, None, *head, *self.tail)
+            if self.direct is not None:
+                self.direct(g, _current_stream(device_index), head, self.tail)
+            else:
+                binary.run(g[0], g[1], g[2], _current_stream(device_index), binary.function,
+                           binary.packed_metadata, None, None, None, *self._described(head),
+                           *self.tail)
             return
-        compiled = self.kernel[self.grid](*head, *self.tail, num_warps=self.num_warps,
-                                          num_stages=self.num_stages, **self.options)
+        compiled = self.kernel[self.grid](*self._described(head), *self.tail,
+                                          num_warps=self.num_warps, num_stages=self.num_stages,
+                                          **self.options)
         if self.cached and binary is None and torch.cuda.current_device() == device_index:
             self.binary = compiled
+            self.direct = _DirectLaunch.of(compiled, len(head), self.descs) if self.descs else None
 
     def run(self, stream: int, *head) -> None:
         """Launch the cached binary on ``stream``; the caller has checked that it exists, that
         no launch hooks are set and that the current device is the plan's."""
+        if self.direct is not None:
+            self.direct(self.grid, stream, head, self.tail)
+            return
         binary, g = self.binary, self.grid
         binary.run(g[0], g[1], g[2], stream, binary.function, binary.packed_metadata, None, None,
-                   None, *head, *self.tail)
+                   None, *self._described(head), *self.tail)
+
+
+class _DirectLaunch:
+    """The cached launch of a binary with tensor-descriptor arguments, straight into Triton's
+    C launcher with each descriptor's filled TMA map kept by base address.
+
+    Through ``binary.run`` every launch re-fills each descriptor's 128-byte TMA map
+    (``make_tensordesc_arg``, a driver call; 3-4 µs each on run34's H100 host, 11 per
+    backward) and walks every argument in Python (``wrap_handle_tensordesc``). A map depends
+    only on the base address and on the template's shape, strides, block and layout, which
+    the plan's key fixes, so the same address gives the same map: this keeps the maps of
+    the last few addresses per position (a training loop's caching allocator hands the same
+    addresses back). Built from the launcher's own closure (Triton 3.6's
+    ``CudaLauncher.launch``, ``wrap_handle_tensordesc``'s ``inner``); where that shape is not
+    found, or the kernel needs scratch memory, :meth:`of` returns None and the launch goes
+    through ``binary.run``."""
+
+    __slots__ = ("c_launch", "base", "positions", "templates", "metas", "maps", "head_len")
+    _KEEP = 8        # addresses kept per descriptor position
+
+    @classmethod
+    def of(cls, binary, head_len: int, descs: dict):
+        try:
+            from triton.backends.nvidia import driver as nvidia
+        except ImportError:
+            return None
+        run = getattr(binary, "run", None)
+        inner = getattr(run, "launch", None)
+        code = getattr(inner, "__code__", None)
+        if (code is None or getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1)
+                or not hasattr(nvidia, "make_tensordesc_arg")):
+            return None
+        cells = dict(zip(code.co_freevars, (c.cell_contents for c in inner.__closure__ or ())))
+        if not {"launcher", "tensordesc_indices", "tensordesc_meta"} <= cells.keys():
+            return None
+        positions = sorted(cells["tensordesc_indices"])
+        if positions != sorted(descs) or any(p >= head_len for p in positions):
+            return None
+        self = cls()
+        self.c_launch = cells["launcher"]
+        self.base = (run.launch_cooperative_grid, run.launch_pdl, None, None, binary.function,
+                     binary.packed_metadata)
+        self.positions = positions
+        self.templates = [descs[p] for p in positions]
+        self.metas = list(cells["tensordesc_meta"])
+        self.maps = [{} for _ in positions]
+        self.head_len = head_len
+        return self
+
+    def expanded(self, head, tail):
+        """The C launcher's kernel arguments: ``head`` with each descriptor position's base
+        tensor replaced by its map's arguments (map, shape, strides), then ``tail``."""
+        from triton.backends.nvidia.driver import make_tensordesc_arg
+
+        args = list(head)
+        for i in range(len(self.positions) - 1, -1, -1):     # from the last, so indices hold
+            pos = self.positions[i]
+            t = args[pos]
+            ptr = t.data_ptr()
+            maps = self.maps[i]
+            filled = maps.get(ptr)
+            if filled is None:
+                if len(maps) >= self._KEEP:
+                    maps.clear()
+                filled = maps[ptr] = make_tensordesc_arg(_rebased(self.templates[i], t), self.metas[i])
+            args[pos:pos + 1] = filled
+        args.extend(tail)
+        return args
+
+    def __call__(self, grid, stream: int, head, tail) -> None:
+        coop, pdl, scratch, profile, function, packed = self.base
+        self.c_launch(grid[0], grid[1], grid[2], stream, function, coop, pdl, scratch, profile,
+                      packed, None, None, None, *self.expanded(head, tail))
 
 
 def _no_launch_hooks() -> bool:
@@ -500,13 +600,12 @@ def _mods(softcap: float, alibi: Optional[torch.Tensor], dropout_p: float, natur
 class _FwdPlan:
     """The forward's launch, its launch order (or None) and its TMA descriptor templates."""
 
-    __slots__ = ("launch", "order", "descs", "hopper", "dynamic", "counter_len", "out_desc")
+    __slots__ = ("launch", "order", "descs", "hopper", "dynamic", "counter_len")
 
     def __init__(self):
         self.hopper = False
         self.dynamic = False
         self.counter_len = 1
-        self.out_desc = None
 
 
 def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule_cache, cached,
@@ -1113,6 +1212,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
+        # q, k, v and the output (o_desc, head position 15) by base tensor
+        descs={0: plan.descs[0], 1: plan.descs[1], 2: plan.descs[2], 15: _out_template},
         DYNAMIC=(2 if global_slot else 1) if plan.dynamic else 0,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
@@ -1145,6 +1246,31 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
         counts = counts[counts > 0]
         cache[key] = bool(counts.size and counts.mean() * layout.block_size <= _BWD_OUT_TMA_QUERIES)
     return cache[key]
+
+
+_COUNTERS: dict = {}        # (device index, stream) -> the run-time tiles' int32 counter
+_COUNTERS_KEPT = 64
+
+
+def _tile_counter(device: torch.device, length: int) -> torch.Tensor:
+    """The Hopper forward's run-time tile counter (then, with global slots, the slots) for a
+    launch on the current stream: zero at the start of each launch.
+
+    The kernel leaves it at zero (its last increment sets it back, kernels/hopper.py
+    ``_producer``), so one buffer a stream serves every launch on that stream in order, where
+    a ``torch.zeros`` a call cost an allocation and a fill launch (30-50 µs of host time on
+    run34's H100 host). Launches on different streams may overlap, hence one a stream. While
+    the stream is being captured into a CUDA graph each call gets its own zeros (captured
+    with the graph, whose replays may overlap on other streams)."""
+    if torch.cuda.is_current_stream_capturing():
+        return torch.zeros(length, dtype=torch.int32, device=device)
+    key = (device.index, _current_stream(device.index))
+    counter = _COUNTERS.get(key)
+    if counter is None or counter.numel() < length:
+        if len(_COUNTERS) >= _COUNTERS_KEPT:
+            _COUNTERS.clear()    # (a dropped buffer's memory returns to its stream's pool)
+        counter = _COUNTERS[key] = torch.zeros(max(length, 256), dtype=torch.int32, device=device)
+    return counter
 
 
 def _kv_split(d: int) -> bool:
@@ -1192,16 +1318,12 @@ def _out_tma(consumers: int, q_buffers: int = 1) -> bool:
     return (consumers == 2 or q_buffers == 2) if switch is None else switch
 
 
-def _out_descriptor(plan, name: str, t: torch.Tensor):
-    """A Hopper kernel's descriptor on the output ``t`` (blocks of a consumer's 64 rows, for
-    the OUT_TMA bulk stores), from the plan's template in slot ``name``, built on the plan's
-    first call. The outputs (the forward's out, the backward's dK and dV) are allocated
-    contiguous in the inputs' dtype, so the plan's key fixes the template."""
-    template = getattr(plan, name)
-    if template is None:
-        template = _rebased(_gluon_descriptor(t, _HOPPER_TILE // 2), None)
-        setattr(plan, name, template)
-    return _rebased(template, t)
+def _out_template(t: torch.Tensor):
+    """The template of a Hopper kernel's descriptor on an output (blocks of a consumer's 64
+    rows, for the OUT_TMA bulk stores), built from the plan's first call: the outputs (the
+    forward's out, the backward's dK and dV) are allocated contiguous in the inputs' dtype,
+    so the plan's key fixes it (a ``_Launch`` ``descs`` builder)."""
+    return _gluon_descriptor(t, _HOPPER_TILE // 2)
 
 
 def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
@@ -1229,17 +1351,38 @@ def _use_hopper_bwd(do, q, k, v, layout, **kw) -> bool:
     return _forced(USE_HOPPER_BWD, "USE_HOPPER_BWD", reason)
 
 
+def _stat_width(n: int, pad: int) -> int:
+    """The length of a row of the backward's statistics: ``pad + n + pad`` fp32 values,
+    rounded up to 4 (16-byte aligned rows for the copy engine)."""
+    return -(-(n + 2 * pad) // 4) * 4
+
+
 def _stat_rows(n: int, pad: int, device) -> torch.Tensor:
-    """The backward's statistics buffer: 2 fp32 rows (lse2, delta) of ``pad + n + pad``
-    values, rounded up to 4 (16-byte aligned rows for the copy engine)."""
-    width = -(-(n + 2 * pad) // 4) * 4
-    return torch.empty((2, width), dtype=torch.float32, device=device)
+    """The backward's statistics buffer: 2 fp32 rows (lse2, delta) of :func:`_stat_width`."""
+    return torch.empty((2, _stat_width(n, pad)), dtype=torch.float32, device=device)
 
 
-def _stat_view(row: torch.Tensor, pad: int, shape) -> torch.Tensor:
-    """The contiguous ``shape`` (B, H, N) statistic inside a padded row of :func:`_stat_rows`."""
-    n = shape[0] * shape[1] * shape[2]
-    return row[pad:pad + n].view(shape)
+def _bwd_workspace(plan, B: int, H: int, N: int, d: int, pad: int, device):
+    """The backward's fp32 workspace in one allocation: the two statistics rows (lse2, delta;
+    :func:`_stat_width` each, the statistic at offset ``pad``), then, for the fused dQ, its
+    accumulator (``(B, H, pad + N, d)``: ``pad`` rows of padding before row 0). One
+    ``torch.zeros`` where anything must start at zero (the fused dQ's sums; the statistics'
+    masked rows that the Hopper copies read, ``plan.stats_tma``), else ``torch.empty``: one
+    allocation and at most one fill a call, where there were up to two of each and five view
+    operations (each a few µs of host time: run34's H100 host took 10-25 µs an allocation).
+    Returns ``(work, lse2, delta, row1, dq_acc)``: the (B, H, N) views and, for the Hopper
+    kernels' descriptors, the second row and the accumulator (None without the fused dQ) as
+    1-D views starting there."""
+    width = _stat_width(B * H * N, pad)
+    fused = plan.hopper and plan.fused_dq
+    size = 2 * width + (B * H * (pad + N) * d if fused else 0)
+    alloc = torch.zeros if fused or plan.stats_tma else torch.empty
+    work = alloc(size, dtype=torch.float32, device=device)
+    stride = (H * N, N, 1)
+    lse2 = work.as_strided((B, H, N), stride, pad)
+    delta = work.as_strided((B, H, N), stride, width + pad)
+    row1 = work[width:] if plan.hopper else None
+    return work, lse2, delta, row1, (work[2 * width:] if fused else None)
 
 
 def _stat_descriptor(row: torch.Tensor, rows: int):
@@ -1382,9 +1525,13 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
+    # q, k, v, dO, the statistics rows, dQ's accumulator and the outputs (dK, dV: head
+    # positions 20 and 21) by base tensor
+    descs = {**dict(enumerate(plan.hopper_descs)), 6: plan.dq_desc, 20: _out_template,
+             21: _out_template}
     plan.dkdv_launch = lambda order: _Launch(
         _hopper_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 22, tail, 4, 1, cached,
-        SCHEDULED=order is not None, **options)
+        SCHEDULED=order is not None, descs=descs, **options)
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
 
@@ -1443,9 +1590,10 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
                        dropout_p=dropout_p):
-            plan, (q_src, k_src, v_src) = _hopper_fwd_plan(
+            plan, _ = _hopper_fwd_plan(
                 q, k, v, layout, t.fwd_ptr, t.fwd_idx, kpm, scale=scale, schedule_cache=schedule_cache,
                 cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            q_src, k_src, v_src = q, k, v      # the launch puts them into its templates
         else:
             plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
                                              config=config, use_tma=use_tma,
@@ -1454,18 +1602,16 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
         if cacheable:
             _store(schedule_cache, key, plan)
     elif plan.hopper:
-        q_src, k_src, v_src = _fast_descriptors(plan.descs, q, k, v)
+        q_src, k_src, v_src = q, k, v          # the launch puts them into its templates
     else:
         k_src, v_src = _fast_descriptors(plan.descs, k, v)
     order = t.fwd_ptr if plan.order is None else plan.order
     if plan.hopper:
         # DYNAMIC: the counter of programs handed out at run time, zero at each launch
-        counter = (torch.zeros(plan.counter_len, dtype=torch.int32, device=q.device)
-                   if plan.dynamic else t.fwd_ptr)
+        counter = _tile_counter(q.device, plan.counter_len) if plan.dynamic else t.fwd_ptr
         plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
-                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter,
-                    _out_descriptor(plan, "out_desc", out))
+                    t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter, out)
     else:
         plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
@@ -1478,11 +1624,10 @@ class _BwdPlan:
 
     __slots__ = ("dq", "dkdv", "order_dkdv", "order_dq", "qdo_descs", "kv_descs", "hopper",
                  "hopper_descs", "stats_tma", "dkdv_launch", "dkdv_tiles", "splits", "fused_dq",
-                 "dq_desc", "dq_convert", "dkdv_out_desc")
+                 "dq_desc", "dq_convert")
 
     def __init__(self):
         self.hopper, self.hopper_descs, self.stats_tma = False, None, False
-        self.dkdv_out_desc = None
         self.fused_dq, self.dq_desc, self.dq_convert = False, None, None
         self.splits = {}
 
@@ -1627,10 +1772,11 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     # after: the Hopper dK/dV kernel copies 64-row steps of them (1-D descriptors over the
     # whole rows, _stats_tma), and a step of a block's rows may start up to a block before its
     # sequence or past the tensor's end: with the padding every copy starts inside a row
-    stats = _stat_rows(B * H * N, layout.block_size, q.device)
-    lse2, delta = (_stat_view(r, layout.block_size, (B, H, N)) for r in stats)
-    cacheable = (CACHE_PLANS and schedule_cache is not None
-                 and _aligned(do, q, k, v, out, lse, dlse, delta, lse2, dq, dk, dv, t.fwd_ptr,
+    # (allocated once the plan is known: _bwd_workspace; lse2 and delta start block_size values
+    # into 16-byte aligned rows, so they are aligned where block_size is a multiple of 4)
+    pad = layout.block_size
+    cacheable = (CACHE_PLANS and schedule_cache is not None and pad % 4 == 0
+                 and _aligned(do, q, k, v, out, lse, dlse, dq, dk, dv, t.fwd_ptr,
                               t.fwd_idx, t.fwd_nfull, t.bwd_ptr, t.bwd_idx, t.bwd_nfull, t.seqs,
                               *(() if kpm is None else (kpm,))))
     alibi = alibi_slopes
@@ -1646,8 +1792,10 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
+        # (the statistics rows here only shape the Hopper kernel's descriptor templates)
         plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
-            do, q, k, v, out, stats, layout, t.fwd_ptr, t.bwd_ptr, kpm, scale=scale,
+            do, q, k, v, out, _stat_rows(B * H * N, pad, q.device), layout, t.fwd_ptr, t.bwd_ptr,
+            kpm, scale=scale,
             has_dlse=has_dlse, config=config, use_tma=use_tma, schedule_cache=schedule_cache,
             cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p,
             split=dkdv_first is not None)
@@ -1660,11 +1808,11 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
     if sparse_seqs and not (plan.hopper and plan.fused_dq):
         dq.zero_()       # the dQ kernel writes the rows of the sequences only
-    if plan.stats_tma:
-        # the dQ kernel writes the rows of the sequences only; the Hopper dK/dV kernel's copies
-        # take whole 64-row steps, whose masked rows (padding, other sequences) must hold finite
-        # statistics (0 * NaN is NaN). Its consumers' own loads (no copies) mask those rows.
-        stats.zero_()
+    # plan.stats_tma: the dQ kernel writes the rows of the sequences only; the Hopper dK/dV
+    # kernel's copies take whole 64-row steps, whose masked rows (padding, other sequences)
+    # must hold finite statistics (0 * NaN is NaN), so they start at zero. Its consumers' own
+    # loads (no copies) mask those rows.
+    work, lse2, delta, row1, dq_acc = _bwd_workspace(plan, B, H, N, d, pad, q.device)
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads (with the fused dQ,
     # those alone)
     alibi_arg = t.fwd_ptr if alibi is None else alibi
@@ -1675,25 +1823,20 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if dkdv_first is not None:
         launches = plan.dkdv_split(np.asarray(dkdv_first, dtype=bool), layout.block_size, q.device)
     if plan.hopper:
-        qd, kd, vd, dod, lse2d, deltad = _fast_descriptors(plan.hopper_descs, q, k, v, do, *stats)
-        dq_acc = None
-        if plan.fused_dq:
-            # the dK/dV kernel adds every step's dS K (unscaled) here: fp32, block_size rows of
-            # padding before row 0 (rows past the end the copy engine skips)
-            dq_acc = torch.zeros((B, H, layout.block_size + N, d), dtype=torch.float32,
-                                 device=q.device)
-        # (without the fused dQ the kernel never reads its descriptor: any aligned fp32 base)
-        dq_d = _rebased(plan.dq_desc, deltad.base if dq_acc is None else dq_acc)
-        dk_d, dv_d = (_out_descriptor(plan, "dkdv_out_desc", t) for t in (dk, dv))
+        # the descriptors' bases (the launch puts them into its templates): with the fused dQ
+        # the dK/dV kernel adds every step's dS K (unscaled) into dq_acc, block_size rows of
+        # padding before row 0 (rows past the end the copy engine skips); without it the kernel
+        # never reads that descriptor (any aligned fp32 base)
+        dq_base = row1 if dq_acc is None else dq_acc
     for i, (launch, order) in enumerate(launches):
         if i == 1 and between is not None:
             between(dq, dk, dv)
         if launch is None:
             continue
         if plan.hopper:
-            launch(dev, qd, kd, vd, dod, lse2d, deltad, dq_d, lse2, delta, dk, dv, t.bwd_ptr,
+            launch(dev, q, k, v, do, work, row1, dq_base, lse2, delta, dk, dv, t.bwd_ptr,
                    t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1],
-                   dk_d, dv_d)
+                   dk, dv)
         else:
             launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])

@@ -174,7 +174,7 @@ SPLIT_STAGES = ("step", "sparse_attention", "forward impl", "attention_forward",
                 # step means the plan cache missed), descriptor copies and TMA fills, CUDA
                 # allocations
                 "layout.to", "_fwd_plan", "_hopper_fwd_plan", "_bwd_plan", "_fast_descriptors",
-                "_out_descriptor", "_stat_rows", "tma fill forward", "tma fill backward",
+                "_stat_rows", "_bwd_workspace", "tma fill forward", "tma fill backward",
                 "torch.empty forward", "torch.empty backward", "torch.zeros forward",
                 "torch.zeros backward")
 
@@ -195,7 +195,7 @@ def split_host(step, n=10, sleep_cycles=100_000_000):
     clock.wrap(launch._Launch, "__call__", "launch", by_phase=True)
     clock.wrap(BlockLayout, "to", "layout.to")
     for name in ("_fwd_plan", "_hopper_fwd_plan", "_bwd_plan", "_fast_descriptors",
-                 "_out_descriptor", "_stat_rows"):
+                 "_stat_rows", "_bwd_workspace"):
         clock.wrap(launch, name, name)
     clock.wrap(torch, "empty", "torch.empty", by_phase=True)
     clock.wrap(torch, "zeros", "torch.zeros", by_phase=True)

@@ -179,9 +179,11 @@ SPLIT_STAGES = ("step", "sparse_attention", "forward impl", "attention_forward",
                 "torch.zeros backward")
 
 
-def split_host(step, n=10, sleep_cycles=100_000_000):
+def split_host(step, n=10, sleep_cycles=100_000_000, rounds=1):
     """Per-call host µs (and calls) of each stage of ``step`` (a forward+backward of ours),
-    with GPU sleep queued ahead when on CUDA. Returns {stage: (us, calls)}."""
+    with GPU sleep queued ahead when on CUDA: ``rounds`` rounds of ``n`` calls, each round
+    behind its own sleep; a stage's µs is the median over the rounds of its per-call mean
+    (run34's host varied by up to 30% between single rounds). Returns {stage: (us, calls)}."""
     import sparseflash.attention as sfa
     from sparseflash.kernels import launch
 
@@ -204,23 +206,29 @@ def split_host(step, n=10, sleep_cycles=100_000_000):
         clock.wrap(nvidia_driver, "make_tensordesc_arg", "tma fill", by_phase=True)
     except ImportError:
         pass
+    rounds_us = collections.defaultdict(list)
+    calls = collections.Counter()
     try:
         step()
         cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda._sleep(sleep_cycles)
-        clock.reset()
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            step()
-            clock.ns["step"] += time.perf_counter_ns() - t0
-            clock.calls["step"] += 1
+        for _ in range(rounds):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda._sleep(sleep_cycles)
+            clock.reset()
+            for _ in range(n):
+                t0 = time.perf_counter_ns()
+                step()
+                clock.ns["step"] += time.perf_counter_ns() - t0
+                clock.calls["step"] += 1
+            for k in SPLIT_STAGES:
+                rounds_us[k].append(clock.ns[k] / n / 1e3)
+            calls.update(clock.calls)
         if cuda:
             torch.cuda.synchronize()
     finally:
         clock.restore()
-    return {k: (clock.ns[k] / n / 1e3, clock.calls[k] / n) for k in SPLIT_STAGES}
+    return {k: (statistics.median(rounds_us[k]), calls[k] / n / rounds) for k in SPLIT_STAGES}
 
 
 def main_split(out: Path):
@@ -234,7 +242,7 @@ def main_split(out: Path):
         def step():
             with fn.switches():
                 return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-        split = split_host(step)
+        split = split_host(step, rounds=9)
         rows.append(dict(case=name, **{s: dict(us=us, calls=c) for s, (us, c) in split.items()}))
         print(name + "".join(f"\n  {s:<22}{us:>9.1f} us x{c:g}" for s, (us, c) in split.items() if c),
               flush=True)

@@ -262,6 +262,13 @@ def variant_list(H):
     out.append(("softcap=30 folded, running max", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=False), 1.10))
     out.append(("softcap=50 folded", dict(softcap=50.0), dict(SOFTCAP_VARIANT="folded"), 1.10))
+    # with the fixed shift, a quarter or a half of the forward's exponentials on the FMA pipe
+    # (launch.HOPPER_SOFTCAP_EXP2_FMA, stop 52; off by default until timed)
+    for share, what in ((4, "quarter"), (2, "half")):
+        out.append((f"softcap=30 folded, exp2 {what} on FMA", dict(softcap=30.0),
+                    dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_EXP2_FMA=share), 1.10))
+        out.append((f"softcap=50 folded, exp2 {what} on FMA", dict(softcap=50.0),
+                    dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_EXP2_FMA=share), 1.10))
     # the fixed shift at d=64, where it is not the default (run23: slower on the dense forward)
     out.append(("softcap=30 folded, fixed shift", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_SOFTCAP_SHIFT=True), 1.10))

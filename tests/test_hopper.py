@@ -210,6 +210,8 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_BRANCHED_FMUL": branched,
                                  "STEP_STS": step_text.count(" STS"), "STEP_LDS": step_text.count(" LDS"),
                                  "STEP_SHFL": step_text.count("SHFL"), "STEP_STL": step_text.count("STL"),
+                                 "STEP_EX2": step_text.count("MUFU.EX2"),
+                                 "STEP_TANH": step_text.count("MUFU.TANH"),
                                  "STEP_LOOPS_LOCAL": step_loops_local,
                                  "SHARED": compiled.metadata.shared}))
 else:
@@ -1703,6 +1705,14 @@ def test_softcap_fixed_shift_applies_where_its_exponentials_stay_normal(monkeypa
     monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", 1)
     with pytest.raises(ValueError, match="HOPPER_SOFTCAP_SHIFT must be None, True or False"):
         launch._hopper_softcap(2, 30.0, 0, bf16, 128)
+    # the exponentials' share on the FMA pipe rides on the fixed shift only
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", None)
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_EXP2_FMA", 4)
+    assert launch._hopper_softcap(2, 30.0, 0, bf16, 128) == 412
+    assert launch._hopper_softcap(2, 30.0, 2, bf16, 128) == 2
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_EXP2_FMA", 3)
+    with pytest.raises(ValueError, match="HOPPER_SOFTCAP_EXP2_FMA must be 0, 2 or 4"):
+        launch._hopper_softcap(2, 30.0, 0, bf16, 128)
 
 
 def test_softcap_fixed_shift_takes_the_row_max_off_the_step():
@@ -1727,19 +1737,22 @@ SHIFT_CASES = [
 
 
 @gpu
+@pytest.mark.parametrize("exp2_fma", [0, 4, 2], ids=["mufu", "fma-quarter", "fma-half"])
 @pytest.mark.parametrize("name,d,N,Nk,causal,softcap,pattern", SHIFT_CASES, ids=[c[0] for c in SHIFT_CASES])
 def test_hopper_softcap_fixed_shift_matches_the_oracle(name, d, N, Nk, causal, softcap, pattern,
-                                                       hopper_only, monkeypatch):
+                                                       exp2_fma, hopper_only, monkeypatch):
     """The fixed shift at its extremes: a third of the rows see every key at -cap (their
     exponentials near 2^(HI - span), 2^-115 at cap 62), a third at +cap (2^HI), the rest
     random. Output, LSE and every gradient (bfloat16, Hopper kernels forced on) within twice
     the error of the same kernels with the running max (``HOPPER_SOFTCAP_SHIFT=False``) against
     the float64 oracle, plus the dtype's floor; nothing NaN or infinite where the oracle is
-    finite."""
+    finite. ``exp2_fma``: a quarter or half of the exponentials by ``_exp2_fma``'s polynomial
+    (``launch.HOPPER_SOFTCAP_EXP2_FMA``)."""
     from sparseflash.reference import reference_attention, token_mask
 
     monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", True)            # d=64 too
-    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16, d) == 12
+    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_EXP2_FMA", exp2_fma)
+    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16, d) == 12 + 100 * exp2_fma
     g = torch.Generator(device="cuda").manual_seed(3)
     B, H = 1, 2
     u = torch.randn(d, device="cuda", generator=g)
@@ -2240,3 +2253,50 @@ def test_hopper_tile_counter_returns_to_zero(slot, persistent, hopper_only, monk
         assert torch.equal(first, again)
     torch.cuda.synchronize()
     assert launch._COUNTERS and all(int(c[0]) == 0 for c in launch._COUNTERS.values())
+
+
+def test_softcap_exponentials_move_to_the_fma_pipe():
+    """``launch.HOPPER_SOFTCAP_EXP2_FMA`` (the hundreds of the forward's HAS_SOFTCAP, with the
+    fixed shift): a half or a quarter of the step loop's exponentials leave the MUFU for
+    ``_exp2_fma``'s polynomial, while the tanh stay, in registers (no spills, no shared-memory
+    traffic added: the column split relabels registers). sm_90 SASS, d=128, bf16, compiled
+    on the CPU. Not the default: not timed yet."""
+    flags = dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=1, Q_BUFS=2)
+    base, half, quarter = (_sass_counts("fwd", 128, "bf16", dict(flags, HAS_SOFTCAP=code))
+                           for code in (12, 212, 412))
+    assert base["STEP_LOOP"] > 0 and base["STEP_EX2"] > 0, "no step loop found"
+    assert half["STEP_EX2"] == base["STEP_EX2"] // 2, (half["STEP_EX2"], base["STEP_EX2"])
+    assert quarter["STEP_EX2"] == base["STEP_EX2"] * 3 // 4, (quarter["STEP_EX2"], base["STEP_EX2"])
+    for c in (half, quarter):
+        assert c["STEP_TANH"] == base["STEP_TANH"] > 0
+        assert c["STL"] == 0 and c["STS"] == base["STS"]
+    # about 8 instructions an exponential moved (the polynomial's 9, less the MUFU's one)
+    moved = base["STEP_EX2"] - quarter["STEP_EX2"]
+    assert quarter["STEP_LOOP"] - base["STEP_LOOP"] <= 9 * moved, (quarter["STEP_LOOP"], base["STEP_LOOP"])
+
+
+def test_exp2_polynomial_matches_exp2():
+    """``kernels/hopper.py`` ``_exp2_fma``'s arithmetic, step by step in float32 (numpy; the
+    kernel's fused multiply-adds rounded once, here emulated in float64 then rounded): within
+    1.2e-4 of 2^x relative over the forward's range, exactly 0 below -127.5 and for -inf (a
+    masked score), and exact at integers' neighbourhood of 0 within the same bound."""
+    from sparseflash.kernels import hopper
+
+    c = [np.float32(float(getattr(hopper, f"_EXP2_C{i}").value)) for i in range(4)]
+    x = np.concatenate([np.linspace(-127.4, 8.0, 400001, dtype=np.float32),
+                        np.float32([-np.inf, -1e30, -200.0, -128.0, -127.6, 0.0, -0.5, 0.5])])
+    m = np.float32(12582912.0)
+    xc = np.maximum(x, np.float32(-128.0))
+    t = (xc + m).astype(np.float32)
+    f = (xc - (t - m)).astype(np.float32)
+    p = c[3]
+    for k in (2, 1, 0):
+        p = (p.astype(np.float64) * f + c[k]).astype(np.float32)
+    bits = p.view(np.int32).astype(np.int64) + t.view(np.int32).astype(np.int64) * 8388608
+    bits = ((bits + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)      # int32 wrap-around
+    got = np.maximum(bits, 0).view(np.float32).astype(np.float64)
+    want = np.exp2(x.astype(np.float64))
+    live = x > -126.0
+    assert np.all(np.abs(got[live] - want[live]) <= 1.2e-4 * want[live])
+    assert np.all(got[x < -127.5] == 0.0)
+    assert np.all(np.isfinite(got))

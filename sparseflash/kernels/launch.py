@@ -954,13 +954,23 @@ def _portable_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.d
     return code
 
 
+# The Hopper forward with the softcap's fixed shift: 1 / HOPPER_SOFTCAP_EXP2_FMA of each
+# tile's exponentials computed on the FMA pipe by a polynomial instead of the MUFU, which
+# also runs the tanh (kernels/hopper.py ``_exp2_mixed``): 0 (the default: not measured yet),
+# 2 or 4. SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA sets it.
+HOPPER_SOFTCAP_EXP2_FMA = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA", 0, int)
+
+
 def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int) -> int:
     """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
-    the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies."""
+    the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies, plus 100 times
+    :data:`HOPPER_SOFTCAP_EXP2_FMA` there."""
+    if HOPPER_SOFTCAP_EXP2_FMA not in (0, 2, 4):
+        raise ValueError(f"HOPPER_SOFTCAP_EXP2_FMA must be 0, 2 or 4, got {HOPPER_SOFTCAP_EXP2_FMA!r}")
     switch = _switch("HOPPER_SOFTCAP_SHIFT")
     if (switch is not False and (switch or d == 128) and dtype == torch.bfloat16
             and _softcap_shift_bounded(code, softcap, alibi_code)):
-        return code + 10
+        return code + 10 + 100 * HOPPER_SOFTCAP_EXP2_FMA
     return code
 
 
@@ -1585,7 +1595,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

@@ -24,7 +24,9 @@ either a slow backward host path or a synchronisation):
 
 ``--only-ours`` leaves out FA4 and cuDNN.
 
-``--split`` (stop 51) times where our forward+backward's host time goes instead. run33
+``--split`` (stop 51) times where our forward+backward's host time goes instead (since stop
+52 first the host time of an empty autograd Function's forward and ``torch.autograd.grad``
+on the same tensors: torch's floor). run33
 (`benchmarks/results/h200-hopper/run33-stop51`, H100) found no synchronisation (``syncs``
 none, ``behind us`` 1107-1387 µs for forward+backward against 120-193 µs forward): the
 backward's host path itself takes about 1 ms, more than the GPU's 0.6 ms for local(2) 16K.
@@ -231,9 +233,52 @@ def split_host(step, n=10, sleep_cycles=100_000_000, rounds=1):
     return {k: (statistics.median(rounds_us[k]), calls[k] / n / rounds) for k in SPLIT_STAGES}
 
 
+class _Floor(torch.autograd.Function):
+    """A stand-in for our autograd Function with no work inside: the forward returns an empty
+    output and LSE, the backward three empty gradients (one CUDA allocation each, as ours)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        ctx.save_for_backward(q, k, v)
+        return torch.empty_like(q), torch.empty(q.shape[:3], device=q.device)
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def floor_us(q, k, v, do, n=10, rounds=9, sleep_cycles=100_000_000):
+    """Host µs a call of the empty Function above, forward and ``torch.autograd.grad`` on the
+    same tensors, behind GPU sleep, median of ``rounds`` means of ``n``: the part of a step's
+    host time that torch takes whatever the Function does (since stop 52)."""
+    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+    def step():
+        out, _ = _Floor.apply(qg, kg, vg)
+        return torch.autograd.grad(out, (qg, kg, vg), do)
+    step()
+    cuda = q.is_cuda
+    means = []
+    for _ in range(rounds):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda._sleep(sleep_cycles)
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            step()
+        means.append((time.perf_counter_ns() - t0) / n / 1e3)
+    if cuda:
+        torch.cuda.synchronize()
+    return statistics.median(means)
+
+
 def main_split(out: Path):
     dev = torch.device("cuda")
     rows = []
+    layout, B, (q, k, v, do) = case_inputs(*CASES[0][1:], dev)
+    floor = floor_us(q, k, v, do)
+    print(f"an empty autograd Function, forward + torch.autograd.grad: {floor:.1f} us", flush=True)
     for name, pattern, N, d, causal in CASES:
         layout, B, (q, k, v, do) = case_inputs(pattern, N, d, causal, dev)
         fn = ours_fn(layout, False)
@@ -247,7 +292,8 @@ def main_split(out: Path):
         print(name + "".join(f"\n  {s:<22}{us:>9.1f} us x{c:g}" for s, (us, c) in split.items() if c),
               flush=True)
     (out / "host_split.json").write_text(json.dumps(
-        {"gpu": torch.cuda.get_device_name(dev), "torch": torch.__version__, "rows": rows}, indent=1))
+        {"gpu": torch.cuda.get_device_name(dev), "torch": torch.__version__,
+         "empty_function_step_us": floor, "rows": rows}, indent=1))
 
 
 def main():

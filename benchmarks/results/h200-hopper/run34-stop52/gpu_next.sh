@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # For the next session with a device (not run yet), one call of about 550 s:
 # A. alone: host_bound_probe.py --split, now the median of 9 rounds a stage (run34's single
-#    rounds varied by up to 30%);
+#    rounds varied by up to 30%), after torch's own floor (an empty autograd Function's
+#    forward and torch.autograd.grad on the same tensors);
 # B. the softcap's exponentials partly on the FMA pipe (launch.HOPPER_SOFTCAP_EXP2_FMA, stop
 #    52, compiled on the CPU only): parity.py's variants, softcap 30 and 50, d=128, against
 #    the default (the issue-11 target: 1.10 forward and forward+backward);

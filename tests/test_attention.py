@@ -701,6 +701,9 @@ def test_direct_launch_passes_what_tritons_launcher_passes(monkeypatch):
     # the reference path filled 2 maps a call (6 calls); the direct path 2 per new pair of
     # addresses (3 pairs, each seen twice)
     assert len(fills) == 6 * 2 + 3 * 2, len(fills)
+    # the direct path keeps no tensor (a descriptor without metadata passes its base each call)
+    assert not any(torch.is_tensor(x) for maps in direct.maps for filled in maps.values()
+                   for x in filled)
     # a binary that needs scratch memory keeps Triton's path
     run.global_scratch_size = 64
     assert launch._DirectLaunch.of(binary, 4, descs) is None

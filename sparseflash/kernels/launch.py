@@ -378,13 +378,19 @@ class _DirectLaunch:
         for i in range(len(self.positions) - 1, -1, -1):     # from the last, so indices hold
             pos = self.positions[i]
             t = args[pos]
+            meta = self.metas[i]
+            if meta is None:
+                # no TMA map to fill: the descriptor's base tensor itself goes through (so
+                # nothing is kept, which would hold the tensor alive)
+                args[pos:pos + 1] = make_tensordesc_arg(_rebased(self.templates[i], t), None)
+                continue
             ptr = t.data_ptr()
             maps = self.maps[i]
             filled = maps.get(ptr)
             if filled is None:
                 if len(maps) >= self._KEEP:
                     maps.clear()
-                filled = maps[ptr] = make_tensordesc_arg(_rebased(self.templates[i], t), self.metas[i])
+                filled = maps[ptr] = make_tensordesc_arg(_rebased(self.templates[i], t), meta)
             args[pos:pos + 1] = filled
         args.extend(tail)
         return args

@@ -251,27 +251,15 @@ class _Floor(torch.autograd.Function):
 
 def floor_us(q, k, v, do, n=10, rounds=9, sleep_cycles=100_000_000):
     """Host µs a call of the empty Function above, forward and ``torch.autograd.grad`` on the
-    same tensors, behind GPU sleep, median of ``rounds`` means of ``n``: the part of a step's
-    host time that torch takes whatever the Function does (since stop 52)."""
+    same tensors, behind GPU sleep, median of ``rounds`` means of ``n`` (:func:`split_host`'s
+    "step"): the part of a step's host time that torch takes whatever the Function does
+    (since stop 52)."""
     qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
 
     def step():
         out, _ = _Floor.apply(qg, kg, vg)
         return torch.autograd.grad(out, (qg, kg, vg), do)
-    step()
-    cuda = q.is_cuda
-    means = []
-    for _ in range(rounds):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda._sleep(sleep_cycles)
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            step()
-        means.append((time.perf_counter_ns() - t0) / n / 1e3)
-    if cuda:
-        torch.cuda.synchronize()
-    return statistics.median(means)
+    return split_host(step, n=n, sleep_cycles=sleep_cycles, rounds=rounds)["step"][0]
 
 
 def main_split(out: Path):

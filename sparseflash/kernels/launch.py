@@ -337,7 +337,7 @@ class _DirectLaunch:
     found, or the kernel needs scratch memory, :meth:`of` returns None and the launch goes
     through ``binary.run``."""
 
-    __slots__ = ("c_launch", "base", "positions", "templates", "metas", "maps", "head_len")
+    __slots__ = ("c_launch", "base", "positions", "templates", "metas", "maps")
     _KEEP = 8        # addresses kept per descriptor position
 
     @classmethod
@@ -366,7 +366,6 @@ class _DirectLaunch:
         self.templates = [descs[p] for p in positions]
         self.metas = list(cells["tensordesc_meta"])
         self.maps = [{} for _ in positions]
-        self.head_len = head_len
         return self
 
     def expanded(self, head, tail):

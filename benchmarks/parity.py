@@ -242,6 +242,11 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
     "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
                                              HOPPER_DROPOUT_FORM=0),
+    # the forward's draws made while the step's products run (form bit 2, stop 53)
+    "dropout 16-bit quad, 7 rounds, early draws": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                       DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=7),
+    "dropout 8-bit quad, 7 rounds, early draws": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="quad",
+                                                      DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=7),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,

@@ -627,9 +627,16 @@ def test_dropout_form_setting(monkeypatch):
     assert launch._hopper_dropout(16110) == 316110 and launch._hopper_dropout(0) == 0
     monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 0)
     assert launch._hopper_dropout(8107) == 8107
-    for bad in (4, -1, "3"):
+    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 7)
+    assert launch._hopper_dropout(16207) == 716207
+    # the early draws take the forward's consumers to 240 registers (two consumers only)
+    assert launch._fwd_regs(2, 716207) == (240, 24) and launch._fwd_regs(2, 316207) == (232, 40)
+    assert launch._fwd_regs(3, 716207) == launch._HOPPER_FWD_REGS[3]
+    assert launch._fwd_regs(2, 416107) == (232, 40)            # mma without bit 1: not early
+    assert launch._fwd_regs(2, 0) == (232, 40)
+    for bad in (8, -1, "3", True):
         monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
-        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3"):
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-7"):
             launch._variants()
     q = torch.randn(1, 1, 64, 32, device=DEVICE)
     with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
@@ -1414,7 +1421,8 @@ def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, per
 @pytest.mark.parametrize("mapping,bits", [("mma", 16), ("mma", 8), ("quad", 16), ("quad", 8)])
 def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monkeypatch):
     """Every ``launch.HOPPER_DROPOUT_FORM`` draws the same mask: Philox by ``mul.wide.u32``
-    (bit 0) and the forward's explicit select (bit 1) give bit for bit form 0's output, LSE,
+    (bit 0), the forward's explicit select (bit 1) and its draws made early (bit 2, with bit 1;
+    forms 6 and 7) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
     with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64."""
     from sparseflash import philox
@@ -1428,7 +1436,7 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
                 for _ in range(2))
         do = torch.randn_like(q)
         results = []
-        for form in (0, 1, 2, 3):
+        for form in (0, 1, 2, 3, 6, 7):
             monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
             torch.manual_seed(7)

@@ -412,24 +412,42 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
 
 
 @gluon.jit
+def _drop_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+                COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The forward's draws ``[ROWS, COLS]`` in ``layout``, topped (:func:`_dropout_words`, or
+    :func:`_quad_words` in the "quad" mapping), for :func:`_drop_by`. They depend on the
+    positions only, so the forward can draw them while the step's products run (FORM bit 2,
+    ``launch.HOPPER_DROPOUT_FORM``)."""
+    if (VARIANT // 100) % 10 == 2:
+        return _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+    else:
+        return _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+
+
+@gluon.jit
+def _drop_by(e, words, threshold, layout: gl.constexpr, ROWS: gl.constexpr,
+             COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """``e`` (fp32, ``layout``) with the entries whose topped draw (:func:`_drop_words`) is
+    under the cut zeroed: one compare and one select each in PTX (``setp.hs.u32``,
+    ``selp.f32``), which the compiler cannot move past the conversion to 16 bits."""
+    cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
+    return gl.inline_asm_elementwise(
+        "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
+        "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
 def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
              ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
     """``e`` (fp32, ``layout``) with the dropped entries zeroed. With FORM bit 1 (see
-    :func:`_dropout_words`) each entry is one compare and one select in PTX (``setp.hs.u32``,
-    ``selp.f32``) on its topped word, which the compiler cannot move past the conversion to
-    16 bits; as a ``gl.where`` LLVM selects on the converted halves instead (split, select and
-    repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's draws
-    (:func:`_quad_words`) always take the explicit compare and select."""
+    :func:`_dropout_words`) each entry is one compare and one select in PTX (:func:`_drop_by`)
+    on its topped word; as a ``gl.where`` LLVM selects on the converted halves instead (split,
+    select and repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's
+    draws (:func:`_quad_words`) always take the explicit compare and select."""
     QUAD: gl.constexpr = (VARIANT // 100) % 10 == 2
     if QUAD or (VARIANT // 200000) % 2 == 1:
-        if QUAD:
-            words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
-        else:
-            words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
-        cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
-        return gl.inline_asm_elementwise(
-            "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
-            "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
+        return _drop_by(e, _drop_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT),
+                        threshold, layout, ROWS, COLS, VARIANT)
     else:
         return gl.where(_dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout, ROWS,
                                       COLS, VARIANT), e, 0.0)
@@ -981,6 +999,12 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # of HAS_SOFTCAP, launch.HOPPER_SOFTCAP_EXP2_FMA)
     EXP2_SHARE: gl.constexpr = HAS_SOFTCAP // 100
     gl.static_assert(EXP2_SHARE == 0 or FIXED)
+    # dropout's draws made before the step's wait for Q K^T, while its products run, and held
+    # in registers until the probabilities are (FORM bit 2, launch.HOPPER_DROPOUT_FORM); else
+    # drawn where they are applied, after the wait for P V
+    # (with the explicit select: the quad mapping, or FORM bit 1; else bit 2 is ignored)
+    DRAW_EARLY: gl.constexpr = ((HAS_DROPOUT // 400000) % 2 == 1) and (
+        (HAS_DROPOUT // 100) % 10 == 2 or (HAS_DROPOUT // 200000) % 2 == 1)
     dtype: gl.constexpr = k_smem.dtype
     Q_BUFS: gl.constexpr = q_bar.shape[0]
     qb = tile_i % Q_BUFS
@@ -1041,6 +1065,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
+        if DRAW_EARLY:
+            words = _drop_words(seed, rng_offset, bh, row0,
+                                _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), s_layout, ROWS,
+                                BLOCK_N, HAS_DROPOUT)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
@@ -1062,8 +1090,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
             e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
         l_i = gl.sum(e, 1)
-        if HAS_DROPOUT:
+        if DRAW_EARLY:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
+            e = _drop_by(e, words, drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+        elif HAS_DROPOUT:
             e = _dropped(e, seed, rng_offset, bh, row0,
                          _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
                          s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
@@ -1075,6 +1105,13 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
+            if DRAW_EARLY:
+                # the step's draws while its Q K^T runs (they need the positions only), before
+                # the wait for V: ptxas moves them no further than that wait's branch (after
+                # the P V issue, it moved them past the wait for Q K^T, in the sm_90 SASS)
+                words = _drop_words(seed, rng_offset, bh, row0,
+                                    _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), s_layout,
+                                    ROWS, BLOCK_N, HAS_DROPOUT)
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
@@ -1123,7 +1160,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                     acc = _rescaled(acc, alpha_o, _warp_moved(alpha_o))
                 else:
                     acc = acc * alpha_o[:, None]
-            if HAS_DROPOUT:
+            if DRAW_EARLY:
+                e = _drop_by(e, words, drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+            elif HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
                              s_layout, ROWS, BLOCK_N, HAS_DROPOUT)

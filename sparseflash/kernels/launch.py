@@ -546,7 +546,11 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # ``_dropout_words``): bit 0 runs Philox's 32x32 products as one mul.wide.u32 each (IMAD.WIDE)
 # instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
-# gl.where that LLVM moves past the conversion to 16 bits. 0-3; SPARSEFLASH_HOPPER_DROPOUT_FORM.
+# gl.where that LLVM moves past the conversion to 16 bits; bit 2 (with bit 1 or the quad mapping)
+# (with bit 1 or the quad mapping; ignored otherwise) makes the forward's draws of a step right
+# after its Q K^T is issued, while the step's products run (held in registers: 240 of them a
+# consumer thread, _fwd_regs), where they are otherwise made after the wait for P V, on the way
+# from the exponentials to P (stop 53). 0-7; SPARSEFLASH_HOPPER_DROPOUT_FORM.
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
@@ -558,8 +562,8 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if HOPPER_DROPOUT_FORM not in (0, 1, 2, 3):
-        raise ValueError(f"HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3, got {HOPPER_DROPOUT_FORM!r}")
+    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(8):
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-7, got {HOPPER_DROPOUT_FORM!r}")
     return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 
 
@@ -831,6 +835,20 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
+# with two consumers and dropout's draws made early (HOPPER_DROPOUT_FORM bit 2): the draws of
+# a step are held across its wait for Q K^T, and at 232 registers the d=128 forward spilled
+# (sm_90 SASS: 22 stores, 4-12 local accesses in the loops over steps; at 240, none in the
+# two step loops)
+_HOPPER_FWD_REGS_EARLY_DRAWS = (240, 24)
+
+
+def _fwd_regs(consumers: int, dropout: int):
+    """(consumer, producer) registers of the Hopper forward for ``consumers`` warpgroups and
+    its HAS_DROPOUT code ``dropout`` (``_hopper_dropout``)."""
+    early = (dropout // 400000) % 2 == 1 and ((dropout // 100) % 10 == 2 or (dropout // 200000) % 2 == 1)
+    if consumers == 2 and early:
+        return _HOPPER_FWD_REGS_EARLY_DRAWS
+    return _HOPPER_FWD_REGS[consumers]
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
 # order, its producer loading the next tile's Q (into a second Q buffer where there is one) and
 # K/V while the consumers finish the last one. None: in the "run29" pipeline where
@@ -1233,7 +1251,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
         SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
+        CONSUMER_REGS=_fwd_regs(consumers, _hopper_dropout(mods["HAS_DROPOUT"]))[0],
+        PRODUCER_REGS=_fwd_regs(consumers, _hopper_dropout(mods["HAS_DROPOUT"]))[1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),

@@ -204,6 +204,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
                                  "STEP_IMAD_HI": step_text.count("IMAD.HI.U32"),
                                  "STEP_IMAD_WIDE": step_text.count("IMAD.WIDE.U32"),
+                                 # of them, those before the step's first wait for its products
+                                 "STEP_IMAD_WIDE_BEFORE_WAIT": step_text.split(
+                                     "WARPGROUP.DEPBAR")[0].count("IMAD.WIDE.U32"),
                                  "STEP_SEL": len(re.findall(r"\sSEL\s", step_text)),
                                  "STEP_VOTE": step_text.count("VOTE.ANY"),
                                  "STEP_MOV": len(re.findall(r"\sMOV\s", step_text)),
@@ -617,6 +620,26 @@ def test_quad_8bit_draws_halve_the_philox_work():
     assert f8["STEP_SHFL"] >= fwd_base["STEP_SHFL"] + 8, (fwd_base, f8)  # 2 words x 4 calls
     assert 4 * 7 * 2 - 8 <= f8["STEP_IMAD_WIDE"] <= f16["STEP_IMAD_WIDE"] * 0.6, (f16, f8)
     assert f8["STEP_LOOP"] < f16["STEP_LOOP"], (f16, f8)
+
+
+def test_early_draws_run_before_the_wait_for_the_scores():
+    """``HOPPER_DROPOUT_FORM`` bit 2: the forward's draws of a step are made before its first
+    wait for the products (``WARPGROUP.DEPBAR``), while Q K^T runs, where form 3 makes them after
+    the wait for P V; the same Philox products a step, and at the early form's 240 registers
+    (``launch._fwd_regs``) no local memory in the step loops. sm_90 SASS, d=128, bf16, 16-bit
+    quad draws, 7 rounds, the d=128 defaults (OVERLAP_PV, RESCALE 8); when written: form 3 has 2
+    of 98 IMAD.WIDE before that wait, form 7 all but 2, 1165 and 1164 instructions."""
+    d128 = dict(OVERLAP_PV=True, RESCALE=8.0)
+    late = _sass_counts("fwd", 128, "bf16", dict(d128, HAS_DROPOUT=316207))
+    regs = launch._fwd_regs(2, 716207)
+    early = _sass_counts("fwd", 128, "bf16", dict(d128, HAS_DROPOUT=716207, CONSUMER_REGS=regs[0],
+                                                  PRODUCER_REGS=regs[1]))
+    assert late["STEP_IMAD_WIDE"] > 0 and early["STEP_IMAD_WIDE"] == late["STEP_IMAD_WIDE"], (late, early)
+    assert late["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 0.1 * late["STEP_IMAD_WIDE"], late
+    assert early["STEP_IMAD_WIDE_BEFORE_WAIT"] >= 0.9 * early["STEP_IMAD_WIDE"], early
+    assert early["STEP_STL"] == 0 and early["STEP_LOOPS_LOCAL"][:2] == [0, 0], early
+    assert early["EX2_OVERLAPPING_PV"] == late["EX2_OVERLAPPING_PV"], (late, early)
+    assert early["STEP_LOOP"] <= late["STEP_LOOP"] + 16, (late, early)
 
 
 def test_dropout_form_setting(monkeypatch):

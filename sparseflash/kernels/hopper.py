@@ -1002,9 +1002,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # dropout's draws made before the step's wait for Q K^T, while its products run, and held
     # in registers until the probabilities are (FORM bit 2, launch.HOPPER_DROPOUT_FORM); else
     # drawn where they are applied, after the wait for P V
-    # (with the explicit select: the quad mapping, or FORM bit 1; else bit 2 is ignored)
+    # (with the explicit select: the quad mapping, or FORM bit 1; and two consumers: at three
+    # consumers' 160 registers the d=64 forward's step loops made 96-200 local-memory accesses
+    # with them, sm_90 SASS; else bit 2 is ignored)
     DRAW_EARLY: gl.constexpr = ((HAS_DROPOUT // 400000) % 2 == 1) and (
-        (HAS_DROPOUT // 100) % 10 == 2 or (HAS_DROPOUT // 200000) % 2 == 1)
+        (HAS_DROPOUT // 100) % 10 == 2 or (HAS_DROPOUT // 200000) % 2 == 1) and NUM_CONSUMERS == 2
     dtype: gl.constexpr = k_smem.dtype
     Q_BUFS: gl.constexpr = q_bar.shape[0]
     qb = tile_i % Q_BUFS
@@ -1066,9 +1068,14 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
         if DRAW_EARLY:
-            words = _drop_words(seed, rng_offset, bh, row0,
-                                _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), s_layout, ROWS,
-                                BLOCK_N, HAS_DROPOUT)
+            # in a branch of its own (its condition always holds, but the compiler cannot know
+            # it), so that ptxas keeps the draws before the wait rather than after it
+            if trips + n_full >= 0:
+                words = _drop_words(seed, rng_offset, bh, row0,
+                                    _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), s_layout,
+                                    ROWS, BLOCK_N, HAS_DROPOUT)
+            else:       # never runs
+                words = gl.full([ROWS, BLOCK_N], 0, gl.uint32, s_layout)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             mbarrier.arrive(kv_empty.index(step % NUM_STAGES))

@@ -119,6 +119,12 @@ def _compile_checked(pattern: Pattern, seq_len, kv_len, block_size, causal, num_
         raise ValueError(f"causal must be a bool, got {causal!r}")
     window = check_window(window_size)
     args = (pattern, seq_len, kv_len, int(block_size), bool(causal), int(num_heads), window)
+    if cache:
+        # a cached layout passed the checks below when it was built (a host-time cut: the size
+        # bound walks the pattern tree at every call otherwise)
+        hit = _CACHE.peek(args)
+        if hit is not None:
+            return hit
     _check_table_size(*args)
     if pattern.num_heads is not None and pattern.num_heads != num_heads:
         raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
@@ -238,6 +244,16 @@ class _LayoutCache:
         self._entries: "OrderedDict[Tuple, Tuple[BlockLayout, int]]" = OrderedDict()
         self._bytes = self._hits = self._misses = 0
         self._lock = threading.Lock()
+
+    def peek(self, key: Tuple) -> Optional[BlockLayout]:
+        """The cached layout of ``key`` (counted as a hit), or None without compiling."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            self._entries.move_to_end(key)
+            self._hits += 1
+            return hit[0]
 
     def get(self, key: Tuple) -> BlockLayout:
         with self._lock:

@@ -278,6 +278,23 @@ def test_cache_is_bounded_by_table_bytes(monkeypatch, empty_cache):
     assert tuple(sf.compile_cache_info())[:5] == (0, 0, compiler.CACHE_MAX_ENTRIES, 0, 0)
 
 
+def test_a_cache_hit_skips_the_size_check(monkeypatch, empty_cache):
+    """The size bound walks the pattern tree; a cached layout passed it when it was built, so a
+    hit returns before it (host time of every call), while a miss and ``cache=False`` check."""
+    from sparseflash import compiler
+
+    checks = []
+    real = compiler._check_table_size
+    monkeypatch.setattr(compiler, "_check_table_size", lambda *a: checks.append(a) or real(*a))
+    first = sf.compile(sf.local(1), 2048, block_size=16)
+    assert len(checks) == 1
+    assert sf.compile(sf.local(1), 2048, block_size=16) is first and len(checks) == 1
+    assert sf.compile_cache_info().hits == 1
+    sf.compile(sf.local(1), 2048, block_size=16, cache=False)
+    sf.compile(sf.local(2), 2048, block_size=16)
+    assert len(checks) == 3
+
+
 def test_cache_is_bounded_by_entries(monkeypatch, empty_cache):
     from sparseflash import compiler
 

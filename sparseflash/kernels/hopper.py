@@ -50,7 +50,7 @@ FIXED), the causal ALiBi's row term moved into the LSE, and in the dK/dV kernel 
 ``1 - tanh^2``. Dropout draws the portable kernels' bits (tiles.py ``_keep``; any Philox round count). In the "quad" mapping with 16-bit draws (the default) the
 dK/dV kernel draws each call in the thread that holds its 8 scores (:func:`_quad_words_t`) and
 the forward's lane pairs trade half the words (:func:`_quad_words`); with 8-bit draws the lane
-pairs trade half the words in both kernels (:func:`_quad8_words`, :func:`_quad8_words_t`). In the "mma" mapping (16-
+pairs trade half the words in both kernels (:func:`_quad8_calls`, :func:`_quad8_words_t`). In the "mma" mapping (16-
 or 8-bit) the forward computes the Philox calls in a layout whose threads hold exactly the keys
 each call serves (:func:`_draw_layout`), so the draws reach the wgmma accumulator by register
 relabeling; the dK/dV kernel draws them in the same orientation and transposes the mask through
@@ -296,9 +296,9 @@ def _pick(odd, a, b):
 # two words of it for two of its partner's: half the Philox work of 16-bit draws per score, the
 # same two shuffles a call.
 @gluon.jit
-def _quad8_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
-                 COLS: gl.constexpr, ROUNDS: gl.constexpr, WIDE: gl.constexpr):
-    """:func:`_quad_words` for 8-bit draws: the thread of rows r, r + 8 draws the calls of the
+def _quad8_calls(seed, rng_offset, bh, row0, u0, COLS: gl.constexpr, ROUNDS: gl.constexpr,
+                 WIDE: gl.constexpr):
+    """:func:`_quad_calls` for 8-bit draws: the thread of rows r, r + 8 draws the calls of the
     key blocks ``2 m + r % 2`` (16 keys each) at its lane's key pair, keeps the words of its
     rows (y = r % 2) and trades the other two with the thread of rows r ^ 1."""
     gl.static_assert(COLS % 32 == 0)
@@ -310,12 +310,7 @@ def _quad8_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
     # even rows keep words 0, 1 (y = 0) of their call and send 2, 3; odd rows the reverse;
     # block 2m then 2m + 1 (the even thread's own call is block 2m's), key parity x = 0 then 1
-    h00, h01, h10, h11 = _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
-    x = _topped4(h00, h01, h10, h11, 8)                            # [32, 4M2, v, z, x, b]
-    # [w, r, m, c, v, z, x, b] -> [w, z, r, m, b, v, c, x]: row 16w + 8z + r,
-    # key 32m + 16b + 8v + 2c + x
-    x = gl.permute(gl.reshape(x, (4, 8, M2, 4, 2, 2, 2, 2)), (0, 5, 1, 2, 7, 4, 3, 6))
-    return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+    return _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
 
 
 @gluon.jit
@@ -351,20 +346,27 @@ def _quad8_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: g
 
 
 @gluon.jit
-def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
-                COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
-    forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
-    first query, whose position is a multiple of 16; ``u0 % 16 == 0``). The thread of rows
-    r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows and
-    trades the others with the thread of rows r ^ 1 (one shuffle a word); 8-bit draws:
-    :func:`_quad8_words`."""
+def _quad_calls(seed, rng_offset, bh, row0, u0, COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The quad mapping's Philox words in the forward, after the lane pairs' trade: four
+    ``[32, 4M]`` uint32 tensors in :func:`_quad_layout`, two draws a word (16-bit) or four
+    (8-bit), which :func:`_quad_words_of` spreads into the accumulator's layout. The thread of
+    rows r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows
+    and trades the others with the thread of rows r ^ 1 (one shuffle a word); 8-bit draws:
+    :func:`_quad8_calls`. Half the registers of the spread draws: what the forward holds when
+    it draws early (FORM bit 2)."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     BITS: gl.constexpr = (VARIANT // 1000) % 100
-    gl.static_assert(ROWS == 64)
     if BITS == 8:
-        return _quad8_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, ROUNDS, WIDE)
+        return _quad8_calls(seed, rng_offset, bh, row0, u0, COLS, ROUNDS, WIDE)
+    else:
+        return _quad16_calls(seed, rng_offset, bh, row0, u0, COLS, ROUNDS, WIDE)
+
+
+@gluon.jit
+def _quad16_calls(seed, rng_offset, bh, row0, u0, COLS: gl.constexpr, ROUNDS: gl.constexpr,
+                  WIDE: gl.constexpr):
+    """:func:`_quad_calls` for 16-bit draws."""
     M: gl.constexpr = COLS // 16
     i, j = _quad_grid(M)                                           # 8 w + r, 4 m + c
     y0 = (i & 1)[:, None]                                          # the thread's row parity
@@ -373,11 +375,39 @@ def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.c
     r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
     # even rows keep words 0, 1 (queries p, p + 8) and send 2, 3; odd rows the reverse; key
     # parity 0 then 1: the even thread's own call is of even keys
-    h00, h01, h10, h11 = _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
-    x = _topped4(h00, h01, h10, h11, 16)                           # [32, 4M, z, x, h]
-    # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
-    x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))
+    return _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
+
+
+@gluon.jit
+def _quad_words_of(h00, h01, h10, h11, layout: gl.constexpr, ROWS: gl.constexpr,
+                   COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """:func:`_quad_calls`'s words as the topped draws ``[ROWS, COLS]`` in the forward's
+    accumulator ``layout``: a shift a draw but a word's top one, then a relabeling."""
+    BITS: gl.constexpr = (VARIANT // 1000) % 100
+    if BITS == 8:
+        M2: gl.constexpr = COLS // 32
+        x = _topped4(h00, h01, h10, h11, 8)                        # [32, 4M2, v, z, x, b]
+        # [w, r, m, c, v, z, x, b] -> [w, z, r, m, b, v, c, x]: row 16w + 8z + r,
+        # key 32m + 16b + 8v + 2c + x
+        x = gl.permute(gl.reshape(x, (4, 8, M2, 4, 2, 2, 2, 2)), (0, 5, 1, 2, 7, 4, 3, 6))
+    else:
+        M: gl.constexpr = COLS // 16
+        x = _topped4(h00, h01, h10, h11, 16)                       # [32, 4M, z, x, h]
+        # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
+        x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))
     return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+                COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
+    forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
+    first query, whose position is a multiple of 16; ``u0 % 16 == 0``): :func:`_quad_calls`,
+    then :func:`_quad_words_of`."""
+    gl.static_assert(ROWS == 64)
+    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
+    return _quad_words_of(h00, h01, h10, h11, layout, ROWS, COLS, VARIANT)
 
 
 @gluon.jit
@@ -415,9 +445,7 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
 def _drop_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
                 COLS: gl.constexpr, VARIANT: gl.constexpr):
     """The forward's draws ``[ROWS, COLS]`` in ``layout``, topped (:func:`_dropout_words`, or
-    :func:`_quad_words` in the "quad" mapping), for :func:`_drop_by`. They depend on the
-    positions only, so the forward can draw them while the step's products run (FORM bit 2,
-    ``launch.HOPPER_DROPOUT_FORM``)."""
+    :func:`_quad_words` in the "quad" mapping), for :func:`_drop_by`."""
     if (VARIANT // 100) % 10 == 2:
         return _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
     else:
@@ -1002,11 +1030,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # dropout's draws made before the step's wait for Q K^T, while its products run, and held
     # in registers until the probabilities are (FORM bit 2, launch.HOPPER_DROPOUT_FORM); else
     # drawn where they are applied, after the wait for P V
-    # (with the explicit select: the quad mapping, or FORM bit 1; and two consumers: at three
+    # (in the quad mapping, held as Philox's traded words, and with two consumers: at three
     # consumers' 160 registers the d=64 forward's step loops made 96-200 local-memory accesses
     # with them, sm_90 SASS; else bit 2 is ignored)
     DRAW_EARLY: gl.constexpr = ((HAS_DROPOUT // 400000) % 2 == 1) and (
-        (HAS_DROPOUT // 100) % 10 == 2 or (HAS_DROPOUT // 200000) % 2 == 1) and NUM_CONSUMERS == 2
+        (HAS_DROPOUT // 100) % 10 == 2) and NUM_CONSUMERS == 2
     dtype: gl.constexpr = k_smem.dtype
     Q_BUFS: gl.constexpr = q_bar.shape[0]
     qb = tile_i % Q_BUFS
@@ -1071,11 +1099,13 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             # in a branch of its own (its condition always holds, but the compiler cannot know
             # it), so that ptxas keeps the draws before the wait rather than after it
             if trips + n_full >= 0:
-                words = _drop_words(seed, rng_offset, bh, row0,
-                                    _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), s_layout,
-                                    ROWS, BLOCK_N, HAS_DROPOUT)
+                h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0,
+                                                 _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N),
+                                                 BLOCK_N, HAS_DROPOUT)
             else:       # never runs
-                words = gl.full([ROWS, BLOCK_N], 0, gl.uint32, s_layout)
+                h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0 * 0, j0 * 0,
+                                                 BLOCK_N, 0 * HAS_DROPOUT + 100000
+                                                 + (HAS_DROPOUT // 1000) % 100 * 1000)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
@@ -1099,7 +1129,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         l_i = gl.sum(e, 1)
         if DRAW_EARLY:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
-            e = _drop_by(e, words, drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+            e = _drop_by(e, _quad_words_of(h00, h01, h10, h11, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
+                             drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         elif HAS_DROPOUT:
             e = _dropped(e, seed, rng_offset, bh, row0,
                          _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
@@ -1112,16 +1143,23 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
-            if DRAW_EARLY:
-                # the step's draws while its Q K^T runs (they need the positions only), before
-                # the wait for V: ptxas moves them no further than that wait's branch (after
-                # the P V issue, it moved them past the wait for Q K^T, in the sm_90 SASS)
-                words = _drop_words(seed, rng_offset, bh, row0,
-                                    _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), s_layout,
-                                    ROWS, BLOCK_N, HAS_DROPOUT)
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
+            if DRAW_EARLY:
+                # the step's draws while its products run (they need the positions only), in
+                # a branch of their own (its condition always holds, but the compiler cannot
+                # know it): in the block of the products and the wait, ptxas spread them
+                # between the products' wgmma instructions (delaying their issue, as run7's
+                # early draws did) or moved them past the wait (sm_90 SASS)
+                if t + n_full >= 0:
+                    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0,
+                                                     _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N),
+                                                     BLOCK_N, HAS_DROPOUT)
+                else:       # never runs
+                    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0 * 0, j0 * 0,
+                                                     BLOCK_N, 0 * HAS_DROPOUT + 100000
+                                                     + (HAS_DROPOUT // 1000) % 100 * 1000)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 mbarrier.arrive(kv_empty.index(st))
@@ -1168,7 +1206,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 else:
                     acc = acc * alpha_o[:, None]
             if DRAW_EARLY:
-                e = _drop_by(e, words, drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+                e = _drop_by(e, _quad_words_of(h00, h01, h10, h11, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
+                             drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
             elif HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,

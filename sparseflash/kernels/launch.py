@@ -547,10 +547,11 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
 # gl.where that LLVM moves past the conversion to 16 bits; bit 2 (with bit 1 or the quad mapping)
-# (with bit 1 or the quad mapping; ignored otherwise) makes the forward's draws of a step right
-# after its Q K^T is issued, while the step's products run (held in registers: 240 of them a
+# (the quad mapping and two consumers; ignored otherwise) makes the forward's draws of a step
+# once its products are issued, while they run (held as Philox's words: 240 registers a
 # consumer thread, _fwd_regs), where they are otherwise made after the wait for P V, on the way
-# from the exponentials to P (stop 53). 0-7; SPARSEFLASH_HOPPER_DROPOUT_FORM.
+# from the exponentials to P (stop 53; docs/hopper.md "Dropout's draws made early"). 0-7;
+# SPARSEFLASH_HOPPER_DROPOUT_FORM.
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
@@ -835,17 +836,16 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
-# with two consumers and dropout's draws made early (HOPPER_DROPOUT_FORM bit 2): the draws of
-# a step are held across its wait for Q K^T, and at 232 registers the d=128 forward spilled
-# (sm_90 SASS: 22 stores, 4-12 local accesses in the loops over steps; at 240, none in the
-# two step loops)
+# with two consumers and dropout's draws made early (HOPPER_DROPOUT_FORM bit 2, the quad
+# mapping): a step's Philox words are held across its wait for Q K^T; at 232 registers the
+# d=128 forward spilled 22 words (sm_90 SASS), at 240 its step loops store none
 _HOPPER_FWD_REGS_EARLY_DRAWS = (240, 24)
 
 
 def _fwd_regs(consumers: int, dropout: int):
     """(consumer, producer) registers of the Hopper forward for ``consumers`` warpgroups and
     its HAS_DROPOUT code ``dropout`` (``_hopper_dropout``)."""
-    early = (dropout // 400000) % 2 == 1 and ((dropout // 100) % 10 == 2 or (dropout // 200000) % 2 == 1)
+    early = (dropout // 400000) % 2 == 1 and (dropout // 100) % 10 == 2
     if consumers == 2 and early:
         return _HOPPER_FWD_REGS_EARLY_DRAWS
     return _HOPPER_FWD_REGS[consumers]

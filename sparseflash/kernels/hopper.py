@@ -639,7 +639,7 @@ def _read_tile(tile_slots, qb, NUM_WARPS: gl.constexpr, DYNAMIC: gl.constexpr):
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-              kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+              kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
               num_m_tiles, num_programs,
               num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -654,7 +654,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         v = gl.program_id(0)
         while v < num_programs:
             step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                                  k_ready, v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs,
+                                  k_ready, v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
@@ -671,7 +671,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         Q_BUFS: gl.constexpr = q_bar.shape[0]
         qb = tile_i % Q_BUFS
         mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
-        _publish_tile(tile_smem, qb, -1, DYNAMIC)
+        _publish_tile(tile_slots, qb, -1, DYNAMIC)
         mbarrier.arrive(q_bar.index(qb))
     elif PERSISTENT:
         # a 1-D grid of at most one CTA per SM: every num_programs(0)-th program in launch
@@ -680,7 +680,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                                  k_ready, v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs,
+                                  k_ready, v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
@@ -688,7 +688,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
             tile_i += 1
     else:
         _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                      v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
+                      v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       PER_SEQ, PACKED, REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, False)
@@ -696,7 +696,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
 
 @gluon.jit
 def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                  v_ready, kv_empty, tile_smem, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
+                  v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
                   group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
@@ -728,7 +728,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     qb = tile_i % Q_BUFS
     mbarrier.wait(q_empty.index(qb), ((tile_i // Q_BUFS) & 1) ^ 1)
     if DYNAMIC:
-        _publish_tile(tile_smem, qb, v, DYNAMIC)
+        _publish_tile(tile_slots, qb, v, DYNAMIC)
     mbarrier.expect(q_bar.index(qb), NUM_CONSUMERS * q_desc.block_type.nbytes)
     for w in gl.static_range(NUM_CONSUMERS):
         tma.async_copy_global_to_shared(q_desc, [off_b, off_h, start_m + q_start - q_lo + w * HALF, 0],
@@ -875,7 +875,7 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem,
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots,
               Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
               rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -894,7 +894,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         tile_i = 0
         Q_BUFS: gl.constexpr = q_bar.shape[0]
         mbarrier.wait(q_bar.index(0), 0)
-        v = _read_tile(tile_smem, 0, NUM_WARPS, DYNAMIC)
+        v = _read_tile(tile_slots, 0, NUM_WARPS, DYNAMIC)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                                   kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
@@ -910,7 +910,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
-            v = _read_tile(tile_smem, qb, NUM_WARPS, DYNAMIC)
+            v = _read_tile(tile_slots, qb, NUM_WARPS, DYNAMIC)
     elif PERSISTENT:
         # the producer's programs, in its order (see _producer)
         step = 0
@@ -1334,9 +1334,9 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time), in
     # shared memory (1) or in the CTA's slots after the counter in global memory (2)
     if DYNAMIC == 2:
-        tile_smem = tile_counter + 1 + gl.program_id(0) * Q_BUFS
+        tile_slots = tile_counter + 1 + gl.program_id(0) * Q_BUFS
     else:
-        tile_smem = gl.allocate_shared_memory(gl.int32, [Q_BUFS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        tile_slots = gl.allocate_shared_memory(gl.int32, [Q_BUFS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     for i in gl.static_range(Q_BUFS):
         mbarrier.init(q_bar.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=NUM_CONSUMERS)    # every consumer warpgroup releases Q
@@ -1352,7 +1352,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     if NUM_CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1361,7 +1361,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1371,7 +1371,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+                kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
                 REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
@@ -1379,7 +1379,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     else:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1388,7 +1388,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1397,7 +1397,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_smem, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1407,7 +1407,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, tile_smem, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+                kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
                 REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],

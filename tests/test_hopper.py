@@ -629,7 +629,7 @@ def test_early_draws_run_before_the_wait_for_the_scores():
     products a step, every exponential still overlapping P V, and no spill stores in the step
     loops at the early form's 240 registers (``launch._fwd_regs``). sm_90 SASS, d=128, bf16,
     quad draws, 7 rounds, the d=128 defaults (OVERLAP_PV, RESCALE 8). When written: 16-bit, 98
-    of 98 IMAD.WIDE before the wait (form 3: 2), 1231 instructions against 1165, and 27-28
+    of 98 IMAD.WIDE before the wait (form 3: 2), 1231 instructions against 1165, and 24-28
     local loads in each step loop (loop-invariant values reloaded; none with form 3); 8-bit,
     50 of 50, 1069 against 1045, 0-2 loads."""
     d128 = dict(OVERLAP_PV=True, RESCALE=8.0)

@@ -399,6 +399,22 @@ def _quad_words_of(h00, h01, h10, h11, layout: gl.constexpr, ROWS: gl.constexpr,
 
 
 @gluon.jit
+def _early_calls(nonneg, seed, rng_offset, bh, row0, u0, COLS: gl.constexpr,
+                 VARIANT: gl.constexpr):
+    """:func:`_quad_calls` in a branch of its own, for the forward's early draws (FORM bit 2):
+    ``nonneg`` is never negative, but the compiler cannot know it. In the block of a step's
+    products and its wait, ptxas spread the draws between the products' wgmma instructions
+    (delaying their issue, as run7's early draws did) or moved them past the wait (sm_90
+    SASS); a block boundary keeps them where they are written. The other branch never runs
+    (no Philox rounds)."""
+    if nonneg >= 0:
+        return _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
+    else:
+        return _quad_calls(seed, rng_offset, bh, row0 * 0, u0 * 0, COLS,
+                           100000 + (VARIANT // 1000) % 100 * 1000)
+
+
+@gluon.jit
 def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
                 COLS: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
@@ -1096,16 +1112,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
         if DRAW_EARLY:
-            # in a branch of its own (its condition always holds, but the compiler cannot know
-            # it), so that ptxas keeps the draws before the wait rather than after it
-            if trips + n_full >= 0:
-                h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0,
-                                                 _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N),
-                                                 BLOCK_N, HAS_DROPOUT)
-            else:       # never runs
-                h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0 * 0, j0 * 0,
-                                                 BLOCK_N, 0 * HAS_DROPOUT + 100000
-                                                 + (HAS_DROPOUT // 1000) % 100 * 1000)
+            h00, h01, h10, h11 = _early_calls(trips + n_full, seed, rng_offset, bh, row0,
+                                              _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N),
+                                              BLOCK_N, HAS_DROPOUT)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
@@ -1147,19 +1156,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             if DRAW_EARLY:
-                # the step's draws while its products run (they need the positions only), in
-                # a branch of their own (its condition always holds, but the compiler cannot
-                # know it): in the block of the products and the wait, ptxas spread them
-                # between the products' wgmma instructions (delaying their issue, as run7's
-                # early draws did) or moved them past the wait (sm_90 SASS)
-                if t + n_full >= 0:
-                    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0,
-                                                     _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N),
-                                                     BLOCK_N, HAS_DROPOUT)
-                else:       # never runs
-                    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0 * 0, j0 * 0,
-                                                     BLOCK_N, 0 * HAS_DROPOUT + 100000
-                                                     + (HAS_DROPOUT // 1000) % 100 * 1000)
+                # the step's draws while its products run (they need the positions only)
+                h00, h01, h10, h11 = _early_calls(t + n_full, seed, rng_offset, bh, row0,
+                                                  _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N),
+                                                  BLOCK_N, HAS_DROPOUT)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 mbarrier.arrive(kv_empty.index(st))

@@ -837,8 +837,8 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
 # with two consumers and dropout's draws made early (HOPPER_DROPOUT_FORM bit 2, the quad
-# mapping): a step's Philox words are held across its wait for Q K^T; at 232 registers the
-# d=128 forward spilled 22 words (sm_90 SASS), at 240 its step loops store none
+# mapping): a step's Philox words are held across its wait for Q K^T; the d=128 16-bit form's
+# step loops reload 32-35 spilled words a step at 232 registers, 24-26 at 240 (sm_90 SASS)
 _HOPPER_FWD_REGS_EARLY_DRAWS = (240, 24)
 
 

@@ -991,18 +991,24 @@ def _exp2_mixed(x, layout: gl.constexpr, ROWS: gl.constexpr, COLS: gl.constexpr,
     if SHARE == 0:
         return gl.exp2(x)
     elif SHARE == 2:
-        a, b = gl.split(gl.reshape(x, [ROWS, COLS // 2, 2]))
-        y = gl.reshape(gl.join(gl.exp2(a), _exp2_fma(b)), [ROWS, COLS])
-        return gl.convert_layout(y, layout, assert_trivial=True)
+        return gl.convert_layout(_exp2_odd_on_fma(x, ROWS, COLS), layout, assert_trivial=True)
     else:
         gl.static_assert(SHARE == 4)
-        # columns c = 16 i + 8 g + r: g (a register bit) last
+        # columns c = 16 i + 8 g + r: g (a register bit) last; the odd groups as SHARE 2
         even_g, odd_g = gl.split(gl.permute(gl.reshape(x, [ROWS, COLS // 16, 2, 8]), (0, 1, 3, 2)))
-        a, b = gl.split(gl.reshape(odd_g, [ROWS, COLS // 16, 4, 2]))
-        odd_g = gl.convert_layout(gl.reshape(gl.join(gl.exp2(a), _exp2_fma(b)), [ROWS, COLS // 16, 8]),
-                                  even_g.type.layout, assert_trivial=True)
+        odd_g = _exp2_odd_on_fma(gl.reshape(odd_g, [ROWS, COLS // 2]), ROWS, COLS // 2)
+        odd_g = gl.convert_layout(gl.reshape(odd_g, [ROWS, COLS // 16, 8]), even_g.type.layout,
+                                  assert_trivial=True)
         y = gl.reshape(gl.permute(gl.join(gl.exp2(even_g), odd_g), (0, 1, 3, 2)), [ROWS, COLS])
         return gl.convert_layout(y, layout, assert_trivial=True)
+
+
+@gluon.jit
+def _exp2_odd_on_fma(x, ROWS: gl.constexpr, COLS: gl.constexpr):
+    """``2^x`` of a [ROWS, COLS] tile whose columns pair up in registers (2k, 2k + 1): the even
+    ones on the MUFU, the odd ones on the FMA pipe (``_exp2_fma``); a relabeling otherwise."""
+    a, b = gl.split(gl.reshape(x, [ROWS, COLS // 2, 2]))
+    return gl.reshape(gl.join(gl.exp2(a), _exp2_fma(b)), [ROWS, COLS])
 
 
 @gluon.jit

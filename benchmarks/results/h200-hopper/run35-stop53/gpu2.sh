@@ -14,7 +14,12 @@ fi
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
 echo "== A. tests"
-{ grep "::" benchmarks/results/h200-hopper/run34-stop52/call5/not_reached.txt
+# run34's unreached ids that still exist (the softcap oracle test's ids have gained the FMA
+# share since: pytest refuses a whole shard over one id it cannot find)
+python -m pytest --collect-only -q tests/test_hopper.py tests/test_attention.py 2>/dev/null \
+  | grep "::" | sort -u > /tmp/ids_all.txt
+{ grep "::" benchmarks/results/h200-hopper/run34-stop52/call5/not_reached.txt | sort -u \
+    | comm -12 - /tmp/ids_all.txt
   python -m pytest --collect-only -q tests/test_hopper.py \
     -k "fixed_shift_matches_the_oracle or dropout_forms_are_bit_identical" 2>/dev/null | grep "::"
   [ "${APPLY_PORTABLE:-0}" = 1 ] && python -m pytest --collect-only -q tests/test_attention.py \

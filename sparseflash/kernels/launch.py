@@ -1243,6 +1243,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     # the run-time tiles' int32 counter, then (slots in global memory) each CTA's tile slots
     global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
+    dropout = _hopper_dropout(mods["HAS_DROPOUT"])
+    consumer_regs, producer_regs = _fwd_regs(consumers, dropout)
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         # q, k, v and the output (o_desc, head position 15) by base tensor
@@ -1251,12 +1253,11 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
         SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=_fwd_regs(consumers, _hopper_dropout(mods["HAS_DROPOUT"]))[0],
-        PRODUCER_REGS=_fwd_regs(consumers, _hopper_dropout(mods["HAS_DROPOUT"]))[1],
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=dropout,
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
         **constexprs)
     plan.hopper = True

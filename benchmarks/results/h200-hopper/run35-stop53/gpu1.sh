@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop 53, call 1 (about 550 s), staged: parity.py's variants, d=128, 16K, H=16, causal, bf16:
+# Stop 53, call 1 (200-300 s estimated; limit 560 s), staged: parity.py's variants, d=128, 16K, H=16, causal, bf16:
 # dropout's draws made early (HOPPER_DROPOUT_FORM=7, 16- and 8-bit quad) against form 3 (the
 # default) at the same width, and the softcap's exponentials a quarter / a half on the FMA pipe
 # (HOPPER_SOFTCAP_EXP2_FMA, stop 52) against the default, caps 30 and 50.

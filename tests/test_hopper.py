@@ -204,9 +204,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
                                  "STEP_IMAD_HI": step_text.count("IMAD.HI.U32"),
                                  "STEP_IMAD_WIDE": step_text.count("IMAD.WIDE.U32"),
-                                 # of them, those before the step's first wait for its products
-                                 "STEP_IMAD_WIDE_BEFORE_WAIT": step_text.split(
-                                     "WARPGROUP.DEPBAR")[0].count("IMAD.WIDE.U32"),
                                  "STEP_SEL": len(re.findall(r"\sSEL\s", step_text)),
                                  "STEP_VOTE": step_text.count("VOTE.ANY"),
                                  "STEP_MOV": len(re.findall(r"\sMOV\s", step_text)),
@@ -622,36 +619,6 @@ def test_quad_8bit_draws_halve_the_philox_work():
     assert f8["STEP_LOOP"] < f16["STEP_LOOP"], (f16, f8)
 
 
-def test_early_draws_run_before_the_wait_for_the_scores():
-    """``HOPPER_DROPOUT_FORM`` bit 2: the forward's draws of a step are made once its products
-    are issued and before its first wait for them (``WARPGROUP.DEPBAR``), where form 3 makes
-    them after the wait for P V, on the way from the exponentials to P; the same Philox
-    products a step, every exponential still overlapping P V, and no spill stores in the step
-    loops at the early form's 240 registers (``launch._fwd_regs``). sm_90 SASS, d=128, bf16,
-    quad draws, 7 rounds, the d=128 defaults (OVERLAP_PV, RESCALE 8). When written: 16-bit, 98
-    of 98 IMAD.WIDE before the wait (form 3: 2), 1231 instructions against 1165, and 24-28
-    local loads in each step loop (loop-invariant values reloaded; none with form 3); 8-bit,
-    50 of 50, 1069 against 1045, 0-2 loads."""
-    d128 = dict(OVERLAP_PV=True, RESCALE=8.0)
-    regs = launch._fwd_regs(2, 716207)
-    for bits in (16, 8):
-        late = _sass_counts("fwd", 128, "bf16", dict(d128, HAS_DROPOUT=300207 + 1000 * bits))
-        early = _sass_counts("fwd", 128, "bf16", dict(d128, HAS_DROPOUT=700207 + 1000 * bits,
-                                                      CONSUMER_REGS=regs[0], PRODUCER_REGS=regs[1]))
-        # (the same Philox products; a 64-bit address product or two may move between forms)
-        assert late["STEP_IMAD_WIDE"] > 0, late
-        assert abs(early["STEP_IMAD_WIDE"] - late["STEP_IMAD_WIDE"]) <= 4, (late, early)
-        assert late["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 0.1 * late["STEP_IMAD_WIDE"], late
-        assert early["STEP_IMAD_WIDE_BEFORE_WAIT"] >= 0.9 * early["STEP_IMAD_WIDE"], early
-        assert early["STEP_STL"] == 0 and sum(late["STEP_LOOPS_LOCAL"]) == 0, (late, early)
-        assert max(early["STEP_LOOPS_LOCAL"][:2]) <= 32, early
-        assert early["EX2_OVERLAPPING_PV"] == late["EX2_OVERLAPPING_PV"], (late, early)
-        assert early["STEP_LOOP"] <= late["STEP_LOOP"] + 80, (late, early)
-    # three consumers (160 registers) keep the late draws: the same code as form 3
-    three = dict(HAS_DROPOUT=716207, NUM_CONSUMERS=3)
-    assert _sass_counts("fwd", 64, "bf16", three)["STEP_IMAD_WIDE_BEFORE_WAIT"] == 0
-
-
 def test_dropout_form_setting(monkeypatch):
     """``launch.HOPPER_DROPOUT_FORM`` reaches only the Hopper kernels' HAS_DROPOUT code (the
     portable kernels' code is unchanged), no dropout stays 0, and a bad value is refused
@@ -660,16 +627,9 @@ def test_dropout_form_setting(monkeypatch):
     assert launch._hopper_dropout(16110) == 316110 and launch._hopper_dropout(0) == 0
     monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 0)
     assert launch._hopper_dropout(8107) == 8107
-    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 7)
-    assert launch._hopper_dropout(16207) == 716207
-    # the early draws take the forward's consumers to 240 registers (two consumers only)
-    assert launch._fwd_regs(2, 716207) == (240, 24) and launch._fwd_regs(2, 316207) == (232, 40)
-    assert launch._fwd_regs(3, 716207) == launch._HOPPER_FWD_REGS[3]
-    assert launch._fwd_regs(2, 616107) == (232, 40)            # the mma mapping: not early
-    assert launch._fwd_regs(2, 0) == (232, 40)
-    for bad in (8, -1, "3", True):
+    for bad in (4, -1, "3", True):
         monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
-        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-7"):
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3"):
             launch._variants()
     q = torch.randn(1, 1, 64, 32, device=DEVICE)
     with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
@@ -1454,8 +1414,7 @@ def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, per
 @pytest.mark.parametrize("mapping,bits", [("mma", 16), ("mma", 8), ("quad", 16), ("quad", 8)])
 def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monkeypatch):
     """Every ``launch.HOPPER_DROPOUT_FORM`` draws the same mask: Philox by ``mul.wide.u32``
-    (bit 0), the forward's explicit select (bit 1) and its draws made early (bit 2, with bit 1;
-    forms 6 and 7) give bit for bit form 0's output, LSE,
+    (bit 0) and the forward's explicit select (bit 1) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
     with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64."""
     from sparseflash import philox
@@ -1469,7 +1428,7 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
                 for _ in range(2))
         do = torch.randn_like(q)
         results = []
-        for form in (0, 1, 2, 3, 6, 7):
+        for form in (0, 1, 2, 3):
             monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
             torch.manual_seed(7)
@@ -2301,7 +2260,7 @@ def test_softcap_exponentials_move_to_the_fma_pipe():
     fixed shift): a half or a quarter of the step loop's exponentials leave the MUFU for
     ``_exp2_fma``'s polynomial, while the tanh stay, in registers (no spills, no shared-memory
     traffic added: the column split relabels registers). sm_90 SASS, d=128, bf16, compiled
-    on the CPU. Not the default: not timed yet."""
+    on the CPU. Not the default: no gain on an H200 (docs/hopper.md)."""
     flags = dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=1, Q_BUFS=2)
     base, half, quarter = (_sass_counts("fwd", 128, "bf16", dict(flags, HAS_SOFTCAP=code))
                            for code in (12, 212, 412))

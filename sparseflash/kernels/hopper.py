@@ -352,8 +352,7 @@ def _quad_calls(seed, rng_offset, bh, row0, u0, COLS: gl.constexpr, VARIANT: gl.
     (8-bit), which :func:`_quad_words_of` spreads into the accumulator's layout. The thread of
     rows r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows
     and trades the others with the thread of rows r ^ 1 (one shuffle a word); 8-bit draws:
-    :func:`_quad8_calls`. Half the registers of the spread draws: what the forward holds when
-    it draws early (FORM bit 2)."""
+    :func:`_quad8_calls`."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     BITS: gl.constexpr = (VARIANT // 1000) % 100
@@ -396,22 +395,6 @@ def _quad_words_of(h00, h01, h10, h11, layout: gl.constexpr, ROWS: gl.constexpr,
         # [w, r, m, c, z, x, h] -> [w, z, r, m, x, c, h]: row 16w + 8z + r, key 16m + 8x + 2c + h
         x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 4, 1, 2, 5, 3, 6))
     return gl.convert_layout(gl.reshape(x, (ROWS, COLS)), layout, assert_trivial=True)
-
-
-@gluon.jit
-def _early_calls(nonneg, seed, rng_offset, bh, row0, u0, COLS: gl.constexpr,
-                 VARIANT: gl.constexpr):
-    """:func:`_quad_calls` in a branch of its own, for the forward's early draws (FORM bit 2):
-    ``nonneg`` is never negative, but the compiler cannot know it. In the block of a step's
-    products and its wait, ptxas spread the draws between the products' wgmma instructions
-    (delaying their issue, as run7's early draws did) or moved them past the wait (sm_90
-    SASS); a block boundary keeps them where they are written. The other branch never runs
-    (no Philox rounds)."""
-    if nonneg >= 0:
-        return _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
-    else:
-        return _quad_calls(seed, rng_offset, bh, row0 * 0, u0 * 0, COLS,
-                           100000 + (VARIANT // 1000) % 100 * 1000)
 
 
 @gluon.jit
@@ -1049,14 +1032,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     # of HAS_SOFTCAP, launch.HOPPER_SOFTCAP_EXP2_FMA)
     EXP2_SHARE: gl.constexpr = HAS_SOFTCAP // 100
     gl.static_assert(EXP2_SHARE == 0 or FIXED)
-    # dropout's draws made before the step's wait for Q K^T, while its products run, and held
-    # in registers until the probabilities are (FORM bit 2, launch.HOPPER_DROPOUT_FORM); else
-    # drawn where they are applied, after the wait for P V
-    # (in the quad mapping, held as Philox's traded words, and with two consumers: at three
-    # consumers' 160 registers the d=64 forward's step loops made 96-200 local-memory accesses
-    # with them, sm_90 SASS; else bit 2 is ignored)
-    DRAW_EARLY: gl.constexpr = ((HAS_DROPOUT // 400000) % 2 == 1) and (
-        (HAS_DROPOUT // 100) % 10 == 2) and NUM_CONSUMERS == 2
     dtype: gl.constexpr = k_smem.dtype
     Q_BUFS: gl.constexpr = q_bar.shape[0]
     qb = tile_i % Q_BUFS
@@ -1117,10 +1092,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
-        if DRAW_EARLY:
-            h00, h01, h10, h11 = _early_calls(trips + n_full, seed, rng_offset, bh, row0,
-                                              _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N),
-                                              BLOCK_N, HAS_DROPOUT)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
@@ -1142,11 +1113,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
             e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
         l_i = gl.sum(e, 1)
-        if DRAW_EARLY:
+        if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
-            e = _drop_by(e, _quad_words_of(h00, h01, h10, h11, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
-                             drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
-        elif HAS_DROPOUT:
             e = _dropped(e, seed, rng_offset, bh, row0,
                          _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
                          s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
@@ -1161,11 +1129,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
-            if DRAW_EARLY:
-                # the step's draws while its products run (they need the positions only)
-                h00, h01, h10, h11 = _early_calls(t + n_full, seed, rng_offset, bh, row0,
-                                                  _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N),
-                                                  BLOCK_N, HAS_DROPOUT)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 mbarrier.arrive(kv_empty.index(st))
@@ -1211,10 +1174,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                     acc = _rescaled(acc, alpha_o, _warp_moved(alpha_o))
                 else:
                     acc = acc * alpha_o[:, None]
-            if DRAW_EARLY:
-                e = _drop_by(e, _quad_words_of(h00, h01, h10, h11, s_layout, ROWS, BLOCK_N, HAS_DROPOUT),
-                             drop_threshold, s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
-            elif HAS_DROPOUT:
+            if HAS_DROPOUT:
                 e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
                              s_layout, ROWS, BLOCK_N, HAS_DROPOUT)

@@ -546,12 +546,9 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # ``_dropout_words``): bit 0 runs Philox's 32x32 products as one mul.wide.u32 each (IMAD.WIDE)
 # instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
-# gl.where that LLVM moves past the conversion to 16 bits; bit 2 (with bit 1 or the quad mapping)
-# (the quad mapping and two consumers; ignored otherwise) makes the forward's draws of a step
-# once its products are issued, while they run (held as Philox's words: 240 registers a
-# consumer thread, _fwd_regs), where they are otherwise made after the wait for P V, on the way
-# from the exponentials to P (stop 53; docs/hopper.md "Dropout's draws made early"). 0-7;
-# SPARSEFLASH_HOPPER_DROPOUT_FORM.
+# gl.where that LLVM moves past the conversion to 16 bits. 0-3; SPARSEFLASH_HOPPER_DROPOUT_FORM.
+# (Stop 53's bit 2, the forward's draws made while a step's products run, was slower on an H200:
+# docs/hopper.md "Dropout's draws made early (stop 53, removed)".)
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
@@ -563,8 +560,8 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(8):
-        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-7, got {HOPPER_DROPOUT_FORM!r}")
+    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(4):
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3, got {HOPPER_DROPOUT_FORM!r}")
     return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 
 
@@ -836,19 +833,6 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
-# with two consumers and dropout's draws made early (HOPPER_DROPOUT_FORM bit 2, the quad
-# mapping): a step's Philox words are held across its wait for Q K^T; the d=128 16-bit form's
-# step loops reload 32-35 spilled words a step at 232 registers, 24-26 at 240 (sm_90 SASS)
-_HOPPER_FWD_REGS_EARLY_DRAWS = (240, 24)
-
-
-def _fwd_regs(consumers: int, dropout: int):
-    """(consumer, producer) registers of the Hopper forward for ``consumers`` warpgroups and
-    its HAS_DROPOUT code ``dropout`` (``_hopper_dropout``)."""
-    early = (dropout // 400000) % 2 == 1 and (dropout // 100) % 10 == 2
-    if consumers == 2 and early:
-        return _HOPPER_FWD_REGS_EARLY_DRAWS
-    return _HOPPER_FWD_REGS[consumers]
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
 # order, its producer loading the next tile's Q (into a second Q buffer where there is one) and
 # K/V while the consumers finish the last one. None: in the "run29" pipeline where
@@ -979,8 +963,10 @@ def _portable_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.d
 
 # The Hopper forward with the softcap's fixed shift: 1 / HOPPER_SOFTCAP_EXP2_FMA of each
 # tile's exponentials computed on the FMA pipe by a polynomial instead of the MUFU, which
-# also runs the tanh (kernels/hopper.py ``_exp2_mixed``): 0 (the default: not measured yet),
-# 2 or 4. SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA sets it.
+# also runs the tanh (kernels/hopper.py ``_exp2_mixed``): 0 (the default), 2 or 4. On an H200
+# (benchmarks/results/h200-hopper/run35-stop53, calls 1 and 3) a quarter was level with 0 in
+# one call and took the forward's overhead down by 0.03-0.05 in the other; a half was slower.
+# SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA sets it.
 HOPPER_SOFTCAP_EXP2_FMA = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA", 0, int)
 
 
@@ -1244,7 +1230,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
     dropout = _hopper_dropout(mods["HAS_DROPOUT"])
-    consumer_regs, producer_regs = _fwd_regs(consumers, dropout)
+    consumer_regs, producer_regs = _HOPPER_FWD_REGS[consumers]
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         # q, k, v and the output (o_desc, head position 15) by base tensor

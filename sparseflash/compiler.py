@@ -128,7 +128,7 @@ def _compile_checked(pattern: Pattern, seq_len, kv_len, block_size, causal, num_
     _check_table_size(*args)
     if pattern.num_heads is not None and pattern.num_heads != num_heads:
         raise ValueError(f"num_heads={num_heads} but the pattern is per-head with {pattern.num_heads} heads")
-    return _CACHE.get(args) if cache else _compile(*args)
+    return _CACHE.build(args) if cache else _compile(*args)
 
 
 try:
@@ -255,13 +255,10 @@ class _LayoutCache:
             self._hits += 1
             return hit[0]
 
-    def get(self, key: Tuple) -> BlockLayout:
+    def build(self, key: Tuple) -> BlockLayout:
+        """Compile ``key`` (counted as a miss; after a :meth:`peek` that found nothing) and keep
+        the layout within the cache's bounds."""
         with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                self._hits += 1
-                return hit[0]
             self._misses += 1
         layout = _compile(*key)  # outside the lock: another thread may compile meanwhile
         size = _layout_bytes(layout)

@@ -441,40 +441,24 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
 
 
 @gluon.jit
-def _drop_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
-                COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """The forward's draws ``[ROWS, COLS]`` in ``layout``, topped (:func:`_dropout_words`, or
-    :func:`_quad_words` in the "quad" mapping), for :func:`_drop_by`."""
-    if (VARIANT // 100) % 10 == 2:
-        return _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
-    else:
-        return _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
-
-
-@gluon.jit
-def _drop_by(e, words, threshold, layout: gl.constexpr, ROWS: gl.constexpr,
-             COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """``e`` (fp32, ``layout``) with the entries whose topped draw (:func:`_drop_words`) is
-    under the cut zeroed: one compare and one select each in PTX (``setp.hs.u32``,
-    ``selp.f32``), which the compiler cannot move past the conversion to 16 bits."""
-    cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
-    return gl.inline_asm_elementwise(
-        "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
-        "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
-
-
-@gluon.jit
 def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
              ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
     """``e`` (fp32, ``layout``) with the dropped entries zeroed. With FORM bit 1 (see
-    :func:`_dropout_words`) each entry is one compare and one select in PTX (:func:`_drop_by`)
-    on its topped word; as a ``gl.where`` LLVM selects on the converted halves instead (split,
-    select and repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's
-    draws (:func:`_quad_words`) always take the explicit compare and select."""
+    :func:`_dropout_words`) each entry is one compare and one select in PTX (``setp.hs.u32``,
+    ``selp.f32``) on its topped word, which the compiler cannot move past the conversion to
+    16 bits; as a ``gl.where`` LLVM selects on the converted halves instead (split, select and
+    repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's draws
+    (:func:`_quad_words`) always take the explicit compare and select."""
     QUAD: gl.constexpr = (VARIANT // 100) % 10 == 2
     if QUAD or (VARIANT // 200000) % 2 == 1:
-        return _drop_by(e, _drop_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT),
-                        threshold, layout, ROWS, COLS, VARIANT)
+        if QUAD:
+            words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        else:
+            words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
+        return gl.inline_asm_elementwise(
+            "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
+            "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
     else:
         return gl.where(_dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout, ROWS,
                                       COLS, VARIANT), e, 0.0)

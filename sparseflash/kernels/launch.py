@@ -1229,8 +1229,6 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     # the run-time tiles' int32 counter, then (slots in global memory) each CTA's tile slots
     global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
-    dropout = _hopper_dropout(mods["HAS_DROPOUT"])
-    consumer_regs, producer_regs = _HOPPER_FWD_REGS[consumers]
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         # q, k, v and the output (o_desc, head position 15) by base tensor
@@ -1239,11 +1237,11 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
         SCHEDULED=plan.order is not None,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
+        CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=dropout,
+        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
         **constexprs)
     plan.hopper = True

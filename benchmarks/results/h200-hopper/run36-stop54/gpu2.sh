@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stop 54, call 2: where the dropout forward's time goes. Nsight Compute on the Hopper forward
+# (benchmarks/ncu_dropout.py: dense causal 16K, H=16, d=128, bf16, p=0.1, its second launch)
+# for no dropout, the consumers' own draws (the default) and the drawer warpgroup: issue
+# slots, warp states, pipe utilisation. Then parity.py's variants at d=64 (own draws against
+# the drawer).
+#   OUT=DIR bash benchmarks/results/h200-hopper/run36-stop54/gpu2.sh
+cd "$(dirname "$0")/../../../.."
+export PYTHONPATH=.:${PYTHONPATH:-}
+mkdir -p $OUT
+ncu --version > $OUT/ncu_version.txt 2>&1
+M=sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,smsp__inst_executed.sum,gpu__time_duration.sum
+X=sm__pipe_fmaheavy_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active,sm__pipe_shared_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_uniform.avg.pct_of_peak_sustained_active
+for v in none own drawer; do
+  timeout 100 ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 \
+    --section SchedulerStats --section WarpStateStats --metrics $M \
+    python benchmarks/ncu_dropout.py --variant $v > $OUT/ncu_$v.txt 2>&1
+  timeout 60 ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 --metrics $X \
+    python benchmarks/ncu_dropout.py --variant $v > $OUT/ncu_pipes_$v.txt 2>&1
+  echo "== $v"; grep -E "pct_of_peak|inst_executed.sum|cycles_elapsed|duration|Issue Slots|Issued Warp|Cycles Per Issued|Stall|ERR|rror" $OUT/ncu_$v.txt $OUT/ncu_pipes_$v.txt | sed 's/^.*ncu_//' | cut -c1-150 | head -40
+done
+timeout ${PLIMIT:-200} python benchmarks/parity.py --variants --head-dim 64 \
+  --only 'dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, drawer$' \
+  --out $OUT/variants64 2>&1 | grep -E '"pass": "(overhead|fwd|fwd\+bwd)' | cut -c1-230

@@ -15,10 +15,18 @@ for v in none own drawer; do
   timeout 100 ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 \
     --section SchedulerStats --section WarpStateStats --metrics $M \
     python benchmarks/ncu_dropout.py --variant $v > $OUT/ncu_$v.txt 2>&1
-  timeout 60 ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 --metrics $X \
+  timeout 45 ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 --metrics $X \
     python benchmarks/ncu_dropout.py --variant $v > $OUT/ncu_pipes_$v.txt 2>&1
   echo "== $v"; grep -E "pct_of_peak|inst_executed.sum|cycles_elapsed|duration|Issue Slots|Issued Warp|Cycles Per Issued|Stall|ERR|rror" $OUT/ncu_$v.txt $OUT/ncu_pipes_$v.txt | sed 's/^.*ncu_//' | cut -c1-150 | head -40
 done
 timeout ${PLIMIT:-200} python benchmarks/parity.py --variants --head-dim 64 \
   --only 'dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, drawer$' \
   --out $OUT/variants64 2>&1 | grep -E '"pass": "(overhead|fwd|fwd\+bwd)' | cut -c1-230
+# the portable kernels' host time of a step, the tree against run34's portable-direct-launch.patch
+P=$PWD/benchmarks/results/h200-hopper/run34-stop52/portable-direct-launch.patch
+S=$PWD/benchmarks/results/h200-hopper/run36-stop54/host_portable.py
+rm -rf /tmp/patched && mkdir -p /tmp/patched && cp -r sparseflash /tmp/patched/ \
+  && (cd /tmp/patched && patch -p1 -s < $P) && for i in 1 2; do
+  timeout 60 python $S tree 2>&1 | tail -1
+  (cd /tmp/patched && PYTHONPATH=/tmp/patched timeout 60 python $S patched 2>&1 | tail -1)
+done | tee $OUT/host_portable.txt

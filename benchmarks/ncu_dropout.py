@@ -1,7 +1,7 @@
 """Two forwards of one dropout variant, for Nsight Compute to profile the Hopper forward's second
 launch: dense causal 16K, H=16, d=128 (``--d``), bf16, p = 0.1 as parity.py's variants run it.
-``--variant`` none (no dropout), own (the consumers draw, the default) or drawer
-(``launch.HOPPER_DROPOUT_DRAWER``). E.g. ``ncu --kernel-name regex:hopper_fwd --launch-skip 1
+``--variant`` none (no dropout) or own (the consumers draw, the default; stop 54's drawer
+warpgroup, ``drawer``, needs ``run36-stop54/drawer-removed.patch``). E.g. ``ncu --kernel-name regex:hopper_fwd --launch-skip 1
 --launch-count 1 --section SchedulerStats --metrics sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active
 python benchmarks/ncu_dropout.py --variant own`` (benchmarks/results/h200-hopper/run36-stop54)."""
 import argparse
@@ -15,12 +15,11 @@ import sparseflash as sf  # noqa: E402
 from sparseflash.kernels import launch  # noqa: E402
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--variant", choices=("none", "own", "drawer"), default="own")
+ap.add_argument("--variant", choices=("none", "own"), default="own")
 ap.add_argument("--d", type=int, default=128)
 ap.add_argument("--seq-len", type=int, default=16384)
 args = ap.parse_args()
 launch.USE_HOPPER = True
-launch.HOPPER_DROPOUT_DRAWER = True if args.variant == "drawer" else None
 N, H, d = args.seq_len, 16, args.d
 layout = sf.compile(sf.dense(), N, block_size=128, num_heads=H, causal=True)
 g = torch.Generator(device="cuda").manual_seed(0)

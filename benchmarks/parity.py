@@ -242,24 +242,12 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
     "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
                                              HOPPER_DROPOUT_FORM=0),
-    # the Hopper forward's draws made by a warpgroup of their own (kernels.launch.
-    # HOPPER_DROPOUT_DRAWER; the same bits)
-    "dropout 16-bit quad, 7 rounds, drawer": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
-                                                  DROPOUT_ROUNDS=7, HOPPER_DROPOUT_DRAWER=True),
-    # ... with one Q buffer, which leaves the drawer's ring two slots per consumer at d=128;
-    # and the consumers' own draws with one Q buffer, its control
-    "dropout 16-bit quad, 7 rounds, drawer, one Q buffer": dict(
-        DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7, HOPPER_DROPOUT_DRAWER=True,
-        HOPPER_FWD_Q_BUFFERS=1),
-    "dropout 16-bit quad, 7 rounds, one Q buffer": dict(
-        DROPOUT_BITS=16, DROPOUT_MAPPING="quad", DROPOUT_ROUNDS=7, HOPPER_FWD_Q_BUFFERS=1),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_DROPOUT_DRAWER=None, HOPPER_FWD_Q_BUFFERS=None)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None)
 
 
 def variant_list(H):

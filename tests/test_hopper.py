@@ -47,8 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=False, Q_BUFS=1, DRAWER=False, DRAW_STAGES=1,
-                      DRAWER_REGS=launch._HOPPER_DRAWER_REGS[2])
+                      KV_SPLIT=False, Q_BUFS=1)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -619,56 +618,6 @@ def test_quad_8bit_draws_halve_the_philox_work():
     assert 4 * 7 * 2 - 8 <= f8["STEP_IMAD_WIDE"] <= f16["STEP_IMAD_WIDE"] * 0.6, (f16, f8)
     assert f8["STEP_LOOP"] < f16["STEP_LOOP"], (f16, f8)
 
-
-
-# the forward as launch.py runs it by default ("run30": persistent, run-time tiles, two Q buffers)
-_RUN30_FWD = dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, OUT_TMA=True, OVERLAP_PV=True, RESCALE=8.0)
-
-
-def test_dropout_drawer_takes_the_draws_off_the_consumers():
-    """With the drawer warpgroup (``launch.HOPPER_DROPOUT_DRAWER``) the forward's consumers make
-    no Philox products: their step loops read the drawn words from shared memory (8-byte
-    loads), keep the compare and select, and spill nothing at the registers launch.py gives
-    them, while the kernel still makes the products (in the drawer) and fits the 227 KiB of
-    shared memory. sm_90 SASS, bf16, 16-bit quad draws, 7 rounds, both head dims; when
-    written: d=128 step loop 917 instructions (16 LDS) against 1177 (98 IMAD.WIDE) drawing in
-    the consumers."""
-    regs = dict(zip(("CONSUMER_REGS", "PRODUCER_REGS", "DRAWER_REGS"), launch._HOPPER_DRAWER_REGS))
-    for d, stages, kv_split, draw_stages in ((128, 2, True, 1), (64, 4, False, 2)):
-        flags = dict(_RUN30_FWD, HAS_DROPOUT=316207, NUM_STAGES=stages, KV_SPLIT=kv_split)
-        own = _sass_counts("fwd", d, "bf16", flags)
-        drawn = _sass_counts("fwd", d, "bf16", dict(flags, DRAWER=True, DRAW_STAGES=draw_stages,
-                                                    **regs))
-        assert min(own["STEP_LOOP"], drawn["STEP_LOOP"]) > 0, "no step loop found"
-        assert own["STEP_IMAD_WIDE"] >= 8 * 7 * 2 - 16, own        # 8 calls a thread a step
-        assert drawn["STEP_IMAD_WIDE"] == 0 and drawn["IMAD.HI"] >= 2 * 7 * 2, drawn
-        assert drawn["STEP_LDS"] >= 16 and drawn["STEP_SHFL"] < own["STEP_SHFL"], (own, drawn)
-        # each consumer's step loop spills nothing (the other innermost loops with products
-        # and exponentials, once a tile, made 5 and 5 local accesses at d=128 either way, 2
-        # and 2 at d=64 with the drawer's registers, 0 without)
-        loops = sorted(drawn["STEP_LOOPS_LOCAL"])
-        assert len(loops) == len(own["STEP_LOOPS_LOCAL"]) >= 2 and loops[:2] == [0, 0], (own, drawn)
-        assert drawn["STEP_LOOP"] <= own["STEP_LOOP"] - 200, (own, drawn)
-        assert drawn["SHARED"] <= 227 * 1024 and drawn["SHARED"] >= own["SHARED"] + 32 * 1024 * draw_stages - 1024, drawn
-
-
-def test_dropout_drawer_setting(monkeypatch):
-    """Where the drawer runs: only when switched on, with 16-bit draws in the quad mapping (the
-    portable code ``16 * 1000 + 2 * 100 + rounds``) and two consumers; two ring stages where
-    they fit beside the forward's buffers, else one, else none; a bad switch is refused naming
-    it."""
-    need128 = (2 * 2 * 128 + 2 * 2 * 64) * 128 * 2 + 1024      # d=128, run30's buffers
-    monkeypatch.setattr(launch, "HOPPER_DROPOUT_DRAWER", None)
-    assert launch._drawer_stages(16207, 2, 128, need128) == 0
-    monkeypatch.setattr(launch, "HOPPER_DROPOUT_DRAWER", True)
-    assert launch._drawer_stages(16207, 2, 128, need128) == 1
-    assert launch._drawer_stages(16207, 2, 64, 164864) == 2
-    assert launch._drawer_stages(16207, 2, 128, 210 * 1024) == 0
-    for code, consumers in ((8207, 2), (16107, 2), (16210, 3), (0, 2)):
-        assert launch._drawer_stages(code, consumers, 64, 1024) == 0, (code, consumers)
-    monkeypatch.setattr(launch, "HOPPER_DROPOUT_DRAWER", 1)
-    with pytest.raises(ValueError, match="HOPPER_DROPOUT_DRAWER must be None, True or False"):
-        launch._drawer_stages(16207, 2, 128, need128)
 
 def test_dropout_form_setting(monkeypatch):
     """``launch.HOPPER_DROPOUT_FORM`` reaches only the Hopper kernels' HAS_DROPOUT code (the
@@ -1496,47 +1445,6 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
                 else:
                     assert torch.equal(a, b), (form, d, name)
 
-
-
-@gpu
-@pytest.mark.parametrize("persistent", [None, False, 3], ids=["run30", "one-cta-a-tile", "3-ctas"])
-def test_hopper_dropout_drawer_is_bit_identical(persistent, hopper_only, monkeypatch):
-    """The drawer warpgroup (``launch.HOPPER_DROPOUT_DRAWER``) draws the bits the consumers
-    draw: the forward's output and LSE equal, bit for bit, those without it, and so do the
-    gradients (the backward draws its own), on a causal GQA layout with kv_len > seq_len, a
-    dense one, packed documents of uneven lengths (one of a single token) and a strided layout
-    whose rows are in part empty before their diagonal, at d=128 and d=64; with the default
-    pipeline's run-time tiles, one CTA a tile, and 3 persistent CTAs (the ring carried across
-    many tiles)."""
-    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    cu = torch.tensor([0, 1, 301, 500, 900], dtype=torch.int32, device="cuda")
-    for d in (128, 64):
-        q = torch.randn(2, 4, 900, d, device="cuda", dtype=torch.bfloat16, generator=g)
-        k, v = (torch.randn(2, 2, 1100, d, device="cuda", dtype=torch.bfloat16, generator=g)
-                for _ in range(2))
-        cases = [(sf.local(2) | sf.global_blocks(1), (q, k, v), dict(causal=True)),
-                 (sf.dense(), (q, k, v), dict()),
-                 (sf.local(1) | sf.global_blocks(1), (q[:1], k[:1, :, :900], v[:1, :, :900]),
-                  dict(causal=True, cu_seqlens=cu)),
-                 (sf.strided(4), (q, k, v), dict(causal=True))]
-        for pattern, tensors, kw in cases:
-            do = torch.randn_like(tensors[0])
-            results = []
-            for drawer in (None, True):
-                monkeypatch.setattr(launch, "HOPPER_DROPOUT_DRAWER", drawer)
-                qg, kg, vg = (t.detach().requires_grad_(True) for t in tensors)
-                torch.manual_seed(7)
-                out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, dropout_p=0.2,
-                                               return_lse=True, **kw)
-                results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
-            ref, got = results
-            assert torch.isfinite(ref[0]).all() and (ref[0] != 0).any(), (d, pattern)
-            for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
-                if name == "dq":
-                    assert (a.float() - b.float()).abs().max() <= 1e-2 * b.float().abs().max(), (d, pattern)
-                else:
-                    assert torch.equal(a, b), (d, pattern, name)
 
 @gpu
 @pytest.mark.parametrize("dropout_p,softcap", [(0.0, 0.0), (0.2, 0.0), (0.0, 2.0), (0.0, 30.0)],

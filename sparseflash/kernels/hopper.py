@@ -398,6 +398,18 @@ def _quad_words_of(h00, h01, h10, h11, layout: gl.constexpr, ROWS: gl.constexpr,
 
 
 @gluon.jit
+def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+                COLS: gl.constexpr, VARIANT: gl.constexpr):
+    """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
+    forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
+    first query, whose position is a multiple of 16; ``u0 % 16 == 0``): :func:`_quad_calls`,
+    then :func:`_quad_words_of`."""
+    gl.static_assert(ROWS == 64)
+    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
+    return _quad_words_of(h00, h01, h10, h11, layout, ROWS, COLS, VARIANT)
+
+
+@gluon.jit
 def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
                   QUERIES: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's draws ``[KEYS, QUERIES]`` (topped) in the dK/dV kernel's transposed
@@ -438,12 +450,11 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
     repack: about twice the instructions in the sm_90 SASS). The "quad" mapping's draws
     (:func:`_quad_words`) always take the explicit compare and select."""
     QUAD: gl.constexpr = (VARIANT // 100) % 10 == 2
-    if QUAD:
-        gl.static_assert(ROWS == 64)
-        h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
-        return _dropped_by(e, h00, h01, h10, h11, threshold, layout, ROWS, COLS, VARIANT)
-    elif (VARIANT // 200000) % 2 == 1:
-        words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+    if QUAD or (VARIANT // 200000) % 2 == 1:
+        if QUAD:
+            words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
+        else:
+            words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
         cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
         return gl.inline_asm_elementwise(
             "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
@@ -452,181 +463,6 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
         return gl.where(_dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout, ROWS,
                                       COLS, VARIANT), e, 0.0)
 
-
-
-@gluon.jit
-def _dropped_by(e, h00, h01, h10, h11, threshold, layout: gl.constexpr, ROWS: gl.constexpr,
-                COLS: gl.constexpr, VARIANT: gl.constexpr):
-    """``e`` with the dropped entries zeroed, given the quad mapping's traded words
-    (:func:`_quad_calls`, wherever they were drawn): one compare and one select an entry."""
-    words = _quad_words_of(h00, h01, h10, h11, layout, ROWS, COLS, VARIANT)
-    cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
-    return gl.inline_asm_elementwise(
-        "{.reg .pred p; setp.hs.u32 p, $2, $3; selp.f32 $0, $1, 0f00000000, p;}",
-        "=f,f,r,r", [e, words, cut], dtype=gl.float32, is_pure=True, pack=1)
-
-
-# ------------------------------------------------------------------ the drawer warpgroup
-# With DRAWER (launch.py HOPPER_DROPOUT_DRAWER) the forward's dropout draws are made by a
-# warpgroup of their own: it walks the consumers' steps and, for each consumer's 64 x 128 step,
-# writes the quad mapping's traded Philox words (:func:`_quad_calls`, 2 bytes a score) into a
-# ring in shared memory; the consumer reads them (16 8-byte loads a thread) where it drew them
-# before, and keeps only the compare and select. A slot holds a step's words as
-# [chunks of 32 keys, 4 words, 4 warps, 8 call rows, 4 call columns, 2 registers] (row-major,
-# :func:`_drawn_slot`): a thread's two words of a chunk side by side, its lanes' pairs too, and
-# a chunk's four words one store (separate stores each took a partition barrier).
-_DRAW_COLS = gl.constexpr(32)        # keys a drawer thread draws at once (two Philox calls)
-
-
-@gluon.constexpr_function
-def _flat_layout():
-    return gl.SwizzledSharedLayout(1, 1, 1, [0])
-
-
-@gluon.constexpr_function
-def _row_major(rank):
-    return gl.SwizzledSharedLayout(1, 1, 1, list(range(rank - 1, -1, -1)))
-
-
-@gluon.jit
-def _drawn_slot(words_smem, slot, COLS: gl.constexpr, BY_CHUNK: gl.constexpr):
-    """Slot ``slot`` of the ring (``[slots, COLS * 32]`` uint32, flat) as
-    ``[chunks, 4, 4, 8, 4, 2]`` (chunk, word, warp, call row, call column, register), row-major:
-    loaded whole, or (``BY_CHUNK``) in a layout of the chunk's rank, to be indexed by chunk."""
-    CHUNKS: gl.constexpr = COLS // _DRAW_COLS
-    return words_smem.index(slot)._reinterpret(gl.uint32, [CHUNKS, 4, 4, 8, 4, 2],
-                                               _row_major(5 if BY_CHUNK else 6))
-
-
-@gluon.constexpr_function
-def _drawn_regs(chunks):
-    """The consumer's register layout of a slot ``[chunks, 4, 4, 8, 4, 2]``: the pair, the
-    words and the chunks in registers (in that order), lanes and warps as :func:`_quad_layout`."""
-    reg = [[0, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0], [0, 2, 0, 0, 0, 0]]
-    reg += [[1 << i, 0, 0, 0, 0, 0] for i in range(chunks.bit_length() - 1)]
-    lane = [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 2, 0], [0, 0, 0, 1, 0, 0], [0, 0, 0, 2, 0, 0],
-            [0, 0, 0, 4, 0, 0]]
-    return gl.DistributedLinearLayout(reg, lane, [[0, 0, 1, 0, 0, 0], [0, 0, 2, 0, 0, 0]], [],
-                                      [chunks, 4, 4, 8, 4, 2])
-
-
-@gluon.jit
-def _drawn_words(words_smem, w_ready, w_empty, i, WG: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-                 COLS: gl.constexpr):
-    """A consumer's traded words of its ring step ``i`` from the drawer, as :func:`_quad_calls`
-    returns them (four ``[32, COLS // 4]`` tensors in :func:`_quad_layout`, a relabeling of the
-    loaded registers); the slot released once read."""
-    RS: gl.constexpr = words_smem.shape[0] // NUM_CONSUMERS
-    CHUNKS: gl.constexpr = COLS // _DRAW_COLS
-    slot = (i % RS) * NUM_CONSUMERS + WG
-    mbarrier.wait(w_ready.index(slot), (i // RS) & 1)
-    x = _drawn_slot(words_smem, slot, COLS, False).load(_drawn_regs(CHUNKS))
-    mbarrier.arrive(w_empty.index(slot))
-    # [chunk, b, a, w, r, c, m] (word 2b + a) -> [w, r, chunk, m, c, a, b]: call row 8w + r,
-    # call column 8 chunk + 4m + c
-    x = gl.permute(gl.reshape(x, [CHUNKS, 2, 2, 4, 8, 4, 2]), (3, 4, 0, 6, 5, 2, 1))
-    x0, x1 = gl.split(gl.reshape(x, [32, COLS // 4, 2, 2]))
-    h00, h01 = gl.split(x0)
-    h10, h11 = gl.split(x1)
-    out: gl.constexpr = _quad_layout(32, COLS // 4)
-    return (gl.convert_layout(h00, out, assert_trivial=True),
-            gl.convert_layout(h01, out, assert_trivial=True),
-            gl.convert_layout(h10, out, assert_trivial=True),
-            gl.convert_layout(h11, out, assert_trivial=True))
-
-
-@gluon.jit
-def _draw_store(buf, c: gl.constexpr, h00, h01, h10, h11):
-    """One chunk's four words (each ``[32, 8]`` in :func:`_quad_layout`) into slot ``buf``."""
-    x = gl.join(gl.join(h00, h01), gl.join(h10, h11))              # [32, 8, a, b]
-    # [w, r, m, c, a, b] -> [b, a, w, r, c, m]: word 2b + a
-    x = gl.permute(gl.reshape(x, [4, 8, 2, 4, 2, 2]), (5, 4, 0, 1, 3, 2))
-    buf.index(c).store(gl.reshape(x, [4, 4, 8, 4, 2]))
-
-
-@gluon.jit
-def _draw_tile(words_smem, w_ready, w_empty, fwd_ptr, fwd_idx, seqs, schedule, seed, rng_offset,
-               num_m_tiles, num_heads, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step,
-               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-               PER_SEQ: gl.constexpr, PACKED: gl.constexpr, REVERSE_M: gl.constexpr,
-               WALK: gl.constexpr, SCHEDULED: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-               HAS_DROPOUT: gl.constexpr):
-    """The drawn words of one query tile's steps, each consumer's in turn (the steps
-    ``_consume_tile`` walks with two consumers, whose rows are the tile's), from ring position
-    ``step``. Returns the number of steps."""
-    gl.static_assert(NUM_CONSUMERS == 2)
-    SUB: gl.constexpr = BLOCK // BLOCK_N
-    ROWS: gl.constexpr = BLOCK_M // NUM_CONSUMERS
-    RS: gl.constexpr = words_smem.shape[0] // NUM_CONSUMERS
-    CHUNKS: gl.constexpr = BLOCK_N // _DRAW_COLS
-    pid_m, off_h, ts, off_b = _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M,
-                                          SCHEDULED, PER_SEQ, PACKED)
-    q_start, q_lo, q_hi, k_start, k_lo, k_hi, start_m, row, tile_ok = _geometry(
-        seqs, ts, pid_m, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, off_h, BLOCK, BLOCK_M,
-        PER_SEQ)
-    lo = gl.load(fwd_ptr + row)
-    hi = gl.where(tile_ok, gl.load(fwd_ptr + row + 1), lo)
-    trips = (hi - lo) * SUB
-    j0 = k_lo // BLOCK
-    row0 = start_m + (q_start - q_lo)                     # the tile's first tensor row
-    bh = off_b * num_heads + off_h
-    for t in range(trips):
-        u0 = _key_start(fwd_idx, lo, _walk(t, trips, WALK), j0, BLOCK, BLOCK_N)
-        i = step + t
-        for wg in gl.static_range(NUM_CONSUMERS):
-            slot = (i % RS) * NUM_CONSUMERS + wg
-            mbarrier.wait(w_empty.index(slot), ((i // RS) & 1) ^ 1)   # fresh: passes
-            buf = _drawn_slot(words_smem, slot, BLOCK_N, True)
-            for c in gl.static_range(CHUNKS):
-                h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0 + wg * ROWS,
-                                                 u0 + c * _DRAW_COLS, _DRAW_COLS, HAS_DROPOUT)
-                _draw_store(buf, c, h00, h01, h10, h11)
-            mbarrier.arrive(w_ready.index(slot))
-    return trips
-
-
-@gluon.jit
-def _drawer(words_smem, w_ready, w_empty, q_bar, tile_slots, fwd_ptr, fwd_idx, seqs, schedule,
-            seed, rng_offset, num_m_tiles, num_programs, num_heads, q_len, k_len, q_pos, k_pos,
-            nq, table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
-            BLOCK_N: gl.constexpr, PER_SEQ: gl.constexpr, PACKED: gl.constexpr,
-            REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr,
-            PERSISTENT: gl.constexpr, NUM_CONSUMERS: gl.constexpr, DYNAMIC: gl.constexpr,
-            HAS_DROPOUT: gl.constexpr):
-    """The drawer warpgroup (DRAWER): the programs of the consumers, in their order
-    (``_consumer``), each tile's draws by :func:`_draw_tile`."""
-    if PERSISTENT and DYNAMIC:
-        # the program the producer publishes beside each Q (read once its Q has landed, as the
-        # consumers do; it is not overwritten before both consumers, which need these draws,
-        # have released that Q)
-        step = 0
-        tile_i = 0
-        Q_BUFS: gl.constexpr = q_bar.shape[0]
-        mbarrier.wait(q_bar.index(0), 0)
-        v = _read_tile(tile_slots, 0, 4, DYNAMIC)
-        while v >= 0:
-            step += _draw_tile(words_smem, w_ready, w_empty, fwd_ptr, fwd_idx, seqs, schedule,
-                               seed, rng_offset, num_m_tiles, num_heads, q_len, k_len, q_pos,
-                               k_pos, nq, table_heads_gt1, v, step, BLOCK, BLOCK_M, BLOCK_N,
-                               PER_SEQ, PACKED, REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS,
-                               HAS_DROPOUT)
-            tile_i += 1
-            qb = tile_i % Q_BUFS
-            mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
-            v = _read_tile(tile_slots, qb, 4, DYNAMIC)
-    elif PERSISTENT:
-        step = 0
-        for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
-            step += _draw_tile(words_smem, w_ready, w_empty, fwd_ptr, fwd_idx, seqs, schedule,
-                               seed, rng_offset, num_m_tiles, num_heads, q_len, k_len, q_pos,
-                               k_pos, nq, table_heads_gt1, v, step, BLOCK, BLOCK_M, BLOCK_N,
-                               PER_SEQ, PACKED, REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS,
-                               HAS_DROPOUT)
-    else:
-        _draw_tile(words_smem, w_ready, w_empty, fwd_ptr, fwd_idx, seqs, schedule, seed,
-                   rng_offset, num_m_tiles, num_heads, q_len, k_len, q_pos, k_pos, nq,
-                   table_heads_gt1, _own_program(), 0, BLOCK, BLOCK_M, BLOCK_N, PER_SEQ, PACKED,
-                   REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, HAS_DROPOUT)
 
 # ------------------------------------------------------------------ conditional rescale
 # With RESCALE > 0 (launch.py HOPPER_FWD_RESCALE) a row's running max moves only when a tile's
@@ -1022,8 +858,7 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-              w_ready, w_empty, tile_slots,
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots,
               Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
               rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -1035,8 +870,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr,
-              DRAWER: gl.constexpr):
+              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -1046,7 +880,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         v = _read_tile(tile_slots, 0, NUM_WARPS, DYNAMIC)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, words_smem, w_ready, w_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -1055,7 +889,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True, OUT_TMA, DRAWER)
+                                  WG, True, OUT_TMA)
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
@@ -1066,7 +900,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, words_smem, w_ready, w_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -1075,11 +909,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False, OUT_TMA, DRAWER)
+                                  WG, False, OUT_TMA)
             tile_i += 1
     else:
-        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                      words_smem, w_ready, w_empty, Out,
+        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
                       o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -1087,7 +920,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, DRAWER)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA)
 
 
 # 2^f on [-0.5, 0.5], degree 3, minimax in relative error (7.5e-5; 1.1e-4 evaluated in fp32)
@@ -1147,7 +980,7 @@ def _exp2_odd_on_fma(x, ROWS: gl.constexpr, COLS: gl.constexpr):
 
 @gluon.jit
 def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
-                  words_smem, w_ready, w_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
+                  Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                   rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                   num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                   window_left, window_right, qk_scale, softcap2, stride_alibi_b, drop_threshold,
@@ -1159,7 +992,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  OUT_TMA: gl.constexpr, DRAWER: gl.constexpr):
+                  OUT_TMA: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -1266,15 +1099,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
-            if DRAWER:
-                h00, h01, h10, h11 = _drawn_words(words_smem, w_ready, w_empty, step, WG,
-                                                  NUM_CONSUMERS, BLOCK_N)
-                e = _dropped_by(e, h00, h01, h10, h11, drop_threshold, s_layout, ROWS, BLOCK_N,
-                                HAS_DROPOUT)
-            else:
-                e = _dropped(e, seed, rng_offset, bh, row0,
-                             _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
-                             s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+            e = _dropped(e, seed, rng_offset, bh, row0,
+                         _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
+                         s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
             w = _walk(t, trips, WALK)
@@ -1332,15 +1159,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 else:
                     acc = acc * alpha_o[:, None]
             if HAS_DROPOUT:
-                if DRAWER:
-                    h00, h01, h10, h11 = _drawn_words(words_smem, w_ready, w_empty, step + t, WG,
-                                                      NUM_CONSUMERS, BLOCK_N)
-                    e = _dropped_by(e, h00, h01, h10, h11, drop_threshold, s_layout, ROWS,
-                                    BLOCK_N, HAS_DROPOUT)
-                else:
-                    e = _dropped(e, seed, rng_offset, bh, row0,
-                                 _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
-                                 s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
+                e = _dropped(e, seed, rng_offset, bh, row0,
+                             _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
+                             s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (step + trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
@@ -1430,9 +1251,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
-                       KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                       DRAWER: gl.constexpr = False, DRAW_STAGES: gl.constexpr = 1,
-                       DRAWER_REGS: gl.constexpr = 40):
+                       KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1476,83 +1295,30 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
         mbarrier.init(v_ready.index(i), count=1)
     for i in gl.static_range(KV_EMPTY):
         mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)   # every consumer releases a slot
-    if DRAWER:
-        # the drawer warpgroup's ring of dropout words (_drawn_layout), a slot per consumer and
-        # stage, each with a ready and an empty barrier
-        gl.static_assert((NUM_CONSUMERS == 2) and (HAS_DROPOUT // 100) % 10 == 2
-                         and (HAS_DROPOUT // 1000) % 100 == 16)
-        DRAW_SLOTS: gl.constexpr = NUM_CONSUMERS * DRAW_STAGES
-        words_smem = gl.allocate_shared_memory(gl.uint32, [DRAW_SLOTS, BLOCK_N * 32],
-                                               _flat_layout())
-        w_ready = gl.allocate_shared_memory(gl.int64, [DRAW_SLOTS, 1], mbarrier.MBarrierLayout())
-        w_empty = gl.allocate_shared_memory(gl.int64, [DRAW_SLOTS, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(DRAW_SLOTS):
-            mbarrier.init(w_ready.index(i), count=1)
-            mbarrier.init(w_empty.index(i), count=1)
-    else:
-        words_smem = q_smem          # (unused)
-        w_ready = q_bar
-        w_empty = q_bar
 
     # the consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the others' matrix products
     # (Gluon takes each partition's arguments as a literal tuple: written out per partition)
-    if DRAWER:
+    if NUM_CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, DRAWER)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, DRAWER)),
-            (_producer, (
-                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
-                num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
-                table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
-                REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC)),
-            (_drawer, (
-                words_smem, w_ready, w_empty, q_bar, tile_slots, fwd_ptr, fwd_idx, seqs, schedule,
-                seed, rng_offset, num_m_tiles, num_programs, num_heads, q_len, k_len, q_pos, k_pos,
-                nq, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, PER_SEQ, PACKED, REVERSE_M, WALK,
-                SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC, HAS_DROPOUT))],
-            [4, 1, 4], [CONSUMER_REGS, PRODUCER_REGS, DRAWER_REGS])
-    elif NUM_CONSUMERS == 2:
-        gl.warp_specialize([
-            (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
-                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
-                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
-                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, DRAWER)),
-            (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
-                o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
-                num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
-                lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
-                qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
-                BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
-                PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, DRAWER)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1563,35 +1329,32 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     else:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, DRAWER)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, DRAWER)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, words_smem,
-                w_ready, w_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, DRAWER)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

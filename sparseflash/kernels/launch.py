@@ -833,11 +833,6 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
-# ... and (worker consumer, producer, drawer) with the dropout drawer (HOPPER_DROPOUT_DRAWER):
-# the default consumer keeps 512 - 200 - 24 - 64 = 224 (four warpgroups of 128 threads fill the
-# 65536). sm_90 SASS at d=128: neither consumer's step loop spills at 200 or 224; the drawer
-# makes 12 local-memory accesses at 64 registers (55 at 40, 26 at 56).
-_HOPPER_DRAWER_REGS = (200, 24, 64)
 # The Hopper forward as a persistent kernel: one CTA per SM walks the query tiles in launch
 # order, its producer loading the next tile's Q (into a second Q buffer where there is one) and
 # K/V while the consumers finish the last one. None: in the "run29" pipeline where
@@ -987,35 +982,6 @@ def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dty
         return code + 10 + 100 * HOPPER_SOFTCAP_EXP2_FMA
     return code
 
-
-# The Hopper forward's dropout draws made by a warpgroup of their own (kernels/hopper.py
-# ``_drawer``): it walks the consumers' steps and writes the quad mapping's traded Philox words
-# into a ring in shared memory, from which each consumer reads them (16 8-byte loads a step)
-# instead of computing them (about 260 instructions fewer in a d=128 consumer's step loop, sm_90
-# SASS), at the price of 32 KB of shared memory and the registers of a fourth warpgroup (the
-# consumers keep 224 and 200, which their loops fit without spilling). It runs with 16-bit draws
-# in the quad mapping (the default) and two consumer warpgroups; elsewhere the consumers draw as
-# before.
-# None or False: off; True: on where it runs. SPARSEFLASH_HOPPER_DROPOUT_DRAWER=1 sets it.
-HOPPER_DROPOUT_DRAWER: Optional[bool] = (True if os.environ.get("SPARSEFLASH_HOPPER_DROPOUT_DRAWER")
-                                         == "1" else None)
-# a slot of the drawer's ring: one consumer's 64 x 128 step, 2 bytes a score
-_DRAW_SLOT_BYTES = 64 * _HOPPER_TILE * 2
-
-
-def _drawer_stages(dropout_code: int, consumers: int, d: int, fwd_need: int) -> int:
-    """The drawer's ring depth for the Hopper forward (0: no drawer): :data:`HOPPER_DROPOUT_DRAWER`
-    where dropout makes 16-bit draws in the quad mapping (``dropout_code``, the portable kernels'
-    HAS_DROPOUT) with two consumers; two stages where they fit in the 227 KiB beside the forward's other
-    buffers (``fwd_need`` bytes), else one."""
-    switch = _switch("HOPPER_DROPOUT_DRAWER")
-    if (not switch or dropout_code // 1000 != 16 or (dropout_code // 100) % 10 != 2
-            or consumers != 2):
-        return 0
-    for stages in (2, 1):
-        if fwd_need + stages * consumers * _DRAW_SLOT_BYTES <= 227 * 1024:
-            return stages
-    return 0
 
 # Consumer warpgroups of the Hopper forward: 2 (a 128-query tile, 64 rows each) or 3 (a
 # 192-query tile across two table blocks, as FlashAttention-3/4 run dense d=64). None: 3 at d=64
@@ -1263,21 +1229,15 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     # the run-time tiles' int32 counter, then (slots in global memory) each CTA's tile slots
     global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
-    stages = _fwd_stages(d, consumers, q_buffers)
-    draw_stages = _drawer_stages(mods["HAS_DROPOUT"], consumers, d,
-                                 (2 * stages * _HOPPER_TILE + q_buffers * consumers * 64) * d * 2
-                                 + 1024)
-    regs = (_HOPPER_DRAWER_REGS if draw_stages else
-            (*_HOPPER_FWD_REGS[consumers], _HOPPER_DRAWER_REGS[2]))
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         # q, k, v and the output (o_desc, head position 15) by base tensor
         descs={0: plan.descs[0], 1: plan.descs[1], 2: plan.descs[2], 15: _out_template},
         DYNAMIC=(2 if global_slot else 1) if plan.dynamic else 0,
         BLOCK=layout.block_size, BLOCK_M=tile_m, BLOCK_N=_HOPPER_TILE, HEAD_DIM=d,
-        NUM_STAGES=stages, REVERSE_M=causal,
-        SCHEDULED=plan.order is not None, CONSUMER_REGS=regs[0], PRODUCER_REGS=regs[1],
-        DRAWER=draw_stages > 0, DRAW_STAGES=max(draw_stages, 1), DRAWER_REGS=regs[2],
+        NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
+        SCHEDULED=plan.order is not None,
+        CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
@@ -1644,7 +1604,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_DROPOUT_DRAWER)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

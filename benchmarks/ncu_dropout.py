@@ -1,9 +1,10 @@
 """Two forwards of one dropout variant, for Nsight Compute to profile the Hopper forward's second
-launch: dense causal 16K, H=16, d=128 (``--d``), bf16, p = 0.1 as parity.py's variants run it.
-``--variant`` none (no dropout) or own (the consumers draw, the default; stop 54's drawer
-warpgroup, ``drawer``, needs ``run36-stop54/drawer-removed.patch``). E.g. ``ncu --kernel-name regex:hopper_fwd --launch-skip 1
---launch-count 1 --section SchedulerStats --metrics sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active
-python benchmarks/ncu_dropout.py --variant own`` (benchmarks/results/h200-hopper/run36-stop54)."""
+launch: dense causal 16K, H=16, d=128 (``--d``), bf16, p = 0.1, as parity.py's variants run it.
+``--variant``: none (no dropout) or own (the consumers draw: the default). Stop 54's drawer
+warpgroup (``--variant drawer``) needs ``run36-stop54/drawer-removed.patch``. E.g.
+``ncu --kernel-name regex:hopper_fwd --launch-skip 1 --launch-count 1 --section SchedulerStats
+--metrics sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active python
+benchmarks/ncu_dropout.py --variant own`` (benchmarks/results/h200-hopper/run36-stop54/gpu2.sh)."""
 import argparse
 import sys
 from pathlib import Path

@@ -5,7 +5,7 @@ d=64 (H=32) and d=128 (H=16), bf16, not causal. Run under ncu with a kernel filt
 (benchmarks/results/h200-hopper/run12-rowsum/ncu). ``--d 64`` profiles one head dim only;
 ``--causal`` takes the causal layout; ``--dropout P`` runs with attention dropout P (as
 parity.py's variants run it: dense causal 16K d=128 p=0.1 is ``--d 128 --causal --dropout 0.1``,
-benchmarks/results/h200-hopper/run36-stop54/gpu2.sh)."""
+benchmarks/results/h200-hopper/run36-stop54/gpu2.sh); ``--softcap C`` with softcap C."""
 import sys
 from pathlib import Path
 
@@ -17,11 +17,12 @@ import sparseflash as sf  # noqa: E402
 dims = [int(sys.argv[sys.argv.index("--d") + 1])] if "--d" in sys.argv else [64, 128]
 causal = "--causal" in sys.argv
 p = float(sys.argv[sys.argv.index("--dropout") + 1]) if "--dropout" in sys.argv else 0.0
+cap = float(sys.argv[sys.argv.index("--softcap") + 1]) if "--softcap" in sys.argv else 0.0
 for d in dims:
     N, H = 16384, 2048 // d
     layout = sf.compile(sf.dense(), N, block_size=128, num_heads=H, causal=causal)
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(1, H, N, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
-    sf.sparse_attention(q, k, v, layout, dropout_p=p)
+    sf.sparse_attention(q, k, v, layout, dropout_p=p, softcap=cap)
     torch.cuda.synchronize()
-    print(f"d={d} causal={causal} dropout={p} done", flush=True)
+    print(f"d={d} causal={causal} dropout={p} softcap={cap} done", flush=True)

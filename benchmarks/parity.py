@@ -292,6 +292,9 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", **more), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
+    # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
+    out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))
     # the dK/dV consumers reading a step's table entry before its first products are issued
     # (launch.HOPPER_BWD_ROWS_LATE=False, the order before run24)
     early = dict(HOPPER_BWD_ROWS_LATE=False)

@@ -204,6 +204,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_LOOP": len(step or []), "STEP_I2F": step_text.count("I2F"),
                                  "STEP_IMAD_HI": step_text.count("IMAD.HI.U32"),
                                  "STEP_IMAD_WIDE": step_text.count("IMAD.WIDE.U32"),
+                                 # a step's Philox products issued before its first wait for a product
+                                 "STEP_IMAD_WIDE_BEFORE_WAIT": step_text.split("WARPGROUP.DEPBAR")[0].count(
+                                     "IMAD.WIDE.U32"),
                                  "STEP_SEL": len(re.findall(r"\sSEL\s", step_text)),
                                  "STEP_VOTE": step_text.count("VOTE.ANY"),
                                  "STEP_MOV": len(re.findall(r"\sMOV\s", step_text)),
@@ -568,6 +571,27 @@ def test_dropout_forms_compile_to_fewer_instructions(which, code):
         assert form3["STEP_LOOP"] < form0["STEP_LOOP"], (form0, form3)
 
 
+def test_dkdv_early_draws_run_before_the_wait_for_the_scores():
+    """``HOPPER_DROPOUT_FORM`` bit 2: the dK/dV kernel's Philox rounds (16-bit quad draws) are
+    issued after a step's first products and before its wait for S^T, where form 3 issues none
+    of them (ptxas moves them past the wait unless a branch holds them there). sm_90 SASS, d=128,
+    bf16, causal, fused dQ, a consumer's step loop; when written: 44 of 45 IMAD.WIDE before the
+    wait against 0 of 44; 994 instructions against 943, 5 spill stores in the loop against 0, local
+    accesses a step loop 81/21/25 against 62/5/9."""
+    fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True)
+    late = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=316207))
+    early = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=716207))
+    assert late["STEP_LOOP"] > 0 and early["STEP_LOOP"] > 0, "no step loop found"
+    assert late["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 2, late
+    # 4 calls a thread, 2 products a round, 7 rounds (products of counters fixed along a key
+    # tile's steps are hoisted out of the loop): all but at most 2 of the loop's before the wait
+    assert early["STEP_IMAD_WIDE_BEFORE_WAIT"] >= max(40, early["STEP_IMAD_WIDE"] - 2), early
+    # the words held across the wait cost the loop a few spill stores (5 when written, none at form 3)
+    assert early["STEP_STL"] <= 8, early
+    # the 8-bit quad draws ignore bit 2
+    assert _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=708207))["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 2
+
+
 def test_quad_dropout_draws_stay_in_registers():
     """The "quad" mapping (sparseflash.philox) in the Gluon kernels: the fused dK/dV kernel draws
     each call in the thread that holds its 8 scores, so its step loop stores to shared memory
@@ -627,9 +651,11 @@ def test_dropout_form_setting(monkeypatch):
     assert launch._hopper_dropout(16110) == 316110 and launch._hopper_dropout(0) == 0
     monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 0)
     assert launch._hopper_dropout(8107) == 8107
-    for bad in (4, -1, "3", True):
+    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 7)
+    assert launch._hopper_dropout(16207) == 716207
+    for bad in (8, -1, "3", True):
         monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
-        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3"):
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-7"):
             launch._variants()
     q = torch.randn(1, 1, 64, 32, device=DEVICE)
     with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
@@ -1414,7 +1440,8 @@ def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, per
 @pytest.mark.parametrize("mapping,bits", [("mma", 16), ("mma", 8), ("quad", 16), ("quad", 8)])
 def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monkeypatch):
     """Every ``launch.HOPPER_DROPOUT_FORM`` draws the same mask: Philox by ``mul.wide.u32``
-    (bit 0) and the forward's explicit select (bit 1) give bit for bit form 0's output, LSE,
+    (bit 0), the forward's explicit select (bit 1) and the dK/dV kernel's draws made before its
+    wait for S^T (bit 2, 16-bit quad only) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
     with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64."""
     from sparseflash import philox
@@ -1428,7 +1455,7 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
                 for _ in range(2))
         do = torch.randn_like(q)
         results = []
-        for form in (0, 1, 2, 3):
+        for form in (0, 1, 2, 3, 7):
             monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
             torch.manual_seed(7)
@@ -1438,7 +1465,7 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
             results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
         ref = results[0]
         assert torch.isfinite(ref[0]).all() and (ref[0] != 0).any()
-        for form, got in enumerate(results[1:], 1):
+        for form, got in zip((1, 2, 3, 7), results[1:]):
             for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
                 if name == "dq":
                     assert (a.float() - b.float()).abs().max() <= 1e-2 * b.float().abs().max(), (form, d)

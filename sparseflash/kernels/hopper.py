@@ -421,11 +421,45 @@ def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl
     gl.static_assert(KEYS == 64)
     if BITS == 8:
         return _quad8_words_t(seed, rng_offset, bh, row0, u0, layout, KEYS, QUERIES, ROUNDS, WIDE)
+    r0, r1, r2, r3 = _quad_calls_t(seed, rng_offset, bh, row0, u0, QUERIES, ROUNDS, WIDE)
+    return _quad_words_t_of(r0, r1, r2, r3, layout, KEYS, QUERIES)
+
+
+@gluon.jit
+def _quad_calls_t(seed, rng_offset, bh, row0, u0, QUERIES: gl.constexpr, ROUNDS: gl.constexpr,
+                  WIDE: gl.constexpr):
+    """The 16-bit quad mapping's Philox words of a dK/dV step (:func:`_quad_words_t`): four
+    ``[32, 4M]`` uint32 tensors in :func:`_quad_layout`, call row ``8 w + k`` (keys ``16 w + k``
+    and ``+ 8``), call column ``4 m + c`` (queries ``16 m + 2 c`` and ``+ 1``, ``+ 8``, ``+ 9``)."""
     M: gl.constexpr = QUERIES // 16
     i, j = _quad_grid(M)                                           # 8 w + k, 4 m + c
     c0 = ((u0 // 16) * 8 + i)[:, None] + j[None, :] * 0
     c1 = row0 + (j >> 2)[None, :] * 16 + (j & 3)[None, :] * 2 + i[:, None] * 0
-    r0, r1, r2, r3 = _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+    return _philox_any(seed, c0, c1, c0 * 0 + bh, c0 * 0 + rng_offset, ROUNDS, WIDE)
+
+
+@gluon.jit
+def _early_calls_t(nonneg, seed, rng_offset, bh, row0, u0, QUERIES: gl.constexpr,
+                   VARIANT: gl.constexpr):
+    """:func:`_quad_calls_t` in a branch of its own, for the dK/dV kernel's early draws (FORM
+    bit 2): ``nonneg`` is never negative, but the compiler cannot know it. In the block of a
+    step's products and its wait, ptxas moved the Philox rounds past the wait (sm_90 SASS); a
+    block boundary keeps them where they are written. The other branch never runs (no rounds)."""
+    ROUNDS: gl.constexpr = VARIANT % 100
+    WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
+    if nonneg >= 0:
+        return _quad_calls_t(seed, rng_offset, bh, row0, u0, QUERIES, ROUNDS, WIDE)
+    else:
+        return _quad_calls_t(seed, rng_offset, bh, row0 * 0, u0 * 0, QUERIES, 0, True)
+
+
+@gluon.jit
+def _quad_words_t_of(r0, r1, r2, r3, layout: gl.constexpr, KEYS: gl.constexpr,
+                     QUERIES: gl.constexpr):
+    """:func:`_quad_calls_t`'s words as the topped draws ``[KEYS, QUERIES]`` in the dK/dV
+    kernel's transposed accumulator ``layout``: a shift a draw but a word's top one, then a
+    relabeling."""
+    M: gl.constexpr = QUERIES // 16
     x = _topped4(r0, r1, r2, r3, 16)                               # [32, 4M, z, x, y]
     # [w, k, m, c, z, x, y] -> [w, x, k, m, z, c, y]: key 16w + 8x + k, query 16m + 8z + 2c + y
     x = gl.permute(gl.reshape(x, (4, 8, M, 4, 2, 2, 2)), (0, 5, 1, 2, 4, 3, 6))
@@ -1537,6 +1571,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
     # without the statistics in shared memory the load of lse2 needs the rows first
     LATE: gl.constexpr = ROWS_LATE and STATS_TMA
+    # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
+    # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
+    # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
+    EARLY: gl.constexpr = ((HAS_DROPOUT // 400000) % 2 == 1) and ((HAS_DROPOUT // 100) % 10 == 2) \
+        and ((HAS_DROPOUT // 1000) % 100 == 16)
     dtype: gl.constexpr = q_smem.dtype
     # transposed scores [KEYS, MMA_M] (keys along rows, queries along columns)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -1634,6 +1673,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # stall samples at the top of the step), and the kernel spilled more
                     start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
                                                                query_layout, BLOCK, BLOCK_M, MMA_M)
+                if EARLY:
+                    w0, w1, w2, w3 = _early_calls_t(t + full_trips, seed, rng_offset, bh,
+                                                    start_m + q_row0, first, MMA_M, HAS_DROPOUT)
                 sT = warpgroup_mma_wait(1, deps=(sT, ))
                 # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
                 # sT * qk_scale, dcapT = 1.0)
@@ -1663,7 +1705,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # keeps its value with a minus sign (P >= 0): the mask needs no registers of
                     # its own until dP^T arrives. Its scale goes to dV at the end and to dP^T
                     # below.
-                    if (HAS_DROPOUT // 100) % 10 == 2:
+                    if EARLY:
+                        keepT = _quad_words_t_of(w0, w1, w2, w3, s_layout, KEYS, MMA_M) >= \
+                            _dropout_cut(drop_threshold, HAS_DROPOUT)
+                    elif (HAS_DROPOUT // 100) % 10 == 2:
                         keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
                                               KEYS, MMA_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
                                                                                       HAS_DROPOUT)

@@ -546,9 +546,11 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # ``_dropout_words``): bit 0 runs Philox's 32x32 products as one mul.wide.u32 each (IMAD.WIDE)
 # instead of tl.philox's umulhi and mul (IMAD.HI + IMAD); bit 1 zeroes the forward's dropped
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
-# gl.where that LLVM moves past the conversion to 16 bits. 0-3; SPARSEFLASH_HOPPER_DROPOUT_FORM.
-# (Stop 53's bit 2, the forward's draws made while a step's products run, was slower on an H200:
-# docs/hopper.md "Dropout's draws made early (stop 53, removed)".)
+# gl.where that LLVM moves past the conversion to 16 bits; bit 2 makes the dK/dV kernel's draws
+# (16-bit quad mapping; ignored otherwise) once a step's first products are issued, before its
+# wait for S^T, held as Philox's words (stop 55; docs/hopper.md "Dropout's draws made early").
+# 0-7; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
+# step's products run, was slower on an H200 and was removed: the same section.)
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
 
 
@@ -560,8 +562,8 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(4):
-        raise ValueError(f"HOPPER_DROPOUT_FORM must be 0, 1, 2 or 3, got {HOPPER_DROPOUT_FORM!r}")
+    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(8):
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-7, got {HOPPER_DROPOUT_FORM!r}")
     return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 
 

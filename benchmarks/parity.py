@@ -247,7 +247,8 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
-                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None)
+                SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
+                HOPPER_RELEASE_ALL=None)
 
 
 def variant_list(H):
@@ -292,6 +293,13 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", **more), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
+    # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
+    every = dict(HOPPER_RELEASE_ALL=True)
+    out.append(("none, release all", {}, every, None))
+    out.append(("dropout 16-bit quad, 7 rounds, release all", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **every), 1.15))
+    out.append(("softcap=30 folded, release all", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **every), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

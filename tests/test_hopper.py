@@ -39,7 +39,7 @@ which, d, dtype, flags = json.loads(sys.argv[1])
 gdt = gl.bfloat16 if dtype == "bf16" else gl.float16
 common = dict(BLOCK=128, BLOCK_N=128, HEAD_DIM=d, CAUSAL=False, HAS_WL=False, HAS_WR=False,
               HAS_KPM=False, PER_SEQ=False, PACKED=False, SCHEDULED=False, HAS_SOFTCAP=0,
-              HAS_ALIBI=0, HAS_DROPOUT=0)
+              HAS_ALIBI=0, HAS_DROPOUT=0, RELEASE=bool(launch.HOPPER_RELEASE_ALL))
 if which == "fwd":
     kernel = hopper._hopper_fwd_kernel
     constexprs = dict(common, BLOCK_M=128, NUM_STAGES=launch._HOPPER_STAGES[d], REVERSE_M=False,
@@ -213,6 +213,7 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                                  "STEP_BRANCHED_FMUL": branched,
                                  "STEP_STS": step_text.count(" STS"), "STEP_LDS": step_text.count(" LDS"),
                                  "STEP_SHFL": step_text.count("SHFL"), "STEP_STL": step_text.count("STL"),
+                                 "STEP_BAR": step_text.count("BAR.SYNC"),
                                  "STEP_EX2": step_text.count("MUFU.EX2"),
                                  "STEP_TANH": step_text.count("MUFU.TANH"),
                                  "STEP_LOOPS_LOCAL": step_loops_local,
@@ -590,6 +591,25 @@ def test_dkdv_early_draws_run_before_the_wait_for_the_scores():
     assert early["STEP_STL"] <= 8, early
     # the 8-bit quad draws ignore bit 2
     assert _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=708207))["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 2
+
+
+@pytest.mark.parametrize("which,flags,base,best", [
+    ("fwd", dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
+                 RESCALE=8.0, NUM_STAGES=2), 3, 1),
+    ("dkdv", dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True), 7, 5),
+], ids=["fwd-run30", "dkdv-fused-causal"])
+def test_release_by_every_thread_drops_the_warpgroup_barriers(which, flags, base, best):
+    """``launch.HOPPER_RELEASE_ALL`` (kernels/hopper.py ``_release``): with one thread's
+    ``mbarrier.arrive``, which Triton 3.6's shared-memory barrier analysis takes for a write of
+    all shared memory, a consumer's step loop syncs its warpgroup (``BAR.SYNC``) before each
+    release; with every thread's ``cp.async.mbarrier.arrive.noinc`` (and the forward's K and V
+    barriers in allocations of their own) those go. sm_90 SASS, d=128, bf16, the forward's
+    default pipeline and the fused dK/dV kernel (causal): 3 and 1, 7 and 5 when written."""
+    one = _sass_counts(which, 128, "bf16", dict(flags, RELEASE=False))
+    every = _sass_counts(which, 128, "bf16", dict(flags, RELEASE=True))
+    assert one["STEP_LOOP"] > 0 and every["STEP_LOOP"] > 0, "no step loop found"
+    assert one["STEP_BAR"] == base and every["STEP_BAR"] <= best, (one["STEP_BAR"], every["STEP_BAR"])
+    assert every["STL"] <= one["STL"], (one["STL"], every["STL"])
 
 
 def test_quad_dropout_draws_stay_in_registers():
@@ -1306,6 +1326,48 @@ def test_hopper_split_release_equals_joint(d, stages, consumers, persistent, cau
     (out, lse), (out_split, lse_split) = results
     assert torch.isfinite(out_split).all()
     assert torch.equal(out, out_split) and torch.equal(lse, lse_split)
+
+
+@gpu
+@pytest.mark.parametrize("d,consumers,persistent,dynamic,causal,dropout_p,softcap", [
+    (128, 2, False, False, True, 0.0, 0.0), (128, 2, True, True, False, 0.0, 0.0),
+    (128, 2, True, True, True, 0.2, 0.0), (128, 2, True, False, True, 0.0, 30.0),
+    (64, 2, True, True, True, 0.0, 0.0), (64, 3, True, True, True, 0.2, 0.0),
+    (64, 3, False, False, False, 0.0, 0.0)],
+    ids=["d128-causal", "d128-dynamic", "d128-dropout", "d128-softcap", "d64", "d64-three-dropout",
+         "d64-three-one-cta"])
+def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persistent, dynamic, causal,
+                                                         dropout_p, softcap, hopper_only, monkeypatch):
+    """``launch.HOPPER_RELEASE_ALL``: the consumers' every-thread releases of ring slots change
+    when the producer may refill a slot, not what any product computes, so the outputs, LSE,
+    dK and dV equal bit for bit those of one thread's releases (dQ within rounding: the fused dQ
+    adds with atomics): GQA with kv_len > seq_len, lengths not multiples of the tile, two and
+    three consumers, one CTA per tile and persistent CTAs with fixed and run-time tiles (5 CTAs:
+    many tiles each), dropout and softcap."""
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
+    results = []
+    for every in (None, True):
+        monkeypatch.setattr(launch, "HOPPER_RELEASE_ALL", every)
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        torch.manual_seed(5)
+        out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
+                                       dropout_p=dropout_p, softcap=softcap, return_lse=True)
+        results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
+    ref, got = results
+    assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
+    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
+        if name == "dq":
+            assert (a.float() - b.float()).abs().max() <= 1e-2 * b.float().abs().max(), name
+        else:
+            assert torch.equal(a, b), name
 
 
 @gpu

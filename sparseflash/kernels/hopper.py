@@ -656,7 +656,7 @@ def _read_tile(tile_slots, qb, NUM_WARPS: gl.constexpr, DYNAMIC: gl.constexpr):
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-              kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+              kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
               num_m_tiles, num_programs,
               num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
               BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -671,7 +671,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         v = gl.program_id(0)
         while v < num_programs:
             step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                                  k_ready, v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
+                                  k_ready, v_ready, kv_empty, v_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
@@ -697,7 +697,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty,
-                                  k_ready, v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
+                                  k_ready, v_ready, kv_empty, v_empty, tile_slots, fwd_ptr, fwd_idx, seqs,
                                   schedule, num_m_tiles, num_heads, group_size, q_len, k_len,
                                   q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i, BLOCK,
                                   BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
@@ -705,7 +705,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
             tile_i += 1
     else:
         _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                      v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
+                      v_ready, kv_empty, v_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles,
                       num_heads, group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
                       _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       PER_SEQ, PACKED, REVERSE_M, WALK, SCHEDULED, NUM_CONSUMERS, False)
@@ -713,7 +713,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_
 
 @gluon.jit
 def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready,
-                  v_ready, kv_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
+                  v_ready, kv_empty, v_empty, tile_slots, fwd_ptr, fwd_idx, seqs, schedule, num_m_tiles, num_heads,
                   group_size, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, v, step, tile_i,
                   BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, PER_SEQ: gl.constexpr,
@@ -723,7 +723,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
     tile's, ``q_empty``) and its K/V steps into the ring from position ``step``. Returns the
     number of K/V steps."""
     SUB: gl.constexpr = BLOCK // BLOCK_N
-    KV_SPLIT: gl.constexpr = kv_empty.shape[0] == 2 * NUM_STAGES
+    KV_SPLIT: gl.constexpr = v_empty.shape[0] == NUM_STAGES
     pid_m, off_h, ts, off_b = _program_at(v, schedule, num_m_tiles, num_heads, REVERSE_M,
                                           SCHEDULED, PER_SEQ, PACKED)
     off_kvh = off_h // group_size
@@ -763,7 +763,7 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
                                         k_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
         if KV_SPLIT:
             # V's slot has a release of its own (after the step's P V; K's after Q K^T)
-            mbarrier.wait(kv_empty.index(NUM_STAGES + s), phase)
+            mbarrier.wait(v_empty.index(s), phase)
         mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [off_b, off_kvh, start_n, 0], v_ready.index(s),
                                         v_smem.index(s).reshape([1, 1, BLOCK_N, HEAD_DIM]))
@@ -892,7 +892,23 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots,
+def _release(bar, RELEASE: gl.constexpr):
+    """A consumer warpgroup's release of a ring slot whose products have completed (each thread
+    waited for them). RELEASE: every thread arrives (``cp.async.mbarrier.arrive.noinc``: with no
+    copies of its own outstanding, at once), the barrier counting 128 arrivals a warpgroup, as
+    CUTLASS's consumer_release arrives. Else one thread arrives (``mbarrier.arrive``), which
+    Triton 3.6's shared-memory barrier analysis takes for a write of all shared memory: it puts
+    a ``bar.sync`` of the warpgroup before each such arrive (sm_90 SASS of the d=128 forward's
+    step loop: 3 ``BAR.SYNC`` with one thread's arrives, 1 with every thread's and K's and V's
+    barriers in allocations of their own; launch.HOPPER_RELEASE_ALL)."""
+    if RELEASE:
+        async_copy.mbarrier_arrive(bar, increment_count=False)
+    else:
+        mbarrier.arrive(bar)
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots,
               Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
               rng_offset, num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
               lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
@@ -904,7 +920,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr):
+              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -914,7 +930,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         v = _read_tile(tile_slots, 0, NUM_WARPS, DYNAMIC)
         while v >= 0:
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, v_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -923,7 +939,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True, OUT_TMA)
+                                  WG, True, OUT_TMA, RELEASE)
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
@@ -934,7 +950,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
         tile_i = 0
         for v in range(gl.program_id(0), num_programs, gl.num_programs(0)):
             step += _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                                  kv_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
+                                  kv_empty, v_empty, Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM,
                                   ALIBI, schedule, seed, rng_offset, num_m_tiles, stride_ob,
                                   stride_oh, stride_om, stride_kpm_b, num_heads, lse_len, q_len,
                                   k_len, q_pos, k_pos, nq, table_heads_gt1, window_left,
@@ -943,10 +959,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False, OUT_TMA)
+                                  WG, False, OUT_TMA, RELEASE)
             tile_i += 1
     else:
-        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, Out,
+        _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, Out,
                       o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                       rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                       num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -954,7 +970,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE)
 
 
 # 2^f on [-0.5, 0.5], degree 3, minimax in relative error (7.5e-5; 1.1e-4 evaluated in fp32)
@@ -1013,7 +1029,7 @@ def _exp2_odd_on_fma(x, ROWS: gl.constexpr, COLS: gl.constexpr):
 
 
 @gluon.jit
-def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty,
+def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty,
                   Out, o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed,
                   rng_offset, num_m_tiles, stride_ob, stride_oh, stride_om, stride_kpm_b,
                   num_heads, lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1,
@@ -1026,7 +1042,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  OUT_TMA: gl.constexpr):
+                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -1035,9 +1051,14 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     SUB: gl.constexpr = BLOCK // BLOCK_N
     ROWS: gl.constexpr = BLOCK_M // NUM_CONSUMERS          # this warpgroup's query rows: 64
     # KV_SPLIT (launch.HOPPER_FWD_KV_SPLIT): a slot's K is released once the step's Q K^T has
-    # completed, its V once P V has (kv_empty holds K's barriers, then V's); else both at once
-    KV_SPLIT: gl.constexpr = kv_empty.shape[0] == 2 * NUM_STAGES
-    V_EMPTY: gl.constexpr = NUM_STAGES * int(KV_SPLIT)
+    # completed, its V once P V has (kv_empty holds K's barriers, v_empty V's); else both at once
+    KV_SPLIT: gl.constexpr = v_empty.shape[0] == NUM_STAGES
+    # V's release barriers (KV_SPLIT: an allocation of their own, so that Triton's shared-memory
+    # barrier analysis sees no two arrives of a step on one allocation)
+    if KV_SPLIT:
+        ve = v_empty
+    else:
+        ve = kv_empty
     # the softcap's code (tiles.py), and FIXED: the folded softcap's scores are bounded, so the
     # softmax subtracts one fixed shift (tiles.py ``_softcap_shift``) instead of a running row
     # max (launch._hopper_softcap: bfloat16, no ALiBi, a cap whose scores span at most 180 in
@@ -1112,7 +1133,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
-            mbarrier.arrive(kv_empty.index(step % NUM_STAGES))
+            _release(kv_empty.index(step % NUM_STAGES), RELEASE)
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
             s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
@@ -1149,7 +1170,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
-                mbarrier.arrive(kv_empty.index(st))
+                _release(kv_empty.index(st), RELEASE)
             if HAS_SOFTCAP or HAS_ALIBI:
                 s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
                                        first, qk_scale, softcap2, alibi2, acol, col_layout,
@@ -1185,7 +1206,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 e = s
                 alpha = l_i
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(kv_empty.index(V_EMPTY + prev))
+            _release(ve.index(prev), RELEASE)
             if not FIXED:
                 alpha_o = gl.convert_layout(alpha, orow_layout)
                 if RESCALE > 0:
@@ -1201,7 +1222,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(kv_empty.index(V_EMPTY + last))
+        _release(ve.index(last), RELEASE)
     # every product that read this warpgroup's Q has completed: the producer may load the
     # next tile's while this one's output is written (OUT_TMA: the Q slot stages the output,
     # released once the copy engine has read it, below)
@@ -1213,10 +1234,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         slot = (step + t) % NUM_STAGES
         lap = ((step + t) // NUM_STAGES) & 1
         mbarrier.wait(k_ready.index(slot), lap)
-        mbarrier.arrive(kv_empty.index(slot))
+        _release(kv_empty.index(slot), RELEASE)
         if KV_SPLIT:
             mbarrier.wait(v_ready.index(slot), lap)
-            mbarrier.arrive(kv_empty.index(V_EMPTY + slot))
+            _release(ve.index(slot), RELEASE)
 
     # rows that saw no key: output 0, lse -inf
     empty = l_i == 0.0
@@ -1285,7 +1306,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        PERSISTENT: gl.constexpr = False, OVERLAP_PV: gl.constexpr = False,
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
-                       KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
+                       KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
+                       RELEASE: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1313,8 +1335,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     # a slot's release: one barrier, or K's then V's (KV_SPLIT, read off its shape below)
-    KV_EMPTY: gl.constexpr = NUM_STAGES * (1 + int(KV_SPLIT))
-    kv_empty = gl.allocate_shared_memory(gl.int64, [KV_EMPTY, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES if KV_SPLIT else 1, 1], mbarrier.MBarrierLayout())
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time), in
     # shared memory (1) or in the CTA's slots after the counter in global memory (2)
     if DYNAMIC == 2:
@@ -1327,8 +1349,12 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-    for i in gl.static_range(KV_EMPTY):
-        mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)   # every consumer releases a slot
+    # every consumer releases a slot (RELEASE: each of its threads)
+    RELEASES: gl.constexpr = NUM_CONSUMERS * (128 if RELEASE else 1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(kv_empty.index(i), count=RELEASES)
+        if KV_SPLIT:
+            mbarrier.init(v_empty.index(i), count=RELEASES)
 
     # the consumer warpgroups as separate partitions (64 query rows each): they synchronise
     # only through the K/V ring, so one's softmax overlaps the others' matrix products
@@ -1336,26 +1362,26 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     if NUM_CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+                kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
                 REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
@@ -1363,35 +1389,35 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     else:
         gl.warp_specialize([
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
-                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, tile_slots, Out,
+                q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
                 num_m_tiles, num_programs, stride_ob, stride_oh, stride_om, stride_kpm_b, num_heads,
                 lse_len, q_len, k_len, q_pos, k_pos, nq, table_heads_gt1, window_left, window_right,
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
-                kv_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
+                kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
                 num_m_tiles, num_programs, num_heads, group_size, q_len, k_len, q_pos, k_pos, nq,
                 table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, PER_SEQ, PACKED,
                 REVERSE_M, WALK, SCHEDULED, PERSISTENT, NUM_CONSUMERS, DYNAMIC))],
@@ -1561,7 +1587,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
                   ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr, KV_REGS: gl.constexpr,
-                  WG: gl.constexpr, OUT_TMA: gl.constexpr):
+                  WG: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
@@ -1771,7 +1797,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     dk, dq, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, dq, k_op, v_op))
                 else:
                     dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
-                mbarrier.arrive(empty.index(s))
+                _release(empty.index(s), RELEASE)
                 # the product (unscaled: sm_scale is applied where the accumulator is converted,
                 # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
                 # each, split in registers: a relabeling), which the writer warp adds to the
@@ -1793,7 +1819,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
                 else:
                     dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-                mbarrier.arrive(empty.index(s))
+                _release(empty.index(s), RELEASE)
             step += 1
 
     dk = dk * sm_scale
@@ -1884,7 +1910,8 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         SCHEDULED: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
                         FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr,
-                        KV_REGS: gl.constexpr, OUT_TMA: gl.constexpr = False):
+                        KV_REGS: gl.constexpr, OUT_TMA: gl.constexpr = False,
+                        RELEASE: gl.constexpr = False):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -1949,9 +1976,11 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_bar, count=1)
+    # both consumer warpgroups release a slot (RELEASE: each of their threads)
+    RELEASES: gl.constexpr = 2 * (128 if RELEASE else 1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)          # both consumer warpgroups release a slot
+        mbarrier.init(empty.index(i), count=RELEASES)
 
     # The two calls differ only by the writer partition: Gluon 3.6 takes the partitions' argument
     # tuples as literals (one built in a variable loses its constexprs, "cannot convert").
@@ -1966,7 +1995,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -1976,7 +2005,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -2000,7 +2029,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -2010,7 +2039,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

@@ -832,6 +832,13 @@ HOPPER_FWD_Q_BUFFERS: Optional[int] = None
 # pipeline (its 2-slot ring), else False (at d=64, 4 slots, split ran level: 0.98-1.01x,
 # run30 call 3).
 HOPPER_FWD_KV_SPLIT: Optional[bool] = None
+# How a consumer warpgroup arrives on a slot's "empty" barrier (kernels/hopper.py ``_release``):
+# True, every thread (``cp.async.mbarrier.arrive.noinc``, the barrier counting 128 a warpgroup),
+# as CUTLASS's consumer_release does; False, one thread (``mbarrier.arrive``), which Triton's
+# shared-memory barrier analysis takes for a write of all shared memory and fences with a
+# ``bar.sync`` of the warpgroup before it and before the next wait: two a step in the forward
+# (stop 55). None: False. The forward for now; SPARSEFLASH_HOPPER_RELEASE_ALL (0/1).
+HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_RELEASE_ALL") == "1" else None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
@@ -1245,7 +1252,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
-        **constexprs)
+        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), **constexprs)
     plan.hopper = True
     return plan, sources
 
@@ -1543,6 +1550,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
+                   RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
@@ -1606,7 +1614,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -1810,7 +1818,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_STEP_M,
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA)
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
+           HOPPER_RELEASE_ALL)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

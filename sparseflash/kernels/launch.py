@@ -448,11 +448,10 @@ def _templates(sources):
     return tuple(_rebased(desc, None) for desc in sources)
 
 
-def _fast_descriptors(templates, *tensors: torch.Tensor):
-    """The plan's tensor descriptors on this call's tensors (or the tensors themselves)."""
-    if templates is None:
-        return tensors
-    return tuple(_rebased(template, t) for t, template in zip(tensors, templates))
+def _by_base(templates, *positions: int):
+    """A ``_Launch``'s ``descs`` for a portable kernel's descriptor templates (None: the kernel
+    takes plain tensors there) at these head positions."""
+    return None if templates is None else dict(zip(positions, templates))
 
 
 def _descriptor_class():
@@ -646,7 +645,7 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
             geometry[0], H, H // Hkv, N, *geometry[1:], qk_scale, *mod_tail)
     plan.launch = _Launch(
         _fwd_kernel, _grid(plan.order, num_m_tiles, slots * H), 14, tail, cfg.num_warps,
-        cfg.num_stages, cached, BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        cfg.num_stages, cached, descs=_by_base(plan.descs, 1, 2), BLOCK=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
         USE_TMA=tma, SCHEDULED=plan.order is not None, fp_fusion=not natural, **constexprs,
         **mod_constexprs)
@@ -1622,27 +1621,22 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
             plan, _ = _hopper_fwd_plan(
                 q, k, v, layout, t.fwd_ptr, t.fwd_idx, kpm, scale=scale, schedule_cache=schedule_cache,
                 cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
-            q_src, k_src, v_src = q, k, v      # the launch puts them into its templates
         else:
-            plan, (k_src, v_src) = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale,
-                                             config=config, use_tma=use_tma,
-                                             schedule_cache=schedule_cache, cached=cacheable,
-                                             softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            plan, _ = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale, config=config,
+                                use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
+                                softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
-    elif plan.hopper:
-        q_src, k_src, v_src = q, k, v          # the launch puts them into its templates
-    else:
-        k_src, v_src = _fast_descriptors(plan.descs, k, v)
     order = t.fwd_ptr if plan.order is None else plan.order
     if plan.hopper:
         # DYNAMIC: the counter of programs handed out at run time, zero at each launch
         counter = _tile_counter(q.device, plan.counter_len) if plan.dynamic else t.fwd_ptr
-        plan.launch(q.device.index, q_src, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx,
+        plan.launch(q.device.index, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx,
                     t.fwd_nfull, t.seqs, _kpm_arg(kpm, t.fwd_ptr),
                     t.fwd_ptr if alibi is None else alibi, order, rng[0], rng[1], counter, out)
     else:
-        plan.launch(q.device.index, q, k_src, v_src, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
+        # (the launches put q, k, v into their descriptor templates)
+        plan.launch(q.device.index, q, k, v, out, lse, t.fwd_ptr, t.fwd_idx, t.fwd_nfull,
                     t.seqs, _kpm_arg(kpm, t.fwd_ptr), t.fwd_ptr if alibi is None else alibi,
                     order, rng[0], rng[1])
     return out, lse
@@ -1740,7 +1734,8 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
                        PRECISION=precision, USE_TMA=tma, fp_fusion=not natural, **constexprs)
         plan.dkdv_launch = lambda order: _Launch(
             _bwd_dkdv_kernel, _grid(order, num_n_tiles, slots * Hkv), 17, tail, cfg.num_warps,
-            cfg.num_stages, cached, SCHEDULED=order is not None, **options)
+            cfg.num_stages, cached, SCHEDULED=order is not None,
+            descs=_by_base(plan.qdo_descs, 0, 3), **options)
         plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
     num_m_tiles = _num_tiles(layout.seqs, 4, 1, cfg.block_m2)
     plan.order_dq = None if _no_order(layout) else _launch_order(
@@ -1751,7 +1746,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         _bwd_dq_kernel, _grid(plan.order_dq, num_m_tiles, slots * H), 19,
         (num_m_tiles, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *out.stride(),
          *dq_strides, geometry[0], H, H // Hkv, N, *geometry[1:], scale, qk_scale, *mod_tail),
-        cfg.num_warps, cfg.num_stages, cached,
+        cfg.num_warps, cfg.num_stages, cached, descs=_by_base(plan.kv_descs, 1, 2),
         BLOCK=block_size, BLOCK_M=cfg.block_m2, BLOCK_N=cfg.block_n2,
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
@@ -1823,7 +1818,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)
-        plan, (q_src, do_src, k_src, v_src) = _bwd_plan(
+        plan, _ = _bwd_plan(
             do, q, k, v, out, _stat_rows(B * H * N, pad, q.device), layout, t.fwd_ptr, t.bwd_ptr,
             kpm, scale=scale,
             has_dlse=has_dlse, config=config, use_tma=use_tma, schedule_cache=schedule_cache,
@@ -1831,9 +1826,6 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
             split=dkdv_first is not None)
         if cacheable:
             _store(schedule_cache, key, plan)
-    else:
-        q_src, do_src = _fast_descriptors(plan.qdo_descs, q, do)
-        k_src, v_src = _fast_descriptors(plan.kv_descs, k, v)
     dev = q.device.index
     kpm_arg = _kpm_arg(kpm, t.fwd_ptr)
     if sparse_seqs and not (plan.hopper and plan.fused_dq):
@@ -1846,7 +1838,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     # dQ first: it also writes delta and lse2, which the dK/dV kernel reads (with the fused dQ,
     # those alone)
     alibi_arg = t.fwd_ptr if alibi is None else alibi
-    plan.dq(dev, q, k_src, v_src, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
+    plan.dq(dev, q, k, v, do, out, lse, dlse, lse2, delta, dq, t.fwd_ptr, t.fwd_idx,
             t.fwd_nfull, t.seqs, kpm_arg, alibi_arg,
             t.fwd_ptr if plan.order_dq is None else plan.order_dq, rng[0], rng[1])
     launches = [(plan.dkdv, t.bwd_ptr if plan.order_dkdv is None else plan.order_dkdv)]
@@ -1868,7 +1860,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                    t.bwd_idx, t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1],
                    dk, dv)
         else:
-            launch(dev, q_src, k, v, do_src, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
+            launch(dev, q, k, v, do, lse2, delta, dk, dv, t.bwd_ptr, t.bwd_idx,
                    t.bwd_nfull, t.seqs, kpm_arg, alibi_arg, order, rng[0], rng[1])
     if plan.hopper and plan.fused_dq:
         plan.dq_convert(dev, dq_acc, dq)        # dq = scale * dq_acc past its padding rows

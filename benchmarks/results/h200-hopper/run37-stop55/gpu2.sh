@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop 55, call 2: ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL).
-# First its GPU bit-identity test and oracle tests with it on; then benchmarks/hopper.py's cases
+# First its GPU bit-identity test, the portable kernels' tests (run34's portable-direct-launch.patch,
+# now applied) and oracle tests with it on; then benchmarks/hopper.py's cases
 # (ours, cuDNN; FA4 where installed) with ours also timed with it on (ours-HOPPER_RELEASE_ALL=True,
 # same run, interleaved); then parity.py's variants with and without it (16K, H=16, d=128, causal,
 # bf16: none, dropout p=0.1, softcap 30). Everything lands in $OUT/run.tgz.
@@ -11,6 +12,9 @@ R=/tmp/run37c2 && rm -rf $R && mkdir -p $R $OUT
 trap 'tar czf $OUT/run.tgz -C $R .' EXIT
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $R/gpu.txt
 timeout ${TLIMIT:-150} python -m pytest -q -x tests/test_hopper.py -k "release_by_every_thread_is_bit_identical" 2>&1 | tail -4 | tee $R/tests_bit.txt
+# run34's portable-direct-launch.patch, applied in this tree: the portable kernels on the GPU
+SPARSEFLASH_HOPPER=0 SPARSEFLASH_HOPPER_BWD=0 timeout ${ALIMIT:-150} python -m pytest -q -x tests/test_attention.py \
+  2>&1 | tail -4 | tee $R/tests_portable.txt
 SPARSEFLASH_HOPPER_RELEASE_ALL=1 timeout ${OLIMIT:-150} python -m pytest -q tests/test_hopper.py \
   -k "hopper_forward_matches_the_oracle or three_consumer_forward_matches or dkdv_stores_match or backward_with_and_without_the_fused_dq or dropout_matches_the_oracle_with_its_mask" \
   2>&1 | tail -4 | tee $R/tests_oracle_release.txt

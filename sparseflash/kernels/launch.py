@@ -835,8 +835,10 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # True, every thread (``cp.async.mbarrier.arrive.noinc``, the barrier counting 128 a warpgroup),
 # as CUTLASS's consumer_release does; False, one thread (``mbarrier.arrive``), which Triton's
 # shared-memory barrier analysis takes for a write of all shared memory and fences with a
-# ``bar.sync`` of the warpgroup before it and before the next wait: two a step in the forward
-# (stop 55). None: False. The forward for now; SPARSEFLASH_HOPPER_RELEASE_ALL (0/1).
+# ``bar.sync`` of the warpgroup before it (sm_90 SASS: 3 a forward step against 1, 7 a dK/dV
+# step against 5). None: False: timed slower at d=64 (forward 1.04-1.14x) and level at d=128
+# (benchmarks/results/h200-hopper/run37-stop55, call 2; docs/hopper.md "Ring slots released by
+# every thread"). Both kernels; SPARSEFLASH_HOPPER_RELEASE_ALL=1 turns it on.
 HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_RELEASE_ALL") == "1" else None
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)

@@ -1334,7 +1334,9 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
     q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    # a slot's release: one barrier, or K's then V's (KV_SPLIT, read off its shape below)
+    # a slot's release: kv_empty's barrier, or (KV_SPLIT) K's there and V's in v_empty, an
+    # allocation of its own (one unused barrier otherwise); the partitions read KV_SPLIT off
+    # v_empty's shape
     kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES if KV_SPLIT else 1, 1], mbarrier.MBarrierLayout())
     # the program of the tile whose Q is in q_smem (DYNAMIC: handed out at run time), in

@@ -547,7 +547,8 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # probabilities with an explicit compare and select on fp32 (PTX setp/selp) instead of a
 # gl.where that LLVM moves past the conversion to 16 bits; bit 2 makes the dK/dV kernel's draws
 # (16-bit quad mapping; ignored otherwise) once a step's first products are issued, before its
-# wait for S^T, held as Philox's words (stop 55; docs/hopper.md "Dropout's draws made early").
+# wait for S^T, held as Philox's words (stop 55, slower; docs/hopper.md "The dK/dV kernel's draws
+# made early").
 # 0-7; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
 # step's products run, was slower on an H200 and was removed: the same section.)
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
@@ -649,7 +650,7 @@ def _fwd_plan(q, k, v, layout, fwd_ptr, kpm, *, scale, config, use_tma, schedule
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal, UPCAST=upcast, PRECISION=precision,
         USE_TMA=tma, SCHEDULED=plan.order is not None, fp_fusion=not natural, **constexprs,
         **mod_constexprs)
-    return plan, sources
+    return plan
 
 
 # The Hopper (sm_90) forward (kernels/hopper.py, Gluon): None = wherever it applies
@@ -1255,7 +1256,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
         RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), **constexprs)
     plan.hopper = True
-    return plan, sources
+    return plan
 
 
 def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: int = 0,
@@ -1620,13 +1621,13 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
                        dropout_p=dropout_p):
-            plan, _ = _hopper_fwd_plan(
+            plan = _hopper_fwd_plan(
                 q, k, v, layout, t.fwd_ptr, t.fwd_idx, kpm, scale=scale, schedule_cache=schedule_cache,
                 cached=cacheable, softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         else:
-            plan, _ = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale, config=config,
-                                use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
-                                softcap=softcap, alibi=alibi, dropout_p=dropout_p)
+            plan = _fwd_plan(q, k, v, layout, t.fwd_ptr, kpm, scale=scale, config=config,
+                             use_tma=use_tma, schedule_cache=schedule_cache, cached=cacheable,
+                             softcap=softcap, alibi=alibi, dropout_p=dropout_p)
         if cacheable:
             _store(schedule_cache, key, plan)
     order = t.fwd_ptr if plan.order is None else plan.order
@@ -1754,7 +1755,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
         SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, STATS_ONLY=plan.fused_dq,
         fp_fusion=not natural, **constexprs)
-    return plan, qdo + kv
+    return plan
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -1820,7 +1821,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)
-        plan, _ = _bwd_plan(
+        plan = _bwd_plan(
             do, q, k, v, out, _stat_rows(B * H * N, pad, q.device), layout, t.fwd_ptr, t.bwd_ptr,
             kpm, scale=scale,
             has_dlse=has_dlse, config=config, use_tma=use_tma, schedule_cache=schedule_cache,

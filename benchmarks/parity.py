@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None)
 
 
 def variant_list(H):
@@ -300,6 +300,14 @@ def variant_list(H):
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **every), 1.15))
     out.append(("softcap=30 folded, release all", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", **every), 1.10))
+    # the forward's row max (1) and row sum (3: both) by halves (launch.HOPPER_FWD_ROW_TREE, stop 56)
+    for bits, what in ((1, "row max by halves"), (3, "row max and sum by halves")):
+        tree = dict(HOPPER_FWD_ROW_TREE=bits)
+        out.append((f"none, {what}", {}, tree, None))
+        out.append((f"dropout 16-bit quad, 7 rounds, {what}", dict(dropout_p=0.1),
+                    dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **tree), 1.15))
+        out.append((f"softcap=30 folded, {what}", dict(softcap=30.0),
+                    dict(SOFTCAP_VARIANT="folded", **tree), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

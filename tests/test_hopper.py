@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=False, Q_BUFS=1)
+                      KV_SPLIT=False, Q_BUFS=1, ROW_TREE=launch._fwd_row_tree())
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -195,7 +195,19 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                 continue                              # made in the loop before it is read
             clobbered += [(x.strip(), y.strip()) for y, w in zip(loop[j + 1:], writes[j + 1:])
                           if regs & w]
+    # the longest chain of dependent FMNMX in the step loop (a row max's depth): each FMNMX one
+    # deeper than the deeper of its sources, a register written by anything else depth 0
+    depth, fmnmx_depth = {}, 0
+    for line in step or []:
+        m = re.search(r"\sFMNMX (R\d+), (R\d+), (R\d+),", line)
+        if m:
+            depth[m.group(1)] = 1 + max(depth.get(m.group(2), 0), depth.get(m.group(3), 0))
+            fmnmx_depth = max(fmnmx_depth, depth[m.group(1)])
+        else:
+            for r in written(line):
+                depth.pop(f"R{r}", None)
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
+                                 "STEP_FMNMX_DEPTH": fmnmx_depth,
                                  "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
@@ -610,6 +622,40 @@ def test_release_by_every_thread_drops_the_warpgroup_barriers(which, flags, base
     assert one["STEP_LOOP"] > 0 and every["STEP_LOOP"] > 0, "no step loop found"
     assert one["STEP_BAR"] == base and every["STEP_BAR"] <= best, (one["STEP_BAR"], every["STEP_BAR"])
     assert every["STL"] <= one["STL"], (one["STL"], every["STL"])
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
+               RESCALE=8.0, NUM_STAGES=2)),
+    (128, dict(PERSISTENT=True, DYNAMIC=1, OVERLAP_PV=True, RESCALE=8.0, HAS_SOFTCAP=2)),
+    (64, dict(NUM_CONSUMERS=3, NUM_STAGES=4)),
+], ids=["d128-run30", "d128-softcap", "d64-three"])
+def test_row_max_by_halves_is_shallow(d, flags):
+    """``launch.HOPPER_FWD_ROW_TREE`` bit 1 (kernels/hopper.py ``_row_reduce``): Triton reduces a
+    thread's 32 scores of a row in one chain of dependent ``FMNMX``, which Nsight Compute's
+    source counters put first among the forward's in-loop stalls (run38 call 1); by halves the
+    chain is a few deep, with the same instructions. sm_90 SASS, bf16, a consumer's step loop:
+    the longest chain of dependent FMNMX (the row max's shuffles and running max included), when
+    written 33 in each case by default and 7 by halves."""
+    chain = _sass_counts("fwd", d, "bf16", dict(flags, ROW_TREE=0))
+    tree = _sass_counts("fwd", d, "bf16", dict(flags, ROW_TREE=1))
+    assert chain["STEP_LOOP"] > 0 and tree["STEP_LOOP"] > 0, "no step loop found"
+    assert chain["STEP_FMNMX_DEPTH"] >= 30 and tree["STEP_FMNMX_DEPTH"] <= 8, (
+        chain["STEP_FMNMX_DEPTH"], tree["STEP_FMNMX_DEPTH"])
+    assert tree["STEP_LOOP"] <= chain["STEP_LOOP"] + 4 and tree["STL"] <= chain["STL"], (chain, tree)
+
+
+def test_row_tree_setting_is_checked(monkeypatch):
+    """``launch.HOPPER_FWD_ROW_TREE`` takes None or the bits 0-3; anything else is refused with
+    the setting's name, before any kernel is built."""
+    from sparseflash.kernels import launch
+    for good, bits in ((None, 0), (0, 0), (1, 1), (3, 3)):
+        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", good)
+        assert launch._fwd_row_tree() == bits
+    for bad in (4, -1, True, 1.0, "1"):
+        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", bad)
+        with pytest.raises(ValueError, match="HOPPER_FWD_ROW_TREE"):
+            launch._fwd_row_tree()
 
 
 def test_quad_dropout_draws_stay_in_registers():
@@ -1374,6 +1420,50 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
     ref, got = results
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
     _assert_same_results(got, ref)
+
+
+@gpu
+@pytest.mark.parametrize("d,consumers,persistent,causal,dropout_p,softcap,alibi", [
+    (128, 2, True, True, 0.0, 0.0, False), (128, 2, False, False, 0.2, 0.0, False),
+    (128, 2, True, True, 0.0, 30.0, False), (128, 2, True, True, 0.0, 0.0, True),
+    (64, 3, True, True, 0.0, 0.0, False), (64, 2, False, False, 0.0, 20.0, True)],
+    ids=["d128-causal", "d128-dropout", "d128-softcap", "d128-alibi", "d64-three", "d64-softcap-alibi"])
+def test_hopper_row_max_by_halves_is_bit_identical(d, consumers, persistent, causal, dropout_p,
+                                                   softcap, alibi, hopper_only, monkeypatch):
+    """``launch.HOPPER_FWD_ROW_TREE = 1``: the row max by halves is the same value as Triton's
+    chain (a max does not round), so the forward's outputs and LSE equal bit for bit the
+    default's: GQA with kv_len > seq_len, lengths not multiples of the tile, two and three
+    consumers, one CTA per tile and persistent CTAs, dropout, softcap and ALiBi."""
+    g = torch.Generator(device="cuda").manual_seed(13)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
+    pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
+    results = []
+    for tree in (0, 1):
+        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", tree)
+        torch.manual_seed(5)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
+                                           dropout_p=dropout_p, softcap=softcap,
+                                           alibi_slopes=slopes, return_lse=True))
+    (out, lse), (out_tree, lse_tree) = results
+    assert torch.isfinite(out_tree).all()
+    assert torch.equal(out, out_tree) and torch.equal(lse, lse_tree)
+
+
+@gpu
+@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
+def test_hopper_row_sums_by_halves_match_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
+    """``launch.HOPPER_FWD_ROW_TREE = 3``: the row max and the row sum by halves (the sum adds
+    in another order), on every layout of the oracle cases, forward and gradients against
+    float64."""
+    monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", 3)
+    kw = dict(kw)
+    kw.setdefault("d", 128)
+    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

@@ -862,18 +862,53 @@ def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALI
 
 
 @gluon.jit
-def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+def _row_reduce(x, IS_MAX: gl.constexpr, TREE: gl.constexpr):
+    """Max (IS_MAX) or sum over the columns of a [ROWS, COLS] wgmma accumulator tile.
+    Triton reduces a thread's own elements of a row in one chain (``gl.max``: 31 dependent
+    ``FMNMX`` a row at 128 columns, sm_90 SASS), before the exchange between its lanes. TREE
+    folds them in halves first, by register (columns ``c`` and ``c + COLS/2``, then a quarter
+    apart, ... down to 8 columns: 4 levels at 128), so that the chain is 4 deep and each level's
+    operations are independent; the reshapes and splits relabel registers only, and a max is
+    the same value either way (a sum adds in another order). launch.HOPPER_FWD_ROW_TREE."""
+    if TREE:
+        ROWS: gl.constexpr = x.shape[0]
+        COLS: gl.constexpr = x.shape[1]
+        row_layout: gl.constexpr = gl.SliceLayout(1, x.type.layout)
+        y = x
+        for i in gl.static_range(4):
+            if (COLS >> i) > 8:
+                a, b = gl.split(gl.permute(gl.reshape(y, [ROWS, 2, COLS >> (i + 1)]), (0, 2, 1)))
+                if IS_MAX:
+                    y = gl.maximum(a, b)
+                else:
+                    y = a + b
+        if IS_MAX:
+            r = gl.max(y, 1)
+        else:
+            r = gl.sum(y, 1)
+        return gl.convert_layout(r, row_layout, assert_trivial=True)
+    else:
+        if IS_MAX:
+            return gl.max(x, 1)
+        else:
+            return gl.sum(x, 1)
+
+
+@gluon.jit
+def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+              TREE: gl.constexpr = False):
     """Row max of a tile in log2 units: raw scores are scaled after the max (``qk_scale`` > 0),
     CAP_MAX's tanh values times the cap (> 0), modified scores as they are, plus the causal
-    ALiBi's ``shift`` (``_fwd_scores``)."""
+    ALiBi's ``shift`` (``_fwd_scores``); TREE: by ``_row_reduce``'s halves."""
+    m = _row_reduce(s, True, TREE)
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
-        return gl.max(s, 1) * softcap2
+        return m * softcap2
     elif HAS_ALIBI == 2:
-        return gl.max(s, 1) + shift
+        return m + shift
     elif HAS_SOFTCAP or HAS_ALIBI:
-        return gl.max(s, 1)
+        return m
     else:
-        return gl.max(s, 1) * qk_scale
+        return m * qk_scale
 
 
 @gluon.jit
@@ -920,7 +955,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
+              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr,
+              ROW_TREE: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -939,7 +975,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True, OUT_TMA, RELEASE)
+                                  WG, True, OUT_TMA, RELEASE, ROW_TREE)
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
@@ -959,7 +995,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False, OUT_TMA, RELEASE)
+                                  WG, False, OUT_TMA, RELEASE, ROW_TREE)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, Out,
@@ -970,7 +1006,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE, ROW_TREE)
 
 
 # 2^f on [-0.5, 0.5], degree 3, minimax in relative error (7.5e-5; 1.1e-4 evaluated in fp32)
@@ -1042,7 +1078,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
+                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr, ROW_TREE: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -1148,10 +1184,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         if FIXED:
             e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
         else:
-            m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
+            m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI, (ROW_TREE & 1) != 0)
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
             e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
-        l_i = gl.sum(e, 1)
+        l_i = _row_reduce(e, False, (ROW_TREE & 2) != 0)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
             e = _dropped(e, seed, rng_offset, bh, row0,
@@ -1190,17 +1226,17 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             if (t + n_full >= 0) or (not OVERLAP_PV):
                 if FIXED:
                     e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
-                    l_i = l_i + gl.sum(e, 1)
+                    l_i = l_i + _row_reduce(e, False, (ROW_TREE & 2) != 0)
                 else:
                     m_new = gl.maximum(m_i, _tile_max(s, shift, qk_scale, softcap2, SOFTCAP,
-                                                      HAS_ALIBI))
+                                                      HAS_ALIBI, (ROW_TREE & 1) != 0))
                     if RESCALE > 0:
                         m_new = gl.where(m_new > m_i + RESCALE, m_new, m_i)
                     # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
                     m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                     e = _tile_exp(s, m_use, shift, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
                     alpha = gl.exp2(m_i - m_use)
-                    l_i = l_i * alpha + gl.sum(e, 1)
+                    l_i = l_i * alpha + _row_reduce(e, False, (ROW_TREE & 2) != 0)
                     m_i = m_new
             else:       # never runs
                 e = s
@@ -1307,7 +1343,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
                        KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                       RELEASE: gl.constexpr = False):
+                       RELEASE: gl.constexpr = False, ROW_TREE: gl.constexpr = 0):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1371,7 +1407,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1380,7 +1416,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1398,7 +1434,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1407,7 +1443,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1416,7 +1452,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

@@ -841,6 +841,16 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (benchmarks/results/h200-hopper/run37-stop55, call 2; docs/hopper.md "Ring slots released by
 # every thread"). Both kernels; SPARSEFLASH_HOPPER_RELEASE_ALL=1 turns it on.
 HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_RELEASE_ALL") == "1" else None
+# How the Hopper forward's consumers reduce a tile's rows (kernels/hopper.py ``_row_reduce``), a
+# bit set: 1, the row max by halves (4 levels of independent FMNMX at 128 columns) instead of
+# Triton's one chain of 31 dependent FMNMX a row, the forward's top in-loop stall (Nsight
+# Compute's source counters, benchmarks/results/h200-hopper/run38-stop56, call 1); 2, the row
+# sum likewise (the sum's order changes, so l by a few ulps). None: 0: timed level or slower
+# (run38, an H100, parity.py --variants, 16K causal: forward 1.003 at d=128 and 1.027-1.055 at
+# d=64 against the default, with dropout 1.606 against 1.474; docs/hopper.md "The row max by
+# halves"). SPARSEFLASH_HOPPER_FWD_ROW_TREE sets it (0-3).
+HOPPER_FWD_ROW_TREE: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_FWD_ROW_TREE"])
+                                      if os.environ.get("SPARSEFLASH_HOPPER_FWD_ROW_TREE") else None)
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
@@ -1063,6 +1073,16 @@ def _switch(name: str) -> Optional[bool]:
     return value
 
 
+def _fwd_row_tree() -> int:
+    """The Hopper forward's ROW_TREE bits (HOPPER_FWD_ROW_TREE); a value outside 0-3 is refused."""
+    value = HOPPER_FWD_ROW_TREE
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise ValueError(f"launch.HOPPER_FWD_ROW_TREE must be None or an int in 0-3, got {value!r}")
+    return value
+
+
 def _overlap_pv(d: int) -> bool:
     """Whether the Hopper forward puts its softmax in a block of its own (HOPPER_FWD_OVERLAP)."""
     switch = _switch("HOPPER_FWD_OVERLAP")
@@ -1254,7 +1274,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
-        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), **constexprs)
+        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), ROW_TREE=_fwd_row_tree(), **constexprs)
     plan.hopper = True
     return plan
 
@@ -1616,7 +1636,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
+           HOPPER_FWD_ROW_TREE)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

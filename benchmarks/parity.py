@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None, HOPPER_BWD_MEET=None)
 
 
 def variant_list(H):
@@ -308,6 +308,13 @@ def variant_list(H):
                     dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **tree), 1.15))
         out.append((f"softcap=30 folded, {what}", dict(softcap=30.0),
                     dict(SOFTCAP_VARIANT="folded", **tree), 1.10))
+    # the fused dK/dV kernel's meetings by named barriers (launch.HOPPER_BWD_MEET, stop 56)
+    meet = dict(HOPPER_BWD_MEET=3)
+    out.append(("none, named-barrier meetings", {}, meet, None))
+    out.append(("dropout 16-bit quad, 7 rounds, named-barrier meetings", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **meet), 1.15))
+    out.append(("softcap=30 folded, named-barrier meetings", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **meet), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

@@ -57,7 +57,7 @@ else:
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
                       FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
-                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True)
+                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True, MEET=launch._bwd_meet())
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64, "dk_desc": 64, "dv_desc": 64}
 constexprs.update(flags)
@@ -208,6 +208,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                 depth.pop(f"R{r}", None)
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STEP_FMNMX_DEPTH": fmnmx_depth,
+                                 # hardware barriers by instruction, id and thread count
+                                 "BARS": [" ".join(m) for m in re.findall(
+                                     r"BAR\.(SYNC|ARV)\S* (0x[0-9a-f]+)(?:, (0x[0-9a-f]+))?", sass)],
                                  "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
@@ -645,17 +648,46 @@ def test_row_max_by_halves_is_shallow(d, flags):
     assert tree["STEP_LOOP"] <= chain["STEP_LOOP"] + 4 and tree["STL"] <= chain["STL"], (chain, tree)
 
 
-def test_row_tree_setting_is_checked(monkeypatch):
-    """``launch.HOPPER_FWD_ROW_TREE`` takes None or the bits 0-3; anything else is refused with
-    the setting's name, before any kernel is built."""
+@pytest.mark.parametrize("name,read", [("HOPPER_FWD_ROW_TREE", "_fwd_row_tree"),
+                                       ("HOPPER_BWD_MEET", "_bwd_meet")])
+def test_bit_settings_are_checked(name, read, monkeypatch):
+    """``launch.HOPPER_FWD_ROW_TREE`` and ``launch.HOPPER_BWD_MEET`` take None or the bits 0-3;
+    anything else is refused with the setting's name, before any kernel is built."""
     from sparseflash.kernels import launch
     for good, bits in ((None, 0), (0, 0), (1, 1), (3, 3)):
-        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", good)
-        assert launch._fwd_row_tree() == bits
+        monkeypatch.setattr(launch, name, good)
+        assert getattr(launch, read)() == bits
     for bad in (4, -1, True, 1.0, "1"):
-        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", bad)
-        with pytest.raises(ValueError, match="HOPPER_FWD_ROW_TREE"):
-            launch._fwd_row_tree()
+        monkeypatch.setattr(launch, name, bad)
+        with pytest.raises(ValueError, match=name):
+            getattr(launch, read)()
+
+
+@pytest.mark.parametrize("d,flags", [
+    (128, dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, CONSUMER_REGS=240, ROWS_LATE=True,
+               SCHEDULED=True)),
+    (64, dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, BLOCK_M=128, DQ_ROWS=True, KV_REGS=1)),
+], ids=["d128-causal", "d64-128-query-steps"])
+def test_backward_meetings_by_named_barriers(d, flags):
+    """``launch.HOPPER_BWD_MEET`` (kernels/hopper.py ``_named_barrier``): bit 1 meets the two
+    consumer warpgroups at each step's dS^T by one hardware named barrier of 256 threads (id 8)
+    instead of a warpgroup sync, one thread's mbarrier arrive and a wait; bit 2 hands each
+    warpgroup's dQ staging tiles to the writer warp by ``bar.arrive`` on barrier 9 + WG (160
+    threads: the warpgroup and the writer, which waits there) instead of a warpgroup sync and an
+    mbarrier. sm_90 SASS of the fused dK/dV kernel, bf16: the named barriers are there, Triton adds
+    no warpgroup sync in their place (a consumer's step loop: one ``BAR.SYNC`` fewer with both,
+    7 and 6 at d=128 when written), and no spill stores come with them."""
+    base = _sass_counts("dkdv", d, "bf16", dict(flags, MEET=0))
+    meet = _sass_counts("dkdv", d, "bf16", dict(flags, MEET=3))
+    assert base["STEP_LOOP"] > 0 and meet["STEP_LOOP"] > 0, "no step loop found"
+    assert not any(b.split()[1] in ("0x8", "0x9", "0xa") for b in base["BARS"]), base["BARS"]
+    # each consumer syncs at barrier 8 with 256 threads; each arrives at its own 9 + WG with 160,
+    # where the writer warp syncs
+    assert meet["BARS"].count("SYNC 0x8 0x100") == 2, meet["BARS"]
+    assert sorted(b for b in meet["BARS"] if b.split()[1] in ("0x9", "0xa")) == [
+        "ARV 0x9 0xa0", "ARV 0xa 0xa0", "SYNC 0x9 0xa0", "SYNC 0xa 0xa0"], meet["BARS"]
+    assert meet["STEP_BAR"] == base["STEP_BAR"] - 1, (base["STEP_BAR"], meet["STEP_BAR"])
+    assert meet["STL"] <= base["STL"], (base["STL"], meet["STL"])
 
 
 def test_quad_dropout_draws_stay_in_registers():
@@ -1452,6 +1484,39 @@ def test_hopper_row_max_by_halves_is_bit_identical(d, consumers, persistent, cau
     (out, lse), (out_tree, lse_tree) = results
     assert torch.isfinite(out_tree).all()
     assert torch.equal(out, out_tree) and torch.equal(lse, lse_tree)
+
+
+@gpu
+@pytest.mark.parametrize("meet", [1, 2, 3])
+@pytest.mark.parametrize("d,causal,dropout_p,softcap,dense", [
+    (128, True, 0.0, 0.0, False), (128, False, 0.2, 0.0, True), (128, True, 0.0, 30.0, True),
+    (64, True, 0.0, 0.0, True), (64, False, 0.2, 0.0, False)],
+    ids=["d128-causal-local", "d128-dropout-dense", "d128-softcap", "d64-causal", "d64-dropout-local"])
+def test_hopper_backward_meetings_by_named_barriers_are_bit_identical(meet, d, causal, dropout_p,
+                                                                       softcap, dense, hopper_only,
+                                                                       monkeypatch):
+    """``launch.HOPPER_BWD_MEET``: the named-barrier meetings change when a warpgroup may go on,
+    not what any product computes, so the outputs, LSE, dK and dV equal bit for bit those of
+    the mbarrier meetings (dQ within rounding: the fused dQ adds with atomics): GQA with kv_len >
+    seq_len, lengths not multiples of the tile, d=128 (64-query steps) and d=64 (128-query
+    steps), causal and not, dense and local|global, dropout and softcap."""
+    g = torch.Generator(device="cuda").manual_seed(17)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
+    results = []
+    for bits in (0, meet):
+        monkeypatch.setattr(launch, "HOPPER_BWD_MEET", bits)
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+        torch.manual_seed(5)
+        out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
+                                       dropout_p=dropout_p, softcap=softcap, return_lse=True)
+        results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
+    ref, got = results
+    assert all(torch.isfinite(t).all() for t in got)
+    _assert_same_results(got, ref, meet)
 
 
 @gpu

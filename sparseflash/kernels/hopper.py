@@ -268,6 +268,30 @@ def _swap_lanes4(x):
                                      dtype=gl.uint32, is_pure=True, pack=1)
 
 
+# Named barriers of the dK/dV kernel's MEET forms (ids above those Triton 3.6 gives its
+# partitions' own syncs: 0-2 in the sm_90 SASS of this kernel)
+_BAR_DS = gl.constexpr(8)          # both consumer warpgroups' halves of dS^T stored (256 threads)
+_BAR_DQ = gl.constexpr(9)          # + WG: warpgroup WG's dQ staging tiles written (128 + the writer's 32)
+
+
+@gluon.jit
+def _named_barrier(bar_id, count, ARRIVE: gl.constexpr):
+    """``bar.sync`` (ARRIVE False: wait for ``count`` threads) or ``bar.arrive`` (ARRIVE True:
+    count this thread and go on) on hardware named barrier ``bar_id``, every thread of the
+    calling warps taking part, as FlashAttention-3/4's sm90 backward meets its warpgroups
+    (NamedBarrier arrive_and_wait, barrier_arrive). Ordering shared memory for the async proxy
+    stays the caller's (``fence_async_shared`` first)."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+    ids = gl.full([1], bar_id, gl.int32, layout)
+    counts = gl.full([1], count, gl.int32, layout)
+    if ARRIVE:
+        gl.inline_asm_elementwise("bar.arrive $1, $2; mov.u32 $0, 0;", "=r,r,r", [ids, counts],
+                                  dtype=gl.int32, is_pure=False, pack=1)
+    else:
+        gl.inline_asm_elementwise("bar.sync $1, $2; mov.u32 $0, 0;", "=r,r,r", [ids, counts],
+                                  dtype=gl.int32, is_pure=False, pack=1)
+
+
 @gluon.jit
 def _trade_rows(even, r0, r1, r2, r3):
     """The forward's lane-pair trade of the quad mappings: a thread of even rows keeps words
@@ -1625,7 +1649,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
                   ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr, KV_REGS: gl.constexpr,
-                  WG: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
+                  WG: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr,
+                  MEET: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
@@ -1815,10 +1840,15 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     _part(ds_smem.index(buf).slice(WG * KEYS, KEYS), h, MMA_M, PARTS, 1).store(dsT)
             if FUSED_DQ:
                 fence_async_shared()
-                gl.thread_barrier()          # the warpgroup's four warps have stored their rows
-                mbarrier.arrive(ds_full.index(buf))
-                dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
-                mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
+                if (MEET & 1) != 0:
+                    # both warpgroups at one named barrier (launch.HOPPER_BWD_MEET bit 1)
+                    _named_barrier(_BAR_DS, 256, False)
+                    dv = warpgroup_mma_wait(1, deps=(dv, ))      # frees P^T's registers
+                else:
+                    gl.thread_barrier()      # the warpgroup's four warps have stored their rows
+                    mbarrier.arrive(ds_full.index(buf))
+                    dv = warpgroup_mma_wait(1, deps=(dv, ))      # frees P^T's registers
+                    mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
                 dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
                 if DQ_ROWS:
                     # [DQ_R, BLOCK_N]: this warpgroup's queries of dS against every key
@@ -1850,8 +1880,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 else:
                     dq_smem.index(WG * DQ_PARTS).store(dq)
                 fence_async_shared()
-                gl.thread_barrier()
-                mbarrier.arrive(dq_full.index(WG))
+                if (MEET & 2) != 0:
+                    # counted at a named barrier the writer warp waits at; the warps go on
+                    # without waiting for each other (launch.HOPPER_BWD_MEET bit 2)
+                    _named_barrier(_BAR_DQ + WG, 160, True)
+                else:
+                    gl.thread_barrier()
+                    mbarrier.arrive(dq_full.index(WG))
             else:
                 if KV_REGS == 1:
                     dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
@@ -1895,7 +1930,7 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
                    table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
                    PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
-                   DQ_ROWS: gl.constexpr):
+                   DQ_ROWS: gl.constexpr, MEET: gl.constexpr = 0):
     """The fused dQ's writer warp: walks the producer's steps and, per step, adds each consumer
     warpgroup's staging tiles (its half of dQ's columns, scaled) to the fp32 accumulator at the
     step's rows with the copy engine's reduce-add, then hands the tiles back. The accumulator
@@ -1918,7 +1953,10 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
             q_block_idx = gl.load(bwd_idx + lo + t // SUB)
             row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
             for w in gl.static_range(2):
-                mbarrier.wait(dq_full.index(w), step & 1)
+                if (MEET & 2) != 0:
+                    _named_barrier(_BAR_DQ + w, 160, False)
+                else:
+                    mbarrier.wait(dq_full.index(w), step & 1)
                 for c in gl.static_range(DQ_PARTS):
                     if DQ_ROWS:
                         coord = [off_b, off_h, row + w * DQ_R, c * _DQ_COLS]
@@ -1949,7 +1987,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
                         FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr,
                         KV_REGS: gl.constexpr, OUT_TMA: gl.constexpr = False,
-                        RELEASE: gl.constexpr = False):
+                        RELEASE: gl.constexpr = False, MEET: gl.constexpr = 0):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -2033,7 +2071,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE, MEET)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -2043,7 +2081,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE, MEET)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -2054,7 +2092,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
              (_bwd_dq_writer, (dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
                                schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq,
                                nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
-                               PER_SEQ, PACKED, SCHEDULED, DQ_ROWS))],
+                               PER_SEQ, PACKED, SCHEDULED, DQ_ROWS, MEET))],
             [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize(
@@ -2067,7 +2105,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE, MEET)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -2077,7 +2115,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE, MEET)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

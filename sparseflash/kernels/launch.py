@@ -851,6 +851,16 @@ HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_
 # halves"). SPARSEFLASH_HOPPER_FWD_ROW_TREE sets it (0-3).
 HOPPER_FWD_ROW_TREE: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_FWD_ROW_TREE"])
                                       if os.environ.get("SPARSEFLASH_HOPPER_FWD_ROW_TREE") else None)
+# How the fused dK/dV kernel's warpgroups meet (kernels/hopper.py ``_bwd_consumer``), a bit set:
+# 1, at each step's dS^T by a hardware named barrier of both consumer warpgroups (``bar.sync``,
+# 256 threads) instead of one thread's mbarrier arrive after a warpgroup sync and a wait on the
+# mbarrier; 2, each warpgroup's dQ staging tiles handed to the writer warp by ``bar.arrive`` on a
+# named barrier the writer waits at (the warpgroup's warps do not wait for each other) instead of
+# a warpgroup sync and an mbarrier. FlashAttention-3/4's sm90 backward meets so (NamedBarrier
+# arrive_and_wait, barrier_arrive). None: 0 (not yet timed: docs/hopper.md "The backward's
+# meetings by named barriers"). SPARSEFLASH_HOPPER_BWD_MEET sets it (0-3).
+HOPPER_BWD_MEET: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_MEET"])
+                                  if os.environ.get("SPARSEFLASH_HOPPER_BWD_MEET") else None)
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
@@ -1073,14 +1083,25 @@ def _switch(name: str) -> Optional[bool]:
     return value
 
 
-def _fwd_row_tree() -> int:
-    """The Hopper forward's ROW_TREE bits (HOPPER_FWD_ROW_TREE); a value outside 0-3 is refused."""
-    value = HOPPER_FWD_ROW_TREE
+def _bits(name: str, top: int) -> int:
+    """The value of the module's bit-set setting ``name``: None is 0; an int in 0..``top``
+    is itself; anything else is refused, naming the setting."""
+    value = globals()[name]
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
-        raise ValueError(f"launch.HOPPER_FWD_ROW_TREE must be None or an int in 0-3, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValueError(f"launch.{name} must be None or an int in 0-{top}, got {value!r}")
     return value
+
+
+def _bwd_meet() -> int:
+    """The dK/dV kernel's MEET bits (HOPPER_BWD_MEET)."""
+    return _bits("HOPPER_BWD_MEET", 3)
+
+
+def _fwd_row_tree() -> int:
+    """The Hopper forward's ROW_TREE bits (HOPPER_FWD_ROW_TREE)."""
+    return _bits("HOPPER_FWD_ROW_TREE", 3)
 
 
 def _overlap_pv(d: int) -> bool:
@@ -1572,7 +1593,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
-                   RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
+                   RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), MEET=_bwd_meet() if fused_dq else 0,
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
@@ -1838,7 +1859,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_MEET)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

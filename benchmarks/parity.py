@@ -248,7 +248,8 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None, HOPPER_BWD_MEET=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None, HOPPER_BWD_MEET=None,
+                HOPPER_FWD_PINGPONG=None)
 
 
 def variant_list(H):
@@ -315,6 +316,13 @@ def variant_list(H):
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **meet), 1.15))
     out.append(("softcap=30 folded, named-barrier meetings", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", **meet), 1.10))
+    # the forward's consumers taking turns by named barriers (launch.HOPPER_FWD_PINGPONG, stop 56)
+    turns = dict(HOPPER_FWD_PINGPONG=True)
+    out.append(("none, ping-pong", {}, turns, None))
+    out.append(("dropout 16-bit quad, 7 rounds, ping-pong", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **turns), 1.15))
+    out.append(("softcap=30 folded, ping-pong", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", **turns), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

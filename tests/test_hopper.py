@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=False, Q_BUFS=1, ROW_TREE=launch._fwd_row_tree())
+                      KV_SPLIT=False, Q_BUFS=1, ROW_TREE=launch._fwd_row_tree(), PINGPONG=False)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -206,11 +206,21 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         else:
             for r in written(line):
                 depth.pop(f"R{r}", None)
+    step_order = []
+    for line in step or []:
+        m = re.search(r"BAR\.(SYNC|ARV)\S* (0x[0-9a-f]+), (0x[0-9a-f]+)", line)
+        if m and int(m.group(2), 16) >= 8:
+            step_order.append(" ".join(m.groups()))
+        elif "HGMMA" in line and (not step_order or step_order[-1] != "HGMMA"):
+            step_order.append("HGMMA")
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "STEP_FMNMX_DEPTH": fmnmx_depth,
                                  # hardware barriers by instruction, id and thread count
                                  "BARS": [" ".join(m) for m in re.findall(
                                      r"BAR\.(SYNC|ARV)\S* (0x[0-9a-f]+)(?:, (0x[0-9a-f]+))?", sass)],
+                                 # the step loop's named barriers (ids 8 and up) and wgmma
+                                 # issues in order, a run of HGMMA as one
+                                 "STEP_ORDER": step_order,
                                  "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
@@ -688,6 +698,32 @@ def test_backward_meetings_by_named_barriers(d, flags):
         "ARV 0x9 0xa0", "ARV 0xa 0xa0", "SYNC 0x9 0xa0", "SYNC 0xa 0xa0"], meet["BARS"]
     assert meet["STEP_BAR"] == base["STEP_BAR"] - 1, (base["STEP_BAR"], meet["STEP_BAR"])
     assert meet["STL"] <= base["STL"], (base["STL"], meet["STL"])
+
+
+def test_forward_pingpong_takes_turns_around_the_products():
+    """``launch.HOPPER_FWD_PINGPONG`` (kernels/hopper.py ``_turn``): each of the forward's two
+    consumer warpgroups waits at its named barrier (11 + WG, 256 threads) before issuing a
+    step's products and arrives at the other's after, as FlashAttention-3/4's warp-scheduler
+    barrier. sm_90 SASS, d=128, bf16, run30's pipeline: a consumer's step loop syncs once at its
+    own barrier before its first ``HGMMA`` and arrives once at the other's after its last; the
+    warpgroup syncs Triton places are unchanged; without it no such barrier."""
+    flags = dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
+                 RESCALE=8.0, NUM_STAGES=2)
+    base = _sass_counts("fwd", 128, "bf16", dict(flags, PINGPONG=False))
+    pp = _sass_counts("fwd", 128, "bf16", dict(flags, PINGPONG=True))
+    assert base["STEP_LOOP"] > 0 and pp["STEP_LOOP"] > 0, "no step loop found"
+    assert not any(b.split()[1] in ("0xb", "0xc") for b in base["BARS"]), base["BARS"]
+    turns = [b for b in pp["BARS"] if b.split()[1] in ("0xb", "0xc")]
+    # each warpgroup: its first step, the loop's steps and the last P V (3 syncs, 3 arrives);
+    # warpgroup 1 also hands warpgroup 0 the first turn
+    assert sorted(turns) == sorted(["SYNC 0xb 0x100"] * 3 + ["ARV 0xc 0x100"] * 3 +
+                                   ["SYNC 0xc 0x100"] * 3 + ["ARV 0xb 0x100"] * 4), turns
+    # a consumer's step loop (the smallest of the two): its turn taken, S and the last step's
+    # P V issued, the turn handed on; nothing issued outside it
+    assert pp["STEP_ORDER"] in (["SYNC 0xb 0x100", "HGMMA", "ARV 0xc 0x100"],
+                                ["SYNC 0xc 0x100", "HGMMA", "ARV 0xb 0x100"]), pp["STEP_ORDER"]
+    assert [b for b in pp["BARS"] if b not in turns] == base["BARS"], (base["BARS"], pp["BARS"])
+    assert pp["STEP_BAR"] == base["STEP_BAR"] + 1 and pp["STL"] == base["STL"], (base, pp)
 
 
 def test_quad_dropout_draws_stay_in_registers():
@@ -1484,6 +1520,44 @@ def test_hopper_row_max_by_halves_is_bit_identical(d, consumers, persistent, cau
     (out, lse), (out_tree, lse_tree) = results
     assert torch.isfinite(out_tree).all()
     assert torch.equal(out, out_tree) and torch.equal(lse, lse_tree)
+
+
+@gpu
+@pytest.mark.parametrize("d,consumers,persistent,dynamic,causal,dropout_p,softcap,alibi,dense", [
+    (128, 2, True, True, True, 0.0, 0.0, False, True), (128, 2, False, False, False, 0.0, 0.0, False, False),
+    (128, 2, 5, True, True, 0.2, 0.0, False, False), (128, 2, True, False, True, 0.0, 30.0, False, True),
+    (128, 2, True, True, True, 0.0, 0.0, True, True), (64, 2, True, True, True, 0.0, 0.0, False, True),
+    (64, 3, True, True, True, 0.0, 0.0, False, True)],
+    ids=["d128-persistent-dynamic-causal", "d128-one-cta-local", "d128-5-ctas-dropout", "d128-softcap",
+         "d128-alibi", "d64-two", "d64-three-ignores-it"])
+def test_hopper_forward_pingpong_is_bit_identical(d, consumers, persistent, dynamic, causal,
+                                                  dropout_p, softcap, alibi, dense, hopper_only,
+                                                  monkeypatch):
+    """``launch.HOPPER_FWD_PINGPONG``: the consumers' turns change when a warpgroup issues its
+    products, not what they compute, so the forward's outputs and LSE equal bit for bit the
+    default's (and nothing hangs: both warpgroups take the same turns): GQA with kv_len >
+    seq_len, lengths not multiples of the tile, one CTA per tile and persistent CTAs with fixed
+    and run-time tiles (5 CTAs: many tiles each), causal and not, dropout, softcap, ALiBi; with
+    three consumers the setting is ignored."""
+    g = torch.Generator(device="cuda").manual_seed(19)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
+    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
+    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
+    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
+    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
+    results = []
+    for turns in (None, True):
+        monkeypatch.setattr(launch, "HOPPER_FWD_PINGPONG", turns)
+        torch.manual_seed(5)
+        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
+                                           dropout_p=dropout_p, softcap=softcap,
+                                           alibi_slopes=slopes, return_lse=True))
+    (out, lse), (out_pp, lse_pp) = results
+    assert torch.isfinite(out_pp).all()
+    assert torch.equal(out, out_pp) and torch.equal(lse, lse_pp)
 
 
 @gpu

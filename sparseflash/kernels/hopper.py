@@ -268,10 +268,11 @@ def _swap_lanes4(x):
                                      dtype=gl.uint32, is_pure=True, pack=1)
 
 
-# Named barriers of the dK/dV kernel's MEET forms (ids above those Triton 3.6 gives its
-# partitions' own syncs: 0-2 in the sm_90 SASS of this kernel)
+# Named barriers of the dK/dV kernel's MEET forms and the forward's ping-pong (ids above those
+# Triton 3.6 gives its partitions' own syncs: 0-2 in the sm_90 SASS of these kernels)
 _BAR_DS = gl.constexpr(8)          # both consumer warpgroups' halves of dS^T stored (256 threads)
 _BAR_DQ = gl.constexpr(9)          # + WG: warpgroup WG's dQ staging tiles written (128 + the writer's 32)
+_BAR_TURN = gl.constexpr(11)       # + WG: the forward's warpgroup WG may issue its products (256)
 
 
 @gluon.jit
@@ -290,6 +291,20 @@ def _named_barrier(bar_id, count, ARRIVE: gl.constexpr):
     else:
         gl.inline_asm_elementwise("bar.sync $1, $2; mov.u32 $0, 0;", "=r,r,r", [ids, counts],
                                   dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _turn(WG: gl.constexpr, TAKE: gl.constexpr, PINGPONG: gl.constexpr):
+    """The forward's ping-pong of its two consumer warpgroups (launch.HOPPER_FWD_PINGPONG), as
+    FlashAttention-3/4's warp-scheduler barrier: TAKE waits until the other warpgroup has
+    issued its products (``bar.sync`` on this one's barrier, 256 threads: this warpgroup's 128
+    and the other's arrivals); else it hands the turn over (``bar.arrive`` on the other's).
+    Without PINGPONG nothing."""
+    if PINGPONG:
+        if TAKE:
+            _named_barrier(_BAR_TURN + WG, 256, False)
+        else:
+            _named_barrier(_BAR_TURN + 1 - WG, 256, True)
 
 
 @gluon.jit
@@ -980,7 +995,12 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
               WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr,
-              ROW_TREE: gl.constexpr):
+              ROW_TREE: gl.constexpr, PINGPONG: gl.constexpr):
+    if PINGPONG:
+        # two warpgroups with the same steps take turns issuing them, warpgroup 0 first
+        gl.static_assert(NUM_CONSUMERS == 2)
+        if WG == 1:
+            _turn(WG, False, PINGPONG)
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -999,7 +1019,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True, OUT_TMA, RELEASE, ROW_TREE)
+                                  WG, True, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
@@ -1019,7 +1039,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False, OUT_TMA, RELEASE, ROW_TREE)
+                                  WG, False, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, Out,
@@ -1030,7 +1050,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE, ROW_TREE)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
 
 
 # 2^f on [-0.5, 0.5], degree 3, minimax in relative error (7.5e-5; 1.1e-4 evaluated in fp32)
@@ -1102,7 +1122,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr, ROW_TREE: gl.constexpr):
+                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr, ROW_TREE: gl.constexpr,
+                  PINGPONG: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -1189,8 +1210,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     if trips > 0:
         w0 = _walk(0, trips, WALK)          # the trip of the first step
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
+        _turn(WG, True, PINGPONG)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
+        _turn(WG, False, PINGPONG)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             _release(kv_empty.index(step % NUM_STAGES), RELEASE)
@@ -1223,11 +1246,13 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             st = (step + t) % NUM_STAGES
             prev = (step + t - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
+            _turn(WG, True, PINGPONG)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
+            _turn(WG, False, PINGPONG)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 _release(kv_empty.index(st), RELEASE)
@@ -1280,7 +1305,9 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (step + trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
+        _turn(WG, True, PINGPONG)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
+        _turn(WG, False, PINGPONG)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         _release(ve.index(last), RELEASE)
     # every product that read this warpgroup's Q has completed: the producer may load the
@@ -1367,7 +1394,8 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
                        KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                       RELEASE: gl.constexpr = False, ROW_TREE: gl.constexpr = 0):
+                       RELEASE: gl.constexpr = False, ROW_TREE: gl.constexpr = 0,
+                       PINGPONG: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1431,7 +1459,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1440,7 +1468,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1458,7 +1486,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1467,7 +1495,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1476,7 +1504,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,

@@ -851,6 +851,15 @@ HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_
 # halves"). SPARSEFLASH_HOPPER_FWD_ROW_TREE sets it (0-3).
 HOPPER_FWD_ROW_TREE: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_FWD_ROW_TREE"])
                                       if os.environ.get("SPARSEFLASH_HOPPER_FWD_ROW_TREE") else None)
+# The Hopper forward's two consumer warpgroups take turns issuing their products (kernels/hopper.py
+# ``_turn``: hardware named barriers, as FlashAttention-3/4's warp-scheduler barrier), so that
+# one's softmax runs while the other's products do. True: on with two consumers (three keep
+# their own pace: their rows may differ); None/False: off. Run7 tried a ping-pong by mbarriers on
+# an older forward (no faster, removed; docs/hopper.md "What was tried"); FlashAttention-4 runs
+# its sm90 forward so at d <= 128 beside the overlap of P V with the softmax that ours has since
+# run12. None: False (not yet timed: docs/hopper.md "The forward's ping-pong by named barriers").
+# SPARSEFLASH_HOPPER_FWD_PINGPONG=1 turns it on.
+HOPPER_FWD_PINGPONG: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_FWD_PINGPONG") == "1" else None
 # How the fused dK/dV kernel's warpgroups meet (kernels/hopper.py ``_bwd_consumer``), a bit set:
 # 1, at each step's dS^T by a hardware named barrier of both consumer warpgroups (``bar.sync``,
 # 256 threads) instead of one thread's mbarrier arrive after a warpgroup sync and a wait on the
@@ -1295,7 +1304,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
-        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), ROW_TREE=_fwd_row_tree(), **constexprs)
+        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), ROW_TREE=_fwd_row_tree(),
+        PINGPONG=consumers == 2 and bool(_switch("HOPPER_FWD_PINGPONG")), **constexprs)
     plan.hopper = True
     return plan
 
@@ -1658,7 +1668,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
            HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
-           HOPPER_FWD_ROW_TREE)
+           HOPPER_FWD_ROW_TREE, HOPPER_FWD_PINGPONG)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

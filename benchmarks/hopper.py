@@ -20,8 +20,9 @@ timing. The impls of a case are timed interleaved after a heat phase (``--heat``
 of them in turn, then ``--rounds`` rounds, every other one reversed, each time the mean:
 benchmarks/timing.py); until run23 ``ours`` was timed first, right after the case's compiles,
 on a GPU that had idled and ran faster, which favoured it by up to a few percent.
-FLOPs count computed blocks only. Writes ``hopper.json``/``hopper.csv`` and ``fa4_ratio.json``
-(FA4 time / our time per case, the issue's summary format) to ``--out``.
+FLOPs count computed blocks only. Writes ``hopper.json``/``hopper.csv`` (again after each case,
+so that a run stopped by a time limit keeps the cases it finished) and ``fa4_ratio.json`` (FA4
+time / our time per case, the issue's summary format) to ``--out``.
 Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
 """
 from __future__ import annotations
@@ -336,6 +337,8 @@ def main(argv=None):
         case = f"dense{' causal' if causal else ''} N={N} d={d}"
         if wanted_case(case):
             run_case(timer, dev, case, impls, B, H, N, d, flops)
+            if ROWS:                            # so far: a time limit keeps the cases done
+                write_rows(out, "hopper", meta)
     for name, pattern, N, d in ([] if args.only == "dense" else QUICK_SPARSE if quick else SPARSE):
         H = 2048 // d
         layout = sf.compile(pattern, N, block_size=128, num_heads=H)
@@ -351,6 +354,8 @@ def main(argv=None):
         case = f"{name} N={N} d={d} density={layout.density:.3f}"
         if wanted_case(case):
             run_case(timer, dev, case, impls, 1, H, N, d, flops)
+            if ROWS:
+                write_rows(out, "hopper", meta)
     write_rows(out, "hopper", meta)
     summary = ratios(meta.get("gpu", torch.cuda.get_device_name(dev)))
     (out / "fa4_ratio.json").write_text(json.dumps(summary, indent=1))

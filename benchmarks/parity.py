@@ -294,35 +294,22 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", **more), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV 248 regs", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **more), 1.15))
-    # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
-    every = dict(HOPPER_RELEASE_ALL=True)
-    out.append(("none, release all", {}, every, None))
-    out.append(("dropout 16-bit quad, 7 rounds, release all", dict(dropout_p=0.1),
-                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **every), 1.15))
-    out.append(("softcap=30 folded, release all", dict(softcap=30.0),
-                dict(SOFTCAP_VARIANT="folded", **every), 1.10))
-    # the forward's row max (1) and row sum (3: both) by halves (launch.HOPPER_FWD_ROW_TREE, stop 56)
-    for bits, what in ((1, "row max by halves"), (3, "row max and sum by halves")):
-        tree = dict(HOPPER_FWD_ROW_TREE=bits)
-        out.append((f"none, {what}", {}, tree, None))
+    def with_each_option(what, settings):
+        # a kernel form without options, with dropout p=0.1 and with softcap 30
+        out.append((f"none, {what}", {}, settings, None))
         out.append((f"dropout 16-bit quad, 7 rounds, {what}", dict(dropout_p=0.1),
-                    dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **tree), 1.15))
+                    dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **settings), 1.15))
         out.append((f"softcap=30 folded, {what}", dict(softcap=30.0),
-                    dict(SOFTCAP_VARIANT="folded", **tree), 1.10))
+                    dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
+    # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
+    with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
+    # the forward's row max (1) and row sum (3: both) by halves (launch.HOPPER_FWD_ROW_TREE, stop 56)
+    with_each_option("row max by halves", dict(HOPPER_FWD_ROW_TREE=1))
+    with_each_option("row max and sum by halves", dict(HOPPER_FWD_ROW_TREE=3))
     # the fused dK/dV kernel's meetings by named barriers (launch.HOPPER_BWD_MEET, stop 56)
-    meet = dict(HOPPER_BWD_MEET=3)
-    out.append(("none, named-barrier meetings", {}, meet, None))
-    out.append(("dropout 16-bit quad, 7 rounds, named-barrier meetings", dict(dropout_p=0.1),
-                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **meet), 1.15))
-    out.append(("softcap=30 folded, named-barrier meetings", dict(softcap=30.0),
-                dict(SOFTCAP_VARIANT="folded", **meet), 1.10))
+    with_each_option("named-barrier meetings", dict(HOPPER_BWD_MEET=3))
     # the forward's consumers taking turns by named barriers (launch.HOPPER_FWD_PINGPONG, stop 56)
-    turns = dict(HOPPER_FWD_PINGPONG=True)
-    out.append(("none, ping-pong", {}, turns, None))
-    out.append(("dropout 16-bit quad, 7 rounds, ping-pong", dict(dropout_p=0.1),
-                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **turns), 1.15))
-    out.append(("softcap=30 folded, ping-pong", dict(softcap=30.0),
-                dict(SOFTCAP_VARIANT="folded", **turns), 1.10))
+    with_each_option("ping-pong", dict(HOPPER_FWD_PINGPONG=True))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

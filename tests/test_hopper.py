@@ -1452,6 +1452,30 @@ def _assert_same_results(got, ref, *where):
             assert torch.equal(a, b), (*where, name)
 
 
+def _runs_by_setting(monkeypatch, name, values, d, seed, pattern, causal, dropout_p=0.0,
+                     softcap=0.0, alibi=False, grads=False):
+    """One run of ``sparse_attention`` for each value of ``launch.<name>`` on the same inputs
+    (GQA, bf16: q [2, 4, 1500, d], k and v [2, 2, 1700, d] from ``seed``; ALiBi slopes for the 4
+    heads if ``alibi``), the dropout seeded alike: (out, lse), and with ``grads`` the
+    gradients of q, k, v too."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
+            for _ in range(2))
+    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
+    do = torch.randn_like(q) if grads else None
+    results = []
+    for value in values:
+        monkeypatch.setattr(launch, name, value)
+        qg, kg, vg = (t.detach().requires_grad_(grads) for t in (q, k, v))
+        torch.manual_seed(5)
+        out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
+                                       dropout_p=dropout_p, softcap=softcap, alibi_slopes=slopes,
+                                       return_lse=True)
+        results.append((out, lse) + (torch.autograd.grad(out, (qg, kg, vg), do) if grads else ()))
+    return results
+
+
 @gpu
 @pytest.mark.parametrize("d,consumers,persistent,dynamic,causal,dropout_p,softcap", [
     (128, 2, False, False, True, 0.0, 0.0), (128, 2, True, True, False, 0.0, 0.0),
@@ -1468,24 +1492,12 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
     adds with atomics): GQA with kv_len > seq_len, lengths not multiples of the tile, two and
     three consumers, one CTA per tile and persistent CTAs with fixed and run-time tiles (5 CTAs:
     many tiles each), dropout and softcap."""
-    g = torch.Generator(device="cuda").manual_seed(11)
-    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    do = torch.randn_like(q)
     pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
-    results = []
-    for every in (None, True):
-        monkeypatch.setattr(launch, "HOPPER_RELEASE_ALL", every)
-        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-        torch.manual_seed(5)
-        out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
-                                       dropout_p=dropout_p, softcap=softcap, return_lse=True)
-        results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
-    ref, got = results
+    ref, got = _runs_by_setting(monkeypatch, "HOPPER_RELEASE_ALL", (None, True), d, 11, pattern,
+                                causal, dropout_p, softcap, grads=True)
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
     _assert_same_results(got, ref)
 
@@ -1502,22 +1514,11 @@ def test_hopper_row_max_by_halves_is_bit_identical(d, consumers, persistent, cau
     chain (a max does not round), so the forward's outputs and LSE equal bit for bit the
     default's: GQA with kv_len > seq_len, lengths not multiples of the tile, two and three
     consumers, one CTA per tile and persistent CTAs, dropout, softcap and ALiBi."""
-    g = torch.Generator(device="cuda").manual_seed(13)
-    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
     pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
-    results = []
-    for tree in (0, 1):
-        monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", tree)
-        torch.manual_seed(5)
-        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
-                                           dropout_p=dropout_p, softcap=softcap,
-                                           alibi_slopes=slopes, return_lse=True))
-    (out, lse), (out_tree, lse_tree) = results
+    (out, lse), (out_tree, lse_tree) = _runs_by_setting(
+        monkeypatch, "HOPPER_FWD_ROW_TREE", (0, 1), d, 13, pattern, causal, dropout_p, softcap, alibi)
     assert torch.isfinite(out_tree).all()
     assert torch.equal(out, out_tree) and torch.equal(lse, lse_tree)
 
@@ -1539,23 +1540,13 @@ def test_hopper_forward_pingpong_is_bit_identical(d, consumers, persistent, dyna
     seq_len, lengths not multiples of the tile, one CTA per tile and persistent CTAs with fixed
     and run-time tiles (5 CTAs: many tiles each), causal and not, dropout, softcap, ALiBi; with
     three consumers the setting is ignored."""
-    g = torch.Generator(device="cuda").manual_seed(19)
-    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
     pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
     monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
-    results = []
-    for turns in (None, True):
-        monkeypatch.setattr(launch, "HOPPER_FWD_PINGPONG", turns)
-        torch.manual_seed(5)
-        results.append(sf.sparse_attention(q, k, v, pattern, block_size=128, causal=causal,
-                                           dropout_p=dropout_p, softcap=softcap,
-                                           alibi_slopes=slopes, return_lse=True))
-    (out, lse), (out_pp, lse_pp) = results
+    (out, lse), (out_pp, lse_pp) = _runs_by_setting(
+        monkeypatch, "HOPPER_FWD_PINGPONG", (None, True), d, 19, pattern, causal, dropout_p, softcap,
+        alibi)
     assert torch.isfinite(out_pp).all()
     assert torch.equal(out, out_pp) and torch.equal(lse, lse_pp)
 
@@ -1574,21 +1565,9 @@ def test_hopper_backward_meetings_by_named_barriers_are_bit_identical(meet, d, c
     the mbarrier meetings (dQ within rounding: the fused dQ adds with atomics): GQA with kv_len >
     seq_len, lengths not multiples of the tile, d=128 (64-query steps) and d=64 (128-query
     steps), causal and not, dense and local|global, dropout and softcap."""
-    g = torch.Generator(device="cuda").manual_seed(17)
-    q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
-            for _ in range(2))
-    do = torch.randn_like(q)
     pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    results = []
-    for bits in (0, meet):
-        monkeypatch.setattr(launch, "HOPPER_BWD_MEET", bits)
-        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-        torch.manual_seed(5)
-        out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
-                                       dropout_p=dropout_p, softcap=softcap, return_lse=True)
-        results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
-    ref, got = results
+    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_MEET", (0, meet), d, 17, pattern, causal,
+                                dropout_p, softcap, grads=True)
     assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref, meet)
 

@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_FWD_ROW_TREE=None, HOPPER_BWD_MEET=None,
+                HOPPER_RELEASE_ALL=None, HOPPER_BWD_STATS_LATE=None, HOPPER_FWD_ROW_TREE=None, HOPPER_BWD_MEET=None,
                 HOPPER_FWD_PINGPONG=None)
 
 
@@ -303,6 +303,8 @@ def variant_list(H):
                     dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
     # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
     with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
+    # the dK/dV consumers reading a step's lse2 after its first products (launch.HOPPER_BWD_STATS_LATE, stop 57)
+    with_each_option("statistics late", dict(HOPPER_BWD_STATS_LATE=True))
     # the forward's row max (1) and row sum (3: both) by halves (launch.HOPPER_FWD_ROW_TREE, stop 56)
     with_each_option("row max by halves", dict(HOPPER_FWD_ROW_TREE=1))
     with_each_option("row max and sum by halves", dict(HOPPER_FWD_ROW_TREE=3))

@@ -47,7 +47,7 @@ if which == "fwd":
                       PRODUCER_REGS=launch._HOPPER_FWD_REGS[2][1], PERSISTENT=False, OVERLAP_PV=False,
                       NUM_CONSUMERS=2, DYNAMIC=False, RESCALE=0.0, WALK=0,
                       OUT_TMA=launch._out_tma(flags.get("NUM_CONSUMERS", 2)),
-                      KV_SPLIT=False, Q_BUFS=1, ROW_TREE=launch._fwd_row_tree(), PINGPONG=False)
+                      KV_SPLIT=False, Q_BUFS=1)
     if flags.get("NUM_CONSUMERS") == 3:
         constexprs.update(BLOCK_M=192, CONSUMER_REGS=launch._HOPPER_FWD_REGS[3][0],
                           PRODUCER_REGS=launch._HOPPER_FWD_REGS[3][1])
@@ -57,7 +57,7 @@ else:
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
                       FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
-                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True, MEET=launch._bwd_meet())
+                      KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64, "dk_desc": 64, "dv_desc": 64}
 constexprs.update(flags)
@@ -195,24 +195,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                 continue                              # made in the loop before it is read
             clobbered += [(x.strip(), y.strip()) for y, w in zip(loop[j + 1:], writes[j + 1:])
                           if regs & w]
-    # the longest chain of dependent FMNMX in the step loop (a row max's depth): each FMNMX one
-    # deeper than the deeper of its sources, a register written by anything else depth 0
-    depth, fmnmx_depth = {}, 0
-    for line in step or []:
-        m = re.search(r"\sFMNMX (R\d+), (R\d+), (R\d+),", line)
-        if m:
-            depth[m.group(1)] = 1 + max(depth.get(m.group(2), 0), depth.get(m.group(3), 0))
-            fmnmx_depth = max(fmnmx_depth, depth[m.group(1)])
-        else:
-            for r in written(line):
-                depth.pop(f"R{r}", None)
-    step_order = []
-    for line in step or []:
-        m = re.search(r"BAR\.(SYNC|ARV)\S* (0x[0-9a-f]+), (0x[0-9a-f]+)", line)
-        if m and int(m.group(2), 16) >= 8:
-            step_order.append(" ".join(m.groups()))
-        elif "HGMMA" in line and (not step_order or step_order[-1] != "HGMMA"):
-            step_order.append("HGMMA")
     # in each innermost step loop, the local-memory reloads issued among its first product's
     # HGMMAs into a register that an earlier shared-memory load of the loop took its address from:
     # such a reload waits for those loads to drain, holding the product's remaining HGMMAs back
@@ -234,13 +216,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         first_product_war_ldl.append(count)
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
                                  "FIRST_PRODUCT_WAR_LDL": first_product_war_ldl,
-                                 "STEP_FMNMX_DEPTH": fmnmx_depth,
-                                 # hardware barriers by instruction, id and thread count
-                                 "BARS": [" ".join(m) for m in re.findall(
-                                     r"BAR\.(SYNC|ARV)\S* (0x[0-9a-f]+)(?:, (0x[0-9a-f]+))?", sass)],
-                                 # the step loop's named barriers (ids 8 and up) and wgmma
-                                 # issues in order, a run of HGMMA as one
-                                 "STEP_ORDER": step_order,
                                  "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
@@ -655,95 +630,6 @@ def test_release_by_every_thread_drops_the_warpgroup_barriers(which, flags, base
     assert one["STEP_LOOP"] > 0 and every["STEP_LOOP"] > 0, "no step loop found"
     assert one["STEP_BAR"] == base and every["STEP_BAR"] <= best, (one["STEP_BAR"], every["STEP_BAR"])
     assert every["STL"] <= one["STL"], (one["STL"], every["STL"])
-
-
-@pytest.mark.parametrize("d,flags", [
-    (128, dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
-               RESCALE=8.0, NUM_STAGES=2)),
-    (128, dict(PERSISTENT=True, DYNAMIC=1, OVERLAP_PV=True, RESCALE=8.0, HAS_SOFTCAP=2)),
-    (64, dict(NUM_CONSUMERS=3, NUM_STAGES=4)),
-], ids=["d128-run30", "d128-softcap", "d64-three"])
-def test_row_max_by_halves_is_shallow(d, flags):
-    """``launch.HOPPER_FWD_ROW_TREE`` bit 1 (kernels/hopper.py ``_row_reduce``): Triton reduces a
-    thread's 32 scores of a row in one chain of dependent ``FMNMX``, which Nsight Compute's
-    source counters put first among the forward's in-loop stalls (run38 call 1); by halves the
-    chain is a few deep, with the same instructions. sm_90 SASS, bf16, a consumer's step loop:
-    the longest chain of dependent FMNMX (the row max's shuffles and running max included), when
-    written 33 in each case by default and 7 by halves."""
-    chain = _sass_counts("fwd", d, "bf16", dict(flags, ROW_TREE=0))
-    tree = _sass_counts("fwd", d, "bf16", dict(flags, ROW_TREE=1))
-    assert chain["STEP_LOOP"] > 0 and tree["STEP_LOOP"] > 0, "no step loop found"
-    assert chain["STEP_FMNMX_DEPTH"] >= 30 and tree["STEP_FMNMX_DEPTH"] <= 8, (
-        chain["STEP_FMNMX_DEPTH"], tree["STEP_FMNMX_DEPTH"])
-    assert tree["STEP_LOOP"] <= chain["STEP_LOOP"] + 4 and tree["STL"] <= chain["STL"], (chain, tree)
-
-
-@pytest.mark.parametrize("name,read", [("HOPPER_FWD_ROW_TREE", "_fwd_row_tree"),
-                                       ("HOPPER_BWD_MEET", "_bwd_meet")])
-def test_bit_settings_are_checked(name, read, monkeypatch):
-    """``launch.HOPPER_FWD_ROW_TREE`` and ``launch.HOPPER_BWD_MEET`` take None or the bits 0-3;
-    anything else is refused with the setting's name, before any kernel is built."""
-    from sparseflash.kernels import launch
-    for good, bits in ((None, 0), (0, 0), (1, 1), (3, 3)):
-        monkeypatch.setattr(launch, name, good)
-        assert getattr(launch, read)() == bits
-    for bad in (4, -1, True, 1.0, "1"):
-        monkeypatch.setattr(launch, name, bad)
-        with pytest.raises(ValueError, match=name):
-            getattr(launch, read)()
-
-
-@pytest.mark.parametrize("d,flags", [
-    (128, dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, CONSUMER_REGS=240, ROWS_LATE=True,
-               SCHEDULED=True)),
-    (64, dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, BLOCK_M=128, DQ_ROWS=True, KV_REGS=1)),
-], ids=["d128-causal", "d64-128-query-steps"])
-def test_backward_meetings_by_named_barriers(d, flags):
-    """``launch.HOPPER_BWD_MEET`` (kernels/hopper.py ``_named_barrier``): bit 1 meets the two
-    consumer warpgroups at each step's dS^T by one hardware named barrier of 256 threads (id 8)
-    instead of a warpgroup sync, one thread's mbarrier arrive and a wait; bit 2 hands each
-    warpgroup's dQ staging tiles to the writer warp by ``bar.arrive`` on barrier 9 + WG (160
-    threads: the warpgroup and the writer, which waits there) instead of a warpgroup sync and an
-    mbarrier. sm_90 SASS of the fused dK/dV kernel, bf16: the named barriers are there, Triton adds
-    no warpgroup sync in their place (a consumer's step loop: one ``BAR.SYNC`` fewer with both,
-    7 and 6 at d=128 when written), and no spill stores come with them."""
-    base = _sass_counts("dkdv", d, "bf16", dict(flags, MEET=0))
-    meet = _sass_counts("dkdv", d, "bf16", dict(flags, MEET=3))
-    assert base["STEP_LOOP"] > 0 and meet["STEP_LOOP"] > 0, "no step loop found"
-    assert not any(b.split()[1] in ("0x8", "0x9", "0xa") for b in base["BARS"]), base["BARS"]
-    # each consumer syncs at barrier 8 with 256 threads; each arrives at its own 9 + WG with 160,
-    # where the writer warp syncs
-    assert meet["BARS"].count("SYNC 0x8 0x100") == 2, meet["BARS"]
-    assert sorted(b for b in meet["BARS"] if b.split()[1] in ("0x9", "0xa")) == [
-        "ARV 0x9 0xa0", "ARV 0xa 0xa0", "SYNC 0x9 0xa0", "SYNC 0xa 0xa0"], meet["BARS"]
-    assert meet["STEP_BAR"] == base["STEP_BAR"] - 1, (base["STEP_BAR"], meet["STEP_BAR"])
-    assert meet["STL"] <= base["STL"], (base["STL"], meet["STL"])
-
-
-def test_forward_pingpong_takes_turns_around_the_products():
-    """``launch.HOPPER_FWD_PINGPONG`` (kernels/hopper.py ``_turn``): each of the forward's two
-    consumer warpgroups waits at its named barrier (11 + WG, 256 threads) before issuing a
-    step's products and arrives at the other's after, as FlashAttention-3/4's warp-scheduler
-    barrier. sm_90 SASS, d=128, bf16, run30's pipeline: a consumer's step loop syncs once at its
-    own barrier before its first ``HGMMA`` and arrives once at the other's after its last; the
-    warpgroup syncs Triton places are unchanged; without it no such barrier."""
-    flags = dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
-                 RESCALE=8.0, NUM_STAGES=2)
-    base = _sass_counts("fwd", 128, "bf16", dict(flags, PINGPONG=False))
-    pp = _sass_counts("fwd", 128, "bf16", dict(flags, PINGPONG=True))
-    assert base["STEP_LOOP"] > 0 and pp["STEP_LOOP"] > 0, "no step loop found"
-    assert not any(b.split()[1] in ("0xb", "0xc") for b in base["BARS"]), base["BARS"]
-    turns = [b for b in pp["BARS"] if b.split()[1] in ("0xb", "0xc")]
-    # each warpgroup: its first step, the loop's steps and the last P V (3 syncs, 3 arrives);
-    # warpgroup 1 also hands warpgroup 0 the first turn
-    assert sorted(turns) == sorted(["SYNC 0xb 0x100"] * 3 + ["ARV 0xc 0x100"] * 3 +
-                                   ["SYNC 0xc 0x100"] * 3 + ["ARV 0xb 0x100"] * 4), turns
-    # a consumer's step loop (the smallest of the two): its turn taken, S and the last step's
-    # P V issued, the turn handed on; nothing issued outside it
-    assert pp["STEP_ORDER"] in (["SYNC 0xb 0x100", "HGMMA", "ARV 0xc 0x100"],
-                                ["SYNC 0xc 0x100", "HGMMA", "ARV 0xb 0x100"]), pp["STEP_ORDER"]
-    assert [b for b in pp["BARS"] if b not in turns] == base["BARS"], (base["BARS"], pp["BARS"])
-    assert pp["STEP_BAR"] == base["STEP_BAR"] + 1 and pp["STL"] == base["STL"], (base, pp)
 
 
 def test_quad_dropout_draws_stay_in_registers():
@@ -1558,88 +1444,6 @@ def test_hopper_backward_statistics_read_late_are_bit_identical(d, causal, dropo
                                 causal, dropout_p, softcap, alibi, grads=True)
     assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref)
-
-
-@gpu
-@pytest.mark.parametrize("d,consumers,persistent,causal,dropout_p,softcap,alibi", [
-    (128, 2, True, True, 0.0, 0.0, False), (128, 2, False, False, 0.2, 0.0, False),
-    (128, 2, True, True, 0.0, 30.0, False), (128, 2, True, True, 0.0, 0.0, True),
-    (64, 3, True, True, 0.0, 0.0, False), (64, 2, False, False, 0.0, 20.0, True)],
-    ids=["d128-causal", "d128-dropout", "d128-softcap", "d128-alibi", "d64-three", "d64-softcap-alibi"])
-def test_hopper_row_max_by_halves_is_bit_identical(d, consumers, persistent, causal, dropout_p,
-                                                   softcap, alibi, hopper_only, monkeypatch):
-    """``launch.HOPPER_FWD_ROW_TREE = 1``: the row max by halves is the same value as Triton's
-    chain (a max does not round), so the forward's outputs and LSE equal bit for bit the
-    default's: GQA with kv_len > seq_len, lengths not multiples of the tile, two and three
-    consumers, one CTA per tile and persistent CTAs, dropout, softcap and ALiBi."""
-    pattern = sf.local(3) | sf.global_blocks(1) if consumers == 2 else sf.dense()
-    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
-    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
-    (out, lse), (out_tree, lse_tree) = _runs_by_setting(
-        monkeypatch, "HOPPER_FWD_ROW_TREE", (0, 1), d, 13, pattern, causal, dropout_p, softcap, alibi)
-    assert torch.isfinite(out_tree).all()
-    assert torch.equal(out, out_tree) and torch.equal(lse, lse_tree)
-
-
-@gpu
-@pytest.mark.parametrize("d,consumers,persistent,dynamic,causal,dropout_p,softcap,alibi,dense", [
-    (128, 2, True, True, True, 0.0, 0.0, False, True), (128, 2, False, False, False, 0.0, 0.0, False, False),
-    (128, 2, 5, True, True, 0.2, 0.0, False, False), (128, 2, True, False, True, 0.0, 30.0, False, True),
-    (128, 2, True, True, True, 0.0, 0.0, True, True), (64, 2, True, True, True, 0.0, 0.0, False, True),
-    (64, 3, True, True, True, 0.0, 0.0, False, True)],
-    ids=["d128-persistent-dynamic-causal", "d128-one-cta-local", "d128-5-ctas-dropout", "d128-softcap",
-         "d128-alibi", "d64-two", "d64-three-ignores-it"])
-def test_hopper_forward_pingpong_is_bit_identical(d, consumers, persistent, dynamic, causal,
-                                                  dropout_p, softcap, alibi, dense, hopper_only,
-                                                  monkeypatch):
-    """``launch.HOPPER_FWD_PINGPONG``: the consumers' turns change when a warpgroup issues its
-    products, not what they compute, so the forward's outputs and LSE equal bit for bit the
-    default's (and nothing hangs: both warpgroups take the same turns): GQA with kv_len >
-    seq_len, lengths not multiples of the tile, one CTA per tile and persistent CTAs with fixed
-    and run-time tiles (5 CTAs: many tiles each), causal and not, dropout, softcap, ALiBi; with
-    three consumers the setting is ignored."""
-    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    monkeypatch.setattr(launch, "HOPPER_FWD_CONSUMERS", consumers)
-    monkeypatch.setattr(launch, "HOPPER_PERSISTENT", persistent)
-    monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
-    (out, lse), (out_pp, lse_pp) = _runs_by_setting(
-        monkeypatch, "HOPPER_FWD_PINGPONG", (None, True), d, 19, pattern, causal, dropout_p, softcap,
-        alibi)
-    assert torch.isfinite(out_pp).all()
-    assert torch.equal(out, out_pp) and torch.equal(lse, lse_pp)
-
-
-@gpu
-@pytest.mark.parametrize("meet", [1, 2, 3])
-@pytest.mark.parametrize("d,causal,dropout_p,softcap,dense", [
-    (128, True, 0.0, 0.0, False), (128, False, 0.2, 0.0, True), (128, True, 0.0, 30.0, True),
-    (64, True, 0.0, 0.0, True), (64, False, 0.2, 0.0, False)],
-    ids=["d128-causal-local", "d128-dropout-dense", "d128-softcap", "d64-causal", "d64-dropout-local"])
-def test_hopper_backward_meetings_by_named_barriers_are_bit_identical(meet, d, causal, dropout_p,
-                                                                       softcap, dense, hopper_only,
-                                                                       monkeypatch):
-    """``launch.HOPPER_BWD_MEET``: the named-barrier meetings change when a warpgroup may go on,
-    not what any product computes, so the outputs, LSE, dK and dV equal bit for bit those of
-    the mbarrier meetings (dQ within rounding: the fused dQ adds with atomics): GQA with kv_len >
-    seq_len, lengths not multiples of the tile, d=128 (64-query steps) and d=64 (128-query
-    steps), causal and not, dense and local|global, dropout and softcap."""
-    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_MEET", (0, meet), d, 17, pattern, causal,
-                                dropout_p, softcap, grads=True)
-    assert all(torch.isfinite(t).all() for t in got)
-    _assert_same_results(got, ref, meet)
-
-
-@gpu
-@pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
-def test_hopper_row_sums_by_halves_match_the_oracle(name, pattern, kw, hopper_only, monkeypatch):
-    """``launch.HOPPER_FWD_ROW_TREE = 3``: the row max and the row sum by halves (the sum adds
-    in another order), on every layout of the oracle cases, forward and gradients against
-    float64."""
-    monkeypatch.setattr(launch, "HOPPER_FWD_ROW_TREE", 3)
-    kw = dict(kw)
-    kw.setdefault("d", 128)
-    check(pattern, bs=128, dtype=torch.bfloat16, backend="triton", **kw)
 
 
 @gpu

@@ -268,45 +268,6 @@ def _swap_lanes4(x):
                                      dtype=gl.uint32, is_pure=True, pack=1)
 
 
-# Named barriers of the dK/dV kernel's MEET forms and the forward's ping-pong (ids above those
-# Triton 3.6 gives its partitions' own syncs: 0-2 in the sm_90 SASS of these kernels)
-_BAR_DS = gl.constexpr(8)          # both consumer warpgroups' halves of dS^T stored (256 threads)
-_BAR_DQ = gl.constexpr(9)          # + WG: warpgroup WG's dQ staging tiles written (128 + the writer's 32)
-_BAR_TURN = gl.constexpr(11)       # + WG: the forward's warpgroup WG may issue its products (256)
-
-
-@gluon.jit
-def _named_barrier(bar_id, count, ARRIVE: gl.constexpr):
-    """``bar.sync`` (ARRIVE False: wait for ``count`` threads) or ``bar.arrive`` (ARRIVE True:
-    count this thread and go on) on hardware named barrier ``bar_id``, every thread of the
-    calling warps taking part, as FlashAttention-3/4's sm90 backward meets its warpgroups
-    (NamedBarrier arrive_and_wait, barrier_arrive). Ordering shared memory for the async proxy
-    stays the caller's (``fence_async_shared`` first)."""
-    layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
-    ids = gl.full([1], bar_id, gl.int32, layout)
-    counts = gl.full([1], count, gl.int32, layout)
-    if ARRIVE:
-        gl.inline_asm_elementwise("bar.arrive $1, $2; mov.u32 $0, 0;", "=r,r,r", [ids, counts],
-                                  dtype=gl.int32, is_pure=False, pack=1)
-    else:
-        gl.inline_asm_elementwise("bar.sync $1, $2; mov.u32 $0, 0;", "=r,r,r", [ids, counts],
-                                  dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _turn(WG: gl.constexpr, TAKE: gl.constexpr, PINGPONG: gl.constexpr):
-    """The forward's ping-pong of its two consumer warpgroups (launch.HOPPER_FWD_PINGPONG), as
-    FlashAttention-3/4's warp-scheduler barrier: TAKE waits until the other warpgroup has
-    issued its products (``bar.sync`` on this one's barrier, 256 threads: this warpgroup's 128
-    and the other's arrivals); else it hands the turn over (``bar.arrive`` on the other's).
-    Without PINGPONG nothing."""
-    if PINGPONG:
-        if TAKE:
-            _named_barrier(_BAR_TURN + WG, 256, False)
-        else:
-            _named_barrier(_BAR_TURN + 1 - WG, 256, True)
-
-
 @gluon.jit
 def _trade_rows(even, r0, r1, r2, r3):
     """The forward's lane-pair trade of the quad mappings: a thread of even rows keeps words
@@ -901,53 +862,18 @@ def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALI
 
 
 @gluon.jit
-def _row_reduce(x, IS_MAX: gl.constexpr, TREE: gl.constexpr):
-    """Max (IS_MAX) or sum over the columns of a [ROWS, COLS] wgmma accumulator tile.
-    Triton reduces a thread's own elements of a row in one chain (``gl.max``: 31 dependent
-    ``FMNMX`` a row at 128 columns, sm_90 SASS), before the exchange between its lanes. TREE
-    folds them in halves first, by register (columns ``c`` and ``c + COLS/2``, then a quarter
-    apart, ... down to 8 columns: 4 levels at 128), so that the chain is 4 deep and each level's
-    operations are independent; the reshapes and splits relabel registers only, and a max is
-    the same value either way (a sum adds in another order). launch.HOPPER_FWD_ROW_TREE."""
-    if TREE:
-        ROWS: gl.constexpr = x.shape[0]
-        COLS: gl.constexpr = x.shape[1]
-        row_layout: gl.constexpr = gl.SliceLayout(1, x.type.layout)
-        y = x
-        for i in gl.static_range(4):
-            if (COLS >> i) > 8:
-                a, b = gl.split(gl.permute(gl.reshape(y, [ROWS, 2, COLS >> (i + 1)]), (0, 2, 1)))
-                if IS_MAX:
-                    y = gl.maximum(a, b)
-                else:
-                    y = a + b
-        if IS_MAX:
-            r = gl.max(y, 1)
-        else:
-            r = gl.sum(y, 1)
-        return gl.convert_layout(r, row_layout, assert_trivial=True)
-    else:
-        if IS_MAX:
-            return gl.max(x, 1)
-        else:
-            return gl.sum(x, 1)
-
-
-@gluon.jit
-def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-              TREE: gl.constexpr = False):
+def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """Row max of a tile in log2 units: raw scores are scaled after the max (``qk_scale`` > 0),
     CAP_MAX's tanh values times the cap (> 0), modified scores as they are, plus the causal
-    ALiBi's ``shift`` (``_fwd_scores``); TREE: by ``_row_reduce``'s halves."""
-    m = _row_reduce(s, True, TREE)
+    ALiBi's ``shift`` (``_fwd_scores``)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
-        return m * softcap2
+        return gl.max(s, 1) * softcap2
     elif HAS_ALIBI == 2:
-        return m + shift
+        return gl.max(s, 1) + shift
     elif HAS_SOFTCAP or HAS_ALIBI:
-        return m
+        return gl.max(s, 1)
     else:
-        return m * qk_scale
+        return gl.max(s, 1) * qk_scale
 
 
 @gluon.jit
@@ -994,13 +920,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
               REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, PERSISTENT: gl.constexpr,
               OVERLAP_PV: gl.constexpr, RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
-              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr,
-              ROW_TREE: gl.constexpr, PINGPONG: gl.constexpr):
-    if PINGPONG:
-        # two warpgroups with the same steps take turns issuing them, warpgroup 0 first
-        gl.static_assert(NUM_CONSUMERS == 2)
-        if WG == 1:
-            _turn(WG, False, PINGPONG)
+              WG: gl.constexpr, DYNAMIC: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     if PERSISTENT and DYNAMIC:
         # the programs the producer publishes, each with its Q (see _producer); -1 ends
         step = 0
@@ -1019,7 +939,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, True, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
+                                  WG, True, OUT_TMA, RELEASE)
             tile_i += 1
             qb = tile_i % Q_BUFS
             mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
@@ -1039,7 +959,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                                   BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL,
                                   HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
                                   HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, OVERLAP_PV, RESCALE, NUM_CONSUMERS,
-                                  WG, False, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
+                                  WG, False, OUT_TMA, RELEASE)
             tile_i += 1
     else:
         _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, Out,
@@ -1050,7 +970,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty
                       drop_threshold, drop_scale, _own_program(), 0, 0, BLOCK, BLOCK_M, BLOCK_N,
                       HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                       PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED,
-                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)
+                      OVERLAP_PV, RESCALE, NUM_CONSUMERS, WG, False, OUT_TMA, RELEASE)
 
 
 # 2^f on [-0.5, 0.5], degree 3, minimax in relative error (7.5e-5; 1.1e-4 evaluated in fp32)
@@ -1122,8 +1042,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   REVERSE_M: gl.constexpr, WALK: gl.constexpr, SCHEDULED: gl.constexpr, OVERLAP_PV: gl.constexpr,
                   RESCALE: gl.constexpr, NUM_CONSUMERS: gl.constexpr, WG: gl.constexpr, Q_WAITED: gl.constexpr,
-                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr, ROW_TREE: gl.constexpr,
-                  PINGPONG: gl.constexpr):
+                  OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     """One query tile of one consumer warpgroup (its 64 rows): the K/V steps from ring
     position ``step``, Q released (``q_empty``) once its last product has completed, then the
     output and LSE stored. Returns the number of K/V steps the producer issued for the tile
@@ -1210,10 +1129,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     if trips > 0:
         w0 = _walk(0, trips, WALK)          # the trip of the first step
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
-        _turn(WG, True, PINGPONG)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
-        _turn(WG, False, PINGPONG)
         s = warpgroup_mma_wait(0, deps=(s, ))
         if KV_SPLIT:
             _release(kv_empty.index(step % NUM_STAGES), RELEASE)
@@ -1231,10 +1148,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         if FIXED:
             e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
         else:
-            m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI, (ROW_TREE & 1) != 0)
+            m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
             e = _tile_exp(s, m_use, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)  # [ROWS, BLOCK_N]
-        l_i = _row_reduce(e, False, (ROW_TREE & 2) != 0)
+        l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
             e = _dropped(e, seed, rng_offset, bh, row0,
@@ -1246,13 +1163,11 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             st = (step + t) % NUM_STAGES
             prev = (step + t - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)
-            _turn(WG, True, PINGPONG)
             s = warpgroup_mma(q_tile, k_smem.index(st).permute((1, 0)), s_zero, use_acc=False,
                               is_async=True)
             # O += P V of the previous step runs while this step's softmax does
             mbarrier.wait(v_ready.index(prev), ((step + t - 1) // NUM_STAGES) & 1)
             acc = warpgroup_mma(p, v_smem.index(prev), acc, is_async=True)
-            _turn(WG, False, PINGPONG)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 _release(kv_empty.index(st), RELEASE)
@@ -1275,17 +1190,17 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             if (t + n_full >= 0) or (not OVERLAP_PV):
                 if FIXED:
                     e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
-                    l_i = l_i + _row_reduce(e, False, (ROW_TREE & 2) != 0)
+                    l_i = l_i + gl.sum(e, 1)
                 else:
                     m_new = gl.maximum(m_i, _tile_max(s, shift, qk_scale, softcap2, SOFTCAP,
-                                                      HAS_ALIBI, (ROW_TREE & 1) != 0))
+                                                      HAS_ALIBI))
                     if RESCALE > 0:
                         m_new = gl.where(m_new > m_i + RESCALE, m_new, m_i)
                     # a row may have seen nothing yet: subtract 0 instead of -inf (avoids inf - inf)
                     m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                     e = _tile_exp(s, m_use, shift, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
                     alpha = gl.exp2(m_i - m_use)
-                    l_i = l_i * alpha + _row_reduce(e, False, (ROW_TREE & 2) != 0)
+                    l_i = l_i * alpha + gl.sum(e, 1)
                     m_i = m_new
             else:       # never runs
                 e = s
@@ -1305,9 +1220,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             p = gl.convert_layout(e.to(dtype), p_layout)
         last = (step + trips - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((step + trips - 1) // NUM_STAGES) & 1)
-        _turn(WG, True, PINGPONG)
         acc = warpgroup_mma(p, v_smem.index(last), acc, is_async=True)
-        _turn(WG, False, PINGPONG)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         _release(ve.index(last), RELEASE)
     # every product that read this warpgroup's Q has completed: the producer may load the
@@ -1394,8 +1307,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                        NUM_CONSUMERS: gl.constexpr = 2, DYNAMIC: gl.constexpr = False,
                        RESCALE: gl.constexpr = 0.0, WALK: gl.constexpr = 0, OUT_TMA: gl.constexpr = False,
                        KV_SPLIT: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                       RELEASE: gl.constexpr = False, ROW_TREE: gl.constexpr = 0,
-                       PINGPONG: gl.constexpr = False):
+                       RELEASE: gl.constexpr = False):
     # two consumer warpgroups share a 128-query tile inside one table block; three share a
     # 192-query tile across two blocks, each 64-query third inside one (launch.py chooses
     # three only where every row of such a pair is a prefix of the next, see _walked_row)
@@ -1459,7 +1371,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1468,7 +1380,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1486,7 +1398,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 0, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1495,7 +1407,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 1, DYNAMIC, OUT_TMA, RELEASE)),
             (_consumer, (
                 q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_empty, v_empty, tile_slots, Out,
                 o_desc, LSE, fwd_ptr, fwd_idx, fwd_nfull, seqs, KPM, ALIBI, schedule, seed, rng_offset,
@@ -1504,7 +1416,7 @@ def _hopper_fwd_kernel(q_desc, k_desc, v_desc, Out, LSE, fwd_ptr, fwd_idx, fwd_n
                 qk_scale, softcap2, stride_alibi_b, drop_threshold, drop_scale, BLOCK, BLOCK_M,
                 BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_WARPS, CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ,
                 PACKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, REVERSE_M, WALK, SCHEDULED, PERSISTENT,
-                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE, ROW_TREE, PINGPONG)),
+                OVERLAP_PV, RESCALE, NUM_CONSUMERS, 2, DYNAMIC, OUT_TMA, RELEASE)),
             (_producer, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready,
                 kv_empty, v_empty, tile_slots, tile_counter, fwd_ptr, fwd_idx, fwd_nfull, seqs, schedule,
@@ -1677,8 +1589,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
                   SCHEDULED: gl.constexpr, STATS_TMA: gl.constexpr, FUSED_DQ: gl.constexpr,
                   ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr, KV_REGS: gl.constexpr,
-                  WG: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr,
-                  MEET: gl.constexpr):
+                  WG: gl.constexpr, OUT_TMA: gl.constexpr, RELEASE: gl.constexpr):
     SUB: gl.constexpr = BLOCK // BLOCK_M
     KEYS: gl.constexpr = BLOCK_N // 2          # this warpgroup's keys
     # the queries of a step's products: BLOCK_M (64) or, with 128-query steps (d=64,
@@ -1876,15 +1787,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     _part(ds_smem.index(buf).slice(WG * KEYS, KEYS), h, MMA_M, PARTS, 1).store(dsT)
             if FUSED_DQ:
                 fence_async_shared()
-                if (MEET & 1) != 0:
-                    # both warpgroups at one named barrier (launch.HOPPER_BWD_MEET bit 1)
-                    _named_barrier(_BAR_DS, 256, False)
-                    dv = warpgroup_mma_wait(1, deps=(dv, ))      # frees P^T's registers
-                else:
-                    gl.thread_barrier()      # the warpgroup's four warps have stored their rows
-                    mbarrier.arrive(ds_full.index(buf))
-                    dv = warpgroup_mma_wait(1, deps=(dv, ))      # frees P^T's registers
-                    mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
+                gl.thread_barrier()          # the warpgroup's four warps have stored their rows
+                mbarrier.arrive(ds_full.index(buf))
+                dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
+                mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
                 dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
                 if DQ_ROWS:
                     # [DQ_R, BLOCK_N]: this warpgroup's queries of dS against every key
@@ -1916,13 +1822,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                 else:
                     dq_smem.index(WG * DQ_PARTS).store(dq)
                 fence_async_shared()
-                if (MEET & 2) != 0:
-                    # counted at a named barrier the writer warp waits at; the warps go on
-                    # without waiting for each other (launch.HOPPER_BWD_MEET bit 2)
-                    _named_barrier(_BAR_DQ + WG, 160, True)
-                else:
-                    gl.thread_barrier()
-                    mbarrier.arrive(dq_full.index(WG))
+                gl.thread_barrier()
+                mbarrier.arrive(dq_full.index(WG))
             else:
                 if KV_REGS == 1:
                     dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
@@ -1966,7 +1867,7 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
                    table_heads_gt1, BLOCK: gl.constexpr, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, GROUP_SIZE: gl.constexpr,
                    PER_SEQ: gl.constexpr, PACKED: gl.constexpr, SCHEDULED: gl.constexpr,
-                   DQ_ROWS: gl.constexpr, MEET: gl.constexpr = 0):
+                   DQ_ROWS: gl.constexpr):
     """The fused dQ's writer warp: walks the producer's steps and, per step, adds each consumer
     warpgroup's staging tiles (its half of dQ's columns, scaled) to the fp32 accumulator at the
     step's rows with the copy engine's reduce-add, then hands the tiles back. The accumulator
@@ -1989,10 +1890,7 @@ def _bwd_dq_writer(dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nf
             q_block_idx = gl.load(bwd_idx + lo + t // SUB)
             row = (q_block_idx + i0) * BLOCK + (t % SUB) * BLOCK_M + q_row0
             for w in gl.static_range(2):
-                if (MEET & 2) != 0:
-                    _named_barrier(_BAR_DQ + w, 160, False)
-                else:
-                    mbarrier.wait(dq_full.index(w), step & 1)
+                mbarrier.wait(dq_full.index(w), step & 1)
                 for c in gl.static_range(DQ_PARTS):
                     if DQ_ROWS:
                         coord = [off_b, off_h, row + w * DQ_R, c * _DQ_COLS]
@@ -2023,7 +1921,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                         PRODUCER_REGS: gl.constexpr, STATS_TMA: gl.constexpr,
                         FUSED_DQ: gl.constexpr, ROWS_LATE: gl.constexpr, DQ_ROWS: gl.constexpr,
                         KV_REGS: gl.constexpr, OUT_TMA: gl.constexpr = False,
-                        RELEASE: gl.constexpr = False, MEET: gl.constexpr = 0):
+                        RELEASE: gl.constexpr = False):
     """dK and dV of one 128-key tile: a producer warp streams (Q, dO) tiles of BLOCK_M queries
     (64; 128 at d=64 with the fused dQ, launch.HOPPER_BWD_STEP_M) of the key block's column
     (transposed tables) through a ring; two consumer warpgroups own 64 keys each and run, per
@@ -2107,7 +2005,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE, MEET)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -2117,7 +2015,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE, MEET)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,
@@ -2128,7 +2026,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
              (_bwd_dq_writer, (dq_desc, dq_smem, dq_full, dq_empty, bwd_ptr, bwd_idx, bwd_nfull, seqs,
                                schedule, num_n_tiles, num_kv_heads, q_len, k_len, q_pos, k_pos, nq,
                                nk, table_heads_gt1, BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE,
-                               PER_SEQ, PACKED, SCHEDULED, DQ_ROWS, MEET))],
+                               PER_SEQ, PACKED, SCHEDULED, DQ_ROWS))],
             [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize(
@@ -2141,7 +2039,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE, MEET)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 0, OUT_TMA, RELEASE)),
              (_bwd_consumer, (q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem,
                               kv_bar, ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                               bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI,
@@ -2151,7 +2049,7 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
                               softcap2, stride_alibi_b, drop_threshold, drop_scale,
                               BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, GROUP_SIZE, NUM_STAGES,
                               CAUSAL, HAS_WL, HAS_WR, HAS_KPM, PER_SEQ, PACKED, HAS_SOFTCAP, HAS_ALIBI,
-                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE, MEET)),
+                              HAS_DROPOUT, SCHEDULED, STATS_TMA, FUSED_DQ, ROWS_LATE, DQ_ROWS, KV_REGS, 1, OUT_TMA, RELEASE)),
              (_bwd_producer, (q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, LSE2, Delta,
                               q_smem,
                               do_smem, k_smem, v_smem, lse2_smem, delta_smem, kv_bar, ready, empty, bwd_ptr,

@@ -852,35 +852,6 @@ HOPPER_FWD_KV_SPLIT: Optional[bool] = None
 # (benchmarks/results/h200-hopper/run37-stop55, call 2; docs/hopper.md "Ring slots released by
 # every thread"). Both kernels; SPARSEFLASH_HOPPER_RELEASE_ALL=1 turns it on.
 HOPPER_RELEASE_ALL: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_RELEASE_ALL") == "1" else None
-# How the Hopper forward's consumers reduce a tile's rows (kernels/hopper.py ``_row_reduce``), a
-# bit set: 1, the row max by halves (4 levels of independent FMNMX at 128 columns) instead of
-# Triton's one chain of 31 dependent FMNMX a row, the forward's top in-loop stall (Nsight
-# Compute's source counters, benchmarks/results/h200-hopper/run38-stop56, call 1); 2, the row
-# sum likewise (the sum's order changes, so l by a few ulps). None: 0: timed level or slower
-# (run38, an H100, parity.py --variants, 16K causal: forward 1.003 at d=128 and 1.027-1.055 at
-# d=64 against the default, with dropout 1.606 against 1.474; docs/hopper.md "The row max by
-# halves"). SPARSEFLASH_HOPPER_FWD_ROW_TREE sets it (0-3).
-HOPPER_FWD_ROW_TREE: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_FWD_ROW_TREE"])
-                                      if os.environ.get("SPARSEFLASH_HOPPER_FWD_ROW_TREE") else None)
-# The Hopper forward's two consumer warpgroups take turns issuing their products (kernels/hopper.py
-# ``_turn``: hardware named barriers, as FlashAttention-3/4's warp-scheduler barrier), so that
-# one's softmax runs while the other's products do. True: on with two consumers (three keep
-# their own pace: their rows may differ); None/False: off. Run7 tried a ping-pong by mbarriers on
-# an older forward (no faster, removed; docs/hopper.md "What was tried"); FlashAttention-4 runs
-# its sm90 forward so at d <= 128 beside the overlap of P V with the softmax that ours has since
-# run12. None: False (not yet timed: docs/hopper.md "The forward's ping-pong by named barriers").
-# SPARSEFLASH_HOPPER_FWD_PINGPONG=1 turns it on.
-HOPPER_FWD_PINGPONG: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_FWD_PINGPONG") == "1" else None
-# How the fused dK/dV kernel's warpgroups meet (kernels/hopper.py ``_bwd_consumer``), a bit set:
-# 1, at each step's dS^T by a hardware named barrier of both consumer warpgroups (``bar.sync``,
-# 256 threads) instead of one thread's mbarrier arrive after a warpgroup sync and a wait on the
-# mbarrier; 2, each warpgroup's dQ staging tiles handed to the writer warp by ``bar.arrive`` on a
-# named barrier the writer waits at (the warpgroup's warps do not wait for each other) instead of
-# a warpgroup sync and an mbarrier. FlashAttention-3/4's sm90 backward meets so (NamedBarrier
-# arrive_and_wait, barrier_arrive). None: 0 (not yet timed: docs/hopper.md "The backward's
-# meetings by named barriers"). SPARSEFLASH_HOPPER_BWD_MEET sets it (0-3).
-HOPPER_BWD_MEET: Optional[int] = (int(os.environ["SPARSEFLASH_HOPPER_BWD_MEET"])
-                                  if os.environ.get("SPARSEFLASH_HOPPER_BWD_MEET") else None)
 # (consumer, producer) registers a thread of the Hopper forward takes, by consumer warpgroups
 # (three: 4 warpgroups, 3 x 128 x 160 + 128 x 24 = 64512 of the SM's 65536)
 _HOPPER_FWD_REGS = {2: (232, 40), 3: (160, 24)}
@@ -1103,27 +1074,6 @@ def _switch(name: str) -> Optional[bool]:
     return value
 
 
-def _bits(name: str, top: int) -> int:
-    """The value of the module's bit-set setting ``name``: None is 0; an int in 0..``top``
-    is itself; anything else is refused, naming the setting."""
-    value = globals()[name]
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-        raise ValueError(f"launch.{name} must be None or an int in 0-{top}, got {value!r}")
-    return value
-
-
-def _bwd_meet() -> int:
-    """The dK/dV kernel's MEET bits (HOPPER_BWD_MEET)."""
-    return _bits("HOPPER_BWD_MEET", 3)
-
-
-def _fwd_row_tree() -> int:
-    """The Hopper forward's ROW_TREE bits (HOPPER_FWD_ROW_TREE)."""
-    return _bits("HOPPER_FWD_ROW_TREE", 3)
-
-
 def _overlap_pv(d: int) -> bool:
     """Whether the Hopper forward puts its softmax in a block of its own (HOPPER_FWD_OVERLAP)."""
     switch = _switch("HOPPER_FWD_OVERLAP")
@@ -1315,8 +1265,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
-        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), ROW_TREE=_fwd_row_tree(),
-        PINGPONG=consumers == 2 and bool(_switch("HOPPER_FWD_PINGPONG")), **constexprs)
+        RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), **constexprs)
     plan.hopper = True
     return plan
 
@@ -1614,7 +1563,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
                    ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
-                   RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), MEET=_bwd_meet() if fused_dq else 0,
+                   RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
@@ -1678,8 +1627,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
-           HOPPER_FWD_ROW_TREE, HOPPER_FWD_PINGPONG)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,
@@ -1880,7 +1828,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL, HOPPER_BWD_MEET, HOPPER_BWD_STATS_LATE)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_STATS_LATE)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

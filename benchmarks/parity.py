@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_BWD_STATS_LATE=None)
+                HOPPER_RELEASE_ALL=None)
 
 
 def variant_list(H):
@@ -302,8 +302,6 @@ def variant_list(H):
                     dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
     # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
     with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
-    # the dK/dV consumers reading a step's lse2 after its first products (launch.HOPPER_BWD_STATS_LATE, stop 57)
-    with_each_option("statistics late", dict(HOPPER_BWD_STATS_LATE=True))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

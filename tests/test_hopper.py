@@ -195,27 +195,7 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
                 continue                              # made in the loop before it is read
             clobbered += [(x.strip(), y.strip()) for y, w in zip(loop[j + 1:], writes[j + 1:])
                           if regs & w]
-    # in each innermost step loop, the local-memory reloads issued among its first product's
-    # HGMMAs into a register that an earlier shared-memory load of the loop took its address from:
-    # such a reload waits for those loads to drain, holding the product's remaining HGMMAs back
-    first_product_war_ldl = []
-    for a, b, text in loops:
-        if any(a < a2 and b2 <= b for a2, b2, _ in loops if (a2, b2) != (a, b)):
-            continue
-        lines, addressed, count, inside = body[a:b + 1], set(), 0, False
-        for line in lines:
-            if "HGMMA" in line:
-                if "gsb0" in line and inside:
-                    break
-                inside = True
-            for r in re.findall(r"\sLDS\S* R\d+, \[(R\d+)", line):
-                addressed.add(r)
-            m = re.search(r"\sLDL\S* (R\d+),", line)
-            if inside and m and m.group(1) in addressed:
-                count += 1
-        first_product_war_ldl.append(count)
     sys.stdout.write(json.dumps({"HGMMA": sass.count("HGMMA"), "DEPBAR": sass.count("WARPGROUP.DEPBAR"),
-                                 "FIRST_PRODUCT_WAR_LDL": first_product_war_ldl,
                                  "RS_CLOBBERED": clobbered,
                                  "HGMMA_RS": len(re.findall(r"HGMMA\.\S+ R\d+, R\d+,", sass)),
                                  "STL": sass.count("STL"), "STS": sass.count("STS"),
@@ -919,22 +899,6 @@ def test_dkdv_step_rows_read_late_spill_less(flags):
     assert sum(late["STEP_LOOPS_LOCAL"][:2]) < sum(early["STEP_LOOPS_LOCAL"][:2]), (late, early)
 
 
-def test_dkdv_statistics_read_late_leave_the_first_product_alone():
-    """``launch.HOPPER_BWD_STATS_LATE`` (ROWS_LATE bit 2): with the step's lse2 read from shared
-    memory before its products, ptxas reloads a spilled word, among S^T's HGMMAs, into the
-    register those loads took their address from, so the reload (and the rest of S^T's issue)
-    waits for the loads to drain (run38's source counters: 3.6% of the dK/dV kernel's samples on
-    that reload). Read after the products are issued, no such reload sits in the first product
-    of any consumer's step loop (sm_90 SASS, d=128 causal, the default fused-dQ flags)."""
-    flags = dict(FUSED_DQ=True, NUM_STAGES=launch._HOPPER_FUSED_STAGES[128], CAUSAL=True,
-                 CONSUMER_REGS=240, SCHEDULED=True, STATS_TMA=1)
-    before = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=1))
-    late = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=3))
-    assert sum(before["FIRST_PRODUCT_WAR_LDL"]) > 0, before["FIRST_PRODUCT_WAR_LDL"]
-    assert sum(late["FIRST_PRODUCT_WAR_LDL"]) == 0, late["FIRST_PRODUCT_WAR_LDL"]
-    assert late["HGMMA"] == before["HGMMA"] and late["STL"] <= before["STL"], (late, before)
-
-
 def test_three_consumer_forward_partitions_and_registers():
     """The 192-query forward (``NUM_CONSUMERS=3``): three consumer warpgroups and the producer
     warp, each consumer thread with 160 registers and the producer's with 24
@@ -1421,28 +1385,6 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
     ref, got = _runs_by_setting(monkeypatch, "HOPPER_RELEASE_ALL", (None, True), d, 11, pattern,
                                 causal, dropout_p, softcap, grads=True)
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
-    _assert_same_results(got, ref)
-
-
-@gpu
-@pytest.mark.parametrize("d,causal,dropout_p,softcap,alibi,dense", [
-    (128, True, 0.0, 0.0, False, False), (128, False, 0.2, 0.0, False, True),
-    (128, True, 0.0, 30.0, True, True), (64, True, 0.0, 0.0, False, True),
-    (64, False, 0.2, 20.0, True, False)],
-    ids=["d128-causal-local", "d128-dropout-dense", "d128-softcap-alibi", "d64-causal",
-         "d64-dropout-softcap-alibi-local"])
-def test_hopper_backward_statistics_read_late_are_bit_identical(d, causal, dropout_p, softcap, alibi,
-                                                                dense, hopper_only, monkeypatch):
-    """``launch.HOPPER_BWD_STATS_LATE``: reading a step's lse2 after its first products are
-    issued changes when the consumers load it, not what they compute, so the outputs, LSE, dK
-    and dV equal bit for bit the default's (dQ within rounding: the fused dQ adds with atomics):
-    GQA with kv_len > seq_len, lengths not multiples of the tile, d=128 (64-query steps) and
-    d=64 (128-query steps: the statistics of both parts), causal and not, dense and
-    local|global, dropout, softcap and ALiBi."""
-    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_STATS_LATE", (None, True), d, 23, pattern,
-                                causal, dropout_p, softcap, alibi, grads=True)
-    assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref)
 
 

@@ -1598,13 +1598,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     PARTS: gl.constexpr = BLOCK_M // MMA_M
     # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
     # without the statistics in shared memory the load of lse2 needs the rows first
-    LATE: gl.constexpr = (ROWS_LATE & 1) != 0 and STATS_TMA != 0
-    # ROWS_LATE bit 2 (launch.HOPPER_BWD_STATS_LATE): the step's lse2 read from shared memory
-    # once its first two products are issued, not before them. Read before, ptxas reused the
-    # loads' address register for a spilled word reloaded between the products' HGMMAs, so that
-    # reload waited for the loads to drain (run38's source counters: 3.6% of the samples, short
-    # scoreboard, on that LDL)
-    STATS_LATE: gl.constexpr = (ROWS_LATE & 2) != 0 and STATS_TMA != 0
+    LATE: gl.constexpr = ROWS_LATE and STATS_TMA
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
     # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
@@ -1690,7 +1684,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
                 if h == 0:
                     mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
-                if STATS_TMA and not STATS_LATE:
+                if STATS_TMA:
                     # the step's statistics, copied by the producer beside Q and dO: read from
                     # shared memory where used, they hold no registers across the products' waits
                     lse2 = _part(lse2_smem.index(s), h, MMA_M, PARTS).load(query_layout)
@@ -1707,8 +1701,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # stall samples at the top of the step), and the kernel spilled more
                     start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
                                                                query_layout, BLOCK, BLOCK_M, MMA_M)
-                if STATS_LATE:
-                    lse2 = _part(lse2_smem.index(s), h, MMA_M, PARTS).load(query_layout)
                 if EARLY:
                     w0, w1, w2, w3 = _early_calls_t(t + full_trips, seed, rng_offset, bh,
                                                     start_m + q_row0, first, MMA_M, HAS_DROPOUT)

@@ -706,20 +706,9 @@ _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 
 
-# The dK/dV kernel's consumers read a step's lse2 from shared memory once its first two products
-# are issued (ROWS_LATE bit 2): read before them, its loads' address register was reused by
-# ptxas for a spilled word reloaded between the products' HGMMAs, and that reload waited for the
-# loads to drain (run38's source counters, dense causal 16K d=128: 3.6% of the kernel's stall
-# samples, short scoreboard, on that one LDL). None: off (not yet timed: docs/hopper.md "The
-# statistics read late"); SPARSEFLASH_HOPPER_BWD_STATS_LATE=1 turns it on.
-HOPPER_BWD_STATS_LATE: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_BWD_STATS_LATE") == "1" else None
-
-
-def _bwd_rows_late(d: int) -> int:
-    """The dK/dV kernel's ROWS_LATE bits for head dim ``d``: 1, the step's table entry after its
-    first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, its lse2 too (:data:`HOPPER_BWD_STATS_LATE`)."""
-    rows = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
-    return int(rows) | (2 if _switch("HOPPER_BWD_STATS_LATE") else 0)
+def _bwd_rows_late(d: int) -> bool:
+    """The dK/dV kernel's ROWS_LATE for head dim ``d`` (:data:`HOPPER_BWD_ROWS_LATE`)."""
+    return d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1828,7 +1817,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL, HOPPER_BWD_STATS_LATE)
+           HOPPER_RELEASE_ALL)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

@@ -160,8 +160,9 @@ DEVICES: Dict[str, DeviceProfile] = {
         peak_fp32_tflops=66.9, hbm_gbps=3350.0, sram_kib_per_sm=228, num_sms=132,
         **_HOPPER_KERNELS, portable_fields=_PORTABLE_KERNELS,
         calibrated="Hopper kernels (fp16/bf16, d=64/128, blocks of 128): the h200 fit, checked "
-                   "on H100 80GB HBM3 2026-12-05, median error 4.9% over 18 timings "
-                   "(h200-hopper/run33-stop51/estimator_check.txt); portable kernels: "
+                   "on H100 80GB HBM3 2026-12-06, median error 2.1% over 72 timings fitted on "
+                   "by neither (h200-hopper/run39-stop57/estimator_check.txt; 4.9% over 18 "
+                   "in run33-stop51); portable kernels: "
                    "provisional, checked 2026-11-24, median error 6.0% over 136 timings "
                    "(h100/calibration.json); option costs not measured here"),
     "h200": DeviceProfile(

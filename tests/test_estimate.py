@@ -611,6 +611,17 @@ def test_h100_profile_describes_the_kernels_each_call_runs():
     assert DEVICES["a100"].for_call(64, 80, torch.float32) is DEVICES["a100"]
 
 
+def _estimator_check(run):
+    """``benchmarks/results/h200-hopper/<run>/estimator_check.py``, imported as a module."""
+    import importlib.util
+
+    path = _RESULTS / run / "estimator_check.py"
+    spec = importlib.util.spec_from_file_location(f"{run.replace('-', '_')}_estimator_check", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    return check
+
+
 def test_h100_profile_predicts_the_hopper_kernels_on_an_h100():
     """The h100 profile (the Hopper kernels' fields of the h200 fit, the H100's bandwidth)
     against run33's 18 H100 timings (stop 51: 7 cases forward and forward+backward with GPU
@@ -618,12 +629,7 @@ def test_h100_profile_predicts_the_hopper_kernels_on_an_h100():
     both profiles' errors). When written: median 4.9%, largest +26.6% (local(2) 64K's forward,
     the bandwidth term at 3.35 TB/s) and +16.3% (local(2) 16K's); the provisional profile it
     replaced had 11.9% and 28.7%. Fails if the profile or the cost model drifts from them."""
-    import importlib.util
-
-    path = _RESULTS / "run33-stop51" / "estimator_check.py"
-    spec = importlib.util.spec_from_file_location("run33_estimator_check", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = _estimator_check("run33-stop51")
     err = {(name, pass_): abs(e) for name, pass_, _, _, e in check.relative_errors("h100")}
     assert len(err) == 18
     assert np.median(list(err.values())) <= 0.06, sorted(err.values())[-5:]
@@ -637,12 +643,7 @@ def test_profiles_predict_stop_57s_h100_timings_out_of_sample():
     run39 calls 2 and 3 (stop 57, the 8 dense cases twice; ``run39-stop57/estimator_check.py``).
     When written: h100 median 2.1%, largest 14.5% (local(2) 16K's forward) and 12.5% (local(2)
     64K's); h200 median 2.1%, largest 10.2%. Fails if a profile or the cost model drifts."""
-    import importlib.util
-
-    path = _RESULTS / "run39-stop57" / "estimator_check.py"
-    spec = importlib.util.spec_from_file_location("run39_estimator_check", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = _estimator_check("run39-stop57")
     table = list(check.rows())
     assert len(table) == 72
     short = {"local(2) N=65536 d=128 density=0.010", "local(2) N=16384 d=128 density=0.039"}

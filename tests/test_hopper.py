@@ -1338,27 +1338,23 @@ def _assert_same_results(got, ref, *where):
             assert torch.equal(a, b), (*where, name)
 
 
-def _runs_by_setting(monkeypatch, name, values, d, seed, pattern, causal, dropout_p=0.0,
-                     softcap=0.0, alibi=False, grads=False):
+def _runs_by_setting(monkeypatch, name, values, d, seed, pattern, causal, dropout_p, softcap):
     """One run of ``sparse_attention`` for each value of ``launch.<name>`` on the same inputs
-    (GQA, bf16: q [2, 4, 1500, d], k and v [2, 2, 1700, d] from ``seed``; ALiBi slopes for the 4
-    heads if ``alibi``), the dropout seeded alike: (out, lse), and with ``grads`` the
-    gradients of q, k, v too."""
+    (GQA, bf16: q [2, 4, 1500, d], k and v [2, 2, 1700, d] from ``seed``), the dropout seeded
+    alike: (out, lse, dq, dk, dv) a run."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(2, 4, 1500, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, 1700, d, device="cuda", dtype=torch.bfloat16, generator=g)
             for _ in range(2))
-    slopes = torch.rand(4, device="cuda", generator=g) * 0.5 if alibi else None
-    do = torch.randn_like(q) if grads else None
+    do = torch.randn_like(q)
     results = []
     for value in values:
         monkeypatch.setattr(launch, name, value)
-        qg, kg, vg = (t.detach().requires_grad_(grads) for t in (q, k, v))
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
         torch.manual_seed(5)
         out, lse = sf.sparse_attention(qg, kg, vg, pattern, block_size=128, causal=causal,
-                                       dropout_p=dropout_p, softcap=softcap, alibi_slopes=slopes,
-                                       return_lse=True)
-        results.append((out, lse) + (torch.autograd.grad(out, (qg, kg, vg), do) if grads else ()))
+                                       dropout_p=dropout_p, softcap=softcap, return_lse=True)
+        results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
     return results
 
 
@@ -1383,7 +1379,7 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
     monkeypatch.setattr(launch, "HOPPER_PERSISTENT", 5 if persistent else False)
     monkeypatch.setattr(launch, "HOPPER_DYNAMIC_TILES", dynamic)
     ref, got = _runs_by_setting(monkeypatch, "HOPPER_RELEASE_ALL", (None, True), d, 11, pattern,
-                                causal, dropout_p, softcap, grads=True)
+                                causal, dropout_p, softcap)
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
     _assert_same_results(got, ref)
 

@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None)
 
 
 def variant_list(H):
@@ -302,6 +302,8 @@ def variant_list(H):
                     dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
     # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
     with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
+    # the dK/dV consumers' full and masked steps as two loops (launch.HOPPER_BWD_SPLIT_LOOPS, stop 58)
+    with_each_option("split loops", dict(HOPPER_BWD_SPLIT_LOOPS=True))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

@@ -899,6 +899,25 @@ def test_dkdv_step_rows_read_late_spill_less(flags):
     assert sum(late["STEP_LOOPS_LOCAL"][:2]) < sum(early["STEP_LOOPS_LOCAL"][:2]), (late, early)
 
 
+def test_dkdv_split_loops_leave_the_full_steps_no_local_memory():
+    """``launch.HOPPER_BWD_SPLIT_LOOPS`` (ROWS_LATE bit 2): the dK/dV consumers run a column's
+    full steps and its masked steps as two loops. In one loop every step compares its counter
+    with the column's full-step count, a spilled word, and each step loop reloads words from
+    local memory (2-5 accesses a step); split, each consumer partition has two step loops, and
+    its full steps' loop (no masking) makes fewer local accesses (0 and 1) than any step loop of
+    the one-loop form, and is shorter (sm_90 SASS, d=128 causal, the default fused-dQ flags;
+    the masked steps' loops make about 37 a step, stop 58)."""
+    flags = dict(FUSED_DQ=True, NUM_STAGES=launch._HOPPER_FUSED_STAGES[128], CAUSAL=True,
+                 CONSUMER_REGS=240, SCHEDULED=True, STATS_TMA=1)
+    one = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=1))
+    split = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=3))
+    assert len(one["STEP_LOOPS_LOCAL"]) >= 2, one
+    assert len(split["STEP_LOOPS_LOCAL"]) >= 4, split           # two loops per consumer partition
+    assert sum(sorted(split["STEP_LOOPS_LOCAL"])[:2]) < min(one["STEP_LOOPS_LOCAL"]), (split, one)
+    assert split["STEP_LOOP"] < one["STEP_LOOP"] and split["HGMMA"] == 2 * one["HGMMA"], (split, one)
+    assert split["DEPBAR"] * 4 <= split["HGMMA"], split
+
+
 def test_three_consumer_forward_partitions_and_registers():
     """The 192-query forward (``NUM_CONSUMERS=3``): three consumer warpgroups and the producer
     warp, each consumer thread with 160 registers and the producer's with 24
@@ -1381,6 +1400,27 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
     ref, got = _runs_by_setting(monkeypatch, "HOPPER_RELEASE_ALL", (None, True), d, 11, pattern,
                                 causal, dropout_p, softcap)
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[2]).all()
+    _assert_same_results(got, ref)
+
+
+@gpu
+@pytest.mark.parametrize("d,causal,dropout_p,softcap,dense", [
+    (128, True, 0.0, 0.0, False), (128, True, 0.2, 0.0, True), (128, True, 0.0, 30.0, False),
+    (128, False, 0.0, 0.0, False), (64, True, 0.0, 0.0, True), (64, True, 0.2, 20.0, False)],
+    ids=["d128-causal-local", "d128-causal-dropout-dense", "d128-causal-softcap-local",
+         "d128-local", "d64-causal", "d64-causal-dropout-softcap-local"])
+def test_hopper_backward_split_loops_are_bit_identical(d, causal, dropout_p, softcap, dense,
+                                                       hopper_only, monkeypatch):
+    """``launch.HOPPER_BWD_SPLIT_LOOPS``: a column's full and masked steps in two loops run the
+    same steps in the same order with the same masking, so the outputs, LSE, dK and dV equal bit
+    for bit those of the one loop (dQ within rounding: the fused dQ adds with atomics): GQA with
+    kv_len > seq_len, lengths not multiples of the tile (masked rows and keys in the last
+    blocks), d=128 (64-query steps) and d=64 (128-query steps), causal and not, dense and
+    local|global, dropout and softcap."""
+    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
+    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_SPLIT_LOOPS", (None, True), d, 29, pattern,
+                                causal, dropout_p, softcap)
+    assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref)
 
 

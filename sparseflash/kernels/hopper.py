@@ -1576,6 +1576,21 @@ def _part(view, h, MMA_M: gl.constexpr, PARTS: gl.constexpr, DIM: gl.constexpr =
 
 
 @gluon.jit
+def _visible_t(pT, keys_pos, key_ok, rows_pos, row_ok, window_left, window_right,
+               CAUSAL: gl.constexpr, HAS_WL: gl.constexpr, HAS_WR: gl.constexpr):
+    """The dK/dV kernel's probabilities ``pT`` [keys, queries] with the scores the token rule
+    hides zeroed: keys and queries outside their sequences, the causal rule, the windows."""
+    visible = key_ok[:, None] & row_ok[None, :]
+    if CAUSAL:
+        visible = visible & (keys_pos[:, None] <= rows_pos[None, :])
+    if HAS_WL:
+        visible = visible & (keys_pos[:, None] >= rows_pos[None, :] - window_left)
+    if HAS_WR:
+        visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
+    return gl.where(visible, pT, 0.0)
+
+
+@gluon.jit
 def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_smem, dq_smem, kv_bar,
                   ready, empty, ds_full, dq_full, dq_empty, LSE2, Delta, DK, DV, dk_desc, dv_desc,
                   bwd_ptr, bwd_idx, bwd_nfull, seqs, KPM, ALIBI, schedule,
@@ -1598,7 +1613,13 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     PARTS: gl.constexpr = BLOCK_M // MMA_M
     # a step's table entry read after its first products are issued (launch.HOPPER_BWD_ROWS_LATE);
     # without the statistics in shared memory the load of lse2 needs the rows first
-    LATE: gl.constexpr = ROWS_LATE and STATS_TMA
+    LATE: gl.constexpr = (ROWS_LATE & 1) != 0 and STATS_TMA != 0
+    # ROWS_LATE bit 2 (launch.HOPPER_BWD_SPLIT_LOOPS): a column's full steps and its masked
+    # steps (a table's masked blocks come after its full ones) as two loops, the second with
+    # the masking written in, the first without it. In one loop each step compares its counter
+    # with the column's full-step count before the masking branch, a word ptxas spills and
+    # reloads every step (sm_90 SASS, d=128 causal)
+    SPLIT: gl.constexpr = (ROWS_LATE & 2) != 0
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
     # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
@@ -1672,157 +1693,164 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         delta_head = Delta + bh.to(gl.int64) * lse_len + q_row0
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
         full_trips = n_full * SUB
-        for t in range((hi - lo) * SUB):
-            s = step % NUM_STAGES
-            # a step of BLOCK_M queries in PARTS parts of MMA_M: one meeting of the warpgroups
-            # (the fused dQ) and one slot of the ring per step, S^T, dP^T, dV and dK per part
-            for h in gl.static_range(PARTS):
-                if not LATE:
-                    start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
-                                                               query_layout, BLOCK, BLOCK_M, MMA_M)
-                if not STATS_TMA:
-                    lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
-                if h == 0:
-                    mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
-                if STATS_TMA:
-                    # the step's statistics, copied by the producer beside Q and dO: read from
-                    # shared memory where used, they hold no registers across the products' waits
-                    lse2 = _part(lse2_smem.index(s), h, MMA_M, PARTS).load(query_layout)
-                q_tile = _part(q_smem.index(s), h, MMA_M, PARTS)
-                do_tile = _part(do_smem.index(s), h, MMA_M, PARTS)
-                # use_acc=False ignores the zeros: made here, they need no register across the loop
-                s_zero = gl.zeros([KEYS, MMA_M], gl.float32, s_layout)
-                sT = warpgroup_mma(k_op, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                dpT = warpgroup_mma(v_op, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                if LATE:
-                    # the step's query positions (its table entry) read once its products are
-                    # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
-                    # spilled register) held the products back (run24, Nsight Compute: 4% of the
-                    # stall samples at the top of the step), and the kernel spilled more
-                    start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
-                                                               query_layout, BLOCK, BLOCK_M, MMA_M)
-                if EARLY:
-                    w0, w1, w2, w3 = _early_calls_t(t + full_trips, seed, rng_offset, bh,
-                                                    start_m + q_row0, first, MMA_M, HAS_DROPOUT)
-                sT = warpgroup_mma_wait(1, deps=(sT, ))
-                # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
-                # sT * qk_scale, dcapT = 1.0)
-                if HAS_ALIBI == 2:
-                    # the scores leave out the causal bias's row term (R = start_m): so does the
-                    # LSE (in float: the integer form is a loop-invariant arange the compiler
-                    # hoists, a [MMA_M] vector held across the loop; positions are exact in
-                    # float32 to 2**24)
-                    lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
-                s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
-                                          keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
-                # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
-                pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, MMA_M]
-                if t >= full_trips:
-                    visible = key_ok[:, None] & row_ok[None, :]
-                    if CAUSAL:
-                        visible = visible & (keys_pos[:, None] <= rows_pos[None, :])
-                    if HAS_WL:
-                        visible = visible & (keys_pos[:, None] >= rows_pos[None, :] - window_left)
-                    if HAS_WR:
-                        visible = visible & (keys_pos[:, None] <= rows_pos[None, :] + window_right)
-                    pT = gl.where(visible, pT, 0.0)
-                if HAS_DROPOUT:
-                    # the forward's mask, drawn again in this orientation (quad: in registers;
-                    # mma: drawn as the forward does and transposed through shared memory, no
-                    # thread holding a call's keys here). A dropped probability
-                    # keeps its value with a minus sign (P >= 0): the mask needs no registers of
-                    # its own until dP^T arrives. Its scale goes to dV at the end and to dP^T
-                    # below.
-                    if EARLY:
-                        keepT = _quad_words_t_of(w0, w1, w2, w3, s_layout, KEYS, MMA_M) >= \
-                            _dropout_cut(drop_threshold, HAS_DROPOUT)
-                    elif (HAS_DROPOUT // 100) % 10 == 2:
-                        keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
-                                              KEYS, MMA_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
-                                                                                      HAS_DROPOUT)
-                    else:
-                        keepT = gl.convert_layout(gl.permute(_dropout_keep(
-                            seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
-                            MMA_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
-                    pT = gl.where(keepT, pT, -pT)
-                    dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
-                                       do_tile, dv, is_async=True)
-                else:
-                    dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
-                                       is_async=True)
-                if HAS_SOFTCAP:
-                    # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here
-                    # frees its registers before dP^T is waited on (bwd.py multiplies it last;
-                    # the same product in another fp32 rounding order)
-                    pT = pT * dcapT
-                # read late: [MMA_M] vectors cost 16 registers a thread each in this layout
-                if STATS_TMA:
-                    delta = _part(delta_smem.index(s), h, MMA_M, PARTS).load(query_layout)
-                else:
-                    delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
-                dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-                if HAS_DROPOUT:
-                    # kept: P (dP * scale - delta); dropped: P (0 - delta)
-                    dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
-                else:
-                    dsT = pT * (dpT - delta[None, :])
-                dsT = dsT.to(dtype)
-                dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
-                if FUSED_DQ:
-                    # both warpgroups' dS^T of the step ([128 keys, BLOCK_M queries], two buffers
-                    # by step parity); each warpgroup takes half of dQ's columns over all 128
-                    # keys, so an element of dQ is added once per key tile. Waiting for the
-                    # other warpgroup's half every step also frees the buffer two steps on: the
-                    # other has finished its dQ products of this step before it stores the next
-                    # step's half.
-                    buf = step % 2
-                    _part(ds_smem.index(buf).slice(WG * KEYS, KEYS), h, MMA_M, PARTS, 1).store(dsT)
-            if FUSED_DQ:
-                fence_async_shared()
-                gl.thread_barrier()          # the warpgroup's four warps have stored their rows
-                mbarrier.arrive(ds_full.index(buf))
-                dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
-                mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
-                dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
-                if DQ_ROWS:
-                    # [DQ_R, BLOCK_N]: this warpgroup's queries of dS against every key
-                    ds_op = ds_smem.index(buf).slice(WG * DQ_R, DQ_R, 1).permute((1, 0))
-                    dq = warpgroup_mma(ds_op, k_smem, dq_zero, use_acc=False, is_async=True)
-                else:
-                    ds_op = ds_smem.index(buf).permute((1, 0))              # [BLOCK_M, BLOCK_N]
-                    dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
-                                       use_acc=False, is_async=True)
-                # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
-                # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
-                # on an H200, run20)
-                if KV_REGS == 1:
-                    dk, dq, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, dq, k_op, v_op))
-                else:
-                    dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
-                _release(empty.index(s), RELEASE)
-                # the product (unscaled: sm_scale is applied where the accumulator is converted,
-                # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
-                # each, split in registers: a relabeling), which the writer warp adds to the
-                # fp32 accumulator once its adds of the last step have read them
-                mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
-                if DQ_PARTS == 2:
-                    dq0, dq1 = dq.reshape([DQ_R, 2, DQ_COLS]).permute((0, 2, 1)).split()
-                    dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout,
-                                                                         assert_trivial=True))
-                    dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
-                                                                             assert_trivial=True))
-                else:
-                    dq_smem.index(WG * DQ_PARTS).store(dq)
-                fence_async_shared()
-                gl.thread_barrier()
-                mbarrier.arrive(dq_full.index(WG))
+        trips = (hi - lo) * SUB
+        for phase in gl.static_range(2 if SPLIT else 1):
+            if SPLIT:
+                # phase 0: the full steps, phase 1: the masked ones
+                t_first = full_trips * phase
+                t_end = trips if phase == 1 else full_trips
             else:
-                if KV_REGS == 1:
-                    dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
+                t_first = 0
+                t_end = trips
+            for t in range(t_first, t_end):
+                s = step % NUM_STAGES
+                # a step of BLOCK_M queries in PARTS parts of MMA_M: one meeting of the warpgroups
+                # (the fused dQ) and one slot of the ring per step, S^T, dP^T, dV and dK per part
+                for h in gl.static_range(PARTS):
+                    if not LATE:
+                        start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
+                                                                   query_layout, BLOCK, BLOCK_M, MMA_M)
+                    if not STATS_TMA:
+                        lse2 = gl.load(lse2_head + rows_pos, mask=row_ok, other=0.0)
+                    if h == 0:
+                        mbarrier.wait(ready.index(s), (step // NUM_STAGES) & 1)
+                    if STATS_TMA:
+                        # the step's statistics, copied by the producer beside Q and dO: read from
+                        # shared memory where used, they hold no registers across the products' waits
+                        lse2 = _part(lse2_smem.index(s), h, MMA_M, PARTS).load(query_layout)
+                    q_tile = _part(q_smem.index(s), h, MMA_M, PARTS)
+                    do_tile = _part(do_smem.index(s), h, MMA_M, PARTS)
+                    # use_acc=False ignores the zeros: made here, they need no register across the loop
+                    s_zero = gl.zeros([KEYS, MMA_M], gl.float32, s_layout)
+                    sT = warpgroup_mma(k_op, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                    dpT = warpgroup_mma(v_op, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                    if LATE:
+                        # the step's query positions (its table entry) read once its products are
+                        # issued (launch.HOPPER_BWD_ROWS_LATE): read first, the entry's address (a
+                        # spilled register) held the products back (run24, Nsight Compute: 4% of the
+                        # stall samples at the top of the step), and the kernel spilled more
+                        start_m, rows_pos, row_ok = _bwd_step_rows(bwd_idx, lo, t, i0, q_lo, q_hi, h,
+                                                                   query_layout, BLOCK, BLOCK_M, MMA_M)
+                    if EARLY:
+                        w0, w1, w2, w3 = _early_calls_t(t + full_trips, seed, rng_offset, bh,
+                                                        start_m + q_row0, first, MMA_M, HAS_DROPOUT)
+                    sT = warpgroup_mma_wait(1, deps=(sT, ))
+                    # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
+                    # sT * qk_scale, dcapT = 1.0)
+                    if HAS_ALIBI == 2:
+                        # the scores leave out the causal bias's row term (R = start_m): so does the
+                        # LSE (in float: the integer form is a loop-invariant arange the compiler
+                        # hoists, a [MMA_M] vector held across the loop; positions are exact in
+                        # float32 to 2**24)
+                        lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
+                    s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
+                                              keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
+                    # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
+                    pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, MMA_M]
+                    if SPLIT:
+                        if phase == 1:
+                            pT = _visible_t(pT, keys_pos, key_ok, rows_pos, row_ok, window_left,
+                                            window_right, CAUSAL, HAS_WL, HAS_WR)
+                    elif t >= full_trips:
+                        pT = _visible_t(pT, keys_pos, key_ok, rows_pos, row_ok, window_left,
+                                        window_right, CAUSAL, HAS_WL, HAS_WR)
+                    if HAS_DROPOUT:
+                        # the forward's mask, drawn again in this orientation (quad: in registers;
+                        # mma: drawn as the forward does and transposed through shared memory, no
+                        # thread holding a call's keys here). A dropped probability
+                        # keeps its value with a minus sign (P >= 0): the mask needs no registers of
+                        # its own until dP^T arrives. Its scale goes to dV at the end and to dP^T
+                        # below.
+                        if EARLY:
+                            keepT = _quad_words_t_of(w0, w1, w2, w3, s_layout, KEYS, MMA_M) >= \
+                                _dropout_cut(drop_threshold, HAS_DROPOUT)
+                        elif (HAS_DROPOUT // 100) % 10 == 2:
+                            keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
+                                                  KEYS, MMA_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
+                                                                                          HAS_DROPOUT)
+                        else:
+                            keepT = gl.convert_layout(gl.permute(_dropout_keep(
+                                seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
+                                MMA_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
+                        pT = gl.where(keepT, pT, -pT)
+                        dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
+                                           do_tile, dv, is_async=True)
+                    else:
+                        dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
+                                           is_async=True)
+                    if HAS_SOFTCAP:
+                        # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here
+                        # frees its registers before dP^T is waited on (bwd.py multiplies it last;
+                        # the same product in another fp32 rounding order)
+                        pT = pT * dcapT
+                    # read late: [MMA_M] vectors cost 16 registers a thread each in this layout
+                    if STATS_TMA:
+                        delta = _part(delta_smem.index(s), h, MMA_M, PARTS).load(query_layout)
+                    else:
+                        delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
+                    dpT = warpgroup_mma_wait(1, deps=(dpT, ))
+                    if HAS_DROPOUT:
+                        # kept: P (dP * scale - delta); dropped: P (0 - delta)
+                        dsT = gl.abs(pT) * (gl.where(pT > 0.0, dpT * drop_scale, 0.0) - delta[None, :])
+                    else:
+                        dsT = pT * (dpT - delta[None, :])
+                    dsT = dsT.to(dtype)
+                    dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                    if FUSED_DQ:
+                        # both warpgroups' dS^T of the step ([128 keys, BLOCK_M queries], two buffers
+                        # by step parity); each warpgroup takes half of dQ's columns over all 128
+                        # keys, so an element of dQ is added once per key tile. Waiting for the
+                        # other warpgroup's half every step also frees the buffer two steps on: the
+                        # other has finished its dQ products of this step before it stores the next
+                        # step's half.
+                        buf = step % 2
+                        _part(ds_smem.index(buf).slice(WG * KEYS, KEYS), h, MMA_M, PARTS, 1).store(dsT)
+                if FUSED_DQ:
+                    fence_async_shared()
+                    gl.thread_barrier()          # the warpgroup's four warps have stored their rows
+                    mbarrier.arrive(ds_full.index(buf))
+                    dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
+                    mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
+                    dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
+                    if DQ_ROWS:
+                        # [DQ_R, BLOCK_N]: this warpgroup's queries of dS against every key
+                        ds_op = ds_smem.index(buf).slice(WG * DQ_R, DQ_R, 1).permute((1, 0))
+                        dq = warpgroup_mma(ds_op, k_smem, dq_zero, use_acc=False, is_async=True)
+                    else:
+                        ds_op = ds_smem.index(buf).permute((1, 0))              # [BLOCK_M, BLOCK_N]
+                        dq = warpgroup_mma(ds_op, k_smem.slice(DQ_COL0, HEAD_DIM // 2, 1), dq_zero,
+                                           use_acc=False, is_async=True)
+                    # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
+                    # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
+                    # on an H200, run20)
+                    if KV_REGS == 1:
+                        dk, dq, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, dq, k_op, v_op))
+                    else:
+                        dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
+                    _release(empty.index(s), RELEASE)
+                    # the product (unscaled: sm_scale is applied where the accumulator is converted,
+                    # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
+                    # each, split in registers: a relabeling), which the writer warp adds to the
+                    # fp32 accumulator once its adds of the last step have read them
+                    mbarrier.wait(dq_empty.index(WG), (step & 1) ^ 1)
+                    if DQ_PARTS == 2:
+                        dq0, dq1 = dq.reshape([DQ_R, 2, DQ_COLS]).permute((0, 2, 1)).split()
+                        dq_smem.index(WG * DQ_PARTS).store(gl.convert_layout(dq0, part_layout,
+                                                                             assert_trivial=True))
+                        dq_smem.index(WG * DQ_PARTS + 1).store(gl.convert_layout(dq1, part_layout,
+                                                                                 assert_trivial=True))
+                    else:
+                        dq_smem.index(WG * DQ_PARTS).store(dq)
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    mbarrier.arrive(dq_full.index(WG))
                 else:
-                    dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-                _release(empty.index(s), RELEASE)
-            step += 1
+                    if KV_REGS == 1:
+                        dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))
+                    else:
+                        dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+                    _release(empty.index(s), RELEASE)
+                step += 1
 
     dk = dk * sm_scale
     if HAS_DROPOUT:

@@ -706,9 +706,22 @@ _HOPPER_BWD_REGS = {"plain": 240, "causal": 240}
 HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 
 
-def _bwd_rows_late(d: int) -> bool:
-    """The dK/dV kernel's ROWS_LATE for head dim ``d`` (:data:`HOPPER_BWD_ROWS_LATE`)."""
-    return d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
+# The dK/dV consumers' full steps and masked steps as two loops (ROWS_LATE bit 2; a column's
+# masked blocks come after its full ones in the table), the masking written into the second
+# only. In one loop each step compares its counter with the column's full-step count, which
+# ptxas spills: the d=128 causal kernel's full steps reload two words from local memory at the
+# top of each step (sm_90 SASS, ptxas 12.8), none in the split form's full loop, whose masked
+# loop reloads about 30 a step instead (stop 58). None: off (not yet timed); True: on (env
+# SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS=1); an A/B switch, in the plan-cache key.
+HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS") == "1" else None
+
+
+def _bwd_rows_late(d: int) -> int:
+    """The dK/dV kernel's ROWS_LATE bits for head dim ``d``: 1, a step's table entry read after
+    its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the masked steps as two
+    loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
+    late = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
+    return int(late) | (2 if _switch("HOPPER_BWD_SPLIT_LOOPS") else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1817,7 +1830,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

@@ -302,8 +302,14 @@ def variant_list(H):
                     dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
     # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
     with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
-    # the dK/dV consumers' full and masked steps as two loops (launch.HOPPER_BWD_SPLIT_LOOPS, stop 58)
-    with_each_option("split loops", dict(HOPPER_BWD_SPLIT_LOOPS=True))
+    # the dK/dV consumers' full and masked steps as two loops (launch.HOPPER_BWD_SPLIT_LOOPS, stop
+    # 58): the default with the softcap alone, so its A/B there is the one loop
+    split = dict(HOPPER_BWD_SPLIT_LOOPS=True)
+    out.append(("none, split loops", {}, split, None))
+    out.append(("dropout 16-bit quad, 7 rounds, split loops", dict(dropout_p=0.1),
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **split), 1.15))
+    out.append(("softcap=30 folded, one loop", dict(softcap=30.0),
+                dict(SOFTCAP_VARIANT="folded", HOPPER_BWD_SPLIT_LOOPS=False), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

@@ -61,6 +61,11 @@ else:
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64, "dk_desc": 64, "dv_desc": 64}
 constexprs.update(flags)
+if which != "fwd" and "ROWS_LATE" not in flags:
+    # the launch's bits for these options (the split loops go with the softcap alone)
+    constexprs["ROWS_LATE"] = launch._bwd_rows_late(d, bool(constexprs["HAS_SOFTCAP"]),
+                                                    bool(constexprs["HAS_DROPOUT"]),
+                                                    bool(constexprs["HAS_ALIBI"]))
 if which != "fwd":                                    # a step's rows (launch.HOPPER_BWD_STEP_M)
     rows.update({name: constexprs["BLOCK_M"] for name in ("q_desc", "do_desc", "lse2_desc",
                                                           "delta_desc", "dq_desc")})
@@ -831,15 +836,20 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     instructions (K = 16) each, per 64-query part (2 a step) and consumer partition (2), so 32
     more with a register A operand in the sm_90 SASS (64 with dV's and dK's) than with both in
     shared memory. No step loop overwrites them (RS_CLOBBERED: they are not passed through the
-    waits, so only the SASS says ptxas keeps them), and none spills but GQA's."""
+    waits, so only the SASS says ptxas keeps them), and none spills but GQA's. With the softcap
+    the launch splits each partition's step loop in two (``launch.HOPPER_BWD_SPLIT_LOOPS``):
+    the same products in each loop, so twice the count."""
     base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
                 NUM_STAGES=launch._fused_stages(64, dict(HAS_DROPOUT=0), 128))
+    loops = 2 if launch._bwd_rows_late(64, softcap="HAS_SOFTCAP" in flags,
+                                        alibi="HAS_ALIBI" in flags) & 2 else 1
     regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2))
     assert regs["RS_CLOBBERED"] == [], regs["RS_CLOBBERED"][:4]
-    assert regs["HGMMA_RS"] == 2 * 2 * 4 * 4, regs
+    assert regs["HGMMA_RS"] == loops * 2 * 2 * 4 * 4, regs
     assert regs["DEPBAR"] * 4 <= regs["HGMMA"], regs
     if "GROUP_SIZE" not in flags:
-        assert regs["STL"] == 0 and not any(regs["STEP_LOOPS_LOCAL"]), regs
+        # (the split loops keep one word in local memory outside them: 1 spill store)
+        assert regs["STL"] <= loops - 1 and not any(regs["STEP_LOOPS_LOCAL"]), regs
     if not flags:
         # with dV and dK through shared memory (OUT_TMA, launch.HOPPER_BWD_OUT_TMA) none in
         # the step loops either; after them ptxas keeps 2 words in local memory
@@ -916,6 +926,24 @@ def test_dkdv_split_loops_leave_the_full_steps_no_local_memory():
     assert sum(sorted(split["STEP_LOOPS_LOCAL"])[:2]) < min(one["STEP_LOOPS_LOCAL"]), (split, one)
     assert split["STEP_LOOP"] < one["STEP_LOOP"] and split["HGMMA"] == 2 * one["HGMMA"], (split, one)
     assert split["DEPBAR"] * 4 <= split["HGMMA"], split
+
+
+def test_dkdv_split_loops_default_and_bad_value(monkeypatch):
+    """``launch.HOPPER_BWD_SPLIT_LOOPS`` None splits the dK/dV step loop with the softcap when
+    neither dropout nor ALiBi is on (where it was timed faster, stop 58), True / False always /
+    never; ROWS_LATE's bit 1 (the table entry read late, d=128) is independent of it."""
+    monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", None)
+    assert launch._bwd_rows_late(128) == 1 and launch._bwd_rows_late(64) == 0
+    assert launch._bwd_rows_late(128, softcap=True) == 3 and launch._bwd_rows_late(64, softcap=True) == 2
+    assert launch._bwd_rows_late(128, softcap=True, dropout=True) == 1
+    assert launch._bwd_rows_late(128, softcap=True, alibi=True) == 1
+    monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", True)
+    assert launch._bwd_rows_late(64) == 2 and launch._bwd_rows_late(128, dropout=True) == 3
+    monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", False)
+    assert launch._bwd_rows_late(128, softcap=True) == 1
+    monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", 1)
+    with pytest.raises(ValueError, match="HOPPER_BWD_SPLIT_LOOPS"):
+        launch._bwd_rows_late(128)
 
 
 def test_three_consumer_forward_partitions_and_registers():
@@ -1411,14 +1439,14 @@ def test_hopper_release_by_every_thread_is_bit_identical(d, consumers, persisten
          "d128-local", "d64-causal", "d64-causal-dropout-softcap-local"])
 def test_hopper_backward_split_loops_are_bit_identical(d, causal, dropout_p, softcap, dense,
                                                        hopper_only, monkeypatch):
-    """``launch.HOPPER_BWD_SPLIT_LOOPS``: a column's full and masked steps in two loops run the
-    same steps in the same order with the same masking, so the outputs, LSE, dK and dV equal bit
-    for bit those of the one loop (dQ within rounding: the fused dQ adds with atomics): GQA with
+    """``launch.HOPPER_BWD_SPLIT_LOOPS`` (None: on with the softcap alone): a column's full and
+    masked steps in two loops run the same steps in the same order with the same masking, so the
+    outputs, LSE, dK and dV equal bit for bit those of the one loop (dQ within rounding: the fused dQ adds with atomics): GQA with
     kv_len > seq_len, lengths not multiples of the tile (masked rows and keys in the last
     blocks), d=128 (64-query steps) and d=64 (128-query steps), causal and not, dense and
     local|global, dropout and softcap."""
     pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_SPLIT_LOOPS", (None, True), d, 29, pattern,
+    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_SPLIT_LOOPS", (False, True), d, 29, pattern,
                                 causal, dropout_p, softcap)
     assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref)

@@ -709,19 +709,30 @@ HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 # The dK/dV consumers' full steps and masked steps as two loops (ROWS_LATE bit 2; a column's
 # masked blocks come after its full ones in the table), the masking written into the second
 # only. In one loop each step compares its counter with the column's full-step count, which
-# ptxas spills: the d=128 causal kernel's full steps reload two words from local memory at the
-# top of each step (sm_90 SASS, ptxas 12.8), none in the split form's full loop, whose masked
-# loop reloads about 30 a step instead (stop 58). None: off (not yet timed); True: on (env
-# SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS=1); an A/B switch, in the plan-cache key.
-HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = True if os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS") == "1" else None
+# ptxas spills: at d=128 causal the one loop's steps make 2-5 local-memory accesses, 23-30 with
+# the folded softcap, against 0-1 and 4-7 in the split form's full-step loop, whose masked
+# loop makes 37-40 and 69-75 (sm_90 SASS, ptxas 12.8). Timed (stop 58, an H100, run40 calls 2
+# and 3, parity.py --variants, 16K causal; time with ÷ without, same run): the softcap's
+# forward+backward overhead went 1.147 -> 1.132 and 1.159 -> 1.131 dense d=128, 1.168 -> 1.144
+# and 1.171 -> 1.150 local(8)|global d=128, 1.232 -> 1.203 dense d=64 and 1.198 -> 1.167 local
+# d=64; without options it was level or slower (0.997-1.025 forward+backward at d=128, the 8
+# dense cases of hopper.py 0.987-1.029), and dropout's overhead went 1.345 -> 1.454 (its full
+# loop spills more). None: split with the softcap when neither dropout nor ALiBi is on (ALiBi
+# with the softcap not timed); True / False (env SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS=1 / 0):
+# always / never; an A/B switch, in the plan-cache key.
+HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
+    os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS", ""))
 
 
-def _bwd_rows_late(d: int) -> int:
-    """The dK/dV kernel's ROWS_LATE bits for head dim ``d``: 1, a step's table entry read after
-    its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the masked steps as two
-    loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
+def _bwd_rows_late(d: int, softcap: bool = False, dropout: bool = False, alibi: bool = False) -> int:
+    """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and the options on: 1, a step's table
+    entry read after its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the
+    masked steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
     late = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
-    return int(late) | (2 if _switch("HOPPER_BWD_SPLIT_LOOPS") else 0)
+    split = _switch("HOPPER_BWD_SPLIT_LOOPS")
+    if split is None:
+        split = softcap and not dropout and not alibi
+    return int(late) | (2 if split else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1563,7 +1574,10 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                                else _HOPPER_BWD_STAGES[d]),
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d), DQ_ROWS=dq_rows,
+                   ROWS_LATE=_bwd_rows_late(d, bool(constexprs["HAS_SOFTCAP"]),
+                                            bool(constexprs["HAS_DROPOUT"]),
+                                            bool(constexprs["HAS_ALIBI"])),
+                   DQ_ROWS=dq_rows,
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
                    **{n: constexprs[n] for n in names})

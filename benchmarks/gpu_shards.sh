@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Run pytest tests on a GPU host in parallel shards (a CUDA fault poisons the rest of its
 # process, and the serial GPU suite takes ~13 minutes).
-#   bash benchmarks/gpu_shards.sh "TEST_PATHS" NUM_SHARDS TIMEOUT_S OUT_DIR
+#   bash benchmarks/gpu_shards.sh "TEST_PATHS" NUM_SHARDS TIMEOUT_S OUT_DIR ["K_EXPR"]
 # TEST_PATHS: pytest paths or node ids, or @FILE for a file of node ids, one a line.
+# K_EXPR: a pytest -k expression that selects among TEST_PATHS' tests (spaces allowed), e.g.
+#   bash benchmarks/gpu_shards.sh tests/test_hopper.py 8 330 OUT "test_hopper_ and softcap"
+# (the 261 GPU tests of tests/test_hopper.py, -k test_hopper_, took 8 shards about 300 s on an
+# H100 in stop 58; the whole suite does not fit one device call).
 # Writes OUT_DIR/pytest_shard<i>.txt (with the shard's 10 slowest tests, to plan shards by);
 # prints each shard's summary and the failures. Its id lists go to a folder of its own
 # (mktemp), so several selections may run at once, each with its own environment
@@ -11,14 +15,18 @@ set -u
 # each failure's report is printed when it happens (tests/conftest.py), so a shard cut by its
 # time limit still shows it
 export SPARSEFLASH_REPORT_EARLY=1
-paths=$1; shards=$2; limit=$3; out=$4
+paths=$1; shards=$2; limit=$3; out=$4; kexpr=${5:-}
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_shards.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 if [[ $paths == @* ]]; then
   grep "::" "${paths#@}" > "$tmp/ids.txt"
 else
-  python -m pytest --collect-only -q $paths 2>/dev/null | grep "::" > "$tmp/ids.txt"
+  python -m pytest --collect-only -q $paths ${kexpr:+-k "$kexpr"} 2>/dev/null | grep "::" > "$tmp/ids.txt"
+fi
+if [[ -n $kexpr && $paths == @* ]]; then
+  echo "gpu_shards.sh: K_EXPR applies to collected paths, not to an @FILE of ids" >&2
+  exit 2
 fi
 for ((i = 0; i < shards; i++)); do
   awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"

@@ -219,3 +219,29 @@ def test_cpu_backend_benchmark_times_this_tree_beside_a_revision(tmp_path):
             assert r["gflops"] > 0
     assert data["meta"]["command"].startswith("python -m benchmarks.cpu_backend --out")
     assert (tmp_path / "cpu_backend.csv").read_text().startswith("case,impl,mode,ms,gflops,note")
+
+
+def test_gpu_shards_runs_a_k_selection_across_its_shards(tmp_path):
+    """benchmarks/gpu_shards.sh with a -k expression (its fifth argument, spaces allowed) runs
+    exactly the selected tests, spread over the shards; an @FILE of ids with one is refused."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    script = root / "benchmarks" / "gpu_shards.sh"
+    expr = "preset_file_is_documented and not (dense or local)"
+    proc = subprocess.run(["bash", str(script), "tests/test_presets.py", "2", "120", str(tmp_path), expr],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    counts = []
+    for shard in sorted(tmp_path.glob("pytest_shard*.txt")):
+        summary = [line for line in shard.read_text().splitlines() if " passed" in line]
+        assert summary and "failed" not in summary[-1] and "error" not in summary[-1], shard.read_text()[-2000:]
+        counts.append(int(summary[-1].split(" passed")[0].split()[-1]))
+    wanted = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_presets.py",
+                             "-k", expr], cwd=root, capture_output=True, text=True).stdout.count("::")
+    assert len(counts) == 2 and sum(counts) == wanted > 2, (counts, wanted)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("tests/test_presets.py::test_required_presets_exist\n")
+    refused = subprocess.run(["bash", str(script), f"@{ids}", "1", "60", str(tmp_path / "x"), expr],
+                             cwd=root, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "K_EXPR" in refused.stderr

@@ -19,14 +19,14 @@ paths=$1; shards=$2; limit=$3; out=$4; kexpr=${5:-}
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_shards.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+if [[ -n $kexpr && $paths == @* ]]; then
+  echo "gpu_shards.sh: K_EXPR applies to collected paths, not to an @FILE of ids" >&2
+  exit 2
+fi
 if [[ $paths == @* ]]; then
   grep "::" "${paths#@}" > "$tmp/ids.txt"
 else
   python -m pytest --collect-only -q $paths ${kexpr:+-k "$kexpr"} 2>/dev/null | grep "::" > "$tmp/ids.txt"
-fi
-if [[ -n $kexpr && $paths == @* ]]; then
-  echo "gpu_shards.sh: K_EXPR applies to collected paths, not to an @FILE of ids" >&2
-  exit 2
 fi
 for ((i = 0; i < shards; i++)); do
   awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"

@@ -56,16 +56,14 @@ else:
     kernel = hopper._hopper_dkdv_kernel
     constexprs = dict(common, BLOCK_M=64, GROUP_SIZE=1, NUM_STAGES=launch._HOPPER_BWD_STAGES[d],
                       CONSUMER_REGS=232, PRODUCER_REGS=24, STATS_TMA=1,
-                      FUSED_DQ=False, ROWS_LATE=launch._bwd_rows_late(d), DQ_ROWS=False,
+                      FUSED_DQ=False, DQ_ROWS=False,
                       KV_REGS=0, OUT_TMA=launch.HOPPER_BWD_OUT_TMA is True)
     rows = {"q_desc": 64, "k_desc": 64, "v_desc": 64, "do_desc": 64, "lse2_desc": 64,
             "delta_desc": 64, "dq_desc": 64, "dk_desc": 64, "dv_desc": 64}
 constexprs.update(flags)
 if which != "fwd" and "ROWS_LATE" not in flags:
     # the launch's bits for these options (the split loops go with the softcap alone)
-    constexprs["ROWS_LATE"] = launch._bwd_rows_late(d, bool(constexprs["HAS_SOFTCAP"]),
-                                                    bool(constexprs["HAS_DROPOUT"]),
-                                                    bool(constexprs["HAS_ALIBI"]))
+    constexprs["ROWS_LATE"] = launch._bwd_rows_late(d, constexprs)
 if which != "fwd":                                    # a step's rows (launch.HOPPER_BWD_STEP_M)
     rows.update({name: constexprs["BLOCK_M"] for name in ("q_desc", "do_desc", "lse2_desc",
                                                           "delta_desc", "dq_desc")})
@@ -841,8 +839,7 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     the same products in each loop, so twice the count."""
     base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
                 NUM_STAGES=launch._fused_stages(64, dict(HAS_DROPOUT=0), 128))
-    loops = 2 if launch._bwd_rows_late(64, softcap="HAS_SOFTCAP" in flags,
-                                        alibi="HAS_ALIBI" in flags) & 2 else 1
+    loops = 2 if launch._bwd_rows_late(64, flags) & 2 else 1
     regs = _sass_counts("dkdv", 64, "bf16", dict(base, KV_REGS=2))
     assert regs["RS_CLOBBERED"] == [], regs["RS_CLOBBERED"][:4]
     assert regs["HGMMA_RS"] == loops * 2 * 2 * 4 * 4, regs
@@ -933,14 +930,16 @@ def test_dkdv_split_loops_default_and_bad_value(monkeypatch):
     neither dropout nor ALiBi is on (where it was timed faster, stop 58), True / False always /
     never; ROWS_LATE's bit 1 (the table entry read late, d=128) is independent of it."""
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", None)
+    cap, drop, alibi = dict(HAS_SOFTCAP=2), dict(HAS_DROPOUT=316207), dict(HAS_ALIBI=1)
     assert launch._bwd_rows_late(128) == 1 and launch._bwd_rows_late(64) == 0
-    assert launch._bwd_rows_late(128, softcap=True) == 3 and launch._bwd_rows_late(64, softcap=True) == 2
-    assert launch._bwd_rows_late(128, softcap=True, dropout=True) == 1
-    assert launch._bwd_rows_late(128, softcap=True, alibi=True) == 1
+    assert launch._bwd_rows_late(128, cap) == 3 and launch._bwd_rows_late(64, cap) == 2
+    assert launch._bwd_rows_late(128, dict(HAS_SOFTCAP=2, HAS_DROPOUT=0)) == 3
+    assert launch._bwd_rows_late(128, {**cap, **drop}) == 1
+    assert launch._bwd_rows_late(128, {**cap, **alibi}) == 1
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", True)
-    assert launch._bwd_rows_late(64) == 2 and launch._bwd_rows_late(128, dropout=True) == 3
+    assert launch._bwd_rows_late(64) == 2 and launch._bwd_rows_late(128, drop) == 3
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", False)
-    assert launch._bwd_rows_late(128, softcap=True) == 1
+    assert launch._bwd_rows_late(128, cap) == 1
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", 1)
     with pytest.raises(ValueError, match="HOPPER_BWD_SPLIT_LOOPS"):
         launch._bwd_rows_late(128)

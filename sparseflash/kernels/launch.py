@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace as _replace
 import os
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -724,14 +724,16 @@ HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
     os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS", ""))
 
 
-def _bwd_rows_late(d: int, softcap: bool = False, dropout: bool = False, alibi: bool = False) -> int:
-    """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and the options on: 1, a step's table
-    entry read after its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the
-    masked steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
+def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
+    """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and its option constexprs
+    ``options`` (HAS_SOFTCAP, HAS_DROPOUT, HAS_ALIBI; absent or 0: off): 1, a step's table entry
+    read after its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the masked
+    steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
     late = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
     split = _switch("HOPPER_BWD_SPLIT_LOOPS")
     if split is None:
-        split = softcap and not dropout and not alibi
+        on = options or {}
+        split = bool(on.get("HAS_SOFTCAP")) and not on.get("HAS_DROPOUT") and not on.get("HAS_ALIBI")
     return int(late) | (2 if split else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
@@ -1574,10 +1576,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                                else _HOPPER_BWD_STAGES[d]),
                    CONSUMER_REGS=_HOPPER_BWD_REGS["causal" if layout.causal else "plain"],
                    PRODUCER_REGS=24, STATS_TMA=stats_mode, FUSED_DQ=fused_dq,
-                   ROWS_LATE=_bwd_rows_late(d, bool(constexprs["HAS_SOFTCAP"]),
-                                            bool(constexprs["HAS_DROPOUT"]),
-                                            bool(constexprs["HAS_ALIBI"])),
-                   DQ_ROWS=dq_rows,
+                   ROWS_LATE=_bwd_rows_late(d, constexprs), DQ_ROWS=dq_rows,
                    KV_REGS=_bwd_kv_regs(d, constexprs, fused_dq),
                    RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
                    **{n: constexprs[n] for n in names})

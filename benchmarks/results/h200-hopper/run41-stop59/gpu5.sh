@@ -11,11 +11,11 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 ncu --version | tail -1 | tee -a $R/gpu.txt
 c="dense N=16384 d=128"; tag=dense16k_d128
 # 2 reps x 2 impls, interleaved: skip the first rep's two backward kernels (compiles)
-timeout ${NLIMIT:-300} ncu --kernel-name regex:"dkdv|Backward" --launch-skip 2 --launch-count 2 --set full \
+timeout ${NLIMIT:-300} ncu --kernel-name regex:"dkdv|bwd_sm90" --launch-skip 2 --launch-count 2 --set full \
     --import-source no -o "$R/$tag" -f python benchmarks/ncu_bwd_peers.py --cases "$c" > "$R/$tag.log" 2>&1
 echo "ncu rc=$?" | tee -a $R/$tag.log
 ncu -i "$R/$tag.ncu-rep" --page details --print-units base > "$R/$tag.details.txt" 2>&1
-for k in dkdv Backward; do
+for k in dkdv bwd_sm90; do
   ncu -i "$R/$tag.ncu-rep" --kernel-name regex:$k --page source --csv --print-source sass > "$R/$k.source.csv" 2>&1
   python benchmarks/ncu_hot_sass.py "$R/$k.source.csv" "$R/$k.hot.txt" --min 0.3 > /dev/null 2>&1 && gzip -f "$R/$k.source.csv"
 done

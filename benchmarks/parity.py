@@ -248,7 +248,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, HOPPER_BWD_DQ_FIRST=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None)
 
 
 def variant_list(H):
@@ -310,8 +310,6 @@ def variant_list(H):
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **split), 1.15))
     out.append(("softcap=30 folded, one loop", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", HOPPER_BWD_SPLIT_LOOPS=False), 1.10))
-    # the fused dK/dV kernel's dQ product issued before dK's (launch.HOPPER_BWD_DQ_FIRST, stop 59)
-    with_each_option("dQ first", dict(HOPPER_BWD_DQ_FIRST=True))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))

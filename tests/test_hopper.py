@@ -1452,28 +1452,6 @@ def test_hopper_backward_split_loops_are_bit_identical(d, causal, dropout_p, sof
 
 
 @gpu
-@pytest.mark.parametrize("d,causal,dropout_p,softcap,dense,split", [
-    (128, True, 0.0, 0.0, False, None), (128, True, 0.2, 0.0, True, None),
-    (128, True, 0.0, 30.0, False, None), (128, False, 0.0, 0.0, True, True),
-    (128, True, 0.2, 20.0, False, True)],
-    ids=["d128-causal-local", "d128-causal-dropout-dense", "d128-causal-softcap-local-split",
-         "d128-dense-split", "d128-causal-dropout-softcap-local-split"])
-def test_hopper_backward_dq_first_is_bit_identical(d, causal, dropout_p, softcap, dense, split,
-                                                   hopper_only, monkeypatch):
-    """``launch.HOPPER_BWD_DQ_FIRST``: dQ's product issued before dK's changes when dK's product
-    runs and when the ring slot is released, not what any product computes, so the outputs, LSE,
-    dK and dV equal bit for bit those of dK first (dQ within rounding: the fused dQ adds with
-    atomics): GQA with kv_len > seq_len, lengths not multiples of the tile, causal and not, dense
-    and local|global, dropout and softcap, one loop and the split loops."""
-    pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", split)
-    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_DQ_FIRST", (False, True), d, 31, pattern,
-                                causal, dropout_p, softcap)
-    assert all(torch.isfinite(t).all() for t in got)
-    _assert_same_results(got, ref)
-
-
-@gpu
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
 def test_hopper_split_release_two_stages_matches_the_oracle(name, pattern, kw, hopper_only,
                                                             monkeypatch):

@@ -1620,12 +1620,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     # with the column's full-step count before the masking branch, a word ptxas spills and
     # reloads every step (sm_90 SASS, d=128 causal)
     SPLIT: gl.constexpr = (ROWS_LATE & 2) != 0
-    # ROWS_LATE bit 4 (launch.HOPPER_BWD_DQ_FIRST): with the fused dQ and one part a step, dK's
-    # product issued after dQ's (FlashAttention-4's sm90 order), so that dQ's staging (its wait,
-    # stores, fence and arrive) runs while dK's product does; dS^T's registers are then held
-    # across the warpgroups' meeting. Else dK's product is issued before the meeting and both are
-    # waited for before the staging
-    DQ_FIRST: gl.constexpr = (ROWS_LATE & 4) != 0 and FUSED_DQ and PARTS == 1
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
     # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
@@ -1801,8 +1795,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     else:
                         dsT = pT * (dpT - delta[None, :])
                     dsT = dsT.to(dtype)
-                    if not DQ_FIRST:
-                        dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
+                    dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
                     if FUSED_DQ:
                         # both warpgroups' dS^T of the step ([128 keys, BLOCK_M queries], two buffers
                         # by step parity); each warpgroup takes half of dQ's columns over all 128
@@ -1816,10 +1809,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     fence_async_shared()
                     gl.thread_barrier()          # the warpgroup's four warps have stored their rows
                     mbarrier.arrive(ds_full.index(buf))
-                    if DQ_FIRST:
-                        dv = warpgroup_mma_wait(0, deps=(dv, ))      # dK's product is not issued yet
-                    else:
-                        dv = warpgroup_mma_wait(1, deps=(dv, ))      # frees P^T's registers
+                    dv = warpgroup_mma_wait(1, deps=(dv, ))          # frees P^T's registers
                     mbarrier.wait(ds_full.index(buf), (step // 2) & 1)
                     dq_zero = gl.zeros([DQ_R, DQ_W], gl.float32, dq_layout)
                     if DQ_ROWS:
@@ -1833,16 +1823,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # (dQ before dK, FlashAttention-3/4's order, so that dQ's staging overlaps dK's
                     # product, was slower: forward+backward 0.93-0.97x at d=64, 0.92-1.01x at d=128
                     # on an H200, run20)
-                    if DQ_FIRST:
-                        # (PARTS == 1: q_tile and dsT are the step's one part's)
-                        dk = warpgroup_mma(gl.convert_layout(dsT, a_layout), q_tile, dk, is_async=True)
-                        dq = warpgroup_mma_wait(1, deps=(dq, ))
-                    elif KV_REGS == 1:
+                    if KV_REGS == 1:
                         dk, dq, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, dq, k_op, v_op))
-                        _release(empty.index(s), RELEASE)
                     else:
                         dk, dq = warpgroup_mma_wait(0, deps=(dk, dq))
-                        _release(empty.index(s), RELEASE)
+                    _release(empty.index(s), RELEASE)
                     # the product (unscaled: sm_scale is applied where the accumulator is converted,
                     # launch.attention_backward) to this warpgroup's staging tiles (DQ_COLS columns
                     # each, split in registers: a relabeling), which the writer warp adds to the
@@ -1859,13 +1844,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     fence_async_shared()
                     gl.thread_barrier()
                     mbarrier.arrive(dq_full.index(WG))
-                    if DQ_FIRST:
-                        # dK's product read the slot's Q: released once it has completed
-                        if KV_REGS == 1:
-                            dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dk, k_op, v_op))
-                        else:
-                            dk = warpgroup_mma_wait(0, deps=(dk, ))
-                        _release(empty.index(s), RELEASE)
                 else:
                     if KV_REGS == 1:
                         dv, dk, k_op, v_op = warpgroup_mma_wait(0, deps=(dv, dk, k_op, v_op))

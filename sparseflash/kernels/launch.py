@@ -723,30 +723,18 @@ HOPPER_BWD_ROWS_LATE: Optional[bool] = None
 HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
     os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS", ""))
 
-# The fused dK/dV kernel's dQ product issued before dK's (ROWS_LATE bit 4; FlashAttention-4's
-# sm90 order): dK's product, issued after the warpgroups' meeting, runs while dQ's staging does
-# (its wait for the staging tiles, stores, fence and arrive), and the ring slot is released once
-# it completes; dS^T's registers are held across the meeting. Steps of one part only (64
-# queries: d=128, or d=64 with HOPPER_BWD_STEP_M = 64); elsewhere it changes nothing. None /
-# False: dK first (stop 59: an A/B of the order, see docs/hopper.md); True (env
-# SPARSEFLASH_HOPPER_BWD_DQ_FIRST=1): dQ first. In the plan-cache key.
-HOPPER_BWD_DQ_FIRST: Optional[bool] = {"0": False, "1": True}.get(
-    os.environ.get("SPARSEFLASH_HOPPER_BWD_DQ_FIRST", ""))
-
 
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
     """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and its option constexprs
     ``options`` (HAS_SOFTCAP, HAS_DROPOUT, HAS_ALIBI; absent or 0: off): 1, a step's table entry
     read after its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the masked
-    steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`); 4, dQ's product issued before dK's
-    (:data:`HOPPER_BWD_DQ_FIRST`)."""
+    steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
     late = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
     split = _switch("HOPPER_BWD_SPLIT_LOOPS")
     if split is None:
         on = options or {}
         split = bool(on.get("HAS_SOFTCAP")) and not on.get("HAS_DROPOUT") and not on.get("HAS_ALIBI")
-    dq_first = bool(_switch("HOPPER_BWD_DQ_FIRST"))
-    return int(late) | (2 if split else 0) | (4 if dq_first else 0)
+    return int(late) | (2 if split else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1855,7 +1843,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, HOPPER_BWD_DQ_FIRST)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

@@ -245,3 +245,21 @@ def test_gpu_shards_runs_a_k_selection_across_its_shards(tmp_path):
     refused = subprocess.run(["bash", str(script), f"@{ids}", "1", "60", str(tmp_path / "x"), expr],
                              cwd=root, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "K_EXPR" in refused.stderr
+
+
+@pytest.mark.parametrize("args,shown", [(["--set", "NOPE=1"], "'NOPE=1'"),
+                                        (["--set", "HOPPER_PERSISTENT=nope"], "'HOPPER_PERSISTENT=nope'"),
+                                        (["--set"], "''")])
+def test_ncu_fwd_refuses_a_bad_set_before_any_gpu_work(args, shown):
+    # benchmarks/ncu_fwd.py --set NAME=VALUE sets a launch value before its forward runs (the
+    # profile with one CTA per tile: --set HOPPER_PERSISTENT=False); a name launch lacks, a
+    # value that is no Python literal, or no pair at all stops it with the argument named,
+    # before it touches CUDA (this machine has none)
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "ncu_fwd.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "--set wants NAME=VALUE" in proc.stderr and shown in proc.stderr
+    assert "Traceback" not in proc.stderr

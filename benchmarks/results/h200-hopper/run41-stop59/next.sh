@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Staged for the next stop.
-# PART=1: the dense forward's L2 traffic (call 13: 1.75x FlashAttention-4's L2 throughput on the
+# PART=1: the dense forward's L2 cache throughput (call 13: 1.75x FlashAttention-4's L2 throughput on the
 #   same products): Nsight Compute on our forward alone, dense 16K d=128 non-causal, with the
 #   persistent CTAs (the default) and with one CTA per query tile (HOPPER_PERSISTENT=False), to
 #   tell the tile order from the copies' shape. No FA4 needed.

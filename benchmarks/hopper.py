@@ -28,7 +28,6 @@ Usage: ``PYTHONPATH=. python benchmarks/hopper.py --out DIR [--quick]``.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import sys
@@ -39,8 +38,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
-from benchmarks.real_batches import (ROWS, add, launch_switches, peak, rel_err, start_run,  # noqa: E402
-                                     write_rows)
+from benchmarks.real_batches import (ROWS, add, launch_switches, parse_launch_settings, peak,  # noqa: E402
+                                     rel_err, start_run, write_rows)
 from benchmarks import timing  # noqa: E402
 from sparseflash.kernels import launch  # noqa: E402
 
@@ -305,14 +304,10 @@ def main(argv=None):
     wanted = [tuple(int(x) for x in item.split(":")) for item in args.stages.split(",") if item]
     settings = []
     for item in args.set:
-        values = {}
-        for pair in item.split(";"):
-            name, sep, value = pair.partition("=")
-            if not sep or not hasattr(launch, name):
-                ap.error(f"--set wants NAME=VALUE[;NAME=VALUE...] with NAME a sparseflash.kernels.launch "
-                         f"value, got {item!r}")
-            values[name] = ast.literal_eval(value)
-        settings.append((item, values))
+        try:
+            settings.append((item, parse_launch_settings(item)))
+        except ValueError as exc:
+            ap.error(str(exc))
     extra = dict(pbwd=args.pbwd, hbwd=args.hbwd, persistent=args.persistent, settings=settings)
     skip = set(args.skip.split(","))
     prefixes = [c for c in args.cases.split(";") if c]

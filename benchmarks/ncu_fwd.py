@@ -5,10 +5,9 @@ d=64 (H=32) and d=128 (H=16), bf16, not causal. Run under ncu with a kernel filt
 (benchmarks/results/h200-hopper/run12-rowsum/ncu). ``--d 64`` profiles one head dim only;
 ``--causal`` takes the causal layout; ``--dropout P`` runs with attention dropout P (as
 parity.py's variants run it: dense causal 16K d=128 p=0.1 is ``--d 128 --causal --dropout 0.1``,
-benchmarks/results/h200-hopper/run36-stop54/gpu2.sh); ``--softcap C`` with softcap C; ``--set NAME=VALUE`` (repeatable) sets a
-``sparseflash.kernels.launch`` value first, e.g. ``--set HOPPER_PERSISTENT=False`` for one CTA
+benchmarks/results/h200-hopper/run36-stop54/gpu2.sh); ``--softcap C`` with softcap C; ``--set NAME=VALUE[;NAME=VALUE...]`` (repeatable) sets
+``sparseflash.kernels.launch`` values first, e.g. ``--set HOPPER_PERSISTENT=False`` for one CTA
 per query tile (``VALUE`` a Python literal)."""
-import ast
 import sys
 from pathlib import Path
 
@@ -16,20 +15,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sparseflash as sf  # noqa: E402
+from benchmarks.real_batches import parse_launch_settings  # noqa: E402
 from sparseflash.kernels import launch  # noqa: E402
 
 for i, arg in enumerate(sys.argv):
     if arg == "--set":
-        name, sep, value = (sys.argv[i + 1] if i + 1 < len(sys.argv) else "").partition("=")
         try:
-            parsed = ast.literal_eval(value) if sep else None
-        except (ValueError, SyntaxError):
-            sep = ""
-        if not sep or not hasattr(launch, name):
-            raise SystemExit(f"--set wants NAME=VALUE with NAME a sparseflash.kernels.launch value and "
-                             f"VALUE a Python literal, got {sys.argv[i + 1] if i + 1 < len(sys.argv) else ''!r}")
-        setattr(launch, name, parsed)
-        print(f"launch.{name} = {parsed!r}", flush=True)
+            settings = parse_launch_settings(sys.argv[i + 1] if i + 1 < len(sys.argv) else "")
+        except ValueError as exc:
+            raise SystemExit(str(exc))
+        for name, value in settings.items():
+            setattr(launch, name, value)
+            print(f"launch.{name} = {value!r}", flush=True)
 
 dims = [int(sys.argv[sys.argv.index("--d") + 1])] if "--d" in sys.argv else [64, 128]
 causal = "--causal" in sys.argv

@@ -68,6 +68,28 @@ def launch_switches(**values):
             setattr(launch, name, value)
 
 
+def parse_launch_settings(text: str) -> dict:
+    """``--set``'s ``NAME=VALUE[;NAME=VALUE...]`` (benchmarks/hopper.py, benchmarks/ncu_fwd.py) as
+    ``{NAME: value}``, each NAME a ``sparseflash.kernels.launch`` value and each VALUE a Python
+    literal; a ValueError naming ``text`` otherwise."""
+    import ast
+
+    from sparseflash.kernels import launch
+
+    values = {}
+    for pair in text.split(";"):
+        name, sep, value = pair.partition("=")
+        if sep and hasattr(launch, name):
+            try:
+                values[name] = ast.literal_eval(value)
+                continue
+            except (ValueError, SyntaxError):
+                pass
+        raise ValueError(f"--set wants NAME=VALUE[;NAME=VALUE...] with NAME a sparseflash.kernels.launch "
+                         f"value and VALUE a Python literal, got {text!r}")
+    return values
+
+
 def peak(fn, dev):
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)

@@ -253,8 +253,15 @@ def _dropout_worker(rank, world, init_file, failures):
                 torch.manual_seed(seed)
                 return sfd.sparse_attention(*shards, pattern, dropout_p=drop, **kw)
             a, b, c = run(1), run(1), run(2)
-            assert torch.equal(a, b), f"{case}: one seed gave two outputs"
-            assert not torch.equal(a, c), f"{case}: two seeds gave one output"
+            # a seed fixes the mask: one seed's two calls agree to rounding, while another
+            # seed's mask moves entries by O(0.1). (Bit equality is not asked for: CI once saw
+            # two calls differ on one rank, in how much was not recorded; the message now says.)
+            diff = (a - b).abs().nan_to_num(float("inf"))
+            assert diff.max() <= 1e-12, (f"{case}: one seed gave two outputs (max |a-b| {diff.max().item():.3g}, "
+                                         f"{int((diff > 0).sum())} of {a.numel()} differ, in rows "
+                                         f"{sorted(set((diff > 0).nonzero()[:, 2].tolist()))[:16]}; NaN in a "
+                                         f"{int(a.isnan().sum())}, in b {int(b.isnan().sum())})")
+            assert (a - c).abs().max() > 1e-2, f"{case}: two seeds gave one output"
             assert not torch.equal(a, run(1, 0.0)), f"{case}: dropout changed nothing"
             # unbiased: the mean over draws tends to the undropped output (a lost 1/(1-p)
             # scale would leave a 25 % bias). 512 draws in one call: the batch elements draw

@@ -1,6 +1,8 @@
 """Context parallelism on gloo processes with random patterns, shardings, guests, windows, softcap,
 ALiBi, GQA and scales; every rank's shard of the output, LSE and gradients against the one-process
-result: ``python tests/fuzz/fuzz_dist.py FIRST LAST WORLD``."""
+result: ``python tests/fuzz/fuzz_dist.py FIRST LAST WORLD [--dropout]``. With ``--dropout`` each case
+also runs with dropout (p 0.1 or 0.5) under one torch seed twice and under another: the two
+must agree bit for bit, forward and gradients, and the third differ."""
 import os, sys, random, tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests")); sys.path.insert(0, ROOT)
@@ -31,7 +33,12 @@ def case(seed, world):
         c["alibi"] = r.choice(["h", "bh"])
     return c
 
-def worker(rank, world, init_file, seeds, failures):
+DROPOUT = False
+
+
+def worker(rank, world, init_file, seeds, failures, dropout=False):
+    global DROPOUT
+    DROPOUT = dropout
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     import sparseflash.distributed as sfd
     torch.set_num_threads(1)
@@ -64,6 +71,27 @@ def worker(rank, world, init_file, seeds, failures):
                     bad.append(name)
             if bad:
                 failures.put(f"FAIL seed {seed} rank {rank}: {bad} {c}")
+            if DROPOUT:
+                # dropout: one torch seed gives one output, bit for bit, and gradients; another
+                # seed another output (the masks are drawn over each rank's buffer, so there is
+                # no one-process oracle for the values)
+                drop = random.Random(seed + 10 ** 6).choice([0.1, 0.5])
+
+                def run(s):
+                    torch.manual_seed(s)
+                    o = sfd.sparse_attention(qs, ks, vs, c["pattern"], sharding=c["sharding"], dropout_p=drop, **kw)
+                    return o, torch.autograd.grad(o, (qs, ks, vs), sh(do))
+                (o1, g1), (o2, g2), (o3, _) = run(seed), run(seed), run(seed + 1)
+                for name, x, y in [("out", o1, o2)] + list(zip(("dq", "dk", "dv"), g1, g2)):
+                    if not torch.equal(x, y):
+                        diff = (x - y).abs().nan_to_num(float("inf"))
+                        failures.put(f"DROPOUT seed {seed} rank {rank}: {name} differs between two calls "
+                                     f"(max {diff.max().item():.3g}, {int((diff > 0).sum())} of {x.numel()}, "
+                                     f"NaN {int(x.isnan().sum())}/{int(y.isnan().sum())}) p={drop} {c}")
+                    elif not torch.isfinite(x).all():
+                        failures.put(f"DROPOUT seed {seed} rank {rank}: {name} not finite p={drop} {c}")
+                if torch.equal(o1, o3) and o1.abs().max() > 0:
+                    failures.put(f"DROPOUT seed {seed} rank {rank}: two seeds gave one output p={drop} {c}")
         except ValueError as e:
             failures.put(f"VALUEERROR seed {seed} rank {rank}: {str(e)[:150]} {c}")
         except Exception as e:
@@ -73,10 +101,11 @@ def worker(rank, world, init_file, seeds, failures):
 
 if __name__ == "__main__":
     a, b, world = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    DROPOUT = "--dropout" in sys.argv[4:]
     ctx = mp.get_context("spawn")
     failures = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [ctx.Process(target=worker, args=(r, world, os.path.join(tmp, "init"), list(range(a, b)), failures)) for r in range(world)]
+        procs = [ctx.Process(target=worker, args=(r, world, os.path.join(tmp, "init"), list(range(a, b)), failures, DROPOUT)) for r in range(world)]
         for p in procs: p.start()
         for p in procs: p.join(600)
     n = 0

@@ -1,0 +1,93 @@
+"""The instructions a warp issues in one full (unmasked) step of the Hopper dK/dV kernel's
+consumer loop, from the sm_90 SASS that this machine's Triton compiles (no GPU needed):
+    PYTHONPATH=. python benchmarks/results/cpu-sass/step_path.py [FLAGS_JSON ...]
+Each FLAGS_JSON overrides the kernel's constexprs (tests/test_hopper.py ``_COMPILE``); the
+default is the launch's d=128 bf16 non-causal fused-dQ build. The step loop is the smallest
+loop holding wgmma and exponentials; a full step skips the blocks that an in-loop forward
+branch jumps over when they hold the masking's selects (FSEL); the out-of-line retry blocks
+of the mbarrier waits are not taken when the data is there."""
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../..")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import test_hopper as th  # noqa: E402
+
+DEFAULT = dict(FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240, STATS_TMA=1, ROWS_LATE=1,
+               DQ_ROWS=False, KV_REGS=0)
+SCRIPT = th._COMPILE.replace('if len(sys.argv) > 2 and sys.argv[2] == "sass":', '''if len(sys.argv) > 2 and sys.argv[2] == "raw":
+    import subprocess, tempfile
+    from triton import knobs
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"]); f.flush()
+        sys.stdout.write(subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
+                                        text=True, check=True).stdout)
+elif len(sys.argv) > 2 and sys.argv[2] == "sass":''')
+GROUPS = {
+    "wgmma (HGMMA, WARPGROUP)": lambda o: o in ("HGMMA", "WARPGROUP"),
+    "per-score fp (FFMA FMNMX MUFU FADD FMUL F2FP FSEL)": lambda o: o in (
+        "FFMA", "FMNMX", "MUFU", "FADD", "FMUL", "F2FP", "FSEL"),
+    "uniform datapath (U*, R2UR): descriptors, phases": lambda o: o.startswith("U") or o in ("R2UR", "S2UR"),
+    "shared/local/global memory": lambda o: o in ("LDS", "STS", "STSM", "LDSM", "LDL", "STL", "LDG", "STG", "LDC"),
+    "barriers, fences, mbarriers, branches": lambda o: o in (
+        "BAR", "SYNCS", "MEMBAR", "FENCE", "BRA", "NOP", "ELECT", "VOTEU", "VOTE"),
+}
+
+
+def full_steps(sass):
+    """(loop size, full-step path) of each step loop, in code order: the innermost loops holding
+    wgmma and exponentials, one a consumer warpgroup (they compile apart), two with the split
+    loops (ROWS_LATE bit 2: the full steps' loop, then the masked steps')."""
+    body, labels = [], {}
+    for line in sass.splitlines():
+        m = re.match(r"^\s*(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(body)
+        elif re.match(r"^\s*/\*[0-9a-f]+\*/\s+\S", line):
+            body.append(re.sub(r"\s+", " ", line.strip()))
+    loops = []
+    for i, line in enumerate(body):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i + 1) <= i:
+            text = body[labels[m.group(1)]:i + 1]
+            if (any("HGMMA" in x for x in text) and any("MUFU.EX2" in x for x in text)
+                    and not any(" EXIT" in x for x in text)):        # not a region through the exit
+                loops.append((labels[m.group(1)], i))
+    inner = [(a, b) for a, b in loops if not any(a <= a2 and b2 <= b and (a2, b2) != (a, b) for a2, b2 in loops)]
+    out = []
+    for a, b in inner:
+        keep = [True] * (b - a + 1)
+        for i in range(a, b + 1):
+            m = re.search(r"@!?P\d BRA `\((\.L_x_\d+)\)", body[i])
+            if m and i < labels[m.group(1)] <= b and any(" FSEL " in x for x in body[i + 1:labels[m.group(1)]]):
+                for j in range(i + 1, labels[m.group(1)]):
+                    keep[j - a] = False
+        out.append((b - a + 1, [x for x, k in zip(body[a:b + 1], keep) if k]))
+    return out
+
+
+def opcode(line):
+    m = re.match(r"^/\*[0-9a-f]+\*/ (?:@!?U?P\w+ )?([A-Z][A-Z0-9_]*)", line)
+    return m.group(1) if m else "?"
+
+
+for arg in sys.argv[1:] or ["{}"]:
+    flags = dict(DEFAULT, **json.loads(arg))
+    sass = th.compiled_in_fresh_process(SCRIPT, json.dumps(["dkdv", 128, "bf16", flags]), "raw")
+    print(f"flags {json.dumps(flags)}")
+    for wg, (size, path) in enumerate(full_steps(sass)):
+        counts = collections.Counter(opcode(x) for x in path)
+        print(f"  step loop {wg} ({size} instructions): a full step issues {len(path)} a warp")
+        for name, test in GROUPS.items():
+            ops = {o: n for o, n in counts.items() if test(o)}
+            print(f"    {name:52s} {sum(ops.values()):4d}  "
+                  + " ".join(f"{o} {n}" for o, n in sorted(ops.items(), key=lambda x: -x[1])))
+        grouped = {o for o in counts if any(t(o) for t in GROUPS.values())}
+        rest = {o: n for o, n in counts.items() if o not in grouped}
+        print(f"    {'integer and address arithmetic, other':52s} {sum(rest.values()):4d}  "
+              + " ".join(f"{o} {n}" for o, n in sorted(rest.items(), key=lambda x: -x[1])))

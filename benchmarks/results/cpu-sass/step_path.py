@@ -2,9 +2,12 @@
 consumer loop, from the sm_90 SASS that this machine's Triton compiles (no GPU needed):
     PYTHONPATH=. python benchmarks/results/cpu-sass/step_path.py [FLAGS_JSON ...]
 Each FLAGS_JSON overrides the kernel's constexprs (tests/test_hopper.py ``_COMPILE``); the
-default is the launch's d=128 bf16 non-causal fused-dQ build. The step loop is the smallest
+default is the launch's d=128 bf16 non-causal fused-dQ build; ``{"_which": "fwd", ...}`` counts
+the forward's step instead (the launch's d=128 build by default). The step loop is the smallest
 loop holding wgmma and exponentials; a full step skips the blocks that an in-loop forward
-branch jumps over when they hold the masking's selects (FSEL); the out-of-line retry blocks
+branch jumps over when they hold the masking's selects (FSEL) and no exponential or product;
+other branches count as not taken (the forward's conditional rescale counts its multiplies,
+which a warp whose rows kept their max skips); the out-of-line retry blocks
 of the mbarrier waits are not taken when the data is there."""
 import collections
 import json
@@ -20,6 +23,9 @@ import test_hopper as th  # noqa: E402
 
 DEFAULT = dict(FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240, STATS_TMA=1, ROWS_LATE=1,
                DQ_ROWS=False, KV_REGS=0)
+# the forward's launch at d=128 (two consumers, persistent with run-time tiles and two Q buffers)
+DEFAULT_FWD = dict(PERSISTENT=True, DYNAMIC=1, OVERLAP_PV=True, RESCALE=8.0, KV_SPLIT=True, Q_BUFS=2,
+                   OUT_TMA=True, NUM_STAGES=2)
 SCRIPT = th._COMPILE.replace('if len(sys.argv) > 2 and sys.argv[2] == "sass":', '''if len(sys.argv) > 2 and sys.argv[2] == "raw":
     import subprocess, tempfile
     from triton import knobs
@@ -64,7 +70,9 @@ def full_steps(sass):
         keep = [True] * (b - a + 1)
         for i in range(a, b + 1):
             m = re.search(r"@!?P\d BRA `\((\.L_x_\d+)\)", body[i])
-            if m and i < labels[m.group(1)] <= b and any(" FSEL " in x for x in body[i + 1:labels[m.group(1)]]):
+            skipped = body[i + 1:labels[m.group(1)]] if m else []
+            if (m and i < labels[m.group(1)] <= b and any(" FSEL " in x for x in skipped)
+                    and not any("MUFU" in x or "HGMMA" in x for x in skipped)):
                 for j in range(i + 1, labels[m.group(1)]):
                     keep[j - a] = False
         out.append((b - a + 1, [x for x, k in zip(body[a:b + 1], keep) if k]))
@@ -77,9 +85,11 @@ def opcode(line):
 
 
 for arg in sys.argv[1:] or ["{}"]:
-    flags = dict(DEFAULT, **json.loads(arg))
-    sass = th.compiled_in_fresh_process(SCRIPT, json.dumps(["dkdv", 128, "bf16", flags]), "raw")
-    print(f"flags {json.dumps(flags)}")
+    given = json.loads(arg)
+    which = given.pop("_which", "dkdv")
+    flags = dict(DEFAULT if which == "dkdv" else DEFAULT_FWD, **given)
+    sass = th.compiled_in_fresh_process(SCRIPT, json.dumps([which, 128, "bf16", flags]), "raw")
+    print(f"{which} flags {json.dumps(flags)}")
     for wg, (size, path) in enumerate(full_steps(sass)):
         counts = collections.Counter(opcode(x) for x in path)
         print(f"  step loop {wg} ({size} instructions): a full step issues {len(path)} a warp")

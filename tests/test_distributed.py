@@ -257,10 +257,18 @@ def _dropout_worker(rank, world, init_file, failures):
             # seed's mask moves entries by O(0.1). (Bit equality is not asked for: CI once saw
             # two calls differ on one rank, in how much was not recorded; the message now says.)
             diff = (a - b).abs().nan_to_num(float("inf"))
+            # where any rank's two calls differ at all, every rank makes a third (the calls are
+            # collective), so that the message says which of the two was the odd one
+            odd = torch.tensor([float(not torch.equal(a, b))])
+            dist.all_reduce(odd, op=dist.ReduceOp.MAX)
+            third = ""
+            if odd.item():
+                d = run(1)
+                third = f"; a third call equals the first: {torch.equal(d, a)}, the second: {torch.equal(d, b)}"
             assert diff.max() <= 1e-12, (f"{case}: one seed gave two outputs (max |a-b| {diff.max().item():.3g}, "
                                          f"{int((diff > 0).sum())} of {a.numel()} differ, in rows "
                                          f"{sorted(set((diff > 0).nonzero()[:, 2].tolist()))[:16]}; NaN in a "
-                                         f"{int(a.isnan().sum())}, in b {int(b.isnan().sum())})")
+                                         f"{int(a.isnan().sum())}, in b {int(b.isnan().sum())}{third})")
             assert (a - c).abs().max() > 1e-2, f"{case}: two seeds gave one output"
             assert not torch.equal(a, run(1, 0.0)), f"{case}: dropout changed nothing"
             # unbiased: the mean over draws tends to the undropped output (a lost 1/(1-p)

@@ -101,8 +101,9 @@ for name in kernel.arg_names:
         signature[name] = "i32"
 compiled = triton.compile(GluonASTSource(kernel, signature, constexprs),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-if len(sys.argv) > 2 and sys.argv[2] == "sass":
-    # instead of the PTX: the sm_90 SASS's counts of wgmma issues and of waits on them
+if len(sys.argv) > 2 and sys.argv[2] in ("sass", "raw"):
+    # instead of the PTX: the sm_90 SASS's counts of wgmma issues and of waits on them ("raw":
+    # the SASS itself, for benchmarks/results/cpu-sass/step_path.py)
     import subprocess
     import tempfile
     from triton import knobs
@@ -111,6 +112,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "sass":
         f.flush()
         sass = subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
                               text=True, check=True).stdout
+    if sys.argv[2] == "raw":
+        sys.stdout.write(sass)
+        sys.exit(0)
     # exponentials issued between a wait for the older of two product groups (DEPBAR.LE 1:
     # S_t done, P_{t-1} V_{t-1} may run) and the next wait for all (DEPBAR.LE 0): the most
     # over the kernel's code, i.e. how many of a step's exponentials overlap its P V

@@ -33,12 +33,7 @@ def case(seed, world):
         c["alibi"] = r.choice(["h", "bh"])
     return c
 
-DROPOUT = False
-
-
 def worker(rank, world, init_file, seeds, failures, dropout=False):
-    global DROPOUT
-    DROPOUT = dropout
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     import sparseflash.distributed as sfd
     torch.set_num_threads(1)
@@ -71,7 +66,7 @@ def worker(rank, world, init_file, seeds, failures, dropout=False):
                     bad.append(name)
             if bad:
                 failures.put(f"FAIL seed {seed} rank {rank}: {bad} {c}")
-            if DROPOUT:
+            if dropout:
                 # dropout: one torch seed gives one output, bit for bit, and gradients; another
                 # seed another output (the masks are drawn over each rank's buffer, so there is
                 # no one-process oracle for the values)
@@ -101,11 +96,11 @@ def worker(rank, world, init_file, seeds, failures, dropout=False):
 
 if __name__ == "__main__":
     a, b, world = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    DROPOUT = "--dropout" in sys.argv[4:]
+    dropout = "--dropout" in sys.argv[4:]
     ctx = mp.get_context("spawn")
     failures = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [ctx.Process(target=worker, args=(r, world, os.path.join(tmp, "init"), list(range(a, b)), failures, DROPOUT)) for r in range(world)]
+        procs = [ctx.Process(target=worker, args=(r, world, os.path.join(tmp, "init"), list(range(a, b)), failures, dropout)) for r in range(world)]
         for p in procs: p.start()
         for p in procs: p.join(600)
     n = 0

@@ -13,9 +13,7 @@ import collections
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../..")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -26,14 +24,6 @@ DEFAULT = dict(FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240, STATS_TMA=1, ROWS
 # the forward's launch at d=128 (two consumers, persistent with run-time tiles and two Q buffers)
 DEFAULT_FWD = dict(PERSISTENT=True, DYNAMIC=1, OVERLAP_PV=True, RESCALE=8.0, KV_SPLIT=True, Q_BUFS=2,
                    OUT_TMA=True, NUM_STAGES=2)
-SCRIPT = th._COMPILE.replace('if len(sys.argv) > 2 and sys.argv[2] == "sass":', '''if len(sys.argv) > 2 and sys.argv[2] == "raw":
-    import subprocess, tempfile
-    from triton import knobs
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"]); f.flush()
-        sys.stdout.write(subprocess.run([knobs.nvidia.nvdisasm.path, "-c", f.name], capture_output=True,
-                                        text=True, check=True).stdout)
-elif len(sys.argv) > 2 and sys.argv[2] == "sass":''')
 GROUPS = {
     "wgmma (HGMMA, WARPGROUP)": lambda o: o in ("HGMMA", "WARPGROUP"),
     "per-score fp (FFMA FMNMX MUFU FADD FMUL F2FP FSEL)": lambda o: o in (
@@ -88,7 +78,7 @@ for arg in sys.argv[1:] or ["{}"]:
     given = json.loads(arg)
     which = given.pop("_which", "dkdv")
     flags = dict(DEFAULT if which == "dkdv" else DEFAULT_FWD, **given)
-    sass = th.compiled_in_fresh_process(SCRIPT, json.dumps([which, 128, "bf16", flags]), "raw")
+    sass = th.compiled_in_fresh_process(th._COMPILE, json.dumps([which, 128, "bf16", flags]), "raw")
     print(f"{which} flags {json.dumps(flags)}")
     for wg, (size, path) in enumerate(full_steps(sass)):
         counts = collections.Counter(opcode(x) for x in path)

@@ -242,6 +242,14 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
     "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
                                              HOPPER_DROPOUT_FORM=0),
+    # form 3 plus bit 3: the Philox work on counters fixed along a step loop done before it (stop 61)
+    "dropout 16-bit quad, 7 rounds, Hopper form 11": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=11),
+    # form 3 plus bit 4: dS^T by a select between two forms (stop 61), and with bit 3 too
+    "dropout 16-bit quad, 7 rounds, Hopper form 19": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=19),
+    "dropout 16-bit quad, 7 rounds, Hopper form 27": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=27),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
                 SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,

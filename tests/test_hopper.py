@@ -600,6 +600,27 @@ def test_dkdv_early_draws_run_before_the_wait_for_the_scores():
     assert _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=708207))["STEP_IMAD_WIDE_BEFORE_WAIT"] <= 2
 
 
+def test_hoisted_philox_takes_products_out_of_the_dkdv_step_loop():
+    """``HOPPER_DROPOUT_FORM`` bit 3 (kernels/hopper.py ``_quad_t_pre``): with 16-bit quad draws
+    the dK/dV kernel's calls share a key counter along a key tile's steps, and the products of
+    words fixed along the loop are done before it. The compiler had already moved round 1's
+    products and round 2's product of c2 out (44 IMAD.WIDE a step for 4 calls of 7 rounds, not
+    56); the explicit form also moves round 3's product of c0, one a call. sm_90 SASS, d=128,
+    bf16, causal, fused dQ, a consumer's step loop; when written: 44 -> 40 IMAD.WIDE, 972 -> 959
+    instructions in the loop. The forward's loop is the same either way: the compiler had moved
+    all of its fixed products (96 IMAD.WIDE a step, 8 calls)."""
+    fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True)
+    base = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=316207))
+    hoisted = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=1116207))
+    assert base["STEP_LOOP"] > 0 and hoisted["STEP_LOOP"] > 0, "no step loop found"
+    assert base["STEP_IMAD_WIDE"] == 44 and hoisted["STEP_IMAD_WIDE"] == 40, (base, hoisted)
+    assert hoisted["STEP_LOOP"] < base["STEP_LOOP"], (base, hoisted)
+    # with fewer than 3 rounds, and with 8-bit draws, bit 3 changes nothing
+    for code in (16202, 8207):
+        assert (_sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=800000 + 300000 + code))["STEP_LOOP"]
+                == _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_DROPOUT=300000 + code))["STEP_LOOP"])
+
+
 @pytest.mark.parametrize("which,flags,base,best", [
     ("fwd", dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
                  RESCALE=8.0, NUM_STAGES=2), 3, 1),
@@ -678,11 +699,11 @@ def test_dropout_form_setting(monkeypatch):
     assert launch._hopper_dropout(16110) == 316110 and launch._hopper_dropout(0) == 0
     monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 0)
     assert launch._hopper_dropout(8107) == 8107
-    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 7)
-    assert launch._hopper_dropout(16207) == 716207
-    for bad in (8, -1, "3", True):
+    monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 11)
+    assert launch._hopper_dropout(16207) == 1116207
+    for bad in (32, -1, "3", True):
         monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
-        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-7"):
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-31"):
             launch._variants()
     q = torch.randn(1, 1, 64, 32, device=DEVICE)
     with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
@@ -1587,8 +1608,9 @@ def test_hopper_three_consumer_forward_matches_the_oracle(name, pattern, kw, per
 @pytest.mark.parametrize("mapping,bits", [("mma", 16), ("mma", 8), ("quad", 16), ("quad", 8)])
 def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monkeypatch):
     """Every ``launch.HOPPER_DROPOUT_FORM`` draws the same mask: Philox by ``mul.wide.u32``
-    (bit 0), the forward's explicit select (bit 1) and the dK/dV kernel's draws made before its
-    wait for S^T (bit 2, 16-bit quad only) give bit for bit form 0's output, LSE,
+    (bit 0), the forward's explicit select (bit 1), the dK/dV kernel's draws made before its
+    wait for S^T (bit 2, 16-bit quad only) and the loop-invariant Philox work done before the
+    step loops (bit 3, 16-bit quad only) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
     with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64."""
     from sparseflash import philox
@@ -1602,7 +1624,9 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
                 for _ in range(2))
         do = torch.randn_like(q)
         results = []
-        for form in (0, 1, 2, 3, 7):
+        # bit 3 (the hoisted Philox work) changes nothing but the 16-bit quad draws' kernels
+        forms = (0, 1, 2, 3, 7, 11) if (mapping, bits) == ("quad", 16) else (0, 1, 2, 3, 7)
+        for form in forms:
             monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
             torch.manual_seed(7)
@@ -1612,8 +1636,39 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
             results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
         ref = results[0]
         assert torch.isfinite(ref[0]).all() and (ref[0] != 0).any()
-        for form, got in zip((1, 2, 3, 7), results[1:]):
+        for form, got in zip(forms[1:], results[1:]):
             _assert_same_results(got, ref, form, d)
+
+
+@gpu
+@pytest.mark.parametrize("rounds", [2, 3, 7])
+def test_hopper_hoisted_philox_is_bit_identical_at_any_round_count(rounds, hopper_only, monkeypatch):
+    """``HOPPER_DROPOUT_FORM`` bit 3 (the Philox work of words fixed along a step loop done
+    before it: 2 rounds' worth in the forward, 3 in the dK/dV kernel, none below 3 rounds) draws
+    form 3's mask at every round count: output, LSE, dK and dV bit for bit (dQ within rounding),
+    16-bit quad draws, a causal GQA layout with kv_len > seq_len, d=128 and d=64."""
+    from sparseflash import philox
+
+    monkeypatch.setattr(philox, "DROPOUT_MAPPING", "quad")
+    monkeypatch.setattr(philox, "DROPOUT_BITS", 16)
+    monkeypatch.setattr(philox, "DROPOUT_ROUNDS", rounds)
+    g = torch.Generator(device="cuda").manual_seed(rounds)
+    for d in (128, 64):
+        q = torch.randn(2, 4, 900, d, device="cuda", dtype=torch.bfloat16, generator=g)
+        k, v = (torch.randn(2, 2, 1100, d, device="cuda", dtype=torch.bfloat16, generator=g)
+                for _ in range(2))
+        do = torch.randn_like(q)
+        results = []
+        for form in (3, 11):
+            monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
+            qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+            torch.manual_seed(11)
+            out, lse = sf.sparse_attention(qg, kg, vg, sf.local(2) | sf.global_blocks(1),
+                                           block_size=128, causal=True, dropout_p=0.3,
+                                           return_lse=True)
+            results.append((out, lse) + torch.autograd.grad(out, (qg, kg, vg), do))
+        assert torch.isfinite(results[0][0]).all() and (results[0][0] != 0).any()
+        _assert_same_results(results[1], results[0], rounds, d)
 
 
 @gpu

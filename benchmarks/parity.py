@@ -242,17 +242,12 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
     "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
                                              HOPPER_DROPOUT_FORM=0),
-    # form 3 plus bit 3: the Philox work on counters fixed along a step loop done before it (stop 61)
-    "dropout 16-bit quad, 7 rounds, Hopper form 11": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
-                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=11),
-    # form 3 plus bit 4: dS^T by a select between two forms (stop 61), and with bit 3 too
-    "dropout 16-bit quad, 7 rounds, Hopper form 19": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
-                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=19),
-    "dropout 16-bit quad, 7 rounds, Hopper form 27": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
-                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=27),
+    # the form before stop 61 (without bit 4: dS^T as |P^T| (where(P^T > 0, dP^T scale, 0) - delta))
+    "dropout 16-bit quad, 7 rounds, Hopper form 3": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                         DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=3),
 }
 DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI_VARIANT="column",
-                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=3, HOPPER_FWD_WALK=None,
+                SOFTCAP_VARIANT="folded", HOPPER_DROPOUT_FORM=19, HOPPER_FWD_WALK=None,
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
@@ -320,7 +315,7 @@ def variant_list(H):
                 dict(SOFTCAP_VARIANT="folded", HOPPER_BWD_SPLIT_LOOPS=False), 1.10))
     # the dK/dV kernel's draws made before its wait for S^T (HOPPER_DROPOUT_FORM bit 2, stop 55)
     out.append(("dropout 16-bit quad, 7 rounds, dK/dV early draws", dict(dropout_p=0.1),
-                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=7), 1.15))
+                dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], HOPPER_DROPOUT_FORM=23), 1.15))
     # the dK/dV consumers reading a step's table entry before its first products are issued
     # (launch.HOPPER_BWD_ROWS_LATE=False, the order before run24)
     early = dict(HOPPER_BWD_ROWS_LATE=False)

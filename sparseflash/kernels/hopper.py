@@ -158,91 +158,6 @@ def _philox_wide(seed, c0, c1, c2, c3, ROUNDS: gl.constexpr):
     return c0, c1, c2, c3
 
 
-# FORM bit 3 (launch.HOPPER_DROPOUT_FORM; 16-bit quad draws, 3 or more rounds): the first
-# rounds' work on counters that do not change along a step loop, done once before it. In the
-# forward a thread's calls share one query counter c1 (its rows; the key counter c0 moves each
-# step); in the dK/dV kernel they share one key counter c0 (its keys; c1 moves). With c2 = bh and
-# c3 = the offset fixed too, round 1's product of c2 and, in the dK/dV kernel, of c0 are the
-# same every step, and so are some of rounds 2 and 3's (a round maps (c0, c1, c2, c3) to
-# (hi(B c2) ^ c1 ^ k0, lo(B c2), hi(A c0) ^ c3 ^ k1, lo(A c0))). What is left a call: forward,
-# 5 instructions for rounds 1-2 where 8 were; dK/dV kernel, 6 for rounds 1-3 where 12 were.
-# The words are bit for bit tl.philox's (tests/test_hopper.py on the GPU; the algebra on the
-# CPU in tests/test_philox.py).
-_PHILOX_KA = gl.constexpr(0x9E3779B9)
-_PHILOX_KB = gl.constexpr(0xBB67AE85)
-
-
-@gluon.jit
-def _seed_words(seed):
-    """Philox's key (k0, k1): the low and high words of the int64 ``seed`` (uint32 scalars)."""
-    seed = seed.to(gl.uint64)
-    return (seed & 0xFFFFFFFF).to(gl.uint32), ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)
-
-
-@gluon.jit
-def _scalar_mulwide_b(x):
-    """(hi, lo) of the int32 scalar ``x`` (as uint32) times Philox's round multiplier B."""
-    prod = x.to(gl.uint32, bitcast=True).to(gl.uint64) * 0xCD9E8D57
-    return (prod >> 32).to(gl.uint32), (prod & 0xFFFFFFFF).to(gl.uint32)
-
-
-@gluon.jit
-def _philox_rounds(c0, c1, c2, c3, k0, k1, ROUNDS: gl.constexpr):
-    """``ROUNDS`` more Philox rounds on the uint32 words ``c0..c3`` with the round keys ``k0,
-    k1`` (advanced each round), as :func:`_philox_wide`."""
-    for _ in gl.static_range(ROUNDS):
-        hi_b, lo_b = _mulwide_b(c2)
-        hi_a, lo_a = _mulwide_a(c0)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
-        k0 = k0 + _PHILOX_KA
-        k1 = k1 + _PHILOX_KB
-    return c0, c1, c2, c3
-
-
-@gluon.jit
-def _quad16_pre(seed, rng_offset, bh, row0, COLS: gl.constexpr):
-    """The forward's loop-invariant Philox words of a tile (FORM bit 3, 16-bit quad draws): the
-    thread's query counter c1 is fixed, so round 1's c0 and round 2's product of it are too.
-    Returns two ``[32]`` words in the call grid's row slice (:func:`_quad_grid`), round 2's
-    ``hi(A c0_1) ^ k1`` (its c2 is that ^ c3_1) and ``lo(A c0_1)`` (its c3); and two scalars,
-    round 2's ``lo(B bh) ^ k0`` (its c0 is hi(B c2_1) ^ that) and round 1's ``offset ^ k1``
-    (its c2 is hi(A c0) ^ that). (x_1: the word x after round 1.)"""
-    i, j = _quad_grid(COLS // 16)
-    k0, k1 = _seed_words(seed)
-    hb, lb = _scalar_mulwide_b(bh)
-    c1 = (row0 + (i >> 3) * 16 + (i & 6)).to(gl.uint32, bitcast=True)
-    ha2, la2 = _mulwide_a(c1 ^ (hb ^ k0))
-    off = (bh * 0 + rng_offset).to(gl.uint32, bitcast=True)
-    return ha2 ^ (k1 + _PHILOX_KB), la2, lb ^ (k0 + _PHILOX_KA), off ^ k1
-
-
-@gluon.jit
-def _quad_t_pre(seed, rng_offset, bh, u0, QUERIES: gl.constexpr):
-    """The dK/dV kernel's loop-invariant Philox words of a key tile and head (FORM bit 3, 16-bit
-    quad draws): the thread's key counter c0 is fixed, so round 1's products, round 2's product
-    of c2_1 and round 3's of c0_2 are too (x_r: the word x after round r). Returns four ``[32]``
-    words in the call grid's row slice, ``c3_1 ^ k1`` of round 2 (its c2 is hi(A c0_1) ^ that),
-    ``c1_2 ^ k0`` of round 3 (its c0 is hi(B c2_2) ^ that), ``hi(A c0_2) ^ k1`` of round 3 (its
-    c2 is that ^ c3_2) and ``lo(A c0_2)`` (its c3); and the scalar ``hi(B bh) ^ k0`` of round 1
-    (its c0 is c1 ^ that)."""
-    i, j = _quad_grid(QUERIES // 16)
-    k0, k1 = _seed_words(seed)
-    hb, lb = _scalar_mulwide_b(bh)
-    off = (bh * 0 + rng_offset).to(gl.uint32, bitcast=True)
-    ha, la = _mulwide_a(((u0 // 16) * 8 + i).to(gl.uint32, bitcast=True))
-    w1 = hb ^ k0
-    # round 1: c1_1 = lb, c2_1 = ha ^ offset ^ k1, c3_1 = la
-    hb2, lb2 = _mulwide_b(ha ^ (off ^ k1))
-    k0 = k0 + _PHILOX_KA
-    k1 = k1 + _PHILOX_KB
-    x1 = la ^ k1
-    # round 2: c0_2 = hb2 ^ lb ^ k0, c1_2 = lb2
-    ha3, la3 = _mulwide_a(hb2 ^ (lb ^ k0))
-    k0 = k0 + _PHILOX_KA
-    k1 = k1 + _PHILOX_KB
-    return x1, lb2 ^ k0, ha3 ^ k1, la3, w1
-
-
 @gluon.jit
 def _topped(r, BITS: gl.constexpr):
     """Each draw of the 32-bit word ``r`` moved to its top bits, along new trailing axes laid out
@@ -431,66 +346,20 @@ def _quad8_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: g
 
 
 @gluon.jit
-def _quad_calls(seed, rng_offset, bh, pre, row0, u0, COLS: gl.constexpr, VARIANT: gl.constexpr):
+def _quad_calls(seed, rng_offset, bh, row0, u0, COLS: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's Philox words in the forward, after the lane pairs' trade: four
     ``[32, 4M]`` uint32 tensors in :func:`_quad_layout`, two draws a word (16-bit) or four
     (8-bit), which :func:`_quad_words_of` spreads into the accumulator's layout. The thread of
     rows r, r + 8 draws the calls of keys k with k % 2 == r % 2, keeps the words of its rows
     and trades the others with the thread of rows r ^ 1 (one shuffle a word); 8-bit draws:
-    :func:`_quad8_calls`. ``pre``: :func:`_quad16_pre`'s words where :func:`_hoisted`."""
+    :func:`_quad8_calls`."""
     ROUNDS: gl.constexpr = VARIANT % 100
     WIDE: gl.constexpr = (VARIANT // 100000) % 2 == 1
     BITS: gl.constexpr = (VARIANT // 1000) % 100
     if BITS == 8:
         return _quad8_calls(seed, rng_offset, bh, row0, u0, COLS, ROUNDS, WIDE)
-    elif _hoisted(VARIANT):
-        return _quad16_calls_pre(seed, pre, u0, COLS, ROUNDS)
     else:
         return _quad16_calls(seed, rng_offset, bh, row0, u0, COLS, ROUNDS, WIDE)
-
-
-@gluon.constexpr_function
-def _hoisted(variant):
-    """Whether the HAS_DROPOUT code ``variant`` takes the step loops' invariant Philox work out
-    of the loops (FORM bit 3; 16-bit quad draws of 3 or more rounds): see :func:`_quad16_pre`."""
-    variant = int(variant)
-    return ((variant // 800000) % 2 == 1 and (variant // 100) % 10 == 2
-            and (variant // 1000) % 100 == 16 and variant % 100 >= 3)
-
-
-@gluon.jit
-def _quad16_calls_pre(seed, pre, u0, COLS: gl.constexpr, ROUNDS: gl.constexpr):
-    """:func:`_quad16_calls` with the tile's invariant words ``pre`` (:func:`_quad16_pre`):
-    rounds 1 and 2 take one product each, then the rest as usual."""
-    M: gl.constexpr = COLS // 16
-    i, j = _quad_grid(M)                                           # 8 w + r, 4 m + c
-    y0 = (i & 1)[:, None]                                          # the thread's row parity
-    c0 = ((u0 // 16) * 8 + (j >> 2)[None, :] * 8 + (j & 3)[None, :] * 2 + y0).to(gl.uint32, bitcast=True)
-    x2, la2, y2, z1 = pre
-    k0, k1 = _seed_words(seed)
-    ha, la = _mulwide_a(c0)                      # round 1: c2_1 = ha ^ z1, c3_1 = la
-    hb2, lb2 = _mulwide_b(ha ^ z1)               # round 2
-    k0 = k0 + _PHILOX_KA + _PHILOX_KA
-    k1 = k1 + _PHILOX_KB + _PHILOX_KB
-    r0, r1, r2, r3 = _philox_rounds(hb2 ^ y2, lb2, x2[:, None] ^ la, la2[:, None] + c0 * 0, k0, k1,
-                                    ROUNDS - 2)
-    return _trade_rows((y0 + j[None, :] * 0) == 0, r0, r1, r2, r3)
-
-
-@gluon.jit
-def _quad_calls_t_pre(seed, pre, row0, QUERIES: gl.constexpr, ROUNDS: gl.constexpr):
-    """:func:`_quad_calls_t` with the key tile's invariant words ``pre`` (:func:`_quad_t_pre`):
-    rounds 1-3 take an XOR, one product and two XORs in all, then the rest as usual."""
-    M: gl.constexpr = QUERIES // 16
-    i, j = _quad_grid(M)                                           # 8 w + k, 4 m + c
-    c1 = (row0 + (j >> 2)[None, :] * 16 + (j & 3)[None, :] * 2 + i[:, None] * 0).to(gl.uint32, bitcast=True)
-    x1, x2, x3, x4, w1 = pre
-    k0, k1 = _seed_words(seed)
-    ha, la = _mulwide_a(c1 ^ w1)                 # round 2 (round 1's c0_1 = c1 ^ w1)
-    hb, lb = _mulwide_b(ha ^ x1[:, None])        # round 3 (round 2's c2_2 = ha ^ x1, c3_2 = la)
-    k0 = k0 + _PHILOX_KA + _PHILOX_KA + _PHILOX_KA
-    k1 = k1 + _PHILOX_KB + _PHILOX_KB + _PHILOX_KB
-    return _philox_rounds(hb ^ x2[:, None], lb, x3[:, None] ^ la, x4[:, None] + c1 * 0, k0, k1, ROUNDS - 3)
 
 
 @gluon.jit
@@ -529,19 +398,19 @@ def _quad_words_of(h00, h01, h10, h11, layout: gl.constexpr, ROWS: gl.constexpr,
 
 
 @gluon.jit
-def _quad_words(seed, rng_offset, bh, pre, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
+def _quad_words(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, ROWS: gl.constexpr,
                 COLS: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's draws ``[ROWS, COLS]`` (topped, as :func:`_dropout_words`) in the
     forward's accumulator ``layout`` (queries along rows; ``row0``: the tensor row of the tile's
     first query, whose position is a multiple of 16; ``u0 % 16 == 0``): :func:`_quad_calls`,
     then :func:`_quad_words_of`."""
     gl.static_assert(ROWS == 64)
-    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, pre, row0, u0, COLS, VARIANT)
+    h00, h01, h10, h11 = _quad_calls(seed, rng_offset, bh, row0, u0, COLS, VARIANT)
     return _quad_words_of(h00, h01, h10, h11, layout, ROWS, COLS, VARIANT)
 
 
 @gluon.jit
-def _quad_words_t(seed, rng_offset, bh, pre, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
+def _quad_words_t(seed, rng_offset, bh, row0, u0, layout: gl.constexpr, KEYS: gl.constexpr,
                   QUERIES: gl.constexpr, VARIANT: gl.constexpr):
     """The quad mapping's draws ``[KEYS, QUERIES]`` (topped) in the dK/dV kernel's transposed
     accumulator ``layout`` (keys along rows): with 16-bit draws each thread draws exactly the
@@ -552,10 +421,7 @@ def _quad_words_t(seed, rng_offset, bh, pre, row0, u0, layout: gl.constexpr, KEY
     gl.static_assert(KEYS == 64)
     if BITS == 8:
         return _quad8_words_t(seed, rng_offset, bh, row0, u0, layout, KEYS, QUERIES, ROUNDS, WIDE)
-    if _hoisted(VARIANT):
-        r0, r1, r2, r3 = _quad_calls_t_pre(seed, pre, row0, QUERIES, ROUNDS)
-    else:
-        r0, r1, r2, r3 = _quad_calls_t(seed, rng_offset, bh, row0, u0, QUERIES, ROUNDS, WIDE)
+    r0, r1, r2, r3 = _quad_calls_t(seed, rng_offset, bh, row0, u0, QUERIES, ROUNDS, WIDE)
     return _quad_words_t_of(r0, r1, r2, r3, layout, KEYS, QUERIES)
 
 
@@ -609,7 +475,7 @@ def _dropout_keep(seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexp
 
 
 @gluon.jit
-def _dropped(e, seed, rng_offset, bh, pre, row0, u0, threshold, layout: gl.constexpr,
+def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
              ROWS: gl.constexpr, COLS: gl.constexpr, VARIANT: gl.constexpr):
     """``e`` (fp32, ``layout``) with the dropped entries zeroed. With FORM bit 1 (see
     :func:`_dropout_words`) each entry is one compare and one select in PTX (``setp.hs.u32``,
@@ -620,7 +486,7 @@ def _dropped(e, seed, rng_offset, bh, pre, row0, u0, threshold, layout: gl.const
     QUAD: gl.constexpr = (VARIANT // 100) % 10 == 2
     if QUAD or (VARIANT // 200000) % 2 == 1:
         if QUAD:
-            words = _quad_words(seed, rng_offset, bh, pre, row0, u0, layout, ROWS, COLS, VARIANT)
+            words = _quad_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
         else:
             words = _dropout_words(seed, rng_offset, bh, row0, u0, layout, ROWS, COLS, VARIANT)
         cut = gl.full([ROWS, COLS], 0, gl.uint32, layout) + _dropout_cut(threshold, VARIANT)
@@ -1247,10 +1113,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     acol = _alibi_cols(alibi2, col_layout, BLOCK_N, HAS_ALIBI)
     bh = off_b * num_heads + off_h
     row0 = first + q_row0                                                   # first tensor row
-    if _hoisted(HAS_DROPOUT):
-        pre = _quad16_pre(seed, rng_offset, bh, row0, BLOCK_N)
-    else:
-        pre = (0, 0, 0, 0)
 
     if FIXED:
         cap_shift = _softcap_shift(softcap2)
@@ -1292,7 +1154,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         l_i = gl.sum(e, 1)
         if HAS_DROPOUT:
             # l_i sums every probability; only the values see the dropout (its scale at the end)
-            e = _dropped(e, seed, rng_offset, bh, pre, row0,
+            e = _dropped(e, seed, rng_offset, bh, row0,
                          _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), drop_threshold,
                          s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         p = gl.convert_layout(e.to(dtype), p_layout)
@@ -1352,7 +1214,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 else:
                     acc = acc * alpha_o[:, None]
             if HAS_DROPOUT:
-                e = _dropped(e, seed, rng_offset, bh, pre, row0,
+                e = _dropped(e, seed, rng_offset, bh, row0,
                              _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), drop_threshold,
                              s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
             p = gl.convert_layout(e.to(dtype), p_layout)
@@ -1833,10 +1695,6 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
         lo, hi, n_full = _column(bwd_ptr, bwd_nfull, col_off, off_h, table_heads_gt1, nk, start_n,
                                  k_lo, tile_ok, BLOCK)
         bh = off_b * num_heads + off_h
-        if _hoisted(HAS_DROPOUT):
-            pre = _quad_t_pre(seed, rng_offset, bh, first, MMA_M)
-        else:
-            pre = (0, 0, 0, 0, 0)
         lse2_head = LSE2 + bh.to(gl.int64) * lse_len + q_row0
         delta_head = Delta + bh.to(gl.int64) * lse_len + q_row0
         alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
@@ -1913,7 +1771,7 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                             keepT = _quad_words_t_of(w0, w1, w2, w3, s_layout, KEYS, MMA_M) >= \
                                 _dropout_cut(drop_threshold, HAS_DROPOUT)
                         elif (HAS_DROPOUT // 100) % 10 == 2:
-                            keepT = _quad_words_t(seed, rng_offset, bh, pre, start_m + q_row0, first, s_layout,
+                            keepT = _quad_words_t(seed, rng_offset, bh, start_m + q_row0, first, s_layout,
                                                   KEYS, MMA_M, HAS_DROPOUT) >= _dropout_cut(drop_threshold,
                                                                                           HAS_DROPOUT)
                         else:

@@ -548,15 +548,15 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # gl.where that LLVM moves past the conversion to 16 bits; bit 2 makes the dK/dV kernel's draws
 # (16-bit quad mapping; ignored otherwise) once a step's first products are issued, before its
 # wait for S^T, held as Philox's words (stop 55, slower; docs/hopper.md "The dK/dV kernel's draws
-# made early"); bit 3 (16-bit quad draws of 3 or more rounds; ignored otherwise) does the
-# Philox work on counters that stay fixed along a step loop once before the loop (kernels/
-# hopper.py ``_quad16_pre``, ``_quad_t_pre``); bit 4 computes the dK/dV kernel's dS^T as
+# made early"); bit 3 is unused (stop 61's Philox work of loop-invariant counters done before
+# the step loops was slower and was removed: docs/hopper.md "Dropout's dK/dV step, two cuts");
+# bit 4 (the default since stop 61) computes the dK/dV kernel's dS^T as
 # P^T where(P^T > 0, dP^T scale - delta, delta), one instruction a score fewer than the default
 # |P^T| (where(P^T > 0, dP^T scale, 0) - delta) and rounded once where that rounds twice (the only
 # bit that changes results, in dK and dQ's last bits).
-# 0-31; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
+# 0-31 without bit 3; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
 # step's products run, was slower on an H200 and was removed: the same section.)
-HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 3, int)
+HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 19, int)
 
 
 def _variants():
@@ -567,8 +567,10 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(32):
-        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-31, got {HOPPER_DROPOUT_FORM!r}")
+    if (isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(32)
+            or HOPPER_DROPOUT_FORM & 8):
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-31 without bit 3 (8, unused), "
+                         f"got {HOPPER_DROPOUT_FORM!r}")
     return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 
 

@@ -121,34 +121,20 @@ if len(sys.argv) > 2 and sys.argv[2] in ("sass", "raw"):
     overlap = 0
     for part in sass.split("WARPGROUP.DEPBAR.LE gsb0, 0x1")[1:]:
         overlap = max(overlap, part.split("WARPGROUP.DEPBAR.LE gsb0, 0x0")[0].count("MUFU.EX2"))
-    # the instructions, and the label positions (a loop is a branch back to an earlier label)
-    body, labels = [], {}
-    for line in sass.splitlines():
-        m = re.match(r"^\s*(\.L_x_\d+):", line)
-        if m:
-            labels[m.group(1)] = len(body)
-        elif re.match(r"^\s*/\*[0-9a-f]+\*/\s+\S", line):
-            body.append(line)
-    # every branch back to an earlier label, (first, last)
-    back_edges = []
-    for i, line in enumerate(body):
-        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-        if m and labels.get(m.group(1), i + 1) <= i:
-            back_edges.append((labels[m.group(1)], i))
-    # the loops holding wgmma and exponentials, (first, last, text). The step loop is the
-    # smallest, one consumer's loop over its K/V steps; every consumer's step loop (a
+    # the instructions and the label positions; every loop (a branch back to an earlier label)
+    # and the loops holding wgmma and exponentials (benchmarks/sass_loops.py). The step loop is
+    # the smallest, one consumer's loop over its K/V steps; every consumer's step loop (a
     # warp-specialised kernel has one per consumer partition) is an innermost one, whose
     # local-memory accesses are counted
-    loops = []
-    for a, b in back_edges:
-        text = "\n".join(body[a:b + 1])
-        if "HGMMA" in text and "MUFU.EX2" in text:
-            loops.append((a, b, text))
+    from benchmarks import sass_loops
+    body, labels = sass_loops.instructions(sass)
+    back_edges = sass_loops.back_edges(body, labels)
+    loops = sass_loops.step_loops(body, labels)
     smallest = min(loops, key=lambda loop: loop[1] - loop[0], default=None)
     step = body[smallest[0]:smallest[1] + 1] if smallest else None
     step_text = "\n".join(step or [])
-    step_loops_local = [len(re.findall(r"\s(LDL|STL)", text)) for a, b, text in loops
-                        if not any(a <= a2 and b2 <= b and (a2, b2) != (a, b) for a2, b2, _ in loops)]
+    step_loops_local = [len(re.findall(r"\s(LDL|STL)", "\n".join(body[a:b + 1])))
+                        for a, b in sass_loops.innermost(loops)]
     # products skipped by a branch: in-place FMULs (FMUL Rn, Rn, ...) right after a predicated
     # branch, i.e. the conditional rescale's groups of the output accumulator
     branched, run = 0, False

@@ -17,7 +17,9 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../..")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)
 import test_hopper as th  # noqa: E402
+from benchmarks import sass_loops  # noqa: E402
 
 DEFAULT = dict(FUSED_DQ=True, NUM_STAGES=2, CONSUMER_REGS=240, STATS_TMA=1, ROWS_LATE=1,
                DQ_ROWS=False, KV_REGS=0)
@@ -39,22 +41,9 @@ def full_steps(sass):
     """(loop size, full-step path) of each step loop, in code order: the innermost loops holding
     wgmma and exponentials, one a consumer warpgroup (they compile apart), two with the split
     loops (ROWS_LATE bit 2: the full steps' loop, then the masked steps')."""
-    body, labels = [], {}
-    for line in sass.splitlines():
-        m = re.match(r"^\s*(\.L_x_\d+):", line)
-        if m:
-            labels[m.group(1)] = len(body)
-        elif re.match(r"^\s*/\*[0-9a-f]+\*/\s+\S", line):
-            body.append(re.sub(r"\s+", " ", line.strip()))
-    loops = []
-    for i, line in enumerate(body):
-        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-        if m and labels.get(m.group(1), i + 1) <= i:
-            text = body[labels[m.group(1)]:i + 1]
-            if (any("HGMMA" in x for x in text) and any("MUFU.EX2" in x for x in text)
-                    and not any(" EXIT" in x for x in text)):        # not a region through the exit
-                loops.append((labels[m.group(1)], i))
-    inner = [(a, b) for a, b in loops if not any(a <= a2 and b2 <= b and (a2, b2) != (a, b) for a2, b2 in loops)]
+    body, labels = sass_loops.instructions(sass)
+    body = [re.sub(r"\s+", " ", line.strip()) for line in body]
+    inner = sass_loops.innermost(sass_loops.step_loops(body, labels, through_exit=False))
     out = []
     for a, b in inner:
         keep = [True] * (b - a + 1)

@@ -214,7 +214,10 @@ def test_show_estimates_with_options(capsys):
     assert code == 0
     assert out.count("included: dropout, softcap, alibi") == 2          # forward, forward+backward
     code, out, _ = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--dropout", "0.1")
-    assert code == 0 and out.count("not in the times: dropout") == 2     # h100: not measured
+    assert code == 0 and out.count("included: dropout") == 2             # h100 (the default) since stop 62
+    code, out, _ = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--device", "a100",
+                            "--dropout", "0.1")
+    assert code == 0 and out.count("not in the times: dropout") == 2     # a100: not measured
     plain = run_main(capsys, "show", "local(2)", "--seq-len", "4k", "--device", "h200")[1]
     assert "included" not in plain
 

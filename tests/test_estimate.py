@@ -442,60 +442,71 @@ def _times(path, suite=None):
     return times
 
 
-def _option_samples():
-    """option -> [(forward ps, backward ps) a computed score] from the committed H200 runs the
-    h200 profile's prices come from: softcap 30 since the forward's fixed shift, run23's parity
-    suite and variants (d=128 with the shift, d=64 with the running max); for dropout 0.1 in its
-    default draws since run21 (16-bit "quad", 7 rounds) run21's variants (d=128 and d=64) and
-    parity suite (d=128), and run22's parity suite (dropout, ALiBi) and variants (ALiBi)."""
+def _samples_of(sources):
+    """option -> [(forward ps, backward ps) a computed score] from ``sources``: (option, result
+    file under benchmarks/results/h200-hopper, suite or None, the impl without the option, the
+    impl with it), each file's dense and local cases one sample each."""
     scores = {case: layout.nnz * 128 * 128 for case, layout in _parity_layouts().items()}
     samples = {}
-
-    def add(option, case, base, with_opt):
-        fwd = (with_opt["fwd"] - base["fwd"]) * 1e9 / scores[case]
-        bwd = (with_opt["fwd+bwd"] - base["fwd+bwd"]) * 1e9 / scores[case] - fwd
-        samples.setdefault(option, []).append((fwd, bwd))
-
-    # softcap: run23, the forward's fixed shift (d=128, the default there) and at d=64 the
-    # running max (the default there)
-    run23 = "../h200-parity/run23-softcap-shift"
-    t = _times(f"{run23}/call2/parity/parity.json", suite="parity")
-    for case in ("dense", "local"):
-        add("softcap", case, t[(case, "sparseflash")], t[(case, "sparseflash softcap=30")])
-    for path, impl in (("call3/variants_d128", "softcap=30 folded"),
-                       ("call4/variants_d128", "softcap=30 folded"),
-                       ("call2/variants_d64", "softcap=30 folded, running max")):
-        t = _times(f"{run23}/{path}/variants.json")
+    for option, path, suite, base, impl in sources:
+        t = _times(path, suite=suite)
         for case in ("dense", "local"):
-            add("softcap", case, t[(case, "none")], t[(case, impl)])
-    # run22 (the impls timed interleaved after a heat phase; the causal ALiBi's forward walks
-    # from the diagonal since, so ALiBi's samples are run22's alone): the parity suite and the
-    # variants at d=128
-    run22 = "../h200-parity/run22-descending/call5"
-    t = _times(f"{run22}/parity/parity.json", suite="parity")
-    for case in ("dense", "local"):
-        for option, impl in (("dropout", "sparseflash dropout_p=0.1"),
-                             ("alibi", "sparseflash alibi_slopes (H,)")):
-            add(option, case, t[(case, "sparseflash")], t[(case, impl)])
-    t = _times(f"{run22}/variants/variants.json")
-    for case in ("dense", "local"):
-        add("alibi", case, t[(case, "none")], t[(case, "alibi column")])
-    run21 = "../h200-parity/run21-quad"
-    for path in ("call1/variants_d128/variants.json", "call2/variants_d64/variants.json"):
-        t = _times(f"{run21}/{path}")
-        for case in ("dense", "local"):
-            add("dropout", case, t[(case, "none")], t[(case, "dropout 16-bit quad, 7 rounds")])
-    t = _times(f"{run21}/call3/parity/parity.json", suite="parity")
-    for case in ("dense", "local"):
-        add("dropout", case, t[(case, "sparseflash")], t[(case, "sparseflash dropout_p=0.1")])
+            fwd = (t[(case, impl)]["fwd"] - t[(case, base)]["fwd"]) * 1e9 / scores[case]
+            bwd = (t[(case, impl)]["fwd+bwd"] - t[(case, base)]["fwd+bwd"]) * 1e9 / scores[case] - fwd
+            samples.setdefault(option, []).append((fwd, bwd))
     return samples
 
 
-def test_h200_option_prices_are_the_medians_of_the_committed_measurements():
-    """Each (forward, backward) price of the h200 profile is the median, per pass, of the
+_PARITY = ("parity", "sparseflash")           # the parity suite: its suite name and baseline impl
+_VARIANTS = (None, "none")                    # parity.py --variants
+
+# The committed H200 runs the h200 profile's prices come from: softcap 30 since the forward's
+# fixed shift, run23's parity suite and variants (d=128 with the shift, d=64 with the running
+# max); dropout 0.1 in its default draws since run21 (16-bit "quad", 7 rounds), run21's variants
+# (d=128 and d=64) and parity suite (d=128), and run22's parity suite (dropout, ALiBi) and
+# variants (ALiBi: the impls timed interleaved after a heat phase; the causal ALiBi's forward
+# walks from the diagonal since, so its samples are run22's alone).
+_H200_SOURCES = (
+    ("softcap", "../h200-parity/run23-softcap-shift/call2/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("softcap", "../h200-parity/run23-softcap-shift/call3/variants_d128/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "../h200-parity/run23-softcap-shift/call4/variants_d128/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "../h200-parity/run23-softcap-shift/call2/variants_d64/variants.json", *_VARIANTS,
+     "softcap=30 folded, running max"),
+    ("dropout", "../h200-parity/run22-descending/call5/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+    ("alibi", "../h200-parity/run22-descending/call5/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
+    ("alibi", "../h200-parity/run22-descending/call5/variants/variants.json", *_VARIANTS, "alibi column"),
+    ("dropout", "../h200-parity/run21-quad/call1/variants_d128/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
+    ("dropout", "../h200-parity/run21-quad/call2/variants_d64/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
+    ("dropout", "../h200-parity/run21-quad/call3/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+)
+
+# The committed H100 runs of today's kernels the h100 profile's prices come from: dropout 0.1
+# since stop 61's form 19 (run42 call 2's variants at d=128 and d=64, run43's parity suite);
+# softcap 30 since stop 58's split loops (run40 call 4's d=128 variants, where they became the
+# default, and call 3's split variants at d=128 and d=64; run41's parity suite and variants;
+# run43's parity suite); ALiBi, whose kernels did not change in those stops (run41's and
+# run43's parity suites).
+_H100_SOURCES = (
+    ("dropout", "run42-stop61/call2/variants128/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
+    ("dropout", "run42-stop61/call2/variants64/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
+    ("dropout", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+    ("softcap", "run40-stop58/call4/variants128/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "run40-stop58/call3/variants128/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
+    ("softcap", "run40-stop58/call3/variants64/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
+    ("softcap", "run41-stop59/call1/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("softcap", "run41-stop59/call2/variants/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("alibi", "run41-stop59/call1/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
+    ("alibi", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
+)
+
+
+@pytest.mark.parametrize("device,sources", [("h200", _H200_SOURCES), ("h100", _H100_SOURCES)])
+def test_option_prices_are_the_medians_of_the_committed_measurements(device, sources):
+    """Each (forward, backward) price of the device's profile is the median, per pass, of the
     per-score differences in the committed runs (to the profile's two decimals)."""
-    prices = {name: (fwd, bwd) for name, fwd, bwd in DEVICES["h200"].option_ps_per_score}
-    samples = _option_samples()
+    prices = {name: (fwd, bwd) for name, fwd, bwd in DEVICES[device].option_ps_per_score}
+    samples = _samples_of(sources)
     assert set(prices) == set(samples) == {"dropout", "softcap", "alibi"}
     for name, pairs in samples.items():
         for i in (0, 1):
@@ -527,10 +538,29 @@ def test_options_add_their_measured_time_to_ours_and_dense():
         assert ratio == pytest.approx(measured, rel=0.1)
 
 
+def test_h100_predicts_the_option_overheads_of_its_parity_run():
+    """The h100 profile's predicted overhead of each option (time with it / without, the
+    model's own base times) against run43's parity suite on an H100 (one of its sources), within
+    10%: dense causal and local(8)|global causal, 16K, d=128, forward and forward+backward."""
+    layouts = _parity_layouts()
+    t = _times("run43-stop62/call4-parity/parity/parity.json", suite="parity")
+    for case, layout in layouts.items():
+        for kw, impl in ((dict(dropout_p=0.1), "sparseflash dropout_p=0.1"),
+                         (dict(softcap=30.0), "sparseflash softcap=30"),
+                         (dict(alibi=True), "sparseflash alibi_slopes (H,)")):
+            for backward, p in ((False, "fwd"), (True, "fwd+bwd")):
+                base = estimate(layout, 128, device="h100", backward=backward)
+                got = estimate(layout, 128, device="h100", backward=backward, **kw)
+                assert got.unpriced_options == ()
+                measured = t[(case, impl)][p] / t[(case, "sparseflash")][p]
+                assert got.predicted_ms / base.predicted_ms == pytest.approx(measured, rel=0.1), (case, impl, p)
+
+
 def test_options_without_measurements_are_named_not_priced():
     layout = sf.compile(sf.local(2), 4096, block_size=128, causal=True, num_heads=4)
-    base = estimate(layout, 64, device="h100", backward=True)
-    got = estimate(layout, 64, device="h100", backward=True, dropout_p=0.2, alibi=True)
+    unpriced = DEVICES["h100"].replace(option_ps_per_score=())
+    base = estimate(layout, 64, device=unpriced, backward=True)
+    got = estimate(layout, 64, device=unpriced, backward=True, dropout_p=0.2, alibi=True)
     assert got.predicted_ms == base.predicted_ms
     assert got.unpriced_options == ("dropout", "alibi")
     assert "not in the times: dropout, alibi" in str(got)

@@ -5,7 +5,12 @@ and 3 (stop 57: `hopper.py --only dense`, ours, the same default kernels): an ou
 since neither profile was fitted to these runs. The layouts are hopper.py's (DENSE, SPARSE).
 
     PYTHONPATH=. python benchmarks/results/h200-hopper/run39-stop57/estimator_check.py
+        [--run "NAME=PATH/hopper.json" ...]
+
+``--run`` (repeatable) checks other runs of hopper.py instead (stop 62: run43's calls 5 and 6,
+benchmarks/results/h200-hopper/run43-stop62/estimator_check.txt).
 """
+import argparse
 import json
 from pathlib import Path
 
@@ -33,10 +38,10 @@ def cases():
     return out
 
 
-def rows():
+def rows(runs=RUNS):
     """(run, case, pass, measured ms, h100 ms, h200 ms) for each of ours' timings."""
     known = cases()
-    for run, path in RUNS.items():
+    for run, path in runs.items():
         for r in json.loads(path.read_text())["rows"]:
             if r["impl"] != "ours" or r["pass"] not in ("fwd", "fwd+bwd"):
                 continue
@@ -47,7 +52,12 @@ def rows():
 
 
 def main():
-    table = list(rows())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH",
+                    help="a hopper.json of benchmarks/hopper.py to check, named NAME in the table")
+    args = ap.parse_args()
+    runs = dict(item.split("=", 1) for item in args.run) if args.run else RUNS
+    table = list(rows({name: Path(path) for name, path in runs.items()}))
     for run, case, p, ms, h100, h200 in table:
         print(f"{run:<9}{case:<58}{p:<8}{ms:8.3f} ms   h100 {h100:7.3f} ({(h100 - ms) / ms:+.1%})"
               f"   h200 {h200:7.3f} ({(h200 - ms) / ms:+.1%})")

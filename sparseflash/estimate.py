@@ -171,8 +171,8 @@ DEVICES: Dict[str, DeviceProfile] = {
                              ("alibi", 0.05, 0.23)),
         calibrated="Hopper kernels (fp16/bf16, d=64/128, blocks of 128): the h200 fit, checked "
                    "on H100 80GB HBM3 2026-12-06, median error 2.1% over 72 timings fitted on "
-                   "by neither (h200-hopper/run39-stop57/estimator_check.txt; 4.9% over 18 "
-                   "in run33-stop51); portable kernels: "
+                   "by neither (h200-hopper/run39-stop57/estimator_check.txt; 1.9% over 40 "
+                   "in run43-stop62, 4.9% over 18 in run33-stop51); portable kernels: "
                    "provisional, checked 2026-11-24, median error 6.0% over 136 timings "
                    "(h100/calibration.json); option costs: medians of H100 runs of the "
                    "current kernels, stops 58-62 (docs/estimator.md)"),

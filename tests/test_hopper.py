@@ -1620,7 +1620,8 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
         ref, ref4 = results[0], results[forms.index(16)]
         assert torch.isfinite(ref[0]).all() and (ref[0] != 0).any()
         for form, got in zip(forms[1:], results[1:]):
-            _assert_same_results(got, ref4 if form & 16 else ref, form, d)
+            if got is not ref4:                       # form 16 is the reference of its group
+                _assert_same_results(got, ref4 if form & 16 else ref, form, d)
         # bit 4 moves dK and dQ by rounding only (its output, LSE and dV are form 0's)
         for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), ref4, ref):
             if name in ("dq", "dk"):

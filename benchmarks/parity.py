@@ -242,6 +242,9 @@ DROPOUT_VARIANTS = {
     "dropout 16-bit mma, Hopper form 2": dict(DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10, HOPPER_DROPOUT_FORM=2),
     "dropout 8-bit mma, Hopper form 0": dict(DROPOUT_BITS=8, DROPOUT_MAPPING="mma", DROPOUT_ROUNDS=10,
                                              HOPPER_DROPOUT_FORM=0),
+    # stop 63: bit 5, dV's operand by cvt.rn.relu and dS^T's select in PTX
+    "dropout 16-bit quad, 7 rounds, Hopper form 51": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
+                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=51),
     # the form before stop 61 (without bit 4: dS^T as |P^T| (where(P^T > 0, dP^T scale, 0) - delta))
     "dropout 16-bit quad, 7 rounds, Hopper form 3": dict(DROPOUT_BITS=16, DROPOUT_MAPPING="quad",
                                                          DROPOUT_ROUNDS=7, HOPPER_DROPOUT_FORM=3),

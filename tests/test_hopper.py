@@ -209,6 +209,8 @@ if len(sys.argv) > 2 and sys.argv[2] in ("sass", "raw"):
                                  "STEP_BAR": step_text.count("BAR.SYNC"),
                                  "STEP_EX2": step_text.count("MUFU.EX2"),
                                  "STEP_TANH": step_text.count("MUFU.TANH"),
+                                 "STEP_F2FP_RELU": step_text.count("F2FP.RELU"),
+                                 "STEP_FMNMX": step_text.count("FMNMX"),
                                  "STEP_LOOPS_LOCAL": step_loops_local,
                                  "SHARED": compiled.metadata.shared}))
 else:
@@ -602,6 +604,24 @@ def test_dropout_ds_select_takes_fewer_instructions():
         assert form19["STEP_STL"] <= form3["STEP_STL"] + 2, (d, form3, form19)
 
 
+def test_dropout_relu_conversion_takes_fewer_instructions():
+    """``HOPPER_DROPOUT_FORM`` bit 5 (stop 63): the dK/dV kernel's dV operand max(P^T, 0)
+    converted to 16 bits by ``cvt.rn.relu`` (F2FP.RELU, one a pair of scores) instead of a max a
+    score (FMNMX) and the conversion, with dS^T's select written in PTX (as a ``gl.where`` beside
+    the relu conversion, LLVM packed the compares into bit masks: 38 instructions a step more).
+    sm_90 SASS, bf16, causal, fused dQ, a consumer's step loop; when written, d=128: 892 -> 860
+    instructions, d=64: 822 -> 788, FMNMX 64 -> 32 and 16 F2FP.RELU in both."""
+    fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True)
+    for d in (128, 64):
+        form19 = _sass_counts("dkdv", d, "bf16", dict(fused, HAS_DROPOUT=1916207))
+        form51 = _sass_counts("dkdv", d, "bf16", dict(fused, HAS_DROPOUT=5116207))
+        assert form19["STEP_LOOP"] > 0 and form51["STEP_LOOP"] > 0, "no step loop found"
+        assert form19["STEP_F2FP_RELU"] == 0 and form51["STEP_F2FP_RELU"] >= 8, (d, form19, form51)
+        assert form51["STEP_FMNMX"] <= form19["STEP_FMNMX"] - 2 * form51["STEP_F2FP_RELU"], (d, form19, form51)
+        assert form51["STEP_LOOP"] <= form19["STEP_LOOP"] - 10, (d, form19, form51)
+        assert form51["STEP_STL"] <= form19["STEP_STL"] + 2, (d, form19, form51)
+
+
 @pytest.mark.parametrize("which,flags,base,best", [
     ("fwd", dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
                  RESCALE=8.0, NUM_STAGES=2), 3, 1),
@@ -682,9 +702,9 @@ def test_dropout_form_setting(monkeypatch):
     assert launch._hopper_dropout(8107) == 8107
     monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", 19)
     assert launch._hopper_dropout(16207) == 1916207
-    for bad in (32, -1, "3", True, 8, 27):
+    for bad in (64, -1, "3", True, 8, 27, 40):
         monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", bad)
-        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-31 without bit 3"):
+        with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM must be an integer in 0-63 without bit 3"):
             launch._variants()
     q = torch.randn(1, 1, 64, 32, device=DEVICE)
     with pytest.raises(ValueError, match="HOPPER_DROPOUT_FORM"):
@@ -1592,7 +1612,8 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
     (bit 0), the forward's explicit select (bit 1), the dK/dV kernel's draws made before its
     wait for S^T (bit 2, 16-bit quad only) give bit for bit form 0's output, LSE,
     dK and dV (dQ: within rounding, the fused dQ adds with atomics), on a causal GQA layout
-    with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64. Bit 4 (dS^T by
+    with kv_len > seq_len, 16- and 8-bit draws in both mappings, d=128 and d=64; bit 5 (dV's
+    operand by cvt.rn.relu, dS^T's select in PTX) too. Bit 4 (dS^T by
     a select) rounds dS^T once where form 0 rounds twice: with it the other bits give form 16's
     results bit for bit, and form 16 gives form 0's output, LSE and dV bit for bit and its dK and
     dQ within rounding."""
@@ -1608,7 +1629,7 @@ def test_hopper_dropout_forms_are_bit_identical(mapping, bits, hopper_only, monk
         do = torch.randn_like(q)
         results = []
         # bit 4 changes dK and dQ's rounding: the forms with it are compared among themselves
-        forms = (0, 1, 2, 3, 7, 16, 19, 23)
+        forms = (0, 1, 2, 3, 7, 16, 19, 23, 51)
         for form in forms:
             monkeypatch.setattr(launch, "HOPPER_DROPOUT_FORM", form)
             qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))

@@ -498,6 +498,29 @@ def _dropped(e, seed, rng_offset, bh, row0, u0, threshold, layout: gl.constexpr,
                                       COLS, VARIANT), e, 0.0)
 
 
+@gluon.jit
+def _relu_to(x, dtype: gl.constexpr):
+    """``gl.maximum(x, 0.0).to(dtype)`` for fp32 ``x`` (bfloat16 or float16), bit for bit, by one
+    ``cvt.rn.relu`` a pair of entries (F2FP with RELU in the sm_90 SASS): the max is folded into
+    the conversion. Pairs are consecutive entries of a thread (an accumulator's column pairs)."""
+    if dtype == gl.bfloat16:
+        return gl.inline_asm_elementwise("cvt.rn.relu.bf16x2.f32 $0, $2, $1;", "=r,f,f", [x],
+                                         dtype=gl.bfloat16, is_pure=True, pack=2)
+    else:
+        return gl.inline_asm_elementwise("cvt.rn.relu.f16x2.f32 $0, $2, $1;", "=r,f,f", [x],
+                                         dtype=gl.float16, is_pure=True, pack=2)
+
+
+@gluon.jit
+def _ds_select(pT, dpT, scale, delta):
+    """``pT * where(pT > 0, dpT * scale - delta, delta)`` in PTX, bit for bit the ``gl.where``
+    form (one ``fma.rn``, a compare, a select and one ``mul.rn`` an entry)."""
+    return gl.inline_asm_elementwise(
+        "{.reg .pred q; .reg .f32 t, n; setp.gt.f32 q, $1, 0f00000000; neg.f32 n, $4; "
+        "fma.rn.f32 t, $2, $3, n; selp.f32 t, t, $4, q; mul.rn.f32 $0, $1, t;}",
+        "=f,f,f,f,f", [pT, dpT, scale, delta], dtype=gl.float32, is_pure=True, pack=1)
+
+
 # ------------------------------------------------------------------ conditional rescale
 # With RESCALE > 0 (launch.py HOPPER_FWD_RESCALE) a row's running max moves only when a tile's
 # max exceeds it by more than RESCALE (log2 units); until then the row's exponentials are taken
@@ -1631,6 +1654,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     # a multiply (dP^T scale - delta rounded once: dK and dQ differ from the default in the
     # last bits)
     DS_SELECT: gl.constexpr = HAS_DROPOUT != 0 and (HAS_DROPOUT // 1600000) % 2 == 1
+    # FORM bit 5: dV's operand max(P^T, 0) converted by one cvt.rn.relu a pair of scores
+    # (:func:`_relu_to`), not a max a score and then the conversion
+    RELU_CVT: gl.constexpr = HAS_DROPOUT != 0 and (HAS_DROPOUT // 3200000) % 2 == 1
     dtype: gl.constexpr = q_smem.dtype
     # transposed scores [KEYS, MMA_M] (keys along rows, queries along columns)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -1779,8 +1805,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                                 seed, rng_offset, bh, start_m + q_row0, first, drop_threshold, qk_layout,
                                 MMA_M, KEYS, HAS_DROPOUT), (1, 0)), s_layout)
                         pT = gl.where(keepT, pT, -pT)
-                        dv = warpgroup_mma(gl.convert_layout(gl.maximum(pT, 0.0).to(dtype), a_layout),
-                                           do_tile, dv, is_async=True)
+                        if RELU_CVT:
+                            pv = _relu_to(pT, dtype)
+                        else:
+                            pv = gl.maximum(pT, 0.0).to(dtype)
+                        dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv, is_async=True)
                     else:
                         dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
                                            is_async=True)
@@ -1795,7 +1824,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     else:
                         delta = gl.load(delta_head + rows_pos, mask=row_ok, other=0.0)
                     dpT = warpgroup_mma_wait(1, deps=(dpT, ))
-                    if DS_SELECT:
+                    if DS_SELECT and RELU_CVT:
+                        # as below, in PTX: LLVM packed the compares into bit masks beside the
+                        # relu conversion (sm_90 SASS: 38 instructions a step more, not 32 fewer)
+                        dsT = _ds_select(pT, dpT, drop_scale, delta[None, :])
+                    elif DS_SELECT:
                         # kept (P^T >= 0): P (dP * scale - delta); dropped (P^T = -P <= 0): -P delta.
                         # One FMA, a compare, a select and a multiply a score
                         dsT = pT * gl.where(pT > 0.0, dpT * drop_scale - delta[None, :], delta[None, :])

@@ -553,8 +553,10 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # bit 4 (the default since stop 61) computes the dK/dV kernel's dS^T as
 # P^T where(P^T > 0, dP^T scale - delta, delta), one instruction a score fewer than the default
 # |P^T| (where(P^T > 0, dP^T scale, 0) - delta) and rounded once where that rounds twice (the only
-# bit that changes results, in dK and dQ's last bits).
-# 0-31 without bit 3; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
+# bit that changes results, in dK and dQ's last bits); bit 5 (stop 63) converts the dK/dV
+# kernel's dV operand max(P^T, 0) to 16 bits by one cvt.rn.relu a pair (the max folded into
+# the conversion: one instruction a score fewer; the same bits).
+# 0-63 without bit 3; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
 # step's products run, was slower on an H200 and was removed: the same section.)
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 19, int)
 
@@ -567,9 +569,9 @@ def _variants():
         raise ValueError(f"ALIBI_VARIANT must be 'abs' or 'column', got {ALIBI_VARIANT!r}")
     if SOFTCAP_VARIANT not in ("plain", "folded"):
         raise ValueError(f"SOFTCAP_VARIANT must be 'plain' or 'folded', got {SOFTCAP_VARIANT!r}")
-    if (isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(32)
+    if (isinstance(HOPPER_DROPOUT_FORM, bool) or HOPPER_DROPOUT_FORM not in range(64)
             or HOPPER_DROPOUT_FORM & 8):
-        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-31 without bit 3 (8, unused), "
+        raise ValueError(f"HOPPER_DROPOUT_FORM must be an integer in 0-63 without bit 3 (8, unused), "
                          f"got {HOPPER_DROPOUT_FORM!r}")
     return dropout_variant(), ALIBI_VARIANT, SOFTCAP_VARIANT, HOPPER_DROPOUT_FORM
 

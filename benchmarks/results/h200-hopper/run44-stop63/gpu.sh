@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# stop 63. PART=peers: FA4 (installed first), cuDNN and FlexAttention beside ours, dense then sparse
+#   (run41-stop59/next.sh's calls 5 and 6 in one call). PART=rest: the parity suite
+#   (run42-stop61/next.sh), the softcap variants (run43-stop62/variants.sh) and the GPU test of
+#   the dropout-forms test with form 51 (stop 63's bit 5) added (PART=test; its 16-bit cases, the
+#   default draws). PART=rest also times form 51 against the default form 19.
+#   OUT=DIR PART=peers|rest|test bash benchmarks/results/h200-hopper/run44-stop63/gpu.sh
+cd "$(dirname "$0")/../../../.."
+export PYTHONPATH=.:${PYTHONPATH:-}
+H=benchmarks/results/h200-hopper
+mkdir -p $OUT
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
+case "${PART:-rest}" in
+  peers)
+    for p in dense sparse; do
+      OUT=$OUT/$p PART=$p HLIMIT=${HLIMIT:-280} bash $H/run41-stop59/next.sh
+    done ;;
+  rest)
+    timeout ${DLIMIT:-200} python benchmarks/parity.py --variants --rounds 5 --head-dim 128 \
+      --only 'none$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, Hopper form 51$' \
+      --out $OUT/dropout51 > $OUT/dropout51.log 2>&1
+    echo "dropout51 rc=$?"; grep -E '"pass": "overhead' $OUT/dropout51.log | cut -c1-200
+    OUT=$OUT/parity PART=parity PLIMIT=200 bash $H/run42-stop61/next.sh
+    OUT=$OUT/variants VLIMIT=${VLIMIT:-220} bash $H/run43-stop62/variants.sh ;;
+  test)
+    timeout ${TLIMIT:-400} python -m pytest -q -x -p no:cacheprovider tests/test_hopper.py \
+      -k 'dropout_forms_are_bit_identical and 16' > $OUT/test.log 2>&1
+    echo "test rc=$?"; tail -3 $OUT/test.log ;;
+esac

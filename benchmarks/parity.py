@@ -254,7 +254,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 HOPPER_SOFTCAP_SHIFT=None, HOPPER_FWD_OVERLAP=None,
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
-                HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None)
+                HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False)
 
 
 def variant_list(H):
@@ -308,6 +308,9 @@ def variant_list(H):
                     dict(SOFTCAP_VARIANT="folded", **settings), 1.10))
     # ring slots released by every consumer thread (launch.HOPPER_RELEASE_ALL, stop 55)
     with_each_option("release all", dict(HOPPER_RELEASE_ALL=True))
+    # what the dK/dV kernel's clamp of the exponent costs (launch._HOPPER_BWD_UNCLAMPED, stop 63:
+    # an experiment, unsafe on a peaked softmax)
+    out.append(("none, dK/dV unclamped", {}, dict(_HOPPER_BWD_UNCLAMPED=True), None))
     # the dK/dV consumers' full and masked steps as two loops (launch.HOPPER_BWD_SPLIT_LOOPS, stop
     # 58): the default with the softcap alone, so its A/B there is the one loop
     split = dict(HOPPER_BWD_SPLIT_LOOPS=True)

@@ -1643,6 +1643,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     # with the column's full-step count before the masking branch, a word ptxas spills and
     # reloads every step (sm_90 SASS, d=128 causal)
     SPLIT: gl.constexpr = (ROWS_LATE & 2) != 0
+    # ROWS_LATE bit 4 (launch._HOPPER_BWD_UNCLAMPED, an experiment): no clamp of the exponent
+    UNCLAMPED: gl.constexpr = (ROWS_LATE & 4) != 0
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
     # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
@@ -1778,7 +1780,10 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
                                               keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
                     # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
-                    pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))                 # [KEYS, MMA_M]
+                    if UNCLAMPED:
+                        pT = gl.exp2(s2T - lse2[None, :])
+                    else:
+                        pT = gl.exp2(gl.minimum(s2T - lse2[None, :], 0.0))             # [KEYS, MMA_M]
                     if SPLIT:
                         if phase == 1:
                             pT = _visible_t(pT, keys_pos, key_ok, rows_pos, row_ok, window_left,

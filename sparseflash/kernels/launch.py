@@ -733,6 +733,13 @@ HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
     os.environ.get("SPARSEFLASH_HOPPER_BWD_SPLIT_LOOPS", ""))
 
 
+# An experiment (stop 63), never on by default: the dK/dV kernel's exponentials without the clamp
+# that keeps a probability at most 1 (ROWS_LATE bit 4; kernels/hopper.py UNCLAMPED), one
+# instruction a score fewer. Without the clamp a peaked softmax can overflow (issue 11's scale
+# tests): this switch only measures what the clamp costs.
+_HOPPER_BWD_UNCLAMPED = False
+
+
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
     """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and its option constexprs
     ``options`` (HAS_SOFTCAP, HAS_DROPOUT, HAS_ALIBI; absent or 0: off): 1, a step's table entry
@@ -743,7 +750,7 @@ def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
     if split is None:
         on = options or {}
         split = bool(on.get("HAS_SOFTCAP")) and not on.get("HAS_DROPOUT") and not on.get("HAS_ALIBI")
-    return int(late) | (2 if split else 0)
+    return int(late) | (2 if split else 0) | (4 if _HOPPER_BWD_UNCLAMPED else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1852,7 +1859,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

@@ -17,7 +17,7 @@ case "${PART:-rest}" in
     done ;;
   rest)
     timeout ${DLIMIT:-200} python benchmarks/parity.py --variants --rounds 5 --head-dim 128 \
-      --only 'none$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, Hopper form 51$' \
+      --only 'none$;none, dK/dV unclamped$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, Hopper form 51$' \
       --out $OUT/dropout51 > $OUT/dropout51.log 2>&1
     echo "dropout51 rc=$?"; grep -E '"pass": "overhead' $OUT/dropout51.log | cut -c1-200
     OUT=$OUT/parity PART=parity PLIMIT=200 bash $H/run42-stop61/next.sh

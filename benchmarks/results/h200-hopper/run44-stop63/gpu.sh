@@ -3,7 +3,8 @@
 #   (run41-stop59/next.sh's calls 5 and 6 in one call). PART=rest: the parity suite
 #   (run42-stop61/next.sh), the softcap variants (run43-stop62/variants.sh) and the GPU test of
 #   the dropout-forms test with form 51 (stop 63's bit 5) added (PART=test; its 16-bit cases, the
-#   default draws). PART=rest also times form 51 against the default form 19.
+#   default draws) and the unclamped dK/dV probe (unclamped_probe.py). PART=rest also times form
+#   51 against the default form 19, and the unclamped dK/dV kernel against the default.
 #   OUT=DIR PART=peers|rest|test bash benchmarks/results/h200-hopper/run44-stop63/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
@@ -25,5 +26,7 @@ case "${PART:-rest}" in
   test)
     timeout ${TLIMIT:-400} python -m pytest -q -x -p no:cacheprovider tests/test_hopper.py \
       -k 'dropout_forms_are_bit_identical and 16' > $OUT/test.log 2>&1
-    echo "test rc=$?"; tail -3 $OUT/test.log ;;
+    echo "test rc=$?"; tail -3 $OUT/test.log
+    timeout ${ULIMIT:-200} python benchmarks/results/h200-hopper/run44-stop63/unclamped_probe.py > $OUT/probe.log 2>&1
+    echo "probe rc=$?"; tail -1 $OUT/probe.log ;;
 esac

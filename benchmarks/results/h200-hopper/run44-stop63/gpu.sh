@@ -21,6 +21,9 @@ case "${PART:-rest}" in
       --only 'none$;none, dK/dV unclamped$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, Hopper form 51$' \
       --out $OUT/dropout51 > $OUT/dropout51.log 2>&1
     echo "dropout51 rc=$?"; grep -E '"pass": "overhead' $OUT/dropout51.log | cut -c1-200
+    timeout ${ULIMIT:-120} python benchmarks/parity.py --variants --rounds 5 --head-dim 64 \
+      --only 'none$;none, dK/dV unclamped$' --out $OUT/unclamped64 > $OUT/unclamped64.log 2>&1
+    echo "unclamped64 rc=$?"; grep -E '"pass": "overhead' $OUT/unclamped64.log | cut -c1-200
     OUT=$OUT/parity PART=parity PLIMIT=200 bash $H/run42-stop61/next.sh
     OUT=$OUT/variants VLIMIT=${VLIMIT:-220} bash $H/run43-stop62/variants.sh ;;
   test)

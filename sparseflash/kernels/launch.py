@@ -555,7 +555,9 @@ SOFTCAP_VARIANT = os.environ.get("SPARSEFLASH_SOFTCAP_VARIANT", "folded")
 # |P^T| (where(P^T > 0, dP^T scale, 0) - delta) and rounded once where that rounds twice (the only
 # bit that changes results, in dK and dQ's last bits); bit 5 (stop 63) converts the dK/dV
 # kernel's dV operand max(P^T, 0) to 16 bits by one cvt.rn.relu a pair (the max folded into
-# the conversion: one instruction a score fewer; the same bits).
+# the conversion: one instruction a score fewer; the same bits) and writes dS^T's select in
+# PTX. Not the default: on an H100 form 51 made the dense causal backward 2.1-2.2% slower and
+# the local(8)|global one 0.7-1.8% faster (run44-stop63, docs/hopper.md).
 # 0-63 without bit 3; SPARSEFLASH_HOPPER_DROPOUT_FORM. (Stop 53's bit 2, the forward's draws made while a
 # step's products run, was slower on an H200 and was removed: the same section.)
 HOPPER_DROPOUT_FORM = _env_number("SPARSEFLASH_HOPPER_DROPOUT_FORM", 19, int)
@@ -736,7 +738,8 @@ HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
 # An experiment (stop 63), never on by default: the dK/dV kernel's exponentials without the clamp
 # that keeps a probability at most 1 (ROWS_LATE bit 4; kernels/hopper.py UNCLAMPED), one
 # instruction a score fewer. Without the clamp a peaked softmax can overflow (issue 11's scale
-# tests): this switch only measures what the clamp costs.
+# tests): this switch only measures what the clamp costs. On an H100 (run44-stop63) dropping it
+# shortened the backward by at most 1.9% (16K causal, d=128 and 64), so the clamp stays.
 _HOPPER_BWD_UNCLAMPED = False
 
 

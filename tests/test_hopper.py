@@ -622,6 +622,23 @@ def test_dropout_relu_conversion_takes_fewer_instructions():
         assert form51["STEP_STL"] <= form19["STEP_STL"] + 2, (d, form19, form51)
 
 
+def test_unclamped_experiment_drops_the_clamp_only(monkeypatch):
+    """``launch._HOPPER_BWD_UNCLAMPED`` (an experiment, off by default) sets the dK/dV kernel's
+    ROWS_LATE bit 4, which drops the exponent's clamp: one FMNMX a score (32 a thread in a d=128
+    step of 64 keys and 64 queries a warpgroup) and no exponential. sm_90 SASS, bf16, causal, fused dQ; when written, d=128: 416 ->
+    381 instructions a step loop."""
+    assert launch._HOPPER_BWD_UNCLAMPED is False and launch._bwd_rows_late(128) & 4 == 0
+    monkeypatch.setattr(launch, "_HOPPER_BWD_UNCLAMPED", True)
+    assert launch._bwd_rows_late(128) & 4 and launch._bwd_rows_late(64) & 4
+    fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True)
+    clamped = _sass_counts("dkdv", 128, "bf16", dict(fused, ROWS_LATE=1))
+    unclamped = _sass_counts("dkdv", 128, "bf16", dict(fused, ROWS_LATE=5))
+    assert clamped["STEP_LOOP"] > 0 and unclamped["STEP_LOOP"] > 0, "no step loop found"
+    assert unclamped["STEP_FMNMX"] == clamped["STEP_FMNMX"] - 32, (clamped, unclamped)
+    assert unclamped["STEP_EX2"] == clamped["STEP_EX2"], (clamped, unclamped)
+    assert unclamped["STEP_LOOP"] <= clamped["STEP_LOOP"] - 25, (clamped, unclamped)
+
+
 @pytest.mark.parametrize("which,flags,base,best", [
     ("fwd", dict(PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, KV_SPLIT=True, OUT_TMA=True, OVERLAP_PV=True,
                  RESCALE=8.0, NUM_STAGES=2), 3, 1),

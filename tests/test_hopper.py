@@ -625,8 +625,8 @@ def test_dropout_relu_conversion_takes_fewer_instructions():
 def test_unclamped_experiment_drops_the_clamp_only(monkeypatch):
     """``launch._HOPPER_BWD_UNCLAMPED`` (an experiment, off by default) sets the dK/dV kernel's
     ROWS_LATE bit 4, which drops the exponent's clamp: one FMNMX a score (32 a thread in a d=128
-    step of 64 keys and 64 queries a warpgroup) and no exponential. sm_90 SASS, bf16, causal, fused dQ; when written, d=128: 416 ->
-    381 instructions a step loop."""
+    step of 64 keys and 64 queries a warpgroup) and no exponential. sm_90 SASS, bf16, causal,
+    fused dQ; when written, d=128: 416 -> 381 instructions a step loop."""
     assert launch._HOPPER_BWD_UNCLAMPED is False and launch._bwd_rows_late(128) & 4 == 0
     monkeypatch.setattr(launch, "_HOPPER_BWD_UNCLAMPED", True)
     assert launch._bwd_rows_late(128) & 4 and launch._bwd_rows_late(64) & 4

@@ -471,6 +471,71 @@ def test_dq_kernel_statistics_alone_equal_the_full_kernels(dlse, monkeypatch):
     assert torch.count_nonzero(alone[0]) == 0 and torch.count_nonzero(full[0]) > 0
 
 
+@pytest.mark.parametrize("n,nk", [(300, 1000), (200, 200)], ids=["kv-longer", "square"])
+def test_dq_statistics_fold_the_causal_alibi_row_term(n, nk, monkeypatch):
+    """With the causal ALiBi's column form (HAS_ALIBI 2) the Hopper dK/dV kernel's scores leave
+    out the bias's row term ``alibi2 * (t - R)``, R a step's first query position (a multiple
+    of 64), and so must the lse2 it reads: the dQ kernel's statistics pass stores ``lse * log2(e)
+    + slope * log2(e) * (t & 63)`` there (``FOLD_ROWS``). Interpreted on the CPU (forced: on the
+    CPU the portable dK/dV kernel reads lse2 unfolded); t is the query's position in the
+    keys' frame (query i at ``i + nk - n``), so kv-longer's offset of 700 (60 mod 64) tells the
+    positions from the row indices. (With the portable dK/dV kernel reading the folded rows its
+    gradients are wrong: only the stored statistics are checked here. The GPU oracle tests check
+    the Hopper kernels' gradients.)"""
+    from sparseflash.kernels import launch
+
+    g = torch.Generator().manual_seed(1)
+    H = 2
+    q = torch.randn(1, H, n, 32, generator=g).to(DEVICE).requires_grad_(True)
+    k, v = (torch.randn(1, H, nk, 32, generator=g).to(DEVICE).requires_grad_(True) for _ in range(2))
+    slopes = torch.tensor([0.5, 0.0625], device=DEVICE)
+    init = launch._BwdPlan.__init__
+
+    def stats_only(plan):
+        init(plan)
+        plan.fused_dq = True
+
+    kept = {}
+    workspace = launch._bwd_workspace
+
+    def keep(*args, **kw):
+        got = workspace(*args, **kw)
+        kept["lse2"] = got[1]
+        return got
+
+    monkeypatch.setattr(launch._BwdPlan, "__init__", stats_only)
+    monkeypatch.setattr(launch, "CACHE_PLANS", False)
+    monkeypatch.setattr(launch, "_fold_alibi_rows", lambda hopper, constexprs: constexprs["HAS_ALIBI"] == 2)
+    monkeypatch.setattr(launch, "_bwd_workspace", keep)
+    out, lse = sf.sparse_attention(q, k, v, sf.dense(), block_size=64, causal=True,
+                                   alibi_slopes=slopes, backend="triton", return_lse=True)
+    out.sum().backward()
+    log2e = 1.4426950408889634
+    t = torch.arange(n, device=DEVICE) + (nk - n)
+    want = lse.detach().double() * log2e + slopes.double()[:, None] * log2e * (t & 63).double()
+    got = kept["lse2"][0].double()
+    assert torch.allclose(got, want[None] if got.dim() == 3 else want, rtol=1e-6, atol=1e-5), \
+        (got - want).abs().max()
+    # the fold is what differs from the plain statistics (the test can fail)
+    assert (want - lse.detach().double() * log2e).abs().max() > 1.0
+
+
+def test_causal_alibi_costs_the_dkdv_step_about_one_add_per_score():
+    """The causal ALiBi's column form in the Hopper dK/dV kernel: the column term is a [64] vector
+    a step (two values a thread), added to the score in the scale's FMA, then one add a score
+    for lse2 (32 a thread in a d=128 step); the row term is in the stored lse2 (the dQ kernel's
+    FOLD_ROWS), so a step converts no query positions (it did 16 a thread, with an add and an
+    FMA each, and spilled: sm_90 SASS, d=128 bf16 causal fused dQ, a full step 543 / 550
+    instructions against 416 / 399 without ALiBi; with the fold 465 / 445)."""
+    fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, ROWS_LATE=1)
+    plain = _sass_counts("dkdv", 128, "bf16", fused)
+    alibi = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_ALIBI=2))
+    assert plain["STEP_LOOP"] > 0 and alibi["STEP_LOOP"] > 0, "no step loop found"
+    assert alibi["STEP_I2F"] <= 4, f"{alibi['STEP_I2F']} int-to-float conversions a step"
+    assert alibi["STEP_STL"] == 0, "spill stores in the step loop"
+    assert alibi["STEP_LOOP"] <= plain["STEP_LOOP"] + 64, (alibi["STEP_LOOP"], plain["STEP_LOOP"])
+
+
 @pytest.mark.parametrize("which,d,dtype,flags", [
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2)),
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2, HAS_ALIBI=2, CAUSAL=True, HAS_KPM=True)),

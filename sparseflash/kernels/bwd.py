@@ -270,7 +270,17 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
                    HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, NATURAL: tl.constexpr,
                    REVERSE_M: tl.constexpr,
                    UPCAST: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-                   SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr, STATS_ONLY: tl.constexpr = False):
+                   SCHEDULED: tl.constexpr, HAS_DLSE: tl.constexpr, STATS_ONLY: tl.constexpr = False,
+                   FOLD_ROWS: tl.constexpr = False):
+    """dQ of one query tile, and the rows of delta and lse2 the dK/dV kernel reads (with
+    STATS_ONLY those alone, for the Hopper dK/dV kernel that also computes dQ).
+
+    FOLD_ROWS (the Hopper dK/dV kernel reads lse2, HAS_ALIBI 2): the stored lse2 of query t
+    holds the causal ALiBi's row term of the Hopper kernel's 64-query steps, ``alibi2 * (t mod
+    64)`` (its steps start at multiples of 64 in the table's positions: ``t & 63`` is ``t`` less
+    the step's start, negative positions included), which that kernel
+    would otherwise add to every step's 64 values of lse2 (kernels/hopper.py
+    ``_bwd_consumer``)."""
     tl.static_assert(BLOCK % BLOCK_M == 0)
     tl.static_assert(BLOCK % BLOCK_N == 0)
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
@@ -313,7 +323,11 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     lse = tl.load(LSE + stat, mask=row_ok, other=0.0)
     lse2 = tl.where(lse == float("-inf"), 0.0, lse if NATURAL else lse * LOG2E)
     tl.store(Delta + stat, delta, mask=row_ok)
-    tl.store(LSE2 + stat, lse2, mask=row_ok)
+    if FOLD_ROWS:
+        alibi2_rows = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
+        tl.store(LSE2 + stat, lse2 + alibi2_rows * (rows_pos & 63).to(tl.float32), mask=row_ok)
+    else:
+        tl.store(LSE2 + stat, lse2, mask=row_ok)
     if not STATS_ONLY:
         # (STATS_ONLY: the statistics alone, for the Hopper dK/dV kernel that also computes dQ)
         q = _load_tile(q_ptrs, row_ok, d_ok, True, PAD_D)              # [BLOCK_M, D]

@@ -1771,12 +1771,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     sT = warpgroup_mma_wait(1, deps=(sT, ))
                     # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
                     # sT * qk_scale, dcapT = 1.0)
-                    if HAS_ALIBI == 2:
-                        # the scores leave out the causal bias's row term (R = start_m): so does the
-                        # LSE (in float: the integer form is a loop-invariant arange the compiler
-                        # hoists, a [MMA_M] vector held across the loop; positions are exact in
-                        # float32 to 2**24)
-                        lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
+                    # (HAS_ALIBI 2: the scores leave out the causal bias's row term, R = start_m, a
+                    # multiple of 64; the dQ kernel's statistics pass stored lse2 with it taken out
+                    # too, bwd.py FOLD_ROWS. Added here, it took 16 conversions, adds and FMAs a
+                    # step and held rows_pos through the full steps: sm_90 SASS 543 / 550
+                    # instructions a d=128 causal step, plain 416 / 399)
                     s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
                                               keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
                     # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
@@ -2003,8 +2002,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     launch._stats_tma says when they are); 2, the producer's 4-byte asynchronous copies (any
     alignment, rows outside the sequence zero-filled); 0, the consumers' own global loads.
     Softcap and ALiBi as bwd.py's
-    ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
-    to the LSE, dS^T times ``1 - tanh^2``.
+    ``_dkdv_inner``: the scores through ``_log2_scores``, dS^T times ``1 - tanh^2``; the causal
+    ALiBi's row term, which the scores leave out, is out of the lse2 it reads already (bwd.py's
+    statistics pass stores it so: FOLD_ROWS).
 
     With FUSED_DQ (launch.py ``HOPPER_FUSED_DQ``) the kernel also computes dQ, as
     FlashAttention-3 does: per step both warpgroups' dS^T go through shared memory, each

@@ -1730,6 +1730,12 @@ class _BwdPlan:
         return got
 
 
+def _fold_alibi_rows(hopper_bwd: bool, constexprs) -> bool:
+    """The dQ kernel's FOLD_ROWS: whether the lse2 it stores holds the causal ALiBi's row term
+    of the Hopper dK/dV kernel's 64-query steps (HAS_ALIBI 2, read by that kernel alone)."""
+    return bool(hopper_bwd and constexprs["HAS_ALIBI"] == 2)
+
+
 def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
               use_tma, schedule_cache, cached, softcap=0.0, alibi=None, dropout_p=0.0,
               split=False):
@@ -1799,7 +1805,7 @@ def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, 
         HEAD_DIM=d, HEAD_DIM_PAD=d_pad, REVERSE_M=causal,
         UPCAST=upcast, PRECISION=precision, USE_TMA=tma,
         SCHEDULED=plan.order_dq is not None, HAS_DLSE=has_dlse, STATS_ONLY=plan.fused_dq,
-        fp_fusion=not natural, **constexprs)
+        FOLD_ROWS=_fold_alibi_rows(hopper_bwd, constexprs), fp_fusion=not natural, **constexprs)
     return plan
 
 

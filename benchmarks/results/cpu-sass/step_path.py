@@ -3,7 +3,8 @@ consumer loop, from the sm_90 SASS that this machine's Triton compiles (no GPU n
     PYTHONPATH=. python benchmarks/results/cpu-sass/step_path.py [FLAGS_JSON ...]
 Each FLAGS_JSON overrides the kernel's constexprs (tests/test_hopper.py ``_COMPILE``); the
 default is the launch's d=128 bf16 non-causal fused-dQ build; ``{"_which": "fwd", ...}`` counts
-the forward's step instead (the launch's d=128 build by default). The step loop is the smallest
+the forward's step instead (the launch's d=128 build by default); ``"_d": 64`` compiles for head
+dim 64 (give that launch's flags: BLOCK_M, DQ_ROWS, KV_REGS). The step loop is the smallest
 loop holding wgmma and exponentials; a full step skips the blocks that an in-loop forward
 branch jumps over when they hold the masking's selects (FSEL) and no exponential or product;
 other branches count as not taken (the forward's conditional rescale counts its multiplies,
@@ -66,9 +67,10 @@ def opcode(line):
 for arg in sys.argv[1:] or ["{}"]:
     given = json.loads(arg)
     which = given.pop("_which", "dkdv")
+    d = given.pop("_d", 128)
     flags = dict(DEFAULT if which == "dkdv" else DEFAULT_FWD, **given)
-    sass = th.compiled_in_fresh_process(th._COMPILE, json.dumps([which, 128, "bf16", flags]), "raw")
-    print(f"{which} flags {json.dumps(flags)}")
+    sass = th.compiled_in_fresh_process(th._COMPILE, json.dumps([which, d, "bf16", flags]), "raw")
+    print(f"{which} d={d} flags {json.dumps(flags)}")
     for wg, (size, path) in enumerate(full_steps(sass)):
         counts = collections.Counter(opcode(x) for x in path)
         print(f"  step loop {wg} ({size} instructions): a full step issues {len(path)} a warp")

@@ -7,8 +7,8 @@
 #     copy with fold.patch reversed) in a second process; and the dK/dV output copy forced on
 #     with ALiBi (off by default at d=128 since run29, when its loops spilled). D=64: the same
 #     before/after, and K/V as register operands with ALiBi.
-#   PART=test: the Hopper GPU tests of softcap/ALiBi against the oracle, and the ALiBi options'
-#     tests of the parity suite's GPU test.
+#   PART=test: the Hopper GPU tests with ALiBi (18: the oracle tests of softcap/ALiBi and of
+#     dropout's masks, the 128-query steps, K/V in registers, run30's pipeline).
 #   PART=peers / PART=parity: run44-stop63/gpu.sh's (an H200, FA4 installed first).
 #   OUT=DIR PART=alibi|test|peers|parity bash benchmarks/results/h200-hopper/run45-stop64/gpu.sh
 cd "$(dirname "$0")/../../../.."
@@ -35,8 +35,10 @@ case "${PART:-alibi}" in
       --rounds 5 --head-dim $D --only 'none$;alibi column$;alibi abs$' --out $OUT/before$D) > $OUT/before$D.log 2>&1
     echo "before$D rc=$?"; grep -E '"pass": "overhead' $OUT/before$D.log | cut -c1-200 ;;
   test)
-    timeout ${TLIMIT:-300} python -m pytest -q -p no:cacheprovider tests/test_hopper.py \
-      -k 'softcap_and_alibi_match_the_oracle or (parity and alibi) or alibi' > $OUT/test.log 2>&1
+    # (the CPU SASS tests of the same names ran on the CPU)
+    timeout ${TLIMIT:-300} python -m pytest -q -p no:cacheprovider tests/test_hopper.py -k \
+      '(softcap_and_alibi_match_the_oracle or matches_the_oracle_with_its_mask or d64_128_query_steps or d64_kv_in_registers or run30_pipeline) and alibi' \
+      > $OUT/test.log 2>&1
     echo "test rc=$?"; tail -3 $OUT/test.log ;;
   peers|parity)
     PART=$PART bash $H/run44-stop63/gpu.sh ;;

@@ -536,27 +536,6 @@ def test_causal_alibi_costs_the_dkdv_step_about_one_add_per_score():
     assert alibi["STEP_LOOP"] <= plain["STEP_LOOP"] + 64, (alibi["STEP_LOOP"], plain["STEP_LOOP"])
 
 
-@pytest.mark.parametrize("which", ["fwd", "dkdv"])
-def test_alibi_abs_form_converts_no_positions_in_the_step(which):
-    """The ALiBi's abs form (HAS_ALIBI 1: non-causal calls) in the Hopper kernels: ``-|alibi2 (t -
-    R) - alibi2 (u - R)|``, the key term a vector made once (the forward's ``acol``) or per step
-    from two values a thread, the query term per step from two values (forward) or a vector
-    made from the lane (dK/dV), so a step converts no positions to float (it converted the
-    step's 32 key positions in the forward and 16 query positions in dK/dV) and a score takes a
-    subtract and a subtract of its absolute value (sm_90 SASS, d=128 bf16 non-causal: a full
-    forward step 767 -> 642 instructions, a dK/dV step 565 / 544 -> 521 / 499; plain 491, 410 /
-    397)."""
-    flags = dict(OVERLAP_PV=True) if which == "fwd" else dict(FUSED_DQ=True, NUM_STAGES=2, ROWS_LATE=1)
-    plain = _sass_counts(which, 128, "bf16", flags)
-    alibi = _sass_counts(which, 128, "bf16", dict(flags, HAS_ALIBI=1))
-    assert plain["STEP_LOOP"] > 0 and alibi["STEP_LOOP"] > 0, "no step loop found"
-    assert alibi["STEP_I2F"] <= 2, f"{alibi['STEP_I2F']} int-to-float conversions a step"
-    assert alibi["STEP_STL"] == 0, "spill stores in the step loop"
-    if which == "fwd":
-        # two instructions a score (64 a thread) and a few a step; it was 257 more
-        assert alibi["STEP_LOOP"] <= plain["STEP_LOOP"] + 160, (alibi["STEP_LOOP"], plain["STEP_LOOP"])
-
-
 @pytest.mark.parametrize("which,d,dtype,flags", [
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2)),
     ("fwd", 128, "bf16", dict(HAS_SOFTCAP=2, HAS_ALIBI=2, CAUSAL=True, HAS_KPM=True)),
@@ -963,11 +942,7 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     instructions (K = 16) each, per 64-query part (2 a step) and consumer partition (2), so 32
     more with a register A operand in the sm_90 SASS (64 with dV's and dK's) than with both in
     shared memory. No step loop overwrites them (RS_CLOBBERED: they are not passed through the
-    waits, so only the SASS says ptxas keeps them), and none spills but GQA's and the ALiBi's
-    abs form's: its query term, a [64] vector made once from the lane (stop 64), stays in
-    local memory, and a full step reloads a few words (sm_90 SASS: 4 and 1 in the two
-    partitions' loops, where the form before, with no local accesses, converted the step's
-    query positions: 901 / 895 instructions a full step against 778 / 771). With the softcap
+    waits, so only the SASS says ptxas keeps them), and none spills but GQA's. With the softcap
     the launch splits each partition's step loop in two (``launch.HOPPER_BWD_SPLIT_LOOPS``):
     the same products in each loop, so twice the count."""
     base = dict(flags, BLOCK_M=128, DQ_ROWS=True, FUSED_DQ=True,
@@ -977,10 +952,7 @@ def test_dkdv_kv_register_operands_at_d64(flags):
     assert regs["RS_CLOBBERED"] == [], regs["RS_CLOBBERED"][:4]
     assert regs["HGMMA_RS"] == loops * 2 * 2 * 4 * 4, regs
     assert regs["DEPBAR"] * 4 <= regs["HGMMA"], regs
-    if flags.get("HAS_ALIBI") == 1:
-        # reloads only: no spill store in a step loop, at most 32 local accesses in a loop's code
-        assert regs["STEP_STL"] == 0 and max(regs["STEP_LOOPS_LOCAL"]) <= 32, regs
-    elif "GROUP_SIZE" not in flags:
+    if "GROUP_SIZE" not in flags:
         # (the split loops keep one word in local memory outside them: 1 spill store)
         assert regs["STL"] <= loops - 1 and not any(regs["STEP_LOOPS_LOCAL"]), regs
     if not flags:

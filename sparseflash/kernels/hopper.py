@@ -860,13 +860,7 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
     ``shift = alibi2 * (start_n - R)``, which ``_tile_max`` adds to the row max and
     ``_tile_exp`` takes out of it inside exp2 (the scores themselves leave it out). Per score
     that is the FMA alone, where the whole term took a conversion, a multiply and an add per
-    column and step. Without it the shift is 0 and unused.
-
-    The ALiBi's ``abs`` form (HAS_ALIBI 1) uses the same ``acol``: ``-alibi2 * |t - u| =
-    -|alibi2 * (t - start_n) - acol|``, the row vector made once a step (two values a thread),
-    so a score takes a subtract and a subtract of its absolute value; converting the step's
-    key positions and multiplying took 32 conversions a step and about one instruction more a
-    score (sm_90 SASS, d=128)."""
+    column and step. Without it the shift is 0 and unused."""
     CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
     if CAP_MAX:
         return _tanh(s * qk_scale, _UPCAST, _PRECISION), 0.0
@@ -874,11 +868,6 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
         s2, shift, _ = _column_split_scores(s, qk_scale, softcap2, alibi2, acol, start_n, ref,
                                             HAS_SOFTCAP, _UPCAST, _PRECISION)
         return s2, shift
-    elif HAS_ALIBI == 1:
-        s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], rows_pos[:, None],
-                             HAS_SOFTCAP, 0, _UPCAST, _PRECISION)
-        arow = alibi2 * (rows_pos - start_n).to(gl.float32)                  # [ROWS]
-        return s2 - gl.abs(arow[:, None] - acol[None, :]), 0.0
     else:
         cols_pos = start_n + gl.arange(0, BLOCK_N, col_layout)
         s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, rows_pos[:, None], cols_pos[None, :],
@@ -888,8 +877,8 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
 
 @gluon.jit
 def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALIBI: gl.constexpr):
-    """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` with ALiBi (both forms), else 0."""
-    if HAS_ALIBI:
+    """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` for the causal ALiBi, else 0."""
+    if HAS_ALIBI == 2:
         return alibi2 * gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
     else:
         return 0.0
@@ -1787,21 +1776,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     # too, bwd.py FOLD_ROWS. Added here, it took 16 conversions, adds and FMAs a
                     # step and held rows_pos through the full steps: sm_90 SASS 543 / 550
                     # instructions a d=128 causal step, plain 416 / 399)
-                    if HAS_ALIBI == 1:
-                        # the abs form as the forward's (_fwd_scores): -|alibi2 (t - R) - alibi2 (u -
-                        # R)|, R = start_m, so the query term is the same [MMA_M] vector every step
-                        # (made from the lane, not from the step's positions) and the key term two
-                        # values a thread; a score takes a subtract and a subtract of its absolute
-                        # value (sm_90 SASS, d=128: 565 / 544 -> 521 / 499 instructions a full step)
-                        s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, keys_pos[:, None],
-                                                  keys_pos[:, None], HAS_SOFTCAP, 0, _UPCAST, _PRECISION)
-                        a_key = alibi2 * (keys_pos - start_m).to(gl.float32)              # [KEYS]
-                        a_query = alibi2 * gl.arange(0, MMA_M, query_layout).to(gl.float32)
-                        s2T = s2T - gl.abs(a_query[None, :] - a_key[:, None])
-                    else:
-                        s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
-                                                  keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST,
-                                                  _PRECISION)
+                    s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
+                                              keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
                     # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
                     if UNCLAMPED:
                         pT = gl.exp2(s2T - lse2[None, :])

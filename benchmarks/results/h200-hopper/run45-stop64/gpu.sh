@@ -2,8 +2,7 @@
 # stop 64.
 #   PART=alibi: the causal ALiBi's row term folded into the stored lse2 (bwd.py FOLD_ROWS; the
 #     Hopper dK/dV step no longer adds it: sm_90 SASS 543 / 550 -> 465 / 445 instructions a d=128
-#     step), and the abs form's terms split (a d=128 forward step 767 -> 642, dK/dV 565 -> 521),
-#     parity.py --variants, 16K causal, 5 rounds: this tree, then the tree before it (a
+#     step), parity.py --variants, 16K causal, 5 rounds: this tree, then the tree before it (a
 #     copy with fold.patch reversed) in a second process; and the dK/dV output copy forced on
 #     with ALiBi (off by default at d=128 since run29, when its loops spilled). D=64: the same
 #     before/after, and K/V as register operands with ALiBi.
@@ -19,10 +18,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 case "${PART:-alibi}" in
   alibi)
     D=${D:-128}
-    ONLY='none$;alibi column$;alibi abs$;alibi column, dK/dV output copy$;none, dK/dV output copy$'
+    ONLY='none$;alibi column$;alibi column, dK/dV output copy$;none, dK/dV output copy$'
     # d=64: K and V as register operands with ALiBi too (off with the causal column form since
     # run26: its loops spilled; with the fold, sm_90 SASS 718 / 706 against 737 / 734 a step)
-    [ $D = 64 ] && ONLY='none$;alibi column$;alibi abs$;alibi column, K/V in registers$'
+    [ $D = 64 ] && ONLY='none$;alibi column$;alibi column, K/V in registers$'
     timeout ${ALIMIT:-260} python benchmarks/parity.py --variants --rounds 5 --head-dim $D \
       --only "$ONLY" \
       --out $OUT/fold$D > $OUT/fold$D.log 2>&1
@@ -32,7 +31,7 @@ case "${PART:-alibi}" in
             || patch -s -R -p1 < $OLDPWD/$H/run45-stop64/fold.patch; }) \
       && grep -c FOLD_ROWS /tmp/old/sparseflash/kernels/bwd.py
     (cd /tmp/old && PYTHONPATH=/tmp/old timeout ${OLIMIT:-180} python benchmarks/parity.py --variants \
-      --rounds 5 --head-dim $D --only 'none$;alibi column$;alibi abs$' --out $OUT/before$D) > $OUT/before$D.log 2>&1
+      --rounds 5 --head-dim $D --only 'none$;alibi column$' --out $OUT/before$D) > $OUT/before$D.log 2>&1
     echo "before$D rc=$?"; grep -E '"pass": "overhead' $OUT/before$D.log | cut -c1-200 ;;
   test)
     # (the CPU SASS tests of the same names ran on the CPU)

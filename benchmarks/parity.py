@@ -255,7 +255,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
-                HOPPER_BWD_OUT_TMA=None)
+                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=False)
 
 
 def variant_list(H):
@@ -343,10 +343,16 @@ def variant_list(H):
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **regs), 1.15))
     out.append(("alibi column, K/V in registers", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **regs),
                 1.10))
-    # the dK/dV kernel's output copy (launch.HOPPER_BWD_OUT_TMA) forced on: by default it is off
-    # with ALiBi at d=128 (run29: its step loops spilled), on without options for short columns
-    out.append(("alibi column, dK/dV output copy", dict(alibi_slopes=True),
-                dict(ALIBI_VARIANT="column", HOPPER_BWD_OUT_TMA=True), 1.10))
+    # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD, stop 64), and
+    # with it the dK/dV kernel's output copy (launch.HOPPER_BWD_OUT_TMA) forced on: by default it
+    # is off with ALiBi at d=128 (run29: its step loops spilled), on without options for short
+    # columns; at d=64 K and V as register operands with the fold (off with the causal ALiBi)
+    fold = dict(ALIBI_VARIANT="column", HOPPER_BWD_ALIBI_FOLD=True)
+    out.append(("alibi column, folded rows", dict(alibi_slopes=True), fold, 1.10))
+    out.append(("alibi column, folded rows, dK/dV output copy", dict(alibi_slopes=True),
+                dict(fold, HOPPER_BWD_OUT_TMA=True), 1.10))
+    out.append(("alibi column, folded rows, K/V in registers", dict(alibi_slopes=True),
+                dict(fold, HOPPER_BWD_KV_REGS=True), 1.10))
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))

@@ -520,20 +520,32 @@ def test_dq_statistics_fold_the_causal_alibi_row_term(n, nk, monkeypatch):
     assert (want - lse.detach().double() * log2e).abs().max() > 1.0
 
 
-def test_causal_alibi_costs_the_dkdv_step_about_one_add_per_score():
+def test_causal_alibi_costs_the_dkdv_step_about_one_add_per_score(monkeypatch):
     """The causal ALiBi's column form in the Hopper dK/dV kernel: the column term is a [64] vector
     a step (two values a thread), added to the score in the scale's FMA, then one add a score
-    for lse2 (32 a thread in a d=128 step); the row term is in the stored lse2 (the dQ kernel's
-    FOLD_ROWS), so a step converts no query positions (it did 16 a thread, with an add and an
-    FMA each, and spilled: sm_90 SASS, d=128 bf16 causal fused dQ, a full step 543 / 550
-    instructions against 416 / 399 without ALiBi; with the fold 465 / 445)."""
+    for lse2 (32 a thread in a d=128 step). With ``launch.HOPPER_BWD_ALIBI_FOLD`` (ROWS_LATE bit
+    8) the row term is in the stored lse2 (the dQ kernel's FOLD_ROWS), so a step converts no
+    query positions; without it a step converts 16 a thread, with an add and an FMA each, and
+    spills (sm_90 SASS, d=128 bf16 causal fused dQ, a full step 543 / 550 instructions against
+    465 / 445 folded and 416 / 399 without ALiBi)."""
+    assert launch.HOPPER_BWD_ALIBI_FOLD is False
+    assert launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 8 == 0
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
+    assert launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 8
+    assert launch._bwd_rows_late(64, dict(HAS_ALIBI=2)) & 8
+    assert not launch._bwd_rows_late(128, dict(HAS_ALIBI=1)) & 8
+    assert not launch._bwd_rows_late(128, {}) & 8
+    assert launch._fold_alibi_rows(True, dict(HAS_ALIBI=2)) and not launch._fold_alibi_rows(False, dict(HAS_ALIBI=2))
     fused = dict(FUSED_DQ=True, NUM_STAGES=2, CAUSAL=True, ROWS_LATE=1)
     plain = _sass_counts("dkdv", 128, "bf16", fused)
-    alibi = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_ALIBI=2))
-    assert plain["STEP_LOOP"] > 0 and alibi["STEP_LOOP"] > 0, "no step loop found"
-    assert alibi["STEP_I2F"] <= 4, f"{alibi['STEP_I2F']} int-to-float conversions a step"
-    assert alibi["STEP_STL"] == 0, "spill stores in the step loop"
-    assert alibi["STEP_LOOP"] <= plain["STEP_LOOP"] + 64, (alibi["STEP_LOOP"], plain["STEP_LOOP"])
+    added = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_ALIBI=2))
+    folded = _sass_counts("dkdv", 128, "bf16", dict(fused, HAS_ALIBI=2, ROWS_LATE=9))
+    assert min(plain["STEP_LOOP"], added["STEP_LOOP"], folded["STEP_LOOP"]) > 0, "no step loop found"
+    assert added["STEP_I2F"] >= 16, f"{added['STEP_I2F']} int-to-float conversions a step"
+    assert folded["STEP_I2F"] <= 4, f"{folded['STEP_I2F']} int-to-float conversions a step"
+    assert folded["STEP_STL"] == 0, "spill stores in the step loop"
+    assert folded["STEP_LOOP"] <= plain["STEP_LOOP"] + 64, (folded["STEP_LOOP"], plain["STEP_LOOP"])
+    assert folded["STEP_LOOP"] < added["STEP_LOOP"], (folded["STEP_LOOP"], added["STEP_LOOP"])
 
 
 @pytest.mark.parametrize("which,d,dtype,flags", [
@@ -1897,6 +1909,18 @@ MOD_CASES = [
     ("softcap-alibi-window", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),
+    # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD): keys longer
+    # than queries (positions offset by 700, 60 mod 64) with GQA at d=128, and with the
+    # softcap and (B, H) slopes at d=128 and d=64
+    ("alibi-heads-causal-kv-longer-folded", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=300, Nk=1000, d=128), True, dict(alibi="heads"),
+     dict(HOPPER_BWD_ALIBI_FOLD=True)),
+    ("softcap-alibi-batch-causal-kv-longer-folded", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"),
+     dict(HOPPER_BWD_ALIBI_FOLD=True)),
+    ("softcap-alibi-window-folded", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
+     dict(window=(300, 0), HOPPER_BWD_ALIBI_FOLD=True)),
 ]
 
 

@@ -1645,6 +1645,9 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     SPLIT: gl.constexpr = (ROWS_LATE & 2) != 0
     # ROWS_LATE bit 4 (launch._HOPPER_BWD_UNCLAMPED, an experiment): no clamp of the exponent
     UNCLAMPED: gl.constexpr = (ROWS_LATE & 4) != 0
+    # ROWS_LATE bit 8 (launch.HOPPER_BWD_ALIBI_FOLD): the lse2 this kernel reads holds the causal
+    # ALiBi's row term already (bwd.py FOLD_ROWS)
+    FOLDED: gl.constexpr = (ROWS_LATE & 8) != 0
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
     # launch.HOPPER_DROPOUT_FORM); else drawn after the wait, on the way to dV's product
@@ -1771,11 +1774,16 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     sT = warpgroup_mma_wait(1, deps=(sT, ))
                     # the scores as bwd.py's _dkdv_inner recomputes them (softcap, ALiBi; plain:
                     # sT * qk_scale, dcapT = 1.0)
-                    # (HAS_ALIBI 2: the scores leave out the causal bias's row term, R = start_m, a
-                    # multiple of 64; the dQ kernel's statistics pass stored lse2 with it taken out
-                    # too, bwd.py FOLD_ROWS. Added here, it took 16 conversions, adds and FMAs a
-                    # step and held rows_pos through the full steps: sm_90 SASS 543 / 550
-                    # instructions a d=128 causal step, plain 416 / 399)
+                    if HAS_ALIBI == 2 and not FOLDED:
+                        # the scores leave out the causal bias's row term (R = start_m): so does the
+                        # LSE (in float: the integer form is a loop-invariant arange the compiler
+                        # hoists, a [MMA_M] vector held across the loop; positions are exact in
+                        # float32 to 2**24). FOLDED: R is a multiple of 64, and the dQ kernel's
+                        # statistics pass stored lse2 with the term in (bwd.py FOLD_ROWS); added
+                        # here it takes 16 conversions, adds and FMAs a step and holds rows_pos
+                        # through the full steps (sm_90 SASS, a full d=128 causal step 543 / 550
+                        # instructions against 465 / 445 folded)
+                        lse2 = lse2 + alibi2 * (rows_pos.to(gl.float32) - start_m.to(gl.float32))
                     s2T, dcapT = _log2_scores(sT, qk_scale, softcap2, alibi2, start_m, rows_pos[None, :],
                                               keys_pos[:, None], HAS_SOFTCAP, HAS_ALIBI, _UPCAST, _PRECISION)
                     # a probability is <= 1: the clamp keeps a peaked softmax finite (as bwd.py)
@@ -2002,9 +2010,9 @@ def _hopper_dkdv_kernel(q_desc, k_desc, v_desc, do_desc, lse2_desc, delta_desc, 
     launch._stats_tma says when they are); 2, the producer's 4-byte asynchronous copies (any
     alignment, rows outside the sequence zero-filled); 0, the consumers' own global loads.
     Softcap and ALiBi as bwd.py's
-    ``_dkdv_inner``: the scores through ``_log2_scores``, dS^T times ``1 - tanh^2``; the causal
-    ALiBi's row term, which the scores leave out, is out of the lse2 it reads already (bwd.py's
-    statistics pass stores it so: FOLD_ROWS).
+    ``_dkdv_inner``: the scores through ``_log2_scores``, the causal ALiBi's row term added back
+    to the LSE (or, with ROWS_LATE bit 8, in the lse2 the dQ kernel stored: bwd.py FOLD_ROWS),
+    dS^T times ``1 - tanh^2``.
 
     With FUSED_DQ (launch.py ``HOPPER_FUSED_DQ``) the kernel also computes dQ, as
     FlashAttention-3 does: per step both warpgroups' dS^T go through shared memory, each

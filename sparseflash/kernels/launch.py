@@ -741,19 +741,30 @@ HOPPER_BWD_SPLIT_LOOPS: Optional[bool] = {"0": False, "1": True}.get(
 # tests): this switch only measures what the clamp costs. On an H100 (run44-stop63) dropping it
 # shortened the backward by at most 1.9% (16K causal, d=128 and 64), so the clamp stays.
 _HOPPER_BWD_UNCLAMPED = False
+# The causal ALiBi's row term in the stored lse2 (stop 64; ROWS_LATE bit 8, kernels/bwd.py
+# FOLD_ROWS): the dQ kernel's statistics pass stores lse2 + slope log2(e) (t & 63) where the
+# Hopper dK/dV kernel reads it, so that kernel's steps (whose first query R is a multiple of 64)
+# no longer add slope (t - R) to their 64 values of lse2 (sm_90 SASS, a full d=128 causal step
+# 543 / 550 -> 465 / 445 instructions, no spill store in the loop; plain 416 / 399). Off until
+# the GPU oracle tests and a timing have run it (written without a GPU); True / False, env
+# SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD=1 / 0. In the plan-cache key.
+HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD", "0") == "1"
 
 
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
     """The dK/dV kernel's ROWS_LATE bits for head dim ``d`` and its option constexprs
     ``options`` (HAS_SOFTCAP, HAS_DROPOUT, HAS_ALIBI; absent or 0: off): 1, a step's table entry
     read after its first products (:data:`HOPPER_BWD_ROWS_LATE`); 2, the full and the masked
-    steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`)."""
+    steps as two loops (:data:`HOPPER_BWD_SPLIT_LOOPS`); 4, no clamp of the exponent
+    (:data:`_HOPPER_BWD_UNCLAMPED`); 8, lse2 holds the causal ALiBi's row term
+    (:data:`HOPPER_BWD_ALIBI_FOLD`, with HAS_ALIBI 2)."""
     late = d > 64 if HOPPER_BWD_ROWS_LATE is None else bool(HOPPER_BWD_ROWS_LATE)
+    on = options or {}
     split = _switch("HOPPER_BWD_SPLIT_LOOPS")
     if split is None:
-        on = options or {}
         split = bool(on.get("HAS_SOFTCAP")) and not on.get("HAS_DROPOUT") and not on.get("HAS_ALIBI")
-    return int(late) | (2 if split else 0) | (4 if _HOPPER_BWD_UNCLAMPED else 0)
+    fold = _fold_alibi_rows(True, on)
+    return int(late) | (2 if split else 0) | (4 if _HOPPER_BWD_UNCLAMPED else 0) | (8 if fold else 0)
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
 # step there, in two parts of 64 for the products (kernels/hopper.py ``MMA_M``, ``PARTS``) that
 # share the step's slot of the ring (2 slots of 128 rows: 194 KB of shared memory), its meeting
@@ -1731,9 +1742,10 @@ class _BwdPlan:
 
 
 def _fold_alibi_rows(hopper_bwd: bool, constexprs) -> bool:
-    """The dQ kernel's FOLD_ROWS: whether the lse2 it stores holds the causal ALiBi's row term
-    of the Hopper dK/dV kernel's 64-query steps (HAS_ALIBI 2, read by that kernel alone)."""
-    return bool(hopper_bwd and constexprs["HAS_ALIBI"] == 2)
+    """The dQ kernel's FOLD_ROWS (and the Hopper dK/dV kernel's ROWS_LATE bit 8): whether the
+    lse2 it stores holds the causal ALiBi's row term of the Hopper dK/dV kernel's 64-query steps
+    (:data:`HOPPER_BWD_ALIBI_FOLD`; HAS_ALIBI 2, where that kernel reads lse2)."""
+    return bool(HOPPER_BWD_ALIBI_FOLD and hopper_bwd and constexprs.get("HAS_ALIBI") == 2)
 
 
 def _bwd_plan(do, q, k, v, out, stats, layout, fwd_ptr, bwd_ptr, kpm, *, scale, has_dlse, config,
@@ -1868,7 +1880,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
            HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
-           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED)
+           HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED, HOPPER_BWD_ALIBI_FOLD)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         # (the statistics rows here only shape the Hopper kernel's descriptor templates)

@@ -10,7 +10,8 @@
 #     d=128 since run29, when its loops spilled); D=64: with K/V as register operands too.
 #     parity.py --variants, 16K causal, 5 rounds, one process.
 #   PART=peers / PART=parity: run44-stop63/gpu.sh's (an H200, FA4 installed first for peers).
-#   OUT=DIR PART=test|alibi|peers|parity bash benchmarks/results/h200-hopper/run45-stop64/gpu.sh
+#   PART=quick: the three folded oracle cases alone.
+#   OUT=DIR PART=test|quick|alibi|peers|parity bash benchmarks/results/h200-hopper/run45-stop64/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 H=benchmarks/results/h200-hopper
@@ -33,6 +34,11 @@ case "${PART:-alibi}" in
     SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD=1 timeout ${FLIMIT:-200} python -m pytest -q -p no:cacheprovider \
       tests/test_hopper.py -k "($K) and not softcap_and_alibi_match_the_oracle and not run30" > $OUT/test_folded.log 2>&1
     echo "test folded rc=$?"; tail -3 $OUT/test_folded.log ;;
+  quick)
+    # the folded rows' oracle cases alone (the three *-folded MOD_CASES), for a short call
+    timeout ${TLIMIT:-200} python -m pytest -q -p no:cacheprovider tests/test_hopper.py \
+      -k 'softcap_and_alibi_match_the_oracle and folded' > $OUT/test_quick.log 2>&1
+    echo "quick rc=$?"; tail -3 $OUT/test_quick.log ;;
   peers|parity)
     PART=$PART bash $H/run44-stop63/gpu.sh ;;
 esac

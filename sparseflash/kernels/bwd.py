@@ -323,9 +323,9 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
     lse = tl.load(LSE + stat, mask=row_ok, other=0.0)
     lse2 = tl.where(lse == float("-inf"), 0.0, lse if NATURAL else lse * LOG2E)
     tl.store(Delta + stat, delta, mask=row_ok)
+    alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
     if FOLD_ROWS:
-        alibi2_rows = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
-        tl.store(LSE2 + stat, lse2 + alibi2_rows * (rows_pos & 63).to(tl.float32), mask=row_ok)
+        tl.store(LSE2 + stat, lse2 + alibi2 * (rows_pos & 63).to(tl.float32), mask=row_ok)
     else:
         tl.store(LSE2 + stat, lse2, mask=row_ok)
     if not STATS_ONLY:
@@ -335,12 +335,12 @@ def _bwd_dq_kernel(Q, K, V, DO, Out, LSE, DLSE, LSE2, Delta, DQ,
         V_head = _head_base(V, off_b, off_kvh, stride_vb, stride_vh, USE_TMA)
         kpm_row = off_b.to(tl.int64) * stride_kpm_b
         j0 = k_lo // BLOCK
-        alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, NATURAL)
         bh = off_b * num_heads + off_h
         dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
         if HAS_ALIBI == 2:
             # the scores leave out the causal bias's row term (tiles.py, _log2_scores): so does
-            # this loop's LSE (the stored lse2 above keeps it, for the dK/dV kernel)
+            # this loop's LSE (the stored lse2 above keeps it, or with FOLD_ROWS its part past
+            # the Hopper kernel's 64-query step start, for the dK/dV kernel)
             lse2 = lse2 + alibi2 * (rows_pos - start_m).to(tl.float32)
 
         dq = _dq_inner(dq, q, do, lse2, delta, K_head, V_head, KPM, kpm_row, off_b, off_kvh, fwd_idx,

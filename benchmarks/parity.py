@@ -255,7 +255,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
-                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=False)
+                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=True)
 
 
 def variant_list(H):
@@ -333,26 +333,23 @@ def variant_list(H):
     out.append(("alibi column, rows early", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **early), 1.10))
     # d=64: the dK/dV kernel's K and V in shared memory (launch.HOPPER_BWD_KV_REGS=False) where
     # they are A operands from registers by default, and in registers where they are not
-    # (dropout, the causal ALiBi's column form: the step loops spill); d=128 keeps them in shared
-    # memory either way
+    # (dropout: the step loops spill); d=128 keeps them in shared memory either way
     smem, regs = dict(HOPPER_BWD_KV_REGS=False), dict(HOPPER_BWD_KV_REGS=True)
     out.append(("none, K/V in shared memory", {}, smem, None))
     out.append(("softcap=30 folded, K/V in shared memory", dict(softcap=30.0),
                 dict(SOFTCAP_VARIANT="folded", **smem), 1.10))
     out.append(("dropout 16-bit quad, 7 rounds, K/V in registers", dict(dropout_p=0.1),
                 dict(DROPOUT_VARIANTS["dropout 16-bit quad, 7 rounds"], **regs), 1.15))
-    out.append(("alibi column, K/V in registers", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column", **regs),
-                1.10))
-    # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD, stop 64), and
-    # with it the dK/dV kernel's output copy (launch.HOPPER_BWD_OUT_TMA) forced on: by default it
-    # is off with ALiBi at d=128 (run29: its step loops spilled), on without options for short
-    # columns; at d=64 K and V as register operands with the fold (off with the causal ALiBi)
-    fold = dict(ALIBI_VARIANT="column", HOPPER_BWD_ALIBI_FOLD=True)
-    out.append(("alibi column, folded rows", dict(alibi_slopes=True), fold, 1.10))
-    out.append(("alibi column, folded rows, dK/dV output copy", dict(alibi_slopes=True),
-                dict(fold, HOPPER_BWD_OUT_TMA=True), 1.10))
-    out.append(("alibi column, folded rows, K/V in registers", dict(alibi_slopes=True),
-                dict(fold, HOPPER_BWD_KV_REGS=True), 1.10))
+    out.append(("alibi column, K/V in shared memory", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="column", **smem), 1.10))
+    # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD; the default
+    # since stop 65, and with it the dK/dV output copy as without ALiBi and K/V in registers at
+    # d=64) turned off (run45-stop64 timed it as "alibi column"), and the dK/dV kernel's output
+    # copy (launch.HOPPER_BWD_OUT_TMA) forced on, with ALiBi and without
+    out.append(("alibi column, unfolded rows", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="column", HOPPER_BWD_ALIBI_FOLD=False), 1.10))
+    out.append(("alibi column, dK/dV output copy", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="column", HOPPER_BWD_OUT_TMA=True), 1.10))
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))

@@ -410,7 +410,7 @@ def test_dkdv_step_and_dq_split_rules(monkeypatch):
 
 def test_dkdv_kv_registers_rule(monkeypatch):
     """``launch.HOPPER_BWD_KV_REGS``: by default K and V are register operands of the fused
-    kernel at d=64 (any GQA group) without dropout or the causal ALiBi's column form, and not
+    kernel at d=64 (any GQA group) without dropout or the unfolded causal ALiBi, and not
     passed through the step's waits (KV_REGS 2); never at d=128 nor, by default, in the
     unfused kernel. True forces them at d=64, through the waits in the unfused kernel (1, the
     form that ptxas does not miscompile there); False keeps them in shared memory; other values
@@ -418,7 +418,11 @@ def test_dkdv_kv_registers_rule(monkeypatch):
     plain = dict(HAS_DROPOUT=0, HAS_ALIBI=0)
     assert launch._bwd_kv_regs(64, plain, True) == 2
     assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=1), True) == 2
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=2), True) == 2     # folded rows
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", False)
     assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=2), True) == 0
+    assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=0, HAS_ALIBI=1), True) == 2
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
     assert launch._bwd_kv_regs(64, dict(HAS_DROPOUT=16110, HAS_ALIBI=0), True) == 0
     assert launch._bwd_kv_regs(64, plain, False) == 0
     assert launch._bwd_kv_regs(128, plain, True) == 0
@@ -531,10 +535,12 @@ def test_causal_alibi_costs_the_dkdv_step_about_one_add_per_score(monkeypatch):
     query positions; without it a step converts 16 a thread, with an add and an FMA each, and
     spills (sm_90 SASS, d=128 bf16 causal fused dQ, a full step 543 / 550 instructions against
     465 / 445 folded and 416 / 399 without ALiBi)."""
-    assert launch.HOPPER_BWD_ALIBI_FOLD is False
-    assert launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 8 == 0
-    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
+    assert launch.HOPPER_BWD_ALIBI_FOLD is True
     assert launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 8
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", False)
+    assert launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 8 == 0
+    assert not launch._fold_alibi_rows(True, dict(HAS_ALIBI=2))
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
     assert launch._bwd_rows_late(64, dict(HAS_ALIBI=2)) & 8
     assert not launch._bwd_rows_late(128, dict(HAS_ALIBI=1)) & 8
     assert not launch._bwd_rows_late(128, {}) & 8
@@ -1128,18 +1134,23 @@ def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
     """``launch._bwd_out_tma``: by default dK and dV go through shared memory where the
     table's non-empty columns hold at most 3072 queries on average (read once per layout into
     its cache), through register stores elsewhere, without a cache and with ALiBi at d=128
-    (either form; at d=64 the table decides); True / False force, ALiBi or not; other values
-    are refused."""
+    (the abs form, or the causal form with its row term not folded into lse2; at d=64 and with
+    the folded rows the table decides); True / False force, ALiBi or not; other values are
+    refused."""
     layout = sf.compile(pattern, n, block_size=128, causal=causal)
     bwd_ptr = torch.tensor(np.array(layout.bwd_ptr))
     cache = {}
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is want
     assert ("bwd_out_tma", "cpu") in cache
     assert launch._bwd_out_tma(layout, bwd_ptr, None) is False
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 1, 128) is False
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is want          # folded rows
     for alibi in (1, 2):
-        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 128) is False
         assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 64) is want
     assert launch._bwd_out_tma(layout, bwd_ptr, cache, 0, 64) is want
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", False)
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is False
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
     monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is (not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is (not want)
@@ -1912,18 +1923,19 @@ MOD_CASES = [
     ("softcap-alibi-window", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),
-    # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD): keys longer
-    # than queries (positions offset by 700, 60 mod 64) with GQA at d=128, and with the
-    # softcap and (B, H) slopes at d=128 and d=64
-    ("alibi-heads-causal-kv-longer-folded", sf.dense(),
+    # the causal ALiBi's row term not folded into the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD
+    # off; the cases above fold it by default, with the dK/dV output copy at d=128 and K/V in
+    # registers at d=64): keys longer than queries (positions offset by 700, 60 mod 64) with
+    # GQA at d=128, and with the softcap and (B, H) slopes at d=128 and d=64
+    ("alibi-heads-causal-kv-longer-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=300, Nk=1000, d=128), True, dict(alibi="heads"),
-     dict(HOPPER_BWD_ALIBI_FOLD=True)),
-    ("softcap-alibi-batch-causal-kv-longer-folded", sf.bigbird(window=1, globals=1, random=2),
+     dict(HOPPER_BWD_ALIBI_FOLD=False)),
+    ("softcap-alibi-batch-causal-kv-longer-unfolded", sf.bigbird(window=1, globals=1, random=2),
      dict(B=2, H=4, Hkv=2, N=500, Nk=1100, d=128), True, dict(softcap=2.0, alibi="batch"),
-     dict(HOPPER_BWD_ALIBI_FOLD=True)),
-    ("softcap-alibi-window-folded", sf.dense(),
+     dict(HOPPER_BWD_ALIBI_FOLD=False)),
+    ("softcap-alibi-window-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
-     dict(window=(300, 0), HOPPER_BWD_ALIBI_FOLD=True)),
+     dict(window=(300, 0), HOPPER_BWD_ALIBI_FOLD=False)),
 ]
 
 

@@ -745,10 +745,14 @@ _HOPPER_BWD_UNCLAMPED = False
 # FOLD_ROWS): the dQ kernel's statistics pass stores lse2 + slope log2(e) (t & 63) where the
 # Hopper dK/dV kernel reads it, so that kernel's steps (whose first query R is a multiple of 64)
 # no longer add slope (t - R) to their 64 values of lse2 (sm_90 SASS, a full d=128 causal step
-# 543 / 550 -> 465 / 445 instructions, no spill store in the loop; plain 416 / 399). Off until
-# the GPU oracle tests and a timing have run it (written without a GPU); True / False, env
-# SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD=1 / 0. In the plan-cache key.
-HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD", "0") == "1"
+# 543 / 550 -> 465 / 445 instructions, no spill store in the loop; plain 416 / 399). On an H100
+# (benchmarks/results/h200-hopper/run45-stop64, 16K causal, forward+backward time with ALiBi ÷
+# without, same process) it took dense 1.039 -> 1.004 and local(8)|global_blocks(1) 1.100 ->
+# 1.068 at d=128, 1.095 -> 1.050 and 1.089 -> 1.058 at d=64. With it the dK/dV output copy
+# (d=128) and K/V in registers (d=64) no longer spill the loops and are taken as without ALiBi
+# (_bwd_out_tma, _bwd_kv_regs). True (the default) / False; env
+# SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD=0 turns it off. In the plan-cache key.
+HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD", "1") != "0"
 
 
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
@@ -809,7 +813,10 @@ def _bwd_dq_rows(step_m: int) -> bool:
 # sm_90 SASS keeps them: tests/test_hopper.py's RS_CLOBBERED); the unfused kernel, whose loop
 # ptxas then miscompiled (K's registers given to P^T), takes 1 (passed through the step's last
 # wait) when forced.
-# None: the fused kernel at d=64 without dropout or the causal ALiBi column form; True: wherever
+# With the causal ALiBi's row term folded into lse2 (HOPPER_BWD_ALIBI_FOLD) it is taken: an H100
+# (run45-stop64) measured forward+backward with ALiBi ÷ without 1.050 -> 1.017 (dense causal 16K)
+# and 1.058 -> 1.027 (local(8)|global_blocks(1)), the folded rows in shared memory -> registers.
+# None: the fused kernel at d=64 without dropout or the unfolded causal ALiBi; True: wherever
 # d=64 (an A/B switch; the unfused kernel too); False: never. In the plan-cache key;
 # SPARSEFLASH_HOPPER_BWD_KV_REGS=0 / 1 sets False / True.
 HOPPER_BWD_KV_REGS: Optional[bool] = {"0": False, "1": True}.get(
@@ -824,8 +831,8 @@ def _bwd_kv_regs(d: int, constexprs, fused_dq: bool) -> int:
         raise ValueError(f"HOPPER_BWD_KV_REGS must be None, True or False, got {HOPPER_BWD_KV_REGS!r}")
     if d != 64 or HOPPER_BWD_KV_REGS is False:
         return 0
-    if HOPPER_BWD_KV_REGS is None and (not fused_dq or constexprs["HAS_DROPOUT"]
-                                       or constexprs["HAS_ALIBI"] == 2):
+    unfolded = constexprs["HAS_ALIBI"] == 2 and not _fold_alibi_rows(True, constexprs)
+    if HOPPER_BWD_KV_REGS is None and (not fused_dq or constexprs["HAS_DROPOUT"] or unfolded):
         return 0
     return 2 if fused_dq else 1
 
@@ -949,11 +956,16 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # without ÷ with: local(2) 16K and 64K 1.059 / 1.067, butterfly 1.036, strided(16)|local(1)
 # 1.028, dense causal 4K 1.024 (d=128), bigbird(3,2,3) 1.022 / 1.010 (d=64), local(8)
 # 1.001 / 1.022, dense causal 4K d=64 0.995; the longer columns 0.982-0.997 (dense, local(28),
-# local(32) 64K, the 34-43% cases). Never with ALiBi at d=128: there the copy took the causal
+# local(32) 64K, the 34-43% cases). Never with the unfolded ALiBi at d=128: there the copy took the causal
 # step loops' local-memory accesses from 17+33 to 50+49 (sm_90 SASS; the non-causal abs form's
 # 25+1 to 40+3), and run29 call 4 measured local(8)|global_blocks(1) causal 16K forward+
 # backward 3.4% slower with it (1.477 against 1.429 ms; softcap 1.491 / 1.494, dropout 1.663 /
-# 1.699, none 1.298 / 1.313 with / without). True / False: always / never.
+# 1.699, none 1.298 / 1.313 with / without). With the causal ALiBi's row term folded into lse2
+# (HOPPER_BWD_ALIBI_FOLD, stop 64) the loops keep no spill (sm_90 SASS 467 / 457 instructions a
+# step) and the table decides as without ALiBi: an H100 (run45-stop64) measured forward+backward
+# with ALiBi ÷ without 1.068 -> 1.026 (local(8)|global_blocks(1) causal 16K, copy forced) and
+# 1.004 -> 0.988 (dense causal 16K, whose long columns keep it off by default). True / False:
+# always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
@@ -1320,11 +1332,13 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
     """Whether the Hopper dK/dV kernel stores dK and dV through shared memory and bulk copies
     (HOPPER_BWD_OUT_TMA; None: where the table's non-empty columns hold at most
     ``_BWD_OUT_TMA_QUERIES`` queries on average, and not with ALiBi (``alibi``, the kernel's
-    HAS_ALIBI) at d=128)."""
+    HAS_ALIBI) at d=128 unless its row term is folded into lse2 (:data:`HOPPER_BWD_ALIBI_FOLD`,
+    the causal form))."""
     switch = _switch("HOPPER_BWD_OUT_TMA")
     if switch is not None:
         return switch
-    if cache is None or _no_order(layout) or (alibi and d == 128):
+    folded = _fold_alibi_rows(True, {"HAS_ALIBI": alibi})
+    if cache is None or _no_order(layout) or (alibi and d == 128 and not folded):
         return False
     key = ("bwd_out_tma", str(bwd_ptr.device))
     if key not in cache:

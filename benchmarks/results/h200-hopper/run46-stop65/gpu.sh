@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# stop 65: launch.HOPPER_BWD_ALIBI_FOLD on by default, and with it the dK/dV output copy (d=128,
+# the table decides) and K/V as register operands (d=64) with the causal ALiBi.
+#   PART=test: the Hopper GPU tests with ALiBi (the oracle tests of softcap/ALiBi, now folded by
+#     default, three cases unfolded; dropout's masks; the 128-query steps; K/V in registers;
+#     run30's pipeline).
+#   PART=parity: the parity suite (every option's price against none, 16K causal, d=128 and 64).
+#   PART=alibi: parity.py --variants, the ALiBi forms at D=128 or 64, 5 rounds, one process.
+#   OUT=DIR PART=test|parity|alibi bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh
+cd "$(dirname "$0")/../../../.."
+export PYTHONPATH=.:${PYTHONPATH:-}
+mkdir -p $OUT
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
+case "${PART:-test}" in
+  test)
+    K='(softcap_and_alibi_match_the_oracle or matches_the_oracle_with_its_mask or d64_128_query_steps or d64_kv_in_registers or run30_pipeline) and alibi'
+    timeout ${TLIMIT:-330} python -m pytest -q -p no:cacheprovider tests/test_hopper.py -k "$K" \
+      > $OUT/test.log 2>&1
+    echo "test rc=$?"; tail -3 $OUT/test.log ;;
+  parity)
+    timeout ${PLIMIT:-420} python benchmarks/parity.py --out $OUT/parity > $OUT/parity.log 2>&1
+    echo "parity rc=$?"; grep -E '"pass": "overhead' $OUT/parity.log | cut -c1-220 ;;
+  alibi)
+    D=${D:-128}
+    ONLY='none$;alibi column$;alibi column, unfolded rows$;alibi column, dK/dV output copy$;none, dK/dV output copy$'
+    [ $D = 64 ] && ONLY='none$;alibi column$;alibi column, unfolded rows$;alibi column, K/V in shared memory$'
+    timeout ${ALIMIT:-300} python benchmarks/parity.py --variants --rounds 5 --head-dim $D \
+      --only "$ONLY" --out $OUT/alibi$D > $OUT/alibi$D.log 2>&1
+    echo "alibi$D rc=$?"; grep -E '"pass": "overhead' $OUT/alibi$D.log | cut -c1-200 ;;
+esac

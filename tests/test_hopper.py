@@ -1633,25 +1633,32 @@ def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynami
 
 
 @gpu
-@pytest.mark.parametrize("d,n,pattern,causal", [
-    (128, 4000, "local-global", True), (128, 1000, "local-global", False),
-    (64, 4000, "local-global", True), (64, 2600, "dense", False),
-], ids=["d128-causal-4000", "d128-1000", "d64-causal-4000", "d64-dense-2600"])
-def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, hopper_only,
+@pytest.mark.parametrize("d,n,pattern,causal,alibi", [
+    (128, 4000, "local-global", True, False), (128, 1000, "local-global", False, False),
+    (64, 4000, "local-global", True, False), (64, 2600, "dense", False, False),
+    (128, 4000, "local-global", True, True), (64, 2600, "dense", True, True),
+], ids=["d128-causal-4000", "d128-1000", "d64-causal-4000", "d64-dense-2600",
+        "d128-causal-4000-alibi", "d64-dense-causal-2600-alibi"])
+def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, alibi, hopper_only,
                                                         monkeypatch):
     """dK and dV through shared memory and bulk copies (``launch.HOPPER_BWD_OUT_TMA``) equal
     the register stores bit for bit (dQ: to the fp32 adds' order), with lengths that end
-    inside a consumer's 64 keys (those blocks keep the masked stores), GQA and a batch of 2."""
+    inside a consumer's 64 keys (those blocks keep the masked stores), GQA and a batch of 2;
+    and with the causal ALiBi, whose row term is folded into lse2 by default (the copy is
+    taken with it since stop 65)."""
     g = torch.Generator(device="cuda").manual_seed(2)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
     do = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     pat = sf.local(3) | sf.global_blocks(1) if pattern == "local-global" else sf.dense()
+    kw = {}
+    if alibi:
+        kw["alibi_slopes"] = torch.rand(2, 4, device="cuda", generator=g) * 0.1
     grads = []
     for copy in (True, False):
         monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", copy)
         leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
-        out = sf.sparse_attention(*leaves, pat, block_size=128, causal=causal)
+        out = sf.sparse_attention(*leaves, pat, block_size=128, causal=causal, **kw)
         grads.append(torch.autograd.grad(out, leaves, do))
     (dq, dk, dv), (dq_reg, dk_reg, dv_reg) = grads
     assert torch.isfinite(dk).all() and torch.isfinite(dv).all()

@@ -3,7 +3,7 @@
 # the table decides) and K/V as register operands (d=64) with the causal ALiBi.
 #   PART=test: the Hopper GPU tests with ALiBi (the oracle tests of softcap/ALiBi, now folded by
 #     default, three cases unfolded; dropout's masks; the 128-query steps; K/V in registers;
-#     run30's pipeline).
+#     run30's pipeline; the dK/dV output copy against the register stores).
 #   PART=parity: the parity suite (every option's price against none, 16K causal, d=128 and 64).
 #   PART=alibi: parity.py --variants, the ALiBi forms at D=128 or 64, 5 rounds, one process.
 #   OUT=DIR PART=test|parity|alibi bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh
@@ -13,7 +13,7 @@ mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
 case "${PART:-test}" in
   test)
-    K='(softcap_and_alibi_match_the_oracle or matches_the_oracle_with_its_mask or d64_128_query_steps or d64_kv_in_registers or run30_pipeline) and alibi'
+    K='(softcap_and_alibi_match_the_oracle or matches_the_oracle_with_its_mask or d64_128_query_steps or d64_kv_in_registers or run30_pipeline or output_copy_equals) and alibi'
     timeout ${TLIMIT:-330} python -m pytest -q -p no:cacheprovider tests/test_hopper.py -k "$K" \
       > $OUT/test.log 2>&1
     echo "test rc=$?"; tail -3 $OUT/test.log ;;

@@ -636,7 +636,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
         block_size: tokens per layout block (default: the layout's, or 128 for a Pattern).
         causal: key u visible to query t iff ``u <= t`` in absolute positions (default: the
             layout's, or False for a Pattern).
-        scale: softmax scale, default ``1 / sqrt(head_dim)``.
+        scale: softmax scale, default ``1 / sqrt(head_dim)``; any finite float (the Triton
+            kernels run a negative one as ``-q`` with ``|scale|``: one copy of q).
         return_lse: also return the log-sum-exp ``(batch, num_heads, seq_len)`` float32
             (float64 for float64 inputs), natural log; ``-inf`` marks query rows that see no key.
         backend: ``"triton"`` (CUDA; on CPU only with ``TRITON_INTERPRET=1``), ``"torch"``

@@ -351,6 +351,25 @@ def test_custom_scale():
     check_against_reference(layout, q, k, v, do, backend="triton", scale=0.3)
 
 
+@pytest.mark.parametrize("scale", [-0.3, -5.0], ids=["negative", "negative-natural-units"])
+def test_negative_scale(scale):
+    """A negative ``scale`` (any finite float is accepted): the kernels scale a tile's row max
+    after taking it from the raw scores, so they run ``-q`` with ``|scale|``
+    (``launch._positive_scale``) and negate dQ. Without that the Triton kernels returned NaN.
+    Forward, LSE and gradients against float64, a length that ends inside a block, GQA; and the
+    decode kernel (no gradient) against the forward's last row."""
+    layout = sf.compile(sf.local(1) | sf.global_blocks(1), 100, block_size=32, causal=True,
+                        num_heads=4)
+    q, k, v, do = make_inputs(1, 4, 2, 100, 100, 32, torch.float32, seed=3)
+    out, lse, _ = check_against_reference(layout, q, k, v, do, backend="triton", scale=scale)
+    positive = sparse_attention(q, k, v, layout, scale=-scale, backend="triton")
+    assert max_err(out, positive) > 1e-2          # the sign matters (the test can fail)
+    with torch.no_grad():                         # one query at the end: the decode kernel
+        last = sparse_attention(q[:, :, -1:], k, v, sf.local(1) | sf.global_blocks(1),
+                                block_size=32, causal=True, scale=scale, backend="triton")
+    assert max_err(last, out[:, :, -1:]) < 1e-5
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_lse_gradient(backend):
     """A loss on the returned lse flows back into q and k (dS gains P * dlse)."""

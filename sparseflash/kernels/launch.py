@@ -1636,6 +1636,17 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
     plan.dkdv = plan.dkdv_launch(plan.order_dkdv)
 
 
+def _positive_scale(q: torch.Tensor, scale: float) -> Tuple[torch.Tensor, float, bool]:
+    """``(q, scale, flipped)`` for the kernels, which take a tile's row max of the raw scores
+    and scale it after (one FMA a score inside exp2), so they need ``scale >= 0``: a negative
+    scale runs as ``-q`` with ``|scale|``, the same scores (``scale q.k = |scale| (-q).k``),
+    at the cost of one negated copy of q. The backward then gives dK and dV as they are and
+    dQ negated (:func:`attention_backward` flips it back)."""
+    if scale < 0:
+        return q.neg(), -scale, True
+    return q, scale, False
+
+
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, tables, *,
                       scale: float, key_padding_mask: Optional[torch.Tensor] = None,
                       softcap: float = 0.0, alibi_slopes: Optional[torch.Tensor] = None,
@@ -1655,6 +1666,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
     layout, so that repeated calls with the same shapes skip the configuration and Triton's
     per-launch binding.
     """
+    q, scale, _ = _positive_scale(q, scale)
     B, H, N, d = q.shape
     for name, given, shape, dtype in (("out", out, (B, H, N, d), q.dtype), ("lse", lse, (B, H, N), torch.float32)):
         if given is not None and (tuple(given.shape) != shape or given.dtype != dtype
@@ -1856,6 +1868,27 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     the second (39.57 against 39.21 ms one after the other for bigbird's rank at 1M, whole
     38.08: ``benchmarks/split_probe.py``).
     """
+    q, scale, flipped = _positive_scale(q, scale)
+    if flipped:
+        # dQ of -q, negated once it is complete: before ``between`` sees it, or at the end
+        dq, dk, dv = _attention_backward(
+            do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
+            key_padding_mask=key_padding_mask, softcap=softcap, alibi_slopes=alibi_slopes,
+            dropout_p=dropout_p, rng=rng, config=config, use_tma=use_tma,
+            schedule_cache=schedule_cache, dkdv_first=dkdv_first,
+            between=None if between is None else (lambda dq_, dk_, dv_: between(dq_.neg_(), dk_, dv_)))
+        return (dq if between is not None else dq.neg_()), dk, dv
+    return _attention_backward(do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
+                               key_padding_mask=key_padding_mask, softcap=softcap,
+                               alibi_slopes=alibi_slopes, dropout_p=dropout_p, rng=rng,
+                               config=config, use_tma=use_tma, schedule_cache=schedule_cache,
+                               dkdv_first=dkdv_first, between=between)
+
+
+def _attention_backward(do, q, k, v, out, lse, layout, tables, *, scale, dlse, key_padding_mask,
+                        softcap, alibi_slopes, dropout_p, rng, config, use_tma, schedule_cache,
+                        dkdv_first, between):
+    """:func:`attention_backward` for ``scale >= 0``."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     sparse_seqs = layout.packed or layout.num_seqs > 1
@@ -2023,6 +2056,7 @@ def decode_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, ta
     block) against ``k, v (B, Hkv, Nk, d)`` at positions 0..Nk-1, walking local row
     ``table_row`` of a one-sequence layout whose keys start at position 0 (it may list blocks
     past Nk: they are masked). Returns ``out`` (q's dtype) and ``lse`` (fp32)."""
+    q, scale, _ = _positive_scale(q, scale)
     B, H, c, d = q.shape
     Nk = k.shape[2]
     kpm = key_padding_mask

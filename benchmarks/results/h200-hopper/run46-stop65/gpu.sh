@@ -6,7 +6,8 @@
 #     run30's pipeline; the dK/dV output copy against the register stores).
 #   PART=parity: the parity suite (every option's price against none, 16K causal, d=128 and 64).
 #   PART=alibi: parity.py --variants, the ALiBi forms at D=128 or 64, 5 rounds, one process.
-#   OUT=DIR PART=test|parity|alibi bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh
+#   PART=quick: the softcap/ALiBi oracle cases, the output copy and K/V registers with ALiBi.
+#   OUT=DIR PART=test|quick|parity|alibi bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
@@ -17,6 +18,13 @@ case "${PART:-test}" in
     timeout ${TLIMIT:-330} python -m pytest -q -p no:cacheprovider tests/test_hopper.py -k "$K" \
       > $OUT/test.log 2>&1
     echo "test rc=$?"; tail -3 $OUT/test.log ;;
+  quick)
+    # the new defaults' GPU tests alone: the softcap/ALiBi oracle cases, the output copy and the
+    # register operands with ALiBi
+    timeout ${TLIMIT:-250} python -m pytest -q -p no:cacheprovider tests/test_hopper.py \
+      -k '(softcap_and_alibi_match_the_oracle or output_copy_equals or d64_kv_in_registers) and alibi' \
+      > $OUT/test_quick.log 2>&1
+    echo "quick rc=$?"; tail -3 $OUT/test_quick.log ;;
   parity)
     timeout ${PLIMIT:-420} python benchmarks/parity.py --out $OUT/parity > $OUT/parity.log 2>&1
     echo "parity rc=$?"; grep -E '"pass": "overhead' $OUT/parity.log | cut -c1-220 ;;

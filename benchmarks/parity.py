@@ -255,7 +255,8 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
-                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=True)
+                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=True,
+                HOPPER_FWD_ALIBI_RAW=False)
 
 
 def variant_list(H):
@@ -352,6 +353,9 @@ def variant_list(H):
                 dict(ALIBI_VARIANT="column", HOPPER_BWD_OUT_TMA=True), 1.10))
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
+    # the abs form in the Hopper forward in raw-score units (launch.HOPPER_FWD_ALIBI_RAW, stop 65)
+    out.append(("alibi abs, raw units", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is
     # "last-first"), and the same kernel with slopes of 0: the cost of its add per score alone

@@ -607,6 +607,33 @@ def test_causal_alibi_costs_the_forward_one_add_per_score():
     assert alibi["STL"] == 0, "register spills"
 
 
+def test_abs_alibi_in_raw_units_costs_the_forward_two_instructions_a_score(monkeypatch):
+    """The abs ALiBi form (non-causal calls) in the Hopper forward in raw-score units
+    (``launch.HOPPER_FWD_ALIBI_RAW``, kernels/hopper.py HAS_ALIBI 3): ``q.k - (slope / scale)
+    |t - u|``, a subtract and an FMA a score for any sign of the slope, then the plain row max
+    and exp2. Taken only with the switch, without softcap, in base 2 and with a scale > 0. sm_90
+    SASS, d=128: a full step 767 -> 653 instructions (plain 491), the key positions no longer
+    converted a step (32 a thread)."""
+    mods = dict(HAS_ALIBI=1, HAS_SOFTCAP=0, NATURAL=False)
+    assert launch.HOPPER_FWD_ALIBI_RAW is False
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 1
+    monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_RAW", True)
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 3
+    assert launch._hopper_fwd_alibi(mods, 0.0) == 1                      # the division
+    assert launch._hopper_fwd_alibi(dict(mods, HAS_SOFTCAP=2), 0.1) == 1
+    assert launch._hopper_fwd_alibi(dict(mods, NATURAL=True), 0.1) == 1
+    assert launch._hopper_fwd_alibi(dict(mods, HAS_ALIBI=2), 0.1) == 2
+    plain = _sass_counts("fwd", 128, "bf16", {})
+    abs_ = _sass_counts("fwd", 128, "bf16", dict(HAS_ALIBI=1))
+    raw = _sass_counts("fwd", 128, "bf16", dict(HAS_ALIBI=3))
+    assert min(plain["STEP_LOOP"], abs_["STEP_LOOP"], raw["STEP_LOOP"]) > 0, "no step loop found"
+    assert abs_["STEP_I2F"] >= 32, f"{abs_['STEP_I2F']} int-to-float conversions a step"
+    assert raw["STEP_I2F"] <= 16, f"{raw['STEP_I2F']} int-to-float conversions a step"
+    assert raw["STEP_LOOP"] <= plain["STEP_LOOP"] + 2 * 64 + 48, (raw["STEP_LOOP"], plain["STEP_LOOP"])
+    assert raw["STEP_LOOP"] <= abs_["STEP_LOOP"] - 64, (raw["STEP_LOOP"], abs_["STEP_LOOP"])
+    assert raw["STL"] == 0, "register spills"
+
+
 @pytest.mark.parametrize("which,d,dtype,flags", [
     ("fwd", 128, "bf16", dict(HAS_DROPOUT=16110)),
     ("fwd", 64, "fp16", dict(HAS_DROPOUT=8107, CAUSAL=True, PER_SEQ=True, PACKED=True)),
@@ -1943,6 +1970,18 @@ MOD_CASES = [
     ("softcap-alibi-window-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0), HOPPER_BWD_ALIBI_FOLD=False)),
+    # the abs form in raw-score units in the forward (launch.HOPPER_FWD_ALIBI_RAW): non-causal
+    # (B, H) slopes with GQA at d=128; slopes of both signs, causal with ALIBI_VARIANT "abs",
+    # at d=64 and keys longer than queries
+    ("alibi-batch-noncausal-gqa-raw", sf.local(2) | sf.global_blocks(1),
+     dict(B=2, H=4, Hkv=1, N=700, Nk=700, d=128), False, dict(alibi="batch"),
+     dict(HOPPER_FWD_ALIBI_RAW=True)),
+    ("alibi-signed-abs-causal-d64-raw", sf.local(1) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=4, N=900, Nk=1000, d=64), True, dict(alibi="signed"),
+     dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True)),
+    ("alibi-signed-noncausal-raw", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=500, Nk=500, d=128), False, dict(alibi="signed"),
+     dict(HOPPER_FWD_ALIBI_RAW=True)),
 ]
 
 
@@ -1974,6 +2013,8 @@ def test_hopper_softcap_and_alibi_match_the_oracle(name, pattern, shape, causal,
         kw["alibi_slopes"] = torch.tensor([2.0 ** -(2 * h + 1) for h in range(H)], device="cuda")
     elif mods.get("alibi") == "batch":
         kw["alibi_slopes"] = torch.rand(B, H, device="cuda", generator=g) * 0.5
+    elif mods.get("alibi") == "signed":        # legal, if unusual: a bias that grows with distance
+        kw["alibi_slopes"] = torch.tensor([0.25, -0.03, 0.0, -0.5][:H], device="cuda")
 
     monkeypatch.setattr(launch, "USE_HOPPER", True)
     monkeypatch.setattr(launch, "USE_HOPPER_BWD", True)

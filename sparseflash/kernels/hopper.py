@@ -864,6 +864,14 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
     CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
     if CAP_MAX:
         return _tanh(s * qk_scale, _UPCAST, _PRECISION), 0.0
+    elif HAS_ALIBI == 3:
+        # the abs form in raw-score units (launch.HOPPER_FWD_ALIBI_RAW; no softcap, qk_scale > 0):
+        # q.k - (slope / qk_scale) |t - u| with alibi2 = slope log2(e) / qk_scale, |t - u| =
+        # |(t - start_n) - (u - start_n)| from the step's [ROWS] vector and acol = [0, BLOCK_N)
+        # (made once): a subtract and an FMA a score, any sign of the slope; _tile_max and
+        # _tile_exp then scale as for plain scores
+        d = (rows_pos - start_n).to(gl.float32)[:, None] - acol[None, :]
+        return s - alibi2 * gl.abs(d), 0.0
     elif HAS_ALIBI == 2:
         s2, shift, _ = _column_split_scores(s, qk_scale, softcap2, alibi2, acol, start_n, ref,
                                             HAS_SOFTCAP, _UPCAST, _PRECISION)
@@ -877,9 +885,12 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
 
 @gluon.jit
 def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALIBI: gl.constexpr):
-    """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` for the causal ALiBi, else 0."""
+    """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` for the causal ALiBi, ``u -
+    start_n`` for the raw-unit abs form (HAS_ALIBI 3), else 0."""
     if HAS_ALIBI == 2:
         return alibi2 * gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
+    elif HAS_ALIBI == 3:
+        return gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
     else:
         return 0.0
 
@@ -893,6 +904,8 @@ def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
         return gl.max(s, 1) * softcap2
     elif HAS_ALIBI == 2:
         return gl.max(s, 1) + shift
+    elif HAS_ALIBI == 3:
+        return gl.max(s, 1) * qk_scale
     elif HAS_SOFTCAP or HAS_ALIBI:
         return gl.max(s, 1)
     else:
@@ -908,6 +921,8 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
         return gl.exp2(softcap2 * s - m_use[:, None])
     elif HAS_ALIBI == 2:
         return gl.exp2(s - (m_use - shift)[:, None])
+    elif HAS_ALIBI == 3:
+        return gl.exp2(s * qk_scale - m_use[:, None])
     elif HAS_SOFTCAP or HAS_ALIBI:
         return gl.exp2(s - m_use[:, None])
     else:
@@ -1133,6 +1148,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     kpm_row = off_b.to(gl.int64) * stride_kpm_b
     rows_pos = first + gl.arange(0, ROWS, row_layout)                        # [ROWS]
     alibi2 = _alibi2(ALIBI, off_b, off_h, stride_alibi_b, HAS_ALIBI, _NATURAL)
+    if HAS_ALIBI == 3:
+        alibi2 = alibi2 / qk_scale          # the raw-unit abs form's slope (qk_scale > 0)
     acol = _alibi_cols(alibi2, col_layout, BLOCK_N, HAS_ALIBI)
     bh = off_b * num_heads + off_h
     row0 = first + q_row0                                                   # first tensor row

@@ -1049,6 +1049,27 @@ def _portable_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.d
 HOPPER_SOFTCAP_EXP2_FMA = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA", 0, int)
 
 
+# The abs ALiBi form (HAS_ALIBI 1: non-causal calls, or ALIBI_VARIANT "abs") in the Hopper
+# forward in raw-score units (stop 65; kernels/hopper.py HAS_ALIBI 3): the score is
+# ``q.k - (slope / scale) |t - u|``, one subtract (|t - u| from a per-step row vector and a
+# column vector made once) and one FMA a score, for any sign of the slope; the row max and
+# exp2 then scale it as plain scores (one FMA). The portable formulation (tiles.py
+# _log2_scores) converts the positions, multiplies q.k by the scale and the bias by the slope:
+# a full d=128 step 767 instructions in sm_90 SASS, plain 491. Only without softcap and with a
+# scale > 0 (the division). Off until the GPU oracle tests and a timing have run it (written
+# without a GPU); True / False, env SPARSEFLASH_HOPPER_FWD_ALIBI_RAW=1 / 0. In the plan-cache key.
+HOPPER_FWD_ALIBI_RAW: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_RAW", "0") == "1"
+
+
+def _hopper_fwd_alibi(mods, qk_scale: float) -> int:
+    """The Hopper forward's HAS_ALIBI: the portable kernels' code, or 3 for the abs form in
+    raw-score units (:data:`HOPPER_FWD_ALIBI_RAW`, without softcap, ``qk_scale > 0``)."""
+    if (HOPPER_FWD_ALIBI_RAW and mods["HAS_ALIBI"] == 1 and not mods["HAS_SOFTCAP"]
+            and not mods["NATURAL"] and qk_scale > 0):
+        return 3
+    return mods["HAS_ALIBI"]
+
+
 def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int) -> int:
     """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
     the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies, plus 100 times
@@ -1320,7 +1341,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
-        HAS_ALIBI=mods["HAS_ALIBI"], HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
+        HAS_ALIBI=_hopper_fwd_alibi(mods, qk_scale),
+        HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
         RELEASE=bool(_switch("HOPPER_RELEASE_ALL")), **constexprs)
     plan.hopper = True
@@ -1698,7 +1720,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL)
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
+           HOPPER_FWD_ALIBI_RAW)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

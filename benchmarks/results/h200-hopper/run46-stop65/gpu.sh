@@ -5,7 +5,8 @@
 #     default, three cases unfolded; dropout's masks; the 128-query steps; K/V in registers;
 #     run30's pipeline; the dK/dV output copy against the register stores).
 #   PART=parity: the parity suite (every option's price against none, 16K causal, d=128 and 64).
-#   PART=alibi: parity.py --variants, the ALiBi forms at D=128 or 64, 5 rounds, one process.
+#   PART=alibi: parity.py --variants, the ALiBi forms at D=128 or 64, 5 rounds, one process;
+#     RAW=1: the abs form against the raw-unit one (launch.HOPPER_FWD_ALIBI_RAW).
 #   PART=quick: the softcap/ALiBi oracle cases, the output copy and K/V registers with ALiBi.
 #   OUT=DIR PART=test|quick|parity|alibi bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh
 cd "$(dirname "$0")/../../../.."
@@ -31,7 +32,8 @@ case "${PART:-test}" in
   alibi)
     D=${D:-128}
     ONLY='none$;alibi column$;alibi column, unfolded rows$;alibi column, dK/dV output copy$;none, dK/dV output copy$'
-    [ $D = 64 ] && ONLY='none$;alibi column$;alibi column, unfolded rows$;alibi column, K/V in shared memory$'
+    [ -n "$RAW" ] && ONLY='none$;alibi abs$;alibi abs, raw units$;alibi column$'
+    [ $D = 64 ] && [ -z "$RAW" ] && ONLY='none$;alibi column$;alibi column, unfolded rows$;alibi column, K/V in shared memory$'
     timeout ${ALIMIT:-300} python benchmarks/parity.py --variants --rounds 5 --head-dim $D \
       --only "$ONLY" --out $OUT/alibi$D > $OUT/alibi$D.log 2>&1
     echo "alibi$D rc=$?"; grep -E '"pass": "overhead' $OUT/alibi$D.log | cut -c1-200 ;;

@@ -22,10 +22,10 @@ case "${PART:-test}" in
   quick)
     # the new defaults' GPU tests alone: the softcap/ALiBi oracle cases, the output copy and the
     # register operands with ALiBi
-    timeout ${TLIMIT:-250} python -m pytest -q -p no:cacheprovider tests/test_hopper.py \
+    timeout ${TLIMIT:-250} python -m pytest -v -p no:cacheprovider tests/test_hopper.py \
       -k '(softcap_and_alibi_match_the_oracle or output_copy_equals or d64_kv_in_registers) and alibi' \
       > $OUT/test_quick.log 2>&1
-    echo "quick rc=$?"; tail -3 $OUT/test_quick.log ;;
+    echo "quick rc=$?"; grep -E "PASSED|FAILED|ERROR" $OUT/test_quick.log | sed "s/.*:://" | cut -c1-90; tail -1 $OUT/test_quick.log ;;
   parity)
     timeout ${PLIMIT:-420} python benchmarks/parity.py --out $OUT/parity > $OUT/parity.log 2>&1
     echo "parity rc=$?"; grep -E '"pass": "overhead' $OUT/parity.log | cut -c1-220 ;;

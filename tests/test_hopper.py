@@ -1161,23 +1161,18 @@ def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
     """``launch._bwd_out_tma``: by default dK and dV go through shared memory where the
     table's non-empty columns hold at most 3072 queries on average (read once per layout into
     its cache), through register stores elsewhere, without a cache and with ALiBi at d=128
-    (the abs form, or the causal form with its row term not folded into lse2; at d=64 and with
-    the folded rows the table decides); True / False force, ALiBi or not; other values are
-    refused."""
+    (either form, the folded rows too until a GPU test has run that; at d=64 the table
+    decides); True / False force, ALiBi or not; other values are refused."""
     layout = sf.compile(pattern, n, block_size=128, causal=causal)
     bwd_ptr = torch.tensor(np.array(layout.bwd_ptr))
     cache = {}
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is want
     assert ("bwd_out_tma", "cpu") in cache
     assert launch._bwd_out_tma(layout, bwd_ptr, None) is False
-    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 1, 128) is False
-    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is want          # folded rows
     for alibi in (1, 2):
+        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 128) is False
         assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 64) is want
     assert launch._bwd_out_tma(layout, bwd_ptr, cache, 0, 64) is want
-    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", False)
-    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is False
-    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
     monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is (not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is (not want)
@@ -1671,8 +1666,9 @@ def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, a
     """dK and dV through shared memory and bulk copies (``launch.HOPPER_BWD_OUT_TMA``) equal
     the register stores bit for bit (dQ: to the fp32 adds' order), with lengths that end
     inside a consumer's 64 keys (those blocks keep the masked stores), GQA and a batch of 2;
-    and with the causal ALiBi, whose row term is folded into lse2 by default (the copy is
-    taken with it since stop 65)."""
+    and with the causal ALiBi, whose row term is folded into lse2 by default (stop 65: the
+    copy's loops no longer spill with it; this test is what the copy with ALiBi at d=128
+    waits on to become the default)."""
     g = torch.Generator(device="cuda").manual_seed(2)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
@@ -1958,8 +1954,8 @@ MOD_CASES = [
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0))),
     # the causal ALiBi's row term not folded into the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD
-    # off; the cases above fold it by default, with the dK/dV output copy at d=128 and K/V in
-    # registers at d=64): keys longer than queries (positions offset by 700, 60 mod 64) with
+    # off; the cases above fold it by default, with K/V in registers at d=64): keys longer than
+    # queries (positions offset by 700, 60 mod 64) with
     # GQA at d=128, and with the softcap and (B, H) slopes at d=128 and d=64
     ("alibi-heads-causal-kv-longer-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=300, Nk=1000, d=128), True, dict(alibi="heads"),

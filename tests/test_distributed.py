@@ -596,12 +596,14 @@ def _kernel_case(size):
                                             causal=True)
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["scale", "negative-scale"])
 @pytest.mark.parametrize("marked", [(0, 3, 5), (), tuple(range(8))])
 @pytest.mark.parametrize("size", ["small", "hopper"])
-def test_split_backward_equals_one_launch(marked, size, monkeypatch):
+def test_split_backward_equals_one_launch(marked, size, sign, monkeypatch):
     # the backward's dK/dV launch cut in two (marked columns first, the sends in between):
     # every key tile runs exactly once, so the gradients are bitwise those of one launch, and
-    # when ``between`` runs, dQ and the marked columns' dK/dV are already final. "hopper":
+    # when ``between`` runs, dQ and the marked columns' dK/dV are already final (with a
+    # negative scale too, which runs as -q and negates dQ back before ``between``). "hopper":
     # bf16, d=128, block 128, the shapes the sm_90 dK/dV kernel takes (GPU only), forced on
     # (it is the dispatcher's default here too; forcing keeps the test on it).
     from sparseflash.attention import _backward_impl, _forward_impl
@@ -616,16 +618,16 @@ def test_split_backward_equals_one_launch(marked, size, monkeypatch):
     g = torch.Generator().manual_seed(len(marked))
     q, do = (torch.randn(1, 4, N, d, generator=g).to(dev, dtype) for _ in range(2))
     k, v = (torch.randn(1, 2, N, d, generator=g).to(dev, dtype) for _ in range(2))
-    out, lse = _forward_impl(q, k, v, layout, d ** -0.5, "triton", None)
-    ref = _backward_impl(do, q, k, v, out, lse, None, layout, d ** -0.5, "triton", None)
+    out, lse = _forward_impl(q, k, v, layout, sign * d ** -0.5, "triton", None)
+    ref = _backward_impl(do, q, k, v, out, lse, None, layout, sign * d ** -0.5, "triton", None)
     if size == "hopper":
-        assert launch._use_hopper_bwd(do, q, k, v, layout, scale=d ** -0.5, config=None, softcap=0.0,
+        assert launch._use_hopper_bwd(do, q, k, v, layout, scale=sign * d ** -0.5, config=None, softcap=0.0,
                                       alibi=None, dropout_p=0.0), "the sm_90 dK/dV kernel did not apply"
     first = np.zeros(8, dtype=bool)
     first[list(marked)] = True
     rows = torch.tensor([r for b in marked for r in range(bs * b, bs * b + bs)], dtype=torch.long, device=dev)
     seen = []
-    got = _backward_impl(do, q, k, v, out, lse, None, layout, d ** -0.5, "triton", None, dkdv_first=first,
+    got = _backward_impl(do, q, k, v, out, lse, None, layout, sign * d ** -0.5, "triton", None, dkdv_first=first,
                          between=lambda dq, dk, dv: seen.append((dq.clone(), dk.index_select(2, rows).clone(),
                                                                  dv.index_select(2, rows).clone())))
     for name, a, b in zip("qkv", got, ref):

@@ -1894,13 +1894,19 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     q, scale, flipped = _positive_scale(q, scale)
     if flipped:
         # dQ of -q, negated once it is complete: before ``between`` sees it, or at the end
+        negated = []
+
+        def negate_then_between(dq_, dk_, dv_):
+            negated.append(dq_.neg_())
+            between(dq_, dk_, dv_)
+
         dq, dk, dv = _attention_backward(
             do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
             key_padding_mask=key_padding_mask, softcap=softcap, alibi_slopes=alibi_slopes,
             dropout_p=dropout_p, rng=rng, config=config, use_tma=use_tma,
             schedule_cache=schedule_cache, dkdv_first=dkdv_first,
-            between=None if between is None else (lambda dq_, dk_, dv_: between(dq_.neg_(), dk_, dv_)))
-        return (dq if between is not None else dq.neg_()), dk, dv
+            between=None if between is None else negate_then_between)
+        return (dq if negated else dq.neg_()), dk, dv
     return _attention_backward(do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
                                key_padding_mask=key_padding_mask, softcap=softcap,
                                alibi_slopes=alibi_slopes, dropout_p=dropout_p, rng=rng,

@@ -344,9 +344,9 @@ def variant_list(H):
     out.append(("alibi column, K/V in shared memory", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="column", **smem), 1.10))
     # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD; the default
-    # since stop 65, and with it the dK/dV output copy as without ALiBi and K/V in registers at
-    # d=64) turned off (run45-stop64 timed it as "alibi column"), and the dK/dV kernel's output
-    # copy (launch.HOPPER_BWD_OUT_TMA) forced on, with ALiBi and without
+    # since stop 65, and with it K/V in registers at d=64) turned off (run45-stop64 timed it as
+    # "alibi column"), and the dK/dV kernel's output copy (launch.HOPPER_BWD_OUT_TMA) forced on,
+    # with ALiBi (off by default at d=128) and without
     out.append(("alibi column, unfolded rows", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="column", HOPPER_BWD_ALIBI_FOLD=False), 1.10))
     out.append(("alibi column, dK/dV output copy", dict(alibi_slopes=True),

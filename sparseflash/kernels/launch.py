@@ -1892,32 +1892,14 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     38.08: ``benchmarks/split_probe.py``).
     """
     q, scale, flipped = _positive_scale(q, scale)
-    if flipped:
-        # dQ of -q, negated once it is complete: before ``between`` sees it, or at the end
-        negated = []
+    negated = []            # flipped: dQ of -q, negated once complete (before ``between``)
+    if flipped and between is not None:
+        given_between = between
 
-        def negate_then_between(dq_, dk_, dv_):
+        def between(dq_, dk_, dv_):
             negated.append(dq_.neg_())
-            between(dq_, dk_, dv_)
+            given_between(dq_, dk_, dv_)
 
-        dq, dk, dv = _attention_backward(
-            do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
-            key_padding_mask=key_padding_mask, softcap=softcap, alibi_slopes=alibi_slopes,
-            dropout_p=dropout_p, rng=rng, config=config, use_tma=use_tma,
-            schedule_cache=schedule_cache, dkdv_first=dkdv_first,
-            between=None if between is None else negate_then_between)
-        return (dq if negated else dq.neg_()), dk, dv
-    return _attention_backward(do, q, k, v, out, lse, layout, tables, scale=scale, dlse=dlse,
-                               key_padding_mask=key_padding_mask, softcap=softcap,
-                               alibi_slopes=alibi_slopes, dropout_p=dropout_p, rng=rng,
-                               config=config, use_tma=use_tma, schedule_cache=schedule_cache,
-                               dkdv_first=dkdv_first, between=between)
-
-
-def _attention_backward(do, q, k, v, out, lse, layout, tables, *, scale, dlse, key_padding_mask,
-                        softcap, alibi_slopes, dropout_p, rng, config, use_tma, schedule_cache,
-                        dkdv_first, between):
-    """:func:`attention_backward` for ``scale >= 0``."""
     B, H, N, d = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     sparse_seqs = layout.packed or layout.num_seqs > 1
@@ -2008,6 +1990,8 @@ def _attention_backward(do, q, k, v, out, lse, layout, tables, *, scale, dlse, k
         plan.dq_convert(dev, dq_acc, dq)        # dq = scale * dq_acc past its padding rows
     if len(launches) == 1 and between is not None:
         between(dq, dk, dv)
+    if flipped and not negated:
+        dq.neg_()
     return dq, dk, dv
 
 

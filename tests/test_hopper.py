@@ -1955,8 +1955,8 @@ MOD_CASES = [
      dict(window=(300, 0))),
     # the causal ALiBi's row term not folded into the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD
     # off; the cases above fold it by default, with K/V in registers at d=64): keys longer than
-    # queries (positions offset by 700, 60 mod 64) with
-    # GQA at d=128, and with the softcap and (B, H) slopes at d=128 and d=64
+    # queries (positions offset by 700, 60 mod 64) with GQA at d=128, and with the softcap and
+    # (B, H) slopes at d=128 and d=64
     ("alibi-heads-causal-kv-longer-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=300, Nk=1000, d=128), True, dict(alibi="heads"),
      dict(HOPPER_BWD_ALIBI_FOLD=False)),

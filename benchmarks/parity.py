@@ -256,7 +256,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
                 HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=True,
-                HOPPER_FWD_ALIBI_RAW=False)
+                HOPPER_FWD_ALIBI_RAW=False, HOPPER_FWD_ALIBI_SIDES=False)
 
 
 def variant_list(H):
@@ -357,6 +357,11 @@ def variant_list(H):
     out.append(("alibi abs, raw units", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
+    # the abs form in the Hopper forward split by the diagonal's sides (launch.
+    # HOPPER_FWD_ALIBI_SIDES, stop 66): the non-causal calls' form (--non-causal: "alibi column"
+    # is then the abs form too, the column form applying to causal layouts only)
+    out.append(("alibi abs, sides", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=True), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is
     # "last-first"), and the same kernel with slopes of 0: the cost of its add per score alone
     for walk in ("table", "descending"):
@@ -408,7 +413,7 @@ def option_kwargs(opt, slopes):
 
 def _warm_one(job):
     """Worker process: compile (by running once) one variant's kernels for every pattern."""
-    settings, opt, N, H, d, bs = job
+    settings, opt, N, H, d, bs, causal = job
     import torch  # noqa: F401  (fresh process)
     dev = torch.device("cuda")
     apply_settings(settings)
@@ -416,7 +421,7 @@ def _warm_one(job):
     slopes = alibi_slopes(H).to(dev)
     for _, pattern in patterns(False):
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-        out = sparse_attention(qg, kg, vg, pattern, block_size=bs, causal=True, **option_kwargs(opt, slopes))
+        out = sparse_attention(qg, kg, vg, pattern, block_size=bs, causal=causal, **option_kwargs(opt, slopes))
         torch.autograd.grad(out, (qg, kg, vg), do)
     torch.cuda.synchronize()
     return True
@@ -441,22 +446,23 @@ def _only(text):
     return [o.strip() for o in text.split(";" if ";" in text else ",") if o.strip()]
 
 
-def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8, only=None):
+def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False, workers=8, only=None,
+                   causal=True):
     from sparseflash.philox import dropout_scale, dropout_threshold, dropout_variant
 
     # an --only entry is a prefix of the names to run, or a whole name followed by "$"
     variants = [v for v in variant_list(H) if v[0] == "none" or not only
                 or any(v[0] == o[:-1] if o.endswith("$") else v[0].startswith(o) for o in only)]
     if not smoke and workers > 0:
-        secs, ok = precompile([(st, opt, N, H, d, bs) for _, opt, st, _ in variants], workers)
+        secs, ok = precompile([(st, opt, N, H, d, bs, causal) for _, opt, st, _ in variants], workers)
         rb.add("variants", "-", f"precompile ({len(variants)} variants, {workers} workers)", "-", secs * 1e3,
                None, None, "wall ms of the parallel warm-up compile")
     q, k, v, do = make_inputs(dev, dtype, N, H, d)
     slopes = alibi_slopes(H).to(dev)
     for pname, pattern in patterns(smoke):
-        layout = sf.compile(pattern, N, block_size=bs, causal=True, num_heads=H)
+        layout = sf.compile(pattern, N, block_size=bs, causal=causal, num_heads=H)
         ff, fb = rb.block_flops(layout, d), rb.block_flops(layout, d, backward=True)
-        case = f"{pname} causal, N={N}, H={H}, d={d}"
+        case = f"{pname} {'causal' if causal else 'non-causal'}, N={N}, H={H}, d={d}"
         outs = {}
         jobs, kinds = [], []
         for name, opt, settings, target in variants:
@@ -464,7 +470,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
             kw = option_kwargs(opt, slopes)
 
             def fn(q, k, v, kw=kw):
-                return sparse_attention(q, k, v, pattern, block_size=bs, causal=True, **kw)
+                return sparse_attention(q, k, v, pattern, block_size=bs, causal=causal, **kw)
             # check before timing
             if name.startswith("dropout"):
                 n = min(N, 1024)
@@ -472,7 +478,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
                 res = {}
                 for backend in ("triton", "torch"):
                     torch.manual_seed(123)
-                    res[backend] = sparse_attention(q2, k2, v2, pattern, block_size=bs, causal=True,
+                    res[backend] = sparse_attention(q2, k2, v2, pattern, block_size=bs, causal=causal,
                                                     backend=backend, **kw)
                 err = rb.rel_err(res["triton"], res["torch"])
                 bits = dropout_variant()[0]
@@ -499,7 +505,7 @@ def bench_variants(timer, dev, dtype, N=16384, H=16, d=128, bs=128, smoke=False,
             if name != "none":
                 overhead(case, name, ms["none"], ms[name], target, suite="variants")
     apply_settings({})
-    if smoke or (only and not any(o.startswith("dropout") for o in only)):
+    if smoke or not causal or (only and not any(o.startswith("dropout") for o in only)):
         return
     fa2_dropout_overhead(timer, dev, f"dense causal, N={N}, H={H}, d={d}", q, k, v, do, bs,
                          suite="variants")
@@ -534,6 +540,7 @@ def main(argv=None):
     ap.add_argument("--seq-len", type=int, default=16384)
     ap.add_argument("--head-dim", type=int, default=128, help="--variants: head dim (64 or 128)")
     ap.add_argument("--variants", action="store_true", help="A/B the selectable formulations (see above)")
+    ap.add_argument("--non-causal", action="store_true", help="--variants: the same patterns without the causal mask")
     ap.add_argument("--workers", type=int, default=8, help="--variants: parallel compile processes (0: none)")
     ap.add_argument("--smoke", action="store_true", help="--variants on the CPU, 256 tokens (TRITON_INTERPRET=1)")
     ap.add_argument("--only", default="", help="--variants: comma-separated name prefixes to run (with 'none'), e.g. 'softcap'; "
@@ -561,10 +568,10 @@ def main(argv=None):
         if args.variants:
             if args.smoke:
                 bench_variants(timer, dev, torch.float32, N=256, H=2, d=32, bs=64, smoke=True,
-                               only=_only(args.only))
+                               only=_only(args.only), causal=not args.non_causal)
             else:
                 bench_variants(timer, dev, torch.bfloat16, N=args.seq_len, d=args.head_dim,
-                               workers=args.workers, only=_only(args.only))
+                               workers=args.workers, only=_only(args.only), causal=not args.non_causal)
         else:
             bench(timer, dev, torch.bfloat16, N=args.seq_len)
     except Exception as exc:  # keep what was measured

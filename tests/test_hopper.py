@@ -634,6 +634,59 @@ def test_abs_alibi_in_raw_units_costs_the_forward_two_instructions_a_score(monke
     assert raw["STL"] == 0, "register spills"
 
 
+def _step_blocks(which, d, flags):
+    """The basic blocks of the first step loop of the kernel's sm_90 SASS, each as a Counter of
+    its opcodes (a block ends at a label or after a branch)."""
+    import collections
+    import json
+
+    from benchmarks import sass_loops
+
+    sass = compiled_in_fresh_process(_COMPILE, json.dumps([which, d, "bf16", flags]), "raw")
+    body, labels = sass_loops.instructions(sass)
+    a, b = sass_loops.innermost(sass_loops.step_loops(body, labels, through_exit=False))[0]
+    starts = set(labels.values())
+    blocks, cur = [], collections.Counter()
+    for i in range(a, b + 1):
+        if i in starts and cur:
+            blocks.append(cur)
+            cur = collections.Counter()
+        m = re.match(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", body[i])
+        cur[m.group(1) if m else "?"] += 1
+        if "BRA" in body[i]:
+            blocks.append(cur)
+            cur = collections.Counter()
+    return blocks + ([cur] if cur else [])
+
+
+def test_abs_alibi_split_by_sides_takes_the_column_forms_fma(monkeypatch):
+    """The abs ALiBi form (non-causal calls) in the Hopper forward split by the sides of the
+    diagonal (``launch.HOPPER_FWD_ALIBI_SIDES``, kernels/hopper.py HAS_ALIBI 4): a step whose
+    keys all lie before (after) its queries adds ``+acol`` (``-acol``) in the scale's FMA, as
+    the causal column form does, and a [ROWS] shift in the row max; a step across the diagonal
+    takes the abs form. Taken only with the switch and without softcap. sm_90 SASS, d=128: two
+    blocks of 64 FMAs (one a score) and nothing else a score, the positions converted a step
+    only in the diagonal's block (the abs form converts 32 a step in all), no spill."""
+    mods = dict(HAS_ALIBI=1, HAS_SOFTCAP=0, NATURAL=False)
+    assert launch.HOPPER_FWD_ALIBI_SIDES is False
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 1
+    monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_SIDES", True)
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 4
+    assert launch._hopper_fwd_alibi(mods, -0.1) == 4                   # no division
+    monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_RAW", True)
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 4                    # before the raw form
+    assert launch._hopper_fwd_alibi(dict(mods, HAS_SOFTCAP=2), 0.1) == 1
+    assert launch._hopper_fwd_alibi(dict(mods, HAS_ALIBI=2), 0.1) == 2
+    sides = _sass_counts("fwd", 128, "bf16", dict(HAS_ALIBI=4))
+    abs_ = _sass_counts("fwd", 128, "bf16", dict(HAS_ALIBI=1))
+    assert sides["STEP_LOOP"] > 0 and abs_["STEP_LOOP"] > 0, "no step loop found"
+    assert abs_["STEP_I2F"] >= 32 and sides["STEP_I2F"] <= 4, (abs_["STEP_I2F"], sides["STEP_I2F"])
+    assert sides["STL"] == 0, "register spills"
+    fma_blocks = [blk for blk in _step_blocks("fwd", 128, dict(HAS_ALIBI=4))
+                  if blk["FFMA"] == 64 and sum(blk.values()) <= 64 + 3]
+    assert len(fma_blocks) == 2, _step_blocks("fwd", 128, dict(HAS_ALIBI=4))
+
+
 @pytest.mark.parametrize("which,d,dtype,flags", [
     ("fwd", 128, "bf16", dict(HAS_DROPOUT=16110)),
     ("fwd", 64, "fp16", dict(HAS_DROPOUT=8107, CAUSAL=True, PER_SEQ=True, PACKED=True)),
@@ -1978,6 +2031,23 @@ MOD_CASES = [
     ("alibi-signed-noncausal-raw", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=500, Nk=500, d=128), False, dict(alibi="signed"),
      dict(HOPPER_FWD_ALIBI_RAW=True)),
+    # the abs form split by the sides of the diagonal in the forward (launch.
+    # HOPPER_FWD_ALIBI_SIDES): non-causal (B, H) slopes with GQA at d=128; slopes of both signs
+    # non-causal at d=64 with keys longer than queries (positions offset by 500: steps across
+    # the diagonal that do not start at it) and causal with ALIBI_VARIANT "abs" at d=128; three
+    # consumers at d=64
+    ("alibi-batch-noncausal-gqa-sides", sf.local(2) | sf.global_blocks(1),
+     dict(B=2, H=4, Hkv=1, N=700, Nk=700, d=128), False, dict(alibi="batch"),
+     dict(HOPPER_FWD_ALIBI_SIDES=True)),
+    ("alibi-signed-noncausal-kv-longer-d64-sides", sf.dense(),
+     dict(B=1, H=4, Hkv=2, N=500, Nk=1000, d=64), False, dict(alibi="signed"),
+     dict(HOPPER_FWD_ALIBI_SIDES=True)),
+    ("alibi-signed-abs-causal-sides", sf.local(1) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=4, N=900, Nk=1000, d=128), True, dict(alibi="signed"),
+     dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=True)),
+    ("alibi-heads-noncausal-d64-three-consumers-sides", sf.bigbird(window=1, globals=1, random=2),
+     dict(B=1, H=4, Hkv=2, N=1000, Nk=1000, d=64), False, dict(alibi="heads"),
+     dict(HOPPER_FWD_CONSUMERS=3, HOPPER_FWD_ALIBI_SIDES=True)),
 ]
 
 

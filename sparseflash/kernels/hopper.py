@@ -848,7 +848,7 @@ def _key_start(fwd_idx, lo, t, j0, BLOCK: gl.constexpr, BLOCK_N: gl.constexpr):
 
 
 @gluon.jit
-def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
+def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol, arow,
                 col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
                 HAS_ALIBI: gl.constexpr):
     """The modified scores of a tile as fwd.py ``_fwd_inner`` computes them (before the token
@@ -860,7 +860,14 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
     ``shift = alibi2 * (start_n - R)``, which ``_tile_max`` adds to the row max and
     ``_tile_exp`` takes out of it inside exp2 (the scores themselves leave it out). Per score
     that is the FMA alone, where the whole term took a conversion, a multiply and an add per
-    column and step. Without it the shift is 0 and unused."""
+    column and step. Without it the shift is 0 and unused.
+
+    HAS_ALIBI 4 (the abs form split by sides, launch.HOPPER_FWD_ALIBI_SIDES): a tile whose keys
+    all lie at or before all its queries has ``-slope |t - u| = slope (u - t)``, one whose keys
+    all lie at or after them ``slope (t - u)``: the column form with the sign of ``acol`` (an
+    FMA a score) and a ``[ROWS]`` shift ``+-(alibi2 (start_n - R) - arow)``, ``arow = alibi2 (t -
+    R)`` (made once). A tile across the diagonal takes the abs form (shift 0). Any sign of the
+    slope: each side's form is exact, not a bound."""
     CAP_MAX: gl.constexpr = (HAS_SOFTCAP == 2) and (not HAS_ALIBI)
     if CAP_MAX:
         return _tanh(s * qk_scale, _UPCAST, _PRECISION), 0.0
@@ -872,6 +879,27 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
         # _tile_exp then scale as for plain scores
         d = (rows_pos - start_n).to(gl.float32)[:, None] - acol[None, :]
         return s - alibi2 * gl.abs(d), 0.0
+    elif HAS_ALIBI == 4:
+        if HAS_SOFTCAP:
+            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, ref, ref, HAS_SOFTCAP, 0,
+                                 _UPCAST, _PRECISION)
+            unit = 1.0
+        else:
+            s2 = s                  # scaled in each branch: the scale's multiply and acol in one FMA
+            unit = qk_scale
+        side = alibi2 * (start_n - ref).to(gl.float32) - arow            # alibi2 (start_n - t)
+        if start_n + BLOCK_N <= ref + 1:            # keys at or before every query
+            s2 = s2 * unit + acol[None, :]
+        elif start_n + 1 >= ref + arow.shape[0]:    # keys at or after every query
+            s2 = s2 * unit - acol[None, :]
+            side = -side
+        else:
+            # across the diagonal: -slope |t - u| = -sign(slope) |alibi2 (t - start_n) - acol|
+            z = alibi2 * (rows_pos - start_n).to(gl.float32)
+            sign = gl.where(alibi2 < 0.0, -1.0, 1.0)
+            s2 = s2 * unit - sign * gl.abs(z[:, None] - acol[None, :])
+            side = gl.zeros_like(side)
+        return s2, side
     elif HAS_ALIBI == 2:
         s2, shift, _ = _column_split_scores(s, qk_scale, softcap2, alibi2, acol, start_n, ref,
                                             HAS_SOFTCAP, _UPCAST, _PRECISION)
@@ -887,7 +915,7 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol,
 def _alibi_cols(alibi2, col_layout: gl.constexpr, BLOCK_N: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """``acol`` of ``_fwd_scores``: ``alibi2 * (u - start_n)`` for the causal ALiBi, ``u -
     start_n`` for the raw-unit abs form (HAS_ALIBI 3), else 0."""
-    if HAS_ALIBI == 2:
+    if HAS_ALIBI == 2 or HAS_ALIBI == 4:
         return alibi2 * gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
     elif HAS_ALIBI == 3:
         return gl.arange(0, BLOCK_N, col_layout).to(gl.float32)
@@ -902,7 +930,7 @@ def _tile_max(s, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI
     ALiBi's ``shift`` (``_fwd_scores``)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
         return gl.max(s, 1) * softcap2
-    elif HAS_ALIBI == 2:
+    elif HAS_ALIBI == 2 or HAS_ALIBI == 4:
         return gl.max(s, 1) + shift
     elif HAS_ALIBI == 3:
         return gl.max(s, 1) * qk_scale
@@ -919,7 +947,7 @@ def _tile_exp(s, m_use, shift, qk_scale, softcap2, HAS_SOFTCAP: gl.constexpr,
     causal ALiBi's ``shift`` comes off the row max (one subtract per row, not per score)."""
     if (HAS_SOFTCAP == 2) and (not HAS_ALIBI):
         return gl.exp2(softcap2 * s - m_use[:, None])
-    elif HAS_ALIBI == 2:
+    elif HAS_ALIBI == 2 or HAS_ALIBI == 4:
         return gl.exp2(s - (m_use - shift)[:, None])
     elif HAS_ALIBI == 3:
         return gl.exp2(s * qk_scale - m_use[:, None])
@@ -1151,6 +1179,10 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     if HAS_ALIBI == 3:
         alibi2 = alibi2 / qk_scale          # the raw-unit abs form's slope (qk_scale > 0)
     acol = _alibi_cols(alibi2, col_layout, BLOCK_N, HAS_ALIBI)
+    if HAS_ALIBI == 4:
+        arow = alibi2 * gl.arange(0, ROWS, row_layout).to(gl.float32)      # alibi2 (t - first)
+    else:
+        arow = 0.0
     bh = off_b * num_heads + off_h
     row0 = first + q_row0                                                   # first tensor row
 
@@ -1177,8 +1209,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
         if HAS_SOFTCAP or HAS_ALIBI:
             s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
-                                    first, qk_scale, softcap2, alibi2, acol, col_layout, BLOCK_N,
-                                    SOFTCAP, HAS_ALIBI)
+                                    first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
+                                    BLOCK_N, SOFTCAP, HAS_ALIBI)
         else:
             shift0 = 0.0
         if w0 >= full_trips:
@@ -1213,7 +1245,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                 _release(kv_empty.index(st), RELEASE)
             if HAS_SOFTCAP or HAS_ALIBI:
                 s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
-                                       first, qk_scale, softcap2, alibi2, acol, col_layout,
+                                       first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
                                        BLOCK_N, SOFTCAP, HAS_ALIBI)
             else:
                 shift = 0.0

@@ -1062,13 +1062,28 @@ HOPPER_SOFTCAP_EXP2_FMA = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA", 0, 
 # without a GPU); True / False, env SPARSEFLASH_HOPPER_FWD_ALIBI_RAW=1 / 0. In the plan-cache key.
 HOPPER_FWD_ALIBI_RAW: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_RAW", "0") == "1"
 
+# The abs ALiBi form in the Hopper forward split by the sides of the diagonal (stop 66;
+# kernels/hopper.py HAS_ALIBI 4): a step whose keys all lie at or before all its queries has
+# ``-slope |t - u| = slope (u - t)``, one whose keys all lie at or after them ``slope (t - u)``,
+# so each takes the causal column form (the key term in the scale's FMA, the query term in the
+# row max: a full d=128 step 588 instructions in sm_90 SASS against 581 for the causal column
+# form, 759 for the abs form and 491 plain); a step across the diagonal takes the abs form. Any
+# sign of the slope. Not with softcap (its d=128 step loops then make 2 local accesses a step in
+# sm_90 SASS; the abs form's none). Takes precedence over HOPPER_FWD_ALIBI_RAW. Off until
+# the GPU oracle tests and a timing have run it (written without a GPU); True / False, env
+# SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES=1 / 0. In the plan-cache key.
+HOPPER_FWD_ALIBI_SIDES: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES", "0") == "1"
+
 
 def _hopper_fwd_alibi(mods, qk_scale: float) -> int:
-    """The Hopper forward's HAS_ALIBI: the portable kernels' code, or 3 for the abs form in
-    raw-score units (:data:`HOPPER_FWD_ALIBI_RAW`, without softcap, ``qk_scale > 0``)."""
-    if (HOPPER_FWD_ALIBI_RAW and mods["HAS_ALIBI"] == 1 and not mods["HAS_SOFTCAP"]
-            and not mods["NATURAL"] and qk_scale > 0):
-        return 3
+    """The Hopper forward's HAS_ALIBI: the portable kernels' code, or for their abs form (1)
+    without softcap 4, split by sides (:data:`HOPPER_FWD_ALIBI_SIDES`), or 3, in raw-score units
+    (:data:`HOPPER_FWD_ALIBI_RAW`, ``qk_scale > 0``)."""
+    if mods["HAS_ALIBI"] == 1 and not mods["NATURAL"] and not mods["HAS_SOFTCAP"]:
+        if HOPPER_FWD_ALIBI_SIDES:
+            return 4
+        if HOPPER_FWD_ALIBI_RAW and qk_scale > 0:
+            return 3
     return mods["HAS_ALIBI"]
 
 
@@ -1721,7 +1736,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
            HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
-           HOPPER_FWD_ALIBI_RAW)
+           HOPPER_FWD_ALIBI_RAW, HOPPER_FWD_ALIBI_SIDES)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:
         if _use_hopper(q, k, v, layout, scale=scale, config=config, softcap=softcap, alibi=alibi,

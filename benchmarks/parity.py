@@ -256,7 +256,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
                 HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_ALIBI_FOLD=True,
-                HOPPER_FWD_ALIBI_RAW=False, HOPPER_FWD_ALIBI_SIDES=False)
+                HOPPER_FWD_ALIBI_RAW=False, HOPPER_FWD_ALIBI_SIDES=True)
 
 
 def variant_list(H):
@@ -346,22 +346,23 @@ def variant_list(H):
     # the causal ALiBi's row term in the stored lse2 (launch.HOPPER_BWD_ALIBI_FOLD; the default
     # since stop 65, and with it K/V in registers at d=64) turned off (run45-stop64 timed it as
     # "alibi column"), and the dK/dV kernel's output copy (launch.HOPPER_BWD_OUT_TMA) forced on,
-    # with ALiBi (off by default at d=128) and without
+    # with ALiBi (with the folded rows the table's rule, as without, since stop 66) and without
     out.append(("alibi column, unfolded rows", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="column", HOPPER_BWD_ALIBI_FOLD=False), 1.10))
     out.append(("alibi column, dK/dV output copy", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="column", HOPPER_BWD_OUT_TMA=True), 1.10))
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
+    # the abs form (non-causal calls' form; --non-causal: "alibi column" is the abs form too, the
+    # column form applying to causal layouts only): in the Hopper forward split by the diagonal's
+    # sides (launch.HOPPER_FWD_ALIBI_SIDES, the default since stop 66; run47-stop66 called it
+    # "alibi abs, sides" and the unsplit form "alibi abs"), unsplit, and in raw-score units
+    # (launch.HOPPER_FWD_ALIBI_RAW, stop 65)
     out.append(("alibi abs", dict(alibi_slopes=True), dict(ALIBI_VARIANT="abs"), 1.10))
-    # the abs form in the Hopper forward in raw-score units (launch.HOPPER_FWD_ALIBI_RAW, stop 65)
+    out.append(("alibi abs, unsplit", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=False), 1.10))
     out.append(("alibi abs, raw units", dict(alibi_slopes=True),
-                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True), 1.10))
+                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=False, HOPPER_FWD_ALIBI_RAW=True), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
-    # the abs form in the Hopper forward split by the diagonal's sides (launch.
-    # HOPPER_FWD_ALIBI_SIDES, stop 66): the non-causal calls' form (--non-causal: "alibi column"
-    # is then the abs form too, the column form applying to causal layouts only)
-    out.append(("alibi abs, sides", dict(alibi_slopes=True),
-                dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=True), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is
     # "last-first"), and the same kernel with slopes of 0: the cost of its add per score alone
     for walk in ("table", "descending"):

@@ -616,6 +616,7 @@ def test_abs_alibi_in_raw_units_costs_the_forward_two_instructions_a_score(monke
     converted a step (32 a thread)."""
     mods = dict(HAS_ALIBI=1, HAS_SOFTCAP=0, NATURAL=False)
     assert launch.HOPPER_FWD_ALIBI_RAW is False
+    monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_SIDES", False)
     assert launch._hopper_fwd_alibi(mods, 0.1) == 1
     monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_RAW", True)
     assert launch._hopper_fwd_alibi(mods, 0.1) == 3
@@ -664,14 +665,16 @@ def test_abs_alibi_split_by_sides_takes_the_column_forms_fma(monkeypatch):
     diagonal (``launch.HOPPER_FWD_ALIBI_SIDES``, kernels/hopper.py HAS_ALIBI 4): a step whose
     keys all lie before (after) its queries adds ``+acol`` (``-acol``) in the scale's FMA, as
     the causal column form does, and a [ROWS] shift in the row max; a step across the diagonal
-    takes the abs form. Taken only with the switch and without softcap. sm_90 SASS, d=128: two
+    takes the abs form. The default (on an H100 the non-causal forward's ALiBi overhead went
+    1.217 -> 1.130 at dense 16K d=128), without softcap. sm_90 SASS, d=128: two
     blocks of 64 FMAs (one a score) and nothing else a score, the positions converted a step
     only in the diagonal's block (the abs form converts 32 a step in all), no spill."""
     mods = dict(HAS_ALIBI=1, HAS_SOFTCAP=0, NATURAL=False)
-    assert launch.HOPPER_FWD_ALIBI_SIDES is False
+    assert launch.HOPPER_FWD_ALIBI_SIDES is True
+    assert launch._hopper_fwd_alibi(mods, 0.1) == 4
+    monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_SIDES", False)
     assert launch._hopper_fwd_alibi(mods, 0.1) == 1
     monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_SIDES", True)
-    assert launch._hopper_fwd_alibi(mods, 0.1) == 4
     assert launch._hopper_fwd_alibi(mods, -0.1) == 4                   # no division
     monkeypatch.setattr(launch, "HOPPER_FWD_ALIBI_RAW", True)
     assert launch._hopper_fwd_alibi(mods, 0.1) == 4                    # before the raw form
@@ -1213,9 +1216,10 @@ def test_dynamic_tiles_default_and_switch(monkeypatch):
 def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
     """``launch._bwd_out_tma``: by default dK and dV go through shared memory where the
     table's non-empty columns hold at most 3072 queries on average (read once per layout into
-    its cache), through register stores elsewhere, without a cache and with ALiBi at d=128
-    (either form, the folded rows too until a GPU test has run that; at d=64 the table
-    decides); True / False force, ALiBi or not; other values are refused."""
+    its cache), through register stores elsewhere, without a cache and at d=128 with the abs
+    ALiBi (HAS_ALIBI 1) or the causal one's unfolded rows (its loops spilled); the folded causal
+    ALiBi and d=64 follow the table; True / False force, ALiBi or not; other values are
+    refused."""
     layout = sf.compile(pattern, n, block_size=128, causal=causal)
     bwd_ptr = torch.tensor(np.array(layout.bwd_ptr))
     cache = {}
@@ -1223,8 +1227,12 @@ def test_dkdv_output_copy_rule(pattern, n, causal, want, monkeypatch):
     assert ("bwd_out_tma", "cpu") in cache
     assert launch._bwd_out_tma(layout, bwd_ptr, None) is False
     for alibi in (1, 2):
-        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 128) is False
+        assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 128) is (alibi == 2 and want)
         assert launch._bwd_out_tma(layout, bwd_ptr, cache, alibi, 64) is want
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", False)
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 128) is False
+    assert launch._bwd_out_tma(layout, bwd_ptr, cache, 2, 64) is want
+    monkeypatch.setattr(launch, "HOPPER_BWD_ALIBI_FOLD", True)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache, 0, 64) is want
     monkeypatch.setattr(launch, "HOPPER_BWD_OUT_TMA", not want)
     assert launch._bwd_out_tma(layout, bwd_ptr, cache) is (not want)
@@ -2019,23 +2027,25 @@ MOD_CASES = [
     ("softcap-alibi-window-unfolded", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=64), True, dict(softcap=2.0, alibi="heads"),
      dict(window=(300, 0), HOPPER_BWD_ALIBI_FOLD=False)),
-    # the abs form in raw-score units in the forward (launch.HOPPER_FWD_ALIBI_RAW): non-causal
-    # (B, H) slopes with GQA at d=128; slopes of both signs, causal with ALIBI_VARIANT "abs",
+    # the abs form in raw-score units in the forward (launch.HOPPER_FWD_ALIBI_RAW, with the split
+    # by sides off): non-causal (B, H) slopes with GQA at d=128; slopes of both signs, causal with ALIBI_VARIANT "abs",
     # at d=64 and keys longer than queries
     ("alibi-batch-noncausal-gqa-raw", sf.local(2) | sf.global_blocks(1),
      dict(B=2, H=4, Hkv=1, N=700, Nk=700, d=128), False, dict(alibi="batch"),
-     dict(HOPPER_FWD_ALIBI_RAW=True)),
+     dict(HOPPER_FWD_ALIBI_RAW=True, HOPPER_FWD_ALIBI_SIDES=False)),
     ("alibi-signed-abs-causal-d64-raw", sf.local(1) | sf.global_blocks(1),
      dict(B=1, H=4, Hkv=4, N=900, Nk=1000, d=64), True, dict(alibi="signed"),
-     dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True)),
+     dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_RAW=True,
+          HOPPER_FWD_ALIBI_SIDES=False)),
     ("alibi-signed-noncausal-raw", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=500, Nk=500, d=128), False, dict(alibi="signed"),
-     dict(HOPPER_FWD_ALIBI_RAW=True)),
+     dict(HOPPER_FWD_ALIBI_RAW=True, HOPPER_FWD_ALIBI_SIDES=False)),
     # the abs form split by the sides of the diagonal in the forward (launch.
     # HOPPER_FWD_ALIBI_SIDES): non-causal (B, H) slopes with GQA at d=128; slopes of both signs
     # non-causal at d=64 with keys longer than queries (positions offset by 500: steps across
     # the diagonal that do not start at it) and causal with ALIBI_VARIANT "abs" at d=128; three
-    # consumers at d=64
+    # consumers at d=64 (the default since stop 66: the other non-causal cases take it too);
+    # then the unsplit abs form (the split off), slopes of both signs, keys longer than queries
     ("alibi-batch-noncausal-gqa-sides", sf.local(2) | sf.global_blocks(1),
      dict(B=2, H=4, Hkv=1, N=700, Nk=700, d=128), False, dict(alibi="batch"),
      dict(HOPPER_FWD_ALIBI_SIDES=True)),
@@ -2045,9 +2055,12 @@ MOD_CASES = [
     ("alibi-signed-abs-causal-sides", sf.local(1) | sf.global_blocks(1),
      dict(B=1, H=4, Hkv=4, N=900, Nk=1000, d=128), True, dict(alibi="signed"),
      dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=True)),
-    ("alibi-heads-noncausal-d64-three-consumers-sides", sf.bigbird(window=1, globals=1, random=2),
+    ("alibi-heads-noncausal-d64-three-consumers-sides", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1000, Nk=1000, d=64), False, dict(alibi="heads"),
      dict(HOPPER_FWD_CONSUMERS=3, HOPPER_FWD_ALIBI_SIDES=True)),
+    ("alibi-signed-noncausal-unsplit", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=2, N=700, Nk=900, d=128), False, dict(alibi="signed"),
+     dict(HOPPER_FWD_ALIBI_SIDES=False)),
 ]
 
 

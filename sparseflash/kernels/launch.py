@@ -749,8 +749,8 @@ _HOPPER_BWD_UNCLAMPED = False
 # (benchmarks/results/h200-hopper/run45-stop64, 16K causal, forward+backward time with ALiBi ÷
 # without, same process) it took dense 1.039 -> 1.004 and local(8)|global_blocks(1) 1.100 ->
 # 1.068 at d=128, 1.095 -> 1.050 and 1.089 -> 1.058 at d=64. With it K/V in registers (d=64)
-# no longer spill the loops and are taken as without ALiBi (_bwd_kv_regs); the dK/dV output copy
-# at d=128 neither, but it stays off with ALiBi until a GPU test has run it (_bwd_out_tma).
+# no longer spill the loops and are taken as without ALiBi (_bwd_kv_regs), and so is the dK/dV
+# output copy at d=128 (_bwd_out_tma, since stop 66).
 # True (the default) / False; env
 # SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD=0 turns it off. In the plan-cache key.
 HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD", "1") != "0"
@@ -965,9 +965,10 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # (HOPPER_BWD_ALIBI_FOLD, stop 64) the loops keep no spill (sm_90 SASS 467 / 457 instructions a
 # step), and an H100 (run45-stop64) measured forward+backward with ALiBi ÷ without 1.068 ->
 # 1.026 (local(8)|global_blocks(1) causal 16K, copy forced) and 1.004 -> 0.988 (dense causal
-# 16K). Still off with ALiBi at d=128 by default: that combination has not met a GPU
-# correctness test (tests/test_hopper.py test_hopper_dkdv_output_copy_equals_register_stores's
-# ALiBi cases are staged, run46-stop65/gpu.sh PART=quick). True / False: always / never.
+# 16K). Its GPU test passed in stop 66 (an H100, run47-stop66 call 1: tests/test_hopper.py
+# test_hopper_dkdv_output_copy_equals_register_stores[d128-causal-4000-alibi], bit for bit
+# against the register stores), so the folded causal ALiBi takes the table's rule at d=128 too;
+# the abs form and the unfolded rows at d=128 never. True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
@@ -1058,8 +1059,10 @@ HOPPER_SOFTCAP_EXP2_FMA = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_EXP2_FMA", 0, 
 # exp2 then scale it as plain scores (one FMA). The portable formulation (tiles.py
 # _log2_scores) converts the positions, multiplies q.k by the scale and the bias by the slope:
 # a full d=128 step 767 instructions in sm_90 SASS, plain 491. Only without softcap and with a
-# scale > 0 (the division). Off until the GPU oracle tests and a timing have run it (written
-# without a GPU); True / False, env SPARSEFLASH_HOPPER_FWD_ALIBI_RAW=1 / 0. In the plan-cache key.
+# scale > 0 (the division). Its GPU oracle tests passed in stop 66 (an H100, run47-stop66), but
+# the split by sides below (the default) was faster than it on three of four non-causal cases and
+# level on the fourth; it applies only with HOPPER_FWD_ALIBI_SIDES off. True / False, env
+# SPARSEFLASH_HOPPER_FWD_ALIBI_RAW=1 / 0. In the plan-cache key.
 HOPPER_FWD_ALIBI_RAW: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_RAW", "0") == "1"
 
 # The abs ALiBi form in the Hopper forward split by the sides of the diagonal (stop 66;
@@ -1069,10 +1072,14 @@ HOPPER_FWD_ALIBI_RAW: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_RAW", 
 # row max: a full d=128 step 588 instructions in sm_90 SASS against 581 for the causal column
 # form, 759 for the abs form and 491 plain); a step across the diagonal takes the abs form. Any
 # sign of the slope. Not with softcap (its d=128 step loops then make 2 local accesses a step in
-# sm_90 SASS; the abs form's none). Takes precedence over HOPPER_FWD_ALIBI_RAW. Off until
-# the GPU oracle tests and a timing have run it (written without a GPU); True / False, env
-# SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES=1 / 0. In the plan-cache key.
-HOPPER_FWD_ALIBI_SIDES: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES", "0") == "1"
+# sm_90 SASS; the abs form's none). Takes precedence over HOPPER_FWD_ALIBI_RAW. On an H100
+# (benchmarks/results/h200-hopper/run47-stop66, 16K non-causal, time with ALiBi ÷ without, same
+# process) the forward went 1.217 -> 1.130 (dense d=128), 1.192 -> 1.130 (local(8)|global_blocks(1)
+# d=128), 1.310 -> 1.150 (dense d=64), 1.222 -> 1.070 (local d=64), the raw-unit form 1.153,
+# 1.126, 1.221, 1.130; forward+backward 1.084 -> 1.066, 1.109 -> 1.094, 1.140 -> 1.085, 1.116 ->
+# 1.073. The default since stop 66; True / False, env SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES=1 / 0.
+# In the plan-cache key.
+HOPPER_FWD_ALIBI_SIDES: bool = os.environ.get("SPARSEFLASH_HOPPER_FWD_ALIBI_SIDES", "1") != "0"
 
 
 def _hopper_fwd_alibi(mods, qk_scale: float) -> int:
@@ -1370,12 +1377,14 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
                  d: int = 128) -> bool:
     """Whether the Hopper dK/dV kernel stores dK and dV through shared memory and bulk copies
     (HOPPER_BWD_OUT_TMA; None: where the table's non-empty columns hold at most
-    ``_BWD_OUT_TMA_QUERIES`` queries on average, and not with ALiBi (``alibi``, the kernel's
-    HAS_ALIBI) at d=128)."""
+    ``_BWD_OUT_TMA_QUERIES`` queries on average, and not at d=128 with the abs ALiBi or the
+    causal one's unfolded rows (``alibi``, the kernel's HAS_ALIBI: 1, or 2 without
+    :data:`HOPPER_BWD_ALIBI_FOLD`))."""
     switch = _switch("HOPPER_BWD_OUT_TMA")
     if switch is not None:
         return switch
-    if cache is None or _no_order(layout) or (alibi and d == 128):
+    spills = alibi == 1 or (alibi == 2 and not HOPPER_BWD_ALIBI_FOLD)
+    if cache is None or _no_order(layout) or (spills and d == 128):
         return False
     key = ("bwd_out_tma", str(bwd_ptr.device))
     if key not in cache:

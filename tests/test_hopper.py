@@ -2348,6 +2348,11 @@ DROPOUT_CASES = [
     ("quad8-window-softcap-alibi", sf.dense(),
      dict(B=1, H=4, Hkv=2, N=1100, Nk=1100, d=128), True,
      dict(window_size=(300, 0), softcap=2.0, alibi="heads"), dict(DROPOUT_BITS=8, DROPOUT_ROUNDS=7)),
+    # the non-causal ALiBi without softcap: the forward's abs form split by sides
+    # (launch.HOPPER_FWD_ALIBI_SIDES, the default since stop 66), keys longer than queries
+    ("quad-noncausal-alibi-sides-kv-longer", sf.local(2) | sf.global_blocks(1),
+     dict(B=1, H=4, Hkv=2, N=700, Nk=900, d=128), False, dict(alibi="heads"),
+     dict(DROPOUT_MAPPING="quad")),
     # softcap without ALiBi, bfloat16 at d=128: the forward's fixed shift (launch._hopper_softcap)
     ("quad-softcap-fixed-shift-kv-longer", sf.local(2) | sf.global_blocks(1),
      dict(B=1, H=2, Hkv=1, N=900, Nk=1300, d=128), True, dict(softcap=2.0),

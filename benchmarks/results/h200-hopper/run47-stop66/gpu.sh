@@ -8,8 +8,8 @@
 #     non-causal calls), raw units, sides; 5 rounds, one process.
 #   PART=causal: the same on causal tables (ALIBI_VARIANT "abs" forced) beside the column form.
 #   PART=defaults (staged after the calls ran: the defaults they set, the split by sides and the
-#     dK/dV output copy with the folded causal ALiBi at d=128): the softcap/ALiBi oracle cases
-#     and the output copy's ALiBi cases, then parity.py --variants (causal) timing "alibi column"
+#     dK/dV output copy with the folded causal ALiBi at d=128): the softcap/ALiBi oracle cases,
+#     the output copy's ALiBi cases and dropout's mask oracle cases with ALiBi, then parity.py --variants (causal) timing "alibi column"
 #     (the copy now taken) against "alibi column, unfolded rows" (no copy).
 #   OUT=DIR PART=quick|nc|causal|defaults [D=128|64] bash benchmarks/results/h200-hopper/run47-stop66/gpu.sh
 cd "$(dirname "$0")/../../../.."
@@ -22,7 +22,8 @@ case "${PART:-quick}" in
     OUT=$OUT PART=quick TLIMIT=${TLIMIT:-280} bash benchmarks/results/h200-hopper/run46-stop65/gpu.sh ;;
   defaults)
     timeout ${TLIMIT:-230} python -m pytest -v -p no:cacheprovider tests/test_hopper.py \
-      -k '(softcap_and_alibi_match_the_oracle or output_copy_equals) and alibi' > $OUT/test_defaults.log 2>&1
+      -k '(softcap_and_alibi_match_the_oracle or output_copy_equals or matches_the_oracle_with_its_mask) and alibi' \
+      > $OUT/test_defaults.log 2>&1
     echo "defaults rc=$?"; grep -E "FAILED|ERROR" $OUT/test_defaults.log | cut -c1-150; tail -1 $OUT/test_defaults.log
     timeout ${ALIMIT:-200} python benchmarks/parity.py --variants --rounds 5 --head-dim $D \
       --only 'none$;alibi column$;alibi column, unfolded rows$' --out $OUT/copy$D > $OUT/copy$D.log 2>&1

@@ -880,24 +880,20 @@ def _fwd_scores(s, start_n, rows_pos, ref, qk_scale, softcap2, alibi2, acol, aro
         d = (rows_pos - start_n).to(gl.float32)[:, None] - acol[None, :]
         return s - alibi2 * gl.abs(d), 0.0
     elif HAS_ALIBI == 4:
-        if HAS_SOFTCAP:
-            s2, _ = _log2_scores(s, qk_scale, softcap2, alibi2, ref, ref, ref, HAS_SOFTCAP, 0,
-                                 _UPCAST, _PRECISION)
-            unit = 1.0
-        else:
-            s2 = s                  # scaled in each branch: the scale's multiply and acol in one FMA
-            unit = qk_scale
+        # without softcap (launch._hopper_fwd_alibi): each branch scales the raw scores itself,
+        # the scale's multiply and acol in one FMA
+        gl.static_assert(not HAS_SOFTCAP)
         side = alibi2 * (start_n - ref).to(gl.float32) - arow            # alibi2 (start_n - t)
         if start_n + BLOCK_N <= ref + 1:            # keys at or before every query
-            s2 = s2 * unit + acol[None, :]
+            s2 = s * qk_scale + acol[None, :]
         elif start_n + 1 >= ref + arow.shape[0]:    # keys at or after every query
-            s2 = s2 * unit - acol[None, :]
+            s2 = s * qk_scale - acol[None, :]
             side = -side
         else:
             # across the diagonal: -slope |t - u| = -sign(slope) |alibi2 (t - start_n) - acol|
             z = alibi2 * (rows_pos - start_n).to(gl.float32)
             sign = gl.where(alibi2 < 0.0, -1.0, 1.0)
-            s2 = s2 * unit - sign * gl.abs(z[:, None] - acol[None, :])
+            s2 = s * qk_scale - sign * gl.abs(z[:, None] - acol[None, :])
             side = gl.zeros_like(side)
         return s2, side
     elif HAS_ALIBI == 2:

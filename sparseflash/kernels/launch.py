@@ -1383,8 +1383,8 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
     switch = _switch("HOPPER_BWD_OUT_TMA")
     if switch is not None:
         return switch
-    spills = alibi == 1 or (alibi == 2 and not HOPPER_BWD_ALIBI_FOLD)
-    if cache is None or _no_order(layout) or (spills and d == 128):
+    folded = _fold_alibi_rows(True, {"HAS_ALIBI": alibi})
+    if cache is None or _no_order(layout) or (alibi and d == 128 and not folded):
         return False
     key = ("bwd_out_tma", str(bwd_ptr.device))
     if key not in cache:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# stop 67: the Hopper forward's "diagonal-first" walk (launch.HOPPER_FWD_WALK, kernels/hopper.py
+# WALK 3: the row's block nearest the tile's diagonal first; the default with the abs ALiBi at
+# d=128, where the rescale is conditional).
+#   PART=walk: the walks' oracle cases with it forced (every layout of CASES, one CTA per tile
+#     and persistent), the non-causal ALiBi oracle cases (softcap/ALiBi and dropout's mask) under
+#     the new default, then parity.py --variants --non-causal at d=128: none, "alibi abs" (the
+#     default: split by sides, walked diagonal-first) and "alibi abs, walk table"; 5 rounds.
+#   OUT=DIR PART=walk bash benchmarks/results/h200-hopper/run48-stop67/gpu.sh
+cd "$(dirname "$0")/../../../.."
+export PYTHONPATH=.:${PYTHONPATH:-}
+mkdir -p $OUT
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
+case "${PART:-walk}" in
+  walk)
+    timeout ${TLIMIT:-300} python -m pytest -v -p no:cacheprovider tests/test_hopper.py \
+      -k '(walks_match_the_oracle and diagonal) or ((softcap_and_alibi_match_the_oracle or matches_the_oracle_with_its_mask) and noncausal and alibi)' \
+      > $OUT/test_walk.log 2>&1
+    echo "walk tests rc=$?"; grep -E "FAILED|ERROR" $OUT/test_walk.log | cut -c1-150; tail -1 $OUT/test_walk.log
+    timeout ${ALIMIT:-240} python benchmarks/parity.py --variants --non-causal --rounds 5 --head-dim 128 \
+      --only 'none$;alibi abs$;alibi abs, walk table$' --out $OUT/walk128 > $OUT/walk128.log 2>&1
+    echo "walk128 rc=$?"; grep -E '"pass": "overhead' $OUT/walk128.log | cut -c1-200 ;;
+esac

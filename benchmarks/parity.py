@@ -362,6 +362,9 @@ def variant_list(H):
                 dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=False), 1.10))
     out.append(("alibi abs, raw units", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="abs", HOPPER_FWD_ALIBI_SIDES=False, HOPPER_FWD_ALIBI_RAW=True), 1.10))
+    # the abs form walked in table order (its default at d=128 since stop 67: "diagonal-first")
+    out.append(("alibi abs, walk table", dict(alibi_slopes=True),
+                dict(ALIBI_VARIANT="abs", HOPPER_FWD_WALK="table"), 1.10))
     out.append(("alibi column", dict(alibi_slopes=True), dict(ALIBI_VARIANT="column"), 1.10))
     # the Hopper forward's walk (launch.HOPPER_FWD_WALK; the causal ALiBi's default is
     # "last-first"), and the same kernel with slopes of 0: the cost of its add per score alone

@@ -992,25 +992,30 @@ def test_forward_rescale_setting(monkeypatch):
 
 
 def test_forward_walk_setting(monkeypatch):
-    """``launch.HOPPER_FWD_WALK``: None by default ("last-first" with the causal ALiBi, table
-    order otherwise), or a walk name for every two-consumer forward; table order with three
+    """``launch.HOPPER_FWD_WALK``: None by default ("last-first" with the causal ALiBi,
+    "diagonal-first" with the abs ALiBi where the rescale is conditional, table order
+    otherwise), or a walk name for every two-consumer forward; table order with three
     consumers; anything else refused naming the setting."""
     if "SPARSEFLASH_HOPPER_WALK" not in os.environ:
         assert launch.HOPPER_FWD_WALK is None
     monkeypatch.setattr(launch, "HOPPER_FWD_WALK", None)
-    assert [launch._walk(2, a) for a in (0, 1, 2)] == [0, 0, 2]
-    assert launch._walk(3, 2) == 0
-    for name, code in (("table", 0), ("descending", 1), ("last-first", 2)):
+    assert [launch._walk(2, a, 8.0) for a in (0, 1, 2)] == [0, 3, 2]
+    assert [launch._walk(2, a, 0.0) for a in (0, 1, 2)] == [0, 0, 2]
+    assert launch._walk(3, 2, 8.0) == 0 and launch._walk(3, 1, 8.0) == 0
+    # the launch's rescale: conditional at d=128 only, so the abs form's walk moves there only
+    assert launch._walk(2, 1, launch._fwd_rescale(128)) == 3
+    assert launch._walk(2, 1, launch._fwd_rescale(64)) == 0
+    for name, code in (("table", 0), ("descending", 1), ("last-first", 2), ("diagonal-first", 3)):
         monkeypatch.setattr(launch, "HOPPER_FWD_WALK", name)
-        assert [launch._walk(2, a) for a in (0, 1, 2)] == [code] * 3
-        assert launch._walk(3, 0) == 0
+        assert [launch._walk(2, a, r) for a in (0, 1, 2) for r in (0.0, 8.0)] == [code] * 6
+        assert launch._walk(3, 0, 8.0) == 0
     for bad in ("reverse", 1, True):
         monkeypatch.setattr(launch, "HOPPER_FWD_WALK", bad)
         with pytest.raises(ValueError, match="HOPPER_FWD_WALK must be None or one of"):
-            launch._walk(2, 2)
+            launch._walk(2, 2, 8.0)
 
 
-@pytest.mark.parametrize("walk", [1, 2], ids=["descending", "last-first"])
+@pytest.mark.parametrize("walk", [1, 2, 3], ids=["descending", "last-first", "diagonal-first"])
 def test_walks_compile_to_the_same_step_loop(walk):
     """Another walk changes which table entry a step reads (``_walk``), not the step's work:
     the causal ALiBi forward's step loop is within a few instructions of the table-order one
@@ -1395,8 +1400,10 @@ def test_hopper_forward_matches_the_oracle(name, pattern, kw, dtype, hopper_only
 
 @gpu
 @pytest.mark.parametrize("walk,persistent", [("descending", False), ("last-first", False),
-                                             ("last-first", 3)],
-                         ids=["descending", "last-first", "last-first-persistent"])
+                                             ("last-first", 3), ("diagonal-first", False),
+                                             ("diagonal-first", 3)],
+                         ids=["descending", "last-first", "last-first-persistent", "diagonal-first",
+                              "diagonal-first-persistent"])
 @pytest.mark.parametrize("name,pattern,kw", CASES, ids=[c[0] for c in CASES])
 def test_hopper_forward_walks_match_the_oracle(name, pattern, kw, walk, persistent, hopper_only,
                                                monkeypatch):

@@ -775,11 +775,15 @@ def _produce_tile(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty
                                         q_bar.index(qb),
                                         q_smem.index(qb * NUM_CONSUMERS + w).reshape([1, 1, HALF, HEAD_DIM]))
     trips = (hi - lo) * SUB
+    if WALK == 3:
+        diag = _diagonal_trip(fwd_idx, lo, trips, j0, start_m + BLOCK_M // 2, BLOCK, BLOCK_N, 1)
+    else:
+        diag = 0
     for t in range(trips):
         s = (step + t) % NUM_STAGES
         # the first lap passes fresh barriers
         phase = (((step + t) // NUM_STAGES) & 1) ^ 1
-        start_n = _key_start(fwd_idx, lo, _walk(t, trips, WALK), j0, BLOCK, BLOCK_N) + k_row0
+        start_n = _key_start(fwd_idx, lo, _walk(t, trips, WALK, diag), j0, BLOCK, BLOCK_N) + k_row0
         mbarrier.wait(kv_empty.index(s), phase)
         mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [off_b, off_kvh, start_n, 0], k_ready.index(s),
@@ -817,20 +821,47 @@ def _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
 
 
 @gluon.jit
-def _walk(t, trips, WALK: gl.constexpr):
+def _walk(t, trips, WALK: gl.constexpr, diag):
     """The trip (position in the row's table order) that step ``t`` of ``trips`` takes. The
     table lists a row's full blocks, then its partial ones, each by ascending key. WALK 0:
     that order; 1: last to first; 2: the last trip first, then the others in order (a causal
-    row starts at its diagonal, then walks up from key 0). With the causal ALiBi, whose
-    column term grows with the key, starting at the diagonal finds the row max at the first
-    step, so the conditional rescale (RESCALE) skips the steps after; in table order the max
-    rose at nearly every step."""
+    row starts at its diagonal, then walks up from key 0); 3: trip ``diag`` first (the one
+    nearest the tile's diagonal, :func:`_diagonal_trip`), then the others in order, so 2 is 3
+    with ``diag = trips - 1``. With the causal ALiBi, whose column term grows with the key,
+    starting at the diagonal finds the row max at the first step, so the conditional rescale
+    (RESCALE) skips the steps after; in table order the max rose at nearly every step. The
+    abs form's bias (non-causal calls) peaks at the diagonal too, inside the row: 3 is its
+    walk."""
     if WALK == 1:
         return trips - 1 - t
     elif WALK == 2:
         return gl.where(t == 0, trips - 1, t - 1)
+    elif WALK == 3:
+        return gl.where(t == 0, diag, gl.where(t <= diag, t - 1, t))
     else:
         return t
+
+
+@gluon.jit
+def _diagonal_trip(fwd_idx, lo, trips, j0, pos, BLOCK: gl.constexpr, BLOCK_N: gl.constexpr,
+                   NW: gl.constexpr):
+    """The first of a row's ``trips`` trips whose keys lie nearest to key position ``pos`` (the
+    tile's middle query: where the abs ALiBi's bias peaks), for WALK 3; 0 without trips. The
+    row's table entries read by ``NW`` warps at once, one a thread, the nearest by a min
+    reduction of (distance, trip): the producer warp and the consumer warpgroups find the
+    same trip."""
+    SUB: gl.constexpr = BLOCK // BLOCK_N
+    CHUNK: gl.constexpr = 32 * NW
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [NW], [0])
+    best = gl.to_tensor(0).to(gl.int64) + 9223372036854775807
+    for c in range(0, trips, CHUNK):
+        tt = c + gl.arange(0, CHUNK, layout)
+        ok = tt < trips
+        ks = (gl.load(fwd_idx + lo + tt // SUB, mask=ok, other=0) + j0) * BLOCK + (tt % SUB) * BLOCK_N
+        dist = gl.maximum(gl.maximum(ks - pos, pos - (ks + (BLOCK_N - 1))), 0)
+        key = gl.where(ok, dist.to(gl.int64) * 4294967296 + tt.to(gl.int64), 9223372036854775807)
+        best = gl.minimum(best, gl.min(key, 0))
+    return gl.where(trips > 0, (best % 4294967296).to(gl.int32), 0)
 
 
 @gluon.jit
@@ -1192,10 +1223,14 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
 
+    if WALK == 3:           # (its loads issued before the wait for Q)
+        diag = _diagonal_trip(fwd_idx, lo, trips, j0, start_m + BLOCK_M // 2, BLOCK, BLOCK_N, NUM_WARPS)
+    else:
+        diag = 0
     if not Q_WAITED:        # (the run-time handout waited already, to read the program)
         mbarrier.wait(q_bar.index(qb), (tile_i // Q_BUFS) & 1)
     if trips > 0:
-        w0 = _walk(0, trips, WALK)          # the trip of the first step
+        w0 = _walk(0, trips, WALK, diag)    # the trip of the first step
         mbarrier.wait(k_ready.index(step % NUM_STAGES), (step // NUM_STAGES) & 1)
         s = warpgroup_mma(q_tile, k_smem.index(step % NUM_STAGES).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
@@ -1227,7 +1262,7 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
                          s_layout, ROWS, BLOCK_N, HAS_DROPOUT)
         p = gl.convert_layout(e.to(dtype), p_layout)
         for t in range(1, trips):
-            w = _walk(t, trips, WALK)
+            w = _walk(t, trips, WALK, diag)
             st = (step + t) % NUM_STAGES
             prev = (step + t - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), ((step + t) // NUM_STAGES) & 1)

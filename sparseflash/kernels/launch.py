@@ -992,13 +992,17 @@ HOPPER_FWD_OVERLAP: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_
 HOPPER_FWD_RESCALE: Optional[float] = _env_number("SPARSEFLASH_HOPPER_FWD_RESCALE", None)
 # The order in which the Hopper forward walks a row's key blocks (kernels/hopper.py WALK):
 # "table" (the table's order: full blocks, then partial ones, each by ascending key),
-# "descending" (last to first) or "last-first" (the last block first, then the others in table
-# order: a causal row starts at its diagonal). None: "last-first" with the causal ALiBi, whose
-# column term grows with the key (in table order the row max rises at nearly every step and the
-# conditional rescale rarely skips), else "table". Never other than "table" with three consumers.
-# SPARSEFLASH_HOPPER_WALK sets it.
+# "descending" (last to first), "last-first" (the last block first, then the others in table
+# order: a causal row starts at its diagonal) or "diagonal-first" (stop 67: the block nearest
+# the tile's diagonal first, found in the row's entries at the tile's start, then the others in
+# table order). None: "last-first" with the causal ALiBi, whose column term grows with the key
+# (in table order the row max rises at nearly every step and the conditional rescale rarely
+# skips), "diagonal-first" with the abs form (non-causal calls: its bias peaks at the diagonal,
+# inside the row; in table order a row's max rises at each step up to it for the steep heads)
+# where the rescale is conditional (d=128), else "table". Never other than "table" with three
+# consumers. SPARSEFLASH_HOPPER_WALK sets it.
 HOPPER_FWD_WALK: Optional[str] = os.environ.get("SPARSEFLASH_HOPPER_WALK") or None
-_WALKS = {"table": 0, "descending": 1, "last-first": 2}
+_WALKS = {"table": 0, "descending": 1, "last-first": 2, "diagonal-first": 3}
 # The Hopper forward's softmax with the folded softcap: scores are then bounded (|softcap *
 # tanh| <= softcap), so a fixed shift can replace the running row max (kernels/hopper.py FIXED):
 # no row max, no rescale, no statistics on the path from S to P. It applies where the shifted
@@ -1194,16 +1198,19 @@ def _fwd_rescale(d: int) -> float:
     return float(value)
 
 
-def _walk(consumers: int, has_alibi: int) -> int:
+def _walk(consumers: int, has_alibi: int, rescale: float) -> int:
     """The Hopper forward's WALK constexpr (HOPPER_FWD_WALK), validated; 0 (table order) with
-    three consumers, whose shorter rows share a prefix of the walked one."""
+    three consumers, whose shorter rows share a prefix of the walked one. By default
+    "last-first" with the causal ALiBi (``has_alibi`` 2) and "diagonal-first" with the abs form
+    (1) where the rescale is conditional (``rescale`` > 0, :func:`_fwd_rescale`: without it
+    every step rescales whatever the walk)."""
     name = HOPPER_FWD_WALK
     if name is not None and name not in _WALKS:
         raise ValueError(f"launch.HOPPER_FWD_WALK must be None or one of {sorted(_WALKS)}, got {name!r}")
     if consumers != 2:
         return 0
     if name is None:
-        name = "last-first" if has_alibi == 2 else "table"
+        name = {2: "last-first", 1: "diagonal-first" if rescale > 0 else "table"}.get(has_alibi, "table")
     return _WALKS[name]
 
 
@@ -1363,7 +1370,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
-        NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"]),
+        NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"], _fwd_rescale(d)),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=_hopper_fwd_alibi(mods, qk_scale),
         HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),

@@ -6,7 +6,10 @@
 #     and persistent), the non-causal ALiBi oracle cases (softcap/ALiBi and dropout's mask) under
 #     the new default, then parity.py --variants --non-causal at d=128: none, "alibi abs" (the
 #     default: split by sides, walked diagonal-first) and "alibi abs, walk table"; 5 rounds.
-#   OUT=DIR PART=walk bash benchmarks/results/h200-hopper/run48-stop67/gpu.sh
+#   PART=walk2: the walk's timing again with 9 rounds (non-causal, d=128), then the softcap's
+#     exponentials a quarter on the FMA pipe (launch.HOPPER_SOFTCAP_EXP2_FMA=4, timed on an H200
+#     only before) against the default, causal d=128, 5 rounds.
+#   OUT=DIR PART=walk|walk2 bash benchmarks/results/h200-hopper/run48-stop67/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
@@ -20,4 +23,11 @@ case "${PART:-walk}" in
     timeout ${ALIMIT:-240} python benchmarks/parity.py --variants --non-causal --rounds 5 --head-dim 128 \
       --only 'none$;alibi abs$;alibi abs, walk table$' --out $OUT/walk128 > $OUT/walk128.log 2>&1
     echo "walk128 rc=$?"; grep -E '"pass": "overhead' $OUT/walk128.log | cut -c1-200 ;;
+  walk2)
+    timeout ${ALIMIT:-250} python benchmarks/parity.py --variants --non-causal --rounds 9 --head-dim 128 \
+      --only 'none$;alibi abs$;alibi abs, walk table$' --out $OUT/walk9 > $OUT/walk9.log 2>&1
+    echo "walk9 rc=$?"; grep -E '"pass": "overhead' $OUT/walk9.log | cut -c1-200
+    timeout ${SLIMIT:-200} python benchmarks/parity.py --variants --rounds 5 --head-dim 128 \
+      --only 'none$;softcap=30 folded$;softcap=30 folded, exp2 quarter on FMA$' --out $OUT/fma4 > $OUT/fma4.log 2>&1
+    echo "fma4 rc=$?"; grep -E '"pass": "overhead' $OUT/fma4.log | cut -c1-200 ;;
 esac

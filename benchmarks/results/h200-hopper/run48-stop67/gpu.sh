@@ -9,7 +9,10 @@
 #   PART=walk2: the walk's timing again with 9 rounds (non-causal, d=128), then the softcap's
 #     exponentials a quarter on the FMA pipe (launch.HOPPER_SOFTCAP_EXP2_FMA=4, timed on an H200
 #     only before) against the default, causal d=128, 5 rounds.
-#   OUT=DIR PART=walk|walk2 bash benchmarks/results/h200-hopper/run48-stop67/gpu.sh
+#   PART=ncu: Nsight Compute's source counters and pipe utilization of the d=128 forward, dense
+#     causal 16K, H=16, bf16, without options and with softcap 30 (its forward costs 1.18-1.24x:
+#     where that goes), reduced by benchmarks/ncu_hot_sass.py.
+#   OUT=DIR PART=walk|walk2|ncu bash benchmarks/results/h200-hopper/run48-stop67/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
@@ -30,4 +33,19 @@ case "${PART:-walk}" in
     timeout ${SLIMIT:-200} python benchmarks/parity.py --variants --rounds 5 --head-dim 128 \
       --only 'none$;softcap=30 folded$;softcap=30 folded, exp2 quarter on FMA$' --out $OUT/fma4 > $OUT/fma4.log 2>&1
     echo "fma4 rc=$?"; grep -E '"pass": "overhead' $OUT/fma4.log | cut -c1-200 ;;
+  ncu)
+    ncu --version | tail -1 >> $OUT/gpu.txt
+    for v in none softcap; do
+      opt=$( [ $v = softcap ] && echo "--softcap 30" )
+      tag=fwd_$v
+      timeout ${NLIMIT:-120} ncu --kernel-name regex:fwd --launch-count 1 --section SourceCounters \
+        --section WarpStateStats --section ComputeWorkloadAnalysis --section SpeedOfLight \
+        --section InstructionStats --import-source no -o $OUT/$tag -f \
+        python benchmarks/ncu_fwd.py --d 128 --causal $opt > $OUT/$tag.log 2>&1
+      echo "== $tag rc=$?"
+      ncu -i $OUT/$tag.ncu-rep --page source --csv --print-source sass > $OUT/$tag.source.csv 2>&1 &&
+        python benchmarks/ncu_hot_sass.py $OUT/$tag.source.csv $OUT/$tag.hot.txt --min 0.3 && head -25 $OUT/$tag.hot.txt | cut -c1-150
+      ncu -i $OUT/$tag.ncu-rep --page details --print-units base > $OUT/$tag.details.txt 2>&1
+      gzip -f $OUT/$tag.source.csv; rm -f $OUT/$tag.ncu-rep
+    done ;;
 esac

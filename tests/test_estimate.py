@@ -481,23 +481,29 @@ _H200_SOURCES = (
 )
 
 # The committed H100 runs of today's kernels the h100 profile's prices come from: dropout 0.1
-# since stop 61's form 19 (run42 call 2's variants at d=128 and d=64, run43's parity suite);
-# softcap 30 since stop 58's split loops (run40 call 4's d=128 variants, where they became the
-# default, and call 3's split variants at d=128 and d=64; run41's parity suite and variants;
-# run43's parity suite); ALiBi, whose kernels did not change in those stops (run41's and
-# run43's parity suites).
+# since stop 61's form 19 (run42 call 2's variants at d=128 and d=64, the parity suites of run43,
+# run47 and run48); softcap 30 since stop 58's split loops (run40 call 4's d=128 variants, where
+# they became the default, and call 3's split variants at d=128 and d=64; run41's parity suite
+# and variants; the parity suites of run43, run47 and run48, and run48 call 8's variants); the
+# causal ALiBi since stop 66's defaults (the folded rows, the dK/dV output copy by the table's
+# rule at d=128): run48 call 1's variants ("alibi column") and its parity suite (call 11).
 _H100_SOURCES = (
     ("dropout", "run42-stop61/call2/variants128/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
     ("dropout", "run42-stop61/call2/variants64/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
     ("dropout", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+    ("dropout", "run47-stop66/call4-test-parity/p/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+    ("dropout", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
     ("softcap", "run40-stop58/call4/variants128/variants.json", *_VARIANTS, "softcap=30 folded"),
     ("softcap", "run40-stop58/call3/variants128/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
     ("softcap", "run40-stop58/call3/variants64/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
     ("softcap", "run41-stop59/call1/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
     ("softcap", "run41-stop59/call2/variants/variants.json", *_VARIANTS, "softcap=30 folded"),
     ("softcap", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
-    ("alibi", "run41-stop59/call1/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
-    ("alibi", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
+    ("softcap", "run47-stop66/call4-test-parity/p/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("softcap", "run48-stop67/call8-walk2/fma4/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("alibi", "run48-stop67/call1-defaults/copy128/variants.json", *_VARIANTS, "alibi column"),
+    ("alibi", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
 )
 
 
@@ -540,10 +546,10 @@ def test_options_add_their_measured_time_to_ours_and_dense():
 
 def test_h100_predicts_the_option_overheads_of_its_parity_run():
     """The h100 profile's predicted overhead of each option (time with it / without, the
-    model's own base times) against run43's parity suite on an H100 (one of its sources), within
+    model's own base times) against run48's parity suite on an H100 (one of its sources), within
     10%: dense causal and local(8)|global causal, 16K, d=128, forward and forward+backward."""
     layouts = _parity_layouts()
-    t = _times("run43-stop62/call4-parity/parity/parity.json", suite="parity")
+    t = _times("run48-stop67/call11-parity/parity/parity.json", suite="parity")
     for case, layout in layouts.items():
         for kw, impl in ((dict(dropout_p=0.1), "sparseflash dropout_p=0.1"),
                          (dict(softcap=30.0), "sparseflash softcap=30"),

@@ -1360,6 +1360,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
     # the run-time tiles' int32 counter, then (slots in global memory) each CTA's tile slots
     global_slot = plan.dynamic and HOPPER_TILE_SLOT == "global"
     plan.counter_len = 1 + (grid[0] * q_buffers if global_slot else 0)
+    rescale = _fwd_rescale(d)           # the kernel's RESCALE, which the walk's default reads too
     plan.launch = _Launch(
         _hopper_fwd_kernel, grid, 16, tail, 4, 1, cached, PERSISTENT=persistent,
         # q, k, v and the output (o_desc, head position 15) by base tensor
@@ -1369,8 +1370,8 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         NUM_STAGES=_fwd_stages(d, consumers, q_buffers), REVERSE_M=causal,
         SCHEDULED=plan.order is not None,
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
-        OVERLAP_PV=_overlap_pv(d), RESCALE=_fwd_rescale(d),
-        NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"], _fwd_rescale(d)),
+        OVERLAP_PV=_overlap_pv(d), RESCALE=rescale,
+        NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"], rescale),
         HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=_hopper_fwd_alibi(mods, qk_scale),
         HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),

@@ -1145,8 +1145,10 @@ def test_dkdv_split_loops_leave_the_full_steps_no_local_memory():
 def test_dkdv_split_loops_default_and_bad_value(monkeypatch):
     """``launch.HOPPER_BWD_SPLIT_LOOPS`` None splits the dK/dV step loop with the softcap when
     neither dropout nor ALiBi is on (where it was timed faster, stop 58), True / False always /
-    never; ROWS_LATE's bit 1 (the table entry read late, d=128) is independent of it."""
+    never; ROWS_LATE's bit 1 (the table entry read late, d=128) is independent of it (and so is
+    bit 16, ``HOPPER_BWD_CAP_EARLY``, off here: its own test follows)."""
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", None)
+    monkeypatch.setattr(launch, "HOPPER_BWD_CAP_EARLY", False)
     cap, drop, alibi = dict(HAS_SOFTCAP=2), dict(HAS_DROPOUT=316207), dict(HAS_ALIBI=1)
     assert launch._bwd_rows_late(128) == 1 and launch._bwd_rows_late(64) == 0
     assert launch._bwd_rows_late(128, cap) == 3 and launch._bwd_rows_late(64, cap) == 2
@@ -1160,6 +1162,39 @@ def test_dkdv_split_loops_default_and_bad_value(monkeypatch):
     monkeypatch.setattr(launch, "HOPPER_BWD_SPLIT_LOOPS", 1)
     with pytest.raises(ValueError, match="HOPPER_BWD_SPLIT_LOOPS"):
         launch._bwd_rows_late(128)
+
+
+def test_dkdv_softcap_factor_early_default_and_bad_value(monkeypatch):
+    """``launch.HOPPER_BWD_CAP_EARLY`` (ROWS_LATE bit 16): None (the default) and True set it
+    wherever the softcap is on, at either head dim, with or without dropout (whose branch
+    ignores it); False never; anything else is refused, naming the setting."""
+    cap = dict(HAS_SOFTCAP=2)
+    for value in (None, True):
+        monkeypatch.setattr(launch, "HOPPER_BWD_CAP_EARLY", value)
+        assert launch._bwd_rows_late(128, cap) & 16 and launch._bwd_rows_late(64, cap) & 16
+        assert launch._bwd_rows_late(128, dict(cap, HAS_DROPOUT=316207)) & 16
+        assert not launch._bwd_rows_late(128) & 16 and not launch._bwd_rows_late(128, dict(HAS_ALIBI=2)) & 16
+    monkeypatch.setattr(launch, "HOPPER_BWD_CAP_EARLY", False)
+    assert not launch._bwd_rows_late(128, cap) & 16
+    monkeypatch.setattr(launch, "HOPPER_BWD_CAP_EARLY", 1)
+    with pytest.raises(ValueError, match="HOPPER_BWD_CAP_EARLY"):
+        launch._bwd_rows_late(128, cap)
+
+
+def test_dkdv_softcap_factor_early_shortens_the_full_steps():
+    """The softcap's factor taken into P^T before dV's product (ROWS_LATE bit 16) in the split
+    loops (sm_90 SASS, d=128 causal, the default fused-dQ flags): the full steps' loops run
+    fewer instructions and make no more local-memory accesses a step than with the factor taken
+    in after the issue (stop 68: 517 against 537 instructions, 3 and 3 accesses against 7 and 4);
+    the masked steps' loops spill more (77-85 against 69-75), which the timing took."""
+    flags = dict(FUSED_DQ=True, NUM_STAGES=launch._HOPPER_FUSED_STAGES[128], CAUSAL=True,
+                 CONSUMER_REGS=240, SCHEDULED=True, STATS_TMA=1, HAS_SOFTCAP=2)
+    late = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=3))
+    early = _sass_counts("dkdv", 128, "bf16", dict(flags, ROWS_LATE=19))
+    assert early["STEP_LOOP"] < late["STEP_LOOP"], (early["STEP_LOOP"], late["STEP_LOOP"])
+    full = lambda c: sorted(c["STEP_LOOPS_LOCAL"])[:2]          # noqa: E731 (the full steps' loops)
+    assert sum(full(early)) <= sum(full(late)), (early["STEP_LOOPS_LOCAL"], late["STEP_LOOPS_LOCAL"])
+    assert early["HGMMA"] == late["HGMMA"]
 
 
 def test_three_consumer_forward_partitions_and_registers():
@@ -2767,185 +2802,6 @@ def test_exp2_polynomial_matches_exp2():
     assert np.all(np.isfinite(got))
 
 
-@pytest.mark.parametrize("terms", [4, 6])
-def test_softcap_tanh_polynomial_matches_tanh(terms):
-    """``kernels/hopper.py`` ``_softcap_poly``'s arithmetic (launch.HOPPER_SOFTCAP_POLY), in
-    float32 as the kernel runs it (numpy; its FMAs rounded once, emulated in float64 then
-    rounded): the coefficients in score units made as ``_softcap_poly_terms`` makes them, then
-    ``s (b0 + b1 s^2 + ...) - shift`` over every raw score within the bound, at caps 1, 30 and 62
-    and two scales. Within 1.05 times the fit's stated error (3.3e-5 with 4 terms, 1.4e-4 with 6)
-    of ``softcap2 tanh(qk_scale s) - shift`` in units of softcap2, and odd (s and -s give results
-    symmetric about -shift)."""
-    from sparseflash.kernels import hopper
-
-    bound_x, coefs = hopper._TANH_POLY[terms]
-    stated = {4: 3.3e-5, 6: 1.4e-4}[terms]
-    f32 = np.float32
-    for softcap in (1.0, 30.0, 62.0):
-        for scale in (128 ** -0.5, 0.3):
-            a = f32(scale / softcap)
-            c2 = f32(softcap * 1.4426950408889634)
-            shift = f32(c2 - min(max(2 * c2 - 100.0, 16.0), 64.0))
-            c = [f32(v) for v in coefs] + [f32(0.0)] * (6 - terms)
-            a2 = f32(a * a)
-            b0 = f32(f32(c2 * c[0]) * a)
-            b1 = f32(f32(b0 * a2) * f32(c[1] / c[0]))
-            b2 = f32(f32(f32(f32(c2 * c[2]) * a) * a2) * a2)
-            b3 = f32(f32(b2 * a2) * f32(c[3] / c[2]))
-            b4 = f32(f32(f32(b2 * a2) * a2) * f32(c[4] / c[2]))
-            b5 = f32(f32(f32(f32(b2 * a2) * a2) * a2) * f32(c[5] / c[2]))
-            b = [b0, b1, b2, b3, b4, b5][:terms]
-            bound = f32(f32(bound_x) / a)
-            s = np.linspace(-bound, bound, 200001, dtype=np.float32)
-            u = (s * s).astype(np.float32)
-            q = ((u.astype(np.float64) * b[-1] + b[-2]).astype(np.float32))
-            for bj in b[-3::-1]:
-                q = (u.astype(np.float64) * q + bj).astype(np.float32)
-            y = (s.astype(np.float64) * q - shift).astype(np.float32).astype(np.float64)
-            want = float(c2) * np.tanh(float(a) * s.astype(np.float64)) - float(shift)
-            err = np.abs(y - want).max() / float(c2)
-            assert err <= 1.05 * stated + 2e-7 * (1 + abs(float(shift)) / float(c2)), (softcap, scale, err)
-            assert np.allclose(y + float(shift), -(y[::-1] + float(shift)), rtol=0,
-                               atol=1e-6 * (float(c2) + abs(float(shift))))
-
-
-def test_softcap_polynomial_setting_and_guard(monkeypatch):
-    """``launch.HOPPER_SOFTCAP_POLY``: the forward's HAS_SOFTCAP gains 1000 times the terms (and
-    10000 with ``HOPPER_SOFTCAP_POLY_EXP``) where the fixed shift applies and the coefficients in
-    score units stay normal float32 numbers (``_softcap_poly_ok``: not at a tiny scale / huge
-    cap, nor a scale of 0); other values, or both it and the exponentials on the FMA pipe, are
-    refused, naming the setting."""
-    a = 128 ** -0.5 / 30.0
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 0)
-    assert launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a) == 12
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 4)
-    assert launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a) == 4012
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY_EXP", True)
-    assert launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a) == 14012
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 6)
-    assert launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a) == 16012
-    # no fixed shift (fp16, ALiBi): no polynomial either
-    assert launch._hopper_softcap(2, 30.0, 0, torch.float16, 128, a) == 2
-    assert launch._hopper_softcap(2, 30.0, 2, torch.bfloat16, 128, a) == 2
-    # coefficients out of float32's normal range: the tanh as before
-    assert not launch._softcap_poly_ok(6, 60.0, 1e-5)          # qk_scale^11 below 1e-36
-    assert launch._hopper_softcap(2, 60.0, 0, torch.bfloat16, 128, 1e-5) == 12
-    assert not launch._softcap_poly_ok(4, 30.0, 0.0)
-    assert launch._softcap_poly_ok(4, 30.0, a) and launch._softcap_poly_ok(6, 50.0, 128 ** -0.5 / 50)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 5)
-    with pytest.raises(ValueError, match="HOPPER_SOFTCAP_POLY must be 0, 4 or 6"):
-        launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 4)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_EXP2_FMA", 4)
-    with pytest.raises(ValueError, match="HOPPER_SOFTCAP_POLY and HOPPER_SOFTCAP_EXP2_FMA"):
-        launch._hopper_softcap(2, 30.0, 0, torch.bfloat16, 128, a)
-
-
-def test_softcap_polynomial_takes_the_tanh_off_the_mufu():
-    """With ``HOPPER_SOFTCAP_POLY`` the forward's step loop (sm_90 SASS, d=128, bf16, causal,
-    the launch's d=128 settings) holds, per 16 scores of a thread, one vote and a warp-uniform
-    branch between the polynomial and the tanh: 4 votes a step, the tanh kept for the masked
-    steps and the out-of-range branch (twice the default's tanh instructions in the loop, none
-    of them on the polynomial's path), as many exponentials outside the branches as before
-    (or three times as many with the exponentials in them: the masked steps', each branch's),
-    and no spills."""
-    flags = dict(CAUSAL=True, SCHEDULED=True, PERSISTENT=True, DYNAMIC=1, Q_BUFS=2, OVERLAP_PV=True,
-                 KV_SPLIT=True, OUT_TMA=True, NUM_STAGES=2)
-    base, poly, inside = (_sass_counts("fwd", 128, "bf16", dict(flags, HAS_SOFTCAP=code))
-                          for code in (12, 4012, 14012))
-    assert base["STEP_TANH"] == 64 and base["STEP_EX2"] == 64 and base["STEP_VOTE"] == 0, base
-    for c in (poly, inside):
-        assert c["STEP_VOTE"] == 4 and c["STEP_TANH"] == 2 * base["STEP_TANH"], c
-        assert c["STL"] == 0 and not any(c["STEP_LOOPS_LOCAL"]), c
-    assert poly["STEP_EX2"] == base["STEP_EX2"] and inside["STEP_EX2"] == 3 * base["STEP_EX2"]
-
-
-@gpu
-@pytest.mark.parametrize("terms,inside", [(4, False), (6, False), (4, True)],
-                         ids=["poly4", "poly6", "poly4-exp-inside"])
-@pytest.mark.parametrize("name,d,N,Nk,causal,softcap,pattern", SHIFT_CASES[:2] + SHIFT_CASES[3:],
-                         ids=[c[0] for c in SHIFT_CASES[:2] + SHIFT_CASES[3:]])
-def test_hopper_softcap_polynomial_matches_the_oracle(name, d, N, Nk, causal, softcap, pattern,
-                                                      terms, inside, hopper_only, monkeypatch):
-    """The forward's tanh by the polynomial (``launch.HOPPER_SOFTCAP_POLY``) where a warp's
-    scores allow it: rows in groups of 16 (a warp's) at -cap and +cap far beyond the range (the
-    tanh's branch), random (the polynomial's), and random with one row far beyond (a warp
-    whose vote sends it to the tanh); keys 32-47 of each 128 three times as long for the second
-    head (some chunks of 16 scores out of range among others in range). Output, LSE and every
-    gradient (bfloat16, Hopper kernels forced on) within twice the error of the same kernels
-    without the polynomial against the float64 oracle, plus the dtype's floor; nothing NaN."""
-    from sparseflash.reference import reference_attention, token_mask
-
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", True)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", terms)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY_EXP", inside)
-    scale = d ** -0.5
-    assert launch._hopper_softcap(2, softcap, 0, torch.bfloat16, d, scale / softcap) == \
-        12 + 1000 * terms + 10000 * inside
-    g = torch.Generator(device="cuda").manual_seed(11)
-    B, H = 1, 2
-    u = torch.randn(d, device="cuda", generator=g)
-    u = u / u.norm() * 4.0
-    k = u + 0.3 * torch.randn(B, H, Nk, d, device="cuda", generator=g)
-    cols = torch.arange(Nk, device="cuda") % 128
-    k[:, 1, (cols >= 32) & (cols < 48)] *= 3.0
-    k = k.to(torch.bfloat16)
-    q = 0.5 * torch.randn(B, H, N, d, device="cuda", generator=g)
-    rows = torch.arange(N, device="cuda")
-    group = (rows // 16) % 4
-    q[:, :, group == 0] = -2.0 * softcap * u
-    q[:, :, group == 1] = 2.0 * softcap * u
-    q[:, :, (group == 3) & (rows % 16 == 7)] = 2.0 * softcap * u
-    q = q.to(torch.bfloat16)
-    v = torch.randn(B, H, Nk, d, device="cuda", generator=g).to(torch.bfloat16)
-    do = torch.randn(B, H, N, d, device="cuda", generator=g).to(torch.bfloat16)
-    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-    kw = dict(softcap=softcap)
-    got = _run(q, k, v, do, pattern, causal, kw)
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", 0)
-    plain = _run(q, k, v, do, pattern, causal, kw)
-    assert not torch.equal(got[0], plain[0]), "the polynomial never ran"
-
-    layout = sf.compile(pattern, N, kv_len=Nk, block_size=128, causal=causal, num_heads=H)
-    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
-    ref, ref_lse = reference_attention(q64, k64, v64, layout, mask=token_mask(layout, B),
-                                       positions=positions(N, Nk), softcap=softcap)
-    refs = (ref, ref_lse, *torch.autograd.grad(ref, (q64, k64, v64), do.double()))
-    finite = ~torch.isinf(ref_lse)
-    assert torch.equal(torch.isinf(got[1]), ~finite), "rows that see nothing"
-    for name_, h, r_plain, r in zip(("out", "lse", "dq", "dk", "dv"), got, plain, refs):
-        sel = finite if name_ == "lse" else torch.ones_like(r, dtype=torch.bool)
-        assert torch.isfinite(h[sel]).all(), f"{name_}: not finite"
-        e_h = (h.double() - r)[sel].abs().max().item()
-        e_p = (r_plain.double() - r)[sel].abs().max().item()
-        floor = 1e-4 if name_ == "lse" else 1e-2 * 0.1 * max(r.abs().max().item(), 1.0)
-        assert e_h <= 2 * e_p + floor, f"{name_}: polynomial {e_h:.2e} vs tanh {e_p:.2e}"
-
-
-@gpu
-@pytest.mark.parametrize("terms,inside", [(4, False), (6, True)], ids=["poly4", "poly6-exp-inside"])
-def test_hopper_softcap_polynomial_out_of_range_is_bit_identical(terms, inside, hopper_only, monkeypatch):
-    """Every score beyond the polynomial's range (each query row at +-2 cap along the keys'
-    common direction): every warp takes the tanh's branch, whose instructions are the default
-    kernel's, so output and LSE equal bit for bit those without ``HOPPER_SOFTCAP_POLY``."""
-    monkeypatch.setattr(launch, "HOPPER_SOFTCAP_SHIFT", True)
-    softcap, d, N = 30.0, 128, 1000
-    g = torch.Generator(device="cuda").manual_seed(12)
-    u = torch.randn(d, device="cuda", generator=g)
-    u = u / u.norm() * 4.0
-    k = (u + 0.3 * torch.randn(1, 2, N, d, device="cuda", generator=g)).to(torch.bfloat16)
-    sign = torch.where(torch.arange(N, device="cuda") % 2 == 0, -2.0, 2.0)
-    q = (sign[:, None] * softcap * u).expand(1, 2, N, d).contiguous().to(torch.bfloat16)
-    v = torch.randn(1, 2, N, d, device="cuda", generator=g).to(torch.bfloat16)
-    runs = []
-    for value in (0, terms):
-        monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY", value)
-        monkeypatch.setattr(launch, "HOPPER_SOFTCAP_POLY_EXP", inside)
-        runs.append(sf.sparse_attention(q, k, v, sf.dense(), block_size=128, causal=False,
-                                        softcap=softcap, return_lse=True))
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-
-
 @gpu
 @pytest.mark.parametrize("d,causal,dense", [(128, True, False), (128, False, True), (64, True, False)],
                          ids=["d128-causal-local", "d128-dense", "d64-causal-local"])
@@ -2953,9 +2809,9 @@ def test_hopper_backward_softcap_factor_early_is_bit_identical(d, causal, dense,
     """``launch.HOPPER_BWD_CAP_EARLY``: the dK/dV kernel multiplies the softcap's factor into P^T
     before dV's product is issued instead of after: the same products of the same values, so
     outputs, LSE, dK and dV equal bit for bit (dQ within the atomics' rounding), GQA with
-    kv_len > seq_len, causal and not."""
+    kv_len > seq_len, lengths not multiples of the tile, causal and not, d=128 and d=64."""
     pattern = sf.dense() if dense else sf.local(3) | sf.global_blocks(1)
-    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_CAP_EARLY", (False, True), d, 31, pattern,
+    ref, got = _runs_by_setting(monkeypatch, "HOPPER_BWD_CAP_EARLY", (False, None), d, 31, pattern,
                                 causal, 0.0, 30.0)
     assert all(torch.isfinite(t).all() for t in got)
     _assert_same_results(got, ref)

@@ -1090,97 +1090,6 @@ def _exp2_fma(x):
     return gl.maximum(bits, 0).to(gl.float32, bitcast=True)
 
 
-# The softcap's tanh as an odd polynomial on the FMA pipe (launch.HOPPER_SOFTCAP_POLY): for
-# |x| <= _TANH_POLY[k][0], tanh(x) ~ x (c0 + c1 x^2 + ... + c_{k-1} x^(2k-2)), near-minimax
-# coefficients in float32 (benchmarks/results/cpu-sass/tanh_poly.py fits them; the largest error
-# of the float32 Horner form on its range: 3.3e-5 with 4 terms on [-1, 1], 1.4e-4 with 6 on
-# [-2, 2], under tanh.approx.f32's own, about 2^-11 of |tanh|)
-_TANH_POLY = {
-    4: (1.0, (0.999693751335144, -0.3288919925689697, 0.11541377753019333, -0.024654069915413857)),
-    6: (2.0, (0.9989950060844421, -0.32485541701316833, 0.11209125816822052, -0.028933735564351082,
-              0.004478496499359608, -0.0002986585022881627)),
-}
-_POLY_PACK = gl.constexpr(16)        # scores a thread tests and branches on together
-
-
-@gluon.constexpr_function
-def _softcap_poly_asm(n, k, exp=False):
-    """PTX for ``n`` scores of a thread (operands: $0.. the outputs, then the raw scores, then
-    each scalar broadcast ``n`` times: qk_scale, softcap2, -shift, the bound on |score|, the
-    polynomial's k coefficients in score units): the exponent ``softcap2 tanh(qk_scale s) -
-    shift`` of the folded softcap's fixed-shift softmax. If no score of the warp's ``n`` a lane
-    exceeds the bound (``vote.sync.any``, a warp-uniform branch), the polynomial
-    ``s (b0 + b1 s^2 + ...) - shift`` (``bi = softcap2 ci qk_scale^(2i+1)``: a multiply and k
-    FMAs a score); else ``tanh.approx.f32`` as ``_tanh`` (the same instructions, the same
-    bits). ``${:uid}`` makes each copy's labels unique."""
-    s = [f"${n + i}" for i in range(n)]
-    arg = [f"${(2 + j) * n}" for j in range(4 + k)]
-    a, c2, neg, bound, b = arg[0], arg[1], arg[2], arg[3], arg[4:]
-    text = ["{.reg .pred p; .reg .f32 m, v, u, q;", f"abs.f32 m, {s[0]};"]
-    for x in s[1:]:
-        text.append(f"abs.f32 v, {x}; max.f32 m, m, v;")
-    text.append(f"setp.gtu.f32 p, m, {bound}; vote.sync.any.pred p, p, 0xffffffff;")
-    text.append("@p bra.uni SLOW${:uid};")
-    for i, x in enumerate(s):
-        horner = f"mul.f32 u, {x}, {x}; fma.rn.f32 q, u, {b[k - 1]}, {b[k - 2]};"
-        for j in range(k - 3, -1, -1):
-            horner += f" fma.rn.f32 q, u, q, {b[j]};"
-        text.append(horner + f" fma.rn.f32 ${i}, {x}, q, {neg};" + (f" ex2.approx.f32 ${i}, ${i};" if exp else ""))
-    text.append("bra.uni DONE${:uid}; SLOW${:uid}:")
-    for i, x in enumerate(s):
-        text.append(f"mul.f32 u, {x}, {a}; tanh.approx.f32 u, u; fma.rn.f32 ${i}, u, {c2}, {neg};"
-                    + (f" ex2.approx.f32 ${i}, ${i};" if exp else ""))
-    text.append("DONE${:uid}: }")
-    return " ".join(text)
-
-
-@gluon.constexpr_function
-def _softcap_poly_constraints(n, k):
-    return ",".join(["=f"] * n + ["f"] * (n * (5 + k)))
-
-
-@gluon.constexpr_function
-def _tanh_poly_range(k):
-    return _TANH_POLY[k][0]
-
-
-@gluon.constexpr_function
-def _tanh_poly_coef(k, i):
-    return _TANH_POLY[k][1][i] if i < k else 0.0
-
-
-@gluon.jit
-def _softcap_poly_terms(qk_scale, softcap2, K: gl.constexpr):
-    """The polynomial's coefficients in raw-score units (``softcap2 ci qk_scale^(2i+1)``, made
-    once a tile) and the bound on |score| (``range / qk_scale``)."""
-    a2 = qk_scale * qk_scale
-    b0 = softcap2 * _tanh_poly_coef(K, 0) * qk_scale
-    b1 = b0 * a2 * (_tanh_poly_coef(K, 1) / _tanh_poly_coef(K, 0))
-    b2 = softcap2 * _tanh_poly_coef(K, 2) * qk_scale * a2 * a2
-    b3 = b2 * a2 * (_tanh_poly_coef(K, 3) / _tanh_poly_coef(K, 2))
-    b4 = b2 * a2 * a2 * (_tanh_poly_coef(K, 4) / _tanh_poly_coef(K, 2))
-    b5 = b2 * a2 * a2 * a2 * (_tanh_poly_coef(K, 5) / _tanh_poly_coef(K, 2))
-    return b0, b1, b2, b3, b4, b5, _tanh_poly_range(K) / qk_scale
-
-
-@gluon.jit
-def _softcap_poly(s, qk_scale, softcap2, neg_shift, bound, b0, b1, b2, b3, b4, b5, K: gl.constexpr,
-                  EXP: gl.constexpr):
-    """exp2's argument ``softcap2 tanh(qk_scale s) - shift`` of a tile of raw scores ``s``, by the
-    polynomial where a warp's scores allow it (:func:`_softcap_poly_asm`)."""
-    if K == 4:
-        return gl.inline_asm_elementwise(
-            _softcap_poly_asm(_POLY_PACK, 4, EXP), _softcap_poly_constraints(_POLY_PACK, 4),
-            [s, qk_scale, softcap2, neg_shift, bound, b0, b1, b2, b3], dtype=gl.float32,
-            is_pure=True, pack=_POLY_PACK)
-    else:
-        gl.static_assert(K == 6)
-        return gl.inline_asm_elementwise(
-            _softcap_poly_asm(_POLY_PACK, 6, EXP), _softcap_poly_constraints(_POLY_PACK, 6),
-            [s, qk_scale, softcap2, neg_shift, bound, b0, b1, b2, b3, b4, b5], dtype=gl.float32,
-            is_pure=True, pack=_POLY_PACK)
-
-
 @gluon.jit
 def _exp2_mixed(x, layout: gl.constexpr, ROWS: gl.constexpr, COLS: gl.constexpr,
                 SHARE: gl.constexpr):
@@ -1253,14 +1162,8 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     gl.static_assert((not FIXED) or ((SOFTCAP == 2) and (not HAS_ALIBI)))
     # with FIXED: 1 / EXP2_SHARE of the exponentials on the FMA pipe (_exp2_mixed; the hundreds
     # of HAS_SOFTCAP, launch.HOPPER_SOFTCAP_EXP2_FMA)
-    EXP2_SHARE: gl.constexpr = (HAS_SOFTCAP // 100) % 10
+    EXP2_SHARE: gl.constexpr = HAS_SOFTCAP // 100
     gl.static_assert(EXP2_SHARE == 0 or FIXED)
-    # with FIXED: the full steps' tanh as a polynomial of POLY terms where a warp's scores are in
-    # its range (_softcap_poly; the thousands of HAS_SOFTCAP, launch.HOPPER_SOFTCAP_POLY)
-    POLY: gl.constexpr = (HAS_SOFTCAP // 1000) % 10
-    # POLY_EXP (the ten-thousands): the exponentials in the same branches as the polynomial
-    POLY_EXP: gl.constexpr = (HAS_SOFTCAP // 10000) % 10 == 1
-    gl.static_assert(POLY == 0 or (FIXED and EXP2_SHARE == 0))
     dtype: gl.constexpr = k_smem.dtype
     Q_BUFS: gl.constexpr = q_bar.shape[0]
     qb = tile_i % Q_BUFS
@@ -1313,8 +1216,6 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
     if FIXED:
         cap_shift = _softcap_shift(softcap2)
         m_i = gl.full([ROWS], 0.0, gl.float32, row_layout) + cap_shift
-        if POLY:
-            pb0, pb1, pb2, pb3, pb4, pb5, pbound = _softcap_poly_terms(qk_scale, softcap2, POLY)
     else:
         cap_shift = 0.0
         m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
@@ -1337,36 +1238,17 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
         if KV_SPLIT:
             _release(kv_empty.index(step % NUM_STAGES), RELEASE)
         # softcap / ALiBi before the token rule, as fwd.py (a masked score stays -inf)
-        if POLY:
-            # s becomes exp2's argument: the tanh's polynomial on a full step
-            shift0 = 0.0
-            if w0 >= full_trips:
-                s = _masked(_tanh(s * qk_scale, _UPCAST, _PRECISION),
-                            _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos, q_lo, q_hi,
-                            k_lo, k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
-                            BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
-                s = softcap2 * s - cap_shift
-                if POLY_EXP:
-                    s = gl.exp2(s)
-            else:
-                s = _softcap_poly(s, qk_scale, softcap2, -cap_shift, pbound, pb0, pb1, pb2, pb3, pb4,
-                                  pb5, POLY, POLY_EXP)
+        if HAS_SOFTCAP or HAS_ALIBI:
+            s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
+                                    first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
+                                    BLOCK_N, SOFTCAP, HAS_ALIBI)
         else:
-            if HAS_SOFTCAP or HAS_ALIBI:
-                s, shift0 = _fwd_scores(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos,
-                                        first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
-                                        BLOCK_N, SOFTCAP, HAS_ALIBI)
-            else:
-                shift0 = 0.0
-            if w0 >= full_trips:
-                s = _masked(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos, q_lo, q_hi, k_lo,
-                            k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
-                            BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
-        if POLY_EXP:
-            e = s
-        elif POLY:
-            e = gl.exp2(s)
-        elif FIXED:
+            shift0 = 0.0
+        if w0 >= full_trips:
+            s = _masked(s, _key_start(fwd_idx, lo, w0, j0, BLOCK, BLOCK_N), rows_pos, q_lo, q_hi, k_lo,
+                        k_hi, KPM, kpm_row, k_row0, window_left, window_right, col_layout,
+                        BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
+        if FIXED:
             e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
         else:
             m_i = _tile_max(s, shift0, qk_scale, softcap2, SOFTCAP, HAS_ALIBI)
@@ -1392,41 +1274,24 @@ def _consume_tile(q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, v_ready, kv_e
             s = warpgroup_mma_wait(1, deps=(s, ))
             if KV_SPLIT:
                 _release(kv_empty.index(st), RELEASE)
-            if POLY:
-                shift = 0.0
-                if w >= full_trips:
-                    s = _masked(_tanh(s * qk_scale, _UPCAST, _PRECISION),
-                                _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos, q_lo, q_hi,
-                                k_lo, k_hi, KPM, kpm_row, k_row0, window_left, window_right,
-                                col_layout, BLOCK_N, CAUSAL, HAS_WL, HAS_WR, HAS_KPM)
-                    s = softcap2 * s - cap_shift
-                    if POLY_EXP:
-                        s = gl.exp2(s)
-                else:
-                    s = _softcap_poly(s, qk_scale, softcap2, -cap_shift, pbound, pb0, pb1, pb2, pb3,
-                                      pb4, pb5, POLY, POLY_EXP)
+            if HAS_SOFTCAP or HAS_ALIBI:
+                s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
+                                       first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
+                                       BLOCK_N, SOFTCAP, HAS_ALIBI)
             else:
-                if HAS_SOFTCAP or HAS_ALIBI:
-                    s, shift = _fwd_scores(s, _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N), rows_pos,
-                                           first, qk_scale, softcap2, alibi2, acol, arow, col_layout,
-                                           BLOCK_N, SOFTCAP, HAS_ALIBI)
-                else:
-                    shift = 0.0
-                if w >= full_trips:
-                    start_n = _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N)
-                    s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
-                                window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
-                                HAS_WR, HAS_KPM)
+                shift = 0.0
+            if w >= full_trips:
+                start_n = _key_start(fwd_idx, lo, w, j0, BLOCK, BLOCK_N)
+                s = _masked(s, start_n, rows_pos, q_lo, q_hi, k_lo, k_hi, KPM, kpm_row, k_row0,
+                            window_left, window_right, col_layout, BLOCK_N, CAUSAL, HAS_WL,
+                            HAS_WR, HAS_KPM)
             # OVERLAP_PV: the softmax in a branch of its own (its condition always holds, but
             # the compiler cannot know it), so that the wait for P V below starts a later basic
             # block: ptxas otherwise moves that wait, the release barrier and the slot's arrive
             # to the top of the softmax's block, and P_{t-1} V_{t-1} no longer overlaps the
             # exponentials (the sm_90 SASS of tests/test_hopper.py)
             if (t + n_full >= 0) or (not OVERLAP_PV):
-                if POLY:
-                    e = s if POLY_EXP else gl.exp2(s)
-                    l_i = l_i + gl.sum(e, 1)
-                elif FIXED:
+                if FIXED:
                     e = _exp2_mixed(softcap2 * s - cap_shift, s_layout, ROWS, BLOCK_N, EXP2_SHARE)
                     l_i = l_i + gl.sum(e, 1)
                 else:
@@ -1864,8 +1729,8 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     # ALiBi's row term already (bwd.py FOLD_ROWS)
     FOLDED: gl.constexpr = (ROWS_LATE & 8) != 0
     # ROWS_LATE bit 16 (launch.HOPPER_BWD_CAP_EARLY): the softcap's factor 1 - tanh^2 taken into
-    # P^T before dV's product is issued (its operand converted first), so that neither the
-    # tanh nor the factor stays live across that issue (without dropout)
+    # P^T before dV's product is issued (its operand converted first), not after (without
+    # dropout, whose branch converts dV's operand itself)
     CAP_EARLY: gl.constexpr = (ROWS_LATE & 16) != 0
     # dropout's draws (the 16-bit quad mapping) made once a step's first products are issued,
     # before the wait for S^T, and held as Philox's words until P^T is (FORM bit 2,
@@ -2044,12 +1909,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                     elif HAS_SOFTCAP and CAP_EARLY:
                         pv = pT.to(dtype)
                         pT = pT * dcapT
-                        dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv,
-                                           is_async=True)
+                        dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv, is_async=True)
                     else:
                         dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
                                            is_async=True)
-                    if HAS_SOFTCAP and not (CAP_EARLY and not HAS_DROPOUT):
+                    if HAS_SOFTCAP and (HAS_DROPOUT or not CAP_EARLY):
                         # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here
                         # frees its registers before dP^T is waited on (bwd.py multiplies it last;
                         # the same product in another fp32 rounding order)

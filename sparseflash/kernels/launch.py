@@ -20,7 +20,6 @@ skipping Triton's per-launch argument binding and specialisation.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace as _replace
-import math
 import os
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -758,11 +757,15 @@ HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD"
 
 
 # The dK/dV kernel with the folded softcap: its factor 1 - tanh^2 multiplied into P^T before
-# dV's product is issued (ROWS_LATE bit 16; kernels/hopper.py CAP_EARLY), not after. sm_90 SASS,
-# d=128 causal, the split loops (stop 68): the full-step loops 537 -> 517 instructions and 7 / 4
-# -> 3 / 3 local accesses a step, the masked-step loops 69-75 -> 77-85. False (the default) /
-# True; env SPARSEFLASH_HOPPER_BWD_CAP_EARLY=1. In the plan-cache key.
-HOPPER_BWD_CAP_EARLY: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_CAP_EARLY", "0") == "1"
+# dV's product is issued (ROWS_LATE bit 16; kernels/hopper.py CAP_EARLY), not after; the same
+# products of the same values (dK, dV bit for bit). In sm_90 SASS (d=128 causal, the split
+# loops, stop 68) the full-step loops went 537 -> 517 instructions and 7 / 4 -> 3 / 3 local
+# accesses a step, the masked-step loops 69-75 -> 77-85; in the one loop the code is the same.
+# On an H100 (benchmarks/results/h200-hopper/run49-stop68, parity.py --variants, 16K causal
+# d=128) the backward took 1.6% (dense) and 2.5% (local(8)|global) less time. None (the
+# default): on with the softcap; False: off (env SPARSEFLASH_HOPPER_BWD_CAP_EARLY=0). In the
+# plan-cache key.
+HOPPER_BWD_CAP_EARLY: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD_CAP_EARLY", "1") != "0" else False
 
 
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
@@ -779,7 +782,7 @@ def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:
     if split is None:
         split = bool(on.get("HAS_SOFTCAP")) and not on.get("HAS_DROPOUT") and not on.get("HAS_ALIBI")
     fold = _fold_alibi_rows(True, on)
-    early = bool(HOPPER_BWD_CAP_EARLY) and bool(on.get("HAS_SOFTCAP"))
+    early = _switch("HOPPER_BWD_CAP_EARLY") is not False and bool(on.get("HAS_SOFTCAP"))
     return (int(late) | (2 if split else 0) | (4 if _HOPPER_BWD_UNCLAMPED else 0) | (8 if fold else 0)
             | (16 if early else 0))
 # The queries of a dK/dV step with the fused dQ at d=64 (its BLOCK_M): 128 as FlashAttention-3/4
@@ -1110,51 +1113,15 @@ def _hopper_fwd_alibi(mods, qk_scale: float) -> int:
     return mods["HAS_ALIBI"]
 
 
-# The Hopper forward with the softcap's fixed shift: the tanh of a full step as an odd
-# polynomial on the FMA pipe (kernels/hopper.py ``_softcap_poly``), in each 16 scores of a
-# warp's lanes whose |scale q.k / softcap| are all within the polynomial's range (a vote and a
-# warp-uniform branch; else tanh.approx as without it), so that a score takes one MUFU
-# operation (the exponential) instead of two. The number of terms: 4 (range [-1, 1], largest
-# error 3.3e-5), 6 ([-2, 2], 1.4e-4), or 0 (off). HOPPER_SOFTCAP_POLY_EXP puts the exponentials
-# in the polynomial's branches (else after them). Applied only where the polynomial's
-# coefficients in score units (softcap log2(e) c_i (scale / softcap)^(2i+1)) are normal float32
-# numbers (_softcap_poly_ok). SPARSEFLASH_HOPPER_SOFTCAP_POLY / _POLY_EXP set them.
-HOPPER_SOFTCAP_POLY = _env_number("SPARSEFLASH_HOPPER_SOFTCAP_POLY", 0, int)
-HOPPER_SOFTCAP_POLY_EXP: bool = os.environ.get("SPARSEFLASH_HOPPER_SOFTCAP_POLY_EXP", "0") == "1"
-
-
-def _softcap_poly_ok(terms: int, softcap: float, qk_scale: float) -> bool:
-    """Whether the polynomial of ``terms`` terms can run at this scale: its coefficients in
-    raw-score units, ``softcap log2(e) c_i qk_scale^(2i+1)`` (``qk_scale = scale / softcap``),
-    made in float32 in the kernel, all lie within [1e-36, 1e36] in magnitude (normal, float32's
-    smallest being 1.2e-38), and so does the bound ``range / qk_scale``."""
-    from .hopper import _TANH_POLY
-
-    if not (qk_scale > 0 and math.isfinite(qk_scale)):
-        return False
-    bound, coefs = _TANH_POLY[terms]
-    mags = [softcap * _LOG2E * abs(c) * qk_scale ** (2 * i + 1) for i, c in enumerate(coefs)]
-    return all(1e-36 <= m <= 1e36 for m in mags + [bound / qk_scale])
-
-
-def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int,
-                    qk_scale: float = 0.0) -> int:
+def _hopper_softcap(code: int, softcap: float, alibi_code: int, dtype: torch.dtype, d: int) -> int:
     """The Hopper forward's HAS_SOFTCAP constexpr: the portable kernels' ``code``, plus 10 where
     the fixed shift (:data:`HOPPER_SOFTCAP_SHIFT`) applies, plus 100 times
-    :data:`HOPPER_SOFTCAP_EXP2_FMA` there, or 1000 times :data:`HOPPER_SOFTCAP_POLY`'s terms
-    (and 10000 with :data:`HOPPER_SOFTCAP_POLY_EXP`) where its coefficients fit
-    (:func:`_softcap_poly_ok`, ``qk_scale`` the folded ``scale / softcap``)."""
+    :data:`HOPPER_SOFTCAP_EXP2_FMA` there."""
     if HOPPER_SOFTCAP_EXP2_FMA not in (0, 2, 4):
         raise ValueError(f"HOPPER_SOFTCAP_EXP2_FMA must be 0, 2 or 4, got {HOPPER_SOFTCAP_EXP2_FMA!r}")
-    if HOPPER_SOFTCAP_POLY not in (0, 4, 6):
-        raise ValueError(f"HOPPER_SOFTCAP_POLY must be 0, 4 or 6, got {HOPPER_SOFTCAP_POLY!r}")
-    if HOPPER_SOFTCAP_POLY and HOPPER_SOFTCAP_EXP2_FMA:
-        raise ValueError("HOPPER_SOFTCAP_POLY and HOPPER_SOFTCAP_EXP2_FMA cannot both be on")
     switch = _switch("HOPPER_SOFTCAP_SHIFT")
     if (switch is not False and (switch or d == 128) and dtype == torch.bfloat16
             and _softcap_shift_bounded(code, softcap, alibi_code)):
-        if HOPPER_SOFTCAP_POLY and _softcap_poly_ok(HOPPER_SOFTCAP_POLY, softcap, qk_scale):
-            return code + 10 + 1000 * HOPPER_SOFTCAP_POLY + 10000 * bool(HOPPER_SOFTCAP_POLY_EXP)
         return code + 10 + 100 * HOPPER_SOFTCAP_EXP2_FMA
     return code
 
@@ -1420,8 +1387,7 @@ def _hopper_fwd_plan(q, k, v, layout, fwd_ptr, fwd_idx, kpm, *, scale, schedule_
         CONSUMER_REGS=_HOPPER_FWD_REGS[consumers][0], PRODUCER_REGS=_HOPPER_FWD_REGS[consumers][1],
         OVERLAP_PV=_overlap_pv(d), RESCALE=rescale,
         NUM_CONSUMERS=consumers, WALK=_walk(consumers, mods["HAS_ALIBI"], rescale),
-        HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d,
-                                    qk_scale),
+        HAS_SOFTCAP=_hopper_softcap(mods["HAS_SOFTCAP"], softcap, mods["HAS_ALIBI"], q.dtype, d),
         HAS_ALIBI=_hopper_fwd_alibi(mods, qk_scale),
         HAS_DROPOUT=_hopper_dropout(mods["HAS_DROPOUT"]),
         OUT_TMA=_out_tma(consumers, q_buffers), KV_SPLIT=_kv_split(d), Q_BUFS=q_buffers,
@@ -1801,7 +1767,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout,
            _HOPPER_STAGES.get(d), HOPPER_PERSISTENT, HOPPER_FWD_OVERLAP, HOPPER_FWD_CONSUMERS,
            HOPPER_DYNAMIC_TILES, HOPPER_FWD_RESCALE, HOPPER_FWD_WALK, HOPPER_SOFTCAP_SHIFT, SOFTCAP_SHIFT,
            HOPPER_FWD_OUT_TMA, HOPPER_FWD_STAGES, HOPPER_FWD_KV_SPLIT, HOPPER_FWD_Q_BUFFERS,
-           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_SOFTCAP_POLY, HOPPER_SOFTCAP_POLY_EXP, HOPPER_RELEASE_ALL,
+           HOPPER_FWD_PIPELINE, HOPPER_TILE_SLOT, HOPPER_SOFTCAP_EXP2_FMA, HOPPER_RELEASE_ALL,
            HOPPER_FWD_ALIBI_RAW, HOPPER_FWD_ALIBI_SIDES)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:

@@ -32,7 +32,7 @@ case "${PART:-poly}" in
       -k 'softcap_factor_early or (split_loops_are_bit_identical and softcap) or softcap_and_alibi_match_the_oracle or (fixed_shift_matches_the_oracle and mufu)' \
       > $OUT/test_early.log 2>&1
     echo "early tests rc=$?"; grep -E "FAILED|ERROR|Error" $OUT/test_early.log | cut -c1-200 | head -20; tail -1 $OUT/test_early.log
-    for d in 128 64; do
+    for d in ${DLIST:-128 64}; do
       r=$( [ $d = 128 ] && echo 5 || echo 3 )
       timeout ${PLIMIT:-170} python benchmarks/parity.py --variants --rounds $r --head-dim $d \
         --only 'none$;softcap=30 folded$;softcap=30 folded, dK/dV cap late$;softcap=50 folded$;softcap=50 folded, dK/dV cap late$' \

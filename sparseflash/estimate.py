@@ -162,19 +162,19 @@ DEVICES: Dict[str, DeviceProfile] = {
         # benchmarks/results/h200-hopper, runs of the current kernels on an H100 (dense causal
         # and local(8)|global_blocks(1) causal, 16K, H=16, bf16): dropout 0.1 in form 19 (stop
         # 61), run42-stop61/call2's variants at d=128 and d=64 and the parity suites of
-        # run43-stop62, run47-stop66 and run48-stop67; softcap 30 with the split dK/dV loops
-        # (stop 58), run40-stop58's variants (call 4 at d=128, call 3 at d=128 and d=64),
-        # run41-stop59's parity suite and variants, the parity suites of run43, run47 and run48
-        # and run48's call-8 variants; the causal ALiBi with stop 66's defaults (folded rows, the
-        # dK/dV output copy), run48's call-1 variants and parity suite. The median per score of
-        # those samples (tests/test_estimate.py _H100_SOURCES). Dropout's forward ranged
-        # 0.36-0.47, its backward 0.45-0.74; softcap's 0.13-0.20 and 0.18-0.59; ALiBi's
-        # 0.04-0.12 and -0.08-0.02: its backward costs nothing measurable since stop 65's fold
-        # (until stop 66 the price was 0.05 / 0.23). The causal form's: the non-causal ALiBi
-        # costs more (about 0.09 forward, 0.08 backward a score on the dense non-causal 16K
-        # case: run48 calls 7-8), which these prices leave out.
-        option_ps_per_score=(("dropout", 0.40, 0.64), ("softcap", 0.17, 0.29),
-                             ("alibi", 0.06, -0.01)),
+        # run43-stop62, run47-stop66, run48-stop67 and run49-stop68; softcap 30 with the dK/dV
+        # factor taken in before dV's product (stop 68), run49's three calls (variants and
+        # parity suite); the causal ALiBi with stop 66's defaults (folded rows, the dK/dV output
+        # copy), run48's call-1 variants and the parity suites of run48 and run49. The median
+        # per score of those samples (tests/test_estimate.py _H100_SOURCES). Dropout's forward
+        # ranged 0.36-0.47, its backward 0.45-0.73; softcap's 0.12-0.16 and 0.17-0.49 (0.17-0.20
+        # dense, 0.46-0.49 local: one price for both); ALiBi's 0.04-0.12 and -0.08-0.04: its
+        # backward costs nothing measurable since stop 65's fold (until stop 66 the price was
+        # 0.05 / 0.23). The causal form's: the non-causal ALiBi costs more (about 0.09 forward,
+        # 0.08 backward a score on the dense non-causal 16K case: run48 calls 7-8), which these
+        # prices leave out.
+        option_ps_per_score=(("dropout", 0.38, 0.64), ("softcap", 0.15, 0.33),
+                             ("alibi", 0.05, -0.01)),
         calibrated="Hopper kernels (fp16/bf16, d=64/128, blocks of 128): the h200 fit, checked "
                    "on H100 80GB HBM3 2026-12-06, median error 2.1% over 72 timings fitted on "
                    "by neither (h200-hopper/run39-stop57/estimator_check.txt; 1.9% over 40 "

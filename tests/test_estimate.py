@@ -493,17 +493,15 @@ _H100_SOURCES = (
     ("dropout", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
     ("dropout", "run47-stop66/call4-test-parity/p/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
     ("dropout", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
-    ("softcap", "run40-stop58/call4/variants128/variants.json", *_VARIANTS, "softcap=30 folded"),
-    ("softcap", "run40-stop58/call3/variants128/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
-    ("softcap", "run40-stop58/call3/variants64/variants.json", *_VARIANTS, "softcap=30 folded, split loops"),
-    ("softcap", "run41-stop59/call1/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
-    ("softcap", "run41-stop59/call2/variants/variants.json", *_VARIANTS, "softcap=30 folded"),
-    ("softcap", "run43-stop62/call4-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
-    ("softcap", "run47-stop66/call4-test-parity/p/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
-    ("softcap", "run48-stop67/call8-walk2/fma4/variants.json", *_VARIANTS, "softcap=30 folded"),
-    ("softcap", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
+    ("dropout", "run49-stop68/call3-parity/parity/parity.json", *_PARITY, "sparseflash dropout_p=0.1"),
+    # the softcap's kernels since stop 68 (the dK/dV factor taken into P^T before dV's product,
+    # launch.HOPPER_BWD_CAP_EARLY): run49's three calls; the earlier runs timed the order before
+    ("softcap", "run49-stop68/call1-poly/poly/variants.json", *_VARIANTS, "softcap=30 folded, dK/dV cap early"),
+    ("softcap", "run49-stop68/call2-early/early128/variants.json", *_VARIANTS, "softcap=30 folded"),
+    ("softcap", "run49-stop68/call3-parity/parity/parity.json", *_PARITY, "sparseflash softcap=30"),
     ("alibi", "run48-stop67/call1-defaults/copy128/variants.json", *_VARIANTS, "alibi column"),
     ("alibi", "run48-stop67/call11-parity/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
+    ("alibi", "run49-stop68/call3-parity/parity/parity.json", *_PARITY, "sparseflash alibi_slopes (H,)"),
 )
 
 
@@ -546,10 +544,10 @@ def test_options_add_their_measured_time_to_ours_and_dense():
 
 def test_h100_predicts_the_option_overheads_of_its_parity_run():
     """The h100 profile's predicted overhead of each option (time with it / without, the
-    model's own base times) against run48's parity suite on an H100 (one of its sources), within
+    model's own base times) against run49's parity suite on an H100 (one of its sources), within
     10%: dense causal and local(8)|global causal, 16K, d=128, forward and forward+backward."""
     layouts = _parity_layouts()
-    t = _times("run48-stop67/call11-parity/parity/parity.json", suite="parity")
+    t = _times("run49-stop68/call3-parity/parity/parity.json", suite="parity")
     for case, layout in layouts.items():
         for kw, impl in ((dict(dropout_p=0.1), "sparseflash dropout_p=0.1"),
                          (dict(softcap=30.0), "sparseflash softcap=30"),

@@ -762,9 +762,11 @@ HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD"
 # loops, stop 68) the full-step loops went 537 -> 517 instructions and 7 / 4 -> 3 / 3 local
 # accesses a step, the masked-step loops 69-75 -> 77-85; in the one loop the code is the same.
 # On an H100 (benchmarks/results/h200-hopper/run49-stop68, parity.py --variants, 16K causal
-# d=128) the backward took 1.6% (dense) and 2.5% (local(8)|global) less time. None (the
-# default): on with the softcap; False: off (env SPARSEFLASH_HOPPER_BWD_CAP_EARLY=0). In the
-# plan-cache key.
+# d=128) the backward took 1.6% (dense) and 2.5% (local(8)|global) less time (call 1); softcap
+# 30's forward+backward overhead 1.103 against 1.130 dense and 1.147 against 1.171 local (call
+# 2), level to 1% lower at d=64 (call 3), 1.104 / 1.117 and 1.153 / 1.164 on an H200 (call 5).
+# None (the default): on with the softcap; False: off (env SPARSEFLASH_HOPPER_BWD_CAP_EARLY=0).
+# In the plan-cache key.
 HOPPER_BWD_CAP_EARLY: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD_CAP_EARLY", "1") != "0" else False
 
 

@@ -181,7 +181,7 @@ DEVICES: Dict[str, DeviceProfile] = {
                    "in run43-stop62, 4.9% over 18 in run33-stop51); portable kernels: "
                    "provisional, checked 2026-11-24, median error 6.0% over 136 timings "
                    "(h100/calibration.json); option costs: medians of H100 runs of the "
-                   "current kernels, stops 58-67 (docs/estimator.md)"),
+                   "current kernels, stops 61-68 (docs/estimator.md)"),
     "h200": DeviceProfile(
         name="NVIDIA H200 SXM 141GB", peak_bf16_tflops=989.4, peak_tf32_tflops=494.7,
         peak_fp32_tflops=66.9, hbm_gbps=4800.0, sram_kib_per_sm=228, num_sms=132,

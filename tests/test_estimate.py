@@ -482,11 +482,10 @@ _H200_SOURCES = (
 
 # The committed H100 runs of today's kernels the h100 profile's prices come from: dropout 0.1
 # since stop 61's form 19 (run42 call 2's variants at d=128 and d=64, the parity suites of run43,
-# run47 and run48); softcap 30 since stop 58's split loops (run40 call 4's d=128 variants, where
-# they became the default, and call 3's split variants at d=128 and d=64; run41's parity suite
-# and variants; the parity suites of run43, run47 and run48, and run48 call 8's variants); the
-# causal ALiBi since stop 66's defaults (the folded rows, the dK/dV output copy by the table's
-# rule at d=128): run48 call 1's variants ("alibi column") and its parity suite (call 11).
+# run47, run48 and run49); softcap 30 since stop 68's dK/dV factor before dV's product (run49's
+# calls 1 and 2, variants, and call 3, its parity suite); the causal ALiBi since stop 66's
+# defaults (the folded rows, the dK/dV output copy by the table's rule at d=128): run48 call 1's
+# variants ("alibi column") and the parity suites of run48 (call 11) and run49 (call 3).
 _H100_SOURCES = (
     ("dropout", "run42-stop61/call2/variants128/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),
     ("dropout", "run42-stop61/call2/variants64/variants.json", *_VARIANTS, "dropout 16-bit quad, 7 rounds"),

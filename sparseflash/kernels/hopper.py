@@ -1906,13 +1906,11 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
                         else:
                             pv = gl.maximum(pT, 0.0).to(dtype)
                         dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv, is_async=True)
-                    elif HAS_SOFTCAP and CAP_EARLY:
-                        pv = pT.to(dtype)
-                        pT = pT * dcapT
-                        dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv, is_async=True)
                     else:
-                        dv = warpgroup_mma(gl.convert_layout(pT.to(dtype), a_layout), do_tile, dv,
-                                           is_async=True)
+                        pv = pT.to(dtype)
+                        if HAS_SOFTCAP and CAP_EARLY:
+                            pT = pT * dcapT
+                        dv = warpgroup_mma(gl.convert_layout(pv, a_layout), do_tile, dv, is_async=True)
                     if HAS_SOFTCAP and (HAS_DROPOUT or not CAP_EARLY):
                         # dS^T = P^T (1 - tanh^2) (dP^T - delta): the softcap factor taken in here
                         # frees its registers before dP^T is waited on (bwd.py multiplies it last;

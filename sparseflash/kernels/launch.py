@@ -767,7 +767,8 @@ HOPPER_BWD_ALIBI_FOLD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_ALIBI_FOLD"
 # 2), level to 1% lower at d=64 (call 3), 1.104 / 1.117 and 1.153 / 1.164 on an H200 (call 5).
 # None (the default): on with the softcap; False: off (env SPARSEFLASH_HOPPER_BWD_CAP_EARLY=0).
 # In the plan-cache key.
-HOPPER_BWD_CAP_EARLY: Optional[bool] = None if os.environ.get("SPARSEFLASH_HOPPER_BWD_CAP_EARLY", "1") != "0" else False
+HOPPER_BWD_CAP_EARLY: Optional[bool] = (None if os.environ.get("SPARSEFLASH_HOPPER_BWD_CAP_EARLY", "1") != "0"
+                                         else False)
 
 
 def _bwd_rows_late(d: int, options: Optional[Dict[str, int]] = None) -> int:

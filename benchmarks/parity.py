@@ -357,6 +357,10 @@ def variant_list(H):
     out.append(("alibi column, dK/dV output copy", dict(alibi_slopes=True),
                 dict(ALIBI_VARIANT="column", HOPPER_BWD_OUT_TMA=True), 1.10))
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
+    # the dK/dV kernel's output copy turned off (launch.HOPPER_BWD_OUT_TMA=False) where the table's
+    # short columns take it by default (local(8)|global; the dense table's long columns do not):
+    # at d=128 it costs the softcap's full-step loop local accesses (sm_90 SASS, stop 69)
+    with_each_option("no dK/dV output copy", dict(HOPPER_BWD_OUT_TMA=False))
     # the abs form (non-causal calls' form; --non-causal: "alibi column" is the abs form too, the
     # column form applying to causal layouts only): in the Hopper forward split by the diagonal's
     # sides (launch.HOPPER_FWD_ALIBI_SIDES, the default since stop 66; run47-stop66 called it

@@ -1762,23 +1762,29 @@ def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynami
     (128, 4000, "local-global", True, False), (128, 1000, "local-global", False, False),
     (64, 4000, "local-global", True, False), (64, 2600, "dense", False, False),
     (128, 4000, "local-global", True, True), (64, 2600, "dense", True, True),
+    (128, 4000, "local-global", True, "softcap"),
 ], ids=["d128-causal-4000", "d128-1000", "d64-causal-4000", "d64-dense-2600",
-        "d128-causal-4000-alibi", "d64-dense-causal-2600-alibi"])
-def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, alibi, hopper_only,
+        "d128-causal-4000-alibi", "d64-dense-causal-2600-alibi", "d128-causal-4000-softcap"])
+@pytest.mark.parametrize("reload", [False, True], ids=["held", "reloaded"])
+def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, alibi, reload, hopper_only,
                                                         monkeypatch):
     """dK and dV through shared memory and bulk copies (``launch.HOPPER_BWD_OUT_TMA``) equal
     the register stores bit for bit (dQ: to the fp32 adds' order), with lengths that end
     inside a consumer's 64 keys (those blocks keep the masked stores), GQA and a batch of 2;
     and with the causal ALiBi, whose row term is folded into lse2 by default (stop 65: the
     copy's loops no longer spill with it; taken by default at d=128 since this test passed on
-    an H100 in stop 66)."""
+    an H100 in stop 66); with the softcap; and with the tile's coordinates found again after the
+    step loops (``launch._HOPPER_BWD_OUT_RELOAD``, stop 69)."""
+    monkeypatch.setattr(launch, "_HOPPER_BWD_OUT_RELOAD", reload)
     g = torch.Generator(device="cuda").manual_seed(2)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
     do = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     pat = sf.local(3) | sf.global_blocks(1) if pattern == "local-global" else sf.dense()
     kw = {}
-    if alibi:
+    if alibi == "softcap":
+        kw["softcap"] = 20.0
+    elif alibi:
         kw["alibi_slopes"] = torch.rand(2, 4, device="cuda", generator=g) * 0.1
     grads = []
     for copy in (True, False):

@@ -988,6 +988,10 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # against the register stores), so the folded causal ALiBi takes the table's rule at d=128 too;
 # the abs form and the unfolded rows at d=128 never. True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
+# An experiment (stop 69): with the output copy, the dK/dV consumers find their tile's
+# coordinates again after the step loops (kernels/hopper.py OUT_TMA 2) instead of holding them
+# across the loops. In the plan-cache key.
+_HOPPER_BWD_OUT_RELOAD = False
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
@@ -1698,6 +1702,8 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
     options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
+    if options["OUT_TMA"] and _HOPPER_BWD_OUT_RELOAD:
+        options["OUT_TMA"] = 2
     # q, k, v, dO, the statistics rows, dQ's accumulator and the outputs (dK, dV: head
     # positions 20 and 21) by base tensor
     descs = {**dict(enumerate(plan.hopper_descs)), 6: plan.dq_desc, 20: _out_template,
@@ -1987,7 +1993,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_CAP_EARLY, HOPPER_BWD_STEP_M,
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA, _HOPPER_BWD_OUT_RELOAD,
            HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED, HOPPER_BWD_ALIBI_FOLD)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:

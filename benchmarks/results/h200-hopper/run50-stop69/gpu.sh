@@ -3,8 +3,11 @@
 # At d=128 the copy, which the launch takes on tables whose columns are short (local(8)|global
 # here, not the dense table), costs the folded softcap's full-step loop 3 -> 32 local accesses
 # a step in one warpgroup (sm_90 SASS, CPU), and moves dropout's 28/32/36 to 18/42/46.
-#   PART=copy: parity.py --variants (16K causal, d=128, 5 rounds): none, softcap 30 folded and
-#     dropout 0.1 (the defaults), each with the copy turned off ("no dK/dV output copy").
+#   PART=copy: the copy's GPU tests (bit for bit the register stores, also with the softcap and
+#     with the tile's coordinates found again after the loops: launch._HOPPER_BWD_OUT_RELOAD), then
+#     parity.py --variants (16K causal, d=128, 5 rounds): none, softcap 30 folded and
+#     dropout 0.1 (the defaults), each with the copy turned off ("no dK/dV output copy") and
+#     with it reloaded ("dK/dV output copy reloaded").
 #   OUT=DIR PART=copy bash benchmarks/results/h200-hopper/run50-stop69/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
@@ -12,9 +15,12 @@ mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
 case "${PART:-copy}" in
   copy)
+    timeout ${TLIMIT:-150} python -m pytest -q -p no:cacheprovider tests/test_hopper.py \
+      -k 'output_copy_equals_register_stores' > $OUT/test_copy.log 2>&1
+    echo "copy tests rc=$?"; grep -E "FAILED|ERROR|Error" $OUT/test_copy.log | cut -c1-200 | head -20; tail -1 $OUT/test_copy.log
     for d in ${DLIST:-128}; do
       timeout ${PLIMIT:-300} python benchmarks/parity.py --variants --rounds ${ROUNDS:-5} --head-dim $d \
-        --only 'none$;none, no dK/dV output copy$;softcap=30 folded$;softcap=30 folded, no dK/dV output copy$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, no dK/dV output copy$' \
+        --only 'none$;none, no dK/dV output copy$;softcap=30 folded$;softcap=30 folded, no dK/dV output copy$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, no dK/dV output copy$;none, dK/dV output copy reloaded$;softcap=30 folded, dK/dV output copy reloaded$;dropout 16-bit quad, 7 rounds, dK/dV output copy reloaded$' \
         --out $OUT/copy$d > $OUT/copy$d.log 2>&1
       echo "copy$d rc=$?"; grep -E '"pass": "overhead' $OUT/copy$d.log | cut -c1-200
     done ;;

@@ -8,7 +8,10 @@
 #     parity.py --variants (16K causal, d=128, 5 rounds): none, softcap 30 folded and
 #     dropout 0.1 (the defaults), each with the copy turned off ("no dK/dV output copy") and
 #     with it reloaded ("dK/dV output copy reloaded").
-#   OUT=DIR PART=copy bash benchmarks/results/h200-hopper/run50-stop69/gpu.sh
+#   PART=sweep: hopper.py (ours only, 3 rounds) on the peers table's cases that take the copy,
+#     the default against --set _HOPPER_BWD_OUT_RELOAD=True; parity.py --variants at d=64 (3
+#     rounds): none, softcap 30 and dropout 0.1, each with the copy reloaded.
+#   OUT=DIR PART=copy|sweep bash benchmarks/results/h200-hopper/run50-stop69/gpu.sh
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
@@ -24,4 +27,15 @@ case "${PART:-copy}" in
         --out $OUT/copy$d > $OUT/copy$d.log 2>&1
       echo "copy$d rc=$?"; grep -E '"pass": "overhead' $OUT/copy$d.log | cut -c1-200
     done ;;
+  sweep)
+    # the reloaded copy against the default on the peers table's cases that take the copy (its
+    # sparse cases and dense causal 4K; ours only), then parity.py's variants at d=64
+    timeout ${HLIMIT:-300} python benchmarks/hopper.py --no-peers --rounds 3 --heat 1 \
+      --cases 'dense causal N=4096;local;butterfly;bigbird;strided' \
+      --set _HOPPER_BWD_OUT_RELOAD=True --out $OUT/sweep > $OUT/sweep.log 2>&1
+    echo "sweep rc=$?"; tail -2 $OUT/sweep.log | cut -c1-300
+    timeout ${PLIMIT:-200} python benchmarks/parity.py --variants --rounds 3 --head-dim 64 \
+      --only 'none$;none, dK/dV output copy reloaded$;softcap=30 folded$;softcap=30 folded, dK/dV output copy reloaded$;dropout 16-bit quad, 7 rounds$;dropout 16-bit quad, 7 rounds, dK/dV output copy reloaded$' \
+      --out $OUT/copy64 > $OUT/copy64.log 2>&1
+    echo "copy64 rc=$?"; grep -E '"pass": "overhead' $OUT/copy64.log | cut -c1-200 ;;
 esac

@@ -255,7 +255,7 @@ DEFAULTS = dict(DROPOUT_BITS=16, DROPOUT_MAPPING="auto", DROPOUT_ROUNDS=7, ALIBI
                 _HOPPER_BWD_REGS=dict(plain=240, causal=240), USE_HOPPER=None, USE_HOPPER_BWD=None,
                 SOFTCAP_SHIFT=None, HOPPER_BWD_ROWS_LATE=None, HOPPER_BWD_KV_REGS=None,
                 HOPPER_RELEASE_ALL=None, HOPPER_BWD_SPLIT_LOOPS=None, _HOPPER_BWD_UNCLAMPED=False,
-                HOPPER_BWD_OUT_TMA=None, _HOPPER_BWD_OUT_RELOAD=False, HOPPER_BWD_ALIBI_FOLD=True,
+                HOPPER_BWD_OUT_TMA=None, HOPPER_BWD_OUT_RELOAD=True, HOPPER_BWD_ALIBI_FOLD=True,
                 HOPPER_FWD_ALIBI_RAW=False, HOPPER_FWD_ALIBI_SIDES=True, HOPPER_BWD_CAP_EARLY=None)
 
 
@@ -361,8 +361,10 @@ def variant_list(H):
     # short columns take it by default (local(8)|global; the dense table's long columns do not):
     # at d=128 it costs the softcap's full-step loop local accesses (sm_90 SASS, stop 69)
     with_each_option("no dK/dV output copy", dict(HOPPER_BWD_OUT_TMA=False))
-    # the copy with the tile's coordinates found again after the loops (launch._HOPPER_BWD_OUT_RELOAD)
-    with_each_option("dK/dV output copy reloaded", dict(_HOPPER_BWD_OUT_RELOAD=True))
+    # the copy with the tile's coordinates held across the loops (launch.HOPPER_BWD_OUT_RELOAD=False,
+    # the form before stop 69; run50-stop69 timed the reload, now the default, as "dK/dV output
+    # copy reloaded" against this)
+    with_each_option("dK/dV output copy held", dict(HOPPER_BWD_OUT_RELOAD=False))
     # the abs form (non-causal calls' form; --non-causal: "alibi column" is the abs form too, the
     # column form applying to causal layouts only): in the Hopper forward split by the diagonal's
     # sides (launch.HOPPER_FWD_ALIBI_SIDES, the default since stop 66; run47-stop66 called it

@@ -1197,6 +1197,39 @@ def test_dkdv_softcap_factor_early_shortens_the_full_steps():
     assert early["HGMMA"] == late["HGMMA"]
 
 
+def test_dkdv_output_copy_reload_default_and_bad_value(monkeypatch):
+    """``launch.HOPPER_BWD_OUT_RELOAD``: True by default, the copy's OUT_TMA is then 2 (the
+    tile's coordinates found again after the step loops), 1 with False, 0 without the copy
+    either way; anything but a bool is refused, naming the setting."""
+    assert launch.HOPPER_BWD_OUT_RELOAD is True
+    assert launch._bwd_out_mode(True) == 2 and launch._bwd_out_mode(False) == 0
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_RELOAD", False)
+    assert launch._bwd_out_mode(True) == 1 and launch._bwd_out_mode(False) == 0
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_RELOAD", 1)
+    with pytest.raises(ValueError, match="HOPPER_BWD_OUT_RELOAD must be True or False"):
+        launch._bwd_out_mode(True)
+
+
+def test_dkdv_output_copy_reload_eases_the_softcap_loops():
+    """With the output copy, the folded softcap's d=128 dK/dV kernel (sm_90 SASS, causal, the
+    launch's fused-dQ flags) makes fewer local-memory accesses a step in its full steps' loops
+    when the tile's coordinates are found again after the loops (OUT_TMA 2, the default) than
+    when they are held across them (OUT_TMA 1): stop 69 counted 1 and 18 against 3 and 32, and
+    the held form's 32 was what the reload was built to remove. The same products either way."""
+    flags = dict(FUSED_DQ=True, NUM_STAGES=launch._HOPPER_FUSED_STAGES[128], CAUSAL=True,
+                 CONSUMER_REGS=240, SCHEDULED=True, STATS_TMA=1, HAS_SOFTCAP=2, ROWS_LATE=19)
+    held = _sass_counts("dkdv", 128, "bf16", dict(flags, OUT_TMA=1))
+    reloaded = _sass_counts("dkdv", 128, "bf16", dict(flags, OUT_TMA=2))
+    full = lambda c: sorted(c["STEP_LOOPS_LOCAL"])[:2]          # noqa: E731 (the full steps' loops)
+    assert sum(full(reloaded)) < sum(full(held)), (reloaded["STEP_LOOPS_LOCAL"], held["STEP_LOOPS_LOCAL"])
+    assert reloaded["HGMMA"] == held["HGMMA"]
+    # both forms store dV and dK by bulk copies (two a consumer), the register stores none
+    bulk = r"cp\.async\.bulk\.tensor\.\dd\.global\.shared"
+    for mode, want in ((0, 0), (1, 4), (2, 4)):
+        ptx = _ptx("dkdv", 128, "bf16", dict(flags, OUT_TMA=mode))
+        assert len(re.findall(bulk, ptx)) == want, mode
+
+
 def test_three_consumer_forward_partitions_and_registers():
     """The 192-query forward (``NUM_CONSUMERS=3``): three consumer warpgroups and the producer
     warp, each consumer thread with 160 registers and the producer's with 24
@@ -1774,8 +1807,9 @@ def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, a
     and with the causal ALiBi, whose row term is folded into lse2 by default (stop 65: the
     copy's loops no longer spill with it; taken by default at d=128 since this test passed on
     an H100 in stop 66); with the softcap; and with the tile's coordinates found again after the
-    step loops (``launch._HOPPER_BWD_OUT_RELOAD``, stop 69)."""
-    monkeypatch.setattr(launch, "_HOPPER_BWD_OUT_RELOAD", reload)
+    step loops (``launch.HOPPER_BWD_OUT_RELOAD``, the default since stop 69) and held across
+    them."""
+    monkeypatch.setattr(launch, "HOPPER_BWD_OUT_RELOAD", reload)
     g = torch.Generator(device="cuda").manual_seed(2)
     q = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))

@@ -1997,13 +1997,14 @@ def _bwd_consumer(q_smem, do_smem, k_smem, v_smem, lse2_smem, delta_smem, ds_sme
     if HAS_DROPOUT:
         dv = dv * drop_scale
     if OUT_TMA == 2:
-        # the tile's coordinates found again for the copy (launch._HOPPER_BWD_OUT_RELOAD, an
-        # experiment): ptxas then holds fewer words across the step loops
+        # the tile's coordinates found again for the copy (launch.HOPPER_BWD_OUT_RELOAD), not
+        # held across the step loops: ptxas allocates the loops' registers better (stop 69)
         off_b, off_kvh, q_start, q_lo, q_hi, k_start, k_lo, k_hi, col_off, nk, start_n, tile_ok = _key_tile(
             schedule, num_n_tiles, num_kv_heads, seqs, q_len, k_len, q_pos, k_pos, nq, nk, BLOCK_N,
             PER_SEQ, PACKED, SCHEDULED)
         k_row0 = k_start - k_lo
         first = start_n + WG * KEYS
+    if OUT_TMA:
         # every key of the warpgroup's 64 is the tile's: dV, then dK, through this warpgroup's
         # V slot (its own, read by no other product: its last has completed) and a bulk copy
         # each, as the forward's output (launch.HOPPER_BWD_OUT_TMA); a partial block keeps

@@ -988,10 +988,21 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 # against the register stores), so the folded causal ALiBi takes the table's rule at d=128 too;
 # the abs form and the unfolded rows at d=128 never. True / False: always / never.
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
-# An experiment (stop 69): with the output copy, the dK/dV consumers find their tile's
-# coordinates again after the step loops (kernels/hopper.py OUT_TMA 2) instead of holding them
-# across the loops. In the plan-cache key.
-_HOPPER_BWD_OUT_RELOAD = False
+# With the output copy, the dK/dV consumers find their tile's coordinates again after the step
+# loops (kernels/hopper.py OUT_TMA 2: the schedule entry and the sequence's bounds loaded once
+# more) instead of holding them across the loops (stop 69). ptxas then allocates the loops'
+# registers differently (sm_90 SASS, d=128 causal, local accesses a step in each consumer's
+# loops: plain 8 / 3 -> 3 / 13; the folded softcap's full-step loops 3 / 32 -> 1 / 18, its
+# masked-step loops 68 / 83 -> 69 / 72), and the backward ran faster wherever the copy is
+# taken. On an H100 (benchmarks/results/h200-hopper/run50-stop69): forward+backward 16K causal
+# local(8)|global d=128 1.381 -> 1.334 ms without options, 1.540 -> 1.520 with softcap 30,
+# 1.731 -> 1.691 with dropout 0.1 (call 1, 5 rounds); on the peers table's cases that take
+# the copy (call 2, 3 rounds) 1.003-1.062x (local(2) 16K and 64K d=128 1.055 and 1.062,
+# strided(16)|local(1) 1.023), bigbird(3,2,3) d=64 0.998x. Turning the copy off instead gained
+# nothing (call 1: 1.378 ms). True (the default) / False (env
+# SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0: the coordinates held, the form before). In the
+# plan-cache key.
+HOPPER_BWD_OUT_RELOAD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_OUT_RELOAD", "1") != "0"
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
 # that ptxas leaves the wait for the previous step's P V after the exponentials instead of
@@ -1424,6 +1435,15 @@ def _bwd_out_tma(layout, bwd_ptr: torch.Tensor, cache: Optional[dict], alibi: in
     return cache[key]
 
 
+def _bwd_out_mode(copy: bool) -> int:
+    """The dK/dV kernel's OUT_TMA constexpr: 0, register stores; 1, the output copy with the
+    tile's coordinates held across the step loops; 2, found again after them
+    (:data:`HOPPER_BWD_OUT_RELOAD`)."""
+    if not isinstance(HOPPER_BWD_OUT_RELOAD, bool):
+        raise ValueError(f"HOPPER_BWD_OUT_RELOAD must be True or False, got {HOPPER_BWD_OUT_RELOAD!r}")
+    return (2 if HOPPER_BWD_OUT_RELOAD else 1) if copy else 0
+
+
 _COUNTERS: dict = {}        # (device index, stream) -> the run-time tiles' int32 counter
 _COUNTERS_KEPT = 64
 
@@ -1701,9 +1721,7 @@ def _hopper_dkdv_plan(plan, q, k, v, do, stats, layout, bwd_ptr, geometry, const
                    RELEASE=bool(_switch("HOPPER_RELEASE_ALL")),
                    **{n: constexprs[n] for n in names})
     options["HAS_DROPOUT"] = _hopper_dropout(options["HAS_DROPOUT"])
-    options["OUT_TMA"] = _bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d)
-    if options["OUT_TMA"] and _HOPPER_BWD_OUT_RELOAD:
-        options["OUT_TMA"] = 2
+    options["OUT_TMA"] = _bwd_out_mode(_bwd_out_tma(layout, bwd_ptr, schedule_cache, options["HAS_ALIBI"], d))
     # q, k, v, dO, the statistics rows, dQ's accumulator and the outputs (dK, dV: head
     # positions 20 and 21) by base tensor
     descs = {**dict(enumerate(plan.hopper_descs)), 6: plan.dq_desc, 20: _out_template,
@@ -1993,7 +2011,7 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_CAP_EARLY, HOPPER_BWD_STEP_M,
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA, _HOPPER_BWD_OUT_RELOAD,
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA, HOPPER_BWD_OUT_RELOAD,
            HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED, HOPPER_BWD_ALIBI_FOLD)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:

@@ -990,18 +990,17 @@ HOPPER_FWD_OUT_TMA: Optional[bool] = None
 HOPPER_BWD_OUT_TMA: Optional[bool] = None
 # With the output copy, the dK/dV consumers find their tile's coordinates again after the step
 # loops (kernels/hopper.py OUT_TMA 2: the schedule entry and the sequence's bounds loaded once
-# more) instead of holding them across the loops (stop 69). ptxas then allocates the loops'
-# registers differently (sm_90 SASS, d=128 causal, local accesses a step in each consumer's
-# loops: plain 8 / 3 -> 3 / 13; the folded softcap's full-step loops 3 / 32 -> 1 / 18, its
-# masked-step loops 68 / 83 -> 69 / 72), and the backward ran faster wherever the copy is
-# taken. On an H100 (benchmarks/results/h200-hopper/run50-stop69): forward+backward 16K causal
-# local(8)|global d=128 1.381 -> 1.334 ms without options, 1.540 -> 1.520 with softcap 30,
-# 1.731 -> 1.691 with dropout 0.1 (call 1, 5 rounds); on the peers table's cases that take
-# the copy (call 2, 3 rounds) 1.003-1.062x (local(2) 16K and 64K d=128 1.055 and 1.062,
-# strided(16)|local(1) 1.023), bigbird(3,2,3) d=64 0.998x. Turning the copy off instead gained
-# nothing (call 1: 1.378 ms). True (the default) / False (env
-# SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0: the coordinates held, the form before). In the
-# plan-cache key.
+# more) instead of holding them across the loops (OUT_TMA 1; stop 69). ptxas then allocates the
+# loops' registers differently (sm_90 SASS, d=128 causal, local-memory accesses a step in the
+# two consumers' loops: the folded softcap's full-step loops 3 / 32 -> 1 / 18 and masked-step
+# loops 68 / 83 -> 69 / 72; without options 8 / 3 -> 3 / 13). On an H100
+# (benchmarks/results/h200-hopper/run50-stop69 call 3, parity.py --variants, 16K causal
+# local(8)|global d=128, 5 rounds, forward+backward held -> reloaded): 1.319 -> 1.305 ms without
+# options, 1.522 -> 1.493 with softcap 30, 1.668 -> 1.667 with dropout 0.1 (register stores:
+# 1.351, 1.514, 1.704). On the peers table's cases that take the copy (13 cases, 3 rounds)
+# held ÷ reloaded was 0.989-1.029 (bigbird(3,2,3) d=128 1.029, local(8) d=64 1.014, the rest
+# 0.989-1.006): level there. True (the default) / False (env SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0:
+# the coordinates held, the form before). In the plan-cache key.
 HOPPER_BWD_OUT_RELOAD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_OUT_RELOAD", "1") != "0"
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so

@@ -997,9 +997,9 @@ HOPPER_BWD_OUT_TMA: Optional[bool] = None
 # (benchmarks/results/h200-hopper/run50-stop69 call 3, parity.py --variants, 16K causal
 # local(8)|global d=128, 5 rounds, forward+backward held -> reloaded): 1.319 -> 1.305 ms without
 # options, 1.522 -> 1.493 with softcap 30, 1.668 -> 1.667 with dropout 0.1 (register stores:
-# 1.351, 1.514, 1.704). On the peers table's cases that take the copy (13 cases, 3 rounds)
-# held ÷ reloaded was 0.989-1.029 (bigbird(3,2,3) d=128 1.029, local(8) d=64 1.014, the rest
-# 0.989-1.006): level there. True (the default) / False (env SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0:
+# 1.351, 1.514, 1.704). On the 10 cases of the peers table that take the copy (3 rounds),
+# held ÷ reloaded was 0.994-1.029, median about 1.003 (bigbird(3,2,3) d=128 1.029): level
+# within that call's noise, which three cases without the copy put at 0.987-0.997. True (the default) / False (env SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0:
 # the coordinates held, the form before). In the plan-cache key.
 HOPPER_BWD_OUT_RELOAD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_OUT_RELOAD", "1") != "0"
 _BWD_OUT_TMA_QUERIES = 3072

@@ -359,7 +359,8 @@ def variant_list(H):
     out.append(("none, dK/dV output copy", {}, dict(HOPPER_BWD_OUT_TMA=True), None))
     # the dK/dV kernel's output copy turned off (launch.HOPPER_BWD_OUT_TMA=False) where the table's
     # short columns take it by default (local(8)|global; the dense table's long columns do not):
-    # at d=128 it costs the softcap's full-step loop local accesses (sm_90 SASS, stop 69)
+    # held across the loops, its coordinates cost the softcap's d=128 full-step loop local
+    # accesses (sm_90 SASS, stop 69), which HOPPER_BWD_OUT_RELOAD (the default) takes back
     with_each_option("no dK/dV output copy", dict(HOPPER_BWD_OUT_TMA=False))
     # the copy with the tile's coordinates held across the loops (launch.HOPPER_BWD_OUT_RELOAD=False,
     # the form before stop 69; run50-stop69 timed the reload, now the default, as "dK/dV output

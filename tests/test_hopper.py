@@ -1791,15 +1791,15 @@ def test_hopper_output_copy_equals_register_stores(consumers, persistent, dynami
 
 
 @gpu
-@pytest.mark.parametrize("d,n,pattern,causal,alibi", [
-    (128, 4000, "local-global", True, False), (128, 1000, "local-global", False, False),
-    (64, 4000, "local-global", True, False), (64, 2600, "dense", False, False),
-    (128, 4000, "local-global", True, True), (64, 2600, "dense", True, True),
+@pytest.mark.parametrize("d,n,pattern,causal,option", [
+    (128, 4000, "local-global", True, None), (128, 1000, "local-global", False, None),
+    (64, 4000, "local-global", True, None), (64, 2600, "dense", False, None),
+    (128, 4000, "local-global", True, "alibi"), (64, 2600, "dense", True, "alibi"),
     (128, 4000, "local-global", True, "softcap"),
 ], ids=["d128-causal-4000", "d128-1000", "d64-causal-4000", "d64-dense-2600",
         "d128-causal-4000-alibi", "d64-dense-causal-2600-alibi", "d128-causal-4000-softcap"])
 @pytest.mark.parametrize("reload", [False, True], ids=["held", "reloaded"])
-def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, alibi, reload, hopper_only,
+def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, option, reload, hopper_only,
                                                         monkeypatch):
     """dK and dV through shared memory and bulk copies (``launch.HOPPER_BWD_OUT_TMA``) equal
     the register stores bit for bit (dQ: to the fp32 adds' order), with lengths that end
@@ -1816,9 +1816,9 @@ def test_hopper_dkdv_output_copy_equals_register_stores(d, n, pattern, causal, a
     do = torch.randn(2, 4, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     pat = sf.local(3) | sf.global_blocks(1) if pattern == "local-global" else sf.dense()
     kw = {}
-    if alibi == "softcap":
+    if option == "softcap":
         kw["softcap"] = 20.0
-    elif alibi:
+    elif option == "alibi":
         kw["alibi_slopes"] = torch.rand(2, 4, device="cuda", generator=g) * 0.1
     grads = []
     for copy in (True, False):

@@ -999,8 +999,9 @@ HOPPER_BWD_OUT_TMA: Optional[bool] = None
 # options, 1.522 -> 1.493 with softcap 30, 1.668 -> 1.667 with dropout 0.1 (register stores:
 # 1.351, 1.514, 1.704). On the 10 cases of the peers table that take the copy (3 rounds),
 # held ÷ reloaded was 0.994-1.029, median about 1.003 (bigbird(3,2,3) d=128 1.029): level
-# within that call's noise, which three cases without the copy put at 0.987-0.997. True (the default) / False (env SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0:
-# the coordinates held, the form before). In the plan-cache key.
+# within that call's noise, which three cases without the copy put at 0.987-0.997. True (the
+# default) / False (env SPARSEFLASH_HOPPER_BWD_OUT_RELOAD=0: the coordinates held, the form
+# before). In the plan-cache key.
 HOPPER_BWD_OUT_RELOAD: bool = os.environ.get("SPARSEFLASH_HOPPER_BWD_OUT_RELOAD", "1") != "0"
 _BWD_OUT_TMA_QUERIES = 3072
 # The Hopper forward's softmax in a basic block of its own (kernels/hopper.py OVERLAP_PV), so
@@ -2010,7 +2011,8 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
            tuple(_HOPPER_BWD_REGS.values()), HOPPER_BWD_ROWS_LATE, HOPPER_BWD_CAP_EARLY, HOPPER_BWD_STEP_M,
            HOPPER_BWD_DQ_ROWS, HOPPER_BWD_KV_REGS, HOPPER_BWD_STATS,
            _HOPPER_DQ_TABLE.get(d),
-           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA, HOPPER_BWD_OUT_RELOAD,
+           HOPPER_FUSED_DQ, _HOPPER_FUSED_STAGES.get(d), dkdv_first is not None, HOPPER_BWD_OUT_TMA,
+           HOPPER_BWD_OUT_RELOAD,
            HOPPER_RELEASE_ALL, HOPPER_BWD_SPLIT_LOOPS, _HOPPER_BWD_UNCLAMPED, HOPPER_BWD_ALIBI_FOLD)
     plan = schedule_cache.get("plans", _NO_PLANS).get(key) if cacheable else None
     if plan is None:

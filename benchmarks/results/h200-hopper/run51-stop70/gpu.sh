@@ -7,14 +7,16 @@
 #     FA4 installed first, docs/hopper.md "Tests").
 #   PART=retune: hopper.py --no-peers on the peers table's cases whose columns are longer than
 #     the rule's 3,072 queries (they store dK and dV by registers), the copy forced on
-#     (HOPPER_BWD_OUT_TMA=True, the coordinates found again) beside the default; then the
-#     parity suite (dropout, softcap and ALiBi overheads, FA2's dropout beside them).
-#   OUT=DIR PART=tests|peers|retune bash benchmarks/results/h200-hopper/run51-stop70/gpu.sh
+#     (HOPPER_BWD_OUT_TMA=True, the coordinates found again) beside the default.
+#   PART=parity: the parity suite (dropout, softcap and ALiBi overheads, FA2's dropout beside).
+#   OUT=DIR PART="tests retune" bash benchmarks/results/h200-hopper/run51-stop70/gpu.sh
+#   (PART: one or more of tests, peers, retune, parity, run in that order)
 cd "$(dirname "$0")/../../../.."
 export PYTHONPATH=.:${PYTHONPATH:-}
 mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
-case "${PART:-tests}" in
+for part in ${PART:-tests}; do
+case $part in
   tests)
     bash benchmarks/gpu_shards.sh tests/test_hopper.py ${SHARDS:-15} ${TLIMIT:-360} $OUT/tests "test_hopper_" \
       > $OUT/tests.txt 2>&1
@@ -27,10 +29,12 @@ case "${PART:-tests}" in
       echo "$p rc=$?"; tail -1 $OUT/$p.log | cut -c1-300
     done ;;
   retune)
-    timeout ${HLIMIT:-200} python benchmarks/hopper.py --no-peers --rounds 3 --heat 1 \
+    timeout ${RLIMIT:-200} python benchmarks/hopper.py --no-peers --rounds 3 --heat 1 \
       --cases 'dense N=4096;dense N=16384;dense causal N=16384;local(32);bigbird(16;strided(4);local(28)' \
       --set HOPPER_BWD_OUT_TMA=True --out $OUT/retune > $OUT/retune.log 2>&1
-    echo "retune rc=$?"; tail -1 $OUT/retune.log | cut -c1-300
+    echo "retune rc=$?"; tail -1 $OUT/retune.log | cut -c1-300 ;;
+  parity)
     timeout ${PLIMIT:-230} python benchmarks/parity.py --out $OUT/parity > $OUT/parity.log 2>&1
     echo "parity rc=$?"; grep -E '"pass": "overhead' $OUT/parity.log | cut -c1-220 ;;
 esac
+done

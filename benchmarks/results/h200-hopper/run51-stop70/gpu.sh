@@ -2,7 +2,8 @@
 # stop 70: the GPU half of tests/test_hopper.py on today's kernels (last run whole in stop 58,
 # run40), the FA4 peers with today's kernels (last in run48, stop 67), and the dK/dV output
 # copy's 3,072-query rule retuned now that the copy finds its coordinates again (stop 69).
-#   PART=tests: the `test_hopper_` tests (the GPU ones) in SHARDS shards (benchmarks/gpu_shards.sh).
+#   PART=tests: the `test_hopper_` tests (the GPU ones; KEXPR: a -k expression instead) in SHARDS
+#     shards (benchmarks/gpu_shards.sh).
 #   PART=peers: hopper.py with FA4, cuDNN and FlexAttention beside ours (dense, then sparse;
 #     FA4 installed first, docs/hopper.md "Tests").
 #   PART=retune: hopper.py --no-peers on the peers table's cases whose columns are longer than
@@ -18,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 for part in ${PART:-tests}; do
 case $part in
   tests)
-    bash benchmarks/gpu_shards.sh tests/test_hopper.py ${SHARDS:-15} ${TLIMIT:-360} $OUT/tests "test_hopper_" \
+    bash benchmarks/gpu_shards.sh tests/test_hopper.py ${SHARDS:-15} ${TLIMIT:-360} $OUT/tests "${KEXPR:-test_hopper_}" \
       > $OUT/tests.txt 2>&1
     grep -h -E "passed|failed" $OUT/tests/pytest_shard*.txt | tail -n 20
     grep -h -E "^FAILED|^ERROR|^EARLY FAILED" $OUT/tests/pytest_shard*.txt | sort -u | cut -c1-200 | head -20 ;;

@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 for part in ${PART:-tests}; do
 case $part in
   tests)
-    bash benchmarks/gpu_shards.sh tests/test_hopper.py ${SHARDS:-15} ${TLIMIT:-360} $OUT/tests "${KEXPR:-test_hopper_}" \
+    bash benchmarks/gpu_shards.sh tests/test_hopper.py ${SHARDS:-12} ${TLIMIT:-360} $OUT/tests "${KEXPR:-test_hopper_}" \
       > $OUT/tests.txt 2>&1
     grep -h -E "passed|failed" $OUT/tests/pytest_shard*.txt | tail -n 20
     grep -h -E "^FAILED|^ERROR|^EARLY FAILED" $OUT/tests/pytest_shard*.txt | sort -u | cut -c1-200 | head -20 ;;

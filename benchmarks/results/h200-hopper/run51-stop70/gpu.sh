@@ -5,7 +5,7 @@
 #   PART=tests: the `test_hopper_` tests (the GPU ones; KEXPR: a -k expression instead) in SHARDS
 #     shards (benchmarks/gpu_shards.sh).
 #   PART=peers: hopper.py with FA4, cuDNN and FlexAttention beside ours (dense, then sparse;
-#     FA4 installed first, docs/hopper.md "Tests").
+#     FA4 installed first: benchmarks/fa4_carry.sh, docs/hopper.md "Installing FA4 on the device").
 #   PART=retune: hopper.py --no-peers on the peers table's cases whose columns are longer than
 #     the rule's 3,072 queries (they store dK and dV by registers), the copy forced on
 #     (HOPPER_BWD_OUT_TMA=True, the coordinates found again) beside the default.

@@ -8,6 +8,8 @@
 # It moves them into .fa4c/ (the small wheels) and .fa4d/ to .fa4g/ (the large wheel in four
 # parts of at most 25 MB), all git-ignored, and prints the four calls' commands and carries.
 set -euo pipefail
+# the pieces' size (FA4_SPLIT_BYTES: for tests/test_fa4_carry.py's small files)
+cut=${FA4_SPLIT_BYTES:-25000000}
 [ -d .git ] || { echo "fa4_carry.sh: run it in the repository root" >&2; exit 2; }
 if [ ! -f .fa4a/part.aa ] || [ ! -f .fa4b/BIGNAME ]; then
   if [ -f .fa4g/BIGNAME ]; then
@@ -22,10 +24,16 @@ else
   mv .fa4b/*.whl .fa4c/
   cp .fa4b/BIGNAME .fa4g/
   # the large wheel is .fa4a/part.aa then .fa4b/part.a[b-z]: halve each part
-  split -b 25000000 .fa4a/part.aa .fa4d/x && mv .fa4d/xab .fa4e/xab
-  cat .fa4b/part.a[b-z] > .fa4f/rest && split -b 25000000 .fa4f/rest .fa4f/y && rm .fa4f/rest
-  mv .fa4f/yab .fa4g/yab
-  [ ! -e .fa4f/yac ] || { echo "fa4_carry.sh: the wheel's second part is over 50 MB; widen the split" >&2; exit 3; }
+  # (a part of at most $cut bytes splits into one piece: its second piece is then empty, so the
+  # device's joins are the same commands)
+  split -b $cut .fa4a/part.aa .fa4d/x
+  if [ -e .fa4d/xab ]; then mv .fa4d/xab .fa4e/xab; else : > .fa4e/xab; fi
+  [ ! -e .fa4d/xac ] || { echo "fa4_carry.sh: .fa4a/part.aa is over $((2 * cut)) bytes; widen the split" >&2; exit 3; }
+  cat .fa4b/part.a[b-z] > .fa4f/rest 2>/dev/null || : > .fa4f/rest
+  split -b $cut .fa4f/rest .fa4f/y && rm .fa4f/rest
+  [ -e .fa4f/yaa ] || : > .fa4f/yaa
+  if [ -e .fa4f/yab ]; then mv .fa4f/yab .fa4g/yab; else : > .fa4g/yab; fi
+  [ ! -e .fa4f/yac ] || { echo "fa4_carry.sh: the wheel's second part is over $((2 * cut)) bytes; widen the split" >&2; exit 3; }
   rm -rf .fa4a .fa4b
   for d in .fa4c .fa4d .fa4e .fa4f .fa4g; do
     grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude

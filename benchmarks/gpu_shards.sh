@@ -33,7 +33,9 @@ for ((i = 0; i < shards; i++)); do
   if [ -s "$tmp/shard$i.txt" ]; then
     # one argument a line: parametrised ids may hold spaces ("rows[-1, 0, 0]")
     mapfile -t ids < "$tmp/shard$i.txt"
-    timeout "$limit" python -m pytest -q -p no:cacheprovider --durations=10 "${ids[@]}" \
+    # -v: a line a finished test, so a shard cut by its limit shows which ones passed (stop 72's
+    # run53 had to infer its cut test from the ids' order)
+    timeout "$limit" python -m pytest -v -p no:cacheprovider --durations=10 "${ids[@]}" \
       > "$out/pytest_shard$i.txt" 2>&1 &
   fi
 done

@@ -240,6 +240,10 @@ def test_gpu_shards_runs_a_k_selection_across_its_shards(tmp_path):
     wanted = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_presets.py",
                              "-k", expr], cwd=root, capture_output=True, text=True).stdout.count("::")
     assert len(counts) == 2 and sum(counts) == wanted > 2, (counts, wanted)
+    # each finished test is named (-v), so a shard cut by its limit still shows what passed
+    named = [line for shard in tmp_path.glob("pytest_shard*.txt") for line in shard.read_text().splitlines()
+             if "::test_preset_file_is_documented" in line and " PASSED" in line]
+    assert len(named) == wanted, named
     ids = tmp_path / "ids.txt"
     ids.write_text("tests/test_presets.py::test_required_presets_exist\n")
     refused = subprocess.run(["bash", str(script), f"@{ids}", "1", "60", str(tmp_path / "x"), expr],

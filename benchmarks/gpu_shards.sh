@@ -7,7 +7,11 @@
 #   bash benchmarks/gpu_shards.sh tests/test_hopper.py 8 330 OUT "test_hopper_ and softcap"
 # (the 261 GPU tests of tests/test_hopper.py, -k test_hopper_, took 8 shards about 300 s on an
 # H100 in stop 58; the whole suite does not fit one device call).
-# Writes OUT_DIR/pytest_shard<i>.txt (with the shard's 10 slowest tests, to plan shards by);
+# Shards are planned by the tests' recorded durations (benchmarks/shard_plan.py: longest first to
+# the least-loaded shard, from the --durations lists under benchmarks/results; SHARD_PLAN=lines
+# deals them out by line number instead, line NR to shard NR % NUM_SHARDS).
+# Writes OUT_DIR/pytest_shard<i>.txt (with the shard's 10 slowest tests, to plan shards by) and
+# OUT_DIR/not_run.txt (the ids no shard finished: rerun them with @OUT_DIR/not_run.txt);
 # prints each shard's summary and the failures. Its id lists go to a folder of its own
 # (mktemp), so several selections may run at once, each with its own environment
 # (e.g. `SPARSEFLASH_HOPPER_WALK=descending bash benchmarks/gpu_shards.sh ... &`).
@@ -28,8 +32,15 @@ if [[ $paths == @* ]]; then
 else
   python -m pytest --collect-only -q $paths ${kexpr:+-k "$kexpr"} 2>/dev/null | grep "::" > "$tmp/ids.txt"
 fi
+here=$(cd "$(dirname "$0")" && pwd)
+if [[ ${SHARD_PLAN:-durations} != lines ]] && python "$here/shard_plan.py" plan "$tmp/ids.txt" "$shards" "$tmp"; then
+  :
+else
+  for ((i = 0; i < shards; i++)); do
+    awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"
+  done
+fi
 for ((i = 0; i < shards; i++)); do
-  awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"
   if [ -s "$tmp/shard$i.txt" ]; then
     # one argument a line: parametrised ids may hold spaces ("rows[-1, 0, 0]")
     mapfile -t ids < "$tmp/shard$i.txt"
@@ -41,4 +52,8 @@ for ((i = 0; i < shards; i++)); do
 done
 wait
 tail -n 2 "$out"/pytest_shard*.txt
+if ls "$out"/pytest_shard*.txt >/dev/null 2>&1 \
+    && python "$here/shard_plan.py" unfinished "$tmp/ids.txt" "$out"/pytest_shard*.txt > "$out/not_run.txt"; then
+  echo "gpu_shards.sh: $(grep -c "::" "$out/not_run.txt") of $(grep -c "::" "$tmp/ids.txt") ids not finished ($out/not_run.txt)"
+fi
 grep -h -E "^FAILED|^ERROR|^EARLY FAILED" "$out"/pytest_shard*.txt | sort -u | head -20

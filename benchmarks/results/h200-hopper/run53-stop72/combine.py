@@ -46,6 +46,8 @@ summary = {
         "run43-stop62's, run41-stop59's, run38-stop56/call4's and run34-stop52/call7's; *_repeat (sparse "
         "cases) is run53 call 7, the sparse half again on the same machine. The H200's ratios are in "
         "../h200/fa4_ratio.json (stop 50's kernels)."),
+    # the rows the head ratios come from (tests/test_fa4_ratio_summary.py recomputes them)
+    "rows_from": [str((R / "c4" / half / "hopper.json").relative_to(Path.cwd())) for half in ("dense", "sparse")],
     "previous": {k: old[k] for k in ("source", "min_fwd_ratio", "min_fwd_bwd_ratio")},
     "cases": cases,
 }

@@ -637,7 +637,10 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
         causal: key u visible to query t iff ``u <= t`` in absolute positions (default: the
             layout's, or False for a Pattern).
         scale: softmax scale, default ``1 / sqrt(head_dim)``; any finite float (the Triton
-            kernels run a negative one as ``-q`` with ``|scale|``: one copy of q).
+            kernels run a negative one as ``-q`` with ``|scale|``: one copy of q) whose scores
+            cannot overflow: refused above float32's range, and where ``|scale| > 2**20`` when
+            ``|scale| * max|q_i| * max|k_j|`` (row norms) reaches a quarter of it (one reduction
+            over q and k; docs/attention.md, "The overflow guard on scale").
         return_lse: also return the log-sum-exp ``(batch, num_heads, seq_len)`` float32
             (float64 for float64 inputs), natural log; ``-inf`` marks query rows that see no key.
         backend: ``"triton"`` (CUDA; on CPU only with ``TRITON_INTERPRET=1``), ``"torch"``
@@ -684,6 +687,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
     call = _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens,
                          cu_seqlens_k, key_padding_mask, window_size)
     alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
+    _check_score_range(q, k, call.scale)
     rng = draw_seed() if dropout_p > 0 else None
     if torch.compiler.is_compiling() or q.is_meta:
         # one custom op (meta tensors take it too: its fake implementation gives the shapes)
@@ -776,6 +780,63 @@ def _rng_ints(rng: Tensor) -> Tuple[int, int]:
     return seed | (1 << 40), offset & 0x7FFFFFFF
 
 
+# |scale| above which a call bounds its scores from the data (``_check_score_range``): below
+# it a score overflows only where |q| |k| alone passes 1e32, inputs that overflow the products
+SCALE_CHECKED = 2.0 ** 20
+
+
+def _compute_max(dtype) -> float:
+    """The largest finite value of the type the kernels score in (fp32; fp64 for fp64 inputs)."""
+    return torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).max
+
+
+def _check_scale(scale, d: int, dtype) -> float:
+    """The softmax scale as a float: default 1/sqrt(d); any finite float the scores' type holds."""
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    # comparisons, not math.isfinite: under torch.compile (dynamic=True, or a second scale
+    # seen) a float argument is symbolic, and math.isfinite cannot be traced
+    if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale
+            or not -float("inf") < scale < float("inf")):
+        raise ValueError(f"scale must be a finite float, got {scale!r}")
+    top = _compute_max(dtype)
+    if not -top <= scale <= top:
+        raise ValueError(f"scale must be a finite float that the kernels' scores hold "
+                         f"(|scale| <= {top:.4g} for {dtype} inputs), got {scale!r}")
+    return float(scale)
+
+
+def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
+    """Refuse a scale whose scores could overflow: |scale| * max|q_i| * max|k_j| (Euclidean norms
+    of the rows, a bound on every |scale q_i . k_j|) must stay under a quarter of the scores' type
+    maximum, or the LSE (scale * row max + log of the row sum) and then the softmax turn to inf
+    and NaN (with softcap too: the cap applies to the scaled score, which the torch backend forms
+    as (scale q) k^T). Checked only where |scale| > SCALE_CHECKED (one reduction over q and k, and
+    a host sync); not under torch.compile, on meta tensors or while a CUDA graph is captured.
+    ``group``: the context-parallel ranks, whose bounds are combined (all ranks take the same
+    branch: they share the scale)."""
+    if torch.compiler.is_compiling() or q.is_meta or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    if -SCALE_CHECKED <= scale <= SCALE_CHECKED:
+        return
+    # the rows' norms in the inputs' dtype (no full-size copy), rounded up by 2^-6 for their own
+    # rounding (bf16 keeps 8 bits); a norm past fp16's range reads inf, and the call is refused
+    norms = torch.stack([torch.linalg.vector_norm(t, dim=-1).amax().to(torch.float64) for t in (q, k)])
+    norms = norms * (1 + 2.0 ** -6)
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(norms, op=dist.ReduceOp.MAX, group=group)
+    qn, kn = (float(x) for x in norms.tolist())
+    bound = abs(scale) * qn * kn
+    limit = _compute_max(q.dtype) / 4
+    if not bound < limit:
+        raise ValueError(f"scale {scale!r} could overflow the scores: |scale| x max row norm of q ({qn:.4g}) "
+                         f"x max row norm of k ({kn:.4g}) = {bound:.4g}, above {limit:.4g} (a quarter of "
+                         f"the largest {'float64' if q.dtype == torch.float64 else 'float32'}); use a "
+                         f"smaller scale or scale q or k down (docs/attention.md, 'A peaked softmax')")
+
+
 def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]:
     """Validate dropout_p, softcap and alibi_slopes; returns the slopes on q's device."""
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
@@ -852,14 +913,7 @@ def _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqle
     call.block_size, call.causal, call.window = _settings(pattern, block_size, causal, window_size)
     if call.backend == "triton" and call.block_size < 16:
         raise ValueError(f"block_size must be >= 16 for the triton backend, got {call.block_size}")
-    if scale is None:
-        scale = 1.0 / math.sqrt(d)
-    # comparisons, not math.isfinite: under torch.compile (dynamic=True, or a second scale
-    # seen) a float argument is symbolic, and math.isfinite cannot be traced
-    elif (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale
-          or not -float("inf") < scale < float("inf")):
-        raise ValueError(f"scale must be a finite float, got {scale!r}")
-    call.scale = float(scale)
+    call.scale = _check_scale(scale, d, q.dtype)
     call.cu_q = call.cu_k = call.cu_q_host = call.cu_k_host = None
     if cu_seqlens is None and cu_seqlens_k is not None:
         raise ValueError("cu_seqlens_k needs cu_seqlens (the queries' document offsets)")

@@ -34,7 +34,6 @@ no guests, so the buffer's query-key distances are the sequence's (ALiBi adds th
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
@@ -44,8 +43,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_padding, _check_tensor,
-                        _forward_impl, _host_ints, _resolve_backend, _rng_ints)
+from .attention import (_NO_MODS, _backward_impl, _check_mods, _check_padding, _check_scale,
+                        _check_score_range, _check_tensor, _forward_impl, _host_ints, _resolve_backend,
+                        _rng_ints)
 from .compiler import (_check_block_size, _check_table_size, _fwd_blocks, _layout_of, _pattern_blocks,
                        _sequence_blocks, check_window, compile, with_key_padding)
 from .layout import BlockLayout
@@ -811,7 +811,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
                          f"which a zigzag shard's two chunks cannot both keep")
     alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
     backend = _resolve_backend(backend, q)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    scale = _check_scale(scale, d, q.dtype)
+    _check_score_range(q, k, scale, group=group)
     rng = (0, 0)
     if dropout_p > 0:
         seed, offset = _rng_ints(draw_seed())

@@ -905,6 +905,14 @@ def test_bad_options():
                 cp_attention(q, q, q, sf.local(1), block_size=16, dropout_p=1.0)
             with pytest.raises(ValueError, match="softcap"):
                 cp_attention(q, q, q, sf.local(1), block_size=16, softcap=-1.0)
+            # the scale as sparse_attention checks it (a NaN one passed unchecked before stop 72),
+            # its overflow guard with the ranks' norms all-reduced
+            for bad in (float("nan"), float("inf"), 3.5e38, "1"):
+                with pytest.raises(ValueError, match="scale must be a finite float"):
+                    cp_attention(q, q, q, sf.local(1), block_size=16, scale=bad)
+            ones = torch.ones(1, 2, 64, 16)
+            with pytest.raises(ValueError, match="could overflow the scores"):
+                cp_attention(ones, ones, ones, sf.local(1), block_size=16, scale=1e37)
             with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \(batch, N/W"):
                 cp_attention(q, q, q, sf.local(1), block_size=16, key_padding_mask=torch.ones(1, 128, dtype=torch.bool))
             with pytest.raises(ValueError, match="key_padding_mask must be a bool"):

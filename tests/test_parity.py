@@ -253,6 +253,33 @@ def test_peaked_softmax_stays_finite(scale, backend):
         assert (out.double() - ref).abs().max() <= 1e-2 * ref.abs().max()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scale_overflow_is_refused(backend):
+    """No NaN at any finite scale: a scale whose scores could pass float32's range (|scale| times
+    the largest row norms of q and k at a quarter of its maximum, or a scale it cannot hold) is
+    refused with a ValueError naming scale, softcap or not; one just inside the bound runs with
+    finite outputs, LSE and gradients. Before stop 72, scale 1e38 gave NaN in both backends."""
+    q, k, v, do = inputs(B=1, H=2, Hkv=2, N=64, Nk=64, d=16)
+    pattern = sf.local(1) | sf.global_blocks(1)
+    qn, kn = (t.detach().double().norm(dim=-1).max().item() for t in (q, k))
+    edge = torch.finfo(torch.float32).max / 4 / (qn * kn)
+    assert edge > sf.attention.SCALE_CHECKED
+    call = dict(block_size=32, causal=True, backend=backend)
+    for scale in (edge * 1.1, -edge * 1.1, 3.5e38, -3.5e38):
+        for softcap in (0.0, 30.0):
+            with pytest.raises(ValueError, match="scale"):
+                sparse_attention(q, k, v, pattern, scale=scale, softcap=softcap, **call)
+    # the same inputs scaled down by 1e3 fit the same scale
+    small = (q.detach() / 1e3).requires_grad_(True)
+    out = sparse_attention(small, k, v, pattern, scale=edge * 1.1, **call)
+    assert torch.isfinite(out).all()
+    for scale in (edge / 1.1, -edge / 1.1):
+        out, lse = sparse_attention(q, k, v, pattern, scale=scale, return_lse=True, **call)
+        grads = torch.autograd.grad(out, (q, k, v), do)
+        for t in (out, lse, *grads):
+            assert torch.isfinite(t).all(), scale
+
+
 # ------------------------------------------------------------------ variants (A/B benchmarked)
 # The dropout draws (sparseflash.philox: DROPOUT_BITS, DROPOUT_MAPPING, DROPOUT_ROUNDS) and the
 # ALiBi/softcap formulations (kernels.launch: ALIBI_VARIANT, SOFTCAP_VARIANT) are selectable for

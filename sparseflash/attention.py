@@ -686,7 +686,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: "Union[Pattern, B
     """
     call = _checked_call(q, k, v, pattern, block_size, causal, scale, backend, cu_seqlens,
                          cu_seqlens_k, key_padding_mask, window_size)
-    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
+    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q, span=max(q.shape[2], k.shape[2]))
     _check_score_range(q, k, call.scale)
     rng = draw_seed() if dropout_p > 0 else None
     if torch.compiler.is_compiling() or q.is_meta:
@@ -773,6 +773,13 @@ def _functorch(*tensors: Tensor) -> bool:
             and any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))
 
 
+def _unwrapped(t: Tensor) -> Tensor:
+    """The plain tensor inside a torch.func transform's wrappers (t itself if none)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
 def _rng_ints(rng: Tensor) -> Tuple[int, int]:
     """(Philox seed, offset) as kernel ints: the seed forced above 2**40 (so its type never
     changes between calls of one compiled kernel), the offset below 2**31."""
@@ -819,6 +826,10 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
         return
     if -SCALE_CHECKED <= scale <= SCALE_CHECKED:
         return
+    if _functorch(q, k):
+        # under torch.func transforms (vmap, grad) a wrapped tensor's values cannot be read:
+        # bound the scores from the plain tensors inside (every mapped call's rows at once)
+        q, k = (_unwrapped(t) for t in (q, k))
     # the rows' norms in the inputs' dtype (no full-size copy), rounded up by 2^-6 for their own
     # rounding (bf16 keeps 8 bits); a norm past fp16's range reads inf, and the call is refused
     norms = torch.stack([torch.linalg.vector_norm(t, dim=-1).amax().to(torch.float64) for t in (q, k)])
@@ -837,8 +848,43 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
                          f"smaller scale or scale q or k down (docs/attention.md, 'A peaked softmax')")
 
 
-def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]:
-    """Validate dropout_p, softcap and alibi_slopes; returns the slopes on q's device."""
+# the slope tensors whose values _check_slope_values has read, with their version counters then
+# (a decode loop passes one tensor each step: its values are read, and the host synced, once)
+_CHECKED_SLOPES = None
+
+
+def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
+    """Refuse slopes whose bias could give NaN: non-finite ones, or |slope| * span (the largest
+    distance between a query and a key) at or above a quarter of the scores' type maximum
+    (with the scale's own quarter, the biased score stays within half of it). Reads the values
+    once per tensor and version (a host sync where they live on the GPU); not under
+    torch.compile, on meta tensors or during CUDA graph capture."""
+    global _CHECKED_SLOPES
+    if (torch.compiler.is_compiling() or alibi_slopes.is_meta
+            or (alibi_slopes.is_cuda and torch.cuda.is_current_stream_capturing())):
+        return
+    # under torch.func transforms the values are read from the plain tensor inside
+    alibi_slopes = _unwrapped(alibi_slopes)
+    if _CHECKED_SLOPES is None:
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        _CHECKED_SLOPES = WeakIdKeyDictionary()
+    version = alibi_slopes._version
+    if _CHECKED_SLOPES.get(alibi_slopes) == (version, span, dtype):
+        return
+    top = alibi_slopes.detach().abs().amax().item() if alibi_slopes.numel() else 0.0
+    limit = _compute_max(dtype) / 4
+    if top != top or not top * max(span, 1) < limit:
+        raise ValueError(f"alibi_slopes must be finite with |slope| x {max(span, 1)} (the longest query-key "
+                         f"distance) below {limit:.4g} (a quarter of the largest "
+                         f"{'float64' if dtype == torch.float64 else 'float32'}), got a largest |slope| "
+                         f"of {top!r}")
+    _CHECKED_SLOPES[alibi_slopes] = (version, span, dtype)
+
+
+def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor, span: Optional[int] = None) -> Optional[Tensor]:
+    """Validate dropout_p, softcap and alibi_slopes (``span``: the longest query-key distance,
+    default q's length); returns the slopes on q's device."""
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     # comparisons, not math.isfinite: under torch.compile(dynamic=True) floats are symbolic
@@ -857,6 +903,7 @@ def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor) -> Optional[Tensor]
         raise ValueError(f"alibi_slopes must be a float32 tensor of shape (num_heads,) = {(H,)} or "
                          f"(batch, num_heads) = {(B, H)}, got "
                          f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} {shape}")
+    _check_slope_values(alibi_slopes, q.shape[2] if span is None else span, q.dtype)
     return alibi_slopes.to(q.device).contiguous()
 
 

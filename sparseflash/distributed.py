@@ -809,7 +809,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, *, group
         raise ValueError(f"alibi_slopes needs sharding='contiguous' (got {sharding!r}): the bias needs "
                          f"each received key block at its true distance from the shard's queries, "
                          f"which a zigzag shard's two chunks cannot both keep")
-    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q)
+    alibi = _check_mods(dropout_p, softcap, alibi_slopes, q, span=n * world)
     backend = _resolve_backend(backend, q)
     scale = _check_scale(scale, d, q.dtype)
     _check_score_range(q, k, scale, group=group)

@@ -269,6 +269,10 @@ def test_scale_overflow_is_refused(backend):
         for softcap in (0.0, 30.0):
             with pytest.raises(ValueError, match="scale"):
                 sparse_attention(q, k, v, pattern, scale=scale, softcap=softcap, **call)
+    # under vmap the plain tensors' rows bound the scores
+    f = lambda q, k, v: sparse_attention(q, k, v, pattern, scale=edge * 1.1, **call)  # noqa: E731
+    with pytest.raises(ValueError, match="could overflow the scores"):
+        torch.func.vmap(f)(*(t.detach().expand(2, *t.shape) for t in (q, k, v)))
     # the same inputs scaled down by 1e3 fit the same scale
     small = (q.detach() / 1e3).requires_grad_(True)
     out = sparse_attention(small, k, v, pattern, scale=edge * 1.1, **call)
@@ -278,6 +282,39 @@ def test_scale_overflow_is_refused(backend):
         grads = torch.autograd.grad(out, (q, k, v), do)
         for t in (out, lse, *grads):
             assert torch.isfinite(t).all(), scale
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_slopes_that_would_give_nan_are_refused(backend):
+    """Slopes that are not finite, or whose bias |slope| x the longest query-key distance reaches
+    a quarter of float32's maximum, are refused with a ValueError naming alibi_slopes (before
+    stop 72: NaN out of a NaN slope in both backends, and out of slope 1e38 in the Triton
+    kernels' causal form). Large finite slopes inside the bound run finite. The values are read
+    once per tensor and version: a slope changed in place is read again."""
+    q, k, v, do = inputs(B=1, H=2, Hkv=2, N=64, Nk=64, d=16)
+    call = dict(block_size=32, causal=True, backend=backend)
+    for bad in ([float("nan"), 0.5], [float("inf"), 0.5], [0.5, -float("inf")], [1e38, 0.5], [0.5, -1e37]):
+        with pytest.raises(ValueError, match="alibi_slopes must be finite"):
+            sparse_attention(q, k, v, sf.local(1), alibi_slopes=torch.tensor(bad), **call)
+    for causal in (True, False):
+        for good in ([1e30, 0.5], [-1e30, 1e3]):
+            slopes = torch.tensor(good)
+            out, lse = sparse_attention(q, k, v, sf.local(1), alibi_slopes=slopes, return_lse=True,
+                                        **dict(call, causal=causal))
+            grads = torch.autograd.grad(out, (q, k, v), do)
+            for t in (out, lse, *grads):
+                assert torch.isfinite(t).all(), (good, causal)
+    slopes = torch.tensor([0.25, 0.5])
+    sparse_attention(q, k, v, sf.local(1), alibi_slopes=slopes, **call)
+    assert sf.attention._CHECKED_SLOPES.get(slopes) is not None
+    slopes[0] = float("nan")                     # in place: a new version, read again
+    with pytest.raises(ValueError, match="alibi_slopes must be finite"):
+        sparse_attention(q, k, v, sf.local(1), alibi_slopes=slopes, **call)
+    # under vmap (slopes mapped with the batch) the plain tensor's values are read
+    f = lambda q, k, v, s: sparse_attention(q, k, v, sf.local(1), alibi_slopes=s, **call)  # noqa: E731
+    stacked = torch.tensor([[0.25, 0.5], [float("nan"), 0.5]])
+    with pytest.raises(ValueError, match="alibi_slopes must be finite"):
+        torch.func.vmap(f)(*(t.detach().expand(2, *t.shape) for t in (q, k, v)), stacked)
 
 
 # ------------------------------------------------------------------ variants (A/B benchmarked)

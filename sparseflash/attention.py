@@ -845,7 +845,8 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
         raise ValueError(f"scale {scale!r} could overflow the scores: |scale| x max row norm of q ({qn:.4g}) "
                          f"x max row norm of k ({kn:.4g}) = {bound:.4g}, above {limit:.4g} (a quarter of "
                          f"the largest {'float64' if q.dtype == torch.float64 else 'float32'}); use a "
-                         f"smaller scale or scale q or k down (docs/attention.md, 'A peaked softmax')")
+                         f"smaller scale or scale q or k down (docs/attention.md, 'The overflow guard "
+                         f"on scale')")
 
 
 # the slope tensors whose values _check_slope_values has read, with their version counters then
@@ -857,8 +858,9 @@ def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
     """Refuse slopes whose bias could give NaN: non-finite ones, or |slope| * span (the largest
     distance between a query and a key) at or above a quarter of the scores' type maximum
     (with the scale's own quarter, the biased score stays within half of it). Reads the values
-    once per tensor and version (a host sync where they live on the GPU); not under
-    torch.compile, on meta tensors or during CUDA graph capture."""
+    once per tensor and version (a host sync where they live on the GPU; the largest |slope| is
+    kept, so a growing span reads nothing new); not under torch.compile, on meta tensors or
+    during CUDA graph capture."""
     global _CHECKED_SLOPES
     if (torch.compiler.is_compiling() or alibi_slopes.is_meta
             or (alibi_slopes.is_cuda and torch.cuda.is_current_stream_capturing())):
@@ -869,17 +871,21 @@ def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
         from torch.utils.weak import WeakIdKeyDictionary
 
         _CHECKED_SLOPES = WeakIdKeyDictionary()
+    # the largest |slope| is kept with the version it was read at: a decode loop's span grows
+    # each step, and the comparison below needs no new read
     version = alibi_slopes._version
-    if _CHECKED_SLOPES.get(alibi_slopes) == (version, span, dtype):
-        return
-    top = alibi_slopes.detach().abs().amax().item() if alibi_slopes.numel() else 0.0
+    seen = _CHECKED_SLOPES.get(alibi_slopes)
+    if seen is not None and seen[0] == version:
+        top = seen[1]
+    else:
+        top = alibi_slopes.detach().abs().amax().item() if alibi_slopes.numel() else 0.0
+        _CHECKED_SLOPES[alibi_slopes] = (version, top)
     limit = _compute_max(dtype) / 4
     if top != top or not top * max(span, 1) < limit:
         raise ValueError(f"alibi_slopes must be finite with |slope| x {max(span, 1)} (the longest query-key "
                          f"distance) below {limit:.4g} (a quarter of the largest "
                          f"{'float64' if dtype == torch.float64 else 'float32'}), got a largest |slope| "
                          f"of {top!r}")
-    _CHECKED_SLOPES[alibi_slopes] = (version, span, dtype)
 
 
 def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor, span: Optional[int] = None) -> Optional[Tensor]:

@@ -306,7 +306,13 @@ def test_alibi_slopes_that_would_give_nan_are_refused(backend):
                 assert torch.isfinite(t).all(), (good, causal)
     slopes = torch.tensor([0.25, 0.5])
     sparse_attention(q, k, v, sf.local(1), alibi_slopes=slopes, **call)
-    assert sf.attention._CHECKED_SLOPES.get(slopes) is not None
+    assert sf.attention._CHECKED_SLOPES.get(slopes) == (slopes._version, 0.5)
+    # a longer call with the same tensor compares the kept |slope| with its span, no new read:
+    # a kept value planted here (0.25) survives the call
+    sf.attention._CHECKED_SLOPES[slopes] = (slopes._version, 0.25)
+    long_q = torch.randn(1, 2, 96, 16)
+    sparse_attention(long_q, long_q, long_q, sf.local(1), alibi_slopes=slopes, **call)
+    assert sf.attention._CHECKED_SLOPES.get(slopes) == (slopes._version, 0.25)
     slopes[0] = float("nan")                     # in place: a new version, read again
     with pytest.raises(ValueError, match="alibi_slopes must be finite"):
         sparse_attention(q, k, v, sf.local(1), alibi_slopes=slopes, **call)

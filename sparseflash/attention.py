@@ -822,9 +822,11 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
     a host sync); not under torch.compile, on meta tensors or while a CUDA graph is captured.
     ``group``: the context-parallel ranks, whose bounds are combined (all ranks take the same
     branch: they share the scale)."""
-    if torch.compiler.is_compiling() or q.is_meta or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return
+    # the scale first: the common case returns after one comparison (a decode step pays for
+    # every microsecond)
     if -SCALE_CHECKED <= scale <= SCALE_CHECKED:
+        return
+    if torch.compiler.is_compiling() or q.is_meta or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
     if _functorch(q, k):
         # under torch.func transforms (vmap, grad) a wrapped tensor's values cannot be read:

@@ -33,9 +33,7 @@ else
   python -m pytest --collect-only -q $paths ${kexpr:+-k "$kexpr"} 2>/dev/null | grep "::" > "$tmp/ids.txt"
 fi
 here=$(cd "$(dirname "$0")" && pwd)
-if [[ ${SHARD_PLAN:-durations} != lines ]] && python "$here/shard_plan.py" plan "$tmp/ids.txt" "$shards" "$tmp"; then
-  :
-else
+if [[ ${SHARD_PLAN:-durations} == lines ]] || ! python "$here/shard_plan.py" plan "$tmp/ids.txt" "$shards" "$tmp"; then
   for ((i = 0; i < shards; i++)); do
     awk -v i=$i -v n=$shards 'NR % n == i' "$tmp/ids.txt" > "$tmp/shard$i.txt"
   done

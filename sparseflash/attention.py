@@ -42,6 +42,7 @@ import numpy as np
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .blockwise import blockwise_backward, blockwise_forward
 from .compiler import (check_window, compile, compile_sequences, from_trace_value, prefix_stable, restrict,
@@ -792,9 +793,15 @@ def _rng_ints(rng: Tensor) -> Tuple[int, int]:
 SCALE_CHECKED = 2.0 ** 20
 
 
-def _compute_max(dtype) -> float:
-    """The largest finite value of the type the kernels score in (fp32; fp64 for fp64 inputs)."""
-    return torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).max
+def _score_dtype(dtype) -> torch.dtype:
+    """The type the kernels score in: float32, float64 for float64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _values_unreadable(t: Tensor) -> bool:
+    """Whether a guard must not read t's values here: under torch.compile, on a meta tensor, or
+    while a CUDA graph is captured (a read would sync the stream)."""
+    return torch.compiler.is_compiling() or t.is_meta or (t.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _check_scale(scale, d: int, dtype) -> float:
@@ -806,7 +813,7 @@ def _check_scale(scale, d: int, dtype) -> float:
     if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale
             or not -float("inf") < scale < float("inf")):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
-    top = _compute_max(dtype)
+    top = torch.finfo(_score_dtype(dtype)).max
     if not -top <= scale <= top:
         raise ValueError(f"scale must be a finite float that the kernels' scores hold "
                          f"(|scale| <= {top:.4g} for {dtype} inputs), got {scale!r}")
@@ -826,12 +833,11 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
     # every microsecond)
     if -SCALE_CHECKED <= scale <= SCALE_CHECKED:
         return
-    if torch.compiler.is_compiling() or q.is_meta or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if _values_unreadable(q):
         return
-    if _functorch(q, k):
-        # under torch.func transforms (vmap, grad) a wrapped tensor's values cannot be read:
-        # bound the scores from the plain tensors inside (every mapped call's rows at once)
-        q, k = (_unwrapped(t) for t in (q, k))
+    # under torch.func transforms (vmap, grad) a wrapped tensor's values cannot be read: bound
+    # the scores from the plain tensors inside (every mapped call's rows at once)
+    q, k = _unwrapped(q), _unwrapped(k)
     # the rows' norms in the inputs' dtype (no full-size copy), rounded up by 2^-6 for their own
     # rounding (bf16 keeps 8 bits); a norm past fp16's range reads inf, and the call is refused
     norms = torch.stack([torch.linalg.vector_norm(t, dim=-1).amax().to(torch.float64) for t in (q, k)])
@@ -842,18 +848,20 @@ def _check_score_range(q: Tensor, k: Tensor, scale: float, group=None) -> None:
         dist.all_reduce(norms, op=dist.ReduceOp.MAX, group=group)
     qn, kn = (float(x) for x in norms.tolist())
     bound = abs(scale) * qn * kn
-    limit = _compute_max(q.dtype) / 4
+    score = _score_dtype(q.dtype)
+    limit = torch.finfo(score).max / 4
     if not bound < limit:
         raise ValueError(f"scale {scale!r} could overflow the scores: |scale| x max row norm of q ({qn:.4g}) "
                          f"x max row norm of k ({kn:.4g}) = {bound:.4g}, above {limit:.4g} (a quarter of "
-                         f"the largest {'float64' if q.dtype == torch.float64 else 'float32'}); use a "
+                         f"the largest {score}); use a "
                          f"smaller scale or scale q or k down (docs/attention.md, 'The overflow guard "
                          f"on scale')")
 
 
-# the slope tensors whose values _check_slope_values has read, with their version counters then
-# (a decode loop passes one tensor each step: its values are read, and the host synced, once)
-_CHECKED_SLOPES = None
+# the slope tensors whose values _check_slope_values has read: (version counter then, largest
+# |slope|) (a decode loop passes one tensor each step: its values are read, and the host synced,
+# once)
+_CHECKED_SLOPES = WeakIdKeyDictionary()
 
 
 def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
@@ -863,16 +871,10 @@ def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
     once per tensor and version (a host sync where they live on the GPU; the largest |slope| is
     kept, so a growing span reads nothing new); not under torch.compile, on meta tensors or
     during CUDA graph capture."""
-    global _CHECKED_SLOPES
-    if (torch.compiler.is_compiling() or alibi_slopes.is_meta
-            or (alibi_slopes.is_cuda and torch.cuda.is_current_stream_capturing())):
+    if _values_unreadable(alibi_slopes):
         return
     # under torch.func transforms the values are read from the plain tensor inside
     alibi_slopes = _unwrapped(alibi_slopes)
-    if _CHECKED_SLOPES is None:
-        from torch.utils.weak import WeakIdKeyDictionary
-
-        _CHECKED_SLOPES = WeakIdKeyDictionary()
     # the largest |slope| is kept with the version it was read at: a decode loop's span grows
     # each step, and the comparison below needs no new read
     version = alibi_slopes._version
@@ -882,17 +884,18 @@ def _check_slope_values(alibi_slopes: Tensor, span: int, dtype) -> None:
     else:
         top = alibi_slopes.detach().abs().amax().item() if alibi_slopes.numel() else 0.0
         _CHECKED_SLOPES[alibi_slopes] = (version, top)
-    limit = _compute_max(dtype) / 4
-    if top != top or not top * max(span, 1) < limit:
-        raise ValueError(f"alibi_slopes must be finite with |slope| x {max(span, 1)} (the longest query-key "
-                         f"distance) below {limit:.4g} (a quarter of the largest "
-                         f"{'float64' if dtype == torch.float64 else 'float32'}), got a largest |slope| "
-                         f"of {top!r}")
+    score = _score_dtype(dtype)
+    limit = torch.finfo(score).max / 4
+    span = max(span, 1)
+    if not top * span < limit:            # also true for a NaN or infinite slope
+        raise ValueError(f"alibi_slopes must be finite with |slope| x {span} (the longest query-key "
+                         f"distance) below {limit:.4g} (a quarter of the largest {score}), got a "
+                         f"largest |slope| of {top!r}")
 
 
-def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor, span: Optional[int] = None) -> Optional[Tensor]:
-    """Validate dropout_p, softcap and alibi_slopes (``span``: the longest query-key distance,
-    default q's length); returns the slopes on q's device."""
+def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor, span: int) -> Optional[Tensor]:
+    """Validate dropout_p, softcap and alibi_slopes (``span``: the longest query-key distance);
+    returns the slopes on q's device."""
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     # comparisons, not math.isfinite: under torch.compile(dynamic=True) floats are symbolic
@@ -911,7 +914,7 @@ def _check_mods(dropout_p, softcap, alibi_slopes, q: Tensor, span: Optional[int]
         raise ValueError(f"alibi_slopes must be a float32 tensor of shape (num_heads,) = {(H,)} or "
                          f"(batch, num_heads) = {(B, H)}, got "
                          f"{getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)} {shape}")
-    _check_slope_values(alibi_slopes, q.shape[2] if span is None else span, q.dtype)
+    _check_slope_values(alibi_slopes, span, q.dtype)
     return alibi_slopes.to(q.device).contiguous()
 
 
